@@ -1,0 +1,174 @@
+import { readFileSync } from 'node:fs'
+import { ConstantBackoff, handleWhen, noop, retry, type IBackoff } from 'cockatiel'
+import { Etcd3, isRecoverableError, type IOptions, type Namespace } from 'etcd3'
+import { ConfigurationError } from './errors.js'
+
+/**
+ * A connected etcd client: an `etcd3` client, or a namespace of one (all keys prefixed).
+ * Every primitive takes one of these.
+ */
+export type EtcdClient = Namespace & { close(): void }
+
+/** How to reach etcd. Anything left out is read from the environment (see {@link createClient}). */
+export interface ClientOptions {
+  /** `http(s)://host:port` URLs, or one comma-separated string. Env: `ETCD_ENDPOINTS`. */
+  endpoints?: string[] | string
+  /** Env: `ETCD_USERNAME`. */
+  username?: string
+  /** Env: `ETCD_PASSWORD`. */
+  password?: string
+  /** PEM CA bundle path. Env: `ETCD_CA_FILE`. */
+  caFile?: string
+  /** PEM client certificate path. Env: `ETCD_CERT_FILE`. */
+  certFile?: string
+  /** PEM client key path. Env: `ETCD_KEY_FILE`. */
+  keyFile?: string
+  /** Prefix added to every key this client touches. Env: `ETCD_NAMESPACE`. */
+  namespace?: string
+  /** Deadline for every unary call, in ms (default 5000). Env: `ETCD_CALL_TIMEOUT_MS`. */
+  callTimeoutMs?: number
+  /** Where to read settings that are not given (default `process.env`). */
+  env?: Record<string, string | undefined>
+}
+
+const DEFAULT_CALL_TIMEOUT_MS = 5000
+
+/** Reads `ETCD_<name>`, falling back to etcdctl's `ETCDCTL_<name>`; returns the name it came from. */
+function fromEnv(env: Record<string, string | undefined>, name: string, ctlName = name) {
+  for (const key of [`ETCD_${name}`, `ETCDCTL_${ctlName}`]) {
+    const value = env[key]
+    if (value !== undefined && value !== '') return { value, setting: key }
+  }
+  return undefined
+}
+
+function setting<T>(given: T | undefined, option: string, env: Record<string, string | undefined>, name: string, ctlName?: string) {
+  if (given !== undefined) return { value: given, setting: option }
+  return fromEnv(env, name, ctlName)
+}
+
+function parseEndpoints(raw: string[] | string, settingName: string): string[] {
+  const list = (Array.isArray(raw) ? raw : raw.split(','))
+    .map((s) => (typeof s === 'string' ? s.trim() : s))
+    .filter((s) => s !== '')
+  if (list.length === 0) {
+    throw new ConfigurationError(settingName, `${settingName} is empty: give at least one etcd endpoint, e.g. http://127.0.0.1:2379`)
+  }
+  return list.map((endpoint) => {
+    if (typeof endpoint !== 'string') {
+      throw new ConfigurationError(settingName, `${settingName} must hold URL strings, got ${typeof endpoint}`)
+    }
+    let url: URL
+    try {
+      url = new URL(endpoint)
+    } catch {
+      throw new ConfigurationError(settingName, `${settingName} has a malformed endpoint ${JSON.stringify(endpoint)}: use http://host:port or https://host:port`)
+    }
+    if ((url.protocol !== 'http:' && url.protocol !== 'https:') || url.hostname === '' || url.port === '') {
+      throw new ConfigurationError(settingName, `${settingName} endpoint ${JSON.stringify(endpoint)} needs an http:// or https:// scheme, a host and a port, e.g. http://127.0.0.1:2379`)
+    }
+    return `${url.protocol}//${url.host}`
+  })
+}
+
+function readPem(path: { value: string; setting: string } | undefined): Buffer | undefined {
+  if (!path) return undefined
+  try {
+    return readFileSync(path.value)
+  } catch (err) {
+    throw new ConfigurationError(path.setting, `${path.setting}: cannot read ${JSON.stringify(path.value)} (${(err as Error).message})`, { cause: err })
+  }
+}
+
+/** Turns options + environment into `etcd3` options; throws {@link ConfigurationError} on bad settings. */
+export function resolveClientOptions(options: ClientOptions = {}): { etcd: IOptions; namespace: string } {
+  const env = options.env ?? process.env
+  const endpoints = setting(options.endpoints, 'endpoints', env, 'ENDPOINTS')
+  if (!endpoints) {
+    throw new ConfigurationError('ETCD_ENDPOINTS', 'no etcd endpoints: pass { endpoints } to createClient or set ETCD_ENDPOINTS=http://host:2379[,http://host2:2379]')
+  }
+  const hosts = parseEndpoints(endpoints.value, endpoints.setting)
+
+  const timeout = setting(options.callTimeoutMs, 'callTimeoutMs', env, 'CALL_TIMEOUT_MS', 'COMMAND_TIMEOUT_MS')
+  const callTimeoutMs = timeout ? Number(timeout.value) : DEFAULT_CALL_TIMEOUT_MS
+  if (timeout && (!Number.isFinite(callTimeoutMs) || callTimeoutMs <= 0)) {
+    throw new ConfigurationError(timeout.setting, `${timeout.setting} must be a positive number of milliseconds, got ${JSON.stringify(timeout.value)}`)
+  }
+
+  const username = setting(options.username, 'username', env, 'USERNAME', 'USER')
+  let password = setting(options.password, 'password', env, 'PASSWORD')
+  if (username && !password && username.value.includes(':')) {
+    // etcdctl's --user / ETCDCTL_USER accepts "name:password".
+    const at = username.value.indexOf(':')
+    password = { value: username.value.slice(at + 1), setting: username.setting }
+    username.value = username.value.slice(0, at)
+  }
+  if (username && !password) {
+    throw new ConfigurationError('ETCD_PASSWORD', `a username is set (${username.setting}) but no password: set ETCD_PASSWORD or pass { password }`)
+  }
+
+  const ca = readPem(setting(options.caFile, 'caFile', env, 'CA_FILE', 'CACERT'))
+  const cert = readPem(setting(options.certFile, 'certFile', env, 'CERT_FILE', 'CERT'))
+  const key = readPem(setting(options.keyFile, 'keyFile', env, 'KEY_FILE', 'KEY'))
+  if (Boolean(cert) !== Boolean(key)) {
+    throw new ConfigurationError(cert ? 'ETCD_KEY_FILE' : 'ETCD_CERT_FILE', 'a client certificate needs both a certificate and a key file: set ETCD_CERT_FILE and ETCD_KEY_FILE together')
+  }
+  const secure = hosts.some((h) => h.startsWith('https:'))
+  if ((ca || cert) && !secure) {
+    throw new ConfigurationError('ETCD_ENDPOINTS', 'TLS files are set but the endpoints use http://: use https:// endpoints')
+  }
+
+  const namespace = setting(options.namespace, 'namespace', env, 'NAMESPACE')?.value ?? ''
+
+  const etcd: IOptions = {
+    hosts,
+    // A call without a deadline never returns from a silent server; streams (watch, keepalive)
+    // are long-lived by design and watched by their own logic.
+    defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + callTimeoutMs }),
+    faultHandling: {
+      // etcd3's default per-host breaker turns one failure into 5 s of instant errors. We keep
+      // no breaker; a failed call is retried once, on another member when there is one.
+      host: () => noop,
+      global: retry(handleWhen(isRecoverableError), { maxAttempts: 1, backoff: new ConstantBackoff(50) }),
+      // etcd3 calls next() on this itself; its typings predate cockatiel 3's backoff factories.
+      watchBackoff: new ConstantBackoff(250) as unknown as IBackoff<unknown>,
+    },
+    grpcOptions: {
+      // Notice a dead connection after an idle gap (e.g. a frozen function) quickly.
+      'grpc.keepalive_time_ms': 10_000,
+      'grpc.keepalive_timeout_ms': 3_000,
+      'grpc.keepalive_permit_without_calls': 1,
+    },
+  }
+  if (username && password) etcd.auth = { username: username.value, password: password.value }
+  if (secure) {
+    // Without a CA file, gRPC falls back to the system roots.
+    if (ca || cert) etcd.credentials = { rootCertificate: ca as Buffer, certChain: cert, privateKey: key }
+  }
+  return { etcd, namespace }
+}
+
+/**
+ * A new etcd client from `options`, falling back to `ETCD_ENDPOINTS`, `ETCD_USERNAME`,
+ * `ETCD_PASSWORD`, `ETCD_CA_FILE`, `ETCD_CERT_FILE`, `ETCD_KEY_FILE`, `ETCD_NAMESPACE` (and
+ * etcdctl's `ETCDCTL_*` names). Every unary call gets a deadline. Close it with `close()`.
+ */
+export function createClient(options?: ClientOptions): EtcdClient {
+  const { etcd, namespace } = resolveClientOptions(options)
+  const root = new Etcd3(etcd)
+  if (namespace === '') return root
+  const scoped = root.namespace(namespace) as EtcdClient
+  scoped.close = () => root.close()
+  return scoped
+}
+
+let shared: EtcdClient | undefined
+
+/**
+ * One client per process, configured from the environment, created on first use and reused by
+ * every warm invocation (module scope survives between invocations of a function instance).
+ */
+export function sharedClient(): EtcdClient {
+  shared ??= createClient()
+  return shared
+}

@@ -1,0 +1,255 @@
+import {
+  EtcdPermissionDeniedError,
+  GRPCDeadlineExceededError,
+  isRecoverableError,
+  type ICompare,
+  type IKeyValue,
+  type IRangeRequest,
+  type IRangeResponse,
+  type IRequestOp,
+  type IResponseOp,
+  type ITxnResponse,
+  type Namespace,
+} from 'etcd3'
+import { EtcdUnavailableError, InvalidArgumentError, MiddyEtcdError, PermissionDeniedError } from './errors.js'
+
+/**
+ * The raw etcd KV RPCs the primitives are written in, with the client's namespace applied:
+ * keys go in and come out relative to the namespace, errors come out typed. One instance per
+ * client (see {@link keyspace}); every method is exactly one RPC.
+ */
+
+/** A key-value as the primitives see it: relative key, revisions as bigint. */
+export interface KeyValue {
+  key: string
+  value: Buffer
+  createRevision: bigint
+  modRevision: bigint
+  version: bigint
+  lease: string
+}
+
+/** A Range result: the kvs, whether the limit cut it, and the store revision it was read at. */
+export interface RangeResult {
+  kvs: KeyValue[]
+  more: boolean
+  count: bigint
+  revision: bigint
+}
+
+export type SortTarget = 'Key' | 'Version' | 'Create' | 'Mod' | 'Value'
+
+/** Options of a Range: the spec's firstCreate is `{ prefix: true, sort: ['Create', 'Ascend'], limit: 1 }`. */
+export interface RangeOptions {
+  prefix?: boolean
+  sort?: [SortTarget, 'Ascend' | 'Descend']
+  limit?: number
+  revision?: bigint
+  maxCreateRevision?: bigint
+  maxModRevision?: bigint
+  minCreateRevision?: bigint
+  serializable?: boolean
+  countOnly?: boolean
+}
+
+/** One op of a Txn, built by {@link Keyspace.put}, {@link Keyspace.get}, {@link Keyspace.delete}. */
+export type Op = IRequestOp
+/** One compare of a Txn, built by {@link Keyspace.compare}. */
+export type Compare = ICompare
+
+/** What one op of a Txn returned, namespace removed. */
+export interface OpResult {
+  range?: RangeResult
+  deleted?: bigint
+  put?: true
+}
+
+export interface TxnResult {
+  succeeded: boolean
+  revision: bigint
+  results: OpResult[]
+}
+
+/** A raw etcd3 key-value as a {@link KeyValue} whose key is `key`. */
+export function toKeyValue(kv: IKeyValue, key: string): KeyValue {
+  return {
+    key,
+    value: kv.value,
+    createRevision: BigInt(kv.create_revision),
+    modRevision: BigInt(kv.mod_revision),
+    version: BigInt(kv.version),
+    lease: kv.lease,
+  }
+}
+
+/** Largest value etcd accepts in one request by default (1.5 MiB) minus room for the key. */
+export const MAX_VALUE_BYTES = 1_500_000
+
+/** The end of the range of keys starting with `prefix` (Go's `clientv3.GetPrefixRangeEnd`). */
+export function prefixEnd(prefix: Buffer): Buffer {
+  const end = Buffer.from(prefix)
+  for (let i = end.length - 1; i >= 0; i--) {
+    if (end[i] < 0xff) {
+      end[i]++
+      return end.subarray(0, i + 1)
+    }
+  }
+  // All 0xff (or empty): "every key from here on".
+  return Buffer.from([0])
+}
+
+/** Turns an etcd3 / gRPC failure into one of our typed errors, leaving our own errors alone. */
+export function toTypedError(err: unknown, what: string): Error {
+  if (err instanceof MiddyEtcdError) return err
+  if (err instanceof EtcdPermissionDeniedError) {
+    return new PermissionDeniedError(`${what}: permission denied by etcd; grant the client's role access to this key range or use a key inside its namespace`, { cause: err })
+  }
+  if (err instanceof GRPCDeadlineExceededError || (err instanceof Error && isRecoverableError(err))) {
+    return new EtcdUnavailableError(`${what}: etcd did not answer (${(err as Error).message}); check ETCD_ENDPOINTS and that the cluster has quorum`, { cause: err })
+  }
+  return err instanceof Error ? err : new Error(String(err))
+}
+
+export class Keyspace {
+  private readonly prefix: Buffer
+
+  constructor(readonly client: Namespace) {
+    this.prefix = client.prefix
+  }
+
+  /** The key as stored in etcd (namespace included). */
+  full(key: string): Buffer {
+    return this.prefix.length === 0 ? Buffer.from(key) : Buffer.concat([this.prefix, Buffer.from(key)])
+  }
+
+  /** A compare on `key`'s create/mod revision, version or value. */
+  compare(key: string, target: 'Create' | 'Mod' | 'Version', result: '==' | '!=' | '<' | '>', value: bigint | number): Compare {
+    const field = target === 'Create' ? 'create_revision' : target === 'Mod' ? 'mod_revision' : 'version'
+    return { key: this.full(key), target, result: RESULTS[result], [field]: String(value) }
+  }
+
+  put(key: string, value: string | Buffer = '', lease?: string): Op {
+    const request_put: IRequestOp['request_put'] = { key: this.full(key), value: Buffer.from(value) }
+    if (lease !== undefined && lease !== '0') request_put.lease = lease
+    return { request_put }
+  }
+
+  get(key: string, options: RangeOptions = {}): Op {
+    return { request_range: this.rangeRequest(key, options) }
+  }
+
+  delete(key: string, options: { prefix?: boolean } = {}): Op {
+    const full = this.full(key)
+    return { request_delete_range: { key: full, range_end: options.prefix ? prefixEnd(full) : undefined } }
+  }
+
+  /** One Txn RPC. */
+  async txn(compare: Compare[], success: Op[], failure: Op[] = []): Promise<TxnResult> {
+    let res: ITxnResponse
+    try {
+      res = await this.client.kv.txn({ compare, success, failure })
+    } catch (err) {
+      throw toTypedError(err, 'etcd txn')
+    }
+    return { succeeded: res.succeeded, revision: BigInt(res.header.revision), results: res.responses.map((r) => this.opResult(r)) }
+  }
+
+  /** One Range RPC. */
+  async range(key: string, options: RangeOptions = {}): Promise<RangeResult> {
+    let res: IRangeResponse
+    try {
+      res = await this.client.kv.range(this.rangeRequest(key, options))
+    } catch (err) {
+      throw toTypedError(err, `etcd range ${JSON.stringify(key)}`)
+    }
+    return this.rangeResult(res)
+  }
+
+  /** One DeleteRange RPC; returns how many keys went. */
+  async del(key: string, options: { prefix?: boolean } = {}): Promise<bigint> {
+    const full = this.full(key)
+    try {
+      const res = await this.client.kv.deleteRange({ key: full, range_end: options.prefix ? prefixEnd(full) : undefined })
+      return BigInt(res.deleted)
+    } catch (err) {
+      throw toTypedError(err, `etcd delete ${JSON.stringify(key)}`)
+    }
+  }
+
+  /** The relative form of a stored key. */
+  relative(key: Buffer): string {
+    return key.subarray(this.prefix.length).toString()
+  }
+
+  keyValue(kv: IKeyValue): KeyValue {
+    return toKeyValue(kv, this.relative(kv.key))
+  }
+
+  private rangeRequest(key: string, o: RangeOptions): IRangeRequest {
+    const full = this.full(key)
+    const req: IRangeRequest = { key: full }
+    if (o.prefix) req.range_end = prefixEnd(full)
+    if (o.sort) [req.sort_target, req.sort_order] = o.sort
+    if (o.limit !== undefined) req.limit = o.limit
+    if (o.revision !== undefined) req.revision = String(o.revision)
+    if (o.maxCreateRevision !== undefined) req.max_create_revision = String(o.maxCreateRevision)
+    if (o.maxModRevision !== undefined) req.max_mod_revision = String(o.maxModRevision)
+    if (o.minCreateRevision !== undefined) req.min_create_revision = String(o.minCreateRevision)
+    if (o.serializable) req.serializable = true
+    if (o.countOnly) req.count_only = true
+    return req
+  }
+
+  private rangeResult(res: IRangeResponse): RangeResult {
+    return {
+      kvs: res.kvs.map((kv) => this.keyValue(kv)),
+      more: res.more,
+      count: BigInt(res.count),
+      revision: BigInt(res.header.revision),
+    }
+  }
+
+  private opResult(r: IResponseOp): OpResult {
+    if (r.response_range) return { range: this.rangeResult(r.response_range) }
+    if (r.response_delete_range) return { deleted: BigInt(r.response_delete_range.deleted) }
+    return { put: true }
+  }
+}
+
+const RESULTS = { '==': 'Equal', '!=': 'NotEqual', '<': 'Less', '>': 'Greater' } as const
+
+const keyspaces = new WeakMap<Namespace, Keyspace>()
+
+/** The {@link Keyspace} of a client (one per client object). */
+export function keyspace(client: Namespace): Keyspace {
+  let ks = keyspaces.get(client)
+  if (!ks) {
+    ks = new Keyspace(client)
+    keyspaces.set(client, ks)
+  }
+  return ks
+}
+
+/** Checks a user-given name used as a key or key prefix; returns it. */
+export function checkName(name: unknown, what: string): string {
+  if (typeof name !== 'string') {
+    throw new InvalidArgumentError(`${what} must be a non-empty string, got ${name === null ? 'null' : typeof name}`)
+  }
+  if (name.length === 0) throw new InvalidArgumentError(`${what} must be a non-empty string, got ""`)
+  if (Buffer.byteLength(name) > 4096) {
+    throw new InvalidArgumentError(`${what} is ${Buffer.byteLength(name)} bytes; keep names under 4096 bytes`)
+  }
+  return name
+}
+
+/** Checks a value to be stored; returns it as a Buffer. */
+export function checkValue(value: unknown, what: string): Buffer {
+  if (typeof value !== 'string' && !Buffer.isBuffer(value)) {
+    throw new InvalidArgumentError(`${what} must be a string or Buffer, got ${value === null ? 'null' : typeof value}`)
+  }
+  const buf = Buffer.from(value)
+  if (buf.length > MAX_VALUE_BYTES) {
+    throw new InvalidArgumentError(`${what} is ${buf.length} bytes; etcd accepts at most ~1.5 MiB per request (--max-request-bytes): store large payloads elsewhere and enqueue a reference`)
+  }
+  return buf
+}

@@ -1,0 +1,154 @@
+import type { Namespace } from 'etcd3'
+import { InvalidArgumentError, LeaseLostError, type LeaseLossCause } from './errors.js'
+import { keepAliveStream } from './keepalive.js'
+import { toTypedError } from './kv.js'
+
+/** Options of {@link Session.create}. */
+export interface SessionOptions {
+  /** Lease TTL in whole seconds (default 60, as Go). */
+  ttl?: number
+  /** Adopt this existing lease (decimal id) instead of granting one; Go's `WithLease`. */
+  leaseId?: string
+}
+
+const DEFAULT_TTL = 60
+const MAX_TTL = 9_000_000_000 / 1000 // etcd caps lease TTLs at 9e9 ms
+/** Time left for the network between the estimate and the server's clock. */
+const SAFETY_MARGIN_MS = 500
+
+/**
+ * A lease kept alive while the session is open: every lock, candidacy and waiter key of the
+ * session carries it, so they all vanish when the session ends (Go's `concurrency.Session`).
+ */
+export class Session {
+  /** Lease id as a decimal string (etcd's int64). */
+  readonly leaseId: string
+  /** Lease id as Go's `%x` prints it (lowercase, unpadded): the form used in lock keys. */
+  readonly leaseHex: string
+  /** Aborted, with a {@link LeaseLostError} as reason, when the lease is lost or the session ends. */
+  readonly signal: AbortSignal
+
+  private readonly controller = new AbortController()
+  private timer?: NodeJS.Timeout
+  private expiresAt: number
+  private ended = false
+
+  private constructor(
+    readonly client: Namespace,
+    leaseId: string,
+    /** The lease TTL in seconds. */
+    readonly ttl: number,
+    expiresAt: number,
+  ) {
+    this.leaseId = leaseId
+    this.leaseHex = BigInt(leaseId).toString(16)
+    this.signal = this.controller.signal
+    this.expiresAt = expiresAt
+  }
+
+  /**
+   * Grants a lease (or adopts `leaseId`) and keeps it alive. Adopting sends the first keepalive
+   * without waiting for its answer, so work on the session can start in the same round trip; if
+   * the lease turns out to be gone, {@link signal} aborts.
+   */
+  static async create(client: Namespace, options: SessionOptions = {}): Promise<Session> {
+    const ttl = checkTtl(options.ttl)
+    const sentAt = performance.now()
+    if (options.leaseId !== undefined) {
+      const session = new Session(client, checkLeaseId(options.leaseId), ttl, 0)
+      session.start()
+      return session
+    }
+    let granted
+    try {
+      granted = await client.leaseClient.leaseGrant({ TTL: ttl })
+    } catch (err) {
+      throw toTypedError(err, 'etcd lease grant')
+    }
+    const grantedTtl = Number(granted.TTL)
+    const session = new Session(client, granted.ID, grantedTtl, sentAt + grantedTtl * 1000)
+    session.start()
+    return session
+  }
+
+  /**
+   * Until when (on the `performance.now()` clock) the lease is certainly alive, by the send time
+   * of the last answered keepalive (or grant) plus the TTL, minus a safety margin. 0 if unknown.
+   */
+  get aliveUntil(): number {
+    return this.expiresAt === 0 ? 0 : this.expiresAt - SAFETY_MARGIN_MS
+  }
+
+  /** True until the lease is lost or the session is closed or orphaned. */
+  get active(): boolean {
+    return !this.ended
+  }
+
+  /** Stops keeping the lease alive and leaves it to expire on its own (Go's `Orphan`). */
+  orphan(): void {
+    this.end('closed', `session ${this.leaseHex} was orphaned: its lease is left to expire`)
+  }
+
+  /** Ends the session and revokes its lease, deleting every key attached to it (Go's `Close`). */
+  async close(): Promise<void> {
+    this.end('closed', `session ${this.leaseHex} was closed`)
+    const reason = (this.signal.reason as LeaseLostError).reason
+    if (reason === 'expired' || reason === 'revoked') return // already gone on the server
+    try {
+      await this.client.leaseClient.leaseRevoke({ ID: this.leaseId })
+    } catch (err) {
+      if (/lease not found/i.test((err as Error).message)) return
+      throw toTypedError(err, `etcd lease revoke ${this.leaseHex}`)
+    }
+  }
+
+  private start() {
+    const stream = keepAliveStream(this.client)
+    stream.register(this.leaseId, ({ sentAt, ttl }) => {
+      if (ttl > 0) {
+        this.expiresAt = Math.max(this.expiresAt, sentAt + ttl * 1000)
+        return
+      }
+      const revoked = this.expiresAt !== 0 && performance.now() < this.expiresAt
+      this.end(revoked ? 'revoked' : 'expired', `lease ${this.leaseHex} ${revoked ? 'was revoked' : 'expired'}: locks and keys held with it are gone`)
+    })
+    // Go sends a keepalive at once, then every TTL/3; a deadline check rides on the same tick.
+    const interval = Math.max(200, Math.floor((this.ttl * 1000) / 3))
+    // An adopted lease's expiry is unknown until the first answer: give that answer one TTL.
+    const startedAt = performance.now()
+    const tick = () => {
+      const deadline = this.expiresAt === 0 ? startedAt + this.ttl * 1000 : this.expiresAt
+      if (performance.now() >= deadline) {
+        this.end('unreachable', `lease ${this.leaseHex} could not be kept alive: etcd did not answer within the ${this.ttl}s TTL`)
+        return
+      }
+      stream.send(this.leaseId)
+    }
+    tick()
+    this.timer = setInterval(tick, interval)
+    this.timer.unref()
+  }
+
+  private end(reason: LeaseLossCause, message: string) {
+    if (this.ended) return
+    this.ended = true
+    clearInterval(this.timer)
+    keepAliveStream(this.client).release(this.leaseId)
+    this.controller.abort(new LeaseLostError(this.leaseId, reason, message))
+  }
+}
+
+function checkTtl(ttl: unknown): number {
+  if (ttl === undefined) return DEFAULT_TTL
+  if (typeof ttl !== 'number' || !Number.isInteger(ttl) || ttl <= 0 || ttl > MAX_TTL) {
+    throw new InvalidArgumentError(`ttl must be a whole number of seconds between 1 and ${MAX_TTL}, got ${String(ttl)}`)
+  }
+  return ttl
+}
+
+function checkLeaseId(leaseId: unknown): string {
+  if (typeof leaseId !== 'string' || !/^[1-9][0-9]{0,18}$/.test(leaseId) || BigInt(leaseId) > 0x7fffffffffffffffn) {
+    throw new InvalidArgumentError(`leaseId must be a positive int64 as a decimal string (e.g. "7587862145453925126"), got ${JSON.stringify(leaseId)}`)
+  }
+  return leaseId
+}

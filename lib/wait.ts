@@ -1,0 +1,74 @@
+import type { IKeyValue, Namespace, Watcher } from 'etcd3'
+import { WatchLostError } from './errors.js'
+import { toKeyValue, type KeyValue, type Keyspace } from './kv.js'
+
+/**
+ * Waiting on etcd: watches that end in exactly one outcome (the event, the signal's reason, or
+ * a typed error) and never outlive the wait. Go's recipes return `(nil, nil)` when a watch
+ * closes early and then report false success; here a lost watch is a {@link WatchLostError}.
+ */
+
+export type EventType = 'put' | 'delete'
+
+export interface WatchTarget {
+  key: string
+  prefix?: boolean
+}
+
+/** The first event at or after `startRevision` on `target` that `accept` takes. */
+export function waitFor(
+  client: Namespace,
+  target: WatchTarget,
+  startRevision: bigint,
+  accept: (type: EventType, kv: KeyValue) => boolean,
+  signal?: AbortSignal,
+): Promise<{ type: EventType; kv: KeyValue }> {
+  signal?.throwIfAborted()
+  const builder = client.watch().startRevision(String(startRevision))
+  if (target.prefix) builder.prefix(target.key)
+  else builder.key(target.key)
+
+  return new Promise((resolve, reject) => {
+    // watcher() attaches synchronously, so no event can slip past before the listeners exist.
+    const watcher: Watcher = builder.watcher()
+    const finish = (settle: () => void) => {
+      signal?.removeEventListener('abort', onAbort)
+      watcher.removeAllListeners()
+      watcher.on('error', () => {})
+      watcher.cancel().catch(() => {})
+      settle()
+    }
+    const onEvent = (type: EventType) => (raw: IKeyValue) => {
+      // The watcher already took the namespace off the key.
+      const kv = toKeyValue(raw, raw.key.toString())
+      if (accept(type, kv)) finish(() => resolve({ type, kv }))
+    }
+    const onAbort = () => finish(() => reject(signal!.reason))
+    watcher.on('put', onEvent('put'))
+    watcher.on('delete', onEvent('delete'))
+    watcher.on('error', (err: Error) =>
+      finish(() => reject(new WatchLostError(`watch on ${JSON.stringify(target.key)} ended: ${err.message}`, { cause: err }))),
+    )
+    watcher.on('end', () => finish(() => reject(new WatchLostError(`watch on ${JSON.stringify(target.key)} ended before the awaited event`))))
+    signal?.addEventListener('abort', onAbort, { once: true })
+  })
+}
+
+/** Resolves when `key` is deleted at or after `revision` (Go's `waitDelete`). */
+export async function waitDelete(client: Namespace, key: string, revision: bigint, signal?: AbortSignal): Promise<void> {
+  await waitFor(client, { key }, revision, (type) => type === 'delete', signal)
+}
+
+/**
+ * Resolves once no key under `prefix` has a create revision <= `maxCreateRevision`: each round
+ * watches only the youngest such key (the immediate predecessor), so a release wakes one waiter.
+ * Returns the revision at which the last predecessor was seen gone.
+ */
+export async function waitDeletes(ks: Keyspace, prefix: string, maxCreateRevision: bigint, signal?: AbortSignal): Promise<bigint> {
+  for (;;) {
+    signal?.throwIfAborted()
+    const older = await ks.range(prefix, { prefix: true, sort: ['Create', 'Descend'], limit: 1, maxCreateRevision })
+    if (older.kvs.length === 0) return older.revision
+    await waitDelete(ks.client, older.kvs[0].key, older.revision, signal)
+  }
+}

@@ -1,0 +1,1 @@
+export { startEtcd, freePort, EtcdNotFoundError, type EtcdCluster, type StartEtcdOptions } from './etcd.js'

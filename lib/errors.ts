@@ -44,7 +44,7 @@ export class PermissionDeniedError extends MiddyEtcdError {
 
 /** `tryLock` found the lock held by another session (Go: `ErrLocked`). */
 export class LockedError extends MiddyEtcdError {
-  override readonly code = 'LOCKED'
+  override readonly code: string = 'LOCKED'
 }
 
 /** The session's lease ended while the operation needed it (Go: `ErrSessionExpired`). */
@@ -100,4 +100,9 @@ export class LeaseLostError extends SessionExpiredError {
   ) {
     super(message)
   }
+}
+
+/** A blocking acquire gave up: its wait budget (option or remaining invocation time) ran out. */
+export class LockTimeoutError extends LockedError {
+  override readonly code = 'LOCK_TIMEOUT'
 }

@@ -1,0 +1,137 @@
+import type { Namespace } from 'etcd3'
+import type { Session } from '../lib/session.js'
+import { leasePool } from './lease-pool.js'
+
+/**
+ * Everything one invocation holds in etcd, so that it can all be let go in every path Middy
+ * can take: `after`, `onError`, a short-circuit by one of our guards (Middy then skips every
+ * `after`), and, as the last resort when some other middleware's hook threw and ours never
+ * ran, a timer at the invocation's deadline that stops the keepalive so the lease (and every
+ * key on it) expires one TTL later.
+ *
+ * State lives in a WeakMap keyed by Middy's request object: never in a middleware's closure,
+ * which concurrent invocations share.
+ */
+
+/** The least lifetime of an invocation without `getRemainingTimeInMillis` (tests, containers): Lambda's maximum. */
+const DEFAULT_DEADLINE_MS = 15 * 60 * 1000
+/** Time kept back from the deadline to release in. */
+export const RELEASE_MARGIN_MS = 300
+
+export interface LambdaLikeContext {
+  getRemainingTimeInMillis?: () => number
+}
+
+type Release = () => Promise<void>
+
+export class Invocation {
+  private readonly sessions = new Map<number, Promise<Session>>()
+  private readonly holds = new Map<object, Release>()
+  private readonly deadlineTimer: NodeJS.Timeout
+  private ended = false
+  private failure: unknown
+  /** `performance.now()` by which everything must be released. */
+  readonly deadline: number
+
+  private constructor(
+    private readonly request: object,
+    readonly client: Namespace,
+    context: LambdaLikeContext,
+    /** The middleware that opened the scope: it closes it. */
+    readonly owner: object,
+  ) {
+    const remaining = context?.getRemainingTimeInMillis?.() ?? DEFAULT_DEADLINE_MS
+    this.deadline = performance.now() + remaining
+    this.deadlineTimer = setTimeout(() => this.abandon(), Math.max(0, remaining))
+    this.deadlineTimer.unref()
+  }
+
+  /** Milliseconds left before the release margin, never negative. */
+  budget(): number {
+    return Math.max(0, this.deadline - RELEASE_MARGIN_MS - performance.now())
+  }
+
+  /** The invocation's session for `ttl`: shared by all its middlewares, lent from the lease pool. */
+  session(ttl: number): Promise<Session> {
+    let session = this.sessions.get(ttl)
+    if (!session) {
+      session = leasePool(this.client).take(ttl)
+      this.sessions.set(ttl, session)
+      session.catch(() => this.sessions.delete(ttl))
+    }
+    return session
+  }
+
+  /** Records what `holder` must release; replaces an earlier record of the same holder. */
+  hold(holder: object, release: Release): void {
+    this.holds.set(holder, release)
+  }
+
+  /**
+   * Releases what `holder` acquired in this invocation (nothing if it acquired nothing). A
+   * failed release is remembered, not thrown: the session is then not reused, and the lease's
+   * expiry frees whatever the release could not.
+   */
+  async release(holder: object): Promise<void> {
+    const release = this.holds.get(holder)
+    if (!release) return
+    this.holds.delete(holder)
+    await release().catch((err) => (this.failure ??= err))
+  }
+
+  /**
+   * Releases everything still held, newest first, then returns the sessions to the pool. A
+   * session whose release failed is orphaned instead: its keys go when its lease expires.
+   * Returns the first release error, if any, without throwing it.
+   */
+  async end(): Promise<unknown> {
+    if (this.ended) return undefined
+    this.ended = true
+    clearTimeout(this.deadlineTimer)
+    for (const holder of [...this.holds.keys()].reverse()) await this.release(holder)
+    for (const pending of this.sessions.values()) {
+      const session = await pending.catch(() => undefined)
+      if (!session) continue
+      if (this.failure === undefined) leasePool(this.client).give(session)
+      else session.orphan()
+    }
+    scopes.get(this.request)?.delete(this.client)
+    return this.failure
+  }
+
+  /** Deadline passed and nobody ended the scope: stop keepalives so the leases run out. */
+  private abandon() {
+    if (this.ended) return
+    this.ended = true
+    for (const pending of this.sessions.values()) pending.then((s) => s.orphan(), () => {})
+  }
+
+  /** The scope of `request` for `client`, opened by `owner` if there is none yet. */
+  static of(request: object, client: Namespace, context: LambdaLikeContext, owner: object): Invocation {
+    let byClient = scopes.get(request)
+    if (!byClient) {
+      byClient = new Map()
+      scopes.set(request, byClient)
+    }
+    let scope = byClient.get(client)
+    if (!scope || scope.ended) {
+      scope = new Invocation(request, client, context, owner)
+      byClient.set(client, scope)
+    }
+    return scope
+  }
+
+  /** The scope of `request` for `client`, if one is open. */
+  static find(request: object, client: Namespace): Invocation | undefined {
+    return scopes.get(request)?.get(client)
+  }
+
+  /** Ends every open scope of `request` (all clients): used by our guards before they short-circuit. */
+  static async endAll(request: object): Promise<void> {
+    const byClient = scopes.get(request)
+    if (!byClient) return
+    await Promise.all([...byClient.values()].map((scope) => scope.end()))
+  }
+}
+
+const scopes = new WeakMap<object, Map<Namespace, Invocation>>()

@@ -32,6 +32,7 @@ export interface ClientOptions {
 }
 
 const DEFAULT_CALL_TIMEOUT_MS = 5000
+const MAX_TIMER_MS = 2 ** 31 - 1
 
 /** Reads `ETCD_<name>`, falling back to etcdctl's `ETCDCTL_<name>`; returns the name it came from. */
 function fromEnv(env: Record<string, string | undefined>, name: string, ctlName = name) {
@@ -47,8 +48,11 @@ function setting<T>(given: T | undefined, option: string, env: Record<string, st
   return fromEnv(env, name, ctlName)
 }
 
-function parseEndpoints(raw: string[] | string, settingName: string): string[] {
-  const list = (Array.isArray(raw) ? raw : raw.split(','))
+function parseEndpoints(raw: unknown, settingName: string): string[] {
+  if (typeof raw !== 'string' && !Array.isArray(raw)) {
+    throw new ConfigurationError(settingName, `${settingName} must be a URL string, a comma-separated string or an array of URL strings, got ${raw === null ? 'null' : typeof raw}`)
+  }
+  const list = (Array.isArray(raw) ? (raw as unknown[]) : raw.split(','))
     .map((s) => (typeof s === 'string' ? s.trim() : s))
     .filter((s) => s !== '')
   if (list.length === 0) {
@@ -56,18 +60,24 @@ function parseEndpoints(raw: string[] | string, settingName: string): string[] {
   }
   return list.map((endpoint) => {
     if (typeof endpoint !== 'string') {
-      throw new ConfigurationError(settingName, `${settingName} must hold URL strings, got ${typeof endpoint}`)
+      throw new ConfigurationError(settingName, `${settingName} must hold URL strings, got ${endpoint === null ? 'null' : typeof endpoint}`)
     }
+    // etcdctl accepts host:port without a scheme (ETCDCTL_ENDPOINTS=127.0.0.1:2379): plain http.
+    const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(endpoint) ? endpoint : `http://${endpoint}`
     let url: URL
     try {
-      url = new URL(endpoint)
+      url = new URL(withScheme)
     } catch {
       throw new ConfigurationError(settingName, `${settingName} has a malformed endpoint ${JSON.stringify(endpoint)}: use http://host:port or https://host:port`)
     }
-    if ((url.protocol !== 'http:' && url.protocol !== 'https:') || url.hostname === '' || url.port === '') {
+    // URL drops a port equal to the scheme's default (https://h:443 has port ''): look at the text.
+    const authority = withScheme.slice(withScheme.indexOf('://') + 3).split(/[/?#]/)[0]
+    const hasPort = /:[0-9]+$/.test(authority)
+    if ((url.protocol !== 'http:' && url.protocol !== 'https:') || url.hostname === '' || !hasPort) {
       throw new ConfigurationError(settingName, `${settingName} endpoint ${JSON.stringify(endpoint)} needs an http:// or https:// scheme, a host and a port, e.g. http://127.0.0.1:2379`)
     }
-    return `${url.protocol}//${url.host}`
+    const port = url.port || (url.protocol === 'https:' ? '443' : '80')
+    return `${url.protocol}//${url.hostname}:${port}`
   })
 }
 
@@ -90,9 +100,11 @@ export function resolveClientOptions(options: ClientOptions = {}): { etcd: IOpti
   const hosts = parseEndpoints(endpoints.value, endpoints.setting)
 
   const timeout = setting(options.callTimeoutMs, 'callTimeoutMs', env, 'CALL_TIMEOUT_MS', 'COMMAND_TIMEOUT_MS')
-  const callTimeoutMs = timeout ? Number(timeout.value) : DEFAULT_CALL_TIMEOUT_MS
-  if (timeout && (!Number.isFinite(callTimeoutMs) || callTimeoutMs <= 0)) {
-    throw new ConfigurationError(timeout.setting, `${timeout.setting} must be a positive number of milliseconds, got ${JSON.stringify(timeout.value)}`)
+  const rawTimeout: unknown = timeout?.value
+  const callTimeoutMs = timeout ? (typeof rawTimeout === 'number' || typeof rawTimeout === 'string' ? Number(rawTimeout) : NaN) : DEFAULT_CALL_TIMEOUT_MS
+  // Timers cannot be longer than 2^31-1 ms; a longer one would fire at once.
+  if (timeout && (!Number.isFinite(callTimeoutMs) || callTimeoutMs <= 0 || callTimeoutMs > MAX_TIMER_MS)) {
+    throw new ConfigurationError(timeout.setting, `${timeout.setting} must be a positive number of milliseconds (at most ${MAX_TIMER_MS}), got ${JSON.stringify(String(rawTimeout))}`)
   }
 
   const username = setting(options.username, 'username', env, 'USERNAME', 'USER')
@@ -118,7 +130,11 @@ export function resolveClientOptions(options: ClientOptions = {}): { etcd: IOpti
     throw new ConfigurationError('ETCD_ENDPOINTS', 'TLS files are set but the endpoints use http://: use https:// endpoints')
   }
 
-  const namespace = setting(options.namespace, 'namespace', env, 'NAMESPACE')?.value ?? ''
+  const ns = setting(options.namespace, 'namespace', env, 'NAMESPACE')
+  if (ns && typeof ns.value !== 'string') {
+    throw new ConfigurationError(ns.setting, `${ns.setting} must be a string key prefix such as "myapp/", got ${ns.value === null ? 'null' : typeof ns.value}`)
+  }
+  const namespace = ns?.value ?? ''
 
   const etcd: IOptions = {
     hosts,

@@ -2,9 +2,13 @@ import type { ILeaseKeepAliveRequest, ILeaseKeepAliveResponse, IDuplexStream, Na
 
 /**
  * One LeaseKeepAlive stream per client, shared by all of its sessions (etcd3's `Lease` opens a
- * stream per lease). Replies come back in the order requests went out, per lease, so each reply
+ * stream per lease). The server answers a stream's requests one by one, in order, so each reply
  * is matched to the monotonic time its request was sent: that send time + the granted TTL is a
  * conservative bound on when the lease can expire.
+ *
+ * Replies are only taken from the stream currently in use: once a stream is dropped (error,
+ * end, or silence), late replies on it are ignored, because the send times they would be
+ * matched with belong to requests on the new stream (pairing them would overstate the bound).
  */
 
 /** What a session hears back about one keepalive it sent. */
@@ -16,9 +20,15 @@ export interface KeepAliveReply {
 }
 
 type Listener = (reply: KeepAliveReply) => void
+type Duplex = IDuplexStream<ILeaseKeepAliveRequest, ILeaseKeepAliveResponse>
+
+/** One opened (or opening) stream. */
+interface Connection {
+  ready: Promise<Duplex>
+}
 
 class KeepAliveStream {
-  private stream?: Promise<IDuplexStream<ILeaseKeepAliveRequest, ILeaseKeepAliveResponse>>
+  private current?: Connection
   private readonly listeners = new Map<string, { onReply: Listener; inFlight: number[] }>()
 
   constructor(private readonly client: Namespace) {}
@@ -28,49 +38,60 @@ class KeepAliveStream {
     this.listeners.set(leaseId, { onReply, inFlight: [] })
   }
 
+  /** Stops routing replies for `leaseId`; the stream closes when no lease is left. */
   release(leaseId: string): void {
     this.listeners.delete(leaseId)
-    if (this.listeners.size === 0) this.close()
+    if (this.listeners.size === 0 && this.current) this.drop(this.current)
   }
 
-  /** Sends one keepalive for `leaseId`; a broken stream is replaced on the next send. */
-  send(leaseId: string): void {
+  /**
+   * Sends one keepalive for `leaseId`. A broken stream is replaced on the next send, and so is
+   * a silent one: if this lease's oldest request has waited longer than `silentAfterMs`, the
+   * stream is presumed dead (e.g. a half-open TCP connection) and a new one is opened.
+   */
+  send(leaseId: string, silentAfterMs = Infinity): void {
     const entry = this.listeners.get(leaseId)
     if (!entry) return
-    entry.inFlight.push(performance.now())
-    this.open()
-      .then((stream) => stream.write({ ID: leaseId }))
-      .catch(() => this.reset())
+    const now = performance.now()
+    if (this.current && entry.inFlight.length > 0 && now - entry.inFlight[0] > silentAfterMs) this.drop(this.current)
+    const conn = this.open()
+    entry.inFlight.push(now)
+    conn.ready.then((stream) => stream.write({ ID: leaseId })).catch(() => this.drop(conn))
   }
 
-  private open() {
-    this.stream ??= this.client.leaseClient.leaseKeepAlive().then((stream) => {
-      stream.on('data', (res: ILeaseKeepAliveResponse) => this.onData(res))
-      stream.on('error', () => this.reset(stream))
-      stream.on('end', () => this.reset(stream))
-      return stream
-    })
-    return this.stream
+  private open(): Connection {
+    if (this.current) return this.current
+    const conn: Connection = {
+      ready: this.client.leaseClient.leaseKeepAlive().then((stream) => {
+        // Listeners stay attached for the stream's life, so a late 'error' is always handled.
+        stream.on('data', (res: ILeaseKeepAliveResponse) => {
+          if (this.current === conn) this.onData(res)
+        })
+        stream.on('error', () => this.drop(conn))
+        stream.on('end', () => this.drop(conn))
+        if (this.current !== conn) {
+          stream.end() // dropped (or every lease released) while it was opening
+          throw new Error('keepalive stream dropped while opening')
+        }
+        return stream
+      }),
+    }
+    this.current = conn
+    return conn
   }
 
   private onData(res: ILeaseKeepAliveResponse) {
-    const entry = this.listeners.get(res.ID)
+    const entry = this.listeners.get(String(res.ID))
     const sentAt = entry?.inFlight.shift()
     if (entry && sentAt !== undefined) entry.onReply({ sentAt, ttl: Number(res.TTL) })
   }
 
-  /** Drops a failed stream; requests in flight on it will never be answered. */
-  private reset(failed?: IDuplexStream<ILeaseKeepAliveRequest, ILeaseKeepAliveResponse>) {
-    const current = this.stream
-    this.stream = undefined
+  /** Stops using `conn` (no-op if it was already replaced); its unanswered requests are forgotten. */
+  private drop(conn: Connection) {
+    if (this.current !== conn) return
+    this.current = undefined
     for (const entry of this.listeners.values()) entry.inFlight.length = 0
-    current?.then((s) => { if (!failed || s === failed) s.end() }).catch(() => {})
-  }
-
-  private close() {
-    const current = this.stream
-    this.stream = undefined
-    current?.then((s) => s.end()).catch(() => {})
+    conn.ready.then((s) => s.end()).catch(() => {})
   }
 }
 

@@ -32,12 +32,13 @@ export class Session {
   private timer?: NodeJS.Timeout
   private expiresAt: number
   private ended = false
+  /** Whether any keepalive has been answered yet. */
+  private heard = false
 
   private constructor(
     readonly client: Namespace,
     leaseId: string,
-    /** The lease TTL in seconds. */
-    readonly ttl: number,
+    private grantedTtl: number,
     expiresAt: number,
   ) {
     this.leaseId = leaseId
@@ -79,6 +80,14 @@ export class Session {
     return this.expiresAt === 0 ? 0 : this.expiresAt - SAFETY_MARGIN_MS
   }
 
+  /**
+   * The lease TTL in seconds: as granted, or for an adopted lease as the server reports it
+   * once the first keepalive is answered (the `ttl` option until then).
+   */
+  get ttl(): number {
+    return this.grantedTtl
+  }
+
   /** True until the lease is lost or the session is closed or orphaned. */
   get active(): boolean {
     return !this.ended
@@ -107,24 +116,37 @@ export class Session {
     stream.register(this.leaseId, ({ sentAt, ttl }) => {
       if (ttl > 0) {
         this.expiresAt = Math.max(this.expiresAt, sentAt + ttl * 1000)
+        // An adopted lease's TTL is only known from the server: pace the keepalives by it.
+        if (ttl !== this.grantedTtl && this.heard === false) this.schedule(ttl)
+        this.heard = true
         return
       }
       const revoked = this.expiresAt !== 0 && performance.now() < this.expiresAt
       this.end(revoked ? 'revoked' : 'expired', `lease ${this.leaseHex} ${revoked ? 'was revoked' : 'expired'}: locks and keys held with it are gone`)
     })
-    // Go sends a keepalive at once, then every TTL/3; a deadline check rides on the same tick.
-    const interval = Math.max(200, Math.floor((this.ttl * 1000) / 3))
+    this.schedule(this.grantedTtl)
+  }
+
+  /** Go sends a keepalive at once, then every TTL/3; a deadline check rides on the same tick. */
+  private schedule(ttl: number) {
+    this.grantedTtl = ttl
+    clearInterval(this.timer)
+    const stream = keepAliveStream(this.client)
+    const interval = Math.max(200, Math.floor((ttl * 1000) / 3))
+    // A request unanswered for a whole interval means the stream is dead: replace it.
+    const silentAfterMs = Math.max(1000, interval)
     // An adopted lease's expiry is unknown until the first answer: give that answer one TTL.
     const startedAt = performance.now()
     const tick = () => {
-      const deadline = this.expiresAt === 0 ? startedAt + this.ttl * 1000 : this.expiresAt
+      const deadline = this.expiresAt === 0 ? startedAt + ttl * 1000 : this.expiresAt
       if (performance.now() >= deadline) {
-        this.end('unreachable', `lease ${this.leaseHex} could not be kept alive: etcd did not answer within the ${this.ttl}s TTL`)
+        this.end('unreachable', `lease ${this.leaseHex} could not be kept alive: etcd did not answer within the ${ttl}s TTL`)
         return
       }
-      stream.send(this.leaseId)
+      stream.send(this.leaseId, silentAfterMs)
     }
     tick()
+    if (this.ended) return
     this.timer = setInterval(tick, interval)
     this.timer.unref()
   }

@@ -1,0 +1,216 @@
+import { describe, expect, it, vi } from 'vitest'
+import { InvalidArgumentError, LeaseLostError, Mutex, Session, SessionExpiredError, createClient } from '../lib/index.js'
+import { keyspace } from '../lib/kv.js'
+import { startEtcd } from '../testing/index.js'
+import { sleep, uniqueName, useEtcd } from './helpers.js'
+
+const etcd = useEtcd()
+
+/** Resolves with the signal's reason once it aborts (or rejects after `ms`: "does not hang"). */
+function aborted(signal: AbortSignal, ms = 10_000): Promise<unknown> {
+  if (signal.aborted) return Promise.resolve(signal.reason)
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`signal not aborted within ${ms} ms`)), ms)
+    signal.addEventListener('abort', () => {
+      clearTimeout(timer)
+      resolve(signal.reason)
+    }, { once: true })
+  })
+}
+
+/** Remaining TTL of a lease on the server (-1 when it does not exist). */
+async function serverTtl(id: string): Promise<number> {
+  const res = await etcd.client.leaseClient.leaseTimeToLive({ ID: id })
+  return Number(res.TTL)
+}
+
+async function leaseCount(): Promise<number> {
+  const res = await etcd.client.leaseClient.leaseLeases({})
+  return res.leases.length
+}
+
+describe('Session', () => {
+  it('formats the lease id as Go %x (lowercase, unpadded) and puts lock keys under it', async () => {
+    const s = await Session.create(etcd.client, { ttl: 5 })
+    expect(s.leaseHex).toBe(BigInt(s.leaseId).toString(16))
+    expect(s.leaseHex).toMatch(/^[1-9a-f][0-9a-f]*$/)
+    expect(s.active).toBe(true)
+    const name = uniqueName('hex')
+    const m = new Mutex(s, name)
+    await m.lock()
+    const kv = (await keyspace(etcd.client).range(m.key)).kvs[0]
+    expect(kv.key).toBe(`${name}/${s.leaseHex}`)
+    expect(kv.lease).toBe(s.leaseId)
+    expect(kv.value.length).toBe(0)
+    await s.close()
+  })
+
+  it('grants the requested ttl', async () => {
+    const s = await Session.create(etcd.client, { ttl: 7 })
+    expect(s.ttl).toBe(7)
+    const res = await etcd.client.leaseClient.leaseTimeToLive({ ID: s.leaseId })
+    expect(Number(res.grantedTTL)).toBe(7)
+    expect(Number(res.TTL)).toBeGreaterThan(0)
+    expect(Number(res.TTL)).toBeLessThanOrEqual(7)
+    await s.close()
+  })
+
+  it('defaults to Go\'s 60 s ttl', async () => {
+    const s = await Session.create(etcd.client)
+    expect(s.ttl).toBe(60)
+    const res = await etcd.client.leaseClient.leaseTimeToLive({ ID: s.leaseId })
+    expect(Number(res.grantedTTL)).toBe(60)
+    await s.close()
+  })
+
+  it('adopts an existing lease without granting one, and learns its ttl from the server', async () => {
+    const client = etcd.newClient()
+    const granted = await client.leaseClient.leaseGrant({ TTL: 4 })
+    const grant = vi.spyOn(client.leaseClient, 'leaseGrant')
+    const s = await Session.create(client, { leaseId: granted.ID })
+    expect(grant).not.toHaveBeenCalled()
+    expect(s.leaseId).toBe(granted.ID)
+    expect(s.leaseHex).toBe(BigInt(granted.ID).toString(16))
+    // The adopted lease (TTL 4) is kept alive although the ttl option defaulted to 60.
+    await sleep(5_000)
+    expect(s.active).toBe(true)
+    expect(s.ttl).toBe(4)
+    expect(await serverTtl(granted.ID)).toBeGreaterThan(0)
+    expect(s.aliveUntil).toBeGreaterThan(performance.now())
+    await s.close()
+    expect(await serverTtl(granted.ID)).toBe(-1)
+  })
+
+  it('adopting a lease that does not exist aborts signal with reason expired', async () => {
+    const s = await Session.create(etcd.client, { leaseId: '7587862145453925126' })
+    const reason = await aborted(s.signal, 5_000)
+    expect(reason).toBeInstanceOf(LeaseLostError)
+    expect(reason).toBeInstanceOf(SessionExpiredError)
+    expect((reason as LeaseLostError).reason).toBe('expired')
+    expect((reason as LeaseLostError).leaseId).toBe('7587862145453925126')
+    expect(s.active).toBe(false)
+    expect(s.aliveUntil).toBe(0)
+    // Locking on a dead session fails before writing anything.
+    const name = uniqueName('dead')
+    await expect(new Mutex(s, name).lock()).rejects.toBeInstanceOf(SessionExpiredError)
+    expect((await keyspace(etcd.client).range(`${name}/`, { prefix: true })).kvs).toHaveLength(0)
+  })
+
+  it('an external revoke aborts signal with reason revoked, and the lock key is gone', async () => {
+    const s = await Session.create(etcd.client, { ttl: 3 })
+    const m = new Mutex(s, uniqueName('revoked'))
+    await m.lock()
+    const other = etcd.newClient()
+    await other.leaseClient.leaseRevoke({ ID: s.leaseId })
+    const reason = await aborted(s.signal)
+    expect(reason).toBeInstanceOf(LeaseLostError)
+    expect((reason as LeaseLostError).reason).toBe('revoked')
+    expect(s.active).toBe(false)
+    expect((await keyspace(etcd.client).range(m.key)).kvs).toHaveLength(0)
+    await s.close() // already gone: no error
+  })
+
+  it('orphan() stops the keepalive but leaves the lease and its keys until the ttl runs out', async () => {
+    const s = await Session.create(etcd.client, { ttl: 2 })
+    const m = new Mutex(s, uniqueName('orphan'))
+    await m.lock()
+    await sleep(1_000) // a few keepalives in
+    s.orphan()
+    const bound = s.aliveUntil
+    const reason = await aborted(s.signal, 100)
+    expect((reason as LeaseLostError).reason).toBe('closed')
+    expect(s.active).toBe(false)
+    expect(await serverTtl(s.leaseId)).toBeGreaterThan(0)
+    expect((await keyspace(etcd.client).range(m.key)).kvs).toHaveLength(1)
+    // The key goes with the lease, and never before the session's conservative bound.
+    for (let i = 0; i < 100 && (await keyspace(etcd.client).range(m.key)).kvs.length > 0; i++) await sleep(100)
+    const goneAt = performance.now()
+    expect((await keyspace(etcd.client).range(m.key)).kvs).toHaveLength(0)
+    expect(goneAt).toBeGreaterThanOrEqual(bound)
+  })
+
+  it('close() revokes the lease and deletes its keys', async () => {
+    const s = await Session.create(etcd.client, { ttl: 30 })
+    const m = new Mutex(s, uniqueName('close'))
+    await m.lock()
+    await s.close()
+    expect(s.active).toBe(false)
+    expect((s.signal.reason as LeaseLostError).reason).toBe('closed')
+    expect(await serverTtl(s.leaseId)).toBe(-1)
+    expect((await keyspace(etcd.client).range(m.key)).kvs).toHaveLength(0)
+    await s.close() // twice is fine
+  })
+
+  it('keeps a 2 s lease alive for more than 3 x ttl', async () => {
+    const s = await Session.create(etcd.client, { ttl: 2 })
+    const m = new Mutex(s, uniqueName('keepalive'))
+    await m.lock()
+    await sleep(7_000)
+    expect(s.active).toBe(true)
+    expect(await serverTtl(s.leaseId)).toBeGreaterThan(0)
+    expect((await keyspace(etcd.client).range(m.key)).kvs).toHaveLength(1)
+    await m.unlock()
+    await s.close()
+  })
+
+  it('aliveUntil is a conservative bound: never later than the server-side expiry', async () => {
+    const s = await Session.create(etcd.client, { ttl: 5 })
+    for (let i = 0; i < 5; i++) {
+      const before = performance.now()
+      const remaining = await serverTtl(s.leaseId)
+      // The server rounds the remaining TTL down to whole seconds: allow one second for that.
+      expect(s.aliveUntil).toBeLessThanOrEqual(before + (remaining + 1) * 1000)
+      expect(s.aliveUntil).toBeGreaterThan(before)
+      await sleep(600)
+    }
+    await s.close()
+  })
+
+  it('all sessions of a client share one keepalive stream', async () => {
+    const client = etcd.newClient()
+    const opened = vi.spyOn(client.leaseClient, 'leaseKeepAlive')
+    const sessions = await Promise.all(Array.from({ length: 10 }, () => Session.create(client, { ttl: 2 })))
+    await sleep(2_500) // several keepalive rounds for every session
+    expect(sessions.every((s) => s.active)).toBe(true)
+    for (const s of sessions) expect(await serverTtl(s.leaseId)).toBeGreaterThan(0)
+    expect(opened).toHaveBeenCalledTimes(1)
+    await Promise.all(sessions.map((s) => s.close()))
+    // The last session closing closes the stream; the next session opens a fresh one.
+    const next = await Session.create(client, { ttl: 2 })
+    await sleep(200)
+    expect(opened).toHaveBeenCalledTimes(2)
+    await next.close()
+  })
+
+  it('aborts signal with reason unreachable when etcd stops answering', async () => {
+    const cluster = await startEtcd()
+    const client = createClient({ endpoints: cluster.endpoints, callTimeoutMs: 1000 })
+    try {
+      const s = await Session.create(client, { ttl: 2 })
+      await cluster.stopMember(0)
+      const reason = await aborted(s.signal)
+      expect(reason).toBeInstanceOf(LeaseLostError)
+      expect((reason as LeaseLostError).reason).toBe('unreachable')
+      expect(s.active).toBe(false)
+    } finally {
+      client.close()
+      await cluster.stop()
+    }
+  })
+
+  it.each([0, -1, 1.5, NaN, Infinity, '5', null])('rejects ttl %s with InvalidArgumentError, granting nothing', async (ttl) => {
+    const grant = vi.spyOn(etcd.client.leaseClient, 'leaseGrant')
+    const before = await leaseCount()
+    await expect(Session.create(etcd.client, { ttl: ttl as number })).rejects.toBeInstanceOf(InvalidArgumentError)
+    expect(grant).not.toHaveBeenCalled()
+    expect(await leaseCount()).toBe(before)
+    grant.mockRestore()
+  })
+
+  it.each(['', '0', '-5', 'abc', '0x1f', '9223372036854775808', 42])('rejects leaseId %s with InvalidArgumentError', async (leaseId) => {
+    const keepalive = vi.spyOn(etcd.client.leaseClient, 'leaseKeepAlive')
+    await expect(Session.create(etcd.client, { leaseId: leaseId as string })).rejects.toBeInstanceOf(InvalidArgumentError)
+    expect(keepalive).not.toHaveBeenCalled()
+    keepalive.mockRestore()
+  })
+})

@@ -106,3 +106,28 @@ export class LeaseLostError extends SessionExpiredError {
 export class LockTimeoutError extends LockedError {
   override readonly code = 'LOCK_TIMEOUT'
 }
+
+/** A middleware's wait (barrier, double barrier, leadership) ran out of its budget. */
+export class WaitTimeoutError extends MiddyEtcdError {
+  override readonly code = 'WAIT_TIMEOUT'
+}
+
+/** Why an ack/nack found its claim gone: see {@link ClaimLostError}. */
+export type ClaimLossCause = 'expired' | 'reclaimed' | 'gone'
+
+/**
+ * `ack`/`nack` of a queue message whose claim is no longer this receiver's: it expired (the
+ * message is visible again), another receiver claimed it since, or the item left the queue
+ * (already acked, dequeued by someone else, or dead-lettered). Nothing was changed.
+ */
+export class ClaimLostError extends MiddyEtcdError {
+  override readonly code = 'CLAIM_LOST'
+
+  constructor(
+    /** expired (visible again), reclaimed (another receiver or a delayed nack holds it), gone (no longer queued). */
+    readonly reason: ClaimLossCause,
+    message: string,
+  ) {
+    super(message)
+  }
+}

@@ -1,3 +1,7 @@
-export { etcdLock, type EtcdLockOptions, type LockGrant } from './lock.js'
+export { etcdLock, type EtcdLockOptions } from './lock.js'
+export { etcdRwLock, type EtcdRwLockOptions } from './rw-lock.js'
+export { etcdBarrier, type EtcdBarrierOptions } from './barrier.js'
+export { etcdDoubleBarrier, type EtcdDoubleBarrierOptions } from './double-barrier.js'
+export type { LockGrant } from './hold-lock.js'
 export { etcdEvents, type EtcdEvent, type OnEvent } from './events.js'
 export type { NameOption } from './name.js'

@@ -24,6 +24,17 @@ export interface LambdaLikeContext {
 
 type Release = () => Promise<void>
 
+/**
+ * An AbortSignal that fires when a wait must give up: after `waitMs`, or when only the release
+ * margin of the invocation's remaining time is left, whichever comes first. Middy's own
+ * early-timeout signal covers only the handler, so waits in `before` need this.
+ */
+export function waitBudget(context: LambdaLikeContext, waitMs = Infinity): { signal: AbortSignal; ms: number } {
+  const remaining = context?.getRemainingTimeInMillis?.() ?? DEFAULT_DEADLINE_MS
+  const ms = Math.floor(Math.max(0, Math.min(waitMs, remaining - RELEASE_MARGIN_MS)))
+  return { signal: AbortSignal.timeout(ms), ms }
+}
+
 export class Invocation {
   private readonly sessions = new Map<number, Promise<Session>>()
   private readonly holds = new Map<object, Release>()
@@ -46,9 +57,10 @@ export class Invocation {
     this.deadlineTimer.unref()
   }
 
-  /** Milliseconds left before the release margin, never negative. */
-  budget(): number {
-    return Math.max(0, this.deadline - RELEASE_MARGIN_MS - performance.now())
+  /** Like {@link waitBudget}, from this invocation's deadline. */
+  waitBudget(waitMs = Infinity): { signal: AbortSignal; ms: number } {
+    const ms = Math.floor(Math.max(0, Math.min(waitMs, this.deadline - RELEASE_MARGIN_MS - performance.now())))
+    return { signal: AbortSignal.timeout(ms), ms }
   }
 
   /** The invocation's session for `ttl`: shared by all its middlewares, lent from the lease pool. */
@@ -124,6 +136,17 @@ export class Invocation {
   /** The scope of `request` for `client`, if one is open. */
   static find(request: object, client: Namespace): Invocation | undefined {
     return scopes.get(request)?.get(client)
+  }
+
+  /**
+   * What a middleware's `after` and `onError` do: release what `holder` acquired for `request`,
+   * and close the scope if `holder` opened it (the outermost of our middlewares runs last).
+   */
+  static async settle(request: object, client: Namespace, holder: object): Promise<void> {
+    const scope = Invocation.find(request, client)
+    if (!scope) return
+    await scope.release(holder)
+    if (scope.owner === holder) await scope.end()
   }
 
   /** Ends every open scope of `request` (all clients): used by our guards before they short-circuit. */

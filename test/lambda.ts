@@ -1,7 +1,8 @@
 import type { Context } from 'aws-lambda'
 
 /** A Lambda-like context whose remaining time counts down from `timeoutMs`. */
-export function lambdaContext(timeoutMs = 30_000, name = 'fn'): Context {
+/** Typed with `etcd: any` so it fits handlers whose middlewares add `context.etcd.*`. */
+export function lambdaContext(timeoutMs = 30_000, name = 'fn'): Context & { etcd: any } {
   const end = Date.now() + timeoutMs
   return {
     callbackWaitsForEmptyEventLoop: false,
@@ -16,5 +17,6 @@ export function lambdaContext(timeoutMs = 30_000, name = 'fn'): Context {
     done: () => {},
     fail: () => {},
     succeed: () => {},
+    etcd: undefined,
   }
 }

@@ -1,0 +1,115 @@
+import type { MiddlewareObj, Request } from '@middy/core'
+import type { Context } from 'aws-lambda'
+import type { ICompare, Namespace } from 'etcd3'
+import { sharedClient } from '../lib/client.js'
+import { LockedError, LockReleasedError, LockTimeoutError } from '../lib/errors.js'
+import type { Session } from '../lib/session.js'
+import { emit, type EtcdEvent, type OnEvent } from './events.js'
+import { Invocation } from './invocation.js'
+import { resolveName, type NameOption } from './name.js'
+
+/** What the handler gets as `context.etcd.lock` / `context.etcd.rwLock`. */
+export interface LockGrant {
+  name: string
+  /** The lock key (Go/etcdctl layout). */
+  key: string
+  /** Fencing token: strictly increasing across holders of this lock. Pass it to downstream systems. */
+  fence: bigint
+  /** A compare that holds while this hold is current: put it in the `compare` of your etcd Txns. */
+  isOwner: () => ICompare
+  /** Aborted if the lease is lost while the handler runs: stop writing. */
+  signal: AbortSignal
+}
+
+/** The lock calls a lock middleware needs: a Mutex, or one side of an RWMutex. */
+export interface Lockable {
+  lock(options: { signal?: AbortSignal }): Promise<void>
+  tryLock(): Promise<void>
+  unlock(): Promise<void>
+  readonly key: string
+  readonly fence: bigint
+  isOwner(): ICompare
+}
+
+/** Options shared by every lock middleware. */
+export interface LockMiddlewareOptions<TEvent = any, TResult = any> {
+  /** The lock name, or a function of the event and context that returns it. */
+  name: NameOption<TEvent>
+  /** 'wait' (default) queues for the lock; 'try' short-circuits at once when it is held. */
+  mode?: 'wait' | 'try'
+  /** Most time to wait for the lock, ms; always capped by the invocation's remaining time. */
+  waitMs?: number
+  /** Lease TTL in seconds (default 10): how long a crashed invocation can keep the lock. */
+  ttl?: number
+  /** With mode 'try': the response when the lock is held (default: throw LockedError). */
+  onLocked?: (request: Request<TEvent, TResult>) => TResult | Promise<TResult>
+  /** Default: `sharedClient()`. */
+  client?: Namespace
+  onEvent?: OnEvent
+}
+
+type Resolved<TEvent, TResult> = LockMiddlewareOptions<TEvent, TResult> & { mode: 'wait' | 'try'; waitMs: number; ttl: number }
+
+/**
+ * The body of every lock middleware: acquire in `before` on the invocation's session, give the
+ * handler a {@link LockGrant} at `context.etcd[slot]`, release in `after`/`onError`, and before
+ * a try-lock miss short-circuits, release what outer middlewares hold (Middy then skips them).
+ */
+export function lockMiddleware<TEvent, TResult, TSlot extends string>(
+  middleware: string,
+  slot: TSlot,
+  opts: Resolved<TEvent, TResult>,
+  open: (session: Session, name: string) => Lockable,
+): MiddlewareObj<TEvent, TResult, Error, Context & { etcd: Record<TSlot, LockGrant> }> {
+  const self = {}
+  const client = () => opts.client ?? sharedClient()
+  const primitive = slot as EtcdEvent['primitive']
+
+  const before = async (request: Request<TEvent, TResult, Error, Context & { etcd: Record<TSlot, LockGrant> }>) => {
+    const name = resolveName(middleware, opts.name, request)
+    const scope = Invocation.of(request, client(), request.context, self)
+    const session = await scope.session(opts.ttl)
+    const lock = open(session, name)
+    const started = performance.now()
+    if (opts.mode === 'try') {
+      try {
+        await lock.tryLock()
+      } catch (err) {
+        if (!(err instanceof LockedError)) throw err
+        emit(opts.onEvent, { type: 'skipped', primitive, name })
+        await Invocation.endAll(request)
+        if (!opts.onLocked) throw err
+        request.earlyResponse = await opts.onLocked(request)
+        return request.earlyResponse
+      }
+    } else {
+      const budget = scope.waitBudget(opts.waitMs)
+      try {
+        await lock.lock({ signal: budget.signal })
+      } catch (err) {
+        if (err !== budget.signal.reason) throw err
+        throw new LockTimeoutError(`${middleware}: lock ${JSON.stringify(name)} not acquired within ${budget.ms} ms; raise waitMs or the function timeout`)
+      }
+    }
+    const acquiredAt = performance.now()
+    const { key, fence } = lock
+    const event = { primitive, name, key, fence: String(fence) }
+    const onLost = () => emit(opts.onEvent, { ...event, type: 'lost', heldMs: performance.now() - acquiredAt })
+    session.signal.addEventListener('abort', onLost, { once: true })
+    scope.hold(self, async () => {
+      session.signal.removeEventListener('abort', onLost)
+      await lock.unlock().catch((err) => {
+        if (!(err instanceof LockReleasedError)) throw err
+      })
+      emit(opts.onEvent, { ...event, type: 'released', heldMs: performance.now() - acquiredAt })
+    })
+    const grant: LockGrant = { name, key, fence, isOwner: () => lock.isOwner(), signal: session.signal }
+    request.context.etcd = { ...request.context.etcd, [slot]: grant }
+    emit(opts.onEvent, { ...event, type: 'acquired', waitedMs: acquiredAt - started })
+    return undefined
+  }
+
+  const release = (request: Request<TEvent, TResult>) => Invocation.settle(request, client(), self)
+
+  return { before, after: release, onError: release }
+}

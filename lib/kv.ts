@@ -1,4 +1,5 @@
 import {
+  EtcdLeaseInvalidError,
   EtcdPermissionDeniedError,
   GRPCDeadlineExceededError,
   isRecoverableError,
@@ -11,7 +12,7 @@ import {
   type ITxnResponse,
   type Namespace,
 } from 'etcd3'
-import { EtcdUnavailableError, InvalidArgumentError, MiddyEtcdError, PermissionDeniedError } from './errors.js'
+import { EtcdUnavailableError, InvalidArgumentError, MiddyEtcdError, PermissionDeniedError, SessionExpiredError } from './errors.js'
 
 /**
  * The raw etcd KV RPCs the primitives are written in, with the client's namespace applied:
@@ -103,6 +104,10 @@ export function toTypedError(err: unknown, what: string): Error {
   if (err instanceof MiddyEtcdError) return err
   if (err instanceof EtcdPermissionDeniedError) {
     return new PermissionDeniedError(`${what}: permission denied by etcd; grant the client's role access to this key range or use a key inside its namespace`, { cause: err })
+  }
+  if (err instanceof EtcdLeaseInvalidError) {
+    // A put with a lease that expired or was revoked before the session heard of it.
+    return new SessionExpiredError(`${what}: the session's lease is gone (expired or revoked); create a new Session and retry`, { cause: err })
   }
   if (err instanceof GRPCDeadlineExceededError || (err instanceof Error && isRecoverableError(err))) {
     return new EtcdUnavailableError(`${what}: etcd did not answer (${(err as Error).message}); check ETCD_ENDPOINTS and that the cluster has quorum`, { cause: err })

@@ -1,0 +1,174 @@
+import type { IRequestOp } from 'etcd3'
+import type { EtcdClient } from '../lib/client.js'
+import { keyspace, prefixEnd, type KeyValue } from '../lib/kv.js'
+import { leaseTtls, mapLimit, noMoreArgs, revisionNumber, scanKeys, type Command, type Report } from './common.js'
+import { showKey, showTtl, table, type LeaseTtl } from './table.js'
+
+/**
+ * `locks [prefix]`: every lock under a key prefix, found by its Go-compatible key layout (the
+ * CLI knows no lock names):
+ * - Mutex / etcdctl lock / Election: `<name>/<leaseHex>` whose lease is that hex. The key with
+ *   the lowest create revision under `<name>/` holds (or leads); the rest wait in that order.
+ * - RWMutex: `<name>/read/<nano>` and `<name>/write/<nano>` with a lease. In revision order,
+ *   the leading readers hold together, or the first key alone if it is a writer.
+ */
+
+type Kind = 'mutex' | 'election' | 'rwmutex'
+
+/** One contender's key as it appears in the report. */
+interface Contender {
+  key: string
+  mode?: 'read' | 'write'
+  fence: number
+  lease: string
+  leaseId: string
+  ttl: number | null
+  grantedTtl: number | null
+}
+
+interface Lock {
+  name: string
+  kind: Kind
+  holders: Contender[]
+  waiters: Contender[]
+}
+
+/** A lock as read from etcd, before lease TTLs are known. */
+interface Found {
+  name: string
+  kind: Kind
+  holders: KeyValue[]
+  waiters: KeyValue[]
+}
+
+const LEASE_HEX = /^[0-9a-f]{1,16}$/
+const NANO = /^\d{1,20}$/
+/** Contender keys read per lock: far more than any healthy lock has queued. */
+const MAX_CONTENDERS = 1000
+
+/** The lock name a key belongs to, by layout; undefined for keys that are no lock's. */
+function lockNameOf(kv: KeyValue): string | undefined {
+  if (kv.lease === '0') return undefined
+  const parts = kv.key.split('/')
+  const last = parts[parts.length - 1]
+  if (parts.length >= 3 && NANO.test(last) && ['read', 'write'].includes(parts[parts.length - 2])) {
+    return parts.slice(0, -2).join('/')
+  }
+  if (parts.length >= 2 && isLeaseKey(last, kv.lease)) return parts.slice(0, -1).join('/')
+  return undefined
+}
+
+/** True when `segment` is the `%x` form of `lease` (Go's Mutex and Election key suffix). */
+function isLeaseKey(segment: string, lease: string): boolean {
+  return LEASE_HEX.test(segment) && BigInt(`0x${segment}`).toString() === lease
+}
+
+/**
+ * Everything under `<name>/`, keys only, oldest first, plus the oldest key's value (to tell an
+ * election's proposal from a lock's empty value): one Txn, at the scan's revision.
+ */
+async function readLock(client: EtcdClient, name: string, revision: bigint) {
+  const ks = keyspace(client)
+  const start = ks.full(`${name}/`)
+  const byCreate = { key: start, range_end: prefixEnd(start), sort_target: 'Create', sort_order: 'Ascend', revision: String(revision) } as const
+  const ops: IRequestOp[] = [
+    { request_range: { ...byCreate, keys_only: true, limit: MAX_CONTENDERS } },
+    { request_range: { ...byCreate, limit: 1 } },
+  ]
+  const res = await ks.txn([], ops)
+  return { kvs: res.results[0].range!.kvs, first: res.results[1].range!.kvs[0] }
+}
+
+/** The mutex/election and the rwmutex (either may be absent) living under `<name>/`. */
+function locksUnder(name: string, kvs: KeyValue[], first: KeyValue | undefined): Found[] {
+  const found: Found[] = []
+  const direct = kvs.filter((kv) => {
+    const rest = kv.key.slice(name.length + 1)
+    return !rest.includes('/') && isLeaseKey(rest, kv.lease)
+  })
+  if (direct.length > 0) {
+    // Go's Mutex: the oldest key under the prefix holds, whatever it is.
+    const holds = first !== undefined && direct[0].key === first.key
+    found.push({
+      name,
+      kind: holds && first.value.length > 0 ? 'election' : 'mutex',
+      holders: holds ? direct.slice(0, 1) : [],
+      waiters: holds ? direct.slice(1) : direct,
+    })
+  }
+  const rw = kvs
+    .filter((kv) => kv.lease !== '0' && /^(read|write)\/\d{1,20}$/.test(kv.key.slice(name.length + 1)))
+    .sort((a, b) => (a.modRevision < b.modRevision ? -1 : a.modRevision > b.modRevision ? 1 : 0))
+  if (rw.length > 0) {
+    const isWriter = (kv: KeyValue) => kv.key.slice(name.length + 1).startsWith('write/')
+    const readers = rw.findIndex(isWriter)
+    const holding = isWriter(rw[0]) ? 1 : readers === -1 ? rw.length : readers
+    found.push({ name, kind: 'rwmutex', holders: rw.slice(0, holding), waiters: rw.slice(holding) })
+  }
+  return found
+}
+
+function contender(kv: KeyValue, name: string, ttls: Map<string, LeaseTtl>, kind: Kind): Contender {
+  const ttl = ttls.get(kv.lease)
+  const c: Contender = {
+    key: kv.key,
+    fence: revisionNumber(kv.createRevision),
+    lease: BigInt(kv.lease).toString(16),
+    leaseId: kv.lease,
+    ttl: ttl?.remaining ?? null,
+    grantedTtl: ttl?.granted ?? null,
+  }
+  if (kind === 'rwmutex') c.mode = kv.key.slice(name.length + 1).startsWith('write/') ? 'write' : 'read'
+  return c
+}
+
+function render(prefix: string, locks: Lock[]): string {
+  if (locks.length === 0) return `no locks under ${prefix === '' ? 'the keyspace' : JSON.stringify(prefix)}`
+  const rows: string[][] = []
+  for (const lock of locks) {
+    const [held, waiting] = lock.kind === 'election' ? ['leader', 'candidate'] : ['holder', 'waiter']
+    const entries = [...lock.holders.map((c) => [held, c] as const), ...lock.waiters.map((c) => [waiting, c] as const)]
+    for (const [role, c] of entries) {
+      const ttl = c.ttl === null ? undefined : { remaining: c.ttl, granted: c.grantedTtl ?? 0 }
+      rows.push([showKey(lock.name), lock.kind, c.mode ? `${role} (${c.mode})` : role, String(c.fence), showKey(c.key), c.lease, showTtl(ttl)])
+    }
+    if (lock.holders.length === 0) rows.push([showKey(lock.name), lock.kind, 'holder', '-', '(an older key under the prefix that is no contender)', '-', '-'])
+  }
+  return table(['LOCK', 'KIND', 'ROLE', 'FENCE', 'KEY', 'LEASE', 'TTL'], rows, ['left', 'left', 'left', 'right'])
+}
+
+export const locks: Command = {
+  name: 'locks',
+  summary: 'list locks under a prefix: holders and waiters with fence and lease TTL',
+  usage: 'locks [prefix]',
+  help: `Lists every lock under a key prefix (the whole keyspace when none is given), found by
+the Go-compatible key layouts:
+  Mutex, etcdctl lock     <name>/<leaseHex>            oldest create revision holds
+  Election, etcdctl elect <name>/<leaseHex> = proposal  oldest create revision leads
+  RWMutex                 <name>/read|write/<nano>     leading readers, or the first writer, hold
+The rest wait, oldest first.
+
+Columns: FENCE is the key's create revision (the fencing token the holder got); LEASE the
+lease id in hex (as in the key); TTL the lease's remaining/granted seconds.
+
+The prefix is a raw key prefix: 'locks' matches 'locks/a/...' and 'locksmith/...'.`,
+  async run({ args, connect }): Promise<Report> {
+    noMoreArgs(locks, args, 1)
+    const prefix = args[0] ?? ''
+    const client = connect()
+    const scan = await scanKeys(client, prefix)
+    const names = [...new Set(scan.kvs.map(lockNameOf).filter((n): n is string => n !== undefined))].sort()
+    const found = (await mapLimit(names, 16, async (name) => {
+      const { kvs, first } = await readLock(client, name, scan.revision)
+      return locksUnder(name, kvs, first)
+    })).flat()
+    const ttls = await leaseTtls(client, found.flatMap((l) => [...l.holders, ...l.waiters].map((kv) => kv.lease)))
+    const result: Lock[] = found.map((l) => ({
+      name: l.name,
+      kind: l.kind,
+      holders: l.holders.map((kv) => contender(kv, l.name, ttls, l.kind)),
+      waiters: l.waiters.map((kv) => contender(kv, l.name, ttls, l.kind)),
+    }))
+    return { json: { prefix, revision: revisionNumber(scan.revision), locks: result }, text: render(prefix, result) }
+  },
+}

@@ -99,6 +99,22 @@ export async function startEtcd(options: StartEtcdOptions = {}): Promise<EtcdClu
   if (nodes !== 1 && nodes !== 3) throw new Error(`startEtcd: nodes must be 1 or 3, got ${String(nodes)}`)
   const bin = resolveBin(options.bin)
   killAllOnExit()
+  // A free port can be taken by someone else between our probe and etcd's bind (several test
+  // processes start clusters at once): start over on fresh ports, unless the port was given.
+  const attempts = options.port ? 1 : 3
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await launchCluster(bin, nodes, options)
+    } catch (err) {
+      if (attempt >= attempts || !(err instanceof MemberExitedError)) throw err
+    }
+  }
+}
+
+/** A member exited while the cluster was starting (usually: a port was taken). */
+class MemberExitedError extends Error {}
+
+async function launchCluster(bin: string, nodes: number, options: StartEtcdOptions): Promise<EtcdCluster> {
   const dataDir = mkdtempSync(join(tmpdir(), 'middy-etcd-'))
   const members: Member[] = []
   for (let i = 0; i < nodes; i++) {
@@ -139,12 +155,12 @@ export async function startEtcd(options: StartEtcdOptions = {}): Promise<EtcdClu
     }
   }
 
-  const stopMember = async (i: number) => {
+  const stopMember = async (i: number, signal: NodeJS.Signals = 'SIGTERM') => {
     const proc = members[i].proc
     members[i].proc = undefined
     if (!proc || proc.exitCode !== null || proc.signalCode !== null) return
     const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()))
-    proc.kill('SIGTERM')
+    proc.kill(signal)
     const timer = setTimeout(() => proc.kill('SIGKILL'), 3000)
     await exited
     clearTimeout(timer)
@@ -155,8 +171,9 @@ export async function startEtcd(options: StartEtcdOptions = {}): Promise<EtcdClu
     endpoints: members.map((m) => `http://127.0.0.1:${m.clientPort}`),
     dataDir,
     pids: () => members.map((m) => m.proc?.pid),
-    stopMember,
+    stopMember: (i) => stopMember(i),
     async startMember(i) {
+      if (stopped) throw new Error('startMember: the cluster was stopped and its data removed; start a new one')
       if (members[i].proc) return
       launch(members[i], i)
       await waitHealthy([members[i]], options.readyTimeoutMs ?? 20_000)
@@ -164,7 +181,9 @@ export async function startEtcd(options: StartEtcdOptions = {}): Promise<EtcdClu
     async stop() {
       if (stopped) return
       stopped = true
-      await Promise.all(members.map((_, i) => stopMember(i)))
+      // The data goes too, so there is nothing to shut down gracefully; SIGTERM to every member
+      // at once would make the leader spend seconds trying to hand over leadership.
+      await Promise.all(members.map((_, i) => stopMember(i, 'SIGKILL')))
       rmSync(dataDir, { recursive: true, force: true })
     },
   }
@@ -185,7 +204,7 @@ async function waitHealthy(members: Member[], timeoutMs: number): Promise<void> 
     for (;;) {
       const proc = m.proc
       if (!proc || proc.exitCode !== null || proc.signalCode !== null) {
-        throw new Error(`etcd member ${m.name} exited during start-up (code ${proc?.exitCode ?? proc?.signalCode}); is port ${m.clientPort} or ${m.peerPort} taken?`)
+        throw new MemberExitedError(`etcd member ${m.name} exited during start-up (code ${proc?.exitCode ?? proc?.signalCode}); is port ${m.clientPort} or ${m.peerPort} taken?`)
       }
       try {
         const res = await fetch(`http://127.0.0.1:${m.clientPort}/health`, { signal: AbortSignal.timeout(1000) })

@@ -1,0 +1,148 @@
+import middy from '@middy/core'
+import { describe, expect, it } from 'vitest'
+import { LockTimeoutError, Mutex, Session } from '../lib/index.js'
+import { etcdLock, etcdRwLock, type EtcdEvent } from '../middleware/index.js'
+import { sleep, uniqueName, useEtcd } from './helpers.js'
+import { lambdaContext } from './lambda.js'
+
+const etcd = useEtcd()
+
+const keysUnder = (prefix: string) => etcd.client.getAll().prefix(prefix).keys()
+
+/** Keys under `prefix` attached to a lease: what an invocation could have left locked. */
+async function leasedKeys(prefix: string) {
+  const res = await etcd.client.kv.range({ key: Buffer.from(prefix), range_end: Buffer.from(prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1)) })
+  return res.kvs.filter((kv) => kv.lease !== '0').map((kv) => kv.key.toString())
+}
+
+describe('cleanup in every path', () => {
+  it('an onError of an inner middleware that throws does not keep the outer lock: the lease expiry frees it', async () => {
+    const name = uniqueName('onerror-throws')
+    const handler = middy(async () => {
+      throw new Error('handler failed')
+    })
+      .use(etcdLock({ name, ttl: 1, client: etcd.client }))
+      .use({
+        onError: () => {
+          throw new Error('another onError failed')
+        },
+      })
+    // Remaining time 1 s: past it, the invocation stops its keepalive and the lease runs out.
+    await expect(handler({}, lambdaContext(1_000))).rejects.toThrow('another onError failed')
+    let keys = await keysUnder(`${name}/`)
+    for (let i = 0; i < 60 && keys.length > 0; i++) {
+      await sleep(100)
+      keys = await keysUnder(`${name}/`)
+    }
+    expect(keys).toEqual([])
+  })
+
+  it('an onError that throws after ours ran leaves nothing locked', async () => {
+    const name = uniqueName('onerror-outer-throws')
+    const handler = middy(async () => {
+      throw new Error('handler failed')
+    })
+      .use({
+        onError: () => {
+          throw new Error('outer onError failed')
+        },
+      })
+      .use(etcdLock({ name, client: etcd.client }))
+    await expect(handler({}, lambdaContext())).rejects.toThrow('outer onError failed')
+    expect(await keysUnder(`${name}/`)).toEqual([])
+  })
+
+  it("a request whose own acquire failed does not release someone else's lock", async () => {
+    const name = uniqueName('not-mine')
+    const holder = new Mutex(await Session.create(etcd.client, { ttl: 5 }), name)
+    await holder.lock()
+    const handler = middy(async () => 'ran').use(etcdLock({ name, waitMs: 100, client: etcd.client }))
+    await expect(handler({}, lambdaContext())).rejects.toBeInstanceOf(LockTimeoutError)
+    // The holder's key is untouched and still the lock's owner.
+    expect(await keysUnder(`${name}/`)).toEqual([holder.key])
+    const owned = await etcd.client.kv.txn({ compare: [holder.isOwner()], success: [], failure: [] })
+    expect(owned.succeeded).toBe(true)
+    await holder.unlock()
+  })
+
+  it('two invocations in one process never overlap on one lock name', async () => {
+    const name = uniqueName('overlap')
+    let inside = 0
+    let maxInside = 0
+    const handler = middy(async () => {
+      inside++
+      maxInside = Math.max(maxInside, inside)
+      await sleep(20)
+      inside--
+    }).use(etcdLock({ name, client: etcd.client }))
+    await Promise.all(Array.from({ length: 8 }, () => handler({}, lambdaContext())))
+    expect(maxInside).toBe(1)
+  })
+
+  it('after every path, no lease of ours holds a key under the lock', async () => {
+    const name = uniqueName('sweep')
+    const events: EtcdEvent[] = []
+    const ok = middy(async () => 'ok').use(etcdLock({ name, client: etcd.client, onEvent: (e) => events.push(e) }))
+    const fails = middy(async () => {
+      throw new Error('x')
+    }).use(etcdLock({ name, client: etcd.client, onEvent: (e) => events.push(e) }))
+    await ok({}, lambdaContext())
+    await expect(fails({}, lambdaContext())).rejects.toThrow('x')
+    await ok({}, lambdaContext())
+    expect(await leasedKeys(`${name}/`)).toEqual([])
+    expect(events.map((e) => e.type)).toEqual(['acquired', 'released', 'acquired', 'released', 'acquired', 'released'])
+    // Fences increase and are JSON-safe strings in events.
+    const fences = events.filter((e) => e.type === 'acquired').map((e) => BigInt(e.fence!))
+    expect(fences[1]).toBeGreaterThan(fences[0])
+    expect(fences[2]).toBeGreaterThan(fences[1])
+  })
+})
+
+describe('etcdRwLock', () => {
+  it('readers run together, a writer runs alone', async () => {
+    const name = uniqueName('rw')
+    let readers = 0
+    let writers = 0
+    let maxReaders = 0
+    let overlap = false
+    const read = middy(async () => {
+      readers++
+      maxReaders = Math.max(maxReaders, readers)
+      if (writers > 0) overlap = true
+      await sleep(50)
+      readers--
+    }).use(etcdRwLock({ name, mode: 'read', client: etcd.client }))
+    const write = middy(async () => {
+      writers++
+      if (readers > 0 || writers > 1) overlap = true
+      await sleep(20)
+      writers--
+    }).use(etcdRwLock({ name, mode: 'write', client: etcd.client }))
+    await Promise.all([read({}, lambdaContext()), read({}, lambdaContext()), read({}, lambdaContext()), write({}, lambdaContext()), write({}, lambdaContext())])
+    expect(overlap).toBe(false)
+    expect(maxReaders).toBeGreaterThan(1)
+    expect(await keysUnder(`${name}/`)).toEqual([])
+  })
+
+  it("gives the handler context.etcd.rwLock with a fence, and 'try' short-circuits when a writer holds", async () => {
+    const name = uniqueName('rw-try')
+    const seen: bigint[] = []
+    const writer = middy(async (_e: unknown, context: any) => {
+      seen.push(context.etcd.rwLock.fence)
+      await sleep(300)
+    }).use(etcdRwLock({ name, mode: 'write', client: etcd.client }))
+    const reader = middy(async () => 'read').use(etcdRwLock({ name, mode: 'read', acquire: 'try', onLocked: () => 'busy', client: etcd.client }))
+    const running = writer({}, lambdaContext())
+    await sleep(100)
+    expect(await reader({}, lambdaContext())).toBe('busy')
+    await running
+    expect(seen).toHaveLength(1)
+    expect(await reader({}, lambdaContext())).toBe('read')
+  })
+
+  it('rejects bad options at construction', () => {
+    expect(() => etcdRwLock({ name: 'x' } as any)).toThrow(/`mode` is required/)
+    expect(() => etcdRwLock({ name: 'x', mode: 'exclusive' } as any)).toThrow(/`mode` must be one of 'read', 'write'/)
+    expect(() => etcdRwLock({ name: 'x', mode: 'read', acquire: 'soon' } as any)).toThrow(/`acquire`/)
+  })
+})

@@ -1,0 +1,122 @@
+import fc from 'fast-check'
+import { describe, expect, it } from 'vitest'
+import { ConfigurationError, InvalidArgumentError, resolveClientOptions } from '../lib/index.js'
+import { checkName, prefixEnd } from '../lib/kv.js'
+
+const bytes = (max = 8) => fc.uint8Array({ maxLength: max }).map((a) => Buffer.from(a))
+/** Byte strings biased towards 0x00 and 0xff, where prefixEnd has its edge cases. */
+const edgyBytes = (min = 0, max = 6) =>
+  fc.array(fc.oneof(fc.constant(0xff), fc.constant(0x00), fc.constant(0xfe), fc.integer({ min: 0, max: 255 })), { minLength: min, maxLength: max }).map((a) => Buffer.from(a))
+const allFF = (b: Buffer) => b.every((x) => x === 0xff)
+
+describe('prefixEnd', () => {
+  it('every key starting with the prefix sorts below prefixEnd; prefixEnd does not start with the prefix', () => {
+    fc.assert(
+      fc.property(edgyBytes(1), edgyBytes(), (prefix, suffix) => {
+        fc.pre(!allFF(prefix)) // all-0xff prefixes have no upper bound: etcd's "\0" = to the end
+        const end = prefixEnd(prefix)
+        const key = Buffer.concat([prefix, suffix])
+        expect(Buffer.compare(key, end)).toBeLessThan(0)
+        expect(Buffer.compare(prefix, end)).toBeLessThan(0)
+        expect(end.subarray(0, prefix.length).equals(prefix)).toBe(false)
+      }),
+      { numRuns: 2000 },
+    )
+  })
+
+  it('is the tightest bound: a key in [prefix, prefixEnd) starts with the prefix', () => {
+    fc.assert(
+      fc.property(edgyBytes(1), edgyBytes(0, 8), (prefix, key) => {
+        fc.pre(!allFF(prefix))
+        const end = prefixEnd(prefix)
+        const inRange = Buffer.compare(prefix, key) <= 0 && Buffer.compare(key, end) < 0
+        expect(inRange).toBe(key.subarray(0, prefix.length).equals(prefix))
+      }),
+      { numRuns: 2000 },
+    )
+  })
+
+  it('an all-0xff (or empty) prefix maps to "\\0", etcd\'s "every key from here on"', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 6 }), (n) => {
+        expect(prefixEnd(Buffer.alloc(n, 0xff))).toEqual(Buffer.from([0]))
+      }),
+    )
+  })
+
+  it('does not modify its argument', () => {
+    fc.assert(
+      fc.property(bytes(), (prefix) => {
+        const copy = Buffer.from(prefix)
+        prefixEnd(prefix)
+        expect(prefix.equals(copy)).toBe(true)
+      }),
+    )
+  })
+})
+
+/** Runs `fn`; anything thrown must be a ConfigurationError naming a setting. */
+function onlyConfigurationErrors(fn: () => unknown) {
+  try {
+    fn()
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigurationError)
+    expect((err as ConfigurationError).setting).toMatch(/^(endpoints|ETCD_ENDPOINTS|ETCDCTL_ENDPOINTS)$/)
+  }
+}
+
+const endpointLike = fc.oneof(
+  fc.string(),
+  fc.string({ unit: 'binary' }),
+  fc.tuple(fc.constantFrom('http://', 'https://', 'ftp://', '', '://', 'HTTP://'), fc.string(), fc.constantFrom('', ':', ':2379', ':0', ':99999', ':-1', '/x')).map((p) => p.join('')),
+)
+
+describe('resolveClientOptions', () => {
+  it('throws nothing but ConfigurationError for arbitrary string endpoints (option or env)', () => {
+    fc.assert(
+      fc.property(endpointLike, fc.constantFrom('option', 'ETCD_ENDPOINTS', 'ETCDCTL_ENDPOINTS'), (endpoint, where) => {
+        onlyConfigurationErrors(() =>
+          resolveClientOptions(where === 'option' ? { endpoints: endpoint, env: {} } : { env: { [where]: endpoint } }),
+        )
+      }),
+      { numRuns: 3000 },
+    )
+  })
+
+  it('throws nothing but ConfigurationError for arbitrary endpoint lists and non-string values', () => {
+    fc.assert(
+      fc.property(fc.oneof(fc.array(endpointLike, { maxLength: 4 }), fc.anything()), (endpoints) => {
+        onlyConfigurationErrors(() => resolveClientOptions({ endpoints: endpoints as string[], env: {} }))
+      }),
+      { numRuns: 2000 },
+    )
+  })
+
+  it('whatever it accepts is a list of http(s)://host:port URLs', () => {
+    fc.assert(
+      fc.property(fc.array(endpointLike, { minLength: 1, maxLength: 3 }), (endpoints) => {
+        let hosts: string[] | undefined
+        try {
+          hosts = resolveClientOptions({ endpoints, env: {} }).etcd.hosts as string[]
+        } catch {
+          return
+        }
+        for (const h of hosts) expect(h).toMatch(/^https?:\/\/[^/]+:\d+$/)
+      }),
+      { numRuns: 2000 },
+    )
+  })
+})
+
+describe('checkName', () => {
+  it('accepts every non-empty string up to 4096 bytes and rejects everything else with InvalidArgumentError', () => {
+    fc.assert(
+      fc.property(fc.oneof(fc.string({ maxLength: 40 }), fc.anything()), (name) => {
+        const ok = typeof name === 'string' && name.length > 0 && Buffer.byteLength(name) <= 4096
+        if (ok) expect(checkName(name, 'name')).toBe(name)
+        else expect(() => checkName(name, 'name')).toThrow(InvalidArgumentError)
+      }),
+      { numRuns: 2000 },
+    )
+  })
+})

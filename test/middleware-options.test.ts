@@ -1,0 +1,75 @@
+import fc from 'fast-check'
+import { describe, expect, expectTypeOf, it } from 'vitest'
+import middy from '@middy/core'
+import { InvalidArgumentError } from '../lib/index.js'
+import {
+  etcdBarrier,
+  etcdDoubleBarrier,
+  etcdLock,
+  etcdRwLock,
+  queueConsumer,
+  withSTM,
+  type LockGrant,
+} from '../middleware/index.js'
+
+const factories = {
+  etcdLock: (o: any) => etcdLock(o),
+  etcdRwLock: (o: any) => etcdRwLock(o),
+  etcdBarrier: (o: any) => etcdBarrier(o),
+  etcdDoubleBarrier: (o: any) => etcdDoubleBarrier(o),
+  queueConsumer: (o: any) => queueConsumer(o),
+  withSTM: (o: any) => withSTM(async () => 1, o),
+}
+
+const optionValue = fc.oneof(
+  fc.string(),
+  fc.integer(),
+  fc.double(),
+  fc.boolean(),
+  fc.constant(null),
+  fc.constant(undefined),
+  fc.constantFrom('wait', 'try', 'read', 'write', 'SerializableSnapshot', Infinity, -1, 0),
+  fc.func(fc.string()),
+  fc.array(fc.string(), { maxLength: 3 }),
+)
+const optionKey = fc.constantFrom('name', 'mode', 'waitMs', 'ttl', 'onLocked', 'count', 'queue', 'batchSize', 'visibilityTimeout', 'maxReceives', 'deadLetterQueue', 'isolation', 'maxAttempts', 'acquire', 'bogus')
+
+describe('middleware options (fuzz)', () => {
+  for (const [name, make] of Object.entries(factories)) {
+    it(`${name}: any options object either builds a middleware or throws InvalidArgumentError naming an option`, () => {
+      fc.assert(
+        fc.property(fc.dictionary(optionKey, optionValue, { maxKeys: 6 }), (options) => {
+          try {
+            const built = make(options)
+            expect(built).toBeTruthy()
+          } catch (err) {
+            expect(err).toBeInstanceOf(InvalidArgumentError)
+            expect((err as Error).message).toMatch(new RegExp(`^${name}: `))
+          }
+        }),
+        { numRuns: 300 },
+      )
+    })
+  }
+
+  it('non-object options are rejected with a typed error', () => {
+    for (const bad of [null, 'name', 42]) {
+      expect(() => etcdLock(bad as any)).toThrow(InvalidArgumentError)
+    }
+  })
+})
+
+describe('middleware types', () => {
+  it('etcdLock adds context.etcd.lock through .use()', () => {
+    const handler = middy().use(etcdLock({ name: 'x' }))
+    type Ctx = Parameters<typeof handler>[1]
+    expectTypeOf<Ctx['etcd']['lock']>().toEqualTypeOf<LockGrant>()
+    expectTypeOf<LockGrant['fence']>().toEqualTypeOf<bigint>()
+  })
+
+  it('etcdRwLock adds context.etcd.rwLock', () => {
+    const handler = middy().use(etcdRwLock({ name: 'x', mode: 'read' }))
+    type Ctx = Parameters<typeof handler>[1]
+    expectTypeOf<Ctx['etcd']['rwLock']>().toEqualTypeOf<LockGrant>()
+  })
+})

@@ -1,0 +1,142 @@
+// The local etcd of `serverless offline`: started through testing/etcd.ts, recorded in a pid
+// file so that an etcd left behind by a killed CLI is found and replaced on the next start, and
+// watched by a detached watchdog that stops it if the CLI dies without running any exit code
+// (kill -9).
+import { spawn } from 'node:child_process'
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { startEtcd, type EtcdCluster } from '../testing/etcd.js'
+
+/** What the pid file of one running offline session holds. */
+export interface PidRecord {
+  /** The CLI process that started the etcd. */
+  cliPid: number
+  etcdPids: number[]
+  dataDir: string
+  endpoints: string[]
+}
+
+/** A started local etcd and how to stop it. */
+export interface LocalEtcd {
+  endpoints: string[]
+  cluster: EtcdCluster
+  pidFile: string
+  /** Stops etcd, removes its data and the pid file. Safe to call twice. */
+  stop(): Promise<void>
+  /** The same, synchronously (for `process.on('exit')`): SIGKILL, then remove the files. */
+  stopSync(): void
+}
+
+/** Is `pid` alive (and, when `name` is given, is its command line about `name`)? */
+export function isAlive(pid: number, name?: string): boolean {
+  try {
+    process.kill(pid, 0)
+  } catch (err) {
+    // EPERM: it exists but is not ours; treat as alive and leave it alone.
+    return (err as NodeJS.ErrnoException).code === 'EPERM'
+  }
+  if (!name) return true
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(name)
+  } catch {
+    return true // no /proc (macOS): trust the pid
+  }
+}
+
+/**
+ * Removes what killed offline sessions left in `dir`: for each pid file whose CLI is gone,
+ * kills its etcd processes (when they still run etcd) and deletes their data. Returns the
+ * records it cleaned up.
+ */
+export function reapStale(dir: string): PidRecord[] {
+  if (!existsSync(dir)) return []
+  const reaped: PidRecord[] = []
+  for (const file of readdirSync(dir)) {
+    if (!file.endsWith('.json')) continue
+    const path = join(dir, file)
+    let record: PidRecord
+    try {
+      record = JSON.parse(readFileSync(path, 'utf8')) as PidRecord
+    } catch {
+      rmSync(path, { force: true })
+      continue
+    }
+    if (record.cliPid !== process.pid && isAlive(record.cliPid)) continue // another live session
+    for (const pid of record.etcdPids ?? []) {
+      if (isAlive(pid, 'etcd')) {
+        try {
+          process.kill(pid, 'SIGKILL')
+        } catch {
+          // gone meanwhile
+        }
+      }
+    }
+    if (record.dataDir) rmSync(record.dataDir, { recursive: true, force: true })
+    rmSync(path, { force: true })
+    reaped.push(record)
+  }
+  return reaped
+}
+
+/** Starts a local etcd for this CLI process and records it under `stateDir`. */
+export async function startLocalEtcd(options: { stateDir: string; nodes: 1 | 3; port?: number }): Promise<LocalEtcd> {
+  const cluster = await startEtcd({ nodes: options.nodes, port: options.port })
+  mkdirSync(options.stateDir, { recursive: true })
+  const pidFile = join(options.stateDir, `${process.pid}.json`)
+  const etcdPids = cluster.pids().filter((p): p is number => p !== undefined)
+  const record: PidRecord = { cliPid: process.pid, etcdPids, dataDir: cluster.dataDir, endpoints: cluster.endpoints }
+  writeFileSync(pidFile, JSON.stringify(record, null, 2))
+  startWatchdog(record, pidFile)
+
+  let stopped = false
+  const stopSync = () => {
+    if (stopped) return
+    stopped = true
+    for (const pid of cluster.pids()) {
+      if (pid === undefined) continue
+      try {
+        process.kill(pid, 'SIGKILL')
+      } catch {
+        // already gone
+      }
+    }
+    rmSync(cluster.dataDir, { recursive: true, force: true })
+    rmSync(pidFile, { force: true })
+  }
+  return {
+    endpoints: cluster.endpoints,
+    cluster,
+    pidFile,
+    async stop() {
+      if (stopped) return
+      stopped = true
+      await cluster.stop()
+      rmSync(pidFile, { force: true })
+    },
+    stopSync,
+  }
+}
+
+// Runs in a detached `node -e`: polls the CLI pid; once it is gone, kills etcd and cleans up.
+const WATCHDOG = `
+const [cliPid, pidFile, dataDir, ...etcd] = process.argv.slice(1);
+const fs = require('node:fs');
+const alive = (p) => { try { process.kill(Number(p), 0); return true } catch (e) { return e.code === 'EPERM' } };
+const isEtcd = (p) => { try { return fs.readFileSync('/proc/' + p + '/cmdline', 'utf8').includes('etcd') } catch { return alive(p) } };
+const timer = setInterval(() => {
+  if (!etcd.some(isEtcd)) { clearInterval(timer); return }
+  if (alive(cliPid)) return;
+  for (const p of etcd) { if (isEtcd(p)) { try { process.kill(Number(p), 'SIGKILL') } catch {} } }
+  try { fs.rmSync(dataDir, { recursive: true, force: true }) } catch {}
+  try { fs.rmSync(pidFile, { force: true }) } catch {}
+  clearInterval(timer);
+}, 500);
+`
+
+function startWatchdog(record: PidRecord, pidFile: string) {
+  const child = spawn(process.execPath, ['-e', WATCHDOG, String(record.cliPid), pidFile, record.dataDir, ...record.etcdPids.map(String)], {
+    detached: true,
+    stdio: 'ignore',
+  })
+  child.unref()
+}

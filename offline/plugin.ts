@@ -1,0 +1,212 @@
+// The Serverless Framework plugin (`plugins: [serverless-offline, middy-etcd/offline]`): a local
+// etcd for `serverless offline`, `etcdQueue` function events delivered by the dispatcher, and
+// `serverless package` artifacts that carry what etcd3 needs at run time.
+import { connect } from 'node:net'
+import { join } from 'node:path'
+import { createClient, type EtcdClient } from '../lib/client.js'
+import {
+  customEtcdSchema,
+  etcdQueueEventSchema,
+  pluginLog,
+  queueSubscriptions,
+  readConfig,
+  type PluginLog,
+  type PluginUtils,
+  type ServerlessLike,
+} from './config.js'
+import { lambdaInvoker, runDispatcher, type QueueSubscription } from './dispatcher.js'
+import { reapStale, startLocalEtcd, type LocalEtcd } from './local-etcd.js'
+import { bundleService, type BundleResult } from './package.js'
+
+/** Where pid files of running offline sessions live, under the service directory. */
+export const STATE_DIR = '.etcd-offline'
+
+/**
+ * The middy-etcd Serverless plugin. Offline (`serverless offline` and `serverless offline start`)
+ * it starts a local etcd (or uses `custom.etcd.endpoints`), puts `ETCD_ENDPOINTS` in every
+ * function's environment, delivers queued messages to `etcdQueue` functions, and stops etcd on
+ * exit. On `serverless package` it bundles each handler with esbuild and ships etcd3's `.proto`
+ * files beside the bundles.
+ */
+export default class MiddyEtcdPlugin {
+  readonly hooks: Record<string, () => unknown>
+  private readonly log: PluginLog
+  private started?: Promise<void>
+  private local?: LocalEtcd
+  private client?: EtcdClient
+  private dispatcher?: { abort: AbortController; done: Promise<void> }
+  private bundle?: BundleResult
+
+  constructor(
+    private readonly serverless: ServerlessLike,
+    private readonly options: Record<string, unknown> = {},
+    utils?: PluginUtils,
+  ) {
+    this.log = pluginLog(serverless, utils)
+    const schemas = serverless.configSchemaHandler
+    if (schemas) {
+      schemas.defineFunctionEvent('aws', 'etcdQueue', etcdQueueEventSchema)
+      schemas.defineCustomProperties(customEtcdSchema)
+    }
+    this.hooks = {
+      // `serverless offline` fires only this one (and exits from offline:start) …
+      'before:offline:start': () => this.startOffline(),
+      // … `serverless offline start` fires init … end instead.
+      'before:offline:start:init': () => this.startOffline(),
+      'before:offline:start:end': () => this.stopOffline(),
+      'before:package:createDeploymentArtifacts': () => this.beforePackage(),
+      'after:package:createDeploymentArtifacts': () => this.afterPackage(),
+    }
+  }
+
+  /** Starts (or connects to) etcd, injects the environment and starts the dispatcher. Once. */
+  startOffline(): Promise<void> {
+    this.started ??= this.doStartOffline()
+    return this.started
+  }
+
+  private async doStartOffline() {
+    const config = readConfig(this.serverless)
+    let endpoints: string[]
+    if (config.endpoints !== undefined) {
+      endpoints = (Array.isArray(config.endpoints) ? config.endpoints : config.endpoints.split(',')).map((e) => e.trim()).filter(Boolean)
+      this.client = createClient({ endpoints })
+      await this.checkReachable(this.client, endpoints)
+      this.log.notice(`etcd: using ${endpoints.join(', ')} (custom.etcd.endpoints)`)
+    } else {
+      const stateDir = join(this.serverless.serviceDir, STATE_DIR)
+      for (const stale of reapStale(stateDir)) {
+        this.log.warning(`etcd: replaced the etcd (pid ${stale.etcdPids.join(', ')}) left by a killed offline session (pid ${stale.cliPid})`)
+      }
+      this.local = await startLocalEtcd({ stateDir, nodes: config.nodes ?? 1, port: config.port })
+      // `serverless offline` ends in process.exit without later hooks: stop etcd synchronously.
+      process.once('exit', () => this.local?.stopSync())
+      endpoints = this.local.endpoints
+      this.client = createClient({ endpoints })
+      const pids = this.local.cluster.pids().join(', ')
+      this.log.notice(`etcd: listening on ${endpoints.join(', ')} (${endpoints.length} member${endpoints.length > 1 ? 's' : ''}, pid ${pids})`)
+    }
+    const subscriptions = queueSubscriptions(this.serverless)
+    this.injectEnvironment(endpoints, subscriptions, config.dispatcher)
+    if (subscriptions.length > 0) this.startDispatcher(subscriptions, config.invocationType ?? 'RequestResponse')
+  }
+
+  /** Stops the dispatcher and the local etcd (graceful; the exit hook is the fallback). */
+  async stopOffline(): Promise<void> {
+    if (!this.started) return
+    await this.started.catch(() => {})
+    if (this.dispatcher) {
+      this.dispatcher.abort.abort()
+      // In-flight invocations get a moment; unacked messages come back after their visibility timeout.
+      await Promise.race([this.dispatcher.done, new Promise((r) => setTimeout(r, 3000).unref())])
+    }
+    this.client?.close()
+    if (this.local) {
+      await this.local.stop()
+      this.log.notice('etcd: stopped')
+    }
+  }
+
+  private offlineOption(name: string): unknown {
+    const custom = (this.serverless.service.custom?.['serverless-offline'] ?? {}) as Record<string, unknown>
+    return this.options[name] ?? custom[name]
+  }
+
+  /** The Lambda Invoke endpoint serverless-offline serves. */
+  lambdaEndpoint(): { host: string; port: number; url: string } {
+    const host = String(this.offlineOption('host') ?? 'localhost')
+    const port = Number(this.offlineOption('lambdaPort') ?? 3002)
+    return { host, port, url: `http://${host}:${port}` }
+  }
+
+  private injectEnvironment(endpoints: string[], subscriptions: QueueSubscription[], dispatcherKey?: string) {
+    const { service } = this.serverless
+    const value = endpoints.join(',')
+    // Handlers run in workers that see only the service's environment (plus AWS_*), so the
+    // endpoints go into the service config, not process.env.
+    const env = (service.provider.environment ??= {})
+    env.ETCD_ENDPOINTS = value
+    env.MIDDY_ETCD_LAMBDA_ENDPOINT = this.lambdaEndpoint().url
+    for (const key of service.getAllFunctions()) {
+      const fn = service.getFunction(key)
+      // A function-level value (e.g. the cloud cluster) would shadow the local one.
+      if (fn.environment && 'ETCD_ENDPOINTS' in fn.environment) fn.environment.ETCD_ENDPOINTS = value
+    }
+    if (dispatcherKey) {
+      const fn = service.getFunction(dispatcherKey)
+      fn.environment = { ...fn.environment, ETCD_QUEUE_SUBSCRIPTIONS: JSON.stringify(subscriptions) }
+      // Offline this process dispatches; the scheduled dispatcher function would only compete.
+      const before = fn.events?.length ?? 0
+      fn.events = (fn.events ?? []).filter((e) => !('schedule' in e))
+      if ((fn.events.length ?? 0) !== before) this.log.info(`etcd: offline, ${dispatcherKey} is not scheduled (the plugin dispatches)`)
+    }
+    this.log.notice(`etcd: ETCD_ENDPOINTS=${value} injected into ${service.getAllFunctions().length} functions`)
+  }
+
+  private startDispatcher(subscriptions: QueueSubscription[], invocationType: 'Event' | 'RequestResponse') {
+    const client = this.client!
+    const abort = new AbortController()
+    const lambda = this.lambdaEndpoint()
+    const invoke = lambdaInvoker({ endpoint: lambda.url, region: this.serverless.service.provider.region, invocationType })
+    for (const s of subscriptions) {
+      this.log.notice(`etcdQueue: ${s.queue}${s.priority ? ' (priority)' : ''} → ${s.functionKey ?? s.function} (batch ${s.batchSize ?? 10})`)
+    }
+    const done = (async () => {
+      // serverless-offline opens its Invoke endpoint after our hook: wait for it.
+      await waitForPort(lambda.host, lambda.port, abort.signal)
+      await runDispatcher({
+        client,
+        subscriptions,
+        invoke,
+        signal: abort.signal,
+        onDispatch: (s, messages) =>
+          this.log.notice(`etcdQueue: ${s.queue} → ${s.functionKey ?? s.function}: ${messages.length} message${messages.length > 1 ? 's' : ''} (${messages.map((m) => m.id).join(', ')})`),
+        onResult: (r) => {
+          if (!r.outcome.ok) this.log.warning(`etcdQueue: ${r.subscription.functionKey ?? r.subscription.function} failed (${r.outcome.error}); ${r.messageIds.length} message(s) released for redelivery`)
+          else if (r.outcome.failedIds?.length) this.log.warning(`etcdQueue: ${r.subscription.functionKey ?? r.subscription.function} reported ${r.outcome.failedIds.length} failed message(s): ${r.outcome.failedIds.join(', ')}`)
+        },
+        onError: (s, err) => this.log.warning(`etcdQueue: claiming from ${s.queue} failed: ${(err as Error)?.message ?? String(err)}`),
+      })
+    })().catch((err) => {
+      if (!abort.signal.aborted) this.log.error(`etcdQueue: dispatcher stopped: ${(err as Error)?.stack ?? String(err)}`)
+    })
+    this.dispatcher = { abort, done }
+  }
+
+  private async checkReachable(client: EtcdClient, endpoints: string[]) {
+    try {
+      await client.get('middy-etcd/offline-probe').string()
+    } catch (err) {
+      throw new Error(`etcd at ${endpoints.join(', ')} (custom.etcd.endpoints) does not answer: ${(err as Error).message}`, { cause: err })
+    }
+  }
+
+  private async beforePackage() {
+    const config = readConfig(this.serverless)
+    if (config.dispatcher) {
+      const fn = this.serverless.service.getFunction(config.dispatcher)
+      fn.environment = { ...fn.environment, ETCD_QUEUE_SUBSCRIPTIONS: JSON.stringify(queueSubscriptions(this.serverless)) }
+    }
+    this.bundle = await bundleService(this.serverless, this.log)
+  }
+
+  private async afterPackage() {
+    await this.bundle?.finish()
+  }
+}
+
+/** Resolves once `host:port` accepts a TCP connection (or the signal aborts). */
+async function waitForPort(host: string, port: number, signal: AbortSignal): Promise<void> {
+  while (!signal.aborted) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const socket = connect({ host, port })
+      socket.once('connect', () => {
+        socket.destroy()
+        resolve(true)
+      })
+      socket.once('error', () => resolve(false))
+    })
+    if (ok) return
+    await new Promise((r) => setTimeout(r, 200))
+  }
+}

@@ -1,0 +1,28 @@
+// The queue side of the dispatcher: opening the Queue or PriorityQueue of a subscription, and
+// the JSON-safe form of a claimed message that `queueConsumer` reads from the event.
+import type { Namespace } from 'etcd3'
+import type { Message, ReceiveOptions } from '../lib/claims.js'
+import { PriorityQueue } from '../lib/priority-queue.js'
+import { Queue } from '../lib/queue.js'
+import type { QueueSubscription } from './dispatcher.js'
+
+/** A claimed message, as `receive` returns it. */
+export type ClaimedMessage = Pick<Message, 'id' | 'key' | 'value' | 'receiveCount' | 'priority' | 'receipt'>
+
+/** What the dispatcher needs of a queue. */
+export interface ReceivingQueue {
+  receive(options: ReceiveOptions): Promise<ClaimedMessage[]>
+  nack(receipt: string): Promise<void>
+}
+
+/** The Queue (or PriorityQueue) a subscription reads, with its dead-letter settings. */
+export function openQueue(client: Namespace, sub: QueueSubscription): ReceivingQueue {
+  const deadLetter = sub.maxReceives === undefined ? {} : { maxReceives: sub.maxReceives, deadLetterQueue: sub.deadLetterQueue }
+  return sub.priority ? new PriorityQueue(client, sub.queue, deadLetter) : new Queue(client, sub.queue, deadLetter)
+}
+
+/** The message as it travels in the event: no Buffer, only what a consumer needs to process and settle it. */
+export function toEventMessage(m: ClaimedMessage) {
+  const { id, key, value, receiveCount, priority, receipt } = m
+  return priority === undefined ? { id, key, value, receiveCount, receipt } : { id, key, value, receiveCount, priority, receipt }
+}

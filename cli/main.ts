@@ -123,7 +123,7 @@ function callTimeout(flag: string | undefined): number | undefined {
 }
 
 /** Runs the CLI on `argv` (without node and the script); never throws. */
-export async function run(argv: string[]): Promise<Outcome> {
+async function run(argv: string[]): Promise<Outcome> {
   let client: EtcdClient | undefined
   let endpoints: string | undefined
   try {

@@ -76,6 +76,12 @@ export interface STMResult<T> {
  * resolves with its return value. An error thrown by `apply` (or by a read inside it) aborts the
  * transaction: nothing is written and `runSTM` rejects with that error. `apply` may run several
  * times, so it must have no side effects outside the STM.
+ *
+ * Differences from Go, all on purpose: a multi-key `get` always returns `keys[0]`'s value (Go
+ * returns the first cached or buffered key's); a snapshot read whose revision was compacted
+ * restarts the attempt (Go fails); a snapshot read on a member that has not applied the snapshot
+ * revision yet is retried as a linearizable read (Go fails); `maxAttempts` and `signal` bound the
+ * retries (Go has neither); a failed read aborts even if `apply` catches it (as Go's panic does).
  */
 export async function runSTM<T>(client: Namespace, apply: (stm: STM) => T | Promise<T>, options: STMOptions = {}): Promise<STMResult<T>> {
   if (typeof apply !== 'function') throw new InvalidArgumentError(`runSTM: apply must be a function, got ${typeof apply}`)

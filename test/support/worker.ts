@@ -1,0 +1,87 @@
+/**
+ * A child-process contender for the crash and fault tests, so a test can SIGKILL / SIGSTOP a
+ * real holder. Run as `node --import tsx test/support/worker.ts '<json config>'` (see
+ * `workers.ts`). Reads one JSON command per stdin line, writes one JSON event per stdout line.
+ * Whatever it holds stays held until the process dies or is told otherwise: that is the point.
+ */
+import { createInterface } from 'node:readline'
+import { createClient, DoubleBarrier, Election, Mutex, Queue, Session, type LeaseLostError, type Message } from '../../lib/index.js'
+import { keyspace } from '../../lib/kv.js'
+
+interface Config {
+  endpoints: string[]
+  namespace?: string
+}
+
+const config = JSON.parse(process.argv[2] ?? '{}') as Config
+const client = createClient({ endpoints: config.endpoints, namespace: config.namespace ?? '', env: {} })
+const ks = keyspace(client)
+
+const say = (event: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(event, (_k, v) => (typeof v === 'bigint' ? v.toString() : v))}\n`)
+
+let mutex: Mutex | undefined
+const messages = new Map<string, Message>()
+let queue: Queue | undefined
+const sessions: Session[] = []
+
+async function session(ttl: number) {
+  const s = await Session.create(client, { ttl })
+  sessions.push(s)
+  s.signal.addEventListener('abort', () => say({ event: 'lost', leaseId: s.leaseId, reason: (s.signal.reason as LeaseLostError).reason }), { once: true })
+  return s
+}
+
+type Command = Record<string, any> & { op: string }
+
+async function run(cmd: Command) {
+  switch (cmd.op) {
+    case 'lock': {
+      mutex = new Mutex(await session(cmd.ttl), cmd.name)
+      await mutex.lock()
+      return say({ event: 'locked', key: mutex.key, fence: mutex.fence, leaseId: mutex.session.leaseId })
+    }
+    case 'fencedPut': {
+      // The write a holder guards with isOwner(): it must not land once the hold is gone.
+      const res = await ks.txn([mutex!.isOwner()], [ks.put(cmd.key, cmd.value)])
+      return say({ event: 'put', succeeded: res.succeeded, lost: mutex!.session.signal.aborted })
+    }
+    case 'campaign': {
+      const election = new Election(await session(cmd.ttl), cmd.name)
+      await election.campaign(cmd.value)
+      return say({ event: 'elected', key: election.key, rev: election.rev })
+    }
+    case 'receive': {
+      queue = new Queue(client, cmd.queue)
+      const got = await queue.receive({ max: cmd.max, visibilityTimeout: cmd.visibilityTimeout })
+      for (const m of got) messages.set(m.id, m)
+      return say({ event: 'received', messages: got.map((m) => ({ id: m.id, receiveCount: m.receiveCount })) })
+    }
+    case 'ack': {
+      const acked: string[] = []
+      for (const id of cmd.ids as string[]) {
+        await queue!.ack(messages.get(id)!)
+        acked.push(id)
+      }
+      return say({ event: 'acked', ids: acked })
+    }
+    case 'enter': {
+      const barrier = new DoubleBarrier(await session(cmd.ttl), cmd.name, cmd.count)
+      await barrier.enter()
+      return say({ event: 'entered', key: barrier.key })
+    }
+    default:
+      throw new Error(`worker: unknown op ${JSON.stringify(cmd.op)}`)
+  }
+}
+
+say({ event: 'ready', pid: process.pid })
+const lines = createInterface({ input: process.stdin })
+lines.on('line', (line) => {
+  const cmd = JSON.parse(line) as Command
+  run(cmd).catch((err: Error) => say({ event: 'error', op: cmd.op, name: err.name, message: err.message }))
+})
+lines.on('close', () => {
+  // The parent went away: let the leases expire on their own, as a crash would.
+  for (const s of sessions) s.orphan()
+  client.close()
+})

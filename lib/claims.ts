@@ -100,8 +100,8 @@ export interface Message {
 const MAX_BATCH = 1000
 const DEFAULT_VISIBILITY_S = 30
 const MAX_TTL_S = 9_000_000
-/** Items per claim Txn: 3 ops each stays under etcd's default --max-txn-ops of 128. */
-const CHUNK = 40
+/** Items per claim Txn: N nested Txns of 3 ops stay under etcd's default --max-txn-ops of 128 (N + 3 <= 128). */
+const CHUNK = 100
 /** After a lost claim race, this many receives start at a random offset (see `pick`). */
 const SPREAD_ROUNDS = 8
 
@@ -283,7 +283,8 @@ export abstract class ClaimQueue {
    * claimed items fill the first page.
    */
   private async scan(max: number) {
-    const window = Math.max(2 * max, 16)
+    // While spreading, look wider so that racing receivers have room to pick different items.
+    const window = this.spread > 0 ? Math.max(4 * max, 32) : Math.max(2 * max, 16)
     const items = { prefix: true, sort: this.order, limit: window }
     const res = await this.ks.txn([], [this.ks.get(this.claimsPrefix, { prefix: true }), this.ks.get(this.prefix, items)])
     const claims = res.results[0].range!
@@ -331,32 +332,25 @@ export abstract class ClaimQueue {
   }
 
   /**
-   * One Txn per attempt claiming all of `kvs`: each item must be unchanged and unclaimed; then
-   * its marker is put with the lease and its counter bumped (and read back for the count). If
-   * any item was taken, the Else branch tells which, and the rest are tried again.
+   * One Txn claiming `kvs`, each item in its own nested Txn so that one taken item does not
+   * fail the others: if the item is unchanged and unclaimed, put its marker with the lease,
+   * bump its counter and read the counter back (the receive count).
    */
   private async claimChunk(kvs: KeyValue[], leaseId: string): Promise<Claim[]> {
-    let pending = kvs
-    while (pending.length > 0) {
-      const compares: Compare[] = []
-      const then: Op[] = []
-      const otherwise: Op[] = []
-      for (const kv of pending) {
-        compares.push(this.ks.compare(kv.key, 'Mod', '==', kv.modRevision), this.ks.compare(markerKey(kv), 'Create', '==', 0))
-        then.push(this.ks.put(markerKey(kv), '', leaseId), this.ks.put(counterKey(kv)), this.ks.get(counterKey(kv)))
-        otherwise.push(this.ks.get(kv.key), this.ks.get(markerKey(kv)))
-      }
-      const res = await this.ks.txn(compares, then, otherwise)
-      if (res.succeeded) {
-        return pending.map((kv, i) => ({ kv, claimRev: res.revision, count: Number(res.results[3 * i + 2].range!.kvs[0].version) }))
-      }
-      this.spread = SPREAD_ROUNDS
-      pending = pending.filter((kv, i) => {
-        const item = res.results[2 * i].range!.kvs[0]
-        return item !== undefined && item.modRevision === kv.modRevision && res.results[2 * i + 1].range!.kvs.length === 0
-      })
-    }
-    return []
+    const ops = kvs.map((kv) =>
+      this.ks.txnOp(
+        [this.ks.compare(kv.key, 'Mod', '==', kv.modRevision), this.ks.compare(markerKey(kv), 'Create', '==', 0)],
+        [this.ks.put(markerKey(kv), '', leaseId), this.ks.put(counterKey(kv)), this.ks.get(counterKey(kv))],
+      ),
+    )
+    const res = await this.ks.txn([], ops)
+    const claims: Claim[] = []
+    kvs.forEach((kv, i) => {
+      const sub = res.results[i].txn!
+      if (sub.succeeded) claims.push({ kv, claimRev: res.revision, count: Number(sub.results[2].range!.kvs[0].version) })
+    })
+    if (claims.length < kvs.length) this.spread = SPREAD_ROUNDS
+    return claims
   }
 
   /** Moves a claimed item to `<dlq>/<unixNano>` (Go layout, same value) and drops its marker and counter, in one Txn. */

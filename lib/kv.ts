@@ -63,6 +63,8 @@ export interface OpResult {
   range?: RangeResult
   deleted?: bigint
   put?: true
+  /** A nested Txn's outcome (see {@link Keyspace.txnOp}). */
+  txn?: TxnResult
 }
 
 export interface TxnResult {
@@ -148,6 +150,11 @@ export class Keyspace {
     return { request_delete_range: { key: full, range_end: options.prefix ? prefixEnd(full) : undefined } }
   }
 
+  /** A nested Txn as one op (etcd 3.3+): its compares decide its branch independently of its siblings. */
+  txnOp(compare: Compare[], success: Op[], failure: Op[] = []): Op {
+    return { request_txn: { compare, success, failure } }
+  }
+
   /** One Txn RPC. */
   async txn(compare: Compare[], success: Op[], failure: Op[] = []): Promise<TxnResult> {
     let res: ITxnResponse
@@ -217,6 +224,10 @@ export class Keyspace {
   private opResult(r: IResponseOp): OpResult {
     if (r.response_range) return { range: this.rangeResult(r.response_range) }
     if (r.response_delete_range) return { deleted: BigInt(r.response_delete_range.deleted) }
+    if (r.response_txn) {
+      const t = r.response_txn
+      return { txn: { succeeded: t.succeeded, revision: BigInt(t.header?.revision ?? 0), results: t.responses.map((x) => this.opResult(x)) } }
+    }
     return { put: true }
   }
 }

@@ -1,4 +1,4 @@
-import type { ILeaseKeepAliveRequest, ILeaseKeepAliveResponse, IDuplexStream, Namespace } from 'etcd3'
+import { ClientClosedError, type ILeaseKeepAliveRequest, type ILeaseKeepAliveResponse, type IDuplexStream, type Namespace } from 'etcd3'
 
 /**
  * One LeaseKeepAlive stream per client, shared by all of its sessions (etcd3's `Lease` opens a
@@ -20,6 +20,20 @@ export interface KeepAliveReply {
 }
 
 type Listener = (reply: KeepAliveReply) => void
+
+/** One session's interest in a lease; {@link KeepAliveStream.register} returns it. */
+export interface Registration {
+  onReply: Listener
+  /** Called once the client turns out to be closed: no keepalive can be sent any more. */
+  onClientClosed?: () => void
+}
+
+/** Per lease: the send times of unanswered requests, oldest first, and who hears the replies. */
+interface LeaseState {
+  inFlight: number[]
+  /** Usually one; more when several sessions adopted the same lease (Go's WithLease). */
+  registrations: Set<Registration>
+}
 type Duplex = IDuplexStream<ILeaseKeepAliveRequest, ILeaseKeepAliveResponse>
 
 /** One opened (or opening) stream. */
@@ -29,19 +43,36 @@ interface Connection {
 
 class KeepAliveStream {
   private current?: Connection
-  private readonly listeners = new Map<string, { onReply: Listener; inFlight: number[] }>()
+  private readonly leases = new Map<string, LeaseState>()
 
   constructor(private readonly client: Namespace) {}
 
   /** Routes replies for `leaseId` to `onReply` until {@link release}. */
-  register(leaseId: string, onReply: Listener): void {
-    this.listeners.set(leaseId, { onReply, inFlight: [] })
+  register(leaseId: string, onReply: Listener, onClientClosed?: () => void): Registration {
+    const registration: Registration = { onReply, onClientClosed }
+    let state = this.leases.get(leaseId)
+    if (!state) {
+      state = { inFlight: [], registrations: new Set() }
+      this.leases.set(leaseId, state)
+    }
+    state.registrations.add(registration)
+    return registration
   }
 
-  /** Stops routing replies for `leaseId`; the stream closes when no lease is left. */
-  release(leaseId: string): void {
-    this.listeners.delete(leaseId)
-    if (this.listeners.size === 0 && this.current) this.drop(this.current)
+  /** Stops routing replies for `leaseId` to `registration`; the stream closes when no lease is left. */
+  release(leaseId: string, registration: Registration): void {
+    const state = this.leases.get(leaseId)
+    if (!state) return
+    state.registrations.delete(registration)
+    if ([...this.leases.values()].every((s) => s.registrations.size === 0)) {
+      if (this.current) this.drop(this.current)
+      this.leases.clear()
+    } else if (state.registrations.size === 0 && state.inFlight.length === 0) {
+      this.leases.delete(leaseId)
+    }
+    // Otherwise the state stays until its requests are answered: were it re-registered at once
+    // (a lease handed to the next invocation), those late replies must not be paired with the
+    // new, later send times.
   }
 
   /**
@@ -50,13 +81,16 @@ class KeepAliveStream {
    * stream is presumed dead (e.g. a half-open TCP connection) and a new one is opened.
    */
   send(leaseId: string, silentAfterMs = Infinity): void {
-    const entry = this.listeners.get(leaseId)
+    const entry = this.leases.get(leaseId)
     if (!entry) return
     const now = performance.now()
     if (this.current && entry.inFlight.length > 0 && now - entry.inFlight[0] > silentAfterMs) this.drop(this.current)
     const conn = this.open()
     entry.inFlight.push(now)
-    conn.ready.then((stream) => stream.write({ ID: leaseId })).catch(() => this.drop(conn))
+    conn.ready.then((stream) => stream.write({ ID: leaseId })).catch((err: unknown) => {
+      this.drop(conn)
+      if (err instanceof ClientClosedError) this.clientClosed()
+    })
   }
 
   private open(): Connection {
@@ -81,16 +115,27 @@ class KeepAliveStream {
   }
 
   private onData(res: ILeaseKeepAliveResponse) {
-    const entry = this.listeners.get(String(res.ID))
-    const sentAt = entry?.inFlight.shift()
-    if (entry && sentAt !== undefined) entry.onReply({ sentAt, ttl: Number(res.TTL) })
+    const id = String(res.ID)
+    const state = this.leases.get(id)
+    const sentAt = state?.inFlight.shift()
+    if (!state || sentAt === undefined) return
+    if (state.registrations.size === 0 && state.inFlight.length === 0) this.leases.delete(id)
+    // A renewal counts for every session on the lease: it was renewed after `sentAt` either way.
+    for (const r of [...state.registrations]) r.onReply({ sentAt, ttl: Number(res.TTL) })
+  }
+
+  private clientClosed() {
+    for (const state of [...this.leases.values()]) for (const r of [...state.registrations]) r.onClientClosed?.()
   }
 
   /** Stops using `conn` (no-op if it was already replaced); its unanswered requests are forgotten. */
   private drop(conn: Connection) {
     if (this.current !== conn) return
     this.current = undefined
-    for (const entry of this.listeners.values()) entry.inFlight.length = 0
+    for (const [id, state] of this.leases) {
+      state.inFlight.length = 0
+      if (state.registrations.size === 0) this.leases.delete(id)
+    }
     conn.ready.then((s) => s.end()).catch(() => {})
   }
 }

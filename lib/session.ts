@@ -1,6 +1,6 @@
 import type { Namespace } from 'etcd3'
 import { InvalidArgumentError, LeaseLostError, type LeaseLossCause } from './errors.js'
-import { keepAliveStream } from './keepalive.js'
+import { keepAliveStream, type Registration } from './keepalive.js'
 import { toTypedError } from './kv.js'
 
 /** Options of {@link Session.create}. */
@@ -9,6 +9,12 @@ export interface SessionOptions {
   ttl?: number
   /** Adopt this existing lease (decimal id) instead of granting one; Go's `WithLease`. */
   leaseId?: string
+  /**
+   * With `leaseId`: a `performance.now()` time until which the lease is already known to be
+   * alive, e.g. the {@link Session.aliveUntil} of the session that kept it before. The new
+   * session's `aliveUntil` starts from it instead of 0 (unknown) until the first keepalive answer.
+   */
+  aliveUntil?: number
 }
 
 const DEFAULT_TTL = 60
@@ -34,6 +40,7 @@ export class Session {
   private ended = false
   /** Whether any keepalive has been answered yet. */
   private heard = false
+  private registration?: Registration
 
   private constructor(
     readonly client: Namespace,
@@ -53,10 +60,13 @@ export class Session {
    * the lease turns out to be gone, {@link signal} aborts.
    */
   static async create(client: Namespace, options: SessionOptions = {}): Promise<Session> {
+    options ??= {}
     const ttl = checkTtl(options.ttl)
+    const knownUntil = checkAliveUntil(options.aliveUntil, options.leaseId)
     const sentAt = performance.now()
     if (options.leaseId !== undefined) {
-      const session = new Session(client, checkLeaseId(options.leaseId), ttl, 0)
+      const leaseId = checkLeaseId(options.leaseId)
+      const session = new Session(client, leaseId, ttl, knownUntil > sentAt ? knownUntil : 0)
       session.start()
       return session
     }
@@ -113,7 +123,7 @@ export class Session {
 
   private start() {
     const stream = keepAliveStream(this.client)
-    stream.register(this.leaseId, ({ sentAt, ttl }) => {
+    this.registration = stream.register(this.leaseId, ({ sentAt, ttl }) => {
       if (ttl > 0) {
         this.expiresAt = Math.max(this.expiresAt, sentAt + ttl * 1000)
         // An adopted lease's TTL is only known from the server: pace the keepalives by it.
@@ -123,6 +133,8 @@ export class Session {
       }
       const revoked = this.expiresAt !== 0 && performance.now() < this.expiresAt
       this.end(revoked ? 'revoked' : 'expired', `lease ${this.leaseHex} ${revoked ? 'was revoked' : 'expired'}: locks and keys held with it are gone`)
+    }, () => {
+      this.end('closed', `session ${this.leaseHex} ended because its etcd client was closed; the lease is left to expire`)
     })
     this.schedule(this.grantedTtl)
   }
@@ -155,7 +167,7 @@ export class Session {
     if (this.ended) return
     this.ended = true
     clearInterval(this.timer)
-    keepAliveStream(this.client).release(this.leaseId)
+    if (this.registration) keepAliveStream(this.client).release(this.leaseId, this.registration)
     this.controller.abort(new LeaseLostError(this.leaseId, reason, message))
   }
 }
@@ -166,6 +178,15 @@ function checkTtl(ttl: unknown): number {
     throw new InvalidArgumentError(`ttl must be a whole number of seconds between 1 and ${MAX_TTL}, got ${String(ttl)}`)
   }
   return ttl
+}
+
+function checkAliveUntil(aliveUntil: unknown, leaseId: unknown): number {
+  if (aliveUntil === undefined) return 0
+  if (typeof aliveUntil !== 'number' || Number.isNaN(aliveUntil)) {
+    throw new InvalidArgumentError(`aliveUntil must be a performance.now() timestamp in ms (a previous session's aliveUntil), got ${String(aliveUntil)}`)
+  }
+  if (leaseId === undefined) throw new InvalidArgumentError('aliveUntil only applies to an adopted lease: pass leaseId with it')
+  return aliveUntil
 }
 
 function checkLeaseId(leaseId: unknown): string {

@@ -81,6 +81,42 @@ describe('Session', () => {
     expect(await serverTtl(granted.ID)).toBe(-1)
   })
 
+  it('two sessions on one lease (Go TestElectionOnSessionRestart): orphaning the old one keeps the new one alive', async () => {
+    const old = await Session.create(etcd.client, { ttl: 2 })
+    const adopted = await Session.create(etcd.client, { leaseId: old.leaseId, ttl: 2, aliveUntil: old.aliveUntil })
+    // Known alive from the start: the old session's bound carries over.
+    expect(adopted.aliveUntil).toBeGreaterThan(performance.now())
+    await sleep(800)
+    old.orphan()
+    await sleep(4_500) // > 2 x TTL: only the adopted session's keepalives hold the lease
+    expect(adopted.active).toBe(true)
+    expect(await serverTtl(adopted.leaseId)).toBeGreaterThan(0)
+    expect(adopted.aliveUntil).toBeGreaterThan(performance.now())
+    await adopted.close()
+    expect(await serverTtl(old.leaseId)).toBe(-1)
+  })
+
+  it('a lease handed from one session to the next at once stays alive with a sound bound', async () => {
+    let s = await Session.create(etcd.client, { ttl: 2 })
+    const leaseId = s.leaseId
+    for (let i = 0; i < 20; i++) {
+      await sleep(150)
+      const bound = s.aliveUntil
+      s.orphan()
+      s = await Session.create(etcd.client, { leaseId, ttl: 2, aliveUntil: bound })
+      const remaining = await serverTtl(leaseId)
+      expect(remaining).toBeGreaterThan(0)
+      expect(s.aliveUntil).toBeLessThanOrEqual(performance.now() + (remaining + 1) * 1000)
+    }
+    expect(s.active).toBe(true)
+    await s.close()
+  })
+
+  it('rejects aliveUntil without leaseId, or a non-number one', async () => {
+    await expect(Session.create(etcd.client, { aliveUntil: performance.now() + 1000 })).rejects.toBeInstanceOf(InvalidArgumentError)
+    await expect(Session.create(etcd.client, { leaseId: '123', aliveUntil: NaN })).rejects.toBeInstanceOf(InvalidArgumentError)
+  })
+
   it('adopting a lease that does not exist aborts signal with reason expired', async () => {
     const s = await Session.create(etcd.client, { leaseId: '7587862145453925126' })
     const reason = await aborted(s.signal, 5_000)
@@ -180,6 +216,15 @@ describe('Session', () => {
     await sleep(200)
     expect(opened).toHaveBeenCalledTimes(2)
     await next.close()
+  })
+
+  it('ends (reason closed) soon after its client is closed, leaving the lease to expire', async () => {
+    const client = createClient({ endpoints: etcd.cluster.endpoints })
+    const s = await Session.create(client, { ttl: 3 })
+    client.close()
+    const reason = await aborted(s.signal, 5_000)
+    expect((reason as LeaseLostError).reason).toBe('closed')
+    expect(await serverTtl(s.leaseId)).toBeGreaterThan(0) // not revoked: it expires on its own
   })
 
   it('aborts signal with reason unreachable when etcd stops answering', async () => {

@@ -29,7 +29,12 @@ export interface DeadLetterOptions {
    * moves it to {@link deadLetterQueue} instead (in one Txn). Needs `deadLetterQueue`.
    */
   maxReceives?: number
-  /** Name of the (Go-layout) Queue that takes messages received `maxReceives` times. */
+  /**
+   * Name of the (Go-layout) Queue that takes messages received `maxReceives` times. If Go
+   * consumers read the queue, pick a name that does not start with the queue's name (e.g.
+   * `dlq/<name>`, not `<name>-dlq`): Go's Dequeue ranges `<name>` without "/" and would take
+   * the dead letters too.
+   */
   deadLetterQueue?: string
 }
 
@@ -40,8 +45,10 @@ export interface ReceiveOptions extends DeadLetterOptions {
   /**
    * Whole seconds the messages stay invisible to other receivers unless acked (default 30).
    * The receive grants one lease of this TTL for the whole batch and never keeps it alive:
-   * a receiver that crashes releases its messages when the lease expires.
-   * Not allowed together with `session`.
+   * a receiver that crashes releases its messages when the lease expires. Once this process
+   * has acked or nacked every message of the batch, the lease is revoked; receipts settled in
+   * another process leave it to expire. etcd may round a small TTL up to its minimum
+   * (about 1.5 x the election timeout). Not allowed together with `session`.
    */
   visibilityTimeout?: number
   /** Claim with this session's lease instead: messages stay invisible while the session lives. */

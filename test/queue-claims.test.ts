@@ -41,7 +41,7 @@ describe('receive / ack: at-least-once claims', () => {
 
     // Another receiver sees nothing, and our own dequeue does not take claimed items.
     expect(await new Queue(etcd.newClient(), name).receive({ wait: false })).toEqual([])
-    await expect(q.dequeue({ signal: AbortSignal.timeout(300) })).rejects.toThrow()
+    await expect(q.dequeue({ signal: AbortSignal.timeout(300) })).rejects.toMatchObject({ name: 'TimeoutError' })
 
     for (const m of got) await q.ack(m)
     expect(await keysMentioning(name)).toEqual([])

@@ -1,5 +1,7 @@
-import { describe, expect, it } from 'vitest'
-import { InvalidArgumentError, Queue, type EtcdClient } from '../lib/index.js'
+import { execFile } from 'node:child_process'
+import { promisify } from 'node:util'
+import { beforeAll, describe, expect, it } from 'vitest'
+import { InvalidArgumentError, PriorityQueue, Queue, type EtcdClient } from '../lib/index.js'
 import { keyspace } from '../lib/kv.js'
 import { sleep, uniqueName, useEtcd } from './helpers.js'
 
@@ -10,7 +12,7 @@ const etcd = useEtcd(3)
 const memberClient = (i: number): EtcdClient => etcd.newClient([etcd.cluster.endpoints[i % etcd.cluster.endpoints.length]])
 
 /** Every key in etcd that contains `name`. */
-const keysMentioning = async (name: string) => (await etcd.client.getAll().keys()).filter((k) => k.includes(name))
+const keysMentioning = async (name: string) => (await etcd.client.getAll().keys()).filter((k) => k.includes(name)).sort()
 
 /** Go's testReadersWriters: m writers enqueue 2 items each; n readers dequeue them all. */
 async function readersWriters(name: string, readers: number, writers: number) {
@@ -125,5 +127,50 @@ describe('Queue input validation (nothing written)', () => {
     await expect(q.enqueue(undefined as unknown as string)).rejects.toBeInstanceOf(InvalidArgumentError)
     await expect(q.enqueue({} as unknown as string)).rejects.toBeInstanceOf(InvalidArgumentError)
     expect(await q.size()).toBe(0)
+  })
+})
+
+describe('Go peer interop (contrib/recipes of etcd 3.4, built from /work/shared/peer-go)', () => {
+  const run = promisify(execFile)
+  const bin = '/tmp/middy-etcd-gopeer-queue'
+  // Needs go + golang-etcd-server-dev; the build is cached, so this is quick after the first run.
+  beforeAll(async () => {
+    await run('/work/shared/peer-go/build.sh', [bin], { timeout: 240_000 })
+  }, 250_000)
+  const peer = async (scenario: string, name: string, args: string[] = [], n = 0) => {
+    const { stdout } = await run(bin, ['-endpoints', etcd.cluster.endpoints[0], '-scenario', scenario, '-prefix', name, '-n', String(n), ...args], { timeout: 20_000 })
+    return stdout.trim().split('\n').filter((l) => l !== '')
+  }
+
+  it('Go Dequeue takes our items in order; we receive Go-enqueued items in order', async () => {
+    const name = uniqueName('goq')
+    const q = new Queue(etcd.client, name)
+    for (const v of ['a', 'b', 'c']) await q.enqueue(v)
+    expect(await peer('dequeue', name, [], 3)).toEqual(['a', 'b', 'c'])
+    await peer('enqueue', name, ['x', 'y', 'z'])
+    const got = await q.receive({ max: 10, visibilityTimeout: 10, wait: false })
+    expect(got.map((m) => m.value)).toEqual(['x', 'y', 'z'])
+    for (const m of got) await q.ack(m)
+    expect(await keysMentioning(name)).toEqual([])
+  })
+
+  it('a Go Dequeue may take a claimed item (documented): the receiver\'s ack then reports gone', async () => {
+    const name = uniqueName('goclaim')
+    const q = new Queue(etcd.client, name)
+    await q.enqueue('claimed')
+    const [m] = await q.receive({ visibilityTimeout: 10 })
+    expect(await peer('dequeue', name, [], 1)).toEqual(['claimed'])
+    await expect(q.ack(m)).rejects.toMatchObject({ reason: 'gone' })
+  })
+
+  it('PriorityQueue: Go and TS producers share buckets; both consumers serve lowest priority first', async () => {
+    const name = uniqueName('gopq')
+    const pq = new PriorityQueue(etcd.client, name)
+    await peer('penqueue', name, ['g2', '2', 'g0', '0'])
+    await pq.enqueue('t1', 1)
+    await pq.enqueue('t2', 2) // after Go's g2 in the same bucket: sequence 1
+    expect(await keysMentioning(`${name}/00002/`)).toEqual([`${name}/00002/0000000000000000`, `${name}/00002/0000000000000001`])
+    expect([await pq.dequeue(), await pq.dequeue()]).toEqual(['g0', 't1'])
+    expect(await peer('pdequeue', name, [], 2)).toEqual(['g2', 't2'])
   })
 })

@@ -185,6 +185,15 @@ let shared: EtcdClient | undefined
  * every warm invocation (module scope survives between invocations of a function instance).
  */
 export function sharedClient(): EtcdClient {
-  shared ??= createClient()
+  if (!shared) {
+    const client = createClient()
+    const close = client.close.bind(client)
+    // Closing the shared client (e.g. at shutdown or between tests) lets the next caller get a fresh one.
+    client.close = () => {
+      if (shared === client) shared = undefined
+      close()
+    }
+    shared = client
+  }
   return shared
 }

@@ -230,5 +230,10 @@ describe('client against etcd', () => {
     await a.put(key).value('x')
     expect(await etcd.client.get(key).string()).toBe('x')
     a.close()
+    // Closed, it is replaced by a fresh one on the next call.
+    const b = sharedClient()
+    expect(b).not.toBe(a)
+    expect(await b.get(key).string()).toBe('x')
+    b.close()
   })
 })

@@ -8,3 +8,5 @@ export { ClaimQueue, type Message, type ReceiveOptions, type NackOptions, type D
 export { Barrier } from './barrier.js'
 export { DoubleBarrier } from './double-barrier.js'
 export { runSTM, Isolation, type STM, type STMOptions, type STMResult } from './stm.js'
+export { Election, type Leader } from './election.js'
+export { RWMutex, type RWMode } from './rwmutex.js'

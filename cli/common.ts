@@ -100,18 +100,17 @@ export async function leaseTtls(client: EtcdClient, leaseIds: Iterable<string>):
 const PAGE = 1000
 
 /**
- * Every key under `prefix` (the whole keyspace of the client's namespace when `prefix` is ''),
- * keys only, in key order, read page by page at one revision so the result is a consistent
- * snapshot. Returns the keys and that revision.
+ * Visits every key under `prefix` (the whole keyspace of the client's namespace when `prefix`
+ * is ''), keys only, in key order, page by page at one revision so the visit is a consistent
+ * snapshot; only one page is in memory at a time. Returns that revision.
  */
-export async function scanKeys(client: EtcdClient, prefix: string): Promise<{ kvs: KeyValue[]; revision: bigint }> {
+export async function scanKeys(client: EtcdClient, prefix: string, visit: (kv: KeyValue) => void): Promise<bigint> {
   const ns = client.prefix
   const start = Buffer.concat([ns, Buffer.from(prefix)])
   // An empty start key is not a valid range: "\0" to "\0" is etcd's "every key".
   const end = start.length === 0 ? Buffer.from([0]) : prefixEnd(start)
   let key = start.length === 0 ? Buffer.from([0]) : start
   let revision: string | undefined
-  const kvs: KeyValue[] = []
   for (;;) {
     let res
     try {
@@ -120,8 +119,8 @@ export async function scanKeys(client: EtcdClient, prefix: string): Promise<{ kv
       throw toTypedError(err, `etcd range ${JSON.stringify(prefix)}`)
     }
     revision ??= res.header.revision
-    for (const kv of res.kvs) kvs.push(toKeyValue(kv, kv.key.subarray(ns.length).toString()))
-    if (!res.more || res.kvs.length === 0) return { kvs, revision: BigInt(revision) }
+    for (const kv of res.kvs) visit(toKeyValue(kv, kv.key.subarray(ns.length).toString()))
+    if (!res.more || res.kvs.length === 0) return BigInt(revision)
     key = Buffer.concat([res.kvs[res.kvs.length - 1].key, Buffer.from([0])])
   }
 }

@@ -31,6 +31,8 @@ interface Lock {
   kind: Kind
   holders: Contender[]
   waiters: Contender[]
+  /** A mutex without holder: the older key under `<name>/` (not a contender) the waiters queue behind. */
+  blockedBy?: string
 }
 
 /** A lock as read from etcd, before lease TTLs are known. */
@@ -39,6 +41,7 @@ interface Found {
   kind: Kind
   holders: KeyValue[]
   waiters: KeyValue[]
+  blockedBy?: string
 }
 
 const LEASE_HEX = /^[0-9a-f]{1,16}$/
@@ -94,6 +97,7 @@ function locksUnder(name: string, kvs: KeyValue[], first: KeyValue | undefined):
       kind: holds && first.value.length > 0 ? 'election' : 'mutex',
       holders: holds ? direct.slice(0, 1) : [],
       waiters: holds ? direct.slice(1) : direct,
+      ...(holds || !first ? {} : { blockedBy: first.key }),
     })
   }
   const rw = kvs
@@ -128,11 +132,11 @@ function render(prefix: string, locks: Lock[]): string {
   for (const lock of locks) {
     const [held, waiting] = lock.kind === 'election' ? ['leader', 'candidate'] : ['holder', 'waiter']
     const entries = [...lock.holders.map((c) => [held, c] as const), ...lock.waiters.map((c) => [waiting, c] as const)]
+    if (lock.blockedBy !== undefined) rows.push([showKey(lock.name), lock.kind, 'blocked by', '-', showKey(lock.blockedBy), '-', '-'])
     for (const [role, c] of entries) {
       const ttl = c.ttl === null ? undefined : { remaining: c.ttl, granted: c.grantedTtl ?? 0 }
       rows.push([showKey(lock.name), lock.kind, c.mode ? `${role} (${c.mode})` : role, String(c.fence), showKey(c.key), c.lease, showTtl(ttl)])
     }
-    if (lock.holders.length === 0) rows.push([showKey(lock.name), lock.kind, 'holder', '-', '(an older key under the prefix that is no contender)', '-', '-'])
   }
   return table(['LOCK', 'KIND', 'ROLE', 'FENCE', 'KEY', 'LEASE', 'TTL'], rows, ['left', 'left', 'left', 'right'])
 }
@@ -156,10 +160,13 @@ The prefix is a raw key prefix: 'locks' matches 'locks/a/...' and 'locksmith/...
     noMoreArgs(locks, args, 1)
     const prefix = args[0] ?? ''
     const client = connect()
-    const scan = await scanKeys(client, prefix)
-    const names = [...new Set(scan.kvs.map(lockNameOf).filter((n): n is string => n !== undefined))].sort()
-    const found = (await mapLimit(names, 16, async (name) => {
-      const { kvs, first } = await readLock(client, name, scan.revision)
+    const seen = new Set<string>()
+    const revision = await scanKeys(client, prefix, (kv) => {
+      const name = lockNameOf(kv)
+      if (name !== undefined) seen.add(name)
+    })
+    const found = (await mapLimit([...seen].sort(), 16, async (name) => {
+      const { kvs, first } = await readLock(client, name, revision)
       return locksUnder(name, kvs, first)
     })).flat()
     const ttls = await leaseTtls(client, found.flatMap((l) => [...l.holders, ...l.waiters].map((kv) => kv.lease)))
@@ -168,7 +175,8 @@ The prefix is a raw key prefix: 'locks' matches 'locks/a/...' and 'locksmith/...
       kind: l.kind,
       holders: l.holders.map((kv) => contender(kv, l.name, ttls, l.kind)),
       waiters: l.waiters.map((kv) => contender(kv, l.name, ttls, l.kind)),
+      ...(l.blockedBy === undefined ? {} : { blockedBy: l.blockedBy }),
     }))
-    return { json: { prefix, revision: revisionNumber(scan.revision), locks: result }, text: render(prefix, result) }
+    return { json: { prefix, revision: revisionNumber(revision), locks: result }, text: render(prefix, result) }
   },
 }

@@ -145,6 +145,20 @@ describe('middy-etcd locks', () => {
     await s2.close()
   })
 
+  it('shows waiters blocked by an older key that is no contender', async () => {
+    const name = uniqueName('cli-blocked')
+    await etcd.client.put(`${name}/stray`).value('x')
+    const s = await Session.create(etcd.client, { ttl: 5 })
+    const stop = new AbortController()
+    const waiting = new Mutex(s, name).lock({ signal: stop.signal }).catch((err: Error) => err.name)
+    await untilKeys(`${name}/`, 2)
+    const doc = await json(['locks', name])
+    expect(doc.locks).toEqual([expect.objectContaining({ name, kind: 'mutex', holders: [], blockedBy: `${name}/stray`, waiters: [expect.objectContaining({ key: `${name}/${s.leaseHex}` })] })])
+    stop.abort(new Error('test done'))
+    expect(await waiting).toBe('Error')
+    await s.close()
+  })
+
   it('says so when there are no locks', async () => {
     const run = await cli(['locks', uniqueName('cli-none')])
     expect(run.code).toBe(0)

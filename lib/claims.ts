@@ -163,6 +163,8 @@ export abstract class ClaimQueue {
   private readonly defaults: DeadLetterOptions
   /** Receives left that start at a random offset, after this object lost a claim race. */
   private spread = 0
+  /** The last receive found messages: grant the next lease in parallel with the scan. */
+  private busy = false
 
   constructor(
     readonly client: Namespace,
@@ -229,26 +231,34 @@ export abstract class ClaimQueue {
     signal?.throwIfAborted()
     o.session?.signal.throwIfAborted()
     let lease: ClaimLease | undefined
+    // On a busy queue (the last receive found messages) grant in parallel with the first scan,
+    // saving a round trip; otherwise only once there is something to claim, so a receive
+    // waiting on an empty queue holds no lease.
+    let early = this.busy && !o.session ? this.claimLease(o) : undefined
+    early?.catch(() => {}) // awaited below; a scan failure must not leave it unhandled
     try {
       for (;;) {
         const view = await this.scan(o.max)
+        if (early) [lease, early] = [await early, undefined]
         if (view.visible.length > 0) {
-          // Granted only once there is something to claim, so a waiting receive holds no lease.
           lease ??= await this.claimLease(o)
           const messages = await this.claimBatch(this.pick(view.visible, o.max), lease, o)
           if (messages.length > 0) {
             this.track(lease, messages)
             lease = undefined
+            this.busy = true
             return messages
           }
           continue // lost every race, or all went to the dead-letter queue: look again
         }
+        this.busy = false
         if (lease) await this.dropLease(lease)
         lease = undefined
         if (!o.wait) return []
         await this.waitForChange(view.revision, view.claims > 0, signal)
       }
     } finally {
+      if (early) lease = await early.catch(() => undefined)
       if (lease) await this.dropLease(lease)
     }
   }

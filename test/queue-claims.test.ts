@@ -137,6 +137,23 @@ describe('receive / ack: at-least-once claims', () => {
     await expect(q.receive({ signal: AbortSignal.abort(new Error('no')) })).rejects.toThrow('no')
   })
 
+  it('a receive that finds nothing leaves no lease, also right after a busy one', async () => {
+    const name = uniqueName('idle')
+    const q = new Queue(etcd.client, name)
+    await q.enqueue('one')
+    const before = await leaseIds()
+    await q.ack((await q.receive({ visibilityTimeout: 30 }))[0])
+    expect(await q.receive({ visibilityTimeout: 30, wait: false })).toEqual([])
+    const ac = new AbortController()
+    const waiting = q.receive({ visibilityTimeout: 30, signal: ac.signal })
+    await sleep(150)
+    expect((await leaseIds()).filter((id) => !before.includes(id))).toEqual([])
+    ac.abort(new Error('done'))
+    await expect(waiting).rejects.toThrow('done')
+    expect((await leaseIds()).filter((id) => !before.includes(id))).toEqual([])
+    expect(await keysMentioning(name)).toEqual([])
+  })
+
   it('a Go-layout item put with a raw client is received and acked', async () => {
     const name = uniqueName('goput')
     const key = `${name}/${BigInt(Date.now()) * 1_000_000n}`

@@ -128,11 +128,11 @@ async function run(argv: string[]): Promise<Outcome> {
   let endpoints: string | undefined
   try {
     const first = parseArgs({ args: argv, options: allOptions(), allowPositionals: true, strict: false })
-    let [name, ...rest] = first.positionals
+    let name = first.positionals[0]
     if (name === 'help') {
-      name = rest[0]
+      // `help <command>` is `<command> --help`.
+      name = first.positionals[1]
       if (name === undefined) return { stdout: GENERAL_HELP, code: 0 }
-      rest = []
       first.values.help = true
     }
     if (name === undefined) {

@@ -272,7 +272,7 @@ export class Election {
     if (!this.candidate) {
       return new NotLeaderError(`election ${JSON.stringify(this.name)}: resign() was called while campaign() was waiting`)
     }
-    return new SessionExpiredError(`election ${JSON.stringify(this.name)}: candidate key of session ${this.session.leaseHex} vanished while campaigning (lease expired or revoked); create a new Session and campaign again`)
+    return new SessionExpiredError(`election ${JSON.stringify(this.name)}: candidate key of session ${this.session.leaseHex} vanished while campaigning (lease expired or revoked, or the key was deleted); create a new Session and campaign again`)
   }
 
   private begin(op: string) {

@@ -246,23 +246,19 @@ describe('Election (Go v3_election_test.go)', () => {
     expect(resumed.leading).toBe(true)
 
     const stop = new AbortController()
-    const observed = (async () => {
-      for await (const v of resumed.observe({ signal: stop.signal })) {
-        if (v.value !== 'candidate1') return v
-      }
-      throw new Error('observe ended')
-    })()
-    await etcd.client.put(uniqueName('foo')).value('bar')
+    const next = puller(resumed.observe({ signal: stop.signal }))
+    expect((await next()).value).toBe('candidate1')
+    await etcd.client.put(uniqueName('foo')).value('bar') // unrelated key: not reported
     await resumed.proclaim('still-me')
     await resumed.resign()
-    await new Election(session, name).campaign('candidate2')
-    // 'still-me' may be seen first; wait for candidate2 explicitly.
-    let v = await observed
-    if (v.value === 'still-me') {
-      v = await first(resumed.observe())
-    }
-    expect(v.value).toBe('candidate2')
+    expect(resumed.key).toBe('')
+    const e2 = new Election(session, name)
+    await e2.campaign('candidate2')
+    expect((await next()).value).toBe('still-me')
+    const v = await next()
+    expect(v).toMatchObject({ value: 'candidate2', key: e2.key, rev: e2.rev, version: 1n })
     expect(v.key.startsWith(`${name}/`)).toBe(true)
+    expect(v.rev > leader.rev).toBe(true)
     stop.abort()
     expect(() => Election.resume(session, name, `${name}/ffff`, 1n)).toThrow(InvalidArgumentError)
     expect(() => Election.resume(session, name, leader.key, 0n)).toThrow(InvalidArgumentError)
@@ -441,7 +437,7 @@ describe('Election: beyond Go', () => {
     await wc
     await c.proclaim('c1')
     // Lagging behind a leader change skips to the new leader's current value.
-    expect((await next())).toMatchObject({ value: 'c1', key: c.key })
+    expect(await next()).toMatchObject({ value: 'c1', key: c.key })
     await c.proclaim('c2')
     expect((await next()).value).toBe('c2')
     ac.abort()

@@ -150,10 +150,14 @@ export function resolveClientOptions(options: ClientOptions = {}): { etcd: IOpti
       watchBackoff: new ConstantBackoff(250) as unknown as IBackoff<unknown>,
     },
     grpcOptions: {
-      // Notice a dead connection after an idle gap (e.g. a frozen function) quickly.
+      // Notice a dead connection quickly while streams (watches, lease keepalives) are open.
+      // Not while idle: etcd's server policy (PermitWithoutStream=false) answers pings on an
+      // idle connection with GOAWAY "too_many_pings" after ~30 s, tearing the connection down
+      // and logging an error. An idle connection that died (e.g. across a freeze) costs one call
+      // deadline: etcd3 then rebuilds the channel and the retry goes out on a fresh one.
       'grpc.keepalive_time_ms': 10_000,
       'grpc.keepalive_timeout_ms': 3_000,
-      'grpc.keepalive_permit_without_calls': 1,
+      'grpc.keepalive_permit_without_calls': 0,
     },
   }
   if (username && password) etcd.auth = { username: username.value, password: password.value }

@@ -97,9 +97,13 @@ export class Election {
     try {
       signal?.throwIfAborted()
       this.session.signal.throwIfAborted()
-      const registeredAt = await this.register(proposal)
+      const registered = await this.register(proposal)
+      if (registered.leads) {
+        this.elected = true
+        return
+      }
       try {
-        await this.waitTurn(registeredAt, signal)
+        await this.waitTurn(registered.revision, signal)
         this.elected = true
       } catch (err) {
         await this.abandon(err)
@@ -205,33 +209,36 @@ export class Election {
   }
 
   /**
-   * One Txn: create the candidate key, or read it when this session already has one. Returns
-   * the revision at which the key is known to exist (start of the own-key watch).
+   * One Txn: create the candidate key (or read it when this session already has one) and read
+   * the current leader in the same round trip, so an uncontended campaign costs one RPC.
+   * Returns whether we lead already, and the revision at which our key is known to exist.
    */
-  private async register(proposal: Buffer): Promise<bigint> {
+  private async register(proposal: Buffer): Promise<{ leads: boolean; revision: bigint }> {
     const key = `${this.prefix}${this.session.leaseHex}`
+    const first = this.ks.get(this.prefix, { prefix: true, sort: ['Create', 'Ascend'], limit: 1 })
     const res = await this.ks.txn(
       [this.ks.compare(key, 'Create', '==', 0)],
-      [this.ks.put(key, proposal, this.session.leaseId)],
-      [this.ks.get(key)],
+      [this.ks.put(key, proposal, this.session.leaseId), first],
+      [this.ks.get(key), first],
     )
     this.myKey = key
     this.candidate = true
+    const leader = res.results[1].range!.kvs[0]
     if (res.succeeded) {
       this.myRev = res.revision
-      return res.revision
-    }
-    const existing = res.results[0].range!.kvs[0]
-    this.myRev = existing.createRevision
-    if (!existing.value.equals(proposal)) {
-      try {
-        await this.proclaim(proposal)
-      } catch (err) {
-        await this.resign().catch(() => {})
-        throw err
+    } else {
+      const existing = res.results[0].range!.kvs[0]
+      this.myRev = existing.createRevision
+      if (!existing.value.equals(proposal)) {
+        try {
+          await this.proclaim(proposal)
+        } catch (err) {
+          await this.resign().catch(() => {})
+          throw err
+        }
       }
     }
-    return res.revision
+    return { leads: leader !== undefined && leader.createRevision === this.myRev, revision: res.revision }
   }
 
   /**

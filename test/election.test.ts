@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import {
+  createClient,
   Election,
   InvalidArgumentError,
   NoLeaderError,
@@ -442,6 +443,33 @@ describe('Election: beyond Go', () => {
     expect((await next()).value).toBe('c2')
     ac.abort()
     for (const s of sessions) await s.close()
+  })
+
+  it('works inside a client namespace: keys are relative to it', async () => {
+    const ns = `${uniqueName('ns')}/`
+    const client = createClient({ endpoints: etcd.cluster.endpoints, namespace: ns })
+    try {
+      const name = uniqueName('elect-ns')
+      const s1 = await Session.create(client, { ttl: 5 })
+      const s2 = await Session.create(client, { ttl: 5 })
+      const e1 = new Election(s1, name)
+      const e2 = new Election(s2, name)
+      const stop = new AbortController()
+      const next = puller(e1.observe({ signal: stop.signal }))
+      await e1.campaign('one')
+      expect(await next()).toMatchObject({ key: `${name}/${s1.leaseHex}`, value: 'one' })
+      expect(await keyExists(etcd.client, `${ns}${name}/${s1.leaseHex}`)).toBe(true)
+      const waiting = e2.campaign('two')
+      await e1.resign()
+      await waiting
+      expect(await next()).toMatchObject({ key: `${name}/${s2.leaseHex}`, value: 'two' })
+      expect((await e1.leader()).key).toBe(e2.key)
+      stop.abort()
+      await s1.close()
+      await s2.close()
+    } finally {
+      client.close()
+    }
   })
 
   it('rejects bad input before writing anything', async () => {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import {
+  createClient,
   InvalidArgumentError,
   LockedError,
   LockReleasedError,
@@ -269,6 +270,35 @@ describe('RWMutex', () => {
     await holder.unlock()
     await s1.close()
     await s2.close()
+  })
+
+  it('works inside a client namespace (try-lock range compares included)', async () => {
+    const ns = `${uniqueName('ns')}/`
+    const client = createClient({ endpoints: etcd.cluster.endpoints, namespace: ns })
+    try {
+      const name = uniqueName('rw-ns')
+      const s1 = await Session.create(client, { ttl: 5 })
+      const s2 = await Session.create(client, { ttl: 5 })
+      const a = new RWMutex(s1, name)
+      const b = new RWMutex(s2, name)
+      await a.tryLock()
+      expect(a.key.startsWith(`${name}/write/`)).toBe(true)
+      expect(await keysUnder(`${ns}${name}/write/`)).toEqual([`${ns}${a.key}`])
+      await expect(b.tryRLock()).rejects.toBeInstanceOf(LockedError)
+      const reading = b.rLock()
+      await sleep(100)
+      await a.unlock()
+      await reading
+      await expect(a.tryLock()).rejects.toBeInstanceOf(LockedError)
+      await a.tryRLock()
+      await a.rUnlock()
+      await b.rUnlock()
+      expect(await keysUnder(`${ns}${name}/`)).toEqual([])
+      await s1.close()
+      await s2.close()
+    } finally {
+      client.close()
+    }
   })
 
   it('rejects bad input and misuse', async () => {

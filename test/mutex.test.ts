@@ -122,6 +122,23 @@ describe('Mutex', () => {
     await Promise.all(ss.map((s) => s.close()))
   })
 
+  it('a failed tryLock leaves the same session\'s queued key alone (Go deletes it)', async () => {
+    const name = uniqueName('trylock-shared')
+    const [s1, s2] = await sessions(2)
+    const holder = new Mutex(s1, name)
+    await holder.lock()
+    const queued = new Mutex(s2, name)
+    const waiting = queued.lock()
+    await untilKeys(name, 2)
+    await expect(new Mutex(s2, name).tryLock()).rejects.toBeInstanceOf(LockedError)
+    expect(await keysOf(etcd.client, name)).toEqual([holder.key, `${name}/${s2.leaseHex}`])
+    await holder.unlock()
+    await waiting
+    expect(queued.held).toBe(true)
+    await queued.unlock()
+    await Promise.all([s1.close(), s2.close()])
+  })
+
   it('waits on the current holder when a queued predecessor leaves (TestMutexWaitsOnCurrentHolder)', async () => {
     const name = uniqueName('current-holder')
     const [sOwner, sVictim, sNew] = await sessions(3)

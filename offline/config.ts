@@ -60,6 +60,10 @@ export interface EtcdPluginConfig {
   dispatcher?: string
   /** How the dispatcher invokes consumers (default `RequestResponse`). */
   invocationType?: 'Event' | 'RequestResponse'
+  /** `serverless package`: files or directories copied into the artifact as they are (e.g. TLS files). */
+  include?: string[]
+  /** `serverless package`: ship linked source maps (default false). */
+  sourcemap?: boolean
 }
 
 /** The `etcdQueue` function event. */
@@ -96,6 +100,8 @@ export const customEtcdSchema = {
         endpoints: { anyOf: [{ type: 'string', minLength: 1 }, { type: 'array', items: { type: 'string', minLength: 1 }, minItems: 1 }] },
         dispatcher: { type: 'string', minLength: 1 },
         invocationType: { enum: ['Event', 'RequestResponse'] },
+        include: { type: 'array', items: { type: 'string', minLength: 1 } },
+        sourcemap: { type: 'boolean' },
       },
       additionalProperties: false,
     },

@@ -4,7 +4,7 @@
 // imported (etcd3 issue #179), so a bundle without them fails at its first line. osls then zips
 // the build directory instead of the source tree, and the artifacts are moved back to
 // `.serverless/` where deploy expects them.
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs'
+import { copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { dirname, join, relative, resolve } from 'node:path'
 import { ConfigurationError } from '../lib/errors.js'
@@ -52,7 +52,11 @@ const PROTO_LOOKUP = `(() => {
  * Bundles every function's handler and points osls's packaging at the bundles. Call
  * `finish()` after osls has zipped them.
  */
-export async function bundleService(serverless: ServerlessLike, log: PluginLog): Promise<BundleResult> {
+export async function bundleService(
+  serverless: ServerlessLike,
+  log: PluginLog,
+  options: { include?: string[]; sourcemap?: boolean } = {},
+): Promise<BundleResult> {
   const root = serverless.serviceDir
   const buildDir = join(root, '.serverless', 'build')
   rmSync(buildDir, { recursive: true, force: true })
@@ -88,8 +92,8 @@ export async function bundleService(serverless: ServerlessLike, log: PluginLog):
     platform: 'node',
     format: 'cjs',
     target: nodeTarget(service.provider.runtime),
-    sourcemap: 'inline',
-    sourcesContent: false,
+    // No source maps by default: they double the artifact and slow the cold start's parse.
+    sourcemap: options.sourcemap ? 'linked' : false,
     logLevel: 'warning',
     plugins: [
       {
@@ -110,6 +114,16 @@ export async function bundleService(serverless: ServerlessLike, log: PluginLog):
   mkdirSync(join(buildDir, PROTO_DIR))
   for (const file of readdirSync(protoSource)) {
     if (file.endsWith('.proto')) copyFileSync(join(protoSource, file), join(buildDir, PROTO_DIR, file))
+  }
+
+  // Files the functions read at run time (e.g. the CA bundle ETCD_CA_FILE points at), same relative paths.
+  for (const file of options.include ?? []) {
+    const from = resolve(root, file)
+    const rel = relative(root, from)
+    if (rel.startsWith('..') || !existsSync(from)) {
+      throw new ConfigurationError('custom.etcd.include', `custom.etcd.include: ${JSON.stringify(file)} is not a file or directory inside the service`)
+    }
+    cpSync(from, join(buildDir, rel), { recursive: true })
   }
 
   const bundles = Object.fromEntries(Object.keys(entryPoints).map((mod) => [mod, join(buildDir, `${mod}.js`)]))

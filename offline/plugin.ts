@@ -187,7 +187,7 @@ export default class MiddyEtcdPlugin {
       const fn = this.serverless.service.getFunction(config.dispatcher)
       fn.environment = { ...fn.environment, ETCD_QUEUE_SUBSCRIPTIONS: JSON.stringify(queueSubscriptions(this.serverless)) }
     }
-    this.bundle = await bundleService(this.serverless, this.log)
+    this.bundle = await bundleService(this.serverless, this.log, { include: config.include, sourcemap: config.sourcemap })
   }
 
   private async afterPackage() {

@@ -1,4 +1,6 @@
-import { describe, expect, it } from 'vitest'
+import { execFile, spawn } from 'node:child_process'
+import { promisify } from 'node:util'
+import { beforeAll, describe, expect, it } from 'vitest'
 import {
   createClient,
   InvalidArgumentError,
@@ -316,6 +318,55 @@ describe('RWMutex', () => {
     await expect(rw.tryRLock()).rejects.toBeInstanceOf(InvalidArgumentError)
     await rw.unlock()
     await expect(rw.unlock()).rejects.toBeInstanceOf(LockReleasedError)
+    expect(await keysUnder(`${name}/`)).toEqual([])
+    await s.close()
+  })
+})
+
+describe('Go peer interop (recipe.RWMutex of etcd 3.4, built from /work/shared/peer-go)', () => {
+  const bin = '/tmp/middy-etcd-gopeer-rwmutex'
+  // Needs go + golang-etcd-server-dev; the build is cached, so this is quick after the first run.
+  beforeAll(async () => {
+    await promisify(execFile)('/work/shared/peer-go/build.sh', [bin], { timeout: 240_000 })
+  }, 250_000)
+
+  /** Starts the Go peer taking `<name>` for reading or writing and holding it `holdMs`. */
+  function goPeer(mode: 'rlock' | 'wlock', name: string, holdMs: number) {
+    const proc = spawn(bin, ['-endpoints', etcd.cluster.endpoints[0], '-scenario', mode, '-prefix', name, '-n', String(holdMs)], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const lines: string[] = []
+    proc.stdout.on('data', (d: Buffer) => lines.push(...d.toString().split('\n').filter((l) => l !== '')))
+    const exited = new Promise<number | null>((resolve) => proc.on('exit', resolve))
+    const saw = async (line: string) => {
+      for (let i = 0; i < 200 && !lines.includes(line); i++) await sleep(50)
+      return lines.includes(line)
+    }
+    return { proc, lines, exited, saw }
+  }
+
+  it('a Go writer holds back our reader; our read hold shares with a Go reader and holds back a Go writer', async () => {
+    const name = uniqueName('gorw')
+    const s = await Session.create(etcd.client, { ttl: 10 })
+    const rw = new RWMutex(s, name)
+
+    const goWriter = goPeer('wlock', name, 800)
+    expect(await goWriter.saw('locked')).toBe(true)
+    expect((await keysUnder(`${name}/write/`))[0]).toMatch(new RegExp(`^${name}/write/\\d{19}$`))
+    const reading = rw.rLock()
+    expect(await settledWithin(reading, 300)).toBe(false)
+    await reading
+    expect(await goWriter.exited).toBe(0)
+    expect(goWriter.lines).toEqual(['locked', 'unlocked'])
+
+    // We read-hold: a Go reader shares, a Go writer waits for us.
+    const goReader = goPeer('rlock', name, 0)
+    expect(await goReader.saw('locked')).toBe(true)
+    expect(await goReader.exited).toBe(0)
+    const goWriter2 = goPeer('wlock', name, 0)
+    await sleep(500)
+    expect(goWriter2.lines).toEqual([])
+    await rw.rUnlock()
+    expect(await goWriter2.saw('unlocked')).toBe(true)
+    expect(await goWriter2.exited).toBe(0)
     expect(await keysUnder(`${name}/`)).toEqual([])
     await s.close()
   })

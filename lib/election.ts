@@ -115,6 +115,30 @@ export class Election {
   }
 
   /**
+   * Campaigns without waiting: leads at once if no older candidate exists, else withdraws the
+   * key this call created and reports who leads. One round trip when it wins, two when it loses.
+   */
+  async tryCampaign(value: string | Buffer): Promise<{ elected: boolean; leader: Leader }> {
+    const proposal = checkValue(value, 'campaign value')
+    this.begin('tryCampaign')
+    try {
+      this.session.signal.throwIfAborted()
+      const attempt = await this.register(proposal)
+      if (attempt.leads) {
+        this.elected = true
+        // The Txn read the leader (our key) after the put; a re-campaign may have proclaimed since.
+        return { elected: true, leader: { ...toLeader(attempt.leader!), value: proposal.toString() } }
+      }
+      // An existing key is this session's place in the queue through another Election object: keep it.
+      if (attempt.created) await this.ks.txn([this.isLeader()], [this.ks.delete(this.myKey)])
+      this.reset()
+      return { elected: false, leader: toLeader(attempt.leader!) }
+    } finally {
+      this.busy = false
+    }
+  }
+
+  /**
    * Sets a new value without a new election. Fenced by the key's create revision: throws
    * {@link NotLeaderError} if this object has no candidacy or its key is gone (lease lost,
    * resigned elsewhere). As in Go, it also updates a candidate that is still queued.
@@ -213,7 +237,7 @@ export class Election {
    * the current leader in the same round trip, so an uncontended campaign costs one RPC.
    * Returns whether we lead already, and the revision at which our key is known to exist.
    */
-  private async register(proposal: Buffer): Promise<{ leads: boolean; revision: bigint }> {
+  private async register(proposal: Buffer): Promise<{ leads: boolean; revision: bigint; created: boolean; leader?: KeyValue }> {
     const key = `${this.prefix}${this.session.leaseHex}`
     const first = this.ks.get(this.prefix, { prefix: true, sort: ['Create', 'Ascend'], limit: 1 })
     const res = await this.ks.txn(
@@ -238,7 +262,7 @@ export class Election {
         }
       }
     }
-    return { leads: leader !== undefined && leader.createRevision === this.myRev, revision: res.revision }
+    return { leads: leader !== undefined && leader.createRevision === this.myRev, revision: res.revision, created: res.succeeded, leader }
   }
 
   /**

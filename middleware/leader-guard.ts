@@ -1,0 +1,172 @@
+import { randomUUID } from 'node:crypto'
+import type { MiddlewareObj, Request } from '@middy/core'
+import type { Context } from 'aws-lambda'
+import type { Namespace } from 'etcd3'
+import { sharedClient } from '../lib/client.js'
+import { Election, type Leader } from '../lib/election.js'
+import { NotLeaderError } from '../lib/errors.js'
+import { Session } from '../lib/session.js'
+import { emit, type OnEvent } from './events.js'
+import { Invocation } from './invocation.js'
+import { resolveName, type NameOption } from './name.js'
+import { validateOptions, type Schema } from './options.js'
+
+/** What the leader's handler gets as `context.etcd.leader`. */
+export interface LeadershipGrant {
+  /** The leader key, `<election>/<leaseHex>` (Go / `etcdctl elect` layout). */
+  key: string
+  /** The key's create revision: identifies this term, strictly increasing across leaders. */
+  rev: bigint
+  /** This leader's proposal. */
+  value: string
+  /** A compare that holds while this term lasts: guard etcd writes with it. */
+  isLeader: () => ReturnType<Election['isLeader']>
+  /** Aborted if the lease is lost while the handler runs. */
+  signal: AbortSignal
+}
+
+export interface LeaderGuardOptions<TEvent = any, TResult = any> {
+  /** The election name, or a function of the event and context. */
+  election: NameOption<TEvent>
+  /** This candidate's proposal (default `<functionName>:<instance id>`). */
+  value?: NameOption<TEvent>
+  /**
+   * Seconds leadership outlives the invocation, so the next warm invocation of this instance
+   * stays leader without a new campaign; a dead leader is replaced within `term` seconds.
+   * Without it, leadership lasts one invocation.
+   */
+  term?: number
+  /** Lease TTL without `term`, seconds (default 10). */
+  ttl?: number
+  /** The response of a follower (default `{ leader: false, leaderValue }`). */
+  onFollower?: (request: Request<TEvent, TResult>, leader: Leader | undefined) => TResult | Promise<TResult>
+  /** Default: `sharedClient()`. */
+  client?: Namespace
+  onEvent?: OnEvent
+}
+
+const defaults = { ttl: 10 } as const
+
+const schema: Schema = {
+  election: { type: 'nameOrFunction', required: true },
+  value: { type: 'nameOrFunction' },
+  term: { type: 'integer', min: 1, max: 9_000_000 },
+  ttl: { type: 'integer', min: 1, max: 9_000_000 },
+  onFollower: { type: 'function' },
+  client: { type: 'object' },
+  onEvent: { type: 'function' },
+}
+
+/** Identifies this process (function instance) in default proposals. */
+const instanceId = randomUUID().slice(0, 8)
+
+/** A term of leadership kept by this instance between invocations. */
+interface Term {
+  leaseId: string
+  key: string
+  rev: bigint
+  aliveUntil: number
+}
+
+/**
+ * Runs the handler only in the leader's invocation (Go `Election` / `etcdctl elect`
+ * compatible keys). A follower never waits: it short-circuits with `onFollower`'s response,
+ * after releasing what outer middlewares hold.
+ */
+export function leaderGuard<TEvent = any, TResult = any>(
+  options: LeaderGuardOptions<TEvent, TResult>,
+): MiddlewareObj<TEvent, TResult, Error, Context & { etcd: { leader: LeadershipGrant } }> {
+  const opts = validateOptions<LeaderGuardOptions<TEvent, TResult> & typeof defaults>('leaderGuard', schema, defaults, options)
+  const self = {}
+  const client = () => opts.client ?? sharedClient()
+  // Instance state on purpose: a term belongs to this process, not to one invocation.
+  const terms = new Map<string, Term>()
+  /** Elections an invocation of this instance is leading (or trying to) right now. */
+  const leading = new Set<string>()
+
+  const follow = async (request: Request<TEvent, TResult>, name: string, leader: Leader | undefined) => {
+    emit(opts.onEvent, { type: 'skipped', primitive: 'leader', name, key: leader?.key })
+    await Invocation.endAll(request)
+    request.earlyResponse = opts.onFollower ? await opts.onFollower(request, leader) : ({ leader: false, leaderValue: leader?.value } as TResult)
+    return request.earlyResponse
+  }
+
+  /** Leadership for one invocation, on the invocation's session; resigned when it ends. */
+  const leadOnce = async (request: Request<TEvent, TResult>, scope: Invocation, name: string, value: string) => {
+    const election = new Election(await scope.session(opts.ttl), name)
+    const attempt = await election.tryCampaign(value)
+    if (!attempt.elected) return { follower: attempt.leader }
+    scope.hold(self, () => election.resign())
+    return { election }
+  }
+
+  /** Leadership kept for `term` seconds across invocations of this instance. */
+  const leadForTerm = async (scope: Invocation, name: string, value: string, term: number) => {
+    // One invocation of this instance leads at a time; the others are followers.
+    if (leading.has(name)) return { follower: undefined }
+    leading.add(name)
+    try {
+      const election = await renewTerm(name, value, term)
+      if (!(election instanceof Election)) {
+        leading.delete(name)
+        return { follower: election }
+      }
+      const state: Term = { leaseId: election.session.leaseId, key: election.key, rev: election.rev, aliveUntil: 0 }
+      terms.set(name, state)
+      scope.hold(self, async () => {
+        leading.delete(name)
+        state.aliveUntil = election.session.aliveUntil
+        election.session.orphan() // leadership lapses `term` seconds from now unless the next invocation renews it
+      })
+      return { election }
+    } catch (err) {
+      leading.delete(name)
+      throw err
+    }
+  }
+
+  /** This instance's term, renewed (one fenced write) while its lease is certainly alive, else a new campaign. */
+  const renewTerm = async (name: string, value: string, term: number): Promise<Election | Leader | undefined> => {
+    const held = terms.get(name)
+    terms.delete(name)
+    if (held && held.aliveUntil > performance.now()) {
+      const session = await Session.create(client(), { leaseId: held.leaseId, ttl: term })
+      const election = Election.resume(session, name, held.key, held.rev)
+      try {
+        await election.proclaim(value)
+        return election
+      } catch (err) {
+        session.orphan()
+        if (!(err instanceof NotLeaderError)) throw err
+      }
+    }
+    const session = await Session.create(client(), { ttl: term })
+    const election = new Election(session, name)
+    const attempt = await election.tryCampaign(value).catch(async (err) => {
+      await session.close().catch(() => {})
+      throw err
+    })
+    if (attempt.elected) return election
+    await session.close()
+    return attempt.leader
+  }
+
+  const before = async (request: Request<TEvent, TResult, Error, Context & { etcd: { leader: LeadershipGrant } }>) => {
+    const name = resolveName('leaderGuard', opts.election, request)
+    const value = opts.value ? resolveName('leaderGuard', opts.value, request) : `${request.context?.functionName ?? 'function'}:${instanceId}`
+    const scope = Invocation.of(request, client(), request.context, self)
+    const outcome = opts.term ? await leadForTerm(scope, name, value, opts.term) : await leadOnce(request, scope, name, value)
+    if (!outcome.election) return follow(request, name, outcome.follower)
+    const { election } = outcome
+    request.context.etcd = {
+      ...request.context.etcd,
+      leader: { key: election.key, rev: election.rev, value, isLeader: () => election.isLeader(), signal: election.session.signal },
+    }
+    emit(opts.onEvent, { type: 'acquired', primitive: 'leader', name, key: election.key, fence: String(election.rev) })
+    return undefined
+  }
+
+  const release = (request: Request<TEvent, TResult>) => Invocation.settle(request, client(), self)
+
+  return { before, after: release, onError: release }
+}

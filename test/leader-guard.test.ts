@@ -1,0 +1,90 @@
+import middy from '@middy/core'
+import { describe, expect, it } from 'vitest'
+import { createClient, Election, Session } from '../lib/index.js'
+import { leaderGuard } from '../middleware/index.js'
+import { sleep, uniqueName, useEtcd } from './helpers.js'
+import { lambdaContext } from './lambda.js'
+
+const etcd = useEtcd()
+const keysUnder = (prefix: string) => etcd.client.getAll().prefix(prefix).keys()
+
+describe('Election.tryCampaign', () => {
+  it('wins when nobody leads, and withdraws leaving no key when someone does', async () => {
+    const name = uniqueName('try-elect')
+    const a = new Election(await Session.create(etcd.client, { ttl: 5 }), name)
+    const b = new Election(await Session.create(etcd.client, { ttl: 5 }), name)
+    expect((await a.tryCampaign('a')).elected).toBe(true)
+    const lost = await b.tryCampaign('b')
+    expect(lost).toMatchObject({ elected: false, leader: { key: a.key, value: 'a' } })
+    expect(await keysUnder(`${name}/`)).toEqual([a.key])
+    await a.resign()
+    expect((await b.tryCampaign('b')).elected).toBe(true)
+  })
+})
+
+describe('leaderGuard', () => {
+  it('of 5 concurrent invocations exactly one runs the handler; the others get the follower response', async () => {
+    const election = uniqueName('guard')
+    let ran = 0
+    const handler = middy(async (_e: unknown, context: any) => {
+      ran++
+      await sleep(200)
+      return { leader: true, key: context.etcd.leader.key }
+    }).use(leaderGuard({ election, client: etcd.client }))
+    const results = await Promise.all(Array.from({ length: 5 }, () => handler({}, lambdaContext())))
+    expect(ran).toBe(1)
+    expect(results.filter((r: any) => r.leader === true)).toHaveLength(1)
+    const followers = results.filter((r: any) => r.leader === false)
+    expect(followers).toHaveLength(4)
+    for (const f of followers as any[]) expect(f.leaderValue).toMatch(/^fn:/)
+    // Leadership lasts one invocation without `term`: nothing is left behind.
+    expect(await keysUnder(`${election}/`)).toEqual([])
+  })
+
+  it('with term, the next invocation of the same instance stays leader without a new campaign', async () => {
+    const election = uniqueName('term')
+    const revs: bigint[] = []
+    const handler = middy(async (_e: unknown, context: any) => {
+      revs.push(context.etcd.leader.rev)
+    }).use(leaderGuard({ election, term: 3, client: etcd.client }))
+    await handler({}, lambdaContext())
+    await sleep(300)
+    await handler({}, lambdaContext())
+    expect(revs).toHaveLength(2)
+    expect(revs[1]).toBe(revs[0])
+    // Another instance (another client, another factory) is a follower meanwhile.
+    const other = createClient({ endpoints: etcd.cluster.endpoints })
+    try {
+      const otherHandler = middy(async () => 'ran').use(leaderGuard({ election, term: 3, client: other, onFollower: () => 'follower' }))
+      expect(await otherHandler({}, lambdaContext())).toBe('follower')
+      // When the leading instance stops invoking, its term lapses and the other takes over.
+      let result = 'follower'
+      for (let i = 0; i < 40 && result === 'follower'; i++) {
+        await sleep(250)
+        result = await otherHandler({}, lambdaContext())
+      }
+      expect(result).toBe('ran')
+    } finally {
+      other.close()
+    }
+  })
+
+  it('a follower short-circuit releases an outer lock', async () => {
+    const election = uniqueName('guard-outer')
+    const holder = new Election(await Session.create(etcd.client, { ttl: 5 }), election)
+    await holder.campaign('someone-else')
+    const { etcdLock } = await import('../middleware/index.js')
+    const lockName = uniqueName('outer-lock')
+    const handler = middy(async () => 'ran')
+      .use(etcdLock({ name: lockName, client: etcd.client }))
+      .use(leaderGuard({ election, client: etcd.client }))
+    expect(await handler({}, lambdaContext())).toEqual({ leader: false, leaderValue: 'someone-else' })
+    expect(await keysUnder(`${lockName}/`)).toEqual([])
+    await holder.resign()
+  })
+
+  it('rejects bad options', () => {
+    expect(() => leaderGuard({} as any)).toThrow(/`election` is required/)
+    expect(() => leaderGuard({ election: 'e', term: 0 })).toThrow(/`term`/)
+  })
+})

@@ -15,6 +15,8 @@ import { ClientClosedError, type ILeaseKeepAliveRequest, type ILeaseKeepAliveRes
 export interface KeepAliveReply {
   /** `performance.now()` when the answered request was sent. */
   sentAt: number
+  /** `Date.now()` at the same moment (see `Session.aliveUntil`: a monotonic clock that stalled). */
+  sentAtWall: number
   /** Remaining TTL in seconds, as the server saw it; <= 0 means the lease is gone. */
   ttl: number
 }
@@ -30,7 +32,7 @@ export interface Registration {
 
 /** Per lease: the send times of unanswered requests, oldest first, and who hears the replies. */
 interface LeaseState {
-  inFlight: number[]
+  inFlight: { perf: number; wall: number }[]
   /** Usually one; more when several sessions adopted the same lease (Go's WithLease). */
   registrations: Set<Registration>
 }
@@ -84,9 +86,9 @@ class KeepAliveStream {
     const entry = this.leases.get(leaseId)
     if (!entry) return
     const now = performance.now()
-    if (this.current && entry.inFlight.length > 0 && now - entry.inFlight[0] > silentAfterMs) this.drop(this.current)
+    if (this.current && entry.inFlight.length > 0 && now - entry.inFlight[0].perf > silentAfterMs) this.drop(this.current)
     const conn = this.open()
-    entry.inFlight.push(now)
+    entry.inFlight.push({ perf: now, wall: Date.now() })
     conn.ready.then((stream) => stream.write({ ID: leaseId })).catch((err: unknown) => {
       this.drop(conn)
       if (err instanceof ClientClosedError) this.clientClosed()
@@ -121,7 +123,7 @@ class KeepAliveStream {
     if (!state || sentAt === undefined) return
     if (state.registrations.size === 0 && state.inFlight.length === 0) this.leases.delete(id)
     // A renewal counts for every session on the lease: it was renewed after `sentAt` either way.
-    for (const r of [...state.registrations]) r.onReply({ sentAt, ttl: Number(res.TTL) })
+    for (const r of [...state.registrations]) r.onReply({ sentAt: sentAt.perf, sentAtWall: sentAt.wall, ttl: Number(res.TTL) })
   }
 
   private clientClosed() {

@@ -36,7 +36,10 @@ export class Session {
 
   private readonly controller = new AbortController()
   private timer?: NodeJS.Timeout
+  /** Certain expiry by the monotonic clock (`performance.now()`), 0 if unknown. */
   private expiresAt: number
+  /** The same by the wall clock (`Date.now()`); see {@link certainUntil}. */
+  private expiresAtWall: number
   private ended = false
   /** Whether any keepalive has been answered yet. */
   private heard = false
@@ -47,11 +50,13 @@ export class Session {
     leaseId: string,
     private grantedTtl: number,
     expiresAt: number,
+    expiresAtWall: number,
   ) {
     this.leaseId = leaseId
     this.leaseHex = BigInt(leaseId).toString(16)
     this.signal = this.controller.signal
     this.expiresAt = expiresAt
+    this.expiresAtWall = expiresAtWall
   }
 
   /**
@@ -64,9 +69,11 @@ export class Session {
     const ttl = checkTtl(options.ttl)
     const knownUntil = checkAliveUntil(options.aliveUntil, options.leaseId)
     const sentAt = performance.now()
+    const sentAtWall = Date.now()
     if (options.leaseId !== undefined) {
       const leaseId = checkLeaseId(options.leaseId)
-      const session = new Session(client, leaseId, ttl, knownUntil > sentAt ? knownUntil : 0)
+      const known = knownUntil > sentAt
+      const session = new Session(client, leaseId, ttl, known ? knownUntil : 0, known ? sentAtWall + (knownUntil - sentAt) : 0)
       session.start()
       return session
     }
@@ -77,7 +84,7 @@ export class Session {
       throw toTypedError(err, 'etcd lease grant')
     }
     const grantedTtl = Number(granted.TTL)
-    const session = new Session(client, granted.ID, grantedTtl, sentAt + grantedTtl * 1000)
+    const session = new Session(client, granted.ID, grantedTtl, sentAt + grantedTtl * 1000, sentAtWall + grantedTtl * 1000)
     session.start()
     return session
   }
@@ -87,7 +94,19 @@ export class Session {
    * of the last answered keepalive (or grant) plus the TTL, minus a safety margin. 0 if unknown.
    */
   get aliveUntil(): number {
-    return this.expiresAt === 0 ? 0 : this.expiresAt - SAFETY_MARGIN_MS
+    const until = this.certainUntil()
+    return until === 0 ? 0 : until - SAFETY_MARGIN_MS
+  }
+
+  /**
+   * The certain expiry on the `performance.now()` clock, by whichever of the monotonic and the
+   * wall clock says it comes sooner. The monotonic clock alone is not enough: it may not advance
+   * while a frozen function's VM is paused, while the server's lease keeps running down. A wall
+   * clock stepped forward only makes the bound earlier; one stepped back is outvoted.
+   */
+  private certainUntil(): number {
+    if (this.expiresAt === 0) return 0
+    return Math.min(this.expiresAt, performance.now() + (this.expiresAtWall - Date.now()))
   }
 
   /**
@@ -123,15 +142,16 @@ export class Session {
 
   private start() {
     const stream = keepAliveStream(this.client)
-    this.registration = stream.register(this.leaseId, ({ sentAt, ttl }) => {
+    this.registration = stream.register(this.leaseId, ({ sentAt, sentAtWall, ttl }) => {
       if (ttl > 0) {
         this.expiresAt = Math.max(this.expiresAt, sentAt + ttl * 1000)
+        this.expiresAtWall = Math.max(this.expiresAtWall, sentAtWall + ttl * 1000)
         // An adopted lease's TTL is only known from the server: pace the keepalives by it.
         if (ttl !== this.grantedTtl && this.heard === false) this.schedule(ttl)
         this.heard = true
         return
       }
-      const revoked = this.expiresAt !== 0 && performance.now() < this.expiresAt
+      const revoked = this.expiresAt !== 0 && performance.now() < this.certainUntil()
       this.end(revoked ? 'revoked' : 'expired', `lease ${this.leaseHex} ${revoked ? 'was revoked' : 'expired'}: locks and keys held with it are gone`)
     }, () => {
       this.end('closed', `session ${this.leaseHex} ended because its etcd client was closed; the lease is left to expire`)
@@ -150,6 +170,8 @@ export class Session {
     // An adopted lease's expiry is unknown until the first answer: give that answer one TTL.
     const startedAt = performance.now()
     const tick = () => {
+      // By the monotonic clock only: a wall clock stepped forward must not end a healthy session
+      // (after a real freeze the next answer says whether the lease survived).
       const deadline = this.expiresAt === 0 ? startedAt + ttl * 1000 : this.expiresAt
       if (performance.now() >= deadline) {
         this.end('unreachable', `lease ${this.leaseHex} could not be kept alive: etcd did not answer within the ${ttl}s TTL`)

@@ -203,6 +203,22 @@ describe('Session', () => {
     await s.close()
   })
 
+  it('aliveUntil stays conservative when the monotonic clock stalls (a frozen VM) while the wall clock runs on', async () => {
+    const s = await Session.create(etcd.client, { ttl: 5 })
+    expect(s.aliveUntil).toBeGreaterThan(performance.now())
+    // Seen from inside: performance.now() stood still while 60 s of real time passed.
+    const realNow = Date.now
+    const clock = vi.spyOn(Date, 'now').mockImplementation(() => realNow() + 60_000)
+    try {
+      expect(s.aliveUntil).toBeLessThan(performance.now())
+    } finally {
+      clock.mockRestore()
+    }
+    expect(s.aliveUntil).toBeGreaterThan(performance.now())
+    expect(s.active).toBe(true)
+    await s.close()
+  })
+
   it('all sessions of a client share one keepalive stream', async () => {
     const client = etcd.newClient()
     const opened = vi.spyOn(client.leaseClient, 'leaseKeepAlive')

@@ -7,6 +7,7 @@ import {
   LockedError,
   Mutex,
   Session,
+  SessionExpiredError,
   createClient,
   resolveClientOptions,
   sharedClient,
@@ -203,6 +204,27 @@ describe('client against etcd', () => {
       await cluster.startMember(0)
       const res = await ks.range('k')
       expect(res.kvs[0].value.toString()).toBe('before')
+    } finally {
+      client.close()
+      await cluster.stop()
+    }
+  })
+
+  it('a lock wait does not hang when etcd goes away: it rejects once the session cannot be kept alive', async () => {
+    const cluster = await startEtcd()
+    const client = createClient({ endpoints: cluster.endpoints, callTimeoutMs: 1000 })
+    try {
+      const [s1, s2] = await Promise.all([Session.create(client, { ttl: 2 }), Session.create(client, { ttl: 2 })])
+      const name = uniqueName('gone')
+      await new Mutex(s1, name).lock()
+      const waiter = new Mutex(s2, name)
+      const waiting = waiter.lock()
+      for (let i = 0; i < 200 && (await keyspace(client).range(`${name}/`, { prefix: true, countOnly: true })).count < 2n; i++) await sleep(25)
+      const started = performance.now()
+      await cluster.stopMember(0)
+      await expect(waiting).rejects.toBeInstanceOf(SessionExpiredError)
+      expect(performance.now() - started).toBeLessThan(10_000)
+      expect(waiter.held).toBe(false)
     } finally {
       client.close()
       await cluster.stop()

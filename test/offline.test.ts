@@ -1,0 +1,234 @@
+// End to end through the real CLI: `osls offline start` (serverless-offline + the middy-etcd
+// plugin) on free ports, the example service in serverless.yml, a local etcd started by the
+// plugin. Checks the plugin's etcd lifecycle (including replacing an etcd a killed session left
+// behind) and the example functions over HTTP and the Lambda Invoke API.
+import { spawn, type ChildProcess } from 'node:child_process'
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { dirname, join, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { createClient, type EtcdClient } from '../lib/index.js'
+import { freePort, startEtcd, type EtcdCluster } from '../testing/index.js'
+import { sleep, uniqueName } from './helpers.js'
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..')
+const stateDir = join(root, '.etcd-offline')
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+  } catch {
+    return false
+  }
+  // A killed child not yet reaped is a zombie: not running.
+  try {
+    return !/^\S+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'))
+  } catch {
+    return false
+  }
+}
+
+async function until<T>(what: string, timeoutMs: number, probe: () => T | undefined | false | Promise<T | undefined | false>): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const value = await probe()
+    if (value) return value
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+    await sleep(100)
+  }
+}
+
+/** A pid that certainly belonged to a process that has exited. */
+function deadPid(): Promise<number> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ['-e', ''], { stdio: 'ignore' })
+    child.once('exit', () => resolve(child.pid!))
+  })
+}
+
+describe('osls offline start with the middy-etcd plugin', () => {
+  let cli: ChildProcess
+  let output = ''
+  let base: string
+  let etcdEndpoint: string
+  let etcdPid: number
+  let client: EtcdClient
+  let stale: EtcdCluster
+  let staleRecord: string
+
+  const call = async (method: string, path: string, body?: unknown) => {
+    const res = await fetch(`${base}${path}`, {
+      method,
+      headers: body === undefined ? {} : { 'content-type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    })
+    const text = await res.text()
+    return { status: res.status, body: text ? JSON.parse(text) : undefined }
+  }
+
+  beforeAll(async () => {
+    // An etcd "left behind" by a session that was killed: its CLI pid is dead.
+    stale = await startEtcd()
+    mkdirSync(stateDir, { recursive: true })
+    const cliPid = await deadPid()
+    staleRecord = join(stateDir, `${cliPid}.json`)
+    writeFileSync(staleRecord, JSON.stringify({ cliPid, etcdPids: stale.pids(), dataDir: stale.dataDir, endpoints: stale.endpoints }))
+
+    const [httpPort, lambdaPort] = [await freePort(), await freePort()]
+    base = `http://localhost:${httpPort}`
+    cli = spawn(process.execPath, [join(root, 'node_modules/.bin/osls'), 'offline', 'start', '--httpPort', String(httpPort), '--lambdaPort', String(lambdaPort)], {
+      cwd: root,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    for (const stream of [cli.stdout!, cli.stderr!]) stream.on('data', (chunk: Buffer) => (output += chunk.toString()))
+    await until('"Server ready" from the CLI', 90_000, () => {
+      if (cli.exitCode !== null) throw new Error(`osls exited with ${cli.exitCode}:\n${output}`)
+      return output.includes('Server ready')
+    })
+    const m = /etcd: listening on (http:\/\/127\.0\.0\.1:\d+) \(1 member, pid (\d+)\)/.exec(output)
+    if (!m) throw new Error(`no etcd line in the CLI output:\n${output}`)
+    etcdEndpoint = m[1]
+    etcdPid = Number(m[2])
+    client = createClient({ endpoints: [etcdEndpoint] })
+  }, 120_000)
+
+  afterAll(async () => {
+    client?.close()
+    if (cli && cli.exitCode === null && cli.signalCode === null) cli.kill('SIGKILL')
+    if (etcdPid && alive(etcdPid)) process.kill(etcdPid, 'SIGKILL')
+    await stale?.stop()
+  })
+
+  it('replaced the etcd a killed session left behind', async () => {
+    expect(output).toContain(`left by a killed offline session (pid ${staleRecord.match(/(\d+)\.json$/)![1]})`)
+    for (const pid of stale.pids()) if (pid !== undefined) await until(`stale etcd ${pid} to exit`, 5_000, () => !alive(pid))
+    expect(existsSync(staleRecord)).toBe(false)
+  })
+
+  it('starts etcd, records it in a pid file and injects ETCD_ENDPOINTS', async () => {
+    expect(alive(etcdPid)).toBe(true)
+    const record = JSON.parse(readFileSync(join(stateDir, `${cli.pid}.json`), 'utf8'))
+    expect(record).toMatchObject({ cliPid: cli.pid, etcdPids: [etcdPid], endpoints: [etcdEndpoint] })
+    const health = (await (await fetch(`${etcdEndpoint}/health`)).json()) as { health: string }
+    expect(health.health).toBe('true')
+    const ping = await call('GET', '/ping')
+    expect(ping).toMatchObject({ status: 200, body: { ok: true, endpoints: etcdEndpoint } })
+    // The handler wrote to the very etcd the plugin started.
+    expect(await client.get('example/ping').string()).toMatch(/^\d{4}-/)
+  })
+
+  it('keeps the locked counter exact under 20 concurrent HTTP calls', async () => {
+    const name = uniqueName('counter')
+    const results = await Promise.all(Array.from({ length: 20 }, () => call('POST', `/counters/${name}/increment`)))
+    for (const r of results) expect(r.status).toBe(200)
+    const values = results.map((r) => r.body.value as number).sort((a, b) => a - b)
+    expect(values).toEqual(Array.from({ length: 20 }, (_, i) => i + 1))
+    // Fencing tokens grow with the count: each holder came strictly after the previous one.
+    const byValue = [...results].sort((a, b) => a.body.value - b.body.value).map((r) => BigInt(r.body.fence))
+    for (let i = 1; i < byValue.length; i++) expect(byValue[i]).toBeGreaterThan(byValue[i - 1])
+    expect(await call('GET', `/counters/${name}`)).toMatchObject({ status: 200, body: { value: 20 } })
+  }, 90_000)
+
+  it('keeps the bank total under concurrent STM transfers', async () => {
+    const bank = uniqueName('bank')
+    expect((await call('POST', `/banks/${bank}`, { accounts: { alice: 100, bob: 100, carol: 100 } })).status).toBe(201)
+    const people = ['alice', 'bob', 'carol']
+    const transfers = Array.from({ length: 6 }, (_, i) => ({ from: people[i % 3], to: people[(i + 1) % 3], amount: 10 + i }))
+    const results = await Promise.all(transfers.map((t) => call('POST', `/banks/${bank}/transfer`, t)))
+    for (const r of results) expect(r.status).toBe(200)
+    const { body } = await call('GET', `/banks/${bank}`)
+    expect(body.total).toBe(300)
+    // Each transfer applied exactly once.
+    const expected: Record<string, number> = { alice: 100, bob: 100, carol: 100 }
+    for (const t of transfers) {
+      expected[t.from] -= t.amount
+      expected[t.to] += t.amount
+    }
+    expect(body.accounts).toEqual(expected)
+    const overdraft = await call('POST', `/banks/${bank}/transfer`, { from: 'alice', to: 'bob', amount: 1000 })
+    expect(overdraft.status).toBe(400)
+    expect((await call('GET', `/banks/${bank}`)).body.accounts).toEqual(expected)
+  }, 60_000)
+
+  it('pushes and pops on a Queue (FIFO) and a PriorityQueue (most urgent first)', async () => {
+    const q = uniqueName('q')
+    await call('POST', `/queues/${q}`, { value: 'first' })
+    await call('POST', `/queues/${q}`, { value: 'second' })
+    expect((await call('DELETE', `/queues/${q}`)).body).toEqual({ value: 'first' })
+    expect((await call('DELETE', `/queues/${q}`)).body).toEqual({ value: 'second' })
+    expect(await call('DELETE', `/queues/${q}?waitMs=100`)).toMatchObject({ status: 404, body: { empty: true } })
+
+    const p = uniqueName('pq')
+    await call('POST', `/pqueues/${p}`, { value: 'later', priority: 7 })
+    await call('POST', `/pqueues/${p}`, { value: 'now', priority: 1 })
+    expect((await call('DELETE', `/pqueues/${p}`)).body).toEqual({ value: 'now' })
+    expect((await call('DELETE', `/pqueues/${p}`)).body).toEqual({ value: 'later' })
+  }, 60_000)
+
+  it('writes and reads config under the read/write lock', async () => {
+    const key = uniqueName('cfg')
+    const written = await call('PUT', `/config/${key}`, { value: 'blue' })
+    expect(written).toMatchObject({ status: 200, body: { key, value: 'blue' } })
+    expect(await call('GET', `/config/${key}`)).toMatchObject({ status: 200, body: { value: 'blue' } })
+  }, 60_000)
+
+  it('holds a waiter at the barrier until it is released', async () => {
+    const name = uniqueName('barrier')
+    expect((await call('POST', `/barriers/${name}/hold`)).status).toBe(201)
+    expect((await call('POST', `/barriers/${name}/hold`)).status).toBe(409)
+    let passed = false
+    const waiting = call('GET', `/barriers/${name}/wait`).then((r) => {
+      passed = true
+      return r
+    })
+    // The barrier key exists while the waiter is held back.
+    await sleep(1500)
+    expect(passed).toBe(false)
+    expect(await client.get(`example/barriers/${name}`).exists()).toBe(true)
+    expect((await call('POST', `/barriers/${name}/release`)).body).toEqual({ released: true })
+    expect(await waiting).toMatchObject({ status: 200, body: { passed: true } })
+  }, 60_000)
+
+  it('processes a pushed job exactly once through the etcdQueue worker', async () => {
+    const submitted = await call('POST', '/jobs', { task: 'hello' })
+    expect(submitted.status).toBe(202)
+    const { id, messageId } = submitted.body
+    const done = await until('the job to be processed', 30_000, async () => {
+      const s = await call('GET', `/jobs/${id}`)
+      return s.body.deliveries > 0 && s.body
+    })
+    expect(done).toMatchObject({ deliveries: 1, result: 'olleh', messageId, receiveCount: 1 })
+    // The plugin's dispatcher printed what it dispatched.
+    expect(output).toMatch(new RegExp(`etcdQueue: example/jobs → jobWorker: \\d+ messages? \\([^)]*\\b${messageId}\\b`))
+    // Acked: gone from the queue, and not delivered again.
+    await until('the queue to drain', 10_000, async () => (await call('GET', '/jobs')).body.pending === 0)
+    await sleep(2000)
+    expect((await call('GET', `/jobs/${id}`)).body.deliveries).toBe(1)
+  }, 60_000)
+
+  it('fans out to workers that meet on a double barrier', async () => {
+    const res = await call('POST', '/fanout')
+    expect(res.status).toBe(200)
+    expect(res.body.results).toHaveLength(3)
+    const results = res.body.results as { index: number; arrivedAt: number; startedAt: number; finishedAt: number; leftAt: number }[]
+    for (const r of results) expect(typeof r.leftAt).toBe('number')
+    // Entry: no body started before the last worker arrived (they were invoked 200 ms apart).
+    const lastArrival = Math.max(...results.map((r) => r.arrivedAt))
+    for (const r of results) expect(r.startedAt).toBeGreaterThanOrEqual(lastArrival)
+    // Exit: nobody left before the last body finished (the first worker works longest).
+    const lastFinish = Math.max(...results.map((r) => r.finishedAt))
+    for (const r of results) expect(r.leftAt).toBeGreaterThanOrEqual(lastFinish)
+    expect(new Set(res.body.results.map((r: { index: number }) => r.index))).toEqual(new Set([0, 1, 2]))
+    // Everyone left: the barrier's keys are gone.
+    expect(await client.getAll().prefix(`example/fanout/${res.body.batch}/`).count()).toBe(0)
+  }, 60_000)
+
+  it('stops etcd and removes its pid file on SIGINT', async () => {
+    const exited = new Promise<number | null>((resolve) => cli.once('exit', (code) => resolve(code)))
+    cli.kill('SIGINT')
+    await Promise.race([exited, sleep(20_000).then(() => Promise.reject(new Error(`the CLI did not exit after SIGINT:\n${output}`)))])
+    await until(`etcd ${etcdPid} to exit`, 5_000, () => !alive(etcdPid))
+    expect(existsSync(join(stateDir, `${cli.pid}.json`))).toBe(false)
+    expect(output).toContain('etcd: stopped')
+  }, 30_000)
+})

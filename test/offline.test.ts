@@ -7,9 +7,10 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createClient, type EtcdClient } from '../lib/index.js'
+import { ConfigurationError, createClient, InvalidArgumentError, PriorityQueue, Queue, type EtcdClient } from '../lib/index.js'
+import { runDispatcher, subscriptionsFromEnv, type DispatcherOptions, type DispatchEvent, type QueueSubscription } from '../offline/index.js'
 import { freePort, startEtcd, type EtcdCluster } from '../testing/index.js'
-import { sleep, uniqueName } from './helpers.js'
+import { sleep, uniqueName, useEtcd } from './helpers.js'
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..')
 const stateDir = join(root, '.etcd-offline')
@@ -231,4 +232,167 @@ describe('osls offline start with the middy-etcd plugin', () => {
     expect(existsSync(join(stateDir, `${cli.pid}.json`))).toBe(false)
     expect(output).toContain('etcd: stopped')
   }, 30_000)
+})
+
+describe('runDispatcher (the dispatcher core, against etcd, invoking a stand-in function)', () => {
+  const etcd = useEtcd(1)
+
+  /** Runs a dispatcher until `done` resolves (or 15 s), then stops it. */
+  async function dispatchUntil(options: Omit<DispatcherOptions, 'client' | 'signal'>, done: Promise<unknown>) {
+    const abort = new AbortController()
+    const running = runDispatcher({ ...options, client: etcd.client, signal: abort.signal })
+    try {
+      await Promise.race([done, sleep(15_000).then(() => Promise.reject(new Error('dispatcher test timed out')))])
+    } finally {
+      abort.abort()
+      await running
+    }
+  }
+
+  it('invokes the subscribed function with JSON-safe messages that it can ack in another "process"', async () => {
+    const name = uniqueName('dq')
+    const q = new Queue(etcd.client, name)
+    for (const v of ['a', 'b', 'c']) await q.enqueue(v)
+    const events: DispatchEvent[] = []
+    let resolveDone!: () => void
+    const done = new Promise<void>((r) => (resolveDone = r))
+    await dispatchUntil(
+      {
+        subscriptions: [{ function: 'svc-dev-worker', queue: name, batchSize: 10 }],
+        invoke: async (fn, event) => {
+          expect(fn).toBe('svc-dev-worker')
+          // The event survives JSON, as it does through the Invoke API.
+          const parsed = JSON.parse(JSON.stringify(event)) as DispatchEvent
+          events.push(parsed)
+          const consumer = new Queue(etcd.newClient(), name)
+          for (const m of parsed.etcdQueue.messages as { receipt: string }[]) await consumer.ack(m.receipt)
+          if (events.flatMap((e) => e.etcdQueue.messages).length === 3) resolveDone()
+          return { ok: true }
+        },
+      },
+      done,
+    )
+    const messages = events.flatMap((e) => e.etcdQueue.messages) as { value: string; receiveCount: number; id: string }[]
+    expect(messages.map((m) => m.value)).toEqual(['a', 'b', 'c'])
+    expect(messages.every((m) => m.receiveCount === 1)).toBe(true)
+    expect(events[0].etcdQueue).toMatchObject({ queue: name, priority: false })
+    expect(await q.size()).toBe(0)
+  })
+
+  it('releases the batch of a failed invocation at once, so it is redelivered', async () => {
+    const name = uniqueName('dq')
+    await new Queue(etcd.client, name).enqueue('job')
+    const deliveries: number[] = []
+    let resolveDone!: () => void
+    const done = new Promise<void>((r) => (resolveDone = r))
+    await dispatchUntil(
+      {
+        // A long visibility timeout: only the nack can bring the message back within the test.
+        subscriptions: [{ function: 'f', queue: name, visibilityTimeout: 60 }],
+        invoke: async (_fn, event) => {
+          const [m] = event.etcdQueue.messages as { receiveCount: number; receipt: string }[]
+          deliveries.push(m.receiveCount)
+          if (m.receiveCount < 3) return { ok: false, error: 'boom' }
+          await new Queue(etcd.client, name).ack(m.receipt)
+          resolveDone()
+          return { ok: true }
+        },
+      },
+      done,
+    )
+    expect(deliveries).toEqual([1, 2, 3])
+  })
+
+  it('redelivers a message the function did not settle once its visibility timeout ends', async () => {
+    const name = uniqueName('dq')
+    await new Queue(etcd.client, name).enqueue('slow')
+    const seen: { count: number; at: number }[] = []
+    let resolveDone!: () => void
+    const done = new Promise<void>((r) => (resolveDone = r))
+    await dispatchUntil(
+      {
+        subscriptions: [{ function: 'f', queue: name, visibilityTimeout: 1 }],
+        invoke: async (_fn, event) => {
+          const [m] = event.etcdQueue.messages as { receiveCount: number; receipt: string }[]
+          seen.push({ count: m.receiveCount, at: performance.now() })
+          if (m.receiveCount === 1) return { ok: true } // "succeeded" but never acked (crashed before ack)
+          await new Queue(etcd.client, name).ack(m.receipt)
+          resolveDone()
+          return { ok: true }
+        },
+      },
+      done,
+    )
+    expect(seen.map((s) => s.count)).toEqual([1, 2])
+  })
+
+  it('moves a message to the dead-letter queue after maxReceives deliveries', async () => {
+    const name = uniqueName('dq')
+    const dlq = uniqueName('dlq')
+    await new Queue(etcd.client, name).enqueue('poison')
+    let invocations = 0
+    const dead = new Queue(etcd.client, dlq)
+    await dispatchUntil(
+      {
+        subscriptions: [{ function: 'f', queue: name, maxReceives: 2, deadLetterQueue: dlq }],
+        invoke: async () => {
+          invocations++
+          return { ok: false, error: 'always fails' }
+        },
+      },
+      until('the dead-letter queue to get the message', 10_000, async () => (await dead.size()) === 1),
+    )
+    expect(invocations).toBe(2)
+    expect(await dead.dequeue()).toBe('poison')
+    expect(await new Queue(etcd.client, name).size()).toBe(0)
+  })
+
+  it('serves a PriorityQueue subscription most urgent first, with priorities in the messages', async () => {
+    const name = uniqueName('dpq')
+    const pq = new PriorityQueue(etcd.client, name)
+    await pq.enqueue('low', 9)
+    await pq.enqueue('high', 0)
+    await pq.enqueue('mid', 4)
+    const got: { value: string; priority?: number }[] = []
+    let resolveDone!: () => void
+    const done = new Promise<void>((r) => (resolveDone = r))
+    await dispatchUntil(
+      {
+        subscriptions: [{ function: 'f', queue: name, priority: true, batchSize: 1 }],
+        invoke: async (_fn, event) => {
+          expect(event.etcdQueue.priority).toBe(true)
+          for (const m of event.etcdQueue.messages as { value: string; priority: number; receipt: string }[]) {
+            got.push({ value: m.value, priority: m.priority })
+            await pq.ack(m.receipt)
+          }
+          if (got.length === 3) resolveDone()
+          return { ok: true }
+        },
+      },
+      done,
+    )
+    expect(got).toEqual([
+      { value: 'high', priority: 0 },
+      { value: 'mid', priority: 4 },
+      { value: 'low', priority: 9 },
+    ])
+  })
+
+  it('stops promptly when its signal aborts while waiting for messages', async () => {
+    const abort = new AbortController()
+    const running = runDispatcher({ client: etcd.client, subscriptions: [{ function: 'f', queue: uniqueName('idle') }], invoke: async () => ({ ok: true }), signal: abort.signal })
+    await sleep(300)
+    abort.abort()
+    await expect(Promise.race([running.then(() => 'stopped'), sleep(5_000).then(() => 'hung')])).resolves.toBe('stopped')
+  })
+
+  it('rejects bad subscriptions before claiming anything', async () => {
+    const run = (sub: unknown) => runDispatcher({ client: etcd.client, subscriptions: [sub as QueueSubscription], invoke: async () => ({ ok: true }), signal: AbortSignal.abort() })
+    await expect(run({ queue: 'q' })).rejects.toBeInstanceOf(InvalidArgumentError)
+    await expect(run({ function: 'f', queue: 'q', batchSize: 0 })).rejects.toBeInstanceOf(InvalidArgumentError)
+    await expect(run({ function: 'f', queue: 'q', maxReceives: 3 })).rejects.toThrow(/deadLetterQueue/)
+    expect(() => subscriptionsFromEnv({})).toThrow(ConfigurationError)
+    expect(() => subscriptionsFromEnv({ ETCD_QUEUE_SUBSCRIPTIONS: '{nope' })).toThrow(/not valid JSON/)
+    expect(subscriptionsFromEnv({ ETCD_QUEUE_SUBSCRIPTIONS: '[{"function":"f","queue":"q"}]' })).toEqual([{ function: 'f', queue: 'q' }])
+  })
 })

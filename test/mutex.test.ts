@@ -60,6 +60,25 @@ describe('Mutex', () => {
     await s.close()
   })
 
+  it('a name ending in "/" gets Go\'s double slash (NewMutex(s, "/my-lock/") → "/my-lock//<hex>"); nested names contend as in Go', async () => {
+    const [s1, s2] = await sessions(2)
+    const name = `/${uniqueName('slash')}/`
+    const m = new Mutex(s1, name)
+    await m.lock()
+    expect(m.key).toBe(`${name}/${s1.leaseHex}`)
+    await expect(new Mutex(s2, name).tryLock()).rejects.toBeInstanceOf(LockedError)
+    // As in Go (keys are matched by prefix), the lock named without the trailing slash ranges
+    // over "<name>/", which contains this lock's key: the two contend. Nested lock names
+    // ("a" and "a/b") therefore block each other, for etcdctl too.
+    await expect(new Mutex(s2, name.slice(0, -1)).tryLock()).rejects.toBeInstanceOf(LockedError)
+    await m.unlock()
+    const other = new Mutex(s2, name.slice(0, -1))
+    await other.tryLock()
+    expect(other.held).toBe(true)
+    await other.unlock()
+    await Promise.all([s1.close(), s2.close()])
+  })
+
   it('100 concurrent holders: counter ends at 100, fences increase in grant order, no overlap', async () => {
     const name = uniqueName('seed')
     const counter = `${name}-counter`

@@ -44,3 +44,17 @@ export function waitGone(client: Namespace, ks: Keyspace, target: KeyValue, seen
     signal?.addEventListener('abort', onAbort, { once: true })
   })
 }
+
+/**
+ * Drop-in replacement for lib/wait.ts's `waitDeletes` (same signature and result): each round
+ * finds the youngest key older than the caller and waits for it with {@link waitGone}, whose
+ * watch starts synced. Only this function changes; Mutex and Election pick it up as they are.
+ */
+export async function waitDeletes(ks: Keyspace, prefix: string, maxCreateRevision: bigint, signal?: AbortSignal): Promise<bigint> {
+  for (;;) {
+    signal?.throwIfAborted()
+    const older = await ks.range(prefix, { prefix: true, sort: ['Create', 'Descend'], limit: 1, maxCreateRevision })
+    if (older.kvs.length === 0) return older.revision
+    await waitGone(ks.client, ks, older.kvs[0], older.revision, signal)
+  }
+}

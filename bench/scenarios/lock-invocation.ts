@@ -3,6 +3,7 @@ import { entry, type Entry, type Scenario } from '../util/types.js'
 import { summarize, timeSequential, type Latency } from '../util/stats.js'
 import { floorP50, runGo } from '../util/go.js'
 import { lambdaContext } from '../util/lambda.js'
+import { countRpcs, formatRpcs, type RpcCounts } from '../util/rpcs.js'
 
 /**
  * Warm invocations of a no-op handler behind `etcdLock` (Middy + a Lambda-like context),
@@ -18,26 +19,35 @@ export const lockInvocation: Scenario = {
     const bareFn = middy(async () => 'ok')
     const bareWarm = summarize(await timeSequential(n, () => bareFn({}, lambdaContext())))
 
+    const ep = ctx.endpoints[0]
+    const rpcs: Record<string, RpcCounts> = {}
     let ours: Latency | null = null
     let why: string | undefined
     try {
       const { etcdLock } = (await import('../../middleware/index.js')) as typeof import('../../middleware/index.js')
       const fn = middy(async () => 'ok').use(etcdLock({ name, client: ctx.client }))
-      ours = summarize(await timeSequential(n, () => fn({}, lambdaContext()), 50))
+      for (let i = 0; i < 50; i++) await fn({}, lambdaContext())
+      const measured = await countRpcs(ep, n, () => timeSequential(n, () => fn({}, lambdaContext()), 0))
+      ours = summarize(measured.result)
+      rpcs.ours = measured.perOp
     } catch (err) {
       why = `etcdLock not available: ${(err as Error).message}`
       ctx.log(why)
     }
 
     const lockName = ctx.prefix('etcd3lock')
-    const etcd3 = summarize(
-      await timeSequential(n, async () => {
+    const e3 = await countRpcs(ep, n, () =>
+      timeSequential(n, async () => {
         const lock = ctx.client.lock(lockName)
         await lock.acquire()
         await lock.release()
-      }, 50),
+      }, 0),
     )
-    const go = await runGo(ctx, ['-scenario', 'lock-invocation', '-n', String(n)])
+    const etcd3 = summarize(e3.result)
+    rpcs.etcd3 = e3.perOp
+    const goRun = await countRpcs(ep, n, () => runGo(ctx, ['-scenario', 'lock-invocation', '-n', String(n)]))
+    const go = goRun.result
+    rpcs.go = goRun.perOp
     const g = go.result
     const put = floorP50(ctx)
     const label = 'warm invocation, etcdLock no-op handler'
@@ -54,9 +64,10 @@ export const lockInvocation: Scenario = {
       notes: [
         `${n} sequential warm invocations. etcdLock no-op: ${ours ? f(ours) : 'not available'}; bare Middy no-op: ${f(bareWarm)}` +
           (ours ? ` (overhead of the lock: p50 ${(ours.p50 - bareWarm.p50).toFixed(3)} ms)` : '') +
-          `; etcd3 Lock acquire+release: ${f(etcd3)}; Go new session+lock+unlock+close: ${g ? `p50 ${g.p50_ms} / p99 ${g.p99_ms} ms` : go.why}.`,
+          `; etcd3 Lock acquire+release: ${f(etcd3)}; Go new session+lock+unlock+close: ${g ? `p50 ${g.p50_ms} / p99 ${g.p99_ms} ms` : go.why}. ` +
+          `etcd requests per invocation (server metrics): etcdLock ${rpcs.ours ? formatRpcs(rpcs.ours) : 'n/a'}; etcd3 Lock ${formatRpcs(rpcs.etcd3)}; Go ${g ? formatRpcs(rpcs.go) : 'n/a'}.`,
       ],
-      details: { ours, bare: bareWarm, bareNewMiddy: bare, etcd3Lock: etcd3, go: g },
+      details: { ours, bare: bareWarm, bareNewMiddy: bare, etcd3Lock: etcd3, go: g, rpcsPerInvocation: rpcs },
     }
   },
 }

@@ -1,0 +1,331 @@
+// BENCH-ONLY copy of lib/election.ts whose only change is the import of waitDeletes from
+// bench/patched/wait.ts (watch from "now"): measures the drop-in lib/wait.ts change.
+import { InvalidArgumentError, NoLeaderError, NotLeaderError, SessionExpiredError, WatchLostError } from '../../lib/errors.js'
+import { checkName, checkValue, keyspace, type Compare, type KeyValue, type Keyspace } from '../../lib/kv.js'
+import type { WaitOptions } from '../../lib/mutex.js'
+import type { Session } from '../../lib/session.js'
+import { waitDelete, waitFor } from '../../lib/wait.js'
+import { waitDeletes } from './wait.js'
+
+/** A leader as {@link Election.leader} and {@link Election.observe} report it. */
+export interface Leader {
+  /** The leader's key, `<name>/<leaseHex>`. */
+  key: string
+  /** The leader's current proposal (its last campaign or proclaim value). */
+  value: string
+  /** The leader key's create revision: identifies this term of leadership. */
+  rev: bigint
+  /** The revision of the write that set `value` (the last campaign or proclaim). */
+  modRevision: bigint
+  /** How many times the leader key was written: 1 after campaign, +1 per proclaim. */
+  version: bigint
+}
+
+/** A watch that keeps ending (e.g. the client closed) is given up after this many restarts in a row. */
+const MAX_WATCH_RESTARTS = 3
+
+/**
+ * A leader election, key-compatible with Go's `concurrency.Election` and `etcdctl elect`: each
+ * candidate puts `<name>/<leaseHex>` (value = its proposal) with its session's lease, and the
+ * key with the lowest create revision leads. Candidates queue FIFO, each watching only its
+ * predecessor. As in Go, candidacy is per session: two Election objects on one session and name
+ * share one key, and campaigning again resumes that key (proclaiming the new value).
+ */
+export class Election {
+  private readonly ks: Keyspace
+  private readonly prefix: string
+  private myKey = ''
+  private myRev = -1n
+  /** True while this object has a candidacy key (Go: `leaderSession != nil`). */
+  private candidate = false
+  private elected = false
+  private busy = false
+
+  constructor(
+    readonly session: Session,
+    /** The election name; candidate keys live under `<name>/`. */
+    readonly name: string,
+  ) {
+    checkName(name, 'Election name')
+    this.ks = keyspace(session.client)
+    this.prefix = `${name}/`
+  }
+
+  /**
+   * An Election object taking over an existing candidacy of `session` (Go's `ResumeElection`),
+   * e.g. after a restart that adopted the lease with `Session.create(client, { leaseId })`.
+   * `key` and `rev` are a {@link Leader}'s `key` and `rev`. Unlike Go, the resumed election keeps
+   * the `<name>/` prefix (Go drops the "/", so its Leader/Observe also match sibling names).
+   */
+  static resume(session: Session, name: string, key: string, rev: bigint): Election {
+    const election = new Election(session, name)
+    if (typeof key !== 'string' || key !== `${election.prefix}${session.leaseHex}`) {
+      throw new InvalidArgumentError(`Election.resume: key must be this session's candidate key ${JSON.stringify(`${election.prefix}${session.leaseHex}`)}, got ${JSON.stringify(key)}; resume with the session whose lease is in the key`)
+    }
+    if (typeof rev !== 'bigint' || rev <= 0n) {
+      throw new InvalidArgumentError(`Election.resume: rev must be the key's create revision as a positive bigint, got ${String(rev)}`)
+    }
+    election.myKey = key
+    election.myRev = rev
+    election.candidate = true
+    election.elected = true
+    return election
+  }
+
+  /** This candidate's key, `<name>/<leaseHex>` ('' when not campaigning). */
+  get key(): string {
+    return this.myKey
+  }
+
+  /** The create revision of this candidate's key (-1n when not campaigning): the term's fencing token. */
+  get rev(): bigint {
+    return this.myRev
+  }
+
+  /** True between a successful campaign and resign (or a failed proclaim), as far as this process knows. */
+  get leading(): boolean {
+    return this.elected
+  }
+
+  /**
+   * Blocks until this candidate leads, then resolves. Puts `<name>/<leaseHex>` = `value` (or,
+   * if this session already has that key, keeps its place in the queue and proclaims `value`).
+   * Rejects with {@link SessionExpiredError} if the key vanishes while waiting (Go would report
+   * success here) and, when `signal` aborts, removes the key and rejects with its reason.
+   */
+  async campaign(value: string | Buffer, options: WaitOptions = {}): Promise<void> {
+    const proposal = checkValue(value, 'campaign value')
+    const { signal } = options
+    this.begin('campaign')
+    try {
+      signal?.throwIfAborted()
+      this.session.signal.throwIfAborted()
+      const registered = await this.register(proposal)
+      if (registered.leads) {
+        this.elected = true
+        return
+      }
+      try {
+        await this.waitTurn(registered.revision, signal)
+        this.elected = true
+      } catch (err) {
+        await this.abandon(err)
+        throw err
+      }
+    } finally {
+      this.busy = false
+    }
+  }
+
+  /**
+   * Campaigns without waiting: leads at once if no older candidate exists, else withdraws the
+   * key this call created and reports who leads. One round trip when it wins, two when it loses.
+   */
+  async tryCampaign(value: string | Buffer): Promise<{ elected: boolean; leader: Leader }> {
+    const proposal = checkValue(value, 'campaign value')
+    this.begin('tryCampaign')
+    try {
+      this.session.signal.throwIfAborted()
+      const attempt = await this.register(proposal)
+      if (attempt.leads) {
+        this.elected = true
+        // The Txn read the leader (our key) after the put; a re-campaign may have proclaimed since.
+        return { elected: true, leader: { ...toLeader(attempt.leader!), value: proposal.toString() } }
+      }
+      // An existing key is this session's place in the queue through another Election object: keep it.
+      if (attempt.created) await this.ks.txn([this.isLeader()], [this.ks.delete(this.myKey)])
+      this.reset()
+      return { elected: false, leader: toLeader(attempt.leader!) }
+    } finally {
+      this.busy = false
+    }
+  }
+
+  /**
+   * Sets a new value without a new election. Fenced by the key's create revision: throws
+   * {@link NotLeaderError} if this object has no candidacy or its key is gone (lease lost,
+   * resigned elsewhere). As in Go, it also updates a candidate that is still queued.
+   */
+  async proclaim(value: string | Buffer): Promise<void> {
+    const proposal = checkValue(value, 'proclaim value')
+    if (!this.candidate) {
+      throw new NotLeaderError(`election ${JSON.stringify(this.name)}: proclaim() needs a candidacy; campaign() first`)
+    }
+    const res = await this.ks.txn([this.isLeader()], [this.ks.put(this.myKey, proposal, this.session.leaseId)])
+    if (!res.succeeded) {
+      const key = this.myKey
+      this.reset()
+      throw new NotLeaderError(`election ${JSON.stringify(this.name)}: ${key} is gone (session expired or resigned); campaign() again`)
+    }
+  }
+
+  /** Gives up leadership (or the place in the queue): deletes the key if it is still this term's. No-op when not campaigning. */
+  async resign(): Promise<void> {
+    if (!this.candidate) return
+    const guard = this.isLeader()
+    const key = this.myKey
+    // As Go: forget the candidacy even if the delete fails; the lease still ends it eventually.
+    this.reset()
+    await this.ks.txn([guard], [this.ks.delete(key)])
+  }
+
+  /** The current leader (lowest create revision under `<name>/`); throws {@link NoLeaderError} when there is none. */
+  async leader(): Promise<Leader> {
+    const res = await this.ks.range(this.prefix, { prefix: true, sort: ['Create', 'Ascend'], limit: 1 })
+    if (res.kvs.length === 0) throw new NoLeaderError(`election ${JSON.stringify(this.name)} has no leader; nobody is campaigning`)
+    return toLeader(res.kvs[0])
+  }
+
+  /**
+   * The current leader, then every change: proclaims by the leader and each new leader, in
+   * order. Leaderless gaps are not reported. Once a new leader is reported, nothing of an earlier
+   * leader follows. Each emit is a fresh object. Like Go's unbuffered channel, the next change is
+   * read only when the consumer asks for it (proclaims are not dropped meanwhile). Survives
+   * compaction (the watches restart from a fresh read). Ends when `signal` aborts or the
+   * consumer stops iterating.
+   */
+  observe(options: WaitOptions = {}): AsyncIterable<Leader> {
+    return this.observeLoop(options.signal)
+  }
+
+  /** A compare that holds while this candidacy's key is current: guard writes with it (Go's `Rev`-based fencing). */
+  isLeader(): Compare {
+    return this.ks.compare(this.myKey || '\0', 'Create', '==', this.myRev)
+  }
+
+  private async *observeLoop(signal?: AbortSignal): AsyncGenerator<Leader> {
+    let last: Leader | undefined
+    let restarts = 0
+    for (;;) {
+      if (signal?.aborted) return
+      try {
+        const current = await this.ks.range(this.prefix, { prefix: true, sort: ['Create', 'Ascend'], limit: 1 })
+        if (signal?.aborted) return
+        if (current.kvs.length === 0) {
+          // Leaderless: wait for any candidate to appear, then read who leads (never report a
+          // candidate that the read would not pick).
+          await waitFor(this.ks.client, { key: this.prefix, prefix: true }, current.revision + 1n, (type) => type === 'put', signal)
+          restarts = 0
+          continue
+        }
+        const leader = toLeader(current.kvs[0])
+        if (!last || !sameWrite(last, leader)) {
+          last = leader
+          yield { ...leader }
+          if (signal?.aborted) return
+        }
+        // Follow the leader key from the read's revision, not its mod revision: that one may be
+        // compacted already (etcd #7815).
+        let from = current.revision + 1n
+        for (;;) {
+          const ev = await waitFor(this.ks.client, { key: leader.key }, from, () => true, signal)
+          restarts = 0
+          if (ev.type === 'delete') break
+          from = ev.kv.modRevision + 1n
+          last = toLeader(ev.kv)
+          yield { ...last }
+          if (signal?.aborted) return
+        }
+      } catch (err) {
+        if (signal?.aborted) return
+        // A compaction (or a member restart) cancelled a watch: start over from a fresh read.
+        if (err instanceof WatchLostError && ++restarts <= MAX_WATCH_RESTARTS) continue
+        throw err
+      }
+    }
+  }
+
+  /**
+   * One Txn: create the candidate key (or read it when this session already has one) and read
+   * the current leader in the same round trip, so an uncontended campaign costs one RPC.
+   * Returns whether we lead already, and the revision at which our key is known to exist.
+   */
+  private async register(proposal: Buffer): Promise<{ leads: boolean; revision: bigint; created: boolean; leader?: KeyValue }> {
+    const key = `${this.prefix}${this.session.leaseHex}`
+    const first = this.ks.get(this.prefix, { prefix: true, sort: ['Create', 'Ascend'], limit: 1 })
+    const res = await this.ks.txn(
+      [this.ks.compare(key, 'Create', '==', 0)],
+      [this.ks.put(key, proposal, this.session.leaseId), first],
+      [this.ks.get(key), first],
+    )
+    this.myKey = key
+    this.candidate = true
+    const leader = res.results[1].range!.kvs[0]
+    if (res.succeeded) {
+      this.myRev = res.revision
+    } else {
+      const existing = res.results[0].range!.kvs[0]
+      this.myRev = existing.createRevision
+      if (!existing.value.equals(proposal)) {
+        try {
+          await this.proclaim(proposal)
+        } catch (err) {
+          await this.resign().catch(() => {})
+          throw err
+        }
+      }
+    }
+    return { leads: leader !== undefined && leader.createRevision === this.myRev, revision: res.revision, created: res.succeeded, leader }
+  }
+
+  /**
+   * Waits until every older candidate is gone. Ends early when our own key vanishes (lease
+   * expired or revoked, or resign() called meanwhile) instead of reporting a leadership the
+   * key no longer backs (Go returns nil there).
+   */
+  private async waitTurn(registeredAt: bigint, signal?: AbortSignal): Promise<void> {
+    const stop = new AbortController()
+    const wait = AbortSignal.any([stop.signal, this.session.signal, ...(signal ? [signal] : [])])
+    const ownKeyGone = waitDelete(this.session.client, this.myKey, registeredAt, wait).then(
+      () => Promise.reject(this.lost()),
+      () => new Promise<never>(() => {}), // the other branch settles the race
+    )
+    try {
+      await Promise.race([waitDeletes(this.ks, this.prefix, this.myRev - 1n, wait), ownKeyGone])
+    } catch (err) {
+      if (signal?.aborted) throw signal.reason
+      if (this.session.signal.aborted) throw this.lost()
+      throw err
+    } finally {
+      stop.abort()
+    }
+    // The predecessors are gone; make sure our key still is there (it may have expired meanwhile).
+    const mine = await this.ks.range(this.myKey)
+    if (mine.kvs.length === 0 || mine.kvs[0].createRevision !== this.myRev) throw this.lost()
+  }
+
+  /** After a failed campaign: remove our key (if it is still ours) and forget it. */
+  private async abandon(cause: unknown) {
+    if (this.candidate && !(cause instanceof SessionExpiredError)) {
+      await this.ks.txn([this.isLeader()], [this.ks.delete(this.myKey)]).catch(() => {})
+    }
+    this.reset()
+  }
+
+  private lost(): Error {
+    if (!this.candidate) {
+      return new NotLeaderError(`election ${JSON.stringify(this.name)}: resign() was called while campaign() was waiting`)
+    }
+    return new SessionExpiredError(`election ${JSON.stringify(this.name)}: candidate key of session ${this.session.leaseHex} vanished while campaigning (lease expired or revoked, or the key was deleted); create a new Session and campaign again`)
+  }
+
+  private begin(op: string) {
+    if (this.busy) throw new InvalidArgumentError(`Election ${JSON.stringify(this.name)}: ${op}() called while another campaign() on the same object is running; use one Election per concurrent caller`)
+    this.busy = true
+  }
+
+  private reset() {
+    this.myKey = ''
+    this.myRev = -1n
+    this.candidate = false
+    this.elected = false
+  }
+}
+
+function toLeader(kv: KeyValue): Leader {
+  return { key: kv.key, value: kv.value.toString(), rev: kv.createRevision, modRevision: kv.modRevision, version: kv.version }
+}
+
+function sameWrite(a: Leader, b: Leader): boolean {
+  return a.key === b.key && a.rev === b.rev && a.modRevision === b.modRevision
+}

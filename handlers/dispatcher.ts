@@ -4,7 +4,7 @@
 // leaderGuard makes sure only one runs; the others return at once.
 import middy from '@middy/core'
 import type { Context } from 'aws-lambda'
-import { leaderGuard } from '../middleware/leader-guard.js'
+import { leaderGuard } from '../middleware/index.js'
 import { sharedClient } from '../lib/index.js'
 import { lambdaInvoker, runDispatcher, subscriptionsFromEnv } from '../offline/dispatcher.js'
 

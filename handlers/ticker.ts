@@ -1,7 +1,7 @@
 // A scheduled task that must run once per tick however many instances fire: leaderGuard lets
 // only the elected invocation run; the others return at once as followers.
 import middy from '@middy/core'
-import { leaderGuard } from '../middleware/leader-guard.js'
+import { leaderGuard } from '../middleware/index.js'
 import { sharedClient } from '../lib/index.js'
 import { httpErrors, json } from './http.js'
 

@@ -207,6 +207,22 @@ describe('osls offline start with the middy-etcd plugin', () => {
     expect((await call('GET', `/jobs/${id}`)).body.deliveries).toBe(1)
   }, 60_000)
 
+  it('runs the scheduled task only in the elected invocation', async () => {
+    // Two at once: one leads and records a tick, the other is a follower and does nothing.
+    const before = (await call('GET', '/ticks')).body.count as number
+    const [a, b] = await Promise.all([call('POST', '/ticks'), call('POST', '/ticks')])
+    const leaders = [a.body, b.body].filter((r) => r.leader === true)
+    expect(leaders.length).toBeGreaterThanOrEqual(1)
+    for (const r of leaders) expect(r).toMatchObject({ written: true, leaderKey: expect.stringMatching(/^example\/ticker\/[0-9a-f]+$/) })
+    for (const r of [a.body, b.body]) expect(typeof r.leader).toBe('boolean')
+    // Leaders ran one after the other: each saw the previous tick (no lost update). The
+    // every-minute schedule may add ticks meanwhile, so only order is checked.
+    const counts = leaders.map((r) => r.count as number)
+    expect(new Set(counts).size).toBe(counts.length)
+    for (const c of counts) expect(c).toBeGreaterThan(before)
+    expect((await call('GET', '/ticks')).body.count).toBeGreaterThanOrEqual(Math.max(...counts))
+  }, 60_000)
+
   it('fans out to workers that meet on a double barrier', async () => {
     const res = await call('POST', '/fanout')
     expect(res.status).toBe(200)

@@ -54,7 +54,7 @@ async function run(cmd: Command) {
       queue = new Queue(client, cmd.queue)
       const got = await queue.receive({ max: cmd.max, visibilityTimeout: cmd.visibilityTimeout })
       for (const m of got) messages.set(m.id, m)
-      return say({ event: 'received', messages: got.map((m) => ({ id: m.id, receiveCount: m.receiveCount })) })
+      return say({ event: 'received', messages: got.map((m) => ({ id: m.id, value: m.value, receiveCount: m.receiveCount })) })
     }
     case 'ack': {
       const acked: string[] = []

@@ -1,0 +1,398 @@
+/**
+ * The reliability workloads, shared by `test/faults.test.ts` (short, in `npm test`) and
+ * `scripts/soak.ts` (long): each runs against a cluster while faults are injected elsewhere,
+ * records what happened, and returns counts plus the list of violations it found.
+ */
+import { ClaimLostError, createClient, EtcdUnavailableError, Mutex, Queue, runSTM, Session, type EtcdClient, type Message, type STM } from '../../lib/index.js'
+import { keyspace } from '../../lib/kv.js'
+import type { EtcdCluster } from '../../testing/index.js'
+import { LockHistory, wallNow, type Violation } from './history.js'
+import { Worker } from './workers.js'
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+/** A client on every member (the failover the issue asks for), reading nothing from the environment. */
+export function clusterClient(cluster: EtcdCluster): EtcdClient {
+  return createClient({ endpoints: cluster.endpoints, env: {} })
+}
+
+/** Counts an error by its class name. */
+function tally(errors: Record<string, number>, err: unknown) {
+  const name = err instanceof Error ? err.name : typeof err
+  errors[name] = (errors[name] ?? 0) + 1
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lock handoffs
+
+export interface HandoffResult {
+  handoffs: number
+  /** Grants whose hold overlapped a member outage window given by `duringOutage`. */
+  grantsDuringOutage: number
+  fencedWrites: number
+  /** Holds whose session reported its lease lost while holding. */
+  lostHolds: number
+  /** Errors the contenders got and retried after (by class). */
+  errors: Record<string, number>
+  violations: Violation[]
+}
+
+/**
+ * `contenders` loops, each on its own all-member client, take and release the lock `name` until
+ * `until()` says stop. Every hold is recorded in a {@link LockHistory} and does one write guarded
+ * by `isOwner()` that also reads the previous writer's fence (it must be lower: fenced writes
+ * land in fence order). A failed call (member down) is counted and retried with a new session.
+ */
+export async function lockHandoffs(cluster: EtcdCluster, o: { name: string; contenders: number; ttl: number; until: () => boolean; duringOutage?: (t: number) => boolean }): Promise<HandoffResult> {
+  const history = new LockHistory()
+  const errors: Record<string, number> = {}
+  const violations: Violation[] = []
+  let fencedWrites = 0
+  let lostHolds = 0
+  let grantsDuringOutage = 0
+  const fenceKey = `${o.name}-fence`
+
+  const contender = async (id: string) => {
+    const client = clusterClient(cluster)
+    const ks = keyspace(client)
+    let session: Session | undefined
+    try {
+      while (!o.until()) {
+        try {
+          if (!session?.active) session = await Session.create(client, { ttl: o.ttl })
+          const mutex = new Mutex(session, o.name)
+          await mutex.lock()
+          const fence = mutex.fence
+          history.grant(id, fence, fence)
+          if (o.duringOutage?.(wallNow())) grantsDuringOutage++
+          try {
+            const res = await ks.txn([mutex.isOwner()], [ks.get(fenceKey), ks.put(fenceKey, fence.toString())])
+            if (res.succeeded) {
+              fencedWrites++
+              const prev = res.results[0].range!.kvs[0]
+              if (prev && BigInt(prev.value.toString()) >= fence) {
+                violations.push({ kind: 'fence', detail: `${id} wrote fence ${fence} after fence ${prev.value} had been written` })
+              }
+            }
+            await sleep(Math.random() * 3)
+          } finally {
+            const lost = session.signal.aborted
+            if (lost) lostHolds++
+            history.release(id, { lost })
+            await mutex.unlock().catch((err) => tally(errors, err))
+          }
+        } catch (err) {
+          tally(errors, err)
+          await session?.close().catch(() => {})
+          session = undefined
+          await sleep(100)
+        }
+      }
+    } finally {
+      await session?.close().catch(() => {})
+      client.close()
+    }
+  }
+  await Promise.all(Array.from({ length: o.contenders }, (_, i) => contender(`c${i}`)))
+  return { handoffs: history.holds.length, grantsDuringOutage, fencedWrites, lostHolds, errors, violations: [...violations, ...history.check()] }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Queue: every message acked exactly once
+
+export interface QueueResult {
+  messages: number
+  deliveries: number
+  redeliveries: number
+  acks: number
+  /** Acks answered "gone" after a failed/ambiguous attempt: counted as ours when nobody else acked. */
+  ambiguousAcks: number
+  /** Messages the killed worker acked before it died / left claimed. */
+  workerAcked: number
+  workerAbandoned: number
+  errors: Record<string, number>
+  violations: string[]
+}
+
+interface Delivery {
+  id: string
+  value: string
+  receiveCount: number
+  acked: boolean
+}
+
+/**
+ * Produces `messages` messages (4 producers), then 3 in-process consumers and one child-process
+ * consumer receive batches; the child acks half of its batch and is SIGKILLed (its claims have a
+ * 2 s visibility timeout and must be redelivered). Checks: every message acked exactly once (or
+ * found gone after an ambiguous ack), none lost, a message is redelivered only when no ack of it
+ * succeeded before, and nothing is left in the queue or its claim/counter keys.
+ */
+export async function queueUnderFaults(
+  cluster: EtcdCluster,
+  o: {
+    name: string
+    messages: number
+    batch: number
+    deadlineMs: number
+    /**
+     * false (default): enqueue everything first, then call `onProduced` (start the faults there)
+     * and consume. true: produce while consuming (and while the caller injects faults); see
+     * docs/RELIABILITY.md for why a retried enqueue can then land twice.
+     */
+    produceDuringFaults?: boolean
+    onProduced?: () => void
+  },
+): Promise<QueueResult> {
+  const errors: Record<string, number> = {}
+  const violations: string[] = []
+  const deliveries = new Map<string, Delivery[]>()
+  const ambiguous = new Map<string, number>()
+  const enqueued = new Map<string, string>() // id -> payload
+  const deadline = performance.now() + o.deadlineMs
+  let acks = 0
+  let workerAcked = 0
+  let workerAbandoned = 0
+  const stop = new AbortController()
+
+  const deliver = (m: { id: string; value: string; receiveCount: number }): Delivery => {
+    const d = { id: m.id, value: m.value, receiveCount: m.receiveCount, acked: false }
+    const list = deliveries.get(m.id) ?? []
+    if (list.some((x) => x.acked)) violations.push(`message ${m.id} delivered again (receive ${m.receiveCount}) after it was acked`)
+    list.push(d)
+    deliveries.set(m.id, list)
+    return d
+  }
+  const ackedCount = () => acks + [...ambiguous.keys()].length
+
+  // Producers
+  let next = 0
+  const producer = async () => {
+    const client = clusterClient(cluster)
+    const queue = new Queue(client, o.name)
+    try {
+      while (next < o.messages) {
+        const payload = `m${next++}`
+        for (;;) {
+          try {
+            const { id } = await queue.enqueue(payload)
+            enqueued.set(id, payload)
+            break
+          } catch (err) {
+            tally(errors, err)
+            if (performance.now() > deadline) throw err
+            await sleep(100)
+          }
+        }
+      }
+    } finally {
+      client.close()
+    }
+  }
+
+  const ack = async (queue: Queue, m: Message, d: Delivery) => {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await queue.ack(m)
+        d.acked = true
+        acks++
+        return
+      } catch (err) {
+        if (err instanceof ClaimLostError) {
+          // 'gone' after an attempt that may have landed (or etcd3's own retry of one that did).
+          if (err.reason === 'gone') ambiguous.set(m.id, (ambiguous.get(m.id) ?? 0) + 1)
+          return
+        }
+        tally(errors, err)
+        if (performance.now() > deadline) return
+        await sleep(100)
+      }
+    }
+  }
+
+  const consumer = async () => {
+    const client = clusterClient(cluster)
+    const queue = new Queue(client, o.name)
+    try {
+      while (!stop.signal.aborted && performance.now() < deadline) {
+        let batch: Message[]
+        try {
+          batch = await queue.receive({ max: o.batch, visibilityTimeout: 15, signal: stop.signal })
+        } catch (err) {
+          if (stop.signal.aborted) return
+          tally(errors, err)
+          await sleep(100)
+          continue
+        }
+        for (const m of batch) await ack(queue, m, deliver(m))
+        if (ackedCount() >= o.messages) stop.abort()
+      }
+    } finally {
+      client.close()
+    }
+  }
+
+  // The consumer that dies mid-batch: a child process, SIGKILLed after acking half its batch.
+  const victim = async () => {
+    while (acks < o.messages / 4 && performance.now() < deadline) await sleep(50)
+    const w = await Worker.start(cluster.endpoints)
+    try {
+      const got = await w.request({ op: 'receive', queue: o.name, max: o.batch, visibilityTimeout: 2 }, 'received', 30_000)
+      const msgs = got.messages as { id: string; value: string; receiveCount: number }[]
+      const ds = msgs.map((m) => deliver(m))
+      const half = msgs.slice(0, Math.floor(msgs.length / 2)).map((m) => m.id)
+      const done = await w.request({ op: 'ack', ids: half }, 'acked', 30_000)
+      for (const id of done.ids as string[]) {
+        ds.find((d) => d.id === id)!.acked = true
+        acks++
+        workerAcked++
+      }
+      workerAbandoned = msgs.length - done.ids.length
+      if (ackedCount() >= o.messages) stop.abort()
+    } finally {
+      await w.kill()
+    }
+  }
+
+  // Consumers blocked in receive() notice the end only through the signal.
+  const timer = setTimeout(() => stop.abort(), o.deadlineMs)
+  try {
+    const producing = Promise.all(Array.from({ length: 4 }, producer))
+    if (!o.produceDuringFaults) {
+      await producing
+      o.onProduced?.()
+    }
+    await Promise.all([producing, ...Array.from({ length: 3 }, consumer), victim()])
+  } finally {
+    clearTimeout(timer)
+  }
+
+  // Checks
+  const byId = new Map<string, number>()
+  for (const [id, list] of deliveries) {
+    const acked = list.filter((d) => d.acked)
+    byId.set(id, acked.length)
+    if (acked.length > 1) violations.push(`message ${id} acked ${acked.length} times`)
+    const counts = list.map((d) => d.receiveCount)
+    if (new Set(counts).size !== counts.length) violations.push(`message ${id} delivered twice with the same receive count: ${counts.join(',')}`)
+    if (acked.length === 1 && acked[0].receiveCount !== Math.max(...counts)) violations.push(`message ${id}: receive ${Math.max(...counts)} came after the acked receive ${acked[0].receiveCount}`)
+  }
+  for (const id of enqueued.keys()) {
+    const acked = byId.get(id) ?? 0
+    if (acked === 0 && !ambiguous.has(id)) violations.push(`message ${id} (${enqueued.get(id)}) was never acked`)
+  }
+  const payloads = new Set(enqueued.values())
+  if (payloads.size !== o.messages) violations.push(`${o.messages} payloads produced, ${payloads.size} distinct enqueued`)
+  if (enqueued.size !== o.messages) violations.push(`${o.messages} messages produced, ${enqueued.size} ids enqueued`)
+  // An item nobody enqueued: a producer's write that landed although enqueue() reported
+  // otherwise (or wrote twice), so its payload is in the queue more than once.
+  for (const [id, list] of deliveries) {
+    if (!enqueued.has(id)) violations.push(`message ${id} (${list[0].value}) was delivered but no enqueue() returned it: duplicate of the payload`)
+  }
+  const client = clusterClient(cluster)
+  try {
+    const ks = keyspace(client)
+    for (const prefix of [`${o.name}/`, `__claims/${o.name}/`, `__receives/${o.name}/`]) {
+      const left = (await ks.range(prefix, { prefix: true, countOnly: true })).count
+      if (left !== 0n) violations.push(`${left} keys left under ${prefix}`)
+    }
+  } finally {
+    client.close()
+  }
+  const total = [...deliveries.values()].reduce((n, l) => n + l.length, 0)
+  return {
+    messages: enqueued.size,
+    deliveries: total,
+    redeliveries: total - deliveries.size,
+    acks,
+    ambiguousAcks: [...ambiguous.keys()].filter((id) => (byId.get(id) ?? 0) === 0).length,
+    workerAcked,
+    workerAbandoned,
+    errors,
+    violations,
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// STM bank
+
+export interface BankResult {
+  transfers: number
+  attempts: number
+  /** Consistent snapshots of all accounts taken while the workers ran (each must sum to the total). */
+  snapshots: number
+  errors: Record<string, number>
+  violations: string[]
+}
+
+/**
+ * Go's ExampleSTM_apply: 5 accounts of 100; `workers` loops move half of a random account's
+ * balance to another with runSTM (default SerializableSnapshot) until `until()`. A snapshot of
+ * all accounts (one Range at one revision) is taken every 100 ms and at the end: each must sum
+ * to 500.
+ */
+export async function stmBank(cluster: EtcdCluster, o: { name: string; workers: number; until: () => boolean }): Promise<BankResult> {
+  const errors: Record<string, number> = {}
+  const violations: string[] = []
+  const keys = Array.from({ length: 5 }, (_, i) => `${o.name}/acct${i}`)
+  const admin = clusterClient(cluster)
+  const ks = keyspace(admin)
+  for (const k of keys) await ks.txn([], [ks.put(k, '100')])
+  let transfers = 0
+  let attempts = 0
+  let snapshots = 0
+
+  const transfer = async (stm: STM) => {
+    const from = Math.floor(Math.random() * keys.length)
+    const to = (from + 1 + Math.floor(Math.random() * (keys.length - 1))) % keys.length
+    const fromV = Number(await stm.get(keys[from]))
+    const toV = Number(await stm.get(keys[to]))
+    const xfer = Math.floor(fromV / 2)
+    stm.put(keys[from], String(fromV - xfer))
+    stm.put(keys[to], String(toV + xfer))
+  }
+  const worker = async () => {
+    const client = clusterClient(cluster)
+    try {
+      while (!o.until()) {
+        try {
+          const r = await runSTM(client, transfer)
+          attempts += r.attempts
+          transfers++
+        } catch (err) {
+          tally(errors, err)
+          await sleep(100)
+        }
+      }
+    } finally {
+      client.close()
+    }
+  }
+  const sum = async () => {
+    const res = await ks.range(`${o.name}/`, { prefix: true })
+    const s = res.kvs.reduce((n, kv) => n + Number(kv.value.toString()), 0)
+    snapshots++
+    if (res.kvs.length !== 5 || s !== 500) violations.push(`snapshot at revision ${res.revision}: ${res.kvs.length} accounts summing to ${s}`)
+  }
+  const auditor = async () => {
+    while (!o.until()) {
+      await sum().catch((err) => tally(errors, err))
+      await sleep(100)
+    }
+  }
+  try {
+    await Promise.all([...Array.from({ length: o.workers }, worker), auditor()])
+    for (;;) {
+      try {
+        await sum()
+        break
+      } catch (err) {
+        if (!(err instanceof EtcdUnavailableError)) throw err
+        await sleep(200)
+      }
+    }
+  } finally {
+    admin.close()
+  }
+  return { transfers, attempts, snapshots, errors, violations }
+}

@@ -2,6 +2,8 @@
 // unpacks the zip into an empty directory (no node_modules anywhere above it) and runs packaged
 // handlers in a separate Node process against a real etcd.
 import { execFile } from 'node:child_process'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
@@ -9,6 +11,8 @@ import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { inflateRawSync } from 'node:zlib'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { Queue } from '../lib/index.js'
+import type { DispatchEvent } from '../offline/index.js'
 import { uniqueName, useEtcd } from './helpers.js'
 
 const run = promisify(execFile)
@@ -120,4 +124,50 @@ describe('serverless package', () => {
     const pending = await invokePackaged(unpacked, 'handlers/jobs.js', 'pending', {}, env)
     expect(JSON.parse(pending.body)).toEqual({ pending: 0 })
   })
+  it('runs the packaged dispatcher: one leader claims the queue and invokes the consumer through the Invoke API', async () => {
+    const queue = uniqueName('jobs')
+    const q = new Queue(etcd.client, queue)
+    for (const task of ['a', 'b', 'c']) await q.enqueue(task)
+    // A stand-in for the Lambda Invoke API: records each invocation and, as the consumer's
+    // queueConsumer would, acks the messages it was given.
+    const invocations: { fn: string; type: string | undefined; event: DispatchEvent }[] = []
+    const server = createServer((req, res) => {
+      let body = ''
+      req.on('data', (c) => (body += c))
+      req.on('end', async () => {
+        const event = JSON.parse(body) as DispatchEvent
+        invocations.push({ fn: decodeURIComponent(req.url!.split('/')[3]), type: req.headers['x-amz-invocation-type'] as string | undefined, event })
+        for (const m of event.etcdQueue.messages as { receipt: string }[]) await q.ack(m.receipt)
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ batchItemFailures: [] }))
+      })
+    })
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()))
+    const port = (server.address() as AddressInfo).port
+    try {
+      const env = {
+        ETCD_ENDPOINTS: etcd.cluster.endpoints.join(','),
+        MIDDY_ETCD_LAMBDA_ENDPOINT: `http://127.0.0.1:${port}`,
+        ETCD_QUEUE_SUBSCRIPTIONS: JSON.stringify([{ function: 'svc-prod-jobWorker', queue, batchSize: 2 }]),
+        // 15 s of "remaining time" minus this tail: each dispatcher claims for about 5 s, so the
+        // two runs overlap even if one process starts late.
+        ETCD_DISPATCH_TAIL_MS: '10000',
+      }
+      const [a, b] = await Promise.all([
+        invokePackaged(unpacked, 'handlers/dispatcher.js', 'handler', {}, env),
+        invokePackaged(unpacked, 'handlers/dispatcher.js', 'handler', {}, env),
+      ])
+      const results = [a, b]
+      const leaders = results.filter((r) => r.leader === true)
+      // Overlapping runs: leaderGuard let exactly one dispatch; the other returned at once.
+      expect(leaders).toHaveLength(1)
+      expect(results.filter((r) => r.leader === false)).toHaveLength(1)
+      expect(leaders[0]).toMatchObject({ dispatched: 3, failed: 0 })
+      expect(invocations.map((i) => i.fn)).toEqual(['svc-prod-jobWorker', 'svc-prod-jobWorker'])
+      expect(invocations.every((i) => i.type === 'RequestResponse')).toBe(true)
+      expect(invocations.flatMap((i) => (i.event.etcdQueue.messages as { value: string }[]).map((m) => m.value))).toEqual(['a', 'b', 'c'])
+      expect(await q.size()).toBe(0)
+    } finally {
+      server.close()
+    }
+  }, 60_000)
 })

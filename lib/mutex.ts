@@ -68,7 +68,7 @@ export class Mutex {
       const attempt = await this.tryAcquire()
       if (attempt.held) return this.granted(attempt.revision)
       try {
-        this.granted(await this.waitTurn(signal))
+        this.granted(await this.waitTurn(attempt.revision, signal))
       } catch (err) {
         await this.abandon(err)
         throw err
@@ -137,11 +137,13 @@ export class Mutex {
    * Waits until every older contender is gone. Ends early with {@link SessionExpiredError} when
    * our own key vanishes (lease expired or revoked) instead of only after the predecessors
    * leave (etcd issue #19597). Returns the revision the lock was granted at.
+   * `registeredAt` is the acquire Txn's revision: our key existed then, so its deletion comes
+   * later. (Its create revision may be long compacted when a session re-locks with an old key.)
    */
-  private async waitTurn(signal?: AbortSignal): Promise<bigint> {
+  private async waitTurn(registeredAt: bigint, signal?: AbortSignal): Promise<bigint> {
     const stop = new AbortController()
     const wait = AbortSignal.any([stop.signal, this.session.signal, ...(signal ? [signal] : [])])
-    const ownKeyGone = waitDelete(this.session.client, this.myKey, this.myRev, wait).then(
+    const ownKeyGone = waitDelete(this.session.client, this.myKey, registeredAt, wait).then(
       () => Promise.reject(this.expired()),
       () => new Promise<never>(() => {}), // the other branch settles the race
     )

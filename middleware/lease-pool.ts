@@ -22,7 +22,7 @@ class LeasePool {
         this.idle.splice(i, 1) // expired, or about to: the server drops it by itself
       } else if (lease.ttl === ttl) {
         this.idle.splice(i, 1)
-        return Session.create(this.client, { leaseId: lease.leaseId, ttl })
+        return Session.create(this.client, { leaseId: lease.leaseId, ttl, aliveUntil: lease.aliveUntil })
       }
     }
     return Session.create(this.client, { ttl })

@@ -74,6 +74,8 @@ export interface EtcdQueueEvent {
   visibilityTimeout?: number
   maxReceives?: number
   deadLetterQueue?: string
+  /** Batches in flight at once (default 1). */
+  concurrency?: number
 }
 
 export const etcdQueueEventSchema = {
@@ -85,6 +87,7 @@ export const etcdQueueEventSchema = {
     visibilityTimeout: { type: 'integer', minimum: 1 },
     maxReceives: { type: 'integer', minimum: 1 },
     deadLetterQueue: { type: 'string', minLength: 1 },
+    concurrency: { type: 'integer', minimum: 1, maximum: 100 },
   },
   required: ['queue'],
   additionalProperties: false,
@@ -148,6 +151,7 @@ export function queueSubscriptions(serverless: ServerlessLike): QueueSubscriptio
         visibilityTimeout: spec.visibilityTimeout,
         maxReceives: spec.maxReceives,
         deadLetterQueue: spec.deadLetterQueue,
+        concurrency: spec.concurrency,
       })
     }
   }

@@ -75,12 +75,14 @@ export interface DispatcherOptions {
 const DEFAULT_BATCH = 10
 const DEFAULT_VISIBILITY_S = 30
 const RETRY_DELAY_MS = 500
+const MAX_BACKOFF_MS = 10_000
 
 /**
  * Runs one claim loop per subscription until `signal` aborts, then waits for the invocations in
  * flight. A batch whose invocation fails (invoke error, or the function threw) is released at
- * once (`nack`) so it is redelivered; messages the function did not ack come back by themselves
- * when their visibility timeout ends.
+ * once (`nack`) so it is redelivered, after a pause that doubles with each failure in a row
+ * (0.5 s … 10 s); messages the function did not ack come back by themselves when their
+ * visibility timeout ends.
  */
 export async function runDispatcher(options: DispatcherOptions): Promise<void> {
   for (const sub of options.subscriptions) checkSubscription(sub)
@@ -92,11 +94,16 @@ async function runSubscription(options: DispatcherOptions, sub: QueueSubscriptio
   const queue = (options.open ?? openQueue)(options.client, sub)
   const slots = sub.concurrency ?? 1
   const inFlight = new Set<Promise<void>>()
+  // Failed invocations in a row: each one doubles the pause before the next claim (up to
+  // MAX_BACKOFF_MS), so a function that keeps failing is not re-invoked in a tight loop.
+  const streak = { failures: 0 }
   while (!signal.aborted) {
     if (inFlight.size >= slots) {
       await Promise.race(inFlight)
       continue
     }
+    if (streak.failures > 0) await delay(Math.min(RETRY_DELAY_MS * 2 ** (streak.failures - 1), MAX_BACKOFF_MS), signal)
+    if (signal.aborted) break
     let messages: ClaimedMessage[]
     try {
       messages = await queue.receive({
@@ -111,7 +118,11 @@ async function runSubscription(options: DispatcherOptions, sub: QueueSubscriptio
       continue
     }
     if (messages.length === 0) continue
-    const job = dispatchBatch(options, queue, sub, messages).finally(() => inFlight.delete(job))
+    const job = dispatchBatch(options, queue, sub, messages)
+      .then((ok) => {
+        streak.failures = ok ? 0 : streak.failures + 1
+      })
+      .finally(() => inFlight.delete(job))
     inFlight.add(job)
   }
   await Promise.allSettled(inFlight)
@@ -134,6 +145,7 @@ async function dispatchBatch(options: DispatcherOptions, queue: ReceivingQueue, 
     await Promise.allSettled(messages.map((m) => queue.nack(m.receipt)))
   }
   options.onResult?.({ subscription: sub, messageIds: messages.map((m) => m.id), outcome })
+  return outcome.ok
 }
 
 function checkSubscription(sub: QueueSubscription) {

@@ -136,9 +136,9 @@ export default class MiddyEtcdPlugin {
       const fn = service.getFunction(dispatcherKey)
       fn.environment = { ...fn.environment, ETCD_QUEUE_SUBSCRIPTIONS: JSON.stringify(subscriptions) }
       // Offline this process dispatches; the scheduled dispatcher function would only compete.
-      const before = fn.events?.length ?? 0
+      const scheduled = (fn.events ?? []).some((e) => 'schedule' in e)
       fn.events = (fn.events ?? []).filter((e) => !('schedule' in e))
-      if ((fn.events.length ?? 0) !== before) this.log.info(`etcd: offline, ${dispatcherKey} is not scheduled (the plugin dispatches)`)
+      if (scheduled) this.log.info(`etcd: offline, ${dispatcherKey} is not scheduled (the plugin dispatches)`)
     }
     this.log.notice(`etcd: ETCD_ENDPOINTS=${value} injected into ${service.getAllFunctions().length} functions`)
   }

@@ -3,12 +3,14 @@
 // plugin. Checks the plugin's etcd lifecycle (including replacing an etcd a killed session left
 // behind) and the example functions over HTTP and the Lambda Invoke API.
 import { spawn, type ChildProcess } from 'node:child_process'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ConfigurationError, createClient, InvalidArgumentError, PriorityQueue, Queue, type EtcdClient } from '../lib/index.js'
-import { runDispatcher, subscriptionsFromEnv, type DispatcherOptions, type DispatchEvent, type QueueSubscription } from '../offline/index.js'
+import { lambdaInvoker, runDispatcher, subscriptionsFromEnv, type DispatcherOptions, type DispatchEvent, type QueueSubscription } from '../offline/index.js'
 import { freePort, startEtcd, type EtcdCluster } from '../testing/index.js'
 import { sleep, uniqueName, useEtcd } from './helpers.js'
 
@@ -400,6 +402,36 @@ describe('runDispatcher (the dispatcher core, against etcd, invoking a stand-in 
     await sleep(300)
     abort.abort()
     await expect(Promise.race([running.then(() => 'stopped'), sleep(5_000).then(() => 'hung')])).resolves.toBe('stopped')
+  })
+
+  it('lambdaInvoker speaks the Invoke API: RequestResponse outcomes, function errors, Event', async () => {
+    const seen: { path: string; type?: string; body: unknown }[] = []
+    const server = createServer((req, res) => {
+      let body = ''
+      req.on('data', (c) => (body += c))
+      req.on('end', () => {
+        seen.push({ path: req.url!, type: req.headers['x-amz-invocation-type'] as string | undefined, body: JSON.parse(body) })
+        const fn = decodeURIComponent(req.url!.split('/')[3])
+        if (req.headers['x-amz-invocation-type'] === 'Event') return res.writeHead(202).end()
+        if (fn === 'broken') return res.writeHead(200, { 'X-Amz-Function-Error': 'Unhandled' }).end(JSON.stringify({ errorMessage: 'kaput', errorType: 'Error' }))
+        res.writeHead(200).end(JSON.stringify({ batchItemFailures: [{ itemIdentifier: '42' }] }))
+      })
+    })
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()))
+    const endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+    try {
+      const event: DispatchEvent = { etcdQueue: { queue: 'q', priority: false, messages: [{ id: '42' }] } }
+      const sync = lambdaInvoker({ endpoint, region: 'eu-west-1', env: {} })
+      expect(await sync('svc-dev-worker', event)).toEqual({ ok: true, failedIds: ['42'] })
+      expect(await sync('broken', event)).toEqual({ ok: false, error: 'kaput' })
+      expect(await lambdaInvoker({ endpoint, invocationType: 'Event', env: {} })('svc-dev-worker', event)).toEqual({ ok: true })
+      expect(seen.map((s) => s.type)).toEqual(['RequestResponse', 'RequestResponse', 'Event'])
+      expect(seen[0].path).toBe('/2015-03-31/functions/svc-dev-worker/invocations')
+      expect(seen[0].body).toEqual(event)
+    } finally {
+      server.close()
+    }
+    expect(() => lambdaInvoker({ invocationType: 'Later' as never })).toThrow(InvalidArgumentError)
   })
 
   it('rejects bad subscriptions before claiming anything', async () => {

@@ -12,7 +12,7 @@ import {
   type ITxnResponse,
   type Namespace,
 } from 'etcd3'
-import { EtcdUnavailableError, InvalidArgumentError, MiddyEtcdError, PermissionDeniedError, SessionExpiredError } from './errors.js'
+import { ConfigurationError, EtcdUnavailableError, InvalidArgumentError, MiddyEtcdError, PermissionDeniedError, SessionExpiredError } from './errors.js'
 
 /**
  * The raw etcd KV RPCs the primitives are written in, with the client's namespace applied:
@@ -110,6 +110,17 @@ export function toTypedError(err: unknown, what: string): Error {
   if (err instanceof EtcdLeaseInvalidError) {
     // A put with a lease that expired or was revoked before the session heard of it.
     return new SessionExpiredError(`${what}: the session's lease is gone (expired or revoked); create a new Session and retry`, { cause: err })
+  }
+  const message = err instanceof Error ? err.message : String(err)
+  if (/authentication failed|invalid user ID or password/i.test(message)) {
+    // Never echo the credentials; name the settings to check instead.
+    return new ConfigurationError('ETCD_PASSWORD', `${what}: etcd rejected the credentials; check ETCD_USERNAME and ETCD_PASSWORD (or the username/password options)`, { cause: err })
+  }
+  if (/too many operations in txn request/i.test(message)) {
+    return new InvalidArgumentError(`${what}: too many operations in one transaction; etcd allows at most 128 (its --max-txn-ops): split the work into smaller transactions`, { cause: err })
+  }
+  if (/request is too large/i.test(message)) {
+    return new InvalidArgumentError(`${what}: the request is too large for etcd (default limit ~1.5 MiB, --max-request-bytes): write less per request`, { cause: err })
   }
   if (err instanceof GRPCDeadlineExceededError || (err instanceof Error && isRecoverableError(err))) {
     return new EtcdUnavailableError(`${what}: etcd did not answer (${(err as Error).message}); check ETCD_ENDPOINTS and that the cluster has quorum`, { cause: err })

@@ -1,7 +1,7 @@
 export * from './errors.js'
 export { createClient, sharedClient, resolveClientOptions, type ClientOptions, type EtcdClient } from './client.js'
 export { Session, type SessionOptions } from './session.js'
-export { Mutex, type WaitOptions } from './mutex.js'
+export { Mutex, type WaitOptions, type LockOptions } from './mutex.js'
 export { Queue, type QueueOptions } from './queue.js'
 export { PriorityQueue, MAX_PRIORITY, type PriorityQueueOptions } from './priority-queue.js'
 export { ClaimQueue, type Message, type ReceiveOptions, type NackOptions, type DequeueOptions, type DeadLetterOptions, type Enqueued } from './claims.js'

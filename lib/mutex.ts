@@ -10,6 +10,12 @@ export interface WaitOptions {
   signal?: AbortSignal
 }
 
+/** Options of a blocking lock call. */
+export interface LockOptions extends WaitOptions {
+  /** Called once if the lock is not free at the first attempt, before queueing (for logs and metrics). */
+  onWaiting?: () => void
+}
+
 /**
  * A distributed lock, key-compatible with Go's `concurrency.Mutex` and `etcdctl lock`: each
  * contender puts `<name>/<leaseHex>` with its session's lease, and the key with the lowest
@@ -60,13 +66,14 @@ export class Mutex {
   }
 
   /** Blocks until the lock is held. FIFO by create revision; one round trip when uncontended. */
-  async lock(options: WaitOptions = {}): Promise<void> {
+  async lock(options: LockOptions = {}): Promise<void> {
     const { signal } = options
     this.begin('lock')
     try {
       signal?.throwIfAborted()
       const attempt = await this.tryAcquire()
       if (attempt.held) return this.granted(attempt.revision)
+      options.onWaiting?.()
       try {
         this.granted(await this.waitTurn(attempt.revision, signal))
       } catch (err) {

@@ -1,7 +1,7 @@
 import type { ComparatorBuilder } from 'etcd3'
 import { InvalidArgumentError, KeyExistsError, LockedError, LockReleasedError, SessionExpiredError } from './errors.js'
 import { checkName, keyspace, prefixEnd, type Compare, type Keyspace } from './kv.js'
-import type { WaitOptions } from './mutex.js'
+import type { LockOptions } from './mutex.js'
 import type { Session } from './session.js'
 import { waitDelete, waitDeletes } from './wait.js'
 
@@ -75,13 +75,13 @@ export class RWMutex {
   }
 
   /** Blocks until held for reading: waits only for writers that queued earlier. */
-  rLock(options: WaitOptions = {}): Promise<void> {
-    return this.acquire('read', options.signal)
+  rLock(options: LockOptions = {}): Promise<void> {
+    return this.acquire('read', options)
   }
 
   /** Blocks until held for writing: waits for every reader and writer that queued earlier. */
-  lock(options: WaitOptions = {}): Promise<void> {
-    return this.acquire('write', options.signal)
+  lock(options: LockOptions = {}): Promise<void> {
+    return this.acquire('write', options)
   }
 
   /** Takes a read hold if no writer holds or waits, else throws {@link LockedError}; leaves no key behind. */
@@ -115,7 +115,7 @@ export class RWMutex {
     return this.session.client.if(this.myKey, 'Create', '==', this.myRev.toString())
   }
 
-  private async acquire(mode: RWMode, signal?: AbortSignal) {
+  private async acquire(mode: RWMode, { signal, onWaiting }: LockOptions) {
     this.begin(mode === 'read' ? 'rLock' : 'lock')
     try {
       signal?.throwIfAborted()
@@ -125,6 +125,7 @@ export class RWMutex {
         this.myMode = mode
         return
       }
+      onWaiting?.()
       try {
         await this.waitTurn(mode, created.revision, signal)
         this.myMode = mode

@@ -3,6 +3,7 @@ import type { Context } from 'aws-lambda'
 import type { ICompare, Namespace } from 'etcd3'
 import { sharedClient } from '../lib/client.js'
 import { LockedError, LockReleasedError, LockTimeoutError } from '../lib/errors.js'
+import type { LockOptions } from '../lib/mutex.js'
 import type { Session } from '../lib/session.js'
 import { emit, type EtcdEvent, type OnEvent } from './events.js'
 import { Invocation } from './invocation.js'
@@ -23,7 +24,7 @@ export interface LockGrant {
 
 /** The lock calls a lock middleware needs: a Mutex, or one side of an RWMutex. */
 export interface Lockable {
-  lock(options: { signal?: AbortSignal }): Promise<void>
+  lock(options: LockOptions): Promise<void>
   tryLock(): Promise<void>
   unlock(): Promise<void>
   readonly key: string
@@ -85,7 +86,7 @@ export function lockMiddleware<TEvent, TResult, TSlot extends string>(
     } else {
       const budget = scope.waitBudget(opts.waitMs)
       try {
-        await lock.lock({ signal: budget.signal })
+        await lock.lock({ signal: budget.signal, onWaiting: () => emit(opts.onEvent, { type: 'waiting', primitive, name }) })
       } catch (err) {
         if (err !== budget.signal.reason) throw err
         throw new LockTimeoutError(`${middleware}: lock ${JSON.stringify(name)} not acquired within ${budget.ms} ms; raise waitMs or the function timeout`)

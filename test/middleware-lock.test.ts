@@ -103,6 +103,21 @@ describe('etcdLock', () => {
     expect(keys[2]).not.toBe(keys[0])
   })
 
+  it("emits 'waiting' when it has to queue, then 'acquired' with the time waited", async () => {
+    const name = uniqueName('waiting')
+    const holder = new Mutex(await Session.create(etcd.client, { ttl: 5 }), name)
+    await holder.lock()
+    const events: EtcdEvent[] = []
+    const handler = middy(async () => 'ran').use(etcdLock({ name, client: etcd.client, onEvent: (e) => events.push(e) }))
+    const running = handler({}, lambdaContext())
+    await sleep(200)
+    expect(events.map((e) => e.type)).toEqual(['waiting'])
+    await holder.unlock()
+    await running
+    expect(events.map((e) => e.type)).toEqual(['waiting', 'acquired', 'released'])
+    expect(events[1].waitedMs).toBeGreaterThanOrEqual(150)
+  })
+
   it('rejects bad options at construction, naming the option', () => {
     expect(() => etcdLock({} as any)).toThrow(/`name` is required/)
     expect(() => etcdLock({ name: 'x', waitMs: -1 })).toThrow(/`waitMs`/)

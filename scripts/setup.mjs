@@ -22,25 +22,43 @@ function installNodeModules() {
   execFileSync('npm', ['ci', '--no-audit', '--no-fund'], { cwd: root, stdio: 'inherit' })
 }
 
+const isRoot = typeof process.getuid === 'function' && process.getuid() === 0
+let aptUpdated = false
+
+/** Installs Debian packages when we are root with apt-get; returns whether it tried. */
+function aptInstall(packages) {
+  if (!isRoot || !onPath('apt-get')) return false
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }
+  if (!aptUpdated) execFileSync('apt-get', ['update', '-qq'], { stdio: 'inherit', env })
+  aptUpdated = true
+  execFileSync('apt-get', ['install', '-y', '-qq', ...packages], { stdio: 'inherit', env })
+  return true
+}
+
 function installEtcd() {
   if (process.env.ETCD_BIN) {
     if (existsSync(process.env.ETCD_BIN)) return
     fail(`ETCD_BIN=${process.env.ETCD_BIN} does not exist. Point ETCD_BIN at an etcd binary or unset it.`)
   }
   if (onPath('etcd') && onPath('etcdctl')) return
-  const isRoot = typeof process.getuid === 'function' && process.getuid() === 0
-  if (isRoot && onPath('apt-get')) {
-    log('etcd not found: installing Debian packages etcd-server and etcd-client…')
-    const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }
-    execFileSync('apt-get', ['update', '-qq'], { stdio: 'inherit', env })
-    execFileSync('apt-get', ['install', '-y', '-qq', 'etcd-server', 'etcd-client'], { stdio: 'inherit', env })
-    // Debian may start a packaged etcd on :2379; our tests start their own on free ports.
-    if (onPath('etcd') && onPath('etcdctl')) return
-  }
+  log('etcd not found: installing Debian packages etcd-server and etcd-client…')
+  // Debian may start a packaged etcd on :2379; our tests start their own on free ports.
+  if (aptInstall(['etcd-server', 'etcd-client']) && onPath('etcd') && onPath('etcdctl')) return
   fail(
     'etcd and etcdctl are needed but were not found on PATH.\n' +
       '  Debian/Ubuntu: sudo apt-get install -y etcd-server etcd-client\n' +
       '  elsewhere: download etcd 3.4+ and set ETCD_BIN=/path/to/etcd (etcdctl next to it or on PATH).',
+  )
+}
+
+/** The Go peer (interop tests, benchmarks) builds from Debian's packaged etcd 3.4 sources. */
+function installGo() {
+  if (onPath('go') && existsSync('/usr/share/gocode/src/go.etcd.io/etcd')) return
+  log('Go toolchain or etcd Go sources not found: installing golang-go and golang-etcd-server-dev…')
+  if (aptInstall(['golang-go', 'golang-etcd-server-dev'])) return
+  fail(
+    'The Go interop tests need Go and the etcd 3.4 Go sources.\n' +
+      '  Debian/Ubuntu: sudo apt-get install -y golang-go golang-etcd-server-dev',
   )
 }
 
@@ -51,3 +69,4 @@ function fail(message) {
 
 installNodeModules()
 if (!process.argv.includes('--no-etcd')) installEtcd()
+if (process.argv.includes('--go')) installGo()

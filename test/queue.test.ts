@@ -3,6 +3,7 @@ import { promisify } from 'node:util'
 import { beforeAll, describe, expect, it } from 'vitest'
 import { InvalidArgumentError, PriorityQueue, Queue, type EtcdClient } from '../lib/index.js'
 import { keyspace } from '../lib/kv.js'
+import { buildGoPeer } from './gopeer.js'
 import { sleep, uniqueName, useEtcd } from './helpers.js'
 
 // Go's Many* queue tests run on 3 members; so do these, each client on one member.
@@ -130,12 +131,12 @@ describe('Queue input validation (nothing written)', () => {
   })
 })
 
-describe('Go peer interop (contrib/recipes of etcd 3.4, built from /work/shared/peer-go)', () => {
+describe('Go peer interop (contrib/recipes of etcd 3.4, built from shared/peer-go)', () => {
   const run = promisify(execFile)
   const bin = '/tmp/middy-etcd-gopeer-queue'
   // Needs go + golang-etcd-server-dev; the build is cached, so this is quick after the first run.
   beforeAll(async () => {
-    await run('/work/shared/peer-go/build.sh', [bin], { timeout: 240_000 })
+    await buildGoPeer(bin)
   }, 250_000)
   const peer = async (scenario: string, name: string, args: string[] = [], n = 0) => {
     const { stdout } = await run(bin, ['-endpoints', etcd.cluster.endpoints[0], '-scenario', scenario, '-prefix', name, '-n', String(n), ...args], { timeout: 20_000 })

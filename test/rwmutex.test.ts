@@ -1,5 +1,4 @@
-import { execFile, spawn } from 'node:child_process'
-import { promisify } from 'node:util'
+import { spawn } from 'node:child_process'
 import { beforeAll, describe, expect, it } from 'vitest'
 import {
   createClient,
@@ -12,6 +11,7 @@ import {
   type EtcdClient,
   type RWMode,
 } from '../lib/index.js'
+import { buildGoPeer } from './gopeer.js'
 import { sleep, uniqueName, useEtcd } from './helpers.js'
 
 const etcd = useEtcd(3)
@@ -323,11 +323,11 @@ describe('RWMutex', () => {
   })
 })
 
-describe('Go peer interop (recipe.RWMutex of etcd 3.4, built from /work/shared/peer-go)', () => {
+describe('Go peer interop (recipe.RWMutex of etcd 3.4, built from shared/peer-go)', () => {
   const bin = '/tmp/middy-etcd-gopeer-rwmutex'
   // Needs go + golang-etcd-server-dev; the build is cached, so this is quick after the first run.
   beforeAll(async () => {
-    await promisify(execFile)('/work/shared/peer-go/build.sh', [bin], { timeout: 240_000 })
+    await buildGoPeer(bin)
   }, 250_000)
 
   /** Starts the Go peer taking `<name>` for reading or writing and holding it `holdMs`. */

@@ -337,7 +337,16 @@ export async function stmBank(cluster: EtcdCluster, o: { name: string; workers: 
   const keys = Array.from({ length: 5 }, (_, i) => `${o.name}/acct${i}`)
   const admin = clusterClient(cluster)
   const ks = keyspace(admin)
-  for (const k of keys) await ks.txn([], [ks.put(k, '100')])
+  // Seeded in one Txn, retried while a member is down (the caller's faults may already run).
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await ks.txn([], keys.map((k) => ks.put(k, '100')))
+      break
+    } catch (err) {
+      if (!(err instanceof EtcdUnavailableError) || attempt >= 20) throw err
+      await sleep(200)
+    }
+  }
   let transfers = 0
   let attempts = 0
   let snapshots = 0

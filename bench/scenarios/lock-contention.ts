@@ -75,8 +75,8 @@ export const lockContended: Scenario = {
 export const hotLock: Scenario = {
   name: 'hot-lock',
   async run(ctx) {
-    const a = await measure(ctx, { label: 'hot lock', c: 2, n: Math.max(10, Math.round(50 * Math.min(1, ctx.scale * 2))), repeats: 1, minRatio: 5 })
-    const b = await measure(ctx, { label: 'hot lock', c: 10, n: Math.max(10, Math.round(100 * Math.min(1, ctx.scale * 2))), repeats: 1, minRatio: 5 })
+    const a = await measure(ctx, { label: 'hot lock', c: 2, n: Math.max(10, Math.round(50 * Math.min(1, ctx.scale * 2))), repeats: 3, minRatio: 5 })
+    const b = await measure(ctx, { label: 'hot lock', c: 10, n: Math.max(10, Math.round(100 * Math.min(1, ctx.scale * 2))), repeats: 3, minRatio: 5 })
     return { entries: [...a.entries, ...b.entries], notes: [a.note, b.note], details: { c2: a.details, c10: b.details } }
   },
 }

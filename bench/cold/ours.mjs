@@ -10,5 +10,5 @@ const ms = performance.now() - t0
 await m.unlock()
 await session.close()
 client.close()
-console.log(JSON.stringify({ ms, importMs: undefined }))
+console.log(JSON.stringify({ ms }))
 process.exit(0)

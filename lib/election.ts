@@ -2,7 +2,7 @@ import { InvalidArgumentError, NoLeaderError, NotLeaderError, SessionExpiredErro
 import { checkName, checkValue, keyspace, type Compare, type KeyValue, type Keyspace } from './kv.js'
 import type { WaitOptions } from './mutex.js'
 import type { Session } from './session.js'
-import { waitDelete, waitDeletes, waitFor } from './wait.js'
+import { waitDeletes, waitFor, waitGone } from './wait.js'
 
 /** A leader as {@link Election.leader} and {@link Election.observe} report it. */
 export interface Leader {
@@ -273,7 +273,7 @@ export class Election {
   private async waitTurn(registeredAt: bigint, signal?: AbortSignal): Promise<void> {
     const stop = new AbortController()
     const wait = AbortSignal.any([stop.signal, this.session.signal, ...(signal ? [signal] : [])])
-    const ownKeyGone = waitDelete(this.session.client, this.myKey, registeredAt, wait).then(
+    const ownKeyGone = waitGone(this.ks, { key: this.myKey, createRevision: this.myRev }, registeredAt, wait).then(
       () => Promise.reject(this.lost()),
       () => new Promise<never>(() => {}), // the other branch settles the race
     )

@@ -1,8 +1,8 @@
 import type { ComparatorBuilder, ICompare } from 'etcd3'
 import { InvalidArgumentError, LockedError, LockReleasedError, SessionExpiredError } from './errors.js'
-import { checkName, keyspace, type Keyspace } from './kv.js'
+import { checkName, keyspace, type KeyValue, type Keyspace } from './kv.js'
 import type { Session } from './session.js'
-import { waitDelete, waitDeletes } from './wait.js'
+import { waitGone } from './wait.js'
 
 /** Options of a wait. */
 export interface WaitOptions {
@@ -75,7 +75,7 @@ export class Mutex {
       if (attempt.held) return this.granted(attempt.revision)
       options.onWaiting?.()
       try {
-        this.granted(await this.waitTurn(attempt.revision, signal))
+        this.granted(await this.waitTurn(attempt.predecessor, attempt.revision, signal))
       } catch (err) {
         await this.abandon(err)
         throw err
@@ -124,38 +124,57 @@ export class Mutex {
     return this.session.client.if(this.myKey, 'Create', '==', this.myRev.toString())
   }
 
-  /** One Txn: create my key if absent, and read the current owner in the same round trip. */
+  /**
+   * One Txn: create my key if absent, and in the same round trip read the current owner and
+   * the two youngest keys (ours and, when we must wait, the predecessor to watch).
+   */
   private async tryAcquire() {
     this.session.signal.throwIfAborted()
     const key = `${this.prefix}${this.session.leaseHex}`
     const owner = this.ks.get(this.prefix, { prefix: true, sort: ['Create', 'Ascend'], limit: 1 })
+    const youngest = this.ks.get(this.prefix, { prefix: true, sort: ['Create', 'Descend'], limit: 2 })
     const res = await this.ks.txn(
       [this.ks.compare(key, 'Create', '==', 0)],
-      [this.ks.put(key, '', this.session.leaseId), owner],
-      [this.ks.get(key), owner],
+      [this.ks.put(key, '', this.session.leaseId), owner, youngest],
+      [this.ks.get(key), owner, youngest],
     )
     this.myKey = key
     this.myRev = res.succeeded ? res.revision : res.results[0].range!.kvs[0].createRevision
     const first = res.results[1].range!.kvs[0]
-    return { held: !first || first.createRevision === this.myRev, created: res.succeeded, revision: res.revision }
+    // A re-lock of an old key may have younger keys behind it: then the Range in waitTurn finds the predecessor.
+    const predecessor = res.results[2].range!.kvs.find((kv) => kv.createRevision < this.myRev)
+    return { held: !first || first.createRevision === this.myRev, created: res.succeeded, revision: res.revision, predecessor }
   }
 
   /**
-   * Waits until every older contender is gone. Ends early with {@link SessionExpiredError} when
-   * our own key vanishes (lease expired or revoked) instead of only after the predecessors
-   * leave (etcd issue #19597). Returns the revision the lock was granted at.
-   * `registeredAt` is the acquire Txn's revision: our key existed then, so its deletion comes
-   * later. (Its create revision may be long compacted when a session re-locks with an old key.)
+   * Waits until every older contender is gone, watching only the immediate predecessor each
+   * round. Ends early with {@link SessionExpiredError} when our own key vanishes (lease expired
+   * or revoked) instead of only after the predecessors leave (etcd issue #19597). Returns the
+   * revision the lock was granted at. `seenAt` is the acquire Txn's revision.
    */
-  private async waitTurn(registeredAt: bigint, signal?: AbortSignal): Promise<bigint> {
+  private async waitTurn(predecessor: KeyValue | undefined, seenAt: bigint, signal?: AbortSignal): Promise<bigint> {
     const stop = new AbortController()
     const wait = AbortSignal.any([stop.signal, this.session.signal, ...(signal ? [signal] : [])])
-    const ownKeyGone = waitDelete(this.session.client, this.myKey, registeredAt, wait).then(
+    // The predecessor's watch first: etcd3 sets watches up one at a time, and this one is urgent.
+    let gone = predecessor ? waitGone(this.ks, predecessor, seenAt, wait) : Promise.resolve()
+    const ownKeyGone = waitGone(this.ks, { key: this.myKey, createRevision: this.myRev }, seenAt, wait).then(
       () => Promise.reject(this.expired()),
       () => new Promise<never>(() => {}), // the other branch settles the race
     )
     try {
-      await Promise.race([waitDeletes(this.ks, this.prefix, this.myRev - 1n, wait), ownKeyGone])
+      for (;;) {
+        await Promise.race([gone, ownKeyGone])
+        // One round trip: is anyone older still there, and is my key still mine?
+        const res = await this.ks.txn([], [
+          this.ks.get(this.prefix, { prefix: true, sort: ['Create', 'Descend'], limit: 1, maxCreateRevision: this.myRev - 1n }),
+          this.ks.get(this.myKey),
+        ])
+        const mine = res.results[1].range!.kvs[0]
+        if (!mine || mine.createRevision !== this.myRev) throw this.expired()
+        const older = res.results[0].range!.kvs[0]
+        if (!older) return res.revision
+        gone = waitGone(this.ks, older, res.revision, wait)
+      }
     } catch (err) {
       if (signal?.aborted) throw signal.reason
       if (this.session.signal.aborted) throw this.expired()
@@ -163,9 +182,6 @@ export class Mutex {
     } finally {
       stop.abort()
     }
-    const mine = await this.ks.range(this.myKey)
-    if (mine.kvs.length === 0) throw this.expired()
-    return mine.revision
   }
 
   /** After a failed wait: remove our waiter key (if it is still ours) and forget it. */

@@ -3,7 +3,7 @@ import { InvalidArgumentError, KeyExistsError, LockedError, LockReleasedError, S
 import { checkName, keyspace, prefixEnd, type Compare, type Keyspace } from './kv.js'
 import type { LockOptions } from './mutex.js'
 import type { Session } from './session.js'
-import { waitDelete, waitDeletes } from './wait.js'
+import { waitDeletes, waitGone } from './wait.js'
 
 /** The mode an {@link RWMutex} is held in. */
 export type RWMode = 'read' | 'write'
@@ -200,7 +200,7 @@ export class RWMutex {
   private async waitTurn(mode: RWMode, createdAt: bigint, signal?: AbortSignal): Promise<void> {
     const stop = new AbortController()
     const wait = AbortSignal.any([stop.signal, this.session.signal, ...(signal ? [signal] : [])])
-    const ownKeyGone = waitDelete(this.session.client, this.myKey, createdAt, wait).then(
+    const ownKeyGone = waitGone(this.ks, { key: this.myKey, createRevision: this.myRev }, createdAt, wait).then(
       () => Promise.reject(this.expired()),
       () => new Promise<never>(() => {}), // the other branch settles the race
     )

@@ -1,4 +1,4 @@
-import type { IKeyValue, Namespace, Watcher } from 'etcd3'
+import type { IKeyValue, IWatchResponse, Namespace, Watcher } from 'etcd3'
 import { WatchLostError } from './errors.js'
 import { toKeyValue, type KeyValue, type Keyspace } from './kv.js'
 
@@ -60,8 +60,53 @@ export async function waitDelete(client: Namespace, key: string, revision: bigin
 }
 
 /**
+ * Resolves when `target` (a key as some read saw it at revision `seenAt`) is gone: deleted, or
+ * deleted and created again by its owner (a new create revision).
+ *
+ * etcd puts a watch whose start revision is at or below its current revision in an "unsynced"
+ * group that a background loop catches up only every 100 ms, so Go's `waitDelete` (which
+ * watches from the read's revision) costs 0–100 ms per handoff whatever the network. This watch
+ * starts at "now" and is synced at once; the revisions between our read and the watch's start
+ * are covered by its created response: if anything was written since `seenAt`, one Range tells
+ * whether the key already went.
+ */
+export function waitGone(ks: Keyspace, target: { key: string; createRevision: bigint }, seenAt: bigint, signal?: AbortSignal): Promise<void> {
+  signal?.throwIfAborted()
+  const watcher: Watcher = ks.client.watch().key(target.key).watcher()
+  return new Promise<void>((resolve, reject) => {
+    let done = false
+    const finish = (settle: () => void) => {
+      if (done) return
+      done = true
+      signal?.removeEventListener('abort', onAbort)
+      watcher.removeAllListeners()
+      watcher.on('error', () => {})
+      watcher.cancel().catch(() => {})
+      settle()
+    }
+    const onAbort = () => finish(() => reject(signal!.reason))
+    // Also on a reconnect: etcd3 then resumes the watch after the last revision it saw.
+    watcher.on('connected', (res: IWatchResponse) => {
+      if (BigInt(res.header.revision) <= seenAt) return
+      ks.range(target.key).then(
+        (now) => {
+          if (now.kvs.length === 0 || now.kvs[0].createRevision !== target.createRevision) finish(resolve)
+        },
+        (err) => finish(() => reject(err)),
+      )
+    })
+    watcher.on('delete', () => finish(resolve))
+    watcher.on('error', (err: Error) =>
+      finish(() => reject(new WatchLostError(`watch on ${JSON.stringify(target.key)} ended: ${err.message}`, { cause: err }))),
+    )
+    watcher.on('end', () => finish(() => reject(new WatchLostError(`watch on ${JSON.stringify(target.key)} ended before the awaited delete`))))
+    signal?.addEventListener('abort', onAbort, { once: true })
+  })
+}
+
+/**
  * Resolves once no key under `prefix` has a create revision <= `maxCreateRevision`: each round
- * watches only the youngest such key (the immediate predecessor), so a release wakes one waiter.
+ * waits only for the youngest such key (the immediate predecessor), so a release wakes one waiter.
  * Returns the revision at which the last predecessor was seen gone.
  */
 export async function waitDeletes(ks: Keyspace, prefix: string, maxCreateRevision: bigint, signal?: AbortSignal): Promise<bigint> {
@@ -69,6 +114,6 @@ export async function waitDeletes(ks: Keyspace, prefix: string, maxCreateRevisio
     signal?.throwIfAborted()
     const older = await ks.range(prefix, { prefix: true, sort: ['Create', 'Descend'], limit: 1, maxCreateRevision })
     if (older.kvs.length === 0) return older.revision
-    await waitDelete(ks.client, older.kvs[0].key, older.revision, signal)
+    await waitGone(ks, older.kvs[0], older.revision, signal)
   }
 }

@@ -109,7 +109,8 @@ describe('etcdRwLock', () => {
       readers++
       maxReaders = Math.max(maxReaders, readers)
       if (writers > 0) overlap = true
-      await sleep(50)
+      // Stay until all three readers are in (or give up after 3 s): proves they hold together.
+      for (let i = 0; i < 60 && maxReaders < 3; i++) await sleep(50)
       readers--
     }).use(etcdRwLock({ name, mode: 'read', client: etcd.client }))
     const write = middy(async () => {
@@ -118,9 +119,12 @@ describe('etcdRwLock', () => {
       await sleep(20)
       writers--
     }).use(etcdRwLock({ name, mode: 'write', client: etcd.client }))
-    await Promise.all([read({}, lambdaContext()), read({}, lambdaContext()), read({}, lambdaContext()), write({}, lambdaContext()), write({}, lambdaContext())])
+    const readersRun = Promise.all([read({}, lambdaContext()), read({}, lambdaContext()), read({}, lambdaContext())])
+    for (let i = 0; i < 100 && readers < 3; i++) await sleep(20)
+    // Writers queue behind the readers, and run one at a time after them.
+    await Promise.all([readersRun, write({}, lambdaContext()), write({}, lambdaContext())])
     expect(overlap).toBe(false)
-    expect(maxReaders).toBeGreaterThan(1)
+    expect(maxReaders).toBe(3)
     expect(await keysUnder(`${name}/`)).toEqual([])
   })
 

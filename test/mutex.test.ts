@@ -218,7 +218,10 @@ describe('Mutex', () => {
 
   it('lock() on a session whose lease was revoked before it noticed rejects with SessionExpiredError', async () => {
     const name = uniqueName('stale-session')
-    const [s] = await sessions(1, 30) // 30 s: the next keepalive answer is 10 s away
+    const [s] = await sessions(1, 30) // 30 s: after the first keepalive, the next is 10 s away
+    // Let the keepalive sent at creation be answered first, or its answer may report the revoke.
+    for (let i = 0; i < 50 && s.aliveUntil === 0; i++) await sleep(20)
+    await sleep(200)
     await etcd.newClient().leaseClient.leaseRevoke({ ID: s.leaseId })
     expect(s.active).toBe(true) // not heard yet
     await expect(new Mutex(s, name).lock()).rejects.toBeInstanceOf(SessionExpiredError)

@@ -2,7 +2,7 @@ import { InvalidArgumentError, SessionExpiredError, TooManyClientsError } from '
 import { checkName, keyspace, type Keyspace } from './kv.js'
 import type { WaitOptions } from './mutex.js'
 import type { Session } from './session.js'
-import { waitDelete, waitFor } from './wait.js'
+import { waitDelete, waitFor, whileOwnKeyLives } from './wait.js'
 
 /**
  * A double barrier, key-compatible with Go's `recipe.DoubleBarrier`: `count` participants
@@ -121,21 +121,8 @@ export class DoubleBarrier {
    * round does not count. Ends early with {@link SessionExpiredError} if our key vanishes.
    */
   private async waitReady(signal?: AbortSignal) {
-    const stop = new AbortController()
-    const wait = AbortSignal.any([stop.signal, this.session.signal, ...(signal ? [signal] : [])])
-    const ownKeyGone = waitDelete(this.session.client, this.myKey, this.myRev, wait).then(
-      () => Promise.reject(this.expired()),
-      () => new Promise<never>(() => {}), // the other branch settles the race
-    )
-    try {
-      await Promise.race([waitFor(this.session.client, { key: this.ready }, this.myRev, (type) => type === 'put', wait), ownKeyGone])
-    } catch (err) {
-      if (signal?.aborted) throw signal.reason
-      if (this.session.signal.aborted) throw this.expired()
-      throw err
-    } finally {
-      stop.abort()
-    }
+    const own = { ks: this.ks, key: this.myKey, createRevision: this.myRev, seenAt: this.myRev, session: this.session.signal, lost: () => this.expired() }
+    await whileOwnKeyLives(own, signal, (wait) => waitFor(this.session.client, { key: this.ready }, this.myRev, (type) => type === 'put', wait))
   }
 
   /**

@@ -2,7 +2,7 @@ import { InvalidArgumentError, NoLeaderError, NotLeaderError, SessionExpiredErro
 import { checkName, checkValue, keyspace, type Compare, type KeyValue, type Keyspace } from './kv.js'
 import type { WaitOptions } from './mutex.js'
 import type { Session } from './session.js'
-import { waitDeletes, waitFor, waitGone } from './wait.js'
+import { waitDeletes, waitFor, whileOwnKeyLives } from './wait.js'
 
 /** A leader as {@link Election.leader} and {@link Election.observe} report it. */
 export interface Leader {
@@ -271,21 +271,8 @@ export class Election {
    * key no longer backs (Go returns nil there).
    */
   private async waitTurn(registeredAt: bigint, signal?: AbortSignal): Promise<void> {
-    const stop = new AbortController()
-    const wait = AbortSignal.any([stop.signal, this.session.signal, ...(signal ? [signal] : [])])
-    const ownKeyGone = waitGone(this.ks, { key: this.myKey, createRevision: this.myRev }, registeredAt, wait).then(
-      () => Promise.reject(this.lost()),
-      () => new Promise<never>(() => {}), // the other branch settles the race
-    )
-    try {
-      await Promise.race([waitDeletes(this.ks, this.prefix, this.myRev - 1n, wait), ownKeyGone])
-    } catch (err) {
-      if (signal?.aborted) throw signal.reason
-      if (this.session.signal.aborted) throw this.lost()
-      throw err
-    } finally {
-      stop.abort()
-    }
+    const own = { ks: this.ks, key: this.myKey, createRevision: this.myRev, seenAt: registeredAt, session: this.session.signal, lost: () => this.lost() }
+    await whileOwnKeyLives(own, signal, (wait) => waitDeletes(this.ks, this.prefix, this.myRev - 1n, wait))
     // The predecessors are gone; make sure our key still is there (it may have expired meanwhile).
     const mine = await this.ks.range(this.myKey)
     if (mine.kvs.length === 0 || mine.kvs[0].createRevision !== this.myRev) throw this.lost()

@@ -2,7 +2,7 @@ import type { ComparatorBuilder, ICompare } from 'etcd3'
 import { InvalidArgumentError, LockedError, LockReleasedError, SessionExpiredError } from './errors.js'
 import { checkName, keyspace, type KeyValue, type Keyspace } from './kv.js'
 import type { Session } from './session.js'
-import { waitGone } from './wait.js'
+import { waitGone, whileOwnKeyLives } from './wait.js'
 
 /** Options of a wait. */
 export interface WaitOptions {
@@ -153,17 +153,11 @@ export class Mutex {
    * revision the lock was granted at. `seenAt` is the acquire Txn's revision.
    */
   private async waitTurn(predecessor: KeyValue | undefined, seenAt: bigint, signal?: AbortSignal): Promise<bigint> {
-    const stop = new AbortController()
-    const wait = AbortSignal.any([stop.signal, this.session.signal, ...(signal ? [signal] : [])])
-    // The predecessor's watch first: etcd3 sets watches up one at a time, and this one is urgent.
-    let gone = predecessor ? waitGone(this.ks, predecessor, seenAt, wait) : Promise.resolve()
-    const ownKeyGone = waitGone(this.ks, { key: this.myKey, createRevision: this.myRev }, seenAt, wait).then(
-      () => Promise.reject(this.expired()),
-      () => new Promise<never>(() => {}), // the other branch settles the race
-    )
-    try {
+    const own = { ks: this.ks, key: this.myKey, createRevision: this.myRev, seenAt, session: this.session.signal, lost: () => this.expired() }
+    return whileOwnKeyLives(own, signal, async (wait) => {
+      let gone = predecessor ? waitGone(this.ks, predecessor, seenAt, wait) : Promise.resolve()
       for (;;) {
-        await Promise.race([gone, ownKeyGone])
+        await gone
         // One round trip: is anyone older still there, and is my key still mine?
         const res = await this.ks.txn([], [
           this.ks.get(this.prefix, { prefix: true, sort: ['Create', 'Descend'], limit: 1, maxCreateRevision: this.myRev - 1n }),
@@ -175,13 +169,7 @@ export class Mutex {
         if (!older) return res.revision
         gone = waitGone(this.ks, older, res.revision, wait)
       }
-    } catch (err) {
-      if (signal?.aborted) throw signal.reason
-      if (this.session.signal.aborted) throw this.expired()
-      throw err
-    } finally {
-      stop.abort()
-    }
+    })
   }
 
   /** After a failed wait: remove our waiter key (if it is still ours) and forget it. */

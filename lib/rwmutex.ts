@@ -3,7 +3,7 @@ import { InvalidArgumentError, KeyExistsError, LockedError, LockReleasedError, S
 import { checkName, keyspace, prefixEnd, type Compare, type Keyspace } from './kv.js'
 import type { LockOptions } from './mutex.js'
 import type { Session } from './session.js'
-import { waitDeletes, waitGone } from './wait.js'
+import { waitDeletes, whileOwnKeyLives } from './wait.js'
 
 /** The mode an {@link RWMutex} is held in. */
 export type RWMode = 'read' | 'write'
@@ -198,21 +198,8 @@ export class RWMutex {
    * one). Ends early with {@link SessionExpiredError} when my own key vanishes.
    */
   private async waitTurn(mode: RWMode, createdAt: bigint, signal?: AbortSignal): Promise<void> {
-    const stop = new AbortController()
-    const wait = AbortSignal.any([stop.signal, this.session.signal, ...(signal ? [signal] : [])])
-    const ownKeyGone = waitGone(this.ks, { key: this.myKey, createRevision: this.myRev }, createdAt, wait).then(
-      () => Promise.reject(this.expired()),
-      () => new Promise<never>(() => {}), // the other branch settles the race
-    )
-    try {
-      await Promise.race([waitDeletes(this.ks, this.blockers(mode), this.myRev - 1n, wait), ownKeyGone])
-    } catch (err) {
-      if (signal?.aborted) throw signal.reason
-      if (this.session.signal.aborted) throw this.expired()
-      throw err
-    } finally {
-      stop.abort()
-    }
+    const own = { ks: this.ks, key: this.myKey, createRevision: this.myRev, seenAt: createdAt, session: this.session.signal, lost: () => this.expired() }
+    await whileOwnKeyLives(own, signal, (wait) => waitDeletes(this.ks, this.blockers(mode), this.myRev - 1n, wait))
     const mine = await this.ks.range(this.myKey)
     if (mine.kvs.length === 0) throw this.expired()
   }

@@ -117,3 +117,40 @@ export async function waitDeletes(ks: Keyspace, prefix: string, maxCreateRevisio
     await waitGone(ks, older.kvs[0], older.revision, signal)
   }
 }
+
+/** Our own key in a queue of contenders, and how to report its loss. */
+export interface OwnKey {
+  ks: Keyspace
+  key: string
+  createRevision: bigint
+  /** A revision at which the key was known to exist (e.g. the Txn that created or read it). */
+  seenAt: bigint
+  /** The session's signal: its lease being lost means the key is lost too. */
+  session: AbortSignal
+  /** The error to reject with when the key or the session is lost. */
+  lost: () => Error
+}
+
+/**
+ * Runs `wait` (a wait on other keys) while watching our own key: if the key goes (lease expired
+ * or revoked, or deleted) or the session ends, rejects with `own.lost()` at once, not only after
+ * the others are done (etcd #19597). The caller's `signal` rejects with its reason. Every watch
+ * ends with the call.
+ */
+export async function whileOwnKeyLives<T>(own: OwnKey, signal: AbortSignal | undefined, wait: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const stop = new AbortController()
+  const combined = AbortSignal.any([stop.signal, own.session, ...(signal ? [signal] : [])])
+  const ownKeyGone = waitGone(own.ks, own, own.seenAt, combined).then(
+    () => Promise.reject(own.lost()),
+    () => new Promise<never>(() => {}), // aborted with the call: the other branch settles the race
+  )
+  try {
+    return await Promise.race([wait(combined), ownKeyGone])
+  } catch (err) {
+    if (signal?.aborted) throw signal.reason
+    if (own.session.aborted) throw own.lost()
+    throw err
+  } finally {
+    stop.abort()
+  }
+}

@@ -1,1 +1,2 @@
 export { startEtcd, freePort, EtcdNotFoundError, type EtcdCluster, type StartEtcdOptions } from './etcd.js'
+export { lambdaContext } from './lambda.js'

@@ -99,9 +99,15 @@ export function lockMiddleware<TEvent, TResult, TSlot extends string>(
     session.signal.addEventListener('abort', onLost, { once: true })
     scope.hold(self, async () => {
       session.signal.removeEventListener('abort', onLost)
-      await lock.unlock().catch((err) => {
-        if (!(err instanceof LockReleasedError)) throw err
-      })
+      try {
+        await lock.unlock()
+      } catch (err) {
+        if (!(err instanceof LockReleasedError)) {
+          // Unreleased: the lock is held until the lease runs out (the session is not reused).
+          emit(opts.onEvent, { ...event, type: 'lost', heldMs: performance.now() - acquiredAt, detail: { releaseFailed: (err as Error).name } })
+          throw err
+        }
+      }
       emit(opts.onEvent, { ...event, type: 'released', heldMs: performance.now() - acquiredAt })
     })
     const grant: LockGrant = { name, key, fence, isOwner: () => lock.isOwner(), signal: session.signal }

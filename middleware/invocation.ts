@@ -30,8 +30,16 @@ type Release = () => Promise<void>
  * early-timeout signal covers only the handler, so waits in `before` need this.
  */
 export function waitBudget(context: LambdaLikeContext, waitMs = Infinity): { signal: AbortSignal; ms: number } {
-  const remaining = context?.getRemainingTimeInMillis?.() ?? DEFAULT_DEADLINE_MS
-  const ms = Math.floor(Math.max(0, Math.min(waitMs, remaining - RELEASE_MARGIN_MS)))
+  return budgetUntil(deadlineOf(context), waitMs)
+}
+
+/** `performance.now()` at which the invocation of `context` times out. */
+function deadlineOf(context: LambdaLikeContext): number {
+  return performance.now() + (context?.getRemainingTimeInMillis?.() ?? DEFAULT_DEADLINE_MS)
+}
+
+function budgetUntil(deadline: number, waitMs: number): { signal: AbortSignal; ms: number } {
+  const ms = Math.floor(Math.max(0, Math.min(waitMs, deadline - RELEASE_MARGIN_MS - performance.now())))
   return { signal: AbortSignal.timeout(ms), ms }
 }
 
@@ -51,16 +59,14 @@ export class Invocation {
     /** The middleware that opened the scope: it closes it. */
     readonly owner: object,
   ) {
-    const remaining = context?.getRemainingTimeInMillis?.() ?? DEFAULT_DEADLINE_MS
-    this.deadline = performance.now() + remaining
-    this.deadlineTimer = setTimeout(() => this.abandon(), Math.max(0, remaining))
+    this.deadline = deadlineOf(context)
+    this.deadlineTimer = setTimeout(() => this.abandon(), Math.max(0, this.deadline - performance.now()))
     this.deadlineTimer.unref()
   }
 
   /** Like {@link waitBudget}, from this invocation's deadline. */
   waitBudget(waitMs = Infinity): { signal: AbortSignal; ms: number } {
-    const ms = Math.floor(Math.max(0, Math.min(waitMs, this.deadline - RELEASE_MARGIN_MS - performance.now())))
-    return { signal: AbortSignal.timeout(ms), ms }
+    return budgetUntil(this.deadline, waitMs)
   }
 
   /** The invocation's session for `ttl`: shared by all its middlewares, lent from the lease pool. */
@@ -94,10 +100,9 @@ export class Invocation {
   /**
    * Releases everything still held, newest first, then returns the sessions to the pool. A
    * session whose release failed is orphaned instead: its keys go when its lease expires.
-   * Returns the first release error, if any, without throwing it.
    */
-  async end(): Promise<unknown> {
-    if (this.ended) return undefined
+  async end(): Promise<void> {
+    if (this.ended) return
     this.ended = true
     clearTimeout(this.deadlineTimer)
     for (const holder of [...this.holds.keys()].reverse()) await this.release(holder)
@@ -108,7 +113,6 @@ export class Invocation {
       else session.orphan()
     }
     scopes.get(this.request)?.delete(this.client)
-    return this.failure
   }
 
   /** Deadline passed and nobody ended the scope: stop keepalives so the leases run out. */

@@ -277,6 +277,46 @@ export abstract class ClaimQueue {
   }
 
   /**
+   * Acks many messages with one Txn per 100 (each message in its own nested Txn, with the same
+   * guard and deletes as {@link ack}, so one lost claim does not fail the others). Resolves
+   * with one entry per given message, in order: `undefined` when it was acked, or the
+   * {@link ClaimLostError} `ack` would have thrown for it (nothing changed for that one).
+   * Rejects only when the input is invalid (before any write) or etcd fails; a message given
+   * twice is acked once (its later entries report it `gone`).
+   */
+  async ackMany(messages: readonly (Message | string)[]): Promise<(ClaimLostError | undefined)[]> {
+    if (!Array.isArray(messages)) throw new InvalidArgumentError(`ackMany expects an array of messages or receipts, got ${typeof messages}`)
+    const receipts = messages.map((m) => this.receipt(m))
+    // A receipt given twice goes into the Txn once: etcd refuses a Txn touching a key twice.
+    const first = new Map<string, number>()
+    receipts.forEach((r, i) => first.has(receiptMarker(r)) || first.set(receiptMarker(r), i))
+    const unique = [...first.values()]
+    const outcomes: (ClaimLostError | undefined)[] = new Array(receipts.length)
+    const chunks: number[][] = []
+    for (let i = 0; i < unique.length; i += CHUNK) chunks.push(unique.slice(i, i + CHUNK))
+    await Promise.all(
+      chunks.map(async (chunk) => {
+        const ops = chunk.map((i) => {
+          const r = receipts[i]
+          return this.ks.txnOp(this.ownClaim(r), [this.ks.delete(r.key), this.ks.delete(receiptMarker(r)), this.ks.delete(receiptCounter(r))], this.claimState(r))
+        })
+        const res = await this.ks.txn([], ops)
+        chunk.forEach((i, j) => {
+          const sub = res.results[j].txn!
+          if (!sub.succeeded) outcomes[i] = this.lost('ack', receipts[i], sub)
+        })
+      }),
+    )
+    receipts.forEach((r, i) => {
+      const j = first.get(receiptMarker(r))!
+      if (j === i) return
+      outcomes[i] = outcomes[j] ?? new ClaimLostError('gone', `ack of ${JSON.stringify(r.key)} in queue ${JSON.stringify(this.name)} did nothing: the message was given to ackMany more than once and acked once`)
+    })
+    for (const i of unique) await this.settle(receipts[i])
+    return outcomes
+  }
+
+  /**
    * Gives a received message back: visible again at once, or after `delay` seconds (its claim
    * marker moves to a lease of that TTL). The receive count is kept. Throws
    * {@link ClaimLostError} when the claim is no longer this receipt's.

@@ -95,10 +95,14 @@ export function queueConsumer(options: QueueConsumerOptions): MiddlewareObj<unkn
   const client = () => opts.client ?? sharedClient()
 
   const settle = async (q: Queue | PriorityQueue, messages: QueueMessage[], failed: Set<string>) => {
-    const outcomes = await Promise.allSettled(
-      messages.map((m) => (failed.has(m.id) ? q.nack(m.receipt, { delay: opts.retryDelay }) : q.ack(m.receipt))),
-    )
-    // A claim lost meanwhile (visibility timeout passed) is already on its way to redelivery.
+    // The successes in one Txn (ackMany), the failures one nack each.
+    const done = messages.filter((m) => !failed.has(m.id)).map((m) => m.receipt)
+    const outcomes = await Promise.allSettled([
+      ...(done.length > 0 ? [q.ackMany(done)] : []),
+      ...messages.filter((m) => failed.has(m.id)).map((m) => q.nack(m.receipt, { delay: opts.retryDelay })),
+    ])
+    // A claim lost meanwhile (visibility timeout passed) is already on its way to redelivery
+    // (ackMany reports those in its result, not by rejecting).
     const problem = outcomes.find((o) => o.status === 'rejected' && !(o.reason instanceof ClaimLostError))
     emit(opts.onEvent, { type: 'released', primitive: 'queue', name: opts.queue, detail: { acked: messages.length - failed.size, nacked: failed.size } })
     if (problem) throw (problem as PromiseRejectedResult).reason

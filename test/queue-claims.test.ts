@@ -163,6 +163,23 @@ describe('receive / ack: at-least-once claims', () => {
     await new Queue(etcd.client, name).ack(m)
     expect(await keysMentioning(name)).toEqual([])
   })
+
+  it('ackMany acks a batch in one call, reports lost claims per message, and revokes the batch lease', async () => {
+    const name = uniqueName('many')
+    const q = new Queue(etcd.client, name)
+    const before = await leaseIds()
+    await fill(q, 5)
+    const got = await q.receive({ max: 5, visibilityTimeout: 20 })
+    expect(got).toHaveLength(5)
+    await q.ack(got[1]) // already acked: reported gone, the others still go
+    const out = await q.ackMany([got[0], got[1].receipt, got[2], got[3], got[4], got[0]])
+    expect(out.map((e) => e?.reason)).toEqual([undefined, 'gone', undefined, undefined, undefined, 'gone'])
+    expect(out[1]).toBeInstanceOf(ClaimLostError)
+    expect(await keysMentioning(name)).toEqual([])
+    expect((await leaseIds()).filter((id) => !before.includes(id))).toEqual([])
+    await expect(q.ackMany([{ receipt: 'nope' } as Message])).rejects.toBeInstanceOf(InvalidArgumentError)
+    expect(await q.ackMany([])).toEqual([])
+  })
 })
 
 describe('nack and dead letters', () => {

@@ -29,21 +29,17 @@ async function failovers(ctx: BenchContext, client: EtcdClient, make: ElectionFa
 /**
  * Leader failover (Go `election-failover`): a leader and a waiting candidate on separate
  * sessions (TTL 10); the leader's session is closed (lease revoked); time until the waiting
- * candidate's campaign returns. Also measured: bench/patched/election.ts (lib's Election with
- * the drop-in `waitDeletes` that watches from "now").
+ * candidate's campaign returns.
  */
 export const electionFailover: Scenario = {
   name: 'election-failover',
   async run(ctx) {
     const n = Math.max(5, Math.round(50 * ctx.scale))
     let ours: Latency | null = null
-    let patched: Latency | null = null
     let why: string | undefined
     try {
       const { Election } = (await import('../../lib/election.js')) as typeof import('../../lib/election.js')
       ours = await failovers(ctx, ctx.client, (s, name) => new Election(s, name), n)
-      const { Election: Patched } = (await import('../patched/election.js')) as typeof import('../patched/election.js')
-      patched = await failovers(ctx, ctx.client, (s, name) => new Patched(s, name), n)
     } catch (err) {
       why = `Election not available: ${(err as Error).message}`
       ctx.log(why)
@@ -57,11 +53,11 @@ export const electionFailover: Scenario = {
         entry('leader failover: session closed -> waiting campaign returns', 'p99 ms', ours?.p99 ?? null, 'Go election-failover', g?.p99_ms ?? null, { kind: 'none' }, why ?? go.why),
       ],
       notes: [
-        `${n} failovers. lib Election: ${f(ours)}; bench/patched Election (only waitDeletes changed): ${f(patched)}; Go: ${g ? `p50 ${g.p50_ms} / p99 ${g.p99_ms} ms` : go.why}. ` +
+        `${n} failovers. lib Election: ${f(ours)}; Go: ${g ? `p50 ${g.p50_ms} / p99 ${g.p99_ms} ms` : go.why}. ` +
           "Timed from the start of the leader session's close (lease revoke) to the waiting campaign resolving. " +
-          'Go and lib both watch the leader key from an old revision, so the revoke reaches the candidate at etcd\'s next 100 ms unsynced-watcher tick (see findings).',
+          'Go watches the leader key from the revision of the Range that found it (an unsynced watcher: the revoke reaches it at etcd\'s next 100 ms catch-up tick); lib watches from "now" and closes the gap with one Range (see findings).',
       ],
-      details: { ours, patched, go: g },
+      details: { ours, go: g },
     }
   },
 }

@@ -1,13 +1,9 @@
-import type { Session } from '../../lib/index.js'
-import { Mutex as PatchedMutex } from '../patched/mutex.js'
 import { entry, type BenchContext, type Entry, type Scenario } from '../util/types.js'
 import { median, pct } from '../util/stats.js'
 import { runGo } from '../util/go.js'
-import { libMutex, lockCounter, type CounterRun, type MutexFactory } from '../util/workload.js'
+import { libMutex, lockCounter, type CounterRun } from '../util/workload.js'
 import type { GoResult } from '../util/gopeer.js'
 import { countRpcs, formatRpcs, type RpcCounts } from '../util/rpcs.js'
-
-const patchedMutex: MutexFactory = (s: Session, name: string) => new PatchedMutex(s, name)
 
 interface Shape {
   label: string
@@ -18,20 +14,18 @@ interface Shape {
   minRatio: number
 }
 
-/** Runs a lock/increment/unlock shape for lib's Mutex, the bench's patched copy, and Go. */
+/** Runs a lock/increment/unlock shape for lib's Mutex and Go. */
 async function measure(ctx: BenchContext, shape: Shape) {
-  const runs: Record<'lib' | 'patched', CounterRun[]> = { lib: [], patched: [] }
+  const runs: CounterRun[] = []
   const rpcs: Record<string, RpcCounts> = {}
   const ep = ctx.endpoints[0]
   const goRuns: GoResult[] = []
   let goWhy: string | undefined
   for (let r = 0; r < shape.repeats; r++) {
-    for (const [which, make] of [['lib', libMutex], ['patched', patchedMutex]] as const) {
-      const { result: run, perOp } = await countRpcs(ep, shape.c * shape.n, () => lockCounter(ctx.client, make, ctx.prefix(`${shape.label}-${which}`), shape.c, shape.n))
-      rpcs[which] = perOp
-      if (run.counter !== shape.c * shape.n) throw new Error(`${shape.label} ${which}: counter ${run.counter}, expected ${shape.c * shape.n} (mutual exclusion broken)`)
-      runs[which].push(run)
-    }
+    const { result: run, perOp } = await countRpcs(ep, shape.c * shape.n, () => lockCounter(ctx.client, libMutex, ctx.prefix(shape.label), shape.c, shape.n))
+    rpcs.lib = perOp
+    if (run.counter !== shape.c * shape.n) throw new Error(`${shape.label}: counter ${run.counter}, expected ${shape.c * shape.n} (mutual exclusion broken)`)
+    runs.push(run)
     const { result: go, perOp: goRpcs } = await countRpcs(ep, shape.c * shape.n, () => runGo(ctx, ['-scenario', 'lock-contended', '-c', String(shape.c), '-n', String(shape.n)]))
     if (go.result) rpcs.go = goRpcs
     if (go.result) {
@@ -43,8 +37,7 @@ async function measure(ctx: BenchContext, shape: Shape) {
     const m = median(rs.map((r) => r.perSecond))
     return rs.find((r) => r.perSecond === m)!
   }
-  const lib = pick(runs.lib)
-  const patched = pick(runs.patched)
+  const lib = pick(runs)
   const go = goRuns.length ? median(goRuns.map((g) => g.ops_per_s)) : null
   const name = `${shape.label}: ${shape.c} workers x ${shape.n} lock/increment/unlock`
   const entries: Entry[] = [
@@ -53,9 +46,9 @@ async function measure(ctx: BenchContext, shape: Shape) {
   const h = (r: CounterRun) => `handoff p50 ${pct(r.handoffs, 0.5).toFixed(2)} ms / p99 ${pct(r.handoffs, 0.99).toFixed(2)} ms, Node CPU ${(r.cpuShare * 100).toFixed(0)}% of a core`
   const note =
     `${name} (median of ${shape.repeats} run${shape.repeats > 1 ? 's' : ''}): lib Mutex ${lib.perSecond.toFixed(1)}/s (${h(lib)}); ` +
-    `bench/patched Mutex ${patched.perSecond.toFixed(1)}/s (${h(patched)}); Go ${go === null ? `not measured (${goWhy})` : `${go.toFixed(1)}/s`}. ` +
-    `etcd requests per lock/increment/unlock (server metrics, incl. the counter's Range+Put): lib ${formatRpcs(rpcs.lib)}; patched ${formatRpcs(rpcs.patched)}; Go ${rpcs.go ? formatRpcs(rpcs.go) : 'n/a'}.`
-  return { entries, note, details: { lib: strip(lib), patched: strip(patched), go: goRuns, rpcsPerOp: rpcs, runs: { lib: runs.lib.map((r) => r.perSecond), patched: runs.patched.map((r) => r.perSecond) } } }
+    `Go ${go === null ? `not measured (${goWhy})` : `${go.toFixed(1)}/s`}. ` +
+    `etcd requests per lock/increment/unlock (server metrics, incl. the counter's Range+Put): lib ${formatRpcs(rpcs.lib)}; Go ${rpcs.go ? formatRpcs(rpcs.go) : 'n/a'}.`
+  return { entries, note, details: { lib: strip(lib), go: goRuns, rpcsPerOp: rpcs, runs: { lib: runs.map((r) => r.perSecond) } } }
 }
 
 function strip(r: CounterRun) {

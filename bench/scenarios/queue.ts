@@ -8,7 +8,7 @@ const BATCH = 16
 
 /**
  * Queue: 4 producers and 4 consumers (each on its own client, as the Go peer) move c*n items
- * through one queue, at least once: `receive({ max: 16 })` then `ack` of each message. Against
+ * through one queue, at least once: `receive({ max: 16 })` then one `ackMany` of the batch. Against
  * Go's recipes.Queue (Enqueue / destructive Dequeue). Checks every item arrived; duplicates
  * (at-least-once redeliveries) are counted, not hidden.
  */
@@ -18,7 +18,7 @@ export const queue: Scenario = {
     const c = 4
     const n = Math.max(50, Math.round(500 * Math.min(1, ctx.scale * 2)))
     const total = c * n
-    const label = `queue: ${c} producers, ${c} consumers, ${total} items, receive(max ${BATCH})+ack`
+    const label = `queue: ${c} producers, ${c} consumers, ${total} items, receive(max ${BATCH})+ackMany`
     const ep = ctx.endpoints[0]
     const { result: go, perOp: goRpcs } = await countRpcs(ep, total, () => runGo(ctx, ['-scenario', 'queue', '-c', String(c), '-n', String(n)]))
     const g = go.result
@@ -52,7 +52,8 @@ export const queue: Scenario = {
               throw err
             }
             receives++
-            await Promise.all(batch.map((m) => q.ack(m)))
+            const lost = (await q.ackMany(batch)).filter((e) => e !== undefined)
+            if (lost.length > 0) throw new Error(`ackMany lost ${lost.length} claims: ${lost[0]!.message}`)
             for (const m of batch) seen.set(m.value, (seen.get(m.value) ?? 0) + 1)
             if (seen.size === total) done.abort(new Error('all items received'))
           }

@@ -31,12 +31,15 @@ async function bank(
   label: string,
   c: number,
   n: number,
-  transfer: (from: string, to: string, count: () => void) => Promise<void>,
+  transfer: (pick: () => [string, string], count: () => void) => Promise<void>,
   budgetMs = Infinity,
 ): Promise<BankRun> {
   const prefix = ctx.prefix(label)
   const key = (i: number) => `${prefix}/accts/${i}`
   for (let i = 0; i < ACCOUNTS; i++) await ctx.client.put(key(i)).value('100')
+  // As the Go peer: the accounts are drawn inside the transaction body, so every attempt
+  // (retries included) transfers between a fresh random pair.
+  const pick = (): [string, string] => [key(Math.floor(Math.random() * ACCOUNTS)), key(Math.floor(Math.random() * ACCOUNTS))]
   let attempts = 0
   let failed = 0
   let done = 0
@@ -47,10 +50,8 @@ async function bank(
       for (let i = 0; i < n; i++) {
         // A peer that cannot finish in its budget is stopped and reported as such.
         if (performance.now() - t0 > budgetMs) return
-        const from = Math.floor(Math.random() * ACCOUNTS)
-        const to = Math.floor(Math.random() * ACCOUNTS)
         try {
-          await transfer(key(from), key(to), () => attempts++)
+          await transfer(pick, () => attempts++)
           done++
         } catch {
           failed++
@@ -82,11 +83,12 @@ export const stm: Scenario = {
     let why: string | undefined
     try {
       const { runSTM } = (await import('../../lib/stm.js')) as typeof import('../../lib/stm.js')
-      const measured = await countRpcs(ep, c * n, () => bank(ctx, 'stm-ours', c, n, async (fk, tk, count) => {
+      const measured = await countRpcs(ep, c * n, () => bank(ctx, 'stm-ours', c, n, async (pick, count) => {
         await runSTM(ctx.client, async (s) => {
           count()
+          const [fk, tk] = pick()
           if (fk === tk) return
-          const f = Number(await s.get(fk, tk))
+          const f = Number(await s.get(fk))
           const t = Number(await s.get(tk))
           const x = Math.floor(f / 2)
           s.put(fk, String(f - x))
@@ -101,9 +103,10 @@ export const stm: Scenario = {
       ctx.log(why)
       ours = null
     }
-    const e3 = await countRpcs(ep, c * n, () => bank(ctx, 'stm-etcd3', c, n, async (fk, tk, count) => {
+    const e3 = await countRpcs(ep, c * n, () => bank(ctx, 'stm-etcd3', c, n, async (pick, count) => {
       await ctx.client.stm({ retries: 1000, isolation: ETCD3_ISOLATION }).transact(async (tx) => {
         count()
+        const [fk, tk] = pick()
         if (fk === tk) return
         const f = Number(await tx.get(fk).string())
         const t = Number(await tx.get(tk).string())

@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto'
 import { existsSync, mkdirSync, readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { goPeerDir } from '../../test/gopeer.js'
 
 /** One JSON line printed by the Go peer. */
 export interface GoResult {
@@ -15,21 +16,19 @@ export interface GoResult {
   extra?: Record<string, number>
 }
 
-/** The Go reference peer (`/work/shared/peer-go`, or `GOPEER_DIR`), built on demand. */
+/** The Go reference peer (`GOPEER_DIR`, else `shared/peer-go` beside the repository), built on demand. */
 export interface GoPeer {
   /** Null when it can be run; otherwise why not (no Go, build failed, ...). */
   unavailable: string | null
   run(args: string[]): Promise<GoResult>
 }
 
-const DEFAULT_DIR = '/work/shared/peer-go'
-
 /**
  * Builds the Go peer into a cache directory keyed by the hash of its source (so a rebuild
  * happens only when main.go changes), using its own build.sh (Debian GOPATH build).
  */
 export function buildGoPeer(endpoints: string[], log: (m: string) => void): GoPeer {
-  const dir = process.env.GOPEER_DIR ?? DEFAULT_DIR
+  const dir = goPeerDir()
   const unavailable = (why: string): GoPeer => ({ unavailable: why, run: () => Promise.reject(new Error(why)) })
   const src = join(dir, 'main.go')
   if (!existsSync(src) || !existsSync(join(dir, 'build.sh'))) return unavailable(`Go peer sources not found in ${dir} (set GOPEER_DIR)`)

@@ -1,6 +1,6 @@
 import { Mutex, Session, type EtcdClient } from '../../lib/index.js'
 
-/** The lock interface the workloads need: lib's Mutex and the bench's patched copy both fit. */
+/** The lock interface the workloads need (lib's Mutex; any lock with lock/unlock fits). */
 export interface LockLike {
   lock(): Promise<void>
   unlock(): Promise<void>

@@ -48,7 +48,13 @@ export interface FaultOptions {
   downMs: number
   /** Pause after a member is back before the next fault, ms. */
   upMs: number
-  /** Keep cycling until this returns true (checked between faults); default: one round. */
+  /**
+   * Pause after each full round (every member restarted once), ms. etcd 3.4 resets every
+   * lease to its full TTL when leadership changes, so under non-stop restarts short leases
+   * never expire; a quiet spell longer than the TTL lets them (see docs/RELIABILITY.md).
+   */
+  quietMs?: number
+  /** Keep cycling until this returns true (checked between rounds); default: one round. */
   until?: () => boolean
   /** Called after each fault with the outage. */
   onFault?: (outage: Outage) => void
@@ -75,6 +81,7 @@ export async function cycleFaults(cluster: EtcdCluster, options: FaultOptions): 
       options.onFault?.(outage)
       await sleep(options.upMs)
     }
+    if (options.until && !options.until() && options.quietMs) await sleep(options.quietMs)
   } while (options.until && !options.until())
   return outages
 }

@@ -30,6 +30,8 @@ export interface HandoffResult {
   /** Grants whose hold overlapped a member outage window given by `duringOutage`. */
   grantsDuringOutage: number
   fencedWrites: number
+  /** Fenced writes the client applied twice (re-sent after a lost answer): see docs/RELIABILITY.md. */
+  replayedWrites: number
   /** Holds whose session reported its lease lost while holding. */
   lostHolds: number
   /** Errors the contenders got and retried after (by class). */
@@ -48,6 +50,7 @@ export async function lockHandoffs(cluster: EtcdCluster, o: { name: string; cont
   const errors: Record<string, number> = {}
   const violations: Violation[] = []
   let fencedWrites = 0
+  let replayedWrites = 0
   let lostHolds = 0
   let grantsDuringOutage = 0
   const fenceKey = `${o.name}-fence`
@@ -70,9 +73,12 @@ export async function lockHandoffs(cluster: EtcdCluster, o: { name: string; cont
             if (res.succeeded) {
               fencedWrites++
               const prev = res.results[0].range!.kvs[0]
-              if (prev && BigInt(prev.value.toString()) >= fence) {
-                violations.push({ kind: 'fence', detail: `${id} wrote fence ${fence} after fence ${prev.value} had been written` })
-              }
+              const before = prev ? BigInt(prev.value.toString()) : 0n
+              // Equal: this very write, applied twice (the client re-sent it after its first
+              // answer was lost with a stopped member); it is still this hold's. Greater: a
+              // later holder wrote first, i.e. two holders at once.
+              if (before === fence) replayedWrites++
+              if (before > fence) violations.push({ kind: 'fence', detail: `${id} wrote fence ${fence} after fence ${before} had been written` })
             }
             await sleep(Math.random() * 3)
           } finally {
@@ -94,7 +100,7 @@ export async function lockHandoffs(cluster: EtcdCluster, o: { name: string; cont
     }
   }
   await Promise.all(Array.from({ length: o.contenders }, (_, i) => contender(`c${i}`)))
-  return { handoffs: history.holds.length, grantsDuringOutage, fencedWrites, lostHolds, errors, violations: [...violations, ...history.check()] }
+  return { handoffs: history.holds.length, grantsDuringOutage, fencedWrites, replayedWrites, lostHolds, errors, violations: [...violations, ...history.check()] }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -234,9 +240,10 @@ export async function queueUnderFaults(
 
   // The consumer that dies mid-batch: a child process, SIGKILLed after acking half its batch.
   const victim = async () => {
-    while (acks < o.messages / 4 && performance.now() < deadline) await sleep(50)
+    // Started at once: a child process takes seconds to start on a loaded machine.
     const w = await Worker.start(cluster.endpoints)
     try {
+      while (acks < o.messages / 4 && performance.now() < deadline) await sleep(50)
       const got = await w.request({ op: 'receive', queue: o.name, max: o.batch, visibilityTimeout: 2 }, 'received', 30_000)
       const msgs = got.messages as { id: string; value: string; receiveCount: number }[]
       const ds = msgs.map((m) => deliver(m))
@@ -293,8 +300,14 @@ export async function queueUnderFaults(
   try {
     const ks = keyspace(client)
     for (const prefix of [`${o.name}/`, `__claims/${o.name}/`, `__receives/${o.name}/`]) {
-      const left = (await ks.range(prefix, { prefix: true, countOnly: true })).count
-      if (left !== 0n) violations.push(`${left} keys left under ${prefix}`)
+      const left = await ks.range(prefix, { prefix: true })
+      if (left.kvs.length === 0) continue
+      violations.push(`${left.kvs.length} keys left under ${prefix}`)
+      // Say why a claim is still there: its lease, and what etcd says about that lease.
+      for (const kv of left.kvs.filter((k) => k.lease !== '0').slice(0, 3)) {
+        const ttl = await client.leaseClient.leaseTimeToLive({ ID: kv.lease }).catch((err: Error) => ({ error: err.message }))
+        violations.push(`  ${kv.key} (mod ${kv.modRevision}) lease ${kv.lease}: ${JSON.stringify(ttl)}`)
+      }
     }
   } finally {
     client.close()
@@ -404,4 +417,66 @@ export async function stmBank(cluster: EtcdCluster, o: { name: string; workers: 
     admin.close()
   }
   return { transfers, attempts, snapshots, errors, violations }
+}
+
+// ---------------------------------------------------------------------------------------------
+// STM counter: does each committed transaction apply exactly once?
+
+export interface CounterResult {
+  /** runSTM calls that resolved: each applied its increment (at least) once. */
+  committed: number
+  /** runSTM calls that failed (e.g. EtcdUnavailableError): their increment may or may not have landed. */
+  failed: number
+  final: number
+  errors: Record<string, number>
+  violations: string[]
+}
+
+/**
+ * `workers` loops each add 1 to one counter with runSTM until `until()`. The final value must lie
+ * between the number of calls that resolved and that plus the number that failed (an ambiguous
+ * failure may have committed). More means some transaction was applied twice.
+ */
+export async function stmCounter(cluster: EtcdCluster, o: { name: string; workers: number; until: () => boolean }): Promise<CounterResult> {
+  const errors: Record<string, number> = {}
+  const key = `${o.name}/counter`
+  let committed = 0
+  let failed = 0
+  const worker = async () => {
+    const client = clusterClient(cluster)
+    try {
+      while (!o.until()) {
+        try {
+          await runSTM(client, async (stm) => stm.put(key, String(Number((await stm.get(key)) || '0') + 1)))
+          committed++
+        } catch (err) {
+          failed++
+          tally(errors, err)
+          await sleep(100)
+        }
+      }
+    } finally {
+      client.close()
+    }
+  }
+  await Promise.all(Array.from({ length: o.workers }, worker))
+  const admin = clusterClient(cluster)
+  let final = -1
+  try {
+    for (let attempt = 1; final < 0; attempt++) {
+      try {
+        const res = await keyspace(admin).range(key)
+        final = Number(res.kvs[0]?.value.toString() ?? '0')
+      } catch (err) {
+        if (attempt >= 20) throw err
+        await sleep(200)
+      }
+    }
+  } finally {
+    admin.close()
+  }
+  const violations: string[] = []
+  if (final < committed) violations.push(`counter is ${final} after ${committed} committed increments: an increment was lost`)
+  if (final > committed + failed) violations.push(`counter is ${final} after ${committed} committed and ${failed} failed increments: ${final - committed - failed} applied twice`)
+  return { committed, failed, final, errors, violations }
 }

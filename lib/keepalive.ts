@@ -46,6 +46,8 @@ interface Connection {
 class KeepAliveStream {
   private current?: Connection
   private readonly leases = new Map<string, LeaseState>()
+  /** Set while no session is registered but requests are unanswered (see {@link release}). */
+  private lingering?: NodeJS.Timeout
 
   constructor(private readonly client: Namespace) {}
 
@@ -58,6 +60,8 @@ class KeepAliveStream {
       this.leases.set(leaseId, state)
     }
     state.registrations.add(registration)
+    clearTimeout(this.lingering)
+    this.lingering = undefined
     return registration
   }
 
@@ -67,6 +71,16 @@ class KeepAliveStream {
     if (!state) return
     state.registrations.delete(registration)
     if ([...this.leases.values()].every((s) => s.registrations.size === 0)) {
+      // Unanswered requests keep the stream open until their replies arrive (bounded by
+      // LINGER_MS): a lease handed straight to the next session (a warm invocation) gets its
+      // renewal instead of losing it with the stream and sending another.
+      if (this.current && [...this.leases.values()].some((s) => s.inFlight.length > 0)) {
+        const conn = this.current
+        clearTimeout(this.lingering)
+        this.lingering = setTimeout(() => this.closeIdle(conn), LINGER_MS)
+        this.lingering.unref()
+        return
+      }
       if (this.current) this.drop(this.current)
       this.leases.clear()
     } else if (state.registrations.size === 0 && state.inFlight.length === 0) {
@@ -124,6 +138,16 @@ class KeepAliveStream {
     if (state.registrations.size === 0 && state.inFlight.length === 0) this.leases.delete(id)
     // A renewal counts for every session on the lease: it was renewed after `sentAt` either way.
     for (const r of [...state.registrations]) r.onReply({ sentAt: sentAt.perf, sentAtWall: sentAt.wall, ttl: Number(res.TTL) })
+    if (this.lingering && [...this.leases.values()].every((s) => s.inFlight.length === 0)) this.closeIdle(this.current!)
+  }
+
+  /** Closes a lingering stream once nobody registered again (see {@link release}). */
+  private closeIdle(conn: Connection) {
+    clearTimeout(this.lingering)
+    this.lingering = undefined
+    if (this.current !== conn || ![...this.leases.values()].every((s) => s.registrations.size === 0)) return
+    this.drop(conn)
+    this.leases.clear()
   }
 
   private clientClosed() {
@@ -141,6 +165,9 @@ class KeepAliveStream {
     conn.ready.then((s) => s.end()).catch(() => {})
   }
 }
+
+/** Longest a stream with no session stays open waiting for replies to its last requests. */
+const LINGER_MS = 1000
 
 const streams = new WeakMap<Namespace, KeepAliveStream>()
 

@@ -62,7 +62,9 @@ export class Session {
   /**
    * Grants a lease (or adopts `leaseId`) and keeps it alive. Adopting sends the first keepalive
    * without waiting for its answer, so work on the session can start in the same round trip; if
-   * the lease turns out to be gone, {@link signal} aborts.
+   * the lease turns out to be gone, {@link signal} aborts. With an `aliveUntil` showing that the
+   * lease's last keepalive was answered less than TTL/3 ago, adopting sends none until the
+   * regular TTL/3 tick is due (the lease is certainly alive until then).
    */
   static async create(client: Namespace, options: SessionOptions = {}): Promise<Session> {
     options ??= {}
@@ -73,8 +75,15 @@ export class Session {
     if (options.leaseId !== undefined) {
       const leaseId = checkLeaseId(options.leaseId)
       const known = knownUntil > sentAt
-      const session = new Session(client, leaseId, ttl, known ? knownUntil : 0, known ? sentAtWall + (knownUntil - sentAt) : 0)
-      session.start()
+      // The given bound already has the safety margin taken off: store it so that this
+      // session's aliveUntil equals it (not one margin less on every handoff).
+      const expiresAt = knownUntil + SAFETY_MARGIN_MS
+      const session = new Session(client, leaseId, ttl, known ? expiresAt : 0, known ? sentAtWall + (expiresAt - sentAt) : 0)
+      // The bound is the send time of the last answered keepalive + TTL (- margin): if that
+      // keepalive is younger than the TTL/3 keepalive interval, the lease is certainly alive and
+      // the next keepalive is due only when that interval ends (a warm reuse sends nothing).
+      const renewedAt = knownUntil + SAFETY_MARGIN_MS - ttl * 1000
+      session.start(known ? Math.max(0, Math.min(keepAliveInterval(ttl), renewedAt + keepAliveInterval(ttl) - sentAt)) : 0)
       return session
     }
     let granted
@@ -140,7 +149,8 @@ export class Session {
     }
   }
 
-  private start() {
+  /** Registers for keepalive replies; the first keepalive goes out after `firstDelay` ms. */
+  private start(firstDelay = 0) {
     const stream = keepAliveStream(this.client)
     this.registration = stream.register(this.leaseId, ({ sentAt, sentAtWall, ttl }) => {
       if (ttl > 0) {
@@ -156,15 +166,18 @@ export class Session {
     }, () => {
       this.end('closed', `session ${this.leaseHex} ended because its etcd client was closed; the lease is left to expire`)
     })
-    this.schedule(this.grantedTtl)
+    this.schedule(this.grantedTtl, firstDelay)
   }
 
-  /** Go sends a keepalive at once, then every TTL/3; a deadline check rides on the same tick. */
-  private schedule(ttl: number) {
+  /**
+   * Go sends a keepalive at once, then every TTL/3; a deadline check rides on the same tick.
+   * `firstDelay` postpones the first one (an adopted lease renewed less than TTL/3 ago).
+   */
+  private schedule(ttl: number, firstDelay = 0) {
     this.grantedTtl = ttl
     clearInterval(this.timer)
     const stream = keepAliveStream(this.client)
-    const interval = Math.max(200, Math.floor((ttl * 1000) / 3))
+    const interval = keepAliveInterval(ttl)
     // A request unanswered for a whole interval means the stream is dead: replace it.
     const silentAfterMs = Math.max(1000, interval)
     // An adopted lease's expiry is unknown until the first answer: give that answer one TTL.
@@ -179,9 +192,14 @@ export class Session {
       }
       stream.send(this.leaseId, silentAfterMs)
     }
-    tick()
-    if (this.ended) return
-    this.timer = setInterval(tick, interval)
+    const every = () => {
+      tick()
+      if (this.ended) return
+      this.timer = setInterval(tick, interval)
+      this.timer.unref()
+    }
+    if (firstDelay <= 0) return every()
+    this.timer = setTimeout(every, firstDelay)
     this.timer.unref()
   }
 
@@ -192,6 +210,11 @@ export class Session {
     if (this.registration) keepAliveStream(this.client).release(this.leaseId, this.registration)
     this.controller.abort(new LeaseLostError(this.leaseId, reason, message))
   }
+}
+
+/** Keepalive period for a TTL in seconds: TTL/3 (as Go), at least 200 ms. */
+function keepAliveInterval(ttl: number): number {
+  return Math.max(200, Math.floor((ttl * 1000) / 3))
 }
 
 function checkTtl(ttl: unknown): number {

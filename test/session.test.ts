@@ -219,6 +219,34 @@ describe('Session', () => {
     await s.close()
   })
 
+  it('a warm handoff within TTL/3 of the last renewal sends no keepalive, and the bound does not shrink per handoff', async () => {
+    const client = etcd.newClient()
+    const { keepAliveStream } = await import('../lib/keepalive.js')
+    const send = vi.spyOn(keepAliveStream(client), 'send')
+    let s = await Session.create(client, { ttl: 9 })
+    for (let i = 0; i < 50 && s.aliveUntil === 0; i++) await sleep(20) // first answer in
+    const first = s.aliveUntil
+    send.mockClear()
+    for (let i = 0; i < 20; i++) {
+      const bound = s.aliveUntil
+      s.orphan()
+      s = await Session.create(client, { leaseId: s.leaseId, ttl: 9, aliveUntil: bound })
+      // Equal but for the wall clock's whole milliseconds (the bound also follows Date.now()).
+      expect(s.aliveUntil).toBeGreaterThan(bound - 1.5)
+      expect(s.aliveUntil).toBeLessThanOrEqual(bound)
+    }
+    expect(s.aliveUntil).toBeGreaterThan(first - 30)
+    expect(send).not.toHaveBeenCalled()
+    expect(await serverTtl(s.leaseId)).toBeGreaterThan(0)
+    // Past TTL/3 since the renewal, the adopted session's tick sends one and the bound moves on.
+    await sleep(3_300)
+    expect(send).toHaveBeenCalled()
+    for (let i = 0; i < 50 && s.aliveUntil <= first + 2_000; i++) await sleep(20)
+    expect(s.aliveUntil).toBeGreaterThan(first + 2_000)
+    await s.close()
+    client.close()
+  })
+
   it('all sessions of a client share one keepalive stream', async () => {
     const client = etcd.newClient()
     const opened = vi.spyOn(client.leaseClient, 'leaseKeepAlive')

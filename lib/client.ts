@@ -90,6 +90,11 @@ function readPem(path: { value: string; setting: string } | undefined): Buffer |
   }
 }
 
+/** Whether a failed call certainly never left this process (no connection could be made). */
+export function neverSent(err: Error): boolean {
+  return isRecoverableError(err) && /No connection established|ECONNREFUSED|ENOTFOUND|EHOSTUNREACH|Name resolution failed/i.test(err.message)
+}
+
 /** Turns options + environment into `etcd3` options; throws {@link ConfigurationError} on bad settings. */
 export function resolveClientOptions(options: ClientOptions = {}): { etcd: IOptions; namespace: string } {
   const env = options.env ?? process.env
@@ -143,9 +148,11 @@ export function resolveClientOptions(options: ClientOptions = {}): { etcd: IOpti
     defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + callTimeoutMs }),
     faultHandling: {
       // etcd3's default per-host breaker turns one failure into 5 s of instant errors. We keep
-      // no breaker; a failed call is retried once, on another member when there is one.
+      // no breaker. A failed call is retried once (on another member when there is one) only
+      // if it never reached etcd: a write whose answer was lost may have been applied, and
+      // sending it again would apply it twice (Go retries mutations on the same condition).
       host: () => noop,
-      global: retry(handleWhen(isRecoverableError), { maxAttempts: 1, backoff: new ConstantBackoff(50) }),
+      global: retry(handleWhen(neverSent), { maxAttempts: 1, backoff: new ConstantBackoff(50) }),
       // etcd3 calls next() on this itself; its typings predate cockatiel 3's backoff factories.
       watchBackoff: new ConstantBackoff(250) as unknown as IBackoff<unknown>,
     },

@@ -1,5 +1,5 @@
 import { InvalidArgumentError, SessionExpiredError, TooManyClientsError } from './errors.js'
-import { checkName, keyspace, type Keyspace } from './kv.js'
+import { IDEMPOTENT, checkName, keyspace, type Keyspace } from './kv.js'
 import type { WaitOptions } from './mutex.js'
 import type { Session } from './session.js'
 import { waitDelete, waitFor, whileOwnKeyLives } from './wait.js'
@@ -173,7 +173,7 @@ export class DoubleBarrier {
 
   /** Deletes our waiter key if it is still ours (fenced by create revision). */
   private async removeKey() {
-    await this.ks.txn([this.ks.compare(this.myKey, 'Create', '==', this.myRev)], [this.ks.delete(this.myKey)])
+    await this.ks.txn([this.ks.compare(this.myKey, 'Create', '==', this.myRev)], [this.ks.delete(this.myKey)], [], IDEMPOTENT)
   }
 
   /** After a failed enter/leave: remove our key (best effort; an expired one is gone already). */

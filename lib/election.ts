@@ -1,5 +1,5 @@
 import { InvalidArgumentError, NoLeaderError, NotLeaderError, SessionExpiredError, WatchLostError } from './errors.js'
-import { checkName, checkValue, keyspace, type Compare, type KeyValue, type Keyspace } from './kv.js'
+import { IDEMPOTENT, checkName, checkValue, keyspace, type Compare, type KeyValue, type Keyspace } from './kv.js'
 import type { WaitOptions } from './mutex.js'
 import type { Session } from './session.js'
 import { waitDeletes, waitFor, whileOwnKeyLives } from './wait.js'
@@ -130,7 +130,7 @@ export class Election {
         return { elected: true, leader: { ...toLeader(attempt.leader!), value: proposal.toString() } }
       }
       // An existing key is this session's place in the queue through another Election object: keep it.
-      if (attempt.created) await this.ks.txn([this.isLeader()], [this.ks.delete(this.myKey)])
+      if (attempt.created) await this.ks.txn([this.isLeader()], [this.ks.delete(this.myKey)], [], IDEMPOTENT)
       this.reset()
       return { elected: false, leader: toLeader(attempt.leader!) }
     } finally {
@@ -148,7 +148,7 @@ export class Election {
     if (!this.candidate) {
       throw new NotLeaderError(`election ${JSON.stringify(this.name)}: proclaim() needs a candidacy; campaign() first`)
     }
-    const res = await this.ks.txn([this.isLeader()], [this.ks.put(this.myKey, proposal, this.session.leaseId)])
+    const res = await this.ks.txn([this.isLeader()], [this.ks.put(this.myKey, proposal, this.session.leaseId)], [], IDEMPOTENT)
     if (!res.succeeded) {
       const key = this.myKey
       this.reset()
@@ -163,7 +163,7 @@ export class Election {
     const key = this.myKey
     // As Go: forget the candidacy even if the delete fails; the lease still ends it eventually.
     this.reset()
-    await this.ks.txn([guard], [this.ks.delete(key)])
+    await this.ks.txn([guard], [this.ks.delete(key)], [], IDEMPOTENT)
   }
 
   /** The current leader (lowest create revision under `<name>/`); throws {@link NoLeaderError} when there is none. */
@@ -281,7 +281,7 @@ export class Election {
   /** After a failed campaign: remove our key (if it is still ours) and forget it. */
   private async abandon(cause: unknown) {
     if (this.candidate && !(cause instanceof SessionExpiredError)) {
-      await this.ks.txn([this.isLeader()], [this.ks.delete(this.myKey)]).catch(() => {})
+      await this.ks.txn([this.isLeader()], [this.ks.delete(this.myKey)], [], IDEMPOTENT).catch(() => {})
     }
     this.reset()
   }

@@ -85,6 +85,9 @@ export function toKeyValue(kv: IKeyValue, key: string): KeyValue {
   }
 }
 
+/** Txn option: safe to send again when its answer is lost (a second application changes nothing). */
+export const IDEMPOTENT = { idempotent: true } as const
+
 /** Largest value etcd accepts in one request by default (1.5 MiB) minus room for the key. */
 export const MAX_VALUE_BYTES = 1_500_000
 
@@ -123,7 +126,7 @@ export function toTypedError(err: unknown, what: string): Error {
     return new InvalidArgumentError(`${what}: the request is too large for etcd (default limit ~1.5 MiB, --max-request-bytes): write less per request`, { cause: err })
   }
   if (err instanceof GRPCDeadlineExceededError || (err instanceof Error && isRecoverableError(err))) {
-    return new EtcdUnavailableError(`${what}: etcd did not answer (${(err as Error).message}); check ETCD_ENDPOINTS and that the cluster has quorum`, { cause: err })
+    return new EtcdUnavailableError(`${what}: etcd did not answer (${(err as Error).message}); a write may or may not have been applied. Check ETCD_ENDPOINTS and that the cluster has quorum`, { cause: err })
   }
   return err instanceof Error ? err : new Error(String(err))
 }
@@ -167,21 +170,31 @@ export class Keyspace {
   }
 
   /** One Txn RPC. */
-  async txn(compare: Compare[], success: Op[], failure: Op[] = []): Promise<TxnResult> {
+  async txn(compare: Compare[], success: Op[], failure: Op[] = [], options: { idempotent?: boolean } = {}): Promise<TxnResult> {
+    const request = { compare, success, failure }
     let res: ITxnResponse
     try {
-      res = await this.client.kv.txn({ compare, success, failure })
+      res = await this.client.kv.txn(request).catch((err: Error) => {
+        // Only a Txn whose second application changes nothing (e.g. a delete fenced by create
+        // revision) is sent again after an answer was lost: any other write could apply twice.
+        if (!options.idempotent || !isRecoverableError(err)) throw err
+        return this.client.kv.txn(request)
+      })
     } catch (err) {
       throw toTypedError(err, 'etcd txn')
     }
     return { succeeded: res.succeeded, revision: BigInt(res.header.revision), results: res.responses.map((r) => this.opResult(r)) }
   }
 
-  /** One Range RPC. */
+  /** One Range RPC (sent a second time if the first failed in transit: reads are safe to repeat). */
   async range(key: string, options: RangeOptions = {}): Promise<RangeResult> {
+    const request = this.rangeRequest(key, options)
     let res: IRangeResponse
     try {
-      res = await this.client.kv.range(this.rangeRequest(key, options))
+      res = await this.client.kv.range(request).catch((err: Error) => {
+        if (!isRecoverableError(err)) throw err
+        return this.client.kv.range(request)
+      })
     } catch (err) {
       throw toTypedError(err, `etcd range ${JSON.stringify(key)}`)
     }

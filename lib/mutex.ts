@@ -1,6 +1,6 @@
 import type { ComparatorBuilder, ICompare } from 'etcd3'
 import { InvalidArgumentError, LockedError, LockReleasedError, SessionExpiredError } from './errors.js'
-import { checkName, keyspace, type KeyValue, type Keyspace } from './kv.js'
+import { IDEMPOTENT, checkName, keyspace, type KeyValue, type Keyspace } from './kv.js'
 import type { Session } from './session.js'
 import { waitGone, whileOwnKeyLives } from './wait.js'
 
@@ -71,7 +71,8 @@ export class Mutex {
     this.begin('lock')
     try {
       signal?.throwIfAborted()
-      const attempt = await this.tryAcquire()
+      // A replayed acquire finds our own key and keeps its place: safe to resend for lock().
+      const attempt = await this.tryAcquire(IDEMPOTENT)
       if (attempt.held) return this.granted(attempt.revision)
       options.onWaiting?.()
       try {
@@ -93,7 +94,7 @@ export class Mutex {
       if (attempt.held) return this.granted(attempt.revision)
       // Delete only a key this call created: an existing one is this session's place in the
       // queue through another Mutex object (Go deletes it anyway).
-      if (attempt.created) await this.ks.txn([this.ks.compare(this.myKey, 'Create', '==', this.myRev)], [this.ks.delete(this.myKey)])
+      if (attempt.created) await this.ks.txn([this.ks.compare(this.myKey, 'Create', '==', this.myRev)], [this.ks.delete(this.myKey)], [], IDEMPOTENT)
       this.reset()
       throw new LockedError(`lock ${JSON.stringify(this.name)} is held by another session`)
     } finally {
@@ -106,7 +107,7 @@ export class Mutex {
     this.assertHeld('unlock')
     const key = this.myKey
     const rev = this.myRev
-    await this.ks.txn([this.ks.compare(key, 'Create', '==', rev)], [this.ks.delete(key)])
+    await this.ks.txn([this.ks.compare(key, 'Create', '==', rev)], [this.ks.delete(key)], [], IDEMPOTENT)
     this.reset()
   }
 
@@ -128,7 +129,7 @@ export class Mutex {
    * One Txn: create my key if absent, and in the same round trip read the current owner and
    * the two youngest keys (ours and, when we must wait, the predecessor to watch).
    */
-  private async tryAcquire() {
+  private async tryAcquire(txnOptions: { idempotent?: boolean } = {}) {
     this.session.signal.throwIfAborted()
     const key = `${this.prefix}${this.session.leaseHex}`
     const owner = this.ks.get(this.prefix, { prefix: true, sort: ['Create', 'Ascend'], limit: 1 })
@@ -137,6 +138,7 @@ export class Mutex {
       [this.ks.compare(key, 'Create', '==', 0)],
       [this.ks.put(key, '', this.session.leaseId), owner, youngest],
       [this.ks.get(key), owner, youngest],
+      txnOptions,
     )
     this.myKey = key
     this.myRev = res.succeeded ? res.revision : res.results[0].range!.kvs[0].createRevision
@@ -175,7 +177,7 @@ export class Mutex {
   /** After a failed wait: remove our waiter key (if it is still ours) and forget it. */
   private async abandon(cause: unknown) {
     if (!(cause instanceof SessionExpiredError)) {
-      await this.ks.txn([this.ks.compare(this.myKey, 'Create', '==', this.myRev)], [this.ks.delete(this.myKey)]).catch(() => {})
+      await this.ks.txn([this.ks.compare(this.myKey, 'Create', '==', this.myRev)], [this.ks.delete(this.myKey)], [], IDEMPOTENT).catch(() => {})
     }
     this.reset()
   }

@@ -1,6 +1,6 @@
 import type { ComparatorBuilder } from 'etcd3'
 import { InvalidArgumentError, KeyExistsError, LockedError, LockReleasedError, SessionExpiredError } from './errors.js'
-import { checkName, keyspace, prefixEnd, type Compare, type Keyspace } from './kv.js'
+import { IDEMPOTENT, checkName, keyspace, prefixEnd, type Compare, type Keyspace } from './kv.js'
 import type { LockOptions } from './mutex.js'
 import type { Session } from './session.js'
 import { waitDeletes, whileOwnKeyLives } from './wait.js'
@@ -207,7 +207,7 @@ export class RWMutex {
   /** After a failed wait: remove our waiter key (if it is still ours) and forget it. */
   private async abandon(cause: unknown) {
     if (!(cause instanceof SessionExpiredError)) {
-      await this.ks.txn([this.isOwner()], [this.ks.delete(this.myKey)]).catch(() => {})
+      await this.ks.txn([this.isOwner()], [this.ks.delete(this.myKey)], [], IDEMPOTENT).catch(() => {})
     }
     this.reset()
   }
@@ -218,7 +218,7 @@ export class RWMutex {
       const hint = this.myMode ? `it is held for ${this.myMode}ing; call ${this.myMode === 'read' ? 'rUnlock' : 'unlock'}()` : `it is not held; call ${mode === 'read' ? 'rLock' : 'lock'}() first`
       throw new LockReleasedError(`RWMutex ${JSON.stringify(this.name)}: ${op}() but ${hint}`)
     }
-    await this.ks.txn([this.isOwner()], [this.ks.delete(this.myKey)])
+    await this.ks.txn([this.isOwner()], [this.ks.delete(this.myKey)], [], IDEMPOTENT)
     this.reset()
   }
 

@@ -85,7 +85,14 @@ export async function lockHandoffs(cluster: EtcdCluster, o: { name: string; cont
             const lost = session.signal.aborted
             if (lost) lostHolds++
             history.release(id, { lost })
-            await mutex.unlock().catch((err) => tally(errors, err))
+            await mutex.unlock().catch(async (err) => {
+              // Unknown whether the key went: end the session (revoke, or let the lease run
+              // out) so the next hold is a new contender, never this one's key again.
+              tally(errors, err)
+              const stale = session
+              session = undefined
+              await stale?.close().catch(() => stale.orphan())
+            })
           }
         } catch (err) {
           tally(errors, err)

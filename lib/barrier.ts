@@ -1,4 +1,5 @@
 import type { Namespace } from 'etcd3'
+import { checkClient, checkOptions } from './check.js'
 import { KeyExistsError } from './errors.js'
 import { checkName, keyspace, type Keyspace } from './kv.js'
 import type { WaitOptions } from './mutex.js'
@@ -22,6 +23,7 @@ export class Barrier {
     /** The barrier key. */
     readonly name: string,
   ) {
+    checkClient(client, 'Barrier')
     checkName(name, 'Barrier name')
     this.ks = keyspace(client)
   }
@@ -53,8 +55,8 @@ export class Barrier {
    * Rejects with the signal's reason on abort, or `WatchLostError` if the watch ends early
    * (never a false success).
    */
-  async wait(options: WaitOptions = {}): Promise<void> {
-    const { signal } = options
+  async wait(options?: WaitOptions): Promise<void> {
+    const { signal } = checkOptions(options, 'Barrier.wait')
     signal?.throwIfAborted()
     // Exact key, not a prefix: `<name>-0` must not hold up waiters of `<name>`.
     const now = await this.ks.range(this.name, { countOnly: true })

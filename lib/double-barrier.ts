@@ -1,3 +1,4 @@
+import { checkOptions, checkSession } from './check.js'
 import { InvalidArgumentError, SessionExpiredError, TooManyClientsError } from './errors.js'
 import { IDEMPOTENT, checkName, keyspace, type Keyspace } from './kv.js'
 import type { WaitOptions } from './mutex.js'
@@ -31,6 +32,7 @@ export class DoubleBarrier {
     /** How many participants the barrier waits for (a whole number >= 1). */
     readonly count: number,
   ) {
+    checkSession(session, 'DoubleBarrier')
     checkName(name, 'DoubleBarrier name')
     if (typeof count !== 'number' || !Number.isSafeInteger(count) || count < 1) {
       throw new InvalidArgumentError(`DoubleBarrier count must be a whole number >= 1, got ${String(count)}`)
@@ -58,8 +60,8 @@ export class DoubleBarrier {
    * {@link SessionExpiredError} if the session's lease ends while waiting. On abort, removes the
    * waiter key and rejects with the signal's reason.
    */
-  async enter(options: WaitOptions = {}): Promise<void> {
-    const { signal } = options
+  async enter(options?: WaitOptions): Promise<void> {
+    const { signal } = checkOptions(options, 'DoubleBarrier.enter')
     this.begin('enter')
     try {
       if (this.myKey !== '') throw new InvalidArgumentError(`DoubleBarrier ${JSON.stringify(this.name)}: enter() twice; leave() first`)
@@ -85,8 +87,8 @@ export class DoubleBarrier {
    * participant with the oldest key leaves last and deletes `/ready`. On abort, removes the
    * waiter key (the others are not held up) and rejects with the signal's reason.
    */
-  async leave(options: WaitOptions = {}): Promise<void> {
-    const { signal } = options
+  async leave(options?: WaitOptions): Promise<void> {
+    const { signal } = checkOptions(options, 'DoubleBarrier.leave')
     this.begin('leave')
     try {
       if (this.myKey === '') throw new InvalidArgumentError(`DoubleBarrier ${JSON.stringify(this.name)}: leave() without a successful enter(); call enter() first`)

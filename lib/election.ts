@@ -1,3 +1,4 @@
+import { checkOptions, checkSession } from './check.js'
 import { InvalidArgumentError, NoLeaderError, NotLeaderError, SessionExpiredError, WatchLostError } from './errors.js'
 import { IDEMPOTENT, checkName, checkValue, keyspace, type Compare, type KeyValue, type Keyspace } from './kv.js'
 import type { WaitOptions } from './mutex.js'
@@ -43,6 +44,7 @@ export class Election {
     /** The election name; candidate keys live under `<name>/`. */
     readonly name: string,
   ) {
+    checkSession(session, 'Election')
     checkName(name, 'Election name')
     this.ks = keyspace(session.client)
     this.prefix = `${name}/`
@@ -90,9 +92,9 @@ export class Election {
    * Rejects with {@link SessionExpiredError} if the key vanishes while waiting (Go would report
    * success here) and, when `signal` aborts, removes the key and rejects with its reason.
    */
-  async campaign(value: string | Buffer, options: WaitOptions = {}): Promise<void> {
+  async campaign(value: string | Buffer, options?: WaitOptions): Promise<void> {
     const proposal = checkValue(value, 'campaign value')
-    const { signal } = options
+    const { signal } = checkOptions(options, 'Election.campaign')
     this.begin('campaign')
     try {
       signal?.throwIfAborted()
@@ -181,8 +183,8 @@ export class Election {
    * compaction (the watches restart from a fresh read). Ends when `signal` aborts or the
    * consumer stops iterating.
    */
-  observe(options: WaitOptions = {}): AsyncIterable<Leader> {
-    return this.observeLoop(options.signal)
+  observe(options?: WaitOptions): AsyncIterable<Leader> {
+    return this.observeLoop(checkOptions(options, 'Election.observe').signal)
   }
 
   /** A compare that holds while this candidacy's key is current: guard writes with it (Go's `Rev`-based fencing). */

@@ -1,4 +1,5 @@
 import type { ComparatorBuilder, ICompare } from 'etcd3'
+import { checkOptions, checkSession } from './check.js'
 import { InvalidArgumentError, LockedError, LockReleasedError, SessionExpiredError } from './errors.js'
 import { IDEMPOTENT, checkName, keyspace, type KeyValue, type Keyspace } from './kv.js'
 import type { Session } from './session.js'
@@ -35,6 +36,7 @@ export class Mutex {
     /** The lock name; keys live under `<name>/`. */
     readonly name: string,
   ) {
+    checkSession(session, 'Mutex')
     checkName(name, 'Mutex name')
     this.ks = keyspace(session.client)
     this.prefix = `${name}/`
@@ -66,15 +68,15 @@ export class Mutex {
   }
 
   /** Blocks until the lock is held. FIFO by create revision; one round trip when uncontended. */
-  async lock(options: LockOptions = {}): Promise<void> {
-    const { signal } = options
+  async lock(options?: LockOptions): Promise<void> {
+    const { signal, onWaiting } = checkOptions(options, 'Mutex.lock')
     this.begin('lock')
     try {
       signal?.throwIfAborted()
       // A replayed acquire finds our own key and keeps its place: safe to resend for lock().
       const attempt = await this.tryAcquire(IDEMPOTENT)
       if (attempt.held) return this.granted(attempt.revision)
-      options.onWaiting?.()
+      onWaiting?.()
       try {
         this.granted(await this.waitTurn(attempt.predecessor, attempt.revision, signal))
       } catch (err) {

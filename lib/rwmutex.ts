@@ -1,4 +1,5 @@
 import type { ComparatorBuilder } from 'etcd3'
+import { checkOptions, checkSession } from './check.js'
 import { InvalidArgumentError, KeyExistsError, LockedError, LockReleasedError, SessionExpiredError } from './errors.js'
 import { IDEMPOTENT, checkName, keyspace, prefixEnd, type Compare, type Keyspace } from './kv.js'
 import type { LockOptions } from './mutex.js'
@@ -44,6 +45,7 @@ export class RWMutex {
     /** The lock name; keys live under `<name>/read/` and `<name>/write/`. */
     readonly name: string,
   ) {
+    checkSession(session, 'RWMutex')
     checkName(name, 'RWMutex name')
     this.ks = keyspace(session.client)
     this.prefix = `${name}/`
@@ -75,13 +77,13 @@ export class RWMutex {
   }
 
   /** Blocks until held for reading: waits only for writers that queued earlier. */
-  rLock(options: LockOptions = {}): Promise<void> {
-    return this.acquire('read', options)
+  rLock(options?: LockOptions): Promise<void> {
+    return this.acquire('read', checkOptions(options, 'RWMutex.rLock'))
   }
 
   /** Blocks until held for writing: waits for every reader and writer that queued earlier. */
-  lock(options: LockOptions = {}): Promise<void> {
-    return this.acquire('write', options)
+  lock(options?: LockOptions): Promise<void> {
+    return this.acquire('write', checkOptions(options, 'RWMutex.lock'))
   }
 
   /** Takes a read hold if no writer holds or waits, else throws {@link LockedError}; leaves no key behind. */

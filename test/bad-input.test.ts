@@ -117,6 +117,19 @@ function rows(): Row[] {
     ]),
 
     // Mutex / RWMutex methods
+    // Wrong kinds of argument: a typed error naming what was expected, not a TypeError
+    ['Mutex: null session', () => new Mutex(any(null), 'm-bad'), InvalidArgumentError, /needs a Session/],
+    ['RWMutex: a client instead of a session', () => new RWMutex(any(client), 'rw-bad'), InvalidArgumentError, /needs a Session/],
+    ['Election: undefined session', () => new Election(any(undefined), 'e-bad'), InvalidArgumentError, /needs a Session/],
+    ['DoubleBarrier: string session', () => new DoubleBarrier(any('s'), 'db-bad', 2), InvalidArgumentError, /needs a Session/],
+    ['Barrier: null client', () => new Barrier(any(null), 'b-bad'), InvalidArgumentError, /needs an etcd client/],
+    ['Mutex lock: null options', () => new Mutex(session, 'm-bad').lock(any(null)), InvalidArgumentError, /options must be an object/],
+    ['Mutex lock: signal is not an AbortSignal', () => new Mutex(session, 'm-bad').lock({ signal: any({ aborted: false }) }), InvalidArgumentError, /AbortSignal/],
+    ['RWMutex rLock: signal is a number', () => new RWMutex(session, 'rw-bad').rLock({ signal: any(5) }), InvalidArgumentError, /AbortSignal/],
+    ['Election campaign: options is a string', () => new Election(session, 'e-bad').campaign('v', any('fast')), InvalidArgumentError, /options must be an object/],
+    ['Election observe: signal is a string', () => new Election(session, 'e-bad').observe({ signal: any('x') }), InvalidArgumentError, /AbortSignal/],
+    ['Barrier wait: null options', () => new Barrier(client, 'b-bad').wait(any(null)), InvalidArgumentError, /options must be an object/],
+    ['DoubleBarrier enter: null options', () => new DoubleBarrier(session, 'db-bad', 2).enter(any(null)), InvalidArgumentError, /options must be an object/],
     ['Mutex unlock without lock', () => new Mutex(session, 'm-bad').unlock(), LockReleasedError, /lock\(\) first/],
     ['Mutex fence without lock', () => new Mutex(session, 'm-bad').fence, LockReleasedError, /fence/],
     ['Mutex fenced() without lock', () => new Mutex(session, 'm-bad').fenced(), LockReleasedError, /fenced/],

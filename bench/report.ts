@@ -98,6 +98,7 @@ export function writeReport(dir: string, r: Report): string[] {
   lines.push('| scenario | metric | ours | peer | peer value | ratio | target | met |', '|---|---|---:|---|---:|---:|---|---|')
   for (const e of entries) lines.push(`| ${e.name} | ${e.metric} | ${fmt(e.ours)} | ${e.peer} | ${fmt(e.peerValue)} | ${fmt(e.ratio)} | ${e.target} | ${met(e)} |`)
   lines.push('')
+  lines.push(...beforeAfter(entries))
   const missing = entries.filter((e) => e.note)
   if (missing.length) {
     lines.push('Not measured / remarks:', '')
@@ -115,6 +116,32 @@ export function writeReport(dir: string, r: Report): string[] {
   const md = join(dir, 'BENCHMARKS.md')
   writeFileSync(md, lines.join('\n') + '\n')
   return [md, json]
+}
+
+/**
+ * Every targeted row beside the previous published run (bench/baseline.json: its source says
+ * which run and what changed since), so a change shows as before/after on the same scenario.
+ */
+function beforeAfter(entries: Entry[]): string[] {
+  const baseline = JSON.parse(readFileSync(join(root, 'bench', 'baseline.json'), 'utf8')) as { source: string; entries: Entry[] }
+  const rows: string[] = []
+  for (const e of entries) {
+    if (e.target === 'reported') continue
+    const b = baseline.entries.find((x) => x.name === e.name && x.metric === e.metric && x.peer === e.peer)
+    if (!b) continue
+    rows.push(`| ${e.name} | ${e.metric} | ${e.peer} | ${fmt(b.ours)} | ${fmt(b.ratio)} | ${fmt(e.ours)} | ${fmt(e.ratio)} | ${e.target} | ${met(e)} |`)
+  }
+  if (rows.length === 0) return []
+  return [
+    '### Before / after',
+    '',
+    `Before: ${baseline.source}. After: this run. Each run measures its peer again, so compare the ratios.`,
+    '',
+    '| scenario | metric | vs | before (ours) | before ratio | now (ours) | now ratio | target | met now |',
+    '|---|---|---|---:|---:|---:|---:|---|---|',
+    ...rows,
+    '',
+  ]
 }
 
 /** The analysis of where handoff time goes; the numbers come from this run. */

@@ -85,8 +85,9 @@ export const stm: Scenario = {
     let why: string | undefined
     try {
       const { runSTM } = (await import('../../lib/stm.js')) as typeof import('../../lib/stm.js')
-      // Warm-up (JIT), as the latency scenarios have: the first run of a code path is slower.
-      await bank(ctx, 'stm-warm', c, 10, async (pick) => {
+      // Warm-up (JIT, connections), as the latency scenarios have: measured, a first full-size
+      // run came out up to 2x slower than the next, which would favour whatever runs later.
+      await bank(ctx, 'stm-warm', c, n, async (pick) => {
         await runSTM(ctx.client, async (s) => {
           const [fk, tk] = pick()
           if (fk !== tk) s.put(fk, String(Number(await s.get(fk)) + Number(await s.get(tk)) * 0))

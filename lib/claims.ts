@@ -537,7 +537,9 @@ export abstract class ClaimQueue {
     const batch = batches.get(r.leaseId)
     if (!batch || !batch.open.delete(r.key) || batch.open.size > 0) return
     batches.delete(r.leaseId)
-    await this.revoke(r.leaseId)
+    // The settle itself succeeded: a failed revoke must not turn it into an error (the lease
+    // holds none of our markers any more and expires after the visibility timeout).
+    await this.revoke(r.leaseId).catch(() => {})
   }
 
   private checkReceive(options: ReceiveOptions): CheckedReceive {

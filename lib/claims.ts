@@ -1,4 +1,5 @@
 import type { Namespace } from 'etcd3'
+import { checkClient, checkOptions } from './check.js'
 import { ClaimLostError, InvalidArgumentError } from './errors.js'
 import { checkName, keyspace, toTypedError, type Compare, type KeyValue, type Keyspace, type Op, type SortTarget, type TxnResult } from './kv.js'
 import type { Session } from './session.js'
@@ -173,6 +174,7 @@ export abstract class ClaimQueue {
     options: DeadLetterOptions,
     what: string,
   ) {
+    checkClient(client, what)
     checkName(name, `${what} name`)
     this.ks = keyspace(client)
     this.prefix = `${name}/`
@@ -200,8 +202,8 @@ export abstract class ClaimQueue {
    * and it wakes only for this queue's keys. The item is gone once returned: a crash before it
    * is processed loses it (use `receive` for at-least-once).
    */
-  async dequeue(options: DequeueOptions = {}): Promise<string> {
-    const { signal } = options
+  async dequeue(options?: DequeueOptions): Promise<string> {
+    const { signal } = checkOptions(options, 'dequeue')
     for (;;) {
       signal?.throwIfAborted()
       const view = await this.scan(1)
@@ -225,9 +227,10 @@ export abstract class ClaimQueue {
    * not all race for the same first key. Messages received `maxReceives` times go to the
    * dead-letter queue instead of being returned.
    */
-  async receive(options: ReceiveOptions = {}): Promise<Message[]> {
-    const o = this.checkReceive(options)
-    const { signal } = options
+  async receive(options?: ReceiveOptions): Promise<Message[]> {
+    const given = checkOptions(options, 'receive')
+    const o = this.checkReceive(given)
+    const { signal } = given
     signal?.throwIfAborted()
     o.session?.signal.throwIfAborted()
     let lease: ClaimLease | undefined
@@ -321,9 +324,9 @@ export abstract class ClaimQueue {
    * marker moves to a lease of that TTL). The receive count is kept. Throws
    * {@link ClaimLostError} when the claim is no longer this receipt's.
    */
-  async nack(message: Message | string, options: NackOptions = {}): Promise<void> {
+  async nack(message: Message | string, options?: NackOptions): Promise<void> {
     const r = this.receipt(message)
-    const delay = checkSeconds(options.delay ?? 0, 'nack delay', 0)
+    const delay = checkSeconds(checkOptions(options, 'nack').delay ?? 0, 'nack delay', 0)
     const marker = receiptMarker(r)
     const hold = delay > 0 ? await this.grant(delay) : undefined
     const res = await this.ks.txn(this.ownClaim(r), [hold ? this.ks.put(marker, '', hold) : this.ks.delete(marker)], this.claimState(r))

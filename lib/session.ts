@@ -1,4 +1,5 @@
 import type { Namespace } from 'etcd3'
+import { checkClient, checkOptions } from './check.js'
 import { InvalidArgumentError, LeaseLostError, type LeaseLossCause } from './errors.js'
 import { keepAliveStream, type Registration } from './keepalive.js'
 import { toTypedError } from './kv.js'
@@ -66,8 +67,9 @@ export class Session {
    * lease's last keepalive was answered less than TTL/3 ago, adopting sends none until the
    * regular TTL/3 tick is due (the lease is certainly alive until then).
    */
-  static async create(client: Namespace, options: SessionOptions = {}): Promise<Session> {
-    options ??= {}
+  static async create(client: Namespace, options?: SessionOptions): Promise<Session> {
+    checkClient(client, 'Session.create')
+    options = checkOptions(options, 'Session.create')
     const ttl = checkTtl(options.ttl)
     const knownUntil = checkAliveUntil(options.aliveUntil, options.leaseId)
     const sentAt = performance.now()

@@ -1,4 +1,5 @@
 import type { Namespace } from 'etcd3'
+import { checkClient, checkOptions } from './check.js'
 import { ConflictError, InvalidArgumentError } from './errors.js'
 import { checkName, checkValue, keyspace, type Compare, type KeyValue, type Keyspace, type Op, type RangeOptions } from './kv.js'
 
@@ -83,7 +84,9 @@ export interface STMResult<T> {
  * revision yet is retried as a linearizable read (Go fails); `maxAttempts` and `signal` bound the
  * retries (Go has neither); a failed read aborts even if `apply` catches it (as Go's panic does).
  */
-export async function runSTM<T>(client: Namespace, apply: (stm: STM) => T | Promise<T>, options: STMOptions = {}): Promise<STMResult<T>> {
+export async function runSTM<T>(client: Namespace, apply: (stm: STM) => T | Promise<T>, options?: STMOptions): Promise<STMResult<T>> {
+  checkClient(client, 'runSTM')
+  options = checkOptions(options, 'runSTM')
   if (typeof apply !== 'function') throw new InvalidArgumentError(`runSTM: apply must be a function, got ${typeof apply}`)
   const isolation = checkIsolation(options.isolation)
   const maxAttempts = checkMaxAttempts(options.maxAttempts)

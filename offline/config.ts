@@ -1,7 +1,9 @@
 // The parts of the Serverless Framework (osls 4 / Serverless v3) plugin API the plugin uses, the
 // JSON schemas it registers, and the reading of `custom.etcd` and `etcdQueue` events.
 import { InvalidArgumentError } from '../lib/errors.js'
-import type { QueueSubscription } from './dispatcher.js'
+import type { EtcdQueueEvent, QueueSubscription } from './dispatcher.js'
+
+export type { EtcdQueueEvent }
 
 /** The v3 logger passed to plugins (`log.notice`, …), or a stand-in built on `serverless.cli.log`. */
 export interface PluginLog {
@@ -64,18 +66,6 @@ export interface EtcdPluginConfig {
   include?: string[]
   /** `serverless package`: ship linked source maps (default false). */
   sourcemap?: boolean
-}
-
-/** The `etcdQueue` function event. */
-export interface EtcdQueueEvent {
-  queue: string
-  priority?: boolean
-  batchSize?: number
-  visibilityTimeout?: number
-  maxReceives?: number
-  deadLetterQueue?: string
-  /** Batches in flight at once (default 1). */
-  concurrency?: number
 }
 
 export const etcdQueueEventSchema = {

@@ -7,11 +7,8 @@ import { ConfigurationError, InvalidArgumentError } from '../lib/errors.js'
 import { openQueue, toEventMessage, type ClaimedMessage, type ReceivingQueue } from './queues.js'
 
 /** One function subscribed to one queue (an `etcdQueue` event). */
-export interface QueueSubscription {
-  /** The name to invoke: the deployed name `${service}-${stage}-${key}` (or an ARN). */
-  function: string
-  /** The function's key in serverless.yml, for log lines. */
-  functionKey?: string
+/** What a function subscribes to: the `etcdQueue` event of serverless.yml. */
+export interface EtcdQueueEvent {
   /** The queue name (key prefix). */
   queue: string
   /** A PriorityQueue rather than a Queue. */
@@ -25,6 +22,14 @@ export interface QueueSubscription {
   deadLetterQueue?: string
   /** Batches in flight at once for this subscription (default 1). */
   concurrency?: number
+}
+
+/** A function subscribed to a queue. */
+export interface QueueSubscription extends EtcdQueueEvent {
+  /** The name to invoke: the deployed name `${service}-${stage}-${key}` (or an ARN). */
+  function: string
+  /** The function's key in serverless.yml, for log lines. */
+  functionKey?: string
 }
 
 /** The event a subscribed function receives; `queueConsumer` reads `event.etcdQueue.messages`. */

@@ -2,7 +2,7 @@ import middy from '@middy/core'
 import { entry, type Entry, type Scenario } from '../util/types.js'
 import { summarize, timeSequential, type Latency } from '../util/stats.js'
 import { floorP50, runGo } from '../util/go.js'
-import { lambdaContext } from '../util/lambda.js'
+import { lambdaContext } from '../../testing/index.js'
 import { countRpcs, formatRpcs, type RpcCounts } from '../util/rpcs.js'
 
 /**

@@ -140,12 +140,13 @@ export interface OwnKey {
 export async function whileOwnKeyLives<T>(own: OwnKey, signal: AbortSignal | undefined, wait: (signal: AbortSignal) => Promise<T>): Promise<T> {
   const stop = new AbortController()
   const combined = AbortSignal.any([stop.signal, own.session, ...(signal ? [signal] : [])])
-  const ownKeyGone = waitGone(own.ks, own, own.seenAt, combined).then(
-    () => Promise.reject(own.lost()),
-    () => new Promise<never>(() => {}), // aborted with the call: the other branch settles the race
-  )
+  const ownKeyGone = new Promise<never>((_, reject) => {
+    // Aborted with the call: then the other branch has settled the race.
+    waitGone(own.ks, own, own.seenAt, combined).then(() => reject(own.lost()), () => {})
+  })
+  ownKeyGone.catch(() => {}) // it may lose the race, or `wait` may throw before the race
   try {
-    return await Promise.race([wait(combined), ownKeyGone])
+    return await Promise.race([Promise.resolve().then(() => wait(combined)), ownKeyGone])
   } catch (err) {
     if (signal?.aborted) throw signal.reason
     if (own.session.aborted) throw own.lost()

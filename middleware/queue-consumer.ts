@@ -3,6 +3,7 @@ import type { Context } from 'aws-lambda'
 import type { Namespace } from 'etcd3'
 import { sharedClient } from '../lib/client.js'
 import { ClaimLostError, InvalidArgumentError } from '../lib/errors.js'
+import type { Message } from '../lib/claims.js'
 import { PriorityQueue } from '../lib/priority-queue.js'
 import { Queue } from '../lib/queue.js'
 import { emit, type OnEvent } from './events.js'
@@ -19,6 +20,12 @@ export interface QueueMessage {
   priority?: number
   /** Settles this delivery (`ack`/`nack` accept it in any process). */
   receipt: string
+}
+
+/** The JSON-safe form of a received message: what the handler sees and a dispatcher's event carries. */
+export function toQueueMessage(m: Pick<Message, 'id' | 'key' | 'value' | 'receiveCount' | 'priority' | 'receipt'>): QueueMessage {
+  const { id, key, value, receiveCount, priority, receipt } = m
+  return priority === undefined ? { id, key, value, receiveCount, receipt } : { id, key, value, receiveCount, priority, receipt }
 }
 
 /** The event a dispatcher (the offline plugin, or the deployed dispatcher) invokes a consumer with. */
@@ -86,25 +93,26 @@ export function queueConsumer(options: QueueConsumerOptions): MiddlewareObj<unkn
     throw new InvalidArgumentError('queueConsumer: option `maxReceives` needs `deadLetterQueue`, the queue that takes messages received that many times')
   }
   const self = {}
+  const client = () => opts.client ?? sharedClient()
   let queue: Queue | PriorityQueue | undefined
   const open = () => {
     const dlq = { maxReceives: opts.maxReceives, deadLetterQueue: opts.deadLetterQueue }
-    queue ??= opts.priority ? new PriorityQueue(opts.client ?? sharedClient(), opts.queue, dlq) : new Queue(opts.client ?? sharedClient(), opts.queue, dlq)
+    queue ??= opts.priority ? new PriorityQueue(client(), opts.queue, dlq) : new Queue(client(), opts.queue, dlq)
     return queue
   }
-  const client = () => opts.client ?? sharedClient()
 
+  /** Acks the successes in one Txn (ackMany) and nacks each failure. */
   const settle = async (q: Queue | PriorityQueue, messages: QueueMessage[], failed: Set<string>) => {
-    // The successes in one Txn (ackMany), the failures one nack each.
     const done = messages.filter((m) => !failed.has(m.id)).map((m) => m.receipt)
-    const outcomes = await Promise.allSettled([
-      ...(done.length > 0 ? [q.ackMany(done)] : []),
+    const [acks, ...nacks] = await Promise.allSettled([
+      done.length > 0 ? q.ackMany(done) : Promise.resolve([]),
       ...messages.filter((m) => failed.has(m.id)).map((m) => q.nack(m.receipt, { delay: opts.retryDelay })),
     ])
-    // A claim lost meanwhile (visibility timeout passed) is already on its way to redelivery
-    // (ackMany reports those in its result, not by rejecting).
-    const problem = outcomes.find((o) => o.status === 'rejected' && !(o.reason instanceof ClaimLostError))
-    emit(opts.onEvent, { type: 'released', primitive: 'queue', name: opts.queue, detail: { acked: messages.length - failed.size, nacked: failed.size } })
+    // A claim lost meanwhile (its visibility timeout passed) is on its way to redelivery already:
+    // ackMany reports those in its result, nack by rejecting with ClaimLostError.
+    const acked = acks.status === 'fulfilled' ? acks.value.filter((lost) => lost === undefined).length : 0
+    emit(opts.onEvent, { type: 'released', primitive: 'queue', name: opts.queue, detail: { acked, nacked: failed.size } })
+    const problem = [acks, ...nacks].find((o) => o.status === 'rejected' && !(o.reason instanceof ClaimLostError))
     if (problem) throw (problem as PromiseRejectedResult).reason
   }
 
@@ -117,7 +125,7 @@ export function queueConsumer(options: QueueConsumerOptions): MiddlewareObj<unkn
         if (err === budget.signal.reason) return []
         throw err
       })
-      messages = received.map(({ id, key, value, receiveCount, priority, receipt }) => ({ id, key, value, receiveCount, priority, receipt }))
+      messages = received.map(toQueueMessage)
     }
     if (messages.length === 0) {
       emit(opts.onEvent, { type: 'skipped', primitive: 'queue', name: opts.queue })

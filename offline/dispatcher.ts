@@ -5,21 +5,11 @@
 import type { Namespace } from 'etcd3'
 import { ConfigurationError, InvalidArgumentError } from '../lib/errors.js'
 import { openQueue, toEventMessage, type ClaimedMessage, type ReceivingQueue } from './queues.js'
+import type { QueueConsumerOptions } from '../middleware/queue-consumer.js'
 
-/** One function subscribed to one queue (an `etcdQueue` event). */
-/** What a function subscribes to: the `etcdQueue` event of serverless.yml. */
-export interface EtcdQueueEvent {
-  /** The queue name (key prefix). */
-  queue: string
-  /** A PriorityQueue rather than a Queue. */
-  priority?: boolean
-  /** Most messages per invocation (default 10). */
-  batchSize?: number
-  /** Seconds a claimed message stays invisible to other consumers (default 30). */
-  visibilityTimeout?: number
-  /** After this many receives a message goes to `deadLetterQueue` (default: never). */
-  maxReceives?: number
-  deadLetterQueue?: string
+/** What a function subscribes to: the `etcdQueue` event of serverless.yml (queueConsumer's queue options). */
+export interface EtcdQueueEvent
+  extends Pick<QueueConsumerOptions, 'queue' | 'priority' | 'batchSize' | 'visibilityTimeout' | 'maxReceives' | 'deadLetterQueue'> {
   /** Batches in flight at once for this subscription (default 1). */
   concurrency?: number
 }

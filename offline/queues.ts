@@ -21,8 +21,5 @@ export function openQueue(client: Namespace, sub: QueueSubscription): ReceivingQ
   return sub.priority ? new PriorityQueue(client, sub.queue, deadLetter) : new Queue(client, sub.queue, deadLetter)
 }
 
-/** The message as it travels in the event: no Buffer, only what a consumer needs to process and settle it. */
-export function toEventMessage(m: ClaimedMessage) {
-  const { id, key, value, receiveCount, priority, receipt } = m
-  return priority === undefined ? { id, key, value, receiveCount, receipt } : { id, key, value, receiveCount, priority, receipt }
-}
+/** The message as it travels in the event: the form `queueConsumer` gives its handler. */
+export { toQueueMessage as toEventMessage } from '../middleware/queue-consumer.js'

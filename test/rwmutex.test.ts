@@ -85,7 +85,7 @@ describe('RWMutex (Go v3_lock_test.go)', () => {
 })
 
 describe('RWMutex', () => {
-  it('uses Go key layouts, an empty value, the session lease; fence and isOwner guard writes', async () => {
+  it('uses Go key layouts, an empty value, the session lease; fence and ownerCompare guard writes', async () => {
     const name = uniqueName('rw-layout')
     const s1 = await Session.create(etcd.client, { ttl: 5 })
     const s2 = await Session.create(etcd.client, { ttl: 5 })
@@ -110,7 +110,7 @@ describe('RWMutex', () => {
     expect(w.fence > readFence).toBe(true)
     const ok = await w.fenced().then(etcd.client.put(`${name}-data`).value('1')).commit()
     expect(ok.succeeded).toBe(true)
-    const guard = w.isOwner()
+    const guard = w.ownerCompare()
     await w.unlock()
     expect(w.held).toBe(false)
     expect(() => w.fence).toThrow(LockReleasedError)

@@ -60,6 +60,8 @@ var scenarios = map[string]scenario{
 	"wlock":          writeLock,
 }
 
+// main runs the scenario named by -scenario; it exits 1 when the scenario
+// fails and 2 when there is no such scenario.
 func main() {
 	o := parseOptions()
 	run, known := scenarios[o.scenario]

@@ -1,4 +1,5 @@
 import type { EtcdClient } from '../lib/client.js'
+import { queueKeys } from '../lib/keys.js'
 import { checkName, keyspace, type KeyValue } from '../lib/kv.js'
 import { MAX_PRIORITY, PriorityQueue } from '../lib/priority-queue.js'
 import { Queue } from '../lib/queue.js'
@@ -8,7 +9,7 @@ import { fields, jsonValue, showKey, showValue, table } from './table.js'
 /**
  * `queue stats|peek|push|purge <name>`: a Go-layout Queue (`<name>/<unixNano>`) or
  * PriorityQueue (`<name>/<%05d prio>/<%016d seq>`), with the at-least-once claim keys of
- * lib/claims.ts: a claimed (in-flight) item has a marker `__claims/<itemKey>/<createRev>` on
+ * lib/keys.ts `queueKeys`: a claimed (in-flight) item has a marker `__claims/<itemKey>/<createRev>` on
  * the receiver's lease, and `__receives/<itemKey>/<createRev>` counts its receives (version).
  */
 
@@ -17,17 +18,15 @@ const PEEK_DEFAULT = 10
 const PEEK_MAX = 100
 const PRIORITY_ITEM = /^\d{5}\/\d{16}$/
 
-const claimsOf = (name: string) => `__claims/${name}/`
-const receivesOf = (name: string) => `__receives/${name}/`
-const markerOf = (kv: KeyValue) => `__claims/${kv.key}/${kv.createRevision}`
-const counterOf = (kv: KeyValue) => `__receives/${kv.key}/${kv.createRevision}`
+const markerOf = (kv: KeyValue) => queueKeys.marker(kv.key, kv.createRevision)
+const counterOf = (kv: KeyValue) => queueKeys.counter(kv.key, kv.createRevision)
 
 /** Items, claimed items (claim markers) and, if named, the dead-letter queue's items. */
 async function stats(client: EtcdClient, name: string, deadLetter: string | undefined): Promise<Report> {
   const ks = keyspace(client)
   const [items, claims, dead] = await Promise.all([
     new Queue(client, name).size(),
-    ks.range(claimsOf(name), { prefix: true, countOnly: true }),
+    ks.range(queueKeys.claims(name), { prefix: true, countOnly: true }),
     deadLetter === undefined ? undefined : new Queue(client, deadLetter).size(),
   ])
   const claimed = Number(claims.count)
@@ -51,7 +50,7 @@ async function stats(client: EtcdClient, name: string, deadLetter: string | unde
  */
 async function peek(client: EtcdClient, name: string, limit: number): Promise<Report> {
   const ks = keyspace(client)
-  const prefix = `${name}/`
+  const prefix = queueKeys.items(name)
   const first = await ks.range(prefix, { prefix: true, limit: 1 })
   const priority = first.kvs.length > 0 && PRIORITY_ITEM.test(first.kvs[0].key.slice(prefix.length))
   const items = await ks.range(prefix, { prefix: true, sort: priority ? ['Key', 'Ascend'] : ['Mod', 'Ascend'], limit, revision: first.revision })
@@ -86,7 +85,7 @@ async function push(client: EtcdClient, name: string, value: string, priority: n
  */
 async function purge(client: EtcdClient, name: string): Promise<Report> {
   const ks = keyspace(client)
-  const res = await ks.txn([], [`${name}/`, claimsOf(name), receivesOf(name), `__${name}/`].map((p) => ks.delete(p, { prefix: true })))
+  const res = await ks.txn([], [queueKeys.items(name), queueKeys.claims(name), queueKeys.receives(name), queueKeys.buckets(name)].map((p) => ks.delete(p, { prefix: true })))
   const deleted = Number(res.results[0].deleted ?? 0n)
   const claims = Number(res.results[1].deleted ?? 0n)
   return {

@@ -127,6 +127,8 @@ export const queueKeys = {
   items: (name: string) => `${name}/`,
   /** A PriorityQueue bucket: `<name>/<%05d priority>` (its items are `<bucket>/<%016d seq>`). */
   bucket: (name: string, priority: number) => `${name}/${String(priority).padStart(5, '0')}`,
+  /** The PriorityQueue bookkeeping keys `__<name>/<%05d priority>` (see {@link putSequential}). */
+  buckets: (name: string) => `__${name}/`,
   /** Claim markers of queue `name`. */
   claims: (name: string) => `__claims/${name}/`,
   /** Receive counters of queue `name`. */

@@ -1,13 +1,14 @@
 import type { Namespace } from 'etcd3'
 import { ClaimQueue, type DeadLetterOptions, type Enqueued } from './claims.js'
-import { InvalidArgumentError, MiddyEtcdError } from './errors.js'
+import { InvalidArgumentError } from './errors.js'
+import { putSequential, queueKeys } from './keys.js'
 import { checkValue } from './kv.js'
+import { MAX_PRIORITY, PRIORITY_ORDER } from './queue-order.js'
+
+export { MAX_PRIORITY } from './queue-order.js'
 
 /** Options of {@link PriorityQueue}: receive defaults. */
 export type PriorityQueueOptions = DeadLetterOptions
-
-/** Highest priority number (Go's `uint16`); 0 is served first. */
-export const MAX_PRIORITY = 65535
 
 /**
  * A priority queue, key-compatible with Go's `recipe.PriorityQueue`: items are
@@ -17,10 +18,8 @@ export const MAX_PRIORITY = 65535
  * (dead-lettered messages go to a plain Go-layout Queue).
  */
 export class PriorityQueue extends ClaimQueue {
-  protected readonly order = ['Key', 'Ascend'] as ['Key', 'Ascend']
-
   constructor(client: Namespace, name: string, options: PriorityQueueOptions = {}) {
-    super(client, name, options, 'PriorityQueue')
+    super(client, name, PRIORITY_ORDER, options, 'PriorityQueue')
   }
 
   /**
@@ -34,28 +33,8 @@ export class PriorityQueue extends ClaimQueue {
       throw new InvalidArgumentError(`PriorityQueue priority must be a whole number from 0 (served first) to ${MAX_PRIORITY}, got ${String(priority)}`)
     }
     const buf = checkValue(value, 'PriorityQueue value')
-    const bucket = `${this.prefix}${String(priority).padStart(5, '0')}`
-    const base = `__${bucket}`
-    for (;;) {
-      // Go ranges the bucket without a trailing "/"; with 5-digit buckets the keys are the same.
-      const last = await this.ks.range(`${bucket}/`, { prefix: true, sort: ['Key', 'Descend'], limit: 1 })
-      const seq = last.kvs.length === 0 ? 0n : parseSeq(last.kvs[0].key) + 1n
-      const key = `${bucket}/${seq.toString().padStart(16, '0')}`
-      const res = await this.ks.txn([this.ks.compare(base, 'Mod', '<', last.revision + 1n)], [this.ks.put(base, ''), this.ks.put(key, buf)])
-      if (res.succeeded) return { key, id: res.revision.toString() }
-    }
+    // Go ranges the bucket without a trailing "/"; with 5-digit buckets the keys are the same.
+    const { key, revision } = await putSequential(this.ks, queueKeys.bucket(this.name, priority), buf)
+    return { key, id: revision.toString() }
   }
-
-  protected override priorityOf(key: string): number {
-    const p = Number(key.slice(this.prefix.length, this.prefix.length + 5))
-    return Number.isInteger(p) ? p : MAX_PRIORITY + 1
-  }
-}
-
-function parseSeq(key: string): bigint {
-  const field = key.slice(key.lastIndexOf('/') + 1)
-  if (!/^[0-9]+$/.test(field)) {
-    throw new MiddyEtcdError(`priority queue key ${JSON.stringify(key)} does not end in a decimal sequence number; remove the foreign key from the queue's range`)
-  }
-  return BigInt(field)
 }

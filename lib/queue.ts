@@ -1,6 +1,9 @@
 import type { Namespace } from 'etcd3'
-import { ClaimQueue, unixNano, type DeadLetterOptions, type Enqueued } from './claims.js'
+import { ClaimQueue, type DeadLetterOptions, type Enqueued } from './claims.js'
+import { KeyExistsError } from './errors.js'
+import { putUnique } from './keys.js'
 import { checkValue } from './kv.js'
+import { FIFO_ORDER } from './queue-order.js'
 
 /** Options of {@link Queue}: receive defaults. */
 export type QueueOptions = DeadLetterOptions
@@ -13,10 +16,8 @@ export type QueueOptions = DeadLetterOptions
  * Unlike Go's, ranges and watches use `<name>/`, so queue `q` never sees queue `q2`'s items.
  */
 export class Queue extends ClaimQueue {
-  protected readonly order = ['Mod', 'Ascend'] as ['Mod', 'Ascend']
-
   constructor(client: Namespace, name: string, options: QueueOptions = {}) {
-    super(client, name, options, 'Queue')
+    super(client, name, FIFO_ORDER, options, 'Queue')
   }
 
   /**
@@ -25,10 +26,9 @@ export class Queue extends ClaimQueue {
    */
   async enqueue(value: string | Buffer): Promise<Enqueued> {
     const buf = checkValue(value, 'Queue value')
-    for (;;) {
-      const key = `${this.prefix}${unixNano()}`
-      const res = await this.ks.txn([this.ks.compare(key, 'Version', '==', 0)], [this.ks.put(key, buf)])
-      if (res.succeeded) return { key, id: res.revision.toString() }
-    }
+    const { key, revision } = await putUnique(this.ks, this.prefix, buf, {
+      onExhausted: () => new KeyExistsError(`Queue ${JSON.stringify(this.name)}: 16 fresh item keys in a row already existed; check for clock problems or a writer of foreign keys under ${JSON.stringify(this.prefix)}`),
+    })
+    return { key, id: revision.toString() }
   }
 }

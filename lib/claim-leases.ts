@@ -1,0 +1,79 @@
+import type { Namespace } from 'etcd3'
+import { toTypedError } from './kv.js'
+
+/**
+ * The leases queue claims are made with, and the settling of a batch: a receive grants one
+ * lease for its whole batch (the visibility timeout) and never keeps it alive; once this
+ * process has settled every message of the batch the lease is revoked, so finished batches do
+ * not pile up leases on the server. The open batches are kept per client, not module-wide.
+ */
+
+/** The lease a receive claims with; `granted` when the receive owns (and may revoke) it. */
+export interface ClaimLease {
+  id: string
+  granted: boolean
+  /** Seconds. */
+  ttl: number
+}
+
+/** The unsettled messages (item keys) of one granted lease, and when the lease ends anyway. */
+interface OpenBatch {
+  open: Set<string>
+  expiresAt: number
+}
+
+const openBatches = new WeakMap<Namespace, Map<string, OpenBatch>>()
+
+function batchesOf(client: Namespace): Map<string, OpenBatch> {
+  let batches = openBatches.get(client)
+  if (!batches) {
+    batches = new Map()
+    openBatches.set(client, batches)
+  }
+  return batches
+}
+
+/** Grants a lease of `ttl` seconds; returns its id. */
+export async function grantLease(client: Namespace, ttl: number): Promise<string> {
+  try {
+    return (await client.leaseClient.leaseGrant({ TTL: ttl })).ID
+  } catch (err) {
+    throw toTypedError(err, 'etcd lease grant')
+  }
+}
+
+/** Revokes a lease; one that is already gone is fine. */
+export async function revokeLease(client: Namespace, leaseId: string): Promise<void> {
+  try {
+    await client.leaseClient.leaseRevoke({ ID: leaseId })
+  } catch (err) {
+    if (/lease not found/i.test((err as Error).message)) return
+    throw toTypedError(err, 'etcd lease revoke')
+  }
+}
+
+/** Gives up a claim lease nothing was claimed with: revoked if this receive granted it. */
+export async function dropLease(client: Namespace, lease: ClaimLease): Promise<void> {
+  if (lease.granted) await revokeLease(client, lease.id)
+}
+
+/** Remembers a granted lease's unsettled messages, so the last settle can revoke it. */
+export function trackBatch(client: Namespace, lease: ClaimLease, itemKeys: string[]): void {
+  if (!lease.granted) return
+  const batches = batchesOf(client)
+  const now = performance.now()
+  // Batches nobody settles (settled in another process, or abandoned) drop out once their lease has expired.
+  for (const [id, b] of batches) if (b.expiresAt < now) batches.delete(id)
+  batches.set(lease.id, { open: new Set(itemKeys), expiresAt: now + lease.ttl * 1000 })
+}
+
+/** Marks one message of a batch settled; revokes the batch's lease when it was the last one. */
+export async function settleClaim(client: Namespace, leaseId: string, itemKey: string): Promise<void> {
+  const batches = batchesOf(client)
+  const batch = batches.get(leaseId)
+  if (!batch || !batch.open.delete(itemKey) || batch.open.size > 0) return
+  batches.delete(leaseId)
+  // The settle itself succeeded: a failed revoke must not turn it into an error (the lease
+  // holds none of our markers any more and expires after the visibility timeout).
+  await revokeLease(client, leaseId).catch(() => {})
+}

@@ -1,0 +1,147 @@
+import { InvalidArgumentError } from './errors.js'
+import { queueKeys } from './keys.js'
+import { checkName } from './kv.js'
+import { DEFAULT_VISIBILITY_S, MAX_BATCH, MAX_TTL_S } from './limits.js'
+import type { Session } from './session.js'
+
+/**
+ * The options and message types of {@link Queue} and {@link PriorityQueue}, and their checks
+ * (each a typed error naming the option and what it accepts; nothing is written before them).
+ */
+
+/** Options shared by the queue constructors and {@link ReceiveOptions}. */
+export interface DeadLetterOptions {
+  /**
+   * How many times a message may be received. The claim that would deliver it once more
+   * moves it to {@link deadLetterQueue} instead (in one Txn). Needs `deadLetterQueue`.
+   */
+  maxReceives?: number
+  /**
+   * Name of the (Go-layout) Queue that takes messages received `maxReceives` times. If Go
+   * consumers read the queue, pick a name that does not start with the queue's name (e.g.
+   * `dlq/<name>`, not `<name>-dlq`): Go's Dequeue ranges `<name>` without "/" and would take
+   * the dead letters too.
+   */
+  deadLetterQueue?: string
+}
+
+/** Options of `receive`. */
+export interface ReceiveOptions extends DeadLetterOptions {
+  /** Most messages to claim, 1..1000 (default 1). Fewer may come back. */
+  max?: number
+  /**
+   * Whole seconds the messages stay invisible to other receivers unless acked (default 30).
+   * The receive grants one lease of this TTL for the whole batch and never keeps it alive:
+   * a receiver that crashes releases its messages when the lease expires. Once this process
+   * has acked or nacked every message of the batch, the lease is revoked; receipts settled in
+   * another process leave it to expire. etcd may round a small TTL up to its minimum
+   * (about 1.5 x the election timeout). Not allowed together with `session`.
+   */
+  visibilityTimeout?: number
+  /** Claim with this session's lease instead: messages stay invisible while the session lives. */
+  session?: Session
+  /**
+   * With `true` (the default), block until at least one message is claimed; with `false`,
+   * return `[]` at once when none is visible.
+   */
+  wait?: boolean
+  /** Aborting it stops a wait and rejects with its reason; nothing is left behind. */
+  signal?: AbortSignal
+}
+
+/** Options of `nack`. */
+export interface NackOptions {
+  /** Whole seconds before the message becomes visible again (default 0: at once). */
+  delay?: number
+}
+
+/** Options of `dequeue`. */
+export interface DequeueOptions {
+  /** Aborting it stops the wait and rejects with its reason. */
+  signal?: AbortSignal
+}
+
+/** What `enqueue` wrote. */
+export interface Enqueued {
+  /** The item key, in Go's layout. */
+  key: string
+  /** The item's create revision (decimal): the message `id` receivers will see. */
+  id: string
+}
+
+/** A message claimed by `receive`; settle it with `ack` or `nack`. */
+export interface Message {
+  /** The item's create revision (decimal): unique in the cluster, the same on every redelivery. */
+  readonly id: string
+  /** The item key (`<name>/<unixNano>` or `<name>/<prio>/<seq>`). */
+  readonly key: string
+  /** The payload as UTF-8 text. */
+  readonly value: string
+  /** The payload bytes. */
+  readonly raw: Buffer
+  /** How many times it has been received, this time included (1 on first delivery). */
+  readonly receiveCount: number
+  /** PriorityQueue only: the item's priority (0 is served first). */
+  readonly priority?: number
+  /**
+   * Identifies this claim; `ack`/`nack` accept it in place of the message, in any process
+   * (`<itemCreateRev>.<claimRev>.<leaseId>.<key>`).
+   */
+  readonly receipt: string
+}
+
+/** Receive options after checking, defaults applied. */
+export interface CheckedReceive extends DeadLetterOptions {
+  max: number
+  visibilityTimeout: number
+  wait: boolean
+  session?: Session
+}
+
+/** Checks receive options against the queue's defaults (items under `itemsPrefix`). */
+export function checkReceive(options: ReceiveOptions, defaults: DeadLetterOptions, queueName: string): CheckedReceive {
+  if (options === null || typeof options !== 'object') throw new InvalidArgumentError(`receive options must be an object, got ${String(options)}`)
+  const max = options.max ?? 1
+  if (typeof max !== 'number' || !Number.isInteger(max) || max < 1 || max > MAX_BATCH) {
+    throw new InvalidArgumentError(`receive max must be a whole number from 1 to ${MAX_BATCH}, got ${String(max)}`)
+  }
+  if (options.session !== undefined && options.visibilityTimeout !== undefined) {
+    throw new InvalidArgumentError('receive: give either visibilityTimeout (a lease per receive) or session (claims last while it lives), not both')
+  }
+  const visibilityTimeout = checkSeconds(options.visibilityTimeout ?? DEFAULT_VISIBILITY_S, 'receive visibilityTimeout', 1)
+  const wait = options.wait ?? true
+  if (typeof wait !== 'boolean') throw new InvalidArgumentError(`receive wait must be true or false, got ${String(wait)}`)
+  const dl = checkDeadLetter({ ...defaults, ...definedOnly(options) }, queueName, 'receive options')
+  return { max, visibilityTimeout, wait, session: options.session, ...dl }
+}
+
+/** Checks a dead-letter setting of queue `queueName`: both or neither, and a queue apart from it. */
+export function checkDeadLetter(o: DeadLetterOptions, queueName: string, what: string): DeadLetterOptions {
+  const { maxReceives, deadLetterQueue } = o ?? {}
+  if (maxReceives === undefined && deadLetterQueue === undefined) return {}
+  if (typeof maxReceives !== 'number' || !Number.isInteger(maxReceives) || maxReceives < 1) {
+    throw new InvalidArgumentError(`${what}: maxReceives must be a whole number >= 1 when deadLetterQueue is set, got ${String(maxReceives)}`)
+  }
+  if (deadLetterQueue === undefined) throw new InvalidArgumentError(`${what}: maxReceives needs deadLetterQueue, the name of the queue that takes messages received ${maxReceives} times`)
+  checkName(deadLetterQueue, `${what}: deadLetterQueue`)
+  const [dlq, own] = [queueKeys.items(deadLetterQueue), queueKeys.items(queueName)]
+  if (dlq.startsWith(own) || own.startsWith(dlq)) {
+    throw new InvalidArgumentError(`${what}: deadLetterQueue ${JSON.stringify(deadLetterQueue)} overlaps queue ${JSON.stringify(queueName)}; use a name that is neither the queue's nor nested in it`)
+  }
+  return { maxReceives, deadLetterQueue }
+}
+
+function definedOnly(o: ReceiveOptions): DeadLetterOptions {
+  const out: DeadLetterOptions = {}
+  if (o.maxReceives !== undefined) out.maxReceives = o.maxReceives
+  if (o.deadLetterQueue !== undefined) out.deadLetterQueue = o.deadLetterQueue
+  return out
+}
+
+/** A whole number of seconds from `min` to etcd's longest lease TTL. */
+export function checkSeconds(value: unknown, what: string, min: number): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > MAX_TTL_S) {
+    throw new InvalidArgumentError(`${what} must be a whole number of seconds from ${min} to ${MAX_TTL_S}, got ${String(value)}`)
+  }
+  return value
+}

@@ -1,0 +1,67 @@
+import { ClaimLostError, InvalidArgumentError } from './errors.js'
+import { queueKeys } from './keys.js'
+import type { Compare, Keyspace, Op, TxnResult } from './kv.js'
+
+/**
+ * Receipts: what identifies one claim of one message, so that `ack`/`nack` work in any process
+ * (a dispatcher claims, a function settles). Format:
+ * `<itemCreateRev>.<claimRev>.<leaseId>.<itemKey>`.
+ */
+
+/** A parsed receipt. */
+export interface Receipt {
+  key: string
+  createRev: bigint
+  claimRev: bigint
+  leaseId: string
+}
+
+/** The receipt string of a claim. */
+export function formatReceipt(r: Receipt): string {
+  return `${r.createRev}.${r.claimRev}.${r.leaseId}.${r.key}`
+}
+
+/** A message's or receipt string's claim, checked to belong to the queue whose items live under `itemsPrefix`. */
+export function parseReceipt(message: { receipt?: unknown } | string, itemsPrefix: string, queueName: string): Receipt {
+  const text = typeof message === 'string' ? message : message?.receipt
+  const m = typeof text === 'string' ? /^([0-9]+)\.([0-9]+)\.([0-9]+)\.(.+)$/s.exec(text) : null
+  if (!m) throw new InvalidArgumentError(`expected a message from receive() or its receipt string, got ${JSON.stringify(text)}`)
+  if (!m[4].startsWith(itemsPrefix)) {
+    throw new InvalidArgumentError(`receipt for ${JSON.stringify(m[4])} does not belong to queue ${JSON.stringify(queueName)}; settle it on the queue it was received from`)
+  }
+  return { createRev: BigInt(m[1]), claimRev: BigInt(m[2]), leaseId: m[3], key: m[4] }
+}
+
+/** The claim marker of a receipt's item. */
+export function receiptMarker(r: Receipt): string {
+  return queueKeys.marker(r.key, r.createRev)
+}
+
+/** The receive counter of a receipt's item. */
+export function receiptCounter(r: Receipt): string {
+  return queueKeys.counter(r.key, r.createRev)
+}
+
+/** The compares that hold while a receipt's claim is current and its item still queued. */
+export function ownClaim(ks: Keyspace, r: Receipt): Compare[] {
+  return [ks.compare(receiptMarker(r), 'Mod', '==', r.claimRev), ks.compare(r.key, 'Create', '==', r.createRev)]
+}
+
+/** Else-branch reads that explain a failed {@link ownClaim} (see {@link claimLost}). */
+export function claimState(ks: Keyspace, r: Receipt): Op[] {
+  return [ks.get(r.key), ks.get(receiptMarker(r))]
+}
+
+/** The error for an `op` whose {@link ownClaim} failed, from the {@link claimState} reads in `res`. */
+export function claimLost(op: string, r: Receipt, res: TxnResult, queueName: string): ClaimLostError {
+  const item = res.results[0].range!.kvs[0]
+  const marker = res.results[1].range!.kvs[0]
+  const what = `${op} of ${JSON.stringify(r.key)} in queue ${JSON.stringify(queueName)} did nothing`
+  if (item === undefined || item.createRevision !== r.createRev) {
+    return new ClaimLostError('gone', `${what}: the message is no longer queued (already acked, dequeued, or moved to the dead-letter queue)`)
+  }
+  if (marker !== undefined) {
+    return new ClaimLostError('reclaimed', `${what}: its claim expired and another receiver (or a delayed nack) holds it now; it may be processed twice — raise visibilityTimeout or settle sooner`)
+  }
+  return new ClaimLostError('expired', `${what}: its claim expired after the visibility timeout and it is visible again; it will be delivered again — raise visibilityTimeout or settle sooner`)
+}

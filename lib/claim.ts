@@ -1,11 +1,16 @@
-import { queueKeys, unixNano } from './keys.js'
-import type { KeyValue, Keyspace } from './kv.js'
+import { ClaimLostError, MiddyEtcdError } from './errors.js'
+import { queueKeys, uniqueSlot } from './keys.js'
+import type { KeyValue, Keyspace, Op } from './kv.js'
+import { handOnPart, retryStale, type QueueRef, type TxnPart } from './placement.js'
+import { metaOps, readMeta, type ItemMeta } from './queue-meta.js'
+import { claimLost, claimState, ownClaim, type Receipt } from './receipts.js'
 
 /**
- * Claiming items and moving over-received ones to a dead-letter queue. A claim puts the item's
- * marker on the receiver's lease (hiding it from other receivers until the lease ends) and bumps
- * its receive counter, in a nested Txn per item so that one item taken by someone else does not
- * fail the others.
+ * Claiming items, and items leaving the queue. A claim puts the item's marker on the receiver's
+ * lease (hiding it from other receivers until the lease ends), bumps its receive counter and
+ * reads its metadata, in a nested Txn per item so that one item taken by someone else does not
+ * fail the others. An item leaves (ack, dead-letter, dequeue) with its marker, counter and
+ * metadata, and hands its group's turn on, in one Txn.
  */
 
 /** One claimed item, before it becomes a message. */
@@ -15,10 +20,14 @@ export interface Claim {
   claimRev: bigint
   /** The receive count, this claim included. */
   count: number
+  meta: ItemMeta
 }
 
-/** Items per claim Txn: N nested Txns of 3 ops stay under etcd's default --max-txn-ops of 128 (N + 3 <= 128). */
+/** Items per claim Txn: N nested Txns of 4 ops stay under etcd's default --max-txn-ops of 128. */
 export const CLAIM_CHUNK = 100
+
+/** Attempts of a Txn whose parts can go stale (a key slot clashed, a group moved on) before giving up. */
+const STALE_TRIES = 16
 
 /** Splits `list` into runs of at most `size`. */
 export function chunked<T>(list: readonly T[], size: number): T[][] {
@@ -29,42 +38,116 @@ export function chunked<T>(list: readonly T[], size: number): T[][] {
 
 /**
  * One Txn claiming `kvs` (at most {@link CLAIM_CHUNK}): for each item still unchanged and
- * unclaimed, put its marker with the lease, bump its counter and read the counter back.
- * Returns the claims that succeeded and whether any item was lost to another receiver.
+ * unclaimed, put its marker with the lease, bump its counter and read the counter back (the
+ * receive count) and the item's metadata. Returns the claims that succeeded and whether any
+ * item was lost to another receiver.
  */
 export async function claimChunk(ks: Keyspace, kvs: KeyValue[], leaseId: string): Promise<{ claims: Claim[]; lostAny: boolean }> {
   const ops = kvs.map((kv) => {
     const marker = queueKeys.marker(kv.key, kv.createRevision)
     const counter = queueKeys.counter(kv.key, kv.createRevision)
-    return ks.txnOp([ks.compare(kv.key, 'Mod', '==', kv.modRevision), ks.compare(marker, 'Create', '==', 0)], [ks.put(marker, '', leaseId), ks.put(counter), ks.get(counter)])
+    return ks.txnOp(
+      [ks.compare(kv.key, 'Mod', '==', kv.modRevision), ks.compare(marker, 'Create', '==', 0)],
+      [ks.put(marker, '', leaseId), ks.put(counter), ks.get(counter), ks.get(queueKeys.meta(kv.key))],
+    )
   })
   const res = await ks.txn([], ops)
   const claims: Claim[] = []
   kvs.forEach((kv, i) => {
     const sub = res.results[i].txn!
-    if (sub.succeeded) claims.push({ kv, claimRev: res.revision, count: Number(sub.results[2].range!.kvs[0].version) })
+    if (!sub.succeeded) return
+    const count = Number(sub.results[2].range!.kvs[0].version)
+    claims.push({ kv, claimRev: res.revision, count, meta: readMeta(sub.results[3].range!.kvs[0], kv) })
   })
   return { claims, lostAny: claims.length < kvs.length }
 }
 
+/** What an item leaving the queue deletes besides itself: its claim marker, receive counter and metadata. */
+export function leaveOps(ks: Keyspace, key: string, createRevision: bigint): Op[] {
+  return [ks.delete(key), ks.delete(queueKeys.marker(key, createRevision)), ks.delete(queueKeys.counter(key, createRevision)), ks.delete(queueKeys.meta(key))]
+}
+
+/** The hand-on part for an item leaving (nothing for an ungrouped one). */
+function handOnFor(q: QueueRef, group: string | undefined, createRevision: bigint): Promise<TxnPart> {
+  return group === undefined ? Promise.resolve({ compares: [], ops: [] }) : handOnPart(q, group, createRevision)
+}
+
+function stale(op: string, key: string, q: QueueRef): MiddyEtcdError {
+  return new MiddyEtcdError(`${op} of ${JSON.stringify(key)} in queue ${JSON.stringify(q.name)} kept conflicting with other writers of its message group ${STALE_TRIES} times; retry it`)
+}
+
+/** Removes a claimed item (an ack) and passes its group's turn on; the {@link ClaimLostError} when the claim is not `r`'s. */
+export function leave(q: QueueRef, r: Receipt): Promise<ClaimLostError | undefined> {
+  const { ks } = q
+  return retryStale<ClaimLostError | undefined>(
+    STALE_TRIES,
+    async () => {
+      const handOn = await handOnFor(q, r.group, r.createRev)
+      const res = await ks.txn([...ownClaim(ks, r), ...handOn.compares], [...leaveOps(ks, r.key, r.createRev), ...handOn.ops], claimState(ks, r))
+      if (res.succeeded) return { done: true, value: undefined }
+      const [item, marker] = [res.results[0].range!.kvs[0], res.results[1].range!.kvs[0]]
+      // The claim holds, so only the hand-on went stale (a producer joined the group): again.
+      if (item?.createRevision === r.createRev && marker?.modRevision === r.claimRev) return { done: false }
+      return { done: true, value: claimLost('ack', r, res, q.name) }
+    },
+    () => stale('ack', r.key, q),
+  )
+}
+
 /**
- * Moves a claimed item to `<dlq>/<unixNano>` (Go layout, same value) and drops its marker and
- * counter, in one Txn guarded by the claim still being ours. Returns quietly when the claim is
- * gone (whoever holds the item now deals with it).
+ * Deletes a visible item (Go's Dequeue, plus our keys) if still unclaimed and unchanged. A
+ * plain item goes in one Txn; one with metadata (grouped, moved) reads it first to pass its
+ * group's turn on. False when another consumer got it first.
  */
-export async function deadLetter(ks: Keyspace, c: Claim, dlq: string): Promise<void> {
-  const { kv } = c
+export async function take(q: QueueRef, kv: KeyValue): Promise<boolean> {
+  const { ks } = q
   const marker = queueKeys.marker(kv.key, kv.createRevision)
-  for (;;) {
-    const target = `${queueKeys.items(dlq)}${unixNano()}`
-    const res = await ks.txn(
-      [ks.compare(marker, 'Mod', '==', c.claimRev), ks.compare(kv.key, 'Create', '==', kv.createRevision), ks.compare(target, 'Version', '==', 0)],
-      [ks.delete(kv.key), ks.delete(marker), ks.delete(queueKeys.counter(kv.key, kv.createRevision)), ks.put(target, kv.value)],
-      [ks.get(marker), ks.get(kv.key)],
-    )
-    if (res.succeeded) return
-    // Our claim or the item is gone (whoever holds it now deals with it), unless only the target key clashed.
-    const [marked, item] = [res.results[0].range!.kvs[0], res.results[1].range!.kvs[0]]
-    if (marked?.modRevision !== c.claimRev || item?.createRevision !== kv.createRevision) return
-  }
+  const unclaimed = [ks.compare(kv.key, 'Mod', '==', kv.modRevision), ks.compare(marker, 'Create', '==', 0)]
+  const meta = queueKeys.meta(kv.key)
+  const res = await ks.txn([...unclaimed, ks.compare(meta, 'Version', '==', 0)], leaveOps(ks, kv.key, kv.createRevision), [ks.get(meta)])
+  if (res.succeeded) return true
+  const { group } = readMeta(res.results[0].range!.kvs[0], kv)
+  return retryStale<boolean>(
+    STALE_TRIES,
+    async () => {
+      const handOn = await handOnFor(q, group, kv.createRevision)
+      const again = await ks.txn([...unclaimed, ...handOn.compares], [...leaveOps(ks, kv.key, kv.createRevision), ...handOn.ops], [ks.get(kv.key), ks.get(marker)])
+      if (again.succeeded) return { done: true, value: true }
+      const [now, claimed] = [again.results[0].range!.kvs[0], again.results[1].range!.kvs[0]]
+      return now?.modRevision !== kv.modRevision || claimed !== undefined ? { done: true, value: false } : { done: false }
+    },
+    () => stale('dequeue', kv.key, q),
+  )
+}
+
+/**
+ * Moves a claimed item to the dead-letter queue `<dlq>/<unixNano>` (Go layout, same value; its
+ * id, group and priority in the dead letter's metadata, for a redrive) and hands its group's turn on, in
+ * one Txn guarded by the claim still being `r`'s. Resolves false, changing nothing, when the
+ * claim is no longer `r`'s (whoever holds the item now deals with it).
+ */
+export async function deadLetter(q: QueueRef, r: Receipt, dlq: string, priority: number | undefined): Promise<boolean> {
+  const { ks, name } = q
+  const read = await ks.txn([], [ks.get(r.key), ks.get(queueKeys.meta(r.key))])
+  const item = read.results[0].range!.kvs[0]
+  if (item === undefined || item.createRevision !== r.createRev) return false
+  const meta = readMeta(read.results[1].range!.kvs[0], item)
+  const id = meta.id ?? item.createRevision.toString()
+  return retryStale<boolean>(
+    STALE_TRIES,
+    async () => {
+      const handOn = await handOnFor(q, meta.group, r.createRev)
+      const target = uniqueSlot(ks, queueKeys.items(dlq))
+      const res = await ks.txn(
+        [...ownClaim(ks, r), ...handOn.compares, ...target.compares],
+        [...leaveOps(ks, r.key, r.createRev), ...target.ops(item.value), ...metaOps(ks, target.key, { id, group: meta.group, priority }), ...handOn.ops],
+        [ks.get(queueKeys.marker(r.key, r.createRev)), ks.get(r.key)],
+      )
+      if (res.succeeded) return { done: true, value: true }
+      const [marker, now] = [res.results[0].range!.kvs[0], res.results[1].range!.kvs[0]]
+      if (marker?.modRevision !== r.claimRev || now?.createRevision !== r.createRev) return { done: true, value: false }
+      return { done: false }
+    },
+    () => new MiddyEtcdError(`moving ${JSON.stringify(r.key)} of queue ${JSON.stringify(name)} to dead-letter queue ${JSON.stringify(dlq)} kept conflicting with other writers; it stays claimed until its visibility timeout and is retried then`),
+  )
 }

@@ -1,48 +1,63 @@
 import type { Namespace } from 'etcd3'
+import { checkBackoff, retryDelaySeconds, type Backoff } from './backoff.js'
 import { checkClient, checkOptions } from './check.js'
-import { claimChunk, chunked, CLAIM_CHUNK, deadLetter, type Claim } from './claim.js'
+import { claimChunk, chunked, CLAIM_CHUNK, deadLetter, leave, leaveOps, take, type Claim } from './claim.js'
 import { dropLease, grantLease, revokeLease, settleClaim, trackBatch, type ClaimLease } from './claim-leases.js'
+import { promote, putDelayed } from './delays.js'
 import { ClaimLostError, InvalidArgumentError } from './errors.js'
 import { queueKeys } from './keys.js'
 import { checkName, keyspace, type KeyValue, type Keyspace } from './kv.js'
-import { checkDeadLetter, checkReceive, checkSeconds, type CheckedReceive, type DeadLetterOptions, type DequeueOptions, type Message, type NackOptions, type ReceiveOptions } from './queue-options.js'
+import { arrivalPart, type ItemSlot, type QueueRef } from './placement.js'
+import type { ItemMeta } from './queue-meta.js'
+import { checkDeadLetter, checkReceive, checkRedrive, checkSeconds, type CheckedReceive, type DeadLetterOptions, type DequeueOptions, type Enqueued, type Message, type NackOptions, type QueueOptions, type ReceiveOptions, type RedriveOptions, type Redriven } from './queue-options.js'
 import type { QueueOrder } from './queue-order.js'
-import { Scanner, waitForChange } from './queue-scan.js'
-import { claimLost, claimState, formatReceipt, ownClaim, parseReceipt, receiptCounter, receiptMarker, type Receipt } from './receipts.js'
+import { Scanner, waitForChange, type QueueView } from './queue-scan.js'
+import { claimLost, claimState, formatReceipt, ownClaim, parseReceipt, receiptMarker, type Receipt } from './receipts.js'
+import { redrive } from './redrive.js'
 
 /**
  * The consumer side shared by {@link Queue} and {@link PriorityQueue}: Go's destructive
- * `dequeue`, and an at-least-once `receive` / `ack` / `nack` that keeps Go's item layout.
- * Composed from the claim pieces: the queue's order (a value), scanning (`queue-scan.ts`),
- * claiming and dead-lettering (`claim.ts`), claim leases (`claim-leases.ts`), receipts.
+ * `dequeue`, and an at-least-once `receive` / `ack` / `nack` that keeps Go's item layout, with
+ * retry back-off, dead letters, delayed messages, message groups and redrive. Composed from
+ * the queue's order and key slots (values), scanning (`queue-scan.ts`), claiming and leaving
+ * (`claim.ts`), arrivals and group hand-on (`placement.ts`), delays (`delays.ts`), claim leases
+ * (`claim-leases.ts`), receipts and redrive. Every key comes from `queueKeys` (keys.ts).
  *
- * Layout (everything outside `<name>/`, so Go producers and consumers see only their items;
- * built by `queueKeys` in keys.ts):
+ * Layout (everything but the items outside `<name>/`, so Go producers and consumers see only
+ * items):
  * - item (Go's): `<name>/<rest>`, value = the payload, no lease.
- * - claim marker: `__claims/<name>/<rest>/<itemCreateRev>`, value "", attached to the
- *   receiver's lease. While it exists the item is invisible to other receivers; when the
- *   lease ends (visibility timeout, crash) etcd deletes it and the item is visible again.
- * - receive counter: `__receives/<name>/<rest>/<itemCreateRev>`, value "", no lease. Each
- *   claim puts it once, so its etcd `version` is the receive count.
+ * - claim marker: `__claims/<name>/<rest>/<itemCreateRev>`, value "", on the receiver's lease.
+ *   While it exists the item is invisible to other receivers; when the lease ends (visibility
+ *   timeout, crash, end of a retry delay) etcd deletes it and the item is visible again.
+ * - receive counter: `__receives/<name>/<rest>/<itemCreateRev>`, no lease; each claim puts it
+ *   once, so its etcd `version` is the receive count.
+ * - metadata, delayed messages, group heads and waiting lists: see keys.ts.
  * The item's create revision in the marker/counter keys tells apart two items that reuse a
  * key (PriorityQueue sequence numbers restart when a bucket empties).
  *
- * A Go `Dequeue` knows nothing of markers and may take a claimed item; the receiver's ack
- * then fails with {@link ClaimLostError} `gone`, and the item's counter is left behind.
+ * A Go `Dequeue` knows nothing of markers and may take a claimed (or retry-delayed) item; the
+ * receiver's ack then fails with {@link ClaimLostError} `gone`. Delayed and group-waiting
+ * messages are out of its sight until they move under `<name>/`.
  */
 
-export type { DeadLetterOptions, DequeueOptions, Enqueued, Message, NackOptions, ReceiveOptions } from './queue-options.js'
+export type { DeadLetterOptions, DequeueOptions, EnqueueOptions, Enqueued, Message, NackOptions, PriorityEnqueueOptions, QueueOptions, ReceiveOptions, RedriveOptions, Redriven } from './queue-options.js'
+
+/** Due delayed messages moved in at once. */
+const PROMOTE_PARALLEL = 16
 
 /**
- * Base of {@link Queue} and {@link PriorityQueue}: everything but `enqueue`. The order items are
- * served in is a {@link QueueOrder} value given by the subclass, not a hook.
+ * Base of {@link Queue} and {@link PriorityQueue}: everything but the `enqueue` signature. The
+ * order items are served in and how they are keyed are values given by the subclass, not hooks.
  */
 export class ClaimQueue {
   protected readonly ks: Keyspace
   /** `<name>/`: the trailing "/" keeps queue `q` away from `q2`'s items (Go's Queue lacks it). */
   protected readonly prefix: string
   private readonly defaults: DeadLetterOptions
+  private readonly backoff: Backoff
   private readonly scanner: Scanner
+  /** What the claim, placement and redrive functions need of this queue. */
+  private readonly ref: QueueRef
   /** The last receive found messages: grant the next lease in parallel with the scan. */
   private busy = false
 
@@ -52,18 +67,23 @@ export class ClaimQueue {
     readonly name: string,
     /** The order items are served in. */
     protected readonly order: QueueOrder,
-    options: DeadLetterOptions,
+    /** How new items are keyed. */
+    protected readonly slotOf: ItemSlot,
+    options: QueueOptions,
     what: string,
   ) {
     checkClient(client, what)
     checkName(name, `${what} name`)
+    options = checkOptions(options, `${what} options`)
     this.ks = keyspace(client)
     this.prefix = queueKeys.items(name)
     this.defaults = checkDeadLetter(options, name, `${what} options`)
+    this.backoff = checkBackoff(options, `${what} options`)
     this.scanner = new Scanner(this.ks, name, order)
+    this.ref = { ks: this.ks, name, slotOf }
   }
 
-  /** Number of items in the queue, claimed ones included (one count-only Range). */
+  /** Number of items in the queue, claimed ones included (one count-only Range); delayed and group-waiting messages are not counted. */
   async size(): Promise<number> {
     const res = await this.ks.range(this.prefix, { prefix: true, countOnly: true })
     return Number(res.count)
@@ -72,21 +92,17 @@ export class ClaimQueue {
   /**
    * Go's destructive `Dequeue`: blocks until it deletes an item and returns its value. Takes
    * the first visible item in queue order; unlike Go's, it skips items a receiver has claimed,
-   * and it wakes only for this queue's keys. The item is gone once returned: a crash before it
-   * is processed loses it (use `receive` for at-least-once).
+   * moves due delayed messages in, passes a group's turn on, and wakes only for this queue's
+   * keys. The item is gone once returned: a crash before it is processed loses it (use
+   * `receive` for at-least-once).
    */
   async dequeue(options?: DequeueOptions): Promise<string> {
     const { signal } = checkOptions(options, 'dequeue')
     for (;;) {
       signal?.throwIfAborted()
       const view = await this.scanner.scan(1)
-      for (const kv of view.visible) {
-        const res = await this.ks.txn(
-          [this.ks.compare(kv.key, 'Mod', '==', kv.modRevision), this.ks.compare(queueKeys.marker(kv.key, kv.createRevision), 'Create', '==', 0)],
-          [this.ks.delete(kv.key), this.ks.delete(queueKeys.counter(kv.key, kv.createRevision))],
-        )
-        if (res.succeeded) return kv.value.toString()
-      }
+      if (await this.promoteDue(view)) continue
+      for (const kv of view.visible) if (await take(this.ref, kv)) return kv.value.toString()
       if (view.visible.length === 0) await waitForChange(this.client, this.name, view, signal)
     }
   }
@@ -94,11 +110,12 @@ export class ClaimQueue {
   /**
    * Claims up to `max` visible messages under one lease (see {@link ReceiveOptions}). Each
    * message stays in the queue, invisible to other receivers, until it is acked (deleted),
-   * nacked (visible again) or its claim's lease ends (visible again). Served in queue order,
-   * except that after this object lost a claim race it starts at a random offset among the
-   * first visible items of the most urgent priority still needed, so concurrent consumers do
-   * not all race for the same first key. Messages received `maxReceives` times go to the
-   * dead-letter queue instead of being returned.
+   * nacked (visible again, after its retry delay) or its claim's lease ends (visible again).
+   * Served in queue order, except that after this object lost a claim race it starts at a
+   * random offset among the first visible items of the most urgent priority still needed, so
+   * concurrent consumers do not all race for the same first key. Messages received
+   * `maxReceives` times go to the dead-letter queue instead of being returned; due delayed
+   * messages are moved into the queue first.
    */
   async receive(options?: ReceiveOptions): Promise<Message[]> {
     const given = checkOptions(options, 'receive')
@@ -116,6 +133,7 @@ export class ClaimQueue {
       for (;;) {
         const view = await this.scanner.scan(o.max)
         if (early) [lease, early] = [await early, undefined]
+        if (await this.promoteDue(view)) continue
         if (view.visible.length > 0) {
           lease ??= await this.claimLease(o)
           const messages = await this.claimBatch(this.scanner.pick(view.visible, o.max), lease, o)
@@ -140,24 +158,25 @@ export class ClaimQueue {
   }
 
   /**
-   * Deletes a received message, its claim marker and its receive counter in one Txn, guarded
-   * by the claim still being this receipt's. Throws {@link ClaimLostError} (and changes
-   * nothing) when the claim expired, was taken over, or the item already left the queue.
+   * Deletes a received message, its claim marker, receive counter and metadata, and passes its
+   * group's turn on, in one Txn guarded by the claim still being this receipt's. Throws
+   * {@link ClaimLostError} (and changes nothing) when the claim expired, was taken over, or the
+   * item already left the queue.
    */
   async ack(message: Message | string): Promise<void> {
     const r = this.receipt(message)
-    const res = await this.ks.txn(ownClaim(this.ks, r), this.ackOps(r), claimState(this.ks, r))
-    await settleClaim(this.client, r.leaseId, r.key)
-    if (!res.succeeded) throw claimLost('ack', r, res, this.name)
+    const lost = await leave(this.ref, r).finally(() => settleClaim(this.client, r.leaseId, r.key))
+    if (lost) throw lost
   }
 
   /**
    * Acks many messages with one Txn per 100 (each message in its own nested Txn, with the same
-   * guard and deletes as {@link ack}, so one lost claim does not fail the others). Resolves
-   * with one entry per given message, in order: `undefined` when it was acked, or the
-   * {@link ClaimLostError} `ack` would have thrown for it (nothing changed for that one).
-   * Rejects only when the input is invalid (before any write) or etcd fails; a message given
-   * twice is acked once (its later entries report it `gone`).
+   * guard and deletes as {@link ack}, so one lost claim does not fail the others; a grouped
+   * message is acked on its own, as it passes its group's turn on). Resolves with one entry per
+   * given message, in order: `undefined` when it was acked, or the {@link ClaimLostError} `ack`
+   * would have thrown for it (nothing changed for that one). Rejects only when the input is
+   * invalid (before any write) or etcd fails; a message given twice is acked once (its later
+   * entries report it `gone`).
    */
   async ackMany(messages: readonly (Message | string)[]): Promise<(ClaimLostError | undefined)[]> {
     if (!Array.isArray(messages)) throw new InvalidArgumentError(`ackMany expects an array of messages or receipts, got ${typeof messages}`)
@@ -167,18 +186,19 @@ export class ClaimQueue {
     receipts.forEach((r, i) => first.has(receiptMarker(r)) || first.set(receiptMarker(r), i))
     const unique = [...first.values()]
     const outcomes: (ClaimLostError | undefined)[] = new Array(receipts.length)
-    await Promise.all(
-      chunked(unique, CLAIM_CHUNK).map(async (chunk) => {
-        const res = await this.ks.txn(
-          [],
-          chunk.map((i) => this.ks.txnOp(ownClaim(this.ks, receipts[i]), this.ackOps(receipts[i]), claimState(this.ks, receipts[i]))),
-        )
+    const plain = unique.filter((i) => receipts[i].group === undefined)
+    const grouped = unique.filter((i) => receipts[i].group !== undefined)
+    await Promise.all([
+      ...chunked(plain, CLAIM_CHUNK).map(async (chunk) => {
+        const ops = chunk.map((i) => this.ks.txnOp(ownClaim(this.ks, receipts[i]), leaveOps(this.ks, receipts[i].key, receipts[i].createRev), claimState(this.ks, receipts[i])))
+        const res = await this.ks.txn([], ops)
         chunk.forEach((i, j) => {
           const sub = res.results[j].txn!
           if (!sub.succeeded) outcomes[i] = claimLost('ack', receipts[i], sub, this.name)
         })
       }),
-    )
+      ...grouped.map(async (i) => (outcomes[i] = await leave(this.ref, receipts[i]))),
+    ])
     receipts.forEach((r, i) => {
       const j = first.get(receiptMarker(r))!
       if (j === i) return
@@ -189,26 +209,69 @@ export class ClaimQueue {
   }
 
   /**
-   * Gives a received message back: visible again at once, or after `delay` seconds (its claim
-   * marker moves to a lease of that TTL). The receive count is kept. Throws
-   * {@link ClaimLostError} when the claim is no longer this receipt's.
+   * Gives a received message back. It becomes visible again after `delay` seconds (default:
+   * the queue's retry back-off for its receive count; 0: at once) — its claim marker moves to
+   * a lease of that TTL, so no receiver takes it before etcd expires that lease. A message
+   * already received `maxReceives` times (the queue's setting) goes to the dead-letter queue
+   * now instead. The receive count is kept. Throws {@link ClaimLostError} when the claim is no
+   * longer this receipt's.
    */
   async nack(message: Message | string, options?: NackOptions): Promise<void> {
     const r = this.receipt(message)
-    const delay = checkSeconds(checkOptions(options, 'nack').delay ?? 0, 'nack delay', 0)
-    const marker = receiptMarker(r)
-    const hold = delay > 0 ? await grantLease(this.client, delay) : undefined
-    const res = await this.ks.txn(ownClaim(this.ks, r), [hold ? this.ks.put(marker, '', hold) : this.ks.delete(marker)], claimState(this.ks, r))
-    await settleClaim(this.client, r.leaseId, r.key)
-    if (!res.succeeded) {
-      if (hold) await revokeLease(this.client, hold)
-      throw claimLost('nack', r, res, this.name)
+    const given = checkOptions(options, 'nack').delay
+    const delay = given === undefined ? retryDelaySeconds(r.count, this.backoff) : checkSeconds(given, 'nack delay', 0)
+    const { maxReceives, deadLetterQueue } = this.defaults
+    try {
+      if (maxReceives !== undefined && r.count >= maxReceives) {
+        if (await deadLetter(this.ref, r, deadLetterQueue!, this.order.priorityOf(r.key, this.prefix))) return
+      }
+      const marker = receiptMarker(r)
+      const hold = delay > 0 ? await grantLease(this.client, delay) : undefined
+      const res = await this.ks.txn(ownClaim(this.ks, r), [hold ? this.ks.put(marker, '', hold) : this.ks.delete(marker)], claimState(this.ks, r))
+      if (!res.succeeded) {
+        if (hold) await revokeLease(this.client, hold)
+        throw claimLost('nack', r, res, this.name)
+      }
+    } finally {
+      await settleClaim(this.client, r.leaseId, r.key)
     }
   }
 
-  /** What an ack deletes: the item, its marker and its counter. */
-  private ackOps(r: Receipt) {
-    return [this.ks.delete(r.key), this.ks.delete(receiptMarker(r)), this.ks.delete(receiptCounter(r))]
+  /**
+   * Moves dead letters from `options.from` back into this queue (oldest first, at most
+   * `options.max`), each in one Txn: never lost, never doubled, even when interrupted. A moved
+   * message starts over with receive count 0 and keeps its id and group. Dead letters a
+   * consumer of the dead-letter queue has claimed are left there (counted as `skipped`).
+   */
+  async redrive(options: RedriveOptions): Promise<Redriven> {
+    const { from, max, signal } = checkRedrive(options, this.name)
+    return redrive(this.ref, from, max, signal)
+  }
+
+  /**
+   * Puts a message into the queue — after `delayMs`, or behind its group's head — and returns
+   * where it was written and its id (the revision of the Txn that wrote it).
+   */
+  protected async arrive(payload: Buffer, meta: ItemMeta, delayMs: number): Promise<Enqueued> {
+    if (delayMs > 0) {
+      const { key, revision } = await putDelayed(this.client, this.ks, this.name, { payload, meta }, delayMs)
+      return { key, id: revision.toString() }
+    }
+    // Unbounded, as Go's: a failed attempt means another producer took the slot (progress).
+    for (;;) {
+      const part = await arrivalPart(this.ref, { payload, meta })
+      const res = await this.ks.txn(part.compares, part.ops)
+      if (!res.succeeded) continue
+      const waits = part.waiting !== undefined && !res.results[0].txn!.succeeded
+      return { key: waits ? part.waiting! : part.where, id: res.revision.toString() }
+    }
+  }
+
+  /** Moves the due delayed messages of a scan into the queue; true if there were any. */
+  private async promoteDue(view: QueueView): Promise<boolean> {
+    if (view.due.length === 0) return false
+    for (const batch of chunked(view.due, PROMOTE_PARALLEL)) await Promise.all(batch.map((kv) => promote(this.ref, kv)))
+    return true
   }
 
   /** Claims the picked items (chunks in parallel), then moves over-received ones to the dead-letter queue. */
@@ -216,26 +279,29 @@ export class ClaimQueue {
     const chunks = await Promise.all(chunked(picked, CLAIM_CHUNK).map((c) => claimChunk(this.ks, c, lease.id)))
     if (chunks.some((c) => c.lostAny)) this.scanner.lostRace()
     const messages: Message[] = []
-    const moves: Promise<void>[] = []
+    const moves: Promise<unknown>[] = []
     for (const c of chunks.flatMap((x) => x.claims)) {
-      if (o.maxReceives !== undefined && c.count > o.maxReceives) moves.push(deadLetter(this.ks, c, o.deadLetterQueue!))
-      else messages.push(this.message(c, lease.id))
+      const m = this.message(c, lease.id)
+      if (o.maxReceives !== undefined && c.count > o.maxReceives) moves.push(deadLetter(this.ref, this.receipt(m), o.deadLetterQueue!, m.priority))
+      else messages.push(m)
     }
     await Promise.all(moves)
     return messages
   }
 
   private message(c: Claim, leaseId: string): Message {
-    const { kv } = c
+    const { kv, meta } = c
     const priority = this.order.priorityOf(kv.key, this.prefix)
+    const receipt = formatReceipt({ key: kv.key, createRev: kv.createRevision, claimRev: c.claimRev, leaseId, count: c.count, group: meta.group })
     return {
-      id: kv.createRevision.toString(),
+      id: meta.id ?? kv.createRevision.toString(),
       key: kv.key,
       value: kv.value.toString(),
       raw: kv.value,
       receiveCount: c.count,
       ...(priority === undefined ? {} : { priority }),
-      receipt: formatReceipt({ key: kv.key, createRev: kv.createRevision, claimRev: c.claimRev, leaseId }),
+      ...(meta.group === undefined ? {} : { group: meta.group }),
+      receipt,
     }
   }
 

@@ -5,7 +5,20 @@ export { Mutex } from './mutex.js'
 export type { WaitOptions, LockOptions } from './wait.js'
 export { Queue, type QueueOptions } from './queue.js'
 export { PriorityQueue, MAX_PRIORITY, type PriorityQueueOptions } from './priority-queue.js'
-export { ClaimQueue, type Message, type ReceiveOptions, type NackOptions, type DequeueOptions, type DeadLetterOptions, type Enqueued } from './claims.js'
+export {
+  ClaimQueue,
+  type Message,
+  type ReceiveOptions,
+  type NackOptions,
+  type DequeueOptions,
+  type DeadLetterOptions,
+  type Enqueued,
+  type EnqueueOptions,
+  type PriorityEnqueueOptions,
+  type RedriveOptions,
+  type Redriven,
+} from './claims.js'
+export { retryDelaySeconds, type RetryOptions } from './backoff.js'
 export { Barrier } from './barrier.js'
 export { DoubleBarrier } from './double-barrier.js'
 export { runSTM, Isolation, type STM, type STMOptions, type STMResult } from './stm.js'

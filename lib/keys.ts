@@ -1,5 +1,5 @@
 import { EtcdUnavailableError, MiddyEtcdError } from './errors.js'
-import type { Keyspace, Op, TxnResult } from './kv.js'
+import type { Compare, Keyspace, Op, TxnResult } from './kv.js'
 
 /**
  * Every key layout of the toolkit, and the ways a key is allocated, in one place (Go keeps the
@@ -16,6 +16,13 @@ import type { Keyspace, Op, TxnResult } from './kv.js'
  * Ours (kept outside the Go prefixes, so Go peers never see them):
  * - queue claim marker:    `__claims/<itemKey>/<itemCreateRev>` (on the receiver's lease)
  * - queue receive counter: `__receives/<itemKey>/<itemCreateRev>` (its version = receives)
+ * - queue item metadata:   `__meta/<itemKey>` (JSON: original id, group; valid while its mod
+ *                          revision is the item's create revision: both are written in one Txn)
+ * - delayed message:       `__delayed/<name>/<dueUnixNano>` (envelope, no lease) + its timer
+ *                          `__timers/<name>/<dueUnixNano>` (on a lease of the delay's TTL)
+ * - message group:         `__group-heads/<name>/<group>` (exists while the group has a message
+ *                          under `<name>/`) + waiting messages `__groups/<name>/<group>/<unixNano>`
+ * - default dead-letter queue of `<name>`: the Go-layout Queue `dlq/<name>`
  */
 
 /** Wall-clock nanoseconds at the monotonic clock's zero, so unixNano() = base + hrtime. */
@@ -69,18 +76,42 @@ export async function putUnique(
 }
 
 /**
+ * A key to write in a caller's own Txn: the compares that must hold for it (it is still free,
+ * or its bookkeeping key has not moved) and the ops that take it. See {@link uniqueSlot},
+ * {@link sequentialSlot}; the caller retries with a fresh slot when its Txn fails on them.
+ */
+export interface KeySlot {
+  key: string
+  compares: Compare[]
+  /** The put of the key (and of its bookkeeping key, if any). */
+  ops(value: string | Buffer, lease?: string): Op[]
+}
+
+/** A fresh `<prefix><unixNano>`, taken only if nobody has it (Go's `newUniqueKV` in one's own Txn). */
+export function uniqueSlot(ks: Keyspace, prefix: string): KeySlot {
+  const key = `${prefix}${unixNano()}`
+  return { key, compares: [ks.compare(key, 'Version', '==', 0)], ops: (value, lease) => [ks.put(key, value, lease)] }
+}
+
+/** The next `<prefix>/<%016d seq>` (Go's `newSequentialKV` in one's own Txn): one read now, the guard in the Txn. */
+export async function sequentialSlot(ks: Keyspace, prefix: string): Promise<KeySlot> {
+  const base = `__${prefix}`
+  const last = await ks.range(`${prefix}/`, { prefix: true, sort: ['Key', 'Descend'], limit: 1 })
+  const seq = last.kvs.length === 0 ? 0n : sequenceOf(last.kvs[0].key) + 1n
+  const key = `${prefix}/${seq.toString().padStart(16, '0')}`
+  return { key, compares: [ks.compare(base, 'Mod', '<', last.revision + 1n)], ops: (value, lease) => [ks.put(base, ''), ks.put(key, value, lease)] }
+}
+
+/**
  * Go's `newSequentialKV`: appends `<prefix>/<%016d seq>` after the last key under `<prefix>/`,
  * serialising writers through the bookkeeping key `__<prefix>` (a Txn guarded by its mod revision
  * not having moved since our read; a concurrent writer makes it fail and we read again).
  */
 export async function putSequential(ks: Keyspace, prefix: string, value: Buffer): Promise<{ key: string; revision: bigint }> {
-  const base = `__${prefix}`
   for (;;) {
-    const last = await ks.range(`${prefix}/`, { prefix: true, sort: ['Key', 'Descend'], limit: 1 })
-    const seq = last.kvs.length === 0 ? 0n : sequenceOf(last.kvs[0].key) + 1n
-    const key = `${prefix}/${seq.toString().padStart(16, '0')}`
-    const res = await ks.txn([ks.compare(base, 'Mod', '<', last.revision + 1n)], [ks.put(base, ''), ks.put(key, value)])
-    if (res.succeeded) return { key, revision: res.revision }
+    const slot = await sequentialSlot(ks, prefix)
+    const res = await ks.txn(slot.compares, slot.ops(value))
+    if (res.succeeded) return { key: slot.key, revision: res.revision }
   }
 }
 
@@ -137,4 +168,37 @@ export const queueKeys = {
   marker: (itemKey: string, itemCreateRevision: bigint) => `__claims/${itemKey}/${itemCreateRevision}`,
   /** The counter whose version is the item's receive count. */
   counter: (itemKey: string, itemCreateRevision: bigint) => `__receives/${itemKey}/${itemCreateRevision}`,
+  /** An item's metadata (original id, group); see the layout list above. */
+  meta: (itemKey: string) => `__meta/${itemKey}`,
+  /** Metadata of queue `name`'s items. */
+  metas: (name: string) => `__meta/${name}/`,
+  /** Delayed messages of queue `name`, keyed by their due time on the producer's clock (for order only). */
+  delayed: (name: string) => `__delayed/${name}/`,
+  /** Their timers: a delayed message is due once its timer's lease has expired. */
+  timers: (name: string) => `__timers/${name}/`,
+  /** The timer of a delayed message key. */
+  timerOf: (name: string, delayedKey: string) => `__timers/${name}/${delayedKey.slice(`__delayed/${name}/`.length)}`,
+  /** Every group head of queue `name`. */
+  groupHeads: (name: string) => `__group-heads/${name}/`,
+  /** The head pointer of a group: exists while one of its messages is under `<name>/`. */
+  groupHead: (name: string, group: string) => `__group-heads/${name}/${groupSegment(group)}`,
+  /** Every waiting grouped message of queue `name`. */
+  groupsWaiting: (name: string) => `__groups/${name}/`,
+  /** A group's waiting messages, served in create-revision order. */
+  groupWaiting: (name: string, group: string) => `__groups/${name}/${groupSegment(group)}/`,
+}
+
+/** A group name as one key segment (and one receipt field): percent-encoded, "." included. */
+export function groupSegment(group: string): string {
+  return encodeURIComponent(group).replace(/\./g, '%2E')
+}
+
+/** The group a {@link groupSegment} stands for. */
+export function groupOfSegment(segment: string): string {
+  return decodeURIComponent(segment)
+}
+
+/** The dead-letter queue a queue gets unless one is named: `dlq/<name>` (outside `<name>`, so Go's Dequeue never takes dead letters). */
+export function defaultDeadLetterQueue(name: string): string {
+  return `dlq/${name}`
 }

@@ -51,6 +51,7 @@ export interface RangeOptions {
   revision?: bigint
   maxCreateRevision?: bigint
   maxModRevision?: bigint
+  minModRevision?: bigint
   minCreateRevision?: bigint
   serializable?: boolean
   countOnly?: boolean
@@ -143,10 +144,17 @@ export class Keyspace {
     return this.prefix.length === 0 ? Buffer.from(key) : Buffer.concat([this.prefix, Buffer.from(key)])
   }
 
-  /** A compare on `key`'s create/mod revision, version or value. */
-  compare(key: string, target: 'Create' | 'Mod' | 'Version', result: '==' | '!=' | '<' | '>', value: bigint | number): Compare {
+  /**
+   * A compare on `key`'s create/mod revision or version. With `prefix`, on every key starting
+   * with `key` (etcd 3.3+): it holds when it holds for each of them, and for none (an empty
+   * range compares as one missing key, so `Version == 0` means "no such key").
+   */
+  compare(key: string, target: 'Create' | 'Mod' | 'Version', result: '==' | '!=' | '<' | '>', value: bigint | number, options: { prefix?: boolean } = {}): Compare {
     const field = target === 'Create' ? 'create_revision' : target === 'Mod' ? 'mod_revision' : 'version'
-    return { key: this.full(key), target, result: RESULTS[result], [field]: String(value) }
+    const full = this.full(key)
+    const compare: Compare = { key: full, target, result: RESULTS[result], [field]: String(value) }
+    if (options.prefix) compare.range_end = prefixEnd(full)
+    return compare
   }
 
   put(key: string, value: string | Buffer = '', lease?: string): Op {
@@ -233,6 +241,7 @@ export class Keyspace {
     if (o.revision !== undefined) req.revision = String(o.revision)
     if (o.maxCreateRevision !== undefined) req.max_create_revision = String(o.maxCreateRevision)
     if (o.maxModRevision !== undefined) req.max_mod_revision = String(o.maxModRevision)
+    if (o.minModRevision !== undefined) req.min_mod_revision = String(o.minModRevision)
     if (o.minCreateRevision !== undefined) req.min_create_revision = String(o.minCreateRevision)
     if (o.serializable) req.serializable = true
     if (o.countOnly) req.count_only = true

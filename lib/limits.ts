@@ -17,3 +17,18 @@ export const DEFAULT_BATCH_SIZE = 10
 
 /** Seconds a received message stays invisible to other receivers unless configured. */
 export const DEFAULT_VISIBILITY_S = 30
+
+/** Receives of a message before it goes to the dead-letter queue, unless configured (queueConsumer, etcdQueue events). */
+export const DEFAULT_MAX_RECEIVES = 5
+
+/** First retry delay of a failed message, seconds (doubles per receive, jittered; see lib/backoff.ts). */
+export const DEFAULT_RETRY_DELAY_S = 1
+
+/** Longest retry delay of a failed message, seconds. */
+export const DEFAULT_MAX_RETRY_DELAY_S = 300
+
+/** Longest delay of a delayed message, ms: a lease TTL (etcd caps those at {@link MAX_TTL_S}). */
+export const MAX_DELAY_MS = MAX_TTL_S * 1000
+
+/** Longest message group name, in UTF-8 bytes (it is part of keys and receipts). */
+export const MAX_GROUP_BYTES = 128

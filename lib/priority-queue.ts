@@ -1,25 +1,26 @@
 import type { Namespace } from 'etcd3'
-import { ClaimQueue, type DeadLetterOptions, type Enqueued } from './claims.js'
+import { ClaimQueue, type Enqueued, type PriorityEnqueueOptions, type QueueOptions } from './claims.js'
 import { InvalidArgumentError } from './errors.js'
-import { putSequential, queueKeys } from './keys.js'
 import { checkValue } from './kv.js'
+import { sequentialItemSlot } from './placement.js'
+import { checkEnqueue } from './queue-options.js'
 import { MAX_PRIORITY, PRIORITY_ORDER } from './queue-order.js'
 
 export { MAX_PRIORITY } from './queue-order.js'
 
-/** Options of {@link PriorityQueue}: receive defaults. */
-export type PriorityQueueOptions = DeadLetterOptions
+/** Options of {@link PriorityQueue}: receive and retry defaults. */
+export type PriorityQueueOptions = QueueOptions
 
 /**
  * A priority queue, key-compatible with Go's `recipe.PriorityQueue`: items are
  * `<name>/<%05d priority>/<%016d seq>`, with the bookkeeping key `__<name>/<%05d priority>`
  * serialising producers of one priority. The lexically smallest key is served first: lower
  * priority numbers first, FIFO within a priority. Same consumer API as {@link Queue}
- * (dead-lettered messages go to a plain Go-layout Queue).
+ * (dead-lettered messages go to a plain Go-layout Queue); no message groups.
  */
 export class PriorityQueue extends ClaimQueue {
   constructor(client: Namespace, name: string, options: PriorityQueueOptions = {}) {
-    super(client, name, PRIORITY_ORDER, options, 'PriorityQueue')
+    super(client, name, PRIORITY_ORDER, sequentialItemSlot, options, 'PriorityQueue')
   }
 
   /**
@@ -27,14 +28,15 @@ export class PriorityQueue extends ClaimQueue {
    * `newSequentialKV` does: read the bucket's last key, then in one Txn guarded by
    * `mod_revision(__<bucket>) < readRevision + 1` put the bookkeeping key and
    * `<bucket>/<last seq + 1>`; a concurrent producer makes the compare fail and we read again.
+   * With `delayMs` it waits outside the queue until due, then joins its bucket.
    */
-  async enqueue(value: string | Buffer, priority: number): Promise<Enqueued> {
+  async enqueue(value: string | Buffer, priority: number, options?: PriorityEnqueueOptions): Promise<Enqueued> {
     if (typeof priority !== 'number' || !Number.isInteger(priority) || priority < 0 || priority > MAX_PRIORITY) {
       throw new InvalidArgumentError(`PriorityQueue priority must be a whole number from 0 (served first) to ${MAX_PRIORITY}, got ${String(priority)}`)
     }
     const buf = checkValue(value, 'PriorityQueue value')
+    const { delayMs } = checkEnqueue(options, 'PriorityQueue enqueue', false)
     // Go ranges the bucket without a trailing "/"; with 5-digit buckets the keys are the same.
-    const { key, revision } = await putSequential(this.ks, queueKeys.bucket(this.name, priority), buf)
-    return { key, id: revision.toString() }
+    return this.arrive(buf, { priority }, delayMs)
   }
 }

@@ -1,7 +1,10 @@
+import type { RetryOptions } from './backoff.js'
+import { checkOptions } from './check.js'
 import { InvalidArgumentError } from './errors.js'
 import { queueKeys } from './keys.js'
 import { checkName } from './kv.js'
-import { DEFAULT_VISIBILITY_S, MAX_BATCH, MAX_TTL_S } from './limits.js'
+import { DEFAULT_VISIBILITY_S, MAX_BATCH, MAX_DELAY_MS, MAX_TTL_S } from './limits.js'
+import { checkGroup } from './queue-meta.js'
 import type { Session } from './session.js'
 
 /**
@@ -23,6 +26,47 @@ export interface DeadLetterOptions {
    * the dead letters too.
    */
   deadLetterQueue?: string
+}
+
+/** Options of the {@link Queue} and {@link PriorityQueue} constructors: receive and retry defaults. */
+export interface QueueOptions extends DeadLetterOptions, RetryOptions {}
+
+/** Options of `Queue.enqueue`. */
+export interface EnqueueOptions {
+  /**
+   * Milliseconds before the message may be delivered (default 0). It waits outside the queue
+   * (Go's `Dequeue` cannot see it either) until a timer lease of this many seconds, rounded up
+   * to whole seconds, has expired on the etcd server; then the next receive moves it in.
+   * Never delivered early; see README "Delayed messages" for how late it can be.
+   */
+  delayMs?: number
+  /**
+   * Message group (SQS FIFO's `MessageGroupId`): messages of one group are delivered one at a
+   * time, in enqueue order; a message that fails blocks its group until it succeeds or is
+   * dead-lettered. Different groups are delivered in parallel. At most 128 bytes.
+   */
+  group?: string
+}
+
+/** Options of `PriorityQueue.enqueue` (after the priority). */
+export type PriorityEnqueueOptions = Pick<EnqueueOptions, 'delayMs'>
+
+/** Options of `redrive`. */
+export interface RedriveOptions {
+  /** The dead-letter queue to move messages from. */
+  from: string
+  /** Most messages to move (default: every message in `from` when the redrive starts). */
+  max?: number
+  /** Aborting it stops the redrive between two messages (each one moves whole or not at all). */
+  signal?: AbortSignal
+}
+
+/** What `redrive` did. */
+export interface Redriven {
+  /** Messages moved back, receive counts reset. */
+  moved: number
+  /** Dead letters left where they were because a consumer of the dead-letter queue has them claimed. */
+  skipped: number
 }
 
 /** Options of `receive`. */
@@ -51,7 +95,11 @@ export interface ReceiveOptions extends DeadLetterOptions {
 
 /** Options of `nack`. */
 export interface NackOptions {
-  /** Whole seconds before the message becomes visible again (default 0: at once). */
+  /**
+   * Whole seconds before the message becomes visible again. Default: the queue's retry
+   * back-off for its receive count (`retryDelay` doubled per receive, jittered, up to
+   * `maxRetryDelay`); 0 makes it visible at once.
+   */
   delay?: number
 }
 
@@ -63,15 +111,21 @@ export interface DequeueOptions {
 
 /** What `enqueue` wrote. */
 export interface Enqueued {
-  /** The item key, in Go's layout. */
+  /**
+   * Where the message was written: the item key in Go's layout, or, for a delayed message or
+   * one waiting behind its group, the key it waits under until it moves into the queue.
+   */
   key: string
-  /** The item's create revision (decimal): the message `id` receivers will see. */
+  /** The revision of the enqueue (decimal): the message `id` receivers will see. */
   id: string
 }
 
 /** A message claimed by `receive`; settle it with `ack` or `nack`. */
 export interface Message {
-  /** The item's create revision (decimal): unique in the cluster, the same on every redelivery. */
+  /**
+   * The revision of its enqueue (decimal): unique in the cluster, the same on every redelivery
+   * (the item's create revision, unless it moved in later: delayed, grouped or redriven).
+   */
   readonly id: string
   /** The item key (`<name>/<unixNano>` or `<name>/<prio>/<seq>`). */
   readonly key: string
@@ -83,9 +137,11 @@ export interface Message {
   readonly receiveCount: number
   /** PriorityQueue only: the item's priority (0 is served first). */
   readonly priority?: number
+  /** Its message group, if it was enqueued with one. */
+  readonly group?: string
   /**
    * Identifies this claim; `ack`/`nack` accept it in place of the message, in any process
-   * (`<itemCreateRev>.<claimRev>.<leaseId>.<key>`).
+   * (`<itemCreateRev>.<claimRev>.<leaseId>.<receiveCount>.<group>.<key>`).
    */
   readonly receipt: string
 }
@@ -144,4 +200,36 @@ export function checkSeconds(value: unknown, what: string, min: number): number 
     throw new InvalidArgumentError(`${what} must be a whole number of seconds from ${min} to ${MAX_TTL_S}, got ${String(value)}`)
   }
   return value
+}
+
+/** Checks enqueue options (`allowGroup`: false for a PriorityQueue); returns the delay and group. */
+export function checkEnqueue(options: EnqueueOptions | undefined, what: string, allowGroup: boolean): { delayMs: number; group?: string } {
+  const o = checkOptions(options, what)
+  for (const key of Object.keys(o)) {
+    if (key !== 'delayMs' && !(allowGroup && key === 'group')) {
+      const known = allowGroup ? 'delayMs, group' : 'delayMs (message groups are a Queue feature)'
+      throw new InvalidArgumentError(`${what}: unknown option ${JSON.stringify(key)}; the options are ${known}`)
+    }
+  }
+  const delayMs = o.delayMs ?? 0
+  if (typeof delayMs !== 'number' || !Number.isInteger(delayMs) || delayMs < 0 || delayMs > MAX_DELAY_MS) {
+    throw new InvalidArgumentError(`${what}: delayMs must be a whole number of milliseconds from 0 to ${MAX_DELAY_MS}, got ${String(delayMs)}`)
+  }
+  return o.group === undefined ? { delayMs } : { delayMs, group: checkGroup(o.group, what) }
+}
+
+/** Checks redrive options; `max` defaults to unlimited. */
+export function checkRedrive(options: RedriveOptions, queueName: string): Required<Pick<RedriveOptions, 'from' | 'max'>> & { signal?: AbortSignal } {
+  const o = checkOptions(options, 'redrive')
+  if (options === undefined) throw new InvalidArgumentError('redrive needs options { from: <dead-letter queue>, max? }')
+  checkName(o.from, 'redrive: from (the dead-letter queue)')
+  const [from, own] = [queueKeys.items(o.from), queueKeys.items(queueName)]
+  if (from.startsWith(own) || own.startsWith(from)) {
+    throw new InvalidArgumentError(`redrive: from ${JSON.stringify(o.from)} overlaps queue ${JSON.stringify(queueName)}; redrive from its dead-letter queue`)
+  }
+  const max = o.max ?? Number.POSITIVE_INFINITY
+  if (typeof max !== 'number' || max < 1 || !(Number.isInteger(max) || max === Number.POSITIVE_INFINITY)) {
+    throw new InvalidArgumentError(`redrive: max must be a whole number >= 1, got ${String(max)}`)
+  }
+  return { from: o.from, max, signal: o.signal }
 }

@@ -1,4 +1,5 @@
 import type { Namespace } from 'etcd3'
+import { dueOf, dueReads } from './delays.js'
 import { queueKeys } from './keys.js'
 import type { KeyValue, Keyspace } from './kv.js'
 import type { QueueOrder } from './queue-order.js'
@@ -14,8 +15,12 @@ import { waitFor } from './wait.js'
 export interface QueueView {
   /** Unclaimed items, in queue order. */
   visible: KeyValue[]
-  /** How many claim markers exist (claimed or delayed items). */
+  /** How many claim markers exist (claimed items, or nacked ones waiting out their retry delay). */
   claims: number
+  /** Delayed messages whose timer is gone: to be moved into the queue. */
+  due: KeyValue[]
+  /** Whether any delayed message waits (then a timer's expiry is worth waking for). */
+  delayed: boolean
   revision: bigint
 }
 
@@ -31,7 +36,7 @@ export class Scanner {
 
   constructor(
     private readonly ks: Keyspace,
-    name: string,
+    private readonly name: string,
     private readonly order: QueueOrder,
   ) {
     this.items = queueKeys.items(name)
@@ -44,15 +49,15 @@ export class Scanner {
   }
 
   /**
-   * One Txn reading every claim marker of this queue and the first items in queue order;
-   * returns the unclaimed ones. A second Range (at the same revision) looks further when
-   * claimed items fill the first page.
+   * One Txn reading every claim marker of this queue, the first items in queue order and the
+   * soonest delayed messages; returns the unclaimed items and the due delayed messages. A second
+   * Range (at the same revision) looks further when claimed items fill the first page.
    */
   async scan(max: number): Promise<QueueView> {
     // While spreading, look wider so that racing receivers have room to pick different items.
     const window = this.spread > 0 ? Math.max(4 * max, 32) : Math.max(2 * max, 16)
     const items = { prefix: true, sort: this.order.sort, limit: window }
-    const res = await this.ks.txn([], [this.ks.get(this.claims, { prefix: true }), this.ks.get(this.items, items)])
+    const res = await this.ks.txn([], [this.ks.get(this.claims, { prefix: true }), this.ks.get(this.items, items), ...dueReads(this.ks, this.name)])
     const claimed = new Set(res.results[0].range!.kvs.map((kv) => kv.key))
     const unclaimed = (kvs: KeyValue[]) => kvs.filter((kv) => !claimed.has(queueKeys.marker(kv.key, kv.createRevision)))
     let page = res.results[1].range!
@@ -61,7 +66,7 @@ export class Scanner {
       page = await this.ks.range(this.items, { ...items, limit: window + claimed.size, revision: res.revision })
       visible = unclaimed(page.kvs)
     }
-    return { visible, claims: claimed.size, revision: res.revision }
+    return { visible, claims: claimed.size, ...dueOf(this.name, res, 2), revision: res.revision }
   }
 
   /**
@@ -84,8 +89,8 @@ export class Scanner {
 }
 
 /**
- * Resolves when queue `name` may have a visible item: a new item, or (if any are claimed) a
- * claim ending. Rejects with the signal's reason when it aborts.
+ * Resolves when queue `name` may have a visible item: a new item, (if any are claimed) a claim
+ * ending, or (if any are delayed) a timer expiring. Rejects with the signal's reason when it aborts.
  */
 export async function waitForChange(client: Namespace, name: string, view: QueueView, signal?: AbortSignal): Promise<void> {
   const stop = new AbortController()
@@ -93,6 +98,9 @@ export async function waitForChange(client: Namespace, name: string, view: Queue
   const from = view.revision + 1n
   const waits = [waitFor(client, { key: queueKeys.items(name), prefix: true }, from, (type) => type === 'put', wait)]
   if (view.claims > 0) waits.push(waitFor(client, { key: queueKeys.claims(name), prefix: true }, from, (type) => type === 'delete', wait))
+  // A timer expiring makes its message due; a delayed message arriving means a timer to watch.
+  if (view.delayed) waits.push(waitFor(client, { key: queueKeys.timers(name), prefix: true }, from, (type) => type === 'delete', wait))
+  else waits.push(waitFor(client, { key: queueKeys.delayed(name), prefix: true }, from, (type) => type === 'put', wait))
   try {
     await Promise.race(waits)
   } catch (err) {

@@ -1,11 +1,14 @@
 import { ClaimLostError, InvalidArgumentError } from './errors.js'
-import { queueKeys } from './keys.js'
+import { groupOfSegment, groupSegment, queueKeys } from './keys.js'
 import type { Compare, Keyspace, Op, TxnResult } from './kv.js'
 
 /**
  * Receipts: what identifies one claim of one message, so that `ack`/`nack` work in any process
  * (a dispatcher claims, a function settles). Format:
- * `<itemCreateRev>.<claimRev>.<leaseId>.<itemKey>`.
+ * `<itemCreateRev>.<claimRev>.<leaseId>.<receiveCount>.<group>.<itemKey>` (`<group>` as a key
+ * segment, empty for none). The receive count sets a nack's retry delay; the group names whose
+ * turn an ack passes on. The older form `<itemCreateRev>.<claimRev>.<leaseId>.<itemKey>` is
+ * still accepted (receive count unknown: taken as 1; no group).
  */
 
 /** A parsed receipt. */
@@ -14,24 +17,51 @@ export interface Receipt {
   createRev: bigint
   claimRev: bigint
   leaseId: string
+  /** The receive count of this claim (1 when an older receipt did not say). */
+  count: number
+  /** The message group, if any. */
+  group?: string
 }
 
 /** The receipt string of a claim. */
 export function formatReceipt(r: Receipt): string {
-  return `${r.createRev}.${r.claimRev}.${r.leaseId}.${r.key}`
+  return `${r.createRev}.${r.claimRev}.${r.leaseId}.${r.count}.${r.group === undefined ? '' : groupSegment(r.group)}.${r.key}`
 }
+
+const CURRENT = /^([0-9]+)\.([0-9]+)\.([0-9]+)\.([0-9]+)\.([^./]*)\.(.+)$/s
+const OLDER = /^([0-9]+)\.([0-9]+)\.([0-9]+)\.(.+)$/s
 
 /** A message's or receipt string's claim, checked to belong to the queue whose items live under `itemsPrefix`. */
 export function parseReceipt(message: { receipt?: unknown } | string, itemsPrefix: string, queueName: string): Receipt {
   const text = typeof message === 'string' ? message : message?.receipt
-  const m = typeof text === 'string' ? /^([0-9]+)\.([0-9]+)\.([0-9]+)\.(.+)$/s.exec(text) : null
-  if (!m) throw new InvalidArgumentError(`expected a message from receive() or its receipt string, got ${JSON.stringify(text)}`)
-  if (!m[4].startsWith(itemsPrefix)) {
-    throw new InvalidArgumentError(`receipt for ${JSON.stringify(m[4])} does not belong to queue ${JSON.stringify(queueName)}; settle it on the queue it was received from`)
+  const r = typeof text === 'string' ? parse(text, itemsPrefix) : undefined
+  if (!r) throw new InvalidArgumentError(`expected a message from receive() or its receipt string, got ${JSON.stringify(text)}`)
+  if (!r.key.startsWith(itemsPrefix)) {
+    throw new InvalidArgumentError(`receipt for ${JSON.stringify(r.key)} does not belong to queue ${JSON.stringify(queueName)}; settle it on the queue it was received from`)
   }
-  return { createRev: BigInt(m[1]), claimRev: BigInt(m[2]), leaseId: m[3], key: m[4] }
+  return r
 }
 
+function parse(text: string, itemsPrefix: string): Receipt | undefined {
+  const m = CURRENT.exec(text)
+  const o = OLDER.exec(text)
+  const current = m ? fromCurrent(m) : undefined
+  const older = o ? { createRev: BigInt(o[1]), claimRev: BigInt(o[2]), leaseId: o[3], count: 1, key: o[4] } : undefined
+  // A key may contain dots: take the reading whose key belongs to this queue, the current one first.
+  if (current?.key.startsWith(itemsPrefix)) return current
+  if (older?.key.startsWith(itemsPrefix)) return older
+  return current ?? older
+}
+
+function fromCurrent(m: RegExpExecArray): Receipt | undefined {
+  let group: string | undefined
+  try {
+    group = m[5] === '' ? undefined : groupOfSegment(m[5])
+  } catch {
+    return undefined // not a segment we wrote
+  }
+  return { createRev: BigInt(m[1]), claimRev: BigInt(m[2]), leaseId: m[3], count: Number(m[4]), group, key: m[6] }
+}
 /** The claim marker of a receipt's item. */
 export function receiptMarker(r: Receipt): string {
   return queueKeys.marker(r.key, r.createRev)

@@ -1,0 +1,64 @@
+import { leaveOps } from './claim.js'
+import { queueKeys } from './keys.js'
+import type { KeyValue } from './kv.js'
+import { arrivalPart, type QueueRef } from './placement.js'
+import { readMeta } from './queue-meta.js'
+import type { Redriven } from './queue-options.js'
+
+/**
+ * Redrive: moving dead letters back into a queue. Each message moves in one Txn (deleted from
+ * the dead-letter queue, written into the queue, or behind its group's head), so an interrupted
+ * redrive has moved some messages whole and left the rest whole: nothing is lost or doubled,
+ * and running it again moves the rest. The moved message is a new item, so its receive count
+ * starts again from 0; its id and group come along (from the dead letter's metadata).
+ */
+
+/** Dead letters read per page (their metadata is read in one Txn of as many gets). */
+const PAGE = 100
+
+/** Moves up to `max` dead letters from `from` into `target`, oldest first; stops between two messages when `signal` aborts. */
+export async function redrive(target: QueueRef, from: string, max: number, signal?: AbortSignal): Promise<Redriven> {
+  const { ks } = target
+  const done: Redriven = { moved: 0, skipped: 0 }
+  const prefix = queueKeys.items(from)
+  // Only what is there now: messages dead-lettered while we run (perhaps redriven ones failing again) wait for the next redrive.
+  let upTo: bigint | undefined
+  let after = 0n
+  while (done.moved < max) {
+    signal?.throwIfAborted()
+    const page = await ks.range(prefix, { prefix: true, sort: ['Mod', 'Ascend'], limit: PAGE, ...(upTo === undefined ? {} : { maxModRevision: upTo }), minModRevision: after + 1n })
+    upTo ??= page.revision
+    if (page.kvs.length === 0) return done
+    const metas = await ks.txn([], page.kvs.map((kv) => ks.get(queueKeys.meta(kv.key))))
+    for (const [i, kv] of page.kvs.entries()) {
+      if (done.moved >= max) break
+      signal?.throwIfAborted()
+      const moved = await moveOne(target, kv, metas.results[i].range!.kvs[0])
+      if (moved) done.moved++
+      else done.skipped++
+      after = kv.modRevision
+    }
+    if (!page.more) return done
+  }
+  return done
+}
+
+/** Moves one dead letter; false when it is claimed by a consumer of the dead-letter queue (or already gone). */
+async function moveOne(target: QueueRef, kv: KeyValue, metaKv: KeyValue | undefined): Promise<boolean> {
+  const { ks } = target
+  const meta = readMeta(metaKv, kv)
+  const arrival = { payload: kv.value, meta: { ...meta, id: meta.id ?? kv.createRevision.toString() } }
+  const marker = queueKeys.marker(kv.key, kv.createRevision)
+  for (;;) {
+    const part = await arrivalPart(target, arrival)
+    const res = await ks.txn(
+      [ks.compare(kv.key, 'Mod', '==', kv.modRevision), ks.compare(marker, 'Create', '==', 0), ...part.compares],
+      [...leaveOps(ks, kv.key, kv.createRevision), ...part.ops],
+      [ks.get(kv.key), ks.get(marker)],
+    )
+    if (res.succeeded) return true
+    const [now, claimed] = [res.results[0].range!.kvs[0], res.results[1].range!.kvs[0]]
+    if (now?.modRevision !== kv.modRevision || claimed !== undefined) return false
+    // Only a key slot went stale (another writer took it): again.
+  }
+}

@@ -4,6 +4,7 @@ import { createClient, Election, Session } from '../lib/index.js'
 import { leaderGuard } from '../middleware/index.js'
 import { sleep, uniqueName, useEtcd } from './helpers.js'
 import { lambdaContext } from './lambda.js'
+import { tcpProxy } from './support/tcp-proxy.js'
 
 const etcd = useEtcd()
 const keysUnder = (prefix: string) => etcd.client.getAll().prefix(prefix).keys()
@@ -66,6 +67,27 @@ describe('leaderGuard', () => {
       expect(result).toBe('ran')
     } finally {
       other.close()
+    }
+  })
+
+  it('with term, a transient error while renewing keeps the term: the next invocation leads again instead of following its own key', async () => {
+    const election = uniqueName('term-transient')
+    const proxy = await tcpProxy(etcd.cluster.endpoints[0])
+    const client = createClient({ endpoints: [proxy.endpoint], callTimeoutMs: 300 })
+    try {
+      const handler = middy(async (_e: unknown, context: any) => ({ leader: true, key: context.etcd.leader.key })).use(leaderGuard({ election, term: 20, client }))
+      const first = (await handler({}, lambdaContext())) as { leader: boolean; key: string }
+      expect(first.leader).toBe(true)
+      proxy.cut()
+      await expect(handler({}, lambdaContext())).rejects.toThrow()
+      proxy.heal()
+      // Right after the outage the client may still be reconnecting: calls fail fast until it is back.
+      let next: any
+      for (let i = 0; i < 50 && next === undefined; i++) next = await handler({}, lambdaContext()).catch(() => sleep(100).then(() => undefined))
+      expect(next).toEqual({ leader: true, key: first.key })
+    } finally {
+      client.close()
+      await proxy.close()
     }
   })
 

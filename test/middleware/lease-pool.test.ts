@@ -1,10 +1,10 @@
 import middy from '@middy/core'
 import { describe, expect, it, vi } from 'vitest'
-import { LockTimeoutError, Mutex, Session, createClient, type EtcdClient } from '../lib/index.js'
-import { etcdLock, type EtcdEvent } from '../middleware/index.js'
-import { sleep, uniqueName, useEtcd } from './helpers.js'
-import { lambdaContext } from './lambda.js'
-import { tcpProxy } from './support/tcp-proxy.js'
+import { LockTimeoutError, Mutex, Session, createClient, type EtcdClient } from '../../lib/index.js'
+import { etcdLock, type EtcdEvent } from '../../middleware/index.js'
+import { sleep, uniqueName, useEtcd } from '../helpers.js'
+import { lambdaContext } from '../lambda.js'
+import { tcpProxy } from '../support/tcp-proxy.js'
 
 // The middleware lease pool lends a finished invocation's lease to the next warm invocation of
 // the process. It must never lend one that is dead, or one that still carries a key nobody
@@ -43,7 +43,7 @@ describe('lease pool', () => {
       // outage and the delete of its waiter key cannot be sent.
       const waiting = lockHandler(fnClient, L, { ttl, waitMs: 1_000 }).handler({}, lambdaContext())
       const outcome = waiting.then(() => 'acquired', (err: unknown) => err)
-      await sleep(300)
+      for (let i = 0; i < 100 && (await etcd.keysUnder(`${L}/`)).length < 2; i++) await sleep(20) // it is queued
       proxy.cut()
       await sleep(1_500)
       proxy.heal()

@@ -1,9 +1,9 @@
 import middy from '@middy/core'
 import { describe, expect, it } from 'vitest'
-import { InvalidArgumentError } from '../lib/index.js'
-import { etcdLock, etcdPlugin, etcdRwLock, leaderGuard } from '../middleware/index.js'
-import { sleep, uniqueName, useEtcd } from './helpers.js'
-import { lambdaContext } from './lambda.js'
+import { InvalidArgumentError } from '../../lib/index.js'
+import { etcdLock, etcdPlugin, etcdRwLock, leaderGuard } from '../../middleware/index.js'
+import { sleep, uniqueName, useEtcd } from '../helpers.js'
+import { lambdaContext } from '../lambda.js'
 
 // Middy skips every `after` when an inner `before` answers early, and stops the `onError` chain
 // when one throws. With `etcdPlugin()`, Middy's `requestEnd` (awaited in a finally on every path)
@@ -12,7 +12,7 @@ import { lambdaContext } from './lambda.js'
 const etcd = useEtcd()
 
 /** Keys under `<name>/`: what an invocation left behind. */
-const keysUnder = (name: string) => etcd.client.getAll().prefix(`${name}/`).keys()
+const keysOf = (name: string) => etcd.keysUnder(`${name}/`)
 
 /** A second invocation that must get the lock at once (a try-lock that fails if anything is left). */
 function tryAgain(name: string) {
@@ -26,7 +26,7 @@ describe('etcdPlugin', () => {
       .use(etcdLock({ name, client: etcd.client }))
       .use({ before: async () => 'from cache' })
     expect(await handler({}, lambdaContext())).toBe('from cache')
-    expect(await keysUnder(name)).toEqual([])
+    expect(await keysOf(name)).toEqual([])
     expect(await tryAgain(name)).toBe('again')
   })
 
@@ -42,7 +42,7 @@ describe('etcdPlugin', () => {
         },
       })
     await expect(handler({}, lambdaContext())).rejects.toThrow(/failed/)
-    expect(await keysUnder(name)).toEqual([])
+    expect(await keysOf(name)).toEqual([])
     expect(await tryAgain(name)).toBe('again')
   })
 
@@ -56,7 +56,7 @@ describe('etcdPlugin', () => {
       etcdPlugin({ timeoutEarlyInMillis: 900 }),
     ).use(etcdLock({ name, client: etcd.client }))
     await expect(handler({}, lambdaContext(1_200))).rejects.toThrow(/abort|time/i)
-    expect(await keysUnder(name)).toEqual([])
+    expect(await keysOf(name)).toEqual([])
     expect(await tryAgain(name)).toBe('again')
   })
 
@@ -68,7 +68,7 @@ describe('etcdPlugin', () => {
       .use(leaderGuard({ election, client: etcd.client }))
       .use({ before: async () => 'validator said 400' })
     expect(await handler({}, lambdaContext())).toBe('validator said 400')
-    expect([...(await keysUnder(lock)), ...(await keysUnder(rw)), ...(await keysUnder(election))]).toEqual([])
+    expect([...(await keysOf(lock)), ...(await keysOf(rw)), ...(await keysOf(election))]).toEqual([])
   })
 
   it("keeps the user's own plugin options and runs their requestEnd after ours", async () => {
@@ -78,7 +78,7 @@ describe('etcdPlugin', () => {
       async () => 'ran',
       etcdPlugin({
         requestEnd: async () => {
-          seen.push(await keysUnder(name))
+          seen.push(await keysOf(name))
         },
       }),
     )
@@ -99,11 +99,11 @@ describe('etcdPlugin', () => {
       .use(etcdLock({ name, ttl: 1, client: etcd.client }))
       .use({ before: async () => 'from cache' })
     expect(await handler({}, lambdaContext(500))).toBe('from cache')
-    expect((await keysUnder(name)).length).toBe(1)
-    let keys = await keysUnder(name)
+    expect((await keysOf(name)).length).toBe(1)
+    let keys = await keysOf(name)
     for (let i = 0; i < 60 && keys.length > 0; i++) {
       await sleep(100)
-      keys = await keysUnder(name)
+      keys = await keysOf(name)
     }
     expect(keys).toEqual([])
   })

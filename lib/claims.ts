@@ -3,7 +3,7 @@ import { checkBackoff, retryDelaySeconds, type Backoff } from './backoff.js'
 import { checkClient, checkOptions } from './check.js'
 import { claimChunk, chunked, CLAIM_CHUNK, deadLetter, leave, leaveOps, take, type Claim } from './claim.js'
 import { dropLease, grantLease, revokeLease, settleClaim, trackBatch, type ClaimLease } from './claim-leases.js'
-import { promote, putDelayed } from './delays.js'
+import { promoteAll, putDelayed } from './delays.js'
 import { ClaimLostError, InvalidArgumentError } from './errors.js'
 import { queueKeys } from './keys.js'
 import { checkName, keyspace, type KeyValue, type Keyspace } from './kv.js'
@@ -42,8 +42,6 @@ import { redrive } from './redrive.js'
 
 export type { DeadLetterOptions, DequeueOptions, EnqueueOptions, Enqueued, Message, NackOptions, PriorityEnqueueOptions, QueueOptions, ReceiveOptions, RedriveOptions, Redriven } from './queue-options.js'
 
-/** Due delayed messages moved in at once. */
-const PROMOTE_PARALLEL = 16
 
 /**
  * Base of {@link Queue} and {@link PriorityQueue}: everything but the `enqueue` signature. The
@@ -270,7 +268,7 @@ export class ClaimQueue {
   /** Moves the due delayed messages of a scan into the queue; true if there were any. */
   private async promoteDue(view: QueueView): Promise<boolean> {
     if (view.due.length === 0) return false
-    for (const batch of chunked(view.due, PROMOTE_PARALLEL)) await Promise.all(batch.map((kv) => promote(this.ref, kv)))
+    await promoteAll(this.ref, view.due)
     return true
   }
 

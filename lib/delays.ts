@@ -1,10 +1,10 @@
 import type { Namespace } from 'etcd3'
-import { grantLease, revokeLease } from './claim-leases.js'
+import { grantLease } from './claim-leases.js'
 import { SessionExpiredError } from './errors.js'
 import { queueKeys, unixNano } from './keys.js'
 import type { KeyValue, Keyspace, Op, TxnResult } from './kv.js'
 import { arrivalPart, type Arrival, type QueueRef } from './placement.js'
-import { decodeEnvelope, encodeEnvelope } from './queue-meta.js'
+import { decodeEnvelope, encodeEnvelope, type ItemMeta } from './queue-meta.js'
 
 /**
  * Delayed messages. A delayed message waits outside the queue, in `__delayed/<name>/<due>`, so
@@ -14,6 +14,12 @@ import { decodeEnvelope, encodeEnvelope } from './queue-meta.js'
  * clocks of two functions. A receiver that sees a delayed message without its timer moves it
  * into the queue in one Txn (as if enqueued then). `<due>` is the producer's clock plus the
  * delay: it only orders the delayed messages, so that a scan looks at the soonest first.
+ *
+ * Timer leases are shared: a producer reuses a lease it granted recently when that lease has
+ * certainly at least the delay left and less than a second more, so a burst of delayed
+ * messages costs a few leases, not one each. "Certainly left" is the TTL minus the time since
+ * the grant was sent, by whichever of the monotonic and the wall clock says more time passed
+ * (a frozen function's monotonic clock may stand still while the server's lease runs down).
  */
 
 /** Delayed messages (and timers) one scan looks at. */
@@ -24,40 +30,76 @@ export function timerTtl(delayMs: number): number {
   return Math.max(1, Math.ceil(delayMs / 1000))
 }
 
+/** A timer lease this process granted: its id (once granted) and when the grant was sent. */
+interface TimerLease {
+  id: Promise<string>
+  ttl: number
+  sentAt: number
+  sentAtWall: number
+}
+
+/** Recently granted timer leases, per client. */
+const timerLeases = new WeakMap<Namespace, TimerLease[]>()
+
+/** Ms a timer lease certainly has left (0 once it may have expired). */
+function certainlyLeft(l: TimerLease): number {
+  const elapsed = Math.max(performance.now() - l.sentAt, Date.now() - l.sentAtWall)
+  return Math.max(0, l.ttl * 1000 - elapsed)
+}
+
+/** A lease that expires no sooner than `delayMs` from now and, unless etcd is slow, within a second after. */
+function timerLease(client: Namespace, delayMs: number): TimerLease {
+  let list = timerLeases.get(client)
+  if (!list) timerLeases.set(client, (list = []))
+  // Forget the ones that may have expired; none is ever revoked (others may share it): they expire.
+  list.splice(0, list.length, ...list.filter((l) => certainlyLeft(l) > 0))
+  const fit = list.find((l) => certainlyLeft(l) >= delayMs && certainlyLeft(l) < delayMs + 1000)
+  if (fit) return fit
+  const ttl = timerTtl(delayMs)
+  const lease: TimerLease = { id: grantLease(client, ttl), ttl, sentAt: performance.now(), sentAtWall: Date.now() }
+  lease.id.catch(() => {
+    const i = list.indexOf(lease)
+    if (i >= 0) list.splice(i, 1)
+  })
+  list.push(lease)
+  return lease
+}
+
 /**
- * Writes a delayed message: grants its timer lease, then puts the envelope and the timer in one
- * create-only Txn (retrying on a key clash). Returns its key and the Txn's revision (the message id).
+ * Writes a delayed message: its envelope and timer in one create-only Txn (retrying on a key
+ * clash), the timer on a (shared) lease of at least the delay. Returns its key and the Txn's
+ * revision (the message id).
  */
 export async function putDelayed(client: Namespace, ks: Keyspace, name: string, arrival: Arrival, delayMs: number): Promise<{ key: string; revision: bigint }> {
-  const lease = await grantLease(client, timerTtl(delayMs))
-  try {
-    for (;;) {
-      const due = (BigInt(unixNano()) + BigInt(delayMs) * 1_000_000n).toString().padStart(19, '0')
-      const key = `${queueKeys.delayed(name)}${due}`
-      const timer = queueKeys.timerOf(name, key)
+  for (;;) {
+    const lease = timerLease(client, delayMs)
+    const leaseId = await lease.id
+    const due = (BigInt(unixNano()) + BigInt(delayMs) * 1_000_000n).toString().padStart(19, '0')
+    const key = `${queueKeys.delayed(name)}${due}`
+    const timer = queueKeys.timerOf(name, key)
+    try {
       const res = await ks.txn(
         [ks.compare(key, 'Version', '==', 0), ks.compare(timer, 'Version', '==', 0)],
-        [ks.put(key, encodeEnvelope(arrival.meta, arrival.payload)), ks.put(timer, '', lease)],
+        [ks.put(key, encodeEnvelope(arrival.meta, arrival.payload)), ks.put(timer, '', leaseId)],
       )
       if (res.succeeded) return { key, revision: res.revision }
+    } catch (err) {
+      // The lease is gone (expired early by a slow round trip, or revoked): nothing was written.
+      if (!(err instanceof SessionExpiredError)) throw err
+      lease.ttl = 0
     }
-  } catch (err) {
-    // The timer's lease expired before the put (a delay shorter than the round trip): nothing was written.
-    if (err instanceof SessionExpiredError) return putDelayed(client, ks, name, arrival, delayMs)
-    await revokeLease(client, lease).catch(() => {})
-    throw err
   }
 }
 
-/** The reads a scan adds to its Txn: the soonest delayed messages and their timers. */
+/** The reads a scan adds to its Txn: the keys of the soonest delayed messages and of their timers. */
 export function dueReads(ks: Keyspace, name: string): Op[] {
-  const window = { prefix: true, sort: ['Key', 'Ascend'] as ['Key', 'Ascend'], limit: DUE_WINDOW }
+  const window = { prefix: true, sort: ['Key', 'Ascend'] as ['Key', 'Ascend'], limit: DUE_WINDOW, keysOnly: true }
   return [ks.get(queueKeys.delayed(name), window), ks.get(queueKeys.timers(name), window)]
 }
 
 /**
  * From the {@link dueReads} results (at `offset` in `res`): the delayed messages that are due
- * (no timer), and whether any delayed message waits at all. Timers are a subset of the delayed
+ * (no timer; keys and revisions only), and whether any delayed message waits at all. Timers are a subset of the delayed
  * keys and sort the same way, so a delayed key among the first N whose timer is not among the
  * first N timers has none.
  */
@@ -67,19 +109,49 @@ export function dueOf(name: string, res: TxnResult, offset: number): { due: KeyV
   return { due: delayed.filter((kv) => !timers.has(queueKeys.timerOf(name, kv.key))), delayed: delayed.length > 0 }
 }
 
+/** Due messages moved in by one Txn (nested Txns of 3 ops: N + 3 <= etcd's default --max-txn-ops of 128). */
+const PROMOTE_CHUNK = 64
+
 /**
- * Moves one due delayed message into the queue, in one Txn guarded by it still being there and
- * its timer still being gone. Returns quietly when another receiver moved it first.
+ * Moves due delayed messages into the queue, each guarded by it still being there and its
+ * timer still being gone (another receiver may have moved it first: then nothing happens).
+ * Plain FIFO messages go many per Txn, each in its own nested Txn; a grouped or prioritised one
+ * alone (its group head or priority bucket must not be written twice in one Txn).
  */
-export async function promote(q: QueueRef, delayed: KeyValue): Promise<void> {
+export async function promoteAll(q: QueueRef, due: KeyValue[]): Promise<void> {
+  // The scan read keys only (values may be large): read the due ones now.
+  const read = await q.ks.txn([], due.map((kv) => q.ks.get(kv.key)))
+  const found = read.results.map((r) => r.range!.kvs[0]).filter((kv): kv is KeyValue => kv !== undefined)
+  const decoded = found.map((kv) => ({ kv, ...decodeEnvelope(kv.value) }))
+  const plain = decoded.filter((d) => d.meta.group === undefined && d.meta.priority === undefined)
+  const single = decoded.filter((d) => !plain.includes(d))
+  for (let i = 0; i < plain.length; i += PROMOTE_CHUNK) await promoteChunk(q, plain.slice(i, i + PROMOTE_CHUNK))
+  for (const d of single) await promote(q, d.kv)
+}
+
+async function promoteChunk(q: QueueRef, chunk: { kv: KeyValue; meta: ItemMeta; payload: Buffer }[]): Promise<void> {
+  const { ks, name } = q
+  const parts = await Promise.all(chunk.map((d) => arrivalPart(q, { payload: d.payload, meta: { ...d.meta, id: d.meta.id ?? d.kv.createRevision.toString() } })))
+  const ops = chunk.map(({ kv }, i) => ks.txnOp([...guard(ks, name, kv), ...parts[i].compares], [ks.delete(kv.key), ...parts[i].ops]))
+  const res = await ks.txn([], ops)
+  // A nested Txn that failed was moved by someone else, or its key slot clashed: the slow path sorts it out.
+  const failed = chunk.filter((_, i) => !res.results[i].txn!.succeeded)
+  for (const d of failed) await promote(q, d.kv)
+}
+
+function guard(ks: Keyspace, name: string, delayed: KeyValue) {
+  return [ks.compare(delayed.key, 'Mod', '==', delayed.modRevision), ks.compare(queueKeys.timerOf(name, delayed.key), 'Version', '==', 0)]
+}
+
+/** Moves one due delayed message into the queue; returns quietly when another receiver moved it first. */
+async function promote(q: QueueRef, delayed: KeyValue): Promise<void> {
   const { ks, name } = q
   const { meta, payload } = decodeEnvelope(delayed.value)
   const arrival: Arrival = { payload, meta: { ...meta, id: meta.id ?? delayed.createRevision.toString() } }
+  const timer = queueKeys.timerOf(name, delayed.key)
   for (;;) {
     const part = await arrivalPart(q, arrival)
-    const timer = queueKeys.timerOf(name, delayed.key)
-    const guard = [ks.compare(delayed.key, 'Mod', '==', delayed.modRevision), ks.compare(timer, 'Version', '==', 0)]
-    const res = await ks.txn([...guard, ...part.compares], [ks.delete(delayed.key), ...part.ops], [ks.get(delayed.key), ks.get(timer)])
+    const res = await ks.txn([...guard(ks, name, delayed), ...part.compares], [ks.delete(delayed.key), ...part.ops], [ks.get(delayed.key), ks.get(timer)])
     if (res.succeeded) return
     // Moved by another receiver (or purged), or not due after all: nothing to do. Else a key clashed: again.
     const [now, timerNow] = [res.results[0].range!.kvs[0], res.results[1].range!.kvs[0]]

@@ -141,3 +141,22 @@ export class ClaimLostError extends MiddyEtcdError {
     super(message)
   }
 }
+
+/**
+ * A queue consumer was invoked with a dispatch for another queue (or another kind of queue):
+ * its `etcdQueue` event and its `queueConsumer` options name different queues. Nothing was
+ * claimed or settled; the dispatched messages come back when their visibility timeout ends.
+ */
+export class QueueMismatchError extends MiddyEtcdError {
+  override readonly code = 'QUEUE_MISMATCH'
+
+  constructor(
+    /** The queue the consumer is configured for (`queueConsumer({ queue })`). */
+    readonly configured: string,
+    /** The queue the dispatch was for (`etcdQueue.queue` of the event). */
+    readonly dispatched: string,
+    message: string,
+  ) {
+    super(message)
+  }
+}

@@ -55,6 +55,8 @@ export interface RangeOptions {
   minCreateRevision?: bigint
   serializable?: boolean
   countOnly?: boolean
+  /** Keys and revisions only, no values. */
+  keysOnly?: boolean
 }
 
 /** One op of a Txn, built by {@link Keyspace.put}, {@link Keyspace.get}, {@link Keyspace.delete}. */
@@ -245,6 +247,7 @@ export class Keyspace {
     if (o.minCreateRevision !== undefined) req.min_create_revision = String(o.minCreateRevision)
     if (o.serializable) req.serializable = true
     if (o.countOnly) req.count_only = true
+    if (o.keysOnly) req.keys_only = true
     return req
   }
 

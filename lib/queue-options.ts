@@ -1,9 +1,9 @@
 import type { RetryOptions } from './backoff.js'
 import { checkOptions } from './check.js'
 import { InvalidArgumentError } from './errors.js'
-import { queueKeys } from './keys.js'
+import { defaultDeadLetterQueue, queueKeys } from './keys.js'
 import { checkName } from './kv.js'
-import { DEFAULT_VISIBILITY_S, MAX_BATCH, MAX_DELAY_MS, MAX_TTL_S } from './limits.js'
+import { DEFAULT_MAX_RECEIVES, DEFAULT_VISIBILITY_S, MAX_BATCH, MAX_DELAY_MS, MAX_TTL_S } from './limits.js'
 import { checkGroup } from './queue-meta.js'
 import type { Session } from './session.js'
 
@@ -232,4 +232,15 @@ export function checkRedrive(options: RedriveOptions, queueName: string): Requir
     throw new InvalidArgumentError(`redrive: max must be a whole number >= 1, got ${String(max)}`)
   }
   return { from: o.from, max, signal: o.signal }
+}
+
+/**
+ * The dead-letter settings of a consumer of `queue` with the defaults of `queueConsumer` and
+ * `etcdQueue` events: `maxReceives` 5 and dead-letter queue `dlq/<queue>`. `maxReceives:
+ * Infinity` turns dead-lettering off (a poison message is then retried forever, with back-off).
+ */
+export function consumerDeadLetter(queue: string, o: { maxReceives?: number; deadLetterQueue?: string }): DeadLetterOptions {
+  const maxReceives = o.maxReceives ?? DEFAULT_MAX_RECEIVES
+  if (maxReceives === Number.POSITIVE_INFINITY) return {}
+  return { maxReceives, deadLetterQueue: o.deadLetterQueue ?? defaultDeadLetterQueue(queue) }
 }

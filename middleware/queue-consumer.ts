@@ -2,8 +2,10 @@ import type { MiddlewareObj, Request } from '@middy/core'
 import type { Context } from 'aws-lambda'
 import type { Namespace } from 'etcd3'
 import { sharedClient } from '../lib/client.js'
-import { ClaimLostError, InvalidArgumentError } from '../lib/errors.js'
+import { ClaimLostError, InvalidArgumentError, QueueMismatchError } from '../lib/errors.js'
 import type { Message } from '../lib/claims.js'
+import { DEFAULT_BATCH_SIZE, DEFAULT_MAX_RECEIVES, DEFAULT_MAX_RETRY_DELAY_S, DEFAULT_RETRY_DELAY_S, DEFAULT_VISIBILITY_S, MAX_BATCH, MAX_TTL_S } from '../lib/limits.js'
+import { consumerDeadLetter } from '../lib/queue-options.js'
 import { PriorityQueue } from '../lib/priority-queue.js'
 import { Queue } from '../lib/queue.js'
 import { emit, type OnEvent } from './events.js'
@@ -18,14 +20,16 @@ export interface QueueMessage {
   value: string
   receiveCount: number
   priority?: number
+  /** Its message group, if it was enqueued with one. */
+  group?: string
   /** Settles this delivery (`ack`/`nack` accept it in any process). */
   receipt: string
 }
 
 /** The JSON-safe form of a received message: what the handler sees and a dispatcher's event carries. */
-export function toQueueMessage(m: Pick<Message, 'id' | 'key' | 'value' | 'receiveCount' | 'priority' | 'receipt'>): QueueMessage {
-  const { id, key, value, receiveCount, priority, receipt } = m
-  return priority === undefined ? { id, key, value, receiveCount, receipt } : { id, key, value, receiveCount, priority, receipt }
+export function toQueueMessage(m: Pick<Message, 'id' | 'key' | 'value' | 'receiveCount' | 'priority' | 'group' | 'receipt'>): QueueMessage {
+  const { id, key, value, receiveCount, priority, group, receipt } = m
+  return { id, key, value, receiveCount, ...(priority === undefined ? {} : { priority }), ...(group === undefined ? {} : { group }), receipt }
 }
 
 /** The event a dispatcher (the offline plugin, or the deployed dispatcher) invokes a consumer with. */
@@ -39,7 +43,7 @@ export interface BatchResponse {
 }
 
 export interface QueueConsumerOptions {
-  /** The queue name. */
+  /** The queue name (required). */
   queue: string
   /** A PriorityQueue (true) or a Queue (false, default). */
   priority?: boolean
@@ -47,66 +51,100 @@ export interface QueueConsumerOptions {
   batchSize?: number
   /** Seconds a received message stays invisible to other consumers unless acked (default 30). */
   visibilityTimeout?: number
-  /** Deliveries before a message goes to `deadLetterQueue`. */
+  /**
+   * Deliveries before a message goes to `deadLetterQueue` (default 5). `Infinity` turns
+   * dead-lettering off: a failing message is then retried forever (with back-off).
+   */
   maxReceives?: number
-  /** Queue that takes messages received `maxReceives` times. */
+  /** Queue that takes messages received `maxReceives` times (default `dlq/<queue>`). */
   deadLetterQueue?: string
   /** When the event carries no messages: how long to wait for one, ms (default 0: don't wait). */
   waitMs?: number
-  /** Seconds a failed message stays invisible before its redelivery (default 0). */
+  /**
+   * Seconds a message that failed (listed in `batchItemFailures`, or the handler threw) stays
+   * invisible after its first delivery (default 1); doubled per further delivery, jittered, up
+   * to `maxRetryDelay`. 0 redelivers at once.
+   */
   retryDelay?: number
+  /** Longest retry delay, seconds (default 300). */
+  maxRetryDelay?: number
   /** Default: `sharedClient()`. */
   client?: Namespace
   onEvent?: OnEvent
 }
 
-const defaults = { priority: false, batchSize: 10, visibilityTimeout: 30, waitMs: 0, retryDelay: 0 } as const
+const defaults = {
+  priority: false,
+  batchSize: DEFAULT_BATCH_SIZE,
+  visibilityTimeout: DEFAULT_VISIBILITY_S,
+  maxReceives: DEFAULT_MAX_RECEIVES,
+  waitMs: 0,
+  retryDelay: DEFAULT_RETRY_DELAY_S,
+  maxRetryDelay: DEFAULT_MAX_RETRY_DELAY_S,
+} as const
 
 const schema: Schema = {
   queue: { type: 'string', required: true },
   priority: { type: 'boolean' },
-  batchSize: { type: 'integer', min: 1, max: 1000 },
-  visibilityTimeout: { type: 'integer', min: 1, max: 9_000_000 },
+  batchSize: { type: 'integer', min: 1, max: MAX_BATCH },
+  visibilityTimeout: { type: 'integer', min: 1, max: MAX_TTL_S },
   maxReceives: { type: 'integer', min: 1 },
   deadLetterQueue: { type: 'string' },
   waitMs: { type: 'number', min: 0 },
-  retryDelay: { type: 'integer', min: 0, max: 9_000_000 },
+  retryDelay: { type: 'integer', min: 0, max: MAX_TTL_S },
+  maxRetryDelay: { type: 'integer', min: 0, max: MAX_TTL_S },
   client: { type: 'object' },
   onEvent: { type: 'function' },
 }
 
-function messagesOf(event: unknown, queue: string): QueueMessage[] | undefined {
-  const dispatched = (event as Partial<QueueDispatchEvent> | undefined)?.etcdQueue
-  return dispatched && dispatched.queue === queue && Array.isArray(dispatched.messages) ? dispatched.messages : undefined
+/**
+ * The messages a dispatcher put in the event, or undefined when it is no dispatch. A dispatch
+ * for another queue (or kind of queue) is a configuration mistake that would otherwise claim
+ * messages and ignore them: it fails loudly, naming both queues.
+ */
+function messagesOf(event: unknown, queue: string, priority: boolean): QueueMessage[] | undefined {
+  const dispatched = (event as Partial<QueueDispatchEvent> | null | undefined)?.etcdQueue
+  if (typeof dispatched !== 'object' || dispatched === null) return undefined
+  if (dispatched.queue !== queue || (dispatched.priority ?? false) !== priority) {
+    const kind = (p: boolean | undefined) => (p ? 'PriorityQueue' : 'Queue')
+    throw new QueueMismatchError(
+      queue,
+      String(dispatched.queue),
+      `queueConsumer is configured for ${kind(priority)} ${JSON.stringify(queue)} but was invoked with a dispatch for ${kind(dispatched.priority)} ${JSON.stringify(dispatched.queue)}: ` +
+        `make the function's etcdQueue event and its queueConsumer options name the same queue (and both say priority: ${String(dispatched.priority ?? false)} or not)`,
+    )
+  }
+  return Array.isArray(dispatched.messages) ? dispatched.messages : undefined
 }
 
 /**
  * Gives the handler a batch of at-least-once messages as `context.etcd.messages`: the ones a
  * dispatcher claimed and put in the event, or else a fresh `receive`. Acks what succeeded and
  * nacks what failed (`{ batchItemFailures }` from the handler, or everything when it throws), so
- * a failing message is redelivered and, after `maxReceives`, dead-lettered. A crashed invocation
- * settles nothing: its messages come back when the visibility timeout ends.
+ * a failing message is redelivered after a growing retry delay and, after `maxReceives`
+ * deliveries, dead-lettered. A crashed invocation settles nothing: its messages come back when
+ * the visibility timeout ends.
  */
 export function queueConsumer(options: QueueConsumerOptions): MiddlewareObj<unknown, any, Error, Context & { etcd: { messages: QueueMessage[] } }> {
   const opts = validateOptions<QueueConsumerOptions & typeof defaults>('queueConsumer', schema, defaults, options)
-  if (opts.maxReceives !== undefined && opts.deadLetterQueue === undefined) {
-    throw new InvalidArgumentError('queueConsumer: option `maxReceives` needs `deadLetterQueue`, the queue that takes messages received that many times')
+  if (opts.maxRetryDelay < opts.retryDelay) {
+    throw new InvalidArgumentError(`queueConsumer: option \`maxRetryDelay\` (${opts.maxRetryDelay}) must be at least \`retryDelay\` (${opts.retryDelay})`)
   }
   const self = {}
   const client = () => opts.client ?? sharedClient()
   let queue: Queue | PriorityQueue | undefined
   const open = () => {
-    const dlq = { maxReceives: opts.maxReceives, deadLetterQueue: opts.deadLetterQueue }
-    queue ??= opts.priority ? new PriorityQueue(client(), opts.queue, dlq) : new Queue(client(), opts.queue, dlq)
+    const settings = { ...consumerDeadLetter(opts.queue, opts), retryDelay: opts.retryDelay, maxRetryDelay: opts.maxRetryDelay }
+    queue ??= opts.priority ? new PriorityQueue(client(), opts.queue, settings) : new Queue(client(), opts.queue, settings)
     return queue
   }
 
-  /** Acks the successes in one Txn (ackMany) and nacks each failure. */
+  /** Acks the successes in one Txn (ackMany) and nacks each failure (visible again after its retry delay, or dead-lettered). */
   const settle = async (q: Queue | PriorityQueue, messages: QueueMessage[], failed: Set<string>) => {
     const done = messages.filter((m) => !failed.has(m.id)).map((m) => m.receipt)
     const [acks, ...nacks] = await Promise.allSettled([
       done.length > 0 ? q.ackMany(done) : Promise.resolve([]),
-      ...messages.filter((m) => failed.has(m.id)).map((m) => q.nack(m.receipt, { delay: opts.retryDelay })),
+      ...messages.filter((m) => failed.has(m.id)).map((m) => q.nack(m.receipt)),
     ])
     // A claim lost meanwhile (its visibility timeout passed) is on its way to redelivery already:
     // ackMany reports those in its result, nack by rejecting with ClaimLostError.
@@ -117,8 +155,8 @@ export function queueConsumer(options: QueueConsumerOptions): MiddlewareObj<unkn
   }
 
   const before = async (request: Request<unknown, any, Error, Context & { etcd: { messages: QueueMessage[] } }>) => {
+    let messages = messagesOf(request.event, opts.queue, opts.priority)
     const q = open()
-    let messages = messagesOf(request.event, opts.queue)
     if (!messages) {
       const budget = waitBudget(request.context, opts.waitMs)
       const received = await q.receive({ max: opts.batchSize, visibilityTimeout: opts.visibilityTimeout, wait: opts.waitMs > 0, signal: budget.signal }).catch((err) => {

@@ -1,8 +1,9 @@
 import middy from '@middy/core'
 import { describe, expect, it } from 'vitest'
-import { Queue, InvalidArgumentError } from '../../lib/index.js'
-import { queueConsumer } from '../../middleware/index.js'
-import { uniqueName, useEtcd } from '../helpers.js'
+import { Queue, InvalidArgumentError, QueueMismatchError, PriorityQueue } from '../../lib/index.js'
+import { queueConsumer, type QueueMessage } from '../../middleware/index.js'
+import { runDispatcher } from '../../offline/dispatcher.js'
+import { sleep, uniqueName, useEtcd } from '../helpers.js'
 import { lambdaContext } from '../lambda.js'
 
 const etcd = useEtcd()
@@ -21,14 +22,14 @@ describe('queueConsumer', () => {
         if (m.value === 'poison') failures.push({ itemIdentifier: m.id })
       }
       return { batchItemFailures: failures }
-    }).use(queueConsumer({ queue, batchSize: 10, maxReceives: 2, deadLetterQueue: dlq, client: etcd.client }))
+    }).use(queueConsumer({ queue, batchSize: 10, maxReceives: 2, deadLetterQueue: dlq, retryDelay: 0, client: etcd.client }))
 
     await handler({}, lambdaContext())
     expect(seen.sort()).toEqual(['a#1', 'b#1', 'poison#1'])
     expect(await q.size()).toBe(1)
     await handler({}, lambdaContext())
     expect(seen).toContain('poison#2')
-    // The third delivery would exceed maxReceives: the message moves to the dead-letter queue.
+    // Its second failure reached maxReceives: the nack moved it to the dead-letter queue.
     const third = await handler({}, lambdaContext())
     expect(third).toEqual({ batchItemFailures: [] })
     expect(await q.size()).toBe(0)
@@ -36,7 +37,7 @@ describe('queueConsumer', () => {
     expect(dead.map((m) => m.value)).toEqual(['poison'])
   })
 
-  it('a throwing handler nacks the whole batch; messages come back', async () => {
+  it('a throwing handler nacks the whole batch; messages come back after the default retry delay', async () => {
     const queue = uniqueName('throwing')
     const q = new Queue(etcd.client, queue)
     await q.enqueue('x')
@@ -44,7 +45,11 @@ describe('queueConsumer', () => {
       throw new Error('nope')
     }).use(queueConsumer({ queue, client: etcd.client }))
     await expect(failing({}, lambdaContext())).rejects.toThrow('nope')
-    const again = await q.receive({ max: 1, wait: false })
+    const failedAt = performance.now()
+    // Not at once: the default retry delay (1 s after a first delivery) holds it back.
+    expect(await q.receive({ max: 1, wait: false })).toEqual([])
+    const again = await q.receive({ max: 1, signal: AbortSignal.timeout(15_000) })
+    expect(performance.now() - failedAt).toBeGreaterThanOrEqual(900)
     expect(again.map((m) => [m.value, m.receiveCount])).toEqual([['x', 2]])
     await q.ack(again[0])
   })
@@ -64,8 +69,83 @@ describe('queueConsumer', () => {
     expect(await q.size()).toBe(0)
   })
 
-  it('rejects maxReceives without a dead-letter queue', () => {
-    expect(() => queueConsumer({ queue: 'q', maxReceives: 3 })).toThrow(InvalidArgumentError)
+  it('rejects bad options when built', () => {
+    expect(() => queueConsumer({ queue: 'q', maxReceives: 0 })).toThrow(InvalidArgumentError)
     expect(() => queueConsumer({ queue: 'q', batchSize: 0 })).toThrow(/`batchSize`/)
+    expect(() => queueConsumer({ queue: 'q', retryDelay: -1 })).toThrow(/`retryDelay`/)
+    expect(() => queueConsumer({ queue: 'q', retryDelay: 10, maxRetryDelay: 5 })).toThrow(/`maxRetryDelay`/)
+  })
+
+  it('a poison message with the defaults: 5 deliveries with growing retry delays, then it sits in dlq/<queue> and nothing more runs', async () => {
+    const queue = uniqueName('poison')
+    const q = new Queue(etcd.client, queue)
+    const deliveries: { receiveCount: number; at: number }[] = []
+    let invocations = 0
+    // The example worker's shape: JSON.parse of every message, failures reported per message.
+    const worker = middy(async (_e: unknown, context: { etcd: { messages: QueueMessage[] } }) => {
+      invocations++
+      const failures = []
+      for (const m of context.etcd.messages) {
+        deliveries.push({ receiveCount: m.receiveCount, at: performance.now() })
+        try {
+          JSON.parse(m.value)
+        } catch {
+          failures.push({ itemIdentifier: m.id })
+        }
+      }
+      return { batchItemFailures: failures }
+    }).use(queueConsumer({ queue, client: etcd.client }))
+    await q.enqueue('not json')
+    const stop = new AbortController()
+    const dispatching = runDispatcher({
+      client: etcd.client,
+      subscriptions: [{ function: 'worker', queue }],
+      signal: stop.signal,
+      invoke: async (_fn, event) => {
+        const res = (await worker(event, lambdaContext())) as { batchItemFailures: { itemIdentifier: string }[] }
+        return { ok: true, failedIds: res.batchItemFailures.map((f) => f.itemIdentifier) }
+      },
+    })
+    const dlq = new Queue(etcd.client, `dlq/${queue}`)
+    const deadline = performance.now() + 45_000
+    while ((await dlq.size()) === 0 && performance.now() < deadline) await sleep(200)
+    await sleep(3000) // long enough for a sixth delivery, had there been one
+    stop.abort()
+    await dispatching
+    expect(await dlq.size()).toBe(1)
+    expect(await q.size()).toBe(0)
+    expect(deliveries.map((d) => d.receiveCount)).toEqual([1, 2, 3, 4, 5])
+    expect(invocations).toBe(5)
+    // Each retry waited at least the lower end of its jittered delay (1, 1, 2, 4 s: half of 1, 2, 4, 8 rounded up).
+    const gaps = deliveries.slice(1).map((d, i) => d.at - deliveries[i].at)
+    ;[1, 1, 2, 4].forEach((low, i) => expect(gaps[i]).toBeGreaterThanOrEqual(low * 1000 - 100))
+    const [dead] = await dlq.receive({ wait: false })
+    expect(dead.value).toBe('not json')
+  })
+
+  it('a dispatch for another queue fails loudly, naming both, and claims or settles nothing', async () => {
+    const queue = uniqueName('invoice')
+    const other = `${queue}s`
+    const q = new Queue(etcd.client, other)
+    await q.enqueue('x')
+    const [claimed] = await q.receive({ visibilityTimeout: 30 })
+    const ran: string[] = []
+    const handler = middy(async () => {
+      ran.push('handler')
+    }).use(queueConsumer({ queue, client: etcd.client }))
+    const event = { etcdQueue: { queue: other, messages: [{ id: claimed.id, key: claimed.key, value: claimed.value, receiveCount: 1, receipt: claimed.receipt }] } }
+    const err = await handler(event, lambdaContext()).catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(QueueMismatchError)
+    expect(err).toMatchObject({ configured: queue, dispatched: other, code: 'QUEUE_MISMATCH' })
+    expect((err as Error).message).toContain(JSON.stringify(queue))
+    expect((err as Error).message).toContain(JSON.stringify(other))
+    expect(ran).toEqual([])
+    // The dispatched message is still claimed by the dispatcher (not acked, not nacked).
+    expect(await q.receive({ wait: false })).toEqual([])
+    await q.ack(claimed)
+    // A PriorityQueue dispatch to a Queue consumer of the same name is a mismatch too.
+    const pq = middy(async () => {}).use(queueConsumer({ queue, priority: true, client: etcd.client }))
+    await expect(pq({ etcdQueue: { queue, messages: [] } }, lambdaContext())).rejects.toBeInstanceOf(QueueMismatchError)
+    expect(await new PriorityQueue(etcd.client, queue).size()).toBe(0)
   })
 })

@@ -21,23 +21,30 @@ const PRIORITY_ITEM = /^\d{5}\/\d{16}$/
 const markerOf = (kv: KeyValue) => queueKeys.marker(kv.key, kv.createRevision)
 const counterOf = (kv: KeyValue) => queueKeys.counter(kv.key, kv.createRevision)
 
-/** Items, claimed items (claim markers) and, if named, the dead-letter queue's items. */
+/**
+ * Items, claimed items (claim markers), delayed messages, messages waiting behind their group's
+ * head and, if named, the dead-letter queue's items.
+ */
 async function stats(client: EtcdClient, name: string, deadLetter: string | undefined): Promise<Report> {
   const ks = keyspace(client)
-  const [items, claims, dead] = await Promise.all([
+  const count = async (prefix: string) => Number((await ks.range(prefix, { prefix: true, countOnly: true })).count)
+  const [items, claimed, delayed, waiting, dead] = await Promise.all([
     new Queue(client, name).size(),
-    ks.range(queueKeys.claims(name), { prefix: true, countOnly: true }),
+    count(queueKeys.claims(name)),
+    count(queueKeys.delayed(name)),
+    count(queueKeys.groupsWaiting(name)),
     deadLetter === undefined ? undefined : new Queue(client, deadLetter).size(),
   ])
-  const claimed = Number(claims.count)
   // A marker can outlive its item for a moment (a Go Dequeue took a claimed item): never below 0.
   const visible = Math.max(0, items - claimed)
-  const json = { queue: name, items, visible, claimed, deadLetter: deadLetter === undefined ? null : { queue: deadLetter, items: dead } }
+  const json = { queue: name, items, visible, claimed, delayed, waitingInGroups: waiting, deadLetter: deadLetter === undefined ? null : { queue: deadLetter, items: dead } }
   const text = fields([
     ['queue', showKey(name)],
     ['items', String(items)],
     ['visible', String(visible)],
-    ['claimed', `${claimed} (in flight: received, not yet acked)`],
+    ['claimed', `${claimed} (in flight: received, not yet acked; or waiting out a retry delay)`],
+    ['delayed', `${delayed} (not in the queue until their delay has passed)`],
+    ['in groups', `${waiting} (waiting behind an earlier message of their group)`],
     ['dead-letter', deadLetter === undefined ? '- (name it with --dead-letter <queue>)' : `${dead} in ${showKey(deadLetter)}`],
   ])
   return { json, text }
@@ -80,33 +87,62 @@ async function push(client: EtcdClient, name: string, value: string, priority: n
 }
 
 /**
- * Deletes every item under `<name>/` with its claim markers, receive counters and the
- * PriorityQueue bookkeeping keys `__<name>/*`, in one Txn (all or nothing).
+ * Deletes every item under `<name>/` with its claim markers, receive counters and metadata, the
+ * PriorityQueue bookkeeping keys `__<name>/*`, delayed messages and their timers, and message
+ * groups, in one Txn (all or nothing).
  */
 async function purge(client: EtcdClient, name: string): Promise<Report> {
   const ks = keyspace(client)
-  const res = await ks.txn([], [queueKeys.items(name), queueKeys.claims(name), queueKeys.receives(name), queueKeys.buckets(name)].map((p) => ks.delete(p, { prefix: true })))
-  const deleted = Number(res.results[0].deleted ?? 0n)
-  const claims = Number(res.results[1].deleted ?? 0n)
+  const prefixes = [queueKeys.items(name), queueKeys.claims(name), queueKeys.receives(name), queueKeys.buckets(name), queueKeys.metas(name), queueKeys.delayed(name), queueKeys.timers(name), queueKeys.groupsWaiting(name), queueKeys.groupHeads(name)]
+  const res = await ks.txn([], prefixes.map((p) => ks.delete(p, { prefix: true })))
+  const [deleted, claims, delayed, waiting] = [0, 1, 5, 7].map((i) => Number(res.results[i].deleted ?? 0n))
+  const also = [claims && `${claims} of them claimed`, delayed && `${delayed} delayed`, waiting && `${waiting} waiting in groups`].filter(Boolean)
   return {
-    json: { queue: name, deleted, claimsDeleted: claims, revision: revisionNumber(res.revision) },
-    text: `purged queue ${showKey(name)}: deleted ${deleted} item${deleted === 1 ? '' : 's'}${claims ? ` (${claims} of them claimed)` : ''}`,
+    json: { queue: name, deleted, claimsDeleted: claims, delayedDeleted: delayed, waitingDeleted: waiting, revision: revisionNumber(res.revision) },
+    text: `purged queue ${showKey(name)}: deleted ${deleted} item${deleted === 1 ? '' : 's'}${also.length ? ` (${also.join(', ')})` : ''}`,
   }
+}
+
+/** The queue a dead-letter queue's messages go back to unless `--to` says: `<name>` for `dlq/<name>`. */
+function redriveTarget(dlq: string, to: string | undefined): string {
+  if (to !== undefined) return checkName(to, '--to')
+  if (dlq.startsWith('dlq/') && dlq.length > 4) return dlq.slice(4)
+  throw new UsageError(`queue redrive: ${JSON.stringify(dlq)} is not a default dead-letter queue (dlq/<queue>): name the queue to move its messages to with --to <queue>`, queue)
+}
+
+/**
+ * Moves up to `max` messages from dead-letter queue `dlq` back into `to` (`Queue.redrive`: one
+ * Txn per message, receive counts reset). The target is a PriorityQueue when its items or the
+ * dead letters' metadata say so.
+ */
+async function redriveCommand(client: EtcdClient, dlq: string, to: string, max: number | undefined): Promise<Report> {
+  const ks = keyspace(client)
+  const [items, metas] = await Promise.all([ks.range(queueKeys.items(to), { prefix: true, limit: 1 }), ks.range(queueKeys.metas(dlq), { prefix: true, limit: 1 })])
+  const priority = (items.kvs.length > 0 && PRIORITY_ITEM.test(items.kvs[0].key.slice(queueKeys.items(to).length))) || (metas.kvs.length > 0 && /"priority":/.test(metas.kvs[0].value.toString()))
+  const target = priority ? new PriorityQueue(client, to) : new Queue(client, to)
+  const done = await target.redrive({ from: dlq, ...(max === undefined ? {} : { max }) })
+  const json = { from: dlq, to, kind: priority ? 'priority' : 'fifo', ...done }
+  const skipped = done.skipped ? `; ${done.skipped} left there (claimed by a consumer of ${showKey(dlq)})` : ''
+  return { json, text: `moved ${done.moved} message${done.moved === 1 ? '' : 's'} from ${showKey(dlq)} back to ${showKey(to)}, receive counts reset${skipped}` }
 }
 
 export const queue: Command = {
   name: 'queue',
-  summary: 'queue depth, claimed and dead-letter counts; peek, push, purge',
-  usage: 'queue stats <name> [--dead-letter <queue>]\nqueue peek <name> [--limit N]\nqueue push <name> <value> [--priority N]\nqueue purge <name> --yes',
+  summary: 'queue depth, claimed, delayed and dead-letter counts; peek, push, purge, redrive',
+  usage: 'queue stats <name> [--dead-letter <queue>]\nqueue peek <name> [--limit N]\nqueue push <name> <value> [--priority N]\nqueue purge <name> --yes\nqueue redrive <dead-letter queue> [--to <queue>] [--max N]',
   help: `Works on a Queue (Go layout <name>/<unixNano>) or PriorityQueue (<name>/<prio>/<seq>):
   stats   items in the queue, how many are visible and how many claimed (received by an
-          at-least-once consumer, not yet acked: in flight); with --dead-letter <queue>,
-          the items in that dead-letter queue
+          at-least-once consumer, not yet acked: in flight, or waiting out a retry delay),
+          delayed messages and messages waiting behind their group; with --dead-letter
+          <queue>, the items in that dead-letter queue
   peek    the first N items (default ${PEEK_DEFAULT}, at most ${PEEK_MAX}) in the order consumers get
           them, without claiming: id (create revision), state, receive count, value
   push    enqueue <value> (Queue.enqueue; with --priority N, PriorityQueue.enqueue, 0 served first)
-  purge   delete every item with its claim and receive-count keys, in one transaction;
-          needs --yes, prints how many items went
+  purge   delete every item with its claim and receive-count keys, delayed and grouped
+          messages, in one transaction; needs --yes, prints how many items went
+  redrive move dead letters back (oldest first, at most --max N), each in one transaction:
+          an interrupted redrive loses and doubles nothing, run it again for the rest;
+          receive counts start again. --to defaults to <queue> for dlq/<queue>
 
 <name> is a raw key prefix: items of a queue nested under it (<name>/sub/...) count too.`,
   options: {
@@ -114,11 +150,13 @@ export const queue: Command = {
     priority: { type: 'string' },
     'dead-letter': { type: 'string' },
     yes: { type: 'boolean' },
+    to: { type: 'string' },
+    max: { type: 'string' },
   },
   async run({ args, options, connect }: Invocation): Promise<Report> {
-    const action = requireArg(queue, args, 0, 'action (stats, peek, push or purge)')
+    const action = requireArg(queue, args, 0, 'action (stats, peek, push, purge or redrive)')
     const only = (allowed: string[]) => {
-      for (const option of ['limit', 'priority', 'dead-letter', 'yes']) {
+      for (const option of ['limit', 'priority', 'dead-letter', 'yes', 'to', 'max']) {
         if (options[option] !== undefined && !allowed.includes(option)) throw new UsageError(`queue ${action}: --${option} does not apply here`, queue)
       }
     }
@@ -152,8 +190,16 @@ export const queue: Command = {
         if (options.yes !== true) throw new UsageError(`queue purge deletes every item of ${JSON.stringify(name)}: add --yes to confirm`, queue)
         return purge(connect(), name)
       }
+      case 'redrive': {
+        only(['to', 'max'])
+        const dlq = checkedName(args[1], action)
+        noMoreArgs(queue, args, 2)
+        const to = redriveTarget(dlq, options.to as string | undefined)
+        const max = options.max === undefined ? undefined : intOption(queue, options.max, 'max', 1, 1)
+        return redriveCommand(connect(), dlq, to, max)
+      }
       default:
-        throw new UsageError(`queue: unknown action ${JSON.stringify(action)} (use stats, peek, push or purge)`, queue)
+        throw new UsageError(`queue: unknown action ${JSON.stringify(action)} (use stats, peek, push, purge or redrive)`, queue)
     }
   },
 }

@@ -266,6 +266,33 @@ describe('middy-etcd queue', () => {
     await new Queue(etcd.client, dlq).enqueue('poison')
     expect(await json(['queue', 'stats', name, '--dead-letter', dlq])).toMatchObject({ items: 2, claimed: 1, deadLetter: { queue: dlq, items: 1 } })
   })
+
+  it('redrive moves dead letters back (to <queue> of dlq/<queue> by default, --max at a time); stats counts delayed and grouped messages', async () => {
+    const name = uniqueName('cli-rd')
+    const dlq = `dlq/${name}`
+    const q = new Queue(etcd.client, name, { maxReceives: 1, deadLetterQueue: dlq })
+    for (const v of ['a', 'b', 'c']) await q.enqueue(v)
+    for (const m of await q.receive({ max: 10 })) await q.nack(m)
+    expect(await q.size()).toBe(0)
+    const one = await cli(['queue', 'redrive', dlq, '--max', '1'])
+    expect(one.stdout.trim()).toBe(`moved 1 message from ${dlq} back to ${name}, receive counts reset`)
+    expect(await json(['queue', 'redrive', dlq])).toMatchObject({ from: dlq, to: name, kind: 'fifo', moved: 2, skipped: 0 })
+    expect((await q.receive({ max: 10, wait: false })).map((m) => m.receiveCount)).toEqual([1, 1, 1])
+
+    const other = uniqueName('cli-rd-to')
+    await new Queue(etcd.client, other).enqueue('x')
+    const refused = await cli(['queue', 'redrive', other])
+    expect(refused.code).toBe(2)
+    expect(refused.stderr).toContain('--to <queue>')
+    expect(await json(['queue', 'redrive', other, '--to', `${name}-2`])).toMatchObject({ moved: 1 })
+
+    await q.enqueue('later', { delayMs: 60_000 })
+    await q.enqueue('g1', { group: 'g' })
+    await q.enqueue('g2', { group: 'g' })
+    expect(await json(['queue', 'stats', name])).toMatchObject({ items: 4, claimed: 3, delayed: 1, waitingInGroups: 1 })
+    expect(await json(['queue', 'purge', name, '--yes'])).toMatchObject({ deleted: 4, claimsDeleted: 3, delayedDeleted: 1, waitingDeleted: 1 })
+    expect((await etcd.client.getAll().keys()).filter((k) => k.includes(name) && !k.includes(`${name}-2/`))).toEqual([])
+  })
 })
 
 describe('middy-etcd barrier', () => {

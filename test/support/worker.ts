@@ -54,7 +54,7 @@ async function run(cmd: Command) {
       queue = new Queue(client, cmd.queue)
       const got = await queue.receive({ max: cmd.max, visibilityTimeout: cmd.visibilityTimeout })
       for (const m of got) messages.set(m.id, m)
-      return say({ event: 'received', messages: got.map((m) => ({ id: m.id, value: m.value, receiveCount: m.receiveCount })) })
+      return say({ event: 'received', messages: got.map((m) => ({ id: m.id, value: m.value, receiveCount: m.receiveCount, group: m.group })) })
     }
     case 'ack': {
       const acked: string[] = []
@@ -63,6 +63,11 @@ async function run(cmd: Command) {
         acked.push(id)
       }
       return say({ event: 'acked', ids: acked })
+    }
+    case 'redrive': {
+      // Moves dead letters back one Txn each; a test SIGKILLs it midway.
+      const done = await new Queue(client, cmd.to).redrive({ from: cmd.from })
+      return say({ event: 'redriven', ...done })
     }
     case 'enter': {
       const barrier = new DoubleBarrier(await session(cmd.ttl), cmd.name, cmd.count)

@@ -2,6 +2,7 @@ import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { ConfigurationError, InvalidArgumentError, resolveClientOptions } from '../lib/index.js'
 import { checkName, prefixEnd } from '../lib/kv.js'
+import { checkBackoff, retryDelaySeconds } from '../lib/backoff.js'
 
 const bytes = (max = 8) => fc.uint8Array({ maxLength: max }).map((a) => Buffer.from(a))
 /** Byte strings biased towards 0x00 and 0xff, where prefixEnd has its edge cases. */
@@ -118,5 +119,34 @@ describe('checkName', () => {
       }),
       { numRuns: 2000 },
     )
+  })
+})
+
+describe('retry back-off (retryDelaySeconds)', () => {
+  it('is a whole number in [ceil(d/2), d] for d = min(cap, base * 2^(n-1)); never 0 unless the base is 0', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 10_000 }), fc.integer({ min: 0, max: 600 }), fc.integer({ min: 0, max: 3600 }), fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true }), (n, base, extra, r) => {
+        const backoff = checkBackoff({ retryDelay: base, maxRetryDelay: base + extra }, 'test')
+        const s = retryDelaySeconds(n, backoff, () => r)
+        expect(Number.isInteger(s)).toBe(true)
+        if (base === 0) {
+          expect(s).toBe(0)
+          return
+        }
+        const d = Math.min(base + extra, base * 2 ** Math.min(n - 1, 40))
+        expect(s).toBeGreaterThanOrEqual(Math.max(1, Math.ceil(d / 2)))
+        expect(s).toBeLessThanOrEqual(d)
+      }),
+      { numRuns: 3000 },
+    )
+  })
+
+  it('defaults to 1 s doubling up to 300 s, and grows with the receive count', () => {
+    const backoff = checkBackoff(undefined, 'test')
+    expect(backoff).toEqual({ retryDelay: 1, maxRetryDelay: 300 })
+    expect([1, 2, 3, 4, 5, 20].map((n) => retryDelaySeconds(n, backoff, () => 0.999))).toEqual([1, 2, 4, 8, 16, 300])
+    expect([1, 2, 3, 4, 5, 20].map((n) => retryDelaySeconds(n, backoff, () => 0))).toEqual([1, 1, 2, 4, 8, 150])
+    expect(() => checkBackoff({ retryDelay: 10, maxRetryDelay: 5 }, 'Queue options')).toThrow(InvalidArgumentError)
+    expect(() => checkBackoff({ retryDelay: 0.5 }, 'Queue options')).toThrow(/retryDelay must be a whole number/)
   })
 })

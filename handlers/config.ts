@@ -4,10 +4,12 @@
 import middy from '@middy/core'
 import { etcdRwLock } from '../middleware/index.js'
 import { InvalidArgumentError, LockReleasedError, sharedClient } from '../lib/index.js'
-import { body, httpErrors, json, param, type HttpEvent } from './http.js'
+import { body, httpErrors, json, param, stringField, type HttpEvent } from './http.js'
 
 const LOCK = 'example/locks/config'
 const configKey = (key: string) => `example/config/${key}`
+/** Largest config value: etcd takes at most ~1.5 MiB per request (--max-request-bytes). */
+const MAX_VALUE_BYTES = 1_000_000
 
 /** GET /config/{key} → { key, value } */
 export const read = middy(async (event: HttpEvent) => {
@@ -21,8 +23,8 @@ export const read = middy(async (event: HttpEvent) => {
 /** PUT /config/{key} { value } → { key, value, fence } */
 export const write = middy(async (event: HttpEvent, context: { etcd: { rwLock: { key: string; fence: bigint } } }) => {
   const key = param(event, 'key')
-  const { value } = body<{ value?: string }>(event)
-  if (typeof value !== 'string') throw new InvalidArgumentError('body must be { value: string }')
+  const value = stringField(body(event), 'value', '{ value: string }', { allowEmpty: true })
+  if (Buffer.byteLength(value) > MAX_VALUE_BYTES) throw new InvalidArgumentError(`value is ${Buffer.byteLength(value)} bytes; config values are at most ${MAX_VALUE_BYTES} bytes (etcd takes ~1.5 MiB per request)`)
   const { rwLock } = context.etcd
   const client = sharedClient()
   const res = await client.if(rwLock.key, 'Create', '==', rwLock.fence.toString()).then(client.put(configKey(key)).value(value)).commit()

@@ -22,22 +22,65 @@ export function json(statusCode: number, body: unknown): HttpResult {
   }
 }
 
-/** The parsed JSON body ({} when empty); a malformed body is a 400. */
-export function body<T = Record<string, unknown>>(event: HttpEvent): T {
-  if (!event.body) return {} as T
+/** A JSON object from a request body. */
+export type JsonObject = Record<string, unknown>
+
+/**
+ * The JSON body, which must be an object ({} when empty). A 400 for anything else: malformed
+ * JSON, `null`, an array, a string or number, and any integer beyond ±(2^53 − 1) — JSON.parse
+ * would silently round it (9007199254740993 becomes …992), so it is refused, not changed.
+ */
+export function body(event: HttpEvent): JsonObject {
+  if (!event.body) return {}
   const text = event.isBase64Encoded ? Buffer.from(event.body, 'base64').toString('utf8') : event.body
+  let parsed: unknown
   try {
-    return JSON.parse(text) as T
-  } catch {
+    parsed = JSON.parse(text, (key, value) => {
+      if (typeof value === 'number' && Number.isInteger(value) && !Number.isSafeInteger(value)) {
+        throw new InvalidArgumentError(`${key === '' ? 'the body' : JSON.stringify(key)} is a number beyond ±9007199254740991, which JSON numbers here cannot hold exactly; send a smaller one`)
+      }
+      return value
+    })
+  } catch (err) {
+    if (err instanceof InvalidArgumentError) throw err
     throw new InvalidArgumentError('the request body must be JSON')
   }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new InvalidArgumentError(`the request body must be a JSON object { … }, got ${parsed === null ? 'null' : Array.isArray(parsed) ? 'an array' : typeof parsed}`)
+  }
+  return parsed as JsonObject
 }
 
-/** A path parameter; missing is a 400. */
+/** A string field of a body: a 400 unless it is a (non-empty, unless `allowEmpty`) string. */
+export function stringField(obj: JsonObject, name: string, shape: string, options: { allowEmpty?: boolean } = {}): string {
+  const value = obj[name]
+  if (typeof value !== 'string' || (value === '' && !options.allowEmpty)) throw new InvalidArgumentError(`body must be ${shape}: ${name} must be a ${options.allowEmpty ? '' : 'non-empty '}string`)
+  return value
+}
+
+/** A whole-number field of a body within [min, max]; `fallback` when absent (else absent is a 400). */
+export function intField(obj: JsonObject, name: string, shape: string, range: { min: number; max: number }, fallback?: number): number {
+  const value = obj[name] ?? fallback
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < range.min || value > range.max) {
+    throw new InvalidArgumentError(`body must be ${shape}: ${name} must be a whole number from ${range.min} to ${range.max}, got ${JSON.stringify(value) ?? 'nothing'}`)
+  }
+  return value
+}
+
+/** Longest path parameter accepted, in UTF-8 bytes. */
+const MAX_PARAM_BYTES = 512
+
+/**
+ * A path parameter as API Gateway (or serverless-offline) already decoded it — decoding it
+ * again would turn `%25` into a URIError. A 400 when missing, too long, or containing "/"
+ * (the names become key prefixes: `a` must not reach into `a/b`).
+ */
 export function param(event: HttpEvent, name: string): string {
   const value = event.pathParameters?.[name]
   if (!value) throw new InvalidArgumentError(`missing path parameter ${name}`)
-  return decodeURIComponent(value)
+  if (value.includes('/')) throw new InvalidArgumentError(`path parameter ${name} must not contain "/", got ${JSON.stringify(value)}`)
+  if (Buffer.byteLength(value) > MAX_PARAM_BYTES) throw new InvalidArgumentError(`path parameter ${name} is over ${MAX_PARAM_BYTES} bytes`)
+  return value
 }
 
 /** A query parameter as a number, or the default. */
@@ -47,6 +90,19 @@ export function queryNumber(event: HttpEvent, name: string, fallback: number): n
   const n = Number(raw)
   if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`query parameter ${name} must be a non-negative number`)
   return n
+}
+
+/** Time kept back from a wait so the function can still answer before its own timeout (and API Gateway's). */
+const ANSWER_MARGIN_MS = 1_000
+
+/**
+ * A wait in ms from query parameter `name`, capped so the function answers before it times out:
+ * asking for more than the remaining time waits only as long as there is.
+ */
+export function waitQuery(event: HttpEvent, context: { getRemainingTimeInMillis?: () => number }, name: string, fallback: number): number {
+  const asked = queryNumber(event, name, fallback)
+  const remaining = context.getRemainingTimeInMillis?.() ?? Number.POSITIVE_INFINITY
+  return Math.max(0, Math.min(asked, remaining - ANSWER_MARGIN_MS))
 }
 
 function statusOf(err: unknown): number {

@@ -1,16 +1,23 @@
-// A job producer and an `etcdQueue` worker. The producer enqueues; the dispatcher (the offline
-// plugin locally, the `dispatcher` function in the cloud) claims batches and invokes the
-// worker with them; `queueConsumer` acks what the worker finished and nacks what failed, so a
-// job is redelivered until done. The worker counts deliveries per job, which shows
-// exactly-once processing in the normal case.
+// A job producer and an `etcdQueue` worker. The producer enqueues (optionally delayed, or in a
+// group whose jobs run one at a time, in order); the dispatcher (the offline plugin locally,
+// the `dispatcher` function in the cloud) claims batches and invokes the worker with them;
+// `queueConsumer` acks what the worker finished and nacks what failed, so a job is redelivered
+// after a growing retry delay, and after 5 deliveries moves to the dead-letter queue
+// `dlq/example/jobs` (`middy-etcd queue redrive dlq/example/jobs` brings it back). The worker
+// counts deliveries per job, which shows exactly-once processing in the normal case.
 import { randomUUID } from 'node:crypto'
 import middy from '@middy/core'
 import { queueConsumer, type QueueMessage } from '../middleware/index.js'
-import { InvalidArgumentError, Queue, runSTM, sharedClient } from '../lib/index.js'
-import { body, httpErrors, json, param, type HttpEvent } from './http.js'
+import { Queue, runSTM, sharedClient } from '../lib/index.js'
+import { body, httpErrors, intField, json, param, stringField, type HttpEvent } from './http.js'
 
 /** The queue name; serverless.yml passes the same value to the etcdQueue event. */
 const JOBS_QUEUE = process.env.JOBS_QUEUE || 'example/jobs'
+/** Where a job goes after failing 5 times (the etcdQueue event in serverless.yml says the same). */
+const JOBS_DEAD_LETTERS = `dlq/${JOBS_QUEUE}`
+const JOB = '{ task: string, delayMs?: number, group?: string }'
+/** Longest delay a job may ask for (15 minutes, as SQS). */
+const MAX_JOB_DELAY_MS = 900_000
 const doneKey = (id: string) => `example/jobs-done/${id}`
 
 interface Job {
@@ -18,12 +25,13 @@ interface Job {
   task: string
 }
 
-/** POST /jobs { task } → 202 { id } */
+/** POST /jobs { task, delayMs?, group? } → 202 { id, messageId } */
 export const submit = middy(async (event: HttpEvent) => {
-  const { task } = body<{ task?: string }>(event)
-  if (typeof task !== 'string' || task === '') throw new InvalidArgumentError('body must be { task: string }')
-  const job: Job = { id: randomUUID(), task }
-  const { id: messageId } = await new Queue(sharedClient(), JOBS_QUEUE).enqueue(JSON.stringify(job))
+  const input = body(event)
+  const job: Job = { id: randomUUID(), task: stringField(input, 'task', JOB) }
+  const delayMs = intField(input, 'delayMs', JOB, { min: 0, max: MAX_JOB_DELAY_MS }, 0)
+  const group = input.group === undefined ? undefined : stringField(input, 'group', JOB)
+  const { id: messageId } = await new Queue(sharedClient(), JOBS_QUEUE).enqueue(JSON.stringify(job), { delayMs, ...(group === undefined ? {} : { group }) })
   return json(202, { id: job.id, messageId })
 }).use(httpErrors())
 
@@ -57,4 +65,4 @@ export const worker = middy(async (_event: unknown, context: { etcd: { messages:
     }
   }
   return { batchItemFailures: failures }
-}).use(queueConsumer({ queue: JOBS_QUEUE, batchSize: 5, visibilityTimeout: 30 }))
+}).use(queueConsumer({ queue: JOBS_QUEUE, batchSize: 5, visibilityTimeout: 30, maxReceives: 5, deadLetterQueue: JOBS_DEAD_LETTERS }))

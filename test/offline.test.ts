@@ -168,6 +168,65 @@ describe('osls offline start with the middy-etcd plugin', () => {
     expect((await call('DELETE', `/pqueues/${p}`)).body).toEqual({ value: 'later' })
   }, 60_000)
 
+  it('the example service answers bad input with a 4xx and a message, and changes nothing', async () => {
+    const bank = uniqueName('bad-bank')
+    const key = uniqueName('bad-cfg')
+    const q = uniqueName('bad-q')
+    expect((await call('POST', `/banks/${bank}`, { accounts: { alice: 100, bob: 100 } })).status).toBe(201)
+    expect((await call('PUT', `/config/${key}`, { value: 'kept' })).status).toBe(200)
+    const raw = async (method: string, path: string, text?: string) => {
+      const res = await fetch(`${base}${path}`, { method, headers: text === undefined ? {} : { 'content-type': 'application/json' }, body: text })
+      const answer = await res.text()
+      return { status: res.status, text: answer }
+    }
+    const state = async () => JSON.stringify(await Promise.all(['example/banks/', 'example/config/', 'example/jobs/', 'example/queues/', 'example/pqueues/', '__delayed/example/'].map((p) => client.getAll().prefix(p).strings())))
+    const before = await state()
+    const unsafe = '9007199254740993'
+    const rows: [string, string, string | undefined, number][] = [
+      ['POST', '/jobs', 'null', 400],
+      ['POST', '/jobs', '"just text"', 400],
+      ['POST', '/jobs', '[{"task":"x"}]', 400],
+      ['POST', '/jobs', '{"task":42}', 400],
+      ['POST', '/jobs', '{"task":"x","delayMs":-5}', 400],
+      ['POST', '/jobs', `{"task":"x","delayMs":${unsafe}}`, 400],
+      ['POST', '/jobs', '{"task":"x","group":""}', 400],
+      ['POST', '/jobs', '{"task":', 400],
+      ['POST', `/banks/${bank}`, 'null', 400],
+      ['POST', `/banks/${bank}`, '{"accounts":[100,200]}', 400],
+      ['POST', `/banks/${bank}`, '{"accounts":{"carol":5,"dave":-1}}', 400],
+      ['POST', `/banks/${bank}`, `{"accounts":{"carol":${unsafe}}}`, 400],
+      ['POST', `/banks/${bank}/transfer`, `{"from":"alice","to":"bob","amount":${unsafe}}`, 400],
+      ['POST', `/banks/${bank}/transfer`, '{"from":"alice","to":"bob","amount":1.5}', 400],
+      ['POST', `/banks/${bank}/transfer`, '[]', 400],
+      ['POST', `/banks/${bank}/transfer`, '{"from":"alice","to":"nobody","amount":1}', 400],
+      ['PUT', `/config/${key}`, JSON.stringify({ value: 'x'.repeat(2_000_000) }), 400],
+      ['PUT', `/config/${key}`, '{"value":7}', 400],
+      ['GET', '/config/%25', undefined, 404],
+      ['POST', `/queues/${q}`, '{"value":null}', 400],
+      ['POST', `/queues/a%2Fb`, '{"value":"x"}', 400],
+      ['POST', `/pqueues/${q}`, '{"value":"x","priority":70000}', 400],
+      ['POST', `/pqueues/${q}`, `{"value":"x","priority":${unsafe}}`, 400],
+      ['DELETE', `/queues/${q}?waitMs=-1`, undefined, 400],
+      ['DELETE', `/queues/${q}?waitMs=600000`, undefined, 404], // capped below the function's 10 s timeout
+    ]
+    const wrong: string[] = []
+    for (const [method, path, text, status] of rows) {
+      const res = await raw(method, path, text)
+      let message: unknown
+      try {
+        const parsed = JSON.parse(res.text)
+        message = parsed.error ?? (parsed.empty === true || parsed.value === null ? 'empty' : undefined)
+      } catch {
+        message = undefined
+      }
+      const what = `${method} ${path} ${text === undefined ? '' : text.slice(0, 60)}`
+      if (res.status !== status) wrong.push(`${what}: ${res.status} (expected ${status}) ${res.text.slice(0, 200)}`)
+      else if (typeof message !== 'string' || /\n\s+at /.test(res.text)) wrong.push(`${what}: no message, or a stack trace: ${res.text.slice(0, 200)}`)
+      if ((await state()) !== before) wrong.push(`${what}: changed what is stored`)
+    }
+    expect(wrong).toEqual([])
+  }, 120_000)
+
   it('writes and reads config under the read/write lock', async () => {
     const key = uniqueName('cfg')
     const written = await call('PUT', `/config/${key}`, { value: 'blue' })

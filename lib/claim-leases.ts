@@ -14,6 +14,60 @@ export interface ClaimLease {
   granted: boolean
   /** Seconds. */
   ttl: number
+  /** When its grant was sent (`performance.now()`, `Date.now()`), for a granted lease. */
+  sentAt?: number
+  sentAtWall?: number
+}
+
+/**
+ * Seconds a claim lease gets beyond the visibility timeout: the lease's TTL runs from its grant,
+ * which precedes the claim (on a busy queue it is granted while the scan runs, and a receive
+ * that lost its races claims again with it). Claimed within this slack of the grant, the
+ * messages stay hidden at least the visibility timeout from the claim; later, the lease is
+ * renewed right after the claim (see {@link keepClaimFresh}).
+ */
+export const CLAIM_SLACK_S = 1
+
+/** Grants the lease of one receive's batch: the visibility timeout plus {@link CLAIM_SLACK_S}. */
+export async function grantClaimLease(client: Namespace, visibilityTimeout: number): Promise<ClaimLease> {
+  const [sentAt, sentAtWall] = [performance.now(), Date.now()]
+  const ttl = visibilityTimeout + CLAIM_SLACK_S
+  return { id: await grantLease(client, ttl), granted: true, ttl, sentAt, sentAtWall }
+}
+
+/**
+ * After a claim with `lease`: if more than {@link CLAIM_SLACK_S} passed since its grant (by
+ * whichever clock says more), renews it with one keepalive, so its messages stay hidden for the
+ * whole visibility timeout from now. A renewal that fails leaves the lease as it was (its
+ * messages then come back that much earlier).
+ */
+export async function keepClaimFresh(client: Namespace, lease: ClaimLease): Promise<void> {
+  if (!lease.granted || lease.sentAt === undefined || lease.sentAtWall === undefined) return
+  const age = Math.max(performance.now() - lease.sentAt, Date.now() - lease.sentAtWall)
+  if (age <= CLAIM_SLACK_S * 1000) return
+  await keepAliveOnce(client, lease.id).catch(() => {})
+}
+
+/** One LeaseKeepAlive round trip on a stream of its own (bounded by `timeoutMs`). */
+async function keepAliveOnce(client: Namespace, leaseId: string, timeoutMs = 5_000): Promise<void> {
+  const stream = await client.leaseClient.leaseKeepAlive()
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('no keepalive answer')), timeoutMs)
+      stream.on('data', () => {
+        clearTimeout(timer)
+        resolve()
+      })
+      stream.on('error', (err: Error) => {
+        clearTimeout(timer)
+        reject(err)
+      })
+      stream.write({ ID: leaseId })
+    })
+  } finally {
+    stream.on('error', () => {})
+    stream.end()
+  }
 }
 
 /** The unsettled messages (item keys) of one granted lease, and when the lease ends anyway. */

@@ -2,7 +2,7 @@ import type { Namespace } from 'etcd3'
 import { checkBackoff, retryDelaySeconds, type Backoff } from './backoff.js'
 import { checkClient, checkOptions } from './check.js'
 import { claimChunk, chunked, CLAIM_CHUNK, deadLetter, leave, leaveOps, take, type Claim } from './claim.js'
-import { dropLease, grantLease, revokeLease, settleClaim, trackBatch, type ClaimLease } from './claim-leases.js'
+import { dropLease, grantClaimLease, grantLease, keepClaimFresh, revokeLease, settleClaim, trackBatch, type ClaimLease } from './claim-leases.js'
 import { promoteAll, putDelayed } from './delays.js'
 import { ClaimLostError, InvalidArgumentError } from './errors.js'
 import { queueKeys } from './keys.js'
@@ -136,6 +136,7 @@ export class ClaimQueue {
           lease ??= await this.claimLease(o)
           const messages = await this.claimBatch(this.scanner.pick(view.visible, o.max), lease, o)
           if (messages.length > 0) {
+            await keepClaimFresh(this.client, lease)
             trackBatch(this.client, lease, messages.map((m) => m.key))
             lease = undefined
             this.busy = true
@@ -312,6 +313,6 @@ export class ClaimQueue {
       o.session.signal.throwIfAborted()
       return { id: o.session.leaseId, granted: false, ttl: o.session.ttl }
     }
-    return { id: await grantLease(this.client, o.visibilityTimeout), granted: true, ttl: o.visibilityTimeout }
+    return grantClaimLease(this.client, o.visibilityTimeout)
   }
 }

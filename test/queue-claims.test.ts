@@ -83,6 +83,36 @@ describe('receive / ack: at-least-once claims', () => {
     expect(await q.size()).toBe(1)
   })
 
+  it('visibilityTimeout counts from the claim, not from the lease grant before it (a claim slowed down by 2.5 s still hides the message 3 s)', async () => {
+    const name = uniqueName('visgap')
+    const slow = etcd.newClient()
+    const q = new Queue(slow, name)
+    await q.enqueue('warm-up')
+    await q.enqueue('slow claim')
+    // A receive that found messages makes the next one grant its lease in parallel with its scan.
+    await q.ack((await q.receive({ visibilityTimeout: 3 }))[0])
+    // Every claim Txn (a put with a lease) of this client waits 2.5 s: a slow link or a GC pause between grant and claim.
+    const kv = slow.kv as unknown as { txn: (req: any) => Promise<unknown> }
+    const txn = kv.txn.bind(kv)
+    const leased = (req: any): boolean => [...(req.success ?? []), ...(req.failure ?? [])].some((op: any) => (op.request_put?.lease ?? '0') !== '0' || (op.request_txn && leased(op.request_txn)))
+    kv.txn = async (req) => {
+      if (leased(req)) await sleep(2500)
+      return txn(req)
+    }
+    const [m] = await q.receive({ visibilityTimeout: 3 })
+    const returnedAt = performance.now()
+    kv.txn = txn
+    expect(m.value).toBe('slow claim')
+    const other = new Queue(etcd.newClient(), name)
+    let again: Message[] = []
+    while (again.length === 0) {
+      again = await other.receive({ wait: false, visibilityTimeout: 10 })
+      if (again.length === 0) await sleep(100)
+    }
+    expect(performance.now() - returnedAt).toBeGreaterThanOrEqual(3000)
+    await other.ack(again[0])
+  })
+
   it('ack twice: the second throws ClaimLostError gone and changes nothing', async () => {
     const name = uniqueName('twice')
     const q = new Queue(etcd.client, name)

@@ -25,9 +25,13 @@ import { decodeEnvelope, encodeEnvelope, type ItemMeta } from './queue-meta.js'
 /** Delayed messages (and timers) one scan looks at. */
 export const DUE_WINDOW = 64
 
-/** Seconds of the timer lease of a delay in ms: rounded up, at least 1. */
+/**
+ * Seconds of a new timer lease for a delay in ms: the whole seconds above it (1500 → 2,
+ * 1000 → 2), so the lease outlasts the delay by up to a second — the window in which the
+ * producer's next delayed messages can share it.
+ */
 export function timerTtl(delayMs: number): number {
-  return Math.max(1, Math.ceil(delayMs / 1000))
+  return Math.floor(delayMs / 1000) + 1
 }
 
 /** A timer lease this process granted: its id (once granted) and when the grant was sent. */
@@ -132,11 +136,15 @@ export async function promoteAll(q: QueueRef, due: KeyValue[]): Promise<void> {
 async function promoteChunk(q: QueueRef, chunk: { kv: KeyValue; meta: ItemMeta; payload: Buffer }[]): Promise<void> {
   const { ks, name } = q
   const parts = await Promise.all(chunk.map((d) => arrivalPart(q, { payload: d.payload, meta: { ...d.meta, id: d.meta.id ?? d.kv.createRevision.toString() } })))
-  const ops = chunk.map(({ kv }, i) => ks.txnOp([...guard(ks, name, kv), ...parts[i].compares], [ks.delete(kv.key), ...parts[i].ops]))
+  const ops = chunk.map(({ kv }, i) => ks.txnOp([...guard(ks, name, kv), ...parts[i].compares], [ks.delete(kv.key), ...parts[i].ops], [ks.get(kv.key)]))
   const res = await ks.txn([], ops)
-  // A nested Txn that failed was moved by someone else, or its key slot clashed: the slow path sorts it out.
-  const failed = chunk.filter((_, i) => !res.results[i].txn!.succeeded)
-  for (const d of failed) await promote(q, d.kv)
+  // A nested Txn that failed was mostly moved by another receiver first (its key is gone);
+  // otherwise its key slot clashed: the one-by-one path sorts those out.
+  const clashed = chunk.filter((d, i) => {
+    const sub = res.results[i].txn!
+    return !sub.succeeded && sub.results[0].range!.kvs[0]?.modRevision === d.kv.modRevision
+  })
+  for (const d of clashed) await promote(q, d.kv)
 }
 
 function guard(ks: Keyspace, name: string, delayed: KeyValue) {

@@ -81,7 +81,7 @@ describe('delayed messages: enqueue(value, { delayMs })', () => {
     await q.ack(m)
   }, 300_000)
 
-  it('1,000 delayed messages (1-4 s, produced while 4 consumers run): none delivered early, each within its rounded-up delay + 5 s (a bound that detects a hang; the bench measures)', async () => {
+  it('1,000 delayed messages (1-4 s, produced while 4 consumers run): none delivered early, each within its delay + 10 s (a bound that only detects a hang on a loaded machine; the bench measures)', async () => {
     const name = uniqueName('many')
     const producer = new Queue(etcd.client, name)
     const sentAt = new Map<string, { at: number; delayMs: number }>()
@@ -102,7 +102,7 @@ describe('delayed messages: enqueue(value, { delayMs })', () => {
           // Every delay is >= 1 s, so its enqueue has returned (and its send time is known) long before.
           const sent = sentAt.get(m.id)!
           if (now - sent.at < sent.delayMs) early.push(`${m.value}: ${(now - sent.at).toFixed(0)} ms < ${sent.delayMs} ms`)
-          late.push(now - sent.at - Math.ceil(sent.delayMs / 1000) * 1000)
+          late.push(now - sent.at - sent.delayMs)
           seen.add(m.id)
         }
         await q.ackMany(batch)
@@ -124,8 +124,8 @@ describe('delayed messages: enqueue(value, { delayMs })', () => {
     expect(seen.size).toBe(1000)
     late.sort((a, b) => a - b)
     const p = (q: number) => Math.round(late[Math.floor(q * (late.length - 1))])
-    console.log(`delayed messages: delivery after the rounded-up delay p50 ${p(0.5)} ms, p99 ${p(0.99)} ms, max ${p(1)} ms`)
-    expect(late[late.length - 1]).toBeLessThan(5000)
+    console.log(`delayed messages: delivered after their delay by p50 ${p(0.5)} ms, p99 ${p(0.99)} ms, max ${p(1)} ms`)
+    expect(late[late.length - 1]).toBeLessThan(10_000)
     expect(await keysMentioning(name)).toEqual([])
   }, 120_000)
 

@@ -118,6 +118,7 @@ describe('queueConsumer', () => {
     expect(invocations).toBe(5)
     // Each retry waited at least the lower end of its jittered delay (1, 1, 2, 4 s: half of 1, 2, 4, 8 rounded up).
     const gaps = deliveries.slice(1).map((d, i) => d.at - deliveries[i].at)
+    console.log(`poison message: ${invocations} invocations, retry gaps ${gaps.map((g) => (g / 1000).toFixed(1)).join(', ')} s; dead-lettered by the 5th failure, ${((deliveries[4].at - deliveries[0].at) / 1000).toFixed(1)} s after the first delivery`)
     ;[1, 1, 2, 4].forEach((low, i) => expect(gaps[i]).toBeGreaterThanOrEqual(low * 1000 - 100))
     const [dead] = await dlq.receive({ wait: false })
     expect(dead.value).toBe('not json')

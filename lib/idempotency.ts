@@ -15,7 +15,7 @@ import { grantLease, revokeLease } from './leases.js'
 import { MAX_TTL_S } from './limits.js'
 import { OwnedKey } from './owned-key.js'
 import { Session } from './session.js'
-import { waitChange, type KeyChange, type WaitOptions } from './wait.js'
+import { untilAborted, waitChange, type KeyChange, type WaitOptions } from './wait.js'
 
 /** Options of {@link IdempotencyStore.begin}. */
 export interface BeginOptions {
@@ -111,6 +111,8 @@ export class IdempotencyClaim {
  */
 export class IdempotencyStore {
   private readonly ks: Keyspace
+  /** Watches on in-progress records, shared by this process's waiters of each record. */
+  private readonly waits = new Map<string, { outcome: Promise<WaitOutcome>; waiters: number; stop: AbortController }>()
 
   constructor(
     readonly client: Namespace,
@@ -220,10 +222,40 @@ export class IdempotencyStore {
 
   /**
    * Waits until the in-progress record `seen` (read at `seenAt`) completes, fails or goes. A
-   * watch that etcd ends (e.g. compaction) reports `gone`: beginning again reads afresh.
+   * watch that etcd ends (e.g. compaction) reports `gone`: beginning again reads afresh. A later
+   * waiter may join a watch started from an earlier `seenAt`: it saw the record still in
+   * progress, so every outcome that watch can report comes after its own read too.
    */
   private async waitFor(seen: KeyValue, seenAt: bigint, options?: WaitOptions): Promise<WaitOutcome> {
     const { signal } = checkOptions(options, 'in-progress wait')
+    signal?.throwIfAborted()
+    // Waiters of one record in this process share one watch: one event to handle, not one each.
+    const id = `${seen.key}\0${seen.createRevision}`
+    let shared = this.waits.get(id)
+    if (!shared) {
+      const stop = new AbortController()
+      const entry = { outcome: this.watchOutcome(seen, seenAt, stop.signal), waiters: 0, stop }
+      entry.outcome.then(
+        () => this.waits.get(id) === entry && this.waits.delete(id),
+        () => this.waits.get(id) === entry && this.waits.delete(id),
+      )
+      this.waits.set(id, (shared = entry))
+    }
+    const joined = shared
+    joined.waiters++
+    try {
+      return await untilAborted(joined.outcome, signal)
+    } finally {
+      // The last waiter to leave ends the watch (a later one starts a new one).
+      if (--joined.waiters === 0) {
+        joined.stop.abort()
+        if (this.waits.get(id) === joined) this.waits.delete(id)
+      }
+    }
+  }
+
+  /** The outcome of the in-progress record `seen`, from one watch (ended by `signal`). */
+  private async watchOutcome(seen: KeyValue, seenAt: bigint, signal: AbortSignal): Promise<WaitOutcome> {
     const sameRecord = (kv?: KeyValue) => kv !== undefined && kv.createRevision === seen.createRevision
     const decide = (change: KeyChange): WaitOutcome | undefined => {
       if (change.kv) {

@@ -6,6 +6,7 @@ import { idempotencyKeys } from './keys.js'
 import { checkName } from './kv.js'
 import { MAX_TTL_S } from './limits.js'
 import { Session } from './session.js'
+import { untilAborted } from './wait.js'
 
 /** Options of {@link singleFlight}. */
 export interface SingleFlightOptions {
@@ -144,19 +145,6 @@ function localFlightsOf(client: Namespace) {
   let flights = localFlights.get(client)
   if (!flights) localFlights.set(client, (flights = new Map()))
   return flights
-}
-
-/** `promise`, or the signal's reason as soon as it aborts. */
-function untilAborted<T>(promise: Promise<T>, signal?: AbortSignal): Promise<T> {
-  if (!signal) return promise
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason)
-    signal.addEventListener('abort', onAbort, { once: true })
-    promise.then(
-      (value) => (signal.removeEventListener('abort', onAbort), resolve(value)),
-      (error) => (signal.removeEventListener('abort', onAbort), reject(error)),
-    )
-  })
 }
 
 function checkSeconds(value: unknown, name: string, min: number, fallback: number): number {

@@ -275,3 +275,17 @@ function watchChanges<T>(ks: Keyspace, key: string, start: { seen: KeyValue; see
     watcher.on('delete', (_raw: IKeyValue, prev?: IKeyValue) => offer({ prev: prev && toKeyValue(prev, prev.key.toString()) }))
   })
 }
+
+/** `promise`, or a rejection with the signal's reason as soon as it aborts (the promise itself runs on). */
+export function untilAborted<T>(promise: Promise<T>, signal?: AbortSignal): Promise<T> {
+  if (!signal) return promise
+  return new Promise<T>((resolve, reject) => {
+    if (signal.aborted) return reject(signal.reason)
+    const onAbort = () => reject(signal.reason)
+    signal.addEventListener('abort', onAbort, { once: true })
+    promise.then(
+      (value) => (signal.removeEventListener('abort', onAbort), resolve(value)),
+      (error) => (signal.removeEventListener('abort', onAbort), reject(error)),
+    )
+  })
+}

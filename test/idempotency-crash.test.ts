@@ -1,6 +1,7 @@
 /**
- * Crashed and timed-out idempotent invocations (issue 15; powertools-lambda-python #738, #1038,
- * #4759): the key is free again as soon as the owner's lease ends — never at some clock time.
+ * Crashed and timed-out idempotent invocations: the key is free again as soon as the owner's
+ * lease ends — never at some clock time (the failure of powertools-lambda-python #738, #1038,
+ * #4759, where a record stays in progress until a clock-computed expiry).
  * Real child processes with wall clocks skewed by ±5 minutes run the function; the owner is
  * SIGKILLed mid-handler and a waiting duplicate runs the handler within TTL + 1 s.
  */

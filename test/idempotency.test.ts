@@ -1,5 +1,5 @@
 /**
- * The idempotency store (issue 15) against real etcd: begin / complete / fail, what a duplicate
+ * The idempotency store against real etcd: begin / complete / fail, what a duplicate
  * finds, waits that learn the outcome from a watch, fencing (a duplicate can never change or
  * delete the owner's record), payload checks, results etcd cannot keep, and record lifetimes
  * that are etcd leases (never a clock).

@@ -1,5 +1,5 @@
 /**
- * singleFlight (issue 15, powertools-lambda-typescript #3444) against real etcd: one leader runs
+ * singleFlight (the request of powertools-lambda-typescript #3444) against real etcd: one leader runs
  * `fn`, every concurrent caller — in this process or another — gets its result or its error when
  * it is done; `ttl` decides how long later callers still get it; a leader that gives up is
  * replaced.

@@ -1,5 +1,5 @@
 /**
- * etcdIdempotency (issue 15) against real etcd: one run per key for 100 concurrent identical
+ * etcdIdempotency against real etcd: one run per key for 100 concurrent identical
  * events (waiters learn the answer from a watch), stored responses for later duplicates, 409
  * rejections and bounded waits that never touch the owner's record, failures and timeouts that
  * leave no record, responses etcd cannot keep, payload checks, and the Middy paths (short-circuits,
@@ -7,13 +7,13 @@
  */
 import middy from '@middy/core'
 import { describe, expect, it } from 'vitest'
-import { countRpcs } from '../bench/util/rpcs.js'
-import { IdempotencyInProgressError, IdempotencyKeyMismatchError } from '../lib/index.js'
-import { keyspace } from '../lib/kv.js'
-import { pct } from '../bench/util/stats.js'
-import { etcdIdempotency, etcdLock, etcdPlugin, type EtcdEvent, type EtcdIdempotencyOptions, type IdempotencyGrant } from '../middleware/index.js'
-import { sleep, uniqueName, useEtcd } from './helpers.js'
-import { lambdaContext } from './lambda.js'
+import { countRpcs } from '../../bench/util/rpcs.js'
+import { IdempotencyInProgressError, IdempotencyKeyMismatchError } from '../../lib/index.js'
+import { keyspace } from '../../lib/kv.js'
+import { pct } from '../../bench/util/stats.js'
+import { etcdIdempotency, etcdLock, etcdPlugin, type EtcdEvent, type EtcdIdempotencyOptions, type IdempotencyGrant } from '../../middleware/index.js'
+import { sleep, uniqueName, useEtcd } from '../helpers.js'
+import { lambdaContext } from '../lambda.js'
 
 const etcd = useEtcd()
 

@@ -1,7 +1,7 @@
 import fc from 'fast-check'
 import { describe, expect, expectTypeOf, it } from 'vitest'
 import middy from '@middy/core'
-import { InvalidArgumentError } from '../lib/index.js'
+import { InvalidArgumentError } from '../../lib/index.js'
 import {
   etcdBarrier,
   etcdDoubleBarrier,
@@ -13,7 +13,7 @@ import {
   type IdempotencyGrant,
   type LockGrant,
   type StoredResponseInfo,
-} from '../middleware/index.js'
+} from '../../middleware/index.js'
 
 const factories = {
   etcdLock: (o: any) => etcdLock(o),

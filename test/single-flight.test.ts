@@ -13,6 +13,13 @@ import { sleep, uniqueName, useEtcd } from './helpers.js'
 
 const etcd = useEtcd()
 
+/** A promise to await until `mark()` is called (e.g. from inside the leader's fn). */
+function signalled() {
+  let mark!: () => void
+  const promise = new Promise<void>((r) => (mark = r))
+  return { promise, mark }
+}
+
 /** `n` clients with their own connections: callers that meet only through etcd, like separate functions. */
 function clients(n: number): EtcdClient[] {
   return Array.from({ length: n }, () => etcd.newClient())
@@ -70,17 +77,19 @@ describe('singleFlight', () => {
     const [a, b] = clients(2)
     const boom = Object.assign(new Error('upstream 503'), { code: 'UPSTREAM_DOWN' })
     let calls = 0
+    const leading = signalled()
     const fn = async () => {
       calls++
+      leading.mark()
       await sleep(200)
       throw boom
     }
-    const leader = singleFlight(a, key, fn)
-    const local = singleFlight(a, key, fn)
-    await sleep(50)
+    const leader = singleFlight(a, key, fn).catch((e) => e)
+    const local = singleFlight(a, key, fn).catch((e) => e)
+    await leading.promise
     const remote = singleFlight(b, key, fn).catch((e) => e)
-    await expect(leader).rejects.toBe(boom)
-    await expect(local).rejects.toBe(boom)
+    expect(await leader).toBe(boom)
+    expect(await local).toBe(boom)
     const err = await remote
     expect(err).toBeInstanceOf(SingleFlightError)
     expect(err.leaderError).toEqual({ name: 'Error', message: 'upstream 503', code: 'UPSTREAM_DOWN' })
@@ -111,8 +120,10 @@ describe('singleFlight', () => {
     const [a, b, c] = clients(3)
     const ac = new AbortController()
     const started: string[] = []
+    const leading = signalled()
     const fn = (who: string) => async (signal: AbortSignal) => {
       started.push(who)
+      leading.mark()
       await new Promise((resolve, reject) => {
         const t = setTimeout(resolve, 300)
         signal.addEventListener('abort', () => (clearTimeout(t), reject(signal.reason)), { once: true })
@@ -120,7 +131,7 @@ describe('singleFlight', () => {
       return `result of ${who}`
     }
     const leader = singleFlight(a, key, fn('a'), { signal: ac.signal })
-    await sleep(50)
+    await leading.promise
     const f1 = singleFlight(b, key, fn('b'))
     const f2 = singleFlight(c, key, fn('c'))
     await sleep(50)
@@ -137,10 +148,11 @@ describe('singleFlight', () => {
     const key = uniqueName('big')
     const [a, b] = clients(2)
     const big = 'x'.repeat(1_600_000)
-    const fn = async () => (await sleep(200), big)
+    const leading = signalled()
+    const fn = async () => (leading.mark(), await sleep(200), big)
     const leader = singleFlight(a, key, fn)
     const local = singleFlight(a, key, fn)
-    await sleep(50)
+    await leading.promise
     const remote = singleFlight(b, key, fn).catch((e) => e)
     expect(await leader).toBe(big)
     expect(await local).toBe(big)
@@ -153,8 +165,9 @@ describe('singleFlight', () => {
     const key = uniqueName('closed')
     const [a] = clients(1)
     const b = createClient({ endpoints: etcd.cluster.endpoints })
-    const leader = singleFlight(a, key, async () => (await sleep(400), 'done'))
-    await sleep(50)
+    const leading = signalled()
+    const leader = singleFlight(a, key, async () => (leading.mark(), await sleep(400), 'done'))
+    await leading.promise
     const follower = singleFlight(b, key, async () => 'never')
     await sleep(50)
     b.close()

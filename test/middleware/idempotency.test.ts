@@ -89,7 +89,10 @@ describe('one run per key', () => {
         `one etcd round trip p50 ${pct(rtt, 0.5).toFixed(2)} ms; etcd requests per invocation ${JSON.stringify(perOp)}`,
     )
     expect(pct(lag, 0.99)).toBeLessThan(1000) // a hang detector only: the figure is reported above
-    expect(events.filter((e) => e.type === 'waiting')).toHaveLength(99)
+    // 99 duplicates answered from the store; those that began while the handler ran waited (all of
+    // them unless this machine took longer than the handler's 1.5 s to start 100 invocations).
+    expect(events.filter((e) => e.type === 'skipped')).toHaveLength(99)
+    expect(events.filter((e) => e.type === 'waiting').length).toBeGreaterThan(0)
     expect((await recordOf(prefix, 'order-100')).value.state).toBe('completed')
   })
 
@@ -187,13 +190,15 @@ describe('duplicates of a running invocation never delete or overwrite its recor
 
   it('a waiting duplicate whose owner fails runs the handler itself', async () => {
     let attempt = 0
-    const { handler, runs } = idempotent(async () => {
+    const { handler, runs, prefix } = idempotent(async () => {
       attempt++
       await sleep(300)
       if (attempt === 1) throw new Error('first attempt failed')
       return 'second attempt'
     })
-    const [first, second] = await Promise.allSettled([handler({ id: 'f' }, lambdaContext()), (async () => (await sleep(100), handler({ id: 'f' }, lambdaContext())))()])
+    const firstRun = handler({ id: 'f' }, lambdaContext())
+    await waitForRecord(prefix, 'f')
+    const [first, second] = await Promise.allSettled([firstRun, handler({ id: 'f' }, lambdaContext())])
     expect(first.status).toBe('rejected')
     expect(second).toEqual({ status: 'fulfilled', value: 'second attempt' })
     expect(runs.count).toBe(2)

@@ -35,9 +35,9 @@ export interface StoredResponseInfo {
   waited: boolean
 }
 
-export interface EtcdIdempotencyOptions<TEvent = any, TResult = any> {
-  /** The idempotency key of an event; `undefined` runs that event without idempotency. */
-  key: (event: TEvent, context: any) => string | undefined
+export interface EtcdIdempotencyOptions<TEvent = any, TResult = any, TKey extends string | undefined = string | undefined> {
+  /** The idempotency key of an event; `undefined` runs that event without idempotency (and without `context.etcd.idempotency`). */
+  key: (event: TEvent, context: any) => TKey
   /** The part of the event that must match for a duplicate (its hash is stored); default: not checked. */
   payload?: (event: TEvent) => unknown
   /** Seconds a completed response is kept for duplicates (default 3600); 0: only for duplicates waiting at the time. */
@@ -73,7 +73,15 @@ export const schema: Schema = {
 }
 
 type Resolved<TEvent, TResult> = EtcdIdempotencyOptions<TEvent, TResult> & { ttl: number; onInProgress: 'wait' | 'reject'; waitMs: number; leaseTtl: number }
-type IdempotencyRequest<TEvent, TResult> = Request<TEvent, TResult, Error, Context & { etcd: { idempotency: IdempotencyGrant } }>
+/**
+ * What the middleware adds to the context: the grant, which is absent for an event whose `key`
+ * function returned undefined — so it is optional exactly when the `key` function may return that.
+ */
+export type IdempotencyContext<TKey extends string | undefined = string | undefined> = {
+  etcd: { idempotency: undefined extends TKey ? IdempotencyGrant | undefined : IdempotencyGrant }
+}
+
+type IdempotencyRequest<TEvent, TResult> = Request<TEvent, TResult, Error, Context & { etcd: { idempotency?: IdempotencyGrant } }>
 
 /**
  * Runs the handler once per idempotency key (Powertools' idempotency, on etcd). A duplicate of a
@@ -84,9 +92,9 @@ type IdempotencyRequest<TEvent, TResult> = Request<TEvent, TResult, Error, Conte
  * returned all the same, and a `not-stored` event says so. Nothing is ever deleted or
  * overwritten on behalf of a duplicate: every write is fenced by the owner's record.
  */
-export function etcdIdempotency<TEvent = any, TResult = any>(
-  options: EtcdIdempotencyOptions<TEvent, TResult>,
-): MiddlewareObj<TEvent, TResult, Error, Context & { etcd: { idempotency: IdempotencyGrant } }> {
+export function etcdIdempotency<TEvent = any, TResult = any, TKey extends string | undefined = string | undefined>(
+  options: EtcdIdempotencyOptions<TEvent, TResult, TKey>,
+): MiddlewareObj<TEvent, TResult, Error, Context & IdempotencyContext<TKey>> {
   const opts = validateOptions<Resolved<TEvent, TResult>>('etcdIdempotency', schema, defaults, options)
   const self = {}
   const client = () => opts.client ?? sharedClient()
@@ -95,7 +103,10 @@ export function etcdIdempotency<TEvent = any, TResult = any>(
 
   const before = async (request: IdempotencyRequest<TEvent, TResult>) => {
     const key = resolveKey(opts, request)
-    if (key === undefined) return void emit(opts.onEvent, { type: 'skipped', primitive: 'idempotency', name: '', detail: { reason: 'no-key' } })
+    if (key === undefined) {
+      request.context.etcd = { ...request.context.etcd, idempotency: undefined }
+      return void emit(opts.onEvent, { type: 'skipped', primitive: 'idempotency', name: '', detail: { reason: 'no-key' } })
+    }
     const payloadHash = opts.payload ? hashPayload(opts.payload(request.event)) : undefined
     const store = storeFor(client(), opts.prefix ?? idempotencyKeys.functionPrefix(request.context?.functionName || 'default'))
     const scope = InvocationScope.of(request, client(), request.context, self)
@@ -175,7 +186,7 @@ export function etcdIdempotency<TEvent = any, TResult = any>(
 
   const onError = (request: IdempotencyRequest<TEvent, TResult>) => InvocationScope.settle(request, client(), self)
 
-  return { before, after, onError }
+  return { before, after, onError } as MiddlewareObj<TEvent, TResult, Error, Context & IdempotencyContext<TKey>>
 }
 
 /** This request's idempotency key, checked; undefined when the `key` function opts the event out. */

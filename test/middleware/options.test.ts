@@ -92,9 +92,15 @@ describe('middleware types', () => {
         },
       }),
     )
+    // With the event type given explicitly, the key function may return undefined: the grant is optional.
     type Ctx = Parameters<typeof handler>[1]
-    expectTypeOf<Ctx['etcd']['idempotency']>().toEqualTypeOf<IdempotencyGrant>()
+    expectTypeOf<Ctx['etcd']['idempotency']>().toEqualTypeOf<IdempotencyGrant | undefined>()
     expectTypeOf<IdempotencyGrant['fence']>().toEqualTypeOf<bigint>()
+    // A key function that always returns a string: every invocation that runs has the grant.
+    const always = middy().use(etcdIdempotency({ key: (event: Order) => event.orderId }))
+    expectTypeOf<Parameters<typeof always>[1]['etcd']['idempotency']>().toEqualTypeOf<IdempotencyGrant>()
+    const sometimes = middy().use(etcdIdempotency({ key: (event: { headers: Record<string, string | undefined> }) => event.headers['Idempotency-Key'] }))
+    expectTypeOf<Parameters<typeof sometimes>[1]['etcd']['idempotency']>().toEqualTypeOf<IdempotencyGrant | undefined>()
     // @ts-expect-error the key function must return a string (or undefined), not a number
     expect(() => etcdIdempotency<Order>({ key: (event) => event.amount })).not.toThrow() // (checked per invocation)
     // @ts-expect-error onInProgress is 'wait' or 'reject'

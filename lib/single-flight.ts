@@ -25,6 +25,8 @@ const localFlights = new WeakMap<Namespace, Map<string, { promise: Promise<unkno
 /** One long-lived session per client and lease TTL for flight records (replaced when it ends). */
 const sessions = new WeakMap<Namespace, Map<number, Promise<Session>>>()
 const stores = new WeakMap<Namespace, IdempotencyStore>()
+/** How many flights are beginning or leading on each shared session right now. */
+const inUse = new WeakMap<Session, number>()
 
 /**
  * Runs `fn` once for all concurrent callers of `key`, across processes: one caller (the leader)
@@ -68,11 +70,23 @@ export async function singleFlight<T>(client: Namespace, key: string, fn: (signa
 /** One caller's way through etcd: lead, or follow whoever leads until they finish or go. */
 async function fly<T>(client: Namespace, key: string, fn: (signal: AbortSignal) => T | Promise<T>, ttl: number, leaseTtl: number, signal?: AbortSignal): Promise<T> {
   const store = storeOf(client)
+  let freshSessions = 0
   for (;;) {
     signal?.throwIfAborted()
-    const begun = await begin(store, client, key, leaseTtl)
-    if (begun.status === 'owned') return lead(store, begun.claim, fn, ttl, signal)
-    const outcome = begun.status === 'in-progress' ? await begun.wait({ signal }) : begun
+    const session = await sharedSession(client, leaseTtl)
+    let step: Exclude<BeginResult, { status: 'owned' }> | { status: 'led'; result: T }
+    try {
+      step = await using(session, async () => {
+        const begun = await store.begin(key, { session })
+        return begun.status === 'owned' ? { status: 'led' as const, result: await lead(store, begun.claim, fn, ttl, signal) } : begun
+      })
+    } catch (err) {
+      // The shared session's lease was gone (e.g. it expired while the process was frozen): once more on a fresh one.
+      if (freshSessions++ === 0 && err instanceof SessionExpiredError && !session.active) continue
+      throw err
+    }
+    if (step.status === 'led') return step.result
+    const outcome = step.status === 'in-progress' ? await step.wait({ signal }) : step
     if (outcome.status === 'completed') return outcome.result as T
     if (outcome.status === 'failed') throw outcome.error
     // gone: the leader failed without an answer for us, or died; begin again
@@ -81,38 +95,36 @@ async function fly<T>(client: Namespace, key: string, fn: (signal: AbortSignal) 
 
 /** Runs `fn` as the leader and hands its outcome to the followers. */
 async function lead<T>(store: IdempotencyStore, claim: IdempotencyClaim, fn: (signal: AbortSignal) => T | Promise<T>, ttl: number, signal?: AbortSignal): Promise<T> {
-  const session = claim.own.session
+  let result: T
   try {
-    let result: T
-    try {
-      result = await fn(signal ? AbortSignal.any([signal, claim.signal]) : claim.signal)
-    } catch (err) {
-      // Our own abort is no answer for the others: they take over. Anything else is their answer too.
-      await store.fail(claim, signal?.aborted ? {} : { error: err })
-      throw err
-    }
-    try {
-      await store.complete(claim, result, { ttl })
-    } catch (err) {
-      // The leader has its result either way; followers elsewhere get this error, or begin again.
-      if (err instanceof IdempotencyResultNotStorableError) await store.fail(claim, { error: err })
-    }
-    return result
-  } finally {
-    // A record it could not delete must not outlive the flight on a lease kept alive for ever.
-    if (session.stranded.length > 0) session.orphan()
+    result = await fn(signal ? AbortSignal.any([signal, claim.signal]) : claim.signal)
+  } catch (err) {
+    // Our own abort is no answer for the others: they take over. Anything else is their answer too.
+    await store.fail(claim, signal?.aborted ? {} : { error: err })
+    throw err
   }
+  try {
+    await store.complete(claim, result, { ttl })
+  } catch (err) {
+    // The leader has its result either way; followers elsewhere get this error, or begin again.
+    if (err instanceof IdempotencyResultNotStorableError) await store.fail(claim, { error: err })
+  }
+  return result
 }
 
-/** Begins on the shared session; once more on a fresh one if its lease turns out gone. */
-async function begin(store: IdempotencyStore, client: Namespace, key: string, leaseTtl: number): Promise<BeginResult> {
-  for (let attempt = 0; ; attempt++) {
-    const session = await sharedSession(client, leaseTtl)
-    try {
-      return await store.begin(key, { session })
-    } catch (err) {
-      if (attempt > 0 || !(err instanceof SessionExpiredError) || session.active) throw err
-    }
+/**
+ * Runs `work` on a shared session, counting it as in use. A session that holds a stranded key
+ * (a record some clean-up could not delete) is no longer handed out, and is orphaned when the
+ * last work on it ends, so its lease — no longer kept alive — takes the key with it.
+ */
+async function using<T>(session: Session, work: () => Promise<T>): Promise<T> {
+  inUse.set(session, (inUse.get(session) ?? 0) + 1)
+  try {
+    return await work()
+  } finally {
+    const left = inUse.get(session)! - 1
+    inUse.set(session, left)
+    if (left === 0 && session.stranded.length > 0) session.orphan()
   }
 }
 
@@ -130,7 +142,7 @@ async function sharedSession(client: Namespace, ttl: number): Promise<Session> {
     }
     const session = await pending.catch(() => undefined)
     if (session?.active && session.stranded.length === 0) return session
-    session?.orphan()
+    if (session && !inUse.get(session)) session.orphan()
     if (byTtl.get(ttl) === pending) byTtl.delete(ttl)
   }
 }

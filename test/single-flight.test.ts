@@ -161,6 +161,24 @@ describe('singleFlight', () => {
     expect(err.leaderError.name).toBe('IdempotencyResultNotStorableError')
   })
 
+  it("a flight session whose lease is gone (revoked, or expired while the process was frozen) is replaced on the next call", async () => {
+    const key = uniqueName('revoked')
+    const client = etcd.newClient()
+    let lease = ''
+    await singleFlight(client, key, async () => {
+      lease = (await keyspace(etcd.client).range(`__singleflight/${key}`)).kvs[0].lease
+      return 1
+    })
+    await etcd.client.leaseClient.leaseRevoke({ ID: lease })
+    expect(await singleFlight(client, key, async () => 2)).toBe(2)
+    let next = ''
+    await singleFlight(client, `${key}-after`, async () => {
+      next = (await keyspace(etcd.client).range(`__singleflight/${key}-after`)).kvs[0].lease
+      return 3
+    })
+    expect(next).not.toBe(lease)
+  })
+
   it('a closed client ends a waiting follower at once', async () => {
     const key = uniqueName('closed')
     const [a] = clients(1)

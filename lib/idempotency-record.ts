@@ -1,7 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto'
-import { IdempotencyResultNotStorableError, InvalidArgumentError } from './errors.js'
+import { IdempotencyResultNotStorableError, InvalidArgumentError, SingleFlightError } from './errors.js'
 import type { KeyValue } from './kv.js'
-import { MAX_VALUE_BYTES } from './limits.js'
+import { DEFAULT_IN_PROGRESS_TTL_S, MAX_TTL_S, MAX_VALUE_BYTES } from './limits.js'
 
 /**
  * The value of an idempotency record: its state as one small JSON document. The state lives in
@@ -127,4 +127,44 @@ function jsonProblem(value: unknown, path: string, depth: number): string | unde
     if (problem) return problem
   }
   return undefined
+}
+
+/** The outcome a completed or failed record stands for. */
+export function settledOutcome(record: RecordState, kv: KeyValue): { status: 'completed'; result: unknown; revision: bigint } | { status: 'failed'; error: SingleFlightError } {
+  if (record.state === 'completed') return { status: 'completed', result: record.result, revision: kv.modRevision }
+  if (record.state === 'failed') {
+    const e = record.error
+    return { status: 'failed', error: new SingleFlightError(`the call this one waited for failed: ${e.name}: ${e.message}`, e) }
+  }
+  throw new InvalidArgumentError(`key ${JSON.stringify(kv.key)} is still in progress`)
+}
+
+/** The `hash` field of a record: absent when the caller gave none. */
+export function hashField(hash: string | undefined): { hash?: string } {
+  return hash === undefined ? {} : { hash }
+}
+
+/** A payload hash as `begin` accepts it. */
+export function checkHash(hash: unknown): string | undefined {
+  if (hash === undefined) return undefined
+  if (typeof hash !== 'string' || hash.length === 0 || hash.length > 256) {
+    throw new InvalidArgumentError(`payloadHash must be a non-empty string of at most 256 characters (e.g. hashPayload(event.body)), got ${hash === '' ? '""' : typeof hash}`)
+  }
+  return hash
+}
+
+/** The TTL of a lease the store grants for a claim. */
+export function checkLeaseTtl(ttl: unknown): number {
+  if (ttl === undefined) return DEFAULT_IN_PROGRESS_TTL_S
+  if (typeof ttl !== 'number' || !Number.isInteger(ttl) || ttl < 1 || ttl > MAX_TTL_S) {
+    throw new InvalidArgumentError(`leaseTtl must be a whole number of seconds between 1 and ${MAX_TTL_S}, got ${String(ttl)}`)
+  }
+  return ttl
+}
+
+/** The seconds a completed record is kept (0: only handed to waiting callers). */
+export function checkRecordTtl(ttl: unknown): void {
+  if (typeof ttl !== 'number' || !Number.isInteger(ttl) || ttl < 0 || ttl > MAX_TTL_S) {
+    throw new InvalidArgumentError(`ttl must be a whole number of seconds between 0 (hand the result to waiting callers only) and ${MAX_TTL_S}, got ${String(ttl)}`)
+  }
 }

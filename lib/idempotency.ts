@@ -5,14 +5,13 @@ import {
   IdempotencyClaimLostError,
   IdempotencyKeyMismatchError,
   InvalidArgumentError,
-  SingleFlightError,
+  type SingleFlightError,
   WatchLostError,
 } from './errors.js'
-import { decodeRecord, encodeRecord, ownerId, toSharedError, type RecordState, type SharedError } from './idempotency-record.js'
+import { checkHash, checkLeaseTtl, checkRecordTtl, decodeRecord, encodeRecord, hashField, ownerId, settledOutcome, toSharedError, type SharedError } from './idempotency-record.js'
 import { idempotencyKeys } from './keys.js'
 import { IDEMPOTENT, checkName, keyspace, type Compare, type KeyValue, type Keyspace } from './kv.js'
 import { grantLease, revokeLease } from './leases.js'
-import { MAX_TTL_S } from './limits.js'
 import { OwnedKey } from './owned-key.js'
 import { Session } from './session.js'
 import { untilAborted, waitChange, type KeyChange, type WaitOptions } from './wait.js'
@@ -52,7 +51,6 @@ export type BeginResult =
   | { status: 'failed'; error: SingleFlightError }
   | { status: 'in-progress'; fence: bigint; wait(options?: WaitOptions): Promise<WaitOutcome> }
 
-const DEFAULT_LEASE_TTL = 10
 /** Longest leader error message a record carries. */
 const MAX_ERROR_MESSAGE = 4096
 
@@ -332,41 +330,5 @@ export class IdempotencyStore {
     if (!(claim instanceof IdempotencyClaim) || claim.store !== this) {
       throw new InvalidArgumentError(`IdempotencyStore.${op} needs a claim that this store's begin() returned (status 'owned'), got ${claim === null ? 'null' : typeof claim}`)
     }
-  }
-}
-
-/** The outcome a completed or failed record stands for. */
-function settledOutcome(record: RecordState, kv: KeyValue): { status: 'completed'; result: unknown; revision: bigint } | { status: 'failed'; error: SingleFlightError } {
-  if (record.state === 'completed') return { status: 'completed', result: record.result, revision: kv.modRevision }
-  if (record.state === 'failed') {
-    const e = record.error
-    return { status: 'failed', error: new SingleFlightError(`the call this one waited for failed: ${e.name}: ${e.message}`, e) }
-  }
-  throw new InvalidArgumentError(`key ${JSON.stringify(kv.key)} is still in progress`)
-}
-
-function hashField(hash: string | undefined): { hash?: string } {
-  return hash === undefined ? {} : { hash }
-}
-
-function checkHash(hash: unknown): string | undefined {
-  if (hash === undefined) return undefined
-  if (typeof hash !== 'string' || hash.length === 0 || hash.length > 256) {
-    throw new InvalidArgumentError(`payloadHash must be a non-empty string of at most 256 characters (e.g. hashPayload(event.body)), got ${hash === '' ? '""' : typeof hash}`)
-  }
-  return hash
-}
-
-function checkLeaseTtl(ttl: unknown): number {
-  if (ttl === undefined) return DEFAULT_LEASE_TTL
-  if (typeof ttl !== 'number' || !Number.isInteger(ttl) || ttl < 1 || ttl > MAX_TTL_S) {
-    throw new InvalidArgumentError(`leaseTtl must be a whole number of seconds between 1 and ${MAX_TTL_S}, got ${String(ttl)}`)
-  }
-  return ttl
-}
-
-function checkRecordTtl(ttl: unknown): void {
-  if (typeof ttl !== 'number' || !Number.isInteger(ttl) || ttl < 0 || ttl > MAX_TTL_S) {
-    throw new InvalidArgumentError(`ttl must be a whole number of seconds between 0 (hand the result to waiting callers only) and ${MAX_TTL_S}, got ${String(ttl)}`)
   }
 }

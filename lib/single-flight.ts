@@ -4,7 +4,7 @@ import { IdempotencyResultNotStorableError, InvalidArgumentError, SessionExpired
 import { IdempotencyStore, type BeginResult, type IdempotencyClaim } from './idempotency.js'
 import { idempotencyKeys } from './keys.js'
 import { checkName } from './kv.js'
-import { MAX_TTL_S } from './limits.js'
+import { DEFAULT_IN_PROGRESS_TTL_S, MAX_TTL_S } from './limits.js'
 import { Session } from './session.js'
 import { untilAborted } from './wait.js'
 
@@ -18,7 +18,6 @@ export interface SingleFlightOptions {
   leaseTtl?: number
 }
 
-const DEFAULT_LEASE_TTL = 10
 
 /** Flights running in this process, per client and key: their callers share one etcd flight. */
 const localFlights = new WeakMap<Namespace, Map<string, { promise: Promise<unknown>; signal?: AbortSignal }>>()
@@ -44,7 +43,7 @@ export async function singleFlight<T>(client: Namespace, key: string, fn: (signa
   if (typeof fn !== 'function') throw new InvalidArgumentError(`singleFlight: fn must be a function (signal) => result, got ${fn === null ? 'null' : typeof fn}`)
   const o = checkOptions(options, 'singleFlight')
   const ttl = checkSeconds(o.ttl, 'ttl', 0, 0)
-  const leaseTtl = checkSeconds(o.leaseTtl, 'leaseTtl', 1, DEFAULT_LEASE_TTL)
+  const leaseTtl = checkSeconds(o.leaseTtl, 'leaseTtl', 1, DEFAULT_IN_PROGRESS_TTL_S)
   const local = localFlightsOf(client)
   for (;;) {
     o.signal?.throwIfAborted()

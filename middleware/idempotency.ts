@@ -7,7 +7,7 @@ import { IdempotencyStore, type IdempotencyClaim, type WaitOutcome } from '../li
 import { hashPayload } from '../lib/idempotency-record.js'
 import { idempotencyKeys } from '../lib/keys.js'
 import { checkName, type Compare } from '../lib/kv.js'
-import { MAX_TTL_S } from '../lib/limits.js'
+import { DEFAULT_IN_PROGRESS_TTL_S, MAX_TTL_S } from '../lib/limits.js'
 import type { WaitOptions } from '../lib/wait.js'
 import { emit, type EtcdEvent, type OnEvent } from './events.js'
 import { validateOptions, type Schema } from './options.js'
@@ -57,7 +57,7 @@ export interface EtcdIdempotencyOptions<TEvent = any, TResult = any, TKey extend
   onEvent?: OnEvent
 }
 
-export const defaults = { ttl: 3600, onInProgress: 'wait', waitMs: Infinity, leaseTtl: 10 } as const
+export const defaults = { ttl: 3600, onInProgress: 'wait', waitMs: Infinity, leaseTtl: DEFAULT_IN_PROGRESS_TTL_S } as const
 
 export const schema: Schema = {
   key: { type: 'function', required: true },

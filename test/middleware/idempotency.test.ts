@@ -6,6 +6,7 @@
  * etcdPlugin, outer locks).
  */
 import middy from '@middy/core'
+import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { countRpcs } from '../../bench/util/rpcs.js'
 import { IdempotencyInProgressError, IdempotencyKeyMismatchError } from '../../lib/index.js'
@@ -305,6 +306,46 @@ describe('a lost claim', () => {
     expect(await handler({ id: 'lost' }, lambdaContext())).toBe('answer')
     expect(events.map((e) => e.type)).toContain('lost')
     expect(await recordOf(prefix, 'lost')).toBeUndefined()
+  })
+})
+
+describe('any mix of concurrent invocations, failures and timings (property)', () => {
+  it('per key: handlers never overlap, at most one succeeds, and every caller gets that success or its own failure', async () => {
+    const invocation = fc.record({ key: fc.integer({ min: 0, max: 2 }), fails: fc.boolean(), workMs: fc.integer({ min: 0, max: 40 }), startMs: fc.integer({ min: 0, max: 40 }) })
+    await fc.assert(
+      fc.asyncProperty(fc.array(invocation, { minLength: 1, maxLength: 12 }), async (plan) => {
+        const prefix = uniqueName('prop')
+        const running = new Map<number, number>()
+        const successes = new Map<number, unknown[]>()
+        let overlap = false
+        let run = 0
+        const handler = middy(async (event: { key: number; fails: boolean; workMs: number }) => {
+          const mine = ++run
+          running.set(event.key, (running.get(event.key) ?? 0) + 1)
+          if (running.get(event.key)! > 1) overlap = true
+          await sleep(event.workMs)
+          running.set(event.key, running.get(event.key)! - 1)
+          if (event.fails) throw new Error(`run ${mine} failed`)
+          const response = { key: event.key, run: mine }
+          successes.set(event.key, [...(successes.get(event.key) ?? []), response])
+          return response
+        }).use(etcdIdempotency({ key: (e: { key: number }) => `k${e.key}`, prefix, client: etcd.client }))
+        const outcomes = await Promise.all(
+          plan.map(async (p) => {
+            await sleep(p.startMs)
+            return handler(p, lambdaContext()).then((value) => ({ value }), (error: Error) => ({ error }))
+          }),
+        )
+        expect(overlap).toBe(false)
+        for (const [key, list] of successes) expect(list, `key ${key}`).toHaveLength(1)
+        plan.forEach((p, i) => {
+          const outcome = outcomes[i]
+          if ('value' in outcome) expect(outcome.value).toEqual(successes.get(p.key)![0])
+          else expect(outcome.error.message).toMatch(/^run \d+ failed$/) // only its own run's failure
+        })
+      }),
+      { numRuns: 25 },
+    )
   })
 })
 

@@ -19,10 +19,12 @@ import type { Compare, Keyspace, Op, TxnResult } from './kv.js'
  * - queue item metadata:   `__meta/<itemKey>` (JSON: original id, group; valid while its mod
  *                          revision is the item's create revision: both are written in one Txn)
  * - delayed message:       `__delayed/<name>/<dueUnixNano>` (envelope, no lease) + its timer
- *                          `__timers/<name>/<dueUnixNano>` (on a lease of the delay's TTL)
+ *                          `__timers/<name>/<dueUnixNano>` (on a lease that outlasts the delay)
  * - message group:         `__group-heads/<name>/<group>` (exists while the group has a message
  *                          under `<name>/`) + waiting messages `__groups/<name>/<group>/<unixNano>`
  * - default dead-letter queue of `<name>`: the Go-layout Queue `dlq/<name>`
+ * - idempotency record:    `<prefix>/<key>` (the middleware's prefix: `__idempotency/<function name>`)
+ * - single-flight record:  `__singleflight/<key>`
  */
 
 /** Wall-clock nanoseconds at the monotonic clock's zero, so unixNano() = base + hrtime. */
@@ -201,4 +203,14 @@ export function groupOfSegment(segment: string): string {
 /** The dead-letter queue a queue gets unless one is named: `dlq/<name>` (outside `<name>`, so Go's Dequeue never takes dead letters). */
 export function defaultDeadLetterQueue(name: string): string {
   return `dlq/${name}`
+}
+
+/** Idempotency and single-flight records: one key per idempotency key, its state in the value. */
+export const idempotencyKeys = {
+  /** The record of `key` in the store at `prefix`. */
+  record: (prefix: string, key: string) => `${prefix}/${key}`,
+  /** The middleware's default store prefix: records are per function, as Powertools scopes them. */
+  functionPrefix: (functionName: string) => `__idempotency/${functionName}`,
+  /** The store `singleFlight` uses. */
+  singleFlightPrefix: '__singleflight',
 }

@@ -32,3 +32,6 @@ export const MAX_DELAY_MS = MAX_TTL_S * 1000
 
 /** Longest message group name, in UTF-8 bytes (it is part of keys and receipts). */
 export const MAX_GROUP_BYTES = 128
+
+/** Seconds an in-progress idempotency or single-flight record outlives a crashed owner unless configured. */
+export const DEFAULT_IN_PROGRESS_TTL_S = 10

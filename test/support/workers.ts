@@ -43,15 +43,21 @@ export class Worker {
     proc.stderr!.on('data', (d: string) => (this.stderr += d))
   }
 
-  /** Starts a worker connected to `endpoints` and waits until it is ready. */
-  static async start(endpoints: string[], namespace = ''): Promise<Worker> {
+  /**
+   * Starts a worker connected to `endpoints` and waits until it is ready. `options.script` runs
+   * another worker program (a file under test/support), `options.preload` modules loaded before
+   * it (e.g. a skewed wall clock), `options.env` extra environment.
+   */
+  static async start(endpoints: string[], namespace = '', options: { script?: string; preload?: string[]; env?: Record<string, string> } = {}): Promise<Worker> {
     if (!existsSync(`${root}node_modules/.bin/tsx`)) {
       throw new Error('test workers need tsx (node_modules/.bin/tsx): run npm ci')
     }
-    const proc = spawn(process.execPath, ['--import', 'tsx', script, JSON.stringify({ endpoints, namespace })], {
+    const program = options.script ? fileURLToPath(new URL(`./${options.script}`, import.meta.url)) : script
+    const preload = (options.preload ?? []).flatMap((file) => ['--import', fileURLToPath(new URL(`./${file}`, import.meta.url))])
+    const proc = spawn(process.execPath, ['--import', 'tsx', ...preload, program, JSON.stringify({ endpoints, namespace })], {
       cwd: root,
       stdio: ['pipe', 'pipe', 'pipe'],
-      env: { ...process.env, ETCD_ENDPOINTS: '', ETCD_NAMESPACE: '' },
+      env: { ...process.env, ETCD_ENDPOINTS: '', ETCD_NAMESPACE: '', ...options.env },
     })
     const worker = new Worker(proc)
     await worker.next('ready', 30_000)

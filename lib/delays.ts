@@ -9,9 +9,9 @@ import { decodeEnvelope, encodeEnvelope, type ItemMeta } from './queue-meta.js'
 /**
  * Delayed messages. A delayed message waits outside the queue, in `__delayed/<name>/<due>`, so
  * no consumer — ours or Go's `Dequeue`, which only sees `<name>/` — can take it early. Its timer
- * `__timers/<name>/<due>` is put on a lease whose TTL is the delay, rounded up to whole seconds:
- * it is due once etcd has expired that lease, by the etcd leader's clock, never by comparing the
- * clocks of two functions. A receiver that sees a delayed message without its timer moves it
+ * `__timers/<name>/<due>` is put on a lease that certainly outlasts the delay (by less than a
+ * second: leases last whole seconds): it is due once etcd has expired that lease, by the etcd
+ * leader's clock, never by comparing the clocks of two functions. A receiver that sees a delayed message without its timer moves it
  * into the queue in one Txn (as if enqueued then). `<due>` is the producer's clock plus the
  * delay: it only orders the delayed messages, so that a scan looks at the soonest first.
  *
@@ -103,9 +103,9 @@ export function dueReads(ks: Keyspace, name: string): Op[] {
 
 /**
  * From the {@link dueReads} results (at `offset` in `res`): the delayed messages that are due
- * (no timer; keys and revisions only), and whether any delayed message waits at all. Timers are a subset of the delayed
- * keys and sort the same way, so a delayed key among the first N whose timer is not among the
- * first N timers has none.
+ * (no timer; keys and revisions only), and whether any delayed message waits at all. Timers
+ * are a subset of the delayed keys and sort the same way, so a delayed key among the first N
+ * whose timer is not among the first N timers has none.
  */
 export function dueOf(name: string, res: TxnResult, offset: number): { due: KeyValue[]; delayed: boolean } {
   const delayed = res.results[offset].range!.kvs

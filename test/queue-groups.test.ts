@@ -161,6 +161,23 @@ describe('message groups: enqueue(value, { group })', () => {
     expect(await keysMentioning(name)).toEqual([])
   })
 
+  it('a delayed message joins its group when it comes due (behind what the group received meanwhile)', async () => {
+    const name = uniqueName('dlgroup')
+    const q = new Queue(etcd.client, name)
+    await q.enqueue('g1', { group: 'g' })
+    const late = await q.enqueue('g2 delayed', { group: 'g', delayMs: 1000 })
+    await q.enqueue('g3', { group: 'g' })
+    const order: string[] = []
+    while (order.length < 3) {
+      const [m] = await q.receive({ signal: AbortSignal.timeout(20_000) })
+      order.push(m.value)
+      if (m.value === 'g2 delayed') expect(m.id).toBe(late.id)
+      await q.ack(m)
+    }
+    expect(order).toEqual(['g1', 'g3', 'g2 delayed'])
+    expect(await keysMentioning(name)).toEqual([])
+  })
+
   it('rejects bad group names before writing anything', async () => {
     const name = uniqueName('badgrp')
     const q = new Queue(etcd.client, name)

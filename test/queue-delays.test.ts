@@ -81,7 +81,7 @@ describe('delayed messages: enqueue(value, { delayMs })', () => {
     await q.ack(m)
   }, 300_000)
 
-  it('1,000 delayed messages (1-4 s, produced while 4 consumers run): none delivered early, each within its delay + 10 s (a bound that only detects a hang on a loaded machine; the bench measures)', async () => {
+  it('1,000 delayed messages (1-10 s, produced while 4 consumers run): none delivered early, each within its delay + 5 s (a bound that only detects a hang; the figures are printed)', async () => {
     const name = uniqueName('many')
     const producer = new Queue(etcd.client, name)
     const sentAt = new Map<string, { at: number; delayMs: number }>()
@@ -112,7 +112,8 @@ describe('delayed messages: enqueue(value, { delayMs })', () => {
     for (let i = 0; i < 1000; i += 50) {
       await Promise.all(
         Array.from({ length: 50 }, async (_, j) => {
-          const delayMs = 1000 + Math.floor(Math.random() * 3000)
+          // Spread over 9 s: about 110 come due a second, below what 4 consumers move on a loaded 2-core machine.
+          const delayMs = 1000 + Math.floor(Math.random() * 9000)
           const at = performance.now()
           const { id } = await producer.enqueue(`m${i + j}`, { delayMs })
           sentAt.set(id, { at, delayMs })
@@ -125,7 +126,7 @@ describe('delayed messages: enqueue(value, { delayMs })', () => {
     late.sort((a, b) => a - b)
     const p = (q: number) => Math.round(late[Math.floor(q * (late.length - 1))])
     console.log(`delayed messages: delivered after their delay by p50 ${p(0.5)} ms, p99 ${p(0.99)} ms, max ${p(1)} ms`)
-    expect(late[late.length - 1]).toBeLessThan(10_000)
+    expect(late[late.length - 1]).toBeLessThan(5_000)
     expect(await keysMentioning(name)).toEqual([])
   }, 120_000)
 

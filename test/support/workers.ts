@@ -12,6 +12,14 @@ const script = fileURLToPath(new URL('./worker.ts', import.meta.url))
 
 export type WorkerEvent = Record<string, any> & { event: string }
 
+/** Options of {@link Worker.start}. */
+export interface WorkerOptions {
+  /** Run inside this network namespace (`ip netns exec`). */
+  netns?: string
+  /** Path of the worker program (default `worker.ts`). */
+  script?: string
+}
+
 const live = new Set<ChildProcess>()
 process.once('exit', () => {
   for (const p of live) p.kill('SIGKILL')
@@ -43,12 +51,19 @@ export class Worker {
     proc.stderr!.on('data', (d: string) => (this.stderr += d))
   }
 
-  /** Starts a worker connected to `endpoints` and waits until it is ready. */
-  static async start(endpoints: string[], namespace = ''): Promise<Worker> {
+  /**
+   * Starts a worker connected to `endpoints` and waits until it is ready. `options.netns` runs
+   * it inside that network namespace (`ip netns exec`, as root); `options.script` runs another
+   * program that speaks the same protocol (e.g. `netns-agent.ts`).
+   */
+  static async start(endpoints: string[], namespace = '', options: WorkerOptions = {}): Promise<Worker> {
     if (!existsSync(`${root}node_modules/.bin/tsx`)) {
       throw new Error('test workers need tsx (node_modules/.bin/tsx): run npm ci')
     }
-    const proc = spawn(process.execPath, ['--import', 'tsx', script, JSON.stringify({ endpoints, namespace })], {
+    const node = [process.execPath, '--import', 'tsx', options.script ?? script, JSON.stringify({ endpoints, namespace })]
+    // `ip netns exec` execs the program: the pid (and so SIGSTOP/SIGKILL) is the program's own.
+    const [command, ...args] = options.netns ? ['ip', 'netns', 'exec', options.netns, ...node] : node
+    const proc = spawn(command, args, {
       cwd: root,
       stdio: ['pipe', 'pipe', 'pipe'],
       env: { ...process.env, ETCD_ENDPOINTS: '', ETCD_NAMESPACE: '' },

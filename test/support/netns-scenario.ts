@@ -1,0 +1,194 @@
+/**
+ * One partition scenario on a {@link Lab}, end to end: the victim client (c1) takes a lock,
+ * leadership and a queue batch; the majority clients run lock, leader, consumer, producer and
+ * STM loops; the cut is applied, held, healed; the victim then tries its stale writes (etcd,
+ * and Postgres when the lab has it). Every event is checked afterwards (see netns-report.ts).
+ */
+import type { Worker, WorkerEvent } from './workers.js'
+import { wallNow } from './history.js'
+import type { Lab, Scenario } from './netns-lab.js'
+import { analyse, type ScenarioReport } from './netns-report.js'
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+export interface Timing {
+  /** Lease TTL of every session, seconds. */
+  ttl: number
+  /** How long the cut stays, ms. */
+  partitionMs: number
+  /** Steady state before the cut, ms. */
+  warmupMs: number
+}
+
+export const DEFAULT_TIMING: Timing = { ttl: 3, partitionMs: 8000, warmupMs: 1500 }
+
+/** Waits until an event matching `pred` has arrived (without taking it from the worker's list). */
+export async function seen(w: Worker, pred: (e: WorkerEvent) => boolean, timeoutMs: number, what: string): Promise<WorkerEvent> {
+  const deadline = performance.now() + timeoutMs
+  for (;;) {
+    const hit = w.events.find(pred)
+    if (hit) return hit
+    const failed = w.events.find((e) => e.event === 'error')
+    if (failed) throw new Error(`agent ${w.pid}: ${failed.op} ${failed.id ?? ''} failed: ${failed.name}: ${failed.message}`)
+    if (performance.now() > deadline) throw new Error(`agent ${w.pid}: no ${what} within ${timeoutMs} ms; stderr: ${w.stderr.slice(-1500)}`)
+    await sleep(50)
+  }
+}
+
+const startLoop = (w: Worker, spec: Record<string, unknown>) => w.request({ op: 'loop', ...spec }, 'started', 30_000)
+
+async function stopLoop(w: Worker, id: string): Promise<Record<string, any>> {
+  w.send({ op: 'stop', id })
+  const done = await seen(w, (e) => e.event === 'stopped' && e.id === id, 60_000, `stop of ${id}`)
+  return done.summary
+}
+
+/** Names of one scenario's primitives (fresh per scenario). */
+export function scenarioNames(label: string) {
+  return {
+    lock: `${label}/lock`,
+    lockFence: `${label}/lock-fence`,
+    election: `${label}/leader`,
+    electionFence: `${label}/leader-fence`,
+    queue: `${label}/queue`,
+    counter: `${label}/counter`,
+    stale: `${label}/stale-target`,
+  }
+}
+
+/** Runs `scenario` once; returns its figures and every violation found. */
+export async function runScenario(lab: Lab, label: string, scenario: Scenario, timing: Timing = DEFAULT_TIMING): Promise<ScenarioReport> {
+  const leaderBefore = await lab.etcd.waitForLeader()
+  const plan = scenario(lab, leaderBefore)
+  const names = scenarioNames(label)
+  const victim = lab.agents.get('c1')!
+  const majority = lab.clients.filter((c) => c !== 'c1').map((c) => [c, lab.agents.get(c)!] as const)
+  for (const w of lab.agents.values()) w.events.splice(0)
+  const pg = lab.pg && { host: lab.pg.host, port: lab.pg.port, user: lab.pg.user, database: lab.pg.database, row: label }
+  const common = { ttl: timing.ttl }
+  const loops: [Worker, string][] = []
+  const start = async (w: Worker, host: string, kind: string, spec: Record<string, unknown>) => {
+    const id = `${host}.${kind}.${label}#${loops.filter(([x]) => x === w).length}`
+    loops.push([w, id])
+    await startLoop(w, { id, kind, ...common, ...spec })
+    return id
+  }
+
+  // The victim holds the lock, leadership and a claimed batch before anyone else queues.
+  const vLock = await start(victim, 'c1', 'lock', { endpoints: plan.victimEndpoints, name: names.lock, fenceKey: names.lockFence, once: true, pg })
+  await seen(victim, (e) => e.event === 'grant' && e.id === vLock, 30_000, 'victim lock grant')
+  const vLead = await start(victim, 'c1', 'leader', { endpoints: plan.victimEndpoints, name: names.election, fenceKey: names.electionFence, once: true })
+  await seen(victim, (e) => e.event === 'grant' && e.id === vLead, 30_000, 'victim leadership')
+  const [firstHost, first] = majority[0]
+  const seed = await start(first, firstHost, 'produce', { endpoints: plan.majorityEndpoints, queue: names.queue, count: 60 })
+  await seen(first, (e) => e.event === 'ended' && e.id === seed, 60_000, 'seed messages')
+  const vQueue = await start(victim, 'c1', 'consume', { endpoints: plan.victimEndpoints, queue: names.queue, batch: 10, visibilityTimeout: timing.ttl, holdBatch: true })
+  await seen(victim, (e) => e.event === 'delivered' && e.id === vQueue, 30_000, 'victim batch')
+  await start(victim, 'c1', 'stm', { endpoints: plan.victimEndpoints, key: names.counter })
+  for (const [host, w] of majority) {
+    const on = { endpoints: plan.majorityEndpoints }
+    await start(w, host, 'lock', { ...on, name: names.lock, fenceKey: names.lockFence, holdMs: 30, pg })
+    await start(w, host, 'leader', { ...on, name: names.election, fenceKey: names.electionFence, holdMs: 100 })
+    await start(w, host, 'consume', { ...on, queue: names.queue, batch: 5, visibilityTimeout: 5 })
+    await start(w, host, 'stm', { ...on, key: names.counter })
+  }
+  // Messages produced while the cut is in place, too.
+  await start(first, firstHost, 'produce', { endpoints: plan.majorityEndpoints, queue: names.queue, count: 40, intervalMs: 150 })
+  await sleep(timing.warmupMs)
+
+  const cutAt = wallNow()
+  await plan.apply()
+  const cutApplied = wallNow()
+  const raftFailover = watchFailover(lab, plan.majority, leaderBefore, cutAt, timing.partitionMs)
+  const late: string[] = []
+  if (pg) {
+    // While cut off from etcd (but not from the database), once someone else holds the lock
+    // and wrote: the victim's write with its old fence.
+    const lost = await seen(victim, (e) => e.event === 'release' && e.id === vLock, timing.partitionMs, 'victim lock loss').catch(() => undefined)
+    const taken = await seenAny(majority.map(([, w]) => w), (e) => e.event === 'pgWrite' && e.applied && e.at > cutAt, Math.max(0, cutAt + timing.partitionMs - wallNow() - 500))
+    if (lost && taken) {
+      victim.send({ op: 'pgWrite', id: vLock, pg, value: 'late-during' })
+      late.push('late-during')
+    }
+  }
+  await sleep(Math.max(0, cutAt + timing.partitionMs - wallNow()))
+  const healAt = wallNow()
+  await lab.net.heal()
+  const failover = await raftFailover
+
+  // After healing, the victim acts on its stale state.
+  victim.send({ op: 'staleWrite', id: vLock, key: names.stale, value: 'stale' })
+  if (pg) {
+    victim.send({ op: 'pgWrite', id: vLock, pg, value: 'late-after' })
+    late.push('late-after')
+  }
+  victim.send({ op: 'ackHeld', id: vQueue })
+  await seen(victim, (e) => e.event === 'staleWrite', 30_000, 'stale write answer')
+  for (const value of late) await seen(victim, (e) => e.event === 'pgWrite' && e.value === value, 30_000, `${value} answer`)
+  await lab.etcd.waitForLeader({ timeoutMs: 30_000 })
+  await waitDrained(lab, 30_000)
+
+  const summaries = new Map<string, Record<string, any>>()
+  for (const [w, id] of loops) summaries.set(id, await stopLoop(w, id))
+  const admin = lab.agents.get('admin')!
+  const counter = await admin.request({ op: 'get', endpoints: lab.etcd.endpoints, key: names.counter }, 'value', 30_000)
+  const leftovers: string[] = []
+  const target = await admin.request({ op: 'get', endpoints: lab.etcd.endpoints, key: names.stale }, 'value', 30_000)
+  if (target.value !== undefined) leftovers.push(`${names.stale} = ${JSON.stringify(target.value)}: a stale fenced write landed`)
+  for (const prefix of [`${names.lock}/`, `${names.election}/`, `${names.queue}/`, `__claims/${names.queue}/`, `__receives/${names.queue}/`]) {
+    const res = await admin.request({ op: 'keys', endpoints: lab.etcd.endpoints, prefix }, 'keys', 30_000)
+    leftovers.push(...res.keys.map((k: { key: string; lease: string }) => `${k.key} (lease ${k.lease})`))
+  }
+  const events = [...lab.agents.entries()].flatMap(([host, w]) => w.events.splice(0).map((e) => ({ ...e, host })))
+  if (process.env.MEP_DUMP) console.log(JSON.stringify({ cutAt, healAt, events: events.filter((e) => e.host === 'c1' && !['write'].includes(e.event)) }, null, 1))
+  return analyse({
+    label,
+    cut: plan.cut,
+    events,
+    summaries,
+    cutAt,
+    cutApplied,
+    healAt,
+    victim: { lock: vLock, leader: vLead },
+    counter: Number(counter.value ?? '0'),
+    leftovers,
+    leaderBefore,
+    failover,
+    latePgWrites: late,
+  })
+}
+
+async function seenAny(workers: Worker[], pred: (e: WorkerEvent) => boolean, timeoutMs: number): Promise<WorkerEvent | undefined> {
+  const deadline = performance.now() + timeoutMs
+  for (;;) {
+    for (const w of workers) {
+      const hit = w.events.find(pred)
+      if (hit) return hit
+    }
+    if (performance.now() > deadline) return undefined
+    await sleep(50)
+  }
+}
+
+/** Until the cut ends: when the majority's members agree on a leader other than the old one. */
+async function watchFailover(lab: Lab, among: string[], old: string, cutAt: number, forMs: number): Promise<{ leader?: string; ms?: number }> {
+  while (wallNow() < cutAt + forMs - 200) {
+    const leader = await lab.etcd.leader(among)
+    if (leader && leader !== old) return { leader, ms: wallNow() - cutAt }
+    await sleep(100)
+  }
+  return {}
+}
+
+/** Waits until every message whose enqueue returned was acked (or the time is up: the checks then say what is missing). */
+async function waitDrained(lab: Lab, timeoutMs: number) {
+  const deadline = performance.now() + timeoutMs
+  while (performance.now() < deadline) {
+    const all = [...lab.agents.values()].flatMap((w) => w.events)
+    const enqueued = new Set(all.filter((e) => e.event === 'enqueued').map((e) => e.msgId))
+    const acked = new Set(all.filter((e) => e.event === 'ack' && e.outcome !== 'lost' && e.outcome !== 'failed').map((e) => e.msgId))
+    const producing = all.filter((e) => e.event === 'ended' && String(e.id).includes('.produce.')).length < 2
+    if (!producing && [...enqueued].every((id) => acked.has(id))) return
+    await sleep(200)
+  }
+}

@@ -60,7 +60,7 @@ describe('cleanup in every path', () => {
     await expect(handler({}, lambdaContext())).rejects.toBeInstanceOf(LockTimeoutError)
     // The holder's key is untouched and still the lock's owner.
     expect(await keysUnder(`${name}/`)).toEqual([holder.key])
-    const owned = await etcd.client.kv.txn({ compare: [holder.isOwner()], success: [], failure: [] })
+    const owned = await etcd.client.kv.txn({ compare: [holder.ownerCompare()], success: [], failure: [] })
     expect(owned.succeeded).toBe(true)
     await holder.unlock()
   })

@@ -60,7 +60,7 @@ describe('etcdLock', () => {
       return 'ran'
     })
       .use(etcdLock({ name: outer, client: etcd.client }))
-      .use(etcdLock({ name: inner, mode: 'try', client: etcd.client, onLocked: () => 'busy', onEvent: (e) => events.push(e) }))
+      .use(etcdLock({ name: inner, acquire: 'try', client: etcd.client, onLocked: () => 'busy', onEvent: (e) => events.push(e) }))
     expect(await handler({}, lambdaContext())).toBe('busy')
     expect(ran).toBe(false)
     expect(events.map((e) => e.type)).toEqual(['skipped'])
@@ -72,7 +72,7 @@ describe('etcdLock', () => {
     const name = uniqueName('try')
     const holder = new Mutex(await Session.create(etcd.client, { ttl: 5 }), name)
     await holder.lock()
-    const handler = middy(async () => 'ran').use(etcdLock({ name, mode: 'try', client: etcd.client }))
+    const handler = middy(async () => 'ran').use(etcdLock({ name, acquire: 'try', client: etcd.client }))
     await expect(handler({}, lambdaContext())).rejects.toBeInstanceOf(LockedError)
     await holder.unlock()
     expect(await handler({}, lambdaContext())).toBe('ran')
@@ -121,7 +121,7 @@ describe('etcdLock', () => {
   it('rejects bad options at construction, naming the option', () => {
     expect(() => etcdLock({} as any)).toThrow(/`name` is required/)
     expect(() => etcdLock({ name: 'x', waitMs: -1 })).toThrow(/`waitMs`/)
-    expect(() => etcdLock({ name: 'x', mode: 'maybe' as any })).toThrow(/`mode`/)
+    expect(() => etcdLock({ name: 'x', acquire: 'maybe' as any })).toThrow(/`acquire`/)
     expect(() => etcdLock({ name: 'x', ttl: 0 })).toThrow(InvalidArgumentError)
     expect(() => etcdLock({ name: 'x', bogus: 1 } as any)).toThrow(/unknown option `bogus`/)
   })

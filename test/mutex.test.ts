@@ -101,7 +101,7 @@ describe('Mutex', () => {
         fences.push(m.fence)
         const current = Number((await own.range(counter)).kvs[0].value.toString())
         // The write is fenced: it applies only while this hold is current.
-        const write = await own.txn([m.isOwner()], [own.put(counter, String(current + 1))])
+        const write = await own.txn([m.ownerCompare()], [own.put(counter, String(current + 1))])
         expect(write.succeeded).toBe(true)
         inside--
         intervals.push({ start, end: performance.now() })
@@ -327,20 +327,20 @@ describe('Mutex', () => {
     await Promise.all(ss.map((s) => s.close()))
   })
 
-  it('isOwner() and fenced() guard writes: they fail after the hold ends', async () => {
+  it('ownerCompare() and fenced() guard writes: they fail after the hold ends', async () => {
     const name = uniqueName('fence')
     const [s1, s2] = await sessions(2)
     const ks = keyspace(etcd.client)
     const m1 = new Mutex(s1, name)
     await m1.lock()
-    const stale = m1.isOwner()
+    const stale = m1.ownerCompare()
     expect((await m1.fenced().then(etcd.client.put(`${name}-data`).value('a')).commit()).succeeded).toBe(true)
     await m1.unlock()
     const m2 = new Mutex(s2, name)
     await m2.lock()
     expect(m2.fence).toBeGreaterThan(0n)
     expect((await ks.txn([stale], [ks.put(`${name}-data`, 'stale')])).succeeded).toBe(false)
-    expect((await ks.txn([m2.isOwner()], [ks.put(`${name}-data`, 'b')])).succeeded).toBe(true)
+    expect((await ks.txn([m2.ownerCompare()], [ks.put(`${name}-data`, 'b')])).succeeded).toBe(true)
     expect(() => m1.fenced()).toThrow(LockReleasedError)
     expect((await ks.range(`${name}-data`)).kvs[0].value.toString()).toBe('b')
     await m2.unlock()

@@ -131,12 +131,12 @@ describe('Queue input validation (nothing written)', () => {
   })
 })
 
-describe('Go peer interop (contrib/recipes of etcd 3.4, built from shared/peer-go)', () => {
+describe('Go peer interop (contrib/recipes of etcd 3.4, built from interop/go)', () => {
   const run = promisify(execFile)
-  const bin = '/tmp/middy-etcd-gopeer-queue'
-  // Needs go + golang-etcd-server-dev; the build is cached, so this is quick after the first run.
+  let bin: string
+  // Needs go + golang-etcd-server-dev; the binary is cached by source hash, so only the first run builds.
   beforeAll(async () => {
-    await buildGoPeer(bin)
+    bin = await buildGoPeer()
   }, 250_000)
   const peer = async (scenario: string, name: string, args: string[] = [], n = 0) => {
     const { stdout } = await run(bin, ['-endpoints', etcd.cluster.endpoints[0], '-scenario', scenario, '-prefix', name, '-n', String(n), ...args], { timeout: 20_000 })

@@ -1,5 +1,4 @@
-import { spawn } from 'node:child_process'
-import { beforeAll, describe, expect, it } from 'vitest'
+import { afterEach, beforeAll, describe, expect, it } from 'vitest'
 import {
   createClient,
   InvalidArgumentError,
@@ -11,7 +10,7 @@ import {
   type EtcdClient,
   type RWMode,
 } from '../lib/index.js'
-import { buildGoPeer } from './gopeer.js'
+import { buildGoPeer, killGoPeers, startGoPeer } from './gopeer.js'
 import { sleep, uniqueName, useEtcd } from './helpers.js'
 
 const etcd = useEtcd(3)
@@ -85,7 +84,7 @@ describe('RWMutex (Go v3_lock_test.go)', () => {
 })
 
 describe('RWMutex', () => {
-  it('uses Go key layouts, an empty value, the session lease; fence and isOwner guard writes', async () => {
+  it('uses Go key layouts, an empty value, the session lease; fence and ownerCompare guard writes', async () => {
     const name = uniqueName('rw-layout')
     const s1 = await Session.create(etcd.client, { ttl: 5 })
     const s2 = await Session.create(etcd.client, { ttl: 5 })
@@ -110,7 +109,7 @@ describe('RWMutex', () => {
     expect(w.fence > readFence).toBe(true)
     const ok = await w.fenced().then(etcd.client.put(`${name}-data`).value('1')).commit()
     expect(ok.succeeded).toBe(true)
-    const guard = w.isOwner()
+    const guard = w.ownerCompare()
     await w.unlock()
     expect(w.held).toBe(false)
     expect(() => w.fence).toThrow(LockReleasedError)
@@ -323,25 +322,17 @@ describe('RWMutex', () => {
   })
 })
 
-describe('Go peer interop (recipe.RWMutex of etcd 3.4, built from shared/peer-go)', () => {
-  const bin = '/tmp/middy-etcd-gopeer-rwmutex'
-  // Needs go + golang-etcd-server-dev; the build is cached, so this is quick after the first run.
+describe('Go peer interop (recipe.RWMutex of etcd 3.4, built from interop/go)', () => {
+  let bin: string
+  // Needs go + golang-etcd-server-dev; the binary is cached by source hash, so only the first run builds.
   beforeAll(async () => {
-    await buildGoPeer(bin)
+    bin = await buildGoPeer()
   }, 250_000)
 
+  afterEach(killGoPeers)
+
   /** Starts the Go peer taking `<name>` for reading or writing and holding it `holdMs`. */
-  function goPeer(mode: 'rlock' | 'wlock', name: string, holdMs: number) {
-    const proc = spawn(bin, ['-endpoints', etcd.cluster.endpoints[0], '-scenario', mode, '-prefix', name, '-n', String(holdMs)], { stdio: ['ignore', 'pipe', 'pipe'] })
-    const lines: string[] = []
-    proc.stdout.on('data', (d: Buffer) => lines.push(...d.toString().split('\n').filter((l) => l !== '')))
-    const exited = new Promise<number | null>((resolve) => proc.on('exit', resolve))
-    const saw = async (line: string) => {
-      for (let i = 0; i < 200 && !lines.includes(line); i++) await sleep(50)
-      return lines.includes(line)
-    }
-    return { proc, lines, exited, saw }
-  }
+  const goPeer = (mode: 'rlock' | 'wlock', name: string, holdMs: number) => startGoPeer(bin, etcd.cluster.endpoints[0], mode, name, holdMs)
 
   it('a Go writer holds back our reader; our read hold shares with a Go reader and holds back a Go writer', async () => {
     const name = uniqueName('gorw')

@@ -137,7 +137,7 @@ async function lockLoop(id: string, loop: Loop, c: Command) {
       grants++
       say({ event: 'grant', id, fence: mutex.fence, at: wallNow() })
       const lost = session.signal
-      const write = await ks.txn([mutex.isOwner()], [ks.get(c.fenceKey), ks.put(c.fenceKey, mutex.fence.toString())]).catch((err) => (tally(errors, err), undefined))
+      const write = await ks.txn([mutex.ownerCompare()], [ks.get(c.fenceKey), ks.put(c.fenceKey, mutex.fence.toString())]).catch((err) => (tally(errors, err), undefined))
       if (write) say({ event: 'write', id, fence: mutex.fence, ok: write.succeeded, prev: write.results[0]?.range?.kvs[0]?.value.toString() ?? '0' })
       if (c.pg && write?.succeeded) await pgWrite(id, c.pg, `${id}@${mutex.fence}`, mutex.fence)
       const held = await hold(c.once ? Infinity : c.holdMs, loop.stop.signal, lost)
@@ -164,7 +164,7 @@ async function lockLoop(id: string, loop: Loop, c: Command) {
 
 /**
  * Leader loop: invokes a Middy handler guarded by `leaderGuard` over and over. The leader's
- * handler reports its term (`rev` is the fence), does one write guarded by `isLeader()`, and
+ * handler reports its term (`rev` is the fence), does one write guarded by `leaderCompare()`, and
  * holds for `holdMs` (or until the lease is lost); followers are turned away and try again.
  */
 async function leaderLoop(id: string, loop: Loop, c: Command) {
@@ -177,7 +177,7 @@ async function leaderLoop(id: string, loop: Loop, c: Command) {
     const lead = context.etcd.leader
     terms++
     say({ event: 'grant', id, fence: lead.rev, at: wallNow() })
-    const write = await ks.txn([lead.isLeader()], [ks.get(c.fenceKey), ks.put(c.fenceKey, lead.rev.toString())]).catch((err) => (tally(errors, err), undefined))
+    const write = await ks.txn([lead.leaderCompare()], [ks.get(c.fenceKey), ks.put(c.fenceKey, lead.rev.toString())]).catch((err) => (tally(errors, err), undefined))
     if (write) say({ event: 'write', id, fence: lead.rev, ok: write.succeeded, prev: write.results[0]?.range?.kvs[0]?.value.toString() ?? '0' })
     const held = await hold(c.once ? Infinity : c.holdMs, loop.stop.signal, lead.signal)
     say({ event: 'release', id, fence: lead.rev, at: held.at, lost: held.lost })
@@ -311,14 +311,14 @@ async function run(cmd: Command) {
       loops.get(cmd.id)!.ackHeld?.()
       return
     case 'staleWrite': {
-      // The lost holder's next action: an etcd write guarded by its (stale) ownership.
+      // The lost holder's next action: an etcd write guarded by its (stale) ownerCompare().
       // Retried while etcd is unavailable (just healed: elections); the parent also checks the
       // key afterwards, in case an unanswered attempt landed.
       const loop = loops.get(cmd.id)!
       const ks = keyspace(loop.mutex!.session.client)
       for (let attempt = 1; ; attempt++) {
         try {
-          const res = await ks.txn([loop.mutex!.isOwner()], [ks.put(cmd.key, cmd.value)])
+          const res = await ks.txn([loop.mutex!.ownerCompare()], [ks.put(cmd.key, cmd.value)])
           return say({ event: 'staleWrite', id: cmd.id, succeeded: res.succeeded, attempts: attempt })
         } catch (err) {
           if (!(err instanceof EtcdUnavailableError) || attempt >= 15) throw err
@@ -363,6 +363,9 @@ async function stmRouted(cmd: Command) {
       async (stm) => {
         const now = (await stm.get(cmd.key)) || '0'
         reads.push(now)
+        // A second read: at the snapshot revision for the serializable levels (a member that
+        // has not applied it answers "future revision"), member-local for the others.
+        await stm.get(`${cmd.key}/other`)
         stm.put(cmd.key, String(Number(now) + 1))
       },
       { isolation: cmd.isolation, maxAttempts: cmd.maxAttempts },

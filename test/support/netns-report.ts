@@ -78,7 +78,7 @@ export function analyse(r: ScenarioRecord): ScenarioReport {
         break
       case 'staleWrite':
         fencing.staleEtcdWrites++
-        if (e.succeeded) violations.push(`${e.id}: etcd write guarded by a lost hold's isOwner() succeeded after healing`)
+        if (e.succeeded) violations.push(`${e.id}: etcd write guarded by a lost hold's ownerCompare() succeeded after healing`)
         else fencing.staleEtcdRejected++
         break
       case 'pgWrite':

@@ -6,7 +6,7 @@
  */
 import type { Worker, WorkerEvent } from './workers.js'
 import { wallNow } from './history.js'
-import type { Lab, Scenario } from './netns-lab.js'
+import type { Arrangement, Lab, Scenario } from './netns-lab.js'
 import { analyse, type ScenarioReport } from './netns-report.js'
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
@@ -57,7 +57,13 @@ export function scenarioNames(label: string) {
 }
 
 /** Runs `scenario` once; returns its figures and every violation found. */
-export async function runScenario(lab: Lab, label: string, scenario: Scenario, timing: Timing = DEFAULT_TIMING): Promise<ScenarioReport> {
+export async function runScenario(
+  lab: Lab,
+  label: string,
+  scenario: Scenario,
+  options: { timing?: Timing; duringCut?: (plan: Arrangement) => Promise<unknown> } = {},
+): Promise<ScenarioReport & { probe?: unknown }> {
+  const timing = options.timing ?? DEFAULT_TIMING
   const leaderBefore = await lab.etcd.waitForLeader()
   const plan = scenario(lab, leaderBefore)
   const names = scenarioNames(label)
@@ -100,6 +106,7 @@ export async function runScenario(lab: Lab, label: string, scenario: Scenario, t
   await plan.apply()
   const cutApplied = wallNow()
   const raftFailover = watchFailover(lab, plan.majority, leaderBefore, cutAt, timing.partitionMs)
+  const probe = await options.duringCut?.(plan)
   const late: string[] = []
   if (pg) {
     // While cut off from etcd (but not from the database), once someone else holds the lock
@@ -132,16 +139,10 @@ export async function runScenario(lab: Lab, label: string, scenario: Scenario, t
   for (const [w, id] of loops) summaries.set(id, await stopLoop(w, id))
   const admin = lab.agents.get('admin')!
   const counter = await admin.request({ op: 'get', endpoints: lab.etcd.endpoints, key: names.counter }, 'value', 30_000)
-  const leftovers: string[] = []
-  const target = await admin.request({ op: 'get', endpoints: lab.etcd.endpoints, key: names.stale }, 'value', 30_000)
-  if (target.value !== undefined) leftovers.push(`${names.stale} = ${JSON.stringify(target.value)}: a stale fenced write landed`)
-  for (const prefix of [`${names.lock}/`, `${names.election}/`, `${names.queue}/`, `__claims/${names.queue}/`, `__receives/${names.queue}/`]) {
-    const res = await admin.request({ op: 'keys', endpoints: lab.etcd.endpoints, prefix }, 'keys', 30_000)
-    leftovers.push(...res.keys.map((k: { key: string; lease: string }) => `${k.key} (lease ${k.lease})`))
-  }
+  const leftovers = await leftoverKeys(admin, lab.etcd.endpoints, names, timing.ttl)
   const events = [...lab.agents.entries()].flatMap(([host, w]) => w.events.splice(0).map((e) => ({ ...e, host })))
   if (process.env.MEP_DUMP) console.log(JSON.stringify({ cutAt, healAt, events: events.filter((e) => e.host === 'c1' && !['write'].includes(e.event)) }, null, 1))
-  return analyse({
+  const report = analyse({
     label,
     cut: plan.cut,
     events,
@@ -156,6 +157,7 @@ export async function runScenario(lab: Lab, label: string, scenario: Scenario, t
     failover,
     latePgWrites: late,
   })
+  return probe === undefined ? report : { ...report, probe }
 }
 
 async function seenAny(workers: Worker[], pred: (e: WorkerEvent) => boolean, timeoutMs: number): Promise<WorkerEvent | undefined> {
@@ -190,5 +192,25 @@ async function waitDrained(lab: Lab, timeoutMs: number) {
     const producing = all.filter((e) => e.event === 'ended' && String(e.id).includes('.produce.')).length < 2
     if (!producing && [...enqueued].every((id) => acked.has(id))) return
     await sleep(200)
+  }
+}
+
+/**
+ * Keys still there once every loop stopped: a stale write's target (must never exist), and
+ * lock, candidate and queue keys. A key whose release failed (etcd unavailable just then) goes
+ * with its lease, so keys are looked for again until one TTL (and some slack) has passed.
+ */
+async function leftoverKeys(admin: Worker, endpoints: string[], names: ReturnType<typeof scenarioNames>, ttl: number): Promise<string[]> {
+  const target = await admin.request({ op: 'get', endpoints, key: names.stale }, 'value', 30_000)
+  const stale = target.value === undefined ? [] : [`${names.stale} = ${JSON.stringify(target.value)}: a stale fenced write landed`]
+  const deadline = performance.now() + ttl * 1000 + 3000
+  for (;;) {
+    const left: string[] = []
+    for (const prefix of [`${names.lock}/`, `${names.election}/`, `${names.queue}/`, `__claims/${names.queue}/`, `__receives/${names.queue}/`]) {
+      const res = await admin.request({ op: 'keys', endpoints, prefix }, 'keys', 30_000)
+      left.push(...res.keys.map((k: { key: string; lease: string }) => `${k.key} (lease ${k.lease})`))
+    }
+    if (left.length === 0 || performance.now() > deadline) return [...stale, ...left]
+    await sleep(500)
   }
 }

@@ -94,9 +94,9 @@ async function pgWrite(id: string, target: PgTarget, value: string, fence: bigin
   const at = wallNow()
   try {
     const res = await pool(target).query(fencedUpsert({ table: 'fenced_rows', key: { id: target.row }, set: { value }, fence }))
-    say({ event: 'pgWrite', id, fence, value, applied: res.rowCount === 1, at })
+    say({ event: 'pgWrite', id, fence, value, applied: res.rowCount === 1, at, doneAt: wallNow() })
   } catch (err) {
-    say({ event: 'pgWrite', id, fence, value, error: (err as Error).message, at })
+    say({ event: 'pgWrite', id, fence, value, error: (err as Error).message, at, doneAt: wallNow() })
   }
 }
 

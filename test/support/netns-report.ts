@@ -4,7 +4,7 @@
  * writes (etcd and Postgres), the queue's exactly-once checks (queue-check.ts) and the STM
  * counter.
  */
-import { LockHistory } from './history.js'
+import { LockHistory, type Hold } from './history.js'
 import { DeliveryLog, type Delivery } from './queue-check.js'
 import type { WorkerEvent } from './workers.js'
 
@@ -27,7 +27,7 @@ export interface ScenarioReport {
   firstMajorityLeaderMs?: number
   messages: { produced: number; acked: number; lost: number; redelivered: number; ambiguousAcks: number; uncertainEnqueues: number }
   stm: { committed: number; failed: number; counter: number }
-  fencing: { staleEtcdWrites: number; staleEtcdRejected: number; latePgWrites: number; latePgRejected: number; pgWrites: number; pgApplied: number }
+  fencing: { staleEtcdWrites: number; staleEtcdRejected: number; latePgWrites: number; latePgRejected: number; pgWrites: number; pgApplied: number; pgSuperseded: number }
   errors: Record<string, number>
   violations: string[]
 }
@@ -55,11 +55,12 @@ const ms = (t: number | undefined, from: number) => (t === undefined ? undefined
 export function analyse(r: ScenarioRecord): ScenarioReport {
   const violations: string[] = []
   const histories = { lock: new LockHistory(), leader: new LockHistory() }
-  const fencing = { staleEtcdWrites: 0, staleEtcdRejected: 0, latePgWrites: 0, latePgRejected: 0, pgWrites: 0, pgApplied: 0 }
+  const fencing = { staleEtcdWrites: 0, staleEtcdRejected: 0, latePgWrites: 0, latePgRejected: 0, pgWrites: 0, pgApplied: 0, pgSuperseded: 0 }
   const queue = new QueueRecord()
   let grantsWhilePartitioned = 0
   const firstGrant: Record<string, number | undefined> = {}
   const lostAt: Record<string, { at: number; reason?: string } | undefined> = {}
+  const pgWrites: WorkerEvent[] = []
 
   for (const e of r.events) {
     const kind = kindOf(e.id) as 'lock' | 'leader'
@@ -82,12 +83,13 @@ export function analyse(r: ScenarioRecord): ScenarioReport {
         else fencing.staleEtcdRejected++
         break
       case 'pgWrite':
-        checkPgWrite(e, r, fencing, violations)
+        pgWrites.push(e)
         break
       default:
         queue.add(e)
     }
   }
+  for (const e of pgWrites) checkPgWrite(e, r, histories.lock.holds, fencing, violations)
   for (const [kind, history] of Object.entries(histories)) {
     violations.push(...history.check().map((v) => `${kind} ${v.kind}: ${v.detail}`))
   }
@@ -128,8 +130,12 @@ export function analyse(r: ScenarioRecord): ScenarioReport {
   }
 }
 
-/** A late write (the victim's, after it lost the lock) must be refused; every holder's own write must land. */
-function checkPgWrite(e: WorkerEvent, r: ScenarioRecord, fencing: ScenarioReport['fencing'], violations: string[]) {
+/**
+ * A late write (the victim's, after it lost the lock) must be refused. A holder's own write must
+ * land — unless a later holder (higher fence) had been granted before Postgres answered: then
+ * the writer had lost the lock meanwhile (flapping links), and refusing it is fencing at work.
+ */
+function checkPgWrite(e: WorkerEvent, r: ScenarioRecord, holds: Hold[], fencing: ScenarioReport['fencing'], violations: string[]) {
   if (r.latePgWrites.includes(e.value)) {
     fencing.latePgWrites++
     if (e.error) violations.push(`${e.id}: late Postgres write ${e.value} got no answer: ${e.error}`)
@@ -138,8 +144,10 @@ function checkPgWrite(e: WorkerEvent, r: ScenarioRecord, fencing: ScenarioReport
     return
   }
   fencing.pgWrites++
-  if (e.applied) fencing.pgApplied++
-  else violations.push(`${e.id}: the current holder's Postgres write (fence ${e.fence}) was ${e.error ? `not answered: ${e.error}` : 'refused'}`)
+  if (e.applied) return void fencing.pgApplied++
+  const superseded = holds.some((h) => h.fence > BigInt(e.fence) && h.grantedAt < e.doneAt)
+  if (superseded) fencing.pgSuperseded++
+  else violations.push(`${e.id}: the current holder's Postgres write (fence ${e.fence}) was ${e.error ? `not answered: ${e.error}` : 'refused'} with no later holder granted`)
 }
 
 /** The queue events of a run, fed to a {@link DeliveryLog}. */

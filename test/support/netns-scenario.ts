@@ -35,9 +35,11 @@ export async function seen(w: Worker, pred: (e: WorkerEvent) => boolean, timeout
   }
 }
 
-const startLoop = (w: Worker, spec: Record<string, unknown>) => w.request({ op: 'loop', ...spec }, 'started', 30_000)
+/** Starts a loop on an agent. */
+export const startLoop = (w: Worker, spec: Record<string, unknown>) => w.request({ op: 'loop', ...spec }, 'started', 30_000)
 
-async function stopLoop(w: Worker, id: string): Promise<Record<string, any>> {
+/** Stops a loop; resolves with its summary. */
+export async function stopLoop(w: Worker, id: string): Promise<Record<string, any>> {
   w.send({ op: 'stop', id })
   const done = await seen(w, (e) => e.event === 'stopped' && e.id === id, 60_000, `stop of ${id}`)
   return done.summary
@@ -133,7 +135,7 @@ export async function runScenario(
   await seen(victim, (e) => e.event === 'staleWrite', 30_000, 'stale write answer')
   for (const value of late) await seen(victim, (e) => e.event === 'pgWrite' && e.value === value, 30_000, `${value} answer`)
   await lab.etcd.waitForLeader({ timeoutMs: 30_000 })
-  await waitDrained(lab, 30_000)
+  await waitDrained(lab, 30_000, 2)
 
   const summaries = new Map<string, Record<string, any>>()
   for (const [w, id] of loops) summaries.set(id, await stopLoop(w, id))
@@ -183,13 +185,13 @@ async function watchFailover(lab: Lab, among: string[], old: string, cutAt: numb
 }
 
 /** Waits until every message whose enqueue returned was acked (or the time is up: the checks then say what is missing). */
-async function waitDrained(lab: Lab, timeoutMs: number) {
+export async function waitDrained(lab: Lab, timeoutMs: number, producers: number) {
   const deadline = performance.now() + timeoutMs
   while (performance.now() < deadline) {
     const all = [...lab.agents.values()].flatMap((w) => w.events)
     const enqueued = new Set(all.filter((e) => e.event === 'enqueued').map((e) => e.msgId))
     const acked = new Set(all.filter((e) => e.event === 'ack' && e.outcome !== 'lost' && e.outcome !== 'failed').map((e) => e.msgId))
-    const producing = all.filter((e) => e.event === 'ended' && String(e.id).includes('.produce.')).length < 2
+    const producing = all.filter((e) => e.event === 'ended' && String(e.id).includes('.produce.')).length < producers
     if (!producing && [...enqueued].every((id) => acked.has(id))) return
     await sleep(200)
   }
@@ -200,7 +202,7 @@ async function waitDrained(lab: Lab, timeoutMs: number) {
  * lock, candidate and queue keys. A key whose release failed (etcd unavailable just then) goes
  * with its lease, so keys are looked for again until one TTL (and some slack) has passed.
  */
-async function leftoverKeys(admin: Worker, endpoints: string[], names: ReturnType<typeof scenarioNames>, ttl: number): Promise<string[]> {
+export async function leftoverKeys(admin: Worker, endpoints: string[], names: ReturnType<typeof scenarioNames>, ttl: number): Promise<string[]> {
   const target = await admin.request({ op: 'get', endpoints, key: names.stale }, 'value', 30_000)
   const stale = target.value === undefined ? [] : [`${names.stale} = ${JSON.stringify(target.value)}: a stale fenced write landed`]
   const deadline = performance.now() + ttl * 1000 + 3000

@@ -35,7 +35,7 @@ if (values.partitions) {
   }
   const result = await flappingSoak({ seconds, onCut: (what) => console.log(`[soak] ${new Date().toISOString()} cut: ${what}`) })
   console.log(formatReport(result.report))
-  console.log(`[soak] cuts: ${result.cuts} ${JSON.stringify(result.kinds)}`)
+  console.log(`[soak] cuts: ${result.cuts} ${JSON.stringify(result.kinds)}; lock grants per 10 s: ${result.grantsPer10s.join(' ')}`)
   process.exit(result.report.violations.length === 0 ? 0 : 1)
 }
 const minutes = Number(values.minutes ?? '5')

@@ -8,7 +8,7 @@
 import { wallNow } from './history.js'
 import { MEMBERS, startLab, type Lab } from './netns-lab.js'
 import { analyse, formatReport, type ScenarioReport } from './netns-report.js'
-import { leftoverKeys, scenarioNames, startLoop, stopLoop, waitDrained } from './netns-scenario.js'
+import { leftoverKeys, scenarioNames, startLoop, stopAll } from './netns-scenario.js'
 import type { Worker } from './workers.js'
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
@@ -20,11 +20,13 @@ async function randomCut(lab: Lab): Promise<{ kind: string; what: string }> {
   const member = pick(MEMBERS)
   const rest = MEMBERS.filter((m) => m !== member)
   const client = pick(lab.clients)
-  const leader = (await etcd.leader()) ?? member
-  const others = [...MEMBERS.filter((m) => m !== leader), ...lab.clients.filter((c) => c !== client)]
+  const isolateLeader = async () => {
+    const leader = (await etcd.leader()) ?? member
+    await net.partition([leader, client], [...MEMBERS.filter((m) => m !== leader), ...lab.clients.filter((c) => c !== client)])
+  }
   const cuts: [string, string, () => Promise<void>][] = [
     ['member cut off', `${member} | ${rest.join(',')}`, () => net.partition([member], rest)],
-    ['leader + client isolated', `${leader} + ${client} | rest`, () => net.partition([leader, client], others)],
+    ['leader + client isolated', `the leader + ${client} | rest`, isolateLeader],
     ['member only sends', `${rest.join(',')} -> ${member} dropped`, () => net.block(rest, member)],
     ['member only receives', `${member} -> ${rest.join(',')} dropped`, () => net.block(member, rest)],
     ['client cut off', `${client} | every member`, () => net.partition([client], MEMBERS)],
@@ -39,6 +41,8 @@ export interface FlappingResult {
   report: ScenarioReport
   cuts: number
   kinds: Record<string, number>
+  /** Lock grants in each 10 s from the first cut on. */
+  grantsPer10s: number[]
 }
 
 /** Runs the flapping soak on a fresh lab; `onCut` hears each cut. */
@@ -62,8 +66,8 @@ export async function flappingSoak(o: { seconds: number; ttl?: number; onCut?: (
       await start(host, 'consume', { queue: names.queue, batch: 5, visibilityTimeout: ttl })
       await start(host, 'stm', { key: names.counter })
     }
-    const messages = Math.max(100, Math.round((o.seconds * 1000) / 60))
-    await start('c1', 'produce', { queue: names.queue, count: messages, intervalMs: 50 })
+    // About 10 messages a second, so production ends with the flapping.
+    await start('c1', 'produce', { queue: names.queue, count: o.seconds * 10, intervalMs: 60 })
 
     const kinds: Record<string, number> = {}
     const startedAt = wallNow()
@@ -78,9 +82,7 @@ export async function flappingSoak(o: { seconds: number; ttl?: number; onCut?: (
     }
     const healAt = wallNow()
     await lab.etcd.waitForLeader({ timeoutMs: 30_000 })
-    await waitDrained(lab, 60_000, 1)
-    const summaries = new Map<string, Record<string, any>>()
-    for (const [w, id] of loops) summaries.set(id, await stopLoop(w, id))
+    const summaries = await stopAll(lab, loops, 60_000)
     const admin = lab.agents.get('admin')!
     const counter = await admin.request({ op: 'get', endpoints: lab.etcd.endpoints, key: names.counter }, 'value', 30_000)
     const leftovers = await leftoverKeys(admin, lab.etcd.endpoints, names, ttl)
@@ -100,7 +102,15 @@ export async function flappingSoak(o: { seconds: number; ttl?: number; onCut?: (
       failover: {},
       latePgWrites: [],
     })
-    return { report, cuts, kinds }
+    // Progress over time: lock grants per 10 s from the first cut (the last bucket is the drain).
+    const grantsPer10s: number[] = []
+    for (const e of events as Record<string, any>[]) {
+      if (e.event !== 'grant' || !String(e.id).includes('.lock.')) continue
+      const bucket = Math.max(0, Math.floor((e.at - startedAt) / 10_000))
+      while (grantsPer10s.length <= bucket) grantsPer10s.push(0)
+      grantsPer10s[bucket]++
+    }
+    return { report, cuts, kinds, grantsPer10s }
   } finally {
     await lab.stop()
   }

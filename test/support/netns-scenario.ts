@@ -135,10 +135,7 @@ export async function runScenario(
   await seen(victim, (e) => e.event === 'staleWrite', 30_000, 'stale write answer')
   for (const value of late) await seen(victim, (e) => e.event === 'pgWrite' && e.value === value, 30_000, `${value} answer`)
   await lab.etcd.waitForLeader({ timeoutMs: 30_000 })
-  await waitDrained(lab, 30_000, 2)
-
-  const summaries = new Map<string, Record<string, any>>()
-  for (const [w, id] of loops) summaries.set(id, await stopLoop(w, id))
+  const summaries = await stopAll(lab, loops, 30_000)
   const admin = lab.agents.get('admin')!
   const counter = await admin.request({ op: 'get', endpoints: lab.etcd.endpoints, key: names.counter }, 'value', 30_000)
   const leftovers = await leftoverKeys(admin, lab.etcd.endpoints, names, timing.ttl)
@@ -184,17 +181,27 @@ async function watchFailover(lab: Lab, among: string[], old: string, cutAt: numb
   return {}
 }
 
-/** Waits until every message whose enqueue returned was acked (or the time is up: the checks then say what is missing). */
-export async function waitDrained(lab: Lab, timeoutMs: number, producers: number) {
-  const deadline = performance.now() + timeoutMs
-  while (performance.now() < deadline) {
+/**
+ * Stops every loop: producers first (given `drainMs` to finish), then, once every message whose
+ * enqueue returned was acked (or `drainMs` is up: the checks then say what is missing), the rest.
+ */
+export async function stopAll(lab: Lab, loops: [Worker, string][], drainMs: number): Promise<Map<string, Record<string, any>>> {
+  const summaries = new Map<string, Record<string, any>>()
+  const producers = loops.filter(([, id]) => id.includes('.produce.'))
+  await waitFor(() => producers.every(([w, id]) => w.events.some((e) => e.event === 'ended' && e.id === id)), drainMs)
+  for (const [w, id] of producers) summaries.set(id, await stopLoop(w, id))
+  await waitFor(() => {
     const all = [...lab.agents.values()].flatMap((w) => w.events)
-    const enqueued = new Set(all.filter((e) => e.event === 'enqueued').map((e) => e.msgId))
     const acked = new Set(all.filter((e) => e.event === 'ack' && e.outcome !== 'lost' && e.outcome !== 'failed').map((e) => e.msgId))
-    const producing = all.filter((e) => e.event === 'ended' && String(e.id).includes('.produce.')).length < producers
-    if (!producing && [...enqueued].every((id) => acked.has(id))) return
-    await sleep(200)
-  }
+    return all.every((e) => e.event !== 'enqueued' || acked.has(e.msgId))
+  }, drainMs)
+  for (const [w, id] of loops) if (!summaries.has(id)) summaries.set(id, await stopLoop(w, id))
+  return summaries
+}
+
+async function waitFor(done: () => boolean, timeoutMs: number) {
+  const deadline = performance.now() + timeoutMs
+  while (!done() && performance.now() < deadline) await sleep(200)
 }
 
 /**

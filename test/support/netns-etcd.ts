@@ -50,8 +50,8 @@ function etcdBin(): string {
   return found.stdout.trim()
 }
 
-/** Starts one member on each host of `members` and waits until all are healthy. */
-export async function startNetnsEtcd(net: Network, members: string[], observer: string): Promise<NetnsEtcd> {
+/** Starts one member on each host of `members` (with `extraArgs` on top) and waits until all are healthy. */
+export async function startNetnsEtcd(net: Network, members: string[], observer: string, extraArgs: string[] = []): Promise<NetnsEtcd> {
   const bin = etcdBin()
   if (spawnSync('sh', ['-c', 'command -v etcdctl'], { stdio: 'ignore' }).status !== 0) {
     throw new EtcdNotFoundError('etcdctl')
@@ -75,6 +75,7 @@ export async function startNetnsEtcd(net: Network, members: string[], observer: 
       '--election-timeout=500',
       '--logger=zap',
       '--log-level=warn',
+      ...extraArgs,
     ], { stdio: ['ignore', 'pipe', 'pipe'] })
     for (const stream of [proc.stdout!, proc.stderr!]) {
       stream.setEncoding('utf8')

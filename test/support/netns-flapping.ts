@@ -45,10 +45,10 @@ export interface FlappingResult {
   grantsPer10s: number[]
 }
 
-/** Runs the flapping soak on a fresh lab; `onCut` hears each cut. */
-export async function flappingSoak(o: { seconds: number; ttl?: number; onCut?: (what: string) => void }): Promise<FlappingResult> {
+/** Runs the flapping soak on a fresh lab (`etcdArgs`: extra etcd flags); `onCut` hears each cut. */
+export async function flappingSoak(o: { seconds: number; ttl?: number; etcdArgs?: string[]; onCut?: (what: string) => void }): Promise<FlappingResult> {
   const ttl = o.ttl ?? 3
-  const lab = await startLab({ clients: 3, postgres: true })
+  const lab = await startLab({ clients: 3, postgres: true, etcdArgs: o.etcdArgs })
   try {
     const label = `flap-${Date.now()}`
     const names = scenarioNames(label)

@@ -24,8 +24,8 @@ export interface Lab {
   stop(): Promise<void>
 }
 
-/** Starts the network, the cluster, the agents and (optionally) Postgres; tears all down on failure. */
-export async function startLab(options: { clients?: number; postgres?: boolean } = {}): Promise<Lab> {
+/** Starts the network, the cluster (`etcdArgs`: extra member flags), the agents and (optionally) Postgres; tears all down on failure. */
+export async function startLab(options: { clients?: number; postgres?: boolean; etcdArgs?: string[] } = {}): Promise<Lab> {
   const clients = Array.from({ length: options.clients ?? 3 }, (_, i) => `c${i + 1}`)
   const net = await Network.create([...MEMBERS, 'admin', ...clients, ...(options.postgres ? ['db'] : [])])
   const agents = new Map<string, Worker>()
@@ -36,7 +36,7 @@ export async function startLab(options: { clients?: number; postgres?: boolean }
     await net.destroy()
   }
   try {
-    const etcd = await startNetnsEtcd(net, MEMBERS, 'admin')
+    const etcd = await startNetnsEtcd(net, MEMBERS, 'admin', options.etcdArgs)
     if (options.postgres) {
       pg = await startPostgres({ on: { net, host: 'db' } })
       await pg.admin.query('CREATE TABLE fenced_rows (id text PRIMARY KEY, value text NOT NULL, fence bigint NOT NULL)')

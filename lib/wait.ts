@@ -196,6 +196,8 @@ export async function whileOwnKeyLives<T>(own: OwnKey, signal: AbortSignal | und
     return await Promise.race([Promise.resolve().then(() => wait(combined)), gone])
   } catch (err) {
     if (signal?.aborted) throw signal.reason
+    const closed = closedSignal(own.ks.client)
+    if (closed.aborted) throw closed.reason
     if (own.session.aborted) throw own.lost(own.session.reason)
     throw err
   } finally {

@@ -1,5 +1,5 @@
 /**
- * Bad input and misconfiguration (issue 7): a table of wrong types, empty / huge names, values
+ * Bad input and misconfiguration: a table of wrong types, empty / huge names, values
  * over etcd's request limit, out-of-range TTLs, timeouts, priorities and counts, for every
  * public constructor, method and middleware option. Each must fail with a typed error that
  * names the problem, before anything is written (the keyspace stays empty, no lease is left).

@@ -1,7 +1,7 @@
 /**
  * The long version of test/faults.test.ts: `npm run soak -- --minutes N [--messages M]
  * [--produce-during-faults]`; with `--partitions [--minutes N] [--pre-vote]` (as root) the flapping network
- * partitions of issue 16 §5 instead (test/support/netns-flapping.ts, one minute by default).
+ * partitions instead (test/support/netns-flapping.ts, one minute by default).
  * Starts a 3-member etcd and repeats rounds of the same checked workloads until N minutes have
  * passed (a round that started is finished):
  *   1. lock handoffs (4 contenders, history-checked) while each member, the leader first, restarts;
@@ -27,7 +27,7 @@ const { values } = parseArgs({
   },
 })
 if (values.partitions) {
-  // Issue 16 §5: flapping network partitions instead of member restarts (needs root).
+  // Flapping network partitions instead of member restarts (needs root).
   const { flappingSoak, formatReport } = await import('../test/support/netns-flapping.js')
   const seconds = Math.round(Number(values.minutes ?? '1') * 60)
   if (!(seconds > 0)) {

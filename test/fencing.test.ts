@@ -1,5 +1,5 @@
 /**
- * Fencing that a downstream store enforces (issue 16), against a real PostgreSQL server started
+ * Fencing that a downstream store enforces, against a real PostgreSQL server started
  * on a temporary data dir and a free 127.0.0.1 port: a holder frozen (SIGSTOP) past its TTL
  * loses its lock to another, and every write it makes on waking, with its old fence, is refused
  * by Postgres; the new holder's writes all land. Also: `fencedUpsert`'s SQL and its bad-input

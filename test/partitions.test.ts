@@ -1,12 +1,12 @@
 /**
- * Real network partitions (issue 16 §1–4): a 3-member etcd, client processes and a PostgreSQL
+ * Real network partitions: a 3-member etcd, client processes and a PostgreSQL
  * server, each in a network namespace made by this test, links cut with nftables. In every
  * scenario a victim client (c1) holds a lock (writing to Postgres with its fence), leadership
  * (leaderGuard) and a claimed queue batch when the cut comes, while majority clients run lock,
  * leader, consumer, producer and STM loops. Checked: no overlapping holds, fences in order, FIFO,
  * the victim's session signal before anyone else's grant, its stale etcd and Postgres writes
  * refused, every message acked exactly once, the STM counter exact. Needs root; fails (never
- * skips) without it. The flapping soak (§5) is `npm run soak -- --partitions`.
+ * skips) without it. Flapping partitions run in the soak: `npm run soak -- --partitions`.
  */
 import { spawnSync } from 'node:child_process'
 import { readdirSync, readFileSync } from 'node:fs'
@@ -111,7 +111,7 @@ async function check(label: string, scenario: Scenario, duringCut?: (plan: Arran
   return report
 }
 
-describe('partitions on a 3-member cluster (issue 16)', () => {
+describe('partitions on a 3-member cluster', () => {
   it('1. the raft leader and its client cut off from both followers: a new leader, the old holder fenced out', async () => {
     const r = await check('p1-leader-isolated', leaderIsolated)
     expect(r.raft.leaderAfter).toBeDefined()

@@ -1,5 +1,5 @@
 /**
- * Issue 16 §5, the soak: for a while (a minute by default) a random cut is applied every
+ * Flapping partitions, for the soak: for a while (a minute by default) a random cut is applied every
  * 0.5–2 s — a member cut off, the leader isolated, a member that only sends or only receives, a
  * client cut off from every member or from one — healed, and replaced by the next, while every
  * client runs lock (with fenced Postgres writes), leader-guard, consumer and STM loops and one

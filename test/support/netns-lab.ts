@@ -2,7 +2,7 @@
  * The partition lab: a {@link Network} with a 3-member etcd (hosts e1, e2, e3), an observer
  * host (`admin`, never cut off, for checks), client hosts c1..cN each running a
  * `netns-agent.ts` process, and optionally a PostgreSQL server on host `db`. Plus the cuts of
- * issue 16's scenarios, each decided from the current raft leader.
+ * the partition scenarios, each decided from the current raft leader.
  */
 import { fileURLToPath } from 'node:url'
 import { startNetnsEtcd, type NetnsEtcd } from './netns-etcd.js'

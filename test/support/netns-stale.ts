@@ -1,5 +1,5 @@
 /**
- * What a minority member's stale reads can decide (issue 16 §4). The only member-local reads
+ * What a minority member's stale reads can decide (partition scenario 4). The only member-local reads
  * the toolkit makes are runSTM's serializable reads (see docs/RELIABILITY.md); this probe runs
  * runSTM at each isolation level through a client whose serializable reads are served by the
  * cut-off member while its linearizable reads, compares and commits reach the majority — the

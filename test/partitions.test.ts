@@ -8,8 +8,8 @@
  * refused, every message acked exactly once, the STM counter exact. Needs root; fails (never
  * skips) without it. Flapping partitions run in the soak: `npm run soak -- --partitions`.
  */
-import { spawnSync } from 'node:child_process'
-import { readdirSync, readFileSync } from 'node:fs'
+import { spawn, spawnSync } from 'node:child_process'
+import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { clientCutOff, leaderIsolated, leaderReceiveOnly, leaderSendOnly, minorityMember, startLab, type Arrangement, type Lab, type Scenario } from './support/netns-lab.js'
@@ -76,6 +76,31 @@ describe('the partition harness', () => {
     expect(reapStale()).toContain(stale)
     expect(spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout).not.toContain(stale)
   })
+
+  it('a SIGKILLed test process leaves nothing behind: its watchdog removes the namespaces and what runs in them', async () => {
+    const script = [
+      "const { Network } = await import('./test/support/netns.ts')",
+      "const net = await Network.create(['x', 'y'])",
+      "net.spawn('x', 'sleep', ['600'])",
+      "console.log(JSON.stringify(net.namespaces()))",
+    ].join(';')
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', `${script}; setInterval(() => {}, 1000)`], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] })
+    const made = await new Promise<string[]>((resolve, reject) => {
+      child.stdout!.once('data', (d: Buffer) => resolve(JSON.parse(d.toString())))
+      child.once('exit', (code) => reject(new Error(`child exited early (${code})`)))
+    })
+    expect(listOurNamespaces(child.pid)).toEqual(expect.arrayContaining(made))
+    const sleeper = spawnSync('ip', ['netns', 'pids', made[1]], { encoding: 'utf8' }).stdout.trim()
+    expect(sleeper).not.toBe('')
+    child.kill('SIGKILL') // no exit hook runs
+    const deadline = Date.now() + 15_000
+    while (listOurNamespaces(child.pid).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 250))
+    expect(listOurNamespaces(child.pid)).toEqual([])
+    // The process inside was killed too (gone, or a zombie waiting for its new parent to reap it).
+    const state = () => (existsSync(`/proc/${sleeper}/stat`) ? readFileSync(`/proc/${sleeper}/stat`, 'utf8').split(') ')[1]?.[0] : 'gone')
+    while (!['gone', 'Z'].includes(state()!) && Date.now() < deadline + 5000) await new Promise((r) => setTimeout(r, 100))
+    expect(['gone', 'Z']).toContain(state())
+  }, 60_000)
 
   it('without root, says what it needs instead of skipping', () => {
     const nobody = spawnSync(

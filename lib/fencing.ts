@@ -37,8 +37,8 @@ function quote(name: string, what: string): string {
 }
 
 /**
- * A PostgreSQL (also CockroachDB, SQLite >= 3.24) upsert that lands only if the row is new or its
- * stored fence is lower than `fence`:
+ * A PostgreSQL upsert (also fine for databases with its `ON CONFLICT … DO UPDATE … WHERE`, such
+ * as CockroachDB) that lands only if the row is new or its stored fence is lower than `fence`:
  *
  *   INSERT INTO "t" AS cur ("id", "balance", "fence") VALUES ($1, $2, $3)
  *   ON CONFLICT ("id") DO UPDATE SET "balance" = EXCLUDED."balance", "fence" = EXCLUDED."fence"
@@ -49,9 +49,26 @@ function quote(name: string, what: string): string {
  * The fence is passed as a decimal string, which a `bigint` column takes exactly.
  */
 export function fencedUpsert(spec: FencedUpsertSpec): SqlStatement {
+  const { table, key, keyColumn, setColumns, fence, fenceColumn } = checkSpec(spec)
+  const fenceSql = quote(fenceColumn, 'fenceColumn')
+  const keySql = quote(keyColumn, 'key column')
+  const setSql = setColumns.map((c) => quote(c, 'set column'))
+  const columns = [keySql, ...setSql, fenceSql]
+  const placeholders = columns.map((_, i) => `$${i + 1}`)
+  const updates = [...setSql, fenceSql].map((c) => `${c} = EXCLUDED.${c}`)
+  return {
+    text:
+      `INSERT INTO ${table.split('.').map((part) => quote(part, 'table')).join('.')} AS cur (${columns.join(', ')}) VALUES (${placeholders.join(', ')}) ` +
+      `ON CONFLICT (${keySql}) DO UPDATE SET ${updates.join(', ')} WHERE cur.${fenceSql} < EXCLUDED.${fenceSql}`,
+    values: [key[keyColumn], ...setColumns.map((c) => spec.set[c]), fence.toString()],
+  }
+}
+
+/** The spec's parts, or an {@link InvalidArgumentError} naming what is wrong. */
+function checkSpec(spec: FencedUpsertSpec) {
   if (spec === null || typeof spec !== 'object') throw new InvalidArgumentError('fencedUpsert: pass { table, key, set, fence }')
   const { table, key, set, fence, fenceColumn = 'fence' } = spec
-  const tableSql = String(table).split('.').map((part) => quote(part, 'table')).join('.')
+  if (typeof table !== 'string') throw new InvalidArgumentError(`fencedUpsert: table must be a table name such as "accounts" or "app.accounts", got ${typeof table}`)
   if (typeof fence !== 'bigint' || fence <= 0n) {
     throw new InvalidArgumentError(`fencedUpsert: fence must be a grant's fencing token (a positive bigint such as mutex.fence), got ${String(fence)}`)
   }
@@ -59,21 +76,10 @@ export function fencedUpsert(spec: FencedUpsertSpec): SqlStatement {
   if (keyColumns.length !== 1) throw new InvalidArgumentError(`fencedUpsert: key must name exactly one column, e.g. { id: 'alice' }; got ${JSON.stringify(keyColumns)}`)
   const setColumns = set && typeof set === 'object' ? Object.keys(set) : []
   if (setColumns.length === 0) throw new InvalidArgumentError('fencedUpsert: set must name at least one column to write, e.g. { balance: 120 }')
-  const fenceSql = quote(fenceColumn, 'fenceColumn')
-  const keySql = quote(keyColumns[0], 'key column')
-  const setSql = setColumns.map((c) => quote(c, 'set column'))
   if (setColumns.includes(fenceColumn) || setColumns.includes(keyColumns[0])) {
     throw new InvalidArgumentError(`fencedUpsert: set must not contain the key column or the fence column (${keyColumns[0]}, ${fenceColumn}); they are written for you`)
   }
-  const columns = [keySql, ...setSql, fenceSql]
-  const placeholders = columns.map((_, i) => `$${i + 1}`)
-  const updates = [...setSql, fenceSql].map((c) => `${c} = EXCLUDED.${c}`)
-  return {
-    text:
-      `INSERT INTO ${tableSql} AS cur (${columns.join(', ')}) VALUES (${placeholders.join(', ')}) ` +
-      `ON CONFLICT (${keySql}) DO UPDATE SET ${updates.join(', ')} WHERE cur.${fenceSql} < EXCLUDED.${fenceSql}`,
-    values: [key[keyColumns[0]], ...setColumns.map((c) => set[c]), fence.toString()],
-  }
+  return { table, key, keyColumn: keyColumns[0], setColumns, fence, fenceColumn }
 }
 
 /**

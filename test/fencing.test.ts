@@ -46,6 +46,7 @@ describe('fencedUpsert and requireFenced', () => {
     const ok = { table: 't', key: { id: 1 }, set: { v: 1 }, fence: 5n }
     const bad: [object, RegExp][] = [
       [{ ...ok, table: 't; DROP TABLE x' }, /table must be a plain SQL identifier/],
+      [{ ...ok, table: undefined }, /table must be a table name/],
       [{ ...ok, set: { 'v"--': 1 } }, /set column must be a plain SQL identifier/],
       [{ ...ok, key: {} }, /key must name exactly one column/],
       [{ ...ok, set: {} }, /set must name at least one column/],

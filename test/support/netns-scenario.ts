@@ -5,6 +5,7 @@
  * and Postgres when the lab has it). Every event is checked afterwards (see netns-report.ts).
  */
 import type { Worker, WorkerEvent } from './workers.js'
+import type { PgTarget } from './netns-loops.js'
 import { wallNow } from './history.js'
 import type { Arrangement, Lab, Scenario } from './netns-lab.js'
 import { analyse, type ScenarioReport } from './netns-report.js'
@@ -67,6 +68,19 @@ export function scenarioNames(label: string) {
   }
 }
 
+/** What one scenario run keeps track of. */
+interface Run {
+  lab: Lab
+  label: string
+  plan: Arrangement
+  names: ReturnType<typeof scenarioNames>
+  timing: Timing
+  victim: Worker
+  majority: (readonly [string, Worker])[]
+  pg?: PgTarget
+  loops: [Worker, string][]
+}
+
 /** Runs `scenario` once; returns its figures and every violation found. */
 export async function runScenario(
   lab: Lab,
@@ -74,101 +88,111 @@ export async function runScenario(
   scenario: Scenario,
   options: { timing?: Timing; duringCut?: (plan: Arrangement) => Promise<unknown> } = {},
 ): Promise<ScenarioReport & { probe?: unknown }> {
-  const timing = options.timing ?? DEFAULT_TIMING
   const leaderBefore = await lab.etcd.waitForLeader()
   const plan = scenario(lab, leaderBefore)
-  const names = scenarioNames(label)
-  const victim = lab.agents.get('c1')!
-  const majority = lab.clients.filter((c) => c !== 'c1').map((c) => [c, lab.agents.get(c)!] as const)
   for (const w of lab.agents.values()) w.events.splice(0)
-  const pg = lab.pg && { host: lab.pg.host, port: lab.pg.port, user: lab.pg.user, database: lab.pg.database, row: label }
-  const common = { ttl: timing.ttl }
-  const loops: [Worker, string][] = []
-  const start = async (w: Worker, host: string, kind: string, spec: Record<string, unknown>) => {
-    const id = `${host}.${kind}.${label}#${loops.filter(([x]) => x === w).length}`
-    loops.push([w, id])
-    await startLoop(w, { id, kind, ...common, ...spec })
-    return id
+  const run: Run = {
+    lab,
+    label,
+    plan,
+    names: scenarioNames(label),
+    timing: options.timing ?? DEFAULT_TIMING,
+    victim: lab.agents.get('c1')!,
+    majority: lab.clients.filter((c) => c !== 'c1').map((c) => [c, lab.agents.get(c)!] as const),
+    pg: lab.pg && { host: lab.pg.host, port: lab.pg.port, user: lab.pg.user, database: lab.pg.database, row: label },
+    loops: [],
   }
-
-  // The victim holds the lock, leadership and a claimed batch before anyone else queues.
-  const vLock = await start(victim, 'c1', 'lock', { endpoints: plan.victimEndpoints, name: names.lock, fenceKey: names.lockFence, once: true, pg })
-  await seen(victim, (e) => e.event === 'grant' && e.id === vLock, 30_000, 'victim lock grant')
-  const vLead = await start(victim, 'c1', 'leader', { endpoints: plan.victimEndpoints, name: names.election, fenceKey: names.electionFence, once: true })
-  await seen(victim, (e) => e.event === 'grant' && e.id === vLead, 30_000, 'victim leadership')
-  const [firstHost, first] = majority[0]
-  const seed = await start(first, firstHost, 'produce', { endpoints: plan.majorityEndpoints, queue: names.queue, count: 60 })
-  await seen(first, (e) => e.event === 'ended' && e.id === seed, 60_000, 'seed messages')
-  const vQueue = await start(victim, 'c1', 'consume', { endpoints: plan.victimEndpoints, queue: names.queue, batch: 10, visibilityTimeout: timing.ttl, holdBatch: true })
-  await seen(victim, (e) => e.event === 'delivered' && e.id === vQueue, 30_000, 'victim batch')
-  await start(victim, 'c1', 'stm', { endpoints: plan.victimEndpoints, key: names.counter })
-  for (const [host, w] of majority) {
-    const on = { endpoints: plan.majorityEndpoints }
-    await start(w, host, 'lock', { ...on, name: names.lock, fenceKey: names.lockFence, holdMs: 30, pg })
-    await start(w, host, 'leader', { ...on, name: names.election, fenceKey: names.electionFence, holdMs: 100 })
-    await start(w, host, 'consume', { ...on, queue: names.queue, batch: 5, visibilityTimeout: 5 })
-    await start(w, host, 'stm', { ...on, key: names.counter })
-  }
-  // Messages produced while the cut is in place, too.
-  await start(first, firstHost, 'produce', { endpoints: plan.majorityEndpoints, queue: names.queue, count: 40, intervalMs: 150 })
-  await sleep(timing.warmupMs)
-
+  const victim = await startWorkload(run)
   const cutAt = wallNow()
   await plan.apply()
   const cutApplied = wallNow()
   let cut = true
   const raftFailover = watchFailover(lab, plan.majority, leaderBefore, cutAt, () => cut)
   const probe = await options.duringCut?.(plan)
-  const workers = majority.map(([, w]) => w)
-  const after = (type: string) => (e: WorkerEvent) => e.event === type && e.at > cutAt
-  await until(() => count(workers, (e) => after('grant')(e) && e.id.includes('.lock.')) >= PROGRESS.lockGrants && count(workers, (e) => after('grant')(e) && e.id.includes('.leader.')) >= PROGRESS.leaderTerms, cutAt + timing.maxPartitionMs)
-  const late: string[] = []
-  const lost = victim.events.some((e) => e.event === 'release' && e.id === vLock && e.lost)
-  if (pg && lost && count(workers, (e) => after('pgWrite')(e) && e.applied) > 0) {
-    // Cut off from etcd but not from the database, after someone else took the lock and wrote:
-    // the victim's write with its old fence.
-    victim.send({ op: 'pgWrite', id: vLock, pg, value: 'late-during' })
-    late.push('late-during')
-    await seen(victim, (e) => e.event === 'pgWrite' && e.value === 'late-during', 30_000, 'late-during answer')
-  }
-  await sleep(Math.max(0, cutAt + timing.partitionMs - wallNow()))
+  const late = await holdCut(run, victim.lock, cutAt)
   const healAt = wallNow()
   cut = false
   await lab.net.heal()
   const failover = await raftFailover
+  late.push(...(await actOnStaleState(run, victim)))
+  await lab.etcd.waitForLeader({ timeoutMs: 30_000 })
+  const summaries = await stopAll(lab, run.loops, 30_000)
+  const admin = lab.agents.get('admin')!
+  const counter = await admin.request({ op: 'get', endpoints: lab.etcd.endpoints, key: run.names.counter }, 'value', 30_000)
+  const leftovers = await leftoverKeys(admin, lab.etcd.endpoints, run.names, run.timing.ttl)
+  const events = [...lab.agents.entries()].flatMap(([host, w]) => w.events.splice(0).map((e) => ({ ...e, host })))
+  const report = analyse({ label, cut: plan.cut, events, summaries, cutAt, cutApplied, healAt, victim, counter: Number(counter.value ?? '0'), leftovers, leaderBefore, failover, latePgWrites: late })
+  return probe === undefined ? report : { ...report, probe }
+}
 
-  // After healing, the victim acts on its stale state.
-  victim.send({ op: 'staleWrite', id: vLock, key: names.stale, value: 'stale' })
-  if (pg) {
-    victim.send({ op: 'pgWrite', id: vLock, pg, value: 'late-after' })
-    late.push('late-after')
+async function startIn(run: Run, w: Worker, host: string, kind: string, spec: Record<string, unknown>): Promise<string> {
+  const id = `${host}.${kind}.${run.label}#${run.loops.filter(([x]) => x === w).length}`
+  run.loops.push([w, id])
+  await startLoop(w, { id, kind, ttl: run.timing.ttl, ...spec })
+  return id
+}
+
+/**
+ * The victim (c1) takes the lock, leadership and a claimed batch before anyone else queues;
+ * then the majority clients start their loops and c2 produces. Returns the victim's loop ids.
+ */
+async function startWorkload(run: Run): Promise<{ lock: string; leader: string; queue: string }> {
+  const { victim, plan, names, timing, pg } = run
+  const mine = { endpoints: plan.victimEndpoints }
+  const lock = await startIn(run, victim, 'c1', 'lock', { ...mine, name: names.lock, fenceKey: names.lockFence, once: true, pg })
+  await seen(victim, (e) => e.event === 'grant' && e.id === lock, 30_000, 'victim lock grant')
+  const leader = await startIn(run, victim, 'c1', 'leader', { ...mine, name: names.election, fenceKey: names.electionFence, once: true })
+  await seen(victim, (e) => e.event === 'grant' && e.id === leader, 30_000, 'victim leadership')
+  const [firstHost, first] = run.majority[0]
+  const seed = await startIn(run, first, firstHost, 'produce', { endpoints: plan.majorityEndpoints, queue: names.queue, count: 60 })
+  await seen(first, (e) => e.event === 'ended' && e.id === seed, 60_000, 'seed messages')
+  const queue = await startIn(run, victim, 'c1', 'consume', { ...mine, queue: names.queue, batch: 10, visibilityTimeout: timing.ttl, holdBatch: true })
+  await seen(victim, (e) => e.event === 'delivered' && e.id === queue, 30_000, 'victim batch')
+  await startIn(run, victim, 'c1', 'stm', { ...mine, key: names.counter })
+  for (const [host, w] of run.majority) {
+    const on = { endpoints: plan.majorityEndpoints }
+    await startIn(run, w, host, 'lock', { ...on, name: names.lock, fenceKey: names.lockFence, holdMs: 30, pg })
+    await startIn(run, w, host, 'leader', { ...on, name: names.election, fenceKey: names.electionFence, holdMs: 100 })
+    await startIn(run, w, host, 'consume', { ...on, queue: names.queue, batch: 5, visibilityTimeout: 5 })
+    await startIn(run, w, host, 'stm', { ...on, key: names.counter })
   }
-  victim.send({ op: 'ackHeld', id: vQueue })
+  // Messages produced while the cut is in place, too.
+  await startIn(run, first, firstHost, 'produce', { endpoints: plan.majorityEndpoints, queue: names.queue, count: 40, intervalMs: 150 })
+  await sleep(timing.warmupMs)
+  return { lock, leader, queue }
+}
+
+/**
+ * Holds the cut: at least `partitionMs`, and until the majority made progress (at most
+ * `maxPartitionMs`). Once someone else wrote to Postgres, the victim — cut off from etcd but
+ * not from the database — writes with its old fence. Returns the late writes it made.
+ */
+async function holdCut(run: Run, victimLock: string, cutAt: number): Promise<string[]> {
+  const { victim, timing, pg } = run
+  const workers = run.majority.map(([, w]) => w)
+  const since = (type: string, kind = '') => (e: WorkerEvent) => e.event === type && e.at > cutAt && String(e.id).includes(kind)
+  await until(() => count(workers, since('grant', '.lock.')) >= PROGRESS.lockGrants && count(workers, since('grant', '.leader.')) >= PROGRESS.leaderTerms, cutAt + timing.maxPartitionMs)
+  const late: string[] = []
+  const lost = victim.events.some((e) => e.event === 'release' && e.id === victimLock && e.lost)
+  if (pg && lost && count(workers, (e) => since('pgWrite')(e) && e.applied) > 0) {
+    victim.send({ op: 'pgWrite', id: victimLock, pg, value: 'late-during' })
+    late.push('late-during')
+    await seen(victim, (e) => e.event === 'pgWrite' && e.value === 'late-during', 30_000, 'late-during answer')
+  }
+  await sleep(Math.max(0, cutAt + timing.partitionMs - wallNow()))
+  return late
+}
+
+/** After healing, the victim acts on its stale state: an etcd write guarded by its old ownership, a Postgres write with its old fence, the ack of its batch. */
+async function actOnStaleState(run: Run, ids: { lock: string; queue: string }): Promise<string[]> {
+  const { victim, pg, names } = run
+  const late = pg ? ['late-after'] : []
+  victim.send({ op: 'staleWrite', id: ids.lock, key: names.stale, value: 'stale' })
+  if (pg) victim.send({ op: 'pgWrite', id: ids.lock, pg, value: 'late-after' })
+  victim.send({ op: 'ackHeld', id: ids.queue })
   await seen(victim, (e) => e.event === 'staleWrite', 30_000, 'stale write answer')
   for (const value of late) await seen(victim, (e) => e.event === 'pgWrite' && e.value === value, 30_000, `${value} answer`)
-  await lab.etcd.waitForLeader({ timeoutMs: 30_000 })
-  const summaries = await stopAll(lab, loops, 30_000)
-  const admin = lab.agents.get('admin')!
-  const counter = await admin.request({ op: 'get', endpoints: lab.etcd.endpoints, key: names.counter }, 'value', 30_000)
-  const leftovers = await leftoverKeys(admin, lab.etcd.endpoints, names, timing.ttl)
-  const events = [...lab.agents.entries()].flatMap(([host, w]) => w.events.splice(0).map((e) => ({ ...e, host })))
-  if (process.env.MEP_DUMP) console.log(JSON.stringify({ cutAt, healAt, events: events.filter((e) => e.host === 'c1' && !['write'].includes(e.event)) }, null, 1))
-  const report = analyse({
-    label,
-    cut: plan.cut,
-    events,
-    summaries,
-    cutAt,
-    cutApplied,
-    healAt,
-    victim: { lock: vLock, leader: vLead },
-    counter: Number(counter.value ?? '0'),
-    leftovers,
-    leaderBefore,
-    failover,
-    latePgWrites: late,
-  })
-  return probe === undefined ? report : { ...report, probe }
+  return late
 }
 
 const count = (workers: Worker[], pred: (e: WorkerEvent) => boolean) => workers.reduce((n, w) => n + w.events.filter(pred).length, 0)

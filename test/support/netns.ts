@@ -208,12 +208,14 @@ export class Network {
     await this.applyRules(host)
   }
 
+  /** The host called `name` (throws if there is none). */
   host(name: string): Host {
     const host = this.hosts.get(name)
     if (!host) throw new Error(`no host ${JSON.stringify(name)} in this network (hosts: ${[...this.hosts.keys()].join(', ')})`)
     return host
   }
 
+  /** The address of host `name` (inside the namespaces only). */
   ip(name: string): string {
     return this.host(name).ip
   }

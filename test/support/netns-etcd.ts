@@ -22,6 +22,7 @@ export interface MemberStatus {
   revision: string
 }
 
+/** A running cluster in namespaces, and what the observer can ask it. */
 export interface NetnsEtcd {
   /** Host names of the members, in start order. */
   members: string[]

@@ -37,6 +37,7 @@ async function randomCut(lab: Lab): Promise<{ kind: string; what: string }> {
   return { kind, what }
 }
 
+/** What a flapping soak found. */
 export interface FlappingResult {
   report: ScenarioReport
   cuts: number
@@ -116,4 +117,5 @@ export async function flappingSoak(o: { seconds: number; ttl?: number; etcdArgs?
   }
 }
 
+/** One line per report (re-exported for the soak script). */
 export { formatReport }

@@ -10,9 +10,11 @@ import { Network } from './netns.js'
 import { startPostgres, type PgServer } from './postgres.js'
 import { Worker } from './workers.js'
 
+/** The etcd members' host names. */
 export const MEMBERS = ['e1', 'e2', 'e3']
 const AGENT = fileURLToPath(new URL('./netns-agent.ts', import.meta.url))
 
+/** A running lab. */
 export interface Lab {
   net: Network
   etcd: NetnsEtcd
@@ -64,6 +66,7 @@ export interface Arrangement {
   apply(): Promise<void>
 }
 
+/** Decides a scenario's cut from the lab and the current raft leader. */
 export type Scenario = (lab: Lab, leader: string) => Arrangement
 
 const others = (lab: Lab, exclude: string[]) => lab.etcd.members.filter((m) => !exclude.includes(m))

@@ -42,6 +42,7 @@ export const sleep = (ms: number, signal?: AbortSignal) =>
 
 /** Calls give up after 2 s here (default 5 s), so a cut-off client notices within a scenario. */
 const CALL_TIMEOUT_MS = 2000
+/** Every etcd client the agent made (closed when it ends). */
 export const clients: EtcdClient[] = []
 /** A client of the agent (closed when the agent ends). */
 export function client(endpoints: string[]): EtcdClient {
@@ -80,6 +81,7 @@ export interface Loop {
   /** Set by a held queue batch: released by `ackHeld`. */
   ackHeld?: () => void
 }
+/** Postgres pools by server (ended when the agent ends). */
 export const pools = new Map<string, pg.Pool>()
 
 function pool(target: PgTarget): pg.Pool {

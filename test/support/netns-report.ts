@@ -8,6 +8,7 @@ import { LockHistory, type Hold } from './history.js'
 import { DeliveryLog, type Delivery } from './queue-check.js'
 import type { WorkerEvent } from './workers.js'
 
+/** The figures and violations of one scenario (or flapping soak). */
 export interface ScenarioReport {
   label: string
   cut: string
@@ -32,6 +33,7 @@ export interface ScenarioReport {
   violations: string[]
 }
 
+/** Everything a scenario run recorded, for {@link analyse}. */
 export interface ScenarioRecord {
   label: string
   cut: string

@@ -12,6 +12,7 @@ import { analyse, type ScenarioReport } from './netns-report.js'
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
+/** A scenario's timing. */
 export interface Timing {
   /** Lease TTL of every session, seconds. */
   ttl: number
@@ -27,6 +28,7 @@ export interface Timing {
   warmupMs: number
 }
 
+/** The timing of `test/partitions.test.ts`. */
 export const DEFAULT_TIMING: Timing = { ttl: 3, partitionMs: 8000, maxPartitionMs: 30_000, warmupMs: 1500 }
 
 /** Majority-side progress that must happen while the cut is in place. */

@@ -7,6 +7,7 @@
  */
 import type { Lab } from './netns-lab.js'
 
+/** What the stale-read probe saw. */
 export interface StaleProbe {
   /** The key as the majority has it, and as the cut-off member serves it (serializable). */
   fresh?: string

@@ -21,6 +21,7 @@ export class PostgresNotFoundError extends Error {
   }
 }
 
+/** A running server, its address and an admin pool on its Unix socket. */
 export interface PgServer {
   /** Where clients connect over TCP (127.0.0.1, or the network host's address). */
   host: string

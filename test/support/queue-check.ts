@@ -11,6 +11,7 @@ export interface Delivery {
   acked: boolean
 }
 
+/** Every delivery and ack of one queue, and the exactly-once checks over them. */
 export class DeliveryLog {
   readonly deliveries = new Map<string, Delivery[]>()
   /** Acks answered "gone" after an attempt that may have landed: message id -> how many. */

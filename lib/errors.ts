@@ -225,3 +225,20 @@ export class SingleFlightError extends MiddyEtcdError {
     super(message)
   }
 }
+
+/**
+ * A downstream store (SQL, DynamoDB, …) refused a write fenced with `fence` because a write with
+ * an equal or higher fence is already there: a later holder has written, so this holder lost its
+ * lock (or leadership) meanwhile. Stop the work; retrying with the same fence cannot succeed.
+ */
+export class FenceRejectedError extends MiddyEtcdError {
+  override readonly code = 'FENCE_REJECTED'
+
+  constructor(
+    /** The fencing token of the refused write. */
+    readonly fence: bigint,
+    message: string,
+  ) {
+    super(message)
+  }
+}

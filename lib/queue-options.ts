@@ -74,11 +74,12 @@ export interface ReceiveOptions extends DeadLetterOptions {
   /** Most messages to claim, 1..1000 (default 1). Fewer may come back. */
   max?: number
   /**
-   * Whole seconds the messages stay invisible to other receivers unless acked (default 30).
-   * The receive grants one lease of this TTL for the whole batch and never keeps it alive:
-   * a receiver that crashes releases its messages when the lease expires. Once this process
-   * has acked or nacked every message of the batch, the lease is revoked; receipts settled in
-   * another process leave it to expire. etcd may round a small TTL up to its minimum
+   * Whole seconds the messages stay invisible to other receivers unless acked (default 30),
+   * counted from the claim. The receive grants one lease for the whole batch (this TTL plus
+   * 1 s, for the time between grant and claim; renewed once if the claim came later) and never
+   * keeps it alive: a receiver that crashes releases its messages when the lease expires. Once
+   * this process has acked or nacked every message of the batch, the lease is revoked; receipts
+   * settled in another process leave it to expire. etcd may round a small TTL up to its minimum
    * (about 1.5 x the election timeout). Not allowed together with `session`.
    */
   visibilityTimeout?: number

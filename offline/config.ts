@@ -1,7 +1,8 @@
 // The parts of the Serverless Framework (osls 4 / Serverless v3) plugin API the plugin uses, the
 // JSON schemas it registers, and the reading of `custom.etcd` and `etcdQueue` events.
+import type { QueueSubscription } from '../dispatch/subscriptions.js'
 import { InvalidArgumentError } from '../lib/errors.js'
-import type { EtcdQueueEvent, QueueSubscription } from './dispatcher.js'
+import { checkQueueSettings, type EtcdQueueEvent } from '../lib/queue-event.js'
 
 export type { EtcdQueueEvent }
 
@@ -127,11 +128,10 @@ export function queueSubscriptions(serverless: ServerlessLike): QueueSubscriptio
   for (const key of service.getAllFunctions()) {
     const fn = service.getFunction(key)
     for (const event of fn.events ?? []) {
-      const spec = event.etcdQueue as EtcdQueueEvent | undefined
-      if (!spec) continue
-      if (typeof spec !== 'object' || typeof spec.queue !== 'string' || spec.queue === '') {
-        throw new InvalidArgumentError(`function ${key}: an etcdQueue event needs { queue: <name> }`)
-      }
+      if (!('etcdQueue' in event)) continue
+      const spec: unknown = event.etcdQueue
+      // osls only warns about a config that fails its schema: check it here, as everywhere.
+      checkQueueSettings(spec, `function ${key}, etcdQueue event`)
       subscriptions.push({
         function: fn.name ?? `${service.service}-${service.provider.stage ?? 'dev'}-${key}`,
         functionKey: key,

@@ -1,11 +1,11 @@
-// The local etcd of `serverless offline`: started through testing/etcd.ts, recorded in a pid
+// The local etcd of `serverless offline`: started by etcd-process.ts, recorded in a pid
 // file so that an etcd left behind by a killed CLI is found and replaced on the next start, and
 // watched by a detached watchdog that stops it if the CLI dies without running any exit code
 // (kill -9).
 import { spawn } from 'node:child_process'
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { startEtcd, type EtcdCluster } from '../testing/etcd.js'
+import { startEtcd, type EtcdCluster } from './etcd-process.js'
 
 /** What the pid file of one running offline session holds. */
 export interface PidRecord {

@@ -14,7 +14,9 @@ import {
   type PluginUtils,
   type ServerlessLike,
 } from './config.js'
-import { lambdaInvoker, runDispatcher, type QueueSubscription } from './dispatcher.js'
+import { lambdaInvoker } from '../dispatch/lambda-invoker.js'
+import { runDispatcher } from '../dispatch/dispatcher.js'
+import type { QueueSubscription } from '../dispatch/subscriptions.js'
 import { reapStale, startLocalEtcd, type LocalEtcd } from './local-etcd.js'
 import { bundleService, type BundleResult } from './package.js'
 

@@ -12,7 +12,7 @@ import { promisify } from 'node:util'
 import { inflateRawSync } from 'node:zlib'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Queue } from '../lib/index.js'
-import type { DispatchEvent } from '../offline/index.js'
+import type { QueueDispatchEvent as DispatchEvent } from '../lib/index.js'
 import { uniqueName, useEtcd } from './helpers.js'
 
 const run = promisify(execFile)

@@ -72,6 +72,25 @@ function checkOptions(options: DispatcherHandlerOptions): void {
   if (client !== undefined) checkClient(client, 'dispatcherHandler')
 }
 
+/**
+ * A signal that aborts after `ms` or when leadership is lost. A plain timer, not
+ * `AbortSignal.any([AbortSignal.timeout(ms), …])`: Node may collect a timeout signal that only
+ * a composite signal refers to, and then the composite never aborts.
+ */
+function claimingWindow(ms: number, leadership: AbortSignal): { signal: AbortSignal; dispose(): void } {
+  const controller = new AbortController()
+  const end = () => controller.abort(leadership.aborted ? leadership.reason : new Error('the claiming window ended'))
+  const timer = setTimeout(end, ms)
+  leadership.addEventListener('abort', end, { once: true })
+  return {
+    signal: controller.signal,
+    dispose() {
+      clearTimeout(timer)
+      leadership.removeEventListener('abort', end)
+    },
+  }
+}
+
 function tailFromEnv(env: Record<string, string | undefined>): number {
   const raw = env.ETCD_DISPATCH_TAIL_MS
   if (raw === undefined || raw === '') return DEFAULT_TAIL_MS
@@ -104,12 +123,13 @@ export function dispatcherHandler(options: DispatcherHandlerOptions = {}): (even
       if (!won.elected) return { leader: false, leaderValue: won.leader.value, dispatched: 0, failed: 0 }
       const window = Math.max(MIN_WINDOW_MS, context.getRemainingTimeInMillis() - tailMs)
       const totals = { dispatched: 0, failed: 0 }
+      const stop = claimingWindow(window, session.signal)
       try {
         await runDispatcher({
           client,
           subscriptions,
           invoke,
-          signal: AbortSignal.any([AbortSignal.timeout(window), session.signal]),
+          signal: stop.signal,
           onResult: (r) => {
             totals.dispatched += r.messageIds.length
             if (!r.outcome.ok) totals.failed += r.messageIds.length
@@ -117,6 +137,7 @@ export function dispatcherHandler(options: DispatcherHandlerOptions = {}): (even
           onError: (s, err) => console.error(`middy-etcd dispatcher: claiming from ${s.queue} failed:`, err),
         })
       } finally {
+        stop.dispose()
         await election.resign().catch(() => {})
       }
       return { leader: true, ...totals }

@@ -21,19 +21,25 @@ export interface PluginUtils {
   log?: PluginLog
 }
 
+/** One entry of a function's `events:`, keyed by its type (`httpApi`, `etcdQueue`, …). */
 export interface FunctionEvent {
   [type: string]: unknown
 }
 
+/** A function of serverless.yml, as far as the plugin reads or changes it. */
 export interface FunctionObject {
   handler?: string
   /** The deployed name, `${service}-${stage}-${key}` unless set; osls fills it in. */
   name?: string
+  runtime?: string
+  /** A container image function: nothing to bundle. */
+  image?: unknown
   environment?: Record<string, unknown>
   events?: FunctionEvent[]
-  package?: { artifact?: string; patterns?: string[]; individually?: boolean }
+  package?: { artifact?: string; patterns?: string[]; individually?: boolean; disable?: boolean }
 }
 
+/** The parts of osls's `serverless` object the plugin uses. */
 export interface ServerlessLike {
   serviceDir: string
   cli?: { log(message: string): void }
@@ -45,7 +51,8 @@ export interface ServerlessLike {
     service: string
     custom?: Record<string, unknown>
     provider: { name?: string; stage?: string; region?: string; runtime?: string; environment?: Record<string, unknown> }
-    package?: { artifact?: string; individually?: boolean; patterns?: string[] }
+    package?: { artifact?: string; individually?: boolean; patterns?: string[]; path?: string }
+    plugins?: string[] | { modules?: string[] }
     getAllFunctions(): string[]
     getFunction(key: string): FunctionObject
   }
@@ -63,12 +70,11 @@ export interface EtcdPluginConfig {
   dispatcher?: string
   /** How the dispatcher invokes consumers (default `RequestResponse`). */
   invocationType?: 'Event' | 'RequestResponse'
-  /** `serverless package`: files or directories copied into the artifact as they are (e.g. TLS files). */
-  include?: string[]
-  /** `serverless package`: ship linked source maps (default false). */
+  /** Linked source maps beside the bundles, offline and in artifacts (default false). */
   sourcemap?: boolean
 }
 
+/** The JSON schema osls checks `etcdQueue` events against (it only warns; queueSubscriptions checks). */
 export const etcdQueueEventSchema = {
   type: 'object',
   properties: {
@@ -84,6 +90,7 @@ export const etcdQueueEventSchema = {
   additionalProperties: false,
 }
 
+/** The JSON schema of `custom.etcd`. */
 export const customEtcdSchema = {
   properties: {
     etcd: {
@@ -94,7 +101,6 @@ export const customEtcdSchema = {
         endpoints: { anyOf: [{ type: 'string', minLength: 1 }, { type: 'array', items: { type: 'string', minLength: 1 }, minItems: 1 }] },
         dispatcher: { type: 'string', minLength: 1 },
         invocationType: { enum: ['Event', 'RequestResponse'] },
-        include: { type: 'array', items: { type: 'string', minLength: 1 } },
         sourcemap: { type: 'boolean' },
       },
       additionalProperties: false,

@@ -117,6 +117,16 @@ describe('osls offline start with the middy-etcd plugin', () => {
     expect(await client.get('example/ping').string()).toMatch(/^\d{4}-/)
   })
 
+  it('runs the handlers from bundles, as `package` ships them, not through a TypeScript loader', () => {
+    const m = /etcd: bundled (.+) into (\.etcd-offline\/build\/(\d+))/.exec(output)
+    expect(m).not.toBeNull()
+    expect(Number(m![3])).toBe(cli.pid)
+    expect(m![1].split(', ')).toEqual(expect.arrayContaining(['ping', 'counterIncrement', 'jobWorker', 'dispatcher']))
+    const build = join(root, m![2])
+    for (const file of ['handlers/counter.js', 'handlers/jobs.js', 'etcd3-proto/rpc.proto', 'package.json']) expect(existsSync(join(build, file))).toBe(true)
+    expect(JSON.parse(readFileSync(join(build, 'package.json'), 'utf8'))).toEqual({ type: 'commonjs' })
+  })
+
   it('keeps the locked counter exact under 20 concurrent HTTP calls', async () => {
     const name = uniqueName('counter')
     const results = await Promise.all(Array.from({ length: 20 }, () => call('POST', `/counters/${name}/increment`)))
@@ -246,5 +256,6 @@ describe('osls offline start with the middy-etcd plugin', () => {
     await until(`etcd ${etcdPid} to exit`, 5_000, () => !alive(etcdPid))
     expect(existsSync(join(stateDir, `${cli.pid}.json`))).toBe(false)
     expect(output).toContain('etcd: stopped')
+    expect(existsSync(join(stateDir, 'build', String(cli.pid)))).toBe(false)
   }, 30_000)
 })

@@ -3,8 +3,8 @@
 // proto files and the `package.patterns` files, and their `handler` is pointed there. So offline
 // loads plain CommonJS — no TypeScript loader of serverless-offline's (tsx) is involved — and
 // esbuild rebuilds on every source change.
-import { cpSync, existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs'
-import { join, relative } from 'node:path'
+import { cpSync, existsSync, mkdirSync, readdirSync, rmdirSync, rmSync } from 'node:fs'
+import { dirname, join, relative } from 'node:path'
 import { bundleOptions, loadEsbuild, usingEtcd, writeSupportFiles } from './bundle.js'
 import type { PluginLog, ServerlessLike } from './config.js'
 import { isAlive } from './local-etcd.js'
@@ -56,6 +56,10 @@ export async function buildForOffline(serverless: ServerlessLike, log: PluginLog
   mkdirSync(dir, { recursive: true })
   const target = `node${Math.min(...ours.map((f) => Number(nodeTarget(runtimeOf(serverless, f.fn)).slice(4))))}`
   const base = bundleOptions(serviceDir, ours, { outdir: dir, target, sourcemap: options.sourcemap })
+  // watch() builds once, then again on every change: the first result gates the start.
+  let builds = 0
+  let firstBuild!: (result: { errors: unknown[] }) => void
+  const built = new Promise<{ errors: unknown[] }>((resolve) => (firstBuild = resolve))
   const context = await esbuild.context({
     ...base,
     plugins: [
@@ -63,10 +67,9 @@ export async function buildForOffline(serverless: ServerlessLike, log: PluginLog
       {
         name: 'middy-etcd-offline-rebuild',
         setup(build) {
-          let first = true
           build.onEnd((result) => {
-            if (!first && result.errors.length === 0) log.notice(`etcd: rebuilt ${ours.length} handler bundle${ours.length === 1 ? '' : 's'} (use --reloadHandler to load them without a restart)`)
-            first = false
+            if (builds++ === 0) return firstBuild(result)
+            if (result.errors.length === 0) log.notice(`etcd: rebuilt ${ours.length} handler bundle${ours.length === 1 ? '' : 's'} (use --reloadHandler to load them without a restart)`)
           })
         },
       },
@@ -76,14 +79,22 @@ export async function buildForOffline(serverless: ServerlessLike, log: PluginLog
   const stopSync = () => {
     stopped = true
     rmSync(dir, { recursive: true, force: true })
+    // The build/ folder itself, unless another session's build is in it.
+    try {
+      rmdirSync(dirname(dir))
+    } catch {
+      // not empty, or gone
+    }
   }
   try {
-    await context.rebuild()
+    await context.watch()
+    const first = await built
+    if (first.errors.length > 0) throw new Error(`middy-etcd: bundling the handlers for offline failed (${first.errors.length} error${first.errors.length === 1 ? '' : 's'} above)`)
     writeSupportFiles(dir)
     for (const file of patternFiles(serviceDir, service.package?.patterns ?? [], new Set(serviceFiles(dir)), log)) {
+      mkdirSync(dirname(join(dir, file)), { recursive: true })
       cpSync(join(serviceDir, file), join(dir, file))
     }
-    await context.watch()
   } catch (err) {
     await context.dispose()
     stopSync()

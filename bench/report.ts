@@ -82,7 +82,7 @@ export function writeReport(dir: string, r: Report): string[] {
   lines.push('## Machine', '')
   lines.push(`- ${m.nproc} CPU cores (${m.cpu}), ${m.memGiB} GiB RAM, ${m.os}`)
   lines.push(`- Node ${m.node}, etcd3 npm ${m.etcd3}; ${m.etcd} (single member started by the bench on 127.0.0.1, temp data dir)`)
-  lines.push(`- Go peer: ${r.gopeer ?? `built from shared/peer-go beside the repository (etcd v3.4 clientv3/concurrency + contrib/recipes), ${m.go}`}`)
+  lines.push(`- Go peer: ${r.gopeer ?? `built from interop/go (etcd v3.4 clientv3/concurrency + contrib/recipes), ${m.go}`}`)
   lines.push(`- Load average before / after: ${m.loadBefore?.join(' ') ?? '?'} / ${m.load.join(' ')} — the cores were shared with other work, so single numbers carry noise; ratios are measured in the same run against the same server.`)
   lines.push('')
   lines.push('## Method', '')

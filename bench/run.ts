@@ -54,7 +54,7 @@ async function main() {
     endpoints: cluster.endpoints,
     client: newClient(),
     newClient,
-    gopeer: buildGoPeer(cluster.endpoints, log),
+    gopeer: await buildGoPeer(cluster.endpoints, log),
     scale: quick ? 0.1 : 1,
     prefix: (label) => `bench-${run}/${label}-${randomUUID().slice(0, 6)}`,
     log,

@@ -8,7 +8,7 @@ import { httpErrors, json } from './http.js'
 const TICKS = 'example/ticks'
 
 /** schedule: rate(1 minute) (and POST /ticks): records a tick under leadership. */
-export const tick = middy(async (_event: unknown, context: { etcd: { leader: { key: string; rev: bigint; isLeader: () => any } } }) => {
+export const tick = middy(async (_event: unknown, context: { etcd: { leader: { key: string; rev: bigint; leaderCompare: () => any } } }) => {
   const { leader } = context.etcd
   const client = sharedClient()
   const previous = Number(JSON.parse((await client.get(TICKS).string()) ?? '{"count":0}').count)

@@ -2,8 +2,7 @@ import type { Namespace } from 'etcd3'
 import { checkClient, checkOptions } from './check.js'
 import { KeyExistsError } from './errors.js'
 import { checkName, keyspace, type Keyspace } from './kv.js'
-import type { WaitOptions } from './mutex.js'
-import { waitDelete } from './wait.js'
+import { waitDelete, type WaitOptions } from './wait.js'
 
 /**
  * A barrier that blocks waiters until it is released, key-compatible with Go's

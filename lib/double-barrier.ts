@@ -1,9 +1,10 @@
 import { checkOptions, checkSession } from './check.js'
-import { InvalidArgumentError, SessionExpiredError, TooManyClientsError } from './errors.js'
-import { IDEMPOTENT, checkName, keyspace, type Keyspace } from './kv.js'
-import type { WaitOptions } from './mutex.js'
+import { InvalidArgumentError, KeyExistsError, SessionExpiredError, TooManyClientsError } from './errors.js'
+import { doubleBarrier, putUnique } from './keys.js'
+import { checkName, keyspace, type Keyspace } from './kv.js'
+import { CallGuard, OwnedKey } from './owned-key.js'
 import type { Session } from './session.js'
-import { waitDelete, waitFor, whileOwnKeyLives } from './wait.js'
+import { waitDelete, waitFor, type WaitOptions } from './wait.js'
 
 /**
  * A double barrier, key-compatible with Go's `recipe.DoubleBarrier`: `count` participants
@@ -21,9 +22,9 @@ export class DoubleBarrier {
   private readonly ks: Keyspace
   private readonly waiters: string
   private readonly ready: string
-  private myKey = ''
-  private myRev = -1n
-  private busy = false
+  private readonly guard: CallGuard
+  /** Our waiter key between enter() and the end of leave(). */
+  private own?: OwnedKey
 
   constructor(
     readonly session: Session,
@@ -40,18 +41,19 @@ export class DoubleBarrier {
     this.ks = keyspace(session.client)
     // Go ranges `<name>/waiters` without the slash; its keys all carry it, so this is the same set
     // minus unrelated keys such as `<name>/waitersX`.
-    this.waiters = `${name}/waiters/`
-    this.ready = `${name}/ready`
+    this.waiters = doubleBarrier.waiters(name)
+    this.ready = doubleBarrier.ready(name)
+    this.guard = new CallGuard((op) => new InvalidArgumentError(`DoubleBarrier ${JSON.stringify(name)}: ${op}() called while another call on the same object is running; use one DoubleBarrier per participant`))
   }
 
   /** This participant's waiter key ('' before enter() and after leave()). */
   get key(): string {
-    return this.myKey
+    return this.own?.key ?? ''
   }
 
   /** True between a successful enter() and the end of leave(). */
   get entered(): boolean {
-    return this.myKey !== ''
+    return this.own !== undefined
   }
 
   /**
@@ -62,24 +64,28 @@ export class DoubleBarrier {
    */
   async enter(options?: WaitOptions): Promise<void> {
     const { signal } = checkOptions(options, 'DoubleBarrier.enter')
-    this.begin('enter')
-    try {
-      if (this.myKey !== '') throw new InvalidArgumentError(`DoubleBarrier ${JSON.stringify(this.name)}: enter() twice; leave() first`)
+    await this.guard.run('enter', async () => {
+      if (this.own) throw new InvalidArgumentError(`DoubleBarrier ${JSON.stringify(this.name)}: enter() twice; leave() first`)
       signal?.throwIfAborted()
       this.session.signal.throwIfAborted()
       // Refuse early when full, so an extra participant never writes a key (Go 3.5.6+).
       const before = await this.ks.range(this.waiters, { prefix: true, countOnly: true })
       if (before.count >= BigInt(this.count)) throw this.tooMany()
-      await this.createKey()
+      const created = await putUnique(this.ks, this.waiters, '', {
+        lease: this.session.leaseId,
+        onExhausted: () => new KeyExistsError(`DoubleBarrier ${JSON.stringify(this.name)}: 16 fresh waiter keys in a row already existed; check for clock problems`),
+        onUnknownOutcome: (key) => this.session.strand(key),
+      })
+      const own = new OwnedKey(this.session, created.key, created.revision)
+      this.own = own
       try {
-        await this.arrive(signal)
+        await this.arrive(own, signal)
       } catch (err) {
-        await this.abandon(err)
+        this.own = undefined
+        await own.abandon()
         throw err
       }
-    } finally {
-      this.busy = false
-    }
+    })
   }
 
   /**
@@ -89,42 +95,38 @@ export class DoubleBarrier {
    */
   async leave(options?: WaitOptions): Promise<void> {
     const { signal } = checkOptions(options, 'DoubleBarrier.leave')
-    this.begin('leave')
-    try {
-      if (this.myKey === '') throw new InvalidArgumentError(`DoubleBarrier ${JSON.stringify(this.name)}: leave() without a successful enter(); call enter() first`)
+    await this.guard.run('leave', async () => {
+      const own = this.own
+      if (!own) throw new InvalidArgumentError(`DoubleBarrier ${JSON.stringify(this.name)}: leave() without a successful enter(); call enter() first`)
       try {
-        await this.depart(signal)
+        await this.depart(own, signal)
       } catch (err) {
-        if (signal?.aborted) await this.abandon(err)
+        if (signal?.aborted) {
+          this.own = undefined
+          await own.abandon()
+        }
         throw err
       }
-      this.reset()
-    } finally {
-      this.busy = false
-    }
+      this.own = undefined
+    })
   }
 
   /** After creating our key: release everyone if we are the count-th, else wait for `/ready`. */
-  private async arrive(signal?: AbortSignal) {
+  private async arrive(own: OwnedKey, signal?: AbortSignal) {
     const first = await this.ks.range(this.waiters, { prefix: true, sort: ['Create', 'Ascend'], limit: this.count })
     if (first.kvs.length >= this.count) {
       const last = first.kvs[this.count - 1].createRevision
-      if (this.myRev > last) throw this.tooMany() // lost a race for the last place
-      if (this.myRev === last) {
+      if (own.createRevision > last) throw this.tooMany() // lost a race for the last place
+      if (own.createRevision === last) {
         await this.ks.txn([], [this.ks.put(this.ready, '')])
         return
       }
     }
-    await this.waitReady(signal)
-  }
-
-  /**
-   * Waits for a PUT of `/ready` at or after our key's revision, so a `/ready` left by an earlier
-   * round does not count. Ends early with {@link SessionExpiredError} if our key vanishes.
-   */
-  private async waitReady(signal?: AbortSignal) {
-    const own = { ks: this.ks, key: this.myKey, createRevision: this.myRev, seenAt: this.myRev, session: this.session.signal, lost: () => this.expired() }
-    await whileOwnKeyLives(own, signal, (wait) => waitFor(this.session.client, { key: this.ready }, this.myRev, (type) => type === 'put', wait))
+    // Wait for a PUT of `/ready` at or after our key's revision, so a `/ready` left by an
+    // earlier round does not count; end early if our key vanishes.
+    await own.whileAlive(own.createRevision, signal, (cause) => this.expired(cause), (wait) =>
+      waitFor(this.session.client, { key: this.ready }, own.createRevision, (type) => type === 'put', wait),
+    )
   }
 
   /**
@@ -132,7 +134,7 @@ export class DoubleBarrier {
    * newest one to go; everyone else deletes their key and waits for the oldest to go; each
    * wakes to re-read. A dead participant's key goes with its lease, so it blocks nobody.
    */
-  private async depart(signal?: AbortSignal) {
+  private async depart(own: OwnedKey, signal?: AbortSignal) {
     for (;;) {
       signal?.throwIfAborted()
       const all = await this.ks.range(this.waiters, { prefix: true })
@@ -143,10 +145,10 @@ export class DoubleBarrier {
         if (kv.modRevision < lowest.modRevision) lowest = kv
         if (kv.modRevision > highest.modRevision) highest = kv
       }
-      const isLowest = lowest.key === this.myKey
+      const isLowest = lowest.key === own.key
       if (isLowest && all.kvs.length === 1) {
         // Last one out: take `/ready` down together with our key.
-        await this.ks.txn([], [this.ks.delete(this.ready), this.ks.delete(this.myKey)])
+        await this.ks.txn([], [this.ks.delete(this.ready), this.ks.delete(own.key)])
         return
       }
       // Each awaited key exists at `all.revision`, so its deletion comes later: watch from the
@@ -154,62 +156,18 @@ export class DoubleBarrier {
       if (isLowest) {
         await waitDelete(this.session.client, highest.key, all.revision + 1n, signal)
       } else {
-        await this.removeKey()
+        await own.delete()
         await waitDelete(this.session.client, lowest.key, all.revision + 1n, signal)
       }
     }
-  }
-
-  /** Creates `<name>/waiters/<unixNano>` with the session lease; retries on a name clash. */
-  private async createKey() {
-    for (;;) {
-      const key = `${this.waiters}${unixNano()}`
-      const res = await this.ks.txn([this.ks.compare(key, 'Version', '==', 0)], [this.ks.put(key, '', this.session.leaseId)])
-      if (res.succeeded) {
-        this.myKey = key
-        this.myRev = res.revision
-        return
-      }
-    }
-  }
-
-  /** Deletes our waiter key if it is still ours (fenced by create revision). */
-  private async removeKey() {
-    await this.ks.txn([this.ks.compare(this.myKey, 'Create', '==', this.myRev)], [this.ks.delete(this.myKey)], [], IDEMPOTENT)
-  }
-
-  /** After a failed enter/leave: remove our key (best effort; an expired one is gone already). */
-  private async abandon(cause: unknown) {
-    if (!(cause instanceof SessionExpiredError)) await this.removeKey().catch(() => {})
-    this.reset()
   }
 
   private tooMany() {
     return new TooManyClientsError(`DoubleBarrier ${JSON.stringify(this.name)} already has its ${this.count} participants; wait for them to leave() or use a larger count`)
   }
 
-  private expired() {
-    return new SessionExpiredError(`DoubleBarrier ${JSON.stringify(this.name)}: session ${this.session.leaseHex} expired while waiting to enter; create a new Session and enter again`)
+  private expired(cause?: unknown) {
+    const why = cause instanceof Error ? `: ${cause.message}` : ''
+    return new SessionExpiredError(`DoubleBarrier ${JSON.stringify(this.name)}: session ${this.session.leaseHex} lost its lease while waiting to enter${why}; create a new Session and enter again`, { cause })
   }
-
-  private begin(op: string) {
-    if (this.busy) throw new InvalidArgumentError(`DoubleBarrier ${JSON.stringify(this.name)}: ${op}() called while another call on the same object is running; use one DoubleBarrier per participant`)
-    this.busy = true
-  }
-
-  private reset() {
-    this.myKey = ''
-    this.myRev = -1n
-  }
-}
-
-/**
- * Nanoseconds since the Unix epoch as Go's `time.Now().UnixNano()` prints them (19 digits today,
- * so keys sort by time); sub-millisecond digits come from the monotonic clock.
- */
-function unixNano(): string {
-  const now = performance.timeOrigin + performance.now()
-  const ms = Math.floor(now)
-  const sub = Math.floor((now - ms) * 1e6)
-  return (BigInt(ms) * 1_000_000n + BigInt(sub)).toString()
 }

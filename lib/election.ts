@@ -1,9 +1,10 @@
 import { checkOptions, checkSession } from './check.js'
-import { InvalidArgumentError, NoLeaderError, NotLeaderError, SessionExpiredError, WatchLostError } from './errors.js'
+import { EtcdUnavailableError, InvalidArgumentError, NoLeaderError, NotLeaderError, SessionExpiredError, WatchLostError } from './errors.js'
+import { contenders } from './keys.js'
 import { IDEMPOTENT, checkName, checkValue, keyspace, type Compare, type KeyValue, type Keyspace } from './kv.js'
-import type { WaitOptions } from './mutex.js'
+import { CallGuard, OwnedKey } from './owned-key.js'
 import type { Session } from './session.js'
-import { waitDeletes, waitFor, whileOwnKeyLives } from './wait.js'
+import { waitDeletes, waitFor, type WaitOptions } from './wait.js'
 
 /** A leader as {@link Election.leader} and {@link Election.observe} report it. */
 export interface Leader {
@@ -32,12 +33,10 @@ const MAX_WATCH_RESTARTS = 3
 export class Election {
   private readonly ks: Keyspace
   private readonly prefix: string
-  private myKey = ''
-  private myRev = -1n
-  /** True while this object has a candidacy key (Go: `leaderSession != nil`). */
-  private candidate = false
+  private readonly guard: CallGuard
+  /** This object's candidacy key while campaigning or leading (Go: `leaderSession != nil`). */
+  private own?: OwnedKey
   private elected = false
-  private busy = false
 
   constructor(
     readonly session: Session,
@@ -47,7 +46,8 @@ export class Election {
     checkSession(session, 'Election')
     checkName(name, 'Election name')
     this.ks = keyspace(session.client)
-    this.prefix = `${name}/`
+    this.prefix = contenders.prefix(name)
+    this.guard = new CallGuard((op) => new InvalidArgumentError(`Election ${JSON.stringify(name)}: ${op}() called while another campaign() on the same object is running; use one Election per concurrent caller`))
   }
 
   /**
@@ -58,27 +58,26 @@ export class Election {
    */
   static resume(session: Session, name: string, key: string, rev: bigint): Election {
     const election = new Election(session, name)
-    if (typeof key !== 'string' || key !== `${election.prefix}${session.leaseHex}`) {
-      throw new InvalidArgumentError(`Election.resume: key must be this session's candidate key ${JSON.stringify(`${election.prefix}${session.leaseHex}`)}, got ${JSON.stringify(key)}; resume with the session whose lease is in the key`)
+    const mine = contenders.key(name, session.leaseHex)
+    if (typeof key !== 'string' || key !== mine) {
+      throw new InvalidArgumentError(`Election.resume: key must be this session's candidate key ${JSON.stringify(mine)}, got ${JSON.stringify(key)}; resume with the session whose lease is in the key`)
     }
     if (typeof rev !== 'bigint' || rev <= 0n) {
       throw new InvalidArgumentError(`Election.resume: rev must be the key's create revision as a positive bigint, got ${String(rev)}`)
     }
-    election.myKey = key
-    election.myRev = rev
-    election.candidate = true
+    election.own = new OwnedKey(session, key, rev)
     election.elected = true
     return election
   }
 
   /** This candidate's key, `<name>/<leaseHex>` ('' when not campaigning). */
   get key(): string {
-    return this.myKey
+    return this.own?.key ?? ''
   }
 
   /** The create revision of this candidate's key (-1n when not campaigning): the term's fencing token. */
   get rev(): bigint {
-    return this.myRev
+    return this.own?.createRevision ?? -1n
   }
 
   /** True between a successful campaign and resign (or a failed proclaim), as far as this process knows. */
@@ -95,25 +94,21 @@ export class Election {
   async campaign(value: string | Buffer, options?: WaitOptions): Promise<void> {
     const proposal = checkValue(value, 'campaign value')
     const { signal } = checkOptions(options, 'Election.campaign')
-    this.begin('campaign')
-    try {
+    await this.guard.run('campaign', async () => {
       signal?.throwIfAborted()
       this.session.signal.throwIfAborted()
       const registered = await this.register(proposal)
-      if (registered.leads) {
-        this.elected = true
-        return
+      if (!registered.leads) {
+        try {
+          await this.waitTurn(registered.own, registered.revision, signal)
+        } catch (err) {
+          if (this.own === registered.own) this.own = undefined
+          await registered.own.abandon()
+          throw err
+        }
       }
-      try {
-        await this.waitTurn(registered.revision, signal)
-        this.elected = true
-      } catch (err) {
-        await this.abandon(err)
-        throw err
-      }
-    } finally {
-      this.busy = false
-    }
+      this.elected = true
+    })
   }
 
   /**
@@ -122,8 +117,7 @@ export class Election {
    */
   async tryCampaign(value: string | Buffer): Promise<{ elected: boolean; leader: Leader }> {
     const proposal = checkValue(value, 'campaign value')
-    this.begin('tryCampaign')
-    try {
+    return this.guard.run('tryCampaign', async () => {
       this.session.signal.throwIfAborted()
       const attempt = await this.register(proposal)
       if (attempt.leads) {
@@ -131,13 +125,12 @@ export class Election {
         // The Txn read the leader (our key) after the put; a re-campaign may have proclaimed since.
         return { elected: true, leader: { ...toLeader(attempt.leader!), value: proposal.toString() } }
       }
-      // An existing key is this session's place in the queue through another Election object: keep it.
-      if (attempt.created) await this.ks.txn([this.isLeader()], [this.ks.delete(this.myKey)], [], IDEMPOTENT)
       this.reset()
+      // An existing key is this session's place in the queue through another Election object: keep it.
+      // A failed withdrawal strands the key on the session (see OwnedKey.abandon), never silently.
+      if (attempt.created) await attempt.own.abandon()
       return { elected: false, leader: toLeader(attempt.leader!) }
-    } finally {
-      this.busy = false
-    }
+    })
   }
 
   /**
@@ -147,25 +140,33 @@ export class Election {
    */
   async proclaim(value: string | Buffer): Promise<void> {
     const proposal = checkValue(value, 'proclaim value')
-    if (!this.candidate) {
+    const own = this.own
+    if (!own) {
       throw new NotLeaderError(`election ${JSON.stringify(this.name)}: proclaim() needs a candidacy; campaign() first`)
     }
-    const res = await this.ks.txn([this.isLeader()], [this.ks.put(this.myKey, proposal, this.session.leaseId)], [], IDEMPOTENT)
+    const res = await this.ks.txn([own.ownerCompare()], [this.ks.put(own.key, proposal, this.session.leaseId)], [], IDEMPOTENT)
     if (!res.succeeded) {
-      const key = this.myKey
       this.reset()
-      throw new NotLeaderError(`election ${JSON.stringify(this.name)}: ${key} is gone (session expired or resigned); campaign() again`)
+      throw new NotLeaderError(`election ${JSON.stringify(this.name)}: ${own.key} is gone (session expired or resigned); campaign() again`)
     }
   }
 
-  /** Gives up leadership (or the place in the queue): deletes the key if it is still this term's. No-op when not campaigning. */
+  /**
+   * Gives up leadership (or the place in the queue): deletes the key if it is still this term's.
+   * No-op when not campaigning. A delete that fails is thrown; the key is then also recorded on
+   * the session as stranded (the lease still ends it).
+   */
   async resign(): Promise<void> {
-    if (!this.candidate) return
-    const guard = this.isLeader()
-    const key = this.myKey
-    // As Go: forget the candidacy even if the delete fails; the lease still ends it eventually.
+    const own = this.own
+    if (!own) return
+    // As Go: forget the candidacy even if the delete fails.
     this.reset()
-    await this.ks.txn([guard], [this.ks.delete(key)], [], IDEMPOTENT)
+    try {
+      await own.delete()
+    } catch (err) {
+      this.session.strand(own.key)
+      throw err
+    }
   }
 
   /** The current leader (lowest create revision under `<name>/`); throws {@link NoLeaderError} when there is none. */
@@ -187,9 +188,12 @@ export class Election {
     return this.observeLoop(checkOptions(options, 'Election.observe').signal)
   }
 
-  /** A compare that holds while this candidacy's key is current: guard writes with it (Go's `Rev`-based fencing). */
-  isLeader(): Compare {
-    return this.ks.compare(this.myKey || '\0', 'Create', '==', this.myRev)
+  /**
+   * A compare that holds while this candidacy's key is current: put it in your Txns to write
+   * only while leading (Go's `Rev`-based fencing). A compare for etcd to evaluate, not a boolean.
+   */
+  leaderCompare(): Compare {
+    return this.own?.ownerCompare() ?? this.ks.compare('\0', 'Create', '==', -1)
   }
 
   private async *observeLoop(signal?: AbortSignal): AsyncGenerator<Leader> {
@@ -228,7 +232,7 @@ export class Election {
       } catch (err) {
         if (signal?.aborted) return
         // A compaction (or a member restart) cancelled a watch: start over from a fresh read.
-        if (err instanceof WatchLostError && ++restarts <= MAX_WATCH_RESTARTS) continue
+        if (err instanceof WatchLostError && err.reason !== 'client-closed' && ++restarts <= MAX_WATCH_RESTARTS) continue
         throw err
       }
     }
@@ -239,32 +243,29 @@ export class Election {
    * the current leader in the same round trip, so an uncontended campaign costs one RPC.
    * Returns whether we lead already, and the revision at which our key is known to exist.
    */
-  private async register(proposal: Buffer): Promise<{ leads: boolean; revision: bigint; created: boolean; leader?: KeyValue }> {
-    const key = `${this.prefix}${this.session.leaseHex}`
+  private async register(proposal: Buffer) {
+    const key = contenders.key(this.name, this.session.leaseHex)
     const first = this.ks.get(this.prefix, { prefix: true, sort: ['Create', 'Ascend'], limit: 1 })
-    const res = await this.ks.txn(
-      [this.ks.compare(key, 'Create', '==', 0)],
-      [this.ks.put(key, proposal, this.session.leaseId), first],
-      [this.ks.get(key), first],
-    )
-    this.myKey = key
-    this.candidate = true
+    const res = await this.ks
+      .txn([this.ks.compare(key, 'Create', '==', 0)], [this.ks.put(key, proposal, this.session.leaseId), first], [this.ks.get(key), first])
+      .catch((err: unknown) => {
+        if (err instanceof EtcdUnavailableError) this.session.strand(key) // the put may have applied
+        throw err
+      })
+    const existing = res.succeeded ? undefined : res.results[0].range!.kvs[0]
+    const own = new OwnedKey(this.session, key, existing?.createRevision ?? res.revision)
+    this.own = own
+    this.elected = false
     const leader = res.results[1].range!.kvs[0]
-    if (res.succeeded) {
-      this.myRev = res.revision
-    } else {
-      const existing = res.results[0].range!.kvs[0]
-      this.myRev = existing.createRevision
-      if (!existing.value.equals(proposal)) {
-        try {
-          await this.proclaim(proposal)
-        } catch (err) {
-          await this.resign().catch(() => {})
-          throw err
-        }
+    if (existing && !existing.value.equals(proposal)) {
+      try {
+        await this.proclaim(proposal)
+      } catch (err) {
+        await this.resign().catch(() => {})
+        throw err
       }
     }
-    return { leads: leader !== undefined && leader.createRevision === this.myRev, revision: res.revision, created: res.succeeded, leader }
+    return { own, leads: leader !== undefined && leader.createRevision === own.createRevision, revision: res.revision, created: res.succeeded, leader }
   }
 
   /**
@@ -272,38 +273,22 @@ export class Election {
    * expired or revoked, or resign() called meanwhile) instead of reporting a leadership the
    * key no longer backs (Go returns nil there).
    */
-  private async waitTurn(registeredAt: bigint, signal?: AbortSignal): Promise<void> {
-    const own = { ks: this.ks, key: this.myKey, createRevision: this.myRev, seenAt: registeredAt, session: this.session.signal, lost: () => this.lost() }
-    await whileOwnKeyLives(own, signal, (wait) => waitDeletes(this.ks, this.prefix, this.myRev - 1n, wait))
+  private async waitTurn(own: OwnedKey, registeredAt: bigint, signal?: AbortSignal): Promise<void> {
+    await own.whileAlive(registeredAt, signal, (cause) => this.lost(own, cause), (wait) => waitDeletes(this.ks, this.prefix, own.createRevision - 1n, wait))
     // The predecessors are gone; make sure our key still is there (it may have expired meanwhile).
-    const mine = await this.ks.range(this.myKey)
-    if (mine.kvs.length === 0 || mine.kvs[0].createRevision !== this.myRev) throw this.lost()
+    if (!(await own.exists())) throw this.lost(own)
   }
 
-  /** After a failed campaign: remove our key (if it is still ours) and forget it. */
-  private async abandon(cause: unknown) {
-    if (this.candidate && !(cause instanceof SessionExpiredError)) {
-      await this.ks.txn([this.isLeader()], [this.ks.delete(this.myKey)], [], IDEMPOTENT).catch(() => {})
-    }
-    this.reset()
-  }
-
-  private lost(): Error {
-    if (!this.candidate) {
+  private lost(own: OwnedKey, cause?: unknown): Error {
+    if (this.own !== own) {
       return new NotLeaderError(`election ${JSON.stringify(this.name)}: resign() was called while campaign() was waiting`)
     }
-    return new SessionExpiredError(`election ${JSON.stringify(this.name)}: candidate key of session ${this.session.leaseHex} vanished while campaigning (lease expired or revoked, or the key was deleted); create a new Session and campaign again`)
-  }
-
-  private begin(op: string) {
-    if (this.busy) throw new InvalidArgumentError(`Election ${JSON.stringify(this.name)}: ${op}() called while another campaign() on the same object is running; use one Election per concurrent caller`)
-    this.busy = true
+    const why = cause instanceof Error ? `: ${cause.message}` : ''
+    return new SessionExpiredError(`election ${JSON.stringify(this.name)}: candidate key of session ${this.session.leaseHex} vanished while campaigning (lease expired or revoked, or the key was deleted)${why}; create a new Session and campaign again`, { cause })
   }
 
   private reset() {
-    this.myKey = ''
-    this.myRev = -1n
-    this.candidate = false
+    this.own = undefined
     this.elected = false
   }
 }

@@ -82,9 +82,19 @@ export class ConflictError extends MiddyEtcdError {
   override readonly code = 'STM_CONFLICT'
 }
 
-/** A watch ended before the awaited event (compaction, client closed). */
+/** Why a wait's watch ended early: see {@link WatchLostError}. */
+export type WatchLossCause = 'client-closed' | 'ended'
+
+/** A watch ended before the awaited event: etcd ended it (compaction, cancel), or the client was closed. */
 export class WatchLostError extends MiddyEtcdError {
   override readonly code = 'WATCH_LOST'
+  /** client-closed: `close()` was called on the client while waiting; ended: etcd ended the watch. */
+  readonly reason: WatchLossCause
+
+  constructor(message: string, options?: { cause?: unknown; reason?: WatchLossCause }) {
+    super(message, options)
+    this.reason = options?.reason ?? 'ended'
+  }
 }
 
 /** Why a session's lease is gone: the `reason` of `Session.signal`. */

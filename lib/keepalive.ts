@@ -109,6 +109,14 @@ class KeepAliveStream {
     })
   }
 
+  /** Delivers a "gone" reply (TTL 0) for `leaseId` to its sessions; see {@link reportLeaseGone}. */
+  leaseGone(leaseId: string): void {
+    const state = this.leases.get(leaseId)
+    if (!state) return
+    const reply = { sentAt: performance.now(), sentAtWall: Date.now(), ttl: 0 }
+    for (const r of [...state.registrations]) r.onReply(reply)
+  }
+
   private open(): Connection {
     if (this.current) return this.current
     const conn: Connection = {
@@ -179,6 +187,14 @@ export function keepAliveStream(client: Namespace): KeepAliveStream {
     streams.set(client, stream)
   }
   return stream
+}
+
+/**
+ * Tells every session on `leaseId` (of `client`) that etcd answered a request with "lease not
+ * found": as if a keepalive had come back with TTL 0, so they end at once.
+ */
+export function reportLeaseGone(client: Namespace, leaseId: string): void {
+  streams.get(client)?.leaseGone(leaseId)
 }
 
 export type { KeepAliveStream }

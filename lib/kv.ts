@@ -12,7 +12,10 @@ import {
   type ITxnResponse,
   type Namespace,
 } from 'etcd3'
+import { closedSignal } from './client-closed.js'
 import { ConfigurationError, EtcdUnavailableError, InvalidArgumentError, MiddyEtcdError, PermissionDeniedError, SessionExpiredError } from './errors.js'
+import { reportLeaseGone } from './keepalive.js'
+import { MAX_VALUE_BYTES } from './limits.js'
 
 /**
  * The raw etcd KV RPCs the primitives are written in, with the client's namespace applied:
@@ -87,9 +90,6 @@ export function toKeyValue(kv: IKeyValue, key: string): KeyValue {
 
 /** Txn option: safe to send again when its answer is lost (a second application changes nothing). */
 export const IDEMPOTENT = { idempotent: true } as const
-
-/** Largest value etcd accepts in one request by default (1.5 MiB) minus room for the key. */
-export const MAX_VALUE_BYTES = 1_500_000
 
 /** The end of the range of keys starting with `prefix` (Go's `clientv3.GetPrefixRangeEnd`). */
 export function prefixEnd(prefix: Buffer): Buffer {
@@ -181,6 +181,9 @@ export class Keyspace {
         return this.client.kv.txn(request)
       })
     } catch (err) {
+      // A put with a lease etcd no longer has: every session on that lease is over, whatever
+      // its own bound says (e.g. an operator revoked it). Tell them now, not at the next tick.
+      if (err instanceof EtcdLeaseInvalidError) for (const lease of leasesOf(request)) reportLeaseGone(this.client, lease)
       throw toTypedError(err, 'etcd txn')
     }
     return { succeeded: res.succeeded, revision: BigInt(res.header.revision), results: res.responses.map((r) => this.opResult(r)) }
@@ -258,6 +261,24 @@ export class Keyspace {
 
 const RESULTS = { '==': 'Equal', '!=': 'NotEqual', '<': 'Less', '>': 'Greater' } as const
 
+/** The lease ids of the puts of a Txn request (nested Txns included). */
+function leasesOf(request: { success?: IRequestOp[]; failure?: IRequestOp[] }): Set<string> {
+  const leases = new Set<string>()
+  const visit = (ops: IRequestOp[] = []) => {
+    for (const op of ops) {
+      const lease = op.request_put?.lease
+      if (lease !== undefined && String(lease) !== '0') leases.add(String(lease))
+      if (op.request_txn) {
+        visit(op.request_txn.success)
+        visit(op.request_txn.failure)
+      }
+    }
+  }
+  visit(request.success)
+  visit(request.failure)
+  return leases
+}
+
 const keyspaces = new WeakMap<Namespace, Keyspace>()
 
 /** The {@link Keyspace} of a client (one per client object). */
@@ -266,6 +287,7 @@ export function keyspace(client: Namespace): Keyspace {
   if (!ks) {
     ks = new Keyspace(client)
     keyspaces.set(client, ks)
+    closedSignal(client) // from now on a close() of this client is noticed by every wait
   }
   return ks
 }

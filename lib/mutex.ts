@@ -1,35 +1,27 @@
-import type { ComparatorBuilder, ICompare } from 'etcd3'
+import type { ComparatorBuilder } from 'etcd3'
 import { checkOptions, checkSession } from './check.js'
-import { InvalidArgumentError, LockedError, LockReleasedError, SessionExpiredError } from './errors.js'
-import { IDEMPOTENT, checkName, keyspace, type KeyValue, type Keyspace } from './kv.js'
+import { EtcdUnavailableError, InvalidArgumentError, LockedError, LockReleasedError, SessionExpiredError } from './errors.js'
+import { contenders } from './keys.js'
+import { IDEMPOTENT, checkName, keyspace, type Compare, type KeyValue, type Keyspace } from './kv.js'
+import { CallGuard, OwnedKey } from './owned-key.js'
 import type { Session } from './session.js'
-import { waitGone, whileOwnKeyLives } from './wait.js'
-
-/** Options of a wait. */
-export interface WaitOptions {
-  /** Aborting it stops the wait, removes what the wait created and rejects with its reason. */
-  signal?: AbortSignal
-}
-
-/** Options of a blocking lock call. */
-export interface LockOptions extends WaitOptions {
-  /** Called once if the lock is not free at the first attempt, before queueing (for logs and metrics). */
-  onWaiting?: () => void
-}
+import { waitGone, type LockOptions } from './wait.js'
 
 /**
  * A distributed lock, key-compatible with Go's `concurrency.Mutex` and `etcdctl lock`: each
  * contender puts `<name>/<leaseHex>` with its session's lease, and the key with the lowest
  * create revision holds the lock. Waiters queue FIFO, each watching only its predecessor.
  * Ownership is per session: two Mutex objects on one session and name share one key (as Go).
+ * Nothing else may be written under `<name>/`: a key there without a lease is refused with an
+ * {@link InvalidArgumentError} (it would never go, and every later lock would wait behind it).
  */
 export class Mutex {
   private readonly ks: Keyspace
   private readonly prefix: string
-  private myKey = ''
-  private myRev = -1n
+  private readonly guard: CallGuard
+  /** Our key while waiting or holding. */
+  private own?: OwnedKey
   private heldAt = -1n
-  private busy = false
 
   constructor(
     readonly session: Session,
@@ -39,12 +31,13 @@ export class Mutex {
     checkSession(session, 'Mutex')
     checkName(name, 'Mutex name')
     this.ks = keyspace(session.client)
-    this.prefix = `${name}/`
+    this.prefix = contenders.prefix(name)
+    this.guard = new CallGuard((op) => new InvalidArgumentError(`Mutex ${JSON.stringify(name)}: ${op}() called while another lock call on the same object is running; use one Mutex per concurrent caller`))
   }
 
   /** This contender's key, `<name>/<leaseHex>` ('' when not holding or waiting). */
   get key(): string {
-    return this.myKey
+    return this.own?.key ?? ''
   }
 
   /**
@@ -52,13 +45,12 @@ export class Mutex {
    * across successive holders of this lock. Throws {@link LockReleasedError} when not held.
    */
   get fence(): bigint {
-    this.assertHeld('fence')
-    return this.myRev
+    return this.hold('fence').createRevision
   }
 
   /** The store revision when the lock was granted (etcdctl's `ETCD_LOCK_REV`; Go's `Header().Revision`). */
   get revision(): bigint {
-    this.assertHeld('revision')
+    this.hold('revision')
     return this.heldAt
   }
 
@@ -70,52 +62,50 @@ export class Mutex {
   /** Blocks until the lock is held. FIFO by create revision; one round trip when uncontended. */
   async lock(options?: LockOptions): Promise<void> {
     const { signal, onWaiting } = checkOptions(options, 'Mutex.lock')
-    this.begin('lock')
-    try {
+    this.notHeld('lock')
+    await this.guard.run('lock', async () => {
       signal?.throwIfAborted()
       // A replayed acquire finds our own key and keeps its place: safe to resend for lock().
       const attempt = await this.tryAcquire(IDEMPOTENT)
-      if (attempt.held) return this.granted(attempt.revision)
-      onWaiting?.()
       try {
-        this.granted(await this.waitTurn(attempt.predecessor, attempt.revision, signal))
+        if (attempt.held) return this.granted(attempt.revision)
+        onWaiting?.()
+        this.granted(await this.waitTurn(attempt.own, attempt.predecessor, attempt.revision, signal))
       } catch (err) {
-        await this.abandon(err)
+        await attempt.own.abandon()
+        this.own = undefined
         throw err
       }
-    } finally {
-      this.busy = false
-    }
+    })
   }
 
   /** Takes the lock if it is free, else throws {@link LockedError} and leaves no key behind. */
   async tryLock(): Promise<void> {
-    this.begin('tryLock')
-    try {
+    this.notHeld('tryLock')
+    await this.guard.run('tryLock', async () => {
       const attempt = await this.tryAcquire()
       if (attempt.held) return this.granted(attempt.revision)
+      this.own = undefined
       // Delete only a key this call created: an existing one is this session's place in the
       // queue through another Mutex object (Go deletes it anyway).
-      if (attempt.created) await this.ks.txn([this.ks.compare(this.myKey, 'Create', '==', this.myRev)], [this.ks.delete(this.myKey)], [], IDEMPOTENT)
-      this.reset()
+      if (attempt.created) await attempt.own.delete()
       throw new LockedError(`lock ${JSON.stringify(this.name)} is held by another session`)
-    } finally {
-      this.busy = false
-    }
+    })
   }
 
   /** Releases the lock; deletes the key only if it is still this hold's (fenced by create revision). */
   async unlock(): Promise<void> {
-    this.assertHeld('unlock')
-    const key = this.myKey
-    const rev = this.myRev
-    await this.ks.txn([this.ks.compare(key, 'Create', '==', rev)], [this.ks.delete(key)], [], IDEMPOTENT)
-    this.reset()
+    await this.hold('unlock').delete()
+    this.own = undefined
+    this.heldAt = -1n
   }
 
-  /** A compare that holds while this hold is current: guard writes with it (Go's `IsOwner`). */
-  isOwner(): ICompare {
-    return this.ks.compare(this.myKey || '\0', 'Create', '==', this.myRev)
+  /**
+   * A compare that holds while this hold is current: put it in your Txns to write only while
+   * the lock is yours (Go's `IsOwner`). It is a compare for etcd to evaluate, not a boolean.
+   */
+  ownerCompare(): Compare {
+    return this.own?.ownerCompare() ?? this.ks.compare('\0', 'Create', '==', -1)
   }
 
   /**
@@ -123,8 +113,7 @@ export class Mutex {
    * `await m.fenced().then(client.put('k').value('v')).commit()` writes only while held.
    */
   fenced(): ComparatorBuilder {
-    this.assertHeld('fenced')
-    return this.session.client.if(this.myKey, 'Create', '==', this.myRev.toString())
+    return this.hold('fenced').fenced()
   }
 
   /**
@@ -133,21 +122,29 @@ export class Mutex {
    */
   private async tryAcquire(txnOptions: { idempotent?: boolean } = {}) {
     this.session.signal.throwIfAborted()
-    const key = `${this.prefix}${this.session.leaseHex}`
+    const key = contenders.key(this.name, this.session.leaseHex)
     const owner = this.ks.get(this.prefix, { prefix: true, sort: ['Create', 'Ascend'], limit: 1 })
     const youngest = this.ks.get(this.prefix, { prefix: true, sort: ['Create', 'Descend'], limit: 2 })
-    const res = await this.ks.txn(
-      [this.ks.compare(key, 'Create', '==', 0)],
-      [this.ks.put(key, '', this.session.leaseId), owner, youngest],
-      [this.ks.get(key), owner, youngest],
-      txnOptions,
-    )
-    this.myKey = key
-    this.myRev = res.succeeded ? res.revision : res.results[0].range!.kvs[0].createRevision
+    const res = await this.ks
+      .txn([this.ks.compare(key, 'Create', '==', 0)], [this.ks.put(key, '', this.session.leaseId), owner, youngest], [this.ks.get(key), owner, youngest], txnOptions)
+      .catch((err: unknown) => {
+        // The put may have applied although no answer came: then our key sits on the lease.
+        if (err instanceof EtcdUnavailableError) this.session.strand(key)
+        throw err
+      })
+    const own = new OwnedKey(this.session, key, res.succeeded ? res.revision : res.results[0].range!.kvs[0].createRevision)
+    this.own = own
     const first = res.results[1].range!.kvs[0]
     // A re-lock of an old key may have younger keys behind it: then the Range in waitTurn finds the predecessor.
-    const predecessor = res.results[2].range!.kvs.find((kv) => kv.createRevision < this.myRev)
-    return { held: !first || first.createRevision === this.myRev, created: res.succeeded, revision: res.revision, predecessor }
+    const predecessor = res.results[2].range!.kvs.find((kv) => kv.createRevision < own.createRevision)
+    const attempt = { own, held: !first || first.createRevision === own.createRevision, created: res.succeeded, revision: res.revision, predecessor }
+    const foreign = [first, predecessor].find((kv) => kv !== undefined && kv.lease === '0')
+    if (foreign) {
+      this.own = undefined
+      if (attempt.created) await own.abandon()
+      throw this.foreignKey(foreign)
+    }
+    return attempt
   }
 
   /**
@@ -156,55 +153,48 @@ export class Mutex {
    * or revoked) instead of only after the predecessors leave (etcd issue #19597). Returns the
    * revision the lock was granted at. `seenAt` is the acquire Txn's revision.
    */
-  private async waitTurn(predecessor: KeyValue | undefined, seenAt: bigint, signal?: AbortSignal): Promise<bigint> {
-    const own = { ks: this.ks, key: this.myKey, createRevision: this.myRev, seenAt, session: this.session.signal, lost: () => this.expired() }
-    return whileOwnKeyLives(own, signal, async (wait) => {
+  private async waitTurn(own: OwnedKey, predecessor: KeyValue | undefined, seenAt: bigint, signal?: AbortSignal): Promise<bigint> {
+    return own.whileAlive(seenAt, signal, (cause) => this.expired(cause), async (wait) => {
       let gone = predecessor ? waitGone(this.ks, predecessor, seenAt, wait) : Promise.resolve()
       for (;;) {
         await gone
         // One round trip: is anyone older still there, and is my key still mine?
         const res = await this.ks.txn([], [
-          this.ks.get(this.prefix, { prefix: true, sort: ['Create', 'Descend'], limit: 1, maxCreateRevision: this.myRev - 1n }),
-          this.ks.get(this.myKey),
+          this.ks.get(this.prefix, { prefix: true, sort: ['Create', 'Descend'], limit: 1, maxCreateRevision: own.createRevision - 1n }),
+          this.ks.get(own.key),
         ])
         const mine = res.results[1].range!.kvs[0]
-        if (!mine || mine.createRevision !== this.myRev) throw this.expired()
+        if (!mine || mine.createRevision !== own.createRevision) throw this.expired()
         const older = res.results[0].range!.kvs[0]
         if (!older) return res.revision
+        if (older.lease === '0') throw this.foreignKey(older)
         gone = waitGone(this.ks, older, res.revision, wait)
       }
     })
   }
 
-  /** After a failed wait: remove our waiter key (if it is still ours) and forget it. */
-  private async abandon(cause: unknown) {
-    if (!(cause instanceof SessionExpiredError)) {
-      await this.ks.txn([this.ks.compare(this.myKey, 'Create', '==', this.myRev)], [this.ks.delete(this.myKey)], [], IDEMPOTENT).catch(() => {})
-    }
-    this.reset()
+  private foreignKey(kv: KeyValue) {
+    return new InvalidArgumentError(
+      `lock ${JSON.stringify(this.name)}: key ${JSON.stringify(kv.key)} under the lock's prefix ${JSON.stringify(this.prefix)} is not a lock contender (it has no lease), so it would never be released; keep your own data outside ${JSON.stringify(this.prefix)} (e.g. ${JSON.stringify(`${this.name}-data/…`)}) and delete that key`,
+    )
   }
 
-  private expired() {
-    return new SessionExpiredError(`lock ${JSON.stringify(this.name)}: session ${this.session.leaseHex} expired while waiting; create a new Session and lock again`)
+  private expired(cause?: unknown) {
+    const why = cause instanceof Error ? `: ${cause.message}` : ''
+    return new SessionExpiredError(`lock ${JSON.stringify(this.name)}: session ${this.session.leaseHex} lost its lease while waiting${why}; create a new Session and lock again`, { cause })
   }
 
   private granted(revision: bigint) {
     this.heldAt = revision
   }
 
-  private begin(op: string) {
-    if (this.busy) throw new InvalidArgumentError(`Mutex ${JSON.stringify(this.name)}: ${op}() called while another lock call on the same object is running; use one Mutex per concurrent caller`)
+  private notHeld(op: string) {
     if (this.held) throw new InvalidArgumentError(`Mutex ${JSON.stringify(this.name)}: ${op}() on a lock this object already holds; unlock() first`)
-    this.busy = true
   }
 
-  private reset() {
-    this.myKey = ''
-    this.myRev = -1n
-    this.heldAt = -1n
-  }
-
-  private assertHeld(what: string) {
-    if (!this.held) throw new LockReleasedError(`Mutex ${JSON.stringify(this.name)}: ${what} needs the lock held; call lock() first`)
+  /** The key of the current hold; throws {@link LockReleasedError} when not held. */
+  private hold(what: string): OwnedKey {
+    if (!this.held || !this.own) throw new LockReleasedError(`Mutex ${JSON.stringify(this.name)}: ${what} needs the lock held; call lock() first`)
+    return this.own
   }
 }

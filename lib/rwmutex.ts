@@ -1,28 +1,17 @@
 import type { ComparatorBuilder } from 'etcd3'
 import { checkOptions, checkSession } from './check.js'
-import { InvalidArgumentError, KeyExistsError, LockedError, LockReleasedError, SessionExpiredError } from './errors.js'
-import { IDEMPOTENT, checkName, keyspace, prefixEnd, type Compare, type Keyspace } from './kv.js'
-import type { LockOptions } from './mutex.js'
+import { EtcdUnavailableError, InvalidArgumentError, KeyExistsError, LockedError, LockReleasedError, SessionExpiredError } from './errors.js'
+import { putUnique, rwContenders, unixNano } from './keys.js'
+import { checkName, keyspace, prefixEnd, type Compare, type Keyspace } from './kv.js'
+import { CallGuard, OwnedKey } from './owned-key.js'
 import type { Session } from './session.js'
-import { waitDeletes, whileOwnKeyLives } from './wait.js'
+import { waitDeletes, type LockOptions } from './wait.js'
 
 /** The mode an {@link RWMutex} is held in. */
 export type RWMode = 'read' | 'write'
 
-/** How many fresh `<unixNano>` keys to try before giving up on collisions. */
-const MAX_CREATE_ATTEMPTS = 16
-
-/** Wall-clock nanoseconds at the monotonic clock's zero: unixNano() = base + hrtime. */
-const wallBase = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint()
-let lastNano = 0n
-
-/** Go's `time.Now().UnixNano()` as 19 decimal digits, strictly increasing within this process. */
-function unixNano(): bigint {
-  let now = wallBase + process.hrtime.bigint()
-  if (now <= lastNano) now = lastNano + 1n
-  lastNano = now
-  return now
-}
+/** Fresh keys a try-lock tries before giving up on nanosecond clashes. */
+const MAX_TRY_ATTEMPTS = 16
 
 /**
  * A readers-writer lock, key-compatible with Go's `recipe.RWMutex`: readers put
@@ -34,11 +23,9 @@ function unixNano(): bigint {
  */
 export class RWMutex {
   private readonly ks: Keyspace
-  private readonly prefix: string
-  private myKey = ''
-  private myRev = -1n
+  private readonly guard: CallGuard
+  private own?: OwnedKey
   private myMode: RWMode | undefined
-  private busy = false
 
   constructor(
     readonly session: Session,
@@ -48,12 +35,12 @@ export class RWMutex {
     checkSession(session, 'RWMutex')
     checkName(name, 'RWMutex name')
     this.ks = keyspace(session.client)
-    this.prefix = `${name}/`
+    this.guard = new CallGuard((op) => new InvalidArgumentError(`RWMutex ${JSON.stringify(name)}: ${op}() called while another lock call on the same object is running; use one RWMutex per concurrent caller`))
   }
 
   /** This contender's key, `<name>/read|write/<unixNano>` ('' when not holding or waiting). */
   get key(): string {
-    return this.myKey
+    return this.own?.key ?? ''
   }
 
   /** The mode the lock is held in, or undefined when not held. */
@@ -72,8 +59,7 @@ export class RWMutex {
    * when not held.
    */
   get fence(): bigint {
-    if (!this.held) throw new LockReleasedError(`RWMutex ${JSON.stringify(this.name)}: fence needs the lock held; call lock() or rLock() first`)
-    return this.myRev
+    return this.hold('fence').createRevision
   }
 
   /** Blocks until held for reading: waits only for writers that queued earlier. */
@@ -106,112 +92,79 @@ export class RWMutex {
     return this.release('write')
   }
 
-  /** A compare that holds while this hold is current: guard writes with it. */
-  isOwner(): Compare {
-    return this.ks.compare(this.myKey || '\0', 'Create', '==', this.myRev)
+  /** A compare that holds while this hold is current: put it in your Txns to write only while held. */
+  ownerCompare(): Compare {
+    return this.own?.ownerCompare() ?? this.ks.compare('\0', 'Create', '==', -1)
   }
 
   /** An etcd3 transaction builder guarded by ownership (see `Mutex.fenced`). */
   fenced(): ComparatorBuilder {
-    if (!this.held) throw new LockReleasedError(`RWMutex ${JSON.stringify(this.name)}: fenced() needs the lock held; call lock() or rLock() first`)
-    return this.session.client.if(this.myKey, 'Create', '==', this.myRev.toString())
+    return this.hold('fenced()').fenced()
   }
 
   private async acquire(mode: RWMode, { signal, onWaiting }: LockOptions) {
-    this.begin(mode === 'read' ? 'rLock' : 'lock')
-    try {
+    const op = mode === 'read' ? 'rLock' : 'lock'
+    this.notHeld(op)
+    await this.guard.run(op, async () => {
       signal?.throwIfAborted()
       this.session.signal.throwIfAborted()
-      const created = await this.create(mode)
-      if (created.free) {
-        this.myMode = mode
-        return
+      // One Txn: read the youngest blocker, then create my key (the read runs before the put,
+      // so every key it sees is older): an uncontended acquire is one round trip.
+      const created = await putUnique(this.ks, rwContenders.modePrefix(this.name, mode), '', {
+        lease: this.session.leaseId,
+        reads: [this.ks.get(this.blockers(mode), { prefix: true, sort: ['Create', 'Descend'], limit: 1 })],
+        onExhausted: () => this.clashes(mode),
+        onUnknownOutcome: (key) => this.session.strand(key),
+      })
+      const own = new OwnedKey(this.session, created.key, created.revision)
+      this.own = own
+      if (created.txn.results[0].range!.kvs.length > 0) {
+        try {
+          onWaiting?.()
+          await own.whileAlive(created.revision, signal, (cause) => this.expired(cause), (wait) => waitDeletes(this.ks, this.blockers(mode), own.createRevision - 1n, wait))
+          if (!(await own.exists())) throw this.expired()
+        } catch (err) {
+          this.own = undefined
+          await own.abandon()
+          throw err
+        }
       }
-      onWaiting?.()
-      try {
-        await this.waitTurn(mode, created.revision, signal)
-        this.myMode = mode
-      } catch (err) {
-        await this.abandon(err)
-        throw err
-      }
-    } finally {
-      this.busy = false
-    }
-  }
-
-  /**
-   * One Txn per attempt: read the youngest blocker, then create my key, so an uncontended
-   * acquire is one round trip (the read runs before the put, so every key it sees is older).
-   * A key taken by someone else at the same nanosecond is retried with a new one (as Go).
-   */
-  private async create(mode: RWMode) {
-    for (let attempt = 0; attempt < MAX_CREATE_ATTEMPTS; attempt++) {
-      const key = `${this.prefix}${mode}/${unixNano()}`
-      const res = await this.ks.txn(
-        [this.ks.compare(key, 'Version', '==', 0)],
-        [this.ks.get(this.blockers(mode), { prefix: true, sort: ['Create', 'Descend'], limit: 1 }), this.ks.put(key, '', this.session.leaseId)],
-      )
-      if (!res.succeeded) continue
-      this.myKey = key
-      this.myRev = res.revision
-      return { free: res.results[0].range!.kvs.length === 0, revision: res.revision }
-    }
-    throw new KeyExistsError(`RWMutex ${JSON.stringify(this.name)}: ${MAX_CREATE_ATTEMPTS} fresh keys in a row already existed; check for clock problems or another writer of <name>/${mode}/ keys`)
+      this.myMode = mode
+    })
   }
 
   /** One Txn: create my key only if no blocker exists at all (a range compare), else nothing. */
   private async tryAcquire(mode: RWMode) {
-    this.begin(mode === 'read' ? 'tryRLock' : 'tryLock')
-    try {
+    const op = mode === 'read' ? 'tryRLock' : 'tryLock'
+    this.notHeld(op)
+    await this.guard.run(op, async () => {
       this.session.signal.throwIfAborted()
       const blockers = this.blockers(mode)
       // create_revision < 1 over a range holds only when the range is empty.
       const noBlocker: Compare = { ...this.ks.compare(blockers, 'Create', '<', 1), range_end: prefixEnd(this.ks.full(blockers)) }
-      for (let attempt = 0; attempt < MAX_CREATE_ATTEMPTS; attempt++) {
-        const key = `${this.prefix}${mode}/${unixNano()}`
-        const res = await this.ks.txn(
-          [this.ks.compare(key, 'Version', '==', 0), noBlocker],
-          [this.ks.put(key, '', this.session.leaseId)],
-          [this.ks.get(key, { countOnly: true })],
-        )
+      for (let attempt = 0; attempt < MAX_TRY_ATTEMPTS; attempt++) {
+        const key = `${rwContenders.modePrefix(this.name, mode)}${unixNano()}`
+        const res = await this.ks
+          .txn([this.ks.compare(key, 'Version', '==', 0), noBlocker], [this.ks.put(key, '', this.session.leaseId)], [this.ks.get(key, { countOnly: true })])
+          .catch((err: unknown) => {
+            if (err instanceof EtcdUnavailableError) this.session.strand(key) // may have applied
+            throw err
+          })
         if (res.succeeded) {
-          this.myKey = key
-          this.myRev = res.revision
+          this.own = new OwnedKey(this.session, key, res.revision)
           this.myMode = mode
           return
         }
         if (res.results[0].range!.count > 0n) continue // nanosecond collision: try a new key
         throw new LockedError(`RWMutex ${JSON.stringify(this.name)} is ${mode === 'read' ? 'held or awaited by a writer' : 'held or awaited by another session'}`)
       }
-      throw new KeyExistsError(`RWMutex ${JSON.stringify(this.name)}: ${MAX_CREATE_ATTEMPTS} fresh keys in a row already existed; check for clock problems`)
-    } finally {
-      this.busy = false
-    }
+      throw this.clashes(mode)
+    })
   }
 
   /** Readers are blocked by writers; writers by everyone. */
   private blockers(mode: RWMode): string {
-    return mode === 'read' ? `${this.prefix}write/` : this.prefix
-  }
-
-  /**
-   * Waits until no blocker older than my key is left (each round watches the youngest older
-   * one). Ends early with {@link SessionExpiredError} when my own key vanishes.
-   */
-  private async waitTurn(mode: RWMode, createdAt: bigint, signal?: AbortSignal): Promise<void> {
-    const own = { ks: this.ks, key: this.myKey, createRevision: this.myRev, seenAt: createdAt, session: this.session.signal, lost: () => this.expired() }
-    await whileOwnKeyLives(own, signal, (wait) => waitDeletes(this.ks, this.blockers(mode), this.myRev - 1n, wait))
-    const mine = await this.ks.range(this.myKey)
-    if (mine.kvs.length === 0) throw this.expired()
-  }
-
-  /** After a failed wait: remove our waiter key (if it is still ours) and forget it. */
-  private async abandon(cause: unknown) {
-    if (!(cause instanceof SessionExpiredError)) {
-      await this.ks.txn([this.isOwner()], [this.ks.delete(this.myKey)], [], IDEMPOTENT).catch(() => {})
-    }
-    this.reset()
+    return mode === 'read' ? rwContenders.modePrefix(this.name, 'write') : rwContenders.prefix(this.name)
   }
 
   private async release(mode: RWMode) {
@@ -220,23 +173,27 @@ export class RWMutex {
       const hint = this.myMode ? `it is held for ${this.myMode}ing; call ${this.myMode === 'read' ? 'rUnlock' : 'unlock'}()` : `it is not held; call ${mode === 'read' ? 'rLock' : 'lock'}() first`
       throw new LockReleasedError(`RWMutex ${JSON.stringify(this.name)}: ${op}() but ${hint}`)
     }
-    await this.ks.txn([this.isOwner()], [this.ks.delete(this.myKey)], [], IDEMPOTENT)
-    this.reset()
-  }
-
-  private expired() {
-    return new SessionExpiredError(`RWMutex ${JSON.stringify(this.name)}: session ${this.session.leaseHex} expired while waiting; create a new Session and lock again`)
-  }
-
-  private begin(op: string) {
-    if (this.busy) throw new InvalidArgumentError(`RWMutex ${JSON.stringify(this.name)}: ${op}() called while another lock call on the same object is running; use one RWMutex per concurrent caller`)
-    if (this.held) throw new InvalidArgumentError(`RWMutex ${JSON.stringify(this.name)}: ${op}() on a lock this object already holds; release it first`)
-    this.busy = true
-  }
-
-  private reset() {
-    this.myKey = ''
-    this.myRev = -1n
+    await this.hold(op).delete()
+    this.own = undefined
     this.myMode = undefined
+  }
+
+  private clashes(mode: RWMode) {
+    return new KeyExistsError(`RWMutex ${JSON.stringify(this.name)}: 16 fresh keys in a row already existed; check for clock problems or another writer of <name>/${mode}/ keys`)
+  }
+
+  private expired(cause?: unknown) {
+    const why = cause instanceof Error ? `: ${cause.message}` : ''
+    return new SessionExpiredError(`RWMutex ${JSON.stringify(this.name)}: session ${this.session.leaseHex} lost its lease while waiting${why}; create a new Session and lock again`, { cause })
+  }
+
+  private notHeld(op: string) {
+    if (this.held) throw new InvalidArgumentError(`RWMutex ${JSON.stringify(this.name)}: ${op}() on a lock this object already holds; release it first`)
+  }
+
+  /** The key of the current hold; throws {@link LockReleasedError} when not held. */
+  private hold(what: string): OwnedKey {
+    if (!this.held || !this.own) throw new LockReleasedError(`RWMutex ${JSON.stringify(this.name)}: ${what} needs the lock held; call lock() or rLock() first`)
+    return this.own
   }
 }

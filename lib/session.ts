@@ -1,7 +1,10 @@
 import type { Namespace } from 'etcd3'
 import { checkClient, checkOptions } from './check.js'
+import { closedSignal } from './client-closed.js'
 import { InvalidArgumentError, LeaseLostError, type LeaseLossCause } from './errors.js'
 import { keepAliveStream, type Registration } from './keepalive.js'
+import { leaseHex } from './keys.js'
+import { MAX_TTL_S } from './limits.js'
 import { toTypedError } from './kv.js'
 
 /** Options of {@link Session.create}. */
@@ -19,9 +22,10 @@ export interface SessionOptions {
 }
 
 const DEFAULT_TTL = 60
-const MAX_TTL = 9_000_000_000 / 1000 // etcd caps lease TTLs at 9e9 ms
 /** Time left for the network between the estimate and the server's clock. */
 const SAFETY_MARGIN_MS = 500
+/** Longest timer Node arms (longer ones fire at once). */
+const MAX_TIMER_MS = 2 ** 31 - 1
 
 /**
  * A lease kept alive while the session is open: every lock, candidacy and waiter key of the
@@ -36,25 +40,34 @@ export class Session {
   readonly signal: AbortSignal
 
   private readonly controller = new AbortController()
-  private timer?: NodeJS.Timeout
+  /** Sends the keepalives (every TTL/3). */
+  private keepAliveTimer?: NodeJS.Timeout
+  /** Fires at the certain-expiry bound, moved on every answer: ends the session before etcd can. */
+  private expiryTimer?: NodeJS.Timeout
   /** Certain expiry by the monotonic clock (`performance.now()`), 0 if unknown. */
   private expiresAt: number
   /** The same by the wall clock (`Date.now()`); see {@link certainUntil}. */
   private expiresAtWall: number
+  /** While the expiry is unknown (an adopted lease before its first answer): when to give up. */
+  private unknownUntil = 0
   private ended = false
   /** Whether any keepalive has been answered yet. */
   private heard = false
   private registration?: Registration
+  private readonly strandedKeys: string[] = []
+  private readonly onClientClosed = () =>
+    this.end('closed', `session ${this.leaseHex} ended because its etcd client was closed; the lease is left to expire`)
 
   private constructor(
     readonly client: Namespace,
     leaseId: string,
-    private grantedTtl: number,
+    /** The lease TTL in seconds: as granted or asked for, then as the server reports it. */
+    private ttlSeconds: number,
     expiresAt: number,
     expiresAtWall: number,
   ) {
     this.leaseId = leaseId
-    this.leaseHex = BigInt(leaseId).toString(16)
+    this.leaseHex = leaseHex(leaseId)
     this.signal = this.controller.signal
     this.expiresAt = expiresAt
     this.expiresAtWall = expiresAtWall
@@ -72,6 +85,7 @@ export class Session {
     options = checkOptions(options, 'Session.create')
     const ttl = checkTtl(options.ttl)
     const knownUntil = checkAliveUntil(options.aliveUntil, options.leaseId)
+    closedSignal(client).throwIfAborted()
     const sentAt = performance.now()
     const sentAtWall = Date.now()
     if (options.leaseId !== undefined) {
@@ -125,12 +139,27 @@ export class Session {
    * once the first keepalive is answered (the `ttl` option until then).
    */
   get ttl(): number {
-    return this.grantedTtl
+    return this.ttlSeconds
   }
 
   /** True until the lease is lost or the session is closed or orphaned. */
   get active(): boolean {
     return !this.ended
+  }
+
+  /**
+   * Keys of this session that a primitive could not delete after a failed or abandoned wait
+   * (etcd unreachable at that moment). They live as long as the lease: a session with stranded
+   * keys must not be lent to other work (another lock could queue behind a ghost key), so close
+   * or orphan it — revoking or letting the lease expire removes them.
+   */
+  get stranded(): readonly string[] {
+    return this.strandedKeys
+  }
+
+  /** Records a key of this session whose clean-up failed (see {@link stranded}). */
+  strand(key: string): void {
+    if (!this.strandedKeys.includes(key)) this.strandedKeys.push(key)
   }
 
   /** Stops keeping the lease alive and leaves it to expire on its own (Go's `Orphan`). */
@@ -159,56 +188,70 @@ export class Session {
         this.expiresAt = Math.max(this.expiresAt, sentAt + ttl * 1000)
         this.expiresAtWall = Math.max(this.expiresAtWall, sentAtWall + ttl * 1000)
         // An adopted lease's TTL is only known from the server: pace the keepalives by it.
-        if (ttl !== this.grantedTtl && this.heard === false) this.schedule(ttl)
+        if (ttl !== this.ttlSeconds && this.heard === false) this.schedule(ttl)
         this.heard = true
+        this.armExpiry()
         return
       }
       const revoked = this.expiresAt !== 0 && performance.now() < this.certainUntil()
       this.end(revoked ? 'revoked' : 'expired', `lease ${this.leaseHex} ${revoked ? 'was revoked' : 'expired'}: locks and keys held with it are gone`)
-    }, () => {
-      this.end('closed', `session ${this.leaseHex} ended because its etcd client was closed; the lease is left to expire`)
-    })
-    this.schedule(this.grantedTtl, firstDelay)
+    }, this.onClientClosed)
+    closedSignal(this.client).addEventListener('abort', this.onClientClosed, { once: true })
+    if (this.expiresAt === 0) this.unknownUntil = performance.now() + this.ttlSeconds * 1000
+    this.armExpiry()
+    this.schedule(this.ttlSeconds, firstDelay)
   }
 
   /**
-   * Go sends a keepalive at once, then every TTL/3; a deadline check rides on the same tick.
-   * `firstDelay` postpones the first one (an adopted lease renewed less than TTL/3 ago).
+   * Go sends a keepalive at once, then every TTL/3. `firstDelay` postpones the first one (an
+   * adopted lease renewed less than TTL/3 ago).
    */
   private schedule(ttl: number, firstDelay = 0) {
-    this.grantedTtl = ttl
-    clearInterval(this.timer)
+    this.ttlSeconds = ttl
+    clearInterval(this.keepAliveTimer)
     const stream = keepAliveStream(this.client)
     const interval = keepAliveInterval(ttl)
     // A request unanswered for a whole interval means the stream is dead: replace it.
     const silentAfterMs = Math.max(1000, interval)
-    // An adopted lease's expiry is unknown until the first answer: give that answer one TTL.
-    const startedAt = performance.now()
-    const tick = () => {
-      // By the monotonic clock only: a wall clock stepped forward must not end a healthy session
-      // (after a real freeze the next answer says whether the lease survived).
-      const deadline = this.expiresAt === 0 ? startedAt + ttl * 1000 : this.expiresAt
-      if (performance.now() >= deadline) {
-        this.end('unreachable', `lease ${this.leaseHex} could not be kept alive: etcd did not answer within the ${ttl}s TTL`)
-        return
-      }
-      stream.send(this.leaseId, silentAfterMs)
-    }
+    const tick = () => stream.send(this.leaseId, silentAfterMs)
     const every = () => {
       tick()
       if (this.ended) return
-      this.timer = setInterval(tick, interval)
-      this.timer.unref()
+      this.keepAliveTimer = setInterval(tick, interval)
+      this.keepAliveTimer.unref()
     }
     if (firstDelay <= 0) return every()
-    this.timer = setTimeout(every, firstDelay)
-    this.timer.unref()
+    this.keepAliveTimer = setTimeout(every, firstDelay)
+    this.keepAliveTimer.unref()
+  }
+
+  /**
+   * Arms the expiry timer at the conservative bound ({@link aliveUntil}), or, while the expiry
+   * is unknown, one TTL after adopting. Checking only on the keepalive tick would fire up to
+   * TTL/3 late — after etcd may already have expired the lease and granted its locks to others.
+   */
+  private armExpiry() {
+    if (this.ended) return
+    clearTimeout(this.expiryTimer)
+    const until = this.expiresAt === 0 ? this.unknownUntil : this.aliveUntil
+    this.expiryTimer = setTimeout(() => this.checkExpiry(), Math.min(MAX_TIMER_MS, Math.max(0, until - performance.now())))
+    this.expiryTimer.unref()
+  }
+
+  private checkExpiry() {
+    const until = this.expiresAt === 0 ? this.unknownUntil : this.aliveUntil
+    // Timers may fire a little early; an answer may also have moved the bound meanwhile.
+    if (performance.now() < until) return this.armExpiry()
+    const ttl = this.ttlSeconds
+    this.end('unreachable', `lease ${this.leaseHex} could not be kept alive: etcd did not answer within the ${ttl}s TTL (less a safety margin), so it may expire at any moment`)
   }
 
   private end(reason: LeaseLossCause, message: string) {
     if (this.ended) return
     this.ended = true
-    clearInterval(this.timer)
+    clearInterval(this.keepAliveTimer)
+    clearTimeout(this.expiryTimer)
+    closedSignal(this.client).removeEventListener('abort', this.onClientClosed)
     if (this.registration) keepAliveStream(this.client).release(this.leaseId, this.registration)
     this.controller.abort(new LeaseLostError(this.leaseId, reason, message))
   }
@@ -221,8 +264,8 @@ function keepAliveInterval(ttl: number): number {
 
 function checkTtl(ttl: unknown): number {
   if (ttl === undefined) return DEFAULT_TTL
-  if (typeof ttl !== 'number' || !Number.isInteger(ttl) || ttl <= 0 || ttl > MAX_TTL) {
-    throw new InvalidArgumentError(`ttl must be a whole number of seconds between 1 and ${MAX_TTL}, got ${String(ttl)}`)
+  if (typeof ttl !== 'number' || !Number.isInteger(ttl) || ttl <= 0 || ttl > MAX_TTL_S) {
+    throw new InvalidArgumentError(`ttl must be a whole number of seconds between 1 and ${MAX_TTL_S}, got ${String(ttl)}`)
   }
   return ttl
 }

@@ -1,18 +1,67 @@
 import type { IKeyValue, IWatchResponse, Namespace, Watcher } from 'etcd3'
+import { closedSignal } from './client-closed.js'
 import { WatchLostError } from './errors.js'
 import { toKeyValue, type KeyValue, type Keyspace } from './kv.js'
 
 /**
- * Waiting on etcd: watches that end in exactly one outcome (the event, the signal's reason, or
- * a typed error) and never outlive the wait. Go's recipes return `(nil, nil)` when a watch
- * closes early and then report false success; here a lost watch is a {@link WatchLostError}.
+ * Every way the primitives wait on etcd (Go keeps them in `concurrency/key.go`): watches that
+ * end in exactly one outcome (the event, the signal's reason, or a typed error) and never
+ * outlive the wait. Go's recipes return `(nil, nil)` when a watch closes early and then report
+ * false success; here a lost watch is a {@link WatchLostError}, and a closed client ends every
+ * wait at once (`reason: 'client-closed'`) instead of leaving it pending forever.
  */
+
+/** Options of a wait. */
+export interface WaitOptions {
+  /** Aborting it stops the wait, removes what the wait created and rejects with its reason. */
+  signal?: AbortSignal
+}
+
+/** Options of a blocking lock call. */
+export interface LockOptions extends WaitOptions {
+  /** Called once if the lock is not free at the first attempt, before queueing (for logs and metrics). */
+  onWaiting?: () => void
+}
 
 export type EventType = 'put' | 'delete'
 
 export interface WatchTarget {
   key: string
   prefix?: boolean
+}
+
+type Settle<T> = (outcome: { value: T } | { error: unknown }) => void
+
+/**
+ * Settles a promise around an etcd3 watcher exactly once: when `listen`'s handlers call
+ * `settle`, when the watch ends, on the caller's abort, or when the client is closed. The
+ * watcher is cancelled in every case.
+ */
+function watching<T>(client: Namespace, watcher: Watcher, target: string, signal: AbortSignal | undefined, listen: (settle: Settle<T>) => void): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const closed = closedSignal(client)
+    let done = false
+    const settle: Settle<T> = (outcome) => {
+      if (done) return
+      done = true
+      signal?.removeEventListener('abort', onAbort)
+      closed.removeEventListener('abort', onClosed)
+      watcher.removeAllListeners()
+      watcher.on('error', () => {})
+      watcher.cancel().catch(() => {})
+      if ('value' in outcome) resolve(outcome.value)
+      else reject(outcome.error)
+    }
+    const onAbort = () => settle({ error: signal!.reason })
+    const onClosed = () => settle({ error: closed.reason })
+    watcher.on('error', (err: Error) => settle({ error: new WatchLostError(`watch on ${JSON.stringify(target)} ended: ${err.message}`, { cause: err }) }))
+    watcher.on('end', () => settle({ error: new WatchLostError(`watch on ${JSON.stringify(target)} ended before the awaited event`) }))
+    listen(settle)
+    if (signal?.aborted) return onAbort()
+    if (closed.aborted) return onClosed()
+    signal?.addEventListener('abort', onAbort, { once: true })
+    closed.addEventListener('abort', onClosed, { once: true })
+  })
 }
 
 /** The first event at or after `startRevision` on `target` that `accept` takes. */
@@ -27,30 +76,16 @@ export function waitFor(
   const builder = client.watch().startRevision(String(startRevision))
   if (target.prefix) builder.prefix(target.key)
   else builder.key(target.key)
-
-  return new Promise((resolve, reject) => {
-    // watcher() attaches synchronously, so no event can slip past before the listeners exist.
-    const watcher: Watcher = builder.watcher()
-    const finish = (settle: () => void) => {
-      signal?.removeEventListener('abort', onAbort)
-      watcher.removeAllListeners()
-      watcher.on('error', () => {})
-      watcher.cancel().catch(() => {})
-      settle()
-    }
+  // watcher() attaches synchronously, so no event can slip past before the listeners exist.
+  const watcher = builder.watcher()
+  return watching(client, watcher, target.key, signal, (settle) => {
     const onEvent = (type: EventType) => (raw: IKeyValue) => {
       // The watcher already took the namespace off the key.
       const kv = toKeyValue(raw, raw.key.toString())
-      if (accept(type, kv)) finish(() => resolve({ type, kv }))
+      if (accept(type, kv)) settle({ value: { type, kv } })
     }
-    const onAbort = () => finish(() => reject(signal!.reason))
     watcher.on('put', onEvent('put'))
     watcher.on('delete', onEvent('delete'))
-    watcher.on('error', (err: Error) =>
-      finish(() => reject(new WatchLostError(`watch on ${JSON.stringify(target.key)} ended: ${err.message}`, { cause: err }))),
-    )
-    watcher.on('end', () => finish(() => reject(new WatchLostError(`watch on ${JSON.stringify(target.key)} ended before the awaited event`))))
-    signal?.addEventListener('abort', onAbort, { once: true })
   })
 }
 
@@ -73,34 +108,18 @@ export async function waitDelete(client: Namespace, key: string, revision: bigin
 export function waitGone(ks: Keyspace, target: { key: string; createRevision: bigint }, seenAt: bigint, signal?: AbortSignal): Promise<void> {
   signal?.throwIfAborted()
   const watcher: Watcher = ks.client.watch().key(target.key).watcher()
-  return new Promise<void>((resolve, reject) => {
-    let done = false
-    const finish = (settle: () => void) => {
-      if (done) return
-      done = true
-      signal?.removeEventListener('abort', onAbort)
-      watcher.removeAllListeners()
-      watcher.on('error', () => {})
-      watcher.cancel().catch(() => {})
-      settle()
-    }
-    const onAbort = () => finish(() => reject(signal!.reason))
+  return watching<void>(ks.client, watcher, target.key, signal, (settle) => {
     // Also on a reconnect: etcd3 then resumes the watch after the last revision it saw.
     watcher.on('connected', (res: IWatchResponse) => {
       if (BigInt(res.header.revision) <= seenAt) return
       ks.range(target.key).then(
         (now) => {
-          if (now.kvs.length === 0 || now.kvs[0].createRevision !== target.createRevision) finish(resolve)
+          if (now.kvs.length === 0 || now.kvs[0].createRevision !== target.createRevision) settle({ value: undefined })
         },
-        (err) => finish(() => reject(err)),
+        (error) => settle({ error }),
       )
     })
-    watcher.on('delete', () => finish(resolve))
-    watcher.on('error', (err: Error) =>
-      finish(() => reject(new WatchLostError(`watch on ${JSON.stringify(target.key)} ended: ${err.message}`, { cause: err }))),
-    )
-    watcher.on('end', () => finish(() => reject(new WatchLostError(`watch on ${JSON.stringify(target.key)} ended before the awaited delete`))))
-    signal?.addEventListener('abort', onAbort, { once: true })
+    watcher.on('delete', () => settle({ value: undefined }))
   })
 }
 
@@ -127,8 +146,34 @@ export interface OwnKey {
   seenAt: bigint
   /** The session's signal: its lease being lost means the key is lost too. */
   session: AbortSignal
-  /** The error to reject with when the key or the session is lost. */
-  lost: () => Error
+  /** The error to reject with when the key or the session is lost (`cause`: the session's reason, if it ended). */
+  lost: (cause?: unknown) => Error
+}
+
+/** Pause before the own-key watch is set up again after a failed read (etcd briefly unreachable). */
+const OWN_KEY_RETRY_MS = 250
+
+/**
+ * Resolves when our own key is gone. A failed read (etcd briefly unreachable) does not turn the
+ * early-loss detection off: the watch is set up again from a fresh read until `signal` aborts.
+ */
+async function ownKeyGone(own: OwnKey, signal: AbortSignal): Promise<void> {
+  let seenAt = own.seenAt
+  for (;;) {
+    try {
+      return await waitGone(own.ks, own, seenAt, signal)
+    } catch (err) {
+      if (signal.aborted || (err instanceof WatchLostError && err.reason === 'client-closed')) throw err
+    }
+    await new Promise((resolve) => setTimeout(resolve, OWN_KEY_RETRY_MS).unref())
+    try {
+      const now = await own.ks.range(own.key)
+      if (now.kvs.length === 0 || now.kvs[0].createRevision !== own.createRevision) return
+      seenAt = now.revision
+    } catch {
+      // still unreachable: try again
+    }
+  }
 }
 
 /**
@@ -140,16 +185,20 @@ export interface OwnKey {
 export async function whileOwnKeyLives<T>(own: OwnKey, signal: AbortSignal | undefined, wait: (signal: AbortSignal) => Promise<T>): Promise<T> {
   const stop = new AbortController()
   const combined = AbortSignal.any([stop.signal, own.session, ...(signal ? [signal] : [])])
-  const ownKeyGone = new Promise<never>((_, reject) => {
+  const gone = new Promise<never>((_, reject) => {
     // Aborted with the call: then the other branch has settled the race.
-    waitGone(own.ks, own, own.seenAt, combined).then(() => reject(own.lost()), () => {})
+    ownKeyGone(own, combined).then(() => reject(own.lost()), (err) => {
+      if (err instanceof WatchLostError && err.reason === 'client-closed') reject(err)
+    })
   })
-  ownKeyGone.catch(() => {}) // it may lose the race, or `wait` may throw before the race
+  gone.catch(() => {}) // it may lose the race, or `wait` may throw before the race
   try {
-    return await Promise.race([Promise.resolve().then(() => wait(combined)), ownKeyGone])
+    return await Promise.race([Promise.resolve().then(() => wait(combined)), gone])
   } catch (err) {
     if (signal?.aborted) throw signal.reason
-    if (own.session.aborted) throw own.lost()
+    const closed = closedSignal(own.ks.client)
+    if (closed.aborted) throw closed.reason
+    if (own.session.aborted) throw own.lost(own.session.reason)
     throw err
   } finally {
     stop.abort()

@@ -4,7 +4,7 @@ import { Barrier } from '../lib/barrier.js'
 import { sharedClient } from '../lib/client.js'
 import { WaitTimeoutError } from '../lib/errors.js'
 import { emit, type OnEvent } from './events.js'
-import { waitBudget } from './invocation.js'
+import { waitBudget } from './scope.js'
 import { resolveName, type NameOption } from './name.js'
 import { validateOptions, type Schema } from './options.js'
 

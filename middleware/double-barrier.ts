@@ -3,8 +3,9 @@ import type { Namespace } from 'etcd3'
 import { sharedClient } from '../lib/client.js'
 import { DoubleBarrier } from '../lib/double-barrier.js'
 import { WaitTimeoutError } from '../lib/errors.js'
+import { MAX_TTL_S } from '../lib/limits.js'
 import { emit, type OnEvent } from './events.js'
-import { Invocation } from './invocation.js'
+import { InvocationScope } from './scope.js'
 import { resolveName, type NameOption } from './name.js'
 import { validateOptions, type Schema } from './options.js'
 
@@ -28,7 +29,7 @@ const schema: Schema = {
   name: { type: 'nameOrFunction', required: true },
   count: { type: 'integer', min: 1, required: true },
   waitMs: { type: 'number', min: 0 },
-  ttl: { type: 'integer', min: 1, max: 9_000_000 },
+  ttl: { type: 'integer', min: 1, max: MAX_TTL_S },
   client: { type: 'object' },
   onEvent: { type: 'function' },
 }
@@ -48,15 +49,18 @@ export function etcdDoubleBarrier<TEvent = any>(options: EtcdDoubleBarrierOption
 
   const before = async (request: Request<TEvent>) => {
     const name = resolveName('etcdDoubleBarrier', opts.name, request)
-    const scope = Invocation.of(request, client(), request.context, self)
-    const barrier = new DoubleBarrier(await scope.session(opts.ttl), name, opts.count)
+    const scope = InvocationScope.of(request, client(), request.context, self)
     const entry = scope.waitBudget(opts.waitMs)
     const started = performance.now()
-    try {
-      await barrier.enter({ signal: entry.signal })
-    } catch (err) {
-      throw err === entry.signal.reason ? timedOut(name, 'entry', entry.ms) : err
-    }
+    const barrier = await scope.withSession(opts.ttl, async (session) => {
+      const barrier = new DoubleBarrier(session, name, opts.count)
+      try {
+        await barrier.enter({ signal: entry.signal })
+      } catch (err) {
+        throw err === entry.signal.reason ? timedOut(name, 'entry', entry.ms) : err
+      }
+      return barrier
+    })
     emit(opts.onEvent, { type: 'acquired', primitive: 'doubleBarrier', name, key: barrier.key, waitedMs: performance.now() - started })
     scope.hold(self, async () => {
       const exit = scope.waitBudget(opts.waitMs)
@@ -70,7 +74,7 @@ export function etcdDoubleBarrier<TEvent = any>(options: EtcdDoubleBarrierOption
     })
   }
 
-  const leave = (request: Request<TEvent>) => Invocation.settle(request, client(), self)
+  const leave = (request: Request<TEvent>) => InvocationScope.settle(request, client(), self)
 
   return { before, after: leave, onError: leave }
 }

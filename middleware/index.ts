@@ -5,6 +5,7 @@ export { etcdDoubleBarrier, type EtcdDoubleBarrierOptions } from './double-barri
 export { queueConsumer, toQueueMessage, type QueueConsumerOptions, type QueueMessage, type QueueDispatchEvent, type BatchResponse } from './queue-consumer.js'
 export { withSTM, type WithSTMOptions } from './with-stm.js'
 export { leaderGuard, type LeaderGuardOptions, type LeadershipGrant } from './leader-guard.js'
-export type { LockGrant } from './hold-lock.js'
+export type { LockGrant } from './lock-middleware.js'
 export { etcdEvents, type EtcdEvent, type OnEvent } from './events.js'
 export type { NameOption } from './name.js'
+export { etcdPlugin, type PluginObject } from './plugin.js'

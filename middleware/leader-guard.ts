@@ -4,10 +4,12 @@ import type { Context } from 'aws-lambda'
 import type { Namespace } from 'etcd3'
 import { sharedClient } from '../lib/client.js'
 import { Election, type Leader } from '../lib/election.js'
+import type { Compare } from '../lib/kv.js'
 import { NotLeaderError } from '../lib/errors.js'
+import { MAX_TTL_S } from '../lib/limits.js'
 import { Session } from '../lib/session.js'
 import { emit, type OnEvent } from './events.js'
-import { Invocation } from './invocation.js'
+import { InvocationScope } from './scope.js'
 import { resolveName, type NameOption } from './name.js'
 import { validateOptions, type Schema } from './options.js'
 
@@ -19,8 +21,8 @@ export interface LeadershipGrant {
   rev: bigint
   /** This leader's proposal. */
   value: string
-  /** A compare that holds while this term lasts: guard etcd writes with it. */
-  isLeader: () => ReturnType<Election['isLeader']>
+  /** A compare that holds while this term lasts: put it in the compares of your etcd Txns (not a boolean). */
+  leaderCompare: () => Compare
   /** Aborted if the lease is lost while the handler runs. */
   signal: AbortSignal
 }
@@ -50,8 +52,8 @@ const defaults = { ttl: 10 } as const
 const schema: Schema = {
   election: { type: 'nameOrFunction', required: true },
   value: { type: 'nameOrFunction' },
-  term: { type: 'integer', min: 1, max: 9_000_000 },
-  ttl: { type: 'integer', min: 1, max: 9_000_000 },
+  term: { type: 'integer', min: 1, max: MAX_TTL_S },
+  ttl: { type: 'integer', min: 1, max: MAX_TTL_S },
   onFollower: { type: 'function' },
   client: { type: 'object' },
   onEvent: { type: 'function' },
@@ -65,7 +67,10 @@ interface Term {
   leaseId: string
   key: string
   rev: bigint
+  /** When the term's lease certainly ends, by `performance.now()`, */
   aliveUntil: number
+  /** … and by `Date.now()` (the monotonic clock may stall while a frozen VM is paused): the sooner decides. */
+  aliveUntilWall: number
 }
 
 /**
@@ -86,22 +91,24 @@ export function leaderGuard<TEvent = any, TResult = any>(
 
   const follow = async (request: Request<TEvent, TResult>, name: string, leader: Leader | undefined) => {
     emit(opts.onEvent, { type: 'skipped', primitive: 'leader', name, key: leader?.key })
-    await Invocation.endAll(request)
+    await InvocationScope.endAll(request)
     request.earlyResponse = opts.onFollower ? await opts.onFollower(request, leader) : ({ leader: false, leaderValue: leader?.value } as TResult)
     return request.earlyResponse
   }
 
   /** Leadership for one invocation, on the invocation's session; resigned when it ends. */
-  const leadOnce = async (request: Request<TEvent, TResult>, scope: Invocation, name: string, value: string) => {
-    const election = new Election(await scope.session(opts.ttl), name)
-    const attempt = await election.tryCampaign(value)
+  const leadOnce = async (request: Request<TEvent, TResult>, scope: InvocationScope, name: string, value: string) => {
+    const { election, attempt } = await scope.withSession(opts.ttl, async (session) => {
+      const election = new Election(session, name)
+      return { election, attempt: await election.tryCampaign(value) }
+    })
     if (!attempt.elected) return { follower: attempt.leader }
     scope.hold(self, () => election.resign())
     return { election }
   }
 
   /** Leadership kept for `term` seconds across invocations of this instance. */
-  const leadForTerm = async (scope: Invocation, name: string, value: string, term: number) => {
+  const leadForTerm = async (scope: InvocationScope, name: string, value: string, term: number) => {
     // One invocation of this instance leads at a time; the others are followers.
     if (leading.has(name)) return { follower: undefined }
     leading.add(name)
@@ -111,11 +118,12 @@ export function leaderGuard<TEvent = any, TResult = any>(
         leading.delete(name)
         return { follower: election }
       }
-      const state: Term = { leaseId: election.session.leaseId, key: election.key, rev: election.rev, aliveUntil: 0 }
+      const state: Term = { leaseId: election.session.leaseId, key: election.key, rev: election.rev, aliveUntil: 0, aliveUntilWall: 0 }
       terms.set(name, state)
       scope.hold(self, async () => {
         leading.delete(name)
         state.aliveUntil = election.session.aliveUntil
+        state.aliveUntilWall = Date.now() + (state.aliveUntil - performance.now())
         election.session.orphan() // leadership lapses `term` seconds from now unless the next invocation renews it
       })
       return { election }
@@ -129,15 +137,22 @@ export function leaderGuard<TEvent = any, TResult = any>(
   const renewTerm = async (name: string, value: string, term: number): Promise<Election | Leader | undefined> => {
     const held = terms.get(name)
     terms.delete(name)
-    if (held && held.aliveUntil > performance.now()) {
-      const session = await Session.create(client(), { leaseId: held.leaseId, ttl: term })
+    const left = held ? Math.min(held.aliveUntil - performance.now(), held.aliveUntilWall - Date.now()) : 0
+    if (held && left > 0) {
+      const session = await Session.create(client(), { leaseId: held.leaseId, ttl: term, aliveUntil: performance.now() + left })
       const election = Election.resume(session, name, held.key, held.rev)
       try {
         await election.proclaim(value)
         return election
       } catch (err) {
         session.orphan()
-        if (!(err instanceof NotLeaderError)) throw err
+        // A transient failure says nothing about the term: our key may still lead until its
+        // lease runs out. Keep the term, so the next invocation renews it instead of
+        // campaigning against its own key and leaving the election without a running leader.
+        if (!(err instanceof NotLeaderError)) {
+          terms.set(name, held)
+          throw err
+        }
       }
     }
     const session = await Session.create(client(), { ttl: term })
@@ -154,19 +169,19 @@ export function leaderGuard<TEvent = any, TResult = any>(
   const before = async (request: Request<TEvent, TResult, Error, Context & { etcd: { leader: LeadershipGrant } }>) => {
     const name = resolveName('leaderGuard', opts.election, request)
     const value = opts.value ? resolveName('leaderGuard', opts.value, request) : `${request.context?.functionName ?? 'function'}:${instanceId}`
-    const scope = Invocation.of(request, client(), request.context, self)
+    const scope = InvocationScope.of(request, client(), request.context, self)
     const outcome = opts.term ? await leadForTerm(scope, name, value, opts.term) : await leadOnce(request, scope, name, value)
     if (!outcome.election) return follow(request, name, outcome.follower)
     const { election } = outcome
     request.context.etcd = {
       ...request.context.etcd,
-      leader: { key: election.key, rev: election.rev, value, isLeader: () => election.isLeader(), signal: election.session.signal },
+      leader: { key: election.key, rev: election.rev, value, leaderCompare: () => election.leaderCompare(), signal: election.session.signal },
     }
     emit(opts.onEvent, { type: 'acquired', primitive: 'leader', name, key: election.key, fence: String(election.rev) })
     return undefined
   }
 
-  const release = (request: Request<TEvent, TResult>) => Invocation.settle(request, client(), self)
+  const release = (request: Request<TEvent, TResult>) => InvocationScope.settle(request, client(), self)
 
   return { before, after: release, onError: release }
 }

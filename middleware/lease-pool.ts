@@ -1,28 +1,41 @@
 import type { Namespace } from 'etcd3'
 import { Session } from '../lib/session.js'
 
+/** A lease a finished invocation left behind, and until when it is certainly alive by both clocks. */
+interface IdleLease {
+  leaseId: string
+  ttl: number
+  /** `performance.now()` bound. */
+  aliveUntil: number
+  /** The same bound by `Date.now()`: the monotonic clock may not advance while a frozen VM is paused. */
+  aliveUntilWall: number
+}
+
 /**
  * Leases that a finished invocation left behind, for the next warm invocation of the same
  * process. A lease is lent to one invocation at a time (Go's Mutex treats a key as owned by its
  * lease, so two concurrent invocations must never share one), and only while the client's own
  * conservative estimate says it is certainly still alive; its keepalive then goes out
  * concurrently with the invocation's first Txn instead of a LeaseGrant round trip before it.
+ * A lease that lost its session, or that still carries a key some clean-up could not delete
+ * (`Session.stranded`), is never lent again: it is left to expire with whatever is on it.
  */
 class LeasePool {
-  private readonly idle: { leaseId: string; ttl: number; aliveUntil: number }[] = []
+  private readonly idle: IdleLease[] = []
 
   constructor(private readonly client: Namespace) {}
 
   /** A session for one invocation: a reused lease when one is certainly alive, else a new grant. */
   async take(ttl: number): Promise<Session> {
-    const now = performance.now()
     for (let i = this.idle.length - 1; i >= 0; i--) {
       const lease = this.idle[i]
-      if (lease.aliveUntil <= now) {
+      // Whichever clock says the lease ends sooner decides.
+      const left = Math.min(lease.aliveUntil - performance.now(), lease.aliveUntilWall - Date.now())
+      if (left <= 0) {
         this.idle.splice(i, 1) // expired, or about to: the server drops it by itself
       } else if (lease.ttl === ttl) {
         this.idle.splice(i, 1)
-        return Session.create(this.client, { leaseId: lease.leaseId, ttl, aliveUntil: lease.aliveUntil })
+        return Session.create(this.client, { leaseId: lease.leaseId, ttl, aliveUntil: performance.now() + left })
       }
     }
     return Session.create(this.client, { ttl })
@@ -34,9 +47,11 @@ class LeasePool {
    */
   give(session: Session): void {
     const aliveUntil = session.aliveUntil
-    if (!session.active) return
+    const reusable = session.active && session.stranded.length === 0
     session.orphan()
-    if (aliveUntil > performance.now()) this.idle.push({ leaseId: session.leaseId, ttl: session.ttl, aliveUntil })
+    if (!reusable) return
+    const left = aliveUntil - performance.now()
+    if (left > 0) this.idle.push({ leaseId: session.leaseId, ttl: session.ttl, aliveUntil, aliveUntilWall: Date.now() + left })
   }
 }
 

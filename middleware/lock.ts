@@ -1,18 +1,20 @@
 import type { MiddlewareObj } from '@middy/core'
 import type { Context } from 'aws-lambda'
+import { MAX_TTL_S } from '../lib/limits.js'
 import { Mutex } from '../lib/mutex.js'
-import { lockMiddleware, type LockGrant, type LockMiddlewareOptions } from './hold-lock.js'
+import { lockMiddleware, type LockGrant, type LockMiddlewareOptions } from './lock-middleware.js'
 import { validateOptions, type Schema } from './options.js'
 
 export type EtcdLockOptions<TEvent = any, TResult = any> = LockMiddlewareOptions<TEvent, TResult>
 
-export const defaults = { mode: 'wait', waitMs: Infinity, ttl: 10 } as const
+export const defaults = { acquire: 'wait', waitMs: Infinity, ttl: 10 } as const
 
 export const schema: Schema = {
   name: { type: 'nameOrFunction', required: true },
-  mode: { type: 'enum', values: ['wait', 'try'] },
+  acquire: { type: 'enum', values: ['wait', 'try'] },
+  mode: { type: 'renamed', to: 'acquire' },
   waitMs: { type: 'number', min: 0 },
-  ttl: { type: 'integer', min: 1, max: 9_000_000 },
+  ttl: { type: 'integer', min: 1, max: MAX_TTL_S },
   onLocked: { type: 'function' },
   client: { type: 'object' },
   onEvent: { type: 'function' },

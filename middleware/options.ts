@@ -9,6 +9,8 @@ export type Rule =
   | { type: 'integer' | 'number'; min?: number; max?: number }
   | { type: 'enum'; values: readonly string[] }
   | { type: 'nameOrFunction' }
+  /** An option that no longer exists under this name: its use is an error naming the new one. */
+  | { type: 'renamed'; to: string }
 
 export type Schema = Record<string, Rule & { required?: boolean }>
 
@@ -24,6 +26,8 @@ function check(middleware: string, option: string, rule: Rule, value: unknown): 
     throw new InvalidArgumentError(`${middleware}: option \`${option}\` must be ${expected}, got ${describe(value)}`)
   }
   switch (rule.type) {
+    case 'renamed':
+      throw new InvalidArgumentError(`${middleware}: option \`${option}\` was renamed to \`${rule.to}\`; write { ${rule.to}: ${describe(value)} }`)
     case 'string':
       if (typeof value !== 'string' || value === '') fail('a non-empty string')
       return
@@ -64,7 +68,7 @@ export function validateOptions<T extends object>(middleware: string, schema: Sc
   }
   for (const key of Object.keys(options)) {
     if (!(key in schema)) {
-      throw new InvalidArgumentError(`${middleware}: unknown option \`${key}\`; known options: ${Object.keys(schema).join(', ')}`)
+      throw new InvalidArgumentError(`${middleware}: unknown option \`${key}\`; known options: ${Object.keys(schema).filter((k) => schema[k].type !== 'renamed').join(', ')}`)
     }
   }
   const merged = { ...defaults, ...options } as Record<string, unknown>

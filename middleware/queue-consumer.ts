@@ -7,7 +7,7 @@ import { PriorityQueue } from '../lib/priority-queue.js'
 import { checkQueueSettings, DEFAULT_BATCH_SIZE, DEFAULT_VISIBILITY_TIMEOUT_S, dispatchedMessages, toQueueMessage, type QueueMessage, type QueueSettings } from '../lib/queue-event.js'
 import { Queue } from '../lib/queue.js'
 import { emit, type OnEvent } from './events.js'
-import { Invocation, waitBudget } from './invocation.js'
+import { InvocationScope, waitBudget } from './scope.js'
 import { validateOptions, type Schema } from './options.js'
 
 export { toQueueMessage, type QueueMessage, type QueueDispatchEvent } from '../lib/queue-event.js'
@@ -90,12 +90,12 @@ export function queueConsumer(options: QueueConsumerOptions): MiddlewareObj<unkn
     }
     if (messages.length === 0) {
       emit(opts.onEvent, { type: 'skipped', primitive: 'queue', name: opts.queue })
-      await Invocation.endAll(request)
+      await InvocationScope.endAll(request)
       request.earlyResponse = { batchItemFailures: [] }
       return request.earlyResponse
     }
     const batch = messages
-    const scope = Invocation.of(request, client(), request.context, self)
+    const scope = InvocationScope.of(request, client(), request.context, self)
     // If the handler throws, every message of the batch failed.
     scope.hold(self, () => settle(q, batch, new Set(batch.map((m) => m.id))))
     request.context.etcd = { ...request.context.etcd, messages: batch }
@@ -104,17 +104,17 @@ export function queueConsumer(options: QueueConsumerOptions): MiddlewareObj<unkn
   }
 
   const after = async (request: Request) => {
-    const scope = Invocation.find(request, client())
+    const scope = InvocationScope.find(request, client())
     const batch = (request.context as unknown as { etcd?: { messages?: QueueMessage[] } }).etcd?.messages
     if (scope && batch) {
       const failures = (request.response as Partial<BatchResponse> | undefined)?.batchItemFailures
       const failed = new Set(Array.isArray(failures) ? failures.map((f) => String(f.itemIdentifier)) : [])
       scope.hold(self, () => settle(open(), batch, failed))
     }
-    await Invocation.settle(request, client(), self)
+    await InvocationScope.settle(request, client(), self)
   }
 
-  const onError = (request: Request) => Invocation.settle(request, client(), self)
+  const onError = (request: Request) => InvocationScope.settle(request, client(), self)
 
   return { before, after, onError }
 }

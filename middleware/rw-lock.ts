@@ -1,15 +1,13 @@
 import type { MiddlewareObj } from '@middy/core'
 import type { Context } from 'aws-lambda'
 import { RWMutex } from '../lib/rwmutex.js'
-import { lockMiddleware, type LockGrant, type Lockable, type LockMiddlewareOptions } from './hold-lock.js'
+import { lockMiddleware, type LockGrant, type Lockable, type LockMiddlewareOptions } from './lock-middleware.js'
 import { defaults, schema as lockSchema } from './lock.js'
 import { validateOptions, type Schema } from './options.js'
 
-export interface EtcdRwLockOptions<TEvent = any, TResult = any> extends Omit<LockMiddlewareOptions<TEvent, TResult>, 'mode'> {
+export interface EtcdRwLockOptions<TEvent = any, TResult = any> extends LockMiddlewareOptions<TEvent, TResult> {
   /** 'read' shares the lock with other readers; 'write' holds it alone. */
   mode: 'read' | 'write'
-  /** 'wait' (default) queues; 'try' short-circuits at once when the lock is not free for this mode. */
-  acquire?: 'wait' | 'try'
 }
 
 const schema: Schema = {
@@ -30,7 +28,7 @@ function readSide(rw: RWMutex): Lockable {
     get fence() {
       return rw.fence
     },
-    isOwner: () => rw.isOwner(),
+    ownerCompare: () => rw.ownerCompare(),
   }
 }
 
@@ -42,13 +40,8 @@ function readSide(rw: RWMutex): Lockable {
 export function etcdRwLock<TEvent = any, TResult = any>(
   options: EtcdRwLockOptions<TEvent, TResult>,
 ): MiddlewareObj<TEvent, TResult, Error, Context & { etcd: { rwLock: LockGrant } }> {
-  const { mode, acquire = 'wait', ...rest } = validateOptions<EtcdRwLockOptions<TEvent, TResult> & { waitMs: number; ttl: number }>(
-    'etcdRwLock',
-    schema,
-    { waitMs: defaults.waitMs, ttl: defaults.ttl },
-    options,
-  )
-  return lockMiddleware('etcdRwLock', 'rwLock', { ...rest, mode: acquire }, (session, name) =>
+  const { mode, ...rest } = validateOptions<EtcdRwLockOptions<TEvent, TResult> & typeof defaults>('etcdRwLock', schema, defaults, options)
+  return lockMiddleware('etcdRwLock', 'rwLock', rest, (session, name) =>
     mode === 'read' ? readSide(new RWMutex(session, name)) : new RWMutex(session, name),
   )
 }

@@ -3,7 +3,7 @@ import type { Namespace } from 'etcd3'
 import { sharedClient } from '../lib/client.js'
 import { InvalidArgumentError, WaitTimeoutError } from '../lib/errors.js'
 import { Isolation, runSTM, type STM } from '../lib/stm.js'
-import { waitBudget } from './invocation.js'
+import { waitBudget } from './scope.js'
 import { validateOptions, type Schema } from './options.js'
 
 export interface WithSTMOptions {

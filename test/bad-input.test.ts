@@ -1,5 +1,5 @@
 /**
- * Bad input and misconfiguration (issue 7): a table of wrong types, empty / huge names, values
+ * Bad input and misconfiguration: a table of wrong types, empty / huge names, values
  * over etcd's request limit, out-of-range TTLs, timeouts, priorities and counts, for every
  * public constructor, method and middleware option. Each must fail with a typed error that
  * names the problem, before anything is written (the keyspace stays empty, no lease is left).
@@ -210,7 +210,8 @@ function rows(): Row[] {
     ['etcdLock: name missing', () => etcdLock(any({})), InvalidArgumentError, /`name` is required/],
     ['etcdLock: name empty', () => etcdLock({ name: '' }), InvalidArgumentError, /`name`/],
     ['etcdLock: name number', () => etcdLock({ name: any(5) }), InvalidArgumentError, /`name`/],
-    ['etcdLock: mode unknown', () => etcdLock({ name: 'x', mode: any('maybe') }), InvalidArgumentError, /`mode`/],
+    ['etcdLock: acquire unknown', () => etcdLock({ name: 'x', acquire: any('maybe') }), InvalidArgumentError, /`acquire`/],
+    ['etcdLock: the old `mode` option names its new name', () => etcdLock(any({ name: 'x', mode: 'try' })), InvalidArgumentError, /`mode` was renamed to `acquire`/],
     ['etcdLock: waitMs negative', () => etcdLock({ name: 'x', waitMs: -1 }), InvalidArgumentError, /`waitMs`/],
     ['etcdLock: waitMs NaN', () => etcdLock({ name: 'x', waitMs: NaN }), InvalidArgumentError, /`waitMs`/],
     ['etcdLock: ttl 0', () => etcdLock({ name: 'x', ttl: 0 }), InvalidArgumentError, /`ttl`/],

@@ -1,5 +1,5 @@
 /**
- * Client crashes and freezes (issue 7): a real child process holds a lock, leadership, queue
+ * Client crashes and freezes: a real child process holds a lock, leadership, queue
  * claims or double-barrier membership and is SIGKILLed (crash) or SIGSTOPped past its TTL
  * (a frozen function, a long GC pause). Whatever it held must come free within TTL + a few
  * seconds, and a frozen holder that wakes up must not be able to write under a stale hold.
@@ -49,9 +49,9 @@ describe('a frozen holder (SIGSTOP past its TTL) is fenced out', () => {
     const mutex = new Mutex(await session(), name)
     await mutex.lock() // waits for the frozen holder's lease to expire
     expect(mutex.fence).toBeGreaterThan(BigInt(held.fence))
-    expect((await ks.txn([mutex.isOwner()], [ks.put(guarded, 'new holder')])).succeeded).toBe(true)
+    expect((await ks.txn([mutex.ownerCompare()], [ks.put(guarded, 'new holder')])).succeeded).toBe(true)
 
-    // The frozen process's next action on waking is a write guarded by its (stale) isOwner().
+    // The frozen process's next action on waking is a write guarded by its (stale) ownerCompare().
     w.send({ op: 'fencedPut', key: guarded, value: 'stale holder' })
     w.signal('SIGCONT')
     const put = await w.next('put')

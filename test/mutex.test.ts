@@ -101,7 +101,7 @@ describe('Mutex', () => {
         fences.push(m.fence)
         const current = Number((await own.range(counter)).kvs[0].value.toString())
         // The write is fenced: it applies only while this hold is current.
-        const write = await own.txn([m.isOwner()], [own.put(counter, String(current + 1))])
+        const write = await own.txn([m.ownerCompare()], [own.put(counter, String(current + 1))])
         expect(write.succeeded).toBe(true)
         inside--
         intervals.push({ start, end: performance.now() })
@@ -327,22 +327,47 @@ describe('Mutex', () => {
     await Promise.all(ss.map((s) => s.close()))
   })
 
-  it('isOwner() and fenced() guard writes: they fail after the hold ends', async () => {
+  it('ownerCompare() and fenced() guard writes: they fail after the hold ends', async () => {
     const name = uniqueName('fence')
     const [s1, s2] = await sessions(2)
     const ks = keyspace(etcd.client)
     const m1 = new Mutex(s1, name)
     await m1.lock()
-    const stale = m1.isOwner()
+    const stale = m1.ownerCompare()
     expect((await m1.fenced().then(etcd.client.put(`${name}-data`).value('a')).commit()).succeeded).toBe(true)
     await m1.unlock()
     const m2 = new Mutex(s2, name)
     await m2.lock()
     expect(m2.fence).toBeGreaterThan(0n)
     expect((await ks.txn([stale], [ks.put(`${name}-data`, 'stale')])).succeeded).toBe(false)
-    expect((await ks.txn([m2.isOwner()], [ks.put(`${name}-data`, 'b')])).succeeded).toBe(true)
+    expect((await ks.txn([m2.ownerCompare()], [ks.put(`${name}-data`, 'b')])).succeeded).toBe(true)
     expect(() => m1.fenced()).toThrow(LockReleasedError)
     expect((await ks.range(`${name}-data`)).kvs[0].value.toString()).toBe('b')
+    await m2.unlock()
+    await Promise.all([s1.close(), s2.close()])
+  })
+
+  it('refuses a foreign key under its prefix (data written inside <name>/) with a typed error naming it, instead of waiting forever', async () => {
+    const name = uniqueName('foreign')
+    const [s1, s2] = await sessions(2)
+    const m1 = new Mutex(s1, name)
+    await m1.lock()
+    // The mistake of the README's first primitives example: data written under the lock's own prefix.
+    await m1.fenced().then(etcd.client.put(`${name}/state`).value('done')).commit()
+    await m1.unlock()
+    const m2 = new Mutex(s2, name)
+    await expect(m2.lock({ signal: AbortSignal.timeout(5_000) })).rejects.toThrow(new RegExp(`key "${name}/state" under the lock's prefix`))
+    await expect(m2.tryLock()).rejects.toBeInstanceOf(InvalidArgumentError)
+    // Only the foreign key is left: the refused calls removed their own.
+    expect(await keysOf(etcd.client, name)).toEqual([`${name}/state`])
+    // Behind a real holder, the refusal comes when the foreign key becomes the one to wait for.
+    await etcd.client.delete().key(`${name}/state`)
+    await m1.lock()
+    const waiting = m2.lock({ signal: AbortSignal.timeout(5_000) })
+    await untilKeys(name, 2)
+    await etcd.client.put(`${name}/zz-data`).value('x')
+    await m1.unlock()
+    await expect(waiting).resolves.toBeUndefined() // the data key is younger than m2's: not in its way
     await m2.unlock()
     await Promise.all([s1.close(), s2.close()])
   })

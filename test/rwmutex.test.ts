@@ -1,5 +1,4 @@
-import { spawn } from 'node:child_process'
-import { beforeAll, describe, expect, it } from 'vitest'
+import { afterEach, beforeAll, describe, expect, it } from 'vitest'
 import {
   createClient,
   InvalidArgumentError,
@@ -11,14 +10,10 @@ import {
   type EtcdClient,
   type RWMode,
 } from '../lib/index.js'
-import { buildGoPeer } from './gopeer.js'
+import { buildGoPeer, killGoPeers, startGoPeer } from './gopeer.js'
 import { sleep, uniqueName, useEtcd } from './helpers.js'
 
 const etcd = useEtcd(3)
-
-async function keysUnder(prefix: string) {
-  return Object.keys(await etcd.client.getAll().prefix(prefix).strings())
-}
 
 /** Settles-or-not probe: true if `p` settled within `ms`. */
 async function settledWithin(p: Promise<unknown>, ms: number) {
@@ -71,7 +66,7 @@ async function rwMutexScenario(clients: EtcdClient[]) {
       if (o !== w) expect(o.end <= w.start || o.start >= w.end).toBe(true)
     }
   }
-  expect(await keysUnder(`${name}/`)).toEqual([])
+  expect(await etcd.keysUnder(`${name}/`)).toEqual([])
 }
 
 describe('RWMutex (Go v3_lock_test.go)', () => {
@@ -85,7 +80,7 @@ describe('RWMutex (Go v3_lock_test.go)', () => {
 })
 
 describe('RWMutex', () => {
-  it('uses Go key layouts, an empty value, the session lease; fence and isOwner guard writes', async () => {
+  it('uses Go key layouts, an empty value, the session lease; fence and ownerCompare guard writes', async () => {
     const name = uniqueName('rw-layout')
     const s1 = await Session.create(etcd.client, { ttl: 5 })
     const s2 = await Session.create(etcd.client, { ttl: 5 })
@@ -110,13 +105,13 @@ describe('RWMutex', () => {
     expect(w.fence > readFence).toBe(true)
     const ok = await w.fenced().then(etcd.client.put(`${name}-data`).value('1')).commit()
     expect(ok.succeeded).toBe(true)
-    const guard = w.isOwner()
+    const guard = w.ownerCompare()
     await w.unlock()
     expect(w.held).toBe(false)
     expect(() => w.fence).toThrow(LockReleasedError)
     const stale = await etcd.client.kv.txn({ compare: [guard], success: [{ request_put: { key: Buffer.from(`${name}-data`), value: Buffer.from('2') } }] })
     expect(stale.succeeded).toBe(false)
-    expect(await keysUnder(`${name}/`)).toEqual([])
+    expect(await etcd.keysUnder(`${name}/`)).toEqual([])
     await s1.close()
     await s2.close()
   })
@@ -184,12 +179,12 @@ describe('RWMutex', () => {
     await expect(b.tryRLock()).rejects.toBeInstanceOf(LockedError)
     await expect(b.tryLock()).rejects.toBeInstanceOf(LockedError)
     expect(b.key).toBe('')
-    expect(await keysUnder(`${name}/`)).toEqual([a.key])
+    expect(await etcd.keysUnder(`${name}/`)).toEqual([a.key])
     await a.unlock()
     await b.tryRLock()
     await c.tryRLock()
     await expect(a.tryLock()).rejects.toBeInstanceOf(LockedError)
-    expect((await keysUnder(`${name}/`)).sort()).toEqual([b.key, c.key].sort())
+    expect((await etcd.keysUnder(`${name}/`)).sort()).toEqual([b.key, c.key].sort())
     await b.rUnlock()
     await c.rUnlock()
     await a.tryRLock()
@@ -245,8 +240,8 @@ describe('RWMutex', () => {
     await expect(waiting).rejects.toBeInstanceOf(SessionExpiredError)
     await holder.unlock()
     // The orphaned lease runs out on its own and takes its waiter key with it.
-    for (let i = 0; i < 40 && (await keysUnder(`${name}/`)).length > 0; i++) await sleep(100)
-    expect(await keysUnder(`${name}/`)).toEqual([])
+    for (let i = 0; i < 40 && (await etcd.keysUnder(`${name}/`)).length > 0; i++) await sleep(100)
+    expect(await etcd.keysUnder(`${name}/`)).toEqual([])
     await s1.close()
   })
 
@@ -261,14 +256,14 @@ describe('RWMutex', () => {
     const waiting = waiter.rLock({ signal: ac.signal })
     waiting.catch(() => {})
     await sleep(150)
-    expect(await keysUnder(`${name}/read/`)).toHaveLength(1)
+    expect(await etcd.keysUnder(`${name}/read/`)).toHaveLength(1)
     const reason = new Error('gave up')
     ac.abort(reason)
     await expect(waiting).rejects.toBe(reason)
-    expect(await keysUnder(`${name}/read/`)).toEqual([])
+    expect(await etcd.keysUnder(`${name}/read/`)).toEqual([])
     expect(waiter.key).toBe('')
     await expect(waiter.lock({ signal: ac.signal })).rejects.toBe(reason)
-    expect(await keysUnder(`${name}/`)).toEqual([holder.key])
+    expect(await etcd.keysUnder(`${name}/`)).toEqual([holder.key])
     await holder.unlock()
     await s1.close()
     await s2.close()
@@ -285,7 +280,7 @@ describe('RWMutex', () => {
       const b = new RWMutex(s2, name)
       await a.tryLock()
       expect(a.key.startsWith(`${name}/write/`)).toBe(true)
-      expect(await keysUnder(`${ns}${name}/write/`)).toEqual([`${ns}${a.key}`])
+      expect(await etcd.keysUnder(`${ns}${name}/write/`)).toEqual([`${ns}${a.key}`])
       await expect(b.tryRLock()).rejects.toBeInstanceOf(LockedError)
       const reading = b.rLock()
       await sleep(100)
@@ -295,7 +290,7 @@ describe('RWMutex', () => {
       await a.tryRLock()
       await a.rUnlock()
       await b.rUnlock()
-      expect(await keysUnder(`${ns}${name}/`)).toEqual([])
+      expect(await etcd.keysUnder(`${ns}${name}/`)).toEqual([])
       await s1.close()
       await s2.close()
     } finally {
@@ -318,30 +313,22 @@ describe('RWMutex', () => {
     await expect(rw.tryRLock()).rejects.toBeInstanceOf(InvalidArgumentError)
     await rw.unlock()
     await expect(rw.unlock()).rejects.toBeInstanceOf(LockReleasedError)
-    expect(await keysUnder(`${name}/`)).toEqual([])
+    expect(await etcd.keysUnder(`${name}/`)).toEqual([])
     await s.close()
   })
 })
 
-describe('Go peer interop (recipe.RWMutex of etcd 3.4, built from shared/peer-go)', () => {
-  const bin = '/tmp/middy-etcd-gopeer-rwmutex'
-  // Needs go + golang-etcd-server-dev; the build is cached, so this is quick after the first run.
+describe('Go peer interop (recipe.RWMutex of etcd 3.4, built from interop/go)', () => {
+  let bin: string
+  // Needs go + golang-etcd-server-dev; the binary is cached by source hash, so only the first run builds.
   beforeAll(async () => {
-    await buildGoPeer(bin)
+    bin = await buildGoPeer()
   }, 250_000)
 
+  afterEach(killGoPeers)
+
   /** Starts the Go peer taking `<name>` for reading or writing and holding it `holdMs`. */
-  function goPeer(mode: 'rlock' | 'wlock', name: string, holdMs: number) {
-    const proc = spawn(bin, ['-endpoints', etcd.cluster.endpoints[0], '-scenario', mode, '-prefix', name, '-n', String(holdMs)], { stdio: ['ignore', 'pipe', 'pipe'] })
-    const lines: string[] = []
-    proc.stdout.on('data', (d: Buffer) => lines.push(...d.toString().split('\n').filter((l) => l !== '')))
-    const exited = new Promise<number | null>((resolve) => proc.on('exit', resolve))
-    const saw = async (line: string) => {
-      for (let i = 0; i < 200 && !lines.includes(line); i++) await sleep(50)
-      return lines.includes(line)
-    }
-    return { proc, lines, exited, saw }
-  }
+  const goPeer = (mode: 'rlock' | 'wlock', name: string, holdMs: number) => startGoPeer(bin, etcd.cluster.endpoints[0], mode, name, holdMs)
 
   it('a Go writer holds back our reader; our read hold shares with a Go reader and holds back a Go writer', async () => {
     const name = uniqueName('gorw')
@@ -350,7 +337,7 @@ describe('Go peer interop (recipe.RWMutex of etcd 3.4, built from shared/peer-go
 
     const goWriter = goPeer('wlock', name, 800)
     expect(await goWriter.saw('locked')).toBe(true)
-    expect((await keysUnder(`${name}/write/`))[0]).toMatch(new RegExp(`^${name}/write/\\d{19}$`))
+    expect((await etcd.keysUnder(`${name}/write/`))[0]).toMatch(new RegExp(`^${name}/write/\\d{19}$`))
     const reading = rw.rLock()
     expect(await settledWithin(reading, 300)).toBe(false)
     await reading
@@ -367,7 +354,7 @@ describe('Go peer interop (recipe.RWMutex of etcd 3.4, built from shared/peer-go
     await rw.rUnlock()
     expect(await goWriter2.saw('unlocked')).toBe(true)
     expect(await goWriter2.exited).toBe(0)
-    expect(await keysUnder(`${name}/`)).toEqual([])
+    expect(await etcd.keysUnder(`${name}/`)).toEqual([])
     await s.close()
   })
 })

@@ -41,8 +41,8 @@ async function run(cmd: Command) {
       return say({ event: 'locked', key: mutex.key, fence: mutex.fence, leaseId: mutex.session.leaseId })
     }
     case 'fencedPut': {
-      // The write a holder guards with isOwner(): it must not land once the hold is gone.
-      const res = await ks.txn([mutex!.isOwner()], [ks.put(cmd.key, cmd.value)])
+      // The write a holder guards with ownerCompare(): it must not land once the hold is gone.
+      const res = await ks.txn([mutex!.ownerCompare()], [ks.put(cmd.key, cmd.value)])
       return say({ event: 'put', succeeded: res.succeeded, lost: mutex!.session.signal.aborted })
     }
     case 'campaign': {

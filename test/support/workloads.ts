@@ -42,7 +42,7 @@ export interface HandoffResult {
 /**
  * `contenders` loops, each on its own all-member client, take and release the lock `name` until
  * `until()` says stop. Every hold is recorded in a {@link LockHistory} and does one write guarded
- * by `isOwner()` that also reads the previous writer's fence (it must be lower: fenced writes
+ * by `ownerCompare()` that also reads the previous writer's fence (it must be lower: fenced writes
  * land in fence order). A failed call (member down) is counted and retried with a new session.
  */
 export async function lockHandoffs(cluster: EtcdCluster, o: { name: string; contenders: number; ttl: number; until: () => boolean; duringOutage?: (t: number) => boolean }): Promise<HandoffResult> {
@@ -69,7 +69,7 @@ export async function lockHandoffs(cluster: EtcdCluster, o: { name: string; cont
           history.grant(id, fence, fence)
           if (o.duringOutage?.(wallNow())) grantsDuringOutage++
           try {
-            const res = await ks.txn([mutex.isOwner()], [ks.get(fenceKey), ks.put(fenceKey, fence.toString())])
+            const res = await ks.txn([mutex.ownerCompare()], [ks.get(fenceKey), ks.put(fenceKey, fence.toString())])
             if (res.succeeded) {
               fencedWrites++
               const prev = res.results[0].range!.kvs[0]

@@ -1,13 +1,15 @@
 import type { Namespace } from 'etcd3'
+import { SessionExpiredError, type LeaseLostError } from '../lib/errors.js'
 import type { Session } from '../lib/session.js'
 import { leasePool } from './lease-pool.js'
 
 /**
  * Everything one invocation holds in etcd, so that it can all be let go in every path Middy
  * can take: `after`, `onError`, a short-circuit by one of our guards (Middy then skips every
- * `after`), and, as the last resort when some other middleware's hook threw and ours never
- * ran, a timer at the invocation's deadline that stops the keepalive so the lease (and every
- * key on it) expires one TTL later.
+ * `after`), Middy's `requestEnd` plugin hook with {@link etcdPlugin} (which runs on every path,
+ * also when another middleware answers early or throws in `onError`), and, as the last resort
+ * without the plugin, a timer at the invocation's deadline that stops the keepalive so the
+ * lease (and every key on it) expires one TTL later.
  *
  * State lives in a WeakMap keyed by Middy's request object: never in a middleware's closure,
  * which concurrent invocations share.
@@ -43,7 +45,11 @@ function budgetUntil(deadline: number, waitMs: number): { signal: AbortSignal; m
   return { signal: AbortSignal.timeout(ms), ms }
 }
 
-export class Invocation {
+/**
+ * The etcd state of one invocation (one Middy request) on one client: its sessions, lent from
+ * the lease pool, and what each of our middlewares acquired with them.
+ */
+export class InvocationScope {
   private readonly sessions = new Map<number, Promise<Session>>()
   private readonly holds = new Map<object, Release>()
   private readonly deadlineTimer: NodeJS.Timeout
@@ -78,6 +84,34 @@ export class Invocation {
       session.catch(() => this.sessions.delete(ttl))
     }
     return session
+  }
+
+  /**
+   * Runs `acquire` on the invocation's session for `ttl`. If it fails because the lent lease
+   * turns out to be gone (revoked by an operator, say) before this invocation held anything on
+   * it, nothing was acquired — etcd refuses the whole Txn — so it runs once more on a freshly
+   * granted lease instead of failing the invocation.
+   */
+  async withSession<T>(ttl: number, acquire: (session: Session) => Promise<T>): Promise<T> {
+    const session = await this.session(ttl)
+    try {
+      return await acquire(session)
+    } catch (err) {
+      if (!this.leaseWasGone(session, err)) throw err
+      this.sessions.delete(ttl)
+      return acquire(await this.session(ttl))
+    }
+  }
+
+  /** Whether `err` comes from `session`'s lease being gone while this scope held nothing. */
+  private leaseWasGone(session: Session, err: unknown): boolean {
+    const reason = session.signal.reason as LeaseLostError | undefined
+    return (
+      err instanceof SessionExpiredError &&
+      session.signal.aborted &&
+      (reason?.reason === 'revoked' || reason?.reason === 'expired') &&
+      this.holds.size === 0
+    )
   }
 
   /** Records what `holder` must release; replaces an earlier record of the same holder. */
@@ -123,7 +157,7 @@ export class Invocation {
   }
 
   /** The scope of `request` for `client`, opened by `owner` if there is none yet. */
-  static of(request: object, client: Namespace, context: LambdaLikeContext, owner: object): Invocation {
+  static of(request: object, client: Namespace, context: LambdaLikeContext, owner: object): InvocationScope {
     let byClient = scopes.get(request)
     if (!byClient) {
       byClient = new Map()
@@ -131,14 +165,14 @@ export class Invocation {
     }
     let scope = byClient.get(client)
     if (!scope || scope.ended) {
-      scope = new Invocation(request, client, context, owner)
+      scope = new InvocationScope(request, client, context, owner)
       byClient.set(client, scope)
     }
     return scope
   }
 
   /** The scope of `request` for `client`, if one is open. */
-  static find(request: object, client: Namespace): Invocation | undefined {
+  static find(request: object, client: Namespace): InvocationScope | undefined {
     return scopes.get(request)?.get(client)
   }
 
@@ -147,13 +181,16 @@ export class Invocation {
    * and close the scope if `holder` opened it (the outermost of our middlewares runs last).
    */
   static async settle(request: object, client: Namespace, holder: object): Promise<void> {
-    const scope = Invocation.find(request, client)
+    const scope = InvocationScope.find(request, client)
     if (!scope) return
     await scope.release(holder)
     if (scope.owner === holder) await scope.end()
   }
 
-  /** Ends every open scope of `request` (all clients): used by our guards before they short-circuit. */
+  /**
+   * Ends every open scope of `request` (all clients): used by our guards before they
+   * short-circuit, and by {@link etcdPlugin}'s `requestEnd` on every path.
+   */
   static async endAll(request: object): Promise<void> {
     const byClient = scopes.get(request)
     if (!byClient) return
@@ -161,4 +198,4 @@ export class Invocation {
   }
 }
 
-const scopes = new WeakMap<object, Map<Namespace, Invocation>>()
+const scopes = new WeakMap<object, Map<Namespace, InvocationScope>>()

@@ -1,12 +1,13 @@
 import type { MiddlewareObj, Request } from '@middy/core'
 import type { Context } from 'aws-lambda'
-import type { ICompare, Namespace } from 'etcd3'
+import type { Namespace } from 'etcd3'
 import { sharedClient } from '../lib/client.js'
 import { LockedError, LockReleasedError, LockTimeoutError } from '../lib/errors.js'
-import type { LockOptions } from '../lib/mutex.js'
+import type { Compare } from '../lib/kv.js'
 import type { Session } from '../lib/session.js'
+import type { LockOptions } from '../lib/wait.js'
 import { emit, type EtcdEvent, type OnEvent } from './events.js'
-import { Invocation } from './invocation.js'
+import { InvocationScope } from './scope.js'
 import { resolveName, type NameOption } from './name.js'
 
 /** What the handler gets as `context.etcd.lock` / `context.etcd.rwLock`. */
@@ -16,8 +17,8 @@ export interface LockGrant {
   key: string
   /** Fencing token: strictly increasing across holders of this lock. Pass it to downstream systems. */
   fence: bigint
-  /** A compare that holds while this hold is current: put it in the `compare` of your etcd Txns. */
-  isOwner: () => ICompare
+  /** A compare that holds while this hold is current: put it in the compares of your etcd Txns (not a boolean). */
+  ownerCompare: () => Compare
   /** Aborted if the lease is lost while the handler runs: stop writing. */
   signal: AbortSignal
 }
@@ -29,7 +30,7 @@ export interface Lockable {
   unlock(): Promise<void>
   readonly key: string
   readonly fence: bigint
-  isOwner(): ICompare
+  ownerCompare(): Compare
 }
 
 /** Options shared by every lock middleware. */
@@ -37,19 +38,19 @@ export interface LockMiddlewareOptions<TEvent = any, TResult = any> {
   /** The lock name, or a function of the event and context that returns it. */
   name: NameOption<TEvent>
   /** 'wait' (default) queues for the lock; 'try' short-circuits at once when it is held. */
-  mode?: 'wait' | 'try'
+  acquire?: 'wait' | 'try'
   /** Most time to wait for the lock, ms; always capped by the invocation's remaining time. */
   waitMs?: number
   /** Lease TTL in seconds (default 10): how long a crashed invocation can keep the lock. */
   ttl?: number
-  /** With mode 'try': the response when the lock is held (default: throw LockedError). */
+  /** With acquire 'try': the response when the lock is held (default: throw LockedError). */
   onLocked?: (request: Request<TEvent, TResult>) => TResult | Promise<TResult>
   /** Default: `sharedClient()`. */
   client?: Namespace
   onEvent?: OnEvent
 }
 
-type Resolved<TEvent, TResult> = LockMiddlewareOptions<TEvent, TResult> & { mode: 'wait' | 'try'; waitMs: number; ttl: number }
+type Resolved<TEvent, TResult> = LockMiddlewareOptions<TEvent, TResult> & { acquire: 'wait' | 'try'; waitMs: number; ttl: number }
 
 /**
  * The body of every lock middleware: acquire in `before` on the invocation's session, give the
@@ -68,30 +69,17 @@ export function lockMiddleware<TEvent, TResult, TSlot extends string>(
 
   const before = async (request: Request<TEvent, TResult, Error, Context & { etcd: Record<TSlot, LockGrant> }>) => {
     const name = resolveName(middleware, opts.name, request)
-    const scope = Invocation.of(request, client(), request.context, self)
-    const session = await scope.session(opts.ttl)
-    const lock = open(session, name)
+    const scope = InvocationScope.of(request, client(), request.context, self)
     const started = performance.now()
-    if (opts.mode === 'try') {
-      try {
-        await lock.tryLock()
-      } catch (err) {
-        if (!(err instanceof LockedError)) throw err
-        emit(opts.onEvent, { type: 'skipped', primitive, name })
-        await Invocation.endAll(request)
-        if (!opts.onLocked) throw err
-        request.earlyResponse = await opts.onLocked(request)
-        return request.earlyResponse
-      }
-    } else {
-      const budget = scope.waitBudget(opts.waitMs)
-      try {
-        await lock.lock({ signal: budget.signal, onWaiting: () => emit(opts.onEvent, { type: 'waiting', primitive, name }) })
-      } catch (err) {
-        if (err !== budget.signal.reason) throw err
-        throw new LockTimeoutError(`${middleware}: lock ${JSON.stringify(name)} not acquired within ${budget.ms} ms; raise waitMs or the function timeout`)
-      }
+    const acquired = await scope.withSession(opts.ttl, (session) => acquire(scope, session, name))
+    if ('locked' in acquired) {
+      emit(opts.onEvent, { type: 'skipped', primitive, name })
+      await InvocationScope.endAll(request)
+      if (!opts.onLocked) throw acquired.locked
+      request.earlyResponse = await opts.onLocked(request)
+      return request.earlyResponse
     }
+    const { lock, session } = acquired
     const acquiredAt = performance.now()
     const { key, fence } = lock
     const event = { primitive, name, key, fence: String(fence) }
@@ -110,13 +98,35 @@ export function lockMiddleware<TEvent, TResult, TSlot extends string>(
       }
       emit(opts.onEvent, { ...event, type: 'released', heldMs: performance.now() - acquiredAt })
     })
-    const grant: LockGrant = { name, key, fence, isOwner: () => lock.isOwner(), signal: session.signal }
+    const grant: LockGrant = { name, key, fence, ownerCompare: () => lock.ownerCompare(), signal: session.signal }
     request.context.etcd = { ...request.context.etcd, [slot]: grant }
     emit(opts.onEvent, { ...event, type: 'acquired', waitedMs: acquiredAt - started })
     return undefined
   }
 
-  const release = (request: Request<TEvent, TResult>) => Invocation.settle(request, client(), self)
+  /** Takes the lock on `session`; with `acquire: 'try'`, reports a lock held by others as `locked`. */
+  const acquire = async (scope: InvocationScope, session: Session, name: string): Promise<{ lock: Lockable; session: Session } | { locked: LockedError }> => {
+    const lock = open(session, name)
+    if (opts.acquire === 'try') {
+      try {
+        await lock.tryLock()
+      } catch (err) {
+        if (err instanceof LockedError) return { locked: err }
+        throw err
+      }
+      return { lock, session }
+    }
+    const budget = scope.waitBudget(opts.waitMs)
+    try {
+      await lock.lock({ signal: budget.signal, onWaiting: () => emit(opts.onEvent, { type: 'waiting', primitive, name }) })
+    } catch (err) {
+      if (err !== budget.signal.reason) throw err
+      throw new LockTimeoutError(`${middleware}: lock ${JSON.stringify(name)} not acquired within ${budget.ms} ms; raise waitMs or the function timeout`)
+    }
+    return { lock, session }
+  }
+
+  const release = (request: Request<TEvent, TResult>) => InvocationScope.settle(request, client(), self)
 
   return { before, after: release, onError: release }
 }

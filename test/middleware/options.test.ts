@@ -1,7 +1,7 @@
 import fc from 'fast-check'
 import { describe, expect, expectTypeOf, it } from 'vitest'
 import middy from '@middy/core'
-import { InvalidArgumentError } from '../lib/index.js'
+import { InvalidArgumentError } from '../../lib/index.js'
 import {
   etcdBarrier,
   etcdDoubleBarrier,
@@ -10,7 +10,7 @@ import {
   queueConsumer,
   withSTM,
   type LockGrant,
-} from '../middleware/index.js'
+} from '../../middleware/index.js'
 
 const factories = {
   etcdLock: (o: any) => etcdLock(o),

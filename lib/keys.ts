@@ -1,0 +1,138 @@
+import { EtcdUnavailableError, MiddyEtcdError } from './errors.js'
+import type { Keyspace, Op, TxnResult } from './kv.js'
+
+/**
+ * Every key layout of the toolkit, and the ways a key is allocated, in one place (Go keeps the
+ * same in `recipes/key.go` and `concurrency/key.go`). The primitives, the CLI and the
+ * dispatcher build their keys here only, so a layout is written once.
+ *
+ * Go-compatible layouts (shared with Go's recipes and etcdctl):
+ * - Mutex, Election:   `<name>/<leaseHex>`
+ * - RWMutex:           `<name>/read/<unixNano>`, `<name>/write/<unixNano>`
+ * - Queue:             `<name>/<unixNano>`
+ * - PriorityQueue:     `<name>/<%05d prio>/<%016d seq>` + bookkeeping `__<name>/<%05d prio>`
+ * - Barrier:           `<name>`
+ * - DoubleBarrier:     `<name>/waiters/<unixNano>`, `<name>/ready`
+ * Ours (kept outside the Go prefixes, so Go peers never see them):
+ * - queue claim marker:    `__claims/<itemKey>/<itemCreateRev>` (on the receiver's lease)
+ * - queue receive counter: `__receives/<itemKey>/<itemCreateRev>` (its version = receives)
+ */
+
+/** Wall-clock nanoseconds at the monotonic clock's zero, so unixNano() = base + hrtime. */
+const EPOCH_NANOS = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint()
+let lastNano = 0n
+
+/**
+ * Go's `time.Now().UnixNano()` as 19 decimal digits, strictly increasing within this process
+ * (so keys of one process sort in creation order); sub-millisecond digits from the monotonic clock.
+ */
+export function unixNano(): string {
+  let now = EPOCH_NANOS + process.hrtime.bigint()
+  if (now <= lastNano) now = lastNano + 1n
+  lastNano = now
+  return now.toString()
+}
+
+/** Fresh keys tried before a create-only put gives up (each clash means another writer took that nanosecond). */
+const MAX_UNIQUE_ATTEMPTS = 16
+
+/** What {@link putUnique} wrote: the key, the Txn's revision (= the key's create revision), and the results of `reads`. */
+export interface UniqueKey {
+  key: string
+  revision: bigint
+  /** The results of the `reads` ops, in order. */
+  txn: TxnResult
+}
+
+/**
+ * Go's `newUniqueKV`: puts `<prefix><unixNano>` only if that key does not exist yet (one Txn),
+ * retrying with a new timestamp when another writer took the same nanosecond. `reads` run in the
+ * same Txn BEFORE the put, so every key they see is older than ours. Throws from `onExhausted`
+ * when every attempt clashed; `onUnknownOutcome` hears of a key whose put got no answer.
+ */
+export async function putUnique(
+  ks: Keyspace,
+  prefix: string,
+  value: string | Buffer,
+  options: { lease?: string; reads?: Op[]; onExhausted: () => Error; onUnknownOutcome?: (key: string) => void },
+): Promise<UniqueKey> {
+  for (let attempt = 0; attempt < MAX_UNIQUE_ATTEMPTS; attempt++) {
+    const key = `${prefix}${unixNano()}`
+    const txn = await ks.txn([ks.compare(key, 'Version', '==', 0)], [...(options.reads ?? []), ks.put(key, value, options.lease)]).catch((err: unknown) => {
+      // No answer: the put may have applied, leaving a key the caller never learnt of.
+      if (err instanceof EtcdUnavailableError) options.onUnknownOutcome?.(key)
+      throw err
+    })
+    if (txn.succeeded) return { key, revision: txn.revision, txn }
+  }
+  throw options.onExhausted()
+}
+
+/**
+ * Go's `newSequentialKV`: appends `<prefix>/<%016d seq>` after the last key under `<prefix>/`,
+ * serialising writers through the bookkeeping key `__<prefix>` (a Txn guarded by its mod revision
+ * not having moved since our read; a concurrent writer makes it fail and we read again).
+ */
+export async function putSequential(ks: Keyspace, prefix: string, value: Buffer): Promise<{ key: string; revision: bigint }> {
+  const base = `__${prefix}`
+  for (;;) {
+    const last = await ks.range(`${prefix}/`, { prefix: true, sort: ['Key', 'Descend'], limit: 1 })
+    const seq = last.kvs.length === 0 ? 0n : sequenceOf(last.kvs[0].key) + 1n
+    const key = `${prefix}/${seq.toString().padStart(16, '0')}`
+    const res = await ks.txn([ks.compare(base, 'Mod', '<', last.revision + 1n)], [ks.put(base, ''), ks.put(key, value)])
+    if (res.succeeded) return { key, revision: res.revision }
+  }
+}
+
+/** The sequence number at the end of a sequential key. */
+function sequenceOf(key: string): bigint {
+  const field = key.slice(key.lastIndexOf('/') + 1)
+  if (!/^[0-9]+$/.test(field)) {
+    throw new MiddyEtcdError(`key ${JSON.stringify(key)} does not end in a decimal sequence number: a foreign key sits in a sequential key range; remove it`)
+  }
+  return BigInt(field)
+}
+
+/** Lowercase, unpadded hex of a lease id: Go's `%x`, the suffix of Mutex and Election keys. */
+export function leaseHex(leaseId: string): string {
+  return BigInt(leaseId).toString(16)
+}
+
+/** Whether `segment` is the `%x` form of `leaseId` (the last segment of a Mutex/Election key). */
+export function isLeaseSegment(segment: string, leaseId: string): boolean {
+  return /^[0-9a-f]{1,16}$/.test(segment) && leaseId !== '0' && BigInt(`0x${segment}`).toString() === leaseId
+}
+
+/** Mutex and Election: the contenders of `name` live under `<name>/`, one key per session. */
+export const contenders = {
+  prefix: (name: string) => `${name}/`,
+  key: (name: string, leaseHex: string) => `${name}/${leaseHex}`,
+}
+
+/** RWMutex: readers and writers of `name`. */
+export const rwContenders = {
+  prefix: (name: string) => `${name}/`,
+  modePrefix: (name: string, mode: 'read' | 'write') => `${name}/${mode}/`,
+}
+
+/** DoubleBarrier: participants and the ready flag of `name`. */
+export const doubleBarrier = {
+  waiters: (name: string) => `${name}/waiters/`,
+  ready: (name: string) => `${name}/ready`,
+}
+
+/** Queue and PriorityQueue items, and the at-least-once claim keys beside them. */
+export const queueKeys = {
+  /** Items of queue `name` (the trailing "/" keeps `q` away from `q2`; Go's Queue lacks it). */
+  items: (name: string) => `${name}/`,
+  /** A PriorityQueue bucket: `<name>/<%05d priority>` (its items are `<bucket>/<%016d seq>`). */
+  bucket: (name: string, priority: number) => `${name}/${String(priority).padStart(5, '0')}`,
+  /** Claim markers of queue `name`. */
+  claims: (name: string) => `__claims/${name}/`,
+  /** Receive counters of queue `name`. */
+  receives: (name: string) => `__receives/${name}/`,
+  /** The marker that hides an item while a receiver's lease lives. */
+  marker: (itemKey: string, itemCreateRevision: bigint) => `__claims/${itemKey}/${itemCreateRevision}`,
+  /** The counter whose version is the item's receive count. */
+  counter: (itemKey: string, itemCreateRevision: bigint) => `__receives/${itemKey}/${itemCreateRevision}`,
+}

@@ -1,0 +1,19 @@
+/**
+ * Limits and defaults that more than one module needs: each has its home here, so a limit is
+ * changed in one place.
+ */
+
+/** Longest lease TTL etcd grants, in seconds (it caps TTLs at 9e9 ms). */
+export const MAX_TTL_S = 9_000_000
+
+/** Largest value etcd accepts in one request by default (1.5 MiB, `--max-request-bytes`) minus room for the key. */
+export const MAX_VALUE_BYTES = 1_500_000
+
+/** Most messages one queue receive claims. */
+export const MAX_BATCH = 1000
+
+/** Messages per queue invocation unless configured (queueConsumer, the dispatcher). */
+export const DEFAULT_BATCH_SIZE = 10
+
+/** Seconds a received message stays invisible to other receivers unless configured. */
+export const DEFAULT_VISIBILITY_S = 30

@@ -1,0 +1,169 @@
+import { execFile } from 'node:child_process'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import { afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { Barrier, DoubleBarrier, Election, Mutex, Session } from '../lib/index.js'
+import { buildGoPeer as buildBenchPeer } from '../bench/util/gopeer.js'
+import { buildGoPeer, goPeerDir, killGoPeers, startGoPeer } from './gopeer.js'
+import { sleep, uniqueName, useEtcd } from './helpers.js'
+
+/**
+ * The Go interop program (interop/go): its helper scenarios against our primitives on one etcd
+ * (Barrier and DoubleBarrier have no etcdctl counterpart, so only here do they meet Go), the JSON
+ * the benchmark reads from its timing scenarios, and the errors its command line and build give.
+ */
+
+const etcd = useEtcd(1)
+const run = promisify(execFile)
+let bin: string
+
+beforeAll(async () => {
+  bin = await buildGoPeer()
+}, 250_000)
+afterEach(killGoPeers)
+
+const go = (scenario: string, name: string, n = 0, args: string[] = []) => startGoPeer(bin, etcd.cluster.endpoints[0], scenario, name, n, args)
+
+/** Whether `p` settles within `ms` (it keeps running either way). */
+async function settledWithin(p: Promise<unknown>, ms: number) {
+  let settled = false
+  p.then(() => (settled = true), () => (settled = true))
+  await sleep(ms)
+  return settled
+}
+
+/** The ids of the leases etcd holds now. */
+const leaseIds = async () => (await etcd.client.leaseClient.leaseLeases({})).leases.map((l) => String(l.ID)).sort()
+
+/** Every key under `name/` or equal to `name`. */
+const keysOf = async (name: string) => (await etcd.client.getAll().prefix(name).keys()).sort()
+
+describe('Go helpers against our primitives', () => {
+  it('hold-lock (concurrency.Mutex) holds back our Mutex on the same name until Go unlocks', async () => {
+    const name = uniqueName('gomutex')
+    const peer = go('hold-lock', name, 800)
+    expect(await peer.saw(new RegExp(`^locked ${name}/[0-9a-f]+ \\d+$`))).toBe(true)
+    const session = await Session.create(etcd.client, { ttl: 10 })
+    const locking = new Mutex(session, name).lock()
+    expect(await settledWithin(locking, 300)).toBe(false)
+    await locking
+    expect(await peer.exited).toBe(0)
+    expect(peer.lines.at(-1)).toBe('unlocked')
+    await session.close()
+  })
+
+  it('campaign (concurrency.Election) leads with its value; our campaign wins once Go resigns', async () => {
+    const name = uniqueName('goelect')
+    const peer = go('campaign', name, 800, ['go-value'])
+    expect(await peer.saw(new RegExp(`^leader ${name}/[0-9a-f]+$`))).toBe(true)
+    const session = await Session.create(etcd.client, { ttl: 10 })
+    const election = new Election(session, name)
+    expect((await election.leader()).value).toBe('go-value')
+    const campaigning = election.campaign('ts-value')
+    expect(await settledWithin(campaigning, 300)).toBe(false)
+    await campaigning
+    expect(await peer.exited).toBe(0)
+    expect(peer.lines.at(-1)).toBe('resigned')
+    expect((await election.leader()).value).toBe('ts-value')
+    await election.resign()
+    await session.close()
+  })
+
+  it('barrier-hold / barrier-wait (recipe.Barrier) and our Barrier wait on each other', async () => {
+    const name = uniqueName('gobarrier')
+    const holder = go('barrier-hold', name, 800)
+    expect(await holder.saw('held')).toBe(true)
+    const waiting = new Barrier(etcd.client, name).wait()
+    expect(await settledWithin(waiting, 300)).toBe(false)
+    await waiting
+    expect(await holder.exited).toBe(0)
+    expect(holder.lines).toEqual(['held', 'released'])
+
+    // Go 3.4's Wait watches from the revision of its read for a PUT then a DELETE, so nothing
+    // may be written between our hold and its read; the hold is the last write here.
+    const ours = new Barrier(etcd.client, name)
+    await ours.hold()
+    const waiter = go('barrier-wait', name)
+    await sleep(500)
+    expect(waiter.lines).toEqual([])
+    await ours.release()
+    expect(await waiter.saw('passed')).toBe(true)
+    expect(await waiter.exited).toBe(0)
+    expect(await keysOf(name)).toEqual([])
+  })
+
+  it('double-barrier (recipe.DoubleBarrier) and our DoubleBarrier of 2 enter together and leave together', async () => {
+    const name = uniqueName('godouble')
+    // Flags may follow -n: Go's flag parsing stops only at the first positional argument.
+    const goMember = go('double-barrier', name, 0, ['-c', '2'])
+    await sleep(300)
+    expect(goMember.lines).toEqual([])
+    const session = await Session.create(etcd.client, { ttl: 10 })
+    const ours = new DoubleBarrier(session, name, 2)
+    await ours.enter()
+    expect(await goMember.saw('entered')).toBe(true)
+    await ours.leave()
+    expect(await goMember.exited).toBe(0)
+    expect(goMember.lines).toEqual(['entered', 'left'])
+    expect(await keysOf(name)).toEqual([])
+    await session.close()
+  })
+})
+
+describe('timing scenarios, run the way the benchmark runs them (bench/util/gopeer.ts)', () => {
+  it('print one JSON line whose correctness counts the benchmark checks', async () => {
+    const peer = await buildBenchPeer(etcd.cluster.endpoints, () => {})
+    expect(peer.unavailable).toBeNull()
+    const prefix = uniqueName('gobench')
+    const leasesBefore = await leaseIds()
+
+    const put = await peer.run(['-scenario', 'put', '-n', '20', '-prefix', prefix])
+    expect(put).toMatchObject({ scenario: 'put', ops: 20 })
+    expect(put.p50_ms).toBeGreaterThan(0)
+    expect(put.p99_ms).toBeGreaterThanOrEqual(put.p50_ms!)
+    expect(put.ops_per_s).toBeCloseTo(put.ops / put.seconds, 6)
+
+    const contended = await peer.run(['-scenario', 'lock-contended', '-c', '3', '-n', '4', '-prefix', prefix])
+    expect(contended).toMatchObject({ scenario: 'lock-contended', ops: 12, extra: { counter: 12, expected: 12 } })
+
+    const queue = await peer.run(['-scenario', 'queue', '-c', '2', '-n', '5', '-prefix', prefix])
+    expect(queue).toMatchObject({ scenario: 'queue', ops: 10, extra: { distinct: 10, duplicates: 0 } })
+
+    const stm = await peer.run(['-scenario', 'stm', '-c', '2', '-n', '5', '-prefix', prefix])
+    expect(stm).toMatchObject({ scenario: 'stm', ops: 10, extra: { sum: 500 } })
+    expect(stm.extra!.applies).toBeGreaterThanOrEqual(10)
+
+    const failover = await peer.run(['-scenario', 'election-failover', '-n', '2', '-prefix', prefix])
+    expect(failover).toMatchObject({ scenario: 'election-failover', ops: 2, seconds: 0 })
+    expect(failover.p50_ms).toBeGreaterThan(0)
+
+    for (const scenario of ['lock-invocation', 'lock-uncontended']) {
+      expect(await peer.run(['-scenario', scenario, '-n', '5', '-prefix', prefix])).toMatchObject({ scenario, ops: 5 })
+    }
+    // Every session the scenarios opened was closed: no lease is left behind.
+    expect(await leaseIds()).toEqual(leasesBefore)
+  }, 60_000)
+})
+
+describe('bad command lines and a missing toolchain fail loudly', () => {
+  it('an unknown scenario exits 2 and lists the known ones', async () => {
+    const err = await run(bin, ['-endpoints', etcd.cluster.endpoints[0], '-scenario', 'no-such']).catch((e: unknown) => e)
+    expect(err).toMatchObject({ code: 2, stderr: expect.stringMatching(/unknown -scenario "no-such": use one of .*lock-contended/) })
+  })
+
+  it('penqueue refuses an odd argument list and a priority outside 0..65535, enqueuing nothing', async () => {
+    const name = uniqueName('gopq')
+    const odd = go('penqueue', name, 0, ['a', '1', 'b'])
+    expect(await odd.exited).toBe(1)
+    expect(odd.stderr()).toMatch(/value\/priority pairs, got 3 arguments/)
+    const big = go('penqueue', name, 0, ['a', '70000'])
+    expect(await big.exited).toBe(1)
+    expect(big.stderr()).toMatch(/priority "70000" of "a" is not an integer in 0\.\.65535/)
+    expect(await keysOf(name)).toEqual([])
+  })
+
+  it('build.sh without Go on PATH names the packages to install', async () => {
+    const err = await run('/bin/bash', [join(goPeerDir(), 'build.sh'), '/tmp/never-built'], { env: { PATH: '/nonexistent' } }).catch((e: unknown) => e)
+    expect(err).toMatchObject({ code: 1, stderr: expect.stringContaining('apt-get install -y golang-go golang-etcd-server-dev') })
+  })
+})

@@ -4,7 +4,8 @@
 // Invoke endpoint) and in the deployable dispatcher function (./handler.ts). It imports only
 // lib/: no Middy, no plugin, no build tools.
 import type { Namespace } from 'etcd3'
-import { DEFAULT_BATCH_SIZE, DEFAULT_VISIBILITY_TIMEOUT_S, toQueueMessage, type QueueDispatchEvent } from '../lib/queue-event.js'
+import { DEFAULT_BATCH_SIZE, DEFAULT_VISIBILITY_S } from '../lib/limits.js'
+import { toQueueMessage, type QueueDispatchEvent } from '../lib/queue-event.js'
 import { openQueue, type ClaimedMessage, type ReceivingQueue } from './queues.js'
 import { checkSubscription, type QueueSubscription } from './subscriptions.js'
 
@@ -79,7 +80,7 @@ async function runSubscription(options: DispatcherOptions, sub: QueueSubscriptio
     try {
       messages = await queue.receive({
         max: sub.batchSize ?? DEFAULT_BATCH_SIZE,
-        visibilityTimeout: sub.visibilityTimeout ?? DEFAULT_VISIBILITY_TIMEOUT_S,
+        visibilityTimeout: sub.visibilityTimeout ?? DEFAULT_VISIBILITY_S,
         signal,
       })
     } catch (err) {

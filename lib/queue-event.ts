@@ -2,15 +2,8 @@
 // check of the queue settings that `queueConsumer`, the dispatcher and the plugin's `etcdQueue`
 // events share. Everything here is JSON-safe: it travels through the Lambda Invoke API.
 import { InvalidArgumentError } from './errors.js'
+import { MAX_BATCH, MAX_TTL_S } from './limits.js'
 
-/** etcd caps lease TTLs at 9e9 ms; a visibility timeout is a lease TTL in seconds. */
-const MAX_VISIBILITY_S = 9_000_000
-/** Messages per invocation when a subscription or consumer does not say. */
-export const DEFAULT_BATCH_SIZE = 10
-/** Seconds a received message stays invisible when a subscription or consumer does not say. */
-export const DEFAULT_VISIBILITY_TIMEOUT_S = 30
-/** Most messages one receive claims (and one invocation gets). */
-const MAX_BATCH = 1000
 /** Most batches of one subscription in flight at once. */
 const MAX_CONCURRENCY = 100
 
@@ -88,7 +81,7 @@ export function checkQueueSettings(settings: unknown, where: string): asserts se
     throw new InvalidArgumentError(`${where}: priority must be true (a PriorityQueue) or false (a Queue), got ${show(s.priority)}`)
   }
   checkInteger(where, 'batchSize', s.batchSize, 1, MAX_BATCH)
-  checkInteger(where, 'visibilityTimeout', s.visibilityTimeout, 1, MAX_VISIBILITY_S)
+  checkInteger(where, 'visibilityTimeout', s.visibilityTimeout, 1, MAX_TTL_S)
   checkInteger(where, 'maxReceives', s.maxReceives, 1, Number.MAX_SAFE_INTEGER)
   checkInteger(where, 'concurrency', s.concurrency, 1, MAX_CONCURRENCY)
   if (s.deadLetterQueue !== undefined && (typeof s.deadLetterQueue !== 'string' || s.deadLetterQueue === '')) {

@@ -3,8 +3,9 @@ import type { Context } from 'aws-lambda'
 import type { Namespace } from 'etcd3'
 import { sharedClient } from '../lib/client.js'
 import { ClaimLostError } from '../lib/errors.js'
+import { DEFAULT_BATCH_SIZE, DEFAULT_VISIBILITY_S, MAX_BATCH, MAX_TTL_S } from '../lib/limits.js'
 import { PriorityQueue } from '../lib/priority-queue.js'
-import { checkQueueSettings, DEFAULT_BATCH_SIZE, DEFAULT_VISIBILITY_TIMEOUT_S, dispatchedMessages, toQueueMessage, type QueueMessage, type QueueSettings } from '../lib/queue-event.js'
+import { checkQueueSettings, dispatchedMessages, toQueueMessage, type QueueMessage, type QueueSettings } from '../lib/queue-event.js'
 import { Queue } from '../lib/queue.js'
 import { emit, type OnEvent } from './events.js'
 import { InvocationScope, waitBudget } from './scope.js'
@@ -28,17 +29,17 @@ export interface QueueConsumerOptions extends QueueSettings {
   onEvent?: OnEvent
 }
 
-const defaults = { priority: false, batchSize: DEFAULT_BATCH_SIZE, visibilityTimeout: DEFAULT_VISIBILITY_TIMEOUT_S, waitMs: 0, retryDelay: 0 } as const
+const defaults = { priority: false, batchSize: DEFAULT_BATCH_SIZE, visibilityTimeout: DEFAULT_VISIBILITY_S, waitMs: 0, retryDelay: 0 } as const
 
 const schema: Schema = {
   queue: { type: 'string', required: true },
   priority: { type: 'boolean' },
-  batchSize: { type: 'integer', min: 1, max: 1000 },
-  visibilityTimeout: { type: 'integer', min: 1, max: 9_000_000 },
+  batchSize: { type: 'integer', min: 1, max: MAX_BATCH },
+  visibilityTimeout: { type: 'integer', min: 1, max: MAX_TTL_S },
   maxReceives: { type: 'integer', min: 1 },
   deadLetterQueue: { type: 'string' },
   waitMs: { type: 'number', min: 0 },
-  retryDelay: { type: 'integer', min: 0, max: 9_000_000 },
+  retryDelay: { type: 'integer', min: 0, max: MAX_TTL_S },
   client: { type: 'object' },
   onEvent: { type: 'function' },
 }

@@ -60,8 +60,8 @@ describe('module layers', () => {
     expect(deps.filter((d) => !d.includes('/') || d.startsWith('@')).filter((d) => !d.startsWith('node:')).sort()).toEqual(['@aws-sdk/client-lambda', 'cockatiel', 'etcd3'])
   })
 
-  it('production code (lib, middleware, dispatch, offline, cli) never imports testing/', () => {
-    const bad = [...graph].filter(([f]) => !f.startsWith('testing/') && !f.startsWith('handlers/')).flatMap(([f, deps]) => deps.filter((d) => d.startsWith('testing/')).map((d) => `${f} → ${d}`))
+  it('production code (lib, middleware, dispatch, offline, cli) never imports testing/ or test/', () => {
+    const bad = [...graph].filter(([f]) => !f.startsWith('testing/') && !f.startsWith('handlers/')).flatMap(([f, deps]) => deps.filter((d) => /^(testing|test)\//.test(d)).map((d) => `${f} → ${d}`))
     expect(bad).toEqual([])
   })
 

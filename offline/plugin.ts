@@ -18,12 +18,12 @@ import {
 import { lambdaInvoker } from '../dispatch/lambda-invoker.js'
 import { runDispatcher } from '../dispatch/dispatcher.js'
 import type { QueueSubscription } from '../dispatch/subscriptions.js'
-import { reapStale, startLocalEtcd, type LocalEtcd } from './local-etcd.js'
+import { reapStale, startLocalEtcd, STATE_DIR, type LocalEtcd } from './local-etcd.js'
+
+export { STATE_DIR }
 import { buildForOffline, type OfflineBuild } from './offline-build.js'
 import { packageFunctions } from './package.js'
 
-/** Where pid files of running offline sessions live, under the service directory. */
-export const STATE_DIR = '.etcd-offline'
 
 /**
  * The middy-etcd Serverless plugin. Offline (`serverless offline` and `serverless offline start`)

@@ -12,3 +12,4 @@ export { runSTM, Isolation, type STM, type STMOptions, type STMResult } from './
 export { Election, type Leader } from './election.js'
 export { RWMutex, type RWMode } from './rwmutex.js'
 export { toQueueMessage, checkQueueSettings, dispatchedMessages, type QueueMessage, type QueueDispatchEvent, type QueueSettings, type EtcdQueueEvent } from './queue-event.js'
+export { type Credentials, type CredentialsProvider } from './credentials.js'

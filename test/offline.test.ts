@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createClient, type EtcdClient } from '../lib/index.js'
 import { freePort, startEtcd, type EtcdCluster } from '../testing/index.js'
 import { sleep, uniqueName } from './helpers.js'
+import { BUNDLED, INJECTED, LISTENING, SUBSCRIBED } from './support/offline-log.js'
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..')
 const stateDir = join(root, '.etcd-offline')
@@ -85,10 +86,10 @@ describe('osls offline start with the middy-etcd plugin', () => {
       if (cli.exitCode !== null) throw new Error(`osls exited with ${cli.exitCode}:\n${output}`)
       return output.includes('Server ready')
     })
-    const m = /etcd: listening on (http:\/\/127\.0\.0\.1:\d+) \(1 member, pid (\d+)\)/.exec(output)
-    if (!m) throw new Error(`no etcd line in the CLI output:\n${output}`)
+    const m = LISTENING.exec(output)
+    if (!m || m[2] !== '1') throw new Error(`no etcd line in the CLI output:\n${output}`)
     etcdEndpoint = m[1]
-    etcdPid = Number(m[2])
+    etcdPid = Number(m[3])
     client = createClient({ endpoints: [etcdEndpoint] })
   }, 120_000)
 
@@ -117,8 +118,13 @@ describe('osls offline start with the middy-etcd plugin', () => {
     expect(await client.get('example/ping').string()).toMatch(/^\d{4}-/)
   })
 
+  it('prints the start-up lines the README shows', () => {
+    expect(INJECTED.exec(output)?.slice(1)).toEqual([etcdEndpoint, '24'])
+    expect(SUBSCRIBED.exec(output)?.slice(1)).toEqual(['example/jobs', undefined, 'jobWorker', '5'])
+  })
+
   it('runs the handlers from bundles, as `package` ships them, not through a TypeScript loader', () => {
-    const m = /etcd: bundled (.+) into (\.etcd-offline\/build\/(\d+))/.exec(output)
+    const m = BUNDLED.exec(output)
     expect(m).not.toBeNull()
     expect(Number(m![3])).toBe(cli.pid)
     expect(m![1].split(', ')).toEqual(expect.arrayContaining(['ping', 'counterIncrement', 'jobWorker', 'dispatcher']))

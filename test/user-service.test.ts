@@ -264,6 +264,8 @@ describe('a user service built from the installed tarball', () => {
       const code = (fn: string) => template.Resources[`${fn}LambdaFunction`].Properties.Code.S3Key as string
       for (const fn of ['Lock', 'Consumer', 'Primitives', 'Typed', 'Dispatcher']) expect(code(fn)).toMatch(/\/user-service-middy-etcd\.zip$/)
       expect(template.Resources.LockLambdaFunction.Properties.Handler).toBe('handlers/lock.handler')
+      // The dispatcher may invoke the service's functions (README "Queues in the cloud").
+      expect(JSON.stringify(template.Resources.IamRoleLambdaExecution.Properties.Policies)).toContain('lambda:InvokeFunction')
       expect(template.Resources.DispatcherLambdaFunction.Properties.Environment.Variables.ETCD_QUEUE_SUBSCRIPTIONS).toBe(
         JSON.stringify([{ function: 'user-service-dev-consumer', functionKey: 'consumer', queue: 'user-service/jobs', priority: false, batchSize: 5 }]),
       )

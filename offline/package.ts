@@ -17,6 +17,8 @@ export interface PackageOptions {
   packagePath: string
   /** Ship linked source maps beside the bundles. */
   sourcemap?: boolean
+  /** Only this function (`osls package function` / `osls deploy function`): packaged on its own. */
+  only?: string
 }
 
 /** What {@link packageFunctions} built. */
@@ -43,7 +45,7 @@ export async function packageFunctions(serverless: ServerlessLike, log: PluginLo
     return undefined
   }
   const { service, serviceDir } = serverless
-  const candidates = nodeFunctions(serverless)
+  const candidates = nodeFunctions(serverless).filter((f) => options.only === undefined || f.key === options.only)
   if (candidates.length === 0) return { artifacts: new Map(), leftToFramework: [] }
   const esbuild = await loadEsbuild(serviceDir)
   const ours = await usingEtcd(esbuild, serviceDir, candidates)
@@ -58,7 +60,7 @@ export async function packageFunctions(serverless: ServerlessLike, log: PluginLo
     const extras = (patterns: string[] | undefined) => patternFiles(serviceDir, patterns ?? [], built, log)
     const serviceExtras = extras(service.package?.patterns)
     const artifacts = new Map<string, string>()
-    const individually = (f: NodeFunction) => Boolean(f.fn.package?.individually || service.package?.individually)
+    const individually = (f: NodeFunction) => Boolean(options.only || f.fn.package?.individually || service.package?.individually)
 
     for (const f of ours.filter(individually)) {
       const path = join(options.packagePath, `${f.key}.zip`)

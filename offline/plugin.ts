@@ -60,6 +60,8 @@ export default class MiddyEtcdPlugin {
       'before:offline:start:init': () => this.startOffline(),
       'before:offline:start:end': () => this.stopOffline(),
       'before:package:createDeploymentArtifacts': () => this.beforePackage(),
+      // `osls deploy function -f X` and `osls package function -f X` package one function.
+      'before:package:function:package': () => this.beforePackage(String(this.options.function ?? '')),
     }
   }
 
@@ -188,7 +190,7 @@ export default class MiddyEtcdPlugin {
     }
   }
 
-  private async beforePackage() {
+  private async beforePackage(only?: string) {
     const config = readConfig(this.serverless)
     const subscriptions = queueSubscriptions(this.serverless)
     if (config.dispatcher) {
@@ -201,7 +203,7 @@ export default class MiddyEtcdPlugin {
       )
     }
     // osls builds every artifact in .serverless/ and moves them to `--package <dir>` at the end.
-    const packaged = await packageFunctions(this.serverless, this.log, { packagePath: join(this.serverless.serviceDir, '.serverless'), sourcemap: config.sourcemap })
+    const packaged = await packageFunctions(this.serverless, this.log, { packagePath: join(this.serverless.serviceDir, '.serverless'), sourcemap: config.sourcemap, only: only || undefined })
     this.warnMissingEndpoints(packaged ? [...packaged.artifacts.keys()] : [])
   }
 

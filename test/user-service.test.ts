@@ -11,9 +11,10 @@ import type { AddressInfo } from 'node:net'
 import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { fileURLToPath, pathToFileURL } from 'node:url'
 import { promisify } from 'node:util'
 import { InvokeCommand, LambdaClient } from '@aws-sdk/client-lambda'
+import yaml from 'js-yaml'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createClient, Queue, type EtcdClient, type QueueDispatchEvent } from '../lib/index.js'
 import { freePort } from '../testing/index.js'
@@ -212,6 +213,16 @@ describe('a user service built from the installed tarball', () => {
       await until('the queue to drain', 10_000, async () => (await queue.size()) === 0)
     }, 60_000)
 
+    it("the installed CLI finds this session's etcd by itself", async () => {
+      const env = { PATH: process.env.PATH ?? '' }
+      // No ETCD_ENDPOINTS: the CLI reads .etcd-offline/ in the service directory.
+      const cli = await run(join(service, 'node_modules', '.bin', 'middy-etcd'), ['queue', 'stats', 'user-service/jobs', '--json'], { cwd: service, env })
+      expect(JSON.parse(cli.stdout)).toMatchObject({ queue: 'user-service/jobs', items: expect.any(Number) })
+      expect(cli.stderr).toContain('using the local etcd of serverless offline')
+      const version = await run(join(service, 'node_modules', '.bin', 'middy-etcd'), ['--version'], { cwd: service, env })
+      expect(version.stdout.trim()).toBe(`middy-etcd ${JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).version}`)
+    })
+
     it('stops on SIGINT and leaves no etcd, pid file or build behind', async () => {
       const exited = new Promise<void>((r) => cli.once('exit', () => r()))
       cli.kill('SIGINT')
@@ -310,6 +321,30 @@ describe('a user service built from the installed tarball', () => {
       expect(await etcd.client.get(`user-service/done/${value}`).string()).toBe('1')
       expect(await queue.size()).toBe(0)
     }, 90_000)
+
+    it('packages one function on its own for `osls deploy function -f typed` (the package:function hook)', async () => {
+      // osls cannot run `deploy function` without AWS: drive the installed plugin's hook directly.
+      const { default: Plugin } = (await import(pathToFileURL(join(service, 'node_modules', 'middy-etcd', 'dist', 'offline', 'index.js')).href)) as { default: new (...args: unknown[]) => { hooks: Record<string, () => Promise<void>> } }
+      const config = yaml.load(readFileSync(join(service, 'serverless.yml'), 'utf8')) as { functions: Record<string, Record<string, any>>; custom: Record<string, unknown>; provider: Record<string, any>; package: Record<string, any> }
+      const logged: string[] = []
+      const log = Object.assign((m: string) => logged.push(m), { notice: (m: string) => logged.push(m), info: () => {}, warning: (m: string) => logged.push(m), error: (m: string) => logged.push(m), verbose: () => {} })
+      const serverless = {
+        serviceDir: service,
+        service: { service: 'user-service', custom: config.custom, provider: config.provider, package: config.package, getAllFunctions: () => Object.keys(config.functions), getFunction: (k: string) => config.functions[k] },
+      }
+      const plugin = new Plugin(serverless, { function: 'typed' }, { log })
+      await plugin.hooks['before:package:function:package']()
+      const artifact = config.functions.typed.package?.artifact as string
+      expect(artifact).toBe(join(service, '.serverless', 'typed.zip'))
+      expect(config.functions.lock.package?.artifact).toBeUndefined()
+      const dir = mkdtempSync(join(tmpdir(), 'middy-etcd-one-function-'))
+      try {
+        expect(unzip(readFileSync(artifact), dir).sort()).toEqual(['config/settings.json', 'etcd3-proto/auth.proto', 'etcd3-proto/kv.proto', 'etcd3-proto/rpc.proto', 'handlers/typed.js', 'package.json'])
+        expect(await invokePackaged(dir, 'handlers/typed.js', 'handler', { who: 'one' }, { ETCD_ENDPOINTS: etcd.cluster.endpoints.join(',') })).toMatchObject({ hello: 'one' })
+      } finally {
+        rmSync(dir, { recursive: true, force: true })
+      }
+    }, 60_000)
 
     it('runs the packaged dispatcher: it invokes the consumer through the Invoke API', async () => {
       const queue = new Queue(etcd.client, 'user-service/jobs')

@@ -19,11 +19,10 @@ import { lambdaInvoker } from '../dispatch/lambda-invoker.js'
 import { runDispatcher } from '../dispatch/dispatcher.js'
 import type { QueueSubscription } from '../dispatch/subscriptions.js'
 import { reapStale, startLocalEtcd, STATE_DIR, type LocalEtcd } from './local-etcd.js'
-
-export { STATE_DIR }
 import { buildForOffline, type OfflineBuild } from './offline-build.js'
 import { packageFunctions } from './package.js'
 
+export { STATE_DIR }
 
 /**
  * The middy-etcd Serverless plugin. Offline (`serverless offline` and `serverless offline start`)

@@ -1,5 +1,6 @@
 // `etcdEvents` into a logger: a structured logger in Powertools Logger's shape (a message plus
 // an object of fields), or plain console JSON lines for CloudWatch Logs Insights.
+import { InvalidArgumentError } from '../lib/errors.js'
 import { etcdEvents, type EtcdEvent } from './events.js'
 
 /** A logger whose level methods take a message and an object of fields (Powertools' `Logger`, pino-style wrappers). */
@@ -32,7 +33,16 @@ function messageOf(event: EtcdEvent): string {
  * once at module scope (a logger that throws never changes an invocation's outcome).
  */
 export function logEtcdEvents(logger: StructuredLogger, options: LogEtcdEventsOptions = {}): () => void {
-  const levels = { ...DEFAULT_LEVELS, ...options.levels }
+  const levels = { ...DEFAULT_LEVELS, ...options?.levels }
+  for (const [type, level] of Object.entries(levels)) {
+    if (!(type in DEFAULT_LEVELS)) throw new InvalidArgumentError(`logEtcdEvents: levels has an unknown event type ${JSON.stringify(type)}; the types are ${Object.keys(DEFAULT_LEVELS).join(', ')}`)
+    if (level !== false && !['debug', 'info', 'warn', 'error'].includes(level as string)) {
+      throw new InvalidArgumentError(`logEtcdEvents: levels.${type} must be 'debug', 'info', 'warn', 'error' or false, got ${JSON.stringify(level)}`)
+    }
+    if (level && typeof (logger as unknown as Record<string, unknown> | null)?.[level] !== 'function') {
+      throw new InvalidArgumentError(`logEtcdEvents: the logger has no ${level}(message, fields) method; pass Powertools' Logger, jsonLinesLogger(), or an object with debug/info/warn/error`)
+    }
+  }
   const listener = (event: EtcdEvent) => {
     const level = levels[event.type]
     if (level) logger[level](messageOf(event), { etcd: event })

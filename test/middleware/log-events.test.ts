@@ -3,6 +3,7 @@
 import { Logger } from '@aws-lambda-powertools/logger'
 import middy from '@middy/core'
 import { afterEach, describe, expect, it, vi } from 'vitest'
+import { InvalidArgumentError } from '../../lib/index.js'
 import { etcdLock, etcdPlugin, jsonLinesLogger, logEtcdEvents } from '../../middleware/index.js'
 import { uniqueName, useEtcd } from '../helpers.js'
 import { lambdaContext } from '../lambda.js'
@@ -60,5 +61,14 @@ describe('logEtcdEvents', () => {
     )
     await expect(lockOnce()).resolves.toMatch(/^logged-/)
     expect(lines).toEqual([])
+  })
+
+  it('refuses a logger without the methods it needs, and unknown levels', () => {
+    expect(() => logEtcdEvents(undefined as never)).toThrow(InvalidArgumentError)
+    expect(() => logEtcdEvents({ info() {} } as never)).toThrow(/no debug\(message, fields\) method/)
+    // A logger with only info() is enough when no event goes to another level.
+    stops.push(logEtcdEvents({ info() {} } as never, { levels: { released: false, lost: 'info' } }))
+    expect(() => logEtcdEvents(jsonLinesLogger(), { levels: { acquired: 'loud' as never } })).toThrow(/levels.acquired must be/)
+    expect(() => logEtcdEvents(jsonLinesLogger(), { levels: { gained: 'info' } as never })).toThrow(/unknown event type "gained"/)
   })
 })

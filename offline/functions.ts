@@ -36,6 +36,11 @@ export function nodeTarget(runtime: string | undefined): string {
   return `node${m ? m[1] : '20'}`
 }
 
+/** The lowest Node major among the functions' runtimes, as an esbuild target: one build serves them all. */
+export function buildTarget(serverless: ServerlessLike, functions: NodeFunction[]): string {
+  return `node${Math.min(...functions.map((f) => Number(nodeTarget(runtimeOf(serverless, f.fn)).slice('node'.length))))}`
+}
+
 /** The runtime a function deploys with. */
 export function runtimeOf(serverless: ServerlessLike, fn: FunctionObject): string {
   return fn.runtime ?? serverless.service.provider.runtime ?? DEFAULT_RUNTIME

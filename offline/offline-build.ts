@@ -8,7 +8,7 @@ import { dirname, join, relative } from 'node:path'
 import { bundleOptions, loadEsbuild, usingEtcd, writeSupportFiles } from './bundle.js'
 import type { PluginLog, ServerlessLike } from './config.js'
 import { isAlive } from './local-etcd.js'
-import { hasOwnBundler, nodeFunctions, nodeTarget, runtimeOf } from './functions.js'
+import { buildTarget, hasOwnBundler, nodeFunctions } from './functions.js'
 import { patternFiles } from './package.js'
 import { serviceFiles } from './patterns.js'
 
@@ -54,8 +54,7 @@ export async function buildForOffline(serverless: ServerlessLike, log: PluginLog
   const dir = join(options.stateDir, 'build', String(process.pid))
   rmSync(dir, { recursive: true, force: true })
   mkdirSync(dir, { recursive: true })
-  const target = `node${Math.min(...ours.map((f) => Number(nodeTarget(runtimeOf(serverless, f.fn)).slice(4))))}`
-  const base = bundleOptions(serviceDir, ours, { outdir: dir, target, sourcemap: options.sourcemap })
+  const base = bundleOptions(serviceDir, ours, { outdir: dir, target: buildTarget(serverless, ours), sourcemap: options.sourcemap })
   // watch() builds once, then again on every change: the first result gates the start.
   let builds = 0
   let firstBuild!: (result: { errors: unknown[] }) => void

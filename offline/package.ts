@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os'
 import { dirname, join, relative } from 'node:path'
 import { bundleHandlers, loadEsbuild, PACKAGE_JSON, PROTO_DIR, usingEtcd } from './bundle.js'
 import type { PluginLog, ServerlessLike } from './config.js'
-import { hasOwnBundler, nodeFunctions, nodeTarget, runtimeOf, type NodeFunction } from './functions.js'
+import { buildTarget, hasOwnBundler, nodeFunctions, type NodeFunction } from './functions.js'
 import { selectFiles, serviceFiles } from './patterns.js'
 import { writeZip, type ZipEntry } from './zip.js'
 
@@ -30,12 +30,6 @@ export interface Packaged {
 }
 
 const KIB = 1024
-
-/** The lowest Node major among the functions' runtimes: one bundle build serves them all. */
-function buildTarget(serverless: ServerlessLike, functions: NodeFunction[]): string {
-  const majors = functions.map((f) => Number(nodeTarget(runtimeOf(serverless, f.fn)).slice(4)))
-  return `node${Math.min(...majors)}`
-}
 
 /** Builds the artifacts of the functions that use middy-etcd and points osls at them. */
 export async function packageFunctions(serverless: ServerlessLike, log: PluginLog, options: PackageOptions): Promise<Packaged | undefined> {

@@ -91,7 +91,8 @@ describe('a user service built from the installed tarball', () => {
         const [bin, ...args] = command.split(/\s+/)
         if (bin !== 'npm') throw new Error(`README install command ${JSON.stringify(command)} is not an npm command`)
         // The published name resolves to the tarball under test.
-        const argv = [...args.map((a) => (a === 'middy-etcd' ? tarball : a)), '--no-audit', '--no-fund']
+        // --prefer-offline: a second run (CI's Node 22 pass) takes the packages from npm's cache.
+        const argv = [...args.map((a) => (a === 'middy-etcd' ? tarball : a)), '--no-audit', '--no-fund', '--prefer-offline']
         await run('npm', argv, { cwd: service, timeout: 300_000, maxBuffer: 16 << 20 })
       }
     })

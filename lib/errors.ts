@@ -154,3 +154,85 @@ export class ClaimLostError extends MiddyEtcdError {
     super(message)
   }
 }
+
+/**
+ * A duplicate found its idempotency key still being processed by another caller and was not to
+ * wait (`onInProgress: 'reject'`), or its wait ran out first. Shaped as HTTP 409 Conflict: the
+ * client should retry later, when the first call has finished.
+ */
+export class IdempotencyInProgressError extends MiddyEtcdError {
+  override readonly code = 'IDEMPOTENCY_IN_PROGRESS'
+  /** HTTP status for error handlers such as `@middy/http-error-handler`. */
+  readonly statusCode = 409
+}
+
+/**
+ * The idempotency key was used before with a different payload (its stored payload hash
+ * differs). Nothing was run. Shaped as HTTP 422: the client reused a key for another request.
+ */
+export class IdempotencyKeyMismatchError extends MiddyEtcdError {
+  override readonly code = 'IDEMPOTENCY_KEY_MISMATCH'
+  /** HTTP status for error handlers such as `@middy/http-error-handler`. */
+  readonly statusCode = 422
+}
+
+/** Why a result could not be stored: see {@link IdempotencyResultNotStorableError}. */
+export type NotStorableReason = 'not-json' | 'too-large'
+
+/**
+ * A result that an idempotency record cannot keep: not plain JSON (it would come back different
+ * to a duplicate), or larger than etcd accepts in one value. Nothing was stored.
+ */
+export class IdempotencyResultNotStorableError extends MiddyEtcdError {
+  override readonly code = 'IDEMPOTENCY_RESULT_NOT_STORABLE'
+
+  constructor(
+    /** not-json: a value JSON cannot carry unchanged; too-large: over etcd's value limit. */
+    readonly reason: NotStorableReason,
+    message: string,
+  ) {
+    super(message)
+  }
+}
+
+/**
+ * `complete`/`fail` of an idempotency claim whose in-progress record is no longer this claim's:
+ * its lease ended while the work ran (crash-like pause, etcd unreachable past the TTL), so a
+ * duplicate may have taken the key. Nothing was written.
+ */
+export class IdempotencyClaimLostError extends MiddyEtcdError {
+  override readonly code = 'IDEMPOTENCY_CLAIM_LOST'
+}
+
+/**
+ * A `singleFlight` follower's leader failed in another process: its error's name, message and
+ * code, carried through etcd (followers in the leader's own process get the error object itself).
+ */
+export class SingleFlightError extends MiddyEtcdError {
+  override readonly code = 'SINGLE_FLIGHT_FAILED'
+
+  constructor(
+    message: string,
+    /** The leader's error as it crossed etcd. */
+    readonly leaderError: { name: string; message: string; code?: string },
+  ) {
+    super(message)
+  }
+}
+
+/**
+ * A downstream store (SQL, DynamoDB, …) refused a write fenced with `fence` because a write with
+ * an equal or higher fence is already there: a later holder has written, so this holder lost its
+ * lock (or leadership) meanwhile. Stop the work; retrying with the same fence cannot succeed.
+ */
+export class FenceRejectedError extends MiddyEtcdError {
+  override readonly code = 'FENCE_REJECTED'
+
+  constructor(
+    /** The fencing token of the refused write. */
+    readonly fence: bigint,
+    message: string,
+  ) {
+    super(message)
+  }
+}

@@ -16,6 +16,8 @@ import type { Keyspace, Op, TxnResult } from './kv.js'
  * Ours (kept outside the Go prefixes, so Go peers never see them):
  * - queue claim marker:    `__claims/<itemKey>/<itemCreateRev>` (on the receiver's lease)
  * - queue receive counter: `__receives/<itemKey>/<itemCreateRev>` (its version = receives)
+ * - idempotency record:    `<prefix>/<key>` (the middleware's prefix: `__idempotency/<function name>`)
+ * - single-flight record:  `__singleflight/<key>`
  */
 
 /** Wall-clock nanoseconds at the monotonic clock's zero, so unixNano() = base + hrtime. */
@@ -135,4 +137,14 @@ export const queueKeys = {
   marker: (itemKey: string, itemCreateRevision: bigint) => `__claims/${itemKey}/${itemCreateRevision}`,
   /** The counter whose version is the item's receive count. */
   counter: (itemKey: string, itemCreateRevision: bigint) => `__receives/${itemKey}/${itemCreateRevision}`,
+}
+
+/** Idempotency and single-flight records: one key per idempotency key, its state in the value. */
+export const idempotencyKeys = {
+  /** The record of `key` in the store at `prefix`. */
+  record: (prefix: string, key: string) => `${prefix}/${key}`,
+  /** The middleware's default store prefix: records are per function, as Powertools scopes them. */
+  functionPrefix: (functionName: string) => `__idempotency/${functionName}`,
+  /** The store `singleFlight` uses. */
+  singleFlightPrefix: '__singleflight',
 }

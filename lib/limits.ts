@@ -17,3 +17,6 @@ export const DEFAULT_BATCH_SIZE = 10
 
 /** Seconds a received message stays invisible to other receivers unless configured. */
 export const DEFAULT_VISIBILITY_S = 30
+
+/** Seconds an in-progress idempotency or single-flight record outlives a crashed owner unless configured. */
+export const DEFAULT_IN_PROGRESS_TTL_S = 10

@@ -16,11 +16,11 @@ export type EtcdEventLevel = 'debug' | 'info' | 'warn' | 'error' | false
 
 /** Options of {@link logEtcdEvents}. */
 export interface LogEtcdEventsOptions {
-  /** Level per event type (default: `lost` warn, `released` debug, the rest info). */
+  /** Level per event type (default: `lost` and `not-stored` warn, `released` debug, the rest info). */
   levels?: Partial<Record<EtcdEvent['type'], EtcdEventLevel>>
 }
 
-const DEFAULT_LEVELS: Record<EtcdEvent['type'], EtcdEventLevel> = { acquired: 'info', waiting: 'info', released: 'debug', lost: 'warn', skipped: 'info' }
+const DEFAULT_LEVELS: Record<EtcdEvent['type'], EtcdEventLevel> = { acquired: 'info', waiting: 'info', released: 'debug', lost: 'warn', skipped: 'info', 'not-stored': 'warn' }
 
 /** `etcd lock acquired billing/nightly`: what happened, to whom, readable without the fields. */
 function messageOf(event: EtcdEvent): string {

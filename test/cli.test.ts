@@ -156,7 +156,9 @@ describe('middy-etcd locks', () => {
 
   it('shows waiters blocked by an older key that is no contender', async () => {
     const name = uniqueName('cli-blocked')
-    await etcd.client.put(`${name}/stray`).value('x')
+    // On a lease, so our Mutex queues behind it (a key without one it refuses as foreign data).
+    const other = await Session.create(etcd.client, { ttl: 5 })
+    await etcd.client.put(`${name}/stray`).value('x').lease(other.leaseId).exec()
     const s = await Session.create(etcd.client, { ttl: 5 })
     const stop = new AbortController()
     const waiting = new Mutex(s, name).lock({ signal: stop.signal }).catch((err: Error) => err.name)
@@ -165,7 +167,7 @@ describe('middy-etcd locks', () => {
     expect(doc.locks).toEqual([expect.objectContaining({ name, kind: 'mutex', holders: [], blockedBy: `${name}/stray`, waiters: [expect.objectContaining({ key: `${name}/${s.leaseHex}` })] })])
     stop.abort(new Error('test done'))
     expect(await waiting).toBe('Error')
-    await s.close()
+    await Promise.all([s.close(), other.close()])
   })
 
   it('says so when there are no locks', async () => {

@@ -2,6 +2,8 @@
 // - ts: type-checked together under `strict` (as a user's project would import `middy-etcd/…`),
 //   then each executed twice against a real etcd — a handler it exports is invoked twice, top-level
 //   code runs twice — so an example that only works once (a deadlock on the second run) fails;
+// - ts and sql quoted from `examples/*.ts` (excerpts that need the rest of their file, or a
+//   database): every line is in an example file that a test imports and runs;
 // - sh: every line is a command this repository has (npm scripts, osls, the CLI's usage lines,
 //   the example service's HTTP routes), and the Install commands are the ones
 //   test/user-service.test.ts runs;
@@ -10,7 +12,7 @@
 // - text: the plugin's start-up lines.
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { dirname, join, relative, resolve } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import yaml from 'js-yaml'
@@ -67,14 +69,32 @@ function readmeBlocks(): Block[] {
   return blocks
 }
 
+const examples = Object.fromEntries(readdirSync(join(root, 'examples')).filter((f) => f.endsWith('.ts')).map((f) => [f, readFileSync(join(root, 'examples', f), 'utf8')]))
+
+/** The example files a block is quoted from (its lines other than imports and comments), or []. */
+function quotedFrom(b: Block): string[] {
+  const lines = b.code.split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('import ') && !l.startsWith('//'))
+  const files = Object.entries(examples).filter(([, text]) => lines.some((l) => text.includes(l))).map(([f]) => f)
+  const all = files.map((f) => examples[f]).join('\n')
+  return lines.length > 0 && lines.every((l) => all.includes(l)) ? files : []
+}
+
 const blocks = readmeBlocks()
 const where = (b: Block) => `README.md:${b.line} (${b.section})`
-const byLang = (lang: string) => blocks.filter((b) => b.lang === lang)
+const byLang = (lang: string) => blocks.filter((b) => b.lang === lang && quotedFrom(b).length === 0)
+const quoted = blocks.filter((b) => (b.lang === 'ts' || b.lang === 'sql') && quotedFrom(b).length > 0)
 
 describe('README code blocks', () => {
   it('are all of a kind the suite checks', () => {
     expect(blocks.length).toBeGreaterThan(10)
-    expect(blocks.filter((b) => !['ts', 'sh', 'json', 'yaml', 'text'].includes(b.lang)).map(where)).toEqual([])
+    expect(blocks.filter((b) => !['ts', 'sh', 'json', 'yaml', 'text'].includes(b.lang) && !quoted.includes(b)).map(where)).toEqual([])
+  })
+
+  it('quoted from examples/: every line is in an example file that a test runs', () => {
+    const tests = readdirSync(join(root, 'test'), { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.test.ts')).map((f) => readFileSync(join(root, 'test', f), 'utf8')).join('\n')
+    for (const b of quoted) for (const file of quotedFrom(b)) expect(tests, `${where(b)} quotes examples/${file}`).toContain(`examples/${file.replace(/\.ts$/, '.js')}`)
+    // The quoted blocks are the idempotency and fencing ones; everything else runs here.
+    expect([...new Set(quoted.map((b) => b.section))].sort()).toEqual(['Fencing downstream', 'Idempotency and single flight'])
   })
 
   describe('ts', () => {

@@ -42,9 +42,17 @@ export class PermissionDeniedError extends MiddyEtcdError {
   override readonly code = 'PERMISSION_DENIED'
 }
 
-/** `tryLock` found the lock held by another session (Go: `ErrLocked`). */
+/**
+ * `tryLock` found the lock held by another session (Go: `ErrLocked`). Carries HTTP's 409
+ * Conflict with `expose`, so `@middy/http-error-handler` answers it (the message, which names
+ * the lock, becomes the body).
+ */
 export class LockedError extends MiddyEtcdError {
   override readonly code: string = 'LOCKED'
+  /** For `@middy/http-error-handler`: 409 Conflict (503 for {@link LockTimeoutError}). */
+  readonly statusCode: number = 409
+  /** For `@middy/http-error-handler`: send the message to the caller. */
+  readonly expose = true
 }
 
 /** The session's lease ended while the operation needed it (Go: `ErrSessionExpired`). */
@@ -112,14 +120,19 @@ export class LeaseLostError extends SessionExpiredError {
   }
 }
 
-/** A blocking acquire gave up: its wait budget (option or remaining invocation time) ran out. */
+/** A blocking acquire gave up: its wait budget (option or remaining invocation time) ran out. HTTP 503, exposed. */
 export class LockTimeoutError extends LockedError {
   override readonly code = 'LOCK_TIMEOUT'
+  override readonly statusCode = 503
 }
 
-/** A middleware's wait (barrier, double barrier, leadership) ran out of its budget. */
+/** A middleware's wait (barrier, double barrier, leadership) ran out of its budget. HTTP 504, exposed. */
 export class WaitTimeoutError extends MiddyEtcdError {
   override readonly code = 'WAIT_TIMEOUT'
+  /** For `@middy/http-error-handler`: 504 Gateway Timeout. */
+  readonly statusCode = 504
+  /** For `@middy/http-error-handler`: send the message to the caller. */
+  readonly expose = true
 }
 
 /** Why an ack/nack found its claim gone: see {@link ClaimLostError}. */

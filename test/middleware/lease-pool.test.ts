@@ -64,7 +64,7 @@ describe('lease pool', () => {
       const releasedAt = performance.now()
       const contender = new Mutex(await Session.create(etcd.client, { ttl: 10 }), L)
       let grantedAt: number | undefined
-      while (grantedAt === undefined && performance.now() - releasedAt < (ttl + 3) * 1000) {
+      while (grantedAt === undefined && performance.now() - releasedAt < (ttl + 5) * 1000) {
         try {
           await contender.tryLock()
           grantedAt = performance.now()
@@ -76,8 +76,9 @@ describe('lease pool', () => {
       await traffic
       console.log(`[lease-pool] contender granted ${grantedAt === undefined ? 'never' : `${(grantedAt - releasedAt).toFixed(0)} ms`} after the release; ${warmRuns} warm invocations meanwhile`)
       expect(warmRuns).toBeGreaterThan(5)
-      expect(grantedAt).toBeDefined()
-      expect(grantedAt! - releasedAt).toBeLessThan(ttl * 1000 + 1_000)
+      expect(grantedAt, 'the ghost waiter key outlived its lease while warm traffic ran').toBeDefined()
+      // One TTL: the stranded lease is left to expire (etcd checks expiries every 500 ms; slack for a loaded machine).
+      expect(grantedAt! - releasedAt).toBeLessThan(ttl * 1000 + 2_000)
       await contender.unlock()
     } finally {
       fnClient.close()

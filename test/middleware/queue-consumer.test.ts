@@ -2,7 +2,7 @@ import middy from '@middy/core'
 import { describe, expect, it } from 'vitest'
 import { Queue, InvalidArgumentError, QueueMismatchError, PriorityQueue } from '../../lib/index.js'
 import { queueConsumer, type QueueMessage } from '../../middleware/index.js'
-import { runDispatcher } from '../../offline/dispatcher.js'
+import { runDispatcher } from '../../dispatch/dispatcher.js'
 import { sleep, uniqueName, useEtcd } from '../helpers.js'
 import { lambdaContext } from '../lambda.js'
 

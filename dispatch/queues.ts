@@ -1,0 +1,26 @@
+// The queue side of the dispatcher: the Queue or PriorityQueue a subscription reads.
+import type { Namespace } from 'etcd3'
+import type { Message, ReceiveOptions } from '../lib/claims.js'
+import { PriorityQueue } from '../lib/priority-queue.js'
+import { consumerDeadLetter } from '../lib/queue-options.js'
+import { Queue } from '../lib/queue.js'
+import type { QueueSubscription } from './subscriptions.js'
+
+/** A claimed message, as `receive` returns it. */
+export type ClaimedMessage = Pick<Message, 'id' | 'key' | 'value' | 'receiveCount' | 'priority' | 'group' | 'receipt'>
+
+/** What the dispatcher needs of a queue. */
+export interface ReceivingQueue {
+  receive(options: ReceiveOptions): Promise<ClaimedMessage[]>
+  nack(receipt: string): Promise<void>
+}
+
+/**
+ * The Queue (or PriorityQueue) a subscription reads, with its dead-letter and retry settings
+ * (the defaults of `queueConsumer`: 5 receives, `dlq/<queue>`, 1–300 s back-off), so a message
+ * whose invocations keep failing is retried with back-off and then dead-lettered by the claim.
+ */
+export function openQueue(client: Namespace, sub: QueueSubscription): ReceivingQueue {
+  const settings = { ...consumerDeadLetter(sub.queue, sub), retryDelay: sub.retryDelay, maxRetryDelay: sub.maxRetryDelay }
+  return sub.priority ? new PriorityQueue(client, sub.queue, settings) : new Queue(client, sub.queue, settings)
+}

@@ -149,7 +149,7 @@ async function redriveCommand(client: EtcdClient, dlq: string, to: string, max: 
 export const queue: Command = {
   name: 'queue',
   summary: 'queue depth, claimed, delayed and dead-letter counts; peek, push, purge, redrive',
-  usage: 'queue stats <name> [--dead-letter <queue>]\nqueue peek <name> [--limit N]\nqueue push <name> <value> [--priority N]\nqueue purge <name> --yes\nqueue redrive <dead-letter queue> [--to <queue>] [--max N]',
+  usage: 'queue stats <name> [--dead-letter <queue>]\nqueue peek <name> [--limit N]\nqueue push <name> <value> [--priority N]\nqueue purge <name> --yes\nqueue redrive <dlq> [--to <queue>] [--max N]',
   help: `Works on a Queue (Go layout <name>/<unixNano>) or PriorityQueue (<name>/<prio>/<seq>):
   stats   items in the queue, how many are visible and how many claimed (received by an
           at-least-once consumer, not yet acked: in flight, or waiting out a retry delay),
@@ -160,7 +160,8 @@ export const queue: Command = {
   push    enqueue <value> (Queue.enqueue; with --priority N, PriorityQueue.enqueue, 0 served first)
   purge   delete every item with its claim and receive-count keys, delayed and grouped
           messages, in one transaction; needs --yes, prints how many items went
-  redrive move dead letters back (oldest first, at most --max N), each in one transaction:
+  redrive move the messages of dead-letter queue <dlq> back (oldest first, at most --max N),
+          each in one transaction:
           an interrupted redrive loses and doubles nothing, run it again for the rest;
           receive counts start again. --to defaults to <queue> for dlq/<queue>
 

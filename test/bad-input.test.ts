@@ -251,7 +251,7 @@ function rows(): Row[] {
     ['queueConsumer: batchSize 1001', () => queueConsumer({ queue: 'x', batchSize: 1001 }), InvalidArgumentError, /`batchSize`/],
     ['queueConsumer: visibilityTimeout 0', () => queueConsumer({ queue: 'x', visibilityTimeout: 0 }), InvalidArgumentError, /`visibilityTimeout`/],
     ['queueConsumer: maxReceives 0', () => queueConsumer({ queue: 'x', maxReceives: 0 }), InvalidArgumentError, /`maxReceives`/],
-    ['queueConsumer: maxRetryDelay below retryDelay', () => queueConsumer({ queue: 'x', retryDelay: 9, maxRetryDelay: 3 }), InvalidArgumentError, /`maxRetryDelay`/],
+    ['queueConsumer: maxRetryDelay below retryDelay', () => queueConsumer({ queue: 'x', retryDelay: 9, maxRetryDelay: 3 }), InvalidArgumentError, /maxRetryDelay \(3\) must be at least retryDelay/],
     ['queueConsumer: retryDelay fractional', () => queueConsumer({ queue: 'x', retryDelay: 0.5 }), InvalidArgumentError, /`retryDelay`/],
     ['queueConsumer: retryDelay negative', () => queueConsumer({ queue: 'x', retryDelay: -1 }), InvalidArgumentError, /`retryDelay`/],
     ['withSTM: handler not a function', () => withSTM(any(5)), InvalidArgumentError, /handler/],

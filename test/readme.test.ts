@@ -93,8 +93,8 @@ describe('README code blocks', () => {
   it('quoted from examples/: every line is in an example file that a test runs', () => {
     const tests = readdirSync(join(root, 'test'), { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.test.ts')).map((f) => readFileSync(join(root, 'test', f), 'utf8')).join('\n')
     for (const b of quoted) for (const file of quotedFrom(b)) expect(tests, `${where(b)} quotes examples/${file}`).toContain(`examples/${file.replace(/\.ts$/, '.js')}`)
-    // The quoted blocks are the idempotency and fencing ones; everything else runs here.
-    expect([...new Set(quoted.map((b) => b.section))].sort()).toEqual(['Fencing downstream', 'Idempotency and single flight'])
+    // The quoted blocks are the idempotency, fencing and queue ones; everything else runs here.
+    expect([...new Set(quoted.map((b) => b.section))].sort()).toEqual(['Fencing downstream', 'Idempotency and single flight', 'Queues'])
   })
 
   describe('ts', () => {

@@ -73,7 +73,7 @@ describe('queueConsumer', () => {
     expect(() => queueConsumer({ queue: 'q', maxReceives: 0 })).toThrow(InvalidArgumentError)
     expect(() => queueConsumer({ queue: 'q', batchSize: 0 })).toThrow(/`batchSize`/)
     expect(() => queueConsumer({ queue: 'q', retryDelay: -1 })).toThrow(/`retryDelay`/)
-    expect(() => queueConsumer({ queue: 'q', retryDelay: 10, maxRetryDelay: 5 })).toThrow(/`maxRetryDelay`/)
+    expect(() => queueConsumer({ queue: 'q', retryDelay: 10, maxRetryDelay: 5 })).toThrow(/maxRetryDelay \(5\) must be at least retryDelay/)
   })
 
   it('a poison message with the defaults: 5 deliveries with growing retry delays, then it sits in dlq/<queue> and nothing more runs', async () => {

@@ -166,7 +166,7 @@ export const queue: Scenario = {
         `Ours, a claim lease per receive (visibilityTimeout, as a function's receive): ${f(lambda)}. ` +
           `Ours, claims on one Session per consumer: ${f(session)}. ` +
           `Ours, items spread over ${GROUPS} message groups (one in flight per group, in order; ${grouped?.outOfOrder ?? '?'} out of order): ${f(grouped)}. ` +
-          `Ours, every item enqueued with delayMs ${DELAY_MS} (received after its due time: p50 ${delayed?.lateness?.p50 ?? '?'} ms, p99 ${delayed?.lateness?.p99 ?? '?'} ms, max ${delayed?.lateness?.max ?? '?'} ms; ${delayed?.lateness?.early ?? '?'} early): ${f(delayed)}. ` +
+          `Ours, every item enqueued with delayMs ${DELAY_MS} (received after its due time — including the wait behind earlier items, as the producers outpace the consumers: p50 ${delayed?.lateness?.p50 ?? '?'} ms, p99 ${delayed?.lateness?.p99 ?? '?'} ms, max ${delayed?.lateness?.max ?? '?'} ms; ${delayed?.lateness?.early ?? '?'} early): ${f(delayed)}. ` +
           `Go recipes.Queue (delete on claim, at-most-once): ${g ? `${g.ops_per_s.toFixed(1)} items/s (${g.extra?.distinct} distinct, ${g.extra?.duplicates} duplicates; etcd requests per item: ${formatRpcs(goRpcs)})` : go.why}.`,
       ],
       details: { ours: lambda, session, grouped, delayed, go: g, rpcsPerItem: { ours: lambda?.rpcs, session: session?.rpcs, grouped: grouped?.rpcs, delayed: delayed?.rpcs, go: goRpcs } },

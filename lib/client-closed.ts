@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events'
 import type { Namespace } from 'etcd3'
 import { WatchLostError } from './errors.js'
 
@@ -27,6 +28,8 @@ export function closedSignal(client: Namespace): AbortSignal {
   let controller = controllers.get(pool)
   if (!controller) {
     const created = new AbortController()
+    // Every wait on the client listens: hundreds at once (queued callers) are no leak.
+    setMaxListeners(0, created.signal)
     const close = pool.close.bind(pool)
     pool.close = () => {
       try {

@@ -141,3 +141,38 @@ export class ClaimLostError extends MiddyEtcdError {
     super(message)
   }
 }
+
+/**
+ * A Semaphore or RateLimiter contender whose settings (permits; rate, per, burst) differ from
+ * the ones stored with it in etcd by the first contender. Nothing was written: a contender
+ * that disagrees would over- or under-admit, so it fails instead.
+ */
+export class ConfigMismatchError extends MiddyEtcdError {
+  override readonly code = 'CONFIG_MISMATCH'
+
+  constructor(
+    /** The settings stored in etcd, as written in the config key (e.g. `permits=5`). */
+    readonly stored: string,
+    /** This contender's settings, in the same form. */
+    readonly given: string,
+    message: string,
+  ) {
+    super(message)
+  }
+}
+
+/**
+ * A rate limiter did not admit the call: `tryAcquire` found no token, or a waiting
+ * `etcdRateLimit` ran out of its budget. `retryAfterMs` estimates when a try could succeed.
+ */
+export class RateLimitedError extends MiddyEtcdError {
+  override readonly code = 'RATE_LIMITED'
+
+  constructor(
+    /** Estimated wait, in ms, before a call could be admitted. */
+    readonly retryAfterMs: number,
+    message: string,
+  ) {
+    super(message)
+  }
+}

@@ -16,6 +16,11 @@ import type { Keyspace, Op, TxnResult } from './kv.js'
  * Ours (kept outside the Go prefixes, so Go peers never see them):
  * - queue claim marker:    `__claims/<itemKey>/<itemCreateRev>` (on the receiver's lease)
  * - queue receive counter: `__receives/<itemKey>/<itemCreateRev>` (its version = receives)
+ * - Semaphore:         `<name>/config` = `permits=<n>` (no lease), `<name>/waiters/<unixNano>`,
+ *                      `<name>/holders/<slot>` (slot 0..permits-1, on the holder's lease)
+ * - RateLimiter:       `<name>/config` = `rate=<r> per=<ms> burst=<b>`, `<name>/waiters/<unixNano>`,
+ *                      `<name>/tokens/<slot>` (slot 0..burst)
+ *   (Go has no semaphore or rate limiter: these layouts are ours alone.)
  */
 
 /** Wall-clock nanoseconds at the monotonic clock's zero, so unixNano() = base + hrtime. */
@@ -135,4 +140,26 @@ export const queueKeys = {
   marker: (itemKey: string, itemCreateRevision: bigint) => `__claims/${itemKey}/${itemCreateRevision}`,
   /** The counter whose version is the item's receive count. */
   counter: (itemKey: string, itemCreateRevision: bigint) => `__receives/${itemKey}/${itemCreateRevision}`,
+}
+
+/**
+ * Semaphore and RateLimiter: the settings every contender must agree on, the FIFO queue of
+ * waiting calls, and one key per permit (or token) in use, named by its slot number.
+ */
+export const permitKeys = {
+  /** The stored settings (`permits=5`; `rate=20 per=1000 burst=5`), created by the first contender. */
+  config: (name: string) => `${name}/config`,
+  /** Queued calls, one key each, FIFO by create revision. */
+  waiters: (name: string) => `${name}/waiters/`,
+  /** A Semaphore's permits in use. */
+  holders: (name: string) => `${name}/holders/`,
+  /** A RateLimiter's admissions still counted against the rate. */
+  tokens: (name: string) => `${name}/tokens/`,
+  /** Slot `index` under `slots` (a holders or tokens prefix). */
+  slot: (slots: string, index: number) => `${slots}${index}`,
+  /** The slot number of a key under `slots`, or undefined for a key that is not a slot. */
+  slotIndex: (slots: string, key: string): number | undefined => {
+    const rest = key.slice(slots.length)
+    return key.startsWith(slots) && /^(0|[1-9][0-9]{0,8})$/.test(rest) ? Number(rest) : undefined
+  },
 }

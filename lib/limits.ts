@@ -17,3 +17,9 @@ export const DEFAULT_BATCH_SIZE = 10
 
 /** Seconds a received message stays invisible to other receivers unless configured. */
 export const DEFAULT_VISIBILITY_S = 30
+
+/**
+ * Most permits of a Semaphore, and most tokens (burst + 1) of a RateLimiter: every permit is
+ * a key the queue's head reads when it looks for a free one.
+ */
+export const MAX_PERMITS = 1000

@@ -8,6 +8,7 @@ import { UsageError, type Command } from './common.js'
 import { leader } from './leader.js'
 import { locks } from './locks.js'
 import { queue } from './queue.js'
+import { semaphores } from './semaphores.js'
 
 /**
  * `middy-etcd`: the operator's view of the locks, elections, queues and barriers that
@@ -18,7 +19,7 @@ import { queue } from './queue.js'
 const PROGRAM = 'middy-etcd'
 /** Default deadline of each etcd call (the client retries a failed call once). */
 const CLI_CALL_TIMEOUT_MS = 2000
-const COMMANDS: Command[] = [locks, leader, queue, barrier]
+const COMMANDS: Command[] = [locks, leader, queue, barrier, semaphores]
 
 const GLOBAL_OPTIONS = {
   endpoints: { type: 'string' },

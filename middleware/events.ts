@@ -2,11 +2,12 @@ import { EventEmitter } from 'node:events'
 
 /** What a middleware did, for logs and metrics (e.g. CloudWatch EMF). Carries no secrets. */
 export interface EtcdEvent {
-  /** acquired: lock/leadership/barrier passed; waiting: had to queue; released: let go;
-   *  lost: the lease ended while held; skipped: try-lock miss or follower short-circuit. */
+  /** acquired: lock/permit/leadership/barrier passed, or a call admitted by the rate limit;
+   *  waiting: had to queue; released: let go; lost: the lease ended while held;
+   *  skipped: try-lock miss, rate limited, or follower short-circuit. */
   type: 'acquired' | 'waiting' | 'released' | 'lost' | 'skipped'
   /** Which middleware. */
-  primitive: 'lock' | 'rwLock' | 'leader' | 'barrier' | 'doubleBarrier' | 'queue' | 'stm'
+  primitive: 'lock' | 'rwLock' | 'semaphore' | 'rateLimit' | 'leader' | 'barrier' | 'doubleBarrier' | 'queue' | 'stm'
   /** The lock / election / barrier / queue name. */
   name: string
   /** The etcd key of this invocation's hold, when there is one. */

@@ -5,7 +5,7 @@
  * Whatever it holds stays held until the process dies or is told otherwise: that is the point.
  */
 import { createInterface } from 'node:readline'
-import { createClient, DoubleBarrier, Election, Mutex, Queue, Session, type LeaseLostError, type Message } from '../../lib/index.js'
+import { createClient, DoubleBarrier, Election, Mutex, Queue, RateLimiter, Semaphore, Session, type LeaseLostError, type Message } from '../../lib/index.js'
 import { keyspace } from '../../lib/kv.js'
 
 interface Config {
@@ -69,9 +69,69 @@ async function run(cmd: Command) {
       await barrier.enter()
       return say({ event: 'entered', key: barrier.key })
     }
+    case 'semHold': {
+      // Takes a permit and keeps it until the process dies.
+      const semaphore = new Semaphore(await session(cmd.ttl), cmd.name, cmd.permits)
+      await semaphore.acquire()
+      return say({ event: 'semHeld', key: semaphore.key, fence: semaphore.fence, leaseId: semaphore.session.leaseId })
+    }
+    case 'semLoop':
+      return say({ event: 'semDone', ...(await semaphoreLoop(cmd)) })
+    case 'rateLoop':
+      return say({ event: 'rateDone', ...(await rateLoop(cmd)) })
     default:
       throw new Error(`worker: unknown op ${JSON.stringify(cmd.op)}`)
   }
+}
+
+/**
+ * `count` acquisitions of semaphore `name`, one after another: each reports `enter` (with its
+ * fence) and `leave` to the downstream at `url` while it holds the permit.
+ */
+async function semaphoreLoop(cmd: Command) {
+  const s = await session(cmd.ttl)
+  const fences: string[] = []
+  for (let i = 0; i < cmd.count; i++) {
+    const semaphore = new Semaphore(s, cmd.name, cmd.permits)
+    await semaphore.acquire()
+    const fence = semaphore.fence.toString()
+    fences.push(fence)
+    await fetch(`${cmd.url}/enter`, { method: 'POST', body: fence })
+    await new Promise((r) => setTimeout(r, Math.random() * cmd.holdMs))
+    await fetch(`${cmd.url}/leave`, { method: 'POST', body: fence })
+    await semaphore.release()
+  }
+  return { fences }
+}
+
+/**
+ * `callers` concurrent loops of `acquire()` on one RateLimiter until the wall-clock time
+ * `until`; reports every admission's wall-clock time (ms, sub-ms precision). `clockOffsetMs`
+ * shifts this process's `Date.now()`: the limiter must not care.
+ */
+async function rateLoop(cmd: Command) {
+  if (cmd.clockOffsetMs) {
+    const real = Date.now
+    Date.now = () => real() + cmd.clockOffsetMs
+  }
+  const wall = () => performance.timeOrigin + performance.now()
+  const limiter = new RateLimiter(client, cmd.name, { rate: cmd.rate, per: cmd.per, burst: cmd.burst })
+  const admitted: number[] = []
+  const errors: string[] = []
+  await Promise.all(
+    Array.from({ length: cmd.callers }, async () => {
+      while (wall() < cmd.until) {
+        try {
+          await limiter.acquire({ signal: AbortSignal.timeout(Math.max(1, Math.ceil(cmd.until - wall()))) })
+          admitted.push(wall())
+        } catch (err) {
+          if ((err as Error).name !== 'TimeoutError') errors.push(`${(err as Error).name}: ${(err as Error).message}`)
+        }
+      }
+    }),
+  )
+  await limiter.close()
+  return { admitted, errors }
 }
 
 say({ event: 'ready', pid: process.pid })

@@ -24,9 +24,10 @@ import { stm } from './scenarios/stm.js'
 import { electionFailover } from './scenarios/election-failover.js'
 import { coldStart } from './scenarios/cold-start.js'
 import { packageSize } from './scenarios/package-size.js'
+import { semaphore } from './scenarios/semaphore.js'
 
 /** In report order; the floor first, since later scenarios divide by it. */
-const scenarios: Scenario[] = [floor, lockInvocation, lockUncontended, lockContended, hotLock, queue, stm, electionFailover, coldStart, packageSize]
+const scenarios: Scenario[] = [floor, lockInvocation, lockUncontended, lockContended, hotLock, queue, stm, electionFailover, semaphore, coldStart, packageSize]
 
 function arg(name: string): string | undefined {
   const i = process.argv.indexOf(name)

@@ -117,6 +117,8 @@ export class PermitQueue {
   private readonly waiters: string
   /** Calls of this object queued right now. */
   private queued = 0
+  /** Whether a call of this object is on the fast path right now. */
+  private trying = false
 
   constructor(
     client: Session['client'],
@@ -157,10 +159,16 @@ export class PermitQueue {
    * every earlier call. On abort or a lost session the queue key goes and nothing is taken.
    */
   async acquire(need: number, session: Session, taker: () => Taker, options: { signal?: AbortSignal; onWaiting?: () => void }): Promise<Grant> {
-    // Calls of this process already queue: so does this one (the fast path would only fail).
-    if (this.queued === 0) {
-      const tried = await this.tryTake(need, taker)
-      if ('granted' in tried) return tried.granted
+    // Calls of this object already queue, or try the fast path: this one queues at once (a
+    // burst of calls would otherwise each pay for a Txn that can only fail).
+    if (this.queued === 0 && !this.trying) {
+      this.trying = true
+      try {
+        const tried = await this.tryTake(need, taker)
+        if ('granted' in tried) return tried.granted
+      } finally {
+        this.trying = false
+      }
     }
     options.onWaiting?.()
     options.signal?.throwIfAborted()

@@ -76,7 +76,7 @@ async function run(cmd: Command) {
       return say({ event: 'semHeld', key: semaphore.key, fence: semaphore.fence, leaseId: semaphore.session.leaseId })
     }
     case 'semLoop':
-      return say({ event: 'semDone', ...(await semaphoreLoop(cmd)) })
+      return say({ event: 'semDone', tag: cmd.tag, ...(await semaphoreLoop(cmd)) })
     case 'rateLoop':
       return say({ event: 'rateDone', ...(await rateLoop(cmd)) })
     default:
@@ -105,7 +105,8 @@ async function semaphoreLoop(cmd: Command) {
 }
 
 /**
- * `callers` concurrent loops of `acquire()` on one RateLimiter until the wall-clock time
+ * `callers` concurrent loops of `acquire()`, spread over `clients` clients with one
+ * RateLimiter each (as functions each have their own), from the wall-clock time `start` until
  * `until`; reports every admission's wall-clock time (ms, sub-ms precision). `clockOffsetMs`
  * shifts this process's `Date.now()`: the limiter must not care.
  */
@@ -115,11 +116,16 @@ async function rateLoop(cmd: Command) {
     Date.now = () => real() + cmd.clockOffsetMs
   }
   const wall = () => performance.timeOrigin + performance.now()
-  const limiter = new RateLimiter(client, cmd.name, { rate: cmd.rate, per: cmd.per, burst: cmd.burst })
+  const clients = Array.from({ length: cmd.clients ?? 1 }, () => createClient({ endpoints: config.endpoints, namespace: config.namespace ?? '', env: {} }))
+  const limiters = clients.map((c) => new RateLimiter(c, cmd.name, { rate: cmd.rate, per: cmd.per, burst: cmd.burst }))
+  // Connected before the start, so the measurement is of the limiter, not of dialing.
+  await Promise.all(clients.map((c) => c.get(`${cmd.name}-warmup`).string()))
+  await new Promise((r) => setTimeout(r, Math.max(0, (cmd.start ?? 0) - wall())))
   const admitted: number[] = []
   const errors: string[] = []
   await Promise.all(
-    Array.from({ length: cmd.callers }, async () => {
+    Array.from({ length: cmd.callers }, async (_, i) => {
+      const limiter = limiters[i % limiters.length]
       while (wall() < cmd.until) {
         try {
           await limiter.acquire({ signal: AbortSignal.timeout(Math.max(1, Math.ceil(cmd.until - wall()))) })
@@ -130,7 +136,8 @@ async function rateLoop(cmd: Command) {
       }
     }),
   )
-  await limiter.close()
+  await Promise.all(limiters.map((l) => l.close()))
+  for (const c of clients) c.close()
   return { admitted, errors }
 }
 

@@ -1,0 +1,134 @@
+/**
+ * RateLimiter (issue 14) against a real etcd: token-bucket meaning of { rate, per, burst },
+ * tryAcquire's answer, cost, the stored settings every contender must agree on, aborted waits,
+ * and the load check of "Done when": R = 20/s, burst 5, 150 callers in 3 processes for 10 s —
+ * every 1 s window admits at most R + burst, and at least 90 % of R is used.
+ */
+import { afterEach, describe, expect, it } from 'vitest'
+import { ConfigMismatchError, InvalidArgumentError, RateLimiter, Semaphore, Session } from '../lib/index.js'
+import { keyspace } from '../lib/kv.js'
+import { sleep, uniqueName, useEtcd } from './helpers.js'
+import { Worker } from './support/workers.js'
+
+const etcd = useEtcd(1)
+const limiters: RateLimiter[] = []
+const workers: Worker[] = []
+afterEach(async () => {
+  for (const w of workers.splice(0)) await w.kill()
+  await Promise.all(limiters.splice(0).map((l) => l.close()))
+})
+
+function limiter(name: string, o: { rate: number; per?: number; burst?: number }, client = etcd.client) {
+  const l = new RateLimiter(client, name, o)
+  limiters.push(l)
+  return l
+}
+
+/** Most admissions in any window [t, t + per) of the sorted times. */
+function mostInWindow(times: number[], per: number): number {
+  const sorted = [...times].sort((a, b) => a - b)
+  let most = 0
+  for (let i = 0, j = 0; i < sorted.length; i++) {
+    while (j < sorted.length && sorted[j] < sorted[i] + per) j++
+    most = Math.max(most, j - i)
+  }
+  return most
+}
+
+describe('RateLimiter', () => {
+  it('a full bucket admits burst + 1 at once, then says how long to wait; after that wait the next call is admitted', async () => {
+    const name = uniqueName('bucket')
+    const l = limiter(name, { rate: 10, per: 1000, burst: 4 })
+    for (let i = 0; i < 5; i++) expect(await l.tryAcquire()).toEqual({ admitted: true, retryAfterMs: 0 })
+    const refused = await l.tryAcquire()
+    expect(refused.admitted).toBe(false)
+    expect(refused.retryAfterMs).toBeGreaterThan(0)
+    expect(refused.retryAfterMs).toBeLessThanOrEqual(Math.ceil(100 * 1.001) + 1)
+    await sleep(refused.retryAfterMs + 5)
+    expect((await l.tryAcquire()).admitted).toBe(true)
+    expect(await etcd.client.getAll().prefix(`${name}/waiters/`).keys()).toEqual([])
+  })
+
+  it('never admits faster than the rate: with burst 0, admissions are at least per/rate apart', async () => {
+    const name = uniqueName('pace')
+    const l = limiter(name, { rate: 20, per: 1000, burst: 0 })
+    const times: number[] = []
+    await Promise.all(
+      Array.from({ length: 4 }, async () => {
+        for (let i = 0; i < 4; i++) {
+          await l.acquire()
+          times.push(performance.now())
+        }
+      }),
+    )
+    times.sort((a, b) => a - b)
+    for (let i = 1; i < times.length; i++) expect(times[i] - times[i - 1]).toBeGreaterThanOrEqual(50 - 1)
+  })
+
+  it('cost: a call counting as 3 takes 3 tokens; the next one waits until 3 have come back', async () => {
+    const name = uniqueName('cost')
+    const l = limiter(name, { rate: 20, per: 1000, burst: 2 })
+    await l.acquire({ cost: 3 })
+    const emptiedAt = performance.now()
+    expect((await l.tryAcquire()).admitted).toBe(false)
+    await l.acquire({ cost: 3 })
+    expect(performance.now() - emptiedAt).toBeGreaterThanOrEqual(3 * 50 - 1)
+    await expect(l.acquire({ cost: 4 })).rejects.toBeInstanceOf(InvalidArgumentError)
+    await expect(l.tryAcquire({ cost: 0 })).rejects.toBeInstanceOf(InvalidArgumentError)
+  })
+
+  it('a contender with other settings, or a semaphore of the same name, fails with ConfigMismatchError and writes nothing', async () => {
+    const name = uniqueName('rl-mismatch')
+    await limiter(name, { rate: 20, burst: 5 }).acquire()
+    const at = (await keyspace(etcd.client).range('\0')).revision
+    for (const attempt of [
+      () => limiter(name, { rate: 21, burst: 5 }).acquire(),
+      () => limiter(name, { rate: 20, burst: 4 }).tryAcquire(),
+      async () => new Semaphore(await Session.create(etcd.client, { ttl: 5 }), name, 6).tryAcquire(),
+    ]) {
+      const err = await attempt().catch((e: unknown) => e)
+      expect(err).toBeInstanceOf(ConfigMismatchError)
+      expect((err as ConfigMismatchError).stored).toBe('rate=20 per=1000 burst=5')
+    }
+    // The semaphore's own lease grant is a write of its own; no key changed.
+    const changed = await keyspace(etcd.client).range(`${name}/`, { prefix: true, minModRevision: at + 1n } as never)
+    expect(changed.kvs.filter((kv) => kv.modRevision > at).map((kv) => kv.key)).toEqual([])
+  })
+
+  it('aborted waits leave no queue key, and the tokens leave with close()', async () => {
+    const name = uniqueName('rl-abort')
+    const l = limiter(name, { rate: 2, per: 1000, burst: 0 })
+    await l.acquire()
+    const outcomes = await Promise.all(Array.from({ length: 20 }, () => l.acquire({ signal: AbortSignal.timeout(50 + Math.floor(Math.random() * 100)) }).then(() => 'admitted', (e: Error) => e.name)))
+    expect(outcomes.filter((o) => o === 'TimeoutError').length).toBeGreaterThanOrEqual(19)
+    expect(await etcd.client.getAll().prefix(`${name}/waiters/`).keys()).toEqual([])
+    await l.close()
+    expect(await etcd.client.getAll().prefix(`${name}/`).keys()).toEqual([`${name}/config`])
+    await expect(l.acquire()).rejects.toBeInstanceOf(InvalidArgumentError)
+  })
+
+  it('R = 20/s, burst 5, 150 callers in 3 processes (5 clients each) for 10 s: every 1 s window admits at most 25, and at least 90 % of R is used', async () => {
+    const name = uniqueName('rl-load')
+    const procs = await Promise.all([Worker.start(etcd.cluster.endpoints), Worker.start(etcd.cluster.endpoints), Worker.start(etcd.cluster.endpoints)])
+    workers.push(...procs)
+    const start = performance.timeOrigin + performance.now() + 2000
+    const until = start + 10_000
+    // One process's wall clock is an hour off: the limiter never reads it.
+    const results = await Promise.all(
+      procs.map((w, i) => w.request({ op: 'rateLoop', name, rate: 20, per: 1000, burst: 5, callers: 50, clients: 5, start, until, clockOffsetMs: i === 2 ? 3_600_000 : 0 }, 'rateDone', 60_000)),
+    )
+    const errors = results.flatMap((r) => r.errors as string[])
+    expect(errors).toEqual([])
+    const times = results.flatMap((r) => r.admitted as number[]).sort((a, b) => a - b)
+    const most = mostInWindow(times, 1000)
+    // Demand exceeds the rate from the start (150 callers call at once) to the end.
+    expect(times[0]).toBeGreaterThanOrEqual(start)
+    const demandSeconds = (until - start) / 1000
+    const used = times.length / (20 * demandSeconds)
+    const perSecond = Array.from({ length: 10 }, (_, s) => times.filter((t) => t >= start + s * 1000 && t < start + (s + 1) * 1000).length)
+    console.log(`[rate-limiter] ${times.length} admitted in ${demandSeconds.toFixed(2)} s of demand: ${(used * 100).toFixed(1)} % of R; most in any 1 s window ${most} (bound 25); per second ${perSecond.join(' ')}`)
+    expect(most).toBeLessThanOrEqual(25)
+    expect(used).toBeGreaterThanOrEqual(0.9)
+    expect(await etcd.client.getAll().prefix(`${name}/waiters/`).keys()).toEqual([])
+  })
+})

@@ -6,10 +6,13 @@ import {
   etcdBarrier,
   etcdDoubleBarrier,
   etcdLock,
+  etcdRateLimit,
   etcdRwLock,
+  etcdSemaphore,
   queueConsumer,
   withSTM,
   type LockGrant,
+  type RateLimitGrant,
 } from '../middleware/index.js'
 
 const factories = {
@@ -19,6 +22,8 @@ const factories = {
   etcdDoubleBarrier: (o: any) => etcdDoubleBarrier(o),
   queueConsumer: (o: any) => queueConsumer(o),
   withSTM: (o: any) => withSTM(async () => 1, o),
+  etcdSemaphore: (o: any) => etcdSemaphore(o),
+  etcdRateLimit: (o: any) => etcdRateLimit(o),
 }
 
 const optionValue = fc.oneof(
@@ -32,7 +37,7 @@ const optionValue = fc.oneof(
   fc.func(fc.string()),
   fc.array(fc.string(), { maxLength: 3 }),
 )
-const optionKey = fc.constantFrom('name', 'mode', 'waitMs', 'ttl', 'onLocked', 'count', 'queue', 'batchSize', 'visibilityTimeout', 'maxReceives', 'deadLetterQueue', 'isolation', 'maxAttempts', 'acquire', 'bogus')
+const optionKey = fc.constantFrom('name', 'mode', 'waitMs', 'ttl', 'onLocked', 'count', 'queue', 'batchSize', 'visibilityTimeout', 'maxReceives', 'deadLetterQueue', 'isolation', 'maxAttempts', 'acquire', 'bogus', 'permits', 'rate', 'per', 'burst', 'cost', 'onLimited')
 
 describe('middleware options (fuzz)', () => {
   for (const [name, make] of Object.entries(factories)) {
@@ -65,6 +70,14 @@ describe('middleware types', () => {
     type Ctx = Parameters<typeof handler>[1]
     expectTypeOf<Ctx['etcd']['lock']>().toEqualTypeOf<LockGrant>()
     expectTypeOf<LockGrant['fence']>().toEqualTypeOf<bigint>()
+  })
+
+  it('etcdSemaphore adds context.etcd.semaphore; etcdRateLimit adds context.etcd.rateLimit', () => {
+    const handler = middy().use(etcdSemaphore({ name: 'x', permits: 3 })).use(etcdRateLimit({ name: 'y', rate: 5 }))
+    type Ctx = Parameters<typeof handler>[1]
+    expectTypeOf<Ctx['etcd']['semaphore']>().toEqualTypeOf<LockGrant>()
+    expectTypeOf<Ctx['etcd']['rateLimit']>().toEqualTypeOf<RateLimitGrant>()
+    expectTypeOf<RateLimitGrant['waitedMs']>().toEqualTypeOf<number>()
   })
 
   it('etcdRwLock adds context.etcd.rwLock', () => {

@@ -134,8 +134,31 @@ export class PermitQueue {
     this.waiters = permitKeys.waiters(name)
   }
 
+  /**
+   * Makes sure the config key exists with our settings, once per client and settings in this
+   * process: the first contenders would otherwise all send Txns that fail on the missing key.
+   * Every Txn still compares the settings (an operator may change or delete the key).
+   */
+  ready(): Promise<void> {
+    let known = settled.get(this.ks)
+    if (!known) settled.set(this.ks, (known = new Map()))
+    const id = `${this.configKey}\n${this.config}`
+    let pending = known.get(id)
+    if (!pending) {
+      pending = this.ks
+        .txn([this.ks.compare(this.configKey, 'Version', '==', 0)], [this.ks.put(this.configKey, this.config)], [this.ks.get(this.configKey)])
+        .then(async (res) => {
+          if (!res.succeeded) await this.settingsAgree(res.results[0].range!.kvs[0])
+        })
+      pending.catch(() => known.delete(id)) // try again next time
+      known.set(id, pending)
+    }
+    return pending
+  }
+
   /** Takes `need` slots if that is possible without queueing; else reports what blocks. */
   async tryTake(need: number, taker: () => Taker): Promise<{ granted: Grant } | { blocked: Blocked }> {
+    await this.ready()
     let plan: Plan = { take: this.guesses(need) }
     for (let step = 0; step <= MAX_FAST_STEPS; step++) {
       const res = await this.step(this.nobodyQueues(), plan, taker())
@@ -181,6 +204,7 @@ export class PermitQueue {
   }
 
   private async queue(need: number, session: Session, taker: () => Taker, signal?: AbortSignal): Promise<Grant> {
+    await this.ready()
     const queued = await this.enqueue(need, session)
     const own = queued.own
     let pending: Promise<StepResult> | undefined
@@ -401,6 +425,9 @@ export class PermitQueue {
     return new SessionExpiredError(`${this.kind} ${JSON.stringify(this.name)}: session ${session.leaseHex} lost its lease while waiting${why}; create a new Session and acquire again`, { cause })
   }
 }
+
+/** Per keyspace: the config keys (with settings) this process has created or checked. */
+const settled = new WeakMap<Keyspace, Map<string, Promise<void>>>()
 
 /** The slots a step took, as a grant. */
 function granted(res: StepResult): Grant {

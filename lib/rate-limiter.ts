@@ -110,6 +110,16 @@ export class RateLimiter {
     setMaxListeners(0, this.closing.signal)
   }
 
+  /**
+   * Grants the limiter's lease and checks (or stores) its settings in etcd now, so that the
+   * first call does not pay for them — e.g. in a function's init phase. Optional. Throws
+   * `ConfigMismatchError` when the stored settings differ.
+   */
+  async ready(): Promise<void> {
+    await this.ownSession()
+    await this.queue.ready()
+  }
+
   /** Waits until the call fits the rate (FIFO with every other waiting call); aborting leaves no key. */
   async acquire(options?: RateAcquireOptions): Promise<void> {
     const { signal, onWaiting, cost } = checkOptions(options, 'RateLimiter.acquire')

@@ -118,8 +118,8 @@ async function rateLoop(cmd: Command) {
   const wall = () => performance.timeOrigin + performance.now()
   const clients = Array.from({ length: cmd.clients ?? 1 }, () => createClient({ endpoints: config.endpoints, namespace: config.namespace ?? '', env: {} }))
   const limiters = clients.map((c) => new RateLimiter(c, cmd.name, { rate: cmd.rate, per: cmd.per, burst: cmd.burst }))
-  // Connected before the start, so the measurement is of the limiter, not of dialing.
-  await Promise.all(clients.map((c) => c.get(`${cmd.name}-warmup`).string()))
+  // Ready before the start (lease, settings), as after a function's init phase.
+  await Promise.all(limiters.map((l) => l.ready()))
   await new Promise((r) => setTimeout(r, Math.max(0, (cmd.start ?? 0) - wall())))
   const admitted: number[] = []
   const errors: string[] = []

@@ -487,3 +487,57 @@ export async function stmCounter(cluster: EtcdCluster, o: { name: string; worker
   if (final > committed + failed) violations.push(`counter is ${final} after ${committed} committed and ${failed} failed increments: ${final - committed - failed} applied twice`)
   return { committed, failed, final, errors, violations }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Rate limiter: the token bucket's bound under load
+
+export interface RateLoadResult {
+  admitted: number
+  seconds: number
+  /** Admissions / (rate × seconds). */
+  used: number
+  /** Most admissions in any window of `per` ms (wall-clock times of the callers' admissions). */
+  mostInWindow: number
+  perSecond: number[]
+  errors: string[]
+  violations: string[]
+}
+
+/**
+ * `processes` child processes, each with `clients` clients, run `callers` loops of
+ * `RateLimiter.acquire()` in total for `seconds`; one process's wall clock is an hour off.
+ * Checks: every window of `per` ms admits at most `rate + burst`, and at least `minUsed` of
+ * the rate is used (demand exceeds it throughout).
+ */
+export async function rateLimitLoad(endpoints: string[], o: { name: string; rate: number; per: number; burst: number; callers: number; processes: number; clients: number; seconds: number; minUsed: number }): Promise<RateLoadResult> {
+  const procs = await Promise.all(Array.from({ length: o.processes }, () => Worker.start(endpoints)))
+  try {
+    const start = performance.timeOrigin + performance.now() + 2000
+    const until = start + o.seconds * 1000
+    const results = await Promise.all(
+      procs.map((w, i) =>
+        w.request(
+          { op: 'rateLoop', name: o.name, rate: o.rate, per: o.per, burst: o.burst, callers: Math.round(o.callers / o.processes), clients: o.clients, start, until, clockOffsetMs: i === o.processes - 1 ? 3_600_000 : 0 },
+          'rateDone',
+          (o.seconds + 60) * 1000,
+        ),
+      ),
+    )
+    const errors = results.flatMap((r) => r.errors as string[])
+    const times = results.flatMap((r) => r.admitted as number[]).sort((a, b) => a - b)
+    let mostInWindow = 0
+    for (let i = 0, j = 0; i < times.length; i++) {
+      while (j < times.length && times[j] < times[i] + o.per) j++
+      mostInWindow = Math.max(mostInWindow, j - i)
+    }
+    const used = times.length / (o.rate * ((until - start) / o.per))
+    const perSecond = Array.from({ length: Math.ceil(o.seconds) }, (_, s) => times.filter((t) => t >= start + s * 1000 && t < start + (s + 1) * 1000).length)
+    const violations: string[] = []
+    if (mostInWindow > o.rate + o.burst) violations.push(`${mostInWindow} admissions in one ${o.per} ms window (bound ${o.rate + o.burst})`)
+    if (used < o.minUsed) violations.push(`only ${(used * 100).toFixed(1)} % of the rate used (at least ${o.minUsed * 100} %)`)
+    if (times.length > 0 && times[0] < start) violations.push('an admission before the start')
+    return { admitted: times.length, seconds: o.seconds, used, mostInWindow, perSecond, errors, violations }
+  } finally {
+    for (const w of procs) await w.kill()
+  }
+}

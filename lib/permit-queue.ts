@@ -1,7 +1,8 @@
-import { ConfigMismatchError, EtcdUnavailableError, KeyExistsError, SessionExpiredError } from './errors.js'
-import { permitKeys, unixNano } from './keys.js'
-import { keyspace, prefixEnd, type Compare, type KeyValue, type Keyspace, type Op, type OpResult, type TxnResult } from './kv.js'
+import { EtcdUnavailableError, KeyExistsError, SessionExpiredError } from './errors.js'
+import { unixNano } from './keys.js'
+import type { KeyValue, Op } from './kv.js'
 import { OwnedKey } from './owned-key.js'
+import { PermitStore, type Plan, type SlotChoice, type StepResult, type Taker, type View } from './permit-txn.js'
 import type { Session } from './session.js'
 import { waitGone, waitRangeChange } from './wait.js'
 
@@ -21,12 +22,6 @@ import { waitGone, waitRangeChange } from './wait.js'
  * Which slot may be taken, and when, is the primitive's {@link SlotPolicy}.
  */
 
-/** Take the slot `key` if its mod revision is still `mod` (0n: the slot is free). */
-export interface SlotChoice {
-  key: string
-  mod: bigint
-}
-
 /** What a policy decides from the slots it saw. */
 export type Decision =
   /** Take these slots together (one Txn). */
@@ -35,6 +30,8 @@ export type Decision =
   | { kind: 'expire'; slot: SlotChoice }
   /** Nothing to take: look again when a slot seen changes, or at `wakeAt` (`performance.now()`). */
   | { kind: 'wait'; wakeAt?: number }
+
+export type { SlotChoice, Taker, View } from './permit-txn.js'
 
 /** How a primitive picks its slots. */
 export interface SlotPolicy {
@@ -51,30 +48,10 @@ export interface SlotPolicy {
   readonly observesHandoff?: boolean
 }
 
-/** What a taken slot carries, and what to do when a Txn that may have taken slots got no answer. */
-export interface Taker {
-  /** The lease to put the slot keys with (undefined: none). */
-  lease?: string
-  /** The slot keys' value: unique per call, so that an unanswered Txn's slots can be recognised. */
-  value: string
-  /** The Txn that may have put `value` on these keys got no answer. */
-  ambiguous(keys: string[]): Promise<void>
-}
-
 /** Slots taken: their keys and the Txn's revision (each slot's mod revision). */
 export interface Grant {
   keys: string[]
   revision: bigint
-}
-
-/** The slots as a read saw them. */
-export interface View {
-  slots: KeyValue[]
-  revision: bigint
-  /** `performance.now()` when the read's answer arrived. */
-  receivedAt: number
-  /** The slots as they were at an earlier revision that had committed by `receivedAt` (see {@link SlotPolicy.observesHandoff}). */
-  before?: { slots: KeyValue[]; receivedAt: number }
 }
 
 /** A call that could not take its slots without queueing. */
@@ -82,26 +59,6 @@ export interface Blocked extends View {
   /** Calls queued ahead (0 when the slots are simply in use). */
   waiters: bigint
   decision: Decision
-}
-
-/** What a step compares besides the settings, and what it reads when that fails. */
-interface Guard {
-  compares: Compare[]
-  reads: Op[]
-}
-
-/** Take the first option that fits, or delete an expired slot. */
-type Plan = { take: SlotChoice[][] } | { expire: SlotChoice }
-
-interface StepResult extends View {
-  /** The guard held (settings match; nobody queues / our queue key is still ours / none older). */
-  ok: boolean
-  taken?: SlotChoice[]
-  /** With `ok` false: the stored settings, and the guard's reads. */
-  config?: KeyValue
-  failed?: OpResult[]
-  /** With `ok`: the results of the extra reads. */
-  extra?: OpResult[]
 }
 
 /** Blind slots tried by the first Txn (nested Txns: the first one that is free is taken). */
@@ -112,9 +69,7 @@ const MAX_FAST_STEPS = 8
 const MAX_ENQUEUE_ATTEMPTS = 16
 
 export class PermitQueue {
-  private readonly ks: Keyspace
-  private readonly configKey: string
-  private readonly waiters: string
+  private readonly store: PermitStore
   /** Calls of this object queued right now. */
   private queued = 0
   /** Whether a call of this object is on the fast path right now. */
@@ -124,48 +79,29 @@ export class PermitQueue {
     client: Session['client'],
     readonly name: string,
     /** 'semaphore' or 'rate limiter', for messages. */
-    private readonly kind: string,
+    kind: string,
     /** This contender's settings as stored, e.g. `permits=5`. */
     readonly config: string,
     private readonly policy: SlotPolicy,
   ) {
-    this.ks = keyspace(client)
-    this.configKey = permitKeys.config(name)
-    this.waiters = permitKeys.waiters(name)
+    this.store = new PermitStore(client, name, kind, config, policy.slots)
   }
 
-  /**
-   * Makes sure the config key exists with our settings, once per client and settings in this
-   * process: the first contenders would otherwise all send Txns that fail on the missing key.
-   * Every Txn still compares the settings (an operator may change or delete the key).
-   */
+  /** Creates or checks the stored settings once per process (see {@link PermitStore.ready}). */
   ready(): Promise<void> {
-    let known = settled.get(this.ks)
-    if (!known) settled.set(this.ks, (known = new Map()))
-    const id = `${this.configKey}\n${this.config}`
-    let pending = known.get(id)
-    if (!pending) {
-      pending = this.ks
-        .txn([this.ks.compare(this.configKey, 'Version', '==', 0)], [this.ks.put(this.configKey, this.config)], [this.ks.get(this.configKey)])
-        .then(async (res) => {
-          if (!res.succeeded) await this.settingsAgree(res.results[0].range!.kvs[0])
-        })
-      pending.catch(() => known.delete(id)) // try again next time
-      known.set(id, pending)
-    }
-    return pending
+    return this.store.ready()
   }
 
   /** Takes `need` slots if that is possible without queueing; else reports what blocks. */
   async tryTake(need: number, taker: () => Taker): Promise<{ granted: Grant } | { blocked: Blocked }> {
-    await this.ready()
+    await this.store.ready()
     let plan: Plan = { take: this.guesses(need) }
     for (let step = 0; step <= MAX_FAST_STEPS; step++) {
-      const res = await this.step(this.nobodyQueues(), plan, taker())
+      const res = await this.store.step(this.store.nobodyQueues(), plan, taker())
       if (res.taken) return { granted: granted(res) }
       if (!res.ok) {
         const waiters = res.failed![0].range!.count
-        if ((await this.settingsAgree(res.config)) && waiters > 0n) return { blocked: { ...res, waiters, decision: { kind: 'wait' } } }
+        if ((await this.store.settingsAgree(res.config)) && waiters > 0n) return { blocked: { ...res, waiters, decision: { kind: 'wait' } } }
         continue
       }
       const decision = this.policy.decide(res, need)
@@ -173,7 +109,7 @@ export class PermitQueue {
       plan = decision.kind === 'take' ? { take: [decision.slots] } : { expire: decision.slot }
     }
     // Settings created or the queue emptied under us every time: let the queue sort it out.
-    const now = await this.ks.range(this.policy.slots, { prefix: true })
+    const now = await this.store.ks.range(this.store.slots, { prefix: true })
     return { blocked: { slots: now.kvs, revision: now.revision, receivedAt: performance.now(), waiters: 0n, decision: { kind: 'wait' } } }
   }
 
@@ -204,7 +140,7 @@ export class PermitQueue {
   }
 
   private async queue(need: number, session: Session, taker: () => Taker, signal?: AbortSignal): Promise<Grant> {
-    await this.ready()
+    await this.store.ready()
     const queued = await this.enqueue(need, session)
     const own = queued.own
     let pending: Promise<StepResult> | undefined
@@ -218,7 +154,7 @@ export class PermitQueue {
           // is about to delete our queue key and report failure. A Txn in flight then may still
           // take some: the outcome is read from `pending`.
           if (predecessor) {
-            const goneAt = await waitGone(this.ks, predecessor, view.revision, wait)
+            const goneAt = await waitGone(this.store.ks, predecessor, view.revision, wait)
             const seenAt = performance.now()
             wait.throwIfAborted()
             res = await (pending = this.firstInLineStep(own, need, goneAt, seenAt, taker()))
@@ -233,12 +169,12 @@ export class PermitQueue {
             wait.throwIfAborted()
             // A view may be stale: the guesses behind the choice spare a round trip when it is.
             const plan = decision.kind === 'take' ? { take: [decision.slots, ...this.guesses(need)] } : { expire: decision.slot }
-            res = await (pending = this.step(this.stillQueued(own), plan, taker(), [this.ks.delete(own.key)]))
+            res = await (pending = this.store.step(this.store.stillQueued(own), plan, taker(), [this.store.ks.delete(own.key)]))
           }
           if (res.taken) return granted(res)
           if (!res.ok) {
             if (res.failed![0].range!.kvs.length === 0) throw this.lost(session)
-            await this.settingsAgree(res.config)
+            await this.store.settingsAgree(res.config)
           }
           view = res
         }
@@ -273,10 +209,10 @@ export class PermitQueue {
   private async enqueue(need: number, session: Session) {
     session.signal.throwIfAborted()
     for (let attempt = 0; attempt < MAX_ENQUEUE_ATTEMPTS; attempt++) {
-      const key = `${this.waiters}${unixNano()}`
-      const reads = [this.ks.get(this.waiters, { prefix: true, sort: ['Create', 'Descend'], limit: 1 }), this.ks.get(this.policy.slots, { prefix: true })]
-      const res = await this.ks
-        .txn([this.ks.compare(key, 'Version', '==', 0), this.settingsCompare()], [...reads, this.ks.put(key, String(need), session.leaseId)], [this.ks.get(key, { countOnly: true }), this.ks.get(this.configKey)])
+      const key = `${this.store.waiters}${unixNano()}`
+      const reads = [this.store.ks.get(this.store.waiters, { prefix: true, sort: ['Create', 'Descend'], limit: 1 }), this.store.ks.get(this.store.slots, { prefix: true })]
+      const res = await this.store.ks
+        .txn([this.store.ks.compare(key, 'Version', '==', 0), this.store.settingsCompare()], [...reads, this.store.ks.put(key, String(need), session.leaseId)], [this.store.ks.get(key, { countOnly: true }), this.store.ks.get(this.store.configKey)])
         .catch((err: unknown) => {
           if (err instanceof EtcdUnavailableError) session.strand(key) // the put may have applied
           throw err
@@ -287,9 +223,9 @@ export class PermitQueue {
         const view = { slots: res.results[1].range!.kvs, revision: res.revision, receivedAt }
         return { own, predecessor: res.results[0].range!.kvs[0], view }
       }
-      if (res.results[0].range!.count === 0n) await this.settingsAgree(res.results[1].range!.kvs[0])
+      if (res.results[0].range!.count === 0n) await this.store.settingsAgree(res.results[1].range!.kvs[0])
     }
-    throw new KeyExistsError(`${this.kind} ${JSON.stringify(this.name)}: ${MAX_ENQUEUE_ATTEMPTS} fresh queue keys in a row already existed; check for clock problems or another writer of ${this.waiters} keys`)
+    throw new KeyExistsError(`${this.store.kind} ${JSON.stringify(this.name)}: ${MAX_ENQUEUE_ATTEMPTS} fresh queue keys in a row already existed; check for clock problems or another writer of ${this.store.waiters} keys`)
   }
 
   /**
@@ -299,8 +235,8 @@ export class PermitQueue {
    * the handoff. Else the failure read names the next older waiter.
    */
   private async firstInLineStep(own: OwnedKey, need: number, goneAt: bigint, seenAt: number, taker: Taker): Promise<StepResult> {
-    const then = this.policy.observesHandoff ? [this.ks.get(this.policy.slots, { prefix: true, revision: goneAt })] : []
-    const run = (extra: Op[]) => this.step(this.firstInLine(own), { take: this.guesses(need) }, taker, [this.ks.delete(own.key)], extra)
+    const then = this.policy.observesHandoff ? [this.store.ks.get(this.store.slots, { prefix: true, revision: goneAt })] : []
+    const run = (extra: Op[]) => this.store.step(this.store.firstInLine(own), { take: this.guesses(need) }, taker, [this.store.ks.delete(own.key)], extra)
     const res = await run(then).catch((err: Error) => {
       // Compacted away already (an unusually aggressive compaction): do without it.
       if (then.length > 0 && /compacted/i.test(err.message)) return run([])
@@ -319,7 +255,7 @@ export class PermitQueue {
     const timer = wakeAt === undefined ? undefined : AbortSignal.timeout(Math.max(0, Math.ceil(wakeAt - performance.now())))
     let change: { deleted?: string; revision?: bigint }
     try {
-      change = await waitRangeChange(this.ks, this.policy.slots, view.revision, view.slots, timer ? AbortSignal.any([signal, timer]) : signal)
+      change = await waitRangeChange(this.store.ks, this.store.slots, view.revision, view.slots, timer ? AbortSignal.any([signal, timer]) : signal)
     } catch (err) {
       if (signal.aborted || !timer?.aborted) throw err
       return view
@@ -327,7 +263,7 @@ export class PermitQueue {
     if (change.deleted !== undefined && change.revision !== undefined) {
       return { slots: view.slots.filter((kv) => kv.key !== change.deleted), revision: change.revision, receivedAt: performance.now() }
     }
-    const now = await this.ks.range(this.policy.slots, { prefix: true })
+    const now = await this.store.ks.range(this.store.slots, { prefix: true })
     return { slots: now.kvs, revision: now.revision, receivedAt: performance.now() }
   }
 
@@ -336,112 +272,15 @@ export class PermitQueue {
     return need === 1 ? distinct(this.policy.guesses()).map((c) => [c]) : []
   }
 
-  /**
-   * One Txn: if the settings match and the guard holds, take the first option whose slots are
-   * as expected (nested Txns) — also running `onTake` — or delete the expired slot; then read
-   * the slots (after the change) and `extra`. When it fails: reads the stored settings, the
-   * guard's reads and the slots instead.
-   */
-  private async step(guard: Guard, plan: Plan, taker: Taker, onTake: Op[] = [], extra: Op[] = []): Promise<StepResult> {
-    const slots = this.ks.get(this.policy.slots, { prefix: true })
-    const options = 'take' in plan ? plan.take.filter((o) => o.length > 0) : []
-    const ops: Op[] = []
-    if (options.length > 0) ops.push(this.chain(options, taker, onTake))
-    if ('expire' in plan) ops.push(this.ks.txnOp([this.modIs(plan.expire)], [this.ks.delete(plan.expire.key)]))
-    let res: TxnResult
-    try {
-      res = await this.ks.txn([this.settingsCompare(), ...guard.compares], [...ops, slots, ...extra], [this.ks.get(this.configKey), ...guard.reads, slots])
-    } catch (err) {
-      if (err instanceof EtcdUnavailableError && options.length > 0) await taker.ambiguous([...new Set(options.flat().map((c) => c.key))]).catch(() => {})
-      throw err
-    }
-    const receivedAt = performance.now()
-    const { revision, results } = res
-    if (!res.succeeded) {
-      return { ok: false, config: results[0].range!.kvs[0], failed: results.slice(1, -1), slots: results[results.length - 1].range!.kvs, revision, receivedAt }
-    }
-    const taken = options.length > 0 ? takenOption(results[0], options) : undefined
-    return { ok: true, taken, slots: results[ops.length].range!.kvs, extra: results.slice(ops.length + 1), revision, receivedAt }
-  }
-
-  /** Nested Txns: option 1 if its slots are as expected, else option 2, … (none if no option fits). */
-  private chain(options: SlotChoice[][], taker: Taker, onTake: Op[]): Op {
-    const [first, ...rest] = options
-    const puts = first.map((c) => this.ks.put(c.key, taker.value, taker.lease))
-    return this.ks.txnOp(first.map((c) => this.modIs(c)), [...puts, ...onTake], rest.length > 0 ? [this.chain(rest, taker, onTake)] : [])
-  }
-
-  private modIs(c: SlotChoice): Compare {
-    return this.ks.compare(c.key, 'Mod', '==', c.mod)
-  }
-
-  /** The fast path's guard: nobody queues (else: how many do). */
-  private nobodyQueues(): Guard {
-    // A range compare "create revision < 1" holds only on an empty range.
-    const empty = { ...this.ks.compare(this.waiters, 'Create', '<', 1), range_end: prefixEnd(this.ks.full(this.waiters)) }
-    return { compares: [empty], reads: [this.ks.get(this.waiters, { prefix: true, countOnly: true })] }
-  }
-
-  /** The head's guard: its queue key is still its own. */
-  private stillQueued(own: OwnedKey): Guard {
-    return { compares: [own.ownerCompare()], reads: [this.ks.get(own.key)] }
-  }
-
-  /** A waiter's guard when its predecessor went: its key is still its own, and no older waiter is left (else: the youngest older one). */
-  private firstInLine(own: OwnedKey): Guard {
-    // Every key under waiters/ is at least as young as ours (ours is there: the range is not empty).
-    const noneOlder = { ...this.ks.compare(this.waiters, 'Create', '>', own.createRevision - 1n), range_end: prefixEnd(this.ks.full(this.waiters)) }
-    const older = this.ks.get(this.waiters, { prefix: true, sort: ['Create', 'Descend'], limit: 1, maxCreateRevision: own.createRevision - 1n })
-    return { compares: [own.ownerCompare(), noneOlder], reads: [this.ks.get(own.key), older] }
-  }
-
-  /** Holds while the stored settings equal ours (a missing config key fails it too). */
-  private settingsCompare(): Compare {
-    return { key: this.ks.full(this.configKey), target: 'Value', result: 'Equal', value: Buffer.from(this.config) }
-  }
-
-  /**
-   * After a Txn whose settings compare may have failed: creates the config key if there is none
-   * (the first contender's settings are everyone's), throws {@link ConfigMismatchError} if it
-   * differs. Resolves true when the settings agree (the Txn failed for another reason).
-   */
-  private async settingsAgree(stored: KeyValue | undefined): Promise<boolean> {
-    if (stored === undefined) {
-      await this.ks.txn([this.ks.compare(this.configKey, 'Version', '==', 0)], [this.ks.put(this.configKey, this.config)])
-      return false
-    }
-    const value = stored.value.toString()
-    if (value === this.config) return true
-    throw new ConfigMismatchError(
-      value,
-      this.config,
-      `${this.kind} ${JSON.stringify(this.name)} is stored with ${value} (key ${JSON.stringify(this.configKey)}) but this contender uses ${this.config}; ` +
-        `use the same settings in every function, or change them for everyone: \`etcdctl put ${this.configKey} '${this.config}'\` and deploy the new settings (see README, "Semaphore and rate limiter")`,
-    )
-  }
-
   private lost(session: Session, cause?: unknown) {
     const why = cause instanceof Error ? `: ${cause.message}` : ''
-    return new SessionExpiredError(`${this.kind} ${JSON.stringify(this.name)}: session ${session.leaseHex} lost its lease while waiting${why}; create a new Session and acquire again`, { cause })
+    return new SessionExpiredError(`${this.store.kind} ${JSON.stringify(this.name)}: session ${session.leaseHex} lost its lease while waiting${why}; create a new Session and acquire again`, { cause })
   }
 }
-
-/** Per keyspace: the config keys (with settings) this process has created or checked. */
-const settled = new WeakMap<Keyspace, Map<string, Promise<void>>>()
 
 /** The slots a step took, as a grant. */
 function granted(res: StepResult): Grant {
   return { keys: res.taken!.map((c) => c.key), revision: res.revision }
-}
-
-/** The option a chain of nested Txns took, by following the failure branches. */
-function takenOption(result: OpResult | undefined, options: SlotChoice[][]): SlotChoice[] | undefined {
-  for (const option of options) {
-    if (!result?.txn) return undefined
-    if (result.txn.succeeded) return option
-    result = result.txn.results[0]
-  }
-  return undefined
 }
 
 /** The first choice per key, at most {@link MAX_GUESSES}. */

@@ -57,10 +57,11 @@ interface RateRun {
   mostInWindow: number
 }
 
-/** `callers` loops of `acquire()` on `limiters` RateLimiters (one client each) for `ms`. */
+/** `callers` loops of `acquire()` over one RateLimiter per client, for `ms`. */
 async function rateLoop(ctx: BenchContext, clients: EtcdClient[], callers: number, ms: number, o: { rate: number; per: number; burst: number }): Promise<RateRun> {
   const name = ctx.prefix('rate')
   const limiters = clients.map((c) => new RateLimiter(c, name, o))
+  await Promise.all(limiters.map((l) => l.ready())) // lease and settings, as in a function's init phase
   const times: number[] = []
   const before = await rpcSnapshot(ctx.endpoints[0])
   const until = performance.now() + ms

@@ -38,7 +38,7 @@ export interface RateLimitDecision {
  * Monotonic clocks of different machines run at slightly different speeds (NTP slews by up to
  * 500 ppm): every duration that keeps the rate is measured this much longer than nominal.
  */
-const CLOCK_RATE_MARGIN = 0.001
+export const CLOCK_RATE_MARGIN = 0.001
 /** Time left, on top of a token's life, for the grant Txn itself, before a token may ride on the lease. */
 const LEASE_GUARD_MS = 5000
 /** Fewest seconds of the limiter's own lease. */
@@ -237,11 +237,12 @@ export class RateLimiter {
 
 /**
  * A RateLimiter's policy: a free token slot, or the oldest token once this process has seen it
- * as the oldest for one refill interval (`pacing`: per/rate with the clock margin).
+ * as the oldest for one refill interval (`pacing`: per/rate with the clock margin). Exported for
+ * the model test, which runs it against simulated clocks.
  */
-class ExpiredTokens implements SlotPolicy {
+export class ExpiredTokens implements SlotPolicy {
   readonly observesHandoff = true
-  /** `key@mod` of each token seen as the oldest → `performance.now()` when first seen so. */
+  /** `key@mod` of each token seen as the oldest → this process's clock (`now`) when first seen so. */
   private readonly oldestSince = new Map<string, number>()
   private lastOldest?: { choice: SlotChoice; since: number }
   /** The slots as last seen: the free ones, and the tokens oldest first. */
@@ -251,6 +252,8 @@ class ExpiredTokens implements SlotPolicy {
     readonly slots: string,
     private readonly capacity: number,
     private readonly pacing: number,
+    /** This process's monotonic clock, ms. */
+    private readonly now: () => number = () => performance.now(),
   ) {}
 
   /**
@@ -265,7 +268,7 @@ class ExpiredTokens implements SlotPolicy {
       return Array.from({ length: Math.min(this.capacity, 16) }, (_, i) => free((start + i) % this.capacity))
     }
     const old = this.lastOldest
-    const ripe = old && old.since + this.pacing <= performance.now() ? [old.choice] : []
+    const ripe = old && old.since + this.pacing <= this.now() ? [old.choice] : []
     return [...this.last.free.slice(0, 4), ...this.last.oldest.slice(0, 3).map((kv) => ({ key: kv.key, mod: 0n })), ...ripe]
   }
 
@@ -274,7 +277,7 @@ class ExpiredTokens implements SlotPolicy {
     const { free, oldest, since } = this.observe(view.slots, view.receivedAt)
     if (free.length >= need) return { kind: 'take', slots: free.slice(0, need) }
     // need > free.length >= 0, and need <= capacity: there is a token.
-    const ripe = since! + this.pacing <= performance.now()
+    const ripe = since! + this.pacing <= this.now()
     if (!ripe) return { kind: 'wait', wakeAt: since! + this.pacing }
     if (free.length === need - 1) return { kind: 'take', slots: [...free, oldest!] }
     return { kind: 'expire', slot: oldest! }
@@ -283,7 +286,7 @@ class ExpiredTokens implements SlotPolicy {
   /** Estimated ms until `need` tokens could be had, with `waiters` calls queued first. */
   estimate(slots: KeyValue[], need: number, receivedAt: number, waiters: bigint): number {
     const { free, since } = this.observe(slots, receivedAt)
-    const first = since === undefined ? 0 : Math.max(0, since + this.pacing - performance.now())
+    const first = since === undefined ? 0 : Math.max(0, since + this.pacing - this.now())
     const more = Math.max(0, need - free.length - 1) + Number(waiters)
     return free.length >= need && waiters === 0n ? 0 : first + more * this.pacing
   }

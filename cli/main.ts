@@ -5,6 +5,7 @@ import { ConfigurationError, EtcdUnavailableError, InvalidArgumentError, MiddyEt
 import { toTypedError } from '../lib/kv.js'
 import { barrier } from './barrier.js'
 import { UsageError, type Command } from './common.js'
+import { chooseEndpoints, packageVersion, type EndpointChoice } from './endpoints.js'
 import { leader } from './leader.js'
 import { locks } from './locks.js'
 import { queue } from './queue.js'
@@ -26,6 +27,7 @@ const GLOBAL_OPTIONS = {
   timeout: { type: 'string' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean' },
 } satisfies NonNullable<ParseArgsConfig['options']>
 
 /** The command list of the general help: every usage line, each command's summary under it. */
@@ -47,10 +49,12 @@ Options:
   --timeout <ms>       deadline of each etcd call (default ETCD_CALL_TIMEOUT_MS, else 2000)
   --json               print JSON (for scripts) instead of tables
   -h, --help           help for a command
+  --version            print the version
 
 Environment, as the library's createClient(): ETCD_ENDPOINTS, ETCD_USERNAME, ETCD_PASSWORD,
 ETCD_CA_FILE, ETCD_CERT_FILE, ETCD_KEY_FILE, ETCD_NAMESPACE, ETCD_CALL_TIMEOUT_MS (etcdctl's
-ETCDCTL_* names work too).
+ETCDCTL_* names work too). Without --endpoints or ETCD_ENDPOINTS, the local etcd that
+\`npm start\` (serverless offline with middy-etcd/offline) runs in this directory is used.
 
 Exit status: 0 done; 1 etcd failed or could not be reached; 2 bad usage or configuration.`
 
@@ -78,24 +82,23 @@ function parseMessage(err: unknown): string {
 type Outcome = { stdout?: string; stderr?: string; code: number }
 
 /** Where the endpoints came from and what they are (scheme://host:port only: no credentials). */
-function describeEndpoints(flag: string | undefined): string {
-  const source = flag !== undefined ? '--endpoints' : process.env.ETCD_ENDPOINTS ? 'ETCD_ENDPOINTS' : 'ETCDCTL_ENDPOINTS'
+function describeEndpoints(choice: EndpointChoice): string {
   try {
-    const hosts = resolveClientOptions({ endpoints: flag }).etcd.hosts
-    return `${[hosts].flat().join(',')} (from ${source})`
+    const hosts = resolveClientOptions({ endpoints: choice.endpoints }).etcd.hosts
+    return `${[hosts].flat().join(',')} (from ${choice.source})`
   } catch {
-    return `the endpoints in ${source}`
+    return `the endpoints in ${choice.source}`
   }
 }
 
 /** One line saying what went wrong, and the exit status; stack traces only for bugs. */
-function failure(err: unknown, endpointsFlag: string | undefined): Outcome {
+function failure(err: unknown, choice: EndpointChoice, command: Command | undefined): Outcome {
   if (err instanceof UsageError) return { stderr: `${PROGRAM}: ${err.message}\n\n${usageOf(err.command)}`, code: 2 }
   if (err instanceof ConfigurationError) {
     // The library names its option; on the command line that option is --endpoints.
     const message = err.setting === 'endpoints' ? err.message.replace(/^endpoints\b/, '--endpoints') : err.message
-    const hint = err.setting === 'ETCD_ENDPOINTS' ? ' (or pass --endpoints)' : ''
-    return { stderr: `${PROGRAM}: ${message}${hint}`, code: 2 }
+    const hint = err.setting === 'ETCD_ENDPOINTS' ? ' (or pass --endpoints, or run it where `npm start` runs a local etcd)' : ''
+    return { stderr: `${PROGRAM}: ${message}${hint}\n\n${usageOf(command)}`, code: 2 }
   }
   if (err instanceof InvalidArgumentError) return { stderr: `${PROGRAM}: ${err.message}`, code: 2 }
   const typed = toTypedError(err, 'etcd')
@@ -103,12 +106,12 @@ function failure(err: unknown, endpointsFlag: string | undefined): Outcome {
     const cause = (typed.cause as Error | undefined)?.message ?? typed.message
     // gRPC appends an empty "Resolution note: ." to connection failures.
     const reason = cause.split('\n')[0].replace(/\s*Resolution note:\s*\.?\s*$/, '').replace(/\.+$/, '')
-    return { stderr: `${PROGRAM}: cannot reach etcd at ${describeEndpoints(endpointsFlag)}: ${reason}. Check ETCD_ENDPOINTS (or --endpoints) and that the cluster is up.`, code: 1 }
+    return { stderr: `${PROGRAM}: cannot reach etcd at ${describeEndpoints(choice)}: ${reason}. Check ETCD_ENDPOINTS (or --endpoints) and that the cluster is up.`, code: 1 }
   }
   if (typed instanceof MiddyEtcdError) return { stderr: `${PROGRAM}: ${typed.message}`, code: 1 }
   // etcd3's own errors (auth failed, key too large...) are expected failures too.
   if (typed instanceof Error && /^(Etcd|GRPC)/.test(typed.constructor.name)) {
-    return { stderr: `${PROGRAM}: etcd at ${describeEndpoints(endpointsFlag)} failed the request: ${typed.message.split('\n')[0]}`, code: 1 }
+    return { stderr: `${PROGRAM}: etcd at ${describeEndpoints(choice)} failed the request: ${typed.message.split('\n')[0]}`, code: 1 }
   }
   return { stderr: `${PROGRAM}: internal error (please report it):\n${(err as Error)?.stack ?? String(err)}`, code: 1 }
 }
@@ -126,7 +129,8 @@ function callTimeout(flag: string | undefined): number | undefined {
 /** Runs the CLI on `argv` (without node and the script); never throws. */
 async function run(argv: string[]): Promise<Outcome> {
   let client: EtcdClient | undefined
-  let endpoints: string | undefined
+  let choice: EndpointChoice = { source: 'ETCD_ENDPOINTS' }
+  let command: Command | undefined
   try {
     const first = parseArgs({ args: argv, options: allOptions(), allowPositionals: true, strict: false })
     let name = first.positionals[0]
@@ -136,11 +140,12 @@ async function run(argv: string[]): Promise<Outcome> {
       if (name === undefined) return { stdout: GENERAL_HELP, code: 0 }
       first.values.help = true
     }
+    if (first.values.version) return { stdout: `${PROGRAM} ${packageVersion()}`, code: 0 }
     if (name === undefined) {
       if (first.values.help) return { stdout: GENERAL_HELP, code: 0 }
       throw new UsageError('missing command')
     }
-    const command = COMMANDS.find((c) => c.name === name)
+    command = COMMANDS.find((c) => c.name === name)
     if (!command) throw new UsageError(`unknown command ${JSON.stringify(name)}`)
     if (first.values.help) return { stdout: helpOf(command), code: 0 }
 
@@ -151,15 +156,18 @@ async function run(argv: string[]): Promise<Outcome> {
       throw new UsageError(`${command.name}: ${parseMessage(err)}`, command)
     }
     const values = parsed.values as Record<string, string | boolean | undefined>
-    endpoints = values.endpoints as string | undefined
+    choice = chooseEndpoints(values.endpoints as string | undefined, process.env, process.cwd())
     const timeout = values.timeout as string | undefined
     if (timeout !== undefined && !/^[1-9]\d*$/.test(timeout)) throw new UsageError(`--timeout must be a positive whole number of milliseconds, got ${JSON.stringify(timeout)}`, command)
     const args = parsed.positionals.slice(1)
-    const connect = () => (client ??= createClient({ endpoints, callTimeoutMs: callTimeout(timeout) }))
+    const connect = () => {
+      if (!client && choice.note) process.stderr.write(`${PROGRAM}: ${choice.note}\n`)
+      return (client ??= createClient({ endpoints: choice.endpoints, callTimeoutMs: callTimeout(timeout) }))
+    }
     const report = await command.run({ args, options: values, connect })
     return { stdout: values.json ? JSON.stringify(report.json, null, 2) : report.text, code: 0 }
   } catch (err) {
-    return failure(err, endpoints)
+    return failure(err, choice, command)
   } finally {
     client?.close()
   }

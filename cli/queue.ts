@@ -74,7 +74,27 @@ async function peek(client: EtcdClient, name: string, limit: number): Promise<Re
   return { json, text: items.more ? `${text}\n(first ${rows.length}; --limit N shows more)` : text }
 }
 
+/** What the first item under `<name>/` says the queue is; undefined when it is empty. */
+async function queueKind(client: EtcdClient, name: string): Promise<'priority' | 'fifo' | undefined> {
+  const prefix = `${name}/`
+  const first = await keyspace(client).range(prefix, { prefix: true, limit: 1 })
+  if (first.kvs.length === 0) return undefined
+  return PRIORITY_ITEM.test(first.kvs[0].key.slice(prefix.length)) ? 'priority' : 'fifo'
+}
+
+/**
+ * Enqueues as the queue's own kind: a FIFO-shaped key in a PriorityQueue (or the reverse)
+ * would be served out of order by every consumer, so a push that does not match the items
+ * already there is refused (exit 2) and writes nothing.
+ */
 async function push(client: EtcdClient, name: string, value: string, priority: number | undefined): Promise<Report> {
+  const kind = await queueKind(client, name)
+  if (kind === 'priority' && priority === undefined) {
+    throw new UsageError(`queue push: ${JSON.stringify(name)} is a PriorityQueue (its items are <name>/<priority>/<seq>): give --priority N (0 is served first)`, queue)
+  }
+  if (kind === 'fifo' && priority !== undefined) {
+    throw new UsageError(`queue push: ${JSON.stringify(name)} is a FIFO Queue (its items are <name>/<unixNano>): drop --priority`, queue)
+  }
   const done = priority === undefined ? await new Queue(client, name).enqueue(value) : await new PriorityQueue(client, name).enqueue(value, priority)
   const json = { queue: name, key: done.key, id: done.id, ...(priority === undefined ? {} : { priority }) }
   return { json, text: `enqueued ${showKey(done.key)} (id ${done.id})` }

@@ -28,7 +28,7 @@ export function closedSignal(client: Namespace): AbortSignal {
   let controller = controllers.get(pool)
   if (!controller) {
     const created = new AbortController()
-    // Every wait on the client listens: hundreds at once (queued callers) are no leak.
+    // Every session and every wait of the client listens: hundreds at once is normal, not a leak.
     setMaxListeners(0, created.signal)
     const close = pool.close.bind(pool)
     pool.close = () => {

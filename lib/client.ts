@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { ConstantBackoff, handleWhen, noop, retry, type IBackoff } from 'cockatiel'
 import { Etcd3, isRecoverableError, type IOptions, type Namespace } from 'etcd3'
+import { useCredentialsProvider, type CredentialsProvider } from './credentials.js'
 import { ConfigurationError } from './errors.js'
 
 /**
@@ -17,6 +18,11 @@ export interface ClientOptions {
   username?: string
   /** Env: `ETCD_PASSWORD`. */
   password?: string
+  /**
+   * Fetches the user name and password (e.g. from Secrets Manager or SSM) instead of
+   * `username`/`password`: called on the first etcd call and again when etcd rejects them.
+   */
+  credentials?: CredentialsProvider
   /** PEM CA bundle path. Env: `ETCD_CA_FILE`. */
   caFile?: string
   /** PEM client certificate path. Env: `ETCD_CERT_FILE`. */
@@ -120,6 +126,12 @@ export function resolveClientOptions(options: ClientOptions = {}): { etcd: IOpti
     password = { value: username.value.slice(at + 1), setting: username.setting }
     username.value = username.value.slice(0, at)
   }
+  if (options.credentials !== undefined && typeof options.credentials !== 'function') {
+    throw new ConfigurationError('credentials', 'credentials must be a function () => Promise<{ username, password }>')
+  }
+  if (options.credentials && username) {
+    throw new ConfigurationError(username.setting, `both a credentials provider and a username (${username.setting}) are set: use one of them`)
+  }
   if (username && !password) {
     throw new ConfigurationError('ETCD_PASSWORD', `a username is set (${username.setting}) but no password: set ETCD_PASSWORD or pass { password }`)
   }
@@ -178,11 +190,13 @@ export function resolveClientOptions(options: ClientOptions = {}): { etcd: IOpti
 /**
  * A new etcd client from `options`, falling back to `ETCD_ENDPOINTS`, `ETCD_USERNAME`,
  * `ETCD_PASSWORD`, `ETCD_CA_FILE`, `ETCD_CERT_FILE`, `ETCD_KEY_FILE`, `ETCD_NAMESPACE` (and
- * etcdctl's `ETCDCTL_*` names). Every unary call gets a deadline. Close it with `close()`.
+ * etcdctl's `ETCDCTL_*` names), or with a `credentials` provider. Every unary call gets a
+ * deadline. Close it with `close()`.
  */
 export function createClient(options?: ClientOptions): EtcdClient {
   const { etcd, namespace } = resolveClientOptions(options)
   const root = new Etcd3(etcd)
+  if (options?.credentials) useCredentialsProvider(root, options.credentials)
   if (namespace === '') return root
   const scoped = root.namespace(namespace) as EtcdClient
   scoped.close = () => root.close()

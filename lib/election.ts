@@ -232,7 +232,7 @@ export class Election {
       } catch (err) {
         if (signal?.aborted) return
         // A compaction (or a member restart) cancelled a watch: start over from a fresh read.
-        if (err instanceof WatchLostError && ++restarts <= MAX_WATCH_RESTARTS) continue
+        if (err instanceof WatchLostError && err.reason !== 'client-closed' && ++restarts <= MAX_WATCH_RESTARTS) continue
         throw err
       }
     }

@@ -42,9 +42,17 @@ export class PermissionDeniedError extends MiddyEtcdError {
   override readonly code = 'PERMISSION_DENIED'
 }
 
-/** `tryLock` found the lock held by another session (Go: `ErrLocked`). */
+/**
+ * `tryLock` found the lock held by another session (Go: `ErrLocked`). Carries HTTP's 409
+ * Conflict with `expose`, so `@middy/http-error-handler` answers it (the message, which names
+ * the lock, becomes the body).
+ */
 export class LockedError extends MiddyEtcdError {
   override readonly code: string = 'LOCKED'
+  /** For `@middy/http-error-handler`: 409 Conflict (503 for {@link LockTimeoutError}). */
+  readonly statusCode: number = 409
+  /** For `@middy/http-error-handler`: send the message to the caller. */
+  readonly expose = true
 }
 
 /** The session's lease ended while the operation needed it (Go: `ErrSessionExpired`). */
@@ -112,14 +120,19 @@ export class LeaseLostError extends SessionExpiredError {
   }
 }
 
-/** A blocking acquire gave up: its wait budget (option or remaining invocation time) ran out. */
+/** A blocking acquire gave up: its wait budget (option or remaining invocation time) ran out. HTTP 503, exposed. */
 export class LockTimeoutError extends LockedError {
   override readonly code = 'LOCK_TIMEOUT'
+  override readonly statusCode = 503
 }
 
-/** A middleware's wait (barrier, double barrier, leadership) ran out of its budget. */
+/** A middleware's wait (barrier, double barrier, leadership) ran out of its budget. HTTP 504, exposed. */
 export class WaitTimeoutError extends MiddyEtcdError {
   override readonly code = 'WAIT_TIMEOUT'
+  /** For `@middy/http-error-handler`: 504 Gateway Timeout. */
+  readonly statusCode = 504
+  /** For `@middy/http-error-handler`: send the message to the caller. */
+  readonly expose = true
 }
 
 /** Why an ack/nack found its claim gone: see {@link ClaimLostError}. */
@@ -136,6 +149,88 @@ export class ClaimLostError extends MiddyEtcdError {
   constructor(
     /** expired (visible again), reclaimed (another receiver or a delayed nack holds it), gone (no longer queued). */
     readonly reason: ClaimLossCause,
+    message: string,
+  ) {
+    super(message)
+  }
+}
+
+/**
+ * A duplicate found its idempotency key still being processed by another caller and was not to
+ * wait (`onInProgress: 'reject'`), or its wait ran out first. Shaped as HTTP 409 Conflict: the
+ * client should retry later, when the first call has finished.
+ */
+export class IdempotencyInProgressError extends MiddyEtcdError {
+  override readonly code = 'IDEMPOTENCY_IN_PROGRESS'
+  /** HTTP status for error handlers such as `@middy/http-error-handler`. */
+  readonly statusCode = 409
+}
+
+/**
+ * The idempotency key was used before with a different payload (its stored payload hash
+ * differs). Nothing was run. Shaped as HTTP 422: the client reused a key for another request.
+ */
+export class IdempotencyKeyMismatchError extends MiddyEtcdError {
+  override readonly code = 'IDEMPOTENCY_KEY_MISMATCH'
+  /** HTTP status for error handlers such as `@middy/http-error-handler`. */
+  readonly statusCode = 422
+}
+
+/** Why a result could not be stored: see {@link IdempotencyResultNotStorableError}. */
+export type NotStorableReason = 'not-json' | 'too-large'
+
+/**
+ * A result that an idempotency record cannot keep: not plain JSON (it would come back different
+ * to a duplicate), or larger than etcd accepts in one value. Nothing was stored.
+ */
+export class IdempotencyResultNotStorableError extends MiddyEtcdError {
+  override readonly code = 'IDEMPOTENCY_RESULT_NOT_STORABLE'
+
+  constructor(
+    /** not-json: a value JSON cannot carry unchanged; too-large: over etcd's value limit. */
+    readonly reason: NotStorableReason,
+    message: string,
+  ) {
+    super(message)
+  }
+}
+
+/**
+ * `complete`/`fail` of an idempotency claim whose in-progress record is no longer this claim's:
+ * its lease ended while the work ran (crash-like pause, etcd unreachable past the TTL), so a
+ * duplicate may have taken the key. Nothing was written.
+ */
+export class IdempotencyClaimLostError extends MiddyEtcdError {
+  override readonly code = 'IDEMPOTENCY_CLAIM_LOST'
+}
+
+/**
+ * A `singleFlight` follower's leader failed in another process: its error's name, message and
+ * code, carried through etcd (followers in the leader's own process get the error object itself).
+ */
+export class SingleFlightError extends MiddyEtcdError {
+  override readonly code = 'SINGLE_FLIGHT_FAILED'
+
+  constructor(
+    message: string,
+    /** The leader's error as it crossed etcd. */
+    readonly leaderError: { name: string; message: string; code?: string },
+  ) {
+    super(message)
+  }
+}
+
+/**
+ * A downstream store (SQL, DynamoDB, …) refused a write fenced with `fence` because a write with
+ * an equal or higher fence is already there: a later holder has written, so this holder lost its
+ * lock (or leadership) meanwhile. Stop the work; retrying with the same fence cannot succeed.
+ */
+export class FenceRejectedError extends MiddyEtcdError {
+  override readonly code = 'FENCE_REJECTED'
+
+  constructor(
+    /** The fencing token of the refused write. */
+    readonly fence: bigint,
     message: string,
   ) {
     super(message)

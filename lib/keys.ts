@@ -16,10 +16,12 @@ import type { Keyspace, Op, TxnResult } from './kv.js'
  * Ours (kept outside the Go prefixes, so Go peers never see them):
  * - queue claim marker:    `__claims/<itemKey>/<itemCreateRev>` (on the receiver's lease)
  * - queue receive counter: `__receives/<itemKey>/<itemCreateRev>` (its version = receives)
- * - Semaphore:         `<name>/config` = `permits=<n>` (no lease), `<name>/waiters/<unixNano>`,
- *                      `<name>/holders/<slot>` (slot 0..permits-1, on the holder's lease)
- * - RateLimiter:       `<name>/config` = `rate=<r> per=<ms> burst=<b>`, `<name>/waiters/<unixNano>`,
- *                      `<name>/tokens/<slot>` (slot 0..burst)
+ * - idempotency record:    `<prefix>/<key>` (the middleware's prefix: `__idempotency/<function name>`)
+ * - single-flight record:  `__singleflight/<key>`
+ * - Semaphore:             `<name>/config` = `permits=<n>` (no lease), `<name>/waiters/<unixNano>`,
+ *                          `<name>/holders/<slot>` (slot 0..permits-1, on the holder's lease)
+ * - RateLimiter:           `<name>/config` = `rate=<r> per=<ms> burst=<b>`, `<name>/waiters/<unixNano>`,
+ *                          `<name>/tokens/<slot>` (slot 0..burst)
  *   (Go has no semaphore or rate limiter: these layouts are ours alone.)
  */
 
@@ -162,4 +164,14 @@ export const permitKeys = {
     const rest = key.slice(slots.length)
     return key.startsWith(slots) && /^(0|[1-9][0-9]{0,8})$/.test(rest) ? Number(rest) : undefined
   },
+}
+
+/** Idempotency and single-flight records: one key per idempotency key, its state in the value. */
+export const idempotencyKeys = {
+  /** The record of `key` in the store at `prefix`. */
+  record: (prefix: string, key: string) => `${prefix}/${key}`,
+  /** The middleware's default store prefix: records are per function, as Powertools scopes them. */
+  functionPrefix: (functionName: string) => `__idempotency/${functionName}`,
+  /** The store `singleFlight` uses. */
+  singleFlightPrefix: '__singleflight',
 }

@@ -23,3 +23,6 @@ export const DEFAULT_VISIBILITY_S = 30
  * a key the queue's head reads when it looks for a free one.
  */
 export const MAX_PERMITS = 1000
+
+/** Seconds an in-progress idempotency or single-flight record outlives a crashed owner unless configured. */
+export const DEFAULT_IN_PROGRESS_TTL_S = 10

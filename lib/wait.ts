@@ -234,9 +234,98 @@ export async function whileOwnKeyLives<T>(own: OwnKey, signal: AbortSignal | und
     return await Promise.race([Promise.resolve().then(() => wait(combined)), gone])
   } catch (err) {
     if (signal?.aborted) throw signal.reason
+    const closed = closedSignal(own.ks.client)
+    if (closed.aborted) throw closed.reason
     if (own.session.aborted) throw own.lost(own.session.reason)
     throw err
   } finally {
     stop.abort()
   }
+}
+
+/** One change of a watched key: its new value (none when deleted) and, for a delete, the value it had. */
+export interface KeyChange {
+  kv?: KeyValue
+  prev?: KeyValue
+}
+
+/** The watch started after the key had already changed: replay from history instead. */
+const CHANGED_MEANWHILE = Symbol('changed before the watch started')
+
+/**
+ * Resolves with the first change of `seen.key` after revision `seenAt` (a revision at which it
+ * was `seen`) that `decide` maps to a value; undefined means keep waiting. Like {@link waitGone}
+ * the watch starts "from now", so it is synced at once and a change reaches us as soon as etcd
+ * applies it. If the key changed between `seenAt` and the watch's start, its changes since
+ * `seenAt` are replayed in order from etcd's history instead (a watch from `seenAt + 1`: slower
+ * to start, but nothing is missed — not even a value that was put and deleted in between, which
+ * a delete's previous value shows).
+ */
+export async function waitChange<T>(ks: Keyspace, seen: KeyValue, seenAt: bigint, decide: (change: KeyChange) => T | undefined, signal?: AbortSignal): Promise<T> {
+  try {
+    return await watchChanges(ks, seen.key, { seen, seenAt }, decide, signal)
+  } catch (err) {
+    if (err !== CHANGED_MEANWHILE) throw err
+    return watchChanges(ks, seen.key, { from: seenAt + 1n }, decide, signal)
+  }
+}
+
+/**
+ * Feeds every change of `key` to `decide` until it returns a value. Either from now, checking
+ * once (one Range) that nothing changed since `seenAt` — events that arrive meanwhile are held
+ * back until that is known — or from revision `from` (history, in order).
+ */
+function watchChanges<T>(ks: Keyspace, key: string, start: { seen: KeyValue; seenAt: bigint } | { from: bigint }, decide: (change: KeyChange) => T | undefined, signal?: AbortSignal): Promise<T> {
+  signal?.throwIfAborted()
+  const builder = ks.client.watch().key(key).withPreviousKV()
+  if ('from' in start) builder.startRevision(String(start.from))
+  const watcher: Watcher = builder.watcher()
+  return watching<T>(ks.client, watcher, key, signal, (settle) => {
+    // Changes held back while the gap since `seenAt` is being checked (undefined: pass them on).
+    let held: KeyChange[] | undefined = 'seen' in start ? [] : undefined
+    const offer = (change: KeyChange) => {
+      if (held) return void held.push(change)
+      try {
+        const value = decide(change)
+        if (value !== undefined) settle({ value })
+      } catch (error) {
+        settle({ error }) // never let it escape into etcd3's event emitter
+      }
+    }
+    const release = () => {
+      const changes = held ?? []
+      held = undefined
+      for (const change of changes) offer(change)
+    }
+    if ('seen' in start) {
+      // Only the first answer: on a reconnect etcd3 resumes after the last revision it saw.
+      watcher.once('connected', (res: IWatchResponse) => {
+        if (BigInt(res.header.revision) <= start.seenAt) return release()
+        ks.range(key).then(
+          (now) => {
+            const unchanged = now.kvs.length > 0 && now.kvs[0].modRevision === start.seen.modRevision
+            if (unchanged) release()
+            else settle({ error: CHANGED_MEANWHILE })
+          },
+          (error) => settle({ error }),
+        )
+      })
+    }
+    watcher.on('put', (raw: IKeyValue) => offer({ kv: toKeyValue(raw, raw.key.toString()) }))
+    watcher.on('delete', (_raw: IKeyValue, prev?: IKeyValue) => offer({ prev: prev && toKeyValue(prev, prev.key.toString()) }))
+  })
+}
+
+/** `promise`, or a rejection with the signal's reason as soon as it aborts (the promise itself runs on). */
+export function untilAborted<T>(promise: Promise<T>, signal?: AbortSignal): Promise<T> {
+  if (!signal) return promise
+  return new Promise<T>((resolve, reject) => {
+    if (signal.aborted) return reject(signal.reason)
+    const onAbort = () => reject(signal.reason)
+    signal.addEventListener('abort', onAbort, { once: true })
+    promise.then(
+      (value) => (signal.removeEventListener('abort', onAbort), resolve(value)),
+      (error) => (signal.removeEventListener('abort', onAbort), reject(error)),
+    )
+  })
 }

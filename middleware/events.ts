@@ -4,11 +4,12 @@ import { EventEmitter } from 'node:events'
 export interface EtcdEvent {
   /** acquired: lock/permit/leadership/barrier passed, or a call admitted by the rate limit;
    *  waiting: had to queue; released: let go; lost: the lease ended while held;
-   *  skipped: try-lock miss, rate limited, or follower short-circuit. */
-  type: 'acquired' | 'waiting' | 'released' | 'lost' | 'skipped'
+   *  skipped: try-lock miss, rate limited, follower or duplicate short-circuit;
+   *  not-stored: an idempotent invocation's response could not be kept (it was still returned). */
+  type: 'acquired' | 'waiting' | 'released' | 'lost' | 'skipped' | 'not-stored'
   /** Which middleware. */
-  primitive: 'lock' | 'rwLock' | 'semaphore' | 'rateLimit' | 'leader' | 'barrier' | 'doubleBarrier' | 'queue' | 'stm'
-  /** The lock / election / barrier / queue name. */
+  primitive: 'lock' | 'rwLock' | 'semaphore' | 'rateLimit' | 'leader' | 'barrier' | 'doubleBarrier' | 'queue' | 'stm' | 'idempotency'
+  /** The lock / semaphore / rate limiter / election / barrier / queue name, or the idempotency key. */
   name: string
   /** The etcd key of this invocation's hold, when there is one. */
   key?: string

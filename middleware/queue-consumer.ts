@@ -2,55 +2,24 @@ import type { MiddlewareObj, Request } from '@middy/core'
 import type { Context } from 'aws-lambda'
 import type { Namespace } from 'etcd3'
 import { sharedClient } from '../lib/client.js'
-import { ClaimLostError, InvalidArgumentError } from '../lib/errors.js'
-import type { Message } from '../lib/claims.js'
+import { ClaimLostError } from '../lib/errors.js'
+import { DEFAULT_BATCH_SIZE, DEFAULT_VISIBILITY_S, MAX_BATCH, MAX_TTL_S } from '../lib/limits.js'
 import { PriorityQueue } from '../lib/priority-queue.js'
+import { checkQueueSettings, dispatchedMessages, toQueueMessage, type QueueMessage, type QueueSettings } from '../lib/queue-event.js'
 import { Queue } from '../lib/queue.js'
 import { emit, type OnEvent } from './events.js'
 import { InvocationScope, waitBudget } from './scope.js'
 import { validateOptions, type Schema } from './options.js'
 
-/** A message as the handler sees it: JSON-safe, so a dispatcher can pass it in an event. */
-export interface QueueMessage {
-  /** Stable across redeliveries: use it as `itemIdentifier` in `batchItemFailures`. */
-  id: string
-  key: string
-  value: string
-  receiveCount: number
-  priority?: number
-  /** Settles this delivery (`ack`/`nack` accept it in any process). */
-  receipt: string
-}
-
-/** The JSON-safe form of a received message: what the handler sees and a dispatcher's event carries. */
-export function toQueueMessage(m: Pick<Message, 'id' | 'key' | 'value' | 'receiveCount' | 'priority' | 'receipt'>): QueueMessage {
-  const { id, key, value, receiveCount, priority, receipt } = m
-  return priority === undefined ? { id, key, value, receiveCount, receipt } : { id, key, value, receiveCount, priority, receipt }
-}
-
-/** The event a dispatcher (the offline plugin, or the deployed dispatcher) invokes a consumer with. */
-export interface QueueDispatchEvent {
-  etcdQueue: { queue: string; priority?: boolean; messages: QueueMessage[] }
-}
+export { toQueueMessage, type QueueMessage, type QueueDispatchEvent } from '../lib/queue-event.js'
 
 /** The SQS partial-batch convention: these messages failed, the rest succeeded. */
 export interface BatchResponse {
   batchItemFailures: { itemIdentifier: string }[]
 }
 
-export interface QueueConsumerOptions {
-  /** The queue name. */
-  queue: string
-  /** A PriorityQueue (true) or a Queue (false, default). */
-  priority?: boolean
-  /** Most messages per invocation, 1..1000 (default 10). */
-  batchSize?: number
-  /** Seconds a received message stays invisible to other consumers unless acked (default 30). */
-  visibilityTimeout?: number
-  /** Deliveries before a message goes to `deadLetterQueue`. */
-  maxReceives?: number
-  /** Queue that takes messages received `maxReceives` times. */
-  deadLetterQueue?: string
+/** Options of {@link queueConsumer}: the queue settings an `etcdQueue` event carries, plus the consumer's own. */
+export interface QueueConsumerOptions extends QueueSettings {
   /** When the event carries no messages: how long to wait for one, ms (default 0: don't wait). */
   waitMs?: number
   /** Seconds a failed message stays invisible before its redelivery (default 0). */
@@ -60,24 +29,19 @@ export interface QueueConsumerOptions {
   onEvent?: OnEvent
 }
 
-const defaults = { priority: false, batchSize: 10, visibilityTimeout: 30, waitMs: 0, retryDelay: 0 } as const
+const defaults = { priority: false, batchSize: DEFAULT_BATCH_SIZE, visibilityTimeout: DEFAULT_VISIBILITY_S, waitMs: 0, retryDelay: 0 } as const
 
 const schema: Schema = {
   queue: { type: 'string', required: true },
   priority: { type: 'boolean' },
-  batchSize: { type: 'integer', min: 1, max: 1000 },
-  visibilityTimeout: { type: 'integer', min: 1, max: 9_000_000 },
+  batchSize: { type: 'integer', min: 1, max: MAX_BATCH },
+  visibilityTimeout: { type: 'integer', min: 1, max: MAX_TTL_S },
   maxReceives: { type: 'integer', min: 1 },
   deadLetterQueue: { type: 'string' },
   waitMs: { type: 'number', min: 0 },
-  retryDelay: { type: 'integer', min: 0, max: 9_000_000 },
+  retryDelay: { type: 'integer', min: 0, max: MAX_TTL_S },
   client: { type: 'object' },
   onEvent: { type: 'function' },
-}
-
-function messagesOf(event: unknown, queue: string): QueueMessage[] | undefined {
-  const dispatched = (event as Partial<QueueDispatchEvent> | undefined)?.etcdQueue
-  return dispatched && dispatched.queue === queue && Array.isArray(dispatched.messages) ? dispatched.messages : undefined
 }
 
 /**
@@ -89,9 +53,7 @@ function messagesOf(event: unknown, queue: string): QueueMessage[] | undefined {
  */
 export function queueConsumer(options: QueueConsumerOptions): MiddlewareObj<unknown, any, Error, Context & { etcd: { messages: QueueMessage[] } }> {
   const opts = validateOptions<QueueConsumerOptions & typeof defaults>('queueConsumer', schema, defaults, options)
-  if (opts.maxReceives !== undefined && opts.deadLetterQueue === undefined) {
-    throw new InvalidArgumentError('queueConsumer: option `maxReceives` needs `deadLetterQueue`, the queue that takes messages received that many times')
-  }
+  checkQueueSettings(opts, 'queueConsumer')
   const self = {}
   const client = () => opts.client ?? sharedClient()
   let queue: Queue | PriorityQueue | undefined
@@ -118,7 +80,7 @@ export function queueConsumer(options: QueueConsumerOptions): MiddlewareObj<unkn
 
   const before = async (request: Request<unknown, any, Error, Context & { etcd: { messages: QueueMessage[] } }>) => {
     const q = open()
-    let messages = messagesOf(request.event, opts.queue)
+    let messages = dispatchedMessages(request.event, opts.queue)
     if (!messages) {
       const budget = waitBudget(request.context, opts.waitMs)
       const received = await q.receive({ max: opts.batchSize, visibilityTimeout: opts.visibilityTimeout, wait: opts.waitMs > 0, signal: budget.signal }).catch((err) => {

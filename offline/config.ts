@@ -1,7 +1,8 @@
 // The parts of the Serverless Framework (osls 4 / Serverless v3) plugin API the plugin uses, the
 // JSON schemas it registers, and the reading of `custom.etcd` and `etcdQueue` events.
+import type { QueueSubscription } from '../dispatch/subscriptions.js'
 import { InvalidArgumentError } from '../lib/errors.js'
-import type { EtcdQueueEvent, QueueSubscription } from './dispatcher.js'
+import { checkQueueSettings, type EtcdQueueEvent } from '../lib/queue-event.js'
 
 export type { EtcdQueueEvent }
 
@@ -20,19 +21,25 @@ export interface PluginUtils {
   log?: PluginLog
 }
 
+/** One entry of a function's `events:`, keyed by its type (`httpApi`, `etcdQueue`, …). */
 export interface FunctionEvent {
   [type: string]: unknown
 }
 
+/** A function of serverless.yml, as far as the plugin reads or changes it. */
 export interface FunctionObject {
   handler?: string
   /** The deployed name, `${service}-${stage}-${key}` unless set; osls fills it in. */
   name?: string
+  runtime?: string
+  /** A container image function: nothing to bundle. */
+  image?: unknown
   environment?: Record<string, unknown>
   events?: FunctionEvent[]
-  package?: { artifact?: string; patterns?: string[]; individually?: boolean }
+  package?: { artifact?: string; patterns?: string[]; individually?: boolean; disable?: boolean }
 }
 
+/** The parts of osls's `serverless` object the plugin uses. */
 export interface ServerlessLike {
   serviceDir: string
   cli?: { log(message: string): void }
@@ -44,7 +51,8 @@ export interface ServerlessLike {
     service: string
     custom?: Record<string, unknown>
     provider: { name?: string; stage?: string; region?: string; runtime?: string; environment?: Record<string, unknown> }
-    package?: { artifact?: string; individually?: boolean; patterns?: string[] }
+    package?: { artifact?: string; individually?: boolean; patterns?: string[]; path?: string }
+    plugins?: string[] | { modules?: string[] }
     getAllFunctions(): string[]
     getFunction(key: string): FunctionObject
   }
@@ -62,12 +70,11 @@ export interface EtcdPluginConfig {
   dispatcher?: string
   /** How the dispatcher invokes consumers (default `RequestResponse`). */
   invocationType?: 'Event' | 'RequestResponse'
-  /** `serverless package`: files or directories copied into the artifact as they are (e.g. TLS files). */
-  include?: string[]
-  /** `serverless package`: ship linked source maps (default false). */
+  /** Linked source maps beside the bundles, offline and in artifacts (default false). */
   sourcemap?: boolean
 }
 
+/** The JSON schema osls checks `etcdQueue` events against (it only warns; queueSubscriptions checks). */
 export const etcdQueueEventSchema = {
   type: 'object',
   properties: {
@@ -83,6 +90,7 @@ export const etcdQueueEventSchema = {
   additionalProperties: false,
 }
 
+/** The JSON schema of `custom.etcd`. */
 export const customEtcdSchema = {
   properties: {
     etcd: {
@@ -93,7 +101,6 @@ export const customEtcdSchema = {
         endpoints: { anyOf: [{ type: 'string', minLength: 1 }, { type: 'array', items: { type: 'string', minLength: 1 }, minItems: 1 }] },
         dispatcher: { type: 'string', minLength: 1 },
         invocationType: { enum: ['Event', 'RequestResponse'] },
-        include: { type: 'array', items: { type: 'string', minLength: 1 } },
         sourcemap: { type: 'boolean' },
       },
       additionalProperties: false,
@@ -127,11 +134,10 @@ export function queueSubscriptions(serverless: ServerlessLike): QueueSubscriptio
   for (const key of service.getAllFunctions()) {
     const fn = service.getFunction(key)
     for (const event of fn.events ?? []) {
-      const spec = event.etcdQueue as EtcdQueueEvent | undefined
-      if (!spec) continue
-      if (typeof spec !== 'object' || typeof spec.queue !== 'string' || spec.queue === '') {
-        throw new InvalidArgumentError(`function ${key}: an etcdQueue event needs { queue: <name> }`)
-      }
+      if (!('etcdQueue' in event)) continue
+      const spec: unknown = event.etcdQueue
+      // osls only warns about a config that fails its schema: check it here, as everywhere.
+      checkQueueSettings(spec, `function ${key}, etcdQueue event`)
       subscriptions.push({
         function: fn.name ?? `${service.service}-${service.provider.stage ?? 'dev'}-${key}`,
         functionKey: key,

@@ -1,11 +1,14 @@
-// The local etcd of `serverless offline`: started through testing/etcd.ts, recorded in a pid
+// The local etcd of `serverless offline`: started by etcd-process.ts, recorded in a pid
 // file so that an etcd left behind by a killed CLI is found and replaced on the next start, and
 // watched by a detached watchdog that stops it if the CLI dies without running any exit code
 // (kill -9).
 import { spawn } from 'node:child_process'
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { startEtcd, type EtcdCluster } from '../testing/etcd.js'
+import { startEtcd, type EtcdCluster } from './etcd-process.js'
+
+/** Where pid files of running offline sessions live, under the service directory. */
+export const STATE_DIR = '.etcd-offline'
 
 /** What the pid file of one running offline session holds. */
 export interface PidRecord {
@@ -41,6 +44,25 @@ export function isAlive(pid: number, name?: string): boolean {
   } catch {
     return true // no /proc (macOS): trust the pid
   }
+}
+
+/**
+ * The offline sessions recorded in `dir` whose CLI still runs, newest first: how the operator
+ * CLI finds the local etcd `npm start` started. Reads only; cleans nothing up.
+ */
+export function liveSessions(dir: string): PidRecord[] {
+  if (!existsSync(dir)) return []
+  const records: { record: PidRecord; at: number }[] = []
+  for (const file of readdirSync(dir)) {
+    if (!file.endsWith('.json')) continue
+    try {
+      const record = JSON.parse(readFileSync(join(dir, file), 'utf8')) as PidRecord
+      if (Number.isInteger(record.cliPid) && Array.isArray(record.endpoints) && isAlive(record.cliPid)) records.push({ record, at: statSync(join(dir, file)).mtimeMs })
+    } catch {
+      // unreadable or half-written: not a session to use
+    }
+  }
+  return records.sort((a, b) => b.at - a.at).map((r) => r.record)
 }
 
 /**

@@ -1,163 +1,112 @@
-// `serverless package` for TypeScript handlers that use etcd3: bundles each function's handler
-// with esbuild into `.serverless/build/<handler path>.js` (CommonJS, so `__dirname` exists) and
-// ships etcd3's `.proto` files beside the bundles — etcd3 reads them from disk when it is
-// imported (etcd3 issue #179), so a bundle without them fails at its first line. osls then zips
-// the build directory instead of the source tree, and the artifacts are moved back to
-// `.serverless/` where deploy expects them.
-import { copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs'
-import { createRequire } from 'node:module'
-import { dirname, join, relative, resolve } from 'node:path'
-import { ConfigurationError } from '../lib/errors.js'
+// `serverless package` for the functions middy-etcd builds (see functions.ts): each gets an
+// artifact of its own making — bundled handlers, etcd3's proto files, and the files
+// `package.patterns` select — set as its `package.artifact`, so osls packages only the other
+// functions (other runtimes, plain JavaScript that does not use etcd) as it always does.
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { dirname, join, relative } from 'node:path'
+import { bundleHandlers, loadEsbuild, PACKAGE_JSON, PROTO_DIR, usingEtcd } from './bundle.js'
 import type { PluginLog, ServerlessLike } from './config.js'
+import { buildTarget, hasOwnBundler, nodeFunctions, type NodeFunction } from './functions.js'
+import { selectFiles, serviceFiles } from './patterns.js'
+import { writeZip, type ZipEntry } from './zip.js'
 
-/** The directory name, at the artifact root, that holds etcd3's proto files. */
-export const PROTO_DIR = 'etcd3-proto'
-
-export interface BundleResult {
-  /** The directory that was packaged. */
-  buildDir: string
-  /** Entry (handler module path) → bundle file. */
-  bundles: Record<string, string>
-  /** Restores the service directory and moves the artifacts to `.serverless/`. */
-  finish(): Promise<void>
+/** Options of {@link packageFunctions}. */
+export interface PackageOptions {
+  /** Where artifacts go: the service's `.serverless/` (osls moves them to `--package <dir>` later). */
+  packagePath: string
+  /** Ship linked source maps beside the bundles. */
+  sourcemap?: boolean
+  /** Only this function (`osls package function` / `osls deploy function`): packaged on its own. */
+  only?: string
 }
 
-const SOURCE_EXTENSIONS = ['.ts', '.mts', '.cts', '.js', '.mjs', '.cjs']
-
-/** `handlers/counter.handler` → `handlers/counter` (the module path Lambda loads). */
-export function handlerModule(handler: string): string {
-  const dot = handler.lastIndexOf('.')
-  if (dot <= 0) throw new ConfigurationError('handler', `handler ${JSON.stringify(handler)} must look like path/to/file.exportName`)
-  return handler.slice(0, dot)
+/** What {@link packageFunctions} built. */
+export interface Packaged {
+  /** Function key → artifact path. */
+  artifacts: Map<string, string>
+  /** Node functions left to the framework (they do not use etcd). */
+  leftToFramework: string[]
 }
 
-/** esbuild's `target` for a Lambda runtime such as `nodejs22.x`. */
-export function nodeTarget(runtime: string | undefined): string {
-  const m = /^nodejs(\d+)/.exec(runtime ?? '')
-  return `node${m ? m[1] : '20'}`
-}
+const KIB = 1024
 
-// etcd3 loads `${__dirname}/../proto/rpc.proto`. In a bundle `__dirname` is the bundle's
-// directory, which differs per handler: look upwards for the shipped proto directory instead.
-const PROTO_LOOKUP = `(() => {
-  const fs = require("fs"), path = require("path");
-  for (let dir = __dirname; ; dir = path.dirname(dir)) {
-    const candidate = path.join(dir, ${JSON.stringify(PROTO_DIR)});
-    if (fs.existsSync(path.join(candidate, "rpc.proto"))) return candidate;
-    if (path.dirname(dir) === dir) throw new Error("middy-etcd: ${PROTO_DIR}/rpc.proto not found above " + __dirname + "; the package must ship etcd3's proto files");
+/** Builds the artifacts of the functions that use middy-etcd and points osls at them. */
+export async function packageFunctions(serverless: ServerlessLike, log: PluginLog, options: PackageOptions): Promise<Packaged | undefined> {
+  const own = hasOwnBundler(serverless)
+  if (own) {
+    log.notice(`middy-etcd: ${own} packages the functions; middy-etcd leaves packaging to it (keep etcd3 external and installed so its .proto files ship: see the README)`)
+    return undefined
   }
-})()`
+  const { service, serviceDir } = serverless
+  const candidates = nodeFunctions(serverless).filter((f) => options.only === undefined || f.key === options.only)
+  if (candidates.length === 0) return { artifacts: new Map(), leftToFramework: [] }
+  const esbuild = await loadEsbuild(serviceDir)
+  const ours = await usingEtcd(esbuild, serviceDir, candidates)
+  const leftToFramework = candidates.filter((c) => !ours.includes(c)).map((c) => c.key)
+  for (const key of leftToFramework) log.info(`middy-etcd: function ${key} does not use middy-etcd; the framework packages it`)
+  if (ours.length === 0) return { artifacts: new Map(), leftToFramework }
+
+  const buildDir = mkdtempSync(join(tmpdir(), 'middy-etcd-build-'))
+  try {
+    await bundleHandlers(esbuild, serviceDir, ours, { outdir: buildDir, target: buildTarget(serverless, ours), sourcemap: options.sourcemap })
+    const built = new Set(serviceFiles(buildDir))
+    const extras = (patterns: string[] | undefined) => patternFiles(serviceDir, patterns ?? [], built, log)
+    const serviceExtras = extras(service.package?.patterns)
+    const artifacts = new Map<string, string>()
+    const individually = (f: NodeFunction) => Boolean(options.only || f.fn.package?.individually || service.package?.individually)
+
+    for (const f of ours.filter(individually)) {
+      const path = join(options.packagePath, `${f.key}.zip`)
+      const size = writeArtifact(path, buildDir, [f], built, [...serviceExtras, ...extras(f.fn.package?.patterns)], serviceDir)
+      setFunctionArtifact(f, path)
+      artifacts.set(f.key, path)
+      log.notice(`middy-etcd: packaged function ${f.key} into ${relative(serviceDir, path)} (${(size / KIB).toFixed(0)} KiB)`)
+    }
+    const shared = ours.filter((f) => !individually(f))
+    if (shared.length > 0) {
+      // Alone, the shared artifact takes the service artifact's name (where `deploy --package`
+      // looks for it); beside functions the framework packages, a name of its own.
+      const alone = leftToFramework.length === 0 && ours.every((f) => !individually(f))
+      const path = join(options.packagePath, alone ? `${service.service}.zip` : `${service.service}-middy-etcd.zip`)
+      const size = writeArtifact(path, buildDir, shared, built, serviceExtras, serviceDir)
+      for (const f of shared) setFunctionArtifact(f, path)
+      for (const f of shared) artifacts.set(f.key, path)
+      log.notice(`middy-etcd: packaged ${shared.length} function${shared.length === 1 ? '' : 's'} (${shared.map((f) => f.key).join(', ')}) into ${relative(serviceDir, path)} (${(size / KIB).toFixed(0)} KiB)`)
+    }
+    return { artifacts, leftToFramework }
+  } finally {
+    rmSync(buildDir, { recursive: true, force: true })
+  }
+}
+
+function setFunctionArtifact(f: NodeFunction, path: string): void {
+  f.fn.package = { ...f.fn.package, artifact: path }
+}
 
 /**
- * Bundles every function's handler and points osls's packaging at the bundles. Call
- * `finish()` after osls has zipped them.
+ * The service files `patterns` select, except those that would replace a file we built (a
+ * bundle, the proto files, the package.json that makes the bundles CommonJS): warned and left out.
  */
-export async function bundleService(
-  serverless: ServerlessLike,
-  log: PluginLog,
-  options: { include?: string[]; sourcemap?: boolean } = {},
-): Promise<BundleResult> {
-  const root = serverless.serviceDir
-  const buildDir = join(root, '.serverless', 'build')
-  rmSync(buildDir, { recursive: true, force: true })
-  mkdirSync(buildDir, { recursive: true })
-  const { service } = serverless
+export function patternFiles(serviceDir: string, patterns: string[], built: Set<string>, log: PluginLog): string[] {
+  const selected = selectFiles(serviceDir, patterns)
+  const clashes = selected.filter((f) => built.has(f) || f.startsWith(`${PROTO_DIR}/`))
+  if (clashes.length > 0) log.warning(`middy-etcd: package.patterns selects ${clashes.join(', ')}, which the artifact already holds (bundles, ${PROTO_DIR}/, ${PACKAGE_JSON}); those are left out`)
+  return selected.filter((f) => !clashes.includes(f))
+}
 
-  const entryPoints: Record<string, string> = {}
-  for (const key of service.getAllFunctions()) {
-    const fn = service.getFunction(key)
-    if (!fn.handler) continue
-    const mod = handlerModule(fn.handler)
-    const source = SOURCE_EXTENSIONS.map((ext) => join(root, mod + ext)).find((p) => existsSync(p))
-    if (!source) throw new ConfigurationError('handler', `function ${key}: no source for handler ${fn.handler} (looked for ${mod}{${SOURCE_EXTENSIONS.join(',')}})`)
-    entryPoints[mod] = source
-  }
+/** Zips the bundles of `functions`, the support files and `extras` (service-relative paths). */
+function writeArtifact(path: string, buildDir: string, functions: NodeFunction[], built: Set<string>, extras: string[], serviceDir: string): number {
+  const bundles = functions.flatMap((f) => [`${f.module}.js`, `${f.module}.js.map`]).filter((f) => built.has(f))
+  const support = [...built].filter((f) => f === PACKAGE_JSON || f.startsWith(`${PROTO_DIR}/`))
+  const entries: ZipEntry[] = [
+    ...[...new Set([...bundles, ...support])].map((name) => ({ name, data: readFileSync(join(buildDir, name)) })),
+    ...[...new Set(extras)].map((name) => ({ name, data: readFileSync(join(serviceDir, name)), mode: executable(join(serviceDir, name)) ? 0o755 : 0o644 })),
+  ].sort((a, b) => (a.name < b.name ? -1 : 1))
+  mkdirSync(dirname(path), { recursive: true })
+  return writeZip(path, entries)
+}
 
-  const requireFromService = createRequire(join(root, 'package.json'))
-  let esbuild: typeof import('esbuild')
-  try {
-    esbuild = (await import(requireFromService.resolve('esbuild'))) as typeof import('esbuild')
-  } catch {
-    try {
-      esbuild = await import('esbuild')
-    } catch (err) {
-      throw new ConfigurationError('esbuild', 'middy-etcd packages handlers with esbuild, which is not installed: npm install -D esbuild', { cause: err })
-    }
-  }
-
-  await esbuild.build({
-    entryPoints,
-    outdir: buildDir,
-    bundle: true,
-    platform: 'node',
-    format: 'cjs',
-    target: nodeTarget(service.provider.runtime),
-    // No source maps by default: they double the artifact and slow the cold start's parse.
-    sourcemap: options.sourcemap ? 'linked' : false,
-    logLevel: 'warning',
-    plugins: [
-      {
-        name: 'etcd3-proto-path',
-        setup(build) {
-          build.onLoad({ filter: /[\\/]etcd3[\\/]lib[\\/]connection-pool\.js$/ }, (args) => {
-            const code = readFileSync(args.path, 'utf8')
-            const patched = code.replace('`${__dirname}/../proto/rpc.proto`', `require("path").join(${PROTO_LOOKUP}, "rpc.proto")`)
-            if (patched === code) throw new Error(`middy-etcd: etcd3's proto path changed in ${args.path}; cannot bundle it safely`)
-            return { contents: patched, loader: 'js' }
-          })
-        },
-      },
-    ],
-  })
-
-  const protoSource = join(dirname(requireFromService.resolve('etcd3/package.json')), 'proto')
-  mkdirSync(join(buildDir, PROTO_DIR))
-  for (const file of readdirSync(protoSource)) {
-    if (file.endsWith('.proto')) copyFileSync(join(protoSource, file), join(buildDir, PROTO_DIR, file))
-  }
-
-  // Files the functions read at run time (e.g. the CA bundle ETCD_CA_FILE points at), same relative paths.
-  for (const file of options.include ?? []) {
-    const from = resolve(root, file)
-    const rel = relative(root, from)
-    if (rel.startsWith('..') || !existsSync(from)) {
-      throw new ConfigurationError('custom.etcd.include', `custom.etcd.include: ${JSON.stringify(file)} is not a file or directory inside the service`)
-    }
-    cpSync(from, join(buildDir, rel), { recursive: true })
-  }
-
-  const bundles = Object.fromEntries(Object.keys(entryPoints).map((mod) => [mod, join(buildDir, `${mod}.js`)]))
-  log.notice(`middy-etcd: bundled ${Object.keys(bundles).length} handler${Object.keys(bundles).length === 1 ? '' : 's'} with etcd3's proto files into ${relative(root, buildDir)}`)
-
-  // osls zips serviceDir and writes the zip to <serviceDir>/.serverless: point it at the bundles.
-  serverless.serviceDir = buildDir
-  let finished = false
-  return {
-    buildDir,
-    bundles,
-    async finish() {
-      if (finished) return
-      finished = true
-      serverless.serviceDir = root
-      const builtArtifacts = join(buildDir, '.serverless')
-      const target = join(root, '.serverless')
-      const moved = new Map<string, string>()
-      if (existsSync(builtArtifacts)) {
-        for (const file of readdirSync(builtArtifacts)) {
-          const from = join(builtArtifacts, file)
-          const to = join(target, file)
-          renameSync(from, to)
-          moved.set(resolve(from), to)
-        }
-      }
-      const relocate = (pkg?: { artifact?: string }) => {
-        if (pkg?.artifact && moved.has(resolve(buildDir, pkg.artifact))) pkg.artifact = moved.get(resolve(buildDir, pkg.artifact))
-      }
-      relocate(service.package)
-      for (const key of service.getAllFunctions()) relocate(service.getFunction(key).package)
-      const svc = service as { artifact?: string }
-      if (svc.artifact && moved.has(resolve(buildDir, svc.artifact))) svc.artifact = moved.get(resolve(buildDir, svc.artifact))
-      rmSync(buildDir, { recursive: true, force: true })
-    },
-  }
+function executable(path: string): boolean {
+  return (statSync(path).mode & 0o100) !== 0
 }

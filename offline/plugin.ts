@@ -1,6 +1,7 @@
 // The Serverless Framework plugin (`plugins: [serverless-offline, middy-etcd/offline]`): a local
 // etcd for `serverless offline`, `etcdQueue` function events delivered by the dispatcher, and
-// `serverless package` artifacts that carry what etcd3 needs at run time.
+// bundled handlers — offline and in `serverless package` artifacts — that carry what etcd3
+// needs at run time.
 import { connect } from 'node:net'
 import { join } from 'node:path'
 import { createClient, type EtcdClient } from '../lib/client.js'
@@ -14,19 +15,22 @@ import {
   type PluginUtils,
   type ServerlessLike,
 } from './config.js'
-import { lambdaInvoker, runDispatcher, type QueueSubscription } from './dispatcher.js'
-import { reapStale, startLocalEtcd, type LocalEtcd } from './local-etcd.js'
-import { bundleService, type BundleResult } from './package.js'
+import { lambdaInvoker } from '../dispatch/lambda-invoker.js'
+import { runDispatcher } from '../dispatch/dispatcher.js'
+import type { QueueSubscription } from '../dispatch/subscriptions.js'
+import { reapStale, startLocalEtcd, STATE_DIR, type LocalEtcd } from './local-etcd.js'
+import { buildForOffline, type OfflineBuild } from './offline-build.js'
+import { packageFunctions } from './package.js'
 
-/** Where pid files of running offline sessions live, under the service directory. */
-export const STATE_DIR = '.etcd-offline'
+export { STATE_DIR }
 
 /**
  * The middy-etcd Serverless plugin. Offline (`serverless offline` and `serverless offline start`)
  * it starts a local etcd (or uses `custom.etcd.endpoints`), puts `ETCD_ENDPOINTS` in every
- * function's environment, delivers queued messages to `etcdQueue` functions, and stops etcd on
- * exit. On `serverless package` it bundles each handler with esbuild and ships etcd3's `.proto`
- * files beside the bundles.
+ * function's environment, bundles the handlers that use middy-etcd (as `package` does), delivers
+ * queued messages to `etcdQueue` functions, and stops etcd on exit. On `serverless package` it
+ * builds the artifacts of the Node functions that use middy-etcd — bundles, etcd3's `.proto`
+ * files, the `package.patterns` files — and leaves every other function to the framework.
  */
 export default class MiddyEtcdPlugin {
   readonly hooks: Record<string, () => unknown>
@@ -35,7 +39,7 @@ export default class MiddyEtcdPlugin {
   private local?: LocalEtcd
   private client?: EtcdClient
   private dispatcher?: { abort: AbortController; done: Promise<void> }
-  private bundle?: BundleResult
+  private build?: OfflineBuild
 
   constructor(
     private readonly serverless: ServerlessLike,
@@ -55,7 +59,8 @@ export default class MiddyEtcdPlugin {
       'before:offline:start:init': () => this.startOffline(),
       'before:offline:start:end': () => this.stopOffline(),
       'before:package:createDeploymentArtifacts': () => this.beforePackage(),
-      'after:package:createDeploymentArtifacts': () => this.afterPackage(),
+      // `osls deploy function -f X` and `osls package function -f X` package one function.
+      'before:package:function:package': () => this.beforePackage(String(this.options.function ?? '')),
     }
   }
 
@@ -88,6 +93,8 @@ export default class MiddyEtcdPlugin {
     }
     const subscriptions = queueSubscriptions(this.serverless)
     this.injectEnvironment(endpoints, subscriptions, config.dispatcher)
+    this.build = await buildForOffline(this.serverless, this.log, { stateDir: join(this.serverless.serviceDir, STATE_DIR), sourcemap: config.sourcemap })
+    if (this.build) process.once('exit', () => this.build?.stopSync())
     if (subscriptions.length > 0) this.startDispatcher(subscriptions, config.invocationType ?? 'RequestResponse')
   }
 
@@ -101,6 +108,7 @@ export default class MiddyEtcdPlugin {
       await Promise.race([this.dispatcher.done, new Promise((r) => setTimeout(r, 3000).unref())])
     }
     this.client?.close()
+    await this.build?.stop()
     if (this.local) {
       await this.local.stop()
       this.log.notice('etcd: stopped')
@@ -181,17 +189,37 @@ export default class MiddyEtcdPlugin {
     }
   }
 
-  private async beforePackage() {
+  private async beforePackage(only?: string) {
     const config = readConfig(this.serverless)
+    const subscriptions = queueSubscriptions(this.serverless)
     if (config.dispatcher) {
       const fn = this.serverless.service.getFunction(config.dispatcher)
-      fn.environment = { ...fn.environment, ETCD_QUEUE_SUBSCRIPTIONS: JSON.stringify(queueSubscriptions(this.serverless)) }
+      fn.environment = { ...fn.environment, ETCD_QUEUE_SUBSCRIPTIONS: JSON.stringify(subscriptions) }
+    } else if (subscriptions.length > 0) {
+      this.log.warning(
+        `middy-etcd: ${subscriptions.map((s) => s.functionKey).join(', ')} subscribe${subscriptions.length === 1 ? 's' : ''} to etcdQueue events, but no dispatcher is deployed to deliver them: ` +
+          'add a function with `handler: <file>.handler` exporting `handler` from middy-etcd/dispatcher, a `schedule` event, and name it in custom.etcd.dispatcher (README "Queues in the cloud")',
+      )
     }
-    this.bundle = await bundleService(this.serverless, this.log, { include: config.include, sourcemap: config.sourcemap })
+    // osls builds every artifact in .serverless/ and moves them to `--package <dir>` at the end.
+    const packaged = await packageFunctions(this.serverless, this.log, { packagePath: join(this.serverless.serviceDir, '.serverless'), sourcemap: config.sourcemap, only: only || undefined })
+    this.warnMissingEndpoints(packaged ? [...packaged.artifacts.keys()] : [])
   }
 
-  private async afterPackage() {
-    await this.bundle?.finish()
+  /** Warns about functions that use etcd but would deploy without ETCD_ENDPOINTS. */
+  private warnMissingEndpoints(keys: string[]) {
+    const { service } = this.serverless
+    const missing = keys
+      .filter((key) => {
+        const value = service.getFunction(key).environment?.ETCD_ENDPOINTS ?? service.provider.environment?.ETCD_ENDPOINTS
+        // A CloudFormation reference (an object) is resolved at deploy time: count it as set.
+        return value === undefined || value === null || (typeof value === 'string' && value.trim() === '')
+      })
+    if (missing.length === 0) return
+    this.log.warning(
+      `middy-etcd: ETCD_ENDPOINTS is empty for ${missing.join(', ')}: their first etcd call will fail with a ConfigurationError. ` +
+        'Set provider.environment.ETCD_ENDPOINTS (e.g. ${env:ETCD_ENDPOINTS} or ${ssm:/etcd/endpoints}) before deploying',
+    )
   }
 }
 

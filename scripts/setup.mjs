@@ -62,6 +62,21 @@ function installGo() {
   )
 }
 
+/**
+ * The partition tests cut links with nftables (as root); the downstream-fencing tests start a
+ * PostgreSQL server. Without root or apt, only say what is missing: those tests then fail with
+ * the same advice themselves (they never skip), and the rest of the suite still runs.
+ */
+function installPartitionTools() {
+  const missing = []
+  if (!onPath('nft')) missing.push('nftables')
+  if (!existsSync('/usr/lib/postgresql') && !onPath('initdb')) missing.push('postgresql')
+  if (missing.length === 0) return
+  log(`${missing.join(' and ')} not found: installing…`)
+  if (aptInstall(missing)) return
+  log(`the partition and fencing tests need ${missing.join(' and ')} (Debian: sudo apt-get install -y ${missing.join(' ')}) and root; they will fail until then.`)
+}
+
 function fail(message) {
   log(message)
   process.exit(1)
@@ -70,3 +85,4 @@ function fail(message) {
 installNodeModules()
 if (!process.argv.includes('--no-etcd')) installEtcd()
 if (process.argv.includes('--go')) installGo()
+if (process.argv.includes('--partitions')) installPartitionTools()

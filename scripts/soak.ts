@@ -1,7 +1,9 @@
 /**
  * The long version of test/faults.test.ts: `npm run soak -- --minutes N [--messages M]
- * [--produce-during-faults]`. Starts a 3-member etcd and repeats rounds of the same checked
- * workloads until N minutes have passed (a round that started is finished):
+ * [--produce-during-faults]`; with `--partitions [--minutes N] [--pre-vote]` (as root) the flapping network
+ * partitions instead (test/support/netns-flapping.ts, one minute by default).
+ * Starts a 3-member etcd and repeats rounds of the same checked workloads until N minutes have
+ * passed (a round that started is finished):
  *   1. lock handoffs (4 contenders, history-checked) while each member, the leader first, restarts;
  *   2. a queue of M messages (default 10,000) through 4 consumers, one SIGKILLed mid-batch,
  *      while members keep restarting: every message acked exactly once;
@@ -19,13 +21,30 @@ import { lockHandoffs, queueUnderFaults, rateLimitLoad, stmBank, stmCounter } fr
 
 const { values } = parseArgs({
   options: {
-    minutes: { type: 'string', default: '5' },
+    minutes: { type: 'string' },
     messages: { type: 'string', default: '10000' },
     'produce-during-faults': { type: 'boolean', default: false },
+    partitions: { type: 'boolean', default: false },
+    'pre-vote': { type: 'boolean', default: false },
     'rate-seconds': { type: 'string', default: '60' },
   },
 })
-const minutes = Number(values.minutes)
+if (values.partitions) {
+  // Flapping network partitions instead of member restarts (needs root).
+  const { flappingSoak, formatReport } = await import('../test/support/netns-flapping.js')
+  const seconds = Math.round(Number(values.minutes ?? '1') * 60)
+  if (!(seconds > 0)) {
+    console.error('usage: npm run soak -- --partitions [--minutes N] [--pre-vote]')
+    process.exit(2)
+  }
+  // etcd 3.4 runs without pre-vote by default: a member rejoining after a cut forces an election.
+  const etcdArgs = values['pre-vote'] ? ['--pre-vote=true'] : []
+  const result = await flappingSoak({ seconds, etcdArgs, onCut: (what) => console.log(`[soak] ${new Date().toISOString()} cut: ${what}`) })
+  console.log(formatReport(result.report))
+  console.log(`[soak] cuts: ${result.cuts} ${JSON.stringify(result.kinds)}; lock grants per 10 s: ${result.grantsPer10s.join(' ')}`)
+  process.exit(result.report.violations.length === 0 ? 0 : 1)
+}
+const minutes = Number(values.minutes ?? '5')
 const messages = Number(values.messages)
 const rateSeconds = Number(values['rate-seconds'])
 if (!(minutes > 0) || !Number.isInteger(messages) || messages < 100 || !(rateSeconds >= 0)) {

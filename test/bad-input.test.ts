@@ -1,5 +1,5 @@
 /**
- * Bad input and misconfiguration (issue 7): a table of wrong types, empty / huge names, values
+ * Bad input and misconfiguration: a table of wrong types, empty / huge names, values
  * over etcd's request limit, out-of-range TTLs, timeouts, priorities and counts, for every
  * public constructor, method and middleware option. Each must fail with a typed error that
  * names the problem, before anything is written (the keyspace stays empty, no lease is left).
@@ -17,6 +17,8 @@ import {
   DoubleBarrier,
   Election,
   EtcdUnavailableError,
+  hashPayload,
+  IdempotencyStore,
   InvalidArgumentError,
   LockedError,
   LockReleasedError,
@@ -31,9 +33,10 @@ import {
   runSTM,
   SessionExpiredError,
   Session,
+  singleFlight,
   type EtcdClient,
 } from '../lib/index.js'
-import { etcdBarrier, etcdDoubleBarrier, etcdLock, etcdRateLimit, etcdRwLock, etcdSemaphore } from '../middleware/index.js'
+import { etcdBarrier, etcdDoubleBarrier, etcdIdempotency, etcdLock, etcdRateLimit, etcdRwLock, etcdSemaphore } from '../middleware/index.js'
 import { leaderGuard } from '../middleware/leader-guard.js'
 import { queueConsumer } from '../middleware/queue-consumer.js'
 import { withSTM } from '../middleware/with-stm.js'
@@ -277,6 +280,38 @@ function rows(): Row[] {
     ['withSTM: handler not a function', () => withSTM(any(5)), InvalidArgumentError, /handler/],
     ['withSTM: isolation unknown', () => withSTM(() => 1, { isolation: any('Snapshot') }), InvalidArgumentError, /`isolation`/],
     ['withSTM: maxAttempts 0', () => withSTM(() => 1, { maxAttempts: 0 }), InvalidArgumentError, /`maxAttempts`/],
+
+    // Idempotency store, singleFlight, etcdIdempotency
+    ['IdempotencyStore: null client', () => new IdempotencyStore(any(null), 'idem-bad'), InvalidArgumentError, /needs an etcd client/],
+    ['IdempotencyStore: empty prefix', () => new IdempotencyStore(client, ''), InvalidArgumentError, /prefix must be a non-empty string/],
+    ['IdempotencyStore begin: key empty', () => new IdempotencyStore(client, 'idem-bad').begin('', { session }), InvalidArgumentError, /idempotency key must be a non-empty string/],
+    ['IdempotencyStore begin: key number', () => new IdempotencyStore(client, 'idem-bad').begin(any(7), { session }), InvalidArgumentError, /got number/],
+    ['IdempotencyStore begin: key 5000 bytes', () => new IdempotencyStore(client, 'idem-bad').begin(HUGE_NAME, { session }), InvalidArgumentError, /5000 bytes/],
+    ['IdempotencyStore begin: prefix + key over 4096 bytes', () => new IdempotencyStore(client, 'p'.repeat(3000)).begin('k'.repeat(2000), { session }), InvalidArgumentError, /record key is 5001 bytes/],
+    ['IdempotencyStore begin: payloadHash number', () => new IdempotencyStore(client, 'idem-bad').begin('k', { session, payloadHash: any(5) }), InvalidArgumentError, /payloadHash/],
+    ['IdempotencyStore begin: payloadHash empty', () => new IdempotencyStore(client, 'idem-bad').begin('k', { session, payloadHash: '' }), InvalidArgumentError, /payloadHash/],
+    ['IdempotencyStore begin: session is a client', () => new IdempotencyStore(client, 'idem-bad').begin('k', { session: any(client) }), InvalidArgumentError, /needs a Session/],
+    ['IdempotencyStore begin: leaseTtl 0', () => new IdempotencyStore(client, 'idem-bad').begin('k', { leaseTtl: 0 }), InvalidArgumentError, /leaseTtl/],
+    ['IdempotencyStore begin: leaseTtl fractional', () => new IdempotencyStore(client, 'idem-bad').begin('k', { leaseTtl: 2.5 }), InvalidArgumentError, /leaseTtl/],
+    ['IdempotencyStore begin: options a string', () => new IdempotencyStore(client, 'idem-bad').begin('k', any('fast')), InvalidArgumentError, /options must be an object/],
+    ['IdempotencyStore complete: not a claim', () => new IdempotencyStore(client, 'idem-bad').complete(any({ key: 'k' }), 1, { ttl: 5 }), InvalidArgumentError, /claim that this store's begin\(\) returned/],
+    ['IdempotencyStore fail: null claim', () => new IdempotencyStore(client, 'idem-bad').fail(any(null)), InvalidArgumentError, /got null/],
+    ['hashPayload: a BigInt', () => hashPayload({ amount: 10n }), InvalidArgumentError, /BigInt/],
+    ['singleFlight: fn not a function', () => singleFlight(client, 'sf-bad', any('run')), InvalidArgumentError, /fn must be a function/],
+    ['singleFlight: key empty', () => singleFlight(client, '', async () => 1), InvalidArgumentError, /singleFlight key must be a non-empty string/],
+    ['singleFlight: ttl negative', () => singleFlight(client, 'sf-bad', async () => 1, { ttl: -1 }), InvalidArgumentError, /ttl must be a whole number/],
+    ['singleFlight: ttl fractional', () => singleFlight(client, 'sf-bad', async () => 1, { ttl: 0.5 }), InvalidArgumentError, /ttl/],
+    ['singleFlight: leaseTtl 0', () => singleFlight(client, 'sf-bad', async () => 1, { leaseTtl: 0 }), InvalidArgumentError, /leaseTtl/],
+    ['singleFlight: signal is a string', () => singleFlight(client, 'sf-bad', async () => 1, { signal: any('stop') }), InvalidArgumentError, /AbortSignal/],
+    ['etcdIdempotency: no key', () => etcdIdempotency(any({ client })), InvalidArgumentError, /option `key` is required/],
+    ['etcdIdempotency: key is a string', () => etcdIdempotency(any({ key: 'order', client })), InvalidArgumentError, /`key` must be a function/],
+    ['etcdIdempotency: ttl -1', () => etcdIdempotency({ key: () => 'k', ttl: -1, client }), InvalidArgumentError, /`ttl`/],
+    ['etcdIdempotency: onInProgress fail', () => etcdIdempotency({ key: () => 'k', onInProgress: any('fail'), client }), InvalidArgumentError, /'wait', 'reject'/],
+    ['etcdIdempotency: leaseTtl 0', () => etcdIdempotency({ key: () => 'k', leaseTtl: 0, client }), InvalidArgumentError, /`leaseTtl`/],
+    ['etcdIdempotency: key function returns ""', () => middy(async () => 'ran').use(etcdIdempotency({ key: () => '', client }))({}, lambdaContext()), InvalidArgumentError, /returned ""/],
+    ['etcdIdempotency: key function returns a number', () => middy(async () => 'ran').use(etcdIdempotency({ key: () => any(42), client }))({}, lambdaContext()), InvalidArgumentError, /returned number/],
+    ['etcdIdempotency: key function returns a 5000-byte key', () => middy(async () => 'ran').use(etcdIdempotency({ key: () => HUGE_NAME, client }))({}, lambdaContext()), InvalidArgumentError, /5000 bytes/],
+    ['etcdIdempotency: payload function returns a BigInt', () => middy(async () => 'ran').use(etcdIdempotency({ key: () => 'k', payload: () => 1n, client }))({}, lambdaContext()), InvalidArgumentError, /payload cannot be hashed/],
 
     // A name function that returns nothing usable fails the invocation, before any lock is taken.
     ['etcdLock: name function returns ""', () => middy(async () => 'ran').use(etcdLock({ name: () => '', client }))({}, lambdaContext()), InvalidArgumentError, /returned ""/],

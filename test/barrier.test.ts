@@ -8,7 +8,6 @@ import { sleep, uniqueName, useEtcd } from './helpers.js'
 const etcd = useEtcd(3)
 
 /** A client talking to member `i` only. */
-const memberClient = (i: number) => etcd.newClient([etcd.cluster.endpoints[i % etcd.cluster.endpoints.length]])
 
 /** Rejects if `p` has not settled within `ms` (a "does not hang" bound, not a timing claim). */
 function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
@@ -24,21 +23,21 @@ describe('Barrier', () => {
     const name = uniqueName('barrier')
     const b = new Barrier(etcd.client, name)
     expect(await b.hold()).toBeGreaterThan(0n)
-    await expect(new Barrier(memberClient(1), name).hold()).rejects.toBeInstanceOf(KeyExistsError)
+    await expect(new Barrier(etcd.memberClient(1), name).hold()).rejects.toBeInstanceOf(KeyExistsError)
     expect(await b.isHeld()).toBe(true)
     // An unrelated write after hold(): Go 3.4's Wait then waited for a PUT that never came.
     await etcd.client.put(`x-${name}`).value('y')
 
     const done: boolean[] = []
     const waiters = [0, 1, 2, 3, 4].map((i) =>
-      new Barrier(memberClient(i), name).wait().then(() => {
+      new Barrier(etcd.memberClient(i), name).wait().then(() => {
         done[i] = true
       }),
     )
     await sleep(500)
     expect(done.filter(Boolean)).toHaveLength(0)
 
-    expect(await new Barrier(memberClient(2), name).release()).toBe(true)
+    expect(await new Barrier(etcd.memberClient(2), name).release()).toBe(true)
     await within(Promise.all(waiters), 5000, 'waiters after release')
     expect(done.filter(Boolean)).toHaveLength(5)
     expect(await b.isHeld()).toBe(false)
@@ -50,7 +49,7 @@ describe('Barrier', () => {
     await etcd.client.put(`${name}-0`).value('')
     const b = new Barrier(etcd.client, name)
     expect(await b.isHeld()).toBe(false)
-    await within(Promise.all([0, 1, 2, 3, 4].map((i) => new Barrier(memberClient(i), name).wait())), 5000, 'waits on an absent barrier')
+    await within(Promise.all([0, 1, 2, 3, 4].map((i) => new Barrier(etcd.memberClient(i), name).wait())), 5000, 'waits on an absent barrier')
   })
 
   it('can be held again after release, and a new wait blocks on the new hold', async () => {

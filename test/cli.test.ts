@@ -1,7 +1,10 @@
 import { spawn } from 'node:child_process'
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer, type Server } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { describe, expect, it } from 'vitest'
+import { afterAll, describe, expect, it } from 'vitest'
 import { Barrier } from '../lib/barrier.js'
 import { DoubleBarrier } from '../lib/double-barrier.js'
 import { Election } from '../lib/election.js'
@@ -15,6 +18,8 @@ import { sleep, uniqueName, useEtcd } from './helpers.js'
 
 const etcd = useEtcd()
 const root = fileURLToPath(new URL('..', import.meta.url))
+const emptyDir = mkdtempSync(join(tmpdir(), 'middy-etcd-cli-'))
+afterAll(() => rmSync(emptyDir, { recursive: true, force: true }))
 
 interface Run {
   code: number | null
@@ -23,11 +28,15 @@ interface Run {
   ms: number
 }
 
-/** Runs the CLI from source as an operator would, with ETCD_ENDPOINTS pointing at the test etcd. */
-function cli(args: string[], env: Record<string, string | undefined> = {}): Promise<Run> {
+/**
+ * Runs the CLI from source as an operator would, with ETCD_ENDPOINTS pointing at the test etcd,
+ * in a directory of its own (default: an empty one, so no `.etcd-offline/` of a running
+ * `serverless offline` is found).
+ */
+function cli(args: string[], env: Record<string, string | undefined> = {}, cwd = emptyDir): Promise<Run> {
   const started = Date.now()
-  const child = spawn(process.execPath, ['--import', 'tsx', 'cli/main.ts', ...args], {
-    cwd: root,
+  const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), join(root, 'cli', 'main.ts'), ...args], {
+    cwd,
     env: { ...process.env, ETCD_NAMESPACE: '', ETCD_CALL_TIMEOUT_MS: '', ETCD_ENDPOINTS: etcd.cluster.endpoints.join(','), ...env },
   })
   let stdout = ''
@@ -147,7 +156,9 @@ describe('middy-etcd locks', () => {
 
   it('shows waiters blocked by an older key that is no contender', async () => {
     const name = uniqueName('cli-blocked')
-    await etcd.client.put(`${name}/stray`).value('x')
+    // On a lease, so our Mutex queues behind it (a key without one it refuses as foreign data).
+    const other = await Session.create(etcd.client, { ttl: 5 })
+    await etcd.client.put(`${name}/stray`).value('x').lease(other.leaseId).exec()
     const s = await Session.create(etcd.client, { ttl: 5 })
     const stop = new AbortController()
     const waiting = new Mutex(s, name).lock({ signal: stop.signal }).catch((err: Error) => err.name)
@@ -156,7 +167,7 @@ describe('middy-etcd locks', () => {
     expect(doc.locks).toEqual([expect.objectContaining({ name, kind: 'mutex', holders: [], blockedBy: `${name}/stray`, waiters: [expect.objectContaining({ key: `${name}/${s.leaseHex}` })] })])
     stop.abort(new Error('test done'))
     expect(await waiting).toBe('Error')
-    await s.close()
+    await Promise.all([s.close(), other.close()])
   })
 
   it('says so when there are no locks', async () => {
@@ -252,6 +263,24 @@ describe('middy-etcd queue', () => {
     expect((await keyspace(etcd.client).range(`__claims/${name}/`, { prefix: true, countOnly: true })).count).toBe(0n)
   })
 
+  it('refuses a push that does not match the queue: no FIFO key in a PriorityQueue, no priority key in a Queue', async () => {
+    const pq = uniqueName('pq')
+    await new PriorityQueue(etcd.client, pq).enqueue('x', 3)
+    const fifoIntoPriority = await cli(['queue', 'push', pq, 'oops'])
+    expect(fifoIntoPriority.code).toBe(2)
+    expect(fifoIntoPriority.stderr).toContain(`"${pq}" is a PriorityQueue`)
+    expect(fifoIntoPriority.stderr).toContain('--priority N')
+    const q = uniqueName('q')
+    await new Queue(etcd.client, q).enqueue('x')
+    const priorityIntoFifo = await cli(['queue', 'push', q, 'oops', '--priority', '1'])
+    expect(priorityIntoFifo.code).toBe(2)
+    expect(priorityIntoFifo.stderr).toContain('is a FIFO Queue')
+    // Nothing was written into either.
+    const ks = keyspace(etcd.client)
+    expect((await ks.range(`${pq}/`, { prefix: true })).kvs.map((kv) => kv.key)).toEqual([expect.stringMatching(new RegExp(`^${pq}/00003/\\d{16}$`))])
+    expect((await ks.range(`${q}/`, { prefix: true, countOnly: true })).count).toBe(1n)
+  })
+
   it('pushes with --priority into a PriorityQueue and peeks in priority order; counts a dead-letter queue', async () => {
     const name = uniqueName('cli-pq')
     await cli(['queue', 'push', name, 'low', '--priority', '5'])
@@ -315,10 +344,42 @@ describe('middy-etcd usage and errors', () => {
     expect(run.stderr).not.toMatch(/\n\s+at /) // no stack trace
   })
 
-  it('exits 2 naming ETCD_ENDPOINTS when no endpoint is configured', async () => {
+  it('exits 2 naming ETCD_ENDPOINTS, with the usage, when no endpoint is configured', async () => {
     const run = await cli(['locks'], { ETCD_ENDPOINTS: '', ETCDCTL_ENDPOINTS: '' })
     expect(run.code).toBe(2)
     expect(run.stderr).toContain('ETCD_ENDPOINTS')
+    expect(run.stderr).toContain('Usage: middy-etcd locks [prefix]')
+  })
+
+  it('prints its version', async () => {
+    const run = await cli(['--version'])
+    expect(run).toMatchObject({ code: 0, stderr: '' })
+    expect(run.stdout.trim()).toBe(`middy-etcd ${JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).version}`)
+  })
+
+  it('finds the local etcd a running `serverless offline` recorded in .etcd-offline/, and ignores a dead one', async () => {
+    const service = mkdtempSync(join(tmpdir(), 'middy-etcd-cli-service-'))
+    try {
+      mkdirSync(join(service, '.etcd-offline'))
+      // A session whose CLI is gone, on an unreachable port: must not be used.
+      const dead = { cliPid: 2 ** 22 + 12345, etcdPids: [], dataDir: '', endpoints: [`http://127.0.0.1:${await closedPort()}`] }
+      writeFileSync(join(service, '.etcd-offline', `${dead.cliPid}.json`), JSON.stringify(dead))
+      const none = await cli(['locks'], { ETCD_ENDPOINTS: '', ETCDCTL_ENDPOINTS: '' }, service)
+      expect(none.code).toBe(2)
+      // A live session (this test process stands in for the offline CLI) on the test etcd.
+      const live = { cliPid: process.pid, etcdPids: [], dataDir: '', endpoints: etcd.cluster.endpoints }
+      writeFileSync(join(service, '.etcd-offline', `${process.pid}.json`), JSON.stringify(live))
+      const name = uniqueName('local')
+      const run = await cli(['queue', 'push', name, 'v', '--json'], { ETCD_ENDPOINTS: '', ETCDCTL_ENDPOINTS: '' }, service)
+      expect(run.code).toBe(0)
+      expect(run.stderr).toContain(`using the local etcd of serverless offline (pid ${process.pid}) at ${etcd.cluster.endpoints.join(',')}`)
+      expect(await new Queue(etcd.client, name).size()).toBe(1)
+      // ETCD_ENDPOINTS still wins.
+      const port = await closedPort()
+      expect((await cli(['locks'], { ETCD_ENDPOINTS: `http://127.0.0.1:${port}` }, service)).stderr).toContain(`(from ETCD_ENDPOINTS)`)
+    } finally {
+      rmSync(service, { recursive: true, force: true })
+    }
   })
 
   it('exits 1 with one line naming ETCD_ENDPOINTS when etcd is unreachable, without leaking the password', async () => {

@@ -1,5 +1,5 @@
 /**
- * Client crashes and freezes (issue 7): a real child process holds a lock, leadership, queue
+ * Client crashes and freezes: a real child process holds a lock, leadership, queue
  * claims or double-barrier membership and is SIGKILLed (crash) or SIGSTOPped past its TTL
  * (a frozen function, a long GC pause). Whatever it held must come free within TTL + a few
  * seconds, and a frozen holder that wakes up must not be able to write under a stale hold.

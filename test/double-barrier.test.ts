@@ -8,11 +8,10 @@ import { sleep, uniqueName, useEtcd } from './helpers.js'
 const etcd = useEtcd(3)
 
 /** A client talking to member `i` only. */
-const memberClient = (i: number) => etcd.newClient([etcd.cluster.endpoints[i % etcd.cluster.endpoints.length]])
 
 const sessions: Session[] = []
 async function session(i = 0): Promise<Session> {
-  const s = await Session.create(memberClient(i), { ttl: 10 })
+  const s = await Session.create(etcd.memberClient(i), { ttl: 10 })
   sessions.push(s)
   return s
 }

@@ -500,3 +500,17 @@ describe('Election: beyond Go', () => {
     await other.close()
   })
 })
+
+describe('Election.tryCampaign', () => {
+  it('wins when nobody leads, and withdraws leaving no key when someone does', async () => {
+    const name = uniqueName('try-elect')
+    const a = new Election(await Session.create(etcd.client, { ttl: 5 }), name)
+    const b = new Election(await Session.create(etcd.client, { ttl: 5 }), name)
+    expect((await a.tryCampaign('a')).elected).toBe(true)
+    const lost = await b.tryCampaign('b')
+    expect(lost).toMatchObject({ elected: false, leader: { key: a.key, value: 'a' } })
+    expect(await etcd.keysUnder(`${name}/`)).toEqual([a.key])
+    await a.resign()
+    expect((await b.tryCampaign('b')).elected).toBe(true)
+  })
+})

@@ -1,5 +1,5 @@
 /**
- * Server faults (issue 7): a 3-member cluster whose members, the raft leader included, are
+ * Server faults: a 3-member cluster whose members, the raft leader included, are
  * stopped and restarted one at a time while locks change hands, a queue moves messages and STM
  * transfers run. Clients are created with all three endpoints and must fail over. The same
  * workloads run for longer in `npm run soak -- --minutes N`.

@@ -21,7 +21,11 @@ export function useEtcd(nodes: 1 | 3 = 1) {
     ctx.clients.push(c)
     return c
   }
-  return Object.assign(ctx, { newClient })
+  /** A client of member `i` only (modulo the cluster size): spreads contenders over the members. */
+  const memberClient = (i: number) => newClient([ctx.cluster.endpoints[i % ctx.cluster.endpoints.length]])
+  /** The keys starting with `prefix`, as the test's client sees them. */
+  const keysUnder = (prefix: string): Promise<string[]> => ctx.client.getAll().prefix(prefix).keys()
+  return Object.assign(ctx, { newClient, memberClient, keysUnder })
 }
 
 /** A key prefix no other test uses. */

@@ -347,6 +347,31 @@ describe('Mutex', () => {
     await Promise.all([s1.close(), s2.close()])
   })
 
+  it('refuses a foreign key under its prefix (data written inside <name>/) with a typed error naming it, instead of waiting forever', async () => {
+    const name = uniqueName('foreign')
+    const [s1, s2] = await sessions(2)
+    const m1 = new Mutex(s1, name)
+    await m1.lock()
+    // The mistake of the README's first primitives example: data written under the lock's own prefix.
+    await m1.fenced().then(etcd.client.put(`${name}/state`).value('done')).commit()
+    await m1.unlock()
+    const m2 = new Mutex(s2, name)
+    await expect(m2.lock({ signal: AbortSignal.timeout(5_000) })).rejects.toThrow(new RegExp(`key "${name}/state" under the lock's prefix`))
+    await expect(m2.tryLock()).rejects.toBeInstanceOf(InvalidArgumentError)
+    // Only the foreign key is left: the refused calls removed their own.
+    expect(await keysOf(etcd.client, name)).toEqual([`${name}/state`])
+    // Behind a real holder, the refusal comes when the foreign key becomes the one to wait for.
+    await etcd.client.delete().key(`${name}/state`)
+    await m1.lock()
+    const waiting = m2.lock({ signal: AbortSignal.timeout(5_000) })
+    await untilKeys(name, 2)
+    await etcd.client.put(`${name}/zz-data`).value('x')
+    await m1.unlock()
+    await expect(waiting).resolves.toBeUndefined() // the data key is younger than m2's: not in its way
+    await m2.unlock()
+    await Promise.all([s1.close(), s2.close()])
+  })
+
   it('rejects a concurrent second lock() on one object and lock() while held', async () => {
     const name = uniqueName('misuse')
     const [s1, s2] = await sessions(2)

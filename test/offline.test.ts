@@ -3,16 +3,14 @@
 // plugin. Checks the plugin's etcd lifecycle (including replacing an etcd a killed session left
 // behind) and the example functions over HTTP and the Lambda Invoke API.
 import { spawn, type ChildProcess } from 'node:child_process'
-import { createServer } from 'node:http'
-import type { AddressInfo } from 'node:net'
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { ConfigurationError, createClient, InvalidArgumentError, PriorityQueue, Queue, type EtcdClient } from '../lib/index.js'
-import { lambdaInvoker, runDispatcher, subscriptionsFromEnv, type DispatcherOptions, type DispatchEvent, type QueueSubscription } from '../offline/index.js'
+import { createClient, type EtcdClient } from '../lib/index.js'
 import { freePort, startEtcd, type EtcdCluster } from '../testing/index.js'
-import { sleep, uniqueName, useEtcd } from './helpers.js'
+import { sleep, uniqueName } from './helpers.js'
+import { BUNDLED, INJECTED, LISTENING, SUBSCRIBED } from './support/offline-log.js'
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..')
 const stateDir = join(root, '.etcd-offline')
@@ -88,10 +86,10 @@ describe('osls offline start with the middy-etcd plugin', () => {
       if (cli.exitCode !== null) throw new Error(`osls exited with ${cli.exitCode}:\n${output}`)
       return output.includes('Server ready')
     })
-    const m = /etcd: listening on (http:\/\/127\.0\.0\.1:\d+) \(1 member, pid (\d+)\)/.exec(output)
-    if (!m) throw new Error(`no etcd line in the CLI output:\n${output}`)
+    const m = LISTENING.exec(output)
+    if (!m || m[2] !== '1') throw new Error(`no etcd line in the CLI output:\n${output}`)
     etcdEndpoint = m[1]
-    etcdPid = Number(m[2])
+    etcdPid = Number(m[3])
     client = createClient({ endpoints: [etcdEndpoint] })
   }, 120_000)
 
@@ -118,6 +116,21 @@ describe('osls offline start with the middy-etcd plugin', () => {
     expect(ping).toMatchObject({ status: 200, body: { ok: true, endpoints: etcdEndpoint } })
     // The handler wrote to the very etcd the plugin started.
     expect(await client.get('example/ping').string()).toMatch(/^\d{4}-/)
+  })
+
+  it('prints the start-up lines the README shows', () => {
+    expect(INJECTED.exec(output)?.slice(1)).toEqual([etcdEndpoint, '24'])
+    expect(SUBSCRIBED.exec(output)?.slice(1)).toEqual(['example/jobs', undefined, 'jobWorker', '5'])
+  })
+
+  it('runs the handlers from bundles, as `package` ships them, not through a TypeScript loader', () => {
+    const m = BUNDLED.exec(output)
+    expect(m).not.toBeNull()
+    expect(Number(m![3])).toBe(cli.pid)
+    expect(m![1].split(', ')).toEqual(expect.arrayContaining(['ping', 'counterIncrement', 'jobWorker', 'dispatcher']))
+    const build = join(root, m![2])
+    for (const file of ['handlers/counter.js', 'handlers/jobs.js', 'etcd3-proto/rpc.proto', 'package.json']) expect(existsSync(join(build, file))).toBe(true)
+    expect(JSON.parse(readFileSync(join(build, 'package.json'), 'utf8'))).toEqual({ type: 'commonjs' })
   })
 
   it('keeps the locked counter exact under 20 concurrent HTTP calls', async () => {
@@ -249,198 +262,6 @@ describe('osls offline start with the middy-etcd plugin', () => {
     await until(`etcd ${etcdPid} to exit`, 5_000, () => !alive(etcdPid))
     expect(existsSync(join(stateDir, `${cli.pid}.json`))).toBe(false)
     expect(output).toContain('etcd: stopped')
+    expect(existsSync(join(stateDir, 'build', String(cli.pid)))).toBe(false)
   }, 30_000)
-})
-
-describe('runDispatcher (the dispatcher core, against etcd, invoking a stand-in function)', () => {
-  const etcd = useEtcd(1)
-
-  /** Runs a dispatcher until `done` resolves (or 15 s), then stops it. */
-  async function dispatchUntil(options: Omit<DispatcherOptions, 'client' | 'signal'>, done: Promise<unknown>) {
-    const abort = new AbortController()
-    const running = runDispatcher({ ...options, client: etcd.client, signal: abort.signal })
-    try {
-      await Promise.race([done, sleep(15_000).then(() => Promise.reject(new Error('dispatcher test timed out')))])
-    } finally {
-      abort.abort()
-      await running
-    }
-  }
-
-  it('invokes the subscribed function with JSON-safe messages that it can ack in another "process"', async () => {
-    const name = uniqueName('dq')
-    const q = new Queue(etcd.client, name)
-    for (const v of ['a', 'b', 'c']) await q.enqueue(v)
-    const events: DispatchEvent[] = []
-    let resolveDone!: () => void
-    const done = new Promise<void>((r) => (resolveDone = r))
-    await dispatchUntil(
-      {
-        subscriptions: [{ function: 'svc-dev-worker', queue: name, batchSize: 10 }],
-        invoke: async (fn, event) => {
-          expect(fn).toBe('svc-dev-worker')
-          // The event survives JSON, as it does through the Invoke API.
-          const parsed = JSON.parse(JSON.stringify(event)) as DispatchEvent
-          events.push(parsed)
-          const consumer = new Queue(etcd.newClient(), name)
-          for (const m of parsed.etcdQueue.messages as { receipt: string }[]) await consumer.ack(m.receipt)
-          if (events.flatMap((e) => e.etcdQueue.messages).length === 3) resolveDone()
-          return { ok: true }
-        },
-      },
-      done,
-    )
-    const messages = events.flatMap((e) => e.etcdQueue.messages) as { value: string; receiveCount: number; id: string }[]
-    expect(messages.map((m) => m.value)).toEqual(['a', 'b', 'c'])
-    expect(messages.every((m) => m.receiveCount === 1)).toBe(true)
-    expect(events[0].etcdQueue).toMatchObject({ queue: name, priority: false })
-    expect(await q.size()).toBe(0)
-  })
-
-  it('releases the batch of a failed invocation at once, so it is redelivered', async () => {
-    const name = uniqueName('dq')
-    await new Queue(etcd.client, name).enqueue('job')
-    const deliveries: number[] = []
-    let resolveDone!: () => void
-    const done = new Promise<void>((r) => (resolveDone = r))
-    await dispatchUntil(
-      {
-        // A long visibility timeout: only the nack can bring the message back within the test.
-        subscriptions: [{ function: 'f', queue: name, visibilityTimeout: 60 }],
-        invoke: async (_fn, event) => {
-          const [m] = event.etcdQueue.messages as { receiveCount: number; receipt: string }[]
-          deliveries.push(m.receiveCount)
-          if (m.receiveCount < 3) return { ok: false, error: 'boom' }
-          await new Queue(etcd.client, name).ack(m.receipt)
-          resolveDone()
-          return { ok: true }
-        },
-      },
-      done,
-    )
-    expect(deliveries).toEqual([1, 2, 3])
-  })
-
-  it('redelivers a message the function did not settle once its visibility timeout ends', async () => {
-    const name = uniqueName('dq')
-    await new Queue(etcd.client, name).enqueue('slow')
-    const seen: { count: number; at: number }[] = []
-    let resolveDone!: () => void
-    const done = new Promise<void>((r) => (resolveDone = r))
-    await dispatchUntil(
-      {
-        subscriptions: [{ function: 'f', queue: name, visibilityTimeout: 1 }],
-        invoke: async (_fn, event) => {
-          const [m] = event.etcdQueue.messages as { receiveCount: number; receipt: string }[]
-          seen.push({ count: m.receiveCount, at: performance.now() })
-          if (m.receiveCount === 1) return { ok: true } // "succeeded" but never acked (crashed before ack)
-          await new Queue(etcd.client, name).ack(m.receipt)
-          resolveDone()
-          return { ok: true }
-        },
-      },
-      done,
-    )
-    expect(seen.map((s) => s.count)).toEqual([1, 2])
-  })
-
-  it('moves a message to the dead-letter queue after maxReceives deliveries', async () => {
-    const name = uniqueName('dq')
-    const dlq = uniqueName('dlq')
-    await new Queue(etcd.client, name).enqueue('poison')
-    let invocations = 0
-    const dead = new Queue(etcd.client, dlq)
-    await dispatchUntil(
-      {
-        subscriptions: [{ function: 'f', queue: name, maxReceives: 2, deadLetterQueue: dlq }],
-        invoke: async () => {
-          invocations++
-          return { ok: false, error: 'always fails' }
-        },
-      },
-      until('the dead-letter queue to get the message', 10_000, async () => (await dead.size()) === 1),
-    )
-    expect(invocations).toBe(2)
-    expect(await dead.dequeue()).toBe('poison')
-    expect(await new Queue(etcd.client, name).size()).toBe(0)
-  })
-
-  it('serves a PriorityQueue subscription most urgent first, with priorities in the messages', async () => {
-    const name = uniqueName('dpq')
-    const pq = new PriorityQueue(etcd.client, name)
-    await pq.enqueue('low', 9)
-    await pq.enqueue('high', 0)
-    await pq.enqueue('mid', 4)
-    const got: { value: string; priority?: number }[] = []
-    let resolveDone!: () => void
-    const done = new Promise<void>((r) => (resolveDone = r))
-    await dispatchUntil(
-      {
-        subscriptions: [{ function: 'f', queue: name, priority: true, batchSize: 1 }],
-        invoke: async (_fn, event) => {
-          expect(event.etcdQueue.priority).toBe(true)
-          for (const m of event.etcdQueue.messages as { value: string; priority: number; receipt: string }[]) {
-            got.push({ value: m.value, priority: m.priority })
-            await pq.ack(m.receipt)
-          }
-          if (got.length === 3) resolveDone()
-          return { ok: true }
-        },
-      },
-      done,
-    )
-    expect(got).toEqual([
-      { value: 'high', priority: 0 },
-      { value: 'mid', priority: 4 },
-      { value: 'low', priority: 9 },
-    ])
-  })
-
-  it('stops promptly when its signal aborts while waiting for messages', async () => {
-    const abort = new AbortController()
-    const running = runDispatcher({ client: etcd.client, subscriptions: [{ function: 'f', queue: uniqueName('idle') }], invoke: async () => ({ ok: true }), signal: abort.signal })
-    await sleep(300)
-    abort.abort()
-    await expect(Promise.race([running.then(() => 'stopped'), sleep(5_000).then(() => 'hung')])).resolves.toBe('stopped')
-  })
-
-  it('lambdaInvoker speaks the Invoke API: RequestResponse outcomes, function errors, Event', async () => {
-    const seen: { path: string; type?: string; body: unknown }[] = []
-    const server = createServer((req, res) => {
-      let body = ''
-      req.on('data', (c) => (body += c))
-      req.on('end', () => {
-        seen.push({ path: req.url!, type: req.headers['x-amz-invocation-type'] as string | undefined, body: JSON.parse(body) })
-        const fn = decodeURIComponent(req.url!.split('/')[3])
-        if (req.headers['x-amz-invocation-type'] === 'Event') return res.writeHead(202).end()
-        if (fn === 'broken') return res.writeHead(200, { 'X-Amz-Function-Error': 'Unhandled' }).end(JSON.stringify({ errorMessage: 'kaput', errorType: 'Error' }))
-        res.writeHead(200).end(JSON.stringify({ batchItemFailures: [{ itemIdentifier: '42' }] }))
-      })
-    })
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()))
-    const endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
-    try {
-      const event: DispatchEvent = { etcdQueue: { queue: 'q', priority: false, messages: [{ id: '42' }] } }
-      const sync = lambdaInvoker({ endpoint, region: 'eu-west-1', env: {} })
-      expect(await sync('svc-dev-worker', event)).toEqual({ ok: true, failedIds: ['42'] })
-      expect(await sync('broken', event)).toEqual({ ok: false, error: 'kaput' })
-      expect(await lambdaInvoker({ endpoint, invocationType: 'Event', env: {} })('svc-dev-worker', event)).toEqual({ ok: true })
-      expect(seen.map((s) => s.type)).toEqual(['RequestResponse', 'RequestResponse', 'Event'])
-      expect(seen[0].path).toBe('/2015-03-31/functions/svc-dev-worker/invocations')
-      expect(seen[0].body).toEqual(event)
-    } finally {
-      server.close()
-    }
-    expect(() => lambdaInvoker({ invocationType: 'Later' as never })).toThrow(InvalidArgumentError)
-  })
-
-  it('rejects bad subscriptions before claiming anything', async () => {
-    const run = (sub: unknown) => runDispatcher({ client: etcd.client, subscriptions: [sub as QueueSubscription], invoke: async () => ({ ok: true }), signal: AbortSignal.abort() })
-    await expect(run({ queue: 'q' })).rejects.toBeInstanceOf(InvalidArgumentError)
-    await expect(run({ function: 'f', queue: 'q', batchSize: 0 })).rejects.toBeInstanceOf(InvalidArgumentError)
-    await expect(run({ function: 'f', queue: 'q', maxReceives: 3 })).rejects.toThrow(/deadLetterQueue/)
-    expect(() => subscriptionsFromEnv({})).toThrow(ConfigurationError)
-    expect(() => subscriptionsFromEnv({ ETCD_QUEUE_SUBSCRIPTIONS: '{nope' })).toThrow(/not valid JSON/)
-    expect(subscriptionsFromEnv({ ETCD_QUEUE_SUBSCRIPTIONS: '[{"function":"f","queue":"q"}]' })).toEqual([{ function: 'f', queue: 'q' }])
-  })
 })

@@ -4,67 +4,20 @@
 import { execFile } from 'node:child_process'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
-import { inflateRawSync } from 'node:zlib'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Queue } from '../lib/index.js'
-import type { DispatchEvent } from '../offline/index.js'
+import type { QueueDispatchEvent as DispatchEvent } from '../lib/index.js'
 import { uniqueName, useEtcd } from './helpers.js'
+import { invokePackaged, unzip } from './support/artifact.js'
 
 const run = promisify(execFile)
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..')
 const etcd = useEtcd(1)
-
-/** Extracts a zip (stored or deflated entries, as osls writes them) into `dir`. */
-function unzip(zip: Buffer, dir: string): string[] {
-  let eocd = zip.length - 22
-  while (eocd >= 0 && zip.readUInt32LE(eocd) !== 0x06054b50) eocd--
-  if (eocd < 0) throw new Error('not a zip file')
-  const entries = zip.readUInt16LE(eocd + 10)
-  let at = zip.readUInt32LE(eocd + 16)
-  const names: string[] = []
-  for (let i = 0; i < entries; i++) {
-    if (zip.readUInt32LE(at) !== 0x02014b50) throw new Error('bad central directory')
-    const method = zip.readUInt16LE(at + 10)
-    const size = zip.readUInt32LE(at + 20)
-    const nameLen = zip.readUInt16LE(at + 28)
-    const extraLen = zip.readUInt16LE(at + 30)
-    const commentLen = zip.readUInt16LE(at + 32)
-    const local = zip.readUInt32LE(at + 42)
-    const name = zip.toString('utf8', at + 46, at + 46 + nameLen)
-    at += 46 + nameLen + extraLen + commentLen
-    const dataAt = local + 30 + zip.readUInt16LE(local + 26) + zip.readUInt16LE(local + 28)
-    const data = zip.subarray(dataAt, dataAt + size)
-    if (name.endsWith('/')) continue
-    const target = join(dir, name)
-    mkdirSync(dirname(target), { recursive: true })
-    writeFileSync(target, method === 8 ? inflateRawSync(data) : data)
-    names.push(name)
-  }
-  return names
-}
-
-/** Runs `handler` of a packaged module in a fresh Node process; resolves with what it returned. */
-async function invokePackaged(dir: string, module: string, exportName: string, event: unknown, env: Record<string, string>) {
-  const script = `
-    const mod = require(${JSON.stringify(join(dir, module))});
-    const context = { functionName: 'packaged', awsRequestId: 'r-' + Date.now(), getRemainingTimeInMillis: () => 15000 };
-    Promise.resolve(mod[${JSON.stringify(exportName)}](${JSON.stringify(event)}, context))
-      .then((r) => { process.stdout.write(JSON.stringify(r)); process.exit(0) })
-      .catch((e) => { console.error(e); process.exit(1) });
-  `
-  // Run from the artifact directory with a minimal environment, as Lambda would.
-  const { stdout } = await run(process.execPath, ['-e', script], {
-    cwd: dir,
-    env: { PATH: process.env.PATH ?? '', LAMBDA_TASK_ROOT: dir, ...env },
-    timeout: 30_000,
-  })
-  return JSON.parse(stdout)
-}
 
 describe('serverless package', () => {
   let out: string

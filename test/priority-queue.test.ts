@@ -5,13 +5,12 @@ import { uniqueName, useEtcd } from './helpers.js'
 
 const etcd = useEtcd(3)
 
-const memberClient = (i: number): EtcdClient => etcd.newClient([etcd.cluster.endpoints[i % etcd.cluster.endpoints.length]])
 const keysMentioning = async (name: string) => (await etcd.client.getAll().keys()).filter((k) => k.includes(name))
 const randomInt = (n: number) => Math.floor(Math.random() * n)
 
 describe('PriorityQueue (Go recipe ports)', () => {
   it('TestPrQueueOneReaderOneWriter: dequeued priorities never decrease', async () => {
-    const q = new PriorityQueue(memberClient(0), uniqueName('testprq'))
+    const q = new PriorityQueue(etcd.memberClient(0), uniqueName('testprq'))
     const priorities = Array.from({ length: 5 }, () => randomInt(3))
     for (const p of priorities) await q.enqueue(String(p), p)
     const got: number[] = []
@@ -22,13 +21,13 @@ describe('PriorityQueue (Go recipe ports)', () => {
   it('TestPrQueueManyReaderManyWriter: 3 writers x 2 items, 3 readers take them all', async () => {
     const name = uniqueName('prq')
     const writes = Array.from({ length: 3 }, async (_, w) => {
-      const q = new PriorityQueue(memberClient(w), name)
+      const q = new PriorityQueue(etcd.memberClient(w), name)
       for (let j = 0; j < 2; j++) await q.enqueue(`${w}-${j}`, randomInt(2))
     })
     let reads = 0
     const got: string[] = []
     const readers = Array.from({ length: 3 }, async (_, r) => {
-      const q = new PriorityQueue(memberClient(r + 1), name)
+      const q = new PriorityQueue(etcd.memberClient(r + 1), name)
       while (++reads <= 6) got.push(await q.dequeue({ signal: AbortSignal.timeout(20_000) }))
     })
     await Promise.all([...writes, ...readers])
@@ -39,8 +38,8 @@ describe('PriorityQueue (Go recipe ports)', () => {
   it('items of priorities 0..9 pushed concurrently come out 0..9', async () => {
     const name = uniqueName('prio')
     const order = Array.from({ length: 10 }, (_, i) => i).sort(() => Math.random() - 0.5)
-    await Promise.all(order.map((p, i) => new PriorityQueue(memberClient(i), name).enqueue(`p${p}`, p)))
-    const q = new PriorityQueue(memberClient(2), name)
+    await Promise.all(order.map((p, i) => new PriorityQueue(etcd.memberClient(i), name).enqueue(`p${p}`, p)))
+    const q = new PriorityQueue(etcd.memberClient(2), name)
     const got: string[] = []
     for (let i = 0; i < 10; i++) got.push(await q.dequeue())
     expect(got).toEqual(Array.from({ length: 10 }, (_, i) => `p${i}`))
@@ -48,7 +47,7 @@ describe('PriorityQueue (Go recipe ports)', () => {
 
   it('concurrent producers of one priority get consecutive sequence numbers, FIFO', async () => {
     const name = uniqueName('seq')
-    const written = await Promise.all(Array.from({ length: 6 }, (_, i) => new PriorityQueue(memberClient(i), name).enqueue(`v${i}`, 7).then((r) => ({ key: r.key, value: `v${i}` }))))
+    const written = await Promise.all(Array.from({ length: 6 }, (_, i) => new PriorityQueue(etcd.memberClient(i), name).enqueue(`v${i}`, 7).then((r) => ({ key: r.key, value: `v${i}` }))))
     written.sort((a, b) => (a.key < b.key ? -1 : 1))
     expect(written.map((w) => w.key)).toEqual(Array.from({ length: 6 }, (_, i) => `${name}/00007/${String(i).padStart(16, '0')}`))
     const q = new PriorityQueue(etcd.client, name)

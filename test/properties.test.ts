@@ -1,6 +1,7 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { ConfigurationError, InvalidArgumentError, resolveClientOptions } from '../lib/index.js'
+import { ConfigurationError, hashPayload, IdempotencyResultNotStorableError, InvalidArgumentError, resolveClientOptions } from '../lib/index.js'
+import { decodeRecord, encodeRecord } from '../lib/idempotency-record.js'
 import { permitKeys } from '../lib/keys.js'
 import { checkName, prefixEnd } from '../lib/kv.js'
 import { checkRateOptions } from '../lib/rate-limiter.js'
@@ -118,6 +119,65 @@ describe('checkName', () => {
         const ok = typeof name === 'string' && name.length > 0 && Buffer.byteLength(name) <= 4096
         if (ok) expect(checkName(name, 'name')).toBe(name)
         else expect(() => checkName(name, 'name')).toThrow(InvalidArgumentError)
+      }),
+      { numRuns: 2000 },
+    )
+  })
+})
+
+/** `value` with the keys of every object in another order (the same JSON document to a reader). */
+function reordered(value: unknown, seed: number): unknown {
+  if (Array.isArray(value)) return value.map((v, i) => reordered(v, seed + i))
+  if (typeof value !== 'object' || value === null) return value
+  const keys = Object.keys(value)
+  const order = keys.map((k, i) => [k, (i * 7919 + seed) % (keys.length + 1)] as const).sort((a, b) => a[1] - b[1])
+  const out: Record<string, unknown> = {}
+  for (const [k] of order) out[k] = reordered((value as Record<string, unknown>)[k], seed + 1)
+  return out
+}
+
+describe('idempotency records and payload hashes', () => {
+  it('hashPayload: the same document in any key order hashes alike; different documents differently', () => {
+    fc.assert(
+      fc.property(fc.jsonValue(), fc.jsonValue(), fc.nat(), (a, b, seed) => {
+        expect(hashPayload(reordered(a, seed))).toBe(hashPayload(a))
+        const canonical = (v: unknown) => JSON.stringify(v, (_k, x) => (x && typeof x === 'object' && !Array.isArray(x) ? Object.fromEntries(Object.entries(x).sort(([p], [q]) => (p < q ? -1 : p > q ? 1 : 0))) : x))
+        if (canonical(a) !== canonical(b)) expect(hashPayload(a)).not.toBe(hashPayload(b))
+      }),
+      { numRuns: 1000 },
+    )
+  })
+
+  it('any value either round-trips through a completed record as its JSON form, or is refused with a typed error', () => {
+    const kv = (text: string) => ({ key: 'p/k', value: Buffer.from(text), createRevision: 1n, modRevision: 1n, version: 1n, lease: '0' })
+    fc.assert(
+      fc.property(fc.oneof(fc.jsonValue(), fc.anything({ withBigInt: true, withDate: true, withMap: true, withSet: true, withTypedArray: true, withNullPrototype: true })), (result) => {
+        let text: string
+        try {
+          text = encodeRecord({ state: 'completed', result })
+        } catch (err) {
+          expect(err).toBeInstanceOf(IdempotencyResultNotStorableError)
+          return
+        }
+        const back = decodeRecord(kv(text))
+        expect(back.state).toBe('completed')
+        // What a duplicate gets is exactly what the first caller got, as JSON sees it.
+        expect(JSON.stringify(back.state === 'completed' && back.result)).toBe(JSON.stringify(result))
+      }),
+      { numRuns: 2000 },
+    )
+  })
+
+  it('decodeRecord: any foreign value under the prefix is an InvalidArgumentError naming the key, never a crash', () => {
+    fc.assert(
+      fc.property(fc.oneof(fc.string(), fc.jsonValue().map((v) => JSON.stringify(v))), (text) => {
+        try {
+          const r = decodeRecord({ key: 'p/k', value: Buffer.from(text), createRevision: 1n, modRevision: 1n, version: 1n, lease: '0' })
+          expect(['in-progress', 'completed', 'failed']).toContain(r.state)
+        } catch (err) {
+          expect(err).toBeInstanceOf(InvalidArgumentError)
+          expect((err as Error).message).toMatch(/"p\/k" is not an idempotency record/)
+        }
       }),
       { numRuns: 2000 },
     )

@@ -10,7 +10,6 @@ import { sleep, uniqueName, useEtcd } from './helpers.js'
 const etcd = useEtcd(3)
 
 /** A client on member i (Go's clus.Client(i)). */
-const memberClient = (i: number): EtcdClient => etcd.newClient([etcd.cluster.endpoints[i % etcd.cluster.endpoints.length]])
 
 /** Every key in etcd that contains `name`. */
 const keysMentioning = async (name: string) => (await etcd.client.getAll().keys()).filter((k) => k.includes(name)).sort()
@@ -20,13 +19,13 @@ async function readersWriters(name: string, readers: number, writers: number) {
   const perWriter = 2
   const total = writers * perWriter
   const writes = Array.from({ length: writers }, async (_, w) => {
-    const q = new Queue(memberClient(w), name)
+    const q = new Queue(etcd.memberClient(w), name)
     for (let j = 0; j < perWriter; j++) await q.enqueue(`${w}-${j}`)
   })
   let reads = 0
   const got: string[] = []
   const reading = Array.from({ length: readers }, async (_, r) => {
-    const q = new Queue(memberClient(r + 1), name)
+    const q = new Queue(etcd.memberClient(r + 1), name)
     while (++reads <= total) got.push(await q.dequeue({ signal: AbortSignal.timeout(20_000) }))
   })
   await Promise.all([...writes, ...reading])
@@ -39,10 +38,10 @@ describe('Queue (Go recipe ports)', () => {
   it('TestQueueOneReaderOneWriter: FIFO while a writer enqueues concurrently', async () => {
     const name = uniqueName('testq')
     const writer = (async () => {
-      const q = new Queue(memberClient(0), name)
+      const q = new Queue(etcd.memberClient(0), name)
       for (let i = 0; i < 5; i++) await q.enqueue(String(i))
     })()
-    const q = new Queue(memberClient(1), name)
+    const q = new Queue(etcd.memberClient(1), name)
     const got: string[] = []
     for (let i = 0; i < 5; i++) got.push(await q.dequeue({ signal: AbortSignal.timeout(20_000) }))
     await writer

@@ -15,10 +15,6 @@ import { sleep, uniqueName, useEtcd } from './helpers.js'
 
 const etcd = useEtcd(3)
 
-async function keysUnder(prefix: string) {
-  return Object.keys(await etcd.client.getAll().prefix(prefix).strings())
-}
-
 /** Settles-or-not probe: true if `p` settled within `ms`. */
 async function settledWithin(p: Promise<unknown>, ms: number) {
   let settled = false
@@ -70,7 +66,7 @@ async function rwMutexScenario(clients: EtcdClient[]) {
       if (o !== w) expect(o.end <= w.start || o.start >= w.end).toBe(true)
     }
   }
-  expect(await keysUnder(`${name}/`)).toEqual([])
+  expect(await etcd.keysUnder(`${name}/`)).toEqual([])
 }
 
 describe('RWMutex (Go v3_lock_test.go)', () => {
@@ -115,7 +111,7 @@ describe('RWMutex', () => {
     expect(() => w.fence).toThrow(LockReleasedError)
     const stale = await etcd.client.kv.txn({ compare: [guard], success: [{ request_put: { key: Buffer.from(`${name}-data`), value: Buffer.from('2') } }] })
     expect(stale.succeeded).toBe(false)
-    expect(await keysUnder(`${name}/`)).toEqual([])
+    expect(await etcd.keysUnder(`${name}/`)).toEqual([])
     await s1.close()
     await s2.close()
   })
@@ -183,12 +179,12 @@ describe('RWMutex', () => {
     await expect(b.tryRLock()).rejects.toBeInstanceOf(LockedError)
     await expect(b.tryLock()).rejects.toBeInstanceOf(LockedError)
     expect(b.key).toBe('')
-    expect(await keysUnder(`${name}/`)).toEqual([a.key])
+    expect(await etcd.keysUnder(`${name}/`)).toEqual([a.key])
     await a.unlock()
     await b.tryRLock()
     await c.tryRLock()
     await expect(a.tryLock()).rejects.toBeInstanceOf(LockedError)
-    expect((await keysUnder(`${name}/`)).sort()).toEqual([b.key, c.key].sort())
+    expect((await etcd.keysUnder(`${name}/`)).sort()).toEqual([b.key, c.key].sort())
     await b.rUnlock()
     await c.rUnlock()
     await a.tryRLock()
@@ -244,8 +240,8 @@ describe('RWMutex', () => {
     await expect(waiting).rejects.toBeInstanceOf(SessionExpiredError)
     await holder.unlock()
     // The orphaned lease runs out on its own and takes its waiter key with it.
-    for (let i = 0; i < 40 && (await keysUnder(`${name}/`)).length > 0; i++) await sleep(100)
-    expect(await keysUnder(`${name}/`)).toEqual([])
+    for (let i = 0; i < 40 && (await etcd.keysUnder(`${name}/`)).length > 0; i++) await sleep(100)
+    expect(await etcd.keysUnder(`${name}/`)).toEqual([])
     await s1.close()
   })
 
@@ -260,14 +256,14 @@ describe('RWMutex', () => {
     const waiting = waiter.rLock({ signal: ac.signal })
     waiting.catch(() => {})
     await sleep(150)
-    expect(await keysUnder(`${name}/read/`)).toHaveLength(1)
+    expect(await etcd.keysUnder(`${name}/read/`)).toHaveLength(1)
     const reason = new Error('gave up')
     ac.abort(reason)
     await expect(waiting).rejects.toBe(reason)
-    expect(await keysUnder(`${name}/read/`)).toEqual([])
+    expect(await etcd.keysUnder(`${name}/read/`)).toEqual([])
     expect(waiter.key).toBe('')
     await expect(waiter.lock({ signal: ac.signal })).rejects.toBe(reason)
-    expect(await keysUnder(`${name}/`)).toEqual([holder.key])
+    expect(await etcd.keysUnder(`${name}/`)).toEqual([holder.key])
     await holder.unlock()
     await s1.close()
     await s2.close()
@@ -284,7 +280,7 @@ describe('RWMutex', () => {
       const b = new RWMutex(s2, name)
       await a.tryLock()
       expect(a.key.startsWith(`${name}/write/`)).toBe(true)
-      expect(await keysUnder(`${ns}${name}/write/`)).toEqual([`${ns}${a.key}`])
+      expect(await etcd.keysUnder(`${ns}${name}/write/`)).toEqual([`${ns}${a.key}`])
       await expect(b.tryRLock()).rejects.toBeInstanceOf(LockedError)
       const reading = b.rLock()
       await sleep(100)
@@ -294,7 +290,7 @@ describe('RWMutex', () => {
       await a.tryRLock()
       await a.rUnlock()
       await b.rUnlock()
-      expect(await keysUnder(`${ns}${name}/`)).toEqual([])
+      expect(await etcd.keysUnder(`${ns}${name}/`)).toEqual([])
       await s1.close()
       await s2.close()
     } finally {
@@ -317,7 +313,7 @@ describe('RWMutex', () => {
     await expect(rw.tryRLock()).rejects.toBeInstanceOf(InvalidArgumentError)
     await rw.unlock()
     await expect(rw.unlock()).rejects.toBeInstanceOf(LockReleasedError)
-    expect(await keysUnder(`${name}/`)).toEqual([])
+    expect(await etcd.keysUnder(`${name}/`)).toEqual([])
     await s.close()
   })
 })
@@ -341,7 +337,7 @@ describe('Go peer interop (recipe.RWMutex of etcd 3.4, built from interop/go)', 
 
     const goWriter = goPeer('wlock', name, 800)
     expect(await goWriter.saw('locked')).toBe(true)
-    expect((await keysUnder(`${name}/write/`))[0]).toMatch(new RegExp(`^${name}/write/\\d{19}$`))
+    expect((await etcd.keysUnder(`${name}/write/`))[0]).toMatch(new RegExp(`^${name}/write/\\d{19}$`))
     const reading = rw.rLock()
     expect(await settledWithin(reading, 300)).toBe(false)
     await reading
@@ -358,7 +354,7 @@ describe('Go peer interop (recipe.RWMutex of etcd 3.4, built from interop/go)', 
     await rw.rUnlock()
     expect(await goWriter2.saw('unlocked')).toBe(true)
     expect(await goWriter2.exited).toBe(0)
-    expect(await keysUnder(`${name}/`)).toEqual([])
+    expect(await etcd.keysUnder(`${name}/`)).toEqual([])
     await s.close()
   })
 })

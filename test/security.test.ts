@@ -1,5 +1,5 @@
 /**
- * Security (issue 7): TLS with server and client certificates (options and environment, a
+ * Security: TLS with server and client certificates (options and environment, a
  * wrong CA), RBAC limited to one prefix (our primitives work inside it with ETCD_NAMESPACE,
  * and cannot take or break locks outside it), and no secret in errors, events, logs or the
  * CLI's --json output.

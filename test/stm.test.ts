@@ -10,7 +10,6 @@ const etcd = useEtcd(3)
 const single = useEtcd(1)
 
 /** A client talking to member `i` of the 3-member cluster only. */
-const memberClient = (i: number) => etcd.newClient([etcd.cluster.endpoints[i % etcd.cluster.endpoints.length]])
 
 const read = (client: Namespace, key: string) => client.get(key).string()
 const version = async (client: Namespace, key: string) => (await keyspace(client).range(key)).kvs[0]?.version
@@ -47,7 +46,7 @@ async function halfTransfer(stm: STM, keys: string[]) {
 
 /** `workers` concurrent loops of `perWorker` transfers, spread over the members; returns total attempts. */
 async function runTransfers(keys: string[], isolation: Isolation, workers: number, perWorker: number) {
-  const clients = [0, 1, 2].map(memberClient)
+  const clients = [0, 1, 2].map((i) => etcd.memberClient(i))
   let attempts = 0
   await Promise.all(
     Array.from({ length: workers }, async (_, w) => {
@@ -66,7 +65,7 @@ describe('runSTM: Go peer tests', () => {
     await Promise.all(
       keys.map((own, i) =>
         runSTM(
-          memberClient(i),
+          etcd.memberClient(i),
           async (stm) => {
             let to = randInt(keys.length)
             if (keys[to] === own) to = (to + 1) % keys.length
@@ -117,7 +116,7 @@ describe('runSTM: Go peer tests', () => {
     let runs = 0
     const seen = new Set<string>()
     const readers = [0, 1, 2].map(async (m) => {
-      const client = memberClient(m)
+      const client = etcd.memberClient(m)
       do {
         await runSTM(
           client,
@@ -193,7 +192,7 @@ describe('runSTM: bank transfers (Go ExampleSTM_apply, scaled up)', () => {
     // No compares at all, so concurrent read-modify-writes may overwrite each other: the sum is
     // not conserved and is deliberately not asserted.
     const keys = await seedAccounts(etcd.client, uniqueName('bank'))
-    const clients = [0, 1, 2].map(memberClient)
+    const clients = [0, 1, 2].map((i) => etcd.memberClient(i))
     const attempts: number[] = []
     await Promise.all(
       Array.from({ length: 10 }, async (_, w) => {

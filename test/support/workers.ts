@@ -5,12 +5,25 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { createInterface } from 'node:readline'
+import { isAbsolute } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 const root = fileURLToPath(new URL('../..', import.meta.url))
 const script = fileURLToPath(new URL('./worker.ts', import.meta.url))
 
 export type WorkerEvent = Record<string, any> & { event: string }
+
+/** Options of {@link Worker.start}. */
+export interface WorkerOptions {
+  /** Run inside this network namespace (`ip netns exec`). */
+  netns?: string
+  /** The worker program: a path, or a file name under test/support (default `worker.ts`). */
+  script?: string
+  /** Modules loaded before it (paths or file names under test/support). */
+  preload?: string[]
+  /** Extra environment. */
+  env?: Record<string, string>
+}
 
 const live = new Set<ChildProcess>()
 process.once('exit', () => {
@@ -43,15 +56,26 @@ export class Worker {
     proc.stderr!.on('data', (d: string) => (this.stderr += d))
   }
 
-  /** Starts a worker connected to `endpoints` and waits until it is ready. */
-  static async start(endpoints: string[], namespace = ''): Promise<Worker> {
+  /**
+   * Starts a worker connected to `endpoints` and waits until it is ready. `options.netns` runs
+   * it inside that network namespace (`ip netns exec`, as root); `options.script` runs another
+   * program that speaks the same protocol (a path, or a file name under test/support);
+   * `options.preload` modules are loaded before it (e.g. a skewed wall clock); `options.env` is
+   * extra environment.
+   */
+  static async start(endpoints: string[], namespace = '', options: WorkerOptions = {}): Promise<Worker> {
     if (!existsSync(`${root}node_modules/.bin/tsx`)) {
       throw new Error('test workers need tsx (node_modules/.bin/tsx): run npm ci')
     }
-    const proc = spawn(process.execPath, ['--import', 'tsx', script, JSON.stringify({ endpoints, namespace })], {
+    const here = (file: string) => (isAbsolute(file) ? file : fileURLToPath(new URL(`./${file}`, import.meta.url)))
+    const preload = (options.preload ?? []).flatMap((file) => ['--import', here(file)])
+    const node = [process.execPath, '--import', 'tsx', ...preload, options.script ? here(options.script) : script, JSON.stringify({ endpoints, namespace })]
+    // `ip netns exec` execs the program: the pid (and so SIGSTOP/SIGKILL) is the program's own.
+    const [command, ...args] = options.netns ? ['ip', 'netns', 'exec', options.netns, ...node] : node
+    const proc = spawn(command, args, {
       cwd: root,
       stdio: ['pipe', 'pipe', 'pipe'],
-      env: { ...process.env, ETCD_ENDPOINTS: '', ETCD_NAMESPACE: '' },
+      env: { ...process.env, ETCD_ENDPOINTS: '', ETCD_NAMESPACE: '', ...options.env },
     })
     const worker = new Worker(proc)
     await worker.next('ready', 30_000)

@@ -7,6 +7,7 @@ import { ClaimLostError, createClient, EtcdUnavailableError, Mutex, Queue, runST
 import { keyspace } from '../../lib/kv.js'
 import type { EtcdCluster } from '../../testing/index.js'
 import { LockHistory, wallNow, type Violation } from './history.js'
+import { DeliveryLog, type Delivery } from './queue-check.js'
 import { Worker } from './workers.js'
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
@@ -127,13 +128,6 @@ export interface QueueResult {
   violations: string[]
 }
 
-interface Delivery {
-  id: string
-  value: string
-  receiveCount: number
-  acked: boolean
-}
-
 /**
  * Produces `messages` messages (4 producers), then 3 in-process consumers and one child-process
  * consumer receive batches; the child acks half of its batch and is SIGKILLed (its claims have a
@@ -158,9 +152,7 @@ export async function queueUnderFaults(
   },
 ): Promise<QueueResult> {
   const errors: Record<string, number> = {}
-  const violations: string[] = []
-  const deliveries = new Map<string, Delivery[]>()
-  const ambiguous = new Map<string, number>()
+  const log = new DeliveryLog()
   const enqueued = new Map<string, string>() // id -> payload
   const deadline = performance.now() + o.deadlineMs
   let acks = 0
@@ -168,15 +160,8 @@ export async function queueUnderFaults(
   let workerAbandoned = 0
   const stop = new AbortController()
 
-  const deliver = (m: { id: string; value: string; receiveCount: number }): Delivery => {
-    const d = { id: m.id, value: m.value, receiveCount: m.receiveCount, acked: false }
-    const list = deliveries.get(m.id) ?? []
-    if (list.some((x) => x.acked)) violations.push(`message ${m.id} delivered again (receive ${m.receiveCount}) after it was acked`)
-    list.push(d)
-    deliveries.set(m.id, list)
-    return d
-  }
-  const ackedCount = () => acks + [...ambiguous.keys()].length
+  const deliver = (m: { id: string; value: string; receiveCount: number }): Delivery => log.deliver(m)
+  const ackedCount = () => acks + log.ambiguous.size
 
   // Producers
   let next = 0
@@ -207,13 +192,13 @@ export async function queueUnderFaults(
     for (let attempt = 0; ; attempt++) {
       try {
         await queue.ack(m)
-        d.acked = true
+        log.acked(d)
         acks++
         return
       } catch (err) {
         if (err instanceof ClaimLostError) {
           // 'gone' after an attempt that may have landed (or etcd3's own retry of one that did).
-          if (err.reason === 'gone') ambiguous.set(m.id, (ambiguous.get(m.id) ?? 0) + 1)
+          if (err.reason === 'gone') log.ambiguousAck(m.id)
           return
         }
         tally(errors, err)
@@ -257,7 +242,7 @@ export async function queueUnderFaults(
       const half = msgs.slice(0, Math.floor(msgs.length / 2)).map((m) => m.id)
       const done = await w.request({ op: 'ack', ids: half }, 'acked', 30_000)
       for (const id of done.ids as string[]) {
-        ds.find((d) => d.id === id)!.acked = true
+        log.acked(ds.find((d) => d.id === id)!)
         acks++
         workerAcked++
       }
@@ -282,27 +267,7 @@ export async function queueUnderFaults(
   }
 
   // Checks
-  const byId = new Map<string, number>()
-  for (const [id, list] of deliveries) {
-    const acked = list.filter((d) => d.acked)
-    byId.set(id, acked.length)
-    if (acked.length > 1) violations.push(`message ${id} acked ${acked.length} times`)
-    const counts = list.map((d) => d.receiveCount)
-    if (new Set(counts).size !== counts.length) violations.push(`message ${id} delivered twice with the same receive count: ${counts.join(',')}`)
-    if (acked.length === 1 && acked[0].receiveCount !== Math.max(...counts)) violations.push(`message ${id}: receive ${Math.max(...counts)} came after the acked receive ${acked[0].receiveCount}`)
-  }
-  for (const id of enqueued.keys()) {
-    const acked = byId.get(id) ?? 0
-    if (acked === 0 && !ambiguous.has(id)) violations.push(`message ${id} (${enqueued.get(id)}) was never acked`)
-  }
-  const payloads = new Set(enqueued.values())
-  if (payloads.size !== o.messages) violations.push(`${o.messages} payloads produced, ${payloads.size} distinct enqueued`)
-  if (enqueued.size !== o.messages) violations.push(`${o.messages} messages produced, ${enqueued.size} ids enqueued`)
-  // An item nobody enqueued: a producer's write that landed although enqueue() reported
-  // otherwise (or wrote twice), so its payload is in the queue more than once.
-  for (const [id, list] of deliveries) {
-    if (!enqueued.has(id)) violations.push(`message ${id} (${list[0].value}) was delivered but no enqueue() returned it: duplicate of the payload`)
-  }
+  const violations = log.violations(enqueued, o.messages)
   const client = clusterClient(cluster)
   try {
     const ks = keyspace(client)
@@ -319,13 +284,13 @@ export async function queueUnderFaults(
   } finally {
     client.close()
   }
-  const total = [...deliveries.values()].reduce((n, l) => n + l.length, 0)
+  const totals = log.totals()
   return {
     messages: enqueued.size,
-    deliveries: total,
-    redeliveries: total - deliveries.size,
+    deliveries: totals.deliveries,
+    redeliveries: totals.redeliveries,
     acks,
-    ambiguousAcks: [...ambiguous.keys()].filter((id) => (byId.get(id) ?? 0) === 0).length,
+    ambiguousAcks: totals.ambiguousAcks,
     workerAcked,
     workerAbandoned,
     errors,

@@ -1,13 +1,12 @@
 import middy from '@middy/core'
 import { describe, expect, it } from 'vitest'
-import { LockTimeoutError, Mutex, Session } from '../lib/index.js'
-import { etcdLock, etcdRwLock, type EtcdEvent } from '../middleware/index.js'
-import { sleep, uniqueName, useEtcd } from './helpers.js'
-import { lambdaContext } from './lambda.js'
+import { LockTimeoutError, Mutex, Session } from '../../lib/index.js'
+import { etcdLock, type EtcdEvent } from '../../middleware/index.js'
+import { sleep, uniqueName, useEtcd } from '../helpers.js'
+import { lambdaContext } from '../lambda.js'
 
 const etcd = useEtcd()
 
-const keysUnder = (prefix: string) => etcd.client.getAll().prefix(prefix).keys()
 
 /** Keys under `prefix` attached to a lease: what an invocation could have left locked. */
 async function leasedKeys(prefix: string) {
@@ -29,10 +28,10 @@ describe('cleanup in every path', () => {
       })
     // Remaining time 1 s: past it, the invocation stops its keepalive and the lease runs out.
     await expect(handler({}, lambdaContext(1_000))).rejects.toThrow('another onError failed')
-    let keys = await keysUnder(`${name}/`)
+    let keys = await etcd.keysUnder(`${name}/`)
     for (let i = 0; i < 60 && keys.length > 0; i++) {
       await sleep(100)
-      keys = await keysUnder(`${name}/`)
+      keys = await etcd.keysUnder(`${name}/`)
     }
     expect(keys).toEqual([])
   })
@@ -49,7 +48,7 @@ describe('cleanup in every path', () => {
       })
       .use(etcdLock({ name, client: etcd.client }))
     await expect(handler({}, lambdaContext())).rejects.toThrow('outer onError failed')
-    expect(await keysUnder(`${name}/`)).toEqual([])
+    expect(await etcd.keysUnder(`${name}/`)).toEqual([])
   })
 
   it("a request whose own acquire failed does not release someone else's lock", async () => {
@@ -59,7 +58,7 @@ describe('cleanup in every path', () => {
     const handler = middy(async () => 'ran').use(etcdLock({ name, waitMs: 100, client: etcd.client }))
     await expect(handler({}, lambdaContext())).rejects.toBeInstanceOf(LockTimeoutError)
     // The holder's key is untouched and still the lock's owner.
-    expect(await keysUnder(`${name}/`)).toEqual([holder.key])
+    expect(await etcd.keysUnder(`${name}/`)).toEqual([holder.key])
     const owned = await etcd.client.kv.txn({ compare: [holder.ownerCompare()], success: [], failure: [] })
     expect(owned.succeeded).toBe(true)
     await holder.unlock()
@@ -95,58 +94,5 @@ describe('cleanup in every path', () => {
     const fences = events.filter((e) => e.type === 'acquired').map((e) => BigInt(e.fence!))
     expect(fences[1]).toBeGreaterThan(fences[0])
     expect(fences[2]).toBeGreaterThan(fences[1])
-  })
-})
-
-describe('etcdRwLock', () => {
-  it('readers run together, a writer runs alone', async () => {
-    const name = uniqueName('rw')
-    let readers = 0
-    let writers = 0
-    let maxReaders = 0
-    let overlap = false
-    const read = middy(async () => {
-      readers++
-      maxReaders = Math.max(maxReaders, readers)
-      if (writers > 0) overlap = true
-      // Stay until all three readers are in (or give up after 3 s): proves they hold together.
-      for (let i = 0; i < 60 && maxReaders < 3; i++) await sleep(50)
-      readers--
-    }).use(etcdRwLock({ name, mode: 'read', client: etcd.client }))
-    const write = middy(async () => {
-      writers++
-      if (readers > 0 || writers > 1) overlap = true
-      await sleep(20)
-      writers--
-    }).use(etcdRwLock({ name, mode: 'write', client: etcd.client }))
-    const readersRun = Promise.all([read({}, lambdaContext()), read({}, lambdaContext()), read({}, lambdaContext())])
-    for (let i = 0; i < 100 && readers < 3; i++) await sleep(20)
-    // Writers queue behind the readers, and run one at a time after them.
-    await Promise.all([readersRun, write({}, lambdaContext()), write({}, lambdaContext())])
-    expect(overlap).toBe(false)
-    expect(maxReaders).toBe(3)
-    expect(await keysUnder(`${name}/`)).toEqual([])
-  })
-
-  it("gives the handler context.etcd.rwLock with a fence, and 'try' short-circuits when a writer holds", async () => {
-    const name = uniqueName('rw-try')
-    const seen: bigint[] = []
-    const writer = middy(async (_e: unknown, context: any) => {
-      seen.push(context.etcd.rwLock.fence)
-      await sleep(300)
-    }).use(etcdRwLock({ name, mode: 'write', client: etcd.client }))
-    const reader = middy(async () => 'read').use(etcdRwLock({ name, mode: 'read', acquire: 'try', onLocked: () => 'busy', client: etcd.client }))
-    const running = writer({}, lambdaContext())
-    await sleep(100)
-    expect(await reader({}, lambdaContext())).toBe('busy')
-    await running
-    expect(seen).toHaveLength(1)
-    expect(await reader({}, lambdaContext())).toBe('read')
-  })
-
-  it('rejects bad options at construction', () => {
-    expect(() => etcdRwLock({ name: 'x' } as any)).toThrow(/`mode` is required/)
-    expect(() => etcdRwLock({ name: 'x', mode: 'exclusive' } as any)).toThrow(/`mode` must be one of 'read', 'write'/)
-    expect(() => etcdRwLock({ name: 'x', mode: 'read', acquire: 'soon' } as any)).toThrow(/`acquire`/)
   })
 })

@@ -1,10 +1,9 @@
-// The queue side of the dispatcher: opening the Queue or PriorityQueue of a subscription, and
-// the JSON-safe form of a claimed message that `queueConsumer` reads from the event.
+// The queue side of the dispatcher: the Queue or PriorityQueue a subscription reads.
 import type { Namespace } from 'etcd3'
 import type { Message, ReceiveOptions } from '../lib/claims.js'
 import { PriorityQueue } from '../lib/priority-queue.js'
 import { Queue } from '../lib/queue.js'
-import type { QueueSubscription } from './dispatcher.js'
+import type { QueueSubscription } from './subscriptions.js'
 
 /** A claimed message, as `receive` returns it. */
 export type ClaimedMessage = Pick<Message, 'id' | 'key' | 'value' | 'receiveCount' | 'priority' | 'receipt'>
@@ -20,6 +19,3 @@ export function openQueue(client: Namespace, sub: QueueSubscription): ReceivingQ
   const deadLetter = sub.maxReceives === undefined ? {} : { maxReceives: sub.maxReceives, deadLetterQueue: sub.deadLetterQueue }
   return sub.priority ? new PriorityQueue(client, sub.queue, deadLetter) : new Queue(client, sub.queue, deadLetter)
 }
-
-/** The message as it travels in the event: the form `queueConsumer` gives its handler. */
-export { toQueueMessage as toEventMessage } from '../middleware/queue-consumer.js'

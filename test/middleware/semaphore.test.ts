@@ -5,10 +5,10 @@
  */
 import middy from '@middy/core'
 import { describe, expect, it } from 'vitest'
-import { LockedError, LockTimeoutError, RateLimitedError, Semaphore, Session } from '../lib/index.js'
-import { etcdLock, etcdPlugin, etcdRateLimit, etcdSemaphore, type EtcdEvent } from '../middleware/index.js'
-import { sleep, uniqueName, useEtcd } from './helpers.js'
-import { lambdaContext } from './lambda.js'
+import { LockedError, LockTimeoutError, RateLimitedError, Semaphore, Session } from '../../lib/index.js'
+import { etcdLock, etcdPlugin, etcdRateLimit, etcdSemaphore, type EtcdEvent } from '../../middleware/index.js'
+import { sleep, uniqueName, useEtcd } from '../helpers.js'
+import { lambdaContext } from '../lambda.js'
 
 const etcd = useEtcd()
 

@@ -1,19 +1,22 @@
 import fc from 'fast-check'
 import { describe, expect, expectTypeOf, it } from 'vitest'
 import middy from '@middy/core'
-import { InvalidArgumentError } from '../lib/index.js'
+import { InvalidArgumentError } from '../../lib/index.js'
 import {
   etcdBarrier,
   etcdDoubleBarrier,
+  etcdIdempotency,
   etcdLock,
   etcdRateLimit,
   etcdRwLock,
   etcdSemaphore,
   queueConsumer,
   withSTM,
+  type IdempotencyGrant,
   type LockGrant,
   type RateLimitGrant,
-} from '../middleware/index.js'
+  type StoredResponseInfo,
+} from '../../middleware/index.js'
 
 const factories = {
   etcdLock: (o: any) => etcdLock(o),
@@ -24,6 +27,7 @@ const factories = {
   withSTM: (o: any) => withSTM(async () => 1, o),
   etcdSemaphore: (o: any) => etcdSemaphore(o),
   etcdRateLimit: (o: any) => etcdRateLimit(o),
+  etcdIdempotency: (o: any) => etcdIdempotency(o),
 }
 
 const optionValue = fc.oneof(
@@ -33,11 +37,11 @@ const optionValue = fc.oneof(
   fc.boolean(),
   fc.constant(null),
   fc.constant(undefined),
-  fc.constantFrom('wait', 'try', 'read', 'write', 'SerializableSnapshot', Infinity, -1, 0),
+  fc.constantFrom('wait', 'try', 'reject', 'read', 'write', 'SerializableSnapshot', Infinity, -1, 0),
   fc.func(fc.string()),
   fc.array(fc.string(), { maxLength: 3 }),
 )
-const optionKey = fc.constantFrom('name', 'mode', 'waitMs', 'ttl', 'onLocked', 'count', 'queue', 'batchSize', 'visibilityTimeout', 'maxReceives', 'deadLetterQueue', 'isolation', 'maxAttempts', 'acquire', 'bogus', 'permits', 'rate', 'per', 'burst', 'cost', 'onLimited')
+const optionKey = fc.constantFrom('name', 'mode', 'waitMs', 'ttl', 'onLocked', 'count', 'queue', 'batchSize', 'visibilityTimeout', 'maxReceives', 'deadLetterQueue', 'isolation', 'maxAttempts', 'acquire', 'key', 'payload', 'onInProgress', 'responseHook', 'leaseTtl', 'prefix', 'bogus', 'permits', 'rate', 'per', 'burst', 'cost', 'onLimited')
 
 describe('middleware options (fuzz)', () => {
   for (const [name, make] of Object.entries(factories)) {
@@ -84,5 +88,35 @@ describe('middleware types', () => {
     const handler = middy().use(etcdRwLock({ name: 'x', mode: 'read' }))
     type Ctx = Parameters<typeof handler>[1]
     expectTypeOf<Ctx['etcd']['rwLock']>().toEqualTypeOf<LockGrant>()
+  })
+
+  it('etcdIdempotency adds context.etcd.idempotency; key, payload and responseHook are typed by the event and response', () => {
+    interface Order {
+      orderId: string
+      amount: number
+    }
+    const handler = middy<Order, { ok: boolean }>().use(
+      etcdIdempotency<Order, { ok: boolean }>({
+        key: (event) => event.orderId,
+        payload: (event) => event.amount,
+        responseHook: (response, info) => {
+          expectTypeOf(info).toEqualTypeOf<StoredResponseInfo>()
+          return { ...response, ok: response.ok }
+        },
+      }),
+    )
+    // With the event type given explicitly, the key function may return undefined: the grant is optional.
+    type Ctx = Parameters<typeof handler>[1]
+    expectTypeOf<Ctx['etcd']['idempotency']>().toEqualTypeOf<IdempotencyGrant | undefined>()
+    expectTypeOf<IdempotencyGrant['fence']>().toEqualTypeOf<bigint>()
+    // A key function that always returns a string: every invocation that runs has the grant.
+    const always = middy().use(etcdIdempotency({ key: (event: Order) => event.orderId }))
+    expectTypeOf<Parameters<typeof always>[1]['etcd']['idempotency']>().toEqualTypeOf<IdempotencyGrant>()
+    const sometimes = middy().use(etcdIdempotency({ key: (event: { headers: Record<string, string | undefined> }) => event.headers['Idempotency-Key'] }))
+    expectTypeOf<Parameters<typeof sometimes>[1]['etcd']['idempotency']>().toEqualTypeOf<IdempotencyGrant | undefined>()
+    // @ts-expect-error the key function must return a string (or undefined), not a number
+    expect(() => etcdIdempotency<Order>({ key: (event) => event.amount })).not.toThrow() // (checked per invocation)
+    // @ts-expect-error onInProgress is 'wait' or 'reject'
+    expect(() => etcdIdempotency<Order>({ key: (event) => event.orderId, onInProgress: 'fail' })).toThrow(InvalidArgumentError)
   })
 })

@@ -1,16 +1,12 @@
 import middy from '@middy/core'
 import { describe, expect, it } from 'vitest'
-import { LockedError, LockTimeoutError, InvalidArgumentError, Mutex, Session } from '../lib/index.js'
-import { etcdLock, type EtcdEvent } from '../middleware/index.js'
-import { uniqueName, useEtcd, sleep } from './helpers.js'
-import { lambdaContext } from './lambda.js'
+import { LockedError, LockTimeoutError, InvalidArgumentError, Mutex, Session } from '../../lib/index.js'
+import { etcdLock, type EtcdEvent } from '../../middleware/index.js'
+import { uniqueName, useEtcd, sleep } from '../helpers.js'
+import { lambdaContext } from '../lambda.js'
 
 const etcd = useEtcd()
 
-async function keysUnder(prefix: string) {
-  const res = await etcd.client.getAll().prefix(prefix).keys()
-  return res
-}
 
 describe('etcdLock', () => {
   it('50 concurrent invocations doing read-modify-write count exactly 50 with increasing fences', async () => {
@@ -27,7 +23,7 @@ describe('etcdLock', () => {
     await Promise.all(Array.from({ length: 50 }, () => handler({}, lambdaContext())))
     expect(await etcd.client.get(counterKey).string()).toBe('50')
     for (let i = 1; i < fences.length; i++) expect(fences[i]).toBeGreaterThan(fences[i - 1])
-    expect(await keysUnder(`${name}/`)).toEqual([])
+    expect(await etcd.keysUnder(`${name}/`)).toEqual([])
   })
 
   it('releases when the handler throws', async () => {
@@ -36,7 +32,7 @@ describe('etcdLock', () => {
       throw new Error('boom')
     }).use(etcdLock({ name, client: etcd.client }))
     await expect(handler({}, lambdaContext())).rejects.toThrow('boom')
-    expect(await keysUnder(`${name}/`)).toEqual([])
+    expect(await etcd.keysUnder(`${name}/`)).toEqual([])
   })
 
   it("releases on Middy's early timeout", async () => {
@@ -45,7 +41,7 @@ describe('etcdLock', () => {
       await sleep(5_000)
     }, { timeoutEarlyInMillis: 50 }).use(etcdLock({ name, client: etcd.client }))
     await expect(handler({}, lambdaContext(600))).rejects.toThrow()
-    expect(await keysUnder(`${name}/`)).toEqual([])
+    expect(await etcd.keysUnder(`${name}/`)).toEqual([])
   })
 
   it("mode 'try' short-circuits with onLocked and releases an outer lock", async () => {
@@ -64,7 +60,7 @@ describe('etcdLock', () => {
     expect(await handler({}, lambdaContext())).toBe('busy')
     expect(ran).toBe(false)
     expect(events.map((e) => e.type)).toEqual(['skipped'])
-    expect(await keysUnder(`${outer}/`)).toEqual([])
+    expect(await etcd.keysUnder(`${outer}/`)).toEqual([])
     await holder.unlock()
   })
 
@@ -84,7 +80,7 @@ describe('etcdLock', () => {
     await holder.lock()
     const handler = middy(async () => 'ran').use(etcdLock({ name, waitMs: 300, client: etcd.client }))
     await expect(handler({}, lambdaContext())).rejects.toBeInstanceOf(LockTimeoutError)
-    expect(await keysUnder(`${name}/`)).toEqual([holder.key])
+    expect(await etcd.keysUnder(`${name}/`)).toEqual([holder.key])
     await holder.unlock()
   })
 

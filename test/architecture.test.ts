@@ -1,0 +1,86 @@
+// The layers hold: read from the source's import statements. lib/ knows nothing above it; the
+// deployable dispatcher carries no Middy, plugin or build code; production code never imports
+// test helpers; and no module imports itself back through others.
+import { readdirSync, readFileSync } from 'node:fs'
+import { dirname, join, relative, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { describe, expect, it } from 'vitest'
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..')
+const SOURCE_DIRS = ['lib', 'middleware', 'dispatch', 'offline', 'testing', 'cli', 'handlers']
+
+function sourceFiles(dir: string): string[] {
+  return readdirSync(join(root, dir), { withFileTypes: true }).flatMap((e) =>
+    e.isDirectory() ? sourceFiles(join(dir, e.name)) : e.name.endsWith('.ts') ? [join(dir, e.name)] : [],
+  )
+}
+
+/** Every module specifier a file imports or re-exports (static and dynamic). */
+function specifiers(file: string): string[] {
+  const text = readFileSync(join(root, file), 'utf8')
+  const found = [...text.matchAll(/(?:^|\n)\s*(?:import|export)\s[^'";]*?from\s+'([^']+)'|import\(\s*'([^']+)'\s*\)|(?:^|\n)\s*import\s+'([^']+)'/g)]
+  return found.map((m) => m[1] ?? m[2] ?? m[3])
+}
+
+/** Project file a relative specifier names (`./x.js` → `dir/x.ts`), or the package name. */
+function target(file: string, spec: string): string {
+  if (!spec.startsWith('.')) return spec.startsWith('node:') ? spec : spec.split('/').slice(0, spec.startsWith('@') ? 2 : 1).join('/')
+  return relative(root, resolve(root, dirname(file), spec)).replace(/\.js$/, '.ts')
+}
+
+const graph = new Map<string, string[]>(SOURCE_DIRS.flatMap(sourceFiles).map((f) => [f, specifiers(f).map((s) => target(f, s))]))
+
+/** Every module reachable from `start` (project files and package names). */
+function reachable(start: string): Set<string> {
+  const seen = new Set<string>()
+  const visit = (m: string) => {
+    if (seen.has(m)) return
+    seen.add(m)
+    for (const next of graph.get(m) ?? []) visit(next)
+  }
+  visit(start)
+  return seen
+}
+
+describe('module layers', () => {
+  it('finds the imports it checks', () => {
+    expect(graph.size).toBeGreaterThan(40)
+    expect(graph.get('dispatch/index.ts')).toContain('dispatch/handler.ts')
+    expect(graph.get('dispatch/lambda-invoker.ts')).toContain('@aws-sdk/client-lambda')
+  })
+
+  it('lib/ imports nothing from the layers above it', () => {
+    const bad = [...graph].filter(([f]) => f.startsWith('lib/')).flatMap(([f, deps]) => deps.filter((d) => /^(middleware|dispatch|offline|testing|cli|handlers)\//.test(d)).map((d) => `${f} → ${d}`))
+    expect(bad).toEqual([])
+  })
+
+  it('the deployable dispatcher reaches only lib/, etcd3 and the Lambda client: no Middy, plugin or build tool', () => {
+    const deps = [...reachable('dispatch/index.ts')]
+    expect(deps.filter((d) => /^(middleware|offline|testing|cli|handlers)\//.test(d))).toEqual([])
+    expect(deps.filter((d) => !d.includes('/') || d.startsWith('@')).filter((d) => !d.startsWith('node:')).sort()).toEqual(['@aws-sdk/client-lambda', 'cockatiel', 'etcd3'])
+  })
+
+  it('production code (lib, middleware, dispatch, offline, cli) never imports testing/ or test/', () => {
+    const bad = [...graph].filter(([f]) => !f.startsWith('testing/') && !f.startsWith('handlers/')).flatMap(([f, deps]) => deps.filter((d) => /^(testing|test)\//.test(d)).map((d) => `${f} → ${d}`))
+    expect(bad).toEqual([])
+  })
+
+  it('no import cycle among the project modules', () => {
+    const cycles: string[] = []
+    const state = new Map<string, 'active' | 'done'>()
+    const stack: string[] = []
+    const visit = (m: string) => {
+      state.set(m, 'active')
+      stack.push(m)
+      for (const next of graph.get(m) ?? []) {
+        if (!graph.has(next)) continue
+        if (state.get(next) === 'active') cycles.push([...stack.slice(stack.indexOf(next)), next].join(' → '))
+        else if (!state.has(next)) visit(next)
+      }
+      stack.pop()
+      state.set(m, 'done')
+    }
+    for (const m of graph.keys()) if (!state.has(m)) visit(m)
+    expect(cycles).toEqual([])
+  })
+})

@@ -1,0 +1,329 @@
+// The queue dispatcher (middy-etcd/dispatcher) against a real etcd: the claim loop invoking a
+// stand-in function, the Invoke API client, the subscriptions it reads, and the deployable
+// handler that lets one of several overlapping runs dispatch.
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import middy from '@middy/core'
+import { describe, expect, it } from 'vitest'
+import { checkQueueSettings, ConfigurationError, InvalidArgumentError, PriorityQueue, Queue, type QueueDispatchEvent as DispatchEvent } from '../lib/index.js'
+import { queueConsumer } from '../middleware/index.js'
+import { dispatcherHandler, lambdaInvoker, runDispatcher, subscriptionsFromEnv, type DispatcherOptions, type QueueSubscription } from '../dispatch/index.js'
+import { lambdaContext } from '../testing/index.js'
+import { sleep, uniqueName, useEtcd } from './helpers.js'
+
+async function until<T>(what: string, timeoutMs: number, probe: () => T | undefined | false | Promise<T | undefined | false>): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const value = await probe()
+    if (value) return value
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+    await sleep(100)
+  }
+}
+
+describe('runDispatcher (the dispatcher core, against etcd, invoking a stand-in function)', () => {
+  const etcd = useEtcd(1)
+
+  /** Runs a dispatcher until `done` resolves (or 15 s), then stops it. */
+  async function dispatchUntil(options: Omit<DispatcherOptions, 'client' | 'signal'>, done: Promise<unknown>) {
+    const abort = new AbortController()
+    const running = runDispatcher({ ...options, client: etcd.client, signal: abort.signal })
+    try {
+      await Promise.race([done, sleep(15_000).then(() => Promise.reject(new Error('dispatcher test timed out')))])
+    } finally {
+      abort.abort()
+      await running
+    }
+  }
+
+  it('invokes the subscribed function with JSON-safe messages that it can ack in another "process"', async () => {
+    const name = uniqueName('dq')
+    const q = new Queue(etcd.client, name)
+    for (const v of ['a', 'b', 'c']) await q.enqueue(v)
+    const events: DispatchEvent[] = []
+    let resolveDone!: () => void
+    const done = new Promise<void>((r) => (resolveDone = r))
+    await dispatchUntil(
+      {
+        subscriptions: [{ function: 'svc-dev-worker', queue: name, batchSize: 10 }],
+        invoke: async (fn, event) => {
+          expect(fn).toBe('svc-dev-worker')
+          // The event survives JSON, as it does through the Invoke API.
+          const parsed = JSON.parse(JSON.stringify(event)) as DispatchEvent
+          events.push(parsed)
+          const consumer = new Queue(etcd.newClient(), name)
+          for (const m of parsed.etcdQueue.messages as { receipt: string }[]) await consumer.ack(m.receipt)
+          if (events.flatMap((e) => e.etcdQueue.messages).length === 3) resolveDone()
+          return { ok: true }
+        },
+      },
+      done,
+    )
+    const messages = events.flatMap((e) => e.etcdQueue.messages) as { value: string; receiveCount: number; id: string }[]
+    expect(messages.map((m) => m.value)).toEqual(['a', 'b', 'c'])
+    expect(messages.every((m) => m.receiveCount === 1)).toBe(true)
+    expect(events[0].etcdQueue).toMatchObject({ queue: name, priority: false })
+    expect(await q.size()).toBe(0)
+  })
+
+  it('releases the batch of a failed invocation at once, so it is redelivered', async () => {
+    const name = uniqueName('dq')
+    await new Queue(etcd.client, name).enqueue('job')
+    const deliveries: number[] = []
+    let resolveDone!: () => void
+    const done = new Promise<void>((r) => (resolveDone = r))
+    await dispatchUntil(
+      {
+        // A long visibility timeout: only the nack can bring the message back within the test.
+        subscriptions: [{ function: 'f', queue: name, visibilityTimeout: 60 }],
+        invoke: async (_fn, event) => {
+          const [m] = event.etcdQueue.messages as { receiveCount: number; receipt: string }[]
+          deliveries.push(m.receiveCount)
+          if (m.receiveCount < 3) return { ok: false, error: 'boom' }
+          await new Queue(etcd.client, name).ack(m.receipt)
+          resolveDone()
+          return { ok: true }
+        },
+      },
+      done,
+    )
+    expect(deliveries).toEqual([1, 2, 3])
+  })
+
+  it('redelivers a message the function did not settle once its visibility timeout ends', async () => {
+    const name = uniqueName('dq')
+    await new Queue(etcd.client, name).enqueue('slow')
+    const seen: { count: number; at: number }[] = []
+    let resolveDone!: () => void
+    const done = new Promise<void>((r) => (resolveDone = r))
+    await dispatchUntil(
+      {
+        subscriptions: [{ function: 'f', queue: name, visibilityTimeout: 1 }],
+        invoke: async (_fn, event) => {
+          const [m] = event.etcdQueue.messages as { receiveCount: number; receipt: string }[]
+          seen.push({ count: m.receiveCount, at: performance.now() })
+          if (m.receiveCount === 1) return { ok: true } // "succeeded" but never acked (crashed before ack)
+          await new Queue(etcd.client, name).ack(m.receipt)
+          resolveDone()
+          return { ok: true }
+        },
+      },
+      done,
+    )
+    expect(seen.map((s) => s.count)).toEqual([1, 2])
+  })
+
+  it('moves a message to the dead-letter queue after maxReceives deliveries', async () => {
+    const name = uniqueName('dq')
+    const dlq = uniqueName('dlq')
+    await new Queue(etcd.client, name).enqueue('poison')
+    let invocations = 0
+    const dead = new Queue(etcd.client, dlq)
+    await dispatchUntil(
+      {
+        subscriptions: [{ function: 'f', queue: name, maxReceives: 2, deadLetterQueue: dlq }],
+        invoke: async () => {
+          invocations++
+          return { ok: false, error: 'always fails' }
+        },
+      },
+      until('the dead-letter queue to get the message', 10_000, async () => (await dead.size()) === 1),
+    )
+    expect(invocations).toBe(2)
+    expect(await dead.dequeue()).toBe('poison')
+    expect(await new Queue(etcd.client, name).size()).toBe(0)
+  })
+
+  it('serves a PriorityQueue subscription most urgent first, with priorities in the messages', async () => {
+    const name = uniqueName('dpq')
+    const pq = new PriorityQueue(etcd.client, name)
+    await pq.enqueue('low', 9)
+    await pq.enqueue('high', 0)
+    await pq.enqueue('mid', 4)
+    const got: { value: string; priority?: number }[] = []
+    let resolveDone!: () => void
+    const done = new Promise<void>((r) => (resolveDone = r))
+    await dispatchUntil(
+      {
+        subscriptions: [{ function: 'f', queue: name, priority: true, batchSize: 1 }],
+        invoke: async (_fn, event) => {
+          expect(event.etcdQueue.priority).toBe(true)
+          for (const m of event.etcdQueue.messages as { value: string; priority: number; receipt: string }[]) {
+            got.push({ value: m.value, priority: m.priority })
+            await pq.ack(m.receipt)
+          }
+          if (got.length === 3) resolveDone()
+          return { ok: true }
+        },
+      },
+      done,
+    )
+    expect(got).toEqual([
+      { value: 'high', priority: 0 },
+      { value: 'mid', priority: 4 },
+      { value: 'low', priority: 9 },
+    ])
+  })
+
+  it('stops promptly when its signal aborts while waiting for messages', async () => {
+    const abort = new AbortController()
+    const running = runDispatcher({ client: etcd.client, subscriptions: [{ function: 'f', queue: uniqueName('idle') }], invoke: async () => ({ ok: true }), signal: abort.signal })
+    await sleep(300)
+    abort.abort()
+    await expect(Promise.race([running.then(() => 'stopped'), sleep(5_000).then(() => 'hung')])).resolves.toBe('stopped')
+  })
+
+  it('lambdaInvoker speaks the Invoke API: RequestResponse outcomes, function errors, Event', async () => {
+    const seen: { path: string; type?: string; body: unknown }[] = []
+    const server = createServer((req, res) => {
+      let body = ''
+      req.on('data', (c) => (body += c))
+      req.on('end', () => {
+        seen.push({ path: req.url!, type: req.headers['x-amz-invocation-type'] as string | undefined, body: JSON.parse(body) })
+        const fn = decodeURIComponent(req.url!.split('/')[3])
+        if (req.headers['x-amz-invocation-type'] === 'Event') return res.writeHead(202).end()
+        if (fn === 'broken') return res.writeHead(200, { 'X-Amz-Function-Error': 'Unhandled' }).end(JSON.stringify({ errorMessage: 'kaput', errorType: 'Error' }))
+        res.writeHead(200).end(JSON.stringify({ batchItemFailures: [{ itemIdentifier: '42' }] }))
+      })
+    })
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()))
+    const endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+    try {
+      const event: DispatchEvent = { etcdQueue: { queue: 'q', priority: false, messages: [{ id: '42', key: 'q/1', value: 'v', receiveCount: 1, receipt: 'r' }] } }
+      const sync = lambdaInvoker({ endpoint, region: 'eu-west-1', env: {} })
+      expect(await sync('svc-dev-worker', event)).toEqual({ ok: true, failedIds: ['42'] })
+      expect(await sync('broken', event)).toEqual({ ok: false, error: 'kaput' })
+      expect(await lambdaInvoker({ endpoint, invocationType: 'Event', env: {} })('svc-dev-worker', event)).toEqual({ ok: true })
+      expect(seen.map((s) => s.type)).toEqual(['RequestResponse', 'RequestResponse', 'Event'])
+      expect(seen[0].path).toBe('/2015-03-31/functions/svc-dev-worker/invocations')
+      expect(seen[0].body).toEqual(event)
+    } finally {
+      server.close()
+    }
+    expect(() => lambdaInvoker({ invocationType: 'Later' as never })).toThrow(InvalidArgumentError)
+  })
+
+  it('rejects bad subscriptions before claiming anything', async () => {
+    const run = (sub: unknown) => runDispatcher({ client: etcd.client, subscriptions: [sub as QueueSubscription], invoke: async () => ({ ok: true }), signal: AbortSignal.abort() })
+    await expect(run({ queue: 'q' })).rejects.toBeInstanceOf(InvalidArgumentError)
+    await expect(run({ function: 'f', queue: 'q', batchSize: 0 })).rejects.toBeInstanceOf(InvalidArgumentError)
+    await expect(run({ function: 'f', queue: 'q', maxReceives: 3 })).rejects.toThrow(/deadLetterQueue/)
+    expect(() => subscriptionsFromEnv({})).toThrow(ConfigurationError)
+    expect(() => subscriptionsFromEnv({ ETCD_QUEUE_SUBSCRIPTIONS: '{nope' })).toThrow(/not valid JSON/)
+    expect(subscriptionsFromEnv({ ETCD_QUEUE_SUBSCRIPTIONS: '[{"function":"f","queue":"q"}]' })).toEqual([{ function: 'f', queue: 'q' }])
+  })
+})
+
+describe('dispatcherHandler (the deployable dispatcher function)', () => {
+  const etcd = useEtcd(1)
+  const context = (remainingMs: number, id: string) => {
+    const end = Date.now() + remainingMs
+    return { functionName: 'svc-prod-dispatcher', awsRequestId: id, getRemainingTimeInMillis: () => end - Date.now() }
+  }
+
+  it('lets one of two overlapping runs dispatch every message; the other returns at once; nothing is left in etcd', async () => {
+    const queue = uniqueName('dh')
+    const election = uniqueName('dispatcher-election')
+    const q = new Queue(etcd.client, queue)
+    for (const v of ['a', 'b', 'c', 'd']) await q.enqueue(v)
+    const delivered: string[] = []
+    const handler = dispatcherHandler({
+      client: etcd.client,
+      election,
+      tailMs: 0,
+      subscriptions: [{ function: 'svc-prod-worker', queue, batchSize: 3 }],
+      invoke: async (_fn, event) => {
+        for (const m of event.etcdQueue.messages) {
+          delivered.push(m.value)
+          await q.ack(m.receipt)
+        }
+        return { ok: true }
+      },
+    })
+    // Both start within the same second; each may claim for about 2 s.
+    const [a, b] = await Promise.all([handler({}, context(2_000, 'r1')), handler({}, context(2_000, 'r2'))])
+    const results = [a, b]
+    expect(results.filter((r) => r.leader)).toEqual([{ leader: true, dispatched: 4, failed: 0 }])
+    expect(results.filter((r) => !r.leader)).toEqual([{ leader: false, leaderValue: expect.stringMatching(/^svc-prod-dispatcher:r[12]$/), dispatched: 0, failed: 0 }])
+    expect(delivered.sort()).toEqual(['a', 'b', 'c', 'd'])
+    expect(await q.size()).toBe(0)
+    // The winner resigned and both closed their sessions: no candidate key remains.
+    expect(await etcd.client.getAll().prefix(`${election}/`).count()).toBe(0)
+  }, 20_000)
+
+  it('counts a failed invocation as failed and releases its messages for redelivery', async () => {
+    const queue = uniqueName('dh')
+    await new Queue(etcd.client, queue).enqueue('x')
+    const handler = dispatcherHandler({
+      client: etcd.client,
+      election: uniqueName('dispatcher-election'),
+      tailMs: 0,
+      subscriptions: [{ function: 'f', queue, visibilityTimeout: 60 }],
+      invoke: async () => ({ ok: false, error: 'boom' }),
+    })
+    const result = await handler({}, context(1_000, 'r'))
+    expect(result.leader).toBe(true)
+    expect(result.failed).toBeGreaterThanOrEqual(1)
+    expect(result.failed).toBe(result.dispatched)
+    // Released at once (nack), not after the 60 s visibility timeout.
+    const [again] = await new Queue(etcd.client, queue).receive({ max: 1, wait: false })
+    expect(again?.value).toBe('x')
+  }, 20_000)
+
+  it('refuses bad options when built, and a missing ETCD_QUEUE_SUBSCRIPTIONS when invoked', async () => {
+    expect(() => dispatcherHandler({ tailMs: -1 })).toThrow(InvalidArgumentError)
+    expect(() => dispatcherHandler({ invocationType: 'Later' as never })).toThrow(/invocationType/)
+    expect(() => dispatcherHandler({ subscriptions: [{ queue: 'q' } as never] })).toThrow(/function/)
+    expect(() => dispatcherHandler({ client: {} as never })).toThrow(InvalidArgumentError)
+    const saved = process.env.ETCD_QUEUE_SUBSCRIPTIONS
+    delete process.env.ETCD_QUEUE_SUBSCRIPTIONS
+    try {
+      await expect(dispatcherHandler({ client: etcd.client })({}, context(1_000, 'r'))).rejects.toBeInstanceOf(ConfigurationError)
+    } finally {
+      if (saved !== undefined) process.env.ETCD_QUEUE_SUBSCRIPTIONS = saved
+    }
+  })
+})
+
+describe('one queue message shape and one check of queue settings', () => {
+  const etcd = useEtcd(1)
+
+  it('checkQueueSettings names the source and the field', () => {
+    expect(() => checkQueueSettings({ queue: 'q', batchSize: 0 }, 'function worker, etcdQueue event')).toThrow(/^function worker, etcdQueue event: batchSize must be a whole number from 1 to 1000, got 0$/)
+    expect(() => checkQueueSettings({ queue: '' }, 'x')).toThrow(/queue must be the queue's name/)
+    expect(() => checkQueueSettings({ queue: 'q', priority: 'yes' }, 'x')).toThrow(/priority must be true/)
+    expect(() => checkQueueSettings({ queue: 'q', deadLetterQueue: 'd' }, 'x')).toThrow(/maxReceives and deadLetterQueue go together/)
+    expect(() => checkQueueSettings({ queue: 'q', concurrency: 101 }, 'x')).toThrow(/concurrency/)
+    expect(() => checkQueueSettings('q', 'x')).toThrow(InvalidArgumentError)
+    expect(() => checkQueueSettings({ queue: 'q', batchSize: 5, maxReceives: 2, deadLetterQueue: 'd', concurrency: 2 }, 'x')).not.toThrow()
+  })
+
+  it('queueConsumer, the dispatcher and subscriptionsFromEnv apply the same rule', async () => {
+    const rule = /maxReceives and deadLetterQueue go together/
+    expect(() => queueConsumer({ queue: 'q', maxReceives: 2 })).toThrow(rule)
+    await expect(
+      runDispatcher({ client: etcd.client, subscriptions: [{ function: 'f', queue: 'q', maxReceives: 2 }], invoke: async () => ({ ok: true }), signal: AbortSignal.abort() }),
+    ).rejects.toThrow(rule)
+    expect(() => subscriptionsFromEnv({ ETCD_QUEUE_SUBSCRIPTIONS: '[{"function":"f","queue":"q","deadLetterQueue":"d"}]' })).toThrow(rule)
+  })
+
+  it('a consumer invoked with a malformed dispatch event fails with a typed error and settles nothing', async () => {
+    const queue = uniqueName('shape')
+    const q = new Queue(etcd.client, queue)
+    await q.enqueue('kept')
+    let ran = false
+    const handler = middy(async () => {
+      ran = true
+      return { batchItemFailures: [] }
+    }).use(queueConsumer({ queue, client: etcd.client }))
+    const bad = { etcdQueue: { queue, messages: [{ id: '1' }] } }
+    await expect(handler(bad, lambdaContext(5_000))).rejects.toThrow(/not queue messages/)
+    expect(ran).toBe(false)
+    expect(await q.size()).toBe(1)
+    // An event for another queue is not a dispatch to this one: the consumer receives by itself.
+    const own = await handler({ etcdQueue: { queue: 'other', messages: [] } }, lambdaContext(5_000))
+    expect(own).toEqual({ batchItemFailures: [] })
+    expect(ran).toBe(true)
+    expect(await q.size()).toBe(0)
+  })
+})

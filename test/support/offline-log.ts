@@ -1,0 +1,14 @@
+// The lines the offline plugin prints on start, as patterns: test/offline.test.ts checks the real
+// output against them and test/readme.test.ts the README's example output.
+
+/** `etcd: listening on http://127.0.0.1:41273 (1 member, pid 48211)` */
+export const LISTENING = /^etcd: listening on (http:\/\/127\.0\.0\.1:\d+(?:, http:\/\/127\.0\.0\.1:\d+)*) \((\d+) members?, pid (\d+(?:, \d+)*)\)$/m
+/** `etcd: ETCD_ENDPOINTS=http://127.0.0.1:41273 injected into 24 functions` */
+export const INJECTED = /^etcd: ETCD_ENDPOINTS=(\S+) injected into (\d+) functions$/m
+/** `etcd: bundled ping, jobWorker into .etcd-offline/build/48190 (as \`package\` ships them)` */
+export const BUNDLED = /^etcd: bundled ([\w-]+(?:, [\w-]+)*) into (\.etcd-offline\/build\/(\d+)) \(as `package` ships them\)$/m
+/** `etcdQueue: example/jobs → jobWorker (batch 5)` */
+export const SUBSCRIBED = /^etcdQueue: (\S+)( \(priority\))? → ([\w-]+) \(batch (\d+)\)$/m
+
+/** Every start-up line pattern. */
+export const START_LINES = [LISTENING, INJECTED, BUNDLED, SUBSCRIBED]

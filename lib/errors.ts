@@ -257,11 +257,16 @@ export class ConfigMismatchError extends MiddyEtcdError {
 }
 
 /**
- * A rate limiter did not admit the call: `tryAcquire` found no token, or a waiting
- * `etcdRateLimit` ran out of its budget. `retryAfterMs` estimates when a try could succeed.
+ * A rate limiter did not admit the call: a waiting `etcdRateLimit` ran out of its budget.
+ * `retryAfterMs` estimates when a try could succeed. Carries HTTP's 429 Too Many Requests with
+ * `expose`, so `@middy/http-error-handler` answers it.
  */
 export class RateLimitedError extends MiddyEtcdError {
   override readonly code = 'RATE_LIMITED'
+  /** For `@middy/http-error-handler`: 429 Too Many Requests. */
+  readonly statusCode = 429
+  /** For `@middy/http-error-handler`: send the message to the caller. */
+  readonly expose = true
 
   constructor(
     /** Estimated wait, in ms, before a call could be admitted. */

@@ -127,5 +127,6 @@ describe('etcdRateLimit', () => {
     const err = await slow({}, lambdaContext()).catch((e: unknown) => e)
     expect(err).toBeInstanceOf(RateLimitedError)
     expect((err as RateLimitedError).retryAfterMs).toBe(60_000)
+    expect((err as RateLimitedError).statusCode).toBe(429)
   })
 })

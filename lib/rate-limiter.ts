@@ -1,7 +1,7 @@
 import { setMaxListeners } from 'node:events'
 import type { Namespace } from 'etcd3'
 import { checkClient, checkOptions } from './check.js'
-import { InvalidArgumentError } from './errors.js'
+import { InvalidArgumentError, SessionExpiredError, type LeaseLostError } from './errors.js'
 import { permitKeys, unixNano } from './keys.js'
 import { checkName, IDEMPOTENT, keyspace, type KeyValue, type Keyspace } from './kv.js'
 import { MAX_PERMITS, MAX_TTL_S } from './limits.js'
@@ -125,26 +125,44 @@ export class RateLimiter {
     const { signal, onWaiting, cost } = checkOptions(options, 'RateLimiter.acquire')
     const need = this.checkCost(cost)
     signal?.throwIfAborted()
-    const session = await this.ownSession()
-    const taker = this.taker(session)
     const all = signal ? AbortSignal.any([signal, this.closing.signal]) : this.closing.signal
-    const grant = await this.queue.acquire(need, session, taker.next, { signal: all, onWaiting })
-    await this.admitted(grant, session, taker.leased())
+    await this.onLiveLease(async (session) => {
+      const taker = this.taker(session)
+      const grant = await this.queue.acquire(need, session, taker.next, { signal: all, onWaiting })
+      await this.admitted(grant, session, taker.leased())
+    })
   }
 
   /** Takes `cost` admissions if they fit now and nobody queues; else says how long to wait. Leaves no key behind when not admitted. */
   async tryAcquire(options?: { cost?: number }): Promise<RateLimitDecision> {
     const { cost } = checkOptions(options, 'RateLimiter.tryAcquire')
     const need = this.checkCost(cost)
+    return this.onLiveLease(async (session) => {
+      const taker = this.taker(session)
+      const tried = await this.queue.tryTake(need, taker.next)
+      if ('granted' in tried) {
+        await this.admitted(tried.granted, session, taker.leased())
+        return { admitted: true, retryAfterMs: 0 }
+      }
+      const { slots, receivedAt, waiters } = tried.blocked
+      return { admitted: false, retryAfterMs: Math.ceil(this.policy.estimate(slots, need, receivedAt, waiters)) }
+    })
+  }
+
+  /**
+   * Runs `call` on the limiter's lease. If etcd says that lease is gone (it expired while the
+   * process was frozen, or was revoked) the call took nothing — etcd refused its whole Txn — so
+   * it runs once more on a new lease.
+   */
+  private async onLiveLease<T>(call: (session: Session) => Promise<T>): Promise<T> {
     const session = await this.ownSession()
-    const taker = this.taker(session)
-    const tried = await this.queue.tryTake(need, taker.next)
-    if ('granted' in tried) {
-      await this.admitted(tried.granted, session, taker.leased())
-      return { admitted: true, retryAfterMs: 0 }
+    try {
+      return await call(session)
+    } catch (err) {
+      const reason = (session.signal.reason as LeaseLostError | undefined)?.reason
+      if (!(err instanceof SessionExpiredError) || (reason !== 'expired' && reason !== 'revoked')) throw err
+      return call(await this.ownSession())
     }
-    const { slots, receivedAt, waiters } = tried.blocked
-    return { admitted: false, retryAfterMs: Math.ceil(this.policy.estimate(slots, need, receivedAt, waiters)) }
   }
 
   /**
@@ -173,7 +191,9 @@ export class RateLimiter {
     }
     const fresh = () => (this.session === pending ? (this.session = grant()) : this.ownSession())
     if (!pending) return fresh()
-    return pending.then((s) => (s.active ? s : fresh()), fresh)
+    // Past its conservative bound (e.g. after the process was frozen) a lease is not used: its
+    // expiry timer may not have run yet.
+    return pending.then((s) => (s.active && s.aliveUntil > performance.now() ? s : (s.orphan(), fresh())), fresh)
   }
 
   /**

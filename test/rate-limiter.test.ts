@@ -94,6 +94,19 @@ describe('RateLimiter', () => {
     await expect(l.acquire()).rejects.toBeInstanceOf(InvalidArgumentError)
   })
 
+  it("a limiter whose lease was revoked (or ran out while the process was frozen) carries on with a new one", async () => {
+    const name = uniqueName('rl-revoked')
+    const l = limiter(name, { rate: 50, burst: 3 })
+    await l.acquire()
+    const token = (await keyspace(etcd.client).range(`${name}/tokens/`, { prefix: true })).kvs[0]
+    expect(token.lease).not.toBe('0')
+    await etcd.client.leaseClient.leaseRevoke({ ID: token.lease })
+    expect((await l.tryAcquire()).admitted).toBe(true)
+    await l.acquire()
+    const leases = new Set((await keyspace(etcd.client).range(`${name}/tokens/`, { prefix: true })).kvs.map((kv) => kv.lease))
+    expect(leases.has(token.lease)).toBe(false)
+  })
+
   it('R = 20/s, burst 5, 150 callers in 3 processes (5 clients each) for 10 s: every 1 s window admits at most 25, and at least 90 % of R is used while demand exceeds it', async () => {
     const name = uniqueName('rl-load')
     // One process's wall clock is an hour off (see rateLimitLoad): the limiter never reads it.

@@ -3,9 +3,10 @@ import type { Namespace } from 'etcd3'
 import { checkClient, checkOptions } from './check.js'
 import { InvalidArgumentError, SessionExpiredError, type LeaseLostError } from './errors.js'
 import { permitKeys, unixNano } from './keys.js'
-import { checkName, IDEMPOTENT, keyspace, type KeyValue, type Keyspace } from './kv.js'
+import { checkName, IDEMPOTENT, keyspace, type Keyspace } from './kv.js'
 import { MAX_PERMITS, MAX_TTL_S } from './limits.js'
-import { PermitQueue, type Decision, type Grant, type SlotChoice, type SlotPolicy, type Taker, type View } from './permit-queue.js'
+import { PermitQueue, type Grant, type Taker } from './permit-queue.js'
+import { CLOCK_RATE_MARGIN, ExpiredTokens } from './token-policy.js'
 import { Session } from './session.js'
 import type { WaitOptions } from './wait.js'
 
@@ -34,11 +35,6 @@ export interface RateLimitDecision {
   retryAfterMs: number
 }
 
-/**
- * Monotonic clocks of different machines run at slightly different speeds (NTP slews by up to
- * 500 ppm): every duration that keeps the rate is measured this much longer than nominal.
- */
-export const CLOCK_RATE_MARGIN = 0.001
 /** Time left, on top of a token's life, for the grant Txn itself, before a token may ride on the lease. */
 const LEASE_GUARD_MS = 5000
 /** Fewest seconds of the limiter's own lease. */
@@ -69,6 +65,7 @@ export class RateLimiter {
   readonly rate: number
   /** The rate's period, ms. */
   readonly per: number
+  /** Admissions allowed at once beyond the steady rate. */
   readonly burst: number
   /** Tokens in the bucket: `burst + 1`. */
   readonly capacity: number
@@ -82,8 +79,9 @@ export class RateLimiter {
   private readonly ttl: number
   private session?: Promise<Session>
   private readonly expiries = new Set<NodeJS.Timeout>()
-  private lastAdmittedAt = -Infinity
   private readonly closing = new AbortController()
+  /** acquire/tryAcquire calls running now. */
+  private calls = 0
 
   constructor(
     readonly client: Namespace,
@@ -155,13 +153,18 @@ export class RateLimiter {
    * it runs once more on a new lease.
    */
   private async onLiveLease<T>(call: (session: Session) => Promise<T>): Promise<T> {
-    const session = await this.ownSession()
+    this.calls++
     try {
-      return await call(session)
-    } catch (err) {
-      const reason = (session.signal.reason as LeaseLostError | undefined)?.reason
-      if (!(err instanceof SessionExpiredError) || (reason !== 'expired' && reason !== 'revoked')) throw err
-      return call(await this.ownSession())
+      const session = await this.ownSession()
+      try {
+        return await call(session)
+      } catch (err) {
+        const reason = (session.signal.reason as LeaseLostError | undefined)?.reason
+        if (!(err instanceof SessionExpiredError) || (reason !== 'expired' && reason !== 'revoked')) throw err
+        return await call(await this.ownSession())
+      }
+    } finally {
+      this.calls--
     }
   }
 
@@ -172,11 +175,13 @@ export class RateLimiter {
    */
   async close(): Promise<void> {
     this.closing.abort(new InvalidArgumentError(`RateLimiter ${JSON.stringify(this.name)} was closed; create a new one`))
+    // A call in flight may still be granted a token: wait for it as for the tokens themselves.
+    const busy = () => this.calls > 0 || this.expiries.size > 0
     const deadline = performance.now() + CLOSE_WAIT_MS
-    while (this.expiries.size > 0 && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10))
+    while (busy() && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10))
     const session = await this.session?.catch(() => undefined)
     if (!session) return
-    if (this.expiries.size > 0) return session.orphan()
+    if (busy()) return session.orphan()
     await session.close().catch(() => session.orphan())
   }
 
@@ -213,7 +218,6 @@ export class RateLimiter {
   /** After a grant: make sure the tokens outlive their time, and delete them once it has passed. */
   private async admitted(grant: Grant, session: Session, leased: boolean) {
     const receivedAt = performance.now()
-    this.lastAdmittedAt = receivedAt
     for (const key of grant.keys) {
       let mod = grant.revision
       if (leased && session.aliveUntil < receivedAt + this.tokenLife) {
@@ -252,86 +256,6 @@ export class RateLimiter {
       throw new InvalidArgumentError(`RateLimiter ${JSON.stringify(this.name)}: cost must be a whole number from 1 to burst + 1 = ${this.capacity}, got ${String(cost)}; raise burst to admit larger calls`)
     }
     return cost
-  }
-}
-
-/**
- * A RateLimiter's policy: a free token slot, or the oldest token once this process has seen it
- * as the oldest for one refill interval (`pacing`: per/rate with the clock margin). Exported for
- * the model test, which runs it against simulated clocks.
- */
-export class ExpiredTokens implements SlotPolicy {
-  readonly observesHandoff = true
-  /** `key@mod` of each token seen as the oldest → this process's clock (`now`) when first seen so. */
-  private readonly oldestSince = new Map<string, number>()
-  private lastOldest?: { choice: SlotChoice; since: number }
-  /** The slots as last seen: the free ones, and the tokens oldest first. */
-  private last?: { free: SlotChoice[]; oldest: KeyValue[] }
-
-  constructor(
-    readonly slots: string,
-    private readonly capacity: number,
-    private readonly pacing: number,
-    /** This process's monotonic clock, ms. */
-    private readonly now: () => number = () => performance.now(),
-  ) {}
-
-  /**
-   * Without a read: the slots free when last seen, the oldest tokens' slots (their holders may
-   * have deleted them since), and the oldest token itself once it is ripe; before any read,
-   * every slot (up to 16) from a random start.
-   */
-  guesses(): SlotChoice[] {
-    const free = (i: number) => ({ key: permitKeys.slot(this.slots, i), mod: 0n })
-    if (!this.last) {
-      const start = Math.floor(Math.random() * this.capacity)
-      return Array.from({ length: Math.min(this.capacity, 16) }, (_, i) => free((start + i) % this.capacity))
-    }
-    const old = this.lastOldest
-    const ripe = old && old.since + this.pacing <= this.now() ? [old.choice] : []
-    return [...this.last.free.slice(0, 4), ...this.last.oldest.slice(0, 3).map((kv) => ({ key: kv.key, mod: 0n })), ...ripe]
-  }
-
-  decide(view: View, need: number): Decision {
-    if (view.before) this.observe(view.before.slots, view.before.receivedAt)
-    const { free, oldest, since } = this.observe(view.slots, view.receivedAt)
-    if (free.length >= need) return { kind: 'take', slots: free.slice(0, need) }
-    // need > free.length >= 0, and need <= capacity: there is a token.
-    const ripe = since! + this.pacing <= this.now()
-    if (!ripe) return { kind: 'wait', wakeAt: since! + this.pacing }
-    if (free.length === need - 1) return { kind: 'take', slots: [...free, oldest!] }
-    return { kind: 'expire', slot: oldest! }
-  }
-
-  /** Estimated ms until `need` tokens could be had, with `waiters` calls queued first. */
-  estimate(slots: KeyValue[], need: number, receivedAt: number, waiters: bigint): number {
-    const { free, since } = this.observe(slots, receivedAt)
-    const first = since === undefined ? 0 : Math.max(0, since + this.pacing - this.now())
-    const more = Math.max(0, need - free.length - 1) + Number(waiters)
-    return free.length >= need && waiters === 0n ? 0 : first + more * this.pacing
-  }
-
-  /** The free slots, and the oldest token with when this process first saw it as the oldest. */
-  private observe(slots: KeyValue[], receivedAt: number) {
-    const tokens = slots
-      .map((kv) => ({ kv, index: permitKeys.slotIndex(this.slots, kv.key) }))
-      .filter((t): t is { kv: KeyValue; index: number } => t.index !== undefined && t.index < this.capacity)
-    const used = new Set(tokens.map((t) => t.index))
-    const free: SlotChoice[] = []
-    for (let i = 0; i < this.capacity; i++) if (!used.has(i)) free.push({ key: permitKeys.slot(this.slots, i), mod: 0n })
-    // The oldest: the lowest mod revision (a token's admission), ties by key.
-    const byAge = tokens.map((t) => t.kv).sort((a, b) => (a.modRevision === b.modRevision ? (a.key < b.key ? -1 : 1) : a.modRevision < b.modRevision ? -1 : 1))
-    this.last = { free, oldest: byAge }
-    const first = byAge[0]
-    if (!first) return { free }
-    const id = `${first.key}@${first.modRevision}`
-    const since = this.oldestSince.get(id) ?? receivedAt
-    // Forget tokens that are gone; the map stays as small as the bucket.
-    for (const known of this.oldestSince.keys()) if (!tokens.some((t) => `${t.kv.key}@${t.kv.modRevision}` === known)) this.oldestSince.delete(known)
-    this.oldestSince.set(id, since)
-    const oldest = { key: first.key, mod: first.modRevision }
-    this.lastOldest = { choice: oldest, since }
-    return { free, oldest, since }
   }
 }
 

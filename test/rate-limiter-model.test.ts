@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest'
 import type { KeyValue } from '../lib/kv.js'
 import { permitKeys } from '../lib/keys.js'
 import type { View } from '../lib/permit-queue.js'
-import { CLOCK_RATE_MARGIN, ExpiredTokens } from '../lib/rate-limiter.js'
+import { CLOCK_RATE_MARGIN, ExpiredTokens } from '../lib/token-policy.js'
 
 const SLOTS = permitKeys.tokens('model')
 

@@ -100,6 +100,7 @@ function toJson(s: Found, ttls: Map<string, LeaseTtl>) {
   }
 }
 
+/** The `semaphores` command. */
 export const semaphores: Command = {
   name: 'semaphores',
   summary: 'list semaphores and rate limiters under a prefix: permits in use and queued calls',

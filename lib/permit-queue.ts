@@ -68,6 +68,7 @@ const MAX_FAST_STEPS = 8
 /** Fresh queue keys tried before giving up on nanosecond clashes. */
 const MAX_ENQUEUE_ATTEMPTS = 16
 
+/** One primitive's queue of calls for the permit slots of `name` (see the file comment). */
 export class PermitQueue {
   private readonly store: PermitStore
   /** Calls of this object queued right now. */

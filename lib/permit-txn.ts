@@ -46,6 +46,7 @@ export interface Guard {
 /** Take the first option that fits, or delete an expired slot. */
 export type Plan = { take: SlotChoice[][] } | { expire: SlotChoice }
 
+/** What one step Txn did, and the slots it read. */
 export interface StepResult extends View {
   /** The guard held (settings match; nobody queues / our queue key is still ours / none older). */
   ok: boolean
@@ -57,6 +58,7 @@ export interface StepResult extends View {
   extra?: OpResult[]
 }
 
+/** The keys of one semaphore or rate limiter, and the Txns on them. */
 export class PermitStore {
   readonly ks: Keyspace
   readonly configKey: string

@@ -10,6 +10,7 @@ import { resolveName, type NameOption } from './name.js'
 import { validateOptions, type Schema } from './options.js'
 import { InvocationScope, waitBudget } from './scope.js'
 
+/** Options of {@link etcdRateLimit}. */
 export interface EtcdRateLimitOptions<TEvent = any, TResult = any> {
   /** The limiter's name (shared by every function that uses it), or a function of event and context. */
   name: NameOption<TEvent>

@@ -6,6 +6,7 @@ import { lockMiddleware, type LockGrant, type Lockable, type LockMiddlewareOptio
 import { defaults, schema as lockSchema } from './lock.js'
 import { validateOptions, type Schema } from './options.js'
 
+/** Options of {@link etcdSemaphore}: those of `etcdLock`, and `permits`. */
 export interface EtcdSemaphoreOptions<TEvent = any, TResult = any> extends LockMiddlewareOptions<TEvent, TResult> {
   /** Holders at once, across every function: the same number everywhere (it is stored with the semaphore). */
   permits: number

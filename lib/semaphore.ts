@@ -150,8 +150,9 @@ class FreePermits implements SlotPolicy {
   ) {}
 
   /**
-   * Without a read: the slots free when last seen, then the oldest holders' slots (they may have
-   * gone since); before any read, every slot (up to 16) from a random start.
+   * Without a read: the slots free when last seen; before any read, every slot (up to 16) from a
+   * random start. Only likely ones: a Txn with nothing to put is a read, which etcd answers
+   * without a raft round and a disk write — the "am I first" Txn of every handoff.
    */
   guesses(): SlotChoice[] {
     const slot = (i: number) => ({ key: permitKeys.slot(this.slots, i), mod: 0n })
@@ -159,8 +160,7 @@ class FreePermits implements SlotPolicy {
       const start = Math.floor(Math.random() * this.permits)
       return Array.from({ length: Math.min(this.permits, 16) }, (_, i) => slot((start + i) % this.permits))
     }
-    const held = this.last.filter((kv) => (permitKeys.slotIndex(this.slots, kv.key) ?? Infinity) < this.permits).sort((a, b) => (a.createRevision < b.createRevision ? -1 : 1))
-    return [...this.free(this.last).slice(0, 4), ...held.slice(0, 4).map((kv) => ({ key: kv.key, mod: 0n }))]
+    return this.free(this.last).slice(0, 8)
   }
 
   decide({ slots }: View): Decision {

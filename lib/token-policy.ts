@@ -35,9 +35,9 @@ export class ExpiredTokens implements SlotPolicy {
   ) {}
 
   /**
-   * Without a read: the slots free when last seen, the oldest tokens' slots (their holders may
-   * have deleted them since), and the oldest token itself once it is ripe; before any read,
-   * every slot (up to 16) from a random start.
+   * Without a read: the slots free when last seen, and the oldest token itself once it is ripe;
+   * before any read, every slot (up to 16) from a random start. Only likely ones: a Txn with
+   * nothing to put is a read, which etcd answers without a raft round and a disk write.
    */
   guesses(): SlotChoice[] {
     const free = (i: number) => ({ key: permitKeys.slot(this.slots, i), mod: 0n })
@@ -47,7 +47,7 @@ export class ExpiredTokens implements SlotPolicy {
     }
     const old = this.lastOldest
     const ripe = old && old.since + this.pacing <= this.now() ? [old.choice] : []
-    return [...this.last.free.slice(0, 4), ...this.last.oldest.slice(0, 3).map((kv) => ({ key: kv.key, mod: 0n })), ...ripe]
+    return [...this.last.free.slice(0, 4), ...ripe]
   }
 
   decide(view: View, need: number): Decision {

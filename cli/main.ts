@@ -9,6 +9,7 @@ import { chooseEndpoints, packageVersion, type EndpointChoice } from './endpoint
 import { leader } from './leader.js'
 import { locks } from './locks.js'
 import { queue } from './queue.js'
+import { semaphores } from './semaphores.js'
 
 /**
  * `middy-etcd`: the operator's view of the locks, elections, queues and barriers that
@@ -19,7 +20,7 @@ import { queue } from './queue.js'
 const PROGRAM = 'middy-etcd'
 /** Default deadline of each etcd call (the client retries a failed call once). */
 const CLI_CALL_TIMEOUT_MS = 2000
-const COMMANDS: Command[] = [locks, leader, queue, barrier]
+const COMMANDS: Command[] = [locks, leader, queue, barrier, semaphores]
 
 const GLOBAL_OPTIONS = {
   endpoints: { type: 'string' },

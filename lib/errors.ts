@@ -255,3 +255,43 @@ export class FenceRejectedError extends MiddyEtcdError {
     super(message)
   }
 }
+
+/**
+ * A Semaphore or RateLimiter contender whose settings (permits; rate, per, burst) differ from
+ * the ones stored with it in etcd by the first contender. Nothing was written: a contender
+ * that disagrees would over- or under-admit, so it fails instead.
+ */
+export class ConfigMismatchError extends MiddyEtcdError {
+  override readonly code = 'CONFIG_MISMATCH'
+
+  constructor(
+    /** The settings stored in etcd, as written in the config key (e.g. `permits=5`). */
+    readonly stored: string,
+    /** This contender's settings, in the same form. */
+    readonly given: string,
+    message: string,
+  ) {
+    super(message)
+  }
+}
+
+/**
+ * A rate limiter did not admit the call: a waiting `etcdRateLimit` ran out of its budget.
+ * `retryAfterMs` estimates when a try could succeed. Carries HTTP's 429 Too Many Requests with
+ * `expose`, so `@middy/http-error-handler` answers it.
+ */
+export class RateLimitedError extends MiddyEtcdError {
+  override readonly code = 'RATE_LIMITED'
+  /** For `@middy/http-error-handler`: 429 Too Many Requests. */
+  readonly statusCode = 429
+  /** For `@middy/http-error-handler`: send the message to the caller. */
+  readonly expose = true
+
+  constructor(
+    /** Estimated wait, in ms, before a call could be admitted. */
+    readonly retryAfterMs: number,
+    message: string,
+  ) {
+    super(message)
+  }
+}

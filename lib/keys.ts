@@ -25,6 +25,11 @@ import type { Compare, Keyspace, Op, TxnResult } from './kv.js'
  * - default dead-letter queue of `<name>`: the Go-layout Queue `dlq/<name>`
  * - idempotency record:    `<prefix>/<key>` (the middleware's prefix: `__idempotency/<function name>`)
  * - single-flight record:  `__singleflight/<key>`
+ * - Semaphore:             `<name>/config` = `permits=<n>` (no lease), `<name>/waiters/<unixNano>`,
+ *                          `<name>/holders/<slot>` (slot 0..permits-1, on the holder's lease)
+ * - RateLimiter:           `<name>/config` = `rate=<r> per=<ms> burst=<b>`, `<name>/waiters/<unixNano>`,
+ *                          `<name>/tokens/<slot>` (slot 0..burst)
+ *   (Go has no semaphore or rate limiter: these layouts are ours alone.)
  */
 
 /** Wall-clock nanoseconds at the monotonic clock's zero, so unixNano() = base + hrtime. */
@@ -203,6 +208,28 @@ export function groupOfSegment(segment: string): string {
 /** The dead-letter queue a queue gets unless one is named: `dlq/<name>` (outside `<name>`, so Go's Dequeue never takes dead letters). */
 export function defaultDeadLetterQueue(name: string): string {
   return `dlq/${name}`
+}
+
+/**
+ * Semaphore and RateLimiter: the settings every contender must agree on, the FIFO queue of
+ * waiting calls, and one key per permit (or token) in use, named by its slot number.
+ */
+export const permitKeys = {
+  /** The stored settings (`permits=5`; `rate=20 per=1000 burst=5`), created by the first contender. */
+  config: (name: string) => `${name}/config`,
+  /** Queued calls, one key each, FIFO by create revision. */
+  waiters: (name: string) => `${name}/waiters/`,
+  /** A Semaphore's permits in use. */
+  holders: (name: string) => `${name}/holders/`,
+  /** A RateLimiter's admissions still counted against the rate. */
+  tokens: (name: string) => `${name}/tokens/`,
+  /** Slot `index` under `slots` (a holders or tokens prefix). */
+  slot: (slots: string, index: number) => `${slots}${index}`,
+  /** The slot number of a key under `slots`, or undefined for a key that is not a slot. */
+  slotIndex: (slots: string, key: string): number | undefined => {
+    const rest = key.slice(slots.length)
+    return key.startsWith(slots) && /^(0|[1-9][0-9]{0,8})$/.test(rest) ? Number(rest) : undefined
+  },
 }
 
 /** Idempotency and single-flight records: one key per idempotency key, its state in the value. */

@@ -33,5 +33,11 @@ export const MAX_DELAY_MS = MAX_TTL_S * 1000
 /** Longest message group name, in UTF-8 bytes (it is part of keys and receipts). */
 export const MAX_GROUP_BYTES = 128
 
+/**
+ * Most permits of a Semaphore, and most tokens (burst + 1) of a RateLimiter: every permit is
+ * a key the queue's head reads when it looks for a free one.
+ */
+export const MAX_PERMITS = 1000
+
 /** Seconds an in-progress idempotency or single-flight record outlives a crashed owner unless configured. */
 export const DEFAULT_IN_PROGRESS_TTL_S = 10

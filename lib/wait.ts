@@ -103,24 +103,61 @@ export async function waitDelete(client: Namespace, key: string, revision: bigin
  * watches from the read's revision) costs 0–100 ms per handoff whatever the network. This watch
  * starts at "now" and is synced at once; the revisions between our read and the watch's start
  * are covered by its created response: if anything was written since `seenAt`, one Range tells
- * whether the key already went.
+ * whether the key already went. Resolves with a revision at which the key was gone.
  */
-export function waitGone(ks: Keyspace, target: { key: string; createRevision: bigint }, seenAt: bigint, signal?: AbortSignal): Promise<void> {
+export function waitGone(ks: Keyspace, target: { key: string; createRevision: bigint }, seenAt: bigint, signal?: AbortSignal): Promise<bigint> {
   signal?.throwIfAborted()
   const watcher: Watcher = ks.client.watch().key(target.key).watcher()
-  return watching<void>(ks.client, watcher, target.key, signal, (settle) => {
+  return watching<bigint>(ks.client, watcher, target.key, signal, (settle) => {
     // Also on a reconnect: etcd3 then resumes the watch after the last revision it saw.
     watcher.on('connected', (res: IWatchResponse) => {
       if (BigInt(res.header.revision) <= seenAt) return
       ks.range(target.key).then(
         (now) => {
-          if (now.kvs.length === 0 || now.kvs[0].createRevision !== target.createRevision) settle({ value: undefined })
+          if (now.kvs.length === 0 || now.kvs[0].createRevision !== target.createRevision) settle({ value: now.revision })
         },
         (error) => settle({ error }),
       )
     })
-    watcher.on('delete', () => settle({ value: undefined }))
+    watcher.on('delete', (raw: IKeyValue) => settle({ value: BigInt(raw.mod_revision) }))
   })
+}
+
+/**
+ * Resolves when a key under `prefix` that a read at revision `seenAt` returned (`seen`) is
+ * deleted or written again, or when any key under `prefix` is deleted: the wait of a
+ * semaphore's head for a permit to come free. Keys created meanwhile do not wake it. Like
+ * {@link waitGone}, the watch starts at "now" (synced at once) and one Range covers the
+ * revisions between the read and the watch. Resolves with the deleted key when a delete event
+ * woke it; other wake-ups may be spurious, the caller reads again.
+ */
+export function waitRangeChange(ks: Keyspace, prefix: string, seenAt: bigint, seen: readonly KeyValue[], signal?: AbortSignal): Promise<RangeChange> {
+  signal?.throwIfAborted()
+  const known = new Map(seen.map((kv) => [kv.key, kv.modRevision]))
+  const changed = (now: readonly KeyValue[]) => {
+    const after = new Map(now.map((kv) => [kv.key, kv.modRevision]))
+    return [...known].some(([key, mod]) => after.get(key) !== mod)
+  }
+  const watcher: Watcher = ks.client.watch().prefix(prefix).watcher()
+  return watching<RangeChange>(ks.client, watcher, prefix, signal, (settle) => {
+    watcher.on('connected', (res: IWatchResponse) => {
+      if (BigInt(res.header.revision) <= seenAt) return
+      ks.range(prefix, { prefix: true }).then(
+        (now) => changed(now.kvs) && settle({ value: {} }),
+        (error) => settle({ error }),
+      )
+    })
+    watcher.on('delete', (raw: IKeyValue) => settle({ value: { deleted: raw.key.toString(), revision: BigInt(raw.mod_revision) } }))
+    watcher.on('put', (raw: IKeyValue) => {
+      if (known.has(raw.key.toString())) settle({ value: {} })
+    })
+  })
+}
+
+/** What woke {@link waitRangeChange}: a key deleted at `revision` (the first one), or some other change. */
+export interface RangeChange {
+  deleted?: string
+  revision?: bigint
 }
 
 /**
@@ -161,7 +198,8 @@ async function ownKeyGone(own: OwnKey, signal: AbortSignal): Promise<void> {
   let seenAt = own.seenAt
   for (;;) {
     try {
-      return await waitGone(own.ks, own, seenAt, signal)
+      await waitGone(own.ks, own, seenAt, signal)
+      return
     } catch (err) {
       if (signal.aborted || (err instanceof WatchLostError && err.reason === 'client-closed')) throw err
     }

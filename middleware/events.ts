@@ -2,13 +2,14 @@ import { EventEmitter } from 'node:events'
 
 /** What a middleware did, for logs and metrics (e.g. CloudWatch EMF). Carries no secrets. */
 export interface EtcdEvent {
-  /** acquired: lock/leadership/barrier passed; waiting: had to queue; released: let go;
-   *  lost: the lease ended while held; skipped: try-lock miss, follower or duplicate short-circuit;
+  /** acquired: lock/permit/leadership/barrier passed, or a call admitted by the rate limit;
+   *  waiting: had to queue; released: let go; lost: the lease ended while held;
+   *  skipped: try-lock miss, rate limited, follower or duplicate short-circuit;
    *  not-stored: an idempotent invocation's response could not be kept (it was still returned). */
   type: 'acquired' | 'waiting' | 'released' | 'lost' | 'skipped' | 'not-stored'
   /** Which middleware. */
-  primitive: 'lock' | 'rwLock' | 'leader' | 'barrier' | 'doubleBarrier' | 'queue' | 'stm' | 'idempotency'
-  /** The lock / election / barrier / queue name, or the idempotency key. */
+  primitive: 'lock' | 'rwLock' | 'semaphore' | 'rateLimit' | 'leader' | 'barrier' | 'doubleBarrier' | 'queue' | 'stm' | 'idempotency'
+  /** The lock / semaphore / rate limiter / election / barrier / queue name, or the idempotency key. */
   name: string
   /** The etcd key of this invocation's hold, when there is one. */
   key?: string

@@ -1,5 +1,7 @@
 export { etcdLock, type EtcdLockOptions } from './lock.js'
 export { etcdRwLock, type EtcdRwLockOptions } from './rw-lock.js'
+export { etcdSemaphore, type EtcdSemaphoreOptions } from './semaphore.js'
+export { etcdRateLimit, type EtcdRateLimitOptions, type RateLimitGrant } from './rate-limit.js'
 export { etcdBarrier, type EtcdBarrierOptions } from './barrier.js'
 export { etcdDoubleBarrier, type EtcdDoubleBarrierOptions } from './double-barrier.js'
 export { queueConsumer, toQueueMessage, type QueueConsumerOptions, type QueueMessage, type QueueDispatchEvent, type BatchResponse } from './queue-consumer.js'

@@ -23,7 +23,7 @@ export interface LockGrant {
   signal: AbortSignal
 }
 
-/** The lock calls a lock middleware needs: a Mutex, or one side of an RWMutex. */
+/** The lock calls a lock middleware needs: a Mutex, one side of an RWMutex, or a Semaphore. */
 export interface Lockable {
   lock(options: LockOptions): Promise<void>
   tryLock(): Promise<void>
@@ -62,6 +62,8 @@ export function lockMiddleware<TEvent, TResult, TSlot extends string>(
   slot: TSlot,
   opts: Resolved<TEvent, TResult>,
   open: (session: Session, name: string) => Lockable,
+  /** What the middleware holds, for messages ('lock', 'semaphore'). */
+  noun = 'lock',
 ): MiddlewareObj<TEvent, TResult, Error, Context & { etcd: Record<TSlot, LockGrant> }> {
   const self = {}
   const client = () => opts.client ?? sharedClient()
@@ -121,7 +123,7 @@ export function lockMiddleware<TEvent, TResult, TSlot extends string>(
       await lock.lock({ signal: budget.signal, onWaiting: () => emit(opts.onEvent, { type: 'waiting', primitive, name }) })
     } catch (err) {
       if (err !== budget.signal.reason) throw err
-      throw new LockTimeoutError(`${middleware}: lock ${JSON.stringify(name)} not acquired within ${budget.ms} ms; raise waitMs or the function timeout`)
+      throw new LockTimeoutError(`${middleware}: ${noun} ${JSON.stringify(name)} not acquired within ${budget.ms} ms; raise waitMs or the function timeout`)
     }
     return { lock, session }
   }

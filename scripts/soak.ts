@@ -8,14 +8,16 @@
  *   2. a queue of M messages (default 10,000) through 4 consumers, one SIGKILLed mid-batch,
  *      while members keep restarting: every message acked exactly once;
  *   3. the STM bank (5 accounts of 100) while each member restarts: the sum stays 500;
- *   4. an STM counter while each member restarts: each committed runSTM adds exactly 1.
+ *   4. an STM counter while each member restarts: each committed runSTM adds exactly 1;
+ *   5. the rate limiter, R = 20/s burst 5, 150 callers in 3 processes for --rate-seconds
+ *      (default 60; members up): every 1 s window at most 25, at least 90 % of R used.
  * Prints each round's figures and the totals as JSON; exits 1 if any check found a violation.
  */
 import { parseArgs } from 'node:util'
 import { startEtcd } from '../testing/index.js'
 import { cycleFaults } from '../test/support/faults.js'
 import { wallNow } from '../test/support/history.js'
-import { lockHandoffs, queueUnderFaults, stmBank, stmCounter } from '../test/support/workloads.js'
+import { lockHandoffs, queueUnderFaults, rateLimitLoad, stmBank, stmCounter } from '../test/support/workloads.js'
 
 const { values } = parseArgs({
   options: {
@@ -24,6 +26,7 @@ const { values } = parseArgs({
     'produce-during-faults': { type: 'boolean', default: false },
     partitions: { type: 'boolean', default: false },
     'pre-vote': { type: 'boolean', default: false },
+    'rate-seconds': { type: 'string', default: '60' },
   },
 })
 if (values.partitions) {
@@ -43,8 +46,9 @@ if (values.partitions) {
 }
 const minutes = Number(values.minutes ?? '5')
 const messages = Number(values.messages)
-if (!(minutes > 0) || !Number.isInteger(messages) || messages < 100) {
-  console.error('usage: npm run soak -- --minutes N [--messages M (>= 100)] [--produce-during-faults]')
+const rateSeconds = Number(values['rate-seconds'])
+if (!(minutes > 0) || !Number.isInteger(messages) || messages < 100 || !(rateSeconds >= 0)) {
+  console.error('usage: npm run soak -- --minutes N [--messages M (>= 100)] [--produce-during-faults] [--rate-seconds S (0: skip)]')
   process.exit(2)
 }
 
@@ -64,6 +68,8 @@ const totals = {
   stmSnapshots: 0,
   stmIncrements: 0,
   fencedWritesReplayed: 0,
+  rateAdmitted: 0,
+  rateMostInWindow: 0,
   violations: [] as string[],
 }
 const errors: Record<string, number> = {}
@@ -145,6 +151,15 @@ try {
     addErrors(counter.errors)
     log(`round ${round} stm counter`, counter)
     log(`round ${round} faults`, { injected: outages.length, leaderStops: outages.filter((o) => o.wasLeader).length })
+
+    // 5. The rate limiter's bound and use, members up.
+    if (rateSeconds > 0) {
+      const rate = await rateLimitLoad(cluster.endpoints, { name: `soak-rate-${round}`, rate: 20, per: 1000, burst: 5, callers: 150, processes: 3, clients: 5, seconds: rateSeconds, minUsed: 0.9 })
+      totals.rateAdmitted += rate.admitted
+      totals.rateMostInWindow = Math.max(totals.rateMostInWindow, rate.mostInWindow)
+      totals.violations.push(...rate.violations.map((v) => `round ${round} rate limiter: ${v}`), ...rate.errors.slice(0, 5).map((e) => `round ${round} rate limiter error: ${e}`))
+      log(`round ${round} rate limiter`, { ...rate, perSecond: rate.perSecond.join(' '), errors: rate.errors.length })
+    }
   }
 } finally {
   await cluster.stop()

@@ -27,14 +27,16 @@ import {
   NotLeaderError,
   PriorityQueue,
   Queue,
+  RateLimiter,
   RWMutex,
+  Semaphore,
   runSTM,
   SessionExpiredError,
   Session,
   singleFlight,
   type EtcdClient,
 } from '../lib/index.js'
-import { etcdBarrier, etcdDoubleBarrier, etcdIdempotency, etcdLock, etcdRwLock } from '../middleware/index.js'
+import { etcdBarrier, etcdDoubleBarrier, etcdIdempotency, etcdLock, etcdRateLimit, etcdRwLock, etcdSemaphore } from '../middleware/index.js'
 import { leaderGuard } from '../middleware/leader-guard.js'
 import { queueConsumer } from '../middleware/queue-consumer.js'
 import { withSTM } from '../middleware/with-stm.js'
@@ -108,6 +110,8 @@ function rows(): Row[] {
         ['PriorityQueue', (n: unknown) => new PriorityQueue(client, any(n))],
         ['Barrier', (n: unknown) => new Barrier(client, any(n))],
         ['DoubleBarrier', (n: unknown) => new DoubleBarrier(session, any(n), 2)],
+        ['Semaphore', (n: unknown) => new Semaphore(session, any(n), 2)],
+        ['RateLimiter', (n: unknown) => new RateLimiter(client, any(n), { rate: 1 })],
       ] as const
     ).flatMap(([type, make]): Row[] => [
       [`${type} name: empty`, () => make(''), InvalidArgumentError, /name must be a non-empty string/],
@@ -203,6 +207,28 @@ function rows(): Row[] {
     ['DoubleBarrier count 2^60', () => new DoubleBarrier(session, 'db-bad', 2 ** 60), InvalidArgumentError, /count/],
     ['DoubleBarrier leave without enter', () => new DoubleBarrier(session, 'db-bad', 2).leave(), InvalidArgumentError, /enter\(\) first/],
 
+    // Semaphore and RateLimiter (issue 14)
+    ['Semaphore: null session', () => new Semaphore(any(null), 'sem-bad', 2), InvalidArgumentError, /needs a Session/],
+    ...([0, -1, 1.5, Infinity, NaN, 1001, '3', undefined] as unknown[]).map((p): Row => [`Semaphore permits ${String(p)}`, () => new Semaphore(session, 'sem-bad', any(p)), InvalidArgumentError, /permits must be a whole number from 1 to 1000/]),
+    ['Semaphore acquire: null options', () => new Semaphore(session, 'sem-bad', 2).acquire(any(null)), InvalidArgumentError, /options must be an object/],
+    ['Semaphore acquire: signal is a string', () => new Semaphore(session, 'sem-bad', 2).acquire({ signal: any('x') }), InvalidArgumentError, /AbortSignal/],
+    ['Semaphore release without acquire', () => new Semaphore(session, 'sem-bad', 2).release(), LockReleasedError, /acquire\(\) first/],
+    ['Semaphore fence without acquire', () => new Semaphore(session, 'sem-bad', 2).fence, LockReleasedError, /fence/],
+    ['Semaphore fenced() without acquire', () => new Semaphore(session, 'sem-bad', 2).fenced(), LockReleasedError, /fenced/],
+    ['RateLimiter: null client', () => new RateLimiter(any(null), 'rl-bad', { rate: 1 }), InvalidArgumentError, /needs an etcd client/],
+    ['RateLimiter: a session instead of a client', () => new RateLimiter(any(session), 'rl-bad', { rate: 1 }), InvalidArgumentError, /needs an etcd client/],
+    ['RateLimiter options: null', () => new RateLimiter(client, 'rl-bad', any(null)), InvalidArgumentError, /options must be an object/],
+    ['RateLimiter options: missing rate', () => new RateLimiter(client, 'rl-bad', any({})), InvalidArgumentError, /rate must be a number/],
+    ...([0, -1, NaN, Infinity, '5'] as unknown[]).map((r): Row => [`RateLimiter rate ${String(r)}`, () => new RateLimiter(client, 'rl-bad', { rate: any(r) }), InvalidArgumentError, /rate must be a number > 0/]),
+    ['RateLimiter rate above one per ms', () => new RateLimiter(client, 'rl-bad', { rate: 2000, per: 1000 }), InvalidArgumentError, /at most one admission per ms/],
+    ...([0, 1.5, -1000, 1e9, '1000'] as unknown[]).map((p): Row => [`RateLimiter per ${String(p)}`, () => new RateLimiter(client, 'rl-bad', { rate: 1, per: any(p) }), InvalidArgumentError, /per must be a whole number of ms/]),
+    ...([-1, 1.5, 1000, '2'] as unknown[]).map((b): Row => [`RateLimiter burst ${String(b)}`, () => new RateLimiter(client, 'rl-bad', { rate: 1, burst: any(b) }), InvalidArgumentError, /burst must be a whole number from 0 to 999/]),
+    ['RateLimiter acquire cost 0', () => new RateLimiter(client, 'rl-bad', { rate: 1 }).acquire({ cost: 0 }), InvalidArgumentError, /cost/],
+    ['RateLimiter acquire cost above burst + 1', () => new RateLimiter(client, 'rl-bad', { rate: 1, burst: 2 }).acquire({ cost: 4 }), InvalidArgumentError, /raise burst/],
+    ['RateLimiter tryAcquire cost 1.5', () => new RateLimiter(client, 'rl-bad', { rate: 1 }).tryAcquire({ cost: 1.5 }), InvalidArgumentError, /cost/],
+    ['RateLimiter acquire: null options', () => new RateLimiter(client, 'rl-bad', { rate: 1 }).acquire(any(null)), InvalidArgumentError, /options must be an object/],
+    ['RateLimiter acquire: signal is a number', () => new RateLimiter(client, 'rl-bad', { rate: 1 }).acquire({ signal: any(5) }), InvalidArgumentError, /AbortSignal/],
+
     // STM
     ['runSTM apply: not a function', () => runSTM(client, any('apply')), InvalidArgumentError, /apply/],
     ['runSTM isolation: unknown', () => stm(() => {}, { isolation: 'Snapshot' }), InvalidArgumentError, /isolation/],
@@ -243,6 +269,19 @@ function rows(): Row[] {
     ['etcdDoubleBarrier: count missing', () => etcdDoubleBarrier(any({ name: 'x' })), InvalidArgumentError, /`count` is required/],
     ['etcdDoubleBarrier: count 0', () => etcdDoubleBarrier({ name: 'x', count: 0 }), InvalidArgumentError, /`count`/],
     ['etcdDoubleBarrier: ttl negative', () => etcdDoubleBarrier({ name: 'x', count: 2, ttl: -3 }), InvalidArgumentError, /`ttl`/],
+    ['etcdSemaphore: permits missing', () => etcdSemaphore(any({ name: 'x' })), InvalidArgumentError, /`permits` is required/],
+    ['etcdSemaphore: permits 0', () => etcdSemaphore({ name: 'x', permits: 0 }), InvalidArgumentError, /`permits`/],
+    ['etcdSemaphore: permits 1001', () => etcdSemaphore({ name: 'x', permits: 1001 }), InvalidArgumentError, /`permits`/],
+    ['etcdSemaphore: acquire unknown', () => etcdSemaphore({ name: 'x', permits: 2, acquire: any('soon') }), InvalidArgumentError, /`acquire`/],
+    ['etcdSemaphore: unknown option (mode)', () => etcdSemaphore(any({ name: 'x', permits: 2, mode: 'try' })), InvalidArgumentError, /unknown option `mode`/],
+    ['etcdRateLimit: rate missing', () => etcdRateLimit(any({ name: 'x' })), InvalidArgumentError, /`rate` is required/],
+    ['etcdRateLimit: rate 0', () => etcdRateLimit({ name: 'x', rate: 0 }), InvalidArgumentError, /`rate`/],
+    ['etcdRateLimit: rate above one per ms', () => etcdRateLimit({ name: 'x', rate: 5000 }), InvalidArgumentError, /^etcdRateLimit: .*one admission per ms/],
+    ['etcdRateLimit: per 0', () => etcdRateLimit({ name: 'x', rate: 1, per: 0 }), InvalidArgumentError, /`per`/],
+    ['etcdRateLimit: burst 1000', () => etcdRateLimit({ name: 'x', rate: 1, burst: 1000 }), InvalidArgumentError, /`burst`/],
+    ['etcdRateLimit: cost above burst + 1', () => etcdRateLimit({ name: 'x', rate: 1, burst: 1, cost: 3 }), InvalidArgumentError, /`cost`.*raise burst/],
+    ['etcdRateLimit: acquire unknown', () => etcdRateLimit({ name: 'x', rate: 1, acquire: any('maybe') }), InvalidArgumentError, /`acquire`/],
+    ['etcdRateLimit: onLimited not a function', () => etcdRateLimit({ name: 'x', rate: 1, onLimited: any(429) }), InvalidArgumentError, /`onLimited`/],
     ['leaderGuard: election missing', () => leaderGuard(any({})), InvalidArgumentError, /`election` is required/],
     ['leaderGuard: term 0', () => leaderGuard({ election: 'x', term: 0 }), InvalidArgumentError, /`term`/],
     ['leaderGuard: onFollower not a function', () => leaderGuard({ election: 'x', onFollower: any('no') }), InvalidArgumentError, /`onFollower`/],

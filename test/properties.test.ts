@@ -2,8 +2,11 @@ import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { ConfigurationError, hashPayload, IdempotencyResultNotStorableError, InvalidArgumentError, resolveClientOptions } from '../lib/index.js'
 import { decodeRecord, encodeRecord } from '../lib/idempotency-record.js'
+import { permitKeys } from '../lib/keys.js'
 import { checkName, prefixEnd } from '../lib/kv.js'
 import { checkBackoff, retryDelaySeconds } from '../lib/backoff.js'
+import { checkRateOptions } from '../lib/rate-limiter.js'
+import { checkPermits } from '../lib/semaphore.js'
 
 const bytes = (max = 8) => fc.uint8Array({ maxLength: max }).map((a) => Buffer.from(a))
 /** Byte strings biased towards 0x00 and 0xff, where prefixEnd has its edge cases. */
@@ -205,6 +208,51 @@ describe('idempotency records and payload hashes', () => {
           expect(err).toBeInstanceOf(InvalidArgumentError)
           expect((err as Error).message).toMatch(/"p\/k" is not an idempotency record/)
         }
+      }),
+      { numRuns: 2000 },
+    )
+  })
+})
+
+describe('Semaphore and RateLimiter inputs', () => {
+  const number = fc.oneof(fc.integer({ min: -5, max: 2000 }), fc.double({ noNaN: false }), fc.constantFrom(0, 1, 999, 1000, 1001, Infinity, -Infinity, NaN, 86_400_000, 86_400_001))
+
+  it('permits: accepted exactly when a whole number from 1 to 1000, else InvalidArgumentError', () => {
+    fc.assert(
+      fc.property(fc.oneof(number, fc.anything()), (permits) => {
+        const ok = typeof permits === 'number' && Number.isInteger(permits) && permits >= 1 && permits <= 1000
+        if (ok) expect(checkPermits(permits)).toBe(permits)
+        else expect(() => checkPermits(permits)).toThrow(InvalidArgumentError)
+      }),
+      { numRuns: 3000 },
+    )
+  })
+
+  it('{ rate, per, burst }: accepted exactly when rate > 0 with at most one admission per ms, per a whole number of ms up to a day, burst 0..999', () => {
+    fc.assert(
+      fc.property(fc.oneof(number, fc.constant(undefined), fc.string()), fc.oneof(number, fc.constant(undefined)), fc.oneof(number, fc.constant(undefined)), (rate, per, burst) => {
+        const p = per ?? 1000
+        const b = burst ?? 0
+        const ok =
+          typeof rate === 'number' && Number.isFinite(rate) && rate > 0 &&
+          typeof p === 'number' && Number.isInteger(p) && p >= 1 && p <= 86_400_000 && p / rate >= 1 &&
+          typeof b === 'number' && Number.isInteger(b) && b >= 0 && b <= 999
+        const options = { rate, per, burst } as never
+        if (ok) expect(checkRateOptions(options)).toEqual({ rate, per: p, burst: b })
+        else expect(() => checkRateOptions(options)).toThrow(InvalidArgumentError)
+      }),
+      { numRuns: 5000 },
+    )
+  })
+
+  it('slot keys: slotIndex reads back every slot number, and no other key under the prefix or outside it', () => {
+    fc.assert(
+      fc.property(fc.string({ maxLength: 12 }), fc.integer({ min: 0, max: 999_999_999 }), fc.string({ maxLength: 12 }), (name, index, other) => {
+        const slots = permitKeys.holders(name)
+        expect(permitKeys.slotIndex(slots, permitKeys.slot(slots, index))).toBe(index)
+        const read = permitKeys.slotIndex(slots, `${slots}${other}`)
+        if (read !== undefined) expect(permitKeys.slot(slots, read)).toBe(`${slots}${other}`)
+        expect(permitKeys.slotIndex(slots, `${name}/waiters/${index}`)).toBeUndefined()
       }),
       { numRuns: 2000 },
     )

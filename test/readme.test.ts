@@ -22,6 +22,7 @@ import { barrier } from '../cli/barrier.js'
 import { leader } from '../cli/leader.js'
 import { locks } from '../cli/locks.js'
 import { queue } from '../cli/queue.js'
+import { semaphores } from '../cli/semaphores.js'
 import { resolveClientOptions } from '../lib/index.js'
 import { queueSubscriptions, readConfig, type FunctionObject, type ServerlessLike } from '../offline/config.js'
 import { lambdaContext } from '../testing/index.js'
@@ -174,7 +175,7 @@ describe('README code blocks', () => {
 
   describe('sh', () => {
     const routes = serviceRoutes()
-    const usages = [locks, leader, queue, barrier].flatMap((c) => c.usage.split('\n'))
+    const usages = [locks, leader, queue, barrier, semaphores].flatMap((c) => c.usage.split('\n'))
 
     /** Why a line is a command this repository has, or undefined. */
     function known(line: string, section: string): string | undefined {

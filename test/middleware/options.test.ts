@@ -7,11 +7,14 @@ import {
   etcdDoubleBarrier,
   etcdIdempotency,
   etcdLock,
+  etcdRateLimit,
   etcdRwLock,
+  etcdSemaphore,
   queueConsumer,
   withSTM,
   type IdempotencyGrant,
   type LockGrant,
+  type RateLimitGrant,
   type StoredResponseInfo,
 } from '../../middleware/index.js'
 
@@ -22,6 +25,8 @@ const factories = {
   etcdDoubleBarrier: (o: any) => etcdDoubleBarrier(o),
   queueConsumer: (o: any) => queueConsumer(o),
   withSTM: (o: any) => withSTM(async () => 1, o),
+  etcdSemaphore: (o: any) => etcdSemaphore(o),
+  etcdRateLimit: (o: any) => etcdRateLimit(o),
   etcdIdempotency: (o: any) => etcdIdempotency(o),
 }
 
@@ -36,7 +41,7 @@ const optionValue = fc.oneof(
   fc.func(fc.string()),
   fc.array(fc.string(), { maxLength: 3 }),
 )
-const optionKey = fc.constantFrom('name', 'mode', 'waitMs', 'ttl', 'onLocked', 'count', 'queue', 'batchSize', 'visibilityTimeout', 'maxReceives', 'deadLetterQueue', 'isolation', 'maxAttempts', 'acquire', 'key', 'payload', 'onInProgress', 'responseHook', 'leaseTtl', 'prefix', 'bogus')
+const optionKey = fc.constantFrom('name', 'mode', 'waitMs', 'ttl', 'onLocked', 'count', 'queue', 'batchSize', 'visibilityTimeout', 'maxReceives', 'deadLetterQueue', 'isolation', 'maxAttempts', 'acquire', 'key', 'payload', 'onInProgress', 'responseHook', 'leaseTtl', 'prefix', 'bogus', 'permits', 'rate', 'per', 'burst', 'cost', 'onLimited')
 
 describe('middleware options (fuzz)', () => {
   for (const [name, make] of Object.entries(factories)) {
@@ -69,6 +74,14 @@ describe('middleware types', () => {
     type Ctx = Parameters<typeof handler>[1]
     expectTypeOf<Ctx['etcd']['lock']>().toEqualTypeOf<LockGrant>()
     expectTypeOf<LockGrant['fence']>().toEqualTypeOf<bigint>()
+  })
+
+  it('etcdSemaphore adds context.etcd.semaphore; etcdRateLimit adds context.etcd.rateLimit', () => {
+    const handler = middy().use(etcdSemaphore({ name: 'x', permits: 3 })).use(etcdRateLimit({ name: 'y', rate: 5 }))
+    type Ctx = Parameters<typeof handler>[1]
+    expectTypeOf<Ctx['etcd']['semaphore']>().toEqualTypeOf<LockGrant>()
+    expectTypeOf<Ctx['etcd']['rateLimit']>().toEqualTypeOf<RateLimitGrant>()
+    expectTypeOf<RateLimitGrant['waitedMs']>().toEqualTypeOf<number>()
   })
 
   it('etcdRwLock adds context.etcd.rwLock', () => {

@@ -5,7 +5,7 @@
  * Whatever it holds stays held until the process dies or is told otherwise: that is the point.
  */
 import { createInterface } from 'node:readline'
-import { createClient, DoubleBarrier, Election, Mutex, Queue, Session, type LeaseLostError, type Message } from '../../lib/index.js'
+import { createClient, DoubleBarrier, Election, Mutex, Queue, RateLimiter, Semaphore, Session, type LeaseLostError, type Message } from '../../lib/index.js'
 import { keyspace } from '../../lib/kv.js'
 
 interface Config {
@@ -74,9 +74,76 @@ async function run(cmd: Command) {
       await barrier.enter()
       return say({ event: 'entered', key: barrier.key })
     }
+    case 'semHold': {
+      // Takes a permit and keeps it until the process dies.
+      const semaphore = new Semaphore(await session(cmd.ttl), cmd.name, cmd.permits)
+      await semaphore.acquire()
+      return say({ event: 'semHeld', key: semaphore.key, fence: semaphore.fence, leaseId: semaphore.session.leaseId })
+    }
+    case 'semLoop':
+      return say({ event: 'semDone', tag: cmd.tag, ...(await semaphoreLoop(cmd)) })
+    case 'rateLoop':
+      return say({ event: 'rateDone', ...(await rateLoop(cmd)) })
     default:
       throw new Error(`worker: unknown op ${JSON.stringify(cmd.op)}`)
   }
+}
+
+/**
+ * `count` acquisitions of semaphore `name`, one after another: each reports `enter` (with its
+ * fence) and `leave` to the downstream at `url` while it holds the permit.
+ */
+async function semaphoreLoop(cmd: Command) {
+  const s = await session(cmd.ttl)
+  const fences: string[] = []
+  for (let i = 0; i < cmd.count; i++) {
+    const semaphore = new Semaphore(s, cmd.name, cmd.permits)
+    await semaphore.acquire()
+    const fence = semaphore.fence.toString()
+    fences.push(fence)
+    await fetch(`${cmd.url}/enter`, { method: 'POST', body: fence })
+    await new Promise((r) => setTimeout(r, Math.random() * cmd.holdMs))
+    await fetch(`${cmd.url}/leave`, { method: 'POST', body: fence })
+    await semaphore.release()
+  }
+  return { fences }
+}
+
+/**
+ * `callers` concurrent loops of `acquire()`, spread over `clients` clients with one
+ * RateLimiter each (as functions each have their own), from the wall-clock time `start` until
+ * `until`; reports every admission's wall-clock time (ms, sub-ms precision). `clockOffsetMs`
+ * shifts this process's `Date.now()`: the limiter must not care.
+ */
+async function rateLoop(cmd: Command) {
+  if (cmd.clockOffsetMs) {
+    const real = Date.now
+    Date.now = () => real() + cmd.clockOffsetMs
+  }
+  const wall = () => performance.timeOrigin + performance.now()
+  const clients = Array.from({ length: cmd.clients ?? 1 }, () => createClient({ endpoints: config.endpoints, namespace: config.namespace ?? '', env: {} }))
+  const limiters = clients.map((c) => new RateLimiter(c, cmd.name, { rate: cmd.rate, per: cmd.per, burst: cmd.burst }))
+  // Ready before the start (lease, settings), as after a function's init phase.
+  await Promise.all(limiters.map((l) => l.ready()))
+  await new Promise((r) => setTimeout(r, Math.max(0, (cmd.start ?? 0) - wall())))
+  const admitted: number[] = []
+  const errors: string[] = []
+  await Promise.all(
+    Array.from({ length: cmd.callers }, async (_, i) => {
+      const limiter = limiters[i % limiters.length]
+      while (wall() < cmd.until) {
+        try {
+          await limiter.acquire({ signal: AbortSignal.timeout(Math.max(1, Math.ceil(cmd.until - wall()))) })
+          admitted.push(wall())
+        } catch (err) {
+          if ((err as Error).name !== 'TimeoutError') errors.push(`${(err as Error).name}: ${(err as Error).message}`)
+        }
+      }
+    }),
+  )
+  await Promise.all(limiters.map((l) => l.close()))
+  for (const c of clients) c.close()
+  return { admitted, errors }
 }
 
 say({ event: 'ready', pid: process.pid })

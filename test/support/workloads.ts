@@ -452,3 +452,86 @@ export async function stmCounter(cluster: EtcdCluster, o: { name: string; worker
   if (final > committed + failed) violations.push(`counter is ${final} after ${committed} committed and ${failed} failed increments: ${final - committed - failed} applied twice`)
   return { committed, failed, final, errors, violations }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Rate limiter: the token bucket's bound under load
+
+/** Right after the queue forms: excluded from the use of the rate (see {@link rateLimitLoad}). */
+const SETTLING_MS = 1000
+
+export interface RateLoadResult {
+  admitted: number
+  seconds: number
+  /** Admissions while demand exceeded the rate, after the queue settled, / (rate × that time). */
+  used: number
+  /** Admissions in the settling second right after the queue formed. */
+  settling: number
+  /** ms from the start until at least `rate` calls were queued in etcd (demand above the rate). */
+  queuedAfterMs: number
+  /** Most admissions in any window of `per` ms (wall-clock times of the callers' admissions). */
+  mostInWindow: number
+  perSecond: number[]
+  errors: string[]
+  violations: string[]
+}
+
+/**
+ * `processes` child processes, each with `clients` clients, run `callers` loops of
+ * `RateLimiter.acquire()` in total for `seconds`; one process's wall clock is an hour off.
+ * Checks: every window of `per` ms admits at most `rate + burst` (the whole run), and at least
+ * `minUsed` of the rate is used while demand exceeds it: from the first moment this process
+ * sees at least `rate` calls queued in etcd to the end (the queue never empties meanwhile),
+ * less the first second (every caller queues in the same instant: the etcd clients set up a
+ * watch per waiter one at a time, and the first handoffs wait for them). That second's
+ * admissions are reported as `settling`.
+ */
+export async function rateLimitLoad(endpoints: string[], o: { name: string; rate: number; per: number; burst: number; callers: number; processes: number; clients: number; seconds: number; minUsed: number }): Promise<RateLoadResult> {
+  const procs = await Promise.all(Array.from({ length: o.processes }, () => Worker.start(endpoints)))
+  const observer = createClient({ endpoints, env: {} })
+  const wall = () => performance.timeOrigin + performance.now()
+  try {
+    const start = wall() + 2000
+    const until = start + o.seconds * 1000
+    const running = Promise.all(
+      procs.map((w, i) =>
+        w.request(
+          { op: 'rateLoop', name: o.name, rate: o.rate, per: o.per, burst: o.burst, callers: Math.round(o.callers / o.processes), clients: o.clients, start, until, clockOffsetMs: i === o.processes - 1 ? 3_600_000 : 0 },
+          'rateDone',
+          (o.seconds + 60) * 1000,
+        ),
+      ),
+    )
+    // Demand in etcd's view: how many calls queue, polled until the end.
+    let demandSince = Infinity
+    let emptied = false
+    const ks = keyspace(observer)
+    while (wall() < until - 200) {
+      const queued = (await ks.range(`${o.name}/waiters/`, { prefix: true, countOnly: true })).count
+      if (demandSince === Infinity && queued >= BigInt(o.rate)) demandSince = wall()
+      else if (demandSince !== Infinity && queued === 0n) emptied = true
+      await sleep(50)
+    }
+    const results = await running
+    const errors = results.flatMap((r) => r.errors as string[])
+    const times = results.flatMap((r) => r.admitted as number[]).sort((a, b) => a - b)
+    let mostInWindow = 0
+    for (let i = 0, j = 0; i < times.length; i++) {
+      while (j < times.length && times[j] < times[i] + o.per) j++
+      mostInWindow = Math.max(mostInWindow, j - i)
+    }
+    const settled = demandSince + SETTLING_MS
+    const used = times.filter((t) => t >= settled).length / (o.rate * ((until - settled) / o.per))
+    const settling = times.filter((t) => t >= demandSince && t < settled).length
+    const perSecond = Array.from({ length: Math.ceil(o.seconds) }, (_, s) => times.filter((t) => t >= start + s * 1000 && t < start + (s + 1) * 1000).length)
+    const violations: string[] = []
+    if (mostInWindow > o.rate + o.burst) violations.push(`${mostInWindow} admissions in one ${o.per} ms window (bound ${o.rate + o.burst})`)
+    if (demandSince === Infinity) violations.push(`never ${o.rate} calls queued: demand did not exceed the rate`)
+    else if (used < o.minUsed) violations.push(`only ${(used * 100).toFixed(1)} % of the rate used while demand exceeded it (at least ${o.minUsed * 100} %)`)
+    if (emptied) violations.push('the queue emptied during the run: demand did not exceed the rate throughout')
+    if (times.length > 0 && times[0] < start) violations.push('an admission before the start')
+    return { admitted: times.length, seconds: o.seconds, used, settling, queuedAfterMs: demandSince - start, mostInWindow, perSecond, errors, violations }
+  } finally {
+    observer.close()
+    for (const w of procs) await w.kill()
+  }
+}

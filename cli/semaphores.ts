@@ -1,0 +1,134 @@
+import type { EtcdClient } from '../lib/client.js'
+import { permitKeys } from '../lib/keys.js'
+import { keyspace, type KeyValue } from '../lib/kv.js'
+import { leaseHex, leaseTtls, mapLimit, noMoreArgs, revisionNumber, scanKeys, type Command, type Report } from './common.js'
+import { showKey, showTtl, table, type LeaseTtl } from './table.js'
+
+/**
+ * `semaphores [prefix]`: every Semaphore and RateLimiter under a key prefix, found by their
+ * `<name>/config` key (`permits=<n>`, or `rate=<r> per=<ms> burst=<b>`), with the permits in
+ * use (`<name>/holders/<slot>`, or the rate limiter's `<name>/tokens/<slot>`) and the queued
+ * calls (`<name>/waiters/<nano>`, oldest first), all read at one revision.
+ */
+
+type Kind = 'semaphore' | 'rate limiter'
+
+interface Entry {
+  key: string
+  /** Holders and tokens: the slot number; waiters: the place in the queue (1 = next). */
+  slot?: number
+  position?: number
+  /** Holders: the fencing token (create revision); tokens: the admission's revision; waiters: the queue key's create revision. */
+  revision: number
+  lease: string | null
+  leaseId: string
+  ttl: number | null
+  grantedTtl: number | null
+}
+
+interface Found {
+  name: string
+  kind: Kind
+  settings: string
+  permits: number
+  holders: KeyValue[]
+  waiters: KeyValue[]
+}
+
+const SEMAPHORE = /^permits=[1-9][0-9]*$/
+const RATE_LIMITER = /^rate=[0-9.e+-]+ per=[0-9]+ burst=[0-9]+$/
+/** Entries read per list: far more than any healthy semaphore has. */
+const MAX_ENTRIES = 1000
+
+/** The semaphore or rate limiter named `name` at `revision`, if its config key says it is one. */
+async function read(client: EtcdClient, name: string, revision: bigint): Promise<Found | undefined> {
+  const ks = keyspace(client)
+  const at = { revision, limit: MAX_ENTRIES }
+  const res = await ks.txn([], [
+    ks.get(permitKeys.config(name), { revision }),
+    ks.get(permitKeys.holders(name), { ...at, prefix: true }),
+    ks.get(permitKeys.tokens(name), { ...at, prefix: true }),
+    ks.get(permitKeys.waiters(name), { ...at, prefix: true, sort: ['Create', 'Ascend'] }),
+  ])
+  const [config, holders, tokens, waiters] = res.results.map((r) => r.range!.kvs)
+  const settings = config[0]?.value.toString() ?? ''
+  const kind: Kind | undefined = SEMAPHORE.test(settings) ? 'semaphore' : RATE_LIMITER.test(settings) ? 'rate limiter' : undefined
+  if (!kind) return undefined
+  const permits = kind === 'semaphore' ? Number(settings.slice('permits='.length)) : Number(/burst=([0-9]+)/.exec(settings)![1]) + 1
+  const slots = kind === 'semaphore' ? holders : tokens
+  const bySlot = (kv: KeyValue) => permitKeys.slotIndex(kind === 'semaphore' ? permitKeys.holders(name) : permitKeys.tokens(name), kv.key) ?? Infinity
+  return { name, kind, settings, permits, holders: [...slots].sort((a, b) => bySlot(a) - bySlot(b)), waiters }
+}
+
+function entry(kv: KeyValue, ttls: Map<string, LeaseTtl>, revision: bigint, place: { slot?: number; position?: number }): Entry {
+  const ttl = ttls.get(kv.lease)
+  return {
+    key: kv.key,
+    ...place,
+    revision: revisionNumber(revision),
+    lease: kv.lease === '0' ? null : leaseHex(kv.lease),
+    leaseId: kv.lease,
+    ttl: ttl?.remaining ?? null,
+    grantedTtl: ttl?.granted ?? null,
+  }
+}
+
+function render(prefix: string, found: ReturnType<typeof toJson>[]): string {
+  if (found.length === 0) return `no semaphores or rate limiters under ${prefix === '' ? 'the keyspace' : JSON.stringify(prefix)}`
+  const rows: string[][] = []
+  for (const s of found) {
+    const role = s.kind === 'semaphore' ? 'holder' : 'token'
+    const ttl = (e: Entry) => (e.ttl === null ? '-' : showTtl({ remaining: e.ttl, granted: e.grantedTtl ?? 0 }))
+    const head = [showKey(s.name), s.kind, s.settings]
+    rows.push([...head, 'in use', `${s.holders.length}/${s.permits}`, '', '', '', ''])
+    for (const h of s.holders) rows.push([...head, role, `slot ${h.slot}`, String(h.revision), showKey(h.key), h.lease ?? '-', ttl(h)])
+    for (const w of s.waiters) rows.push([...head, 'waiter', `#${w.position}`, String(w.revision), showKey(w.key), w.lease ?? '-', ttl(w)])
+  }
+  return table(['NAME', 'KIND', 'SETTINGS', 'ROLE', 'PLACE', 'REV', 'KEY', 'LEASE', 'TTL'], rows, ['left', 'left', 'left', 'left', 'left', 'right'])
+}
+
+function toJson(s: Found, ttls: Map<string, LeaseTtl>) {
+  const slots = s.kind === 'semaphore' ? permitKeys.holders(s.name) : permitKeys.tokens(s.name)
+  return {
+    name: s.name,
+    kind: s.kind,
+    settings: s.settings,
+    permits: s.permits,
+    // A holder's fence is its create revision; a token counts from its last write (its admission).
+    holders: s.holders.map((kv) => entry(kv, ttls, s.kind === 'semaphore' ? kv.createRevision : kv.modRevision, { slot: permitKeys.slotIndex(slots, kv.key) })),
+    waiters: s.waiters.map((kv, i) => entry(kv, ttls, kv.createRevision, { position: i + 1 })),
+  }
+}
+
+/** The `semaphores` command. */
+export const semaphores: Command = {
+  name: 'semaphores',
+  summary: 'list semaphores and rate limiters under a prefix: permits in use and queued calls',
+  usage: 'semaphores [prefix]',
+  help: `Lists every Semaphore and RateLimiter under a key prefix (the whole keyspace when none
+is given), found by its settings key <name>/config:
+  Semaphore     permits=<n>                     holders: <name>/holders/<slot>
+  RateLimiter   rate=<r> per=<ms> burst=<b>     tokens:  <name>/tokens/<slot> (admissions
+                                                still counted against the rate)
+and the calls queued for either under <name>/waiters/, oldest (next) first.
+
+Columns: PLACE is the permit's slot, or the waiter's place in the queue; REV the holder's
+fencing token (create revision), a token's admission revision, or when a waiter queued; LEASE
+the lease id in hex ('-': none); TTL the lease's remaining/granted seconds.
+
+All keys are plain etcd keys: 'etcdctl get --prefix <name>/' shows them, and deleting a
+holder's key frees its permit. Go has no semaphore or rate limiter: these layouts are ours.`,
+  async run({ args, connect }): Promise<Report> {
+    noMoreArgs(semaphores, args, 1)
+    const prefix = args[0] ?? ''
+    const client = connect()
+    const names = new Set<string>()
+    const revision = await scanKeys(client, prefix, (kv) => {
+      if (kv.key.endsWith('/config')) names.add(kv.key.slice(0, -'/config'.length))
+    })
+    const found = (await mapLimit([...names].sort(), 16, (name) => read(client, name, revision))).filter((f): f is Found => f !== undefined)
+    const ttls = await leaseTtls(client, found.flatMap((s) => [...s.holders, ...s.waiters].map((kv) => kv.lease)))
+    const result = found.map((s) => toJson(s, ttls))
+    return { json: { prefix, revision: revisionNumber(revision), semaphores: result }, text: render(prefix, result) }
+  },
+}

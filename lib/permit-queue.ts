@@ -1,0 +1,291 @@
+import { EtcdUnavailableError, KeyExistsError, SessionExpiredError } from './errors.js'
+import { unixNano } from './keys.js'
+import type { KeyValue, Op } from './kv.js'
+import { OwnedKey } from './owned-key.js'
+import { PermitStore, type Plan, type SlotChoice, type StepResult, type Taker, type View } from './permit-txn.js'
+import type { Session } from './session.js'
+import { waitGone, waitRangeChange } from './wait.js'
+
+/**
+ * The FIFO queue and the permit slots that {@link Semaphore} and {@link RateLimiter} share.
+ * Under `<name>/`: `config` (the settings every contender compares), `waiters/<unixNano>` (one
+ * key per queued call, on the caller's lease) and one key per permit in use, named by its slot
+ * number (`holders/<i>` or `tokens/<i>`). A permit is taken by one Txn that puts its slot key,
+ * compared on the slot's mod revision, so two calls can never take one slot.
+ *
+ * Fairness without a thundering herd: a call takes a slot at once only while nobody queues;
+ * otherwise it queues, and each waiter watches only its predecessor (as a Mutex waiter does).
+ * Only the head of the queue watches the slots, and it takes a slot and deletes its own queue
+ * key in one Txn — that delete is what wakes the next waiter. So a release wakes exactly one
+ * call: the head, which can proceed.
+ *
+ * Which slot may be taken, and when, is the primitive's {@link SlotPolicy}.
+ */
+
+/** What a policy decides from the slots it saw. */
+export type Decision =
+  /** Take these slots together (one Txn). */
+  | { kind: 'take'; slots: SlotChoice[] }
+  /** Delete this slot's key (an expired rate-limiter token), then look again. */
+  | { kind: 'expire'; slot: SlotChoice }
+  /** Nothing to take: look again when a slot seen changes, or at `wakeAt` (`performance.now()`). */
+  | { kind: 'wait'; wakeAt?: number }
+
+export type { SlotChoice, Taker, View } from './permit-txn.js'
+
+/** How a primitive picks its slots. */
+export interface SlotPolicy {
+  /** The slots' key prefix. */
+  readonly slots: string
+  /** Slots to try without having read anything (the first Txn of a call that wants one slot). */
+  guesses(): SlotChoice[]
+  /** Decides from the slots a read returned (`view.receivedAt`: when its answer came, `performance.now()`). */
+  decide(view: View, need: number): Decision
+  /**
+   * Whether a new head wants the slots as they were when its predecessor left, dated by when
+   * it saw that happen (a rate limiter's clock starts there rather than one read later).
+   */
+  readonly observesHandoff?: boolean
+}
+
+/** Slots taken: their keys and the Txn's revision (each slot's mod revision). */
+export interface Grant {
+  keys: string[]
+  revision: bigint
+}
+
+/** A call that could not take its slots without queueing. */
+export interface Blocked extends View {
+  /** Calls queued ahead (0 when the slots are simply in use). */
+  waiters: bigint
+  decision: Decision
+}
+
+/** Blind slots tried by the first Txn (nested Txns: the first one that is free is taken). */
+const MAX_GUESSES = 16
+/** Fast-path Txns before a call queues instead (each one saw the slots move under it). */
+const MAX_FAST_STEPS = 8
+/** Fresh queue keys tried before giving up on nanosecond clashes. */
+const MAX_ENQUEUE_ATTEMPTS = 16
+
+/** One primitive's queue of calls for the permit slots of `name` (see the file comment). */
+export class PermitQueue {
+  private readonly store: PermitStore
+  /** Calls of this object queued right now. */
+  private queued = 0
+  /** Whether a call of this object is on the fast path right now. */
+  private trying = false
+
+  constructor(
+    client: Session['client'],
+    readonly name: string,
+    /** 'semaphore' or 'rate limiter', for messages. */
+    kind: string,
+    /** This contender's settings as stored, e.g. `permits=5`. */
+    readonly config: string,
+    private readonly policy: SlotPolicy,
+  ) {
+    this.store = new PermitStore(client, name, kind, config, policy.slots)
+  }
+
+  /** Creates or checks the stored settings once per process (see {@link PermitStore.ready}). */
+  ready(): Promise<void> {
+    return this.store.ready()
+  }
+
+  /** Takes `need` slots if that is possible without queueing; else reports what blocks. */
+  async tryTake(need: number, taker: () => Taker): Promise<{ granted: Grant } | { blocked: Blocked }> {
+    await this.store.ready()
+    let plan: Plan = { take: this.guesses(need) }
+    for (let step = 0; step <= MAX_FAST_STEPS; step++) {
+      const res = await this.store.step(this.store.nobodyQueues(), plan, taker())
+      if (res.taken) return { granted: granted(res) }
+      if (!res.ok) {
+        const waiters = res.failed![0].range!.count
+        if ((await this.store.settingsAgree(res.config)) && waiters > 0n) return { blocked: { ...res, waiters, decision: { kind: 'wait' } } }
+        continue
+      }
+      const decision = this.policy.decide(res, need)
+      if (decision.kind === 'wait' || step === MAX_FAST_STEPS) return { blocked: { ...res, waiters: 0n, decision } }
+      plan = decision.kind === 'take' ? { take: [decision.slots] } : { expire: decision.slot }
+    }
+    // Settings created or the queue emptied under us every time: let the queue sort it out.
+    const now = await this.store.ks.range(this.store.slots, { prefix: true })
+    return { blocked: { slots: now.kvs, revision: now.revision, receivedAt: performance.now(), waiters: 0n, decision: { kind: 'wait' } } }
+  }
+
+  /**
+   * Takes `need` slots: at once if nobody queues and they are free, else after queueing behind
+   * every earlier call. On abort or a lost session the queue key goes and nothing is taken.
+   */
+  async acquire(need: number, session: Session, taker: () => Taker, options: { signal?: AbortSignal; onWaiting?: () => void }): Promise<Grant> {
+    // Calls of this object already queue, or try the fast path: this one queues at once (a
+    // burst of calls would otherwise each pay for a Txn that can only fail).
+    if (this.queued === 0 && !this.trying) {
+      this.trying = true
+      try {
+        const tried = await this.tryTake(need, taker)
+        if ('granted' in tried) return tried.granted
+      } finally {
+        this.trying = false
+      }
+    }
+    options.onWaiting?.()
+    options.signal?.throwIfAborted()
+    this.queued++
+    try {
+      return await this.queue(need, session, taker, options.signal)
+    } finally {
+      this.queued--
+    }
+  }
+
+  private async queue(need: number, session: Session, taker: () => Taker, signal?: AbortSignal): Promise<Grant> {
+    await this.store.ready()
+    const queued = await this.enqueue(need, session)
+    const own = queued.own
+    let pending: Promise<StepResult> | undefined
+    try {
+      return await this.whileQueued(own, signal, async (wait) => {
+        let predecessor: KeyValue | undefined = queued.predecessor
+        let view: View = queued.view
+        for (;;) {
+          let res: StepResult
+          // Once the wait is over (abort, lost session) no new Txn may take slots: the caller
+          // is about to delete our queue key and report failure. A Txn in flight then may still
+          // take some: the outcome is read from `pending`.
+          if (predecessor) {
+            const goneAt = await waitGone(this.store.ks, predecessor, view.revision, wait)
+            const seenAt = performance.now()
+            wait.throwIfAborted()
+            res = await (pending = this.firstInLineStep(own, need, goneAt, seenAt, taker()))
+            if (!res.ok) predecessor = res.failed![1].range!.kvs[0]
+            else predecessor = undefined
+          } else {
+            const decision = this.policy.decide(view, need)
+            if (decision.kind === 'wait') {
+              view = await this.waitForSlots(view, decision.wakeAt, wait)
+              continue
+            }
+            wait.throwIfAborted()
+            // A view may be stale: the guesses behind the choice spare a round trip when it is.
+            const plan = decision.kind === 'take' ? { take: [decision.slots, ...this.guesses(need)] } : { expire: decision.slot }
+            res = await (pending = this.store.step(this.store.stillQueued(own), plan, taker(), [this.store.ks.delete(own.key)]))
+          }
+          if (res.taken) return granted(res)
+          if (!res.ok) {
+            if (res.failed![0].range!.kvs.length === 0) throw this.lost(session)
+            await this.store.settingsAgree(res.config)
+          }
+          view = res
+        }
+      })
+    } catch (err) {
+      const last = await pending?.catch(() => undefined)
+      if (last?.taken) return granted(last)
+      await own.abandon()
+      throw err
+    }
+  }
+
+  /**
+   * Runs `wait` until it ends, the caller aborts, or the session ends (then: lost). No watch on
+   * our own key (as `OwnedKey.whileAlive` keeps): etcd3 attaches a client's watches one at a
+   * time, so a burst of waiters would queue twice as many attaches and every handoff would
+   * wait longer. Our key is compared by every step instead, and its lease's loss is the
+   * session's signal.
+   */
+  private async whileQueued<T>(own: OwnedKey, signal: AbortSignal | undefined, wait: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    const session = own.session.signal
+    try {
+      return await wait(signal ? AbortSignal.any([session, signal]) : session)
+    } catch (err) {
+      if (signal?.aborted) throw signal.reason
+      if (session.aborted) throw this.lost(own.session, session.reason)
+      throw err
+    }
+  }
+
+  /** Puts our queue key, reading in the same Txn the youngest older waiter and the slots. */
+  private async enqueue(need: number, session: Session) {
+    session.signal.throwIfAborted()
+    for (let attempt = 0; attempt < MAX_ENQUEUE_ATTEMPTS; attempt++) {
+      const key = `${this.store.waiters}${unixNano()}`
+      const reads = [this.store.ks.get(this.store.waiters, { prefix: true, sort: ['Create', 'Descend'], limit: 1 }), this.store.ks.get(this.store.slots, { prefix: true })]
+      const res = await this.store.ks
+        .txn([this.store.ks.compare(key, 'Version', '==', 0), this.store.settingsCompare()], [...reads, this.store.ks.put(key, String(need), session.leaseId)], [this.store.ks.get(key, { countOnly: true }), this.store.ks.get(this.store.configKey)])
+        .catch((err: unknown) => {
+          if (err instanceof EtcdUnavailableError) session.strand(key) // the put may have applied
+          throw err
+        })
+      const receivedAt = performance.now()
+      if (res.succeeded) {
+        const own = new OwnedKey(session, key, res.revision)
+        const view = { slots: res.results[1].range!.kvs, revision: res.revision, receivedAt }
+        return { own, predecessor: res.results[0].range!.kvs[0], view }
+      }
+      if (res.results[0].range!.count === 0n) await this.store.settingsAgree(res.results[1].range!.kvs[0])
+    }
+    throw new KeyExistsError(`${this.store.kind} ${JSON.stringify(this.name)}: ${MAX_ENQUEUE_ATTEMPTS} fresh queue keys in a row already existed; check for clock problems or another writer of ${this.store.waiters} keys`)
+  }
+
+  /**
+   * The first step after the predecessor went (at revision `goneAt`, seen at `seenAt`): if no
+   * older waiter is left, try the policy's guesses at once (one Txn: a handoff costs one round
+   * trip), and read the slots — also as of `goneAt` when the policy dates its observations from
+   * the handoff. Else the failure read names the next older waiter.
+   */
+  private async firstInLineStep(own: OwnedKey, need: number, goneAt: bigint, seenAt: number, taker: Taker): Promise<StepResult> {
+    const then = this.policy.observesHandoff ? [this.store.ks.get(this.store.slots, { prefix: true, revision: goneAt })] : []
+    const run = (extra: Op[]) => this.store.step(this.store.firstInLine(own), { take: this.guesses(need) }, taker, [this.store.ks.delete(own.key)], extra)
+    const res = await run(then).catch((err: Error) => {
+      // Compacted away already (an unusually aggressive compaction): do without it.
+      if (then.length > 0 && /compacted/i.test(err.message)) return run([])
+      throw err
+    })
+    const before = res.extra?.[0]?.range
+    return before ? { ...res, before: { slots: before.kvs, receivedAt: seenAt } } : res
+  }
+
+  /**
+   * Waits until a slot seen in `view` changes or `wakeAt` passes; returns the view to decide on
+   * next. A timer wake keeps the view (a Txn on stale slots fails and reads them anew); a delete
+   * event removes the deleted slot from it, dated when the event arrived; else the slots are read.
+   */
+  private async waitForSlots(view: View, wakeAt: number | undefined, signal: AbortSignal): Promise<View> {
+    const timer = wakeAt === undefined ? undefined : AbortSignal.timeout(Math.max(0, Math.ceil(wakeAt - performance.now())))
+    let change: { deleted?: string; revision?: bigint }
+    try {
+      change = await waitRangeChange(this.store.ks, this.store.slots, view.revision, view.slots, timer ? AbortSignal.any([signal, timer]) : signal)
+    } catch (err) {
+      if (signal.aborted || !timer?.aborted) throw err
+      return view
+    }
+    if (change.deleted !== undefined && change.revision !== undefined) {
+      return { slots: view.slots.filter((kv) => kv.key !== change.deleted), revision: change.revision, receivedAt: performance.now() }
+    }
+    const now = await this.store.ks.range(this.store.slots, { prefix: true })
+    return { slots: now.kvs, revision: now.revision, receivedAt: performance.now() }
+  }
+
+  /** Blind options for a first Txn: one guessed slot each (only when one slot is wanted). */
+  private guesses(need: number): SlotChoice[][] {
+    return need === 1 ? distinct(this.policy.guesses()).map((c) => [c]) : []
+  }
+
+  private lost(session: Session, cause?: unknown) {
+    const why = cause instanceof Error ? `: ${cause.message}` : ''
+    return new SessionExpiredError(`${this.store.kind} ${JSON.stringify(this.name)}: session ${session.leaseHex} lost its lease while waiting${why}; create a new Session and acquire again`, { cause })
+  }
+}
+
+/** The slots a step took, as a grant. */
+function granted(res: StepResult): Grant {
+  return { keys: res.taken!.map((c) => c.key), revision: res.revision }
+}
+
+/** The first choice per key, at most {@link MAX_GUESSES}. */
+function distinct(choices: SlotChoice[]): SlotChoice[] {
+  const seen = new Set<string>()
+  return choices.filter((c) => !seen.has(c.key) && seen.add(c.key)).slice(0, MAX_GUESSES)
+}

@@ -1,0 +1,139 @@
+import type { MiddlewareObj, Request } from '@middy/core'
+import type { Context } from 'aws-lambda'
+import type { Namespace } from 'etcd3'
+import { sharedClient } from '../lib/client.js'
+import { InvalidArgumentError, RateLimitedError } from '../lib/errors.js'
+import { MAX_PERMITS } from '../lib/limits.js'
+import { checkRateOptions, RateLimiter } from '../lib/rate-limiter.js'
+import { emit, type OnEvent } from './events.js'
+import { resolveName, type NameOption } from './name.js'
+import { validateOptions, type Schema } from './options.js'
+import { InvocationScope, waitBudget } from './scope.js'
+
+/** Options of {@link etcdRateLimit}. */
+export interface EtcdRateLimitOptions<TEvent = any, TResult = any> {
+  /** The limiter's name (shared by every function that uses it), or a function of event and context. */
+  name: NameOption<TEvent>
+  /** Admissions per `per` ms in the long run. */
+  rate: number
+  /** The period of `rate`, ms (default 1000). */
+  per?: number
+  /** Admissions allowed at once beyond the steady rate (default 0): at most `rate + burst` per `per`. */
+  burst?: number
+  /** Admissions one invocation counts as (default 1, at most `burst + 1`). */
+  cost?: number
+  /** 'wait' (default) queues until the call fits; 'try' short-circuits at once with a 429 answer. */
+  acquire?: 'wait' | 'try'
+  /** Most time to wait, ms; always capped by the invocation's remaining time. */
+  waitMs?: number
+  /** With acquire 'try': the response when limited (default: 429 with a `Retry-After` header). */
+  onLimited?: (request: Request<TEvent, TResult>, retryAfterMs: number) => TResult | Promise<TResult>
+  /** Default: `sharedClient()`. */
+  client?: Namespace
+  onEvent?: OnEvent
+}
+
+/** What the handler gets as `context.etcd.rateLimit`. */
+export interface RateLimitGrant {
+  name: string
+  /** Time spent queued before admission, ms. */
+  waitedMs: number
+}
+
+const defaults: { per: number; burst: number; acquire: 'wait' | 'try'; waitMs: number } = { per: 1000, burst: 0, acquire: 'wait', waitMs: Infinity }
+
+const schema: Schema = {
+  name: { type: 'nameOrFunction', required: true },
+  rate: { type: 'number', min: Number.MIN_VALUE, required: true },
+  per: { type: 'integer', min: 1, max: 86_400_000 },
+  burst: { type: 'integer', min: 0, max: MAX_PERMITS - 1 },
+  cost: { type: 'integer', min: 1, max: MAX_PERMITS },
+  acquire: { type: 'enum', values: ['wait', 'try'] },
+  waitMs: { type: 'number', min: 0 },
+  onLimited: { type: 'function' },
+  client: { type: 'object' },
+  onEvent: { type: 'function' },
+}
+
+/** Limiters kept per client, so their observations and lease outlive one invocation. */
+const limiters = new WeakMap<Namespace, Map<string, RateLimiter>>()
+/** Limiters kept per client (a name function can make many): the least recently used go first. */
+const MAX_LIMITERS = 100
+
+function limiterFor(client: Namespace, name: string, o: { rate: number; per: number; burst: number }): RateLimiter {
+  let byName = limiters.get(client)
+  if (!byName) limiters.set(client, (byName = new Map()))
+  const id = `${o.rate}/${o.per}/${o.burst}/${name}`
+  let limiter = byName.get(id)
+  if (limiter) byName.delete(id) // re-inserted below: most recently used last
+  limiter ??= new RateLimiter(client, name, o)
+  byName.set(id, limiter)
+  if (byName.size > MAX_LIMITERS) {
+    const [oldest, evicted] = byName.entries().next().value!
+    byName.delete(oldest)
+    evicted.close().catch(() => {})
+  }
+  return limiter
+}
+
+/** The default answer of a limited call: HTTP 429 with `Retry-After` in whole seconds. */
+function tooManyRequests(retryAfterMs: number) {
+  return {
+    statusCode: 429,
+    headers: { 'Retry-After': String(Math.max(1, Math.ceil(retryAfterMs / 1000))) },
+    body: JSON.stringify({ message: 'Too Many Requests', retryAfterMs }),
+  }
+}
+
+/**
+ * Admits the invocation only within a rate shared by every function (a token bucket in etcd:
+ * `rate` per `per` ms, `burst` more at once; see `RateLimiter`). With `acquire: 'wait'` it
+ * queues (first come, first served) for at most `waitMs` and the remaining time, then throws
+ * `RateLimitedError`; with `'try'` it answers at once with a 429 carrying `Retry-After`.
+ * Nothing is held after the handler: an admission counts against the rate until the bucket
+ * has refilled it.
+ */
+export function etcdRateLimit<TEvent = any, TResult = any>(
+  options: EtcdRateLimitOptions<TEvent, TResult>,
+): MiddlewareObj<TEvent, TResult, Error, Context & { etcd: { rateLimit: RateLimitGrant } }> {
+  const opts = validateOptions<EtcdRateLimitOptions<TEvent, TResult> & typeof defaults>('etcdRateLimit', schema, defaults, options)
+  try {
+    checkRateOptions(opts)
+  } catch (err) {
+    throw new InvalidArgumentError(`etcdRateLimit: ${(err as Error).message}`)
+  }
+  if (opts.cost !== undefined && opts.cost > opts.burst + 1) {
+    throw new InvalidArgumentError(`etcdRateLimit: option \`cost\` (${opts.cost}) must be at most burst + 1 = ${opts.burst + 1}; raise burst`)
+  }
+  const client = () => opts.client ?? sharedClient()
+
+  const before = async (request: Request<TEvent, TResult, Error, Context & { etcd: { rateLimit: RateLimitGrant } }>) => {
+    const name = resolveName('etcdRateLimit', opts.name, request)
+    const limiter = limiterFor(client(), name, opts)
+    const started = performance.now()
+    if (opts.acquire === 'try') {
+      const decision = await limiter.tryAcquire({ cost: opts.cost })
+      if (!decision.admitted) {
+        emit(opts.onEvent, { type: 'skipped', primitive: 'rateLimit', name, detail: { retryAfterMs: decision.retryAfterMs } })
+        // Middy skips every `after` once we answer: release what outer middlewares hold first.
+        await InvocationScope.endAll(request)
+        request.earlyResponse = opts.onLimited ? await opts.onLimited(request, decision.retryAfterMs) : (tooManyRequests(decision.retryAfterMs) as TResult)
+        return request.earlyResponse
+      }
+    } else {
+      const budget = waitBudget(request.context, opts.waitMs)
+      try {
+        await limiter.acquire({ signal: budget.signal, cost: opts.cost, onWaiting: () => emit(opts.onEvent, { type: 'waiting', primitive: 'rateLimit', name }) })
+      } catch (err) {
+        if (err !== budget.signal.reason) throw err
+        throw new RateLimitedError(limiter.interval, `etcdRateLimit: ${JSON.stringify(name)} did not admit the call within ${budget.ms} ms; raise waitMs or the function timeout, or send fewer calls`)
+      }
+    }
+    const waitedMs = performance.now() - started
+    request.context.etcd = { ...request.context.etcd, rateLimit: { name, waitedMs } }
+    emit(opts.onEvent, { type: 'acquired', primitive: 'rateLimit', name, waitedMs })
+    return undefined
+  }
+
+  return { before }
+}

@@ -1,0 +1,50 @@
+import type { MiddlewareObj } from '@middy/core'
+import type { Context } from 'aws-lambda'
+import { MAX_PERMITS } from '../lib/limits.js'
+import { Semaphore } from '../lib/semaphore.js'
+import { lockMiddleware, type LockGrant, type Lockable, type LockMiddlewareOptions } from './lock-middleware.js'
+import { defaults, schema as lockSchema } from './lock.js'
+import { validateOptions, type Schema } from './options.js'
+
+/** Options of {@link etcdSemaphore}: those of `etcdLock`, and `permits`. */
+export interface EtcdSemaphoreOptions<TEvent = any, TResult = any> extends LockMiddlewareOptions<TEvent, TResult> {
+  /** Holders at once, across every function: the same number everywhere (it is stored with the semaphore). */
+  permits: number
+}
+
+const { mode: _renamed, ...shared } = lockSchema
+
+const schema: Schema = {
+  ...shared,
+  permits: { type: 'integer', min: 1, max: MAX_PERMITS, required: true },
+}
+
+/** A Semaphore shaped like a Mutex, for the shared lock middleware body. */
+function asLockable(semaphore: Semaphore): Lockable {
+  return {
+    lock: (o) => semaphore.acquire(o),
+    tryLock: () => semaphore.tryAcquire(),
+    unlock: () => semaphore.release(),
+    get key() {
+      return semaphore.key
+    },
+    get fence() {
+      return semaphore.fence
+    },
+    ownerCompare: () => semaphore.ownerCompare(),
+  }
+}
+
+/**
+ * Holds one of `permits` permits of a semaphore for the length of the handler, as
+ * `context.etcd.semaphore`: at most `permits` invocations run the handler at once, across
+ * every function. Queued invocations are served first come, first served. Released after the
+ * handler, on error, on Middy's early timeout and when a guard short-circuits (with
+ * `etcdPlugin()`, on every path); a crashed invocation's permit goes with its lease after `ttl`.
+ */
+export function etcdSemaphore<TEvent = any, TResult = any>(
+  options: EtcdSemaphoreOptions<TEvent, TResult>,
+): MiddlewareObj<TEvent, TResult, Error, Context & { etcd: { semaphore: LockGrant } }> {
+  const { permits, ...rest } = validateOptions<EtcdSemaphoreOptions<TEvent, TResult> & typeof defaults>('etcdSemaphore', schema, defaults, options)
+  return lockMiddleware('etcdSemaphore', 'semaphore', rest, (session, name) => asLockable(new Semaphore(session, name, permits)), 'semaphore')
+}

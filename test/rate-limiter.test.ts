@@ -1,0 +1,120 @@
+/**
+ * RateLimiter (issue 14) against a real etcd: token-bucket meaning of { rate, per, burst },
+ * tryAcquire's answer, cost, the stored settings every contender must agree on, aborted waits,
+ * and the load check of "Done when": R = 20/s, burst 5, 150 callers in 3 processes for 10 s —
+ * every 1 s window admits at most R + burst, and at least 90 % of R is used.
+ */
+import { afterEach, describe, expect, it } from 'vitest'
+import { ConfigMismatchError, InvalidArgumentError, RateLimiter, Semaphore, Session } from '../lib/index.js'
+import { keyspace } from '../lib/kv.js'
+import { sleep, uniqueName, useEtcd } from './helpers.js'
+import { rateLimitLoad } from './support/workloads.js'
+
+const etcd = useEtcd(1)
+const limiters: RateLimiter[] = []
+afterEach(async () => {
+  await Promise.all(limiters.splice(0).map((l) => l.close()))
+})
+
+function limiter(name: string, o: { rate: number; per?: number; burst?: number }, client = etcd.client) {
+  const l = new RateLimiter(client, name, o)
+  limiters.push(l)
+  return l
+}
+
+describe('RateLimiter', () => {
+  it('a full bucket admits burst + 1 at once, then says how long to wait; after that wait the next call is admitted', async () => {
+    const name = uniqueName('bucket')
+    const l = limiter(name, { rate: 10, per: 1000, burst: 4 })
+    for (let i = 0; i < 5; i++) expect(await l.tryAcquire()).toEqual({ admitted: true, retryAfterMs: 0 })
+    const refused = await l.tryAcquire()
+    expect(refused.admitted).toBe(false)
+    expect(refused.retryAfterMs).toBeGreaterThan(0)
+    expect(refused.retryAfterMs).toBeLessThanOrEqual(Math.ceil(100 * 1.001) + 1)
+    await sleep(refused.retryAfterMs + 5)
+    expect((await l.tryAcquire()).admitted).toBe(true)
+    expect(await etcd.client.getAll().prefix(`${name}/waiters/`).keys()).toEqual([])
+  })
+
+  it('never admits faster than the rate: with burst 0, admissions are at least per/rate apart', async () => {
+    const name = uniqueName('pace')
+    const l = limiter(name, { rate: 20, per: 1000, burst: 0 })
+    const times: number[] = []
+    await Promise.all(
+      Array.from({ length: 4 }, async () => {
+        for (let i = 0; i < 4; i++) {
+          await l.acquire()
+          times.push(performance.now())
+        }
+      }),
+    )
+    times.sort((a, b) => a - b)
+    for (let i = 1; i < times.length; i++) expect(times[i] - times[i - 1]).toBeGreaterThanOrEqual(50 - 1)
+  })
+
+  it('cost: a call counting as 3 takes 3 tokens; the next one waits until 3 have come back', async () => {
+    const name = uniqueName('cost')
+    const l = limiter(name, { rate: 20, per: 1000, burst: 2 })
+    await l.acquire({ cost: 3 })
+    const emptiedAt = performance.now()
+    expect((await l.tryAcquire()).admitted).toBe(false)
+    await l.acquire({ cost: 3 })
+    expect(performance.now() - emptiedAt).toBeGreaterThanOrEqual(3 * 50 - 1)
+    await expect(l.acquire({ cost: 4 })).rejects.toBeInstanceOf(InvalidArgumentError)
+    await expect(l.tryAcquire({ cost: 0 })).rejects.toBeInstanceOf(InvalidArgumentError)
+  })
+
+  it('a contender with other settings, or a semaphore of the same name, fails with ConfigMismatchError and writes nothing', async () => {
+    const name = uniqueName('rl-mismatch')
+    await limiter(name, { rate: 20, burst: 5 }).acquire()
+    const at = (await keyspace(etcd.client).range('\0')).revision
+    for (const attempt of [
+      () => limiter(name, { rate: 21, burst: 5 }).acquire(),
+      () => limiter(name, { rate: 20, burst: 4 }).tryAcquire(),
+      async () => new Semaphore(await Session.create(etcd.client, { ttl: 5 }), name, 6).tryAcquire(),
+    ]) {
+      const err = await attempt().catch((e: unknown) => e)
+      expect(err).toBeInstanceOf(ConfigMismatchError)
+      expect((err as ConfigMismatchError).stored).toBe('rate=20 per=1000 burst=5')
+    }
+    // The semaphore's own lease grant is a write of its own; no key changed.
+    const changed = await keyspace(etcd.client).range(`${name}/`, { prefix: true, minModRevision: at + 1n } as never)
+    expect(changed.kvs.filter((kv) => kv.modRevision > at).map((kv) => kv.key)).toEqual([])
+  })
+
+  it('aborted waits leave no queue key, and the tokens leave with close()', async () => {
+    const name = uniqueName('rl-abort')
+    const l = limiter(name, { rate: 2, per: 1000, burst: 0 })
+    await l.acquire()
+    const outcomes = await Promise.all(Array.from({ length: 20 }, () => l.acquire({ signal: AbortSignal.timeout(50 + Math.floor(Math.random() * 100)) }).then(() => 'admitted', (e: Error) => e.name)))
+    expect(outcomes.filter((o) => o === 'TimeoutError').length).toBeGreaterThanOrEqual(19)
+    expect(await etcd.client.getAll().prefix(`${name}/waiters/`).keys()).toEqual([])
+    await l.close()
+    expect(await etcd.client.getAll().prefix(`${name}/`).keys()).toEqual([`${name}/config`])
+    await expect(l.acquire()).rejects.toBeInstanceOf(InvalidArgumentError)
+  })
+
+  it("a limiter whose lease was revoked (or ran out while the process was frozen) carries on with a new one", async () => {
+    const name = uniqueName('rl-revoked')
+    const l = limiter(name, { rate: 50, burst: 3 })
+    await l.acquire()
+    const token = (await keyspace(etcd.client).range(`${name}/tokens/`, { prefix: true })).kvs[0]
+    expect(token.lease).not.toBe('0')
+    await etcd.client.leaseClient.leaseRevoke({ ID: token.lease })
+    expect((await l.tryAcquire()).admitted).toBe(true)
+    await l.acquire()
+    const leases = new Set((await keyspace(etcd.client).range(`${name}/tokens/`, { prefix: true })).kvs.map((kv) => kv.lease))
+    expect(leases.has(token.lease)).toBe(false)
+  })
+
+  it('R = 20/s, burst 5, 150 callers in 3 processes (5 clients each) for 10 s: every 1 s window admits at most 25, and at least 90 % of R is used while demand exceeds it', async () => {
+    const name = uniqueName('rl-load')
+    // One process's wall clock is an hour off (see rateLimitLoad): the limiter never reads it.
+    const r = await rateLimitLoad(etcd.cluster.endpoints, { name, rate: 20, per: 1000, burst: 5, callers: 150, processes: 3, clients: 5, seconds: 10, minUsed: 0.9 })
+    console.log(`[rate-limiter] ${r.admitted} admitted in ${r.seconds} s; ${r.queuedAfterMs.toFixed(0)} ms until 20 calls queued, ${r.settling} admitted in the next second, then ${(r.used * 100).toFixed(1)} % of R; most in any 1 s window ${r.mostInWindow} (bound 25); per second ${r.perSecond.join(' ')}`)
+    expect(r.errors).toEqual([])
+    expect(r.mostInWindow).toBeLessThanOrEqual(25)
+    expect(r.violations).toEqual([])
+    expect(await etcd.client.getAll().prefix(`${name}/waiters/`).keys()).toEqual([])
+  })
+})

@@ -5,12 +5,20 @@ import { contenders } from './keys.js'
 import { IDEMPOTENT, checkName, keyspace, type Compare, type KeyValue, type Keyspace } from './kv.js'
 import { CallGuard, OwnedKey } from './owned-key.js'
 import type { Session } from './session.js'
-import { waitGone, type LockOptions } from './wait.js'
+import { waitTurn, type TurnView } from './turn.js'
+import type { LockOptions } from './wait.js'
+
+/**
+ * How many of the youngest keys the lock Txn reads: a waiter that sees every key ahead of it
+ * needs no read when its turn comes; one further back reads again before its turn.
+ */
+const AHEAD_READ_LIMIT = 16
 
 /**
  * A distributed lock, key-compatible with Go's `concurrency.Mutex` and `etcdctl lock`: each
  * contender puts `<name>/<leaseHex>` with its session's lease, and the key with the lowest
- * create revision holds the lock. Waiters queue FIFO, each watching only its predecessor.
+ * create revision holds the lock. Waiters queue FIFO; those of one process share one watch of
+ * the deletes under `<name>/` (lib/delete-feed.ts), and a release wakes only the next in line.
  * Ownership is per session: two Mutex objects on one session and name share one key (as Go).
  * Nothing else may be written under `<name>/`: a key there without a lease is refused with an
  * {@link InvalidArgumentError} (it would never go, and every later lock would wait behind it).
@@ -70,7 +78,7 @@ export class Mutex {
       try {
         if (attempt.held) return this.granted(attempt.revision)
         onWaiting?.()
-        this.granted(await this.waitTurn(attempt.own, attempt.predecessor, attempt.revision, signal))
+        this.granted(await this.waitTurn(attempt.own, attempt.view, signal))
       } catch (err) {
         await attempt.own.abandon()
         this.own = undefined
@@ -117,16 +125,15 @@ export class Mutex {
   }
 
   /**
-   * One Txn: create my key if absent, and in the same round trip read the current owner and
-   * the two youngest keys (ours and, when we must wait, the predecessor to watch).
+   * One Txn: create my key if absent, and in the same round trip read the youngest keys of the
+   * prefix (keys only): ours and those queued ahead of it. Held when none is ahead.
    */
   private async tryAcquire(txnOptions: { idempotent?: boolean } = {}) {
     this.session.signal.throwIfAborted()
     const key = contenders.key(this.name, this.session.leaseHex)
-    const owner = this.ks.get(this.prefix, { prefix: true, sort: ['Create', 'Ascend'], limit: 1 })
-    const youngest = this.ks.get(this.prefix, { prefix: true, sort: ['Create', 'Descend'], limit: 2 })
+    const youngest = this.ks.get(this.prefix, { prefix: true, sort: ['Create', 'Descend'], limit: AHEAD_READ_LIMIT, keysOnly: true })
     const res = await this.ks
-      .txn([this.ks.compare(key, 'Create', '==', 0)], [this.ks.put(key, '', this.session.leaseId), owner, youngest], [this.ks.get(key), owner, youngest], txnOptions)
+      .txn([this.ks.compare(key, 'Create', '==', 0)], [this.ks.put(key, '', this.session.leaseId), youngest], [this.ks.get(key), youngest], txnOptions)
       .catch((err: unknown) => {
         // The put may have applied although no answer came: then our key sits on the lease.
         if (err instanceof EtcdUnavailableError) this.session.strand(key)
@@ -134,11 +141,12 @@ export class Mutex {
       })
     const own = new OwnedKey(this.session, key, res.succeeded ? res.revision : res.results[0].range!.kvs[0].createRevision)
     this.own = own
-    const first = res.results[1].range!.kvs[0]
-    // A re-lock of an old key may have younger keys behind it: then the Range in waitTurn finds the predecessor.
-    const predecessor = res.results[2].range!.kvs.find((kv) => kv.createRevision < own.createRevision)
-    const attempt = { own, held: !first || first.createRevision === own.createRevision, created: res.succeeded, revision: res.revision, predecessor }
-    const foreign = [first, predecessor].find((kv) => kv !== undefined && kv.lease === '0')
+    const read = res.results[1].range!
+    let view: TurnView = { ahead: read.kvs.filter((kv) => kv.createRevision < own.createRevision), complete: !read.more, revision: res.revision }
+    // Only a re-lock of an old key can have its whole read filled by younger keys: read what is ahead.
+    if (!view.complete && view.ahead.length === 0) view = await this.readAhead(own)
+    const attempt = { own, held: view.complete && view.ahead.length === 0, created: res.succeeded, revision: view.revision, view }
+    const foreign = view.ahead.find((kv) => kv.lease === '0')
     if (foreign) {
       this.own = undefined
       if (attempt.created) await own.abandon()
@@ -147,29 +155,37 @@ export class Mutex {
     return attempt
   }
 
+  /** One round trip: the youngest keys ahead of ours, and whether our key is still ours. */
+  private async readAhead(own: OwnedKey): Promise<TurnView & { mine: boolean }> {
+    const res = await this.ks.txn([], [
+      this.ks.get(this.prefix, { prefix: true, sort: ['Create', 'Descend'], limit: AHEAD_READ_LIMIT, maxCreateRevision: own.createRevision - 1n, keysOnly: true }),
+      this.ks.get(own.key, { keysOnly: true }),
+    ])
+    const read = res.results[0].range!
+    const mine = res.results[1].range!.kvs[0]
+    return { ahead: read.kvs, complete: !read.more, revision: res.revision, mine: mine !== undefined && mine.createRevision === own.createRevision }
+  }
+
   /**
-   * Waits until every older contender is gone, watching only the immediate predecessor each
-   * round. Ends early with {@link SessionExpiredError} when our own key vanishes (lease expired
-   * or revoked) instead of only after the predecessors leave (etcd issue #19597). Returns the
-   * revision the lock was granted at. `seenAt` is the acquire Txn's revision.
+   * Waits until every older contender is gone (see lib/turn.ts: no read per handoff when the
+   * enqueue saw every key ahead). Ends early with {@link SessionExpiredError} when our own key
+   * vanishes (lease expired or revoked) instead of only after the others leave (etcd issue
+   * #19597). Returns the revision the lock was granted at.
    */
-  private async waitTurn(own: OwnedKey, predecessor: KeyValue | undefined, seenAt: bigint, signal?: AbortSignal): Promise<bigint> {
-    return own.whileAlive(seenAt, signal, (cause) => this.expired(cause), async (wait) => {
-      let gone = predecessor ? waitGone(this.ks, predecessor, seenAt, wait) : Promise.resolve()
-      for (;;) {
-        await gone
-        // One round trip: is anyone older still there, and is my key still mine?
-        const res = await this.ks.txn([], [
-          this.ks.get(this.prefix, { prefix: true, sort: ['Create', 'Descend'], limit: 1, maxCreateRevision: own.createRevision - 1n }),
-          this.ks.get(own.key),
-        ])
-        const mine = res.results[1].range!.kvs[0]
-        if (!mine || mine.createRevision !== own.createRevision) throw this.expired()
-        const older = res.results[0].range!.kvs[0]
-        if (!older) return res.revision
-        if (older.lease === '0') throw this.foreignKey(older)
-        gone = waitGone(this.ks, older, res.revision, wait)
-      }
+  private waitTurn(own: OwnedKey, view: TurnView, signal?: AbortSignal): Promise<bigint> {
+    return waitTurn({
+      ks: this.ks,
+      prefix: this.prefix,
+      own,
+      isAhead: (kv) => kv.createRevision < own.createRevision,
+      view,
+      reread: () => this.readAhead(own),
+      check: (ahead) => {
+        const foreign = ahead.find((kv) => kv.lease === '0')
+        if (foreign) throw this.foreignKey(foreign)
+      },
+      signal,
+      lost: (cause) => this.expired(cause),
     })
   }
 

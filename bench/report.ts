@@ -3,7 +3,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { cpus, loadavg, release, totalmem } from 'node:os'
 import { join } from 'node:path'
 import { root } from './util/build.js'
-import type { Entry, ScenarioResult } from './util/types.js'
+import type { Entry, ScenarioResult, Spread } from './util/types.js'
 
 export interface Machine {
   nproc: number
@@ -50,6 +50,8 @@ export interface Report {
 }
 
 const fmt = (x: number | null) => (x === null ? 'n/a' : String(x))
+/** "min – max (n runs)" of a repeated measurement, or "1 run". */
+const range = (s?: Spread) => (s ? `${s.min} – ${s.max} (${s.runs})` : '1 run')
 const met = (e: Entry) => (e.met === null ? (e.target === 'reported' ? '—' : 'not measured') : e.met ? 'yes' : '**no**')
 
 /** Writes BENCHMARKS.md and benchmarks.json into `dir`; returns their paths. */
@@ -90,13 +92,18 @@ export function writeReport(dir: string, r: Report): string[] {
     '- One process: the bench starts its own etcd (`startEtcd` from `testing/`), then runs every scenario against that one server with one shared etcd3 client (as a warm function\'s module-scope client), then the Go peer binary for the same scenario against the same server.',
     '- Latencies: sequential operations after a warm-up; p50 and p99 by the Go peer\'s rule (sorted sample at index floor(p·(n−1))). Throughputs: operations over wall time, workers as concurrent async tasks on one client (Go: goroutines on one client), each worker with its own Session, session creation inside the timed region as in the Go peer.',
     '- Ratios are ours ÷ peer. For latencies lower is better (target `<= Nx`), for throughputs higher is better (target `>= Nx`). `met` is null when a side could not be measured — never a guessed number.',
+    '- Stability: every targeted row is measured in 3 or more runs (or, for a latency, as the p50 of each third of its samples; for a throughput repeated in its scenario, as each repeat), and reports their min / median / max; `ours` and `peer value` are the medians and the target is judged on the ratio of the medians. A row marked "1 run" is a single measurement.',
+    '- CPU: `process.cpuUsage()` of the bench process (user + system) over the measured loop, divided by its operations: what Lambda bills as CPU-scaled time, separate from the wall-clock latency.',
     '- Contention scenarios check their invariant (counter = workers × ops; STM sum = 500) and fail loudly if broken.',
     '- "ours" is always lib/ and middleware/ as committed: the bench has no copies of library code.',
     '',
   )
   lines.push('## Results', '')
-  lines.push('| scenario | metric | ours | peer | peer value | ratio | target | met |', '|---|---|---:|---|---:|---:|---|---|')
-  for (const e of entries) lines.push(`| ${e.name} | ${e.metric} | ${fmt(e.ours)} | ${e.peer} | ${fmt(e.peerValue)} | ${fmt(e.ratio)} | ${e.target} | ${met(e)} |`)
+  lines.push('| scenario | metric | ours (median) | ours min – max (runs) | peer | peer value | peer min – max (runs) | ratio | target | met |', '|---|---|---:|---|---|---:|---|---:|---|---|')
+  for (const e of entries) {
+    const peerRange = e.peerValue === null ? '—' : range(e.spread?.peer)
+    lines.push(`| ${e.name} | ${e.metric} | ${fmt(e.ours)} | ${e.ours === null ? '—' : range(e.spread?.ours)} | ${e.peer} | ${fmt(e.peerValue)} | ${peerRange} | ${fmt(e.ratio)} | ${e.target} | ${met(e)} |`)
+  }
   lines.push('')
   lines.push(...beforeAfter(entries))
   const missing = entries.filter((e) => e.note)

@@ -12,8 +12,14 @@ export async function runGo(ctx: BenchContext, args: string[]): Promise<{ result
   }
 }
 
-/** The floor (one put, p50 ms) measured by the floor scenario earlier in the run. */
+/** The floor (one put, median p50 ms over its runs) measured by the floor scenario earlier in the run. */
 export function floorP50(ctx: BenchContext): number | null {
-  const d = ctx.results.get('floor')?.details as { ours?: { p50: number } } | undefined
-  return d?.ours?.p50 ?? null
+  const d = ctx.results.get('floor')?.details as { p50?: number } | undefined
+  return d?.p50 ?? null
+}
+
+/** The floor's Node CPU per put (ms, median over its runs), or null when it did not run. */
+export function floorCpu(ctx: BenchContext): number | null {
+  const d = ctx.results.get('floor')?.details as { cpuMsPerPut?: number } | undefined
+  return d?.cpuMsPerPut ?? null
 }

@@ -17,6 +17,8 @@ export interface GoPeer {
   /** Null when it can be run; otherwise why not (no Go, build failed, ...). */
   unavailable: string | null
   run(args: string[]): Promise<GoResult>
+  /** The binary and the arguments that point it at the bench's etcd (null when unavailable). */
+  command(args: string[]): [string, string[]] | null
 }
 
 /**
@@ -30,10 +32,11 @@ export async function buildGoPeer(endpoints: string[], log: (m: string) => void)
     bin = await buildInteropProgram()
   } catch (err) {
     const why = `${(err as Error).message.split('\n').slice(-3).join(' | ')}; Go columns are not measured`
-    return { unavailable: why, run: () => Promise.reject(new Error(why)) }
+    return { unavailable: why, run: () => Promise.reject(new Error(why)), command: () => null }
   }
   return {
     unavailable: null,
+    command: (args) => [bin, ['-endpoints', endpoints.join(','), ...args]],
     run(args) {
       return new Promise((resolve, reject) => {
         execFile(bin, ['-endpoints', endpoints.join(','), ...args], { timeout: 180_000 }, (err, stdout, stderr) => {

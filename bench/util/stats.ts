@@ -34,3 +34,9 @@ export function median(xs: number[]): number {
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+/** p50 of each of `parts` consecutive, equal slices of `samples`: a latency's internal repeats. */
+export function p50s(samples: number[], parts = 3): number[] {
+  const size = Math.floor(samples.length / parts)
+  return Array.from({ length: parts }, (_, i) => pct(samples.slice(i * size, (i + 1) * size), 0.5))
+}

@@ -18,6 +18,9 @@ export interface CounterRun {
   handoffs: number[]
   /** CPU time this Node process used during the run, as a share of the wall time (1 = one core). */
   cpuShare: number
+  /** Wall-clock start and end (ms since the epoch): runs in several processes are measured as one. */
+  startUnixMs: number
+  endUnixMs: number
 }
 
 /**
@@ -25,9 +28,10 @@ export interface CounterRun {
  * client, each `n` times: lock, read the counter, write counter+1, unlock — re-locking at once.
  * Session creation is inside the timed region, as in the Go peer. The counter must end at c*n.
  */
-export async function lockCounter(client: EtcdClient, make: MutexFactory, prefix: string, c: number, n: number): Promise<CounterRun> {
+export async function lockCounter(client: EtcdClient, make: MutexFactory, prefix: string, c: number, n: number, options: { resetCounter?: boolean } = {}): Promise<CounterRun> {
   const key = `${prefix}/counter`
-  await client.put(key).value('0')
+  // One of several processes on one lock leaves the counter as the bench set it.
+  if (options.resetCounter !== false) await client.put(key).value('0')
   let lastUnlock = 0
   const handoffs: number[] = []
   const cpu0 = process.cpuUsage()
@@ -52,9 +56,11 @@ export async function lockCounter(client: EtcdClient, make: MutexFactory, prefix
       }
     }),
   )
-  const seconds = (performance.now() - t0) / 1000
+  const t1 = performance.now()
+  const seconds = (t1 - t0) / 1000
   const cpu = process.cpuUsage(cpu0)
   const cpuShare = (cpu.user + cpu.system) / 1e6 / seconds
   const counter = Number(await client.get(key).string())
-  return { ops: c * n, seconds, perSecond: (c * n) / seconds, counter, handoffs, cpuShare }
+  const wall = (t: number) => performance.timeOrigin + t
+  return { ops: c * n, seconds, perSecond: (c * n) / seconds, counter, handoffs, cpuShare, startUnixMs: wall(t0), endUnixMs: wall(t1) }
 }

@@ -30,6 +30,10 @@ type options struct {
 	prefix  string
 	// args are the positional arguments: values to enqueue, a candidate's value.
 	args []string
+	// gate makes lock-contended one of several processes on one lock: it
+	// leaves the counter as it is, prints {"ready":true} once connected and
+	// starts when a line arrives on stdin, so that all start together.
+	gate bool
 }
 
 // scenario runs one named workload on a connected client.
@@ -83,6 +87,7 @@ func parseOptions() options {
 	n := flag.Int("n", 200, "operations (per worker where there are workers); hold time in ms for the holding helpers")
 	workers := flag.Int("c", 10, "concurrent workers (goroutines); the member count for double-barrier")
 	prefix := flag.String("prefix", "gopeer", "key prefix (the recipe's name for the helpers)")
+	gate := flag.Bool("gate", false, "lock-contended: share the counter with other processes and start on a line on stdin")
 	flag.Parse()
 	return options{
 		endpoints: strings.Split(*endpoints, ","),
@@ -91,6 +96,7 @@ func parseOptions() options {
 		workers:   *workers,
 		prefix:    *prefix,
 		args:      flag.Args(),
+		gate:      *gate,
 	}
 }
 

@@ -78,7 +78,8 @@ export class Session {
    * without waiting for its answer, so work on the session can start in the same round trip; if
    * the lease turns out to be gone, {@link signal} aborts. With an `aliveUntil` showing that the
    * lease's last keepalive was answered less than TTL/3 ago, adopting sends none until the
-   * regular TTL/3 tick is due (the lease is certainly alive until then).
+   * regular TTL/3 tick is due (the lease is certainly alive until then). A granted lease's
+   * first keepalive goes out TTL/3 after the grant, which is its first renewal.
    */
   static async create(client: Namespace, options?: SessionOptions): Promise<Session> {
     checkClient(client, 'Session.create')
@@ -110,7 +111,9 @@ export class Session {
     }
     const grantedTtl = Number(granted.TTL)
     const session = new Session(client, granted.ID, grantedTtl, sentAt + grantedTtl * 1000, sentAtWall + grantedTtl * 1000)
-    session.start()
+    // The grant itself is the first renewal (its send time + TTL is the bound): the first
+    // keepalive is due one interval later, as every later one (Go's lessor waits too).
+    session.start(keepAliveInterval(grantedTtl), true)
     return session
   }
 
@@ -180,9 +183,14 @@ export class Session {
     }
   }
 
-  /** Registers for keepalive replies; the first keepalive goes out after `firstDelay` ms. */
-  private start(firstDelay = 0) {
+  /**
+   * Registers for keepalive replies; the first keepalive goes out after `firstDelay` ms. With
+   * `connect`, the stream opens now (a new lease will need it; an adopted one in a warm
+   * invocation usually does not, and opens it with its first keepalive).
+   */
+  private start(firstDelay = 0, connect = false) {
     const stream = keepAliveStream(this.client)
+    if (connect) stream.connect()
     this.registration = stream.register(this.leaseId, ({ sentAt, sentAtWall, ttl }) => {
       if (ttl > 0) {
         this.expiresAt = Math.max(this.expiresAt, sentAt + ttl * 1000)

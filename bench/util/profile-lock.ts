@@ -1,0 +1,18 @@
+// Development aid (not part of `npm run bench`): runs one lock/increment/unlock shape against a
+// fresh etcd, e.g. under `node --cpu-prof --import tsx bench/util/profile-lock.ts 100 1 5`.
+import { createClient } from '../../lib/index.js'
+import { startEtcd } from '../../testing/index.js'
+import { libMutex, lockCounter } from './workload.js'
+
+const [c, n, repeats] = process.argv.slice(2).map(Number)
+const cluster = await startEtcd({ nodes: 1 })
+const client = createClient({ endpoints: cluster.endpoints })
+try {
+  for (let r = 0; r < repeats; r++) {
+    const run = await lockCounter(client, libMutex, `profile-${r}-${Date.now()}`, c, n)
+    console.log(`${c}x${n}: ${run.perSecond.toFixed(1)}/s, CPU ${(run.cpuShare * 100).toFixed(0)}% of a core`)
+  }
+} finally {
+  client.close()
+  await cluster.stop()
+}

@@ -19,6 +19,9 @@ interface Shape {
   messagesRow?: boolean
 }
 
+/** Untimed runs of a shape before its measured ones. */
+const WARMUP_RUNS = 2
+
 /** All etcd messages of one per-op count (every method summed). */
 const totalOf = (r: RpcCounts) => Number(Object.values(r).reduce((a, b) => a + b, 0).toFixed(2))
 
@@ -29,6 +32,9 @@ async function measure(ctx: BenchContext, shape: Shape) {
   const ep = ctx.endpoints[0]
   const goRuns: GoResult[] = []
   let goWhy: string | undefined
+  // Untimed warm-up (JIT): measured, the first runs of a shape in a process come out up to 2x
+  // slower than the later ones, which would favour whatever runs later in the bench.
+  for (let w = 0; w < WARMUP_RUNS; w++) await lockCounter(ctx.client, libMutex, ctx.prefix(`${shape.label}-warm`), shape.c, shape.n)
   for (let r = 0; r < shape.repeats; r++) {
     const { result: run, perOp } = await countRpcs(ep, shape.c * shape.n, () => lockCounter(ctx.client, libMutex, ctx.prefix(shape.label), shape.c, shape.n))
     rpcs.lib.push(perOp)

@@ -2,7 +2,7 @@ import type { ComparatorBuilder } from 'etcd3'
 import { checkOptions, checkSession } from './check.js'
 import { EtcdUnavailableError, InvalidArgumentError, LockedError, LockReleasedError, SessionExpiredError } from './errors.js'
 import { contenders } from './keys.js'
-import { IDEMPOTENT, checkName, keyspace, type Compare, type KeyValue, type Keyspace } from './kv.js'
+import { IDEMPOTENT, checkName, keyspace, type Compare, type KeyValue, type Keyspace, type RangeResult } from './kv.js'
 import { CallGuard, OwnedKey } from './owned-key.js'
 import type { Session } from './session.js'
 import { waitTurn, type TurnView } from './turn.js'
@@ -13,6 +13,16 @@ import type { LockOptions } from './wait.js'
  * needs no read when its turn comes; one further back reads again before its turn.
  */
 const AHEAD_READ_LIMIT = 16
+
+/** What the lock Txn found: our key, whether it holds the lock, and what is ahead of it. */
+interface Attempt {
+  own: OwnedKey
+  held: boolean
+  /** Whether this call created the key (else it was this session's already). */
+  created: boolean
+  revision: bigint
+  view: TurnView
+}
 
 /**
  * A distributed lock, key-compatible with Go's `concurrency.Mutex` and `etcdctl lock`: each
@@ -128,20 +138,24 @@ export class Mutex {
    * One Txn: create my key if absent, and in the same round trip read the youngest keys of the
    * prefix (keys only): ours and those queued ahead of it. Held when none is ahead.
    */
-  private async tryAcquire(txnOptions: { idempotent?: boolean } = {}) {
+  private async tryAcquire(txnOptions: { idempotent?: boolean } = {}, retries = 2): Promise<Attempt> {
     this.session.signal.throwIfAborted()
     const key = contenders.key(this.name, this.session.leaseHex)
     const youngest = this.ks.get(this.prefix, { prefix: true, sort: ['Create', 'Descend'], limit: AHEAD_READ_LIMIT, keysOnly: true })
-    const res = await this.ks
-      .txn([this.ks.compare(key, 'Create', '==', 0)], [this.ks.put(key, '', this.session.leaseId), youngest], [this.ks.get(key), youngest], txnOptions)
-      .catch((err: unknown) => {
-        // The put may have applied although no answer came: then our key sits on the lease.
-        if (err instanceof EtcdUnavailableError) this.session.strand(key)
-        throw err
-      })
-    const own = new OwnedKey(this.session, key, res.succeeded ? res.revision : res.results[0].range!.kvs[0].createRevision)
+    const res = await this.ks.txn([this.ks.compare(key, 'Create', '==', 0)], [this.ks.put(key, '', this.session.leaseId), youngest], [youngest], txnOptions).catch((err: unknown) => {
+      // The put may have applied although no answer came: then our key sits on the lease.
+      if (err instanceof EtcdUnavailableError) this.session.strand(key)
+      throw err
+    })
+    const read = res.results[res.succeeded ? 1 : 0].range!
+    const createRevision = res.succeeded ? res.revision : await this.existingKey(key, read)
+    if (createRevision === undefined) {
+      // Our key went between the Txn and the read (another Mutex object of this session unlocked).
+      if (retries === 0) throw this.expired()
+      return this.tryAcquire(txnOptions, retries - 1)
+    }
+    const own = new OwnedKey(this.session, key, createRevision)
     this.own = own
-    const read = res.results[1].range!
     let view: TurnView = { ahead: read.kvs.filter((kv) => kv.createRevision < own.createRevision), complete: !read.more, revision: res.revision }
     // Only a re-lock of an old key can have its whole read filled by younger keys: read what is ahead.
     if (!view.complete && view.ahead.length === 0) view = await this.readAhead(own)
@@ -153,6 +167,16 @@ export class Mutex {
       throw this.foreignKey(foreign)
     }
     return attempt
+  }
+
+  /**
+   * The create revision of our key, which the lock Txn found already there (a replayed acquire,
+   * or another Mutex object of this session): from the Txn's read of the youngest keys, or, when
+   * more than that many keys are younger than ours, from one more read.
+   */
+  private async existingKey(key: string, youngest: RangeResult): Promise<bigint | undefined> {
+    const seen = youngest.kvs.find((kv) => kv.key === key) ?? (await this.ks.range(key, { keysOnly: true })).kvs[0]
+    return seen?.createRevision
   }
 
   /** One round trip: the youngest keys ahead of ours, and whether our key is still ours. */

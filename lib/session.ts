@@ -261,7 +261,22 @@ export class Session {
     clearTimeout(this.expiryTimer)
     closedSignal(this.client).removeEventListener('abort', this.onClientClosed)
     if (this.registration) keepAliveStream(this.client).release(this.leaseId, this.registration)
-    this.controller.abort(new LeaseLostError(this.leaseId, reason, message))
+    this.controller.abort(leaseLost(this.leaseId, reason, message))
+  }
+}
+
+/**
+ * The reason a session's signal aborts with, without a captured stack: it would only show the
+ * session's own clean-up, and capturing one cost more CPU than the rest of a warm invocation's
+ * session hand-over (profiled: ~30 µs per invocation).
+ */
+function leaseLost(leaseId: string, reason: LeaseLossCause, message: string): LeaseLostError {
+  const limit = Error.stackTraceLimit
+  Error.stackTraceLimit = 0
+  try {
+    return new LeaseLostError(leaseId, reason, message)
+  } finally {
+    Error.stackTraceLimit = limit
   }
 }
 

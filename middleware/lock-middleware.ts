@@ -25,6 +25,7 @@ export interface LockGrant {
 
 /** The lock calls a lock middleware needs: a Mutex, one side of an RWMutex, or a Semaphore. */
 export interface Lockable {
+  /** Must call `onWaiting` before it waits: the wait budget's timer starts there. */
   lock(options: LockOptions): Promise<void>
   tryLock(): Promise<void>
   unlock(): Promise<void>
@@ -118,12 +119,18 @@ export function lockMiddleware<TEvent, TResult, TSlot extends string>(
       }
       return { lock, session }
     }
-    const budget = scope.waitBudget(opts.waitMs)
+    const budget = scope.deferredWaitBudget(opts.waitMs)
+    const onWaiting = () => {
+      budget.start()
+      emit(opts.onEvent, { type: 'waiting', primitive, name })
+    }
     try {
-      await lock.lock({ signal: budget.signal, onWaiting: () => emit(opts.onEvent, { type: 'waiting', primitive, name }) })
+      await lock.lock({ signal: budget.signal, onWaiting })
     } catch (err) {
       if (err !== budget.signal.reason) throw err
       throw new LockTimeoutError(`${middleware}: ${noun} ${JSON.stringify(name)} not acquired within ${budget.ms} ms; raise waitMs or the function timeout`)
+    } finally {
+      budget.stop()
     }
     return { lock, session }
   }

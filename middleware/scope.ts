@@ -40,6 +40,36 @@ function deadlineOf(context: LambdaLikeContext): number {
   return performance.now() + (context?.getRemainingTimeInMillis?.() ?? DEFAULT_DEADLINE_MS)
 }
 
+/** A wait budget whose clock starts late: see {@link InvocationScope.deferredWaitBudget}. */
+export interface DeferredBudget {
+  signal: AbortSignal
+  /** The budget in ms, counted from when it was made. */
+  ms: number
+  /** Arms the timer for what is left of `ms` (call it when the wait begins). */
+  start(): void
+  /** Clears the timer (call it when the wait is over). */
+  stop(): void
+}
+
+function deferredBudgetUntil(deadline: number, waitMs: number): DeferredBudget {
+  const madeAt = performance.now()
+  const ms = Math.floor(Math.max(0, Math.min(waitMs, deadline - RELEASE_MARGIN_MS - madeAt)))
+  const controller = new AbortController()
+  let timer: NodeJS.Timeout | undefined
+  return {
+    signal: controller.signal,
+    ms,
+    start() {
+      if (timer || controller.signal.aborted) return
+      const left = Math.max(0, ms - (performance.now() - madeAt))
+      // The same reason AbortSignal.timeout() gives.
+      timer = setTimeout(() => controller.abort(new DOMException('The operation was aborted due to timeout', 'TimeoutError')), left)
+      timer.unref()
+    },
+    stop: () => clearTimeout(timer),
+  }
+}
+
 function budgetUntil(deadline: number, waitMs: number): { signal: AbortSignal; ms: number } {
   const ms = Math.floor(Math.max(0, Math.min(waitMs, deadline - RELEASE_MARGIN_MS - performance.now())))
   return { signal: AbortSignal.timeout(ms), ms }
@@ -73,6 +103,15 @@ export class InvocationScope {
   /** Like {@link waitBudget}, from this invocation's deadline. */
   waitBudget(waitMs = Infinity): { signal: AbortSignal; ms: number } {
     return budgetUntil(this.deadline, waitMs)
+  }
+
+  /**
+   * Like {@link waitBudget}, but no timer runs until `start()`: for a lock call that reports
+   * when it has to wait (`onWaiting`), so an acquire that succeeds at once, the warm path,
+   * arms and leaves no timer.
+   */
+  deferredWaitBudget(waitMs = Infinity): DeferredBudget {
+    return deferredBudgetUntil(this.deadline, waitMs)
   }
 
   /** The invocation's session for `ttl`: shared by all its middlewares, lent from the lease pool. */

@@ -9,6 +9,9 @@ export const MAX_TTL_S = 9_000_000
 /** Largest value etcd accepts in one request by default (1.5 MiB, `--max-request-bytes`) minus room for the key. */
 export const MAX_VALUE_BYTES = 1_500_000
 
+/** Most operations etcd takes in one branch of a Txn by default (`--max-txn-ops`). */
+export const MAX_TXN_OPS = 128
+
 /** Most messages one queue receive claims. */
 export const MAX_BATCH = 1000
 

@@ -2,6 +2,7 @@ import type { Namespace } from 'etcd3'
 import { checkClient, checkOptions } from './check.js'
 import { ConflictError, InvalidArgumentError } from './errors.js'
 import { checkName, checkValue, keyspace, type Compare, type KeyValue, type Keyspace, type Op, type RangeOptions } from './kv.js'
+import { MAX_TXN_OPS } from './limits.js'
 
 /**
  * Software transactional memory over etcd, after Go's `concurrency.NewSTM`: `apply` reads and
@@ -82,7 +83,11 @@ export interface STMResult<T> {
  * returns the first cached or buffered key's); a snapshot read whose revision was compacted
  * restarts the attempt (Go fails); a snapshot read on a member that has not applied the snapshot
  * revision yet is retried as a linearizable read (Go fails); `maxAttempts` and `signal` bound the
- * retries (Go has neither); a failed read aborts even if `apply` catches it (as Go's panic does).
+ * retries (Go has neither); a failed read aborts even if `apply` catches it (as Go's panic does);
+ * under the serializable levels a retry prefetches, besides the last attempt's read set (Go's
+ * Else branch), the other keys earlier attempts read (up to 64), both in the failed commit's Else
+ * branch and with its own first read, so keys it picks among the same few are read without a
+ * round trip of their own (a prefetched key is compared at commit only if `apply` reads it).
  */
 export async function runSTM<T>(client: Namespace, apply: (stm: STM) => T | Promise<T>, options?: STMOptions): Promise<STMResult<T>> {
   checkClient(client, 'runSTM')
@@ -94,9 +99,11 @@ export async function runSTM<T>(client: Namespace, apply: (stm: STM) => T | Prom
   const { signal } = options
   const ks = keyspace(client)
   let cache = new Map<string, Read>()
+  /** Keys earlier attempts read: a retry prefetches them with its reads (see {@link Attempt}). */
+  const known = new Set<string>()
   for (let attempts = 1; ; attempts++) {
     signal?.throwIfAborted()
-    const attempt = new Attempt(ks, isolation, cache, signal)
+    const attempt = new Attempt(ks, isolation, cache, known, signal)
     let result: T | undefined
     try {
       if (prefetch.length > 0) await attempt.get(...prefetch)
@@ -115,11 +122,21 @@ export async function runSTM<T>(client: Namespace, apply: (stm: STM) => T | Prom
       if (committed !== undefined) return { result: result as T, revision: committed, attempts }
     }
     cache = attempt.nextCache
+    attempt.remember(known)
     if (attempts >= maxAttempts) {
       throw new ConflictError(`STM transaction conflicted ${attempts} times (maxAttempts ${maxAttempts}): the keys it reads are written too often; raise maxAttempts or write less contended keys`)
     }
   }
 }
+
+/**
+ * How many keys of earlier attempts a retry keeps prefetching. A retry of a transaction usually
+ * reads what an earlier attempt read (the same keys, or, when it picks keys at random as a bank
+ * transfer does, others of the same few); reading them with the commit's Else branch and with
+ * the retry's first read saves a round trip per key. The bound keeps both Txns small (etcd
+ * allows 128 ops in each branch).
+ */
+const MAX_PREFETCH = 64
 
 /** One read: the key's kv (undefined if absent) and the store revision the read happened at. */
 interface Read {
@@ -151,9 +168,36 @@ class Attempt implements STM {
   constructor(
     private readonly ks: Keyspace,
     private readonly isolation: Isolation,
+    /** Reads taken from the failed commit's Else branch or prefetched; a key joins the read set when touched. */
     private readonly cache: Map<string, Read>,
+    /** Keys earlier attempts read (prefetched, never compared unless this attempt reads them). */
+    private readonly known: ReadonlySet<string>,
     private readonly signal?: AbortSignal,
   ) {}
+
+  /** Adds this attempt's read keys to `known` (the most recent first, up to {@link MAX_PREFETCH}). */
+  remember(known: Set<string>) {
+    for (const key of this.reads.keys()) {
+      known.delete(key)
+      known.add(key)
+    }
+    for (const key of known) {
+      if (known.size <= MAX_PREFETCH) break
+      known.delete(key)
+    }
+  }
+
+  /** Keys worth prefetching along with `wanted`: earlier attempts' reads not yet read or cached here. */
+  private extras(wanted: Iterable<string>, room: number): string[] {
+    if (!this.serializable || room <= 0) return []
+    const skip = new Set(wanted)
+    const out: string[] = []
+    for (const key of this.known) {
+      if (out.length >= room) break
+      if (!skip.has(key) && !this.reads.has(key) && !this.cache.has(key)) out.push(key)
+    }
+    return out
+  }
 
   private get serializable() {
     return this.isolation === Isolation.Serializable || this.isolation === Isolation.SerializableSnapshot
@@ -212,14 +256,14 @@ class Attempt implements STM {
    * from those values without a round trip. Returns the commit revision, or undefined on conflict.
    */
   async commit(): Promise<bigint | undefined> {
-    const res = await this.ks.txn(this.conflicts(), this.writeOps(), this.serializable ? [...this.reads.keys()].map((k) => this.ks.get(k)) : [])
+    // Serializable levels re-read the read set, and the keys earlier attempts read, on conflict.
+    const reread = this.serializable ? [...this.reads.keys(), ...this.extras(this.reads.keys(), MAX_TXN_OPS - this.reads.size)] : []
+    const res = await this.ks.txn(this.conflicts(), this.writeOps(), reread.map((k) => this.ks.get(k)))
     if (res.succeeded) return res.revision
-    if (this.serializable) {
-      ;[...this.reads.keys()].forEach((key, i) => {
-        const range = res.results[i].range!
-        this.nextCache.set(key, { kv: range.kvs[0], revision: range.revision })
-      })
-    }
+    reread.forEach((key, i) => {
+      const range = res.results[i].range!
+      this.nextCache.set(key, { kv: range.kvs[0], revision: range.revision })
+    })
     return undefined
   }
 
@@ -257,7 +301,8 @@ class Attempt implements STM {
     }
     const missing = [...new Set(keys)].filter((k) => !this.reads.has(k))
     if (missing.length === 0) return
-    const revision = await this.fetch(missing, this.readOptions())
+    // A retry reads what earlier attempts read in the same round trip: its next get()s are then likely served from the cache.
+    const revision = await this.fetch(missing, this.readOptions(), this.extras(missing, MAX_TXN_OPS - missing.length))
     // Serializable levels: the first read is linearizable, and its revision is the snapshot
     // every later read of this attempt is served at.
     if (this.serializable && this.snapshot === undefined) this.snapshot = revision
@@ -268,18 +313,22 @@ class Attempt implements STM {
     return this.snapshot === undefined ? {} : { revision: this.snapshot, serializable: true }
   }
 
-  /** One Txn of Ranges; records each result with the revision it was read at. */
-  private async fetch(keys: string[], options: RangeOptions): Promise<bigint> {
+  /**
+   * One Txn of Ranges; records each result with the revision it was read at: `keys` in the read
+   * set, `prefetch` in the cache (they join the read set only if apply reads them).
+   */
+  private async fetch(keys: string[], options: RangeOptions, prefetch: string[] = []): Promise<bigint> {
     this.signal?.throwIfAborted()
+    const all = [...keys, ...prefetch]
     let res
     try {
-      res = await this.ks.txn([], keys.map((k) => this.ks.get(k, options)))
+      res = await this.ks.txn([], all.map((k) => this.ks.get(k, options)))
     } catch (err) {
       const message = err instanceof Error ? err.message : String(err)
       if (options.revision !== undefined && /future revision/.test(message)) {
         // This member has not applied the snapshot revision yet; a linearizable read at that
         // revision waits until it has.
-        res = await this.ks.txn([], keys.map((k) => this.ks.get(k, { revision: options.revision })))
+        res = await this.ks.txn([], all.map((k) => this.ks.get(k, { revision: options.revision })))
       } else if (options.revision !== undefined && /compacted/.test(message)) {
         this.restart = true
         throw new RestartAttempt(`STM snapshot revision ${options.revision} was compacted; the transaction restarts`, { cause: err })
@@ -287,9 +336,9 @@ class Attempt implements STM {
         throw err
       }
     }
-    keys.forEach((key, i) => {
+    all.forEach((key, i) => {
       const range = res.results[i].range!
-      this.reads.set(key, { kv: range.kvs[0], revision: range.revision })
+      ;(i < keys.length ? this.reads : this.cache).set(key, { kv: range.kvs[0], revision: range.revision })
     })
     return res.results[0].range!.revision
   }

@@ -109,12 +109,6 @@ class KeepAliveStream {
     })
   }
 
-  /** Opens the stream if it is not open yet (a failure is noticed by the next send). */
-  connect(): void {
-    const conn = this.open()
-    conn.ready.catch(() => this.drop(conn))
-  }
-
   /** Delivers a "gone" reply (TTL 0) for `leaseId` to its sessions; see {@link reportLeaseGone}. */
   leaseGone(leaseId: string): void {
     const state = this.leases.get(leaseId)

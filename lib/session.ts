@@ -113,7 +113,7 @@ export class Session {
     const session = new Session(client, granted.ID, grantedTtl, sentAt + grantedTtl * 1000, sentAtWall + grantedTtl * 1000)
     // The grant itself is the first renewal (its send time + TTL is the bound): the first
     // keepalive is due one interval later, as every later one (Go's lessor waits too).
-    session.start(keepAliveInterval(grantedTtl), true)
+    session.start(keepAliveInterval(grantedTtl))
     return session
   }
 
@@ -184,13 +184,11 @@ export class Session {
   }
 
   /**
-   * Registers for keepalive replies; the first keepalive goes out after `firstDelay` ms. With
-   * `connect`, the stream opens now (a new lease will need it; an adopted one in a warm
-   * invocation usually does not, and opens it with its first keepalive).
+   * Registers for keepalive replies; the first keepalive goes out after `firstDelay` ms (the
+   * shared stream opens with it, if it is not open: nothing of it on a cold start's path).
    */
-  private start(firstDelay = 0, connect = false) {
+  private start(firstDelay = 0) {
     const stream = keepAliveStream(this.client)
-    if (connect) stream.connect()
     this.registration = stream.register(this.leaseId, ({ sentAt, sentAtWall, ttl }) => {
       if (ttl > 0) {
         this.expiresAt = Math.max(this.expiresAt, sentAt + ttl * 1000)

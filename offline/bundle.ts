@@ -1,8 +1,8 @@
 // esbuild bundles of a service's handlers, the same for `serverless offline` and for `serverless
-// package`: one CommonJS file per handler module with every dependency inside, etcd3's `.proto`
-// files beside them (etcd3 reads them from disk when it is imported, etcd3 issue #179: a bundle
-// without them fails at its first line) and a package.json that makes `.js` CommonJS.
-import { copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+// package`: one CommonJS file per handler module with every dependency inside — etcd3's `.proto`
+// files included, parsed at build time (etcd3 itself reads and parses them from disk when it is
+// imported, etcd3 issue #179) — and a package.json that makes `.js` CommonJS.
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import { ConfigurationError } from '../lib/errors.js'
@@ -11,24 +11,77 @@ import type { NodeFunction } from './functions.js'
 type Esbuild = typeof import('esbuild')
 type BuildOptions = import('esbuild').BuildOptions
 
-/** The directory name, at the artifact root, that holds etcd3's proto files. */
-export const PROTO_DIR = 'etcd3-proto'
 /** Written at the artifact root: the bundles are CommonJS whatever the service's package.json says. */
 export const PACKAGE_JSON = 'package.json'
 
-/** Packages whose use makes a handler ours: it needs the proto files that only we ship. */
+/** Packages whose use makes a handler ours: its bundle needs etcd3's protos built in, which only we do. */
 const ETCD_PACKAGES = /^(middy-etcd|etcd3)(\/|$)/
 
-// etcd3 loads `${__dirname}/../proto/rpc.proto`. In a bundle `__dirname` is the bundle's
-// directory, which differs per handler: look upwards for the shipped proto directory instead.
-const PROTO_LOOKUP = `(() => {
-  const fs = require("fs"), path = require("path");
-  for (let dir = __dirname; ; dir = path.dirname(dir)) {
-    const candidate = path.join(dir, ${JSON.stringify(PROTO_DIR)});
-    if (fs.existsSync(path.join(candidate, "rpc.proto"))) return candidate;
-    if (path.dirname(dir) === dir) throw new Error("middy-etcd: ${PROTO_DIR}/rpc.proto not found above " + __dirname + "; the package must ship etcd3's proto files");
+/** etcd3's own proto loading in lib/connection-pool.js, as it is in the etcd3 version we depend on. */
+const ETCD3_LOADER = 'const proto_loader_1 = require("@grpc/proto-loader");'
+const ETCD3_LOAD_SYNC = `(0, proto_loader_1.loadSync)(\`\${__dirname}/../proto/rpc.proto\`, {
+    keepCase: true,
+    longs: String,
+    enums: String,
+    defaults: true,
+    oneofs: true,
+})`
+
+/**
+ * etcd3's connection-pool.js with its .proto files loaded at build time. etcd3 parses them when
+ * it is imported (proto-loader's loadSync), and proto-loader then builds reflection descriptors
+ * of every message, which grpc-js's clients never use: together tens of ms of every cold start.
+ * The bundle instead carries the parsed files as protobufjs JSON (made here, with etcd3's
+ * `keepCase`) and builds the same service definitions grpc-js needs from it (path, streaming,
+ * and proto-loader's serializers: `fromObject` + `encode`, `decode` + `toObject` with etcd3's
+ * options), with protobufjs's light build (no parser).
+ */
+function withPrecompiledProtos(connectionPool: string): string {
+  const code = readFileSync(connectionPool, 'utf8')
+  if (!code.includes(ETCD3_LOADER) || !code.includes(ETCD3_LOAD_SYNC)) {
+    throw new Error(`middy-etcd: etcd3's proto loading changed in ${connectionPool}; cannot bundle it safely`)
   }
-})()`
+  const etcd3Dir = join(dirname(connectionPool), '..')
+  const fromLoader = createRequire(createRequire(join(etcd3Dir, 'package.json')).resolve('@grpc/proto-loader'))
+  const protobuf = fromLoader('protobufjs') as typeof import('protobufjs')
+  const camelCase = fromLoader('lodash.camelcase') as (name: string) => string
+  const root = new protobuf.Root()
+  root.loadSync(join(etcd3Dir, 'proto', 'rpc.proto'), { keepCase: true })
+  root.resolveAll()
+  const services: Record<string, { name: string; originalName: string; requestType: string; responseType: string; requestStream: boolean; responseStream: boolean }[]> = {}
+  const visit = (ns: import('protobufjs').NamespaceBase) => {
+    for (const obj of ns.nestedArray) {
+      if (obj instanceof protobuf.Service) {
+        services[obj.fullName.slice(1)] = obj.methodsArray.map((m) => ({
+          name: m.name,
+          originalName: camelCase(m.name),
+          requestType: m.resolvedRequestType!.fullName,
+          responseType: m.resolvedResponseType!.fullName,
+          requestStream: Boolean(m.requestStream),
+          responseStream: Boolean(m.responseStream),
+        }))
+      } else if (obj instanceof protobuf.Namespace) visit(obj)
+    }
+  }
+  visit(root)
+  const light = fromLoader.resolve('protobufjs/light')
+  const definitions = `((json, services) => {
+    const root = require(${JSON.stringify(light)}).Root.fromJSON(json);
+    const options = { longs: String, enums: String, defaults: true, oneofs: true };
+    const serialize = (type) => (arg) => type.encode(type.fromObject(arg)).finish();
+    const deserialize = (type) => (buf) => type.toObject(type.decode(buf), options);
+    const definition = {};
+    for (const [service, methods] of Object.entries(services)) {
+      definition[service] = {};
+      for (const m of methods) {
+        const request = root.lookupType(m.requestType), response = root.lookupType(m.responseType);
+        definition[service][m.name] = { path: "/" + service + "/" + m.name, requestStream: m.requestStream, responseStream: m.responseStream, requestSerialize: serialize(request), requestDeserialize: deserialize(request), responseSerialize: serialize(response), responseDeserialize: deserialize(response), originalName: m.originalName, options: {} };
+      }
+    }
+    return definition;
+  })(JSON.parse(${JSON.stringify(JSON.stringify(root.toJSON()))}), ${JSON.stringify(services)})`
+  return code.replace(ETCD3_LOADER, '').replace(ETCD3_LOAD_SYNC, definitions)
+}
 
 /** esbuild, from the service's own node_modules first. */
 export async function loadEsbuild(serviceDir: string): Promise<Esbuild> {
@@ -99,12 +152,7 @@ export function bundleOptions(serviceDir: string, functions: NodeFunction[], opt
       {
         name: 'etcd3-proto-path',
         setup(build) {
-          build.onLoad({ filter: /[\\/]etcd3[\\/]lib[\\/]connection-pool\.js$/ }, (args) => {
-            const code = readFileSync(args.path, 'utf8')
-            const patched = code.replace('`${__dirname}/../proto/rpc.proto`', `require("path").join(${PROTO_LOOKUP}, "rpc.proto")`)
-            if (patched === code) throw new Error(`middy-etcd: etcd3's proto path changed in ${args.path}; cannot bundle it safely`)
-            return { contents: patched, loader: 'js' }
-          })
+          build.onLoad({ filter: /[\\/]etcd3[\\/]lib[\\/]connection-pool\.js$/ }, (args) => ({ contents: withPrecompiledProtos(args.path), loader: 'js' }))
         },
       },
     ],
@@ -112,8 +160,8 @@ export function bundleOptions(serviceDir: string, functions: NodeFunction[], opt
 }
 
 /**
- * Bundles each function's handler into `<outdir>/<module>.js` and writes the proto files and the
- * CommonJS package.json beside them. Returns module → bundle file.
+ * Bundles each function's handler into `<outdir>/<module>.js` and writes the CommonJS
+ * package.json beside them. Returns module → bundle file.
  */
 export async function bundleHandlers(esbuild: Esbuild, serviceDir: string, functions: NodeFunction[], options: BundleOptions): Promise<Map<string, string>> {
   await esbuild.build(bundleOptions(serviceDir, functions, options))
@@ -121,15 +169,8 @@ export async function bundleHandlers(esbuild: Esbuild, serviceDir: string, funct
   return new Map(functions.map((f) => [f.module, join(options.outdir, `${f.module}.js`)]))
 }
 
-/**
- * etcd3's proto files and the CommonJS package.json. The protos come from the etcd3 this
- * package depends on (an exact version), which is the one bundled with middy-etcd.
- */
+/** The CommonJS package.json beside the bundles (a service's own may say `"type": "module"`). */
 export function writeSupportFiles(outdir: string): void {
-  const protoSource = join(dirname(createRequire(import.meta.url).resolve('etcd3/package.json')), 'proto')
-  mkdirSync(join(outdir, PROTO_DIR), { recursive: true })
-  for (const file of readdirSync(protoSource)) {
-    if (file.endsWith('.proto')) copyFileSync(join(protoSource, file), join(outdir, PROTO_DIR, file))
-  }
+  mkdirSync(outdir, { recursive: true })
   writeFileSync(join(outdir, PACKAGE_JSON), `${JSON.stringify({ type: 'commonjs' })}\n`)
 }

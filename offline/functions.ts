@@ -1,5 +1,5 @@
 // Which functions of a service middy-etcd builds: Node functions whose handler code uses the
-// library (or etcd3) — their bundles need etcd3's proto files — and TypeScript handlers, which
+// library (or etcd3) — their bundles need etcd3's protos built in — and TypeScript handlers, which
 // the framework cannot ship as they are. Everything else (other runtimes, images, functions with
 // their own artifact, plain JavaScript that does not use etcd) is left to the framework.
 import { existsSync } from 'node:fs'

@@ -1,6 +1,6 @@
 // `serverless offline` runs the same bundles `serverless package` ships: the functions that use
 // middy-etcd (and TypeScript handlers) are bundled into `.etcd-offline/build/<cli pid>/` with the
-// proto files and the `package.patterns` files, and their `handler` is pointed there. So offline
+// `package.patterns` files, and their `handler` is pointed there. So offline
 // loads plain CommonJS — no TypeScript loader of serverless-offline's (tsx) is involved — and
 // esbuild rebuilds on every source change.
 import { cpSync, existsSync, mkdirSync, readdirSync, rmdirSync, rmSync } from 'node:fs'

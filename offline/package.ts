@@ -1,11 +1,11 @@
 // `serverless package` for the functions middy-etcd builds (see functions.ts): each gets an
-// artifact of its own making — bundled handlers, etcd3's proto files, and the files
+// artifact of its own making — bundled handlers (etcd3's protos built in), and the files
 // `package.patterns` select — set as its `package.artifact`, so osls packages only the other
 // functions (other runtimes, plain JavaScript that does not use etcd) as it always does.
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join, relative } from 'node:path'
-import { bundleHandlers, loadEsbuild, PACKAGE_JSON, PROTO_DIR, usingEtcd } from './bundle.js'
+import { bundleHandlers, loadEsbuild, PACKAGE_JSON, usingEtcd } from './bundle.js'
 import type { PluginLog, ServerlessLike } from './config.js'
 import { buildTarget, hasOwnBundler, nodeFunctions, type NodeFunction } from './functions.js'
 import { selectFiles, serviceFiles } from './patterns.js'
@@ -35,7 +35,7 @@ const KIB = 1024
 export async function packageFunctions(serverless: ServerlessLike, log: PluginLog, options: PackageOptions): Promise<Packaged | undefined> {
   const own = hasOwnBundler(serverless)
   if (own) {
-    log.notice(`middy-etcd: ${own} packages the functions; middy-etcd leaves packaging to it (keep etcd3 external and installed so its .proto files ship: see the README)`)
+    log.notice(`middy-etcd: ${own} packages the functions; middy-etcd leaves packaging to it (keep etcd3 external and installed so its .proto files ship with it: see the README)`)
     return undefined
   }
   const { service, serviceDir } = serverless
@@ -86,19 +86,19 @@ function setFunctionArtifact(f: NodeFunction, path: string): void {
 
 /**
  * The service files `patterns` select, except those that would replace a file we built (a
- * bundle, the proto files, the package.json that makes the bundles CommonJS): warned and left out.
+ * bundle, the package.json that makes the bundles CommonJS): warned and left out.
  */
 export function patternFiles(serviceDir: string, patterns: string[], built: Set<string>, log: PluginLog): string[] {
   const selected = selectFiles(serviceDir, patterns)
-  const clashes = selected.filter((f) => built.has(f) || f.startsWith(`${PROTO_DIR}/`))
-  if (clashes.length > 0) log.warning(`middy-etcd: package.patterns selects ${clashes.join(', ')}, which the artifact already holds (bundles, ${PROTO_DIR}/, ${PACKAGE_JSON}); those are left out`)
+  const clashes = selected.filter((f) => built.has(f))
+  if (clashes.length > 0) log.warning(`middy-etcd: package.patterns selects ${clashes.join(', ')}, which the artifact already holds (bundles, ${PACKAGE_JSON}); those are left out`)
   return selected.filter((f) => !clashes.includes(f))
 }
 
 /** Zips the bundles of `functions`, the support files and `extras` (service-relative paths). */
 function writeArtifact(path: string, buildDir: string, functions: NodeFunction[], built: Set<string>, extras: string[], serviceDir: string): number {
   const bundles = functions.flatMap((f) => [`${f.module}.js`, `${f.module}.js.map`]).filter((f) => built.has(f))
-  const support = [...built].filter((f) => f === PACKAGE_JSON || f.startsWith(`${PROTO_DIR}/`))
+  const support = [...built].filter((f) => f === PACKAGE_JSON)
   const entries: ZipEntry[] = [
     ...[...new Set([...bundles, ...support])].map((name) => ({ name, data: readFileSync(join(buildDir, name)) })),
     ...[...new Set(extras)].map((name) => ({ name, data: readFileSync(join(serviceDir, name)), mode: executable(join(serviceDir, name)) ? 0o755 : 0o644 })),

@@ -30,8 +30,8 @@ export { STATE_DIR }
  * it starts a local etcd (or uses `custom.etcd.endpoints`), puts `ETCD_ENDPOINTS` in every
  * function's environment, bundles the handlers that use middy-etcd (as `package` does), delivers
  * queued messages to `etcdQueue` functions, and stops etcd on exit. On `serverless package` it
- * builds the artifacts of the Node functions that use middy-etcd — bundles, etcd3's `.proto`
- * files, the `package.patterns` files — and leaves every other function to the framework.
+ * builds the artifacts of the Node functions that use middy-etcd — bundles (etcd3's `.proto`
+ * files parsed into them), the `package.patterns` files — and leaves every other function to the framework.
  */
 export default class MiddyEtcdPlugin {
   readonly hooks: Record<string, () => unknown>

@@ -129,7 +129,7 @@ describe('osls offline start with the middy-etcd plugin', () => {
     expect(Number(m![3])).toBe(cli.pid)
     expect(m![1].split(', ')).toEqual(expect.arrayContaining(['ping', 'counterIncrement', 'jobWorker', 'dispatcher']))
     const build = join(root, m![2])
-    for (const file of ['handlers/counter.js', 'handlers/jobs.js', 'etcd3-proto/rpc.proto', 'package.json']) expect(existsSync(join(build, file))).toBe(true)
+    for (const file of ['handlers/counter.js', 'handlers/jobs.js', 'package.json']) expect(existsSync(join(build, file))).toBe(true)
     expect(JSON.parse(readFileSync(join(build, 'package.json'), 'utf8'))).toEqual({ type: 'commonjs' })
   })
 

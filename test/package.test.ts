@@ -36,8 +36,9 @@ describe('serverless package', () => {
     rmSync(unpacked, { recursive: true, force: true })
   })
 
-  it('bundles every handler module and etcd3 proto files, and no node_modules', () => {
-    expect(files).toEqual(expect.arrayContaining(['handlers/counter.js', 'handlers/jobs.js', 'handlers/dispatcher.js', 'etcd3-proto/rpc.proto', 'etcd3-proto/kv.proto', 'etcd3-proto/auth.proto']))
+  it('bundles every handler module (etcd3 protos built in: no .proto file ships), and no node_modules', () => {
+    expect(files).toEqual(expect.arrayContaining(['handlers/counter.js', 'handlers/jobs.js', 'handlers/dispatcher.js']))
+    expect(files.filter((f) => f.endsWith('.proto'))).toEqual([])
     expect(files.some((f) => f.startsWith('node_modules/'))).toBe(false)
     expect(files.some((f) => f.endsWith('.ts'))).toBe(false)
   })

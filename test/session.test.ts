@@ -256,9 +256,10 @@ describe('Session', () => {
     for (const s of sessions) expect(await serverTtl(s.leaseId)).toBeGreaterThan(0)
     expect(opened).toHaveBeenCalledTimes(1)
     await Promise.all(sessions.map((s) => s.close()))
-    // The last session closing closes the stream; the next session opens a fresh one.
+    // The last session closing closes the stream; the next session opens a fresh one (with its
+    // first keepalive, TTL/3 after its grant).
     const next = await Session.create(client, { ttl: 2 })
-    await sleep(200)
+    await sleep(900)
     expect(opened).toHaveBeenCalledTimes(2)
     await next.close()
   })

@@ -258,13 +258,10 @@ describe('a user service built from the installed tarball', () => {
       if (unpacked) rmSync(unpacked, { recursive: true, force: true })
     })
 
-    it('packages the functions that use middy-etcd into one artifact: bundles, protos, package.patterns files', () => {
+    it('packages the functions that use middy-etcd into one artifact: bundles (etcd3\'s protos built in), package.patterns files', () => {
       expect(files.sort()).toEqual(
         [
           'config/settings.json',
-          'etcd3-proto/auth.proto',
-          'etcd3-proto/kv.proto',
-          'etcd3-proto/rpc.proto',
           'handlers/consumer.js',
           'handlers/dispatcher.js',
           'handlers/lock.js',
@@ -340,7 +337,7 @@ describe('a user service built from the installed tarball', () => {
       expect(config.functions.lock.package?.artifact).toBeUndefined()
       const dir = mkdtempSync(join(tmpdir(), 'middy-etcd-one-function-'))
       try {
-        expect(unzip(readFileSync(artifact), dir).sort()).toEqual(['config/settings.json', 'etcd3-proto/auth.proto', 'etcd3-proto/kv.proto', 'etcd3-proto/rpc.proto', 'handlers/typed.js', 'package.json'])
+        expect(unzip(readFileSync(artifact), dir).sort()).toEqual(['config/settings.json', 'handlers/typed.js', 'package.json'])
         expect(await invokePackaged(dir, 'handlers/typed.js', 'handler', { who: 'one' }, { ETCD_ENDPOINTS: etcd.cluster.endpoints.join(',') })).toMatchObject({ hello: 'one' })
       } finally {
         rmSync(dir, { recursive: true, force: true })

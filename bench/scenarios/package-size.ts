@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process'
 import { mkdirSync, readFileSync, rmSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import * as esbuild from 'esbuild'
-import { bundleOptions, PACKAGE_JSON, PROTO_DIR, writeSupportFiles } from '../../offline/bundle.js'
+import { bundleOptions, PACKAGE_JSON, writeSupportFiles } from '../../offline/bundle.js'
 import { writeZip } from '../../offline/zip.js'
 import { serviceFiles } from '../../offline/patterns.js'
 import type { NodeFunction } from '../../offline/functions.js'
@@ -19,7 +19,7 @@ interface Packaged {
 /**
  * Packaged function sizes, built exactly as the plugin's `serverless package` builds them
  * (offline/bundle.ts: esbuild, minified CommonJS with every dependency inside, etcd3's .proto
- * files and the CommonJS package.json beside it; offline/zip.ts): the etcdLock fixture handler
+ * files parsed into it, the CommonJS package.json beside it; offline/zip.ts): the etcdLock fixture handler
  * and the deployable queue dispatcher (`export { handler } from 'middy-etcd/dispatcher'`).
  * Each artifact is unzipped-equivalent (the build directory) and invoked once in a new
  * process, so the numbers are for packages that run. The dispatcher's bundle inputs are also
@@ -56,7 +56,7 @@ export const packageSize: Scenario = {
       const probe = await invoke(dir, { ...f.env, ETCD_ENDPOINTS: ctx.endpoints.join(',') })
       entries.push(entry(`packaged function (zip): ${f.label}`, 'KiB', kib, '—', null, { kind: 'none' }))
       notes.push(
-        `${f.label}: bundle ${bundleKiB.toFixed(0)} KiB + ${PROTO_DIR}/ + ${PACKAGE_JSON}, zipped ${kib.toFixed(0)} KiB; ${inputs.length} input files` +
+        `${f.label}: bundle ${bundleKiB.toFixed(0)} KiB (etcd3's protos built in) + ${PACKAGE_JSON}, zipped ${kib.toFixed(0)} KiB; ${inputs.length} input files` +
           (i === 1 ? `, of which Middy/middleware/offline/esbuild: ${foreign.length === 0 ? 'none' : foreign.join(', ')}` : '') +
           `. Invoked once in a new process: ${probe}.`,
       )

@@ -149,16 +149,21 @@ export class Mutex {
     })
     const read = res.results[res.succeeded ? 1 : 0].range!
     const createRevision = res.succeeded ? res.revision : await this.existingKey(key, read)
-    if (createRevision === undefined) {
-      // Our key went between the Txn and the read (another Mutex object of this session unlocked).
+    // Our key went between the Txn and a read that followed (another Mutex object of this session unlocked): again.
+    const again = () => {
       if (retries === 0) throw this.expired()
       return this.tryAcquire(txnOptions, retries - 1)
     }
+    if (createRevision === undefined) return again()
     const own = new OwnedKey(this.session, key, createRevision)
-    this.own = own
     let view: TurnView = { ahead: read.kvs.filter((kv) => kv.createRevision < own.createRevision), complete: !read.more, revision: res.revision }
     // Only a re-lock of an old key can have its whole read filled by younger keys: read what is ahead.
-    if (!view.complete && view.ahead.length === 0) view = await this.readAhead(own)
+    if (!view.complete && view.ahead.length === 0) {
+      const ahead = await this.readAhead(own)
+      if (!ahead.mine) return again()
+      view = ahead
+    }
+    this.own = own
     const attempt = { own, held: view.complete && view.ahead.length === 0, created: res.succeeded, revision: view.revision, view }
     const foreign = view.ahead.find((kv) => kv.lease === '0')
     if (foreign) {

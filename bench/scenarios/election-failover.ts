@@ -1,6 +1,6 @@
 import { Session, type EtcdClient } from '../../lib/index.js'
 import { entry, type BenchContext, type Scenario } from '../util/types.js'
-import { sleep, summarize, type Latency } from '../util/stats.js'
+import { p50s, sleep, summarize, type Latency } from '../util/stats.js'
 import { runGo } from '../util/go.js'
 
 interface Candidate {
@@ -9,7 +9,7 @@ interface Candidate {
 type ElectionFactory = (session: Session, name: string) => Candidate
 
 /** n failovers: leader and waiting candidate on their own sessions; close the leader's session. */
-async function failovers(ctx: BenchContext, client: EtcdClient, make: ElectionFactory, n: number): Promise<Latency> {
+async function failovers(ctx: BenchContext, client: EtcdClient, make: ElectionFactory, n: number): Promise<Latency & { samples: number[] }> {
   const lat: number[] = []
   for (let i = 0; i < n; i++) {
     const name = ctx.prefix('failover')
@@ -23,7 +23,7 @@ async function failovers(ctx: BenchContext, client: EtcdClient, make: ElectionFa
     lat.push((await elected) - t0)
     await s2.close()
   }
-  return summarize(lat)
+  return { ...summarize(lat), samples: lat }
 }
 
 /**
@@ -35,7 +35,7 @@ export const electionFailover: Scenario = {
   name: 'election-failover',
   async run(ctx) {
     const n = Math.max(5, Math.round(50 * ctx.scale))
-    let ours: Latency | null = null
+    let ours: (Latency & { samples: number[] }) | null = null
     let why: string | undefined
     try {
       const { Election } = (await import('../../lib/election.js')) as typeof import('../../lib/election.js')
@@ -49,7 +49,8 @@ export const electionFailover: Scenario = {
     const f = (l: Latency | null) => (l ? `p50 ${l.p50.toFixed(2)} / p99 ${l.p99.toFixed(2)} ms` : 'not available')
     return {
       entries: [
-        entry('leader failover: session closed -> waiting campaign returns', 'p50 ms', ours?.p50 ?? null, 'Go election-failover', g?.p50_ms ?? null, { kind: 'max-ratio', ratio: 0.2 }, why ?? go.why),
+        // The target is judged on the median p50 of the three thirds of the samples (their spread shown).
+        entry('leader failover: session closed -> waiting campaign returns', 'p50 ms', ours ? p50s(ours.samples) : null, 'Go election-failover', g?.p50_ms ?? null, { kind: 'max-ratio', ratio: 0.2 }, why ?? go.why),
         entry('leader failover: session closed -> waiting campaign returns', 'p99 ms', ours?.p99 ?? null, 'Go election-failover', g?.p99_ms ?? null, { kind: 'none' }, why ?? go.why),
       ],
       notes: [
@@ -57,7 +58,7 @@ export const electionFailover: Scenario = {
           "Timed from the start of the leader session's close (lease revoke) to the waiting campaign resolving. " +
           'Go watches the leader key from the revision of the Range that found it (an unsynced watcher: the revoke reaches it at etcd\'s next 100 ms catch-up tick); lib watches from "now" and closes the gap with one Range (see findings).',
       ],
-      details: { ours, go: g },
+      details: { ours: ours && { n: ours.n, p50: ours.p50, p99: ours.p99, mean: ours.mean }, go: g },
     }
   },
 }

@@ -4,7 +4,7 @@ import { etcdIdempotency } from '../../middleware/index.js'
 import { lambdaContext } from '../../testing/index.js'
 import { floorP50 } from '../util/go.js'
 import { countRpcs, formatRpcs } from '../util/rpcs.js'
-import { pct, sleep, summarize, timeSequential, type Latency } from '../util/stats.js'
+import { p50s, pct, sleep, summarize, timeSequential, type Latency } from '../util/stats.js'
 import { entry, type Scenario } from '../util/types.js'
 
 /** Concurrent singleFlight callers, each on its own connection (like separate functions). */
@@ -46,11 +46,12 @@ export const idempotency: Scenario = {
     const f = (l: Latency) => `p50 ${l.p50.toFixed(3)} / p99 ${l.p99.toFixed(3)} ms`
     return {
       entries: [
-        entry(dupName, 'p50 ms', duplicate.p50, 'one put (floor)', put, { kind: 'max-ratio', ratio: 1.6 }),
+        // Judged on the median p50 of the three thirds of the samples (their spread shown).
+        entry(dupName, 'p50 ms', p50s(dupRun.result), 'one put (floor)', put, { kind: 'max-ratio', ratio: 1.6 }),
         entry(dupName, 'p50 ms', duplicate.p50, 'bare warm Middy invocation', bare.p50, { kind: 'none' }),
         entry(dupName, 'p99 ms', duplicate.p99, 'one put (floor)', put, { kind: 'none' }),
         entry('idempotency: first run of a key (warm)', 'p50 ms', first.p50, 'one put (floor)', put, { kind: 'none' }),
-        entry(`singleFlight: ${FLIGHT_CALLERS} callers, followers`, 'p99 ms', flights.followersP99, 'leader duration + 50 ms', flights.leader + 50, { kind: 'max-ratio', ratio: 1 }),
+        entry(`singleFlight: ${FLIGHT_CALLERS} callers, followers`, 'p99 ms', flights.p99s, 'leader duration + 50 ms', flights.leader + 50, { kind: 'max-ratio', ratio: 1 }),
       ],
       notes: [
         `${n} sequential warm invocations each. Duplicate of a completed invocation (stored response, handler not run): ${f(duplicate)}; ` +
@@ -92,5 +93,5 @@ async function flightRounds(ctx: Parameters<Scenario['run']>[0], rounds: number)
     p50s.push(pct(followers, 0.5))
     p99s.push(pct(followers, 0.99))
   }
-  return { rounds, leader: pct(leaders, 0.5), followersP50: pct(p50s, 0.5), followersP99: pct(p99s, 0.5), once }
+  return { rounds, leader: pct(leaders, 0.5), followersP50: pct(p50s, 0.5), followersP99: pct(p99s, 0.5), p99s, once }
 }

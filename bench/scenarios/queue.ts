@@ -1,7 +1,12 @@
 import { Session, type EtcdClient } from '../../lib/index.js'
 import { entry, type BenchContext, type Scenario } from '../util/types.js'
 import { runGo } from '../util/go.js'
+import type { GoResult } from '../util/gopeer.js'
+import { median } from '../util/stats.js'
 import { countRpcs, formatRpcs, rpcPerOp, rpcSnapshot, type RpcCounts } from '../util/rpcs.js'
+
+/** Runs of the targeted row (ours and Go's, alternating). */
+const RUNS = 3
 
 /** Messages claimed per receive (batches are allowed by the scenario). */
 const BATCH = 16
@@ -135,15 +140,26 @@ export const queue: Scenario = {
     const total = c * n
     const label = `queue: ${c} producers, ${c} consumers, ${total} items, receive(max ${BATCH})+ackMany`
     const ep = ctx.endpoints[0]
-    const { result: go, perOp: goRpcs } = await countRpcs(ep, total, () => runGo(ctx, ['-scenario', 'queue', '-c', String(c), '-n', String(n)]))
-    const g = go.result
+    const goRuns: GoResult[] = []
+    let goRpcs: RpcCounts = {}
+    let goWhy: string | undefined
+    const lambdaRuns: QueueRun[] = []
     let why: string | undefined
     let lambda: QueueRun | null = null
     let session: QueueRun | null = null
     let grouped: QueueRun | null = null
     let delayed: QueueRun | null = null
     try {
-      lambda = await ours(ctx, c, n, 'visibility')
+      // The targeted row: runs of ours and of Go, alternating.
+      for (let r = 0; r < RUNS; r++) {
+        const go = await countRpcs(ep, total, () => runGo(ctx, ['-scenario', 'queue', '-c', String(c), '-n', String(n)]))
+        if (go.result.result) {
+          goRuns.push(go.result.result)
+          goRpcs = go.perOp
+        } else goWhy = go.result.why
+        lambdaRuns.push(await ours(ctx, c, n, 'visibility'))
+      }
+      lambda = lambdaRuns.find((x) => x.perSecond === median(lambdaRuns.map((y) => y.perSecond)))!
       session = await ours(ctx, c, n, 'session')
       grouped = await ours(ctx, c, n, 'visibility', { kind: 'groups' })
       delayed = await ours(ctx, c, n, 'visibility', { kind: 'delays' })
@@ -153,23 +169,24 @@ export const queue: Scenario = {
       why = `Queue not measured: ${(err as Error).message}`
       ctx.log(why)
     }
+    const g = goRuns.length ? goRuns.find((x) => x.ops_per_s === median(goRuns.map((y) => y.ops_per_s)))! : null
     const f = (r: QueueRun | null) =>
       r ? `${r.perSecond.toFixed(1)} items/s (${r.distinct} distinct of ${total}, ${r.duplicates} duplicates, ${r.receives} receive calls, Node CPU ${(r.cpuShare * 100).toFixed(0)}% of a core; etcd requests per item: ${formatRpcs(r.rpcs)})` : why
     return {
       entries: [
-        entry(label, 'items/s', lambda?.perSecond ?? null, 'Go queue', g?.ops_per_s ?? null, { kind: 'min-ratio', ratio: 3 }, why ?? go.why),
-        entry(`${label}, claims on a long-lived Session`, 'items/s', session?.perSecond ?? null, 'Go queue', g?.ops_per_s ?? null, { kind: 'none' }, why ?? go.why),
+        entry(label, 'items/s', lambdaRuns.map((x) => x.perSecond), 'Go queue', goRuns.map((x) => x.ops_per_s), { kind: 'min-ratio', ratio: 3 }, why ?? goWhy),
+        entry(`${label}, claims on a long-lived Session`, 'items/s', session?.perSecond ?? null, 'Go queue', g?.ops_per_s ?? null, { kind: 'none' }, why ?? goWhy),
         entry(`${label}, ${GROUPS} message groups`, 'items/s', grouped?.perSecond ?? null, 'ours, plain', lambda?.perSecond ?? null, { kind: 'none' }, why),
         entry(`${label}, every item delayed ${DELAY_MS} ms`, 'items/s', delayed?.perSecond ?? null, 'ours, plain', lambda?.perSecond ?? null, { kind: 'none' }, why),
       ],
       notes: [
-        `Ours, a claim lease per receive (visibilityTimeout, as a function's receive): ${f(lambda)}. ` +
+        `${RUNS} runs of ours (a claim lease per receive) and of Go, alternating; the median run: ours ${f(lambda)} (all runs ${lambdaRuns.map((x) => x.perSecond.toFixed(0)).join(', ')}); Go all runs ${goRuns.map((x) => x.ops_per_s.toFixed(0)).join(', ')}. ` +
           `Ours, claims on one Session per consumer: ${f(session)}. ` +
           `Ours, items spread over ${GROUPS} message groups (one in flight per group, in order; ${grouped?.outOfOrder ?? '?'} out of order): ${f(grouped)}. ` +
           `Ours, every item enqueued with delayMs ${DELAY_MS} (received after its due time — including the wait behind earlier items, as the producers outpace the consumers: p50 ${delayed?.lateness?.p50 ?? '?'} ms, p99 ${delayed?.lateness?.p99 ?? '?'} ms, max ${delayed?.lateness?.max ?? '?'} ms; ${delayed?.lateness?.early ?? '?'} early): ${f(delayed)}. ` +
-          `Go recipes.Queue (delete on claim, at-most-once): ${g ? `${g.ops_per_s.toFixed(1)} items/s (${g.extra?.distinct} distinct, ${g.extra?.duplicates} duplicates; etcd requests per item: ${formatRpcs(goRpcs)})` : go.why}.`,
+          `Go recipes.Queue (delete on claim, at-most-once), the median run: ${g ? `${g.ops_per_s.toFixed(1)} items/s (${g.extra?.distinct} distinct, ${g.extra?.duplicates} duplicates; etcd requests per item: ${formatRpcs(goRpcs)})` : goWhy}.`,
       ],
-      details: { ours: lambda, session, grouped, delayed, go: g, rpcsPerItem: { ours: lambda?.rpcs, session: session?.rpcs, grouped: grouped?.rpcs, delayed: delayed?.rpcs, go: goRpcs } },
+      details: { ours: lambda, runs: lambdaRuns.map((x) => x.perSecond), session, grouped, delayed, go: goRuns, rpcsPerItem: { ours: lambda?.rpcs, session: session?.rpcs, grouped: grouped?.rpcs, delayed: delayed?.rpcs, go: goRpcs } },
     }
   },
 }

@@ -55,6 +55,8 @@ interface RateRun {
   rpcs: RpcCounts
   /** Most admissions in any window of `per` ms. */
   mostInWindow: number
+  /** Admitted/s in each third of the run (its internal repeats). */
+  thirds: number[]
 }
 
 /** `callers` loops of `acquire()` over one RateLimiter per client, for `ms`. */
@@ -64,7 +66,8 @@ async function rateLoop(ctx: BenchContext, clients: EtcdClient[], callers: numbe
   await Promise.all(limiters.map((l) => l.ready())) // lease and settings, as in a function's init phase
   const times: number[] = []
   const before = await rpcSnapshot(ctx.endpoints[0])
-  const until = performance.now() + ms
+  const started = performance.now()
+  const until = started + ms
   await Promise.all(
     Array.from({ length: callers }, async (_, i) => {
       const limiter = limiters[i % limiters.length]
@@ -86,7 +89,8 @@ async function rateLoop(ctx: BenchContext, clients: EtcdClient[], callers: numbe
     while (j < times.length && times[j] < times[i] + o.per) j++
     mostInWindow = Math.max(mostInWindow, j - i)
   }
-  return { perSecond: times.length / (ms / 1000), admitted: times.length, rpcs, mostInWindow }
+  const thirds = [0, 1, 2].map((k) => times.filter((t) => t >= started + (k * ms) / 3 && t < started + ((k + 1) * ms) / 3).length / (ms / 3000))
+  return { perSecond: times.length / (ms / 1000), admitted: times.length, rpcs, mostInWindow, thirds }
 }
 
 export const semaphore: Scenario = {
@@ -109,7 +113,8 @@ export const semaphore: Scenario = {
     const entries: Entry[] = [
       entry(`semaphore: 10 workers x ${n} acquire/release, permits 3`, 'handoffs/s', sem.perSecond, `lib Mutex, same shape (1 holder)`, mutex.perSecond, { kind: 'none' }),
       entry('semaphore: etcd requests per acquire/release (10 workers, permits 3)', 'requests/op', total(sem.rpcs), 'lib Mutex, same shape', total(mutex.rpcs), { kind: 'none' }),
-      entry(`rate limiter: R=100/s burst 10, 60 callers on 3 clients, ${ms / 1000} s`, 'admitted/s', paced.perSecond, 'the rate R', 100, { kind: 'min-ratio', ratio: 0.9 }),
+      // Judged on the median of the three thirds of the run (the burst falls in the first).
+      entry(`rate limiter: R=100/s burst 10, 60 callers on 3 clients, ${ms / 1000} s`, 'admitted/s', paced.thirds, 'the rate R', 100, { kind: 'min-ratio', ratio: 0.9 }),
       entry('rate limiter: etcd requests per admitted call (R=100/s, 60 callers)', 'requests/call', total(paced.rpcs), '—', null, { kind: 'none' }),
       entry(`rate limiter: R=1000/s burst 20 (above what one queue hands out), 60 callers, ${ms / 1000} s`, 'admitted/s', flat.perSecond, 'the rate R', 1000, { kind: 'none' }),
       entry('rate limiter: etcd requests per admitted call (R=1000/s, 60 callers)', 'requests/call', total(flat.rpcs), '—', null, { kind: 'none' }),

@@ -1,5 +1,5 @@
 import type { Namespace } from 'etcd3'
-import { toTypedError } from './kv.js'
+import { grantLease, revokeLease } from './leases.js'
 
 /**
  * The leases queue claims are made with, and the settling of a batch: a receive grants one
@@ -85,25 +85,6 @@ function batchesOf(client: Namespace): Map<string, OpenBatch> {
     openBatches.set(client, batches)
   }
   return batches
-}
-
-/** Grants a lease of `ttl` seconds; returns its id. */
-export async function grantLease(client: Namespace, ttl: number): Promise<string> {
-  try {
-    return (await client.leaseClient.leaseGrant({ TTL: ttl })).ID
-  } catch (err) {
-    throw toTypedError(err, 'etcd lease grant')
-  }
-}
-
-/** Revokes a lease; one that is already gone is fine. */
-export async function revokeLease(client: Namespace, leaseId: string): Promise<void> {
-  try {
-    await client.leaseClient.leaseRevoke({ ID: leaseId })
-  } catch (err) {
-    if (/lease not found/i.test((err as Error).message)) return
-    throw toTypedError(err, 'etcd lease revoke')
-  }
 }
 
 /** Gives up a claim lease nothing was claimed with: revoked if this receive granted it. */

@@ -1,5 +1,5 @@
 import type { Namespace } from 'etcd3'
-import { grantLease } from './claim-leases.js'
+import { grantLease } from './leases.js'
 import { SessionExpiredError } from './errors.js'
 import { queueKeys, unixNano } from './keys.js'
 import type { KeyValue, Keyspace, Op, TxnResult } from './kv.js'

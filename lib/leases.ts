@@ -2,8 +2,9 @@ import type { Namespace } from 'etcd3'
 import { toTypedError } from './kv.js'
 
 /**
- * Bare leases, for keys that must outlive the session that wrote them (a completed idempotency
- * record lives `ttl` seconds on a lease of its own, with no keepalive: it simply runs out).
+ * Bare leases, never kept alive: they simply run out. Queue claims (the visibility timeout),
+ * delayed-message timers and completed idempotency records live on them; sessions keep theirs
+ * alive (`session.ts`).
  */
 
 /** Grants a lease of `ttl` seconds; returns its id (decimal). One LeaseGrant RPC. */

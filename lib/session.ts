@@ -4,6 +4,7 @@ import { closedSignal } from './client-closed.js'
 import { InvalidArgumentError, LeaseLostError, type LeaseLossCause } from './errors.js'
 import { keepAliveStream, type Registration } from './keepalive.js'
 import { leaseHex } from './keys.js'
+import { revokeLease } from './leases.js'
 import { MAX_TTL_S } from './limits.js'
 import { toTypedError } from './kv.js'
 
@@ -175,12 +176,7 @@ export class Session {
     this.end('closed', `session ${this.leaseHex} was closed`)
     const reason = (this.signal.reason as LeaseLostError).reason
     if (reason === 'expired' || reason === 'revoked') return // already gone on the server
-    try {
-      await this.client.leaseClient.leaseRevoke({ ID: this.leaseId })
-    } catch (err) {
-      if (/lease not found/i.test((err as Error).message)) return
-      throw toTypedError(err, `etcd lease revoke ${this.leaseHex}`)
-    }
+    await revokeLease(this.client, this.leaseId)
   }
 
   /**

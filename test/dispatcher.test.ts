@@ -9,17 +9,8 @@ import { checkQueueSettings, ConfigurationError, InvalidArgumentError, PriorityQ
 import { queueConsumer } from '../middleware/index.js'
 import { dispatcherHandler, lambdaInvoker, runDispatcher, subscriptionsFromEnv, type DispatcherOptions, type QueueSubscription } from '../dispatch/index.js'
 import { lambdaContext } from '../testing/index.js'
-import { sleep, uniqueName, useEtcd } from './helpers.js'
+import { sleep, uniqueName, useEtcd, until } from './helpers.js'
 
-async function until<T>(what: string, timeoutMs: number, probe: () => T | undefined | false | Promise<T | undefined | false>): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const value = await probe()
-    if (value) return value
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    await sleep(100)
-  }
-}
 
 describe('runDispatcher (the dispatcher core, against etcd, invoking a stand-in function)', () => {
   const etcd = useEtcd(1)

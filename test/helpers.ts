@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto'
+import { readFileSync } from 'node:fs'
 import { afterAll, beforeAll } from 'vitest'
 import { createClient, type EtcdClient } from '../lib/index.js'
 import { startEtcd, type EtcdCluster } from '../testing/index.js'
@@ -34,3 +35,31 @@ export function uniqueName(label = 't'): string {
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+/**
+ * Polls `probe` until it returns something truthy, and returns that; fails naming `what` after
+ * `timeoutMs` (a bound that only catches hangs, never a timing assertion).
+ */
+export async function until<T>(what: string, timeoutMs: number, probe: () => T | undefined | false | Promise<T | undefined | false>, everyMs = 100): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const value = await probe()
+    if (value) return value
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+    await sleep(everyMs)
+  }
+}
+
+/** Whether process `pid` is running (a killed child not yet reaped is a zombie: not running). */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+  } catch {
+    return false
+  }
+  try {
+    return !/^\S+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'))
+  } catch {
+    return false
+  }
+}

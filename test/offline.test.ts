@@ -9,35 +9,13 @@ import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createClient, type EtcdClient } from '../lib/index.js'
 import { freePort, startEtcd, type EtcdCluster } from '../testing/index.js'
-import { sleep, uniqueName } from './helpers.js'
+import { sleep, uniqueName, until, alive } from './helpers.js'
 import { BUNDLED, INJECTED, LISTENING, SUBSCRIBED } from './support/offline-log.js'
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..')
 const stateDir = join(root, '.etcd-offline')
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-  } catch {
-    return false
-  }
-  // A killed child not yet reaped is a zombie: not running.
-  try {
-    return !/^\S+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'))
-  } catch {
-    return false
-  }
-}
 
-async function until<T>(what: string, timeoutMs: number, probe: () => T | undefined | false | Promise<T | undefined | false>): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const value = await probe()
-    if (value) return value
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    await sleep(100)
-  }
-}
 
 /** A pid that certainly belonged to a process that has exited. */
 function deadPid(): Promise<number> {

@@ -2,17 +2,9 @@ import { existsSync } from 'node:fs'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { LockedError, Mutex, Session, createClient, type EtcdClient } from '../lib/index.js'
 import { EtcdNotFoundError, startEtcd, type EtcdCluster } from '../testing/index.js'
-import { sleep, uniqueName } from './helpers.js'
+import { sleep, uniqueName, alive } from './helpers.js'
 
 /** True while a process with this pid exists. */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
-  }
-}
 
 describe('startEtcd: a 3-member cluster', () => {
   let cluster: EtcdCluster

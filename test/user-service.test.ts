@@ -18,7 +18,7 @@ import yaml from 'js-yaml'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createClient, Queue, type EtcdClient, type QueueDispatchEvent } from '../lib/index.js'
 import { freePort } from '../testing/index.js'
-import { sleep, uniqueName, useEtcd } from './helpers.js'
+import { sleep, uniqueName, useEtcd, until, alive } from './helpers.js'
 import { invokePackaged, unzip } from './support/artifact.js'
 
 const run = promisify(execFile)
@@ -39,28 +39,7 @@ function readmeInstall(): { packageJson: Record<string, unknown>; commands: stri
   return { packageJson: JSON.parse(json[0].body), commands }
 }
 
-async function until<T>(what: string, timeoutMs: number, probe: () => T | undefined | false | Promise<T | undefined | false>): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const value = await probe()
-    if (value) return value
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    await sleep(200)
-  }
-}
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-  } catch {
-    return false
-  }
-  try {
-    return !/^\S+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'))
-  } catch {
-    return false
-  }
-}
 
 describe('a user service built from the installed tarball', () => {
   let service: string

@@ -190,6 +190,6 @@ describe('serializable (member-local) reads in lib/', () => {
         })
     }
     // If this list grows, extend scenario 4's probe to the new reader before changing it.
-    expect([...new Set(users.map((u) => u.split(':')[0]))]).toEqual(['stm.ts'])
+    expect([...new Set(users.map((u) => u.split(':')[0]))]).toEqual(['stm-attempt.ts'])
   })
 })

@@ -65,7 +65,8 @@ export function freePort(): Promise<number> {
   })
 }
 
-function resolveBin(bin?: string): string {
+/** The etcd binary to run: `bin`, else `ETCD_BIN`, else `etcd` on the PATH; `EtcdNotFoundError` if there is none. */
+export function resolveEtcdBin(bin?: string): string {
   const chosen = bin ?? process.env.ETCD_BIN ?? 'etcd'
   if (chosen.includes('/')) {
     if (!existsSync(chosen)) throw new EtcdNotFoundError(chosen)
@@ -102,7 +103,7 @@ function killAllOnExit() {
 export async function startEtcd(options: StartEtcdOptions = {}): Promise<EtcdCluster> {
   const nodes = options.nodes ?? 1
   if (nodes !== 1 && nodes !== 3) throw new InvalidArgumentError(`startEtcd: nodes must be 1 or 3, got ${String(nodes)}`)
-  const bin = resolveBin(options.bin)
+  const bin = resolveEtcdBin(options.bin)
   killAllOnExit()
   // A free port can be taken by someone else between our probe and etcd's bind (several test
   // processes start clusters at once): start over on fresh ports, unless the port was given.

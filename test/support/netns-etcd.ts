@@ -5,9 +5,8 @@
  * status are asked with `etcdctl` run inside an observer host's namespace.
  */
 import { spawnSync } from 'node:child_process'
-import { existsSync } from 'node:fs'
 import { join } from 'node:path'
-import { EtcdNotFoundError } from '../../testing/etcd.js'
+import { EtcdNotFoundError, resolveEtcdBin } from '../../offline/etcd-process.js'
 import type { Network } from './netns.js'
 
 const CLIENT_PORT = 2379
@@ -40,20 +39,9 @@ export interface NetnsEtcd {
   stop(): Promise<void>
 }
 
-function etcdBin(): string {
-  const chosen = process.env.ETCD_BIN ?? 'etcd'
-  if (chosen.includes('/')) {
-    if (!existsSync(chosen)) throw new EtcdNotFoundError(chosen)
-    return chosen
-  }
-  const found = spawnSync('sh', ['-c', `command -v ${chosen}`], { encoding: 'utf8' })
-  if (found.status !== 0) throw new EtcdNotFoundError(chosen)
-  return found.stdout.trim()
-}
-
 /** Starts one member on each host of `members` (with `extraArgs` on top) and waits until all are healthy. */
 export async function startNetnsEtcd(net: Network, members: string[], observer: string, extraArgs: string[] = []): Promise<NetnsEtcd> {
-  const bin = etcdBin()
+  const bin = resolveEtcdBin()
   if (spawnSync('sh', ['-c', 'command -v etcdctl'], { stdio: 'ignore' }).status !== 0) {
     throw new EtcdNotFoundError('etcdctl')
   }

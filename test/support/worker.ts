@@ -5,7 +5,7 @@
  * Whatever it holds stays held until the process dies or is told otherwise: that is the point.
  */
 import { createInterface } from 'node:readline'
-import { createClient, DoubleBarrier, Election, Mutex, Queue, RateLimiter, Semaphore, Session, type LeaseLostError, type Message } from '../../lib/index.js'
+import { ClaimLostError, createClient, DoubleBarrier, EtcdUnavailableError, Election, Mutex, Queue, RateLimiter, Semaphore, Session, type LeaseLostError, type Message } from '../../lib/index.js'
 import { keyspace } from '../../lib/kv.js'
 
 interface Config {
@@ -57,12 +57,27 @@ async function run(cmd: Command) {
       return say({ event: 'received', messages: got.map((m) => ({ id: m.id, value: m.value, receiveCount: m.receiveCount, group: m.group })) })
     }
     case 'ack': {
+      // As a consumer under faults would: an ack that could not reach etcd is sent again; if
+      // the claim is then gone, the first one may have landed (ambiguous).
       const acked: string[] = []
+      const ambiguous: string[] = []
       for (const id of cmd.ids as string[]) {
-        await queue!.ack(messages.get(id)!)
-        acked.push(id)
+        for (let attempt = 0; ; attempt++) {
+          try {
+            await queue!.ack(messages.get(id)!)
+            acked.push(id)
+            break
+          } catch (err) {
+            if (attempt > 0 && err instanceof ClaimLostError && err.reason === 'gone') {
+              ambiguous.push(id)
+              break
+            }
+            if (!(err instanceof EtcdUnavailableError) || attempt >= 50) throw err
+            await new Promise((r) => setTimeout(r, 100))
+          }
+        }
       }
-      return say({ event: 'acked', ids: acked })
+      return say({ event: 'acked', ids: acked, ambiguous })
     }
     case 'redrive': {
       // Moves dead letters back one Txn each; a test SIGKILLs it midway.

@@ -8,7 +8,7 @@ import { keyspace } from '../../lib/kv.js'
 import type { EtcdCluster } from '../../testing/index.js'
 import { LockHistory, wallNow, type Violation } from './history.js'
 import { DeliveryLog, type Delivery } from './queue-check.js'
-import { Worker } from './workers.js'
+import { Worker, type WorkerEvent } from './workers.js'
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
@@ -236,7 +236,16 @@ export async function queueUnderFaults(
     const w = await Worker.start(cluster.endpoints)
     try {
       while (acks < o.messages / 4 && performance.now() < deadline) await sleep(50)
-      const got = await w.request({ op: 'receive', queue: o.name, max: o.batch, visibilityTimeout: 2 }, 'received', 30_000)
+      // A member restart may fail a receive, as it does the other consumers': it tries again
+      // (what it may have claimed meanwhile comes back when its 2 s claim lease ends).
+      let got: WorkerEvent | undefined
+      while (!got) {
+        got = await w.request({ op: 'receive', queue: o.name, max: o.batch, visibilityTimeout: 2 }, 'received', 30_000).catch((err: Error) => {
+          if (!/EtcdUnavailableError/.test(err.message) || performance.now() > deadline) throw err
+          tally(errors, err)
+          return sleep(100).then(() => undefined)
+        })
+      }
       const msgs = got.messages as { id: string; value: string; receiveCount: number }[]
       const ds = msgs.map((m) => deliver(m))
       const half = msgs.slice(0, Math.floor(msgs.length / 2)).map((m) => m.id)
@@ -246,7 +255,8 @@ export async function queueUnderFaults(
         acks++
         workerAcked++
       }
-      workerAbandoned = msgs.length - done.ids.length
+      for (const id of done.ambiguous as string[]) log.ambiguousAck(id)
+      workerAbandoned = msgs.length - done.ids.length - done.ambiguous.length
       if (ackedCount() >= o.messages) stop.abort()
     } finally {
       await w.kill()

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { countRpcs } from '../bench/util/rpcs.js'
 import { createClient, Mutex, Session, SessionExpiredError, WatchLostError } from '../lib/index.js'
+import { AHEAD_READ_LIMIT } from '../lib/mutex.js'
 import { onDeletes, type FeedSubscriber } from '../lib/delete-feed.js'
 import { keyspace, type KeyValue } from '../lib/kv.js'
 import { sleep, uniqueName, useEtcd } from './helpers.js'
@@ -113,10 +114,11 @@ describe('Mutex waiters on the shared feed', () => {
       await Promise.all(waiters)
     })
     expect(order).toEqual(Array.from({ length: 30 }, (_, i) => i + 1))
-    // 30 acquires + 31 unlocks; waiters that saw every key ahead read nothing more, those further
-    // back than the lock Txn's read (16 keys) read once more before their turn.
+    // 30 acquires + 31 unlocks: every waiter saw every key ahead (the lock Txn reads
+    // AHEAD_READ_LIMIT of them), so none reads anything more before its turn.
+    expect(30).toBeLessThan(AHEAD_READ_LIMIT)
     expect(perOp.Watch ?? 0).toBeLessThanOrEqual(2)
-    expect(perOp.Txn ?? 0).toBeLessThanOrEqual(61 + 15)
+    expect(perOp.Txn ?? 0).toBeLessThanOrEqual(61)
     await Promise.all(sessions.map((s) => s.close()))
   })
 
@@ -142,13 +144,39 @@ describe('Mutex waiters on the shared feed', () => {
     await Promise.all([s1.close(), s2.close(), s3.close()])
   })
 
+  it('a waiter with more keys ahead than the lock Txn reads takes the lock only after every one of them is gone', async () => {
+    const name = uniqueName('feed-deep')
+    const ks = keyspace(etcd.client)
+    const others = await Promise.all(Array.from({ length: AHEAD_READ_LIMIT + 8 }, () => Session.create(etcd.client, { ttl: 30 })))
+    for (const s of others) await ks.txn([], [ks.put(`${name}/${s.leaseHex}`, '', s.leaseId)])
+    const session = await Session.create(etcd.client, { ttl: 30 })
+    const m = new Mutex(session, name)
+    let lockedAt: bigint | undefined
+    const waiting = m.lock({ signal: AbortSignal.timeout(20_000) }).then(() => (lockedAt = m.fence))
+    await sleep(200)
+    // The oldest go last: the waiter's read covered only the youngest AHEAD_READ_LIMIT of them.
+    for (const s of others.slice(8).reverse()) await s.close()
+    await sleep(200)
+    expect(lockedAt).toBeUndefined()
+    for (const s of others.slice(0, 8)) {
+      expect(lockedAt).toBeUndefined()
+      await s.close()
+    }
+    await waiting
+    expect(m.held).toBe(true)
+    expect((await ks.range(`${name}/`, { prefix: true })).kvs.map((kv) => kv.key)).toEqual([m.key])
+    await m.unlock()
+    await session.close()
+  })
+
   it('a key without a lease deep in the queue (beyond the lock Txn\'s read) is refused when the waiter reads further, not waited on forever', async () => {
     const name = uniqueName('feed-foreign')
     const ks = keyspace(etcd.client)
     const holderSession = await Session.create(etcd.client, { ttl: 30 })
     await ks.txn([], [ks.put(`${name}/data`, 'x')]) // the oldest key: a foreign one
-    const others = await Promise.all(Array.from({ length: 20 }, () => Session.create(etcd.client, { ttl: 30 })))
-    // 20 contenders behind the foreign key, put directly (as other processes' lock keys would be).
+    const others = await Promise.all(Array.from({ length: AHEAD_READ_LIMIT + 4 }, () => Session.create(etcd.client, { ttl: 30 })))
+    // More contenders behind the foreign key than the lock Txn reads, put directly (as other
+    // processes' lock keys would be).
     for (const s of others) await ks.txn([], [ks.put(`${name}/${s.leaseHex}`, '', s.leaseId)])
     const m = new Mutex(holderSession, name)
     const waiting = m.lock({ signal: AbortSignal.timeout(10_000) }).then(() => 'locked', (err: unknown) => err)

@@ -58,7 +58,7 @@ describe('leaderGuard', () => {
   it('with term, a transient error while renewing keeps the term: the next invocation leads again instead of following its own key', async () => {
     const election = uniqueName('term-transient')
     const proxy = await tcpProxy(etcd.cluster.endpoints[0])
-    const client = createClient({ endpoints: [proxy.endpoint], callTimeoutMs: 300 })
+    const client = createClient({ endpoints: [proxy.endpoint], callTimeoutMs: 1000 })
     try {
       const handler = middy(async (_e: unknown, context: any) => ({ leader: true, key: context.etcd.leader.key })).use(leaderGuard({ election, term: 20, client }))
       const first = (await handler({}, lambdaContext())) as { leader: boolean; key: string }

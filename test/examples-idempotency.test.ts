@@ -13,22 +13,12 @@ import { charged, handler } from '../examples/idempotency-handler.js'
 import { exchangeRates } from '../examples/single-flight.js'
 import { IdempotencyKeyMismatchError, sharedClient } from '../lib/index.js'
 import { lambdaContext } from '../testing/index.js'
-import { sleep, useEtcd } from './helpers.js'
+import { sleep, useEtcd, useSharedClient } from './helpers.js'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const etcd = useEtcd(1)
 
-const endpointsBefore = process.env.ETCD_ENDPOINTS
-beforeAll(() => {
-  // The examples use sharedClient(), which reads ETCD_ENDPOINTS when first called.
-  process.env.ETCD_ENDPOINTS = etcd.cluster.endpoints.join(',')
-})
-afterAll(() => {
-  sharedClient().close()
-  // This worker process may run other test files next: leave the environment as it was.
-  if (endpointsBefore === undefined) delete process.env.ETCD_ENDPOINTS
-  else process.env.ETCD_ENDPOINTS = endpointsBefore
-})
+useSharedClient(etcd)
 
 const request = (body: unknown, key?: string) => ({ headers: key ? { 'Idempotency-Key': key } : {}, body: JSON.stringify(body) }) as unknown as APIGatewayProxyEvent
 

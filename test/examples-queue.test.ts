@@ -4,24 +4,15 @@
  */
 import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
-import { afterAll, beforeAll, expect, it } from 'vitest'
+import { expect, it } from 'vitest'
 import { queueTour } from '../examples/queue-tour.js'
-import { Queue, sharedClient } from '../lib/index.js'
-import { useEtcd } from './helpers.js'
+import { Queue } from '../lib/index.js'
+import { useEtcd, useSharedClient } from './helpers.js'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const etcd = useEtcd(1)
 
-const endpointsBefore = process.env.ETCD_ENDPOINTS
-beforeAll(() => {
-  // The example uses sharedClient(), which reads ETCD_ENDPOINTS when first called.
-  process.env.ETCD_ENDPOINTS = etcd.cluster.endpoints.join(',')
-})
-afterAll(() => {
-  sharedClient().close()
-  if (endpointsBefore === undefined) delete process.env.ETCD_ENDPOINTS
-  else process.env.ETCD_ENDPOINTS = endpointsBefore
-})
+useSharedClient(etcd)
 
 it('examples/queue-tour.ts: the first batch holds what is visible at once; the group waits its turn, the delayed message its delay', async () => {
   const { batch, later } = await queueTour()

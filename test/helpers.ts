@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { afterAll, beforeAll } from 'vitest'
-import { createClient, type EtcdClient } from '../lib/index.js'
+import { createClient, sharedClient, type EtcdClient } from '../lib/index.js'
 import { startEtcd, type EtcdCluster } from '../testing/index.js'
 
 /** A real etcd for the current test file, started before its tests and stopped after. */
@@ -27,6 +27,23 @@ export function useEtcd(nodes: 1 | 3 = 1) {
   /** The keys starting with `prefix`, as the test's client sees them. */
   const keysUnder = (prefix: string): Promise<string[]> => ctx.client.getAll().prefix(prefix).keys()
   return Object.assign(ctx, { newClient, memberClient, keysUnder })
+}
+
+/**
+ * Points `sharedClient()` (which reads ETCD_ENDPOINTS on its first call) at `etcd`'s cluster for
+ * this file, as the examples and handlers expect; closes it and restores the variable after the
+ * file, since the same worker process may run other test files next.
+ */
+export function useSharedClient(etcd: { cluster: EtcdCluster }): void {
+  const before = process.env.ETCD_ENDPOINTS
+  beforeAll(() => {
+    process.env.ETCD_ENDPOINTS = etcd.cluster.endpoints.join(',')
+  })
+  afterAll(() => {
+    sharedClient().close()
+    if (before === undefined) delete process.env.ETCD_ENDPOINTS
+    else process.env.ETCD_ENDPOINTS = before
+  })
 }
 
 /** A key prefix no other test uses. */

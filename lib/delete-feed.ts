@@ -66,8 +66,9 @@ class DeleteFeed {
     // Only the first answer: on a reconnect etcd3 resumes after the last revision it saw.
     this.watcher.once('connected', (res: IWatchResponse) => this.created(BigInt(res.header.revision)))
     this.watcher.on('delete', (raw: IKeyValue) => this.onDelete(raw.key.toString(), BigInt(raw.mod_revision)))
-    this.watcher.on('error', (err: Error) => this.fail(new WatchLostError(`watch on ${JSON.stringify(prefix)} ended: ${err.message}`, { cause: err })))
-    this.watcher.on('end', () => this.fail(new WatchLostError(`watch on ${JSON.stringify(prefix)} ended before the awaited event`)))
+    // Both only for a watcher etcd3 has dropped already: cancelling it would crash (lib/wait.ts `watching`).
+    this.watcher.on('error', (err: Error) => this.fail(new WatchLostError(`watch on ${JSON.stringify(prefix)} ended: ${err.message}`, { cause: err }), true))
+    this.watcher.on('end', () => this.fail(new WatchLostError(`watch on ${JSON.stringify(prefix)} ended before the awaited event`), true))
     closedSignal(ks.client).addEventListener('abort', this.onClientClosed, { once: true })
   }
 
@@ -143,15 +144,15 @@ class DeleteFeed {
     )
   }
 
-  /** Ends every subscription with `error` and closes the watch. */
-  private fail(error: unknown) {
+  /** Ends every subscription with `error` and closes the watch (`dropped`: etcd3 already did). */
+  private fail(error: unknown, dropped = false) {
     if (this.closed) return
     const subs = [...this.subs]
-    this.close()
+    this.close(dropped)
     for (const entry of subs) entry.sub.failed(error)
   }
 
-  private close() {
+  private close(dropped = false) {
     if (this.closed) return
     this.closed = true
     clearTimeout(this.linger)
@@ -160,7 +161,7 @@ class DeleteFeed {
     closedSignal(this.ks.client).removeEventListener('abort', this.onClientClosed)
     this.watcher.removeAllListeners()
     this.watcher.on('error', () => {})
-    this.watcher.cancel().catch(() => {})
+    if (!dropped) this.watcher.cancel().catch(() => {})
     this.onClose()
   }
 }

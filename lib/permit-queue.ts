@@ -155,7 +155,7 @@ export class PermitQueue {
           // is about to delete our queue key and report failure. A Txn in flight then may still
           // take some: the outcome is read from `pending`.
           if (predecessor) {
-            const goneAt = await waitGone(this.store.ks, predecessor, view.revision, wait)
+            const goneAt = await waitGone(this.store.ks, this.store.waiters, predecessor, view.revision, wait)
             const seenAt = performance.now()
             wait.throwIfAborted()
             res = await (pending = this.firstInLineStep(own, need, goneAt, seenAt, taker()))

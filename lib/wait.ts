@@ -1,6 +1,7 @@
 import type { IKeyValue, IWatchResponse, Namespace, Watcher } from 'etcd3'
 import { closedSignal } from './client-closed.js'
 import { WatchLostError } from './errors.js'
+import { onDeletes } from './delete-feed.js'
 import { toKeyValue, type KeyValue, type Keyspace } from './kv.js'
 
 /**
@@ -30,7 +31,8 @@ export interface WatchTarget {
   prefix?: boolean
 }
 
-type Settle<T> = (outcome: { value: T } | { error: unknown }) => void
+/** `dropped`: the watcher emitted 'error' or 'end', so it must not be cancelled (see watching). */
+type Settle<T> = (outcome: { value: T } | { error: unknown }, dropped?: boolean) => void
 
 /**
  * Settles a promise around an etcd3 watcher exactly once: when `listen`'s handlers call
@@ -41,21 +43,26 @@ function watching<T>(client: Namespace, watcher: Watcher, target: string, signal
   return new Promise<T>((resolve, reject) => {
     const closed = closedSignal(client)
     let done = false
-    const settle: Settle<T> = (outcome) => {
+    const settle: Settle<T> = (outcome, dropped = false) => {
       if (done) return
       done = true
       signal?.removeEventListener('abort', onAbort)
       closed.removeEventListener('abort', onClosed)
       watcher.removeAllListeners()
       watcher.on('error', () => {})
-      watcher.cancel().catch(() => {})
+      if (!dropped) watcher.cancel().catch(() => {})
       if ('value' in outcome) resolve(outcome.value)
       else reject(outcome.error)
     }
     const onAbort = () => settle({ error: signal!.reason })
     const onClosed = () => settle({ error: closed.reason })
-    watcher.on('error', (err: Error) => settle({ error: new WatchLostError(`watch on ${JSON.stringify(target)} ended: ${err.message}`, { cause: err }) }))
-    watcher.on('end', () => settle({ error: new WatchLostError(`watch on ${JSON.stringify(target)} ended before the awaited event`) }))
+    // etcd3 emits 'error' and 'end' only for a watcher it has already dropped (etcd cancelled
+    // it, e.g. its start revision was compacted). Cancelling it then sends a cancel for a watch
+    // id etcd3 no longer knows; while another watch keeps the client's stream open, etcd answers
+    // it and etcd3 throws "Failed to find watcher for IWatchResponse" from the stream's data
+    // handler: an uncaught exception that ends the process.
+    watcher.on('error', (err: Error) => settle({ error: new WatchLostError(`watch on ${JSON.stringify(target)} ended: ${err.message}`, { cause: err }) }, true))
+    watcher.on('end', () => settle({ error: new WatchLostError(`watch on ${JSON.stringify(target)} ended before the awaited event`) }, true))
     listen(settle)
     if (signal?.aborted) return onAbort()
     if (closed.aborted) return onClosed()
@@ -95,31 +102,41 @@ export async function waitDelete(client: Namespace, key: string, revision: bigin
 }
 
 /**
- * Resolves when `target` (a key as some read saw it at revision `seenAt`) is gone: deleted, or
- * deleted and created again by its owner (a new create revision).
+ * Resolves when `target` (a key under `prefix` as some read saw it at revision `seenAt`) is
+ * gone: deleted, or deleted and created again (a new create revision). Resolves with a revision
+ * at which the key was gone.
  *
- * etcd puts a watch whose start revision is at or below its current revision in an "unsynced"
- * group that a background loop catches up only every 100 ms, so Go's `waitDelete` (which
- * watches from the read's revision) costs 0–100 ms per handoff whatever the network. This watch
- * starts at "now" and is synced at once; the revisions between our read and the watch's start
- * are covered by its created response: if anything was written since `seenAt`, one Range tells
- * whether the key already went. Resolves with a revision at which the key was gone.
+ * It listens on the shared delete feed of `prefix` (lib/delete-feed.ts) rather than opening a
+ * watch of its own: a watch per waiter costs two stream messages, and etcd3 attaches a client's
+ * watches one at a time, so a burst of waiters would each wait for the others' attaches. The
+ * feed's watch starts at "now" and is synced at once (Go's `waitDelete` watches from the read's
+ * revision, lands in etcd's "unsynced" group and pays 0–100 ms per handoff); deletes between
+ * `seenAt` and the feed's start are replayed from its log or found by one whole-prefix read.
  */
-export function waitGone(ks: Keyspace, target: { key: string; createRevision: bigint }, seenAt: bigint, signal?: AbortSignal): Promise<bigint> {
+export function waitGone(ks: Keyspace, prefix: string, target: { key: string; createRevision: bigint }, seenAt: bigint, signal?: AbortSignal): Promise<bigint> {
   signal?.throwIfAborted()
-  const watcher: Watcher = ks.client.watch().key(target.key).watcher()
-  return watching<bigint>(ks.client, watcher, target.key, signal, (settle) => {
-    // Also on a reconnect: etcd3 then resumes the watch after the last revision it saw.
-    watcher.on('connected', (res: IWatchResponse) => {
-      if (BigInt(res.header.revision) <= seenAt) return
-      ks.range(target.key).then(
-        (now) => {
-          if (now.kvs.length === 0 || now.kvs[0].createRevision !== target.createRevision) settle({ value: now.revision })
-        },
-        (error) => settle({ error }),
-      )
+  return new Promise<bigint>((resolve, reject) => {
+    let done = false
+    let unsubscribe = () => {}
+    const finish = (settle: () => void) => {
+      if (done) return
+      done = true
+      unsubscribe()
+      signal?.removeEventListener('abort', onAbort)
+      settle()
+    }
+    const onAbort = () => finish(() => reject(signal!.reason))
+    unsubscribe = onDeletes(ks, prefix, {
+      seenAt,
+      deleted: (key, revision) => {
+        if (key === target.key) finish(() => resolve(revision))
+      },
+      resync: (kvs, revision) => {
+        if (!kvs.some((kv) => kv.key === target.key && kv.createRevision === target.createRevision)) finish(() => resolve(revision))
+      },
+      failed: (error) => finish(() => reject(error)),
     })
-    watcher.on('delete', (raw: IKeyValue) => settle({ value: BigInt(raw.mod_revision) }))
+    signal?.addEventListener('abort', onAbort, { once: true })
   })
 }
 
@@ -170,8 +187,31 @@ export async function waitDeletes(ks: Keyspace, prefix: string, maxCreateRevisio
     signal?.throwIfAborted()
     const older = await ks.range(prefix, { prefix: true, sort: ['Create', 'Descend'], limit: 1, maxCreateRevision })
     if (older.kvs.length === 0) return older.revision
-    await waitGone(ks, older.kvs[0], older.revision, signal)
+    await waitGone(ks, prefix, older.kvs[0], older.revision, signal)
   }
+}
+
+/**
+ * Like {@link waitGone}, on a watch of the one key (our own key, which no other waiter of this
+ * process follows): the watch starts at "now" and one Range covers the revisions between
+ * `seenAt` and its start, if anything was written meanwhile.
+ */
+function keyGone(ks: Keyspace, target: { key: string; createRevision: bigint }, seenAt: bigint, signal?: AbortSignal): Promise<bigint> {
+  signal?.throwIfAborted()
+  const watcher: Watcher = ks.client.watch().key(target.key).watcher()
+  return watching<bigint>(ks.client, watcher, target.key, signal, (settle) => {
+    // Also on a reconnect: etcd3 then resumes the watch after the last revision it saw.
+    watcher.on('connected', (res: IWatchResponse) => {
+      if (BigInt(res.header.revision) <= seenAt) return
+      ks.range(target.key).then(
+        (now) => {
+          if (now.kvs.length === 0 || now.kvs[0].createRevision !== target.createRevision) settle({ value: now.revision })
+        },
+        (error) => settle({ error }),
+      )
+    })
+    watcher.on('delete', (raw: IKeyValue) => settle({ value: BigInt(raw.mod_revision) }))
+  })
 }
 
 /** Our own key in a queue of contenders, and how to report its loss. */
@@ -198,7 +238,7 @@ async function ownKeyGone(own: OwnKey, signal: AbortSignal): Promise<void> {
   let seenAt = own.seenAt
   for (;;) {
     try {
-      await waitGone(own.ks, own, seenAt, signal)
+      await keyGone(own.ks, own, seenAt, signal)
       return
     } catch (err) {
       if (signal.aborted || (err instanceof WatchLostError && err.reason === 'client-closed')) throw err

@@ -1,7 +1,7 @@
 import { Mutex, Session } from '../../lib/index.js'
 import { entry, type Scenario } from '../util/types.js'
 import { median, summarize, timeSequential, type Latency } from '../util/stats.js'
-import { runGo } from '../util/go.js'
+import { floorLockTxns, runGo } from '../util/go.js'
 import type { GoResult } from '../util/gopeer.js'
 
 /** Runs of each side, alternating (ours, two puts, Go). */
@@ -41,9 +41,12 @@ export const lockUncontended: Scenario = {
     const p50 = ours.map((l) => l.p50)
     const putsP50 = puts.map((l) => l.p50)
     const goP50 = goRuns.map((g) => g.p50_ms!)
+    const rawPair = floorLockTxns(ctx)
     return {
       entries: [
         entry(label, 'p50 ms', p50, 'two sequential puts (etcd3 client)', putsP50, { kind: 'max-ratio', ratio: 1.05 }),
+        entry(label, 'p50 ms', p50, "the lock's two Txns sent raw (floor)", rawPair?.p50 ?? null, { kind: 'none' }),
+        entry(label, 'CPU ms per pair', cpu, "CPU of the lock's two Txns sent raw (floor)", rawPair?.cpuMs ?? null, { kind: 'none' }),
         entry(label, 'p50 ms', p50, 'Go lock-uncontended', goP50, { kind: 'none' }, goWhy),
         entry(label, 'p99 ms', ours.map((l) => l.p99), 'Go lock-uncontended', goRuns.map((g) => g.p99_ms!), { kind: 'none' }, goWhy),
       ],

@@ -18,6 +18,12 @@ export function floorP50(ctx: BenchContext): number | null {
   return d?.p50 ?? null
 }
 
+/** The floor's raw lock + unlock Txn pair: p50 and Node CPU per pair (ms, medians), or null when it did not run. */
+export function floorLockTxns(ctx: BenchContext): { p50: number; cpuMs: number } | null {
+  const d = ctx.results.get('floor')?.details as { lockTxnsP50?: number; lockTxnsCpuMs?: number } | undefined
+  return d?.lockTxnsP50 === undefined || d.lockTxnsCpuMs === undefined ? null : { p50: d.lockTxnsP50, cpuMs: d.lockTxnsCpuMs }
+}
+
 /** The floor's Node CPU per put (ms, median over its runs), or null when it did not run. */
 export function floorCpu(ctx: BenchContext): number | null {
   const d = ctx.results.get('floor')?.details as { cpuMsPerPut?: number } | undefined

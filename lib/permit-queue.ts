@@ -1,3 +1,4 @@
+import { closedSignal } from './client-closed.js'
 import { EtcdUnavailableError, KeyExistsError, SessionExpiredError } from './errors.js'
 import { unixNano } from './keys.js'
 import type { KeyValue, Op } from './kv.js'
@@ -201,6 +202,9 @@ export class PermitQueue {
       return await wait(signal ? AbortSignal.any([session, signal]) : session)
     } catch (err) {
       if (signal?.aborted) throw signal.reason
+      // A closed client ends its sessions too: report the close, as every other wait does.
+      const closed = closedSignal(own.session.client)
+      if (closed.aborted) throw closed.reason
       if (session.aborted) throw this.lost(own.session, session.reason)
       throw err
     }

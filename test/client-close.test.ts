@@ -12,7 +12,7 @@ const etcd = useEtcd()
 const script = fileURLToPath(new URL('./support/close-waits.ts', import.meta.url))
 
 describe('closing the client ends every pending wait', () => {
-  it('receive, dequeue, Barrier.wait, observe and a lock wait reject within 1 s with reason client-closed, and the process exits by itself', async () => {
+  it('receive, dequeue, Barrier.wait, observe, a lock wait, a queued semaphore call and a waiting campaign reject within 1 s with reason client-closed, and the process exits by itself', async () => {
     const started = performance.now()
     const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', script], {
       env: { ...process.env, ETCD_TEST_ENDPOINT: etcd.cluster.endpoints[0], ETCD_TEST_PREFIX: uniqueName('close') },
@@ -21,7 +21,7 @@ describe('closing the client ends every pending wait', () => {
     })
     const report = JSON.parse(stdout.trim().split('\n').pop()!) as { outcomes: { name: string; outcome: string; reason?: string; ms?: number; error?: string }[] }
     console.log(`[client-close] ${report.outcomes.map((o) => `${o.name}: ${o.error} (${o.reason}) after ${o.ms?.toFixed(0)} ms`).join('; ')}; exited after ${(performance.now() - started).toFixed(0)} ms`)
-    expect(report.outcomes.map((o) => o.name).sort()).toEqual(['barrier', 'dequeue', 'lock', 'observe', 'receive'])
+    expect(report.outcomes.map((o) => o.name).sort()).toEqual(['barrier', 'campaign', 'dequeue', 'lock', 'observe', 'receive', 'semaphore'])
     for (const o of report.outcomes) {
       expect(o).toMatchObject({ outcome: 'rejected', error: 'WatchLostError', reason: 'client-closed' })
       expect(o.ms).toBeLessThan(1_000)

@@ -1,4 +1,6 @@
 import type { Namespace } from 'etcd3'
+import { closedSignal } from './client-closed.js'
+import { EtcdUnavailableError } from './errors.js'
 import { grantLease, revokeLease } from './leases.js'
 
 /**
@@ -87,9 +89,34 @@ function batchesOf(client: Namespace): Map<string, OpenBatch> {
   return batches
 }
 
-/** Gives up a claim lease nothing was claimed with: revoked if this receive granted it. */
+/** Pause between the background revokes of a claim lease etcd could not be asked to revoke. */
+const REVOKE_RETRY_MS = 500
+
+/**
+ * Gives up the lease of a receive that returns no messages with it: revoked if this receive
+ * granted it. A revoke etcd does not answer is not the receive's failure: it is tried again in
+ * the background until the lease is gone. A claim Txn that applied although its answer was lost
+ * has hidden its messages under this lease, for the whole visibility timeout otherwise — and
+ * etcd 3.4 starts every lease's TTL again at each leader change, so during repeated elections
+ * for longer still.
+ */
 export async function dropLease(client: Namespace, lease: ClaimLease): Promise<void> {
-  if (lease.granted) await revokeLease(client, lease.id)
+  if (!lease.granted) return
+  await revokeLease(client, lease.id).catch((err: unknown) => {
+    if (err instanceof EtcdUnavailableError) revokeLater(client, lease.id)
+  })
+}
+
+/** Retries the revoke every {@link REVOKE_RETRY_MS} while etcd is unreachable, until the client is closed. */
+function revokeLater(client: Namespace, leaseId: string): void {
+  const closed = closedSignal(client)
+  const attempt = () => {
+    if (closed.aborted) return
+    revokeLease(client, leaseId).catch((err: unknown) => {
+      if (err instanceof EtcdUnavailableError) setTimeout(attempt, REVOKE_RETRY_MS).unref()
+    })
+  }
+  setTimeout(attempt, REVOKE_RETRY_MS).unref()
 }
 
 /** Remembers a granted lease's unsettled messages, so the last settle can revoke it. */

@@ -41,7 +41,7 @@ import { leaderGuard } from '../middleware/leader-guard.js'
 import { queueConsumer } from '../middleware/queue-consumer.js'
 import { withSTM } from '../middleware/with-stm.js'
 import { freePort } from '../testing/index.js'
-import { sleep, uniqueName, useEtcd } from './helpers.js'
+import { freeze, sleep, uniqueName, useEtcd } from './helpers.js'
 import { lambdaContext } from './lambda.js'
 
 const etcd = useEtcd(1)
@@ -489,7 +489,7 @@ describe('endpoints that are unreachable, wrong, or stop answering: a typed erro
       (err: unknown) => err,
     )
     const pid = etcd.cluster.pids()[0]!
-    process.kill(pid, 'SIGSTOP')
+    await freeze(pid)
     try {
       const started = performance.now()
       await expect(new Queue(c, `${name}-q`).enqueue('v')).rejects.toBeInstanceOf(EtcdUnavailableError)

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import { readFileSync } from 'node:fs'
+import { readdirSync, readFileSync } from 'node:fs'
 import { afterAll, beforeAll } from 'vitest'
 import { createClient, sharedClient, type EtcdClient } from '../lib/index.js'
 import { startEtcd, type EtcdCluster } from '../testing/index.js'
@@ -79,4 +79,15 @@ export function alive(pid: number): boolean {
   } catch {
     return false
   }
+}
+
+/**
+ * SIGSTOPs `pid` and resolves once every thread of it has stopped. kill() only queues the signal:
+ * on a loaded machine the target can keep running for a moment and still answer a request sent
+ * right after it.
+ */
+export async function freeze(pid: number): Promise<void> {
+  process.kill(pid, 'SIGSTOP')
+  const stopped = () => readdirSync(`/proc/${pid}/task`).every((tid) => /^\S+ \(.*\) [Tt]/.test(readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8')))
+  await until(`process ${pid} to stop after SIGSTOP`, 5_000, stopped, 2)
 }

@@ -1,7 +1,6 @@
-import { Session } from '../../lib/index.js'
+import { Session, type EtcdClient } from '../../lib/index.js'
 import { keyspace } from '../../lib/kv.js'
 import { AHEAD_READ_LIMIT } from '../../lib/mutex.js'
-import type { EtcdClient } from '../../lib/index.js'
 import { entry, type Scenario } from '../util/types.js'
 import { median, summarize, timeSequential, type Latency } from '../util/stats.js'
 import { runGo } from '../util/go.js'
@@ -31,7 +30,7 @@ export interface FloorDetails {
  * key fenced by its create revision). The client's floor for the lock's request shapes, as two
  * puts are its floor for two round trips.
  */
-function lockShapedPair(client: EtcdClient, session: Session, name: string): () => Promise<void> {
+export function lockShapedPair(client: EtcdClient, session: Session, name: string): () => Promise<void> {
   const ks = keyspace(client)
   const key = `${name}/${session.leaseHex}`
   return async () => {

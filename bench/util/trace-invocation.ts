@@ -2,10 +2,10 @@
 // as the median µs of each phase between sending and answering the two Txns, e.g.
 // `node --import tsx bench/util/trace-invocation.ts 3000 invocation` (modes: invocation, a warm
 // etcdLock invocation; mutex, Mutex lock + unlock on one session; raw, the same two Txns sent
-// straight through etcd3 as in bench/scenarios/floor.ts).
+// straight through etcd3: bench/scenarios/floor.ts `lockShapedPair`).
 import middy from '@middy/core'
 import { createClient, Mutex, Session } from '../../lib/index.js'
-import { keyspace } from '../../lib/kv.js'
+import { lockShapedPair } from '../scenarios/floor.js'
 import { etcdLock } from '../../middleware/index.js'
 import { lambdaContext, startEtcd } from '../../testing/index.js'
 
@@ -27,20 +27,13 @@ kv.txn = async (r) => {
 const mode = process.argv[3] ?? 'invocation'
 const session = await Session.create(client, { ttl: 10 })
 const m = new Mutex(session, 'trace-mutex')
-const ks = keyspace(client)
-const rawKey = `trace-raw/${session.leaseHex}`
 const ops: Record<string, () => Promise<unknown>> = {
   invocation: (() => {
     const f = middy(async () => { mark('handler'); return 'ok' }).use(etcdLock({ name: 'trace', client }))
     return () => f({}, lambdaContext())
   })(),
   mutex: async () => { await m.lock(); mark('handler'); await m.unlock() },
-  raw: async () => {
-    const youngest = ks.get('trace-raw/', { prefix: true, sort: ['Create', 'Descend'], limit: 128, keysOnly: true })
-    const locked = (await client.kv.txn({ compare: [ks.compare(rawKey, 'Create', '==', 0)], success: [ks.put(rawKey, '', session.leaseId), youngest], failure: [youngest] })) as { header: { revision: string } }
-    mark('handler')
-    await client.kv.txn({ compare: [ks.compare(rawKey, 'Create', '==', BigInt(locked.header.revision))], success: [ks.delete(rawKey)], failure: [] })
-  },
+  raw: lockShapedPair(client, session, 'trace-raw'),
 }
 const fn = ops[mode]
 const phases = new Map<string, number[]>()

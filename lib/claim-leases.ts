@@ -95,24 +95,32 @@ const REVOKE_RETRY_MS = 500
 /**
  * Gives up the lease of a receive that returns no messages with it: revoked if this receive
  * granted it. A revoke etcd does not answer is not the receive's failure: it is tried again in
- * the background until the lease is gone. A claim Txn that applied although its answer was lost
- * has hidden its messages under this lease, for the whole visibility timeout otherwise — and
- * etcd 3.4 starts every lease's TTL again at each leader change, so during repeated elections
- * for longer still.
+ * the background until the lease is gone (or has surely run out). A claim Txn that applied
+ * although its answer was lost has hidden its messages under this lease, for the whole
+ * visibility timeout otherwise — and etcd 3.4 starts every lease's TTL again at each leader
+ * change, so during repeated elections for longer still.
  */
 export async function dropLease(client: Namespace, lease: ClaimLease): Promise<void> {
   if (!lease.granted) return
   await revokeLease(client, lease.id).catch((err: unknown) => {
-    if (err instanceof EtcdUnavailableError) revokeLater(client, lease.id)
+    if (err instanceof EtcdUnavailableError) revokeLater(client, lease)
   })
 }
 
-/** Retries the revoke every {@link REVOKE_RETRY_MS} while etcd is unreachable, until the client is closed. */
-function revokeLater(client: Namespace, leaseId: string): void {
+/** How many TTLs of the lease the background revoke keeps trying for. */
+const REVOKE_RETRY_TTLS = 10
+
+/**
+ * Retries the revoke every {@link REVOKE_RETRY_MS} while etcd is unreachable, until the client is
+ * closed or {@link REVOKE_RETRY_TTLS} TTLs have passed: by then the lease has run out unless
+ * leaders kept changing all along, and the retries of a long outage must not pile up.
+ */
+function revokeLater(client: Namespace, lease: ClaimLease): void {
   const closed = closedSignal(client)
+  const giveUpAt = performance.now() + REVOKE_RETRY_TTLS * lease.ttl * 1000
   const attempt = () => {
-    if (closed.aborted) return
-    revokeLease(client, leaseId).catch((err: unknown) => {
+    if (closed.aborted || performance.now() > giveUpAt) return
+    revokeLease(client, lease.id).catch((err: unknown) => {
       if (err instanceof EtcdUnavailableError) setTimeout(attempt, REVOKE_RETRY_MS).unref()
     })
   }

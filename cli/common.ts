@@ -101,7 +101,8 @@ const PAGE = 1000
 
 /**
  * Visits every key under `prefix` (the whole keyspace of the client's namespace when `prefix`
- * is ''), keys only, in key order, page by page at one revision so the visit is a consistent
+ * is ''), keys only (whose leases etcd 3.7 leaves at 0, etcd #22209: callers must not read them),
+ * in key order, page by page at one revision so the visit is a consistent
  * snapshot; only one page is in memory at a time. Returns that revision.
  */
 export async function scanKeys(client: EtcdClient, prefix: string, visit: (kv: KeyValue) => void): Promise<bigint> {

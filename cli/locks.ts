@@ -49,15 +49,21 @@ const NANO = /^\d{1,20}$/
 /** Contender keys read per lock: far more than any healthy lock has queued. */
 const MAX_CONTENDERS = 1000
 
-/** The lock name a key belongs to, by layout; undefined for keys that are no lock's. */
-function lockNameOf(kv: KeyValue): string | undefined {
-  if (kv.lease === '0') return undefined
-  const parts = kv.key.split('/')
+/** A priority queue item, `<name>/<prio %05d>/<seq %016d>`: its sequence looks like a lease hex. */
+const PRIORITY_ITEM = /\/\d{5}\/\d{16}$/
+
+/**
+ * The lock name a key may belong to, by layout alone; undefined for keys that are no lock's.
+ * The scan reads keys only (values may be megabytes), and etcd 3.7 answers keys-only ranges from
+ * its index, without leases (etcd #22209): readLock, which reads values, checks the leases.
+ */
+function lockNameOf(key: string): string | undefined {
+  const parts = key.split('/')
   const last = parts[parts.length - 1]
   if (parts.length >= 3 && NANO.test(last) && ['read', 'write'].includes(parts[parts.length - 2])) {
     return parts.slice(0, -2).join('/')
   }
-  if (parts.length >= 2 && isLeaseKey(last, kv.lease)) return parts.slice(0, -1).join('/')
+  if (parts.length >= 2 && LEASE_HEX.test(last) && !PRIORITY_ITEM.test(key)) return parts.slice(0, -1).join('/')
   return undefined
 }
 
@@ -67,19 +73,18 @@ function isLeaseKey(segment: string, lease: string): boolean {
 }
 
 /**
- * Everything under `<name>/`, keys only, oldest first, plus the oldest key's value (to tell an
- * election's proposal from a lock's empty value): one Txn, at the scan's revision.
+ * Everything under `<name>/`, oldest first, with values: contenders' are empty (Mutex, RWMutex)
+ * or a proposal (Election), and a keys-only read would lose the leases on etcd 3.7. The oldest
+ * key's value tells an election's proposal from a lock's empty value. One Range, at the scan's
+ * revision.
  */
 async function readLock(client: EtcdClient, name: string, revision: bigint) {
   const ks = keyspace(client)
   const start = ks.full(`${name}/`)
-  const byCreate = { key: start, range_end: prefixEnd(start), sort_target: 'Create', sort_order: 'Ascend', revision: String(revision) } as const
-  const ops: IRequestOp[] = [
-    { request_range: { ...byCreate, keys_only: true, limit: MAX_CONTENDERS } },
-    { request_range: { ...byCreate, limit: 1 } },
-  ]
+  const ops: IRequestOp[] = [{ request_range: { key: start, range_end: prefixEnd(start), sort_target: 'Create', sort_order: 'Ascend', revision: String(revision), limit: MAX_CONTENDERS } }]
   const res = await ks.txn([], ops)
-  return { kvs: res.results[0].range!.kvs, first: res.results[1].range!.kvs[0] }
+  const kvs = res.results[0].range!.kvs
+  return { kvs, first: kvs[0] }
 }
 
 /** The mutex/election and the rwmutex (either may be absent) living under `<name>/`. */
@@ -162,7 +167,7 @@ The prefix is a raw key prefix: 'locks' matches 'locks/a/...' and 'locksmith/...
     const client = connect()
     const seen = new Set<string>()
     const revision = await scanKeys(client, prefix, (kv) => {
-      const name = lockNameOf(kv)
+      const name = lockNameOf(kv.key)
       if (name !== undefined) seen.add(name)
     })
     const found = (await mapLimit([...seen].sort(), 16, async (name) => {

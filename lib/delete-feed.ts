@@ -24,7 +24,7 @@ export interface FeedSubscriber {
   readonly seenAt: bigint
   /** A key under the prefix was deleted at `revision` (> seenAt; in revision order). */
   deleted(key: string, revision: bigint): void
-  /** Every key under the prefix at `revision` (keys only): start over from this view. */
+  /** Every key under the prefix at `revision`: start over from this view. */
   resync(kvs: KeyValue[], revision: bigint): void
   /** The feed ended (watch lost, client closed, read failed): the wait cannot go on. */
   failed(error: unknown): void
@@ -127,7 +127,10 @@ class DeleteFeed {
     const batch = this.resyncBatch.filter((e) => this.subs.has(e))
     this.resyncBatch = []
     if (batch.length === 0 || this.closed) return
-    this.ks.range(this.prefix, { prefix: true, keysOnly: true }).then(
+    // With values, not keys only: etcd 3.7 answers a keys-only range from its in-memory index,
+    // which has no leases (every key reads as lease 0), and subscribers check leases (a key
+    // without one under a lock's prefix is foreign). Contenders' values are empty or small.
+    this.ks.range(this.prefix, { prefix: true }).then(
       (now) => {
         for (const entry of batch) {
           if (!this.subs.has(entry) || this.closed) continue

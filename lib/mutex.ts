@@ -9,7 +9,7 @@ import { waitTurn, type TurnView } from './turn.js'
 import type { LockOptions } from './wait.js'
 
 /**
- * How many of the youngest keys the lock Txn reads (keys only): a waiter that sees every key
+ * How many of the youngest keys the lock Txn reads (with values: contenders' are empty): a waiter that sees every key
  * ahead of it needs no read when its turn comes; one further back reads again before its turn.
  * etcd reads and sorts every key of the prefix for a sorted Range whatever the limit, so a
  * higher limit only costs the answer's size (~50 bytes a key): 128 made 100 contending workers
@@ -139,12 +139,15 @@ export class Mutex {
 
   /**
    * One Txn: create my key if absent, and in the same round trip read the youngest keys of the
-   * prefix (keys only): ours and those queued ahead of it. Held when none is ahead.
+   * prefix: ours and those queued ahead of it. Held when none is ahead. Not a keys-only read:
+   * etcd 3.7 answers those from its in-memory index, whose entries carry no lease (every key
+   * reads as lease 0), and a key without a lease is how a foreign key under the prefix shows.
+   * Contenders' values are empty, so the answer is no larger.
    */
   private async tryAcquire(txnOptions: { idempotent?: boolean } = {}, retries = 2): Promise<Attempt> {
     this.session.signal.throwIfAborted()
     const key = contenders.key(this.name, this.session.leaseHex)
-    const youngest = this.ks.get(this.prefix, { prefix: true, sort: ['Create', 'Descend'], limit: AHEAD_READ_LIMIT, keysOnly: true })
+    const youngest = this.ks.get(this.prefix, { prefix: true, sort: ['Create', 'Descend'], limit: AHEAD_READ_LIMIT })
     const res = await this.ks.txn([this.ks.compare(key, 'Create', '==', 0)], [this.ks.put(key, '', this.session.leaseId), youngest], [youngest], txnOptions).catch((err: unknown) => {
       // The put may have applied although no answer came: then our key sits on the lease.
       if (err instanceof EtcdUnavailableError) this.session.strand(key)
@@ -187,10 +190,10 @@ export class Mutex {
     return seen?.createRevision
   }
 
-  /** One round trip: the youngest keys ahead of ours, and whether our key is still ours. */
+  /** One round trip: the youngest keys ahead of ours (with their leases: see tryAcquire), and whether our key is still ours. */
   private async readAhead(own: OwnedKey): Promise<TurnView & { mine: boolean }> {
     const res = await this.ks.txn([], [
-      this.ks.get(this.prefix, { prefix: true, sort: ['Create', 'Descend'], limit: AHEAD_READ_LIMIT, maxCreateRevision: own.createRevision - 1n, keysOnly: true }),
+      this.ks.get(this.prefix, { prefix: true, sort: ['Create', 'Descend'], limit: AHEAD_READ_LIMIT, maxCreateRevision: own.createRevision - 1n }),
       this.ks.get(own.key, { keysOnly: true }),
     ])
     const read = res.results[0].range!

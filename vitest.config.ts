@@ -1,7 +1,32 @@
+import { dirname } from 'node:path'
 import { defineConfig } from 'vitest/config'
+import { resolveEtcd } from './offline/etcd-release.js'
 
 /** Files whose figures depend on the machine not being busy with another test file: run last, alone. */
 const alone = ['test/rate-limiter.test.ts']
+
+/**
+ * The etcd every test file runs (ETCD_VERSION, default 3.7; or ETCD_BIN), resolved once here so
+ * that each worker, and each process a test starts (osls offline, the netns harness, etcdctl),
+ * runs the same release: ETCD_BIN names the server, and its own etcdctl comes first on PATH.
+ * When none can be found the tests that need etcd fail with the resolver's advice.
+ */
+function etcdEnv(): Record<string, string> {
+  try {
+    const release = resolveEtcd()
+    process.stderr.write(`[test] etcd ${release.version} (${release.bin})\n`)
+    const env: Record<string, string> = { ETCD_BIN: release.bin, MIDDY_ETCD_TEST_VERSION: release.version }
+    // Only a folder of our own builds goes first on PATH: /usr/bin (Debian's 3.4) would also put
+    // its node before the Node 22 that .ci/run puts first.
+    if (release.etcdctl && dirname(release.etcdctl) === dirname(release.bin) && dirname(release.bin) !== '/usr/bin') {
+      env.PATH = `${dirname(release.bin)}:${process.env.PATH ?? ''}`
+    }
+    return env
+  } catch (err) {
+    process.stderr.write(`[test] no etcd to run: ${(err as Error).message}\n`)
+    return {}
+  }
+}
 
 export default defineConfig({
   test: {
@@ -10,6 +35,7 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 60_000,
     reporters: ['default'],
+    env: etcdEnv(),
     projects: [
       { extends: true, test: { name: 'suite', include: ['test/**/*.test.ts'], exclude: alone, sequence: { groupOrder: 0 } } },
       // The rate limiter's load check asserts that at least 90 % of the rate is used while demand

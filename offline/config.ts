@@ -3,6 +3,7 @@
 import type { QueueSubscription } from '../dispatch/subscriptions.js'
 import { InvalidArgumentError } from '../lib/errors.js'
 import { checkQueueSettings, type EtcdQueueEvent } from '../lib/queue-event.js'
+import { lineOf, type EtcdLine } from './etcd-release.js'
 import { consumerDeadLetter } from '../lib/queue-options.js'
 
 export type { EtcdQueueEvent }
@@ -65,6 +66,10 @@ export interface EtcdPluginConfig {
   nodes?: 1 | 3
   /** Client port of the local etcd (default: a free port). */
   port?: number
+  /** Release of the local etcd: '3.7', '3.6', '3.5' or '3.4' (default `ETCD_VERSION`, else 3.7 when built, else `etcd` on PATH). */
+  version?: EtcdLine
+  /** Lease checkpointing in the local etcd (default true; see the README's lease-checkpoint advice). */
+  leaseCheckpoint?: boolean
   /** Use this etcd (comma-separated string or list) instead of starting one. */
   endpoints?: string | string[]
   /** Key of the deployable dispatcher function: it gets `ETCD_QUEUE_SUBSCRIPTIONS`; offline the plugin dispatches itself instead. */
@@ -101,6 +106,8 @@ export const customEtcdSchema = {
       properties: {
         nodes: { enum: [1, 3] },
         port: { type: 'integer', minimum: 1, maximum: 65535 },
+        version: { enum: ['3.4', '3.5', '3.6', '3.7', 3.4, 3.5, 3.6, 3.7] },
+        leaseCheckpoint: { type: 'boolean' },
         endpoints: { anyOf: [{ type: 'string', minLength: 1 }, { type: 'array', items: { type: 'string', minLength: 1 }, minItems: 1 }] },
         dispatcher: { type: 'string', minLength: 1 },
         invocationType: { enum: ['Event', 'RequestResponse'] },
@@ -120,6 +127,11 @@ export function readConfig(serverless: ServerlessLike): EtcdPluginConfig {
   }
   if (raw.port !== undefined && (!Number.isInteger(raw.port) || raw.port < 1 || raw.port > 65535)) {
     throw new InvalidArgumentError(`custom.etcd.port must be a TCP port number, got ${JSON.stringify(raw.port)}`)
+  }
+  // YAML reads `version: 3.7` as a number: take it as the line it spells.
+  if (raw.version !== undefined) raw.version = lineOf(String(raw.version), 'custom.etcd.version')
+  if (raw.leaseCheckpoint !== undefined && typeof raw.leaseCheckpoint !== 'boolean') {
+    throw new InvalidArgumentError(`custom.etcd.leaseCheckpoint must be true or false, got ${JSON.stringify(raw.leaseCheckpoint)}`)
   }
   if (raw.invocationType !== undefined && raw.invocationType !== 'Event' && raw.invocationType !== 'RequestResponse') {
     throw new InvalidArgumentError(`custom.etcd.invocationType must be 'Event' or 'RequestResponse', got ${JSON.stringify(raw.invocationType)}`)

@@ -5,7 +5,7 @@
 import { spawn } from 'node:child_process'
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { startEtcd, type EtcdCluster } from './etcd-process.js'
+import { startEtcd, type EtcdCluster, type EtcdLine } from './etcd-process.js'
 
 /** Where pid files of running offline sessions live, under the service directory. */
 export const STATE_DIR = '.etcd-offline'
@@ -101,8 +101,8 @@ export function reapStale(dir: string): PidRecord[] {
 }
 
 /** Starts a local etcd for this CLI process and records it under `stateDir`. */
-export async function startLocalEtcd(options: { stateDir: string; nodes: 1 | 3; port?: number }): Promise<LocalEtcd> {
-  const cluster = await startEtcd({ nodes: options.nodes, port: options.port })
+export async function startLocalEtcd(options: { stateDir: string; nodes: 1 | 3; port?: number; version?: EtcdLine; leaseCheckpoint?: boolean }): Promise<LocalEtcd> {
+  const cluster = await startEtcd({ nodes: options.nodes, port: options.port, version: options.version, leaseCheckpoint: options.leaseCheckpoint })
   mkdirSync(options.stateDir, { recursive: true })
   const pidFile = join(options.stateDir, `${process.pid}.json`)
   const etcdPids = cluster.pids().filter((p): p is number => p !== undefined)

@@ -20,6 +20,7 @@ import { runDispatcher } from '../dispatch/dispatcher.js'
 import { QueueMismatchError } from '../lib/errors.js'
 import type { QueueSubscription } from '../dispatch/subscriptions.js'
 import { reapStale, startLocalEtcd, STATE_DIR, type LocalEtcd } from './local-etcd.js'
+import { etcdReleases } from './etcd-release.js'
 import { buildForOffline, type OfflineBuild } from './offline-build.js'
 import { packageFunctions } from './package.js'
 
@@ -84,13 +85,18 @@ export default class MiddyEtcdPlugin {
       for (const stale of reapStale(stateDir)) {
         this.log.warning(`etcd: replaced the etcd (pid ${stale.etcdPids.join(', ')}) left by a killed offline session (pid ${stale.cliPid})`)
       }
-      this.local = await startLocalEtcd({ stateDir, nodes: config.nodes ?? 1, port: config.port })
+      this.local = await startLocalEtcd({ stateDir, nodes: config.nodes ?? 1, port: config.port, version: config.version, leaseCheckpoint: config.leaseCheckpoint })
       // `serverless offline` ends in process.exit without later hooks: stop etcd synchronously.
       process.once('exit', () => this.local?.stopSync())
       endpoints = this.local.endpoints
       this.client = createClient({ endpoints })
       const pids = this.local.cluster.pids().join(', ')
-      this.log.notice(`etcd: listening on ${endpoints.join(', ')} (${endpoints.length} member${endpoints.length > 1 ? 's' : ''}, pid ${pids})`)
+      const { release } = this.local.cluster
+      this.log.notice(`etcd: listening on ${endpoints.join(', ')} (${endpoints.length} member${endpoints.length > 1 ? 's' : ''}, pid ${pids}, etcd ${release.version})`)
+      const { default: newest, versions } = etcdReleases()
+      if (config.version === undefined && !process.env.ETCD_VERSION && release.line !== newest) {
+        this.log.warning(`etcd: ${release.bin} is etcd ${release.version}; the default is ${versions[newest]}: node node_modules/middy-etcd/etcd/build.mjs builds it (Go 1.26), or set custom.etcd.version`)
+      }
     }
     const subscriptions = queueSubscriptions(this.serverless)
     this.injectEnvironment(endpoints, subscriptions, config.dispatcher)

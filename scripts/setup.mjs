@@ -1,12 +1,14 @@
 #!/usr/bin/env node
 // Set-up run before `npm test` / `npm start` / `npm run bench`, so each works on a fresh machine:
-// installs the npm dependencies when they are missing and makes sure an etcd binary is there
-// (Debian's etcd-server + etcd-client when we are root with apt-get), or says how to get one.
+// installs the npm dependencies when they are missing and makes sure the etcd that will run is
+// there (etcd/build.mjs builds 3.5-3.7 from Go modules; 3.4 is Debian's etcd-server and
+// etcd-client, installed when we are root with apt-get), or says how to get one.
 // Uses only Node built-ins: it runs before node_modules exists.
 import { execFileSync, spawnSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { buildRelease, etcdReleases, goAtLeast, goToolchain, GO_FLOOR } from '../etcd/build.mjs'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 const log = (msg) => process.stderr.write(`[setup] ${msg}\n`)
@@ -35,31 +37,61 @@ function aptInstall(packages) {
   return true
 }
 
-function installEtcd() {
-  if (process.env.ETCD_BIN) {
-    if (existsSync(process.env.ETCD_BIN)) return
-    fail(`ETCD_BIN=${process.env.ETCD_BIN} does not exist. Point ETCD_BIN at an etcd binary or unset it.`)
-  }
-  if (onPath('etcd') && onPath('etcdctl')) return
-  log('etcd not found: installing Debian packages etcd-server and etcd-client…')
-  // Debian may start a packaged etcd on :2379; our tests start their own on free ports.
-  if (aptInstall(['etcd-server', 'etcd-client']) && onPath('etcd') && onPath('etcdctl')) return
-  fail(
-    'etcd and etcdctl are needed but were not found on PATH.\n' +
-      '  Debian/Ubuntu: sudo apt-get install -y etcd-server etcd-client\n' +
-      '  elsewhere: download etcd 3.4+ and set ETCD_BIN=/path/to/etcd (etcdctl next to it or on PATH).',
-  )
+/** What an etcd binary says it is ('3.7.4'), or undefined. */
+function versionOf(bin) {
+  const run = spawnSync(bin, ['--version'], { encoding: 'utf8' })
+  return /etcd Version:\s*(\S+)/.exec(run.stdout ?? '')?.[1]
 }
 
-/** The Go peer (interop tests, benchmarks) builds from Debian's packaged etcd 3.4 sources. */
-function installGo() {
-  if (onPath('go') && existsSync('/usr/share/gocode/src/go.etcd.io/etcd')) return
-  log('Go toolchain or etcd Go sources not found: installing golang-go and golang-etcd-server-dev…')
-  if (aptInstall(['golang-go', 'golang-etcd-server-dev'])) return
-  fail(
-    'The Go interop tests need Go and the etcd 3.4 Go sources.\n' +
-      '  Debian/Ubuntu: sudo apt-get install -y golang-go golang-etcd-server-dev',
-  )
+function installDebianEtcd() {
+  if (onPath('etcd') && onPath('etcdctl') && versionOf('etcd')?.startsWith('3.4.')) return
+  log('etcd 3.4 not found: installing Debian packages etcd-server and etcd-client…')
+  // Debian may start a packaged etcd on :2379; our tests start their own on free ports.
+  if (aptInstall(['etcd-server', 'etcd-client']) && onPath('etcd') && onPath('etcdctl')) return
+  fail('etcd 3.4 is Debian\'s package: sudo apt-get install -y etcd-server etcd-client (or set ETCD_BIN to an etcd 3.4 binary).')
+}
+
+/**
+ * Makes sure the etcd that the tests, `npm start` and the benchmarks will run is here: ETCD_BIN
+ * when set; else release ETCD_VERSION (default: releases.json's newest line), built from Go
+ * modules by etcd/build.mjs (3.5-3.7, once per machine) or Debian's package (3.4). Without Go
+ * 1.26 the default falls back to an etcd on PATH (or Debian's, as root), saying which.
+ */
+function installEtcd(lines) {
+  if (process.env.ETCD_BIN) {
+    if (!existsSync(process.env.ETCD_BIN)) fail(`ETCD_BIN=${process.env.ETCD_BIN} does not exist. Point ETCD_BIN at an etcd binary or unset it.`)
+    log(`etcd: ETCD_BIN=${process.env.ETCD_BIN} (etcd ${versionOf(process.env.ETCD_BIN) ?? 'of unknown version'})`)
+    return
+  }
+  const { default: newest, releases } = etcdReleases()
+  const asked = process.env.ETCD_VERSION
+  if (asked && !releases[asked]) fail(`ETCD_VERSION=${asked} is not a release we test on: use one of ${Object.keys(releases).join(', ')} (default ${newest}).`)
+  for (const line of lines ?? [asked || newest]) {
+    if (releases[line].source === 'debian') {
+      installDebianEtcd()
+      continue
+    }
+    try {
+      buildRelease(line, log)
+    } catch (err) {
+      // Only the default may fall back: a release asked for by name must be the one that runs.
+      if (asked || lines) fail(`${err.message}\n  Or set ETCD_BIN=/path/to/etcd-${line}.`)
+      const hint = `the default is etcd ${releases[line].version}: install Go 1.26+ and run node etcd/build.mjs (or set ETCD_BIN)`
+      if (onPath('etcd') || aptInstall(['etcd-server', 'etcd-client'])) {
+        log(`etcd: ${err.message}`)
+        log(`etcd: using etcd ${versionOf('etcd') ?? '(unknown version)'} from PATH instead; ${hint}`)
+        continue
+      }
+      fail(`${err.message}\n  and no etcd is on PATH. Either ${hint}, or install an etcd 3.4+ (Debian: apt-get install -y etcd-server etcd-client).`)
+    }
+  }
+}
+
+/** The Go peer (interop tests, benchmarks) is a Go module (interop/go) that needs Go 1.26. */
+function checkGo() {
+  const go = goToolchain()
+  if (!go.missing && goAtLeast(go.version, GO_FLOOR)) return
+  log(`the Go interop tests and the Go column of the benchmarks need Go ${GO_FLOOR}+ (${go.missing ?? `this machine has Go ${go.version}`}); they will fail until then.`)
 }
 
 /**
@@ -83,6 +115,7 @@ function fail(message) {
 }
 
 installNodeModules()
-if (!process.argv.includes('--no-etcd')) installEtcd()
-if (process.argv.includes('--go')) installGo()
+// --all-releases: every release of releases.json (the CI matrix), not only the one that runs.
+if (!process.argv.includes('--no-etcd')) installEtcd(process.argv.includes('--all-releases') ? Object.keys(etcdReleases().releases) : undefined)
+if (process.argv.includes('--go')) checkGo()
 if (process.argv.includes('--partitions')) installPartitionTools()

@@ -97,6 +97,8 @@ describe('osls offline start with the middy-etcd plugin', () => {
   })
 
   it('prints the start-up lines the README shows', () => {
+    // The etcd of this run's release (ETCD_BIN, which vitest.config.ts sets for every file) is the one osls started.
+    expect(LISTENING.exec(output)?.[4]).toBe(process.env.MIDDY_ETCD_TEST_VERSION)
     expect(INJECTED.exec(output)?.slice(1)).toEqual([etcdEndpoint, '24'])
     expect(SUBSCRIBED.exec(output)?.slice(1)).toEqual(['example/jobs', undefined, 'jobWorker', '5'])
   })

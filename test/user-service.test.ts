@@ -92,7 +92,8 @@ describe('a user service built from the installed tarball', () => {
     expect(installed.version).toBe(JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).version)
     // The package ships its licence, its compiled code and types, and no source maps.
     const shipped = listFiles(join(service, 'node_modules', 'middy-etcd'))
-    expect(shipped).toEqual(expect.arrayContaining(['LICENSE', 'README.md', 'dist/lib/index.js', 'dist/lib/index.d.ts', 'dist/dispatch/index.js', 'dist/cli/main.js']))
+    // etcd/: the pinned releases the launcher reads and the builder a user runs for the default etcd.
+    expect(shipped).toEqual(expect.arrayContaining(['LICENSE', 'README.md', 'dist/lib/index.js', 'dist/lib/index.d.ts', 'dist/dispatch/index.js', 'dist/cli/main.js', 'etcd/releases.json', 'etcd/build.mjs']))
     expect(shipped.filter((f) => f.endsWith('.map'))).toEqual([])
     expect(shipped.filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts'))).toEqual([])
     // serverless-offline's peer `serverless` is osls, not the licensed CLI.
@@ -145,7 +146,7 @@ describe('a user service built from the installed tarball', () => {
           return output.includes(`[http for lambda] listening on http://localhost:${lambdaPort}`)
         }).catch((err: Error) => Promise.reject(new Error(`${err.message}\n${output}`)))
       })
-      const m = /etcd: listening on (http:\/\/127\.0\.0\.1:\d+) \(1 member, pid (\d+)\)/.exec(output)
+      const m = /etcd: listening on (http:\/\/127\.0\.0\.1:\d+) \(1 member, pid (\d+), etcd 3\.\d+\.\d+\)/.exec(output)
       if (!m) throw new Error(`no etcd line in the CLI output:\n${output}`)
       etcdPid = Number(m[2])
       local = createClient({ endpoints: m[1] })

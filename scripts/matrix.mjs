@@ -1,0 +1,157 @@
+#!/usr/bin/env node
+// The etcd version matrix of CI (`.ci/run`): the whole suite (npm test, the README's test
+// command) on the default release under Node 22 and the machine's Node, then the compatibility
+// set on every other release of etcd/releases.json; one table at the end, version x group ->
+// passed/failed, and a non-zero exit when any row failed.
+//
+//   node scripts/matrix.mjs                 # everything above
+//   node scripts/matrix.mjs --compat 3.5    # the compatibility set on one release
+//   node scripts/matrix.mjs --full          # only the whole-suite rows
+import { spawn } from 'node:child_process'
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { dirname, join, relative } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { etcdReleases } from '../etcd/build.mjs'
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..')
+
+/**
+ * The compatibility set: what depends on the server's behaviour — every primitive, the Go and
+ * etcdctl interop, session expiry and lease-loss signalling, the fault suite, one partition
+ * scenario. The README's support table names the same groups.
+ */
+export const COMPAT_GROUPS = [
+  {
+    group: 'primitives',
+    files: [
+      'test/mutex.test.ts', 'test/rwmutex.test.ts', 'test/election.test.ts', 'test/queue.test.ts', 'test/priority-queue.test.ts',
+      'test/barrier.test.ts', 'test/double-barrier.test.ts', 'test/semaphore.test.ts', 'test/rate-limiter.test.ts', 'test/stm.test.ts',
+      'test/idempotency.test.ts', 'test/single-flight.test.ts', 'test/session.test.ts', 'test/delete-feed.test.ts',
+    ],
+  },
+  { group: 'Go + etcdctl interop', files: ['test/interop-go.test.ts', 'test/mutex-interop.test.ts', 'test/election-interop.test.ts'] },
+  { group: 'session expiry, lease loss', files: ['test/session-expiry.test.ts', 'test/crash.test.ts', 'test/client-close.test.ts'] },
+  { group: 'faults', files: ['test/faults.test.ts'] },
+  // `osls offline start` on the example service, its etcd given by ETCD_BIN (as a user's own etcd would be).
+  { group: 'serverless offline', files: ['test/offline.test.ts'] },
+  // One scenario of the partition file: a client cut off from every member.
+  { group: 'partition', files: ['test/partitions.test.ts'], filter: 'a client cut off from every member' },
+]
+
+const log = (msg) => process.stderr.write(`[matrix] ${msg}\n`)
+
+/** Runs a command with inherited output; resolves its exit code. */
+function run(cmd, args, env) {
+  return new Promise((resolve) => {
+    const child = spawn(cmd, args, { cwd: root, env, stdio: ['ignore', 'inherit', 'inherit'] })
+    child.on('exit', (code, signal) => resolve(code ?? (signal ? 128 : 1)))
+  })
+}
+
+/** Node 22's bin directory (scripts/node22.mjs installs it from the npm registry when missing). */
+async function node22Bin() {
+  const out = await new Promise((resolve, reject) => {
+    let text = ''
+    const child = spawn(process.execPath, [join(root, 'scripts', 'node22.mjs')], { stdio: ['ignore', 'pipe', 'inherit'] })
+    child.stdout.on('data', (d) => (text += d))
+    child.on('exit', (code) => (code === 0 ? resolve(text.trim()) : reject(new Error(`scripts/node22.mjs exited ${code}`))))
+  })
+  return out
+}
+
+/** Counts of a vitest JSON report, per file. */
+function readReport(path) {
+  if (!existsSync(path)) return undefined
+  const report = JSON.parse(readFileSync(path, 'utf8'))
+  return report.testResults.map((file) => ({
+    file: relative(root, file.name),
+    passed: file.assertionResults.filter((a) => a.status === 'passed').length,
+    failed: file.assertionResults.filter((a) => a.status === 'failed').length + (file.status === 'failed' && file.assertionResults.length === 0 ? 1 : 0),
+    skipped: file.assertionResults.filter((a) => a.status === 'skipped' || a.status === 'pending' || a.status === 'todo').length,
+  }))
+}
+
+const rows = []
+const scratch = mkdtempSync(join(tmpdir(), 'middy-etcd-matrix-'))
+
+/** One vitest run (`npm test` for the whole suite); adds a row per group it covers. */
+async function runRow({ line, node, label, groups, files, filter, env }) {
+  const report = join(scratch, `${rows.length}.json`)
+  const started = Date.now()
+  log(`${label} on etcd ${line}, Node ${node} …`)
+  const reporters = ['--reporter=default', '--reporter=json', `--outputFile=${report}`]
+  const vitest = join(root, 'node_modules', 'vitest', 'vitest.mjs')
+  const code = files
+    ? await run(process.execPath, [vitest, 'run', ...files, ...(filter ? ['-t', filter] : []), ...reporters], env)
+    : await run('npm', ['test', '--', ...reporters], env)
+  const seconds = Math.round((Date.now() - started) / 1000)
+  const results = readReport(report) ?? []
+  for (const { group, files: groupFiles } of groups) {
+    const mine = groupFiles ? results.filter((r) => groupFiles.includes(r.file)) : results
+    const sum = (k) => mine.reduce((n, r) => n + r[k], 0)
+    // A run that failed without reporting (type errors, a crash) fails every group it covers.
+    const failed = sum('failed') + (code !== 0 && sum('failed') === 0 ? 1 : 0)
+    rows.push({ line, node, group, files: mine.length, passed: sum('passed'), failed, skipped: sum('skipped'), seconds: groups.length === 1 ? seconds : undefined, code })
+  }
+  return code
+}
+
+function printTable() {
+  const { releases } = etcdReleases()
+  const header = ['etcd', 'group', 'Node', 'files', 'passed', 'failed', 'skipped', 'time', 'result']
+  const body = rows.map((r) => [
+    `${r.line} (${releases[r.line].version})`,
+    r.group,
+    r.node,
+    String(r.files),
+    String(r.passed),
+    String(r.failed),
+    String(r.skipped),
+    r.seconds === undefined ? '' : `${Math.floor(r.seconds / 60)}m${String(r.seconds % 60).padStart(2, '0')}s`,
+    r.failed === 0 && r.code === 0 ? 'passed' : 'FAILED',
+  ])
+  const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)))
+  const fmt = (cells) => `| ${cells.map((c, i) => c.padEnd(widths[i])).join(' | ')} |`
+  process.stdout.write(`\netcd version matrix\n${fmt(header)}\n${fmt(widths.map((w) => '-'.repeat(w)))}\n${body.map(fmt).join('\n')}\n`)
+  const passed = rows.reduce((n, r) => n + r.passed, 0)
+  const failed = rows.reduce((n, r) => n + r.failed, 0)
+  // The plain closing line CI reads: every test of every row.
+  process.stdout.write(`\n${passed} passed, ${failed} failed\n`)
+}
+
+async function main() {
+  const { default: newest, releases } = etcdReleases()
+  const argv = process.argv.slice(2)
+  const onlyFull = argv.includes('--full')
+  const compatAt = argv.indexOf('--compat')
+  const compatLines = compatAt >= 0 ? argv.slice(compatAt + 1).filter((a) => !a.startsWith('--')) : Object.keys(releases).filter((l) => l !== newest)
+  const onlyCompat = compatAt >= 0
+  const baseEnv = { ...process.env }
+  delete baseEnv.ETCD_BIN // each row names its release
+  const nodeVersion = (bin) => (bin ? '22' : process.versions.node.split('.')[0])
+
+  if (!onlyCompat) {
+    const bin22 = await node22Bin()
+    for (const bin of [bin22, undefined]) {
+      const env = { ...baseEnv, ETCD_VERSION: newest, ...(bin ? { PATH: `${bin}:${baseEnv.PATH}` } : {}) }
+      await runRow({ line: newest, node: nodeVersion(bin), label: 'npm test (the whole suite)', groups: [{ group: 'whole suite' }], env })
+    }
+  }
+  if (!onlyFull) {
+    for (const line of compatLines) {
+      if (!releases[line]) throw new Error(`--compat ${line}: not a release of etcd/releases.json (${Object.keys(releases).join(', ')})`)
+      const env = { ...baseEnv, ETCD_VERSION: line }
+      const plain = COMPAT_GROUPS.filter((g) => !g.filter)
+      await runRow({ line, node: nodeVersion(), label: 'the compatibility set', groups: plain, files: plain.flatMap((g) => g.files), env })
+      for (const g of COMPAT_GROUPS.filter((g) => g.filter)) {
+        await runRow({ line, node: nodeVersion(), label: g.group, groups: [g], files: g.files, filter: g.filter, env })
+      }
+    }
+  }
+  printTable()
+  rmSync(scratch, { recursive: true, force: true })
+  process.exitCode = rows.every((r) => r.failed === 0 && r.code === 0) ? 0 : 1
+}
+
+await main()

@@ -11,19 +11,25 @@ export function goPeerDir(): string {
   return resolve(dirname(fileURLToPath(import.meta.url)), '..', 'interop', 'go')
 }
 
-/** Hash of the program's sources and build script: a binary built from other sources is never reused. */
+/**
+ * Hash of the program's sources, its build script and its module files (go.mod pins the etcd
+ * client, go.sum its dependencies): a binary built from other sources or modules is never reused.
+ */
 function sourceHash(dir: string): string {
-  const files = readdirSync(dir).filter((f) => f.endsWith('.go') || f === 'build.sh').sort()
+  const files = readdirSync(dir).filter((f) => f.endsWith('.go') || f === 'build.sh' || f === 'go.mod' || f === 'go.sum').sort()
   const hash = createHash('sha256')
   for (const f of files) hash.update(f).update('\0').update(readFileSync(join(dir, f)))
   return hash.digest('hex').slice(0, 12)
 }
 
+/** How long the build may take: a bound for a hang, long enough for a cold module cache. */
+export const GO_BUILD_TIMEOUT_MS = 600_000
+
 /**
  * Builds the Go interop program with its build.sh into a cache directory keyed by the hash of
  * its sources and returns the binary's path; a binary already built from the same sources is
- * reused. Fails loudly, saying what to install, when the Go toolchain or etcd's Go sources are
- * missing: interop with Go is a feature, so its tests never skip.
+ * reused. Fails loudly, saying what is needed, when Go 1.26 is missing or the modules cannot be
+ * downloaded: interop with Go is a feature, so its tests never skip.
  */
 export async function buildGoPeer(): Promise<string> {
   const dir = goPeerDir()
@@ -35,7 +41,9 @@ export async function buildGoPeer(): Promise<string> {
   const partial = `${bin}.${process.pid}.partial`
   try {
     await promisify(execFile)('bash', [join(dir, 'build.sh'), partial], {
-      timeout: 240_000,
+      // A cold module cache downloads the etcd client and its dependencies (grpc, protobuf,
+      // otel, zap) and compiles them: minutes on a slow link or a busy 2-core machine.
+      timeout: GO_BUILD_TIMEOUT_MS,
       env: { ...process.env, GOCACHE: process.env.GOCACHE ?? join(cache, 'gocache') },
     })
     renameSync(partial, bin)
@@ -43,8 +51,9 @@ export async function buildGoPeer(): Promise<string> {
     rmSync(partial, { force: true })
     const e = err as Error & { stderr?: string }
     throw new Error(
-      `building the Go interop program (interop/go/build.sh) failed; it needs Debian's golang-go and golang-etcd-server-dev ` +
-        `(apt-get install -y golang-go golang-etcd-server-dev; npm test's set-up installs them as root): ${e.stderr?.trim() || e.message}`,
+      `building the Go interop program (interop/go/build.sh) failed; it needs Go 1.26 or newer on PATH (https://go.dev/dl/) ` +
+        `and, until the module cache holds the etcd client pinned in interop/go/go.mod and its dependencies, the Go module proxy ` +
+        `(GOPROXY, by default https://proxy.golang.org): ${e.stderr?.trim() || e.message}`,
     )
   }
   return bin

@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { Barrier, DoubleBarrier, Election, Mutex, Session } from '../lib/index.js'
+import { Barrier, DoubleBarrier, Election, LockedError, Mutex, Session } from '../lib/index.js'
 import { buildGoPeer as buildBenchPeer } from '../bench/util/gopeer.js'
 import { buildGoPeer, goPeerDir, killGoPeers, startGoPeer } from './gopeer.js'
 import { sleep, uniqueName, useEtcd } from './helpers.js'
@@ -37,6 +37,59 @@ const leaseIds = async () => (await etcd.client.leaseClient.leaseLeases({})).lea
 
 /** Every key under `name/` or equal to `name`. */
 const keysOf = async (name: string) => (await etcd.client.getAll().prefix(name).keys()).sort()
+
+describe('Go TryLock and ErrSessionExpired (client/v3 3.5+) against our Mutex', () => {
+  it('our Mutex holds: Go TryLock says busy and leaves no key; once we unlock, Go TryLock takes it', async () => {
+    const name = uniqueName('gotry')
+    const session = await Session.create(etcd.client, { ttl: 10 })
+    const ours = new Mutex(session, name)
+    await ours.lock()
+    const busy = go('trylock', name, 0)
+    expect(await busy.exited).toBe(0)
+    expect(busy.lines).toEqual(['busy'])
+    expect(await keysOf(`${name}/`)).toEqual([`${name}/${session.leaseHex}`])
+    await ours.unlock()
+    const free = go('trylock', name, 200)
+    expect(await free.saw(new RegExp(`^locked ${name}/[0-9a-f]+ \\d+$`))).toBe(true)
+    expect(await free.exited).toBe(0)
+    expect(free.lines.at(-1)).toBe('unlocked')
+    await session.close()
+  })
+
+  it('Go holds: our tryLock fails with LockedError and leaves no key; after Go unlocks our tryLock takes it', async () => {
+    const name = uniqueName('gotry2')
+    const peer = go('hold-lock', name, 1500)
+    expect(await peer.saw(new RegExp(`^locked ${name}/`))).toBe(true)
+    const session = await Session.create(etcd.client, { ttl: 10 })
+    const ours = new Mutex(session, name)
+    await expect(ours.tryLock()).rejects.toBeInstanceOf(LockedError)
+    const left = await keysOf(`${name}/`)
+    expect(left).toHaveLength(1)
+    expect(left[0]).not.toBe(`${name}/${session.leaseHex}`)
+    expect(await peer.exited).toBe(0)
+    await ours.tryLock()
+    expect(await keysOf(`${name}/`)).toEqual([`${name}/${session.leaseHex}`])
+    await ours.unlock()
+    await session.close()
+  })
+
+  it('a Go Lock whose lease is revoked while it waits behind ours returns ErrSessionExpired (3.4 reported the lock as taken)', async () => {
+    const name = uniqueName('goexpire')
+    const session = await Session.create(etcd.client, { ttl: 10 })
+    const ours = new Mutex(session, name)
+    await ours.lock()
+    const peer = go('lock-wait', name, 0)
+    expect(await peer.saw(new RegExp(`^waiting ${name}/[0-9a-f]+ [0-9a-f]+$`))).toBe(true)
+    const leaseHex = peer.lines.find((l) => l.startsWith('waiting '))!.split(' ')[2]
+    await etcd.client.leaseClient.leaseRevoke({ ID: BigInt(`0x${leaseHex}`).toString() })
+    // Go's Lock returns only once every older key is gone: release ours.
+    await ours.unlock()
+    expect(await peer.exited).toBe(0)
+    expect(peer.lines.at(-1)).toBe('session-expired')
+    expect(await keysOf(`${name}/`)).toEqual([])
+    await session.close()
+  })
+})
 
 describe('Go helpers against our primitives', () => {
   it('hold-lock (concurrency.Mutex) holds back our Mutex on the same name until Go unlocks', async () => {
@@ -162,8 +215,8 @@ describe('bad command lines and a missing toolchain fail loudly', () => {
     expect(await keysOf(name)).toEqual([])
   })
 
-  it('build.sh without Go on PATH names the packages to install', async () => {
+  it('build.sh without Go on PATH says which Go to install', async () => {
     const err = await run('/bin/bash', [join(goPeerDir(), 'build.sh'), '/tmp/never-built'], { env: { PATH: '/nonexistent' } }).catch((e: unknown) => e)
-    expect(err).toMatchObject({ code: 1, stderr: expect.stringContaining('apt-get install -y golang-go golang-etcd-server-dev') })
+    expect(err).toMatchObject({ code: 1, stderr: expect.stringContaining('the Go toolchain (go) is not on PATH; install Go 1.26 or newer') })
   })
 })

@@ -11,9 +11,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"go.etcd.io/etcd/clientv3"
-	"go.etcd.io/etcd/clientv3/concurrency"
-	recipe "go.etcd.io/etcd/contrib/recipes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+	recipe "go.etcd.io/etcd/client/v3/experimental/recipes"
 )
 
 // sessionTTL is the lease TTL (seconds) of the sessions a scenario opens per
@@ -188,7 +188,9 @@ func stmBank(ctx context.Context, cli *clientv3.Client, o options) error {
 	var applies int64
 	transfer := func(stm concurrency.STM) error {
 		atomic.AddInt64(&applies, 1)
-		// The pair is drawn inside the body, so a retry picks a fresh pair.
+		// The pair is drawn inside the body, so a retry picks a fresh pair. No
+		// rand.Seed: since Go 1.20 the top-level functions start randomly seeded
+		// (and since 1.24 Seed does nothing).
 		from, to := rand.Intn(stmAccounts), rand.Intn(stmAccounts)
 		if from == to {
 			return nil

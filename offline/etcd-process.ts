@@ -7,7 +7,7 @@ import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { InvalidArgumentError } from '../lib/errors.js'
-import { mergeFlags, releaseFlags, resolveEtcd, startupFailureHint, type EtcdLine, type EtcdRelease } from './etcd-release.js'
+import { etcdProcessEnv, mergeFlags, releaseFlags, resolveEtcd, startupFailureHint, type EtcdLine, type EtcdRelease } from './etcd-release.js'
 
 export { EtcdNotFoundError, etcdReleases, resolveEtcd, type EtcdLine, type EtcdRelease } from './etcd-release.js'
 
@@ -156,7 +156,7 @@ async function launchCluster(release: EtcdRelease, nodes: number, options: Start
       '--log-level=error',
       ...mergeFlags(releaseFlags(release.line, { leaseCheckpoint: options.leaseCheckpoint }), options.args ?? []),
     ]
-    const proc = spawn(release.bin, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+    const proc = spawn(release.bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: etcdProcessEnv() })
     m.proc = proc
     m.args = args
     m.output = []

@@ -198,3 +198,12 @@ export function startupFailureHint(line: EtcdLine, args: string[], output: strin
   }
   return hints.join('; ')
 }
+
+/**
+ * The environment for an etcd process: ours without ETCD_* variables. etcd reads every
+ * ETCD_<FLAG> as a flag, so our ETCD_VERSION became `--version=3.4` (3.4 and 3.5 refuse to start:
+ * "invalid value for ETCD_VERSION"), and ETCD_BIN, ETCD_ENDPOINTS and the like draw warnings.
+ */
+export function etcdProcessEnv(): NodeJS.ProcessEnv {
+  return Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('ETCD_')))
+}

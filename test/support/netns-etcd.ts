@@ -7,6 +7,7 @@
 import { spawnSync } from 'node:child_process'
 import { join } from 'node:path'
 import { EtcdNotFoundError, resolveEtcdBin } from '../../offline/etcd-process.js'
+import { etcdProcessEnv } from '../../offline/etcd-release.js'
 import type { Network } from './netns.js'
 
 const CLIENT_PORT = 2379
@@ -65,7 +66,7 @@ export async function startNetnsEtcd(net: Network, members: string[], observer: 
       '--logger=zap',
       '--log-level=warn',
       ...extraArgs,
-    ], { stdio: ['ignore', 'pipe', 'pipe'] })
+    ], { stdio: ['ignore', 'pipe', 'pipe'], env: etcdProcessEnv() })
     for (const stream of [proc.stdout!, proc.stderr!]) {
       stream.setEncoding('utf8')
       stream.on('data', (chunk: string) => {

@@ -6,6 +6,7 @@
  * http:// itself (so `args` cannot switch them to https) and polls `http://…/health`. So this
  * file spawns a single TLS member itself; see docs/RELIABILITY.md.
  */
+import { etcdProcessEnv } from '../../offline/etcd-release.js'
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -82,7 +83,7 @@ export async function startMember(options: { tls?: Certs } = {}): Promise<Member
   if (options.tls) {
     args.push(`--cert-file=${options.tls.serverCert}`, `--key-file=${options.tls.serverKey}`, '--client-cert-auth', `--trusted-ca-file=${options.tls.ca}`)
   }
-  const proc: ChildProcess = spawn(process.env.ETCD_BIN ?? 'etcd', args, { stdio: 'ignore' })
+  const proc: ChildProcess = spawn(process.env.ETCD_BIN ?? 'etcd', args, { stdio: 'ignore', env: etcdProcessEnv() })
   const exited = new Promise<void>((r) => proc.once('exit', () => r()))
   process.once('exit', () => proc.kill('SIGKILL'))
   const stop = async () => {

@@ -240,15 +240,18 @@ export class PermitQueue {
    * the handoff. Else the failure read names the next older waiter.
    */
   private async firstInLineStep(own: OwnedKey, need: number, goneAt: bigint, seenAt: number, taker: Taker): Promise<StepResult> {
-    const then = this.policy.observesHandoff ? [this.store.ks.get(this.store.slots, { prefix: true, revision: goneAt })] : []
-    const run = (extra: Op[]) => this.store.step(this.store.firstInLine(own), { take: this.guesses(need) }, taker, [this.store.ks.delete(own.key)], extra)
-    const res = await run(then).catch((err: Error) => {
-      // Compacted away already (an unusually aggressive compaction): do without it.
-      if (then.length > 0 && /compacted/i.test(err.message)) return run([])
-      throw err
-    })
-    const before = res.extra?.[0]?.range
-    return before ? { ...res, before: { slots: before.kvs, receivedAt: seenAt } } : res
+    // The read as of `goneAt` goes beside the write Txn, not inside it: a write Txn that ranges at
+    // a pinned revision can make members diverge on etcd before 3.7 (etcd #18667, fixed by PR
+    // #21432) when the revision is compacted on some members and not yet on others.
+    const before = this.policy.observesHandoff
+      ? this.store.ks.range(this.store.slots, { prefix: true, revision: goneAt }).catch((err: Error) => {
+          // Compacted away already (an unusually aggressive compaction): do without it.
+          if (/compacted/i.test(err.message)) return undefined
+          throw err
+        })
+      : undefined
+    const [res, seen] = await Promise.all([this.store.step(this.store.firstInLine(own), { take: this.guesses(need) }, taker, [this.store.ks.delete(own.key)], []), before])
+    return seen ? { ...res, before: { slots: seen.kvs, receivedAt: seenAt } } : res
   }
 
   /**

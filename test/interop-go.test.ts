@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { Barrier, DoubleBarrier, Election, LockedError, Mutex, Session } from '../lib/index.js'
+import { Barrier, DoubleBarrier, Election, LockedError, Mutex, Session, TooManyClientsError } from '../lib/index.js'
 import { buildGoPeer as buildBenchPeer } from '../bench/util/gopeer.js'
 import { buildGoPeer, goPeerDir, killGoPeers, startGoPeer } from './gopeer.js'
 import { sleep, uniqueName, useEtcd } from './helpers.js'
@@ -159,6 +159,31 @@ describe('Go helpers against our primitives', () => {
     expect(await goMember.exited).toBe(0)
     expect(goMember.lines).toEqual(['entered', 'left'])
     expect(await keysOf(name)).toEqual([])
+    await session.close()
+  })
+
+  it('the redesigned Go DoubleBarrier (3.5.6+): a Go participant too many gets ErrTooManyClients and leaves no key; so does one of ours', async () => {
+    const name = uniqueName('gotoomany')
+    const session = await Session.create(etcd.client, { ttl: 10 })
+    const ours = new DoubleBarrier(session, name, 2)
+    const entering = ours.enter()
+    // The Go member holds for 1 s once in, so the barrier stays full while the extras try.
+    const goMember = go('double-barrier', name, 1000, ['-c', '2'])
+    await entering
+    expect(await goMember.saw('entered')).toBe(true)
+    const full = await keysOf(`${name}/waiters/`)
+    expect(full).toHaveLength(2)
+    const extraGo = go('double-barrier', name, 0, ['-c', '2'])
+    expect(await extraGo.exited).toBe(0)
+    expect(extraGo.lines).toEqual(['too-many'])
+    const other = await Session.create(etcd.client, { ttl: 10 })
+    await expect(new DoubleBarrier(other, name, 2).enter()).rejects.toBeInstanceOf(TooManyClientsError)
+    expect(await keysOf(`${name}/waiters/`)).toEqual(full)
+    await ours.leave()
+    expect(await goMember.exited).toBe(0)
+    expect(goMember.lines).toEqual(['entered', 'left'])
+    expect(await keysOf(name)).toEqual([])
+    await other.close()
     await session.close()
   })
 })

@@ -132,8 +132,6 @@ describe('Go helpers against our primitives', () => {
     expect(await holder.exited).toBe(0)
     expect(holder.lines).toEqual(['held', 'released'])
 
-    // Go 3.4's Wait watches from the revision of its read for a PUT then a DELETE, so nothing
-    // may be written between our hold and its read; the hold is the last write here.
     const ours = new Barrier(etcd.client, name)
     await ours.hold()
     const waiter = go('barrier-wait', name)
@@ -143,6 +141,28 @@ describe('Go helpers against our primitives', () => {
     expect(await waiter.saw('passed')).toBe(true)
     expect(await waiter.exited).toBe(0)
     expect(await keysOf(name)).toEqual([])
+  })
+
+  it('Go\'s Barrier.Wait after its fixes (3.6+): a sibling key <name>0 does not block it, and writes after the hold do not hang it', async () => {
+    const name = uniqueName('gobarrierfix')
+    // 3.4's Wait read the prefix, so <name>0 alone looked like a held barrier and it waited forever.
+    await etcd.client.put(`${name}0`).value('unrelated')
+    const free = go('barrier-wait', name)
+    expect(await free.saw('passed', 5_000)).toBe(true)
+    expect(await free.exited).toBe(0)
+    // 3.4's Wait watched from its read's revision for a PUT, then a DELETE: any write between
+    // the hold and its read moved that revision past the hold's PUT, so it hung on the release.
+    const ours = new Barrier(etcd.client, name)
+    await ours.hold()
+    for (let i = 0; i < 5; i++) await etcd.client.put(`${name}-other`).value(String(i))
+    const waiter = go('barrier-wait', name)
+    await sleep(500)
+    expect(waiter.lines).toEqual([])
+    await ours.release()
+    expect(await waiter.saw('passed', 5_000)).toBe(true)
+    expect(await waiter.exited).toBe(0)
+    await etcd.client.delete().key(`${name}0`)
+    await etcd.client.delete().key(`${name}-other`)
   })
 
   it('double-barrier (recipe.DoubleBarrier) and our DoubleBarrier of 2 enter together and leave together', async () => {

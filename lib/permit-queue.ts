@@ -243,13 +243,10 @@ export class PermitQueue {
     // The read as of `goneAt` goes beside the write Txn, not inside it: a write Txn that ranges at
     // a pinned revision can make members diverge on etcd before 3.7 (etcd #18667, fixed by PR
     // #21432) when the revision is compacted on some members and not yet on others.
-    const before = this.policy.observesHandoff
-      ? this.store.ks.range(this.store.slots, { prefix: true, revision: goneAt }).catch((err: Error) => {
-          // Compacted away already (an unusually aggressive compaction): do without it.
-          if (/compacted/i.test(err.message)) return undefined
-          throw err
-        })
-      : undefined
+    // It never fails the step: the Txn may have taken a permit meanwhile, which a thrown read
+    // would hide from the caller. Without it (compacted away, etcd did not answer) the policy
+    // does without this observation, as it does on every path that has none.
+    const before = this.policy.observesHandoff ? this.store.ks.range(this.store.slots, { prefix: true, revision: goneAt }).catch(() => undefined) : undefined
     const [res, seen] = await Promise.all([this.store.step(this.store.firstInLine(own), { take: this.guesses(need) }, taker, [this.store.ks.delete(own.key)], []), before])
     return seen ? { ...res, before: { slots: seen.kvs, receivedAt: seenAt } } : res
   }

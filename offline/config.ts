@@ -3,8 +3,8 @@
 import type { QueueSubscription } from '../dispatch/subscriptions.js'
 import { InvalidArgumentError } from '../lib/errors.js'
 import { checkQueueSettings, type EtcdQueueEvent } from '../lib/queue-event.js'
-import { lineOf, type EtcdLine } from './etcd-release.js'
 import { consumerDeadLetter } from '../lib/queue-options.js'
+import { lineOf, type EtcdLine } from './etcd-release.js'
 
 export type { EtcdQueueEvent }
 

@@ -1,7 +1,7 @@
 // Starts and stops real etcd processes on free loopback ports with temporary data directories:
 // the local etcd of `serverless offline` (offline/local-etcd.ts) and, re-exported by
 // `middy-etcd/testing`, the etcd of tests and benchmarks.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'

@@ -97,11 +97,12 @@ export interface EtcdRelease {
   line: EtcdLine
 }
 
-function described(bin: string, wanted?: EtcdLine): EtcdRelease {
+/** `bin` as a release; `remedy` says what to do when it is not of the line `wanted`. */
+function described(bin: string, wanted: EtcdLine | undefined, remedy: string): EtcdRelease {
   const version = etcdVersionOf(bin)
   const line = lineOf(version, `${bin} is etcd`)
   if (wanted && line !== wanted) {
-    throw new InvalidArgumentError(`etcd ${wanted} was asked for, but ${bin} is etcd ${version}: unset ETCD_BIN, or ask for version ${line}`)
+    throw new InvalidArgumentError(`etcd ${wanted} was asked for, but ${bin} is etcd ${version}: ${remedy}, or ask for version ${line}`)
   }
   const sibling = join(dirname(bin), 'etcdctl')
   return { bin, etcdctl: existsSync(sibling) ? sibling : onPath('etcdctl'), version, line }
@@ -120,13 +121,13 @@ export function resolveEtcd(options: { bin?: string; version?: string } = {}): E
   if (explicit) {
     const path = explicit.includes('/') ? explicit : onPath(explicit)
     if (!path || !existsSync(path)) throw new EtcdNotFoundError(`etcd binary ${JSON.stringify(explicit)}`, `Point ETCD_BIN (or startEtcd's bin) at an etcd server binary, or unset it to run the default. ${RUN_OR_INSTALL}`)
-    return described(path, wanted)
+    return described(path, wanted, 'point ETCD_BIN at an etcd of that release or unset it')
   }
   const { default: defaultLine, versions } = etcdReleases()
   const line = wanted ?? defaultLine
   if (line !== '3.4') {
     const dir = builtReleaseDir(versions[line])
-    if (existsSync(join(dir, 'etcd'))) return described(join(dir, 'etcd'), line)
+    if (existsSync(join(dir, 'etcd'))) return described(join(dir, 'etcd'), line, `rebuild it (remove ${dir}, then node etcd/build.mjs ${line})`)
     if (wanted) {
       throw new EtcdNotFoundError(
         `etcd ${line} (${versions[line]}, built from Go modules)`,
@@ -138,7 +139,7 @@ export function resolveEtcd(options: { bin?: string; version?: string } = {}): E
   const candidates = allOnPath('etcd')
   const path = wanted ? candidates.find((p) => /^v?(\d+\.\d+)/.exec(etcdVersionOf(p))?.[1] === wanted) ?? candidates[0] : candidates[0]
   if (!path) throw new EtcdNotFoundError(line === '3.4' ? 'etcd 3.4 (Debian\'s etcd-server)' : 'etcd', line === '3.4' ? 'Debian: apt-get install -y etcd-server etcd-client.' : RUN_OR_INSTALL)
-  return described(path, wanted)
+  return described(path, wanted, line === '3.4' ? 'install Debian\'s etcd-server and etcd-client (apt-get install -y etcd-server etcd-client)' : `put an etcd ${line} first on PATH or set ETCD_BIN`)
 }
 
 /** What a launcher may turn on besides the listen addresses (see {@link releaseFlags}). */

@@ -5,7 +5,7 @@
 // README's "Install" section. Then `osls offline start` (an etcdLock function and an
 // etcdQueue-triggered consumer, invoked), its stop (no etcd left), `osls package`, and each
 // packaged handler run from its zip in a fresh Node process against etcd.
-import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -94,6 +94,9 @@ describe('a user service built from the installed tarball', () => {
     const shipped = listFiles(join(service, 'node_modules', 'middy-etcd'))
     // etcd/: the pinned releases the launcher reads and the builder a user runs for the default etcd.
     expect(shipped).toEqual(expect.arrayContaining(['LICENSE', 'README.md', 'dist/lib/index.js', 'dist/lib/index.d.ts', 'dist/dispatch/index.js', 'dist/cli/main.js', 'etcd/releases.json', 'etcd/build.mjs']))
+    // The builder the README names runs from the installed package (a no-op here: the set-up built 3.7).
+    const built = execFileSync(process.execPath, [join(service, 'node_modules', 'middy-etcd', 'etcd', 'build.mjs'), '3.7'], { encoding: 'utf8' })
+    expect(built).toMatch(/^3\.7\t3\.7\.\d+\t\/.+\/etcd\n$/)
     expect(shipped.filter((f) => f.endsWith('.map'))).toEqual([])
     expect(shipped.filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts'))).toEqual([])
     // serverless-offline's peer `serverless` is osls, not the licensed CLI.

@@ -120,7 +120,8 @@ export class Session {
 
   /**
    * Until when (on the `performance.now()` clock) the lease is certainly alive, by the send time
-   * of the last answered keepalive (or grant) plus the TTL, minus a safety margin. 0 if unknown.
+   * of the last answered keepalive (or grant) plus the TTL, minus a safety margin. 0 if unknown,
+   * and 0 once etcd said the lease expired or was revoked.
    */
   get aliveUntil(): number {
     const until = this.certainUntil()
@@ -251,6 +252,9 @@ export class Session {
   private end(reason: LeaseLossCause, message: string) {
     if (this.ended) return
     this.ended = true
+    // etcd said the lease is gone: the bound of an earlier renewal no longer means anything
+    // (a renewal answered while a revoke was being applied can reach past it, etcd #21638).
+    if (reason === 'revoked' || reason === 'expired') this.expiresAt = this.expiresAtWall = 0
     clearInterval(this.keepAliveTimer)
     clearTimeout(this.expiryTimer)
     closedSignal(this.client).removeEventListener('abort', this.onClientClosed)

@@ -31,7 +31,7 @@ export const COMPAT_GROUPS = [
     ],
   },
   { group: 'Go + etcdctl interop', files: ['test/interop-go.test.ts', 'test/mutex-interop.test.ts', 'test/election-interop.test.ts'] },
-  { group: 'session expiry, lease loss', files: ['test/session-expiry.test.ts', 'test/crash.test.ts', 'test/client-close.test.ts'] },
+  { group: 'session expiry, lease loss', files: ['test/session-expiry.test.ts', 'test/crash.test.ts', 'test/client-close.test.ts', 'test/lease-server.test.ts'] },
   { group: 'faults', files: ['test/faults.test.ts'] },
   // `osls offline start` on the example service, its etcd given by ETCD_BIN (as a user's own etcd would be).
   { group: 'serverless offline', files: ['test/offline.test.ts'] },

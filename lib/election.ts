@@ -247,16 +247,16 @@ export class Election {
     const key = contenders.key(this.name, this.session.leaseHex)
     const first = this.ks.get(this.prefix, { prefix: true, sort: ['Create', 'Ascend'], limit: 1 })
     const res = await this.ks
-      .txn([this.ks.compare(key, 'Create', '==', 0)], [this.ks.put(key, proposal, this.session.leaseId), first], [this.ks.get(key), first])
+      .namedTxn([this.ks.compare(key, 'Create', '==', 0)], { mine: this.ks.put(key, proposal, this.session.leaseId), first }, { existing: this.ks.get(key), first })
       .catch((err: unknown) => {
         if (err instanceof EtcdUnavailableError) this.session.strand(key) // the put may have applied
         throw err
       })
-    const existing = res.succeeded ? undefined : res.results[0].range!.kvs[0]
+    const existing = res.succeeded ? undefined : res.results.existing.kvs[0]
     const own = new OwnedKey(this.session, key, existing?.createRevision ?? res.revision)
     this.own = own
     this.elected = false
-    const leader = res.results[1].range!.kvs[0]
+    const leader = res.results.first.kvs[0]
     if (existing && !existing.value.equals(proposal)) {
       try {
         await this.proclaim(proposal)

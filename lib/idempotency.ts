@@ -194,13 +194,13 @@ export class IdempotencyStore {
     const ks = this.ks
     // Safe to resend: a resent Txn finds the record with our owner id and takes it as ours.
     const res = await ks
-      .txn([ks.compare(recordKey, 'Version', '==', 0)], [ks.put(recordKey, value, session.leaseId)], [ks.get(recordKey)], IDEMPOTENT)
+      .namedTxn([ks.compare(recordKey, 'Version', '==', 0)], { mine: ks.put(recordKey, value, session.leaseId) }, { record: ks.get(recordKey) }, IDEMPOTENT)
       .catch((err: unknown) => {
         if (err instanceof EtcdUnavailableError) session.strand(recordKey)
         throw err
       })
     if (res.succeeded) return this.owned(key, recordKey, res.revision, hash, session, ownsSession)
-    const kv = res.results[0].range!.kvs[0]
+    const kv = res.results.record.kvs[0]
     const record = decodeRecord(kv)
     if (record.state === 'in-progress' && record.owner === owner) return this.owned(key, recordKey, kv.createRevision, hash, session, ownsSession)
     if (hash !== undefined && record.hash !== undefined && record.hash !== hash) {

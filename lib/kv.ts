@@ -61,6 +61,27 @@ export interface RangeOptions {
 
 /** One op of a Txn, built by {@link Keyspace.put}, {@link Keyspace.get}, {@link Keyspace.delete}. */
 export type Op = IRequestOp
+
+// What kind of op a builder made, known to the compiler only: a named Txn's results are then
+// typed by op (a read gives a RangeResult, a delete a count) without a `!` at each use.
+declare const opKind: unique symbol
+export type RangeOp = Op & { readonly [opKind]: 'range' }
+export type PutOp = Op & { readonly [opKind]: 'put' }
+export type DeleteOp = Op & { readonly [opKind]: 'delete' }
+export type TxnOp = Op & { readonly [opKind]: 'txn' }
+/** The ops of one branch of a Txn, by name. */
+export type NamedOps = Record<string, Op>
+/** What an op of kind `O` returned. */
+export type ResultOf<O> = O extends RangeOp ? RangeResult : O extends DeleteOp ? bigint : O extends TxnOp ? TxnResult : O extends PutOp ? true : OpResult
+/** What each named op of a branch returned, under the same names. */
+export type NamedResults<T extends NamedOps> = { [K in keyof T]: ResultOf<T[K]> }
+/**
+ * A Txn with named ops ({@link Keyspace.namedTxn}): `results` holds what the branch that ran
+ * returned, under the names it was built with; `succeeded` says which branch that was.
+ */
+export type NamedTxnResult<S extends NamedOps, F extends NamedOps> =
+  | { succeeded: true; revision: bigint; results: NamedResults<S> }
+  | { succeeded: false; revision: bigint; results: NamedResults<F> }
 /** One compare of a Txn, built by {@link Keyspace.compare}. */
 export type Compare = ICompare
 
@@ -159,24 +180,24 @@ export class Keyspace {
     return compare
   }
 
-  put(key: string, value: string | Buffer = '', lease?: string): Op {
+  put(key: string, value: string | Buffer = '', lease?: string): PutOp {
     const request_put: IRequestOp['request_put'] = { key: this.full(key), value: Buffer.from(value) }
     if (lease !== undefined && lease !== '0') request_put.lease = lease
-    return { request_put }
+    return { request_put } as PutOp
   }
 
-  get(key: string, options: RangeOptions = {}): Op {
-    return { request_range: this.rangeRequest(key, options) }
+  get(key: string, options: RangeOptions = {}): RangeOp {
+    return { request_range: this.rangeRequest(key, options) } as RangeOp
   }
 
-  delete(key: string, options: { prefix?: boolean } = {}): Op {
+  delete(key: string, options: { prefix?: boolean } = {}): DeleteOp {
     const full = this.full(key)
-    return { request_delete_range: { key: full, range_end: options.prefix ? prefixEnd(full) : undefined } }
+    return { request_delete_range: { key: full, range_end: options.prefix ? prefixEnd(full) : undefined } } as DeleteOp
   }
 
   /** A nested Txn as one op (etcd 3.3+): its compares decide its branch independently of its siblings. */
-  txnOp(compare: Compare[], success: Op[], failure: Op[] = []): Op {
-    return { request_txn: { compare, success, failure } }
+  txnOp(compare: Compare[], success: Op[], failure: Op[] = []): TxnOp {
+    return { request_txn: { compare, success, failure } } as TxnOp
   }
 
   /** One Txn RPC. */
@@ -197,6 +218,31 @@ export class Keyspace {
       throw toTypedError(err, 'etcd txn')
     }
     return { succeeded: res.succeeded, revision: BigInt(res.header.revision), results: res.responses.map((r) => this.opResult(r)) }
+  }
+
+  /**
+   * One Txn whose ops are named, each branch a record of ops: its results come back under the
+   * same names, so a read is decoded by the name it was built with, next to where it was built
+   * (as Go's STM keeps its reads in a readSet), never by its position in the request.
+   */
+  async namedTxn<S extends NamedOps, F extends NamedOps = Record<never, Op>>(
+    compare: Compare[],
+    success: S,
+    failure?: F,
+    options: { idempotent?: boolean } = {},
+  ): Promise<NamedTxnResult<S, F>> {
+    const successNames = Object.keys(success)
+    const failureNames = Object.keys(failure ?? {})
+    const res = await this.txn(compare, Object.values(success), Object.values(failure ?? {}), options)
+    const names = res.succeeded ? successNames : failureNames
+    const results = Object.fromEntries(names.map((name, i) => [name, resultValue(res.results[i])]))
+    return { succeeded: res.succeeded, revision: res.revision, results } as NamedTxnResult<S, F>
+  }
+
+  /** One Txn of named reads and no compare (so it always runs): its results by name, at one revision. */
+  async reads<S extends Record<string, RangeOp>>(ops: S): Promise<{ revision: bigint; results: NamedResults<S> }> {
+    const res = await this.namedTxn([], ops)
+    return { revision: res.revision, results: res.results as NamedResults<S> }
   }
 
   /** One Range RPC (sent a second time if the first failed in transit: reads are safe to repeat). */
@@ -272,6 +318,14 @@ export class Keyspace {
 }
 
 const RESULTS = { '==': 'Equal', '!=': 'NotEqual', '<': 'Less', '>': 'Greater' } as const
+
+/** The value a named Txn gives for one op's result: the read, the count deleted, the nested Txn, or `true` for a put. */
+function resultValue(r: OpResult): RangeResult | bigint | TxnResult | true {
+  if (r.range) return r.range
+  if (r.deleted !== undefined) return r.deleted
+  if (r.txn) return r.txn
+  return true
+}
 
 /** The lease ids of the puts of a Txn request (nested Txns included). */
 function leasesOf(request: { success?: IRequestOp[]; failure?: IRequestOp[] }): Set<string> {

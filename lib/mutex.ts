@@ -148,12 +148,13 @@ export class Mutex {
     this.session.signal.throwIfAborted()
     const key = contenders.key(this.name, this.session.leaseHex)
     const youngest = this.ks.get(this.prefix, { prefix: true, sort: ['Create', 'Descend'], limit: AHEAD_READ_LIMIT })
-    const res = await this.ks.txn([this.ks.compare(key, 'Create', '==', 0)], [this.ks.put(key, '', this.session.leaseId), youngest], [youngest], txnOptions).catch((err: unknown) => {
+    const absent = this.ks.compare(key, 'Create', '==', 0)
+    const res = await this.ks.namedTxn([absent], { mine: this.ks.put(key, '', this.session.leaseId), youngest }, { youngest }, txnOptions).catch((err: unknown) => {
       // The put may have applied although no answer came: then our key sits on the lease.
       if (err instanceof EtcdUnavailableError) this.session.strand(key)
       throw err
     })
-    const read = res.results[res.succeeded ? 1 : 0].range!
+    const read = res.results.youngest
     const createRevision = res.succeeded ? res.revision : await this.existingKey(key, read)
     // Our key went between the Txn and a read that followed (another Mutex object of this session unlocked): again.
     const again = () => {
@@ -192,13 +193,12 @@ export class Mutex {
 
   /** One round trip: the youngest keys ahead of ours (with their leases: see tryAcquire), and whether our key is still ours. */
   private async readAhead(own: OwnedKey): Promise<TurnView & { mine: boolean }> {
-    const res = await this.ks.txn([], [
-      this.ks.get(this.prefix, { prefix: true, sort: ['Create', 'Descend'], limit: AHEAD_READ_LIMIT, maxCreateRevision: own.createRevision - 1n }),
-      this.ks.get(own.key, { keysOnly: true }),
-    ])
-    const read = res.results[0].range!
-    const mine = res.results[1].range!.kvs[0]
-    return { ahead: read.kvs, complete: !read.more, revision: res.revision, mine: mine !== undefined && mine.createRevision === own.createRevision }
+    const { results, revision } = await this.ks.reads({
+      ahead: this.ks.get(this.prefix, { prefix: true, sort: ['Create', 'Descend'], limit: AHEAD_READ_LIMIT, maxCreateRevision: own.createRevision - 1n }),
+      mine: this.ks.get(own.key, { keysOnly: true }),
+    })
+    const mine = results.mine.kvs[0]
+    return { ahead: results.ahead.kvs, complete: !results.ahead.more, revision, mine: mine !== undefined && mine.createRevision === own.createRevision }
   }
 
   /**

@@ -145,7 +145,7 @@ export class RWMutex {
       for (let attempt = 0; attempt < MAX_TRY_ATTEMPTS; attempt++) {
         const key = `${rwContenders.modePrefix(this.name, mode)}${unixNano()}`
         const res = await this.ks
-          .txn([this.ks.compare(key, 'Version', '==', 0), noBlocker], [this.ks.put(key, '', this.session.leaseId)], [this.ks.get(key, { countOnly: true })])
+          .namedTxn([this.ks.compare(key, 'Version', '==', 0), noBlocker], { mine: this.ks.put(key, '', this.session.leaseId) }, { collided: this.ks.get(key, { countOnly: true }) })
           .catch((err: unknown) => {
             if (err instanceof EtcdUnavailableError) this.session.strand(key) // may have applied
             throw err
@@ -155,7 +155,7 @@ export class RWMutex {
           this.myMode = mode
           return
         }
-        if (res.results[0].range!.count > 0n) continue // nanosecond collision: try a new key
+        if (res.results.collided.count > 0n) continue // nanosecond collision: try a new key
         throw new LockedError(`RWMutex ${JSON.stringify(this.name)} is ${mode === 'read' ? 'held or awaited by a writer' : 'held or awaited by another session'}`)
       }
       throw this.clashes(mode)

@@ -1,5 +1,5 @@
 import { InvalidArgumentError } from './errors.js'
-import { checkName, checkValue, type Compare, type KeyValue, type Keyspace, type Op, type RangeOptions } from './kv.js'
+import { checkName, checkValue, type Compare, type KeyValue, type Keyspace, type Op, type RangeOp, type RangeOptions, type RangeResult } from './kv.js'
 import { MAX_TXN_OPS } from './limits.js'
 
 /**
@@ -174,12 +174,9 @@ export class Attempt implements STM {
   async commit(): Promise<bigint | undefined> {
     // Serializable levels re-read the read set, and the keys earlier attempts read, on conflict.
     const reread = this.serializable ? [...this.reads.keys(), ...this.extras(this.reads.keys(), MAX_TXN_OPS - this.reads.size)] : []
-    const res = await this.ks.txn(this.conflicts(), this.writeOps(), reread.map((k) => this.ks.get(k)))
+    const res = await this.ks.namedTxn(this.conflicts(), this.writeOps(), this.readsOf(reread, {}))
     if (res.succeeded) return res.revision
-    reread.forEach((key, i) => {
-      const range = res.results[i].range!
-      this.nextCache.set(key, { kv: range.kvs[0], revision: range.revision })
-    })
+    for (const [key, range] of Object.entries(res.results)) this.nextCache.set(key, { kv: range.kvs[0], revision: range.revision })
     return undefined
   }
 
@@ -197,8 +194,8 @@ export class Attempt implements STM {
     return cmps
   }
 
-  private writeOps(): Op[] {
-    return [...this.writes].map(([key, w]) => (w.value === undefined ? this.ks.delete(key) : this.ks.put(key, w.value, w.lease)))
+  private writeOps(): Record<string, Op> {
+    return Object.fromEntries([...this.writes].map(([key, w]) => [key, w.value === undefined ? this.ks.delete(key) : this.ks.put(key, w.value, w.lease)]))
   }
 
   /** Makes sure every key in `keys` is in the read set, with at most one round trip. */
@@ -236,15 +233,15 @@ export class Attempt implements STM {
   private async fetch(keys: string[], options: RangeOptions, prefetch: string[] = []): Promise<bigint> {
     this.signal?.throwIfAborted()
     const all = [...keys, ...prefetch]
-    let res
+    let res: { revision: bigint; results: Record<string, RangeResult> }
     try {
-      res = await this.ks.txn([], all.map((k) => this.ks.get(k, options)))
+      res = await this.ks.reads(this.readsOf(all, options))
     } catch (err) {
       const message = err instanceof Error ? err.message : String(err)
       if (options.revision !== undefined && /future revision/.test(message)) {
         // This member has not applied the snapshot revision yet; a linearizable read at that
         // revision waits until it has.
-        res = await this.ks.txn([], all.map((k) => this.ks.get(k, { revision: options.revision })))
+        res = await this.ks.reads(this.readsOf(all, { revision: options.revision }))
       } else if (options.revision !== undefined && /compacted/.test(message)) {
         this.restart = true
         throw new RestartAttempt(`STM snapshot revision ${options.revision} was compacted; the transaction restarts`, { cause: err })
@@ -252,11 +249,13 @@ export class Attempt implements STM {
         throw err
       }
     }
-    all.forEach((key, i) => {
-      const range = res.results[i].range!
-      ;(i < keys.length ? this.reads : this.cache).set(key, { kv: range.kvs[0], revision: range.revision })
-    })
-    return res.results[0].range!.revision
+    for (const [key, range] of Object.entries(res.results)) (keys.includes(key) ? this.reads : this.cache).set(key, { kv: range.kvs[0], revision: range.revision })
+    return res.revision
+  }
+
+  /** A read of each key, named by the key (Go's readSet): results are paired with keys by name. */
+  private readsOf(keys: string[], options: RangeOptions): Record<string, RangeOp> {
+    return Object.fromEntries(keys.map((k) => [k, this.ks.get(k, options)]))
   }
 
   private serialized<R>(op: () => Promise<R>): Promise<R> {

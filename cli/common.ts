@@ -1,6 +1,7 @@
 import type { ParseArgsConfig } from 'node:util'
 import type { EtcdClient } from '../lib/client.js'
 import { prefixEnd, toKeyValue, toTypedError, type KeyValue } from '../lib/kv.js'
+import { leaseHex } from '../lib/keys.js'
 import type { LeaseTtl } from './table.js'
 
 /** What a command gets: its arguments and a way to reach etcd (connected on first use). */
@@ -65,11 +66,6 @@ export function intOption(command: Command, raw: string | boolean | undefined, n
     throw new UsageError(`${command.name}: --${name} must be a whole number from ${min} to ${max}, got ${JSON.stringify(raw)}`, command)
   }
   return n
-}
-
-/** Go's `%x` of a decimal lease id: lowercase hex, unpadded (the form in lock/election keys). */
-export function leaseHex(leaseId: string): string {
-  return BigInt(leaseId).toString(16)
 }
 
 /** A revision as a JSON number (revisions stay far below 2^53). */

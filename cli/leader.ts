@@ -1,5 +1,6 @@
+import { leaseHex } from '../lib/keys.js'
 import { keyspace, type KeyValue } from '../lib/kv.js'
-import { leaseHex, leaseTtls, noMoreArgs, requireArg, revisionNumber, type Command, type Report } from './common.js'
+import { leaseTtls, noMoreArgs, requireArg, revisionNumber, type Command, type Report } from './common.js'
 import { fields, jsonValue, showKey, showTtl, showValue, table, type LeaseTtl } from './table.js'
 
 /**

@@ -1,5 +1,6 @@
 import type { IRequestOp } from 'etcd3'
 import type { EtcdClient } from '../lib/client.js'
+import { isLeaseSegment, leaseHex } from '../lib/keys.js'
 import { keyspace, prefixEnd, type KeyValue } from '../lib/kv.js'
 import { leaseTtls, mapLimit, noMoreArgs, revisionNumber, scanKeys, type Command, type Report } from './common.js'
 import { showKey, showTtl, table, type LeaseTtl } from './table.js'
@@ -67,11 +68,6 @@ function lockNameOf(key: string): string | undefined {
   return undefined
 }
 
-/** True when `segment` is the `%x` form of `lease` (Go's Mutex and Election key suffix). */
-function isLeaseKey(segment: string, lease: string): boolean {
-  return LEASE_HEX.test(segment) && BigInt(`0x${segment}`).toString() === lease
-}
-
 /**
  * Everything under `<name>/`, oldest first, with values: contenders' are empty (Mutex, RWMutex)
  * or a proposal (Election), and a keys-only read would lose the leases on etcd 3.7. The oldest
@@ -92,7 +88,7 @@ function locksUnder(name: string, kvs: KeyValue[], first: KeyValue | undefined):
   const found: Found[] = []
   const direct = kvs.filter((kv) => {
     const rest = kv.key.slice(name.length + 1)
-    return !rest.includes('/') && isLeaseKey(rest, kv.lease)
+    return !rest.includes('/') && isLeaseSegment(rest, kv.lease)
   })
   if (direct.length > 0) {
     // Go's Mutex: the oldest key under the prefix holds, whatever it is.
@@ -122,7 +118,7 @@ function contender(kv: KeyValue, name: string, ttls: Map<string, LeaseTtl>, kind
   const c: Contender = {
     key: kv.key,
     fence: revisionNumber(kv.createRevision),
-    lease: BigInt(kv.lease).toString(16),
+    lease: leaseHex(kv.lease),
     leaseId: kv.lease,
     ttl: ttl?.remaining ?? null,
     grantedTtl: ttl?.granted ?? null,

@@ -1,7 +1,7 @@
 import type { EtcdClient } from '../lib/client.js'
-import { permitKeys } from '../lib/keys.js'
+import { leaseHex, permitKeys } from '../lib/keys.js'
 import { keyspace, type KeyValue } from '../lib/kv.js'
-import { leaseHex, leaseTtls, mapLimit, noMoreArgs, revisionNumber, scanKeys, type Command, type Report } from './common.js'
+import { leaseTtls, mapLimit, noMoreArgs, revisionNumber, scanKeys, type Command, type Report } from './common.js'
 import { showKey, showTtl, table, type LeaseTtl } from './table.js'
 
 /**

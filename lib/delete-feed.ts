@@ -2,6 +2,7 @@ import type { IKeyValue, IWatchResponse, Namespace, Watcher } from 'etcd3'
 import { closedSignal } from './client-closed.js'
 import { WatchLostError } from './errors.js'
 import type { KeyValue, Keyspace } from './kv.js'
+import { perClient } from './per-client.js'
 
 /**
  * One watch of the deletes under a prefix, shared by every waiter of this process on that prefix
@@ -169,7 +170,8 @@ class DeleteFeed {
   }
 }
 
-const feeds = new WeakMap<Namespace, Map<string, DeleteFeed>>()
+/** The open delete feeds of a client, by prefix. */
+const feedsOf = perClient((): Map<string, DeleteFeed> => new Map())
 
 /**
  * Subscribes `sub` to the deletes under `prefix` on `ks`'s client, opening the shared watch if
@@ -177,11 +179,7 @@ const feeds = new WeakMap<Namespace, Map<string, DeleteFeed>>()
  */
 export function onDeletes(ks: Keyspace, prefix: string, sub: FeedSubscriber): () => void {
   closedSignal(ks.client).throwIfAborted()
-  let byPrefix = feeds.get(ks.client)
-  if (!byPrefix) {
-    byPrefix = new Map()
-    feeds.set(ks.client, byPrefix)
-  }
+  const byPrefix = feedsOf(ks.client)
   let feed = byPrefix.get(prefix)
   if (!feed) {
     const map = byPrefix

@@ -1,4 +1,5 @@
 import { ClientClosedError, type ILeaseKeepAliveRequest, type ILeaseKeepAliveResponse, type IDuplexStream, type Namespace } from 'etcd3'
+import { perClient } from './per-client.js'
 
 /**
  * One LeaseKeepAlive stream per client, shared by all of its sessions (etcd3's `Lease` opens a
@@ -177,24 +178,15 @@ class KeepAliveStream {
 /** Longest a stream with no session stays open waiting for replies to its last requests. */
 const LINGER_MS = 1000
 
-const streams = new WeakMap<Namespace, KeepAliveStream>()
-
 /** The shared keepalive stream of `client`. */
-export function keepAliveStream(client: Namespace): KeepAliveStream {
-  let stream = streams.get(client)
-  if (!stream) {
-    stream = new KeepAliveStream(client)
-    streams.set(client, stream)
-  }
-  return stream
-}
+export const keepAliveStream: (client: Namespace) => KeepAliveStream = perClient((client) => new KeepAliveStream(client))
 
 /**
  * Tells every session on `leaseId` (of `client`) that etcd answered a request with "lease not
  * found": as if a keepalive had come back with TTL 0, so they end at once.
  */
 export function reportLeaseGone(client: Namespace, leaseId: string): void {
-  streams.get(client)?.leaseGone(leaseId)
+  keepAliveStream(client).leaseGone(leaseId)
 }
 
 export type { KeepAliveStream }

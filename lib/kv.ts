@@ -15,6 +15,7 @@ import {
 import { closedSignal } from './client-closed.js'
 import { ConfigurationError, EtcdUnavailableError, InvalidArgumentError, MiddyEtcdError, PermissionDeniedError, SessionExpiredError } from './errors.js'
 import { reportLeaseGone } from './keepalive.js'
+import { perClient } from './per-client.js'
 import { MAX_VALUE_BYTES } from './limits.js'
 
 /**
@@ -345,18 +346,11 @@ function leasesOf(request: { success?: IRequestOp[]; failure?: IRequestOp[] }): 
   return leases
 }
 
-const keyspaces = new WeakMap<Namespace, Keyspace>()
-
 /** The {@link Keyspace} of a client (one per client object). */
-export function keyspace(client: Namespace): Keyspace {
-  let ks = keyspaces.get(client)
-  if (!ks) {
-    ks = new Keyspace(client)
-    keyspaces.set(client, ks)
-    closedSignal(client) // from now on a close() of this client is noticed by every wait
-  }
-  return ks
-}
+export const keyspace: (client: Namespace) => Keyspace = perClient((client) => {
+  closedSignal(client) // from now on a close() of this client is noticed by every wait
+  return new Keyspace(client)
+})
 
 /** Checks a user-given name used as a key or key prefix; returns it. */
 export function checkName(name: unknown, what: string): string {

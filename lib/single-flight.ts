@@ -4,6 +4,7 @@ import { IdempotencyResultNotStorableError, InvalidArgumentError, SessionExpired
 import { IdempotencyStore, type BeginResult, type IdempotencyClaim } from './idempotency.js'
 import { idempotencyKeys } from './keys.js'
 import { checkName } from './kv.js'
+import { perClient } from './per-client.js'
 import { DEFAULT_IN_PROGRESS_TTL_S, MAX_TTL_S } from './limits.js'
 import { Session } from './session.js'
 import { untilAborted } from './wait.js'
@@ -20,10 +21,10 @@ export interface SingleFlightOptions {
 
 
 /** Flights running in this process, per client and key: their callers share one etcd flight. */
-const localFlights = new WeakMap<Namespace, Map<string, { promise: Promise<unknown>; signal?: AbortSignal }>>()
+const localFlightsOf = perClient((): Map<string, { promise: Promise<unknown>; signal?: AbortSignal }> => new Map())
 /** One long-lived session per client and lease TTL for flight records (replaced when it ends). */
-const sessions = new WeakMap<Namespace, Map<number, Promise<Session>>>()
-const stores = new WeakMap<Namespace, IdempotencyStore>()
+const sessionsOf = perClient((): Map<number, Promise<Session>> => new Map())
+const storeOf = perClient((client) => new IdempotencyStore(client, idempotencyKeys.singleFlightPrefix))
 /** How many flights are beginning or leading on each shared session right now. */
 const inUse = new WeakMap<Session, number>()
 
@@ -129,8 +130,7 @@ async function using<T>(session: Session, work: () => Promise<T>): Promise<T> {
 
 /** The client's flight session for `ttl`: reused while it lives and holds no stranded key. */
 async function sharedSession(client: Namespace, ttl: number): Promise<Session> {
-  let byTtl = sessions.get(client)
-  if (!byTtl) sessions.set(client, (byTtl = new Map()))
+  const byTtl = sessionsOf(client)
   for (;;) {
     const pending = byTtl.get(ttl)
     if (!pending) {
@@ -146,17 +146,6 @@ async function sharedSession(client: Namespace, ttl: number): Promise<Session> {
   }
 }
 
-function storeOf(client: Namespace): IdempotencyStore {
-  let store = stores.get(client)
-  if (!store) stores.set(client, (store = new IdempotencyStore(client, idempotencyKeys.singleFlightPrefix)))
-  return store
-}
-
-function localFlightsOf(client: Namespace) {
-  let flights = localFlights.get(client)
-  if (!flights) localFlights.set(client, (flights = new Map()))
-  return flights
-}
 
 function checkSeconds(value: unknown, name: string, min: number, fallback: number): number {
   if (value === undefined) return fallback

@@ -215,7 +215,7 @@ function resolveKey<TEvent>(
   if (key === undefined) {
     if (!opts.requireKey) return undefined
     const source = sourceOf(opts.key)
-    throw new IdempotencyKeyMissingError(`etcdIdempotency: this request has no idempotency key (${source ? `no ${source}` : 'the `key` function returned undefined'}); send one, e.g. a UUID, with each request (requireKey is on)`)
+    throw new IdempotencyKeyMissingError(`etcdIdempotency: this request has no idempotency key (${source ? `${source} is missing` : 'the `key` function returned undefined'}); send one, e.g. a UUID, with each request (requireKey is on)`)
   }
   if (typeof key !== 'string' || key === '') {
     throw new InvalidRequestError(`etcdIdempotency: the \`key\` function returned ${key === '' ? '""' : key === null ? 'null' : typeof key}; it must return a non-empty string, or undefined to run the event without idempotency`)

@@ -10,8 +10,12 @@ import { InvalidArgumentError, InvalidRequestError } from '../lib/errors.js'
 /** A Lambda proxy response. */
 export interface HttpResponse {
   statusCode: number
-  headers: Record<string, string>
+  headers?: Record<string, string>
+  /** Instead of `headers` for an ALB with multi-value headers on, which ignores `headers`. */
+  multiValueHeaders?: Record<string, string[]>
   body: string
+  /** ALB requires it; API Gateway accepts it. */
+  isBase64Encoded: false
 }
 
 /** Whether `event` is an HTTP request (API Gateway REST or HTTP API, function URL, ALB), whose caller needs a proxy response. */
@@ -23,9 +27,15 @@ export function isHttpEvent(event: unknown): boolean {
   return typeof e.httpMethod === 'string' || (e.version === '2.0' && typeof e.requestContext.http?.method === 'string')
 }
 
-/** A JSON proxy response. */
-export function jsonResponse(statusCode: number, body: unknown, headers: Record<string, string> = {}): HttpResponse {
-  return { statusCode, headers: { 'Content-Type': 'application/json', ...headers }, body: JSON.stringify(body) }
+/** A JSON proxy response to `event`. */
+export function jsonResponse(event: unknown, statusCode: number, body: unknown, headers: Record<string, string> = {}): HttpResponse {
+  const all = { 'Content-Type': 'application/json', ...headers }
+  const e = event as { requestContext?: { elb?: unknown }; multiValueHeaders?: unknown } | null
+  // An ALB target group with multi-value headers on sends only multiValueHeaders, and reads only them back.
+  if (e?.requestContext?.elb && e.multiValueHeaders) {
+    return { statusCode, multiValueHeaders: Object.fromEntries(Object.entries(all).map(([k, v]) => [k, [v]])), body: JSON.stringify(body), isBase64Encoded: false }
+  }
+  return { statusCode, headers: all, body: JSON.stringify(body), isBase64Encoded: false }
 }
 
 /** The entry of `map` named `name`, compared without case (an exact match first). */

@@ -2,7 +2,7 @@ import type { MiddlewareObj, Request } from '@middy/core'
 import type { Context } from 'aws-lambda'
 import type { Namespace } from 'etcd3'
 import { sharedClient } from '../lib/client.js'
-import { IdempotencyClaimLostError, IdempotencyInProgressError, IdempotencyKeyMissingError, IdempotencyResultNotStorableError, InvalidRequestError } from '../lib/errors.js'
+import { IdempotencyClaimLostError, IdempotencyInProgressError, IdempotencyKeyMissingError, IdempotencyResultNotStorableError, InvalidArgumentError, InvalidRequestError } from '../lib/errors.js'
 import { IdempotencyStore, type IdempotencyClaim, type WaitOutcome } from '../lib/idempotency.js'
 import { hashPayload } from '../lib/idempotency-record.js'
 import { idempotencyKeys } from '../lib/keys.js'
@@ -222,6 +222,7 @@ function resolveKey<TEvent>(
   }
   // The record key is `<prefix>/<key>`, and a key is at most MAX_NAME_BYTES.
   const most = MAX_NAME_BYTES - Buffer.byteLength(prefix) - 1
+  if (most < 1) throw new InvalidArgumentError(`etcdIdempotency: the record prefix ${JSON.stringify(prefix.slice(0, 40))}… leaves no room for a key (${MAX_NAME_BYTES} bytes in all); use a shorter prefix`)
   const bytes = Buffer.byteLength(key)
   if (bytes > most) throw new InvalidRequestError(`etcdIdempotency: the idempotency key is ${bytes} bytes; at most ${most} are accepted: send a shorter key (a UUID is 36)`)
   return key

@@ -72,7 +72,7 @@ const schema: Schema = {
  */
 function followerResponse(event: unknown, leader: Leader | undefined): unknown {
   if (!isHttpEvent(event)) return { leader: false, leaderValue: leader?.value }
-  return jsonResponse(409, { message: 'Conflict: another invocation is the leader, so this one did not run; retry later', leader: false })
+  return jsonResponse(event, 409, { message: 'Conflict: another invocation is the leader, so this one did not run; retry later', leader: false })
 }
 
 /** Identifies this process (function instance) in default proposals. */

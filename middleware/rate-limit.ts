@@ -93,8 +93,8 @@ function useLimiter(client: Namespace, name: string, o: { rate: number; per: num
 }
 
 /** The default answer of a limited call: HTTP 429 with `Retry-After` in whole seconds. */
-function tooManyRequests(retryAfterMs: number) {
-  return jsonResponse(429, { message: 'Too Many Requests', retryAfterMs }, { 'Retry-After': String(Math.max(1, Math.ceil(retryAfterMs / 1000))) })
+function tooManyRequests(event: unknown, retryAfterMs: number) {
+  return jsonResponse(event, 429, { message: 'Too Many Requests', retryAfterMs }, { 'Retry-After': String(Math.max(1, Math.ceil(retryAfterMs / 1000))) })
 }
 
 /**
@@ -134,7 +134,7 @@ export function etcdRateLimit<TEvent = any, TResult = any>(
       emit(opts.onEvent, { type: 'skipped', primitive: 'rateLimit', name, detail: { retryAfterMs: decision.retryAfterMs } })
       // Middy skips every `after` once we answer: release what outer middlewares hold first.
       await InvocationScope.endAll(request)
-      request.earlyResponse = opts.onLimited ? await opts.onLimited(request, decision.retryAfterMs) : (tooManyRequests(decision.retryAfterMs) as TResult)
+      request.earlyResponse = opts.onLimited ? await opts.onLimited(request, decision.retryAfterMs) : (tooManyRequests(request.event, decision.retryAfterMs) as TResult)
       return request.earlyResponse
     }
     const waitedMs = performance.now() - started

@@ -126,7 +126,7 @@ describe("what the request got wrong is a 4xx with a message, not an empty 500 (
     expect((await handler(restEvent({ headers: { 'Idempotency-Key': 'k'.repeat(most) } }))).statusCode).toBe(200)
   })
 
-  it('a lock name function that throws on the event: 400; no lease taken', async () => {
+  it('a lock name function that throws on the event: 400, the handler not run', async () => {
     const { handler, runs } = httpHandler(etcdLock<APIGatewayProxyEvent>({ name: (e) => `accounts/${JSON.parse(e.body ?? '').account}`, client: etcd.client }))
     const answer = await handler(restEvent({ body: 'account=7' }))
     expect(answer.statusCode).toBe(400)

@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest'
 import { InvalidArgumentError, InvalidRequestError } from '../../lib/index.js'
-import { isHttpEvent } from '../../middleware/http.js'
+import { isHttpEvent, jsonResponse } from '../../middleware/http.js'
 import { fromEvent, fromHeader } from '../../middleware/index.js'
 import { albEvent, httpApiEvent, restEvent, scheduledEvent } from '../support/http-events.js'
 
@@ -13,6 +13,21 @@ describe('isHttpEvent', () => {
   it('REST API, HTTP API, function URL and ALB events are HTTP; scheduled, SQS-like and plain events are not', () => {
     for (const event of [restEvent(), httpApiEvent(), httpApiEvent({}, 'url'), albEvent()]) expect(isHttpEvent(event)).toBe(true)
     for (const event of [scheduledEvent, { Records: [{ messageId: 'm-1', body: '{}' }] }, {}, null, 'GET /', { httpMethod: 'GET' }]) expect(isHttpEvent(event)).toBe(false)
+  })
+})
+
+describe('jsonResponse', () => {
+  it('a proxy response with a JSON body; an ALB with multi-value headers on gets multiValueHeaders, which is all it reads', () => {
+    expect(jsonResponse(httpApiEvent(), 409, { leader: false }, { 'Retry-After': '1' })).toEqual({
+      statusCode: 409,
+      headers: { 'Content-Type': 'application/json', 'Retry-After': '1' },
+      body: '{"leader":false}',
+      isBase64Encoded: false,
+    })
+    const multi = { ...albEvent(), headers: undefined, multiValueHeaders: { accept: ['*/*'] } }
+    expect(jsonResponse(multi, 429, {})).toEqual({ statusCode: 429, multiValueHeaders: { 'Content-Type': ['application/json'] }, body: '{}', isBase64Encoded: false })
+    // REST events carry multiValueHeaders too, and read headers.
+    expect(jsonResponse(restEvent({ headers: { Accept: '*/*' } }), 409, {}).headers).toEqual({ 'Content-Type': 'application/json' })
   })
 })
 

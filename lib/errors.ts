@@ -15,7 +15,52 @@ export class MiddyEtcdError extends Error {
 
 /** A bad argument or option: names the setting and the accepted values. Nothing was written. */
 export class InvalidArgumentError extends MiddyEtcdError {
-  override readonly code = 'INVALID_ARGUMENT'
+  override readonly code: string = 'INVALID_ARGUMENT'
+}
+
+/**
+ * The invocation's event cannot be used: a function of the event that a middleware calls (a
+ * `key`, `payload` or `name` function) threw, or returned no usable value — malformed JSON in a
+ * body, a missing or oversized header. The caller's data is at fault, not the service: HTTP 400
+ * with `expose`, so `@middy/http-error-handler` answers it with the message. Nothing was written.
+ */
+export class InvalidRequestError extends InvalidArgumentError {
+  override readonly code: string = 'INVALID_REQUEST'
+  /** For `@middy/http-error-handler`: 400 Bad Request. */
+  readonly statusCode = 400
+  /** For `@middy/http-error-handler`: send the message to the caller. */
+  readonly expose = true
+}
+
+/**
+ * `etcdIdempotency` with `requireKey`: the event carries no idempotency key (the `key` function
+ * returned undefined). HTTP 400, exposed: the caller must send one. The handler did not run.
+ */
+export class IdempotencyKeyMissingError extends InvalidRequestError {
+  override readonly code = 'IDEMPOTENCY_KEY_MISSING'
+}
+
+/**
+ * A value larger than etcd takes in one request (a message to enqueue, an STM or campaign
+ * value). Such a value nearly always comes from a request body, so it carries HTTP 413 with
+ * `expose`: behind `@middy/http-error-handler` the caller learns the limit. Nothing was written.
+ */
+export class ValueTooLargeError extends InvalidArgumentError {
+  override readonly code = 'VALUE_TOO_LARGE'
+  /** For `@middy/http-error-handler`: 413 Content Too Large. */
+  readonly statusCode = 413
+  /** For `@middy/http-error-handler`: send the message to the caller. */
+  readonly expose = true
+
+  constructor(
+    /** The value's size in bytes. */
+    readonly bytes: number,
+    /** The most that is accepted, in bytes. */
+    readonly limit: number,
+    message: string,
+  ) {
+    super(message)
+  }
 }
 
 /** The client configuration (options or environment) is unusable; names the setting. */
@@ -120,6 +165,29 @@ export class LeaseLostError extends SessionExpiredError {
   }
 }
 
+/**
+ * `etcdSemaphore` with `acquire: 'try'` found every permit held (or calls queued for one): the
+ * capacity is full for now, which is not a conflict with the request (a held lock's 409) but
+ * "too many at once": HTTP 429 with a `Retry-After` header, as a rate limit answers, exposed.
+ * A `LockedError`, so code that catches try-lock misses catches it too.
+ */
+export class SemaphoreFullError extends LockedError {
+  override readonly code = 'SEMAPHORE_FULL'
+  /** For `@middy/http-error-handler`: 429 Too Many Requests. */
+  override readonly statusCode = 429
+  /** For `@middy/http-error-handler`: sent with the answer. */
+  readonly headers: Record<string, string>
+
+  constructor(
+    /** When a try could succeed, ms: a guess (permits free when their holders' handlers end). */
+    readonly retryAfterMs: number,
+    message: string,
+  ) {
+    super(message)
+    this.headers = { 'Retry-After': String(Math.max(1, Math.ceil(retryAfterMs / 1000))) }
+  }
+}
+
 /** A blocking acquire gave up: its wait budget (option or remaining invocation time) ran out. HTTP 503, exposed. */
 export class LockTimeoutError extends LockedError {
   override readonly code = 'LOCK_TIMEOUT'
@@ -183,6 +251,8 @@ export class IdempotencyInProgressError extends MiddyEtcdError {
   override readonly code = 'IDEMPOTENCY_IN_PROGRESS'
   /** HTTP status for error handlers such as `@middy/http-error-handler`. */
   readonly statusCode = 409
+  /** For `@middy/http-error-handler`: send the message to the caller. */
+  readonly expose = true
 }
 
 /**
@@ -193,6 +263,8 @@ export class IdempotencyKeyMismatchError extends MiddyEtcdError {
   override readonly code = 'IDEMPOTENCY_KEY_MISMATCH'
   /** HTTP status for error handlers such as `@middy/http-error-handler`. */
   readonly statusCode = 422
+  /** For `@middy/http-error-handler`: send the message to the caller. */
+  readonly expose = true
 }
 
 /** Why a result could not be stored: see {@link IdempotencyResultNotStorableError}. */

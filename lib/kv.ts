@@ -13,10 +13,10 @@ import {
   type Namespace,
 } from 'etcd3'
 import { closedSignal } from './client-closed.js'
-import { ConfigurationError, EtcdUnavailableError, InvalidArgumentError, MiddyEtcdError, PermissionDeniedError, SessionExpiredError } from './errors.js'
+import { ConfigurationError, EtcdUnavailableError, InvalidArgumentError, MiddyEtcdError, PermissionDeniedError, SessionExpiredError, ValueTooLargeError } from './errors.js'
 import { reportLeaseGone } from './keepalive.js'
+import { MAX_NAME_BYTES, MAX_VALUE_BYTES } from './limits.js'
 import { perClient } from './per-client.js'
-import { MAX_VALUE_BYTES } from './limits.js'
 
 /**
  * The raw etcd KV RPCs the primitives are written in, with the client's namespace applied:
@@ -358,8 +358,8 @@ export function checkName(name: unknown, what: string): string {
     throw new InvalidArgumentError(`${what} must be a non-empty string, got ${name === null ? 'null' : typeof name}`)
   }
   if (name.length === 0) throw new InvalidArgumentError(`${what} must be a non-empty string, got ""`)
-  if (Buffer.byteLength(name) > 4096) {
-    throw new InvalidArgumentError(`${what} is ${Buffer.byteLength(name)} bytes; keep names under 4096 bytes`)
+  if (Buffer.byteLength(name) > MAX_NAME_BYTES) {
+    throw new InvalidArgumentError(`${what} is ${Buffer.byteLength(name)} bytes; keep names under ${MAX_NAME_BYTES} bytes`)
   }
   return name
 }
@@ -371,7 +371,7 @@ export function checkValue(value: unknown, what: string): Buffer {
   }
   const buf = Buffer.from(value)
   if (buf.length > MAX_VALUE_BYTES) {
-    throw new InvalidArgumentError(`${what} is ${buf.length} bytes; etcd accepts at most ~1.5 MiB per request (--max-request-bytes): store large payloads elsewhere and enqueue a reference`)
+    throw new ValueTooLargeError(buf.length, MAX_VALUE_BYTES, `${what} is ${buf.length} bytes; etcd accepts at most ~1.5 MiB per request (--max-request-bytes): store large payloads elsewhere and enqueue a reference`)
   }
   return buf
 }

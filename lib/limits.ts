@@ -6,6 +6,9 @@
 /** Longest lease TTL etcd grants, in seconds (it caps TTLs at 9e9 ms). */
 export const MAX_TTL_S = 9_000_000
 
+/** Longest name (a key or key prefix a user gives), in UTF-8 bytes. */
+export const MAX_NAME_BYTES = 4096
+
 /** Largest value etcd accepts in one request by default (1.5 MiB, `--max-request-bytes`) minus room for the key. */
 export const MAX_VALUE_BYTES = 1_500_000
 

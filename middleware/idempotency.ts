@@ -2,14 +2,16 @@ import type { MiddlewareObj, Request } from '@middy/core'
 import type { Context } from 'aws-lambda'
 import type { Namespace } from 'etcd3'
 import { sharedClient } from '../lib/client.js'
-import { IdempotencyClaimLostError, IdempotencyInProgressError, IdempotencyResultNotStorableError, InvalidArgumentError } from '../lib/errors.js'
+import { IdempotencyClaimLostError, IdempotencyInProgressError, IdempotencyKeyMissingError, IdempotencyResultNotStorableError, InvalidArgumentError, InvalidRequestError } from '../lib/errors.js'
 import { IdempotencyStore, type IdempotencyClaim, type WaitOutcome } from '../lib/idempotency.js'
 import { hashPayload } from '../lib/idempotency-record.js'
 import { idempotencyKeys } from '../lib/keys.js'
-import { checkName, type Compare } from '../lib/kv.js'
-import { DEFAULT_IN_PROGRESS_TTL_S, MAX_TTL_S } from '../lib/limits.js'
+import type { Compare } from '../lib/kv.js'
+import { DEFAULT_IN_PROGRESS_TTL_S, MAX_NAME_BYTES, MAX_TTL_S } from '../lib/limits.js'
 import type { WaitOptions } from '../lib/wait.js'
 import { emit, type EtcdEvent, type OnEvent } from './events.js'
+import { sourceOf } from './http.js'
+import { callWithEvent } from './name.js'
 import { validateOptions, type Schema } from './options.js'
 import { InvocationScope } from './scope.js'
 
@@ -35,10 +37,16 @@ export interface StoredResponseInfo {
   waited: boolean
 }
 
-export interface EtcdIdempotencyOptions<TEvent = any, TResult = any, TKey extends string | undefined = string | undefined> {
-  /** The idempotency key of an event; `undefined` runs that event without idempotency (and without `context.etcd.idempotency`). */
+export interface EtcdIdempotencyOptions<TEvent = any, TResult = any, TKey extends string | undefined = string | undefined, TRequire extends boolean = boolean> {
+  /**
+   * The idempotency key of an event, e.g. `fromHeader('Idempotency-Key')` (any case of the
+   * name: REST and HTTP API events alike); `undefined` runs that event without idempotency (and
+   * without `context.etcd.idempotency`), unless `requireKey`. A throw is a 400 (`InvalidRequestError`).
+   */
   key: (event: TEvent, context: any) => TKey
-  /** The part of the event that must match for a duplicate (its hash is stored); default: not checked. */
+  /** An event without a key is refused with `IdempotencyKeyMissingError` (400) instead of run without idempotency (default false). */
+  requireKey?: TRequire
+  /** The part of the event that must match for a duplicate (its hash is stored); default: not checked. A throw (malformed JSON) is a 400 (`InvalidRequestError`). */
   payload?: (event: TEvent) => unknown
   /** Seconds a completed response is kept for duplicates (default 3600); 0: only for duplicates waiting at the time. */
   ttl?: number
@@ -57,10 +65,11 @@ export interface EtcdIdempotencyOptions<TEvent = any, TResult = any, TKey extend
   onEvent?: OnEvent
 }
 
-export const defaults = { ttl: 3600, onInProgress: 'wait', waitMs: Infinity, leaseTtl: DEFAULT_IN_PROGRESS_TTL_S } as const
+export const defaults = { requireKey: false, ttl: 3600, onInProgress: 'wait', waitMs: Infinity, leaseTtl: DEFAULT_IN_PROGRESS_TTL_S } as const
 
 export const schema: Schema = {
   key: { type: 'function', required: true },
+  requireKey: { type: 'boolean' },
   payload: { type: 'function' },
   ttl: { type: 'integer', min: 0, max: MAX_TTL_S },
   onInProgress: { type: 'enum', values: ['wait', 'reject'] },
@@ -72,10 +81,11 @@ export const schema: Schema = {
   onEvent: { type: 'function' },
 }
 
-type Resolved<TEvent, TResult> = EtcdIdempotencyOptions<TEvent, TResult> & { ttl: number; onInProgress: 'wait' | 'reject'; waitMs: number; leaseTtl: number }
+type Resolved<TEvent, TResult> = EtcdIdempotencyOptions<TEvent, TResult> & { requireKey: boolean; ttl: number; onInProgress: 'wait' | 'reject'; waitMs: number; leaseTtl: number }
 /**
  * What the middleware adds to the context: the grant, which is absent for an event whose `key`
- * function returned undefined — so it is optional exactly when the `key` function may return that.
+ * function returned undefined — so it is optional exactly when the `key` function may return
+ * that and `requireKey` is not `true`.
  */
 export type IdempotencyContext<TKey extends string | undefined = string | undefined> = {
   etcd: { idempotency: undefined extends TKey ? IdempotencyGrant | undefined : IdempotencyGrant }
@@ -92,9 +102,9 @@ type IdempotencyRequest<TEvent, TResult> = Request<TEvent, TResult, Error, Conte
  * returned all the same, and a `not-stored` event says so. Nothing is ever deleted or
  * overwritten on behalf of a duplicate: every write is fenced by the owner's record.
  */
-export function etcdIdempotency<TEvent = any, TResult = any, TKey extends string | undefined = string | undefined>(
-  options: EtcdIdempotencyOptions<TEvent, TResult, TKey>,
-): MiddlewareObj<TEvent, TResult, Error, Context & IdempotencyContext<TKey>> {
+export function etcdIdempotency<TEvent = any, TResult = any, TKey extends string | undefined = string | undefined, TRequire extends boolean = boolean>(
+  options: EtcdIdempotencyOptions<TEvent, TResult, TKey, TRequire>,
+): MiddlewareObj<TEvent, TResult, Error, Context & IdempotencyContext<TRequire extends true ? string : TKey>> {
   const opts = validateOptions<Resolved<TEvent, TResult>>('etcdIdempotency', schema, defaults, options)
   const self = {}
   const client = () => opts.client ?? sharedClient()
@@ -102,13 +112,15 @@ export function etcdIdempotency<TEvent = any, TResult = any, TKey extends string
   const owned = new WeakMap<object, { claim: IdempotencyClaim; store: IdempotencyStore; event: Omit<EtcdEvent, 'type'> }>()
 
   const before = async (request: IdempotencyRequest<TEvent, TResult>) => {
-    const key = resolveKey(opts, request)
+    const prefix = opts.prefix ?? idempotencyKeys.functionPrefix(request.context?.functionName || 'default')
+    const key = resolveKey(opts, request, prefix)
     if (key === undefined) {
       request.context.etcd = { ...request.context.etcd, idempotency: undefined }
       return void emit(opts.onEvent, { type: 'skipped', primitive: 'idempotency', name: '', detail: { reason: 'no-key' } })
     }
-    const payloadHash = opts.payload ? hashPayload(opts.payload(request.event)) : undefined
-    const store = storeFor(client(), opts.prefix ?? idempotencyKeys.functionPrefix(request.context?.functionName || 'default'))
+    const payload = opts.payload
+    const payloadHash = payload ? hashPayload(callWithEvent('etcdIdempotency', 'payload', () => payload(request.event))) : undefined
+    const store = storeFor(client(), prefix)
     const scope = InvocationScope.of(request, client(), request.context, self)
     const budget = scope.waitBudget(opts.waitMs)
     const started = performance.now()
@@ -186,17 +198,34 @@ export function etcdIdempotency<TEvent = any, TResult = any, TKey extends string
 
   const onError = (request: IdempotencyRequest<TEvent, TResult>) => InvocationScope.settle(request, client(), self)
 
-  return { before, after, onError } as MiddlewareObj<TEvent, TResult, Error, Context & IdempotencyContext<TKey>>
+  return { before, after, onError } as MiddlewareObj<TEvent, TResult, Error, Context & IdempotencyContext<TRequire extends true ? string : TKey>>
 }
 
-/** This request's idempotency key, checked; undefined when the `key` function opts the event out. */
-function resolveKey<TEvent>(opts: { key: (event: TEvent, context: any) => string | undefined }, request: { event: TEvent; context: unknown }): string | undefined {
-  const key = opts.key(request.event, request.context)
-  if (key === undefined) return undefined
-  if (typeof key !== 'string' || key === '') {
-    throw new InvalidArgumentError(`etcdIdempotency: the \`key\` function returned ${key === '' ? '""' : key === null ? 'null' : typeof key}; it must return a non-empty string, or undefined to run the event without idempotency`)
+/**
+ * This request's idempotency key, checked before anything is written; undefined when the `key`
+ * function opts the event out. The key comes from the request, so whatever is wrong with it is
+ * the caller's to fix: a 400 (`InvalidRequestError`), never a 500.
+ */
+function resolveKey<TEvent>(
+  opts: { key: (event: TEvent, context: any) => string | undefined; requireKey: boolean },
+  request: { event: TEvent; context: unknown },
+  prefix: string,
+): string | undefined {
+  const key = callWithEvent('etcdIdempotency', 'key', () => opts.key(request.event, request.context))
+  if (key === undefined) {
+    if (!opts.requireKey) return undefined
+    const source = sourceOf(opts.key)
+    throw new IdempotencyKeyMissingError(`etcdIdempotency: this request has no idempotency key (${source ? `${source} is missing` : 'the `key` function returned undefined'}); send one, e.g. a UUID, with each request (requireKey is on)`)
   }
-  return checkName(key, 'etcdIdempotency: the key returned by the `key` function')
+  if (typeof key !== 'string' || key === '') {
+    throw new InvalidRequestError(`etcdIdempotency: the \`key\` function returned ${key === '' ? '""' : key === null ? 'null' : typeof key}; it must return a non-empty string, or undefined to run the event without idempotency`)
+  }
+  // The record key is `<prefix>/<key>`, and a key is at most MAX_NAME_BYTES.
+  const most = MAX_NAME_BYTES - Buffer.byteLength(prefix) - 1
+  if (most < 1) throw new InvalidArgumentError(`etcdIdempotency: the record prefix ${JSON.stringify(prefix.slice(0, 40))}… leaves no room for a key (${MAX_NAME_BYTES} bytes in all); use a shorter prefix`)
+  const bytes = Buffer.byteLength(key)
+  if (bytes > most) throw new InvalidRequestError(`etcdIdempotency: the idempotency key is ${bytes} bytes; at most ${most} are accepted: send a shorter key (a UUID is 36)`)
+  return key
 }
 
 const stores = new WeakMap<Namespace, Map<string, IdempotencyStore>>()

@@ -10,6 +10,7 @@ export { leaderGuard, type LeaderGuardOptions, type LeadershipGrant } from './le
 export type { LockGrant } from './lock-middleware.js'
 export { etcdEvents, type EtcdEvent, type OnEvent } from './events.js'
 export type { NameOption } from './name.js'
+export { fromHeader, fromEvent, type EventValue } from './http.js'
 export { etcdPlugin, type PluginObject } from './plugin.js'
 export { logEtcdEvents, jsonLinesLogger, type StructuredLogger, type LogEtcdEventsOptions, type EtcdEventLevel } from './log-events.js'
 export { etcdIdempotency, type EtcdIdempotencyOptions, type IdempotencyContext, type IdempotencyGrant, type StoredResponseInfo } from './idempotency.js'

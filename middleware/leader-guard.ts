@@ -9,6 +9,7 @@ import { NotLeaderError } from '../lib/errors.js'
 import { MAX_TTL_S } from '../lib/limits.js'
 import { Session } from '../lib/session.js'
 import { emit, type OnEvent } from './events.js'
+import { isHttpEvent, jsonResponse } from './http.js'
 import { InvocationScope } from './scope.js'
 import { resolveName, type NameOption } from './name.js'
 import { validateOptions, type Schema } from './options.js'
@@ -40,7 +41,11 @@ export interface LeaderGuardOptions<TEvent = any, TResult = any> {
   term?: number
   /** Lease TTL without `term`, seconds (default 10). */
   ttl?: number
-  /** The response of a follower (default `{ leader: false, leaderValue }`). */
+  /**
+   * The response of a follower. Default: for an HTTP event (API Gateway REST or HTTP API,
+   * function URL, ALB) a 409 with a JSON body `{ message, leader: false }`; for any other event
+   * `{ leader: false, leaderValue }`.
+   */
   onFollower?: (request: Request<TEvent, TResult>, leader: Leader | undefined) => TResult | Promise<TResult>
   /** Default: `sharedClient()`. */
   client?: Namespace
@@ -59,6 +64,17 @@ const schema: Schema = {
   onEvent: { type: 'function' },
 }
 
+/**
+ * A follower's default answer. An HTTP caller would get an empty 200 from a plain object (API
+ * Gateway reads no `statusCode` in it), as if the work had been done: it gets a 409 instead,
+ * like a held lock's. The leader's proposal is left out of it: it names a function instance,
+ * which is none of an outside caller's business.
+ */
+function followerResponse(event: unknown, leader: Leader | undefined): unknown {
+  if (!isHttpEvent(event)) return { leader: false, leaderValue: leader?.value }
+  return jsonResponse(event, 409, { message: 'Conflict: another invocation is the leader, so this one did not run; retry later', leader: false })
+}
+
 /** Identifies this process (function instance) in default proposals. */
 const instanceId = randomUUID().slice(0, 8)
 
@@ -75,8 +91,9 @@ interface Term {
 
 /**
  * Runs the handler only in the leader's invocation (Go `Election` / `etcdctl elect`
- * compatible keys). A follower never waits: it short-circuits with `onFollower`'s response,
- * after releasing what outer middlewares hold.
+ * compatible keys). A follower never waits: it short-circuits with `onFollower`'s response
+ * (default: a 409 for an HTTP event, `{ leader: false, leaderValue }` for others), after
+ * releasing what outer middlewares hold.
  */
 export function leaderGuard<TEvent = any, TResult = any>(
   options: LeaderGuardOptions<TEvent, TResult>,
@@ -92,7 +109,7 @@ export function leaderGuard<TEvent = any, TResult = any>(
   const follow = async (request: Request<TEvent, TResult>, name: string, leader: Leader | undefined) => {
     emit(opts.onEvent, { type: 'skipped', primitive: 'leader', name, key: leader?.key })
     await InvocationScope.endAll(request)
-    request.earlyResponse = opts.onFollower ? await opts.onFollower(request, leader) : ({ leader: false, leaderValue: leader?.value } as TResult)
+    request.earlyResponse = opts.onFollower ? await opts.onFollower(request, leader) : (followerResponse(request.event, leader) as TResult)
     return request.earlyResponse
   }
 

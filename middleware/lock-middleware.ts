@@ -44,7 +44,7 @@ export interface LockMiddlewareOptions<TEvent = any, TResult = any> {
   waitMs?: number
   /** Lease TTL in seconds (default 10): how long a crashed invocation can keep the lock. */
   ttl?: number
-  /** With acquire 'try': the response when the lock is held (default: throw LockedError). */
+  /** With acquire 'try': the response when the lock is held (default: throw LockedError, 409; a full semaphore's is SemaphoreFullError, 429). */
   onLocked?: (request: Request<TEvent, TResult>) => TResult | Promise<TResult>
   /** Default: `sharedClient()`. */
   client?: Namespace

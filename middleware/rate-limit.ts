@@ -4,8 +4,9 @@ import type { Namespace } from 'etcd3'
 import { sharedClient } from '../lib/client.js'
 import { InvalidArgumentError, RateLimitedError } from '../lib/errors.js'
 import { MAX_PERMITS } from '../lib/limits.js'
-import { checkRateOptions, RateLimiter } from '../lib/rate-limiter.js'
+import { checkRateOptions, RateLimiter, type RateLimitDecision } from '../lib/rate-limiter.js'
 import { emit, type OnEvent } from './events.js'
+import { jsonResponse } from './http.js'
 import { resolveName, type NameOption } from './name.js'
 import { validateOptions, type Schema } from './options.js'
 import { InvocationScope, waitBudget } from './scope.js'
@@ -55,34 +56,45 @@ const schema: Schema = {
   onEvent: { type: 'function' },
 }
 
+/** A limiter kept for later invocations, and how many of this process's invocations are using it now. */
+interface Kept {
+  limiter: RateLimiter
+  calls: number
+}
+
 /** Limiters kept per client, so their observations and lease outlive one invocation. */
-const limiters = new WeakMap<Namespace, Map<string, RateLimiter>>()
-/** Limiters kept per client (a name function can make many): the least recently used go first. */
+const limiters = new WeakMap<Namespace, Map<string, Kept>>()
+/** Idle limiters kept per client (a name function can make many): the least recently used go first. */
 const MAX_LIMITERS = 100
 
-function limiterFor(client: Namespace, name: string, o: { rate: number; per: number; burst: number }): RateLimiter {
+/**
+ * The limiter of `name`, counted as in use until `done()`. Only idle limiters are closed to
+ * keep the map small: `close()` rejects the calls still waiting on a limiter, so closing one in
+ * use would fail invocations that did nothing wrong. While more than MAX_LIMITERS are in use
+ * the map grows past the bound, and shrinks back as they fall idle and new names come.
+ */
+function useLimiter(client: Namespace, name: string, o: { rate: number; per: number; burst: number }): { limiter: RateLimiter; done: () => void } {
   let byName = limiters.get(client)
   if (!byName) limiters.set(client, (byName = new Map()))
   const id = `${o.rate}/${o.per}/${o.burst}/${name}`
-  let limiter = byName.get(id)
-  if (limiter) byName.delete(id) // re-inserted below: most recently used last
-  limiter ??= new RateLimiter(client, name, o)
-  byName.set(id, limiter)
-  if (byName.size > MAX_LIMITERS) {
-    const [oldest, evicted] = byName.entries().next().value!
-    byName.delete(oldest)
-    evicted.close().catch(() => {})
+  let kept = byName.get(id)
+  if (kept) byName.delete(id) // re-inserted below: most recently used last
+  kept ??= { limiter: new RateLimiter(client, name, o), calls: 0 }
+  kept.calls++
+  byName.set(id, kept)
+  for (const [oldId, old] of byName) {
+    if (byName.size <= MAX_LIMITERS) break
+    if (old.calls > 0) continue
+    byName.delete(oldId)
+    old.limiter.close().catch(() => {})
   }
-  return limiter
+  const mine = kept
+  return { limiter: mine.limiter, done: () => void mine.calls-- }
 }
 
 /** The default answer of a limited call: HTTP 429 with `Retry-After` in whole seconds. */
-function tooManyRequests(retryAfterMs: number) {
-  return {
-    statusCode: 429,
-    headers: { 'Retry-After': String(Math.max(1, Math.ceil(retryAfterMs / 1000))) },
-    body: JSON.stringify({ message: 'Too Many Requests', retryAfterMs }),
-  }
+function tooManyRequests(event: unknown, retryAfterMs: number) {
+  return jsonResponse(event, 429, { message: 'Too Many Requests', retryAfterMs }, { 'Retry-After': String(Math.max(1, Math.ceil(retryAfterMs / 1000))) })
 }
 
 /**
@@ -109,30 +121,37 @@ export function etcdRateLimit<TEvent = any, TResult = any>(
 
   const before = async (request: Request<TEvent, TResult, Error, Context & { etcd: { rateLimit: RateLimitGrant } }>) => {
     const name = resolveName('etcdRateLimit', opts.name, request)
-    const limiter = limiterFor(client(), name, opts)
+    const { limiter, done } = useLimiter(client(), name, opts)
     const started = performance.now()
-    if (opts.acquire === 'try') {
-      const decision = await limiter.tryAcquire({ cost: opts.cost })
-      if (!decision.admitted) {
-        emit(opts.onEvent, { type: 'skipped', primitive: 'rateLimit', name, detail: { retryAfterMs: decision.retryAfterMs } })
-        // Middy skips every `after` once we answer: release what outer middlewares hold first.
-        await InvocationScope.endAll(request)
-        request.earlyResponse = opts.onLimited ? await opts.onLimited(request, decision.retryAfterMs) : (tooManyRequests(decision.retryAfterMs) as TResult)
-        return request.earlyResponse
-      }
-    } else {
-      const budget = waitBudget(request.context, opts.waitMs)
-      try {
-        await limiter.acquire({ signal: budget.signal, cost: opts.cost, onWaiting: () => emit(opts.onEvent, { type: 'waiting', primitive: 'rateLimit', name }) })
-      } catch (err) {
-        if (err !== budget.signal.reason) throw err
-        throw new RateLimitedError(limiter.interval, `etcdRateLimit: ${JSON.stringify(name)} did not admit the call within ${budget.ms} ms; raise waitMs or the function timeout, or send fewer calls`)
-      }
+    let decision: RateLimitDecision = { admitted: true, retryAfterMs: 0 }
+    try {
+      if (opts.acquire === 'try') decision = await limiter.tryAcquire({ cost: opts.cost })
+      else await waitFor(request, limiter, name)
+    } finally {
+      done()
+    }
+    if (!decision.admitted) {
+      emit(opts.onEvent, { type: 'skipped', primitive: 'rateLimit', name, detail: { retryAfterMs: decision.retryAfterMs } })
+      // Middy skips every `after` once we answer: release what outer middlewares hold first.
+      await InvocationScope.endAll(request)
+      request.earlyResponse = opts.onLimited ? await opts.onLimited(request, decision.retryAfterMs) : (tooManyRequests(request.event, decision.retryAfterMs) as TResult)
+      return request.earlyResponse
     }
     const waitedMs = performance.now() - started
     request.context.etcd = { ...request.context.etcd, rateLimit: { name, waitedMs } }
     emit(opts.onEvent, { type: 'acquired', primitive: 'rateLimit', name, waitedMs })
     return undefined
+  }
+
+  /** 'wait': queues within the budget; past it, RateLimitedError. */
+  const waitFor = async (request: Request<TEvent, TResult>, limiter: RateLimiter, name: string) => {
+    const budget = waitBudget(request.context, opts.waitMs)
+    try {
+      await limiter.acquire({ signal: budget.signal, cost: opts.cost, onWaiting: () => emit(opts.onEvent, { type: 'waiting', primitive: 'rateLimit', name }) })
+    } catch (err) {
+      if (err !== budget.signal.reason) throw err
+      throw new RateLimitedError(limiter.interval, `etcdRateLimit: ${JSON.stringify(name)} did not admit the call within ${budget.ms} ms; raise waitMs or the function timeout, or send fewer calls`)
+    }
   }
 
   return { before }

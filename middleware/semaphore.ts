@@ -1,5 +1,6 @@
 import type { MiddlewareObj } from '@middy/core'
 import type { Context } from 'aws-lambda'
+import { LockedError, SemaphoreFullError } from '../lib/errors.js'
 import { MAX_PERMITS } from '../lib/limits.js'
 import { Semaphore } from '../lib/semaphore.js'
 import { lockMiddleware, type LockGrant, type Lockable, type LockMiddlewareOptions } from './lock-middleware.js'
@@ -19,11 +20,25 @@ const schema: Schema = {
   permits: { type: 'integer', min: 1, max: MAX_PERMITS, required: true },
 }
 
-/** A Semaphore shaped like a Mutex, for the shared lock middleware body. */
+/** What a full semaphore's `Retry-After` suggests, ms: permits free when their holders' handlers end, which nobody can foresee. */
+const RETRY_FULL_MS = 1000
+
+/**
+ * A Semaphore shaped like a Mutex, for the shared lock middleware body. A try on a full
+ * semaphore is "too many at once" (429 with `Retry-After`, as a rate limit answers), not the
+ * conflict (409) a held lock is.
+ */
 function asLockable(semaphore: Semaphore): Lockable {
   return {
     lock: (o) => semaphore.acquire(o),
-    tryLock: () => semaphore.tryAcquire(),
+    tryLock: async () => {
+      try {
+        await semaphore.tryAcquire()
+      } catch (err) {
+        if (!(err instanceof LockedError)) throw err
+        throw new SemaphoreFullError(RETRY_FULL_MS, `${err.message}; retry later`)
+      }
+    },
     unlock: () => semaphore.release(),
     get key() {
       return semaphore.key
@@ -41,6 +56,8 @@ function asLockable(semaphore: Semaphore): Lockable {
  * every function. Queued invocations are served first come, first served. Released after the
  * handler, on error, on Middy's early timeout and when a guard short-circuits (with
  * `etcdPlugin()`, on every path); a crashed invocation's permit goes with its lease after `ttl`.
+ * With `acquire: 'try'`, a full semaphore throws `SemaphoreFullError` (429 with `Retry-After`
+ * behind `@middy/http-error-handler`) unless `onLocked` answers.
  */
 export function etcdSemaphore<TEvent = any, TResult = any>(
   options: EtcdSemaphoreOptions<TEvent, TResult>,

@@ -7,33 +7,65 @@ import { readFileSync } from 'node:fs'
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { fileURLToPath } from 'node:url'
-import type { APIGatewayProxyEvent } from 'aws-lambda'
+import type { APIGatewayProxyEvent, APIGatewayProxyEventV2 } from 'aws-lambda'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { charged, handler } from '../examples/idempotency-handler.js'
 import { exchangeRates } from '../examples/single-flight.js'
-import { IdempotencyKeyMismatchError, sharedClient } from '../lib/index.js'
+import { sharedClient } from '../lib/index.js'
 import { lambdaContext } from '../testing/index.js'
 import { sleep, useEtcd, useSharedClient } from './helpers.js'
+import { httpApiEvent, restEvent } from './support/http-events.js'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const etcd = useEtcd(1)
 
 useSharedClient(etcd)
 
-const request = (body: unknown, key?: string) => ({ headers: key ? { 'Idempotency-Key': key } : {}, body: JSON.stringify(body) }) as unknown as APIGatewayProxyEvent
+interface Answer {
+  statusCode: number
+  body: string
+}
+
+const rest = (body: unknown, key?: string) => restEvent({ headers: key ? { 'Idempotency-Key': key } : { Accept: '*/*' }, body: typeof body === 'string' ? body : JSON.stringify(body) })
+const httpApi = (body: unknown, key?: string, domain: 'api' | 'url' = 'api') => httpApiEvent({ headers: key ? { 'Idempotency-Key': key } : {}, body: JSON.stringify(body) }, domain)
+const call = (event: APIGatewayProxyEvent | APIGatewayProxyEventV2) => handler(event, lambdaContext(10_000, 'payments')) as Promise<Answer>
+const chargesOf = (orderId: string) => charged.filter((c) => c.charge.orderId === orderId)
 
 describe('examples/idempotency-handler.ts', () => {
-  it('charges once per Idempotency-Key; a retry gets the first receipt; another body under the key is refused', async () => {
+  it('REST API (payload 1.0): charges once per Idempotency-Key; a retry gets the first receipt; another body under the key is a 422', async () => {
     const order = { orderId: 'o-1', amount: 25 }
-    const first = await handler(request(order, 'key-1'), lambdaContext(10_000, 'payments'))
-    const retry = await handler(request(order, 'key-1'), lambdaContext(10_000, 'payments'))
+    const first = await call(rest(order, 'key-1'))
+    expect(first.statusCode).toBe(201)
+    const retry = await call(rest(order, 'key-1'))
     expect(retry).toEqual(first)
-    expect(charged.filter((c) => c.charge.orderId === 'o-1')).toHaveLength(1)
-    await expect(handler(request({ orderId: 'o-1', amount: 99 }, 'key-1'), lambdaContext(10_000, 'payments'))).rejects.toThrow(IdempotencyKeyMismatchError)
-    // Without the header it runs every time.
-    await handler(request({ orderId: 'o-2', amount: 1 }), lambdaContext(10_000, 'payments'))
-    await handler(request({ orderId: 'o-2', amount: 1 }), lambdaContext(10_000, 'payments'))
-    expect(charged.filter((c) => c.charge.orderId === 'o-2')).toHaveLength(2)
+    expect(chargesOf('o-1')).toHaveLength(1)
+    const other = await call(rest({ orderId: 'o-1', amount: 99 }, 'key-1'))
+    expect(other.statusCode).toBe(422)
+    expect(chargesOf('o-1')).toHaveLength(1)
+  })
+
+  it('HTTP API and function URL (payload 2.0, header names lower-cased): three duplicates charge once', async () => {
+    // Before issue 23 the README read event.headers['Idempotency-Key']: undefined on these
+    // events, so each duplicate ran without idempotency and charged again.
+    for (const [domain, orderId] of [['api', 'o-v2'], ['url', 'o-url']] as const) {
+      const order = { orderId, amount: 5 }
+      const answers = [await call(httpApi(order, `key-${orderId}`, domain)), await call(httpApi(order, `key-${orderId}`, domain)), await call(httpApi(order, `key-${orderId}`, domain))]
+      expect(answers.map((a) => a.statusCode)).toEqual([201, 201, 201])
+      expect(new Set(answers.map((a) => a.body)).size).toBe(1)
+      expect(chargesOf(orderId)).toHaveLength(1)
+    }
+  })
+
+  it('no Idempotency-Key header, or a body that is not JSON: 400 saying what is wrong, nothing charged', async () => {
+    for (const event of [rest({ orderId: 'o-2', amount: 1 }), httpApi({ orderId: 'o-2', amount: 1 })]) {
+      const answer = await call(event)
+      expect(answer.statusCode).toBe(400)
+      expect(answer.body).toMatch(/this request has no idempotency key \(the Idempotency-Key header is missing\); send one/)
+    }
+    const malformed = await call(rest('{"orderId": "o-2", "amount": ', 'key-2'))
+    expect(malformed.statusCode).toBe(400)
+    expect(malformed.body).toMatch(/`payload` function failed on this request \(SyntaxError/)
+    expect(chargesOf('o-2')).toHaveLength(0)
   })
 })
 

@@ -9,10 +9,10 @@ import middy from '@middy/core'
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { countRpcs } from '../../bench/util/rpcs.js'
-import { IdempotencyInProgressError, IdempotencyKeyMismatchError } from '../../lib/index.js'
+import { IdempotencyInProgressError, IdempotencyKeyMismatchError, IdempotencyKeyMissingError, InvalidRequestError } from '../../lib/index.js'
 import { keyspace } from '../../lib/kv.js'
 import { pct } from '../../bench/util/stats.js'
-import { etcdIdempotency, etcdLock, etcdPlugin, type EtcdEvent, type EtcdIdempotencyOptions, type IdempotencyGrant } from '../../middleware/index.js'
+import { etcdIdempotency, etcdLock, etcdPlugin, fromEvent, type EtcdEvent, type EtcdIdempotencyOptions, type IdempotencyGrant } from '../../middleware/index.js'
 import { sleep, uniqueName, useEtcd } from '../helpers.js'
 import { lambdaContext } from '../lambda.js'
 
@@ -290,6 +290,39 @@ describe('payload checks and keys', () => {
     await handler({ id: 'n' }, lambdaContext())
     expect(runs.count).toBe(2)
     expect(events.map((e) => e.detail?.reason)).toEqual(['no-key', 'no-key'])
+  })
+
+  it('requireKey: an event without a key is IdempotencyKeyMissingError (400, exposed), nothing run or written; with a key it runs once', async () => {
+    const { handler, runs, prefix } = idempotent(async () => 'ran', { key: fromEvent('id'), requireKey: true })
+    const err = await handler({} as OrderEvent, lambdaContext()).catch((e) => e)
+    expect(err).toBeInstanceOf(IdempotencyKeyMissingError)
+    expect(err).toMatchObject({ code: 'IDEMPOTENCY_KEY_MISSING', statusCode: 400, expose: true })
+    expect(err.message).toMatch(/no idempotency key \(the event's id is missing\)/)
+    expect(runs.count).toBe(0)
+    expect(await etcd.keysUnder(`${prefix}/`)).toEqual([])
+    // A key function of the user's own says nothing of where it reads: the message says what it returned.
+    const own = idempotent(async () => 'ran', { key: () => undefined, requireKey: true })
+    await expect(own.handler({ id: 'x' }, lambdaContext())).rejects.toThrow(/the `key` function returned undefined/)
+    expect(await handler({ id: 'r' }, lambdaContext())).toBe('ran')
+    expect(await handler({ id: 'r' }, lambdaContext())).toBe('ran')
+    expect(runs.count).toBe(1)
+  })
+
+  it('what a key or payload function cannot make of the event is an InvalidRequestError (400), nothing written', async () => {
+    const cases: [string, Partial<EtcdIdempotencyOptions<OrderEvent>>, OrderEvent, RegExp][] = [
+      ['a throwing payload function', { payload: (e) => JSON.parse(String(e.body)) }, { id: 'j', body: '{' }, /`payload` function failed on this request \(SyntaxError: /],
+      ['a throwing key function', { key: (e) => (e.body as { key: string }).key }, { id: 'k' }, /`key` function failed on this request \(TypeError: /],
+      ['an empty key', { key: () => '' }, { id: 'e' }, /returned ""/],
+      ['a key over the record key limit', { key: (e) => e.id.repeat(4096) }, { id: 'l' }, /idempotency key is 4096 bytes; at most \d+ are accepted/],
+    ]
+    for (const [what, options, event, message] of cases) {
+      const { handler, runs, prefix } = idempotent(async () => 'ran', options)
+      const err = await handler(event, lambdaContext()).catch((e) => e)
+      expect(err, what).toBeInstanceOf(InvalidRequestError)
+      expect(err, what).toMatchObject({ statusCode: 400, expose: true, message: expect.stringMatching(message) })
+      expect(runs.count, what).toBe(0)
+      expect(await etcd.keysUnder(`${prefix}/`), what).toEqual([])
+    }
   })
 })
 

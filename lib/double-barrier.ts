@@ -1,5 +1,5 @@
 import { checkOptions, checkSession } from './check.js'
-import { InvalidArgumentError, KeyExistsError, SessionExpiredError, TooManyClientsError } from './errors.js'
+import { InvalidArgumentError, InvalidStateError, KeyExistsError, SessionExpiredError, TooManyClientsError } from './errors.js'
 import { doubleBarrier, putUnique } from './keys.js'
 import { checkName, keyspace, type Keyspace } from './kv.js'
 import { CallGuard, OwnedKey } from './owned-key.js'
@@ -43,7 +43,7 @@ export class DoubleBarrier {
     // minus unrelated keys such as `<name>/waitersX`.
     this.waiters = doubleBarrier.waiters(name)
     this.ready = doubleBarrier.ready(name)
-    this.guard = new CallGuard((op) => new InvalidArgumentError(`DoubleBarrier ${JSON.stringify(name)}: ${op}() called while another call on the same object is running; use one DoubleBarrier per participant`))
+    this.guard = new CallGuard((op) => new InvalidStateError(`DoubleBarrier ${JSON.stringify(name)}: ${op}() called while another call on the same object is running; use one DoubleBarrier per participant`))
   }
 
   /** This participant's waiter key ('' before enter() and after leave()). */
@@ -65,7 +65,7 @@ export class DoubleBarrier {
   async enter(options?: WaitOptions): Promise<void> {
     const { signal } = checkOptions(options, 'DoubleBarrier.enter')
     await this.guard.run('enter', async () => {
-      if (this.own) throw new InvalidArgumentError(`DoubleBarrier ${JSON.stringify(this.name)}: enter() twice; leave() first`)
+      if (this.own) throw new InvalidStateError(`DoubleBarrier ${JSON.stringify(this.name)}: enter() twice; leave() first`)
       signal?.throwIfAborted()
       this.session.signal.throwIfAborted()
       // Refuse early when full, so an extra participant never writes a key (Go 3.5.6+).
@@ -97,7 +97,7 @@ export class DoubleBarrier {
     const { signal } = checkOptions(options, 'DoubleBarrier.leave')
     await this.guard.run('leave', async () => {
       const own = this.own
-      if (!own) throw new InvalidArgumentError(`DoubleBarrier ${JSON.stringify(this.name)}: leave() without a successful enter(); call enter() first`)
+      if (!own) throw new InvalidStateError(`DoubleBarrier ${JSON.stringify(this.name)}: leave() without a successful enter(); call enter() first`)
       try {
         await this.depart(own, signal)
       } catch (err) {

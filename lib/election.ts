@@ -1,5 +1,5 @@
 import { checkOptions, checkSession } from './check.js'
-import { EtcdUnavailableError, InvalidArgumentError, NoLeaderError, NotLeaderError, SessionExpiredError, WatchLostError } from './errors.js'
+import { EtcdUnavailableError, InvalidArgumentError, InvalidStateError, NoLeaderError, NotLeaderError, SessionExpiredError, WatchLostError } from './errors.js'
 import { contenders } from './keys.js'
 import { IDEMPOTENT, checkName, checkValue, keyspace, type Compare, type KeyValue, type Keyspace } from './kv.js'
 import { CallGuard, OwnedKey } from './owned-key.js'
@@ -47,7 +47,7 @@ export class Election {
     checkName(name, 'Election name')
     this.ks = keyspace(session.client)
     this.prefix = contenders.prefix(name)
-    this.guard = new CallGuard((op) => new InvalidArgumentError(`Election ${JSON.stringify(name)}: ${op}() called while another campaign() on the same object is running; use one Election per concurrent caller`))
+    this.guard = new CallGuard((op) => new InvalidStateError(`Election ${JSON.stringify(name)}: ${op}() called while another campaign() on the same object is running; use one Election per concurrent caller`))
   }
 
   /**

@@ -19,6 +19,26 @@ export class InvalidArgumentError extends MiddyEtcdError {
 }
 
 /**
+ * A call the object's state does not allow, whatever its arguments: a second call while one
+ * runs on the same object, `enter()` twice, `leave()` before `enter()`, a call on a closed
+ * limiter or an ended STM attempt. A subclass of {@link InvalidArgumentError} only so that
+ * catches written before it existed still match.
+ */
+export class InvalidStateError extends InvalidArgumentError {
+  override readonly code: string = 'INVALID_STATE'
+}
+
+/**
+ * Keys that are not ours where one of our layouts expects only its own (a key without a lease
+ * under a lock's prefix, a non-numeric key in a sequential range): etcd holds someone else's
+ * data there. The message names the key and says to move that data elsewhere. A subclass of
+ * {@link InvalidArgumentError} only so that catches written before it existed still match.
+ */
+export class ForeignKeyError extends InvalidArgumentError {
+  override readonly code: string = 'FOREIGN_KEY'
+}
+
+/**
  * The invocation's event cannot be used: a function of the event that a middleware calls (a
  * `key`, `payload` or `name` function) threw, or returned no usable value — malformed JSON in a
  * body, a missing or oversized header. The caller's data is at fault, not the service: HTTP 400

@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto'
-import { IdempotencyResultNotStorableError, InvalidArgumentError, SingleFlightError } from './errors.js'
+import { IdempotencyInProgressError, IdempotencyResultNotStorableError, InvalidArgumentError, SingleFlightError } from './errors.js'
 import type { KeyValue } from './kv.js'
 import { DEFAULT_IN_PROGRESS_TTL_S, MAX_TTL_S, MAX_VALUE_BYTES } from './limits.js'
 
@@ -136,7 +136,7 @@ export function settledOutcome(record: RecordState, kv: KeyValue): { status: 'co
     const e = record.error
     return { status: 'failed', error: new SingleFlightError(`the call this one waited for failed: ${e.name}: ${e.message}`, e) }
   }
-  throw new InvalidArgumentError(`key ${JSON.stringify(kv.key)} is still in progress`)
+  throw new IdempotencyInProgressError(`key ${JSON.stringify(kv.key)} is still in progress: wait for its outcome before reading it`)
 }
 
 /** The `hash` field of a record: absent when the caller gave none. */

@@ -1,4 +1,4 @@
-import { EtcdUnavailableError, MiddyEtcdError } from './errors.js'
+import { EtcdUnavailableError, ForeignKeyError } from './errors.js'
 import type { Compare, Keyspace, Op, TxnResult } from './kv.js'
 
 /**
@@ -126,7 +126,7 @@ export async function putSequential(ks: Keyspace, prefix: string, value: Buffer)
 function sequenceOf(key: string): bigint {
   const field = key.slice(key.lastIndexOf('/') + 1)
   if (!/^[0-9]+$/.test(field)) {
-    throw new MiddyEtcdError(`key ${JSON.stringify(key)} does not end in a decimal sequence number: a foreign key sits in a sequential key range; remove it`)
+    throw new ForeignKeyError(`key ${JSON.stringify(key)} does not end in a decimal sequence number: a foreign key sits in a sequential key range; remove it`)
   }
   return BigInt(field)
 }

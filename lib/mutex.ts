@@ -1,6 +1,6 @@
 import type { ComparatorBuilder } from 'etcd3'
 import { checkOptions, checkSession } from './check.js'
-import { EtcdUnavailableError, InvalidArgumentError, LockedError, LockReleasedError, SessionExpiredError } from './errors.js'
+import { EtcdUnavailableError, ForeignKeyError, InvalidArgumentError, LockedError, LockReleasedError, SessionExpiredError } from './errors.js'
 import { contenders } from './keys.js'
 import { IDEMPOTENT, checkName, keyspace, type Compare, type KeyValue, type Keyspace, type RangeResult } from './kv.js'
 import { CallGuard, OwnedKey } from './owned-key.js'
@@ -225,7 +225,7 @@ export class Mutex {
   }
 
   private foreignKey(kv: KeyValue) {
-    return new InvalidArgumentError(
+    return new ForeignKeyError(
       `lock ${JSON.stringify(this.name)}: key ${JSON.stringify(kv.key)} under the lock's prefix ${JSON.stringify(this.prefix)} is not a lock contender (it has no lease), so it would never be released; keep your own data outside ${JSON.stringify(this.prefix)} (e.g. ${JSON.stringify(`${this.name}-data/…`)}) and delete that key`,
     )
   }

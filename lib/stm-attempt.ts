@@ -1,4 +1,4 @@
-import { InvalidArgumentError } from './errors.js'
+import { InvalidArgumentError, InvalidStateError } from './errors.js'
 import { checkName, checkValue, type Compare, type KeyValue, type Keyspace, type Op, type RangeOp, type RangeOptions, type RangeResult } from './kv.js'
 import { MAX_TXN_OPS } from './limits.js'
 
@@ -267,7 +267,7 @@ export class Attempt implements STM {
   }
 
   private checkOpen(op: string) {
-    if (this.closed) throw new InvalidArgumentError(`STM ${op}() after its attempt ended: use the stm object only inside apply, and await its reads`)
+    if (this.closed) throw new InvalidStateError(`STM ${op}() after its attempt ended: use the stm object only inside apply, and await its reads`)
   }
 }
 

@@ -2,7 +2,7 @@ import { checkOptions, checkSession } from './check.js'
 import { InvalidArgumentError, InvalidStateError, KeyExistsError, SessionExpiredError, TooManyClientsError } from './errors.js'
 import { doubleBarrier, putUnique } from './keys.js'
 import { checkName, keyspace, type Keyspace } from './kv.js'
-import { CallGuard, OwnedKey } from './owned-key.js'
+import { CallGuard, lostWhileWaiting, OwnedKey } from './owned-key.js'
 import type { Session } from './session.js'
 import { waitDelete, waitFor, type WaitOptions } from './wait.js'
 
@@ -167,7 +167,6 @@ export class DoubleBarrier {
   }
 
   private expired(cause?: unknown) {
-    const why = cause instanceof Error ? `: ${cause.message}` : ''
-    return new SessionExpiredError(`DoubleBarrier ${JSON.stringify(this.name)}: session ${this.session.leaseHex} lost its lease while waiting to enter${why}; create a new Session and enter again`, { cause })
+    return lostWhileWaiting(`DoubleBarrier ${JSON.stringify(this.name)}`, this.session, 'enter', cause, ' to enter')
   }
 }

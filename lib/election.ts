@@ -1,8 +1,8 @@
 import { checkOptions, checkSession } from './check.js'
-import { EtcdUnavailableError, InvalidArgumentError, InvalidStateError, NoLeaderError, NotLeaderError, SessionExpiredError, WatchLostError } from './errors.js'
+import { InvalidArgumentError, InvalidStateError, NoLeaderError, NotLeaderError, SessionExpiredError, WatchLostError } from './errors.js'
 import { contenders } from './keys.js'
 import { IDEMPOTENT, checkName, checkValue, keyspace, type Compare, type KeyValue, type Keyspace } from './kv.js'
-import { CallGuard, OwnedKey } from './owned-key.js'
+import { CallGuard, createOnLease, OwnedKey, ownerCompareOf } from './owned-key.js'
 import type { Session } from './session.js'
 import { waitDeletes, waitFor, type WaitOptions } from './wait.js'
 
@@ -193,7 +193,7 @@ export class Election {
    * only while leading (Go's `Rev`-based fencing). A compare for etcd to evaluate, not a boolean.
    */
   leaderCompare(): Compare {
-    return this.own?.ownerCompare() ?? this.ks.compare('\0', 'Create', '==', -1)
+    return ownerCompareOf(this.own, this.ks)
   }
 
   private async *observeLoop(signal?: AbortSignal): AsyncGenerator<Leader> {
@@ -246,12 +246,8 @@ export class Election {
   private async register(proposal: Buffer) {
     const key = contenders.key(this.name, this.session.leaseHex)
     const first = this.ks.get(this.prefix, { prefix: true, sort: ['Create', 'Ascend'], limit: 1 })
-    const res = await this.ks
-      .namedTxn([this.ks.compare(key, 'Create', '==', 0)], { mine: this.ks.put(key, proposal, this.session.leaseId), first }, { existing: this.ks.get(key), first })
-      .catch((err: unknown) => {
-        if (err instanceof EtcdUnavailableError) this.session.strand(key) // the put may have applied
-        throw err
-      })
+    const absent = this.ks.compare(key, 'Create', '==', 0)
+    const res = await createOnLease(this.session, key, [absent], { mine: this.ks.put(key, proposal, this.session.leaseId), first }, { existing: this.ks.get(key), first })
     const existing = res.succeeded ? undefined : res.results.existing.kvs[0]
     const own = new OwnedKey(this.session, key, existing?.createRevision ?? res.revision)
     this.own = own

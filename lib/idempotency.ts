@@ -1,18 +1,11 @@
 import type { Namespace } from 'etcd3'
 import { checkClient, checkOptions, checkSession } from './check.js'
-import {
-  EtcdUnavailableError,
-  IdempotencyClaimLostError,
-  IdempotencyKeyMismatchError,
-  InvalidArgumentError,
-  type SingleFlightError,
-  WatchLostError,
-} from './errors.js'
-import { checkHash, checkLeaseTtl, checkRecordTtl, decodeRecord, encodeRecord, hashField, ownerId, settledOutcome, toSharedError, type SharedError } from './idempotency-record.js'
+import { IdempotencyClaimLostError, IdempotencyKeyMismatchError, InvalidArgumentError, type SingleFlightError, WatchLostError } from './errors.js'
+import { checkHash, checkLeaseTtl, checkRecordTtl, decodeRecord, encodeRecord, hashField, ownerId, settledOutcome, type SharedError, toSharedError } from './idempotency-record.js'
 import { idempotencyKeys } from './keys.js'
 import { IDEMPOTENT, checkName, keyspace, type Compare, type KeyValue, type Keyspace } from './kv.js'
 import { grantLease, revokeLease } from './leases.js'
-import { OwnedKey } from './owned-key.js'
+import { createOnLease, OwnedKey } from './owned-key.js'
 import { Session } from './session.js'
 import { untilAborted, waitChange, type KeyChange, type WaitOptions } from './wait.js'
 
@@ -193,12 +186,8 @@ export class IdempotencyStore {
     const value = encodeRecord({ state: 'in-progress', ...hashField(hash), owner })
     const ks = this.ks
     // Safe to resend: a resent Txn finds the record with our owner id and takes it as ours.
-    const res = await ks
-      .namedTxn([ks.compare(recordKey, 'Version', '==', 0)], { mine: ks.put(recordKey, value, session.leaseId) }, { record: ks.get(recordKey) }, IDEMPOTENT)
-      .catch((err: unknown) => {
-        if (err instanceof EtcdUnavailableError) session.strand(recordKey)
-        throw err
-      })
+    const absent = ks.compare(recordKey, 'Version', '==', 0)
+    const res = await createOnLease(session, recordKey, [absent], { mine: ks.put(recordKey, value, session.leaseId) }, { record: ks.get(recordKey) }, IDEMPOTENT)
     if (res.succeeded) return this.owned(key, recordKey, res.revision, hash, session, ownsSession)
     const kv = res.results.record.kvs[0]
     const record = decodeRecord(kv)

@@ -1,9 +1,9 @@
 import type { ComparatorBuilder } from 'etcd3'
 import { checkOptions, checkSession } from './check.js'
-import { EtcdUnavailableError, ForeignKeyError, InvalidArgumentError, LockedError, LockReleasedError, SessionExpiredError } from './errors.js'
+import { ForeignKeyError, InvalidArgumentError, LockedError, LockReleasedError, SessionExpiredError } from './errors.js'
 import { contenders } from './keys.js'
 import { IDEMPOTENT, checkName, keyspace, type Compare, type KeyValue, type Keyspace, type RangeResult } from './kv.js'
-import { CallGuard, OwnedKey } from './owned-key.js'
+import { CallGuard, createOnLease, lostWhileWaiting, OwnedKey, ownerCompareOf } from './owned-key.js'
 import type { Session } from './session.js'
 import { waitTurn, type TurnView } from './turn.js'
 import type { LockOptions } from './wait.js'
@@ -126,7 +126,7 @@ export class Mutex {
    * the lock is yours (Go's `IsOwner`). It is a compare for etcd to evaluate, not a boolean.
    */
   ownerCompare(): Compare {
-    return this.own?.ownerCompare() ?? this.ks.compare('\0', 'Create', '==', -1)
+    return ownerCompareOf(this.own, this.ks)
   }
 
   /**
@@ -149,11 +149,7 @@ export class Mutex {
     const key = contenders.key(this.name, this.session.leaseHex)
     const youngest = this.ks.get(this.prefix, { prefix: true, sort: ['Create', 'Descend'], limit: AHEAD_READ_LIMIT })
     const absent = this.ks.compare(key, 'Create', '==', 0)
-    const res = await this.ks.namedTxn([absent], { mine: this.ks.put(key, '', this.session.leaseId), youngest }, { youngest }, txnOptions).catch((err: unknown) => {
-      // The put may have applied although no answer came: then our key sits on the lease.
-      if (err instanceof EtcdUnavailableError) this.session.strand(key)
-      throw err
-    })
+    const res = await createOnLease(this.session, key, [absent], { mine: this.ks.put(key, '', this.session.leaseId), youngest }, { youngest }, txnOptions)
     const read = res.results.youngest
     const createRevision = res.succeeded ? res.revision : await this.existingKey(key, read)
     // Our key went between the Txn and a read that followed (another Mutex object of this session unlocked): again.
@@ -231,8 +227,7 @@ export class Mutex {
   }
 
   private expired(cause?: unknown) {
-    const why = cause instanceof Error ? `: ${cause.message}` : ''
-    return new SessionExpiredError(`lock ${JSON.stringify(this.name)}: session ${this.session.leaseHex} lost its lease while waiting${why}; create a new Session and lock again`, { cause })
+    return lostWhileWaiting(`lock ${JSON.stringify(this.name)}`, this.session, 'lock', cause)
   }
 
   private granted(revision: bigint) {

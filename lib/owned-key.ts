@@ -1,7 +1,47 @@
 import type { ComparatorBuilder } from 'etcd3'
-import { IDEMPOTENT, keyspace, type Compare, type Keyspace } from './kv.js'
+import { EtcdUnavailableError, SessionExpiredError } from './errors.js'
+import { IDEMPOTENT, keyspace, type Compare, type Keyspace, type NamedOps, type NamedTxnResult } from './kv.js'
 import type { Session } from './session.js'
 import { whileOwnKeyLives } from './wait.js'
+
+/**
+ * The Txn that creates a key on `session`'s lease (a contender's, a waiter's, a record's), as
+ * {@link Keyspace.namedTxn}. When etcd's answer is lost the put may have applied, so the key is
+ * recorded as stranded on the session before the error goes on: the session is then not lent
+ * to other work while a key of it we do not know of could block others (`Session.stranded`).
+ */
+export function createOnLease<S extends NamedOps, F extends NamedOps = Record<never, never>>(
+  session: Session,
+  key: string,
+  compare: Compare[],
+  success: S,
+  failure?: F,
+  options: { idempotent?: boolean } = {},
+): Promise<NamedTxnResult<S, F>> {
+  return keyspace(session.client)
+    .namedTxn(compare, success, failure, options)
+    .catch((err: unknown) => {
+      if (err instanceof EtcdUnavailableError) session.strand(key)
+      throw err
+    })
+}
+
+/**
+ * What a primitive's `ownerCompare()` gives while it holds nothing: a compare that never holds
+ * (no key has create revision -1), so a write guarded by it fails instead of landing unguarded.
+ */
+export function ownerCompareOf(own: OwnedKey | undefined, ks: Keyspace): Compare {
+  return own?.ownerCompare() ?? ks.compare('\0', 'Create', '==', -1)
+}
+
+/**
+ * The error of a wait whose session lost its lease meanwhile: `what` names the primitive
+ * (`lock "jobs"`), `again` what to call on a new session (`lock`), `cause` why, if known.
+ */
+export function lostWhileWaiting(what: string, session: Session, again: string, cause?: unknown, waitingTo = ''): SessionExpiredError {
+  const why = cause instanceof Error ? `: ${cause.message}` : ''
+  return new SessionExpiredError(`${what}: session ${session.leaseHex} lost its lease while waiting${waitingTo}${why}; create a new Session and ${again} again`, { cause })
+}
 
 /**
  * A key that one session created and owns (Go's `EphemeralKV`): a lock or candidate key, a

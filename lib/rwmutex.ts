@@ -1,9 +1,9 @@
 import type { ComparatorBuilder } from 'etcd3'
 import { checkOptions, checkSession } from './check.js'
-import { EtcdUnavailableError, InvalidArgumentError, KeyExistsError, LockedError, LockReleasedError, SessionExpiredError } from './errors.js'
+import { InvalidArgumentError, KeyExistsError, LockedError, LockReleasedError, SessionExpiredError } from './errors.js'
 import { putUnique, rwContenders, unixNano } from './keys.js'
 import { checkName, keyspace, prefixEnd, type Compare, type Keyspace } from './kv.js'
-import { CallGuard, OwnedKey } from './owned-key.js'
+import { CallGuard, createOnLease, lostWhileWaiting, OwnedKey, ownerCompareOf } from './owned-key.js'
 import type { Session } from './session.js'
 import { waitDeletes, type LockOptions } from './wait.js'
 
@@ -94,7 +94,7 @@ export class RWMutex {
 
   /** A compare that holds while this hold is current: put it in your Txns to write only while held. */
   ownerCompare(): Compare {
-    return this.own?.ownerCompare() ?? this.ks.compare('\0', 'Create', '==', -1)
+    return ownerCompareOf(this.own, this.ks)
   }
 
   /** An etcd3 transaction builder guarded by ownership (see `Mutex.fenced`). */
@@ -144,12 +144,8 @@ export class RWMutex {
       const noBlocker: Compare = { ...this.ks.compare(blockers, 'Create', '<', 1), range_end: prefixEnd(this.ks.full(blockers)) }
       for (let attempt = 0; attempt < MAX_TRY_ATTEMPTS; attempt++) {
         const key = `${rwContenders.modePrefix(this.name, mode)}${unixNano()}`
-        const res = await this.ks
-          .namedTxn([this.ks.compare(key, 'Version', '==', 0), noBlocker], { mine: this.ks.put(key, '', this.session.leaseId) }, { collided: this.ks.get(key, { countOnly: true }) })
-          .catch((err: unknown) => {
-            if (err instanceof EtcdUnavailableError) this.session.strand(key) // may have applied
-            throw err
-          })
+        const absent = this.ks.compare(key, 'Version', '==', 0)
+        const res = await createOnLease(this.session, key, [absent, noBlocker], { mine: this.ks.put(key, '', this.session.leaseId) }, { collided: this.ks.get(key, { countOnly: true }) })
         if (res.succeeded) {
           this.own = new OwnedKey(this.session, key, res.revision)
           this.myMode = mode
@@ -183,8 +179,7 @@ export class RWMutex {
   }
 
   private expired(cause?: unknown) {
-    const why = cause instanceof Error ? `: ${cause.message}` : ''
-    return new SessionExpiredError(`RWMutex ${JSON.stringify(this.name)}: session ${this.session.leaseHex} lost its lease while waiting${why}; create a new Session and lock again`, { cause })
+    return lostWhileWaiting(`RWMutex ${JSON.stringify(this.name)}`, this.session, 'lock', cause)
   }
 
   private notHeld(op: string) {

@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { cpus, loadavg, release, totalmem } from 'node:os'
 import { join } from 'node:path'
-import { AHEAD_READ_LIMIT } from '../lib/mutex.js'
+import { AHEAD_READ_LIMIT } from '../lib/turn.js'
 import { root } from './util/build.js'
 import type { Entry, ScenarioResult, Spread } from './util/types.js'
 

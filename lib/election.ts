@@ -4,7 +4,8 @@ import { contenders } from './keys.js'
 import { IDEMPOTENT, checkName, checkValue, keyspace, type Compare, type KeyValue, type Keyspace } from './kv.js'
 import { CallGuard, createOnLease, OwnedKey, ownerCompareOf } from './owned-key.js'
 import type { Session } from './session.js'
-import { waitDeletes, waitFor, type WaitOptions } from './wait.js'
+import { AHEAD_READ_LIMIT, type TurnView, waitTurn } from './turn.js'
+import { waitFor, type WaitOptions } from './wait.js'
 
 /** A leader as {@link Election.leader} and {@link Election.observe} report it. */
 export interface Leader {
@@ -97,10 +98,10 @@ export class Election {
     await this.guard.run('campaign', async () => {
       signal?.throwIfAborted()
       this.session.signal.throwIfAborted()
-      const registered = await this.register(proposal)
+      const registered = await this.register(proposal, { readAhead: true })
       if (!registered.leads) {
         try {
-          await this.waitTurn(registered.own, registered.revision, signal)
+          await this.waitForTurn(registered.own, registered.view!, signal)
         } catch (err) {
           if (this.own === registered.own) this.own = undefined
           await registered.own.abandon()
@@ -243,16 +244,24 @@ export class Election {
    * the current leader in the same round trip, so an uncontended campaign costs one RPC.
    * Returns whether we lead already, and the revision at which our key is known to exist.
    */
-  private async register(proposal: Buffer) {
+  private async register(proposal: Buffer, options: { readAhead?: boolean } = {}) {
     const key = contenders.key(this.name, this.session.leaseHex)
     const first = this.ks.get(this.prefix, { prefix: true, sort: ['Create', 'Ascend'], limit: 1 })
+    // A campaign that may wait also reads the youngest candidates, to wait on the delete feed with
+    // no read when its turn comes (lib/turn.ts). Keys only: candidates' values are proposals of
+    // any size, and the turn needs only their keys and create revisions.
+    const youngest = this.ks.get(this.prefix, { prefix: true, sort: ['Create', 'Descend'], limit: options.readAhead ? AHEAD_READ_LIMIT : 1, keysOnly: true })
     const absent = this.ks.compare(key, 'Create', '==', 0)
-    const res = await createOnLease(this.session, key, [absent], { mine: this.ks.put(key, proposal, this.session.leaseId), first }, { existing: this.ks.get(key), first })
+    const res = await createOnLease(this.session, key, [absent], { mine: this.ks.put(key, proposal, this.session.leaseId), first, youngest }, { existing: this.ks.get(key), first, youngest })
     const existing = res.succeeded ? undefined : res.results.existing.kvs[0]
     const own = new OwnedKey(this.session, key, existing?.createRevision ?? res.revision)
     this.own = own
     this.elected = false
     const leader = res.results.first.kvs[0]
+    const read = res.results.youngest
+    // A read cut by its limit (more candidates than it takes, or a re-campaign of an old key
+    // behind younger ones) is read again by the turn before the last key it knows of goes.
+    const view: TurnView | undefined = options.readAhead ? { ahead: read.kvs.filter((kv) => kv.createRevision < own.createRevision), complete: !read.more, revision: res.revision } : undefined
     if (existing && !existing.value.equals(proposal)) {
       try {
         await this.proclaim(proposal)
@@ -261,18 +270,40 @@ export class Election {
         throw err
       }
     }
-    return { own, leads: leader !== undefined && leader.createRevision === own.createRevision, revision: res.revision, created: res.succeeded, leader }
+    return { own, leads: leader !== undefined && leader.createRevision === own.createRevision, revision: res.revision, created: res.succeeded, leader, view }
   }
 
   /**
-   * Waits until every older candidate is gone. Ends early when our own key vanishes (lease
-   * expired or revoked, or resign() called meanwhile) instead of reporting a leadership the
-   * key no longer backs (Go returns nil there).
+   * Waits until every older candidate is gone, as a Mutex waiter does (lib/turn.ts: on the
+   * prefix's shared delete feed, no read when its turn comes if the campaign saw every key
+   * ahead). Ends early when our own key vanishes (lease expired or revoked, or resign() called
+   * meanwhile) instead of reporting a leadership the key no longer backs (Go returns nil there).
    */
-  private async waitTurn(own: OwnedKey, registeredAt: bigint, signal?: AbortSignal): Promise<void> {
-    await own.whileAlive(registeredAt, signal, (cause) => this.lost(own, cause), (wait) => waitDeletes(this.ks, this.prefix, own.createRevision - 1n, wait))
-    // The predecessors are gone; make sure our key still is there (it may have expired meanwhile).
-    if (!(await own.exists())) throw this.lost(own)
+  private async waitForTurn(own: OwnedKey, view: TurnView, signal?: AbortSignal): Promise<void> {
+    await waitTurn({
+      ks: this.ks,
+      prefix: this.prefix,
+      own,
+      isAhead: (kv) => kv.createRevision < own.createRevision,
+      view,
+      reread: () => this.readAhead(own),
+      // Any key ahead goes with its lease or its resign; a key without a lease (someone's data
+      // under the election's prefix) would block as it blocks Go's campaign: not checked here,
+      // since a keys-only read carries no lease on etcd 3.7 (#22209).
+      check: () => {},
+      signal,
+      lost: (cause) => this.lost(own, cause),
+    })
+  }
+
+  /** One round trip: the youngest candidates ahead of ours (keys only), and whether our key is still ours. */
+  private async readAhead(own: OwnedKey): Promise<TurnView & { mine: boolean }> {
+    const { results, revision } = await this.ks.reads({
+      ahead: this.ks.get(this.prefix, { prefix: true, sort: ['Create', 'Descend'], limit: AHEAD_READ_LIMIT, maxCreateRevision: own.createRevision - 1n, keysOnly: true }),
+      mine: this.ks.get(own.key, { keysOnly: true }),
+    })
+    const mine = results.mine.kvs[0]
+    return { ahead: results.ahead.kvs, complete: !results.ahead.more, revision, mine: mine !== undefined && mine.createRevision === own.createRevision }
   }
 
   private lost(own: OwnedKey, cause?: unknown): Error {

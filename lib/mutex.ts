@@ -5,17 +5,9 @@ import { contenders } from './keys.js'
 import { IDEMPOTENT, checkName, keyspace, type Compare, type KeyValue, type Keyspace, type RangeResult } from './kv.js'
 import { CallGuard, createOnLease, lostWhileWaiting, OwnedKey, ownerCompareOf } from './owned-key.js'
 import type { Session } from './session.js'
-import { waitTurn, type TurnView } from './turn.js'
+import { AHEAD_READ_LIMIT, waitTurn, type TurnView } from './turn.js'
 import type { LockOptions } from './wait.js'
 
-/**
- * How many of the youngest keys the lock Txn reads (with values: contenders' are empty): a waiter that sees every key
- * ahead of it needs no read when its turn comes; one further back reads again before its turn.
- * etcd reads and sorts every key of the prefix for a sorted Range whatever the limit, so a
- * higher limit only costs the answer's size (~50 bytes a key): 128 made 100 contending workers
- * ~25 % faster than 16 (bench/util/profile-lock.ts 100 1 6), most of them no longer re-reading.
- */
-export const AHEAD_READ_LIMIT = 128
 
 /** What the lock Txn found: our key, whether it holds the lock, and what is ahead of it. */
 interface Attempt {

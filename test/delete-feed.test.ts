@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { countRpcs } from '../bench/util/rpcs.js'
 import { createClient, Mutex, Session, SessionExpiredError, WatchLostError } from '../lib/index.js'
-import { AHEAD_READ_LIMIT } from '../lib/mutex.js'
+import { AHEAD_READ_LIMIT } from '../lib/turn.js'
 import { onDeletes, type FeedSubscriber } from '../lib/delete-feed.js'
 import { keyspace, type KeyValue } from '../lib/kv.js'
 import { sleep, uniqueName, useEtcd } from './helpers.js'

@@ -1,6 +1,6 @@
 import { Session, type EtcdClient } from '../../lib/index.js'
 import { keyspace } from '../../lib/kv.js'
-import { AHEAD_READ_LIMIT } from '../../lib/mutex.js'
+import { AHEAD_READ_LIMIT } from '../../lib/turn.js'
 import { entry, type Scenario } from '../util/types.js'
 import { median, summarize, timeSequential, type Latency } from '../util/stats.js'
 import { runGo } from '../util/go.js'

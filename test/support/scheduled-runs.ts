@@ -56,8 +56,10 @@ export async function scheduleRuns<R>(handler: (event: unknown, context: ReturnT
 /** A repeatable jitter: run `i` starts 0..maxMs late, the same for every run of the program. */
 export function seededJitter(maxMs: number, seed = 7): (i: number) => number {
   return (i) => {
-    // One step of a 32-bit LCG per index: enough spread for a schedule, and reproducible.
-    const x = (Math.imul(seed + i, 1664525) + 1013904223) >>> 0
-    return (x / 2 ** 32) * maxMs
+    // mulberry32's output step on state seed + i·golden: spread over [0, 1), and reproducible.
+    let t = (seed + Math.imul(i + 1, 0x6d2b79f5)) >>> 0
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return (((t ^ (t >>> 14)) >>> 0) / 2 ** 32) * maxMs
   }
 }

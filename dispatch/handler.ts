@@ -82,9 +82,9 @@ function checkOptions(options: DispatcherHandlerOptions): void {
 
 /**
  * The claiming of one leadership: its signal aborts after `ms`, when leadership is lost, on
- * `handOver()`, or on `dispose()`. A plain timer, not `AbortSignal.any([AbortSignal.timeout(ms), …])`: Node may
- * collect a timeout signal that only a composite signal refers to, and then the composite never
- * aborts.
+ * `handOver()`, or on `dispose()`. A plain timer, not
+ * `AbortSignal.any([AbortSignal.timeout(ms), …])`: Node may collect a timeout signal that only
+ * a composite signal refers to, and then the composite never aborts.
  */
 function claimingWindow(ms: number, leadership: AbortSignal) {
   const controller = new AbortController()

@@ -23,12 +23,13 @@ import { queue } from './scenarios/queue.js'
 import { stm } from './scenarios/stm.js'
 import { idempotency } from './scenarios/idempotency.js'
 import { electionFailover } from './scenarios/election-failover.js'
+import { dispatcherHandover } from './scenarios/dispatcher-handover.js'
 import { coldStart } from './scenarios/cold-start.js'
 import { packageSize } from './scenarios/package-size.js'
 import { semaphore } from './scenarios/semaphore.js'
 
 /** In report order; the floor first, since later scenarios divide by it. */
-const scenarios: Scenario[] = [floor, lockInvocation, lockUncontended, lockContended, hotLock, queue, stm, idempotency, electionFailover, semaphore, coldStart, packageSize]
+const scenarios: Scenario[] = [floor, lockInvocation, lockUncontended, lockContended, hotLock, queue, stm, idempotency, electionFailover, dispatcherHandover, semaphore, coldStart, packageSize]
 
 function arg(name: string): string | undefined {
   const i = process.argv.indexOf(name)

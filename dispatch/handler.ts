@@ -1,7 +1,7 @@
 // The deployable dispatcher function: on a schedule, one elected invocation claims messages
-// from every `etcdQueue` subscription and invokes the subscribed functions until shortly before
-// its own timeout. Built on lib/ only (Session + Election for "one at a time"), so the deployed
-// bundle carries no Middy, plugin or build code.
+// from every `etcdQueue` subscription and invokes the subscribed functions until the next run
+// takes over (./handover.ts) or shortly before its own timeout. Built on lib/ only (Session +
+// Election for "one at a time"), so the deployed bundle carries no Middy, plugin or build code.
 import type { Namespace } from 'etcd3'
 import { checkClient } from '../lib/check.js'
 import { sharedClient } from '../lib/client.js'
@@ -9,6 +9,7 @@ import { Election } from '../lib/election.js'
 import { InvalidArgumentError } from '../lib/errors.js'
 import { Session } from '../lib/session.js'
 import { runDispatcher, type Invoke } from './dispatcher.js'
+import { campaignFor, successorWaiting } from './handover.js'
 import { lambdaInvoker } from './lambda-invoker.js'
 import { checkSubscription, subscriptionsFromEnv, type QueueSubscription } from './subscriptions.js'
 
@@ -16,7 +17,11 @@ import { checkSubscription, subscriptionsFromEnv, type QueueSubscription } from 
 export interface DispatcherHandlerOptions {
   /** The election that lets one dispatcher run at a time (default `middy-etcd/dispatcher`). */
   election?: string
-  /** Stop claiming this long before the invocation's timeout, ms. Env `ETCD_DISPATCH_TAIL_MS`, default 10000. */
+  /**
+   * Stop claiming this long before the invocation's timeout, ms, if no later run has taken over
+   * by then: the time left to let the invocations in flight finish. Env `ETCD_DISPATCH_TAIL_MS`,
+   * default 10000.
+   */
   tailMs?: number
   /** How consumers are invoked. Env `ETCD_DISPATCH_INVOCATION_TYPE`, default `RequestResponse`. */
   invocationType?: 'Event' | 'RequestResponse'
@@ -32,9 +37,12 @@ export interface DispatcherHandlerOptions {
 
 /** What one dispatcher invocation did. */
 export interface DispatcherResult {
-  /** False when another dispatcher was running: this invocation did nothing. */
+  /**
+   * False when this invocation never led: another run kept the leadership for as long as this
+   * one could have claimed (it waited as a candidate, then withdrew and did nothing).
+   */
   leader: boolean
-  /** The running dispatcher's proposal (`<function>:<request id>`), for a follower. */
+  /** The leading dispatcher's proposal (`<function>:<request id>`) when this one gave up waiting. */
   leaderValue?: string
   /** Messages handed to consumers. */
   dispatched: number
@@ -73,20 +81,27 @@ function checkOptions(options: DispatcherHandlerOptions): void {
 }
 
 /**
- * A signal that aborts after `ms` or when leadership is lost. A plain timer, not
+ * The claiming of one leadership: its signal aborts after `ms`, when leadership is lost, on
+ * `handOver()`, or on `dispose()`. A plain timer, not
  * `AbortSignal.any([AbortSignal.timeout(ms), …])`: Node may collect a timeout signal that only
  * a composite signal refers to, and then the composite never aborts.
  */
-function claimingWindow(ms: number, leadership: AbortSignal): { signal: AbortSignal; dispose(): void } {
+function claimingWindow(ms: number, leadership: AbortSignal) {
   const controller = new AbortController()
-  const end = () => controller.abort(leadership.aborted ? leadership.reason : new Error('the claiming window ended'))
-  const timer = setTimeout(end, ms)
-  leadership.addEventListener('abort', end, { once: true })
+  const lost = () => controller.abort(leadership.reason)
+  const timer = setTimeout(() => controller.abort(new Error('the claiming window ended')), ms)
+  leadership.addEventListener('abort', lost, { once: true })
+  if (leadership.aborted) lost()
+  const ended = new Promise<void>((resolve) => controller.signal.addEventListener('abort', () => resolve(), { once: true }))
   return {
     signal: controller.signal,
+    /** Resolves when the signal aborts. */
+    ended,
+    handOver: () => controller.abort(new Error('a later dispatcher run took over')),
     dispose() {
       clearTimeout(timer)
-      leadership.removeEventListener('abort', end)
+      leadership.removeEventListener('abort', lost)
+      controller.abort(new Error('the dispatcher run ended'))
     },
   }
 }
@@ -101,10 +116,13 @@ function tailFromEnv(env: Record<string, string | undefined>): number {
 
 /**
  * A Lambda handler that dispatches queued messages to the `etcdQueue` functions. Schedule it
- * (e.g. `rate(1 minute)`, timeout 60 s) and allow it `lambda:InvokeFunction` on the consumers.
- * Overlapping runs are safe: one wins the election and dispatches, the others return
- * `{ leader: false }` at once. The winner claims until `tailMs` before its timeout or until its
- * leadership lease is lost, then waits for the invocations in flight and resigns.
+ * with a timeout longer than its rate plus `tailMs` (e.g. `rate(1 minute)`, timeout 120 s) and
+ * allow it `lambda:InvokeFunction` on the consumers. Runs overlap by design: a run that finds a
+ * leader waits in the election as its successor; the leader, on seeing it, stops claiming and
+ * resigns at once, so the later run takes over within milliseconds and leads until the next
+ * one arrives. A leader with no successor claims until `tailMs` before its timeout or until its
+ * leadership lease is lost, then resigns. Either way it resigns before it waits for its
+ * invocations in flight, which finish beside the successor's first batches.
  */
 export function dispatcherHandler(options: DispatcherHandlerOptions = {}): (event: unknown, context: DispatcherContext) => Promise<DispatcherResult> {
   checkOptions(options)
@@ -116,29 +134,43 @@ export function dispatcherHandler(options: DispatcherHandlerOptions = {}): (even
     const invocationType = options.invocationType ?? (env.ETCD_DISPATCH_INVOCATION_TYPE === 'Event' ? 'Event' : 'RequestResponse')
     invoke ??= lambdaInvoker({ invocationType })
     const client = options.client ?? sharedClient()
+    const name = options.election ?? DEFAULT_ELECTION
     const session = await Session.create(client, { ttl: options.ttl ?? DEFAULT_TTL_S })
     try {
-      const election = new Election(session, options.election ?? DEFAULT_ELECTION)
-      const won = await election.tryCampaign(`${context.functionName ?? 'dispatcher'}:${context.awsRequestId ?? process.pid}`)
-      if (!won.elected) return { leader: false, leaderValue: won.leader.value, dispatched: 0, failed: 0 }
-      const window = Math.max(MIN_WINDOW_MS, context.getRemainingTimeInMillis() - tailMs)
+      const election = new Election(session, name)
+      const proposal = `${context.functionName ?? 'dispatcher'}:${context.awsRequestId ?? process.pid}`
+      /** How long this run may still claim. */
+      const claimable = () => context.getRemainingTimeInMillis() - tailMs
+      // Wait for the leader to hand over while this run could still claim for MIN_WINDOW_MS.
+      if (!(await campaignFor(election, proposal, claimable() - MIN_WINDOW_MS))) {
+        const leader = await election.leader().catch(() => undefined)
+        return { leader: false, ...(leader ? { leaderValue: leader.value } : {}), dispatched: 0, failed: 0 }
+      }
       const totals = { dispatched: 0, failed: 0 }
-      const stop = claimingWindow(window, session.signal)
+      const window = claimingWindow(Math.max(MIN_WINDOW_MS, claimable()), session.signal)
+      successorWaiting(client, name, election.rev, window.signal).then(window.handOver, (err: unknown) => {
+        // Without it this run leads until its window ends; a waiting successor still takes over then.
+        if (!window.signal.aborted) console.error('middy-etcd dispatcher: watching for the next run failed:', err)
+      })
+      const running = runDispatcher({
+        client,
+        subscriptions,
+        invoke,
+        signal: window.signal,
+        onResult: (r) => {
+          totals.dispatched += r.messageIds.length
+          if (!r.outcome.ok) totals.failed += r.messageIds.length
+        },
+        onError: (s, err) => console.error(`middy-etcd dispatcher: claiming from ${s.queue} failed:`, err),
+      })
       try {
-        await runDispatcher({
-          client,
-          subscriptions,
-          invoke,
-          signal: stop.signal,
-          onResult: (r) => {
-            totals.dispatched += r.messageIds.length
-            if (!r.outcome.ok) totals.failed += r.messageIds.length
-          },
-          onError: (s, err) => console.error(`middy-etcd dispatcher: claiming from ${s.queue} failed:`, err),
-        })
+        // Claiming stops (or every subscription stopped by itself): step down now, before the
+        // invocations in flight finish, so that a waiting successor claims meanwhile.
+        await Promise.race([window.ended, running])
       } finally {
-        stop.dispose()
+        window.dispose()
         await election.resign().catch(() => {})
+        await running
       }
       return { leader: true, ...totals }
     } finally {

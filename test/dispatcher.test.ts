@@ -5,11 +5,12 @@ import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import middy from '@middy/core'
 import { describe, expect, it } from 'vitest'
-import { checkQueueSettings, ConfigurationError, InvalidArgumentError, PriorityQueue, Queue, QueueMismatchError, type QueueDispatchEvent as DispatchEvent } from '../lib/index.js'
+import { checkQueueSettings, ConfigurationError, Election, InvalidArgumentError, PriorityQueue, Queue, QueueMismatchError, Session, type QueueDispatchEvent as DispatchEvent } from '../lib/index.js'
 import { queueConsumer } from '../middleware/index.js'
 import { dispatcherHandler, lambdaInvoker, runDispatcher, subscriptionsFromEnv, type DispatcherOptions, type QueueSubscription } from '../dispatch/index.js'
 import { lambdaContext } from '../testing/index.js'
 import { sleep, uniqueName, useEtcd, until } from './helpers.js'
+import { scheduleRuns } from './support/scheduled-runs.js'
 
 
 describe('runDispatcher (the dispatcher core, against etcd, invoking a stand-in function)', () => {
@@ -283,7 +284,7 @@ describe('dispatcherHandler (the deployable dispatcher function)', () => {
     return { functionName: 'svc-prod-dispatcher', awsRequestId: id, getRemainingTimeInMillis: () => end - Date.now() }
   }
 
-  it('lets one of two overlapping runs dispatch every message; the other returns at once; nothing is left in etcd', async () => {
+  it('of two overlapping runs, the earlier hands over to the later one at once: every message is dispatched once; nothing is left in etcd', async () => {
     const queue = uniqueName('dh')
     const election = uniqueName('dispatcher-election')
     const q = new Queue(etcd.client, queue)
@@ -302,16 +303,107 @@ describe('dispatcherHandler (the deployable dispatcher function)', () => {
         return { ok: true }
       },
     })
-    // Both start within the same second; each may claim for about 2 s.
-    const [a, b] = await Promise.all([handler({}, context(2_000, 'r1')), handler({}, context(2_000, 'r2'))])
-    const results = [a, b]
-    expect(results.filter((r) => r.leader)).toEqual([{ leader: true, dispatched: 4, failed: 0 }])
-    expect(results.filter((r) => !r.leader)).toEqual([{ leader: false, leaderValue: expect.stringMatching(/^svc-prod-dispatcher:r[12]$/), dispatched: 0, failed: 0 }])
-    expect(delivered.sort()).toEqual(['a', 'b', 'c', 'd'])
+    // Each may claim for 4 s; the second starts once the first has dispatched the backlog.
+    const t0 = performance.now()
+    const first = handler({}, context(4_000, 'r1')).then((r) => ({ ...r, endedAt: performance.now() }))
+    await until('r1 to dispatch the backlog', 5_000, () => delivered.length === 4)
+    const secondAt = performance.now()
+    const second = handler({}, context(4_000, 'r2'))
+    const a = await first
+    expect(a).toMatchObject({ leader: true, dispatched: 4, failed: 0 })
+    // It stepped down for its successor instead of claiming until its window ended: it still
+    // had over 2 s of it when the second started.
+    expect(secondAt - t0).toBeLessThan(2_000)
+    expect(a.endedAt - secondAt).toBeLessThan(1_500)
+    await q.enqueue('e')
+    expect(await second).toEqual({ leader: true, dispatched: 1, failed: 0 })
+    expect(delivered.sort()).toEqual(['a', 'b', 'c', 'd', 'e'])
     expect(await q.size()).toBe(0)
-    // The winner resigned and both closed their sessions: no candidate key remains.
+    // The first resigned and both closed their sessions: no candidate key remains.
     expect(await etcd.client.getAll().prefix(`${election}/`).count()).toBe(0)
   }, 20_000)
+
+  it('a run that no leader hands over to waits as a candidate, then withdraws and reports the leader', async () => {
+    const election = uniqueName('dispatcher-election')
+    const handler = dispatcherHandler({ client: etcd.client, election, tailMs: 0, subscriptions: [{ function: 'f', queue: uniqueName('idle') }], invoke: async () => ({ ok: true }) })
+    // A leader of this election that is not a dispatcher run: it never hands over.
+    const other = await Session.create(etcd.client, { ttl: 10 })
+    try {
+      await new Election(other, election).campaign('ops:manual')
+      const t0 = performance.now()
+      const result = await handler({}, context(2_000, 'r'))
+      expect(result).toEqual({ leader: false, leaderValue: 'ops:manual', dispatched: 0, failed: 0 })
+      // It waited while it could still have claimed for its minimum window (1 s of the 2 s).
+      expect(performance.now() - t0).toBeGreaterThanOrEqual(900)
+      expect(await etcd.client.getAll().prefix(`${election}/`).keys()).toEqual([`${election}/${other.leaseHex}`])
+    } finally {
+      await other.close()
+    }
+  }, 20_000)
+
+  it('hands over between scheduled runs without a gap: messages enqueued across run boundaries are invoked within 2 s', async () => {
+    // The recommended shape scaled down (rate 1 minute, timeout 120 s): a run every 4 s with an
+    // 8 s timeout, so the next run has started before the leader's claiming window (timeout − tail
+    // = 5 s) ends. Without a handover, a run that starts while another leads returns at once, and
+    // nobody claims from the end of the leader's window until the following run: a gap as long as
+    // the tail (3 s here).
+    const queue = uniqueName('dh-sched')
+    const election = uniqueName('dispatcher-election')
+    const q = new Queue(etcd.client, queue)
+    const sentAt = new Map<string, number>()
+    const latency = new Map<string, number>()
+    const handler = dispatcherHandler({
+      client: etcd.client,
+      election,
+      tailMs: 3_000,
+      subscriptions: [{ function: 'svc-prod-worker', queue, batchSize: 10 }],
+      invoke: async (_fn, event) => {
+        const now = performance.now()
+        for (const m of event.etcdQueue.messages) if (!latency.has(m.value)) latency.set(m.value, now - sentAt.get(m.value)!)
+        await q.ackMany(event.etcdQueue.messages.map((m) => m.receipt))
+        return { ok: true }
+      },
+    })
+    const sends: Promise<unknown>[] = []
+    const send = (value: string) => {
+      sentAt.set(value, performance.now())
+      sends.push(q.enqueue(value))
+    }
+    // A message every 100 ms while the runs start and 1 s past the last start, plus one exactly
+    // as each run starts (the boundary).
+    let producing = true
+    const producer = (async () => {
+      for (let i = 0; producing; i++) {
+        send(`m${i}`)
+        await sleep(100)
+      }
+    })()
+    const runs = await scheduleRuns(handler, {
+      runs: 3,
+      everyMs: 4_000,
+      timeoutMs: 8_000,
+      onStart: (i) => {
+        send(`boundary-${i}`)
+        if (i === 2) setTimeout(() => (producing = false), 1_000)
+      },
+    })
+    await producer
+    await Promise.all(sends)
+    expect(runs.map((r) => r.error)).toEqual([undefined, undefined, undefined])
+    // Each run returned before Lambda would have stopped it.
+    expect(runs.filter((r) => r.endedAt > r.deadline)).toEqual([])
+    expect(runs.reduce((n, r) => n + r.result!.dispatched, 0)).toBe(sentAt.size)
+    expect([...sentAt.keys()].filter((v) => !latency.has(v))).toEqual([])
+    const sorted = [...latency.values()].sort((a, b) => a - b)
+    const at = (p: number) => Math.round(sorted[Math.floor(p * (sorted.length - 1))])
+    console.log(`[dispatcher-handover] ${sorted.length} messages across ${runs.length} scheduled runs, enqueue -> invoke p50 ${at(0.5)} ms, p99 ${at(0.99)} ms, max ${at(1)} ms (bench: dispatcher-handover)`)
+    // The issue's functional bound, generous for a loaded machine: a gap between runs is seconds.
+    expect(at(1)).toBeLessThan(2_000)
+    // Each run led in turn: it took over from the one before and handed over to the next.
+    expect(runs.map((r) => r.result!.leader)).toEqual([true, true, true])
+    expect(await q.size()).toBe(0)
+    expect(await etcd.client.getAll().prefix(`${election}/`).count()).toBe(0)
+  }, 40_000)
 
   it('counts a failed invocation as failed and releases its messages for redelivery', async () => {
     const queue = uniqueName('dh')

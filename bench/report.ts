@@ -3,6 +3,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { cpus, loadavg, release, totalmem } from 'node:os'
 import { join } from 'node:path'
 import { AHEAD_READ_LIMIT } from '../lib/turn.js'
+import { resolveEtcd } from '../offline/etcd-release.js'
 import { root } from './util/build.js'
 import type { Entry, ScenarioResult, Spread } from './util/types.js'
 
@@ -32,7 +33,15 @@ export function machineInfo(): Machine {
     memGiB: Math.round(totalmem() / 2 ** 30),
     os: `${process.platform} ${release()}`,
     node: process.version,
-    etcd: firstLine(process.env.ETCD_BIN ?? 'etcd', ['--version']),
+    // The release startEtcd runs (ETCD_BIN, ETCD_VERSION, else the default build), not whatever `etcd` is on PATH.
+    etcd: (() => {
+      try {
+        const r = resolveEtcd()
+        return `etcd Version: ${r.version} (${r.bin})`
+      } catch (err) {
+        return `not found: ${(err as Error).message.split('\n')[0]}`
+      }
+    })(),
     go: firstLine('go', ['version']),
     etcd3: (JSON.parse(readFileSync(join(root, 'node_modules', 'etcd3', 'package.json'), 'utf8')) as { version: string }).version,
     load: loadavg().map((x) => Number(x.toFixed(2))),

@@ -1,5 +1,5 @@
 import { EtcdUnavailableError, ForeignKeyError } from './errors.js'
-import type { Compare, Keyspace, Op, TxnResult } from './kv.js'
+import type { Compare, Keyspace, NamedResults, Op, RangeOp } from './kv.js'
 
 /**
  * Every key layout of the toolkit, and the ways a key is allocated, in one place (Go keeps the
@@ -47,15 +47,18 @@ export function unixNano(): string {
   return now.toString()
 }
 
+/** The name of putUnique's own put among its caller's named reads (no caller's name starts with a space). */
+const PUT = ' put'
+
 /** Fresh keys tried before a create-only put gives up (each clash means another writer took that nanosecond). */
 const MAX_UNIQUE_ATTEMPTS = 16
 
-/** What {@link putUnique} wrote: the key, the Txn's revision (= the key's create revision), and the results of `reads`. */
-export interface UniqueKey {
+/** What {@link putUnique} wrote: the key, the Txn's revision (= the key's create revision), and the results of `reads`, by name. */
+export interface UniqueKey<R extends Record<string, RangeOp> = Record<never, never>> {
   key: string
   revision: bigint
-  /** The results of the `reads` ops, in order. */
-  txn: TxnResult
+  /** What each of the `reads` returned, under its name. */
+  reads: NamedResults<R>
 }
 
 /**
@@ -64,20 +67,22 @@ export interface UniqueKey {
  * same Txn BEFORE the put, so every key they see is older than ours. Throws from `onExhausted`
  * when every attempt clashed; `onUnknownOutcome` hears of a key whose put got no answer.
  */
-export async function putUnique(
+export async function putUnique<R extends Record<string, RangeOp> = Record<never, never>>(
   ks: Keyspace,
   prefix: string,
   value: string | Buffer,
-  options: { lease?: string; reads?: Op[]; onExhausted: () => Error; onUnknownOutcome?: (key: string) => void },
-): Promise<UniqueKey> {
+  options: { lease?: string; reads?: R; onExhausted: () => Error; onUnknownOutcome?: (key: string) => void },
+): Promise<UniqueKey<R>> {
   for (let attempt = 0; attempt < MAX_UNIQUE_ATTEMPTS; attempt++) {
     const key = `${prefix}${unixNano()}`
-    const txn = await ks.txn([ks.compare(key, 'Version', '==', 0)], [...(options.reads ?? []), ks.put(key, value, options.lease)]).catch((err: unknown) => {
+    // The reads go first in the success branch: they run before the put, so they never see it.
+    const success = { ...(options.reads ?? ({} as R)), [PUT]: ks.put(key, value, options.lease) }
+    const txn = await ks.namedTxn([ks.compare(key, 'Version', '==', 0)], success).catch((err: unknown) => {
       // No answer: the put may have applied, leaving a key the caller never learnt of.
       if (err instanceof EtcdUnavailableError) options.onUnknownOutcome?.(key)
       throw err
     })
-    if (txn.succeeded) return { key, revision: txn.revision, txn }
+    if (txn.succeeded) return { key, revision: txn.revision, reads: txn.results as NamedResults<R> }
   }
   throw options.onExhausted()
 }

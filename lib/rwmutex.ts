@@ -5,7 +5,8 @@ import { putUnique, rwContenders, unixNano } from './keys.js'
 import { checkName, keyspace, prefixEnd, type Compare, type Keyspace } from './kv.js'
 import { CallGuard, createOnLease, lostWhileWaiting, OwnedKey, ownerCompareOf } from './owned-key.js'
 import type { Session } from './session.js'
-import { waitDeletes, type LockOptions } from './wait.js'
+import { AHEAD_READ_LIMIT, type TurnView, waitTurn } from './turn.js'
+import { type LockOptions } from './wait.js'
 
 /** The mode an {@link RWMutex} is held in. */
 export type RWMode = 'read' | 'write'
@@ -108,21 +109,23 @@ export class RWMutex {
     await this.guard.run(op, async () => {
       signal?.throwIfAborted()
       this.session.signal.throwIfAborted()
-      // One Txn: read the youngest blocker, then create my key (the read runs before the put,
-      // so every key it sees is older): an uncontended acquire is one round trip.
+      // One Txn: read the youngest blockers, then create my key (the read runs before the put,
+      // so every key it sees is older and ahead of mine): an uncontended acquire is one round
+      // trip, and a waiter that saw every blocker takes its turn with no read (lib/turn.ts).
+      // Keys only: the turn needs keys and create revisions, and the keys carry no value.
       const created = await putUnique(this.ks, rwContenders.modePrefix(this.name, mode), '', {
         lease: this.session.leaseId,
-        reads: [this.ks.get(this.blockers(mode), { prefix: true, sort: ['Create', 'Descend'], limit: 1 })],
+        reads: { blockers: this.ks.get(this.blockers(mode), { prefix: true, sort: ['Create', 'Descend'], limit: AHEAD_READ_LIMIT, keysOnly: true }) },
         onExhausted: () => this.clashes(mode),
         onUnknownOutcome: (key) => this.session.strand(key),
       })
       const own = new OwnedKey(this.session, created.key, created.revision)
       this.own = own
-      if (created.txn.results[0].range!.kvs.length > 0) {
+      const blockers = created.reads.blockers
+      if (blockers.kvs.length > 0) {
         try {
           onWaiting?.()
-          await own.whileAlive(created.revision, signal, (cause) => this.expired(cause), (wait) => waitDeletes(this.ks, this.blockers(mode), own.createRevision - 1n, wait))
-          if (!(await own.exists())) throw this.expired()
+          await this.waitForTurn(mode, own, { ahead: blockers.kvs, complete: !blockers.more, revision: created.revision }, signal)
         } catch (err) {
           this.own = undefined
           await own.abandon()
@@ -176,6 +179,33 @@ export class RWMutex {
 
   private clashes(mode: RWMode) {
     return new KeyExistsError(`RWMutex ${JSON.stringify(this.name)}: 16 fresh keys in a row already existed; check for clock problems or another writer of <name>/${mode}/ keys`)
+  }
+
+  /**
+   * Waits until every blocker older than our key is gone (a reader: older writers; a writer:
+   * every older key), as a Mutex waiter does (lib/turn.ts, on the delete feed of `<name>/`,
+   * which also carries our own key's delete).
+   */
+  private waitForTurn(mode: RWMode, own: OwnedKey, view: TurnView, signal?: AbortSignal): Promise<bigint> {
+    const blockers = this.blockers(mode)
+    return waitTurn({
+      ks: this.ks,
+      prefix: rwContenders.prefix(this.name),
+      own,
+      isAhead: (kv) => kv.key.startsWith(blockers) && kv.createRevision < own.createRevision,
+      view,
+      reread: async () => {
+        const { results, revision } = await this.ks.reads({
+          ahead: this.ks.get(blockers, { prefix: true, sort: ['Create', 'Descend'], limit: AHEAD_READ_LIMIT, maxCreateRevision: own.createRevision - 1n, keysOnly: true }),
+          mine: this.ks.get(own.key, { keysOnly: true }),
+        })
+        const mine = results.mine.kvs[0]
+        return { ahead: results.ahead.kvs, complete: !results.ahead.more, revision, mine: mine !== undefined && mine.createRevision === own.createRevision }
+      },
+      check: () => {},
+      signal,
+      lost: (cause) => this.expired(cause),
+    })
   }
 
   private expired(cause?: unknown) {

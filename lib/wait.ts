@@ -178,20 +178,6 @@ export interface RangeChange {
 }
 
 /**
- * Resolves once no key under `prefix` has a create revision <= `maxCreateRevision`: each round
- * waits only for the youngest such key (the immediate predecessor), so a release wakes one waiter.
- * Returns the revision at which the last predecessor was seen gone.
- */
-export async function waitDeletes(ks: Keyspace, prefix: string, maxCreateRevision: bigint, signal?: AbortSignal): Promise<bigint> {
-  for (;;) {
-    signal?.throwIfAborted()
-    const older = await ks.range(prefix, { prefix: true, sort: ['Create', 'Descend'], limit: 1, maxCreateRevision })
-    if (older.kvs.length === 0) return older.revision
-    await waitGone(ks, prefix, older.kvs[0], older.revision, signal)
-  }
-}
-
-/**
  * Like {@link waitGone}, on a watch of the one key (our own key, which no other waiter of this
  * process follows): the watch starts at "now" and one Range covers the revisions between
  * `seenAt` and its start, if anything was written meanwhile.

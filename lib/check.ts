@@ -1,4 +1,5 @@
 import { InvalidArgumentError } from './errors.js'
+import { MAX_TTL_S } from './limits.js'
 
 /**
  * Argument checks at the public entry points, so a wrong type is an InvalidArgumentError that
@@ -36,4 +37,35 @@ export function checkOptions<T extends object>(options: T | undefined, what: str
     throw new InvalidArgumentError(`${what}: options.signal must be an AbortSignal (e.g. AbortSignal.timeout(ms)), got ${describe(signal)}`)
   }
   return options
+}
+
+/** How a value shows in a message: strings quoted, functions and objects named by kind. */
+export function show(value: unknown): string {
+  if (value === undefined) return 'undefined'
+  if (typeof value === 'function') return 'a function'
+  if (typeof value === 'bigint') return `${value}n`
+  try {
+    return JSON.stringify(value) ?? String(value)
+  } catch {
+    return describe(value)
+  }
+}
+
+/**
+ * A whole number from `min` to `max`, in `unit` if it has one (`seconds`, `ms`): every numeric
+ * setting of the library is checked here, so each limit is written once and every message
+ * reads the same. `undefined` gives `fallback` when there is one.
+ */
+export function checkInteger(value: unknown, what: string, min: number, max: number, options: { unit?: string; fallback?: number; hint?: string } = {}): number {
+  if (value === undefined && options.fallback !== undefined) return options.fallback
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    const unit = options.unit ? ` of ${options.unit}` : ''
+    throw new InvalidArgumentError(`${what} must be a whole number${unit} from ${min} to ${max}${options.hint ? ` (${options.hint})` : ''}, got ${show(value)}`)
+  }
+  return value
+}
+
+/** A whole number of seconds from `min` to etcd's longest lease TTL (a lease, a record's life, a delay). */
+export function checkSeconds(value: unknown, what: string, min = 1, options: { fallback?: number; hint?: string } = {}): number {
+  return checkInteger(value, what, min, MAX_TTL_S, { unit: 'seconds', ...options })
 }

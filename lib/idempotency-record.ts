@@ -1,7 +1,8 @@
 import { createHash, randomUUID } from 'node:crypto'
+import { checkSeconds } from './check.js'
 import { IdempotencyInProgressError, IdempotencyResultNotStorableError, InvalidArgumentError, SingleFlightError } from './errors.js'
 import type { KeyValue } from './kv.js'
-import { DEFAULT_IN_PROGRESS_TTL_S, MAX_TTL_S, MAX_VALUE_BYTES } from './limits.js'
+import { DEFAULT_IN_PROGRESS_TTL_S, MAX_VALUE_BYTES } from './limits.js'
 
 /**
  * The value of an idempotency record: its state as one small JSON document. The state lives in
@@ -155,16 +156,10 @@ export function checkHash(hash: unknown): string | undefined {
 
 /** The TTL of a lease the store grants for a claim. */
 export function checkLeaseTtl(ttl: unknown): number {
-  if (ttl === undefined) return DEFAULT_IN_PROGRESS_TTL_S
-  if (typeof ttl !== 'number' || !Number.isInteger(ttl) || ttl < 1 || ttl > MAX_TTL_S) {
-    throw new InvalidArgumentError(`leaseTtl must be a whole number of seconds between 1 and ${MAX_TTL_S}, got ${String(ttl)}`)
-  }
-  return ttl
+  return checkSeconds(ttl, 'leaseTtl', 1, { fallback: DEFAULT_IN_PROGRESS_TTL_S })
 }
 
 /** The seconds a completed record is kept (0: only handed to waiting callers). */
 export function checkRecordTtl(ttl: unknown): void {
-  if (typeof ttl !== 'number' || !Number.isInteger(ttl) || ttl < 0 || ttl > MAX_TTL_S) {
-    throw new InvalidArgumentError(`ttl must be a whole number of seconds between 0 (hand the result to waiting callers only) and ${MAX_TTL_S}, got ${String(ttl)}`)
-  }
+  checkSeconds(ttl, 'ttl', 0, { hint: '0: hand the result to waiting callers only' })
 }

@@ -1,11 +1,11 @@
 import type { Namespace } from 'etcd3'
-import { checkClient, checkOptions } from './check.js'
+import { checkClient, checkOptions, checkSeconds } from './check.js'
 import { IdempotencyResultNotStorableError, InvalidArgumentError, SessionExpiredError } from './errors.js'
 import { IdempotencyStore, type BeginResult, type IdempotencyClaim } from './idempotency.js'
 import { idempotencyKeys } from './keys.js'
 import { checkName } from './kv.js'
 import { perClient } from './per-client.js'
-import { DEFAULT_IN_PROGRESS_TTL_S, MAX_TTL_S } from './limits.js'
+import { DEFAULT_IN_PROGRESS_TTL_S } from './limits.js'
 import { Session } from './session.js'
 import { untilAborted } from './wait.js'
 
@@ -43,8 +43,8 @@ export async function singleFlight<T>(client: Namespace, key: string, fn: (signa
   checkName(key, 'singleFlight key')
   if (typeof fn !== 'function') throw new InvalidArgumentError(`singleFlight: fn must be a function (signal) => result, got ${fn === null ? 'null' : typeof fn}`)
   const o = checkOptions(options, 'singleFlight')
-  const ttl = checkSeconds(o.ttl, 'ttl', 0, 0)
-  const leaseTtl = checkSeconds(o.leaseTtl, 'leaseTtl', 1, DEFAULT_IN_PROGRESS_TTL_S)
+  const ttl = checkSeconds(o.ttl, 'singleFlight: ttl', 0, { fallback: 0 })
+  const leaseTtl = checkSeconds(o.leaseTtl, 'singleFlight: leaseTtl', 1, { fallback: DEFAULT_IN_PROGRESS_TTL_S })
   const local = localFlightsOf(client)
   for (;;) {
     o.signal?.throwIfAborted()
@@ -146,11 +146,3 @@ async function sharedSession(client: Namespace, ttl: number): Promise<Session> {
   }
 }
 
-
-function checkSeconds(value: unknown, name: string, min: number, fallback: number): number {
-  if (value === undefined) return fallback
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > MAX_TTL_S) {
-    throw new InvalidArgumentError(`singleFlight: ${name} must be a whole number of seconds between ${min} and ${MAX_TTL_S}, got ${String(value)}`)
-  }
-  return value
-}

@@ -8,6 +8,7 @@ import { sharedClient } from '../lib/client.js'
 import { Election } from '../lib/election.js'
 import { InvalidArgumentError } from '../lib/errors.js'
 import { Session } from '../lib/session.js'
+import { startTimer } from '../lib/timers.js'
 import { runDispatcher, type Invoke } from './dispatcher.js'
 import { lambdaInvoker } from './lambda-invoker.js'
 import { checkSubscription, subscriptionsFromEnv, type QueueSubscription } from './subscriptions.js'
@@ -80,12 +81,12 @@ function checkOptions(options: DispatcherHandlerOptions): void {
 function claimingWindow(ms: number, leadership: AbortSignal): { signal: AbortSignal; dispose(): void } {
   const controller = new AbortController()
   const end = () => controller.abort(leadership.aborted ? leadership.reason : new Error('the claiming window ended'))
-  const timer = setTimeout(end, ms)
+  const timer = startTimer(ms, end, { ref: true })
   leadership.addEventListener('abort', end, { once: true })
   return {
     signal: controller.signal,
     dispose() {
-      clearTimeout(timer)
+      timer.cancel()
       leadership.removeEventListener('abort', end)
     },
   }

@@ -7,6 +7,7 @@ import { leaseHex } from './keys.js'
 import { revokeLease } from './leases.js'
 import { MAX_TTL_S } from './limits.js'
 import { toTypedError } from './kv.js'
+import { startInterval, startTimer, type Timer } from './timers.js'
 
 /** Options of {@link Session.create}. */
 export interface SessionOptions {
@@ -25,8 +26,6 @@ export interface SessionOptions {
 const DEFAULT_TTL = 60
 /** Time left for the network between the estimate and the server's clock. */
 const SAFETY_MARGIN_MS = 500
-/** Longest timer Node arms (longer ones fire at once). */
-const MAX_TIMER_MS = 2 ** 31 - 1
 
 /**
  * A lease kept alive while the session is open: every lock, candidacy and waiter key of the
@@ -42,9 +41,9 @@ export class Session {
 
   private readonly controller = new AbortController()
   /** Sends the keepalives (every TTL/3). */
-  private keepAliveTimer?: NodeJS.Timeout
+  private keepAliveTimer?: Timer
   /** Fires at the certain-expiry bound, moved on every answer: ends the session before etcd can. */
-  private expiryTimer?: NodeJS.Timeout
+  private expiryTimer?: Timer
   /** Certain expiry by the monotonic clock (`performance.now()`), 0 if unknown. */
   private expiresAt: number
   /** The same by the wall clock (`Date.now()`); see {@link certainUntil}. */
@@ -210,7 +209,7 @@ export class Session {
    */
   private schedule(ttl: number, firstDelay = 0) {
     this.ttlSeconds = ttl
-    clearInterval(this.keepAliveTimer)
+    this.keepAliveTimer?.cancel()
     const stream = keepAliveStream(this.client)
     const interval = keepAliveInterval(ttl)
     // A request unanswered for a whole interval means the stream is dead: replace it.
@@ -219,12 +218,10 @@ export class Session {
     const every = () => {
       tick()
       if (this.ended) return
-      this.keepAliveTimer = setInterval(tick, interval)
-      this.keepAliveTimer.unref()
+      this.keepAliveTimer = startInterval(interval, tick)
     }
     if (firstDelay <= 0) return every()
-    this.keepAliveTimer = setTimeout(every, firstDelay)
-    this.keepAliveTimer.unref()
+    this.keepAliveTimer = startTimer(firstDelay, every)
   }
 
   /**
@@ -234,16 +231,18 @@ export class Session {
    */
   private armExpiry() {
     if (this.ended) return
-    clearTimeout(this.expiryTimer)
-    const until = this.expiresAt === 0 ? this.unknownUntil : this.aliveUntil
-    this.expiryTimer = setTimeout(() => this.checkExpiry(), Math.min(MAX_TIMER_MS, Math.max(0, until - performance.now())))
-    this.expiryTimer.unref()
+    this.expiryTimer?.cancel()
+    this.expiryTimer = startTimer(this.expiryBound() - performance.now(), () => this.checkExpiry())
+  }
+
+  /** When the session must end unless a keepalive answer moves it: {@link aliveUntil}, or while the expiry is unknown, one TTL after adopting. */
+  private expiryBound(): number {
+    return this.expiresAt === 0 ? this.unknownUntil : this.aliveUntil
   }
 
   private checkExpiry() {
-    const until = this.expiresAt === 0 ? this.unknownUntil : this.aliveUntil
-    // Timers may fire a little early; an answer may also have moved the bound meanwhile.
-    if (performance.now() < until) return this.armExpiry()
+    // An answer may have moved the bound since the timer was armed (the wall clock too).
+    if (performance.now() < this.expiryBound()) return this.armExpiry()
     const ttl = this.ttlSeconds
     this.end('unreachable', `lease ${this.leaseHex} could not be kept alive: etcd did not answer within the ${ttl}s TTL (less a safety margin), so it may expire at any moment`)
   }
@@ -251,8 +250,8 @@ export class Session {
   private end(reason: LeaseLossCause, message: string) {
     if (this.ended) return
     this.ended = true
-    clearInterval(this.keepAliveTimer)
-    clearTimeout(this.expiryTimer)
+    this.keepAliveTimer?.cancel()
+    this.expiryTimer?.cancel()
     closedSignal(this.client).removeEventListener('abort', this.onClientClosed)
     if (this.registration) keepAliveStream(this.client).release(this.leaseId, this.registration)
     this.controller.abort(leaseLost(this.leaseId, reason, message))

@@ -128,7 +128,7 @@ async function semaphoreLoop(cmd: Command) {
  * `callers` concurrent loops of `acquire()`, spread over `clients` clients with one
  * RateLimiter each (as functions each have their own), from the wall-clock time `start` until
  * `until`; reports every admission's wall-clock time (ms, sub-ms precision). `clockOffsetMs`
- * shifts this process's `Date.now()`: the limiter must not care.
+ * shifts this process's `Date.now()`: the limiter must not care. `waiterTtl` is the limiter's.
  */
 async function rateLoop(cmd: Command) {
   if (cmd.clockOffsetMs) {
@@ -137,7 +137,7 @@ async function rateLoop(cmd: Command) {
   }
   const wall = () => performance.timeOrigin + performance.now()
   const clients = Array.from({ length: cmd.clients ?? 1 }, () => createClient({ endpoints: config.endpoints, namespace: config.namespace ?? '', env: {} }))
-  const limiters = clients.map((c) => new RateLimiter(c, cmd.name, { rate: cmd.rate, per: cmd.per, burst: cmd.burst }))
+  const limiters = clients.map((c) => new RateLimiter(c, cmd.name, { rate: cmd.rate, per: cmd.per, burst: cmd.burst, waiterTtl: cmd.waiterTtl }))
   // Ready before the start (lease, settings), as after a function's init phase.
   await Promise.all(limiters.map((l) => l.ready()))
   await new Promise((r) => setTimeout(r, Math.max(0, (cmd.start ?? 0) - wall())))

@@ -36,9 +36,6 @@ export class Session {
   readonly leaseId: string
   /** Lease id as Go's `%x` prints it (lowercase, unpadded): the form used in lock keys. */
   readonly leaseHex: string
-  /** Aborted, with a {@link LeaseLostError} as reason, when the lease is lost or the session ends. */
-  readonly signal: AbortSignal
-
   private readonly controller = new AbortController()
   /** Sends the keepalives (every TTL/3). */
   private keepAliveTimer?: Timer
@@ -51,6 +48,8 @@ export class Session {
   /** While the expiry is unknown (an adopted lease before its first answer): when to give up. */
   private unknownUntil = 0
   private ended = false
+  /** Whether the expiry is being watched (see {@link start}). */
+  private started = false
   /** Whether any keepalive has been answered yet. */
   private heard = false
   private registration?: Registration
@@ -68,7 +67,6 @@ export class Session {
   ) {
     this.leaseId = leaseId
     this.leaseHex = leaseHex(leaseId)
-    this.signal = this.controller.signal
     this.expiresAt = expiresAt
     this.expiresAtWall = expiresAtWall
   }
@@ -118,6 +116,18 @@ export class Session {
   }
 
   /**
+   * Aborted, with a {@link LeaseLostError} as reason, when the lease is lost or the session
+   * ends. Reading it checks the bound itself: past {@link aliveUntil} it is aborted at once,
+   * even when the expiry timer has not run yet — after a freeze Node runs the timers that were
+   * due earlier first, and one of them may be the holder's next write. So read it where it
+   * matters (`session.signal.aborted`, or a grant's `signal`), rather than keeping it.
+   */
+  get signal(): AbortSignal {
+    if (this.started && !this.ended && performance.now() >= this.expiryBound()) this.checkExpiry()
+    return this.controller.signal
+  }
+
+  /**
    * Until when (on the `performance.now()` clock) the lease is certainly alive, by the send time
    * of the last answered keepalive (or grant) plus the TTL, minus a safety margin. 0 if unknown.
    */
@@ -145,9 +155,9 @@ export class Session {
     return this.ttlSeconds
   }
 
-  /** True until the lease is lost or the session is closed or orphaned. */
+  /** True until the lease is lost or the session is closed or orphaned (checked as {@link signal} is). */
   get active(): boolean {
-    return !this.ended
+    return !this.signal.aborted
   }
 
   /**
@@ -199,6 +209,7 @@ export class Session {
     }, this.onClientClosed)
     closedSignal(this.client).addEventListener('abort', this.onClientClosed, { once: true })
     if (this.expiresAt === 0) this.unknownUntil = performance.now() + this.ttlSeconds * 1000
+    this.started = true
     this.armExpiry()
     this.schedule(this.ttlSeconds, firstDelay)
   }

@@ -95,6 +95,31 @@ async function run(cmd: Command) {
       await semaphore.acquire()
       return say({ event: 'semHeld', key: semaphore.key, fence: semaphore.fence, leaseId: semaphore.session.leaseId })
     }
+    case 'semWatch': {
+      // Takes a permit, then ticks every 20 ms as a holder's work loop would. The first tick after
+      // a pause of over a second (the parent froze us) reports what the holder sees of its grant
+      // then: Node runs timers that were due before the session's expiry timer first.
+      const semaphore = new Semaphore(await session(cmd.ttl), cmd.name, cmd.permits)
+      await semaphore.acquire()
+      let last = performance.now()
+      const tick = setInterval(() => {
+        const now = performance.now()
+        const paused = now - last
+        last = now
+        if (paused < 1000) return
+        clearInterval(tick)
+        const pastBound = now >= semaphore.session.aliveUntil
+        const aborted = semaphore.session.signal.aborted
+        let fenced = 'built'
+        try {
+          semaphore.fenced()
+        } catch (err) {
+          fenced = (err as Error).name
+        }
+        say({ event: 'woke', pausedMs: paused, pastBound, aborted, fenced })
+      }, 20)
+      return say({ event: 'semHeld', key: semaphore.key, fence: semaphore.fence })
+    }
     case 'semLoop':
       return say({ event: 'semDone', tag: cmd.tag, ...(await semaphoreLoop(cmd)) })
     case 'rateLoop':

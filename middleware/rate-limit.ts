@@ -1,10 +1,10 @@
 import type { MiddlewareObj, Request } from '@middy/core'
 import type { Context } from 'aws-lambda'
-import type { Namespace } from 'etcd3'
+import type { ComparatorBuilder, Namespace } from 'etcd3'
 import { sharedClient } from '../lib/client.js'
 import { InvalidArgumentError, RateLimitedError } from '../lib/errors.js'
-import { MAX_PERMITS } from '../lib/limits.js'
-import { checkRateOptions, RateLimiter } from '../lib/rate-limiter.js'
+import { MAX_PERMITS, MAX_TTL_S } from '../lib/limits.js'
+import { checkRateOptions, RateLimiter, type RateAdmission } from '../lib/rate-limiter.js'
 import { emit, type OnEvent } from './events.js'
 import { resolveName, type NameOption } from './name.js'
 import { validateOptions, type Schema } from './options.js'
@@ -20,6 +20,8 @@ export interface EtcdRateLimitOptions<TEvent = any, TResult = any> {
   per?: number
   /** Admissions allowed at once beyond the steady rate (default 0): at most `rate + burst` per `per`. */
   burst?: number
+  /** Seconds a crashed or frozen invocation's queued calls can hold up the others' (default 2; see `RateLimiter`). */
+  waiterTtl?: number
   /** Admissions one invocation counts as (default 1, at most `burst + 1`). */
   cost?: number
   /** 'wait' (default) queues until the call fits; 'try' short-circuits at once with a 429 answer. */
@@ -38,6 +40,13 @@ export interface RateLimitGrant {
   name: string
   /** Time spent queued before admission, ms. */
   waitedMs: number
+  /** The admission's revision: strictly increasing across admissions of this limiter. */
+  fence: bigint
+  /**
+   * An etcd3 transaction builder guarded by this admission: the write lands only while it still
+   * counts against the rate (its tokens neither deleted once their time passed nor replaced).
+   */
+  fenced: () => ComparatorBuilder
 }
 
 const defaults: { per: number; burst: number; acquire: 'wait' | 'try'; waitMs: number } = { per: 1000, burst: 0, acquire: 'wait', waitMs: Infinity }
@@ -47,6 +56,7 @@ const schema: Schema = {
   rate: { type: 'number', min: Number.MIN_VALUE, required: true },
   per: { type: 'integer', min: 1, max: 86_400_000 },
   burst: { type: 'integer', min: 0, max: MAX_PERMITS - 1 },
+  waiterTtl: { type: 'integer', min: 1, max: MAX_TTL_S },
   cost: { type: 'integer', min: 1, max: MAX_PERMITS },
   acquire: { type: 'enum', values: ['wait', 'try'] },
   waitMs: { type: 'number', min: 0 },
@@ -60,10 +70,10 @@ const limiters = new WeakMap<Namespace, Map<string, RateLimiter>>()
 /** Limiters kept per client (a name function can make many): the least recently used go first. */
 const MAX_LIMITERS = 100
 
-function limiterFor(client: Namespace, name: string, o: { rate: number; per: number; burst: number }): RateLimiter {
+function limiterFor(client: Namespace, name: string, o: { rate: number; per: number; burst: number; waiterTtl?: number }): RateLimiter {
   let byName = limiters.get(client)
   if (!byName) limiters.set(client, (byName = new Map()))
-  const id = `${o.rate}/${o.per}/${o.burst}/${name}`
+  const id = `${o.rate}/${o.per}/${o.burst}/${o.waiterTtl ?? ''}/${name}`
   let limiter = byName.get(id)
   if (limiter) byName.delete(id) // re-inserted below: most recently used last
   limiter ??= new RateLimiter(client, name, o)
@@ -111,26 +121,29 @@ export function etcdRateLimit<TEvent = any, TResult = any>(
     const name = resolveName('etcdRateLimit', opts.name, request)
     const limiter = limiterFor(client(), name, opts)
     const started = performance.now()
+    let admission: RateAdmission
     if (opts.acquire === 'try') {
       const decision = await limiter.tryAcquire({ cost: opts.cost })
-      if (!decision.admitted) {
+      if (!decision.admission) {
         emit(opts.onEvent, { type: 'skipped', primitive: 'rateLimit', name, detail: { retryAfterMs: decision.retryAfterMs } })
         // Middy skips every `after` once we answer: release what outer middlewares hold first.
         await InvocationScope.endAll(request)
         request.earlyResponse = opts.onLimited ? await opts.onLimited(request, decision.retryAfterMs) : (tooManyRequests(decision.retryAfterMs) as TResult)
         return request.earlyResponse
       }
+      admission = decision.admission
     } else {
       const budget = waitBudget(request.context, opts.waitMs)
       try {
-        await limiter.acquire({ signal: budget.signal, cost: opts.cost, onWaiting: () => emit(opts.onEvent, { type: 'waiting', primitive: 'rateLimit', name }) })
+        admission = await limiter.acquire({ signal: budget.signal, cost: opts.cost, onWaiting: () => emit(opts.onEvent, { type: 'waiting', primitive: 'rateLimit', name }) })
       } catch (err) {
         if (err !== budget.signal.reason) throw err
         throw new RateLimitedError(limiter.interval, `etcdRateLimit: ${JSON.stringify(name)} did not admit the call within ${budget.ms} ms; raise waitMs or the function timeout, or send fewer calls`)
       }
     }
     const waitedMs = performance.now() - started
-    request.context.etcd = { ...request.context.etcd, rateLimit: { name, waitedMs } }
+    const grant: RateLimitGrant = { name, waitedMs, fence: admission.fence, fenced: () => admission.fenced() }
+    request.context.etcd = { ...request.context.etcd, rateLimit: grant }
     emit(opts.onEvent, { type: 'acquired', primitive: 'rateLimit', name, waitedMs })
     return undefined
   }

@@ -32,6 +32,7 @@ function asLockable(semaphore: Semaphore): Lockable {
       return semaphore.fence
     },
     ownerCompare: () => semaphore.ownerCompare(),
+    fenced: () => semaphore.fenced(),
   }
 }
 

@@ -7,6 +7,7 @@ import type { Namespace } from 'etcd3'
 import { QueueMismatchError } from '../lib/errors.js'
 import { DEFAULT_BATCH_SIZE, DEFAULT_VISIBILITY_S } from '../lib/limits.js'
 import { toQueueMessage, type QueueDispatchEvent } from '../lib/queue-event.js'
+import { startTimer } from '../lib/timers.js'
 import { openQueue, type ClaimedMessage, type ReceivingQueue } from './queues.js'
 import { checkSubscription, type QueueSubscription } from './subscriptions.js'
 
@@ -138,10 +139,10 @@ async function dispatchBatch(options: DispatcherOptions, queue: ReceivingQueue, 
 
 function delay(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
-    const timer = setTimeout(done, ms)
+    const timer = startTimer(ms, done, { ref: true })
     signal.addEventListener('abort', done, { once: true })
     function done() {
-      clearTimeout(timer)
+      timer.cancel()
       signal.removeEventListener('abort', done)
       resolve()
     }

@@ -8,6 +8,7 @@ import { sharedClient } from '../lib/client.js'
 import { Election } from '../lib/election.js'
 import { InvalidArgumentError } from '../lib/errors.js'
 import { Session } from '../lib/session.js'
+import { startTimer } from '../lib/timers.js'
 import { runDispatcher, type Invoke } from './dispatcher.js'
 import { campaignFor, successorWaiting } from './handover.js'
 import { lambdaInvoker } from './lambda-invoker.js'
@@ -89,7 +90,7 @@ function checkOptions(options: DispatcherHandlerOptions): void {
 function claimingWindow(ms: number, leadership: AbortSignal) {
   const controller = new AbortController()
   const lost = () => controller.abort(leadership.reason)
-  const timer = setTimeout(() => controller.abort(new Error('the claiming window ended')), ms)
+  const timer = startTimer(ms, () => controller.abort(new Error('the claiming window ended')), { ref: true })
   leadership.addEventListener('abort', lost, { once: true })
   if (leadership.aborted) lost()
   const ended = new Promise<void>((resolve) => controller.signal.addEventListener('abort', () => resolve(), { once: true }))
@@ -99,7 +100,7 @@ function claimingWindow(ms: number, leadership: AbortSignal) {
     ended,
     handOver: () => controller.abort(new Error('a later dispatcher run took over')),
     dispose() {
-      clearTimeout(timer)
+      timer.cancel()
       leadership.removeEventListener('abort', lost)
       controller.abort(new Error('the dispatcher run ended'))
     },

@@ -2,6 +2,7 @@ import type { Namespace } from 'etcd3'
 import { closedSignal } from './client-closed.js'
 import { EtcdUnavailableError } from './errors.js'
 import { grantLease, revokeLease } from './leases.js'
+import { startTimer } from './timers.js'
 
 /**
  * The leases queue claims are made with, and the settling of a batch: a receive grants one
@@ -55,13 +56,13 @@ async function keepAliveOnce(client: Namespace, leaseId: string, timeoutMs = 5_0
   const stream = await client.leaseClient.leaseKeepAlive()
   try {
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error('no keepalive answer')), timeoutMs)
+      const timer = startTimer(timeoutMs, () => reject(new Error('no keepalive answer')), { ref: true })
       stream.on('data', () => {
-        clearTimeout(timer)
+        timer.cancel()
         resolve()
       })
       stream.on('error', (err: Error) => {
-        clearTimeout(timer)
+        timer.cancel()
         reject(err)
       })
       stream.write({ ID: leaseId })
@@ -121,10 +122,10 @@ function revokeLater(client: Namespace, lease: ClaimLease): void {
   const attempt = () => {
     if (closed.aborted || performance.now() > giveUpAt) return
     revokeLease(client, lease.id).catch((err: unknown) => {
-      if (err instanceof EtcdUnavailableError) setTimeout(attempt, REVOKE_RETRY_MS).unref()
+      if (err instanceof EtcdUnavailableError) startTimer(REVOKE_RETRY_MS, attempt)
     })
   }
-  setTimeout(attempt, REVOKE_RETRY_MS).unref()
+  startTimer(REVOKE_RETRY_MS, attempt)
 }
 
 /** Remembers a granted lease's unsettled messages, so the last settle can revoke it. */

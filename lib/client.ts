@@ -3,6 +3,7 @@ import { ConstantBackoff, handleWhen, noop, retry, type IBackoff } from 'cockati
 import { Etcd3, isRecoverableError, type IOptions, type Namespace } from 'etcd3'
 import { useCredentialsProvider, type CredentialsProvider } from './credentials.js'
 import { ConfigurationError } from './errors.js'
+import { MAX_TIMER_MS } from './timers.js'
 
 /**
  * A connected etcd client: an `etcd3` client, or a namespace of one (all keys prefixed).
@@ -38,7 +39,6 @@ export interface ClientOptions {
 }
 
 const DEFAULT_CALL_TIMEOUT_MS = 5000
-const MAX_TIMER_MS = 2 ** 31 - 1
 
 /** Reads `ETCD_<name>`, falling back to etcdctl's `ETCDCTL_<name>`; returns the name it came from. */
 function fromEnv(env: Record<string, string | undefined>, name: string, ctlName = name) {

@@ -3,6 +3,7 @@ import { closedSignal } from './client-closed.js'
 import { WatchLostError } from './errors.js'
 import type { KeyValue, Keyspace } from './kv.js'
 import { perClient } from './per-client.js'
+import { startTimer, type Timer } from './timers.js'
 
 /**
  * One watch of the deletes under a prefix, shared by every waiter of this process on that prefix
@@ -53,7 +54,7 @@ class DeleteFeed {
   /** Subscribers waiting for the next whole-prefix read. */
   private resyncBatch: Entry[] = []
   private resyncScheduled = false
-  private linger?: NodeJS.Timeout
+  private linger?: Timer
   private closed = false
   private readonly onClientClosed = () => this.fail(closedSignal(this.ks.client).reason)
 
@@ -75,7 +76,7 @@ class DeleteFeed {
 
   /** Starts delivering to `sub`; returns the function that stops it. */
   subscribe(sub: FeedSubscriber): () => void {
-    clearTimeout(this.linger)
+    this.linger?.cancel()
     this.linger = undefined
     const entry: Entry = { sub, from: sub.seenAt, state: 'pending' }
     this.subs.add(entry)
@@ -86,8 +87,7 @@ class DeleteFeed {
 
   private unsubscribe(entry: Entry) {
     if (!this.subs.delete(entry) || this.subs.size > 0 || this.closed) return
-    this.linger = setTimeout(() => this.subs.size === 0 && this.close(), LINGER_MS)
-    this.linger.unref()
+    this.linger = startTimer(LINGER_MS, () => this.subs.size === 0 && this.close())
   }
 
   private created(revision: bigint) {
@@ -159,7 +159,7 @@ class DeleteFeed {
   private close(dropped = false) {
     if (this.closed) return
     this.closed = true
-    clearTimeout(this.linger)
+    this.linger?.cancel()
     this.subs.clear()
     this.log.length = 0
     closedSignal(this.ks.client).removeEventListener('abort', this.onClientClosed)

@@ -1,3 +1,4 @@
+import type { ComparatorBuilder } from 'etcd3'
 import { checkOptions, checkSession } from './check.js'
 import { InvalidArgumentError, InvalidStateError, NoLeaderError, NotLeaderError, SessionExpiredError, WatchLostError } from './errors.js'
 import { contenders } from './keys.js'
@@ -195,6 +196,15 @@ export class Election {
    */
   leaderCompare(): Compare {
     return ownerCompareOf(this.own, this.ks)
+  }
+
+  /**
+   * An etcd3 transaction builder guarded by this term (see `Mutex.fenced`):
+   * `await election.fenced().then(client.put('k').value('v')).commit()` writes only while leading.
+   */
+  fenced(): ComparatorBuilder {
+    if (!this.own || !this.elected) throw new NotLeaderError(`election ${JSON.stringify(this.name)}: fenced() needs leadership; campaign() first`)
+    return this.own.fenced()
   }
 
   private async *observeLoop(signal?: AbortSignal): AsyncGenerator<Leader> {

@@ -1,4 +1,4 @@
-import type { Namespace } from 'etcd3'
+import type { ComparatorBuilder, Namespace } from 'etcd3'
 import { checkClient, checkOptions, checkSession } from './check.js'
 import { IdempotencyClaimLostError, IdempotencyKeyMismatchError, InvalidArgumentError, type SingleFlightError, WatchLostError } from './errors.js'
 import { checkHash, checkLeaseTtl, checkRecordTtl, decodeRecord, encodeRecord, hashField, ownerId, settledOutcome, type SharedError, toSharedError } from './idempotency-record.js'
@@ -84,6 +84,11 @@ export class IdempotencyClaim {
   /** A compare that holds while this claim is current: put it in your Txns to write only while you own the key. */
   ownerCompare(): Compare {
     return this.own.ownerCompare()
+  }
+
+  /** An etcd3 transaction builder guarded by this claim (see `Mutex.fenced`): writes only while you own the key. */
+  fenced(): ComparatorBuilder {
+    return this.own.fenced()
   }
 
   /** @internal Marks the claim settled; throws if it already was. */

@@ -1,5 +1,6 @@
 import { ClientClosedError, type ILeaseKeepAliveRequest, type ILeaseKeepAliveResponse, type IDuplexStream, type Namespace } from 'etcd3'
 import { perClient } from './per-client.js'
+import { startTimer, type Timer } from './timers.js'
 
 /**
  * One LeaseKeepAlive stream per client, shared by all of its sessions (etcd3's `Lease` opens a
@@ -48,7 +49,7 @@ class KeepAliveStream {
   private current?: Connection
   private readonly leases = new Map<string, LeaseState>()
   /** Set while no session is registered but requests are unanswered (see {@link release}). */
-  private lingering?: NodeJS.Timeout
+  private lingering?: Timer
 
   constructor(private readonly client: Namespace) {}
 
@@ -61,7 +62,7 @@ class KeepAliveStream {
       this.leases.set(leaseId, state)
     }
     state.registrations.add(registration)
-    clearTimeout(this.lingering)
+    this.lingering?.cancel()
     this.lingering = undefined
     return registration
   }
@@ -77,9 +78,8 @@ class KeepAliveStream {
       // renewal instead of losing it with the stream and sending another.
       if (this.current && [...this.leases.values()].some((s) => s.inFlight.length > 0)) {
         const conn = this.current
-        clearTimeout(this.lingering)
-        this.lingering = setTimeout(() => this.closeIdle(conn), LINGER_MS)
-        this.lingering.unref()
+        this.lingering?.cancel()
+        this.lingering = startTimer(LINGER_MS, () => this.closeIdle(conn))
         return
       }
       if (this.current) this.drop(this.current)
@@ -152,7 +152,7 @@ class KeepAliveStream {
 
   /** Closes a lingering stream once nobody registered again (see {@link release}). */
   private closeIdle(conn: Connection) {
-    clearTimeout(this.lingering)
+    this.lingering?.cancel()
     this.lingering = undefined
     if (this.current !== conn || ![...this.leases.values()].every((s) => s.registrations.size === 0)) return
     this.drop(conn)

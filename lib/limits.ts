@@ -45,5 +45,12 @@ export const MAX_GROUP_BYTES = 128
  */
 export const MAX_PERMITS = 1000
 
+/**
+ * Longest refill interval of a RateLimiter (`per / rate`), ms: a year. A token lives up to
+ * `burst + 1` intervals; every timer on the way is capped and re-armed (lib/timers.ts), so this
+ * only refuses settings that would admit next to nothing.
+ */
+export const MAX_REFILL_INTERVAL_MS = 365 * 86_400_000
+
 /** Seconds an in-progress idempotency or single-flight record outlives a crashed owner unless configured. */
 export const DEFAULT_IN_PROGRESS_TTL_S = 10

@@ -67,8 +67,14 @@ export class OwnedKey {
     return this.ks.compare(this.key, 'Create', '==', this.createRevision)
   }
 
-  /** An etcd3 transaction builder guarded by {@link ownerCompare}. */
+  /**
+   * An etcd3 transaction builder guarded by {@link ownerCompare}. Throws the session's
+   * `LeaseLostError` (a `SessionExpiredError`) once the session has ended or is past its
+   * conservative bound (`aliveUntil`), checked now, not by a timer: from then on etcd may give
+   * the key to someone else at any moment, so the holder must stop, as its signal says.
+   */
   fenced(): ComparatorBuilder {
+    this.session.signal.throwIfAborted()
     return this.session.client.if(this.key, 'Create', '==', this.createRevision.toString())
   }
 

@@ -1,10 +1,11 @@
 import { closedSignal } from './client-closed.js'
 import { EtcdUnavailableError, KeyExistsError, SessionExpiredError } from './errors.js'
-import { unixNano } from './keys.js'
-import type { KeyValue, Op } from './kv.js'
+import { permitKeys, unixNano } from './keys.js'
+import { IDEMPOTENT, type KeyValue, type Op } from './kv.js'
 import { OwnedKey } from './owned-key.js'
 import { PermitStore, type Plan, type SlotChoice, type StepResult, type Taker, type View } from './permit-txn.js'
 import type { Session } from './session.js'
+import { timeoutSignal } from './timers.js'
 import { waitGone, waitRangeChange } from './wait.js'
 
 /**
@@ -20,7 +21,13 @@ import { waitGone, waitRangeChange } from './wait.js'
  * key in one Txn — that delete is what wakes the next waiter. So a release wakes exactly one
  * call: the head, which can proceed.
  *
- * Which slot may be taken, and when, is the primitive's {@link SlotPolicy}.
+ * Which slot may be taken, and when, is the primitive's {@link SlotPolicy}. A grant is kept only
+ * if the grant Txn's own read of the slots, right after its put, shows at most the policy's
+ * `capacity` keys; else it is given back at once. Slot numbers alone would not bound the count
+ * once `permits` (or `burst`) is lowered: keys of the higher slots stay until their holders go,
+ * and a call that knew nothing of them could fill the lower ones beside them. Since every kept
+ * grant saw at most `capacity` keys when it committed, including every earlier grant still
+ * held, no more than `capacity` are ever kept at once.
  */
 
 /** What a policy decides from the slots it saw. */
@@ -38,10 +45,18 @@ export type { SlotChoice, Taker, View } from './permit-txn.js'
 export interface SlotPolicy {
   /** The slots' key prefix. */
   readonly slots: string
-  /** Slots to try without having read anything (the first Txn of a call that wants one slot). */
+  /** Most slot keys at once (whatever their numbers): `permits`, or a rate limiter's `burst + 1`. */
+  readonly capacity: number
+  /**
+   * Slots to try without having read anything new (the first Txn of a call that wants one
+   * slot, the Txn of a waiter whose predecessor went): none while the last read showed keys
+   * above `capacity`, since only a count of a fresh read can tell what may be taken then.
+   */
   guesses(): SlotChoice[]
   /** Decides from the slots a read returned (`view.receivedAt`: when its answer came, `performance.now()`). */
   decide(view: View, need: number): Decision
+  /** Records what a read showed, without deciding: the next guesses start from it. */
+  saw(view: View): void
   /**
    * Whether a new head wants the slots as they were when its predecessor left, dated by when
    * it saw that happen (a rate limiter's clock starts there rather than one read later).
@@ -99,9 +114,15 @@ export class PermitQueue {
     await this.store.ready()
     let plan: Plan = { take: this.guesses(need) }
     for (let step = 0; step <= MAX_FAST_STEPS; step++) {
-      const res = await this.store.step(this.store.nobodyQueues(), plan, taker())
-      if (res.taken) return { granted: granted(res) }
+      const t = taker()
+      let res = await this.store.step(this.store.nobodyQueues(), plan, t)
+      if (res.taken) {
+        const grant = await this.kept(res, t)
+        if (grant) return { granted: grant }
+        res = withoutTaken(res)
+      }
       if (!res.ok) {
+        this.policy.saw(res)
         const waiters = res.failed![0].range!.count
         if ((await this.store.settingsAgree(res.config)) && waiters > 0n) return { blocked: { ...res, waiters, decision: { kind: 'wait' } } }
         continue
@@ -119,7 +140,7 @@ export class PermitQueue {
    * Takes `need` slots: at once if nobody queues and they are free, else after queueing behind
    * every earlier call. On abort or a lost session the queue key goes and nothing is taken.
    */
-  async acquire(need: number, session: Session, taker: () => Taker, options: { signal?: AbortSignal; onWaiting?: () => void }): Promise<Grant> {
+  async acquire(need: number, waiterSession: () => Promise<Session>, taker: () => Taker, options: { signal?: AbortSignal; onWaiting?: () => void }): Promise<Grant> {
     // Calls of this object already queue, or try the fast path: this one queues at once (a
     // burst of calls would otherwise each pay for a Txn that can only fail).
     if (this.queued === 0 && !this.trying) {
@@ -135,17 +156,31 @@ export class PermitQueue {
     options.signal?.throwIfAborted()
     this.queued++
     try {
-      return await this.queue(need, session, taker, options.signal)
+      const session = await waiterSession()
+      for (;;) {
+        const grant = await this.queue(need, session, taker, options.signal)
+        if (grant) return grant
+      }
     } finally {
       this.queued--
     }
   }
 
-  private async queue(need: number, session: Session, taker: () => Taker, signal?: AbortSignal): Promise<Grant> {
+  /**
+   * Queues once and waits for the slots; undefined when the slots taken had to be given back
+   * (see {@link kept}): our queue key went with that Txn, so the call queues again.
+   */
+  private async queue(need: number, session: Session, taker: () => Taker, signal?: AbortSignal): Promise<Grant | undefined> {
     await this.store.ready()
     const queued = await this.enqueue(need, session)
     const own = queued.own
-    let pending: Promise<StepResult> | undefined
+    this.policy.saw(queued.view)
+    let pending: { step: Promise<StepResult>; taker: Taker } | undefined
+    const send = (step: (t: Taker) => Promise<StepResult>) => {
+      const t = taker()
+      pending = { step: step(t), taker: t }
+      return pending.step
+    }
     try {
       return await this.whileQueued(own, signal, async (wait) => {
         let predecessor: KeyValue | undefined = queued.predecessor
@@ -159,7 +194,7 @@ export class PermitQueue {
             const goneAt = await waitGone(this.store.ks, this.store.waiters, predecessor, view.revision, wait)
             const seenAt = performance.now()
             wait.throwIfAborted()
-            res = await (pending = this.firstInLineStep(own, need, goneAt, seenAt, taker()))
+            res = await send((t) => this.firstInLineStep(own, need, goneAt, seenAt, t))
             if (!res.ok) predecessor = res.failed![1].range!.kvs[0]
             else predecessor = undefined
           } else {
@@ -171,9 +206,9 @@ export class PermitQueue {
             wait.throwIfAborted()
             // A view may be stale: the guesses behind the choice spare a round trip when it is.
             const plan = decision.kind === 'take' ? { take: [decision.slots, ...this.guesses(need)] } : { expire: decision.slot }
-            res = await (pending = this.store.step(this.store.stillQueued(own), plan, taker(), [this.store.ks.delete(own.key)]))
+            res = await send((t) => this.store.step(this.store.stillQueued(own), plan, t, [this.store.ks.delete(own.key)]))
           }
-          if (res.taken) return granted(res)
+          if (res.taken) return await this.kept(res, pending!.taker)
           if (!res.ok) {
             if (res.failed![0].range!.kvs.length === 0) throw this.lost(session)
             await this.store.settingsAgree(res.config)
@@ -182,11 +217,30 @@ export class PermitQueue {
         }
       })
     } catch (err) {
-      const last = await pending?.catch(() => undefined)
-      if (last?.taken) return granted(last)
+      const last = await pending?.step.catch(() => undefined)
+      const grant = last?.taken ? await this.kept(last, pending!.taker) : undefined
+      if (grant) return grant
       await own.abandon()
       throw err
     }
+  }
+
+  /**
+   * The grant of a step that took slots, if its read right after the put shows no more than
+   * `capacity` slot keys. Else (keys above `capacity` held since it was lowered, or a call that
+   * guessed without knowing of them) the slots are given back at once — they were never
+   * granted — and undefined is returned.
+   */
+  private async kept(res: StepResult, taker: Taker): Promise<Grant | undefined> {
+    const grant = granted(res)
+    const held = res.slots.filter((kv) => permitKeys.slotIndex(this.policy.slots, kv.key) !== undefined).length
+    if (held <= this.policy.capacity) return grant
+    this.policy.saw(withoutTaken(res))
+    const ks = this.store.ks
+    const giveBack = grant.keys.map((key) => ks.txnOp([ks.compare(key, 'Mod', '==', grant.revision)], [ks.delete(key)]))
+    // Unanswered, it may have applied or not: the slots are then the taker's to sort out.
+    await ks.txn([], giveBack, [], IDEMPOTENT).catch(() => taker.ambiguous(grant.keys).catch(() => {}))
+    return undefined
   }
 
   /**
@@ -257,13 +311,16 @@ export class PermitQueue {
    * event removes the deleted slot from it, dated when the event arrived; else the slots are read.
    */
   private async waitForSlots(view: View, wakeAt: number | undefined, signal: AbortSignal): Promise<View> {
-    const timer = wakeAt === undefined ? undefined : AbortSignal.timeout(Math.max(0, Math.ceil(wakeAt - performance.now())))
+    // A refill can be due months ahead (a long `per`): no AbortSignal.timeout(), which throws past 2^32 − 1 ms.
+    const timer = wakeAt === undefined ? undefined : timeoutSignal(wakeAt - performance.now())
     let change: { deleted?: string; revision?: bigint }
     try {
-      change = await waitRangeChange(this.store.ks, this.store.slots, view.revision, view.slots, timer ? AbortSignal.any([signal, timer]) : signal)
+      change = await waitRangeChange(this.store.ks, this.store.slots, view.revision, view.slots, timer ? AbortSignal.any([signal, timer.signal]) : signal)
     } catch (err) {
-      if (signal.aborted || !timer?.aborted) throw err
+      if (signal.aborted || !timer?.signal.aborted) throw err
       return view
+    } finally {
+      timer?.cancel()
     }
     if (change.deleted !== undefined && change.revision !== undefined) {
       return { slots: view.slots.filter((kv) => kv.key !== change.deleted), revision: change.revision, receivedAt: performance.now() }
@@ -286,6 +343,12 @@ export class PermitQueue {
 /** The slots a step took, as a grant. */
 function granted(res: StepResult): Grant {
   return { keys: res.taken!.map((c) => c.key), revision: res.revision }
+}
+
+/** A step's view with the slots it took given back. */
+function withoutTaken(res: StepResult): StepResult {
+  const taken = new Set(res.taken?.map((c) => c.key))
+  return { ...res, taken: undefined, slots: res.slots.filter((kv) => !taken.has(kv.key)) }
 }
 
 /** The first choice per key, at most {@link MAX_GUESSES}. */

@@ -22,7 +22,9 @@ import type { LockOptions } from './wait.js'
  * Every contender must use the same `permits`: it is stored by the first one, compared by every
  * Txn, and a contender with another number fails with a `ConfigMismatchError` having written
  * nothing. To change it: `etcdctl put <name>/config permits=<n>`, then deploy the new number
- * (contenders with the old one fail meanwhile, never over-admit).
+ * (contenders with the old one fail meanwhile, never over-admit). After lowering it, holders
+ * of the higher slots count until they release: a permit is granted only while fewer than
+ * `permits` are held, whatever their slots.
  */
 export class Semaphore {
   private readonly ks: Keyspace
@@ -72,7 +74,7 @@ export class Semaphore {
     await this.guard.run('acquire', async () => {
       signal?.throwIfAborted()
       this.session.signal.throwIfAborted()
-      this.granted(await this.queue.acquire(1, this.session, () => this.taker(), { signal, onWaiting }))
+      this.granted(await this.queue.acquire(1, async () => this.session, () => this.taker(), { signal, onWaiting }))
     })
   }
 
@@ -139,7 +141,10 @@ export class Semaphore {
   }
 }
 
-/** A Semaphore's policy: any free slot below `permits`. */
+/**
+ * A Semaphore's policy: a free slot below `permits` while fewer than `permits` slot keys are
+ * held. Keys above `permits` (held since it was lowered) count too.
+ */
 class FreePermits implements SlotPolicy {
   /** The slots as last seen: the next blind guesses start from them. */
   private last?: KeyValue[]
@@ -149,10 +154,15 @@ class FreePermits implements SlotPolicy {
     private readonly permits: number,
   ) {}
 
+  get capacity(): number {
+    return this.permits
+  }
+
   /**
    * Without a read: the slots free when last seen; before any read, every slot (up to 16) from a
    * random start. Only likely ones: a Txn with nothing to put is a read, which etcd answers
-   * without a raft round and a disk write — the "am I first" Txn of every handoff.
+   * without a raft round and a disk write — the "am I first" Txn of every handoff. None while
+   * keys above `permits` were seen: what may be taken then depends on a fresh count.
    */
   guesses(): SlotChoice[] {
     const slot = (i: number) => ({ key: permitKeys.slot(this.slots, i), mod: 0n })
@@ -160,20 +170,30 @@ class FreePermits implements SlotPolicy {
       const start = Math.floor(Math.random() * this.permits)
       return Array.from({ length: Math.min(this.permits, 16) }, (_, i) => slot((start + i) % this.permits))
     }
-    return this.free(this.last).slice(0, 8)
+    const { free, above } = this.count(this.last)
+    return above > 0 ? [] : free.slice(0, 8)
   }
 
-  decide({ slots }: View): Decision {
+  decide(view: View): Decision {
+    this.saw(view)
+    const { free, held } = this.count(view.slots)
+    return held < this.permits ? { kind: 'take', slots: [free[0]] } : { kind: 'wait' }
+  }
+
+  saw({ slots }: View): void {
     this.last = slots
-    const free = this.free(slots)
-    return free.length > 0 ? { kind: 'take', slots: [free[0]] } : { kind: 'wait' }
   }
 
-  private free(slots: KeyValue[]): SlotChoice[] {
-    const used = new Set(slots.map((kv) => permitKeys.slotIndex(this.slots, kv.key)))
+  /** The free slots below `permits`; how many slot keys are held, and how many of them above `permits`. */
+  private count(slots: KeyValue[]) {
+    const used = new Set<number>()
+    for (const kv of slots) {
+      const index = permitKeys.slotIndex(this.slots, kv.key)
+      if (index !== undefined) used.add(index)
+    }
     const free: SlotChoice[] = []
     for (let i = 0; i < this.permits; i++) if (!used.has(i)) free.push({ key: permitKeys.slot(this.slots, i), mod: 0n })
-    return free
+    return { free, held: used.size, above: [...used].filter((i) => i >= this.permits).length }
   }
 }
 

@@ -7,6 +7,7 @@ import { leaseHex } from './keys.js'
 import { revokeLease } from './leases.js'
 import { MAX_TTL_S } from './limits.js'
 import { toTypedError } from './kv.js'
+import { startInterval, startTimer, type Timer } from './timers.js'
 
 /** Options of {@link Session.create}. */
 export interface SessionOptions {
@@ -25,8 +26,6 @@ export interface SessionOptions {
 const DEFAULT_TTL = 60
 /** Time left for the network between the estimate and the server's clock. */
 const SAFETY_MARGIN_MS = 500
-/** Longest timer Node arms (longer ones fire at once). */
-const MAX_TIMER_MS = 2 ** 31 - 1
 
 /**
  * A lease kept alive while the session is open: every lock, candidacy and waiter key of the
@@ -37,14 +36,11 @@ export class Session {
   readonly leaseId: string
   /** Lease id as Go's `%x` prints it (lowercase, unpadded): the form used in lock keys. */
   readonly leaseHex: string
-  /** Aborted, with a {@link LeaseLostError} as reason, when the lease is lost or the session ends. */
-  readonly signal: AbortSignal
-
   private readonly controller = new AbortController()
   /** Sends the keepalives (every TTL/3). */
-  private keepAliveTimer?: NodeJS.Timeout
+  private keepAliveTimer?: Timer
   /** Fires at the certain-expiry bound, moved on every answer: ends the session before etcd can. */
-  private expiryTimer?: NodeJS.Timeout
+  private expiryTimer?: Timer
   /** Certain expiry by the monotonic clock (`performance.now()`), 0 if unknown. */
   private expiresAt: number
   /** The same by the wall clock (`Date.now()`); see {@link certainUntil}. */
@@ -52,6 +48,8 @@ export class Session {
   /** While the expiry is unknown (an adopted lease before its first answer): when to give up. */
   private unknownUntil = 0
   private ended = false
+  /** Whether the expiry is being watched (see {@link start}). */
+  private started = false
   /** Whether any keepalive has been answered yet. */
   private heard = false
   private registration?: Registration
@@ -69,7 +67,6 @@ export class Session {
   ) {
     this.leaseId = leaseId
     this.leaseHex = leaseHex(leaseId)
-    this.signal = this.controller.signal
     this.expiresAt = expiresAt
     this.expiresAtWall = expiresAtWall
   }
@@ -119,6 +116,18 @@ export class Session {
   }
 
   /**
+   * Aborted, with a {@link LeaseLostError} as reason, when the lease is lost or the session
+   * ends. Reading it checks the bound itself: past {@link aliveUntil} it is aborted at once,
+   * even when the expiry timer has not run yet — after a freeze Node runs the timers that were
+   * due earlier first, and one of them may be the holder's next write. So read it where it
+   * matters (`session.signal.aborted`, or a grant's `signal`), rather than keeping it.
+   */
+  get signal(): AbortSignal {
+    if (this.started && !this.ended && performance.now() >= this.expiryBound()) this.checkExpiry()
+    return this.controller.signal
+  }
+
+  /**
    * Until when (on the `performance.now()` clock) the lease is certainly alive, by the send time
    * of the last answered keepalive (or grant) plus the TTL, minus a safety margin. 0 if unknown,
    * and 0 once etcd said the lease expired or was revoked.
@@ -147,9 +156,9 @@ export class Session {
     return this.ttlSeconds
   }
 
-  /** True until the lease is lost or the session is closed or orphaned. */
+  /** True until the lease is lost or the session is closed or orphaned (checked as {@link signal} is). */
   get active(): boolean {
-    return !this.ended
+    return !this.signal.aborted
   }
 
   /**
@@ -201,6 +210,7 @@ export class Session {
     }, this.onClientClosed)
     closedSignal(this.client).addEventListener('abort', this.onClientClosed, { once: true })
     if (this.expiresAt === 0) this.unknownUntil = performance.now() + this.ttlSeconds * 1000
+    this.started = true
     this.armExpiry()
     this.schedule(this.ttlSeconds, firstDelay)
   }
@@ -211,7 +221,7 @@ export class Session {
    */
   private schedule(ttl: number, firstDelay = 0) {
     this.ttlSeconds = ttl
-    clearInterval(this.keepAliveTimer)
+    this.keepAliveTimer?.cancel()
     const stream = keepAliveStream(this.client)
     const interval = keepAliveInterval(ttl)
     // A request unanswered for a whole interval means the stream is dead: replace it.
@@ -220,12 +230,10 @@ export class Session {
     const every = () => {
       tick()
       if (this.ended) return
-      this.keepAliveTimer = setInterval(tick, interval)
-      this.keepAliveTimer.unref()
+      this.keepAliveTimer = startInterval(interval, tick)
     }
     if (firstDelay <= 0) return every()
-    this.keepAliveTimer = setTimeout(every, firstDelay)
-    this.keepAliveTimer.unref()
+    this.keepAliveTimer = startTimer(firstDelay, every)
   }
 
   /**
@@ -235,16 +243,18 @@ export class Session {
    */
   private armExpiry() {
     if (this.ended) return
-    clearTimeout(this.expiryTimer)
-    const until = this.expiresAt === 0 ? this.unknownUntil : this.aliveUntil
-    this.expiryTimer = setTimeout(() => this.checkExpiry(), Math.min(MAX_TIMER_MS, Math.max(0, until - performance.now())))
-    this.expiryTimer.unref()
+    this.expiryTimer?.cancel()
+    this.expiryTimer = startTimer(this.expiryBound() - performance.now(), () => this.checkExpiry())
+  }
+
+  /** When the session must end unless a keepalive answer moves it: {@link aliveUntil}, or while the expiry is unknown, one TTL after adopting. */
+  private expiryBound(): number {
+    return this.expiresAt === 0 ? this.unknownUntil : this.aliveUntil
   }
 
   private checkExpiry() {
-    const until = this.expiresAt === 0 ? this.unknownUntil : this.aliveUntil
-    // Timers may fire a little early; an answer may also have moved the bound meanwhile.
-    if (performance.now() < until) return this.armExpiry()
+    // An answer may have moved the bound since the timer was armed (the wall clock too).
+    if (performance.now() < this.expiryBound()) return this.armExpiry()
     const ttl = this.ttlSeconds
     this.end('unreachable', `lease ${this.leaseHex} could not be kept alive: etcd did not answer within the ${ttl}s TTL (less a safety margin), so it may expire at any moment`)
   }
@@ -255,8 +265,8 @@ export class Session {
     // etcd said the lease is gone: the bound of an earlier renewal no longer means anything
     // (a renewal answered while a revoke was being applied can reach past it, etcd #21638).
     if (reason === 'revoked' || reason === 'expired') this.expiresAt = this.expiresAtWall = 0
-    clearInterval(this.keepAliveTimer)
-    clearTimeout(this.expiryTimer)
+    this.keepAliveTimer?.cancel()
+    this.expiryTimer?.cancel()
     closedSignal(this.client).removeEventListener('abort', this.onClientClosed)
     if (this.registration) keepAliveStream(this.client).release(this.leaseId, this.registration)
     this.controller.abort(leaseLost(this.leaseId, reason, message))

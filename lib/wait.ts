@@ -3,6 +3,7 @@ import { closedSignal } from './client-closed.js'
 import { WatchLostError } from './errors.js'
 import { onDeletes } from './delete-feed.js'
 import { toKeyValue, type KeyValue, type Keyspace } from './kv.js'
+import { sleep } from './timers.js'
 
 /**
  * Every way the primitives wait on etcd (Go keeps them in `concurrency/key.go`): watches that
@@ -229,7 +230,7 @@ async function ownKeyGone(own: OwnKey, signal: AbortSignal): Promise<void> {
     } catch (err) {
       if (signal.aborted || (err instanceof WatchLostError && err.reason === 'client-closed')) throw err
     }
-    await new Promise((resolve) => setTimeout(resolve, OWN_KEY_RETRY_MS).unref())
+    await sleep(OWN_KEY_RETRY_MS)
     try {
       const now = await own.ks.range(own.key)
       if (now.kvs.length === 0 || now.kvs[0].createRevision !== own.createRevision) return

@@ -1,6 +1,6 @@
 import type { MiddlewareObj, Request } from '@middy/core'
 import type { Context } from 'aws-lambda'
-import type { Namespace } from 'etcd3'
+import type { ComparatorBuilder, Namespace } from 'etcd3'
 import { sharedClient } from '../lib/client.js'
 import { IdempotencyClaimLostError, IdempotencyInProgressError, IdempotencyKeyMissingError, IdempotencyResultNotStorableError, InvalidArgumentError, InvalidRequestError } from '../lib/errors.js'
 import { IdempotencyStore, type IdempotencyClaim, type WaitOutcome } from '../lib/idempotency.js'
@@ -23,8 +23,10 @@ export interface IdempotencyGrant {
   fence: bigint
   /** A compare that holds while this invocation owns the key: put it in the compares of your etcd Txns. */
   ownerCompare: () => Compare
-  /** Aborted if the lease is lost while the handler runs: a duplicate may then run too, so stop writing. */
-  signal: AbortSignal
+  /** An etcd3 transaction builder guarded by this claim: `await grant.fenced().then(client.put('k').value('v')).commit()`. */
+  fenced: () => ComparatorBuilder
+  /** Aborted if the lease is lost while the handler runs: a duplicate may then run too, so stop writing. Reading it checks the lease's bound at once. */
+  readonly signal: AbortSignal
 }
 
 /** What `responseHook` learns about a stored response it is given. */
@@ -163,7 +165,15 @@ export function etcdIdempotency<TEvent = any, TResult = any, TKey extends string
       await store.fail(claim)
       emit(opts.onEvent, { ...event, type: 'released', detail: { stored: false } })
     })
-    const grant: IdempotencyGrant = { key, fence: claim.fence, ownerCompare: () => claim.ownerCompare(), signal: claim.signal }
+    const grant: IdempotencyGrant = {
+      key,
+      fence: claim.fence,
+      ownerCompare: () => claim.ownerCompare(),
+      fenced: () => claim.fenced(),
+      get signal() {
+        return claim.signal
+      },
+    }
     request.context.etcd = { ...request.context.etcd, idempotency: grant }
     emit(opts.onEvent, { ...event, type: 'acquired', waitedMs })
     return undefined

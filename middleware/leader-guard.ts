@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import type { MiddlewareObj, Request } from '@middy/core'
 import type { Context } from 'aws-lambda'
-import type { Namespace } from 'etcd3'
+import type { ComparatorBuilder, Namespace } from 'etcd3'
 import { sharedClient } from '../lib/client.js'
 import { Election, type Leader } from '../lib/election.js'
 import type { Compare } from '../lib/kv.js'
@@ -24,8 +24,10 @@ export interface LeadershipGrant {
   value: string
   /** A compare that holds while this term lasts: put it in the compares of your etcd Txns (not a boolean). */
   leaderCompare: () => Compare
-  /** Aborted if the lease is lost while the handler runs. */
-  signal: AbortSignal
+  /** An etcd3 transaction builder guarded by this term: `await grant.fenced().then(client.put('k').value('v')).commit()`. */
+  fenced: () => ComparatorBuilder
+  /** Aborted if the lease is lost while the handler runs. Reading it checks the lease's bound at once. */
+  readonly signal: AbortSignal
 }
 
 export interface LeaderGuardOptions<TEvent = any, TResult = any> {
@@ -192,7 +194,16 @@ export function leaderGuard<TEvent = any, TResult = any>(
     const { election } = outcome
     request.context.etcd = {
       ...request.context.etcd,
-      leader: { key: election.key, rev: election.rev, value, leaderCompare: () => election.leaderCompare(), signal: election.session.signal },
+      leader: {
+        key: election.key,
+        rev: election.rev,
+        value,
+        leaderCompare: () => election.leaderCompare(),
+        fenced: () => election.fenced(),
+        get signal() {
+          return election.session.signal
+        },
+      },
     }
     emit(opts.onEvent, { type: 'acquired', primitive: 'leader', name, key: election.key, fence: String(election.rev) })
     return undefined

@@ -1,6 +1,6 @@
 import type { MiddlewareObj, Request } from '@middy/core'
 import type { Context } from 'aws-lambda'
-import type { Namespace } from 'etcd3'
+import type { ComparatorBuilder, Namespace } from 'etcd3'
 import { sharedClient } from '../lib/client.js'
 import { LockedError, LockReleasedError, LockTimeoutError } from '../lib/errors.js'
 import type { Compare } from '../lib/kv.js'
@@ -19,8 +19,14 @@ export interface LockGrant {
   fence: bigint
   /** A compare that holds while this hold is current: put it in the compares of your etcd Txns (not a boolean). */
   ownerCompare: () => Compare
-  /** Aborted if the lease is lost while the handler runs: stop writing. */
-  signal: AbortSignal
+  /**
+   * An etcd3 transaction builder guarded by this hold:
+   * `await grant.fenced().then(client.put('k').value('v')).commit()` writes only while held.
+   * Throws `SessionExpiredError` once the lease is past its bound, `LockReleasedError` once released.
+   */
+  fenced: () => ComparatorBuilder
+  /** Aborted if the lease is lost while the handler runs: stop writing. Reading it checks the lease's bound at once. */
+  readonly signal: AbortSignal
 }
 
 /** The lock calls a lock middleware needs: a Mutex, one side of an RWMutex, or a Semaphore. */
@@ -32,6 +38,7 @@ export interface Lockable {
   readonly key: string
   readonly fence: bigint
   ownerCompare(): Compare
+  fenced(): ComparatorBuilder
 }
 
 /** Options shared by every lock middleware. */
@@ -101,7 +108,17 @@ export function lockMiddleware<TEvent, TResult, TSlot extends string>(
       }
       emit(opts.onEvent, { ...event, type: 'released', heldMs: performance.now() - acquiredAt })
     })
-    const grant: LockGrant = { name, key, fence, ownerCompare: () => lock.ownerCompare(), signal: session.signal }
+    const grant: LockGrant = {
+      name,
+      key,
+      fence,
+      ownerCompare: () => lock.ownerCompare(),
+      fenced: () => lock.fenced(),
+      // Read anew each time: the session checks its bound when asked (a freeze may have passed it).
+      get signal() {
+        return session.signal
+      },
+    }
     request.context.etcd = { ...request.context.etcd, [slot]: grant }
     emit(opts.onEvent, { ...event, type: 'acquired', waitedMs: acquiredAt - started })
     return undefined

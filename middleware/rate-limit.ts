@@ -1,10 +1,10 @@
 import type { MiddlewareObj, Request } from '@middy/core'
 import type { Context } from 'aws-lambda'
-import type { Namespace } from 'etcd3'
+import type { ComparatorBuilder, Namespace } from 'etcd3'
 import { sharedClient } from '../lib/client.js'
 import { InvalidArgumentError, RateLimitedError } from '../lib/errors.js'
-import { MAX_PERMITS } from '../lib/limits.js'
-import { checkRateOptions, RateLimiter, type RateLimitDecision } from '../lib/rate-limiter.js'
+import { MAX_PERMITS, MAX_TTL_S } from '../lib/limits.js'
+import { checkRateOptions, RateLimiter, type RateAdmission } from '../lib/rate-limiter.js'
 import { emit, type OnEvent } from './events.js'
 import { jsonResponse } from './http.js'
 import { resolveName, type NameOption } from './name.js'
@@ -21,6 +21,8 @@ export interface EtcdRateLimitOptions<TEvent = any, TResult = any> {
   per?: number
   /** Admissions allowed at once beyond the steady rate (default 0): at most `rate + burst` per `per`. */
   burst?: number
+  /** Seconds a crashed or frozen invocation's queued calls can hold up the others' (default 2; see `RateLimiter`). */
+  waiterTtl?: number
   /** Admissions one invocation counts as (default 1, at most `burst + 1`). */
   cost?: number
   /** 'wait' (default) queues until the call fits; 'try' short-circuits at once with a 429 answer. */
@@ -39,6 +41,13 @@ export interface RateLimitGrant {
   name: string
   /** Time spent queued before admission, ms. */
   waitedMs: number
+  /** The admission's revision: strictly increasing across admissions of this limiter. */
+  fence: bigint
+  /**
+   * An etcd3 transaction builder guarded by this admission: the write lands only while it still
+   * counts against the rate (its tokens neither deleted once their time passed nor replaced).
+   */
+  fenced: () => ComparatorBuilder
 }
 
 const defaults: { per: number; burst: number; acquire: 'wait' | 'try'; waitMs: number } = { per: 1000, burst: 0, acquire: 'wait', waitMs: Infinity }
@@ -48,6 +57,7 @@ const schema: Schema = {
   rate: { type: 'number', min: Number.MIN_VALUE, required: true },
   per: { type: 'integer', min: 1, max: 86_400_000 },
   burst: { type: 'integer', min: 0, max: MAX_PERMITS - 1 },
+  waiterTtl: { type: 'integer', min: 1, max: MAX_TTL_S },
   cost: { type: 'integer', min: 1, max: MAX_PERMITS },
   acquire: { type: 'enum', values: ['wait', 'try'] },
   waitMs: { type: 'number', min: 0 },
@@ -73,10 +83,10 @@ const MAX_LIMITERS = 100
  * use would fail invocations that did nothing wrong. While more than MAX_LIMITERS are in use
  * the map grows past the bound, and shrinks back as they fall idle and new names come.
  */
-function useLimiter(client: Namespace, name: string, o: { rate: number; per: number; burst: number }): { limiter: RateLimiter; done: () => void } {
+function useLimiter(client: Namespace, name: string, o: { rate: number; per: number; burst: number; waiterTtl?: number }): { limiter: RateLimiter; done: () => void } {
   let byName = limiters.get(client)
   if (!byName) limiters.set(client, (byName = new Map()))
-  const id = `${o.rate}/${o.per}/${o.burst}/${name}`
+  const id = `${o.rate}/${o.per}/${o.burst}/${o.waiterTtl ?? ''}/${name}`
   let kept = byName.get(id)
   if (kept) byName.delete(id) // re-inserted below: most recently used last
   kept ??= { limiter: new RateLimiter(client, name, o), calls: 0 }
@@ -123,31 +133,34 @@ export function etcdRateLimit<TEvent = any, TResult = any>(
     const name = resolveName('etcdRateLimit', opts.name, request)
     const { limiter, done } = useLimiter(client(), name, opts)
     const started = performance.now()
-    let decision: RateLimitDecision = { admitted: true, retryAfterMs: 0 }
+    let admission: RateAdmission | undefined
+    let retryAfterMs = 0
     try {
-      if (opts.acquire === 'try') decision = await limiter.tryAcquire({ cost: opts.cost })
-      else await waitFor(request, limiter, name)
+      if (opts.acquire === 'try') ({ admission, retryAfterMs } = await limiter.tryAcquire({ cost: opts.cost }))
+      else admission = await waitFor(request, limiter, name)
     } finally {
       done()
     }
-    if (!decision.admitted) {
-      emit(opts.onEvent, { type: 'skipped', primitive: 'rateLimit', name, detail: { retryAfterMs: decision.retryAfterMs } })
+    if (!admission) {
+      emit(opts.onEvent, { type: 'skipped', primitive: 'rateLimit', name, detail: { retryAfterMs } })
       // Middy skips every `after` once we answer: release what outer middlewares hold first.
       await InvocationScope.endAll(request)
-      request.earlyResponse = opts.onLimited ? await opts.onLimited(request, decision.retryAfterMs) : (tooManyRequests(request.event, decision.retryAfterMs) as TResult)
+      request.earlyResponse = opts.onLimited ? await opts.onLimited(request, retryAfterMs) : (tooManyRequests(request.event, retryAfterMs) as TResult)
       return request.earlyResponse
     }
     const waitedMs = performance.now() - started
-    request.context.etcd = { ...request.context.etcd, rateLimit: { name, waitedMs } }
+    const admitted = admission
+    const grant: RateLimitGrant = { name, waitedMs, fence: admitted.fence, fenced: () => admitted.fenced() }
+    request.context.etcd = { ...request.context.etcd, rateLimit: grant }
     emit(opts.onEvent, { type: 'acquired', primitive: 'rateLimit', name, waitedMs })
     return undefined
   }
 
   /** 'wait': queues within the budget; past it, RateLimitedError. */
-  const waitFor = async (request: Request<TEvent, TResult>, limiter: RateLimiter, name: string) => {
+  const waitFor = async (request: Request<TEvent, TResult>, limiter: RateLimiter, name: string): Promise<RateAdmission> => {
     const budget = waitBudget(request.context, opts.waitMs)
     try {
-      await limiter.acquire({ signal: budget.signal, cost: opts.cost, onWaiting: () => emit(opts.onEvent, { type: 'waiting', primitive: 'rateLimit', name }) })
+      return await limiter.acquire({ signal: budget.signal, cost: opts.cost, onWaiting: () => emit(opts.onEvent, { type: 'waiting', primitive: 'rateLimit', name }) })
     } catch (err) {
       if (err !== budget.signal.reason) throw err
       throw new RateLimitedError(limiter.interval, `etcdRateLimit: ${JSON.stringify(name)} did not admit the call within ${budget.ms} ms; raise waitMs or the function timeout, or send fewer calls`)

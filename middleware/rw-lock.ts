@@ -29,6 +29,7 @@ function readSide(rw: RWMutex): Lockable {
       return rw.fence
     },
     ownerCompare: () => rw.ownerCompare(),
+    fenced: () => rw.fenced(),
   }
 }
 

@@ -1,6 +1,7 @@
 import type { Namespace } from 'etcd3'
 import { SessionExpiredError, type LeaseLostError } from '../lib/errors.js'
 import type { Session } from '../lib/session.js'
+import { startTimer, timeoutSignal, type Timer } from '../lib/timers.js'
 import { leasePool } from './lease-pool.js'
 
 /**
@@ -55,7 +56,7 @@ function deferredBudgetUntil(deadline: number, waitMs: number): DeferredBudget {
   const madeAt = performance.now()
   const ms = Math.floor(Math.max(0, Math.min(waitMs, deadline - RELEASE_MARGIN_MS - madeAt)))
   const controller = new AbortController()
-  let timer: NodeJS.Timeout | undefined
+  let timer: Timer | undefined
   return {
     signal: controller.signal,
     ms,
@@ -63,16 +64,15 @@ function deferredBudgetUntil(deadline: number, waitMs: number): DeferredBudget {
       if (timer || controller.signal.aborted) return
       const left = Math.max(0, ms - (performance.now() - madeAt))
       // The same reason AbortSignal.timeout() gives.
-      timer = setTimeout(() => controller.abort(new DOMException('The operation was aborted due to timeout', 'TimeoutError')), left)
-      timer.unref()
+      timer = startTimer(left, () => controller.abort(new DOMException('The operation was aborted due to timeout', 'TimeoutError')))
     },
-    stop: () => clearTimeout(timer),
+    stop: () => timer?.cancel(),
   }
 }
 
 function budgetUntil(deadline: number, waitMs: number): { signal: AbortSignal; ms: number } {
   const ms = Math.floor(Math.max(0, Math.min(waitMs, deadline - RELEASE_MARGIN_MS - performance.now())))
-  return { signal: AbortSignal.timeout(ms), ms }
+  return { signal: timeoutSignal(ms).signal, ms }
 }
 
 /**
@@ -82,7 +82,7 @@ function budgetUntil(deadline: number, waitMs: number): { signal: AbortSignal; m
 export class InvocationScope {
   private readonly sessions = new Map<number, Promise<Session>>()
   private readonly holds = new Map<object, Release>()
-  private readonly deadlineTimer: NodeJS.Timeout
+  private readonly deadlineTimer: Timer
   private ended = false
   private failure: unknown
   /** `performance.now()` by which everything must be released. */
@@ -96,8 +96,7 @@ export class InvocationScope {
     readonly owner: object,
   ) {
     this.deadline = deadlineOf(context)
-    this.deadlineTimer = setTimeout(() => this.abandon(), Math.max(0, this.deadline - performance.now()))
-    this.deadlineTimer.unref()
+    this.deadlineTimer = startTimer(this.deadline - performance.now(), () => this.abandon())
   }
 
   /** Like {@link waitBudget}, from this invocation's deadline. */
@@ -177,7 +176,7 @@ export class InvocationScope {
   async end(): Promise<void> {
     if (this.ended) return
     this.ended = true
-    clearTimeout(this.deadlineTimer)
+    this.deadlineTimer.cancel()
     for (const holder of [...this.holds.keys()].reverse()) await this.release(holder)
     for (const pending of this.sessions.values()) {
       const session = await pending.catch(() => undefined)

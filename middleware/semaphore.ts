@@ -47,6 +47,7 @@ function asLockable(semaphore: Semaphore): Lockable {
       return semaphore.fence
     },
     ownerCompare: () => semaphore.ownerCompare(),
+    fenced: () => semaphore.fenced(),
   }
 }
 

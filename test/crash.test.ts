@@ -5,7 +5,7 @@
  * seconds, and a frozen holder that wakes up must not be able to write under a stale hold.
  */
 import { afterEach, describe, expect, it } from 'vitest'
-import { DoubleBarrier, Election, Mutex, Queue, Session } from '../lib/index.js'
+import { DoubleBarrier, Election, Mutex, Queue, Semaphore, Session } from '../lib/index.js'
 import { keyspace } from '../lib/kv.js'
 import { uniqueName, useEtcd } from './helpers.js'
 import { Worker } from './support/workers.js'
@@ -63,6 +63,26 @@ describe('a frozen holder (SIGSTOP past its TTL) is fenced out', () => {
     expect(value.kvs[0].value.toString()).toBe('new holder')
     await mutex.unlock()
     expect((await ks.range(`${name}/`, { prefix: true, countOnly: true })).count).toBe(0n)
+  })
+})
+
+describe('a holder frozen past its TTL sees its grant lost on its first tick after SIGCONT', () => {
+  it('session.signal reads aborted and fenced() refuses, though the expiry timer has not run yet (issue 23, item 5)', async () => {
+    const name = uniqueName('freeze-tick')
+    const w = await worker()
+    const held = await w.request({ op: 'semWatch', name, permits: 1, ttl: TTL }, 'semHeld')
+    w.signal('SIGSTOP')
+    const next = new Semaphore(await session(), name, 1)
+    await next.acquire() // the frozen holder's lease has expired: the permit is someone else's
+    expect(next.fence).toBeGreaterThan(BigInt(held.fence))
+    w.signal('SIGCONT')
+    const woke = await w.next('woke')
+    expect(woke.pausedMs).toBeGreaterThan(TTL * 1000)
+    expect(woke.pastBound).toBe(true)
+    // Before: false on that first tick (the signal was aborted by a timer due later).
+    expect(woke.aborted).toBe(true)
+    expect(woke.fenced).toBe('LeaseLostError')
+    await next.release()
   })
 })
 

@@ -26,7 +26,7 @@ describe('RateLimiter', () => {
   it('a full bucket admits burst + 1 at once, then says how long to wait; after that wait the next call is admitted', async () => {
     const name = uniqueName('bucket')
     const l = limiter(name, { rate: 10, per: 1000, burst: 4 })
-    for (let i = 0; i < 5; i++) expect(await l.tryAcquire()).toEqual({ admitted: true, retryAfterMs: 0 })
+    for (let i = 0; i < 5; i++) expect(await l.tryAcquire()).toMatchObject({ admitted: true, retryAfterMs: 0 })
     const refused = await l.tryAcquire()
     expect(refused.admitted).toBe(false)
     expect(refused.retryAfterMs).toBeGreaterThan(0)
@@ -115,6 +115,68 @@ describe('RateLimiter', () => {
     await l.acquire()
     const leases = new Set((await keyspace(etcd.client).range(`${name}/tokens/`, { prefix: true })).kvs.map((kv) => kv.lease))
     expect(leases.has(token.lease)).toBe(false)
+  })
+
+  it('a month-long window, { rate: 1, per: a day, burst: 29 }, admits 30 at once and then nothing: no token is deleted before its time', async () => {
+    const name = uniqueName('rl-month')
+    const l = limiter(name, { rate: 1, per: 86_400_000, burst: 29 })
+    const answers = []
+    for (let i = 0; i < 60; i++) answers.push(await l.tryAcquire())
+    // Before the fix a token's 30-day deletion timer fired after 1 ms: 60 of 60 were admitted.
+    expect(answers.filter((a) => a.admitted)).toHaveLength(30)
+    for (const refused of answers.slice(30)) expect(refused.retryAfterMs).toBeGreaterThan(86_000_000)
+    expect(await etcd.keysUnder(`${name}/tokens/`)).toHaveLength(30)
+  })
+
+  it('{ rate: 0.02, per: a day }: of 5 concurrent acquire() calls one is admitted and the others wait for the 50-day refill', async () => {
+    const name = uniqueName('rl-50d')
+    const l = limiter(name, { rate: 0.02, per: 86_400_000 })
+    // Before the fix: 3 of 5 admitted, the others threw AbortSignal.timeout()'s RangeError.
+    const outcomes = await Promise.all(Array.from({ length: 5 }, () => l.acquire({ signal: AbortSignal.timeout(1000) }).then(() => 'admitted', (err: Error) => err.name)))
+    expect(outcomes.sort()).toEqual(['TimeoutError', 'TimeoutError', 'TimeoutError', 'TimeoutError', 'admitted'])
+    expect(await etcd.keysUnder(`${name}/tokens/`)).toHaveLength(1)
+    expect(await etcd.keysUnder(`${name}/waiters/`)).toEqual([])
+  })
+
+  it('settings no timer could keep are refused with InvalidArgumentError naming the limit: a refill slower than once a year, a waiterTtl out of range', () => {
+    const refused = (o: object) => {
+      try {
+        new RateLimiter(etcd.client, uniqueName('rl-refused'), o as never)
+      } catch (err) {
+        expect(err).toBeInstanceOf(InvalidArgumentError)
+        return (err as Error).message
+      }
+      throw new Error(`accepted ${JSON.stringify(o)}`)
+    }
+    expect(refused({ rate: 0.001, per: 86_400_000 })).toMatch(/at least once a year \(per \/ rate <= 31536000000 ms\).*rate >= 0\.00273/)
+    expect(refused({ rate: Number.MIN_VALUE, per: 1000 })).toMatch(/31536000000/)
+    expect(refused({ rate: 1, waiterTtl: 0 })).toMatch(/waiterTtl must be a whole number of seconds from 1 to 9000000/)
+    expect(refused({ rate: 1, waiterTtl: 1.5 })).toMatch(/waiterTtl/)
+    expect(new RateLimiter(etcd.client, uniqueName('rl-year'), { rate: 86_400_000 / 31_536_000_000, per: 86_400_000 }).interval).toBe(31_536_000_000)
+  })
+
+  it('lowering burst (4 → 1) while 5 tokens count: a call is admitted only once fewer than 2 tokens are left, whatever their slots', async () => {
+    const name = uniqueName('rl-lower')
+    const settings = { rate: 1, per: 60_000 } // a token lives minutes: only this test deletes them
+    const old = limiter(name, { ...settings, burst: 4 })
+    for (let i = 0; i < 5; i++) expect((await old.tryAcquire()).admitted).toBe(true)
+    await etcd.client.put(`${name}/config`).value('rate=1 per=60000 burst=1')
+    const tokens = () => etcd.keysUnder(`${name}/tokens/`)
+    const gone = (slot: number) => etcd.client.delete().key(`${name}/tokens/${slot}`) // as if its time had passed
+    await gone(0)
+    await gone(1)
+    // Three admissions still count, in slots 2–4, where a bucket of 2 has none: slots 0 and 1 are
+    // free but taking either would make 4. Each new object guesses blind on its first Txn.
+    for (let i = 0; i < 3; i++) expect((await limiter(name, { ...settings, burst: 1 }).tryAcquire()).admitted).toBe(false)
+    const lowered = limiter(name, { ...settings, burst: 1 })
+    expect((await lowered.tryAcquire()).admitted).toBe(false)
+    expect((await tokens()).sort()).toEqual([2, 3, 4].map((i) => `${name}/tokens/${i}`))
+    await gone(2)
+    expect((await lowered.tryAcquire()).admitted).toBe(false)
+    await gone(3)
+    expect((await lowered.tryAcquire()).admitted).toBe(true)
+    expect((await lowered.tryAcquire()).admitted).toBe(false)
+    expect(await tokens()).toHaveLength(2)
   })
 
   it('R = 20/s, burst 5, 150 callers in 3 processes (5 clients each) for 10 s: every 1 s window admits at most 25, and at least 90 % of R is used while demand exceeds it', async () => {

@@ -201,6 +201,57 @@ describe('Semaphore', () => {
     await s.close()
   })
 
+  /** Five holders of `name` with permits 5, then `permits=3` put for everyone; the holders of slots 0–2 release. */
+  async function lowered(name: string, s: Session) {
+    const old = Array.from({ length: 5 }, () => new Semaphore(s, name, 5))
+    for (const o of old) await o.acquire()
+    expect(etcdctl('put', `${name}/config`, 'permits=3')).toMatch(/OK/)
+    const bySlot = (slot: number) => old.find((o) => o.key === `${name}/holders/${slot}`)!
+    return { bySlot, holders: async () => (await keys(name)).filter((k) => k.includes('/holders/')) }
+  }
+
+  it('lowering permits (5 → 3) while 5 are held: queued contenders are granted only as the count falls below 3, whatever the slots', async () => {
+    const name = uniqueName('lower')
+    const s = await session()
+    const { bySlot, holders } = await lowered(name, s)
+    const contenders = [new Semaphore(s, name, 3), new Semaphore(s, name, 3), new Semaphore(s, name, 3)]
+    const grants = contenders.map((c) => settled(c.acquire()))
+    await queued(name, 3)
+    // Holders 3 and 4 keep their permits: 2 of 3 are in use once 0–2 are back.
+    for (const slot of [0, 1, 2]) await bySlot(slot).release()
+    const granted = () => grants.filter((g) => g.done).length
+    for (let i = 0; i < 100 && granted() < 1; i++) await sleep(20)
+    await sleep(300) // time for a wrong second or third grant to show
+    expect(granted()).toBe(1)
+    expect(await holders()).toHaveLength(3)
+    await bySlot(3).release()
+    for (let i = 0; i < 100 && granted() < 2; i++) await sleep(20)
+    await sleep(200)
+    expect(granted()).toBe(2)
+    expect(await holders()).toHaveLength(3)
+    await bySlot(4).release()
+    for (let i = 0; i < 100 && granted() < 3; i++) await sleep(20)
+    expect(granted()).toBe(3)
+    expect((await holders()).sort()).toEqual([0, 1, 2].map((i) => `${name}/holders/${i}`))
+    for (const c of contenders) await c.release()
+    await s.close()
+  })
+
+  it('lowering permits: a fresh contender that has read nothing yet (a blind first Txn) is not granted beside the higher slots', async () => {
+    const name = uniqueName('lower-try')
+    const s = await session()
+    const { bySlot, holders } = await lowered(name, s)
+    for (const slot of [0, 1, 2]) await bySlot(slot).release()
+    const tries = await Promise.allSettled([0, 1, 2].map(() => new Semaphore(s, name, 3).tryAcquire()))
+    expect(tries.filter((t) => t.status === 'fulfilled')).toHaveLength(1)
+    for (const t of tries) if (t.status === 'rejected') expect(t.reason).toBeInstanceOf(LockedError)
+    expect(await holders()).toHaveLength(3)
+    // One at a time, too: each new object guesses blind.
+    for (let i = 0; i < 3; i++) await expect(new Semaphore(s, name, 3).tryAcquire()).rejects.toBeInstanceOf(LockedError)
+    expect(await holders()).toHaveLength(3)
+    await s.close()
+  })
+
   it('etcdctl sees the keys, and deleting a holder key with etcdctl frees its permit for the next waiter', async () => {
     const name = uniqueName('ctl')
     const s = await session()

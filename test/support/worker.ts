@@ -95,6 +95,31 @@ async function run(cmd: Command) {
       await semaphore.acquire()
       return say({ event: 'semHeld', key: semaphore.key, fence: semaphore.fence, leaseId: semaphore.session.leaseId })
     }
+    case 'semWatch': {
+      // Takes a permit, then ticks every 20 ms as a holder's work loop would. The first tick after
+      // a pause of over a second (the parent froze us) reports what the holder sees of its grant
+      // then: Node runs timers that were due before the session's expiry timer first.
+      const semaphore = new Semaphore(await session(cmd.ttl), cmd.name, cmd.permits)
+      await semaphore.acquire()
+      let last = performance.now()
+      const tick = setInterval(() => {
+        const now = performance.now()
+        const paused = now - last
+        last = now
+        if (paused < 1000) return
+        clearInterval(tick)
+        const pastBound = now >= semaphore.session.aliveUntil
+        const aborted = semaphore.session.signal.aborted
+        let fenced = 'built'
+        try {
+          semaphore.fenced()
+        } catch (err) {
+          fenced = (err as Error).name
+        }
+        say({ event: 'woke', pausedMs: paused, pastBound, aborted, fenced })
+      }, 20)
+      return say({ event: 'semHeld', key: semaphore.key, fence: semaphore.fence })
+    }
     case 'semLoop':
       return say({ event: 'semDone', tag: cmd.tag, ...(await semaphoreLoop(cmd)) })
     case 'rateLoop':
@@ -128,7 +153,7 @@ async function semaphoreLoop(cmd: Command) {
  * `callers` concurrent loops of `acquire()`, spread over `clients` clients with one
  * RateLimiter each (as functions each have their own), from the wall-clock time `start` until
  * `until`; reports every admission's wall-clock time (ms, sub-ms precision). `clockOffsetMs`
- * shifts this process's `Date.now()`: the limiter must not care.
+ * shifts this process's `Date.now()`: the limiter must not care. `waiterTtl` is the limiter's.
  */
 async function rateLoop(cmd: Command) {
   if (cmd.clockOffsetMs) {
@@ -137,7 +162,7 @@ async function rateLoop(cmd: Command) {
   }
   const wall = () => performance.timeOrigin + performance.now()
   const clients = Array.from({ length: cmd.clients ?? 1 }, () => createClient({ endpoints: config.endpoints, namespace: config.namespace ?? '', env: {} }))
-  const limiters = clients.map((c) => new RateLimiter(c, cmd.name, { rate: cmd.rate, per: cmd.per, burst: cmd.burst }))
+  const limiters = clients.map((c) => new RateLimiter(c, cmd.name, { rate: cmd.rate, per: cmd.per, burst: cmd.burst, waiterTtl: cmd.waiterTtl }))
   // Ready before the start (lease, settings), as after a function's init phase.
   await Promise.all(limiters.map((l) => l.ready()))
   await new Promise((r) => setTimeout(r, Math.max(0, (cmd.start ?? 0) - wall())))

@@ -8,6 +8,7 @@ import type { Namespace } from 'etcd3'
 import type { Election } from '../lib/election.js'
 import { contenders } from '../lib/keys.js'
 import { keyspace } from '../lib/kv.js'
+import { startTimer } from '../lib/timers.js'
 import { waitFor } from '../lib/wait.js'
 
 /**
@@ -18,7 +19,7 @@ import { waitFor } from '../lib/wait.js'
 export async function campaignFor(election: Election, proposal: string, waitMs: number): Promise<boolean> {
   if (waitMs <= 0) return (await election.tryCampaign(proposal)).elected
   const giveUp = new AbortController()
-  const timer = setTimeout(() => giveUp.abort(new Error('no handover before this run could lead for long enough')), waitMs)
+  const timer = startTimer(waitMs, () => giveUp.abort(new Error('no handover before this run could lead for long enough')), { ref: true })
   try {
     await election.campaign(proposal, { signal: giveUp.signal })
     return true
@@ -26,7 +27,7 @@ export async function campaignFor(election: Election, proposal: string, waitMs: 
     if (giveUp.signal.aborted) return false
     throw err
   } finally {
-    clearTimeout(timer)
+    timer.cancel()
   }
 }
 

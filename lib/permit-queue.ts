@@ -1,8 +1,8 @@
 import { closedSignal } from './client-closed.js'
-import { EtcdUnavailableError, KeyExistsError, SessionExpiredError } from './errors.js'
+import { KeyExistsError } from './errors.js'
 import { permitKeys, unixNano } from './keys.js'
-import { IDEMPOTENT, type KeyValue, type Op } from './kv.js'
-import { OwnedKey } from './owned-key.js'
+import { IDEMPOTENT, type KeyValue } from './kv.js'
+import { createOnLease, lostWhileWaiting, OwnedKey } from './owned-key.js'
 import { PermitStore, type Plan, type SlotChoice, type StepResult, type Taker, type View } from './permit-txn.js'
 import type { Session } from './session.js'
 import { timeoutSignal } from './timers.js'
@@ -123,7 +123,7 @@ export class PermitQueue {
       }
       if (!res.ok) {
         this.policy.saw(res)
-        const waiters = res.failed![0].range!.count
+        const waiters = res.failed!.waiters.count
         if ((await this.store.settingsAgree(res.config)) && waiters > 0n) return { blocked: { ...res, waiters, decision: { kind: 'wait' } } }
         continue
       }
@@ -195,7 +195,7 @@ export class PermitQueue {
             const seenAt = performance.now()
             wait.throwIfAborted()
             res = await send((t) => this.firstInLineStep(own, need, goneAt, seenAt, t))
-            if (!res.ok) predecessor = res.failed![1].range!.kvs[0]
+            if (!res.ok) predecessor = res.failed!.older.kvs[0]
             else predecessor = undefined
           } else {
             const decision = this.policy.decide(view, need)
@@ -210,7 +210,7 @@ export class PermitQueue {
           }
           if (res.taken) return await this.kept(res, pending!.taker)
           if (!res.ok) {
-            if (res.failed![0].range!.kvs.length === 0) throw this.lost(session)
+            if (res.failed!.mine.kvs.length === 0) throw this.lost(session)
             await this.store.settingsAgree(res.config)
           }
           view = res
@@ -269,20 +269,22 @@ export class PermitQueue {
     session.signal.throwIfAborted()
     for (let attempt = 0; attempt < MAX_ENQUEUE_ATTEMPTS; attempt++) {
       const key = `${this.store.waiters}${unixNano()}`
-      const reads = [this.store.ks.get(this.store.waiters, { prefix: true, sort: ['Create', 'Descend'], limit: 1 }), this.store.ks.get(this.store.slots, { prefix: true })]
-      const res = await this.store.ks
-        .txn([this.store.ks.compare(key, 'Version', '==', 0), this.store.settingsCompare()], [...reads, this.store.ks.put(key, String(need), session.leaseId)], [this.store.ks.get(key, { countOnly: true }), this.store.ks.get(this.store.configKey)])
-        .catch((err: unknown) => {
-          if (err instanceof EtcdUnavailableError) session.strand(key) // the put may have applied
-          throw err
-        })
+      const ks = this.store.ks
+      // The reads run before the put: the older waiter they find is our predecessor.
+      const success = {
+        predecessor: ks.get(this.store.waiters, { prefix: true, sort: ['Create', 'Descend'], limit: 1 }),
+        slots: ks.get(this.store.slots, { prefix: true }),
+        mine: ks.put(key, String(need), session.leaseId),
+      }
+      const failure = { collided: ks.get(key, { countOnly: true }), config: ks.get(this.store.configKey) }
+      const res = await createOnLease(session, key, [ks.compare(key, 'Version', '==', 0), this.store.settingsCompare()], success, failure)
       const receivedAt = performance.now()
       if (res.succeeded) {
         const own = new OwnedKey(session, key, res.revision)
-        const view = { slots: res.results[1].range!.kvs, revision: res.revision, receivedAt }
-        return { own, predecessor: res.results[0].range!.kvs[0], view }
+        const view = { slots: res.results.slots.kvs, revision: res.revision, receivedAt }
+        return { own, predecessor: res.results.predecessor.kvs[0], view }
       }
-      if (res.results[0].range!.count === 0n) await this.store.settingsAgree(res.results[1].range!.kvs[0])
+      if (res.results.collided.count === 0n) await this.store.settingsAgree(res.results.config.kvs[0])
     }
     throw new KeyExistsError(`${this.store.kind} ${JSON.stringify(this.name)}: ${MAX_ENQUEUE_ATTEMPTS} fresh queue keys in a row already existed; check for clock problems or another writer of ${this.store.waiters} keys`)
   }
@@ -301,7 +303,7 @@ export class PermitQueue {
     // would hide from the caller. Without it (compacted away, etcd did not answer) the policy
     // does without this observation, as it does on every path that has none.
     const before = this.policy.observesHandoff ? this.store.ks.range(this.store.slots, { prefix: true, revision: goneAt }).catch(() => undefined) : undefined
-    const [res, seen] = await Promise.all([this.store.step(this.store.firstInLine(own), { take: this.guesses(need) }, taker, [this.store.ks.delete(own.key)], []), before])
+    const [res, seen] = await Promise.all([this.store.step(this.store.firstInLine(own), { take: this.guesses(need) }, taker, [this.store.ks.delete(own.key)]), before])
     return seen ? { ...res, before: { slots: seen.kvs, receivedAt: seenAt } } : res
   }
 
@@ -335,8 +337,7 @@ export class PermitQueue {
   }
 
   private lost(session: Session, cause?: unknown) {
-    const why = cause instanceof Error ? `: ${cause.message}` : ''
-    return new SessionExpiredError(`${this.store.kind} ${JSON.stringify(this.name)}: session ${session.leaseHex} lost its lease while waiting${why}; create a new Session and acquire again`, { cause })
+    return lostWhileWaiting(`${this.store.kind} ${JSON.stringify(this.name)}`, session, 'acquire', cause)
   }
 }
 

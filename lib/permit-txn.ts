@@ -1,7 +1,8 @@
 import { ConfigMismatchError, EtcdUnavailableError } from './errors.js'
 import { permitKeys } from './keys.js'
-import { keyspace, prefixEnd, type Compare, type KeyValue, type Keyspace, type Op, type OpResult, type TxnResult } from './kv.js'
+import { type Compare, type Keyspace, keyspace, type KeyValue, type Op, prefixEnd, type RangeOp, type RangeResult, type TxnResult } from './kv.js'
 import type { OwnedKey } from './owned-key.js'
+import { perClient } from './per-client.js'
 import type { Session } from './session.js'
 
 /**
@@ -40,7 +41,8 @@ export interface View {
 /** What a step compares besides the settings, and what it reads when that fails. */
 export interface Guard {
   compares: Compare[]
-  reads: Op[]
+  /** Read when the Txn fails, by name: `StepResult.failed` has them under the same names. */
+  reads: Record<string, RangeOp>
 }
 
 /** Take the first option that fits, or delete an expired slot. */
@@ -51,11 +53,9 @@ export interface StepResult extends View {
   /** The guard held (settings match; nobody queues / our queue key is still ours / none older). */
   ok: boolean
   taken?: SlotChoice[]
-  /** With `ok` false: the stored settings, and the guard's reads. */
+  /** With `ok` false: the stored settings, and the guard's reads, by the names the guard gave them. */
   config?: KeyValue
-  failed?: OpResult[]
-  /** With `ok`: the results of the extra reads. */
-  extra?: OpResult[]
+  failed?: Record<string, RangeResult>
 }
 
 /** The keys of one semaphore or rate limiter, and the Txns on them. */
@@ -85,15 +85,14 @@ export class PermitStore {
    * Every Txn still compares the settings (an operator may change or delete the key).
    */
   ready(): Promise<void> {
-    let known = settled.get(this.ks)
-    if (!known) settled.set(this.ks, (known = new Map()))
+    const known = settledOf(this.ks.client)
     const id = `${this.configKey}\n${this.config}`
     let pending = known.get(id)
     if (!pending) {
       pending = this.ks
-        .txn([this.ks.compare(this.configKey, 'Version', '==', 0)], [this.ks.put(this.configKey, this.config)], [this.ks.get(this.configKey)])
+        .namedTxn([this.ks.compare(this.configKey, 'Version', '==', 0)], { created: this.ks.put(this.configKey, this.config) }, { stored: this.ks.get(this.configKey) })
         .then(async (res) => {
-          if (!res.succeeded) await this.settingsAgree(res.results[0].range!.kvs[0])
+          if (!res.succeeded) await this.settingsAgree(res.results.stored.kvs[0])
         })
       pending.catch(() => known.delete(id)) // try again next time
       known.set(id, pending)
@@ -104,29 +103,31 @@ export class PermitStore {
   /**
    * One Txn: if the settings match and the guard holds, take the first option whose slots are
    * as expected (nested Txns) — also running `onTake` — or delete the expired slot; then read
-   * the slots (after the change) and `extra`. When it fails: reads the stored settings, the
-   * guard's reads and the slots instead.
+   * the slots (after the change). When it fails: reads the stored settings, the guard's reads
+   * and the slots instead.
    */
-  async step(guard: Guard, plan: Plan, taker: Taker, onTake: Op[] = [], extra: Op[] = []): Promise<StepResult> {
+  async step(guard: Guard, plan: Plan, taker: Taker, onTake: Op[] = []): Promise<StepResult> {
     const slots = this.ks.get(this.slots, { prefix: true })
     const options = 'take' in plan ? plan.take.filter((o) => o.length > 0) : []
-    const ops: Op[] = []
-    if (options.length > 0) ops.push(this.chain(options, taker, onTake))
-    if ('expire' in plan) ops.push(this.ks.txnOp([this.modIs(plan.expire)], [this.ks.delete(plan.expire.key)]))
-    let res: TxnResult
+    const change: Record<string, Op> = {}
+    if (options.length > 0) change.take = this.chain(options, taker, onTake)
+    if ('expire' in plan) change.expire = this.ks.txnOp([this.modIs(plan.expire)], [this.ks.delete(plan.expire.key)])
+    let res
     try {
-      res = await this.ks.txn([this.settingsCompare(), ...guard.compares], [...ops, slots, ...extra], [this.ks.get(this.configKey), ...guard.reads, slots])
+      // The guard's names are the caller's; `config` and `slots` are ours (no guard uses them).
+      res = await this.ks.namedTxn([this.settingsCompare(), ...guard.compares], { ...change, slots }, { ...guard.reads, config: this.ks.get(this.configKey), slots })
     } catch (err) {
       if (err instanceof EtcdUnavailableError && options.length > 0) await taker.ambiguous([...new Set(options.flat().map((c) => c.key))]).catch(() => {})
       throw err
     }
     const receivedAt = performance.now()
-    const { revision, results } = res
+    const { revision } = res
     if (!res.succeeded) {
-      return { ok: false, config: results[0].range!.kvs[0], failed: results.slice(1, -1), slots: results[results.length - 1].range!.kvs, revision, receivedAt }
+      const { config, slots: seen, ...failed } = res.results
+      return { ok: false, config: config.kvs[0], failed, slots: seen.kvs, revision, receivedAt }
     }
-    const taken = options.length > 0 ? takenOption(results[0], options) : undefined
-    return { ok: true, taken, slots: results[ops.length].range!.kvs, extra: results.slice(ops.length + 1), revision, receivedAt }
+    const taken = 'take' in res.results ? takenOption(res.results.take as TxnResult, options) : undefined
+    return { ok: true, taken, slots: res.results.slots.kvs, revision, receivedAt }
   }
 
   /** Nested Txns: option 1 if its slots are as expected, else option 2, … (none if no option fits). */
@@ -144,12 +145,12 @@ export class PermitStore {
   nobodyQueues(): Guard {
     // A range compare "create revision < 1" holds only on an empty range.
     const empty = { ...this.ks.compare(this.waiters, 'Create', '<', 1), range_end: prefixEnd(this.ks.full(this.waiters)) }
-    return { compares: [empty], reads: [this.ks.get(this.waiters, { prefix: true, countOnly: true })] }
+    return { compares: [empty], reads: { waiters: this.ks.get(this.waiters, { prefix: true, countOnly: true }) } }
   }
 
   /** The head's guard: its queue key is still its own. */
   stillQueued(own: OwnedKey): Guard {
-    return { compares: [own.ownerCompare()], reads: [this.ks.get(own.key)] }
+    return { compares: [own.ownerCompare()], reads: { mine: this.ks.get(own.key) } }
   }
 
   /** A waiter's guard when its predecessor went: its key is still its own, and no older waiter is left (else: the youngest older one). */
@@ -157,7 +158,7 @@ export class PermitStore {
     // Every key under waiters/ is at least as young as ours (ours is there: the range is not empty).
     const noneOlder = { ...this.ks.compare(this.waiters, 'Create', '>', own.createRevision - 1n), range_end: prefixEnd(this.ks.full(this.waiters)) }
     const older = this.ks.get(this.waiters, { prefix: true, sort: ['Create', 'Descend'], limit: 1, maxCreateRevision: own.createRevision - 1n })
-    return { compares: [own.ownerCompare(), noneOlder], reads: [this.ks.get(own.key), older] }
+    return { compares: [own.ownerCompare(), noneOlder], reads: { mine: this.ks.get(own.key), older } }
   }
 
   /** Holds while the stored settings equal ours (a missing config key fails it too). */
@@ -186,15 +187,15 @@ export class PermitStore {
   }
 }
 
-/** Per keyspace: the config keys (with settings) this process has created or checked. */
-const settled = new WeakMap<Keyspace, Map<string, Promise<void>>>()
+/** Per client: the config keys (with settings) this process has created or checked. */
+const settledOf = perClient((): Map<string, Promise<void>> => new Map())
 
-/** The option a chain of nested Txns took, by following the failure branches. */
-function takenOption(result: OpResult | undefined, options: SlotChoice[][]): SlotChoice[] | undefined {
+/** The option a chain of nested Txns took, by following the failure branches (each holds only the next link). */
+function takenOption(link: TxnResult | undefined, options: SlotChoice[][]): SlotChoice[] | undefined {
   for (const option of options) {
-    if (!result?.txn) return undefined
-    if (result.txn.succeeded) return option
-    result = result.txn.results[0]
+    if (!link) return undefined
+    if (link.succeeded) return option
+    link = link.results[0]?.txn
   }
   return undefined
 }

@@ -1,7 +1,7 @@
 import { setMaxListeners } from 'node:events'
 import type { ComparatorBuilder, Namespace } from 'etcd3'
 import { checkClient, checkOptions } from './check.js'
-import { InvalidArgumentError, SessionExpiredError } from './errors.js'
+import { InvalidArgumentError, InvalidStateError, SessionExpiredError } from './errors.js'
 import { permitKeys, unixNano } from './keys.js'
 import { checkName, IDEMPOTENT, keyspace, type Keyspace } from './kv.js'
 import { MAX_PERMITS, MAX_REFILL_INTERVAL_MS, MAX_TTL_S } from './limits.js'
@@ -247,7 +247,7 @@ export class RateLimiter {
    * stay on the lease, which is left to expire on its own rather than revoked.
    */
   async close(): Promise<void> {
-    this.closing.abort(new InvalidArgumentError(`RateLimiter ${JSON.stringify(this.name)} was closed; create a new one`))
+    this.closing.abort(new InvalidStateError(`RateLimiter ${JSON.stringify(this.name)} was closed; create a new one`))
     // A call in flight may still be granted a token: wait for it as for the tokens themselves.
     const busy = () => this.calls > 0 || this.expiries.size > 0
     const deadline = performance.now() + CLOSE_WAIT_MS

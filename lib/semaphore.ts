@@ -1,10 +1,10 @@
 import type { ComparatorBuilder } from 'etcd3'
 import { checkOptions, checkSession } from './check.js'
-import { InvalidArgumentError, LockedError, LockReleasedError } from './errors.js'
+import { InvalidArgumentError, InvalidStateError, LockedError, LockReleasedError } from './errors.js'
 import { permitKeys, unixNano } from './keys.js'
 import { checkName, keyspace, type Compare, type KeyValue, type Keyspace } from './kv.js'
 import { MAX_PERMITS } from './limits.js'
-import { CallGuard, OwnedKey } from './owned-key.js'
+import { CallGuard, OwnedKey, ownerCompareOf } from './owned-key.js'
 import { PermitQueue, type Decision, type Grant, type SlotChoice, type SlotPolicy, type Taker, type View } from './permit-queue.js'
 import type { Session } from './session.js'
 import type { LockOptions } from './wait.js'
@@ -46,7 +46,7 @@ export class Semaphore {
     this.ks = keyspace(session.client)
     this.slots = permitKeys.holders(name)
     this.queue = new PermitQueue(session.client, name, 'semaphore', `permits=${permits}`, new FreePermits(this.slots, permits))
-    this.guard = new CallGuard((op) => new InvalidArgumentError(`Semaphore ${JSON.stringify(name)}: ${op}() called while another call on the same object is running; use one Semaphore object per concurrent caller`))
+    this.guard = new CallGuard((op) => new InvalidStateError(`Semaphore ${JSON.stringify(name)}: ${op}() called while another call on the same object is running; use one Semaphore object per concurrent caller`))
   }
 
   /** The permit's key, `<name>/holders/<slot>` ('' when not held). */
@@ -98,7 +98,7 @@ export class Semaphore {
 
   /** A compare that holds while this hold is current: put it in your Txns to write only while you hold a permit. */
   ownerCompare(): Compare {
-    return this.own?.ownerCompare() ?? this.ks.compare('\0', 'Create', '==', -1)
+    return ownerCompareOf(this.own, this.ks)
   }
 
   /** An etcd3 transaction builder guarded by this hold (see `Mutex.fenced`). */
@@ -132,7 +132,7 @@ export class Semaphore {
   }
 
   private notHeld(op: string) {
-    if (this.held) throw new InvalidArgumentError(`Semaphore ${JSON.stringify(this.name)}: ${op}() on a semaphore this object already holds a permit of; release() first`)
+    if (this.held) throw new InvalidStateError(`Semaphore ${JSON.stringify(this.name)}: ${op}() on a semaphore this object already holds a permit of; release() first`)
   }
 
   private hold(what: string): OwnedKey {

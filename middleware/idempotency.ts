@@ -8,6 +8,7 @@ import { hashPayload } from '../lib/idempotency-record.js'
 import { idempotencyKeys } from '../lib/keys.js'
 import type { Compare } from '../lib/kv.js'
 import { DEFAULT_IN_PROGRESS_TTL_S, MAX_NAME_BYTES, MAX_TTL_S } from '../lib/limits.js'
+import { perClient } from '../lib/per-client.js'
 import type { WaitOptions } from '../lib/wait.js'
 import { emit, type EtcdEvent, type OnEvent } from './events.js'
 import { sourceOf } from './http.js'
@@ -238,12 +239,11 @@ function resolveKey<TEvent>(
   return key
 }
 
-const stores = new WeakMap<Namespace, Map<string, IdempotencyStore>>()
+const storesOf = perClient((): Map<string, IdempotencyStore> => new Map())
 
 /** One store per client and prefix. */
 function storeFor(client: Namespace, prefix: string): IdempotencyStore {
-  let byPrefix = stores.get(client)
-  if (!byPrefix) stores.set(client, (byPrefix = new Map()))
+  const byPrefix = storesOf(client)
   let store = byPrefix.get(prefix)
   if (!store) byPrefix.set(prefix, (store = new IdempotencyStore(client, prefix)))
   return store

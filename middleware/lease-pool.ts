@@ -1,4 +1,5 @@
 import type { Namespace } from 'etcd3'
+import { perClient } from '../lib/per-client.js'
 import { Session } from '../lib/session.js'
 
 /** A lease a finished invocation left behind, and until when it is certainly alive by both clocks. */
@@ -55,14 +56,5 @@ class LeasePool {
   }
 }
 
-const pools = new WeakMap<Namespace, LeasePool>()
-
 /** The lease pool of `client`. */
-export function leasePool(client: Namespace): LeasePool {
-  let pool = pools.get(client)
-  if (!pool) {
-    pool = new LeasePool(client)
-    pools.set(client, pool)
-  }
-  return pool
-}
+export const leasePool: (client: Namespace) => LeasePool = perClient((client) => new LeasePool(client))

@@ -4,6 +4,7 @@ import type { ComparatorBuilder, Namespace } from 'etcd3'
 import { sharedClient } from '../lib/client.js'
 import { InvalidArgumentError, RateLimitedError } from '../lib/errors.js'
 import { MAX_PERMITS, MAX_TTL_S } from '../lib/limits.js'
+import { perClient } from '../lib/per-client.js'
 import { checkRateOptions, RateLimiter, type RateAdmission } from '../lib/rate-limiter.js'
 import { emit, type OnEvent } from './events.js'
 import { jsonResponse } from './http.js'
@@ -73,7 +74,7 @@ interface Kept {
 }
 
 /** Limiters kept per client, so their observations and lease outlive one invocation. */
-const limiters = new WeakMap<Namespace, Map<string, Kept>>()
+const limitersOf = perClient((): Map<string, Kept> => new Map())
 /** Idle limiters kept per client (a name function can make many): the least recently used go first. */
 const MAX_LIMITERS = 100
 
@@ -84,8 +85,7 @@ const MAX_LIMITERS = 100
  * the map grows past the bound, and shrinks back as they fall idle and new names come.
  */
 function useLimiter(client: Namespace, name: string, o: { rate: number; per: number; burst: number; waiterTtl?: number }): { limiter: RateLimiter; done: () => void } {
-  let byName = limiters.get(client)
-  if (!byName) limiters.set(client, (byName = new Map()))
+  const byName = limitersOf(client)
   const id = `${o.rate}/${o.per}/${o.burst}/${o.waiterTtl ?? ''}/${name}`
   let kept = byName.get(id)
   if (kept) byName.delete(id) // re-inserted below: most recently used last

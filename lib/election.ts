@@ -77,7 +77,20 @@ export class Election {
     return this.own?.key ?? ''
   }
 
-  /** The create revision of this candidate's key (-1n when not campaigning): the term's fencing token. */
+  /**
+   * The term's fencing token, as every grant of the library names it: the candidate key's create
+   * revision, strictly increasing across leaders. Throws {@link NotLeaderError} when this object
+   * has no candidacy (as `Mutex.fence` throws when the lock is not held).
+   */
+  get fence(): bigint {
+    if (!this.own) throw new NotLeaderError(`election ${JSON.stringify(this.name)}: fence needs a candidacy; campaign() first`)
+    return this.own.createRevision
+  }
+
+  /**
+   * The create revision of this candidate's key, -1n when not campaigning (Go's `Rev()`).
+   * @deprecated Use {@link fence}: the same token under the name every grant uses.
+   */
   get rev(): bigint {
     return this.own?.createRevision ?? -1n
   }
@@ -194,8 +207,13 @@ export class Election {
    * A compare that holds while this candidacy's key is current: put it in your Txns to write
    * only while leading (Go's `Rev`-based fencing). A compare for etcd to evaluate, not a boolean.
    */
-  leaderCompare(): Compare {
+  ownerCompare(): Compare {
     return ownerCompareOf(this.own, this.ks)
+  }
+
+  /** @deprecated Use {@link ownerCompare}: the same compare under the name every grant uses. */
+  leaderCompare(): Compare {
+    return this.ownerCompare()
   }
 
   /**

@@ -18,11 +18,15 @@ import { validateOptions, type Schema } from './options.js'
 export interface LeadershipGrant {
   /** The leader key, `<election>/<leaseHex>` (Go / `etcdctl elect` layout). */
   key: string
-  /** The key's create revision: identifies this term, strictly increasing across leaders. */
+  /** The key's create revision: the term's fencing token, strictly increasing across leaders. */
+  fence: bigint
+  /** @deprecated The same as {@link fence}. */
   rev: bigint
   /** This leader's proposal. */
   value: string
   /** A compare that holds while this term lasts: put it in the compares of your etcd Txns (not a boolean). */
+  ownerCompare: () => Compare
+  /** @deprecated The same as {@link ownerCompare}. */
   leaderCompare: () => Compare
   /** An etcd3 transaction builder guarded by this term: `await grant.fenced().then(client.put('k').value('v')).commit()`. */
   fenced: () => ComparatorBuilder
@@ -196,16 +200,18 @@ export function leaderGuard<TEvent = any, TResult = any>(
       ...request.context.etcd,
       leader: {
         key: election.key,
-        rev: election.rev,
+        fence: election.fence,
+        rev: election.fence,
         value,
-        leaderCompare: () => election.leaderCompare(),
+        ownerCompare: () => election.ownerCompare(),
+        leaderCompare: () => election.ownerCompare(),
         fenced: () => election.fenced(),
         get signal() {
           return election.session.signal
         },
       },
     }
-    emit(opts.onEvent, { type: 'acquired', primitive: 'leader', name, key: election.key, fence: String(election.rev) })
+    emit(opts.onEvent, { type: 'acquired', primitive: 'leader', name, key: election.key, fence: String(election.fence) })
     return undefined
   }
 

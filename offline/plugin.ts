@@ -100,7 +100,11 @@ export default class MiddyEtcdPlugin {
     }
     const subscriptions = queueSubscriptions(this.serverless)
     this.injectEnvironment(endpoints, subscriptions, config.dispatcher)
-    this.build = await buildForOffline(this.serverless, this.log, { stateDir: join(this.serverless.serviceDir, STATE_DIR), sourcemap: config.sourcemap })
+    this.build = await buildForOffline(this.serverless, this.log, {
+      stateDir: join(this.serverless.serviceDir, STATE_DIR),
+      sourcemap: config.sourcemap,
+      reloadHandler: Boolean(this.offlineOption('reloadHandler')),
+    })
     if (this.build) process.once('exit', () => this.build?.stopSync())
     if (subscriptions.length > 0) this.startDispatcher(subscriptions, config.invocationType ?? 'RequestResponse')
   }

@@ -31,6 +31,11 @@ export interface OfflineBuildOptions {
   reloadHandler?: boolean
 }
 
+/** Where this CLI process builds its offline bundles (its watchdog removes it if the CLI is killed). */
+export function offlineBuildDir(stateDir: string): string {
+  return join(stateDir, 'build', String(process.pid))
+}
+
 /** Removes the offline builds of CLI processes that are gone (killed sessions). */
 export function reapStaleBuilds(stateDir: string): void {
   const builds = join(stateDir, 'build')
@@ -61,7 +66,7 @@ export async function buildForOffline(serverless: ServerlessLike, log: PluginLog
   if (ours.length === 0) return undefined
 
   reapStaleBuilds(options.stateDir)
-  const dir = join(options.stateDir, 'build', String(process.pid))
+  const dir = offlineBuildDir(options.stateDir)
   rmSync(dir, { recursive: true, force: true })
   mkdirSync(dir, { recursive: true })
   // Offline is where stack traces are read: maps unless they were turned off.

@@ -56,7 +56,7 @@ describe('the offline watchdog', () => {
     parent.stdout!.on('data', (d: Buffer) => (out += d.toString()))
     const session = await until('the CLI to start etcd', 30_000, () => {
       const line = out.split('\n').find((l) => l.startsWith('{'))
-      return line && (JSON.parse(line) as { pid: number; etcd: number; dataDir: string; pidFile: string; build: string })
+      return line !== undefined && (JSON.parse(line) as { pid: number; etcd: number; dataDir: string; pidFile: string; build: string })
     })
     etcdPid = session.etcd
     for (const path of [session.dataDir, session.pidFile, session.build]) expect(existsSync(path)).toBe(true)

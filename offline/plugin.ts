@@ -16,6 +16,7 @@ import {
   type ServerlessLike,
 } from './config.js'
 import { lambdaInvoker } from '../dispatch/lambda-invoker.js'
+import { watchDeadLetters } from '../dispatch/dead-letters.js'
 import { runDispatcher } from '../dispatch/dispatcher.js'
 import { QueueMismatchError } from '../lib/errors.js'
 import type { QueueSubscription } from '../dispatch/subscriptions.js'
@@ -184,6 +185,13 @@ export default class MiddyEtcdPlugin {
     for (const s of subscriptions) {
       this.log.notice(`etcdQueue: ${s.queue}${s.priority ? ' (priority)' : ''} → ${s.functionKey ?? s.function} (batch ${s.batchSize ?? 10})`)
     }
+    // Wherever a message's last delivery failed (the consumer's nack, ours, or a claim), say where it went.
+    watchDeadLetters(
+      client,
+      subscriptions,
+      (d) => this.log.warning(`etcdQueue: message ${d.id} of ${d.queues.join(', ')} was dead-lettered: now id ${d.deadLetterId} in ${d.deadLetterQueue} (middy-etcd queue redrive ${d.deadLetterQueue} moves it back)`),
+      abort.signal,
+    )
     const done = (async () => {
       // serverless-offline opens its Invoke endpoint after our hook: wait for it.
       await waitForPort(lambda.host, lambda.port, abort.signal)

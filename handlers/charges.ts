@@ -2,6 +2,7 @@
 // response again (a retry, a double click); the same key with another body is a 422.
 import { randomUUID } from 'node:crypto'
 import middy from '@middy/core'
+import type { Context } from 'aws-lambda'
 import { etcdIdempotency, etcdPlugin, type IdempotencyContext } from '../middleware/index.js'
 import { runSTM, sharedClient } from '../lib/index.js'
 import { body, httpErrors, intField, json, type HttpEvent } from './http.js'
@@ -10,7 +11,7 @@ const CHARGE = '{ amount: number }'
 const CHARGES = 'example/charges/count'
 
 /** POST /charges { amount } with an Idempotency-Key header → 201 { chargeId, amount, charges } */
-export const charge = middy(async (event: HttpEvent, _context: IdempotencyContext) => {
+export const charge = middy(async (event: HttpEvent, _context: Context & IdempotencyContext) => {
   const amount = intField(body(event), 'amount', CHARGE, { min: 1, max: 1_000_000 })
   // The "charge": counted, so a duplicate that ran it again would show.
   const { result: charges } = await runSTM(sharedClient(), async (stm) => {

@@ -4,4 +4,5 @@ export { runDispatcher, type DispatcherOptions, type DispatchRecord, type Invoke
 export { lambdaInvoker, type LambdaInvokerOptions } from './lambda-invoker.js'
 export { subscriptionsFromEnv, checkSubscription, SUBSCRIPTIONS_ENV, type QueueSubscription } from './subscriptions.js'
 export { openQueue, type ClaimedMessage, type ReceivingQueue } from './queues.js'
+export { watchDeadLetters, type DeadLetter } from './dead-letters.js'
 export type { QueueDispatchEvent, QueueMessage, EtcdQueueEvent } from '../lib/queue-event.js'

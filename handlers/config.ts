@@ -2,6 +2,7 @@
 // (write) lock (etcdRwLock): readers run together, a writer runs alone, and a waiting writer
 // holds back new readers so it is not starved.
 import middy from '@middy/core'
+import type { Context } from 'aws-lambda'
 import { etcdRwLock } from '../middleware/index.js'
 import { InvalidArgumentError, LockReleasedError, sharedClient } from '../lib/index.js'
 import { body, httpErrors, json, param, stringField, type HttpEvent } from './http.js'
@@ -21,7 +22,7 @@ export const read = middy(async (event: HttpEvent) => {
   .use(etcdRwLock({ name: LOCK, mode: 'read', waitMs: 10_000 }))
 
 /** PUT /config/{key} { value } → { key, value, fence } */
-export const write = middy(async (event: HttpEvent, context: { etcd: { rwLock: { key: string; fence: bigint } } }) => {
+export const write = middy(async (event: HttpEvent, context: Context & { etcd: { rwLock: { key: string; fence: bigint } } }) => {
   const key = param(event, 'key')
   const value = stringField(body(event), 'value', '{ value: string }', { allowEmpty: true })
   if (Buffer.byteLength(value) > MAX_VALUE_BYTES) throw new InvalidArgumentError(`value is ${Buffer.byteLength(value)} bytes; config values are at most ${MAX_VALUE_BYTES} bytes (etcd takes ~1.5 MiB per request)`)

@@ -1,6 +1,7 @@
 // A counter incremented under a distributed lock (etcdLock): read, add one, write — exact even
 // when many invocations run at once. The write is fenced: it only lands while the lock is held.
 import middy from '@middy/core'
+import type { Context } from 'aws-lambda'
 import { etcdLock } from '../middleware/index.js'
 import { LockReleasedError, sharedClient } from '../lib/index.js'
 import { httpErrors, json, param, type HttpEvent } from './http.js'
@@ -8,7 +9,7 @@ import { httpErrors, json, param, type HttpEvent } from './http.js'
 const counterKey = (name: string) => `example/counters/${name}`
 
 /** POST /counters/{name}/increment → { name, value, fence } */
-export const increment = middy(async (event: HttpEvent, context: { etcd: { lock: { key: string; fence: bigint } } }) => {
+export const increment = middy(async (event: HttpEvent, context: Context & { etcd: { lock: { key: string; fence: bigint } } }) => {
   const name = param(event, 'name')
   const { key, fence } = context.etcd.lock
   const client = sharedClient()

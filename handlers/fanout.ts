@@ -3,6 +3,7 @@
 // arrived and none finishes before all are done.
 import { randomUUID } from 'node:crypto'
 import middy, { type MiddlewareObj } from '@middy/core'
+import type { Context } from 'aws-lambda'
 import { etcdDoubleBarrier } from '../middleware/index.js'
 import { httpErrors, json } from './http.js'
 import { lambdaClient } from './lambda.js'
@@ -59,7 +60,7 @@ const stamps: MiddlewareObj<WorkerEvent, WorkerTimes, Error, any> = {
 }
 
 /** One worker: its body runs between the two sides of the batch's double barrier. */
-export const worker = middy(async (event: WorkerEvent, context: { arrivedAt?: number }): Promise<WorkerTimes> => {
+export const worker = middy(async (event: WorkerEvent, context: Context & { arrivedAt?: number }): Promise<WorkerTimes> => {
   const startedAt = Date.now()
   await new Promise((r) => setTimeout(r, 100 * (WORKERS - event.index))) // the "work", longest for the first
   return { index: event.index, arrivedAt: context.arrivedAt!, startedAt, finishedAt: Date.now() }

@@ -109,6 +109,9 @@ function statusOf(err: unknown): number {
   if (err instanceof InvalidArgumentError) return 400
   if (err instanceof KeyExistsError || err instanceof NotLeaderError) return 409
   if (err instanceof WaitTimeoutError || err instanceof LockedError) return err instanceof WaitTimeoutError ? 504 : 409
+  // The rest of ours that name their HTTP answer (an idempotency key reused with another body: 422).
+  const statusCode = err instanceof MiddyEtcdError ? (err as MiddyEtcdError & { statusCode?: unknown }).statusCode : undefined
+  if (typeof statusCode === 'number' && statusCode >= 400 && statusCode < 600) return statusCode
   return 500
 }
 

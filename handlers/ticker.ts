@@ -1,6 +1,7 @@
 // A scheduled task that must run once per tick however many instances fire: leaderGuard lets
 // only the elected invocation run; the others return at once as followers.
 import middy from '@middy/core'
+import type { Context } from 'aws-lambda'
 import { leaderGuard } from '../middleware/index.js'
 import { sharedClient } from '../lib/index.js'
 import { httpErrors, json } from './http.js'
@@ -8,7 +9,7 @@ import { httpErrors, json } from './http.js'
 const TICKS = 'example/ticks'
 
 /** schedule: rate(1 minute) (and POST /ticks): records a tick under leadership. */
-export const tick = middy(async (_event: unknown, context: { etcd: { leader: { key: string; rev: bigint; leaderCompare: () => any } } }) => {
+export const tick = middy(async (_event: unknown, context: Context & { etcd: { leader: { key: string; rev: bigint; leaderCompare: () => any } } }) => {
   const { leader } = context.etcd
   const client = sharedClient()
   const previous = Number(JSON.parse((await client.get(TICKS).string()) ?? '{"count":0}').count)

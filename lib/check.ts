@@ -1,3 +1,4 @@
+import { isLazyClient } from './client.js'
 import { InvalidArgumentError } from './errors.js'
 import { MAX_TTL_S } from './limits.js'
 
@@ -18,8 +19,10 @@ export function checkSession(session: unknown, what: string): void {
   }
 }
 
-/** An etcd client (from createClient, or an etcd3 client or namespace). */
+/** An etcd client (from createClient, or an etcd3 client or namespace, or sharedClient()). */
 export function checkClient(client: unknown, what: string): void {
+  // The shared client is checked by what it is: reading its fields would read its settings.
+  if (isLazyClient(client)) return
   const c = client as { kv?: unknown; watch?: unknown } | null
   if (typeof c !== 'object' || c === null || typeof c.kv !== 'object' || typeof c.watch !== 'function') {
     throw new InvalidArgumentError(`${what} needs an etcd client (from createClient()), got ${describe(client)}`)

@@ -206,19 +206,83 @@ export function createClient(options?: ClientOptions): EtcdClient {
 let shared: EtcdClient | undefined
 
 /**
- * One client per process, configured from the environment, created on first use and reused by
- * every warm invocation (module scope survives between invocations of a function instance).
+ * One client per process, configured from the environment and reused by every warm invocation
+ * (module scope survives between invocations of a function instance).
+ *
+ * Its settings are read on first use, not when it is asked for: `new Queue(sharedClient(), …)`
+ * at module scope only remembers the client, and `ETCD_ENDPOINTS` (and the rest) are read when
+ * the first etcd call is made. So a handler module can be imported before its environment is
+ * complete — by a test that starts etcd in `beforeAll`, or by a tool that only lists exports —
+ * and a missing setting is a `ConfigurationError` from that first call. Closing it (at shutdown
+ * or between tests) makes the next `sharedClient()` a fresh one, which reads the settings again.
  */
 export function sharedClient(): EtcdClient {
   if (!shared) {
-    const client = createClient()
-    const close = client.close.bind(client)
-    // Closing the shared client (e.g. at shutdown or between tests) lets the next caller get a fresh one.
-    client.close = () => {
+    const client: EtcdClient = lazyClient(() => {
       if (shared === client) shared = undefined
-      close()
-    }
+    })
     shared = client
   }
   return shared
+}
+
+const lazyClients = new WeakSet<object>()
+
+/** Whether `client` is a shared client that has not read its settings yet (or has). */
+export function isLazyClient(client: unknown): boolean {
+  return typeof client === 'object' && client !== null && lazyClients.has(client)
+}
+
+/**
+ * A client that is created by {@link createClient} on the first read of anything but `close`
+ * and `pool`: every method and property is the real client's (methods bound to it), so etcd3
+ * sees its own object. `pool` is a stand-in until then, because `closedSignal` hooks a client's
+ * pool when a primitive is built (at import, for a module-scope primitive); closing this client
+ * closes the stand-in too, so every wait of every primitive built on it hears of the close.
+ */
+function lazyClient(onClose: () => void): EtcdClient {
+  let real: EtcdClient | undefined
+  let closed = false
+  const resolve = (): EtcdClient => {
+    if (!real) {
+      real = createClient()
+      // Closed before its first use: the primitives see what they would see on a closed client.
+      if (closed) real.close()
+    }
+    return real
+  }
+  const pool = {
+    close() {
+      closed = true
+      real?.close()
+    },
+  }
+  const close = () => {
+    onClose()
+    // Through the stand-in, whose close closedSignal may have wrapped.
+    pool.close()
+  }
+  const proxy = new Proxy({} as EtcdClient, {
+    get(_target, prop) {
+      if (prop === 'close') return close
+      if (prop === 'pool') return pool
+      // Not a thenable (`await sharedClient()`), and symbols (Symbol.iterator, util.inspect's)
+      // are asked by inspectors and test matchers: none of them reads the settings.
+      if (prop === 'then') return undefined
+      if (typeof prop === 'symbol' && !real) return undefined
+      const client = resolve()
+      const value: unknown = Reflect.get(client, prop, client)
+      return typeof value === 'function' ? value.bind(client) : value
+    },
+    set(_target, prop, value) {
+      return Reflect.set(resolve(), prop, value)
+    },
+    // `in` is asked by inspectors and test matchers: answered from etcd3's methods until the
+    // client exists, so it reads no setting.
+    has(_target, prop) {
+      return prop === 'close' || prop === 'pool' || Reflect.has(real ?? Etcd3.prototype, prop)
+    },
+  })
+  lazyClients.add(proxy)
+  return proxy
 }

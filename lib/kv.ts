@@ -157,10 +157,11 @@ export function toTypedError(err: unknown, what: string): Error {
 }
 
 export class Keyspace {
-  private readonly prefix: Buffer
+  constructor(readonly client: Namespace) {}
 
-  constructor(readonly client: Namespace) {
-    this.prefix = client.prefix
+  /** Read on use, not at construction: the shared client resolves its settings on first use. */
+  private get prefix(): Buffer {
+    return this.client.prefix
   }
 
   /** The key as stored in etcd (namespace included). */

@@ -76,7 +76,10 @@ export interface EtcdPluginConfig {
   dispatcher?: string
   /** How the dispatcher invokes consumers (default `RequestResponse`). */
   invocationType?: 'Event' | 'RequestResponse'
-  /** Linked source maps beside the bundles, offline and in artifacts (default false). */
+  /**
+   * Source maps. Offline they are on unless this is `false` (stack traces point at the sources);
+   * `true` also ships them in artifacts, with `--enable-source-maps` in the functions' NODE_OPTIONS.
+   */
   sourcemap?: boolean
 }
 

@@ -74,3 +74,29 @@ export function hasOwnBundler(serverless: ServerlessLike): string | undefined {
   const list = Array.isArray(plugins) ? plugins : (plugins?.modules ?? [])
   return list.find((p) => p === 'serverless-esbuild' || p === 'serverless-webpack')
 }
+
+/** What makes Node use the `.map` files beside the bundles for stack traces. */
+export const SOURCE_MAPS_FLAG = '--enable-source-maps'
+
+/**
+ * Adds `--enable-source-maps` to the `NODE_OPTIONS` of each function's environment (keeping what
+ * the function or the provider already puts there), so stack traces point at the sources: Lambda
+ * reads it, and so do serverless-offline's worker threads — a worker parses the NODE_OPTIONS of
+ * the environment it is given (the function's), not the CLI's, so `NODE_OPTIONS=… osls offline`
+ * alone never reaches a handler. Returns the keys of functions whose NODE_OPTIONS is not a
+ * string (a CloudFormation reference), which are left as they are.
+ */
+export function enableSourceMaps(serverless: ServerlessLike, functions: NodeFunction[]): string[] {
+  const skipped: string[] = []
+  for (const f of functions) {
+    const current = f.fn.environment?.NODE_OPTIONS ?? serverless.service.provider.environment?.NODE_OPTIONS
+    if (current !== undefined && current !== null && typeof current !== 'string') {
+      skipped.push(f.key)
+      continue
+    }
+    const options = (current ?? '').trim()
+    if (options.split(/\s+/).includes(SOURCE_MAPS_FLAG)) continue
+    f.fn.environment = { ...f.fn.environment, NODE_OPTIONS: options ? `${options} ${SOURCE_MAPS_FLAG}` : SOURCE_MAPS_FLAG }
+  }
+  return skipped
+}

@@ -1,7 +1,7 @@
 // The local etcd of `serverless offline`: started by etcd-process.ts, recorded in a pid
 // file so that an etcd left behind by a killed CLI is found and replaced on the next start, and
-// watched by a detached watchdog that stops it if the CLI dies without running any exit code
-// (kill -9).
+// watched by a detached watchdog that stops it, and removes the session's offline build, if the
+// CLI dies without running any exit code (kill -9).
 import { spawn } from 'node:child_process'
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -100,15 +100,28 @@ export function reapStale(dir: string): PidRecord[] {
   return reaped
 }
 
-/** Starts a local etcd for this CLI process and records it under `stateDir`. */
-export async function startLocalEtcd(options: { stateDir: string; nodes: 1 | 3; port?: number; version?: EtcdLine; leaseCheckpoint?: boolean }): Promise<LocalEtcd> {
+/** Options of {@link startLocalEtcd}. */
+export interface LocalEtcdOptions {
+  stateDir: string
+  nodes: 1 | 3
+  port?: number
+  version?: EtcdLine
+  leaseCheckpoint?: boolean
+  /** What else the watchdog removes if the CLI is killed (the offline build). */
+  alsoRemove?: string[]
+  /** Folders it removes then if they are empty. */
+  rmdirs?: string[]
+}
+
+/** Starts a local etcd for this CLI process and records it under `stateDir`; a watchdog stops it if the CLI is killed. */
+export async function startLocalEtcd(options: LocalEtcdOptions): Promise<LocalEtcd> {
   const cluster = await startEtcd({ nodes: options.nodes, port: options.port, version: options.version, leaseCheckpoint: options.leaseCheckpoint })
   mkdirSync(options.stateDir, { recursive: true })
   const pidFile = join(options.stateDir, `${process.pid}.json`)
   const etcdPids = cluster.pids().filter((p): p is number => p !== undefined)
   const record: PidRecord = { cliPid: process.pid, etcdPids, dataDir: cluster.dataDir, endpoints: cluster.endpoints }
   writeFileSync(pidFile, JSON.stringify(record, null, 2))
-  startWatchdog(record, pidFile)
+  watchSession({ etcdPids, remove: [cluster.dataDir, pidFile, ...(options.alsoRemove ?? [])], rmdirs: options.rmdirs })
 
   let stopped = false
   const stopSync = () => {
@@ -139,26 +152,45 @@ export async function startLocalEtcd(options: { stateDir: string; nodes: 1 | 3; 
   }
 }
 
-// Runs in a detached `node -e`: polls the CLI pid; once it is gone, kills etcd and cleans up.
+// Runs in a detached `node -e`. The CLI holds the other end of its stdin, which the kernel
+// closes when the CLI ends, however it ends: end-of-file is the signal, at once (a poll of the
+// CLI's pid backs it up — a pid that has died but not been reaped still answers kill(0)). Then
+// it kills etcd and removes the session's data, pid file and offline build.
 const WATCHDOG = `
-const [cliPid, pidFile, dataDir, ...etcd] = process.argv.slice(1);
+const { cliPid, etcd, remove, rmdirs } = JSON.parse(process.argv[1]);
 const fs = require('node:fs');
-const alive = (p) => { try { process.kill(Number(p), 0); return true } catch (e) { return e.code === 'EPERM' } };
+const alive = (p) => { try { process.kill(p, 0); return true } catch (e) { return e.code === 'EPERM' } };
 const isEtcd = (p) => { try { return fs.readFileSync('/proc/' + p + '/cmdline', 'utf8').includes('etcd') } catch { return alive(p) } };
-const timer = setInterval(() => {
-  if (!etcd.some(isEtcd)) { clearInterval(timer); return }
-  if (alive(cliPid)) return;
-  for (const p of etcd) { if (isEtcd(p)) { try { process.kill(Number(p), 'SIGKILL') } catch {} } }
-  try { fs.rmSync(dataDir, { recursive: true, force: true }) } catch {}
-  try { fs.rmSync(pidFile, { force: true }) } catch {}
-  clearInterval(timer);
-}, 500);
+const cleanUp = () => {
+  for (const p of etcd) { if (isEtcd(p)) { try { process.kill(p, 'SIGKILL') } catch {} } }
+  for (const path of remove) { try { fs.rmSync(path, { recursive: true, force: true }) } catch {} }
+  for (const dir of rmdirs) { try { fs.rmdirSync(dir) } catch {} }
+  process.exit(0);
+};
+process.stdin.on('end', cleanUp);
+process.stdin.on('error', cleanUp);
+process.stdin.resume();
+setInterval(() => { if (!alive(cliPid)) cleanUp() }, 500);
 `
 
-function startWatchdog(record: PidRecord, pidFile: string) {
-  const child = spawn(process.execPath, ['-e', WATCHDOG, String(record.cliPid), pidFile, record.dataDir, ...record.etcdPids.map(String)], {
-    detached: true,
-    stdio: 'ignore',
-  })
+/** What the watchdog of an offline session removes once its CLI is gone. */
+export interface SessionLeftovers {
+  etcdPids: number[]
+  /** Files and folders to remove. */
+  remove: string[]
+  /** Folders to remove only when empty (e.g. `build/`, which other sessions may share). */
+  rmdirs?: string[]
+}
+
+/**
+ * Starts the detached watchdog of this CLI process (see WATCHDOG): when the CLI ends without
+ * cleaning up (kill -9), it kills `etcdPids` and removes the rest within milliseconds. Harmless
+ * after a clean stop: what it would remove is gone already.
+ */
+export function watchSession(leftovers: SessionLeftovers): void {
+  const spec = JSON.stringify({ cliPid: process.pid, etcd: leftovers.etcdPids, remove: leftovers.remove, rmdirs: leftovers.rmdirs ?? [] })
+  const child = spawn(process.execPath, ['-e', WATCHDOG, spec], { detached: true, stdio: ['pipe', 'ignore', 'ignore'] })
   child.unref()
+  // The pipe stays open for as long as this process lives, without keeping it alive.
+  ;(child.stdin as unknown as { unref(): void }).unref()
 }

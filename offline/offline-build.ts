@@ -2,13 +2,14 @@
 // middy-etcd (and TypeScript handlers) are bundled into `.etcd-offline/build/<cli pid>/` with the
 // `package.patterns` files, and their `handler` is pointed there. So offline
 // loads plain CommonJS — no TypeScript loader of serverless-offline's (tsx) is involved — and
-// esbuild rebuilds on every source change.
+// esbuild rebuilds on every source change. The bundles carry source maps, and Node is told to
+// use them, so stack traces point at the sources (`custom.etcd.sourcemap: false` turns it off).
 import { cpSync, existsSync, mkdirSync, readdirSync, rmdirSync, rmSync } from 'node:fs'
 import { dirname, join, relative } from 'node:path'
 import { bundleOptions, loadEsbuild, usingEtcd, writeSupportFiles } from './bundle.js'
 import type { PluginLog, ServerlessLike } from './config.js'
 import { isAlive } from './local-etcd.js'
-import { buildTarget, hasOwnBundler, nodeFunctions } from './functions.js'
+import { buildTarget, enableSourceMaps, hasOwnBundler, nodeFunctions, SOURCE_MAPS_FLAG } from './functions.js'
 import { patternFiles } from './package.js'
 import { serviceFiles } from './patterns.js'
 
@@ -19,6 +20,20 @@ export interface OfflineBuild {
   stop(): Promise<void>
   /** The same without waiting (process exit): removes the build. */
   stopSync(): void
+}
+
+/** Options of {@link buildForOffline}. */
+export interface OfflineBuildOptions {
+  stateDir: string
+  /** `custom.etcd.sourcemap`: offline, source maps are on unless it is `false`. */
+  sourcemap?: boolean
+  /** serverless-offline runs with `--reloadHandler`: a rebuilt bundle is loaded by the next invocation. */
+  reloadHandler?: boolean
+}
+
+/** Where this CLI process builds its offline bundles (its watchdog removes it if the CLI is killed). */
+export function offlineBuildDir(stateDir: string): string {
+  return join(stateDir, 'build', String(process.pid))
 }
 
 /** Removes the offline builds of CLI processes that are gone (killed sessions). */
@@ -37,7 +52,7 @@ export function reapStaleBuilds(stateDir: string): void {
  * bundles. Returns undefined when another bundler (serverless-esbuild) owns the handlers or no
  * function needs it.
  */
-export async function buildForOffline(serverless: ServerlessLike, log: PluginLog, options: { stateDir: string; sourcemap?: boolean }): Promise<OfflineBuild | undefined> {
+export async function buildForOffline(serverless: ServerlessLike, log: PluginLog, options: OfflineBuildOptions): Promise<OfflineBuild | undefined> {
   const own = hasOwnBundler(serverless)
   if (own) {
     log.info(`etcd: ${own} builds the handlers; middy-etcd does not bundle them offline`)
@@ -51,10 +66,12 @@ export async function buildForOffline(serverless: ServerlessLike, log: PluginLog
   if (ours.length === 0) return undefined
 
   reapStaleBuilds(options.stateDir)
-  const dir = join(options.stateDir, 'build', String(process.pid))
+  const dir = offlineBuildDir(options.stateDir)
   rmSync(dir, { recursive: true, force: true })
   mkdirSync(dir, { recursive: true })
-  const base = bundleOptions(serviceDir, ours, { outdir: dir, target: buildTarget(serverless, ours), sourcemap: options.sourcemap })
+  // Offline is where stack traces are read: maps unless they were turned off.
+  const sourcemap = options.sourcemap !== false
+  const base = bundleOptions(serviceDir, ours, { outdir: dir, target: buildTarget(serverless, ours), sourcemap })
   // watch() builds once, then again on every change: the first result gates the start.
   let builds = 0
   let firstBuild!: (result: { errors: unknown[] }) => void
@@ -68,7 +85,10 @@ export async function buildForOffline(serverless: ServerlessLike, log: PluginLog
         setup(build) {
           build.onEnd((result) => {
             if (builds++ === 0) return firstBuild(result)
-            if (result.errors.length === 0) log.notice(`etcd: rebuilt ${ours.length} handler bundle${ours.length === 1 ? '' : 's'} (use --reloadHandler to load them without a restart)`)
+            if (result.errors.length > 0) return
+            const rebuilt = `etcd: rebuilt ${ours.length} handler bundle${ours.length === 1 ? '' : 's'}`
+            // Without --reloadHandler serverless-offline keeps the modules it loaded: say how to get the new ones.
+            log.notice(options.reloadHandler ? `${rebuilt} (the next invocation loads them)` : `${rebuilt} (restart, or start with --reloadHandler to load them without a restart)`)
           })
         },
       },
@@ -102,6 +122,14 @@ export async function buildForOffline(serverless: ServerlessLike, log: PluginLog
   const prefix = relative(serviceDir, dir).split('\\').join('/')
   for (const f of ours) f.fn.handler = `${prefix}/${f.fn.handler}`
   log.notice(`etcd: bundled ${ours.map((f) => f.key).join(', ')} into ${prefix} (as \`package\` ships them)`)
+  if (sourcemap) {
+    // Handlers run in worker threads, which take NODE_OPTIONS from the function's environment;
+    // with --useInProcess they run here, in the CLI's own thread.
+    process.setSourceMapsEnabled(true)
+    const skipped = enableSourceMaps(serverless, ours)
+    if (skipped.length > 0) log.warning(`etcd: ${skipped.join(', ')}: NODE_OPTIONS is not a string, so ${SOURCE_MAPS_FLAG} was not added; their stack traces point at the bundles`)
+    log.info(`etcd: source maps on (${SOURCE_MAPS_FLAG} in NODE_OPTIONS of the bundled functions): stack traces point at the sources; custom.etcd.sourcemap: false turns them off`)
+  }
   return {
     dir,
     stopSync,

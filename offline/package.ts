@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os'
 import { dirname, join, relative } from 'node:path'
 import { bundleHandlers, loadEsbuild, PACKAGE_JSON, usingEtcd } from './bundle.js'
 import type { PluginLog, ServerlessLike } from './config.js'
-import { buildTarget, hasOwnBundler, nodeFunctions, type NodeFunction } from './functions.js'
+import { buildTarget, enableSourceMaps, hasOwnBundler, nodeFunctions, SOURCE_MAPS_FLAG, type NodeFunction } from './functions.js'
 import { selectFiles, serviceFiles } from './patterns.js'
 import { writeZip, type ZipEntry } from './zip.js'
 
@@ -50,6 +50,11 @@ export async function packageFunctions(serverless: ServerlessLike, log: PluginLo
   const buildDir = mkdtempSync(join(tmpdir(), 'middy-etcd-build-'))
   try {
     await bundleHandlers(esbuild, serviceDir, ours, { outdir: buildDir, target: buildTarget(serverless, ours), sourcemap: options.sourcemap })
+    if (options.sourcemap) {
+      // Lambda uses the maps only when Node is told to.
+      const skipped = enableSourceMaps(serverless, ours)
+      if (skipped.length > 0) log.warning(`middy-etcd: ${skipped.join(', ')}: NODE_OPTIONS is not a string, so ${SOURCE_MAPS_FLAG} was not added; add it yourself for the source maps to be used`)
+    }
     const built = new Set(serviceFiles(buildDir))
     const extras = (patterns: string[] | undefined) => patternFiles(serviceDir, patterns ?? [], built, log)
     const serviceExtras = extras(service.package?.patterns)

@@ -3,7 +3,7 @@
 // bundled handlers — offline and in `serverless package` artifacts — that carry what etcd3
 // needs at run time.
 import { connect } from 'node:net'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { createClient, type EtcdClient } from '../lib/client.js'
 import {
   customEtcdSchema,
@@ -16,12 +16,13 @@ import {
   type ServerlessLike,
 } from './config.js'
 import { lambdaInvoker } from '../dispatch/lambda-invoker.js'
+import { watchDeadLetters } from '../dispatch/dead-letters.js'
 import { runDispatcher } from '../dispatch/dispatcher.js'
 import { QueueMismatchError } from '../lib/errors.js'
 import type { QueueSubscription } from '../dispatch/subscriptions.js'
-import { reapStale, startLocalEtcd, STATE_DIR, type LocalEtcd } from './local-etcd.js'
+import { reapStale, startLocalEtcd, STATE_DIR, watchSession, type LocalEtcd } from './local-etcd.js'
 import { etcdReleases } from './etcd-release.js'
-import { buildForOffline, type OfflineBuild } from './offline-build.js'
+import { buildForOffline, offlineBuildDir, type OfflineBuild } from './offline-build.js'
 import { packageFunctions } from './package.js'
 
 export { STATE_DIR }
@@ -85,7 +86,17 @@ export default class MiddyEtcdPlugin {
       for (const stale of reapStale(stateDir)) {
         this.log.warning(`etcd: replaced the etcd (pid ${stale.etcdPids.join(', ')}) left by a killed offline session (pid ${stale.cliPid})`)
       }
-      this.local = await startLocalEtcd({ stateDir, nodes: config.nodes ?? 1, port: config.port, version: config.version, leaseCheckpoint: config.leaseCheckpoint })
+      const build = offlineBuildDir(stateDir)
+      this.local = await startLocalEtcd({
+        stateDir,
+        nodes: config.nodes ?? 1,
+        port: config.port,
+        version: config.version,
+        leaseCheckpoint: config.leaseCheckpoint,
+        // If the CLI is killed, its watchdog removes the offline build too (built below).
+        alsoRemove: [build],
+        rmdirs: [dirname(build)],
+      })
       // `serverless offline` ends in process.exit without later hooks: stop etcd synchronously.
       process.once('exit', () => this.local?.stopSync())
       endpoints = this.local.endpoints
@@ -100,8 +111,16 @@ export default class MiddyEtcdPlugin {
     }
     const subscriptions = queueSubscriptions(this.serverless)
     this.injectEnvironment(endpoints, subscriptions, config.dispatcher)
-    this.build = await buildForOffline(this.serverless, this.log, { stateDir: join(this.serverless.serviceDir, STATE_DIR), sourcemap: config.sourcemap })
-    if (this.build) process.once('exit', () => this.build?.stopSync())
+    this.build = await buildForOffline(this.serverless, this.log, {
+      stateDir: join(this.serverless.serviceDir, STATE_DIR),
+      sourcemap: config.sourcemap,
+      reloadHandler: Boolean(this.offlineOption('reloadHandler')),
+    })
+    if (this.build) {
+      process.once('exit', () => this.build?.stopSync())
+      // With custom.etcd.endpoints no local etcd's watchdog runs: one for the build alone.
+      if (!this.local) watchSession({ etcdPids: [], remove: [this.build.dir], rmdirs: [dirname(this.build.dir)] })
+    }
     if (subscriptions.length > 0) this.startDispatcher(subscriptions, config.invocationType ?? 'RequestResponse')
   }
 
@@ -166,6 +185,13 @@ export default class MiddyEtcdPlugin {
     for (const s of subscriptions) {
       this.log.notice(`etcdQueue: ${s.queue}${s.priority ? ' (priority)' : ''} → ${s.functionKey ?? s.function} (batch ${s.batchSize ?? 10})`)
     }
+    // Wherever a message's last delivery failed (the consumer's nack, ours, or a claim), say where it went.
+    watchDeadLetters(
+      client,
+      subscriptions,
+      (d) => this.log.warning(`etcdQueue: message ${d.id} of ${d.queues.join(', ')} was dead-lettered: now id ${d.deadLetterId} in ${d.deadLetterQueue} (middy-etcd queue redrive ${d.deadLetterQueue} moves it back)`),
+      abort.signal,
+    )
     const done = (async () => {
       // serverless-offline opens its Invoke endpoint after our hook: wait for it.
       await waitForPort(lambda.host, lambda.port, abort.signal)

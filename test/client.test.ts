@@ -2,10 +2,15 @@ import { createServer, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import {
+  Barrier,
   ConfigurationError,
   EtcdUnavailableError,
+  IdempotencyStore,
   LockedError,
   Mutex,
+  PriorityQueue,
+  Queue,
+  RateLimiter,
   Session,
   SessionExpiredError,
   createClient,
@@ -258,5 +263,51 @@ describe('client against etcd', () => {
     expect(b).not.toBe(a)
     expect(await b.get(key).string()).toBe('x')
     b.close()
+  })
+
+  it('sharedClient() reads its settings on first use: primitives built before ETCD_ENDPOINTS is set work once it is', async () => {
+    // As a handler module imported by a test file before beforeAll() starts etcd.
+    vi.stubEnv('ETCD_ENDPOINTS', undefined)
+    vi.stubEnv('ETCDCTL_ENDPOINTS', undefined)
+    const client = sharedClient()
+    const name = uniqueName('lazy')
+    const queue = new Queue(client, `${name}/q`)
+    const urgent = new PriorityQueue(client, `${name}/pq`)
+    const barrier = new Barrier(client, `${name}/b`)
+    const limiter = new RateLimiter(client, `${name}/rl`, { rate: 10, per: 1000 })
+    const store = new IdempotencyStore(client, `${name}/idem`)
+    try {
+      // Used with nothing set: the first call says what is missing; nothing was created.
+      const err = await queue.enqueue('too early').catch((e: unknown) => e)
+      expect(err).toBeInstanceOf(ConfigurationError)
+      expect((err as ConfigurationError).setting).toBe('ETCD_ENDPOINTS')
+      vi.stubEnv('ETCD_ENDPOINTS', etcd.cluster.endpoints.join(','))
+      await queue.enqueue('first')
+      await urgent.enqueue('urgent', 0)
+      expect(await barrier.hold()).toBeGreaterThan(0n)
+      expect((await limiter.tryAcquire()).admitted).toBe(true)
+      expect(store).toBeInstanceOf(IdempotencyStore)
+      expect(Object.values(await etcd.client.getAll().prefix(`${name}/q/`).strings())).toEqual(["first"])
+      expect(sharedClient()).toBe(client)
+    } finally {
+      await limiter.close()
+      client.close()
+    }
+  })
+
+  it('a shared client closed before its first use creates no connection, and its waits end', async () => {
+    vi.stubEnv('ETCD_ENDPOINTS', undefined)
+    vi.stubEnv('ETCDCTL_ENDPOINTS', undefined)
+    const client = sharedClient()
+    const queue = new Queue(client, uniqueName('lazy-closed'))
+    client.close() // with no endpoints: nothing to read, nothing thrown
+    // (Compared by identity: a matcher would inspect the unused client's fields.)
+    expect(sharedClient() === client).toBe(false)
+    sharedClient().close()
+    vi.stubEnv('ETCD_ENDPOINTS', etcd.cluster.endpoints.join(','))
+    // The primitive built on it answers as one on a closed client does, instead of connecting.
+    const err = await queue.receive({ max: 1, signal: AbortSignal.timeout(5_000) }).catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(Error)
+    expect((err as Error).message).toMatch(/client was already closed/)
   })
 })

@@ -7,7 +7,7 @@ import middy from '@middy/core'
 import { describe, expect, it } from 'vitest'
 import { checkQueueSettings, ConfigurationError, Election, InvalidArgumentError, PriorityQueue, Queue, QueueMismatchError, Session, type QueueDispatchEvent as DispatchEvent } from '../lib/index.js'
 import { queueConsumer } from '../middleware/index.js'
-import { dispatcherHandler, lambdaInvoker, runDispatcher, subscriptionsFromEnv, type DispatcherOptions, type QueueSubscription } from '../dispatch/index.js'
+import { dispatcherHandler, lambdaInvoker, runDispatcher, subscriptionsFromEnv, watchDeadLetters, type DeadLetter, type DispatcherOptions, type QueueSubscription } from '../dispatch/index.js'
 import { lambdaContext } from '../testing/index.js'
 import { sleep, uniqueName, useEtcd, until } from './helpers.js'
 import { scheduleRuns } from './support/scheduled-runs.js'
@@ -486,5 +486,34 @@ describe('one queue message shape and one check of queue settings', () => {
     expect(await handler({}, lambdaContext(5_000))).toEqual({ batchItemFailures: [] })
     expect(ran).toBe(true)
     expect(await q.size()).toBe(0)
+  })
+})
+
+describe('watchDeadLetters (what the offline plugin logs)', () => {
+  const etcd = useEtcd(1)
+
+  it('reports each message that reaches a subscription\'s dead-letter queue, with its id and its id there', async () => {
+    const queue = uniqueName('dl')
+    const subs: QueueSubscription[] = [{ function: 'f', queue, maxReceives: 1 }, { function: 'g', queue: uniqueName('no-dl'), maxReceives: Infinity }]
+    const seen: DeadLetter[] = []
+    const abort = new AbortController()
+    watchDeadLetters(etcd.client, subs, (d) => seen.push(d), abort.signal)
+    try {
+      await sleep(200) // the watch is created
+      const q = new Queue(etcd.client, queue, { maxReceives: 1, deadLetterQueue: `dlq/${queue}` })
+      const { id } = await q.enqueue('poison')
+      // Not a dead letter: put into the dead-letter queue by a producer of its own.
+      await new Queue(etcd.client, `dlq/${queue}`).enqueue('enqueued there')
+      const [m] = await q.receive({ max: 1, wait: false })
+      await q.nack(m) // its first and last receive: dead-lettered
+      const dead = await until('the dead letter', 5_000, () => seen[0])
+      const stored = await etcd.client.get(dead.key).exec()
+      expect(dead).toEqual({ deadLetterQueue: `dlq/${queue}`, queues: [queue], id, deadLetterId: stored.kvs[0].create_revision, key: dead.key })
+      expect(dead.deadLetterId).not.toBe(id)
+      await sleep(300)
+      expect(seen).toHaveLength(1)
+    } finally {
+      abort.abort()
+    }
   })
 })

@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createClient, type EtcdClient } from '../lib/index.js'
+import { createClient, Queue, type EtcdClient } from '../lib/index.js'
 import { freePort, startEtcd, type EtcdCluster } from '../testing/index.js'
 import { sleep, uniqueName, until, alive } from './helpers.js'
 import { BUNDLED, INJECTED, LISTENING, SUBSCRIBED } from './support/offline-log.js'
@@ -29,6 +29,7 @@ describe('osls offline start with the middy-etcd plugin', () => {
   let cli: ChildProcess
   let output = ''
   let base: string
+  let lambdaBase: string
   let etcdEndpoint: string
   let etcdPid: number
   let client: EtcdClient
@@ -55,6 +56,7 @@ describe('osls offline start with the middy-etcd plugin', () => {
 
     const [httpPort, lambdaPort] = [await freePort(), await freePort()]
     base = `http://localhost:${httpPort}`
+    lambdaBase = `http://localhost:${lambdaPort}`
     cli = spawn(process.execPath, [join(root, 'node_modules/.bin/osls'), 'offline', 'start', '--httpPort', String(httpPort), '--lambdaPort', String(lambdaPort)], {
       cwd: root,
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -99,7 +101,7 @@ describe('osls offline start with the middy-etcd plugin', () => {
   it('prints the start-up lines the README shows', () => {
     // The etcd of this run's release (ETCD_BIN, which vitest.config.ts sets for every file) is the one osls started.
     expect(LISTENING.exec(output)?.[4]).toBe(process.env.MIDDY_ETCD_TEST_VERSION)
-    expect(INJECTED.exec(output)?.slice(1)).toEqual([etcdEndpoint, '24'])
+    expect(INJECTED.exec(output)?.slice(1)).toEqual([etcdEndpoint, '29'])
     expect(SUBSCRIBED.exec(output)?.slice(1)).toEqual(['example/jobs', undefined, 'jobWorker', '5'])
   })
 
@@ -112,6 +114,52 @@ describe('osls offline start with the middy-etcd plugin', () => {
     for (const file of ['handlers/counter.js', 'handlers/jobs.js', 'package.json']) expect(existsSync(join(build, file))).toBe(true)
     expect(JSON.parse(readFileSync(join(build, 'package.json'), 'utf8'))).toEqual({ type: 'commonjs' })
   })
+
+  it('stack traces of the bundled handlers point at the .ts lines (source maps on offline)', async () => {
+    // The CLI was started without --enable-source-maps: the plugin turns them on for the handlers' workers.
+    const res = await fetch(`${lambdaBase}/2015-03-31/functions/middy-etcd-dev-crash/invocations`, { method: 'POST', body: '{}' })
+    expect(res.headers.get('x-amz-function-error')).toBeTruthy()
+    const { errorMessage, trace } = (await res.json()) as { errorMessage: string; trace: string[] }
+    expect(errorMessage).toMatch(/crash on purpose/)
+    const frames = trace.filter((l) => l.includes(`${root}/`) && !l.includes('node_modules'))
+    expect(frames.length).toBeGreaterThanOrEqual(2)
+    for (const frame of frames) expect(frame).toMatch(/handlers\/ping\.ts:\d+:\d+\)$/)
+    expect(trace.join('\n')).not.toMatch(/\.etcd-offline\/build\/\d+\/handlers\/ping\.js/)
+  })
+
+  it('the semaphore function lets at most 2 reports build at once', async () => {
+    const results = await Promise.all(Array.from({ length: 6 }, () => call('POST', '/reports')))
+    for (const r of results) expect(r.status).toBe(200)
+    const spans = results.map((r) => r.body as { startedAt: number; finishedAt: number; fence: string })
+    const most = Math.max(...spans.map((a) => spans.filter((b) => b.startedAt <= a.startedAt && a.startedAt < b.finishedAt).length))
+    expect(most).toBeLessThanOrEqual(2)
+    expect(new Set(spans.map((s) => s.fence)).size).toBe(6)
+  }, 60_000)
+
+  it('the rate-limited function answers 429 with Retry-After once its 2 calls a second (burst 3) are used', async () => {
+    const answers = await Promise.all(Array.from({ length: 8 }, () => fetch(`${base}/partner`, { method: 'POST' })))
+    const admitted = answers.filter((r) => r.status === 200)
+    const limited = answers.filter((r) => r.status === 429)
+    expect(admitted.length + limited.length).toBe(8)
+    expect(admitted.length).toBeGreaterThanOrEqual(1)
+    expect(admitted.length).toBeLessThanOrEqual(4) // burst + 1, and at most one refill during the calls
+    expect(limited.length).toBeGreaterThanOrEqual(4)
+    for (const r of limited) expect(Number(r.headers.get('retry-after'))).toBeGreaterThan(0)
+  }, 60_000)
+
+  it('the idempotent charge runs once per Idempotency-Key; the same key with another body is a 422', async () => {
+    const key = uniqueName('charge')
+    const before = (await call('GET', '/charges')).body.charges as number
+    const charge = (amount: number, idempotencyKey = key) => fetch(`${base}/charges`, { method: 'POST', headers: { 'content-type': 'application/json', 'Idempotency-Key': idempotencyKey }, body: JSON.stringify({ amount }) })
+    const answers = await Promise.all([charge(100), charge(100), charge(100)])
+    const bodies = await Promise.all(answers.map((r) => r.json() as Promise<{ chargeId: string }>))
+    for (const r of answers) expect(r.status).toBe(201)
+    expect(new Set(bodies.map((b) => b.chargeId)).size).toBe(1)
+    expect((await call('GET', '/charges')).body.charges).toBe(before + 1)
+    expect((await charge(200)).status).toBe(422)
+    expect((await charge(100, uniqueName('charge'))).status).toBe(201)
+    expect((await call('GET', '/charges')).body.charges).toBe(before + 2)
+  }, 60_000)
 
   it('keeps the locked counter exact under 20 concurrent HTTP calls', async () => {
     const name = uniqueName('counter')
@@ -259,6 +307,14 @@ describe('osls offline start with the middy-etcd plugin', () => {
     await until('the queue to drain', 10_000, async () => (await call('GET', '/jobs')).body.pending === 0)
     await sleep(2000)
     expect((await call('GET', `/jobs/${id}`)).body.deliveries).toBe(1)
+  }, 60_000)
+
+  it('says when a message is dead-lettered, with its id and its id in the dead-letter queue', async () => {
+    // Not JSON: the worker fails it on every delivery; after 5 it moves to dlq/example/jobs.
+    const { id } = await new Queue(client, 'example/jobs').enqueue('not a job')
+    const line = await until('the dead-letter line', 45_000, () => new RegExp(`etcdQueue: message ${id} of example/jobs was dead-lettered: now id (\\d+) in dlq/example/jobs \\(middy-etcd queue redrive dlq/example/jobs moves it back\\)`).exec(output) ?? false)
+    const dead = await client.getAll().prefix('dlq/example/jobs/').exec()
+    expect(dead.kvs.map((kv) => kv.create_revision)).toContain(line[1])
   }, 60_000)
 
   it('runs the scheduled task only in the elected invocation', async () => {

@@ -9,8 +9,11 @@
  * skips) without it. Flapping partitions run in the soak: `npm run soak -- --partitions`.
  */
 import { spawn, spawnSync } from 'node:child_process'
-import { existsSync, readdirSync, readFileSync } from 'node:fs'
+import { chmodSync, copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { buildSync } from 'esbuild'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { clientCutOff, leaderIsolated, leaderReceiveOnly, leaderSendOnly, minorityMember, startLab, type Arrangement, type Lab, type Scenario } from './support/netns-lab.js'
 import { formatReport, type ScenarioReport } from './support/netns-report.js'
@@ -101,15 +104,39 @@ describe('the partition harness', () => {
   }, 60_000)
 
   it('without root, says what it needs instead of skipping', () => {
-    const nobody = spawnSync(
-      'setpriv',
-      ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '--import', 'tsx', '-e', "import('./test/support/netns.ts').then((m) => m.requireNetns())"],
-      { cwd: root, encoding: 'utf8', env: { ...process.env, HOME: '/tmp' } },
-    )
-    expect(nobody.status).not.toBe(0)
-    expect(nobody.stderr).toContain('not running as root')
-    expect(nobody.stderr).toContain('they fail rather than skip')
+    // The check runs as `nobody`, who may not be able to read this checkout (a clone under a
+    // private folder, as root's home is): it gets the check bundled into a world-readable
+    // folder of its own, with nothing to resolve from the checkout's node_modules, and a copy
+    // of this Node (CI's Node 22 lives in the checkout's node_modules/.cache).
+    const dir = mkdtempSync(join(tmpdir(), 'middy-etcd-nobody-'))
+    try {
+      chmodSync(dir, 0o755)
+      const node = join(dir, 'node')
+      copyFileSync(process.execPath, node)
+      chmodSync(node, 0o755)
+      const script = join(dir, 'require-netns.mjs')
+      buildSync({
+        stdin: { contents: "import { requireNetns } from './test/support/netns.ts'; requireNetns()", resolveDir: root, loader: 'ts' },
+        bundle: true,
+        platform: 'node',
+        format: 'esm',
+        outfile: script,
+        logLevel: 'silent',
+      })
+      chmodSync(script, 0o644)
+      const nobody = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', node, script], {
+        cwd: dir,
+        encoding: 'utf8',
+        env: { ...process.env, HOME: dir },
+      })
+      expect(nobody.status).not.toBe(0)
+      expect(nobody.stderr).toContain('not running as root')
+      expect(nobody.stderr).toContain('they fail rather than skip')
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
   })
+
 })
 
 /** The checks every scenario must pass; returns the report for scenario-specific ones. */

@@ -2,6 +2,7 @@
 // - ts: type-checked together under `strict` (as a user's project would import `middy-etcd/…`),
 //   then each executed twice against a real etcd — a handler it exports is invoked twice, top-level
 //   code runs twice — so an example that only works once (a deadlock on the second run) fails;
+//   the "Testing your functions" blocks are files (named by their first line) that vitest runs;
 // - ts and sql quoted from `examples/*.ts` (excerpts that need the rest of their file, or a
 //   database): every line is in an example file that a test imports and runs;
 // - sh: every line is a command this repository has (npm scripts, osls, the CLI's usage lines,
@@ -10,6 +11,7 @@
 // - json / yaml: parsed and checked by the plugin's own config checks (and the dispatcher's
 //   settings are the ones test/fixtures/user-service deploys);
 // - text: the plugin's start-up lines.
+import { spawn } from 'node:child_process'
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -82,6 +84,10 @@ function quotedFrom(b: Block): string[] {
 
 const blocks = readmeBlocks()
 const where = (b: Block) => `README.md:${b.line} (${b.section})`
+const TESTING = 'Testing your functions'
+/** The file a block of "Testing your functions" is: its first line, `// handlers/orders.ts`. */
+const fileOf = (b: Block) => /^\/\/ (\S+\.ts)\n/.exec(b.code)?.[1] ?? `unnamed-${b.line}.ts`
+const isVitestFile = (b: Block) => b.code.includes("from 'vitest'")
 const byLang = (lang: string) => blocks.filter((b) => b.lang === lang && quotedFrom(b).length === 0)
 const quoted = blocks.filter((b) => (b.lang === 'ts' || b.lang === 'sql') && quotedFrom(b).length > 0)
 
@@ -103,12 +109,17 @@ describe('README code blocks', () => {
     const tsBlocks = byLang('ts')
     let auth: Member
     let ssm: Server
-    const files = tsBlocks.map((_, i) => join(blockDir, `block-${i}.ts`))
+    // A block of "Testing your functions" is the file its first line names (`// handlers/x.ts`):
+    // the test imports the handler by its relative path.
+    const files = tsBlocks.map((b, i) => (b.section === TESTING ? join(blockDir, 'testing', fileOf(b)) : join(blockDir, `block-${i}.ts`)))
 
     beforeAll(async () => {
       rmSync(blockDir, { recursive: true, force: true })
       mkdirSync(blockDir, { recursive: true })
-      tsBlocks.forEach((b, i) => writeFileSync(files[i], b.code))
+      tsBlocks.forEach((b, i) => {
+        mkdirSync(dirname(files[i]), { recursive: true })
+        writeFileSync(files[i], b.code)
+      })
       // For the credentials example: an etcd with auth, and an SSM stand-in that serves the
       // user's password as the SecureString parameter the example names.
       auth = await startMember()
@@ -148,7 +159,9 @@ describe('README code blocks', () => {
       expect(problems).toEqual([])
     }, 120_000)
 
-    it.each(tsBlocks.map((b, i) => [where(b), i] as const))('%s runs twice against etcd', async (_name, i) => {
+    // A vitest file runs under vitest (below), not as a module.
+    const runnable = tsBlocks.map((b, i) => [b, i] as const).filter(([b]) => !isVitestFile(b))
+    it.each(runnable.map(([b, i]) => [where(b), i] as const))('%s runs twice against etcd', async (_name, i) => {
       const block = tsBlocks[i]
       const runFile = join(blockDir, `run-${i}.ts`)
       // The same code, with middy-etcd/… pointing at this repository's sources.
@@ -172,6 +185,29 @@ describe('README code blocks', () => {
       }
     }, 60_000)
   })
+
+  it('Testing your functions: vitest runs the handler and its test file, with no ETCD_ENDPOINTS at import', async () => {
+    const testing = blocks.filter((b) => b.lang === 'ts' && b.section === TESTING)
+    expect(testing.map(fileOf)).toEqual(['handlers/orders.ts', 'handlers/orders.test.ts'])
+    const dir = join(blockDir, 'testing-run')
+    rmSync(dir, { recursive: true, force: true })
+    for (const b of testing) {
+      const file = join(dir, fileOf(b))
+      mkdirSync(dirname(file), { recursive: true })
+      writeFileSync(file, b.code.replace(/from '(middy-etcd(?:\/\w+)?)'/g, (m, name: string) => (ENTRIES[name] ? `from '${relativeImport(file, ENTRIES[name])}'` : m)))
+    }
+    // A config of its own: the repository's would run its own suite.
+    writeFileSync(join(dir, 'vitest.config.mjs'), "export default { test: { include: ['**/*.test.ts'] } }\n")
+    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^(ETCD_ENDPOINTS|ETCDCTL_ENDPOINTS|VITEST.*)$/.test(k)))
+    const run = await new Promise<{ code: number | null; out: string }>((resolve) => {
+      const child = spawn(process.execPath, [join(root, 'node_modules', 'vitest', 'vitest.mjs'), 'run', '--root', dir], { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'] })
+      let out = ''
+      for (const stream of [child.stdout, child.stderr]) stream.on('data', (d: Buffer) => (out += d.toString()))
+      child.on('exit', (code) => resolve({ code, out }))
+    })
+    expect(run.out).toMatch(/Tests\s+.*1 passed/)
+    expect(run.code, run.out).toBe(0)
+  }, 120_000)
 
   describe('sh', () => {
     const routes = serviceRoutes()
@@ -234,10 +270,21 @@ describe('README code blocks', () => {
   })
 
   it('yaml: the dispatcher settings are the ones test/fixtures/user-service deploys', () => {
-    const dispatcher = byLang('yaml').find((b) => b.section === 'Deploying')!
+    const dispatcher = byLang('yaml').find((b) => b.section === 'Deploying' && b.code.includes('dispatcher'))!
     const fixture = yaml.load(readFileSync(join(root, 'test', 'fixtures', 'user-service', 'serverless.yml'), 'utf8'))
     const missing = leaves(yaml.load(dispatcher.code)).filter(([path, value]) => JSON.stringify(at(fixture, path)) !== JSON.stringify(value))
     expect(missing.map(([path, value]) => `${path.join('.')} = ${JSON.stringify(value)}`)).toEqual([])
+  })
+
+  it("yaml: the VPC block is the one this repository's serverless.yml has (commented out)", () => {
+    const vpc = byLang('yaml').filter((b) => b.section === 'Deploying' && b.code.includes('vpc:'))
+    expect(vpc).toHaveLength(1)
+    const service = readFileSync(join(root, 'serverless.yml'), 'utf8')
+    const commented = /^ {2}# vpc:\n(?: {2}# .*\n)+/m.exec(service)?.[0]
+    expect(commented, 'a commented provider.vpc block in serverless.yml').toBeDefined()
+    const uncommented = `provider:\n${commented!.replace(/^ {2}# /gm, '  ')}`
+    expect(yaml.load(vpc[0].code)).toEqual(yaml.load(uncommented))
+    expect(yaml.load(vpc[0].code)).toEqual({ provider: { vpc: { securityGroupIds: [expect.stringMatching(/^sg-/)], subnetIds: [expect.stringMatching(/^subnet-/), expect.stringMatching(/^subnet-/)] } } })
   })
 
   it('text: the offline start-up lines are the ones the plugin prints', () => {

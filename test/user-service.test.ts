@@ -88,6 +88,9 @@ describe('a user service built from the installed tarball', () => {
     expect(Object.keys(pkg.dependencies).sort()).toEqual(['@middy/core', 'middy-etcd'])
     expect(Object.keys(pkg.devDependencies).sort()).toEqual(['esbuild', 'osls', 'serverless-offline'])
     expect(pkg.overrides).toEqual({ serverless: 'npm:osls@4.3.1' })
+    // README "Which Middy": npm gives Middy 7 on Node 22 and Middy 6 on Node 20 (7 needs Node 22).
+    const middy = JSON.parse(readFileSync(join(service, 'node_modules', '@middy', 'core', 'package.json'), 'utf8')) as { version: string }
+    expect(Number(middy.version.split('.')[0])).toBe(Number(process.versions.node.split('.')[0]) >= 22 ? 7 : 6)
     const installed = JSON.parse(readFileSync(join(service, 'node_modules', 'middy-etcd', 'package.json'), 'utf8'))
     expect(installed.version).toBe(JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).version)
     // The package ships its licence, its compiled code and types, and no source maps.

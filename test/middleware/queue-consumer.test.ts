@@ -1,4 +1,5 @@
 import middy from '@middy/core'
+import type { Context } from 'aws-lambda'
 import { describe, expect, it } from 'vitest'
 import { Queue, InvalidArgumentError, QueueMismatchError, PriorityQueue } from '../../lib/index.js'
 import { queueConsumer, type QueueMessage } from '../../middleware/index.js'
@@ -82,7 +83,7 @@ describe('queueConsumer', () => {
     const deliveries: { receiveCount: number; at: number }[] = []
     let invocations = 0
     // The example worker's shape: JSON.parse of every message, failures reported per message.
-    const worker = middy(async (_e: unknown, context: { etcd: { messages: QueueMessage[] } }) => {
+    const worker = middy(async (_e: unknown, context: Context & { etcd: { messages: QueueMessage[] } }) => {
       invocations++
       const failures = []
       for (const m of context.etcd.messages) {

@@ -1,7 +1,7 @@
 import type { Namespace } from 'etcd3'
 import { checkBackoff, retryDelaySeconds, type Backoff } from './backoff.js'
 import { checkClient, checkOptions } from './check.js'
-import { claimChunk, chunked, CLAIM_CHUNK, deadLetter, leave, leaveOps, take, type Claim } from './claim.js'
+import { ACK_CHUNK, claimChunk, chunked, CLAIM_CHUNK, deadLetter, leave, leaveOps, take, type Claim } from './claim.js'
 import { dropLease, grantClaimLease, keepClaimFresh, settleClaim, trackBatch, type ClaimLease } from './claim-leases.js'
 import { grantLease, revokeLease } from './leases.js'
 import { promoteAll, putDelayed } from './delays.js'
@@ -101,8 +101,11 @@ export class ClaimQueue {
       signal?.throwIfAborted()
       const view = await this.scanner.scan(1)
       if (await this.promoteDue(view)) continue
-      for (const kv of view.visible) if (await take(this.ref, kv)) return kv.value.toString()
-      if (view.visible.length === 0) await waitForChange(this.client, this.name, view, signal)
+      for (const kv of view.visible) {
+        const value = await take(this.ref, kv)
+        if (value !== undefined) return value.toString()
+      }
+      if (view.visible.length === 0) this.scanner.noted(await waitForChange(this.client, this.name, view, signal))
     }
   }
 
@@ -149,7 +152,7 @@ export class ClaimQueue {
         if (lease) await dropLease(this.client, lease)
         lease = undefined
         if (!o.wait) return []
-        await waitForChange(this.client, this.name, view, signal)
+        this.scanner.noted(await waitForChange(this.client, this.name, view, signal))
       }
     } finally {
       if (early) lease = await early.catch(() => undefined)
@@ -189,7 +192,7 @@ export class ClaimQueue {
     const plain = unique.filter((i) => receipts[i].group === undefined)
     const grouped = unique.filter((i) => receipts[i].group !== undefined)
     await Promise.all([
-      ...chunked(plain, CLAIM_CHUNK).map(async (chunk) => {
+      ...chunked(plain, ACK_CHUNK).map(async (chunk) => {
         const ops = chunk.map((i) => this.ks.txnOp(ownClaim(this.ks, receipts[i]), leaveOps(this.ks, receipts[i].key, receipts[i].createRev), claimState(this.ks, receipts[i])))
         const res = await this.ks.txn([], ops)
         chunk.forEach((i, j) => {

@@ -103,7 +103,7 @@ export function uniqueSlot(ks: Keyspace, prefix: string): KeySlot {
 /** The next `<prefix>/<%016d seq>` (Go's `newSequentialKV` in one's own Txn): one read now, the guard in the Txn. */
 export async function sequentialSlot(ks: Keyspace, prefix: string): Promise<KeySlot> {
   const base = `__${prefix}`
-  const last = await ks.range(`${prefix}/`, { prefix: true, sort: ['Key', 'Descend'], limit: 1 })
+  const last = await ks.range(`${prefix}/`, { prefix: true, sort: ['Key', 'Descend'], limit: 1, keysOnly: true })
   const seq = last.kvs.length === 0 ? 0n : sequenceOf(last.kvs[0].key) + 1n
   const key = `${prefix}/${seq.toString().padStart(16, '0')}`
   return { key, compares: [ks.compare(base, 'Mod', '<', last.revision + 1n)], ops: (value, lease) => [ks.put(base, ''), ks.put(key, value, lease)] }

@@ -5,7 +5,7 @@ import { ACK_CHUNK, claimChunk, chunked, CLAIM_CHUNK, deadLetter, leave, leaveOp
 import { dropLease, grantClaimLease, keepClaimFresh, settleClaim, trackBatch, type ClaimLease } from './claim-leases.js'
 import { grantLease, revokeLease } from './leases.js'
 import { promoteAll, putDelayed } from './delays.js'
-import { ClaimLostError, InvalidArgumentError } from './errors.js'
+import { ClaimLostError, InvalidArgumentError, MiddyEtcdError } from './errors.js'
 import { queueKeys } from './keys.js'
 import { checkName, keyspace, type KeyValue, type Keyspace } from './kv.js'
 import { arrivalPart, type ItemSlot, type QueueRef } from './placement.js'
@@ -15,6 +15,7 @@ import type { QueueOrder } from './queue-order.js'
 import { Scanner, waitForChange, type QueueView } from './queue-scan.js'
 import { claimLost, claimState, formatReceipt, ownClaim, parseReceipt, receiptMarker, type Receipt } from './receipts.js'
 import { redrive } from './redrive.js'
+import { Sweeper, sweepQueue, type Swept } from './queue-sweep.js'
 
 /**
  * The consumer side shared by {@link Queue} and {@link PriorityQueue}: Go's destructive
@@ -42,6 +43,12 @@ import { redrive } from './redrive.js'
  */
 
 export type { DeadLetterOptions, DequeueOptions, EnqueueOptions, Enqueued, Message, NackOptions, PriorityEnqueueOptions, QueueOptions, ReceiveOptions, RedriveOptions, Redriven } from './queue-options.js'
+export type { Swept } from './queue-sweep.js'
+
+/** A receive that finds nothing sweeps one step of what Go consumers left behind at most this often (ms)… */
+const SWEEP_IDLE_MS = 5_000
+/** …and one that claims, beside its claim, at most this often. */
+const SWEEP_BUSY_MS = 30_000
 
 
 /**
@@ -59,6 +66,9 @@ export class ClaimQueue {
   private readonly ref: QueueRef
   /** The last receive found messages: grant the next lease in parallel with the scan. */
   private busy = false
+  /** Removes, a step at a time, the bookkeeping keys of messages a Go consumer took. */
+  private readonly sweeper: Sweeper
+  private sweptAt = Number.NEGATIVE_INFINITY
 
   constructor(
     readonly client: Namespace,
@@ -80,6 +90,7 @@ export class ClaimQueue {
     this.backoff = checkBackoff(options, `${what} options`)
     this.scanner = new Scanner(this.ks, name, order)
     this.ref = { ks: this.ks, name, slotOf }
+    this.sweeper = new Sweeper(this.ref)
   }
 
   /** Number of items in the queue, claimed ones included (one count-only Range); delayed and group-waiting messages are not counted. */
@@ -105,7 +116,9 @@ export class ClaimQueue {
         const value = await take(this.ref, kv)
         if (value !== undefined) return value.toString()
       }
-      if (view.visible.length === 0) this.scanner.noted(await waitForChange(this.client, this.name, view, signal))
+      if (view.visible.length > 0) continue
+      await this.tidy(true)
+      this.scanner.noted(await waitForChange(this.client, this.name, view, signal))
     }
   }
 
@@ -138,7 +151,7 @@ export class ClaimQueue {
         if (await this.promoteDue(view)) continue
         if (view.visible.length > 0) {
           lease ??= await this.claimLease(o)
-          const messages = await this.claimBatch(this.scanner.pick(view.visible, o.max), lease, o)
+          const [messages] = await Promise.all([this.claimBatch(this.scanner.pick(view.visible, o.max), lease, o), this.tidy(false)])
           if (messages.length > 0) {
             await keepClaimFresh(this.client, lease)
             trackBatch(this.client, lease, messages.map((m) => m.key))
@@ -151,6 +164,7 @@ export class ClaimQueue {
         this.busy = false
         if (lease) await dropLease(this.client, lease)
         lease = undefined
+        await this.tidy(true)
         if (!o.wait) return []
         this.scanner.noted(await waitForChange(this.client, this.name, view, signal))
       }
@@ -252,6 +266,20 @@ export class ClaimQueue {
   }
 
   /**
+   * Removes what consumers that know only Go's layout left behind: a Go `Dequeue` deletes an item
+   * and nothing else, so the receive counter, metadata and claim marker of a message it took stay,
+   * and if it was its group's current message the group stays blocked. Sweeps every such key of
+   * this queue (pages in key order, each removal guarded by its item still being gone) and passes
+   * the turn of every headless group on; returns how many went. Receives do this a page at a time
+   * as they go (when they find nothing, every 5 s at most; beside a claim, every 30 s); this is
+   * the whole queue at once (`middy-etcd queue sweep <name>`).
+   */
+  async sweep(options?: { signal?: AbortSignal }): Promise<Swept> {
+    const { signal } = checkOptions(options, 'sweep')
+    return sweepQueue(this.ref, signal)
+  }
+
+  /**
    * Puts a message into the queue — after `delayMs`, or behind its group's head — and returns
    * where it was written and its id (the revision of the Txn that wrote it).
    */
@@ -268,6 +296,20 @@ export class ClaimQueue {
       const waits = part.waiting !== undefined && !res.results[0].txn!.succeeded
       return { key: waits ? part.waiting! : part.where, id: res.revision.toString() }
     }
+  }
+
+  /**
+   * One sweep step, if the last was long enough ago: what a Go consumer left behind goes as
+   * consumers pass. A step that fails (etcd unreachable) leaves it for the next; the receive
+   * goes on either way.
+   */
+  private async tidy(idle: boolean): Promise<void> {
+    const now = performance.now()
+    if (now - this.sweptAt < (idle ? SWEEP_IDLE_MS : SWEEP_BUSY_MS)) return
+    this.sweptAt = now
+    await this.sweeper.step().catch((err: unknown) => {
+      if (!(err instanceof MiddyEtcdError)) throw err
+    })
   }
 
   /** Moves the due delayed messages of a scan into the queue; true if there were any. */

@@ -28,12 +28,14 @@ import { decodeEnvelope, encodeEnvelope, type ItemMeta } from './queue-meta.js'
 export const DUE_WINDOW = 64
 
 /**
- * Seconds of a new timer lease for a delay in ms: the whole seconds above it (1500 → 2,
- * 1000 → 2), so the lease outlasts the delay by up to a second — the window in which the
- * producer's next delayed messages can share it.
+ * Seconds of a new timer lease for a delay in ms: the delay rounded up to whole seconds (1500 →
+ * 2, 1000 → 1), so the message is due less than a second after its delay (plus etcd's 0.5 s
+ * expiry tick). What the lease has beyond the delay is the window in which the producer's next
+ * delayed messages can share it: none for a delay of whole seconds, which takes a lease per
+ * message rather than a second's lateness.
  */
 export function timerTtl(delayMs: number): number {
-  return Math.floor(delayMs / 1000) + 1
+  return Math.max(1, Math.ceil(delayMs / 1000))
 }
 
 /** A timer lease this process granted: its id (once granted) and when the grant was sent. */

@@ -175,8 +175,17 @@ export const queueKeys = {
   marker: (itemKey: string, itemCreateRevision: bigint) => `__claims/${itemKey}/${itemCreateRevision}`,
   /** The counter whose version is the item's receive count. */
   counter: (itemKey: string, itemCreateRevision: bigint) => `__receives/${itemKey}/${itemCreateRevision}`,
+  /** The item of a claim marker or receive counter, and the create revision that item has; undefined for a key of another shape. */
+  itemOfClaim: (key: string): { item: string; createRevision: bigint } | undefined => {
+    const rest = key.startsWith('__claims/') ? key.slice('__claims/'.length) : key.startsWith('__receives/') ? key.slice('__receives/'.length) : undefined
+    const slash = rest?.lastIndexOf('/') ?? -1
+    if (rest === undefined || slash <= 0 || !/^[0-9]+$/.test(rest.slice(slash + 1))) return undefined
+    return { item: rest.slice(0, slash), createRevision: BigInt(rest.slice(slash + 1)) }
+  },
   /** An item's metadata (original id, group); see the layout list above. */
   meta: (itemKey: string) => `__meta/${itemKey}`,
+  /** The item a metadata key belongs to. */
+  itemOfMeta: (metaKey: string) => metaKey.slice('__meta/'.length),
   /** Metadata of queue `name`'s items. */
   metas: (name: string) => `__meta/${name}/`,
   /** Delayed messages of queue `name`, keyed by their due time on the producer's clock (for order only). */

@@ -62,6 +62,9 @@ const CHECK_EVERY_MS = 1000
 /** Expired timers a waiting receive heard of, kept for the next scan (two ops each). */
 const MAX_DUE_HINTS = 32
 
+/** Searches for more visible items one scan makes after its window (each a count round, then a read). */
+const MAX_GATHER = 3
+
 /** Width of the first window of delayed messages keyed past now + 1 s, in nanoseconds. */
 const BEYOND_SPAN = 1_000_000_000n
 
@@ -156,8 +159,8 @@ export class Scanner {
     }
     const delayed = dues.length > 0 || this.beyond.count > 0 || Number(res.results[region].range!.count) > 0
 
-    let visible = belowVisible ? await this.findBelow(from) : []
-    if (visible.length === 0) visible = read.uncovered.length > 0 ? read.uncovered : await this.findAfter(read)
+    const visible = belowVisible ? await this.findBelow(from) : []
+    if (visible.length === 0) visible.push(...(await this.gather(read, max, target)))
     if (visible.length === 0 && dues.length === 0 && (!checkBelow || !checkBeyond)) {
       // Nothing here: count what this scan left out before saying so.
       const rest = await this.checkSkipped(checkBelow, checkBeyond, due, now)
@@ -207,31 +210,40 @@ export class Scanner {
 
   /** The visible items of the region below the hint (an item there turned visible, or arrived there); the hint moves to the first. */
   private async findBelow(hint: string): Promise<KeyValue[]> {
-    const found = await this.items.locate('', hint, { lowest: this.lowest })
+    const found = await this.items.locate('', hint, { lowest: this.lowest, limit: MAX_WINDOW })
     const visible = found.read?.uncovered ?? []
     if (visible.length > 0) this.hint = this.items.suffix(visible[0])
     return visible
   }
 
-  /** The visible items past a window that had none among the keys it read. */
-  private async findAfter(read: WindowRead): Promise<KeyValue[]> {
-    // Uncovered keys in the window's unread part, by its counts; otherwise past its end.
-    if (read.rest !== undefined && read.count > read.covers) {
-      const found = await this.items.locate(read.rest, read.end, { lowest: this.lowest })
-      if (found.read?.uncovered.length) return this.moved(found.read)
+  /**
+   * The visible items of a window read, and — while they are fewer than `max` — of the next
+   * windows that hold any (found by their counts): past the keys the read could not decide on,
+   * then past its end. The hint moves to the first one, or, when there is none, to where the
+   * counts found every key claimed.
+   */
+  private async gather(read: WindowRead, max: number, target: number): Promise<KeyValue[]> {
+    const visible = [...read.uncovered]
+    let last = read
+    for (let round = 0; visible.length < max && round < MAX_GATHER; round++) {
+      // Uncovered keys in the window's unread part, by its counts; otherwise past its end.
+      const region = last.rest !== undefined && last.count > last.covers ? { from: last.rest, to: last.end } : last.end !== undefined ? { from: last.end, to: undefined } : undefined
+      if (region === undefined) break
+      const found = await this.items.locate(region.from, region.to, { span: this.span, lowest: this.lowest, limit: target })
+      if (found.read === undefined || found.read.uncovered.length === 0) {
+        if (region.to !== undefined) {
+          // That part had none after all (taken meanwhile): go on past the window.
+          last = { ...last, rest: undefined }
+          continue
+        }
+        if (visible.length === 0) this.hint = found.coveredTo
+        break
+      }
+      visible.push(...found.read.uncovered)
+      last = found.read
     }
-    if (read.end === undefined) return []
-    const found = await this.items.locate(read.end, undefined, { span: this.span })
-    if (found.read?.uncovered.length) return this.moved(found.read)
-    // Every key from the old hint on is claimed: the next scan starts where the counts ended.
-    this.hint = found.coveredTo
-    return []
-  }
-
-  /** The uncovered keys of a located window; the hint moves to the first. */
-  private moved(read: WindowRead): KeyValue[] {
-    this.hint = this.items.suffix(read.uncovered[0])
-    return read.uncovered
+    if (visible.length > 0) this.hint = this.items.suffix(visible[0])
+    return visible
   }
 
   /**

@@ -54,7 +54,7 @@ export class CoverSearch {
     private readonly limit: number,
   ) {}
 
-  /** The two reads of window `[from, end)` (keys only), for the caller's Txn. */
+  /** The two reads of window `[from, end)` (keys only, at most `limit` keys), for the caller's Txn. */
   readOps(from: string, end: string | undefined, limit = this.limit): Op[] {
     const { a, b } = this.pair
     return [
@@ -85,8 +85,8 @@ export class CoverSearch {
   }
 
   /** Reads window `[from, end)` in a Txn of its own. */
-  async read(from: string, end: string | undefined): Promise<WindowRead> {
-    const res = await this.ks.txn([], this.readOps(from, end))
+  async read(from: string, end: string | undefined, limit = this.limit): Promise<WindowRead> {
+    const res = await this.ks.txn([], this.readOps(from, end, limit))
     return this.decode(from, end, res.results[0].range!, res.results[1].range!)
   }
 
@@ -102,29 +102,34 @@ export class CoverSearch {
    * `lowest`, a suffix known to exist, when `from` is the start of the prefix). `coveredTo`
    * says up to where every key was found covered on the way.
    */
-  async locate(from: string, to: string | undefined, options: { span?: bigint; lowest?: string } = {}): Promise<{ read?: WindowRead; coveredTo: string }> {
+  async locate(from: string, to: string | undefined, options: { span?: bigint; lowest?: string; limit?: number } = {}): Promise<{ read?: WindowRead; coveredTo: string }> {
+    // A window of up to `this.limit` keys is read, `limit` of them at a time.
+    const limit = Math.min(options.limit ?? this.limit, this.limit)
     let coveredTo = from
     for (let round = 0; round < MAX_ROUNDS; round++) {
       const windows: [string, string | undefined][] = to === undefined ? widening(from, options.span ?? 1_000_000n, PARTS) : split(from, to, PARTS, options.lowest)
       if (windows.length === 1) {
         // Nothing to cut it by: read it, and go on after what the read decided.
-        const read = await this.read(from, to)
+        const read = await this.read(from, to, limit)
         if (read.uncovered.length > 0) return { read, coveredTo }
         if (read.rest === undefined || read.count <= read.covers) return { coveredTo: read.end ?? coveredTo }
         coveredTo = from = read.rest
         continue
       }
       const res = await this.ks.txn([], windows.flatMap(([s, e]) => this.countOps(s, e)))
-      const i = windows.findIndex((_, j) => Number(res.results[2 * j].range!.count) > Number(res.results[2 * j + 1].range!.count))
+      const keys = windows.map((_, j) => Number(res.results[2 * j].range!.count))
+      const i = windows.findIndex((_, j) => keys[j] > Number(res.results[2 * j + 1].range!.count))
       if (i < 0) return { coveredTo: windows[windows.length - 1][0] }
-      const [s, e] = windows[i]
+      const s = windows[i][0]
       coveredTo = s
-      if (Number(res.results[2 * i].range!.count) <= this.limit) {
-        const read = await this.read(s, e)
+      if (keys[i] <= this.limit) {
+        // Read on into the windows after it while their keys fit one read: more to choose from.
+        let j = i
+        for (let total = keys[i]; j + 1 < windows.length && total + keys[j + 1] <= this.limit; j++) total += keys[j + 1]
+        const read = await this.read(s, windows[j][1], limit)
         if (read.uncovered.length > 0 || read.rest === undefined) return { read, coveredTo }
-        from = read.rest
-      } else from = s
-      to = e
+        ;[from, to] = [read.rest, windows[j][1]]
+      } else [from, to] = [s, windows[i][1]]
     }
     return { coveredTo }
   }

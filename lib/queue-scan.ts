@@ -239,7 +239,8 @@ export class Scanner {
         if (visible.length === 0) this.hint = found.coveredTo
         break
       }
-      visible.push(...found.read.uncovered)
+      // A read that goes on from a key reads that key again.
+      visible.push(...found.read.uncovered.filter((kv) => !visible.some((v) => v.key === kv.key)))
       last = found.read
     }
     if (visible.length > 0) this.hint = this.items.suffix(visible[0])

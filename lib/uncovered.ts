@@ -1,4 +1,4 @@
-import { after, split, widening, windowEnd } from './key-windows.js'
+import { split, widening, windowEnd } from './key-windows.js'
 import type { KeyValue, Keyspace, Op, RangeResult } from './kv.js'
 
 /**
@@ -35,7 +35,7 @@ export interface WindowRead {
   kvs: KeyValue[]
   /** Of those, the ones known to lack their cover, in key order. */
   uncovered: KeyValue[]
-  /** Where the part of the window this read could not decide on starts, if anywhere. */
+  /** Where the part of the window this read could not decide on starts (a key it read), if anywhere. */
   rest?: string
 }
 
@@ -78,9 +78,11 @@ export class CoverSearch {
     const known = lastCover === undefined ? keys.kvs : keys.kvs.filter((kv) => this.pair.coverOf(kv) <= lastCover)
     const uncovered = known.filter((kv) => !coverKeys.has(this.pair.coverOf(kv)))
     const count = Number(keys.count)
+    // The rest starts at a key (read again, not after it): a bound between a key and its
+    // successor would sort the key's own cover (`<key>/<rev>`) on the wrong side of it.
     let rest: string | undefined
     if (known.length < keys.kvs.length) rest = this.suffix(keys.kvs[known.length])
-    else if (count > keys.kvs.length) rest = after(this.suffix(keys.kvs[keys.kvs.length - 1]))
+    else if (count > keys.kvs.length) rest = this.suffix(keys.kvs[keys.kvs.length - 1])
     return { from, end, count, covers: Number(covers.count), kvs: keys.kvs, uncovered, rest }
   }
 

@@ -255,7 +255,7 @@ export class ClaimQueue {
   }
 
   /**
-   * Moves dead letters from `options.from` back into this queue (oldest first, at most
+   * Moves dead letters from `options.from` back into this queue (oldest first, in key order; at most
    * `options.max`), each in one Txn: never lost, never doubled, even when interrupted. A moved
    * message starts over with receive count 0 and keeps its id and group. Dead letters a
    * consumer of the dead-letter queue has claimed are left there (counted as `skipped`).

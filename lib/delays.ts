@@ -11,11 +11,12 @@ import { decodeEnvelope, encodeEnvelope, type ItemMeta } from './queue-meta.js'
 /**
  * Delayed messages. A delayed message waits outside the queue, in `__delayed/<name>/<due>`, so
  * no consumer — ours or Go's `Dequeue`, which only sees `<name>/` — can take it early. Its timer
- * `__timers/<name>/<due>` is put on a lease that certainly outlasts the delay (by less than a
- * second: leases last whole seconds): it is due once etcd has expired that lease, by the etcd
- * leader's clock, never by comparing the clocks of two functions. A receiver that sees a delayed message without its timer moves it
- * into the queue in one Txn (as if enqueued then). `<due>` is the producer's clock plus the
- * delay: it only orders the delayed messages, so that a scan looks at the soonest first.
+ * `__timers/<name>/<due>` is put on a lease of at least the delay (whole seconds): it is due
+ * once etcd has expired that lease, by the etcd leader's clock, never by comparing the clocks of
+ * two functions. A receiver that sees a delayed message without its timer moves it into the
+ * queue in one Txn (as if enqueued then). `<due>` is the producer's clock plus the delay: it
+ * only says where a scan looks first (queue-scan.ts): a message whose producer's clock is off
+ * is found by the counts of delayed messages against timers, and holds none back.
  *
  * Timer leases are shared: a producer reuses a lease it granted recently when that lease has
  * certainly at least the delay left and less than a second more, so a burst of delayed
@@ -100,9 +101,10 @@ export async function putDelayed(client: Namespace, ks: Keyspace, name: string, 
 }
 
 /**
- * The suffix of `__delayed/<name>/` that ends the region a scan reads: now + 1 s by this
- * process's wall clock, as the producers key their messages (a timer lease outlasts its delay
- * by up to a second). Only where to look first: what is due is told by the timers.
+ * The suffix of `__delayed/<name>/` that ends the region a scan reads first: now + 1 s by this
+ * process's wall clock, as producers key their messages (a message keyed later is not due
+ * unless its producer's clock runs ahead). Only where to look first: what is due is told by
+ * the timers.
  */
 export function dueEnd(): string {
   return ((BigInt(Date.now()) + 1000n) * 1_000_000n).toString().padStart(19, '0')

@@ -99,6 +99,8 @@ export const queueScale: Scenario = {
     })
     const backlog = async (k: number) => measure(`backlog ${k}`, (name) => fill(ctx.client, name, k))
 
+    // The first measurement of a process pays for its warm-up (JIT, connections): thrown away.
+    await inFlight(100)
     const small = await inFlight(100)
     const big = await inFlight(bigInFlight)
     const shallow = await backlog(1000)

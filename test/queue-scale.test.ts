@@ -32,11 +32,21 @@ const PER_MESSAGE = 2048
 /** And per call: a scan's window of keys, its counts. */
 const PER_CALL = 512 * 1024
 
+/** The largest answer of the running test, and its bytes received per message moved (printed by {@link report}). */
+let seen = { largest: 0, bytes: 0, messages: 0 }
+
+/** Prints what the test received, for docs/RELIABILITY.md. */
+function report(what: string) {
+  console.log(`${what}: largest answer ${seen.largest} bytes (budget ${RESPONSE_BUDGET_BYTES}); ${(seen.bytes / Math.max(1, seen.messages)).toFixed(0)} bytes received per message moved`)
+  seen = { largest: 0, bytes: 0, messages: 0 }
+}
+
 /** Runs `work` and checks what it received: no answer over the budget, and bytes for `messages` of `size`, not for the queue. */
 async function bounded<T>(what: string, messages: number, size: number, work: () => Promise<T>): Promise<{ result: T; measured: Measured }> {
   sizes.reset()
   const result = await work()
   const measured = sizes.snapshot()
+  seen = { largest: Math.max(seen.largest, measured.largest), bytes: seen.bytes + measured.bytes, messages: seen.messages + messages }
   expect(measured.largest, `${what}: largest answer (${measured.largestMethod})`).toBeLessThanOrEqual(RESPONSE_BUDGET_BYTES)
   expect(measured.bytes, `${what}: bytes received for ${messages} messages of ${size} bytes`).toBeLessThanOrEqual(messages * (size + PER_MESSAGE) + PER_CALL)
   return { result, measured }
@@ -105,6 +115,7 @@ describe('queues at production size: every answer bounded, bytes by what moves',
     await cycle(name, 3, 1_400_000, 1)
     for (let i = 0; i < 3; i++) await q.enqueue(payload(i, 1_400_000))
     await cycle(name, 3, 1_400_000, 3)
+    report('1.4 MB messages')
   }, 120_000)
 
   it('220 KB messages in batches of 10 (queueConsumer\'s default batch), a delayed one among them', async () => {
@@ -115,6 +126,7 @@ describe('queues at production size: every answer bounded, bytes by what moves',
     await q.enqueue(payload(19, 220_000), { delayMs: 1 })
     await new Promise((r) => setTimeout(r, 1600))
     await cycle(name, 20, 220_000, 10)
+    report('220 KB messages, batches of 10')
   }, 120_000)
 
   it('50 KB messages with 500 in flight: each further receive reads the messages it claims, not the 500', async () => {
@@ -128,6 +140,7 @@ describe('queues at production size: every answer bounded, bytes by what moves',
     await cycle(name, 20, 50_000, 10, false)
     for (let i = 0; i < held.length; i += 100) await holder.ackMany(held.slice(i, i + 100))
     expect(await keysMentioning(name)).toEqual([])
+    report('50 KB messages, 500 in flight')
   }, 180_000)
 
   it('100,000 small messages in flight: a receive still reads O(batch); every message received and acked, a batch nacked into the dead-letter queue and redriven', async () => {
@@ -159,6 +172,7 @@ describe('queues at production size: every answer bounded, bytes by what moves',
     for (const c of cost.slice(1)) expect(c.requests).toBeLessThanOrEqual(6)
     for (let i = 0; i < held.length; i += 800) await Promise.all(Array.from({ length: 8 }, (_, j) => q.ackMany(held.slice(i + 100 * j, i + 100 * (j + 1)))))
     expect(await q.size()).toBe(0)
+    report('100,000 small messages in flight')
     console.log(
       `100,000 in flight: filled and claimed in ${((filled - started) / 1000).toFixed(1)} s, whole test ${((performance.now() - started) / 1000).toFixed(1)} s; ` +
         `a receive of 10 behind them: ${cost.map((c) => `${c.requests} requests, ${c.bytes} bytes`).join('; ')}`,

@@ -8,13 +8,14 @@ import { CoverSearch, type Pair, type WindowRead } from './uncovered.js'
 import { waitFor, type EventType } from './wait.js'
 
 /**
- * Finding visible items and due delayed messages with answers of bounded size and a server
- * cost that does not grow with what is in flight, the backlog or the delayed count (see
- * `uncovered.ts`): keys only, values are read by the claim.
+ * Finding visible items and due delayed messages with answers of bounded size and requests,
+ * bytes and server work per receive that do not grow with what is in flight, the backlog or the
+ * delayed count (see `uncovered.ts`) — but for the count-only reads of a large region below the
+ * hint, once a second. Keys only: values are read by the claim.
  *
  * Items are served in key order: a Queue's keys are `<unixNano>` of the producer's clock (Go's
  * too), so one producer's messages come in enqueue order and several producers' within their
- * clocks' offset; a PriorityQueue's are `<priority>/<sequence>`. Etcd can sort a Range by mod
+ * clocks' offset; a PriorityQueue's are `<priority>/<sequence>`. etcd can sort a Range by mod
  * revision only by reading every item of the queue, values included, from its backend.
  *
  * A scanner keeps where its last look found the first visible item (the hint) and how wide a
@@ -50,7 +51,7 @@ export interface QueueView {
 /** After a lost claim race, this many picks start at a random offset (see {@link Scanner.pick}). */
 const SPREAD_ROUNDS = 8
 
-/** Most items one scan reads (keys only); a receive of more gets fewer back. */
+/** Most items one read of a scan returns (keys only); a larger batch is gathered from further windows, or comes back smaller. */
 const MAX_WINDOW = 512
 
 /** A region below the hint (or delayed messages keyed past now) of at most this many keys is counted in every scan. */
@@ -149,7 +150,6 @@ export class Scanner {
 
     const read = this.items.decode(from, end, res.results[window].range!, res.results[window + 1].range!)
     this.learn(read, target)
-    const view = { claims: read.covers > 0, revision: res.revision }
     const belowVisible = checkBelow ? this.counted(res, below, 'below', now) : false
     const beyondDue = checkBeyond ? this.counted(res, beyond, 'beyond', now) : false
     const dues = await this.dueOf(this.delays.decode('', due, res.results[region].range!, res.results[region + 1].range!), due, beyondDue)
@@ -157,16 +157,23 @@ export class Scanner {
       const kv = res.results[hints[i]].range!.kvs[0]
       if (kv !== undefined && res.results[hints[i] + 1].range!.count === 0n && !dues.some((d) => d.key === key)) dues.push(kv)
     }
-    const delayed = dues.length > 0 || this.beyond.count > 0 || Number(res.results[region].range!.count) > 0
+    const delayedHere = Number(res.results[region].range!.count) > 0
 
     const visible = belowVisible ? await this.findBelow(from) : []
     if (visible.length === 0) visible.push(...(await this.gather(read, max, target)))
     if (visible.length === 0 && dues.length === 0 && (!checkBelow || !checkBeyond)) {
       // Nothing here: count what this scan left out before saying so.
       const rest = await this.checkSkipped(checkBelow, checkBeyond, due, now)
-      return { visible: rest.visible, due: rest.due, claims: view.claims || this.below.count > 0, delayed: delayed || rest.due.length > 0 || this.beyond.count > 0, revision: view.revision }
+      visible.push(...rest.visible)
+      dues.push(...rest.due)
     }
-    return { visible, due: dues, claims: view.claims || this.below.count > 0, delayed, revision: view.revision }
+    return {
+      visible,
+      due: dues,
+      claims: read.covers > 0 || this.below.count > 0,
+      delayed: delayedHere || dues.length > 0 || this.beyond.count > 0,
+      revision: res.revision,
+    }
   }
 
   /**

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createClient, EtcdUnavailableError, Queue, ResponseTooLargeError, type EtcdClient, type Message } from '../lib/index.js'
+import { createClient, EtcdUnavailableError, PriorityQueue, Queue, ResponseTooLargeError, type EtcdClient, type Message } from '../lib/index.js'
 import { unixNano } from '../lib/keys.js'
 import { keyspace } from '../lib/kv.js'
 import { RESPONSE_BUDGET_BYTES } from '../lib/limits.js'
@@ -178,6 +178,53 @@ describe('queues at production size: every answer bounded, bytes by what moves',
         `a receive of 10 behind them: ${cost.map((c) => `${c.requests} requests, ${c.bytes} bytes`).join('; ')}`,
     )
   }, 300_000)
+})
+
+describe('a message that turns visible behind more claimed ones than a scan counts every time (> 4,096)', () => {
+  it('is received before a receive returns nothing, and at once by a receive waiting for it', async () => {
+    const name = uniqueName('behind')
+    await fill(name, 5000, 16)
+    const holder = new Queue(client, name)
+    const held = await receiveAll(holder, 5000, 1000, 16, 'hold 5,000')
+    await fill(name, 4, 16, 5000)
+    // Another consumer object reads past the 5,000: its hint is beyond them now, and it has
+    // counted them (so it counts them again only once a second, or when it finds nothing).
+    const other = new Queue(client, name)
+    const firstTwo = [...(await other.receive({ max: 1, visibilityTimeout: 300, wait: false })), ...(await other.receive({ max: 1, visibilityTimeout: 300, wait: false }))]
+    expect(firstTwo.map((m) => m.value.slice(0, 8))).toEqual(['00005000', '00005001'])
+    await holder.nack(held[10], { delay: 0 })
+    // The two ahead of the hint and the one behind it, in whichever order the counts allow;
+    // then nothing: the one behind is found before a receive returns empty-handed.
+    const next: Message[] = []
+    for (let i = 0; i < 3; i++) next.push(...(await other.receive({ max: 1, visibilityTimeout: 300, wait: false })))
+    expect(next.map((m) => m.value.slice(0, 8)).sort()).toEqual(['00000010', '00005002', '00005003'])
+    expect(next.find((m) => m.id === held[10].id)?.receiveCount).toBe(2)
+    expect(await other.receive({ max: 1, wait: false })).toEqual([])
+    // A receive waiting on the queue hears the next claim end and looks behind its hint at once.
+    const waiting = other.receive({ max: 1, visibilityTimeout: 300, signal: AbortSignal.timeout(20_000) })
+    await new Promise((r) => setTimeout(r, 300))
+    await holder.nack(held[20], { delay: 0 })
+    expect(await waiting).toMatchObject([{ id: held[20].id, receiveCount: 2 }])
+    for (let i = 0; i < held.length; i += 100) await holder.ackMany(held.slice(i, i + 100))
+    // Left: the four after the 5,000 and the two received again, all claimed by `other`.
+    expect(await holder.size()).toBe(6)
+  }, 120_000)
+
+  it('PriorityQueue: a more urgent message arriving behind the hint of a waiting receive is delivered at once', async () => {
+    const name = uniqueName('urgent')
+    const pq = new PriorityQueue(client, name)
+    const ks = keyspace(etcd.client)
+    // 5,000 at priority 5 (Go's layout: <prio>/<seq>), claimed.
+    for (let i = 0; i < 5000; i += 125) {
+      await ks.txn([], Array.from({ length: 125 }, (_, j) => ks.put(`${name}/00005/${String(i + j).padStart(16, '0')}`, 'low')))
+    }
+    let held = 0
+    while (held < 5000) held += (await pq.receive({ max: 1000, visibilityTimeout: 300, wait: false })).length
+    const waiting = pq.receive({ max: 1, visibilityTimeout: 300, signal: AbortSignal.timeout(20_000) })
+    await new Promise((r) => setTimeout(r, 300))
+    await new PriorityQueue(client, name).enqueue('urgent', 0)
+    expect(await waiting).toMatchObject([{ value: 'urgent', priority: 0 }])
+  }, 120_000)
 })
 
 describe('an answer larger than the client accepts', () => {

@@ -1,6 +1,9 @@
 import type { EtcdClient } from '../lib/client.js'
+import { chunked } from '../lib/claim.js'
+import { KeyPager } from '../lib/key-windows.js'
 import { queueKeys } from '../lib/keys.js'
 import { checkName, keyspace, type KeyValue } from '../lib/kv.js'
+import { VALUES_PER_RESPONSE } from '../lib/limits.js'
 import { MAX_PRIORITY, PriorityQueue } from '../lib/priority-queue.js'
 import { Queue } from '../lib/queue.js'
 import { intOption, noMoreArgs, requireArg, revisionNumber, UsageError, type Command, type Invocation, type Report } from './common.js'
@@ -14,7 +17,7 @@ import { fields, jsonValue, showKey, showValue, table } from './table.js'
  */
 
 const PEEK_DEFAULT = 10
-/** Peeked items are read back with their receive counters in one Txn (etcd's default op limit is 128). */
+/** Most items one peek shows. */
 const PEEK_MAX = 100
 const PRIORITY_ITEM = /^\d{5}\/\d{16}$/
 
@@ -51,39 +54,56 @@ async function stats(client: EtcdClient, name: string, deadLetter: string | unde
 }
 
 /**
- * The first `limit` items in the order consumers get them (Queue: oldest mod revision;
- * PriorityQueue: smallest key), without claiming any, each with its claim state and receive
- * count. Two reads: the items, then their markers and counters at the same revision.
+ * The first `limit` items in the order consumers get them (key order: a Queue's producer
+ * timestamps, a PriorityQueue's priority then sequence), without claiming any, each with its
+ * claim state and receive count. Keys are listed in bounded windows; values, markers and
+ * counters read at the same revision, as many values per Txn as surely fit one answer.
  */
 async function peek(client: EtcdClient, name: string, limit: number): Promise<Report> {
   const ks = keyspace(client)
   const prefix = queueKeys.items(name)
-  const first = await ks.range(prefix, { prefix: true, limit: 1 })
-  const priority = first.kvs.length > 0 && PRIORITY_ITEM.test(first.kvs[0].key.slice(prefix.length))
-  const items = await ks.range(prefix, { prefix: true, sort: priority ? ['Key', 'Ascend'] : ['Mod', 'Ascend'], limit, revision: first.revision })
-  const state = items.kvs.length === 0 ? [] : (await ks.txn([], items.kvs.flatMap((kv) => [ks.get(markerOf(kv), { revision: first.revision }), ks.get(counterOf(kv), { revision: first.revision })]))).results
-  const rows = items.kvs.map((kv, i) => ({
-    key: kv.key,
-    id: kv.createRevision.toString(),
-    ...(priority ? { priority: Number(kv.key.slice(prefix.length, prefix.length + 5)) } : {}),
-    claimed: state[2 * i].range!.kvs.length > 0,
-    receives: Number(state[2 * i + 1].range!.kvs[0]?.version ?? 0n),
-    ...jsonValue(kv.value),
+  const pager = new KeyPager(ks, prefix, limit)
+  const keys: KeyValue[] = []
+  let revision: bigint | undefined
+  let left = false
+  while (keys.length < limit && !pager.done) {
+    const page = await pager.next(revision === undefined ? {} : { revision })
+    revision ??= page.revision
+    left = page.kvs.length > limit - keys.length
+    keys.push(...page.kvs.slice(0, limit - keys.length))
+  }
+  const more = left || !pager.done
+  const at = { revision: revision ?? 0n }
+  const state = await Promise.all(
+    chunked(keys, VALUES_PER_RESPONSE).map(async (chunk) => {
+      const res = await ks.txn([], chunk.flatMap((kv) => [ks.get(kv.key, at), ks.get(markerOf(kv), { ...at, countOnly: true }), ks.get(counterOf(kv), { ...at, keysOnly: true })]))
+      return chunk.map((_, i) => ({ item: res.results[3 * i].range!.kvs[0], claimed: res.results[3 * i + 1].range!.count > 0n, receives: Number(res.results[3 * i + 2].range!.kvs[0]?.version ?? 0n) }))
+    }),
+  )
+  const items = state.flat().filter((s) => s.item !== undefined)
+  const priority = items.length > 0 && PRIORITY_ITEM.test(items[0].item!.key.slice(prefix.length))
+  const rows = items.map(({ item, claimed, receives }) => ({
+    key: item!.key,
+    id: item!.createRevision.toString(),
+    ...(priority ? { priority: Number(item!.key.slice(prefix.length, prefix.length + 5)) } : {}),
+    claimed,
+    receives,
+    ...jsonValue(item!.value),
   }))
-  const json = { queue: name, kind: priority ? 'priority' : 'fifo', revision: revisionNumber(first.revision), items: rows, more: items.more }
+  const json = { queue: name, kind: priority ? 'priority' : 'fifo', revision: revisionNumber(at.revision), items: rows, more }
   if (rows.length === 0) return { json, text: `queue ${JSON.stringify(name)} is empty` }
   const text = table(
     ['#', 'ID', ...(priority ? ['PRIO'] : []), 'STATE', 'RECEIVES', 'KEY', 'VALUE'],
-    rows.map((r, i) => [String(i + 1), r.id, ...(priority ? [String(r.priority)] : []), r.claimed ? 'claimed' : 'visible', String(r.receives), showKey(r.key), showValue(items.kvs[i].value)]),
+    rows.map((r, i) => [String(i + 1), r.id, ...(priority ? [String(r.priority)] : []), r.claimed ? 'claimed' : 'visible', String(r.receives), showKey(r.key), showValue(items[i].item!.value)]),
     ['right', 'right', ...(priority ? ['right' as const] : []), 'left', 'right'],
   )
-  return { json, text: items.more ? `${text}\n(first ${rows.length}; --limit N shows more)` : text }
+  return { json, text: more ? `${text}\n(first ${rows.length}; --limit N shows more)` : text }
 }
 
 /** What the first item under `<name>/` says the queue is; undefined when it is empty. */
 async function queueKind(client: EtcdClient, name: string): Promise<'priority' | 'fifo' | undefined> {
   const prefix = `${name}/`
-  const first = await keyspace(client).range(prefix, { prefix: true, limit: 1 })
+  const first = await keyspace(client).range(prefix, { prefix: true, limit: 1, keysOnly: true })
   if (first.kvs.length === 0) return undefined
   return PRIORITY_ITEM.test(first.kvs[0].key.slice(prefix.length)) ? 'priority' : 'fifo'
 }
@@ -123,6 +143,18 @@ async function purge(client: EtcdClient, name: string): Promise<Report> {
   }
 }
 
+/**
+ * Removes what consumers that know only Go's layout left behind in queue `name`
+ * (`Queue.sweep`): receive counters, metadata and claim markers of messages a Go `Dequeue`
+ * took, and the heads of groups whose current message it took (their turn passes on).
+ */
+async function sweep(client: EtcdClient, name: string): Promise<Report> {
+  const done = await new Queue(client, name).sweep()
+  const json = { queue: name, ...done }
+  const parts = [`${done.counters} receive counter${done.counters === 1 ? '' : 's'}`, `${done.metadata} metadata key${done.metadata === 1 ? '' : 's'}`, `${done.markers} claim marker${done.markers === 1 ? '' : 's'}`]
+  return { json, text: `swept queue ${showKey(name)}: removed ${parts.join(', ')} of messages no longer queued; passed the turn of ${done.groups} group${done.groups === 1 ? '' : 's'} on` }
+}
+
 /** The queue a dead-letter queue's messages go back to unless `--to` says: `<name>` for `dlq/<name>`. */
 function redriveTarget(dlq: string, to: string | undefined): string {
   if (to !== undefined) return checkName(to, '--to')
@@ -137,7 +169,7 @@ function redriveTarget(dlq: string, to: string | undefined): string {
  */
 async function redriveCommand(client: EtcdClient, dlq: string, to: string, max: number | undefined): Promise<Report> {
   const ks = keyspace(client)
-  const [items, metas] = await Promise.all([ks.range(queueKeys.items(to), { prefix: true, limit: 1 }), ks.range(queueKeys.metas(dlq), { prefix: true, limit: 1 })])
+  const [items, metas] = await Promise.all([ks.range(queueKeys.items(to), { prefix: true, limit: 1, keysOnly: true }), ks.range(queueKeys.metas(dlq), { prefix: true, limit: 1 })])
   const priority = (items.kvs.length > 0 && PRIORITY_ITEM.test(items.kvs[0].key.slice(queueKeys.items(to).length))) || (metas.kvs.length > 0 && /"priority":/.test(metas.kvs[0].value.toString()))
   const target = priority ? new PriorityQueue(client, to) : new Queue(client, to)
   const done = await target.redrive({ from: dlq, ...(max === undefined ? {} : { max }) })
@@ -148,15 +180,15 @@ async function redriveCommand(client: EtcdClient, dlq: string, to: string, max: 
 
 export const queue: Command = {
   name: 'queue',
-  summary: 'queue depth, claimed, delayed and dead-letter counts; peek, push, purge, redrive',
-  usage: 'queue stats <name> [--dead-letter <queue>]\nqueue peek <name> [--limit N]\nqueue push <name> <value> [--priority N]\nqueue purge <name> --yes\nqueue redrive <dlq> [--to <queue>] [--max N]',
+  summary: 'queue depth, claimed, delayed and dead-letter counts; peek, push, purge, redrive, sweep',
+  usage: 'queue stats <name> [--dead-letter <queue>]\nqueue peek <name> [--limit N]\nqueue push <name> <value> [--priority N]\nqueue purge <name> --yes\nqueue redrive <dlq> [--to <queue>] [--max N]\nqueue sweep <name>',
   help: `Works on a Queue (Go layout <name>/<unixNano>) or PriorityQueue (<name>/<prio>/<seq>):
   stats   items in the queue, how many are visible and how many claimed (received by an
           at-least-once consumer, not yet acked: in flight, or waiting out a retry delay),
           delayed messages and messages waiting behind their group; with --dead-letter
           <queue>, the items in that dead-letter queue
   peek    the first N items (default ${PEEK_DEFAULT}, at most ${PEEK_MAX}) in the order consumers get
-          them, without claiming: id (create revision), state, receive count, value
+          them (key order), without claiming: id (create revision), state, receive count, value
   push    enqueue <value> (Queue.enqueue; with --priority N, PriorityQueue.enqueue, 0 served first)
   purge   delete every item with its claim and receive-count keys, delayed and grouped
           messages, in one transaction; needs --yes, prints how many items went
@@ -164,6 +196,10 @@ export const queue: Command = {
           each in one transaction:
           an interrupted redrive loses and doubles nothing, run it again for the rest;
           receive counts start again. --to defaults to <queue> for dlq/<queue>
+  sweep   remove what Go consumers (a Go Dequeue deletes the item only) left behind: receive
+          counters, metadata and claim markers of messages no longer queued; pass the turn of
+          groups whose current message a Go Dequeue took on. Consumers of this library do the
+          same a page at a time; this does the whole queue now
 
 <name> is a raw key prefix: items of a queue nested under it (<name>/sub/...) count too.`,
   options: {
@@ -175,7 +211,7 @@ export const queue: Command = {
     max: { type: 'string' },
   },
   async run({ args, options, connect }: Invocation): Promise<Report> {
-    const action = requireArg(queue, args, 0, 'action (stats, peek, push, purge or redrive)')
+    const action = requireArg(queue, args, 0, 'action (stats, peek, push, purge, redrive or sweep)')
     const only = (allowed: string[]) => {
       for (const option of ['limit', 'priority', 'dead-letter', 'yes', 'to', 'max']) {
         if (options[option] !== undefined && !allowed.includes(option)) throw new UsageError(`queue ${action}: --${option} does not apply here`, queue)
@@ -219,8 +255,14 @@ export const queue: Command = {
         const max = options.max === undefined ? undefined : intOption(queue, options.max, 'max', 1, 1)
         return redriveCommand(connect(), dlq, to, max)
       }
+      case 'sweep': {
+        only([])
+        const name = checkedName(args[1], action)
+        noMoreArgs(queue, args, 2)
+        return sweep(connect(), name)
+      }
       default:
-        throw new UsageError(`queue: unknown action ${JSON.stringify(action)} (use stats, peek, push, purge or redrive)`, queue)
+        throw new UsageError(`queue: unknown action ${JSON.stringify(action)} (use stats, peek, push, purge, redrive or sweep)`, queue)
     }
   },
 }

@@ -1,6 +1,7 @@
 import { ClaimLostError, MiddyEtcdError } from './errors.js'
 import { queueKeys, uniqueSlot } from './keys.js'
 import type { KeyValue, Keyspace, Op } from './kv.js'
+import { VALUES_PER_RESPONSE } from './limits.js'
 import { handOnPart, retryStale, type QueueRef, type TxnPart } from './placement.js'
 import { metaOps, readMeta, type ItemMeta } from './queue-meta.js'
 import { claimLost, claimState, ownClaim, type Receipt } from './receipts.js'
@@ -15,6 +16,7 @@ import { claimLost, claimState, ownClaim, type Receipt } from './receipts.js'
 
 /** One claimed item, before it becomes a message. */
 export interface Claim {
+  /** The item, value included. */
   kv: KeyValue
   /** The revision of the claim Txn: the marker's mod revision while this claim holds. */
   claimRev: bigint
@@ -23,8 +25,14 @@ export interface Claim {
   meta: ItemMeta
 }
 
-/** Items per claim Txn: N nested Txns of 4 ops stay under etcd's default --max-txn-ops of 128. */
-export const CLAIM_CHUNK = 100
+/**
+ * Items per claim Txn: it reads their values, so as many as surely fit one answer (10 values of
+ * etcd's largest, 1.5 MiB; a larger batch claims in parallel Txns).
+ */
+export const CLAIM_CHUNK = VALUES_PER_RESPONSE
+
+/** Receipts per ack Txn: N nested Txns of 4 ops stay under etcd's default --max-txn-ops of 128; their answers carry no value. */
+export const ACK_CHUNK = 100
 
 /** Attempts of a Txn whose parts can go stale (a key slot clashed, a group moved on) before giving up. */
 const STALE_TRIES = 16
@@ -37,18 +45,20 @@ export function chunked<T>(list: readonly T[], size: number): T[][] {
 }
 
 /**
- * One Txn claiming `kvs` (at most {@link CLAIM_CHUNK}): for each item still unchanged and
- * unclaimed, put its marker with the lease, bump its counter and read the counter back (the
- * receive count) and the item's metadata. Returns the claims that succeeded and whether any
- * item was lost to another receiver.
+ * One Txn claiming `kvs` (keys and revisions, at most {@link CLAIM_CHUNK}): for each item still
+ * unchanged and unclaimed, put its marker with the lease, bump its counter and read back the
+ * counter (its version is the receive count), the item's metadata and the item itself — the
+ * only read of a value a receive makes. Returns the claims that succeeded and whether any item
+ * was lost to another receiver.
  */
 export async function claimChunk(ks: Keyspace, kvs: KeyValue[], leaseId: string): Promise<{ claims: Claim[]; lostAny: boolean }> {
+  const [COUNTER, META, ITEM] = [2, 3, 4]
   const ops = kvs.map((kv) => {
     const marker = queueKeys.marker(kv.key, kv.createRevision)
     const counter = queueKeys.counter(kv.key, kv.createRevision)
     return ks.txnOp(
       [ks.compare(kv.key, 'Mod', '==', kv.modRevision), ks.compare(marker, 'Create', '==', 0)],
-      [ks.put(marker, '', leaseId), ks.put(counter), ks.get(counter), ks.get(queueKeys.meta(kv.key))],
+      [ks.put(marker, '', leaseId), ks.put(counter), ks.get(counter, { keysOnly: true }), ks.get(queueKeys.meta(kv.key)), ks.get(kv.key)],
     )
   })
   const res = await ks.txn([], ops)
@@ -56,8 +66,9 @@ export async function claimChunk(ks: Keyspace, kvs: KeyValue[], leaseId: string)
   kvs.forEach((kv, i) => {
     const sub = res.results[i].txn!
     if (!sub.succeeded) return
-    const count = Number(sub.results[2].range!.kvs[0].version)
-    claims.push({ kv, claimRev: res.revision, count, meta: readMeta(sub.results[3].range!.kvs[0], kv) })
+    const item = sub.results[ITEM].range!.kvs[0]
+    const count = Number(sub.results[COUNTER].range!.kvs[0].version)
+    claims.push({ kv: item, claimRev: res.revision, count, meta: readMeta(sub.results[META].range!.kvs[0], item) })
   })
   return { claims, lostAny: claims.length < kvs.length }
 }
@@ -95,26 +106,28 @@ export function leave(q: QueueRef, r: Receipt): Promise<ClaimLostError | undefin
 }
 
 /**
- * Deletes a visible item (Go's Dequeue, plus our keys) if still unclaimed and unchanged. A
- * plain item goes in one Txn; one with metadata (grouped, moved) reads it first to pass its
- * group's turn on. False when another consumer got it first.
+ * Deletes a visible item (Go's Dequeue, plus our keys) if still unclaimed and unchanged, and
+ * returns its value (read in the same Txn: `kv` has keys and revisions only). A plain item goes
+ * in one Txn; one with metadata (grouped, moved) reads it first to pass its group's turn on.
+ * Undefined when another consumer got it first.
  */
-export async function take(q: QueueRef, kv: KeyValue): Promise<boolean> {
+export async function take(q: QueueRef, kv: KeyValue): Promise<Buffer | undefined> {
   const { ks } = q
   const marker = queueKeys.marker(kv.key, kv.createRevision)
   const unclaimed = [ks.compare(kv.key, 'Mod', '==', kv.modRevision), ks.compare(marker, 'Create', '==', 0)]
   const meta = queueKeys.meta(kv.key)
-  const res = await ks.txn([...unclaimed, ks.compare(meta, 'Version', '==', 0)], leaveOps(ks, kv.key, kv.createRevision), [ks.get(meta)])
-  if (res.succeeded) return true
+  // The value is read before the deletes of the same Txn: its first op.
+  const res = await ks.txn([...unclaimed, ks.compare(meta, 'Version', '==', 0)], [ks.get(kv.key), ...leaveOps(ks, kv.key, kv.createRevision)], [ks.get(meta)])
+  if (res.succeeded) return res.results[0].range!.kvs[0].value
   const { group } = readMeta(res.results[0].range!.kvs[0], kv)
-  return retryStale<boolean>(
+  return retryStale<Buffer | undefined>(
     STALE_TRIES,
     async () => {
       const handOn = await handOnFor(q, group, kv.createRevision)
-      const again = await ks.txn([...unclaimed, ...handOn.compares], [...leaveOps(ks, kv.key, kv.createRevision), ...handOn.ops], [ks.get(kv.key), ks.get(marker)])
-      if (again.succeeded) return { done: true, value: true }
+      const again = await ks.txn([...unclaimed, ...handOn.compares], [ks.get(kv.key), ...leaveOps(ks, kv.key, kv.createRevision), ...handOn.ops], [ks.get(kv.key, { keysOnly: true }), ks.get(marker, { keysOnly: true })])
+      if (again.succeeded) return { done: true, value: again.results[0].range!.kvs[0].value }
       const [now, claimed] = [again.results[0].range!.kvs[0], again.results[1].range!.kvs[0]]
-      return now?.modRevision !== kv.modRevision || claimed !== undefined ? { done: true, value: false } : { done: false }
+      return now?.modRevision !== kv.modRevision || claimed !== undefined ? { done: true, value: undefined } : { done: false }
     },
     () => stale('dequeue', kv.key, q),
   )
@@ -141,7 +154,7 @@ export async function deadLetter(q: QueueRef, r: Receipt, dlq: string, priority:
       const res = await ks.txn(
         [...ownClaim(ks, r), ...handOn.compares, ...target.compares],
         [...leaveOps(ks, r.key, r.createRev), ...target.ops(item.value), ...metaOps(ks, target.key, { id, group: meta.group, priority }), ...handOn.ops],
-        [ks.get(queueKeys.marker(r.key, r.createRev)), ks.get(r.key)],
+        [ks.get(queueKeys.marker(r.key, r.createRev), { keysOnly: true }), ks.get(r.key, { keysOnly: true })],
       )
       if (res.succeeded) return { done: true, value: true }
       const [marker, now] = [res.results[0].range!.kvs[0], res.results[1].range!.kvs[0]]

@@ -1,11 +1,11 @@
 import type { Namespace } from 'etcd3'
 import { checkBackoff, retryDelaySeconds, type Backoff } from './backoff.js'
 import { checkClient, checkOptions } from './check.js'
-import { claimChunk, chunked, CLAIM_CHUNK, deadLetter, leave, leaveOps, take, type Claim } from './claim.js'
+import { ACK_CHUNK, claimChunk, chunked, CLAIM_CHUNK, deadLetter, leave, leaveOps, take, type Claim } from './claim.js'
 import { dropLease, grantClaimLease, keepClaimFresh, settleClaim, trackBatch, type ClaimLease } from './claim-leases.js'
 import { grantLease, revokeLease } from './leases.js'
 import { promoteAll, putDelayed } from './delays.js'
-import { ClaimLostError, InvalidArgumentError } from './errors.js'
+import { ClaimLostError, InvalidArgumentError, MiddyEtcdError } from './errors.js'
 import { queueKeys } from './keys.js'
 import { checkName, keyspace, type KeyValue, type Keyspace } from './kv.js'
 import { arrivalPart, type ItemSlot, type QueueRef } from './placement.js'
@@ -15,6 +15,7 @@ import type { QueueOrder } from './queue-order.js'
 import { Scanner, waitForChange, type QueueView } from './queue-scan.js'
 import { claimLost, claimState, formatReceipt, ownClaim, parseReceipt, receiptMarker, type Receipt } from './receipts.js'
 import { redrive } from './redrive.js'
+import { Sweeper, sweepQueue, type Swept } from './queue-sweep.js'
 
 /**
  * The consumer side shared by {@link Queue} and {@link PriorityQueue}: Go's destructive
@@ -42,6 +43,12 @@ import { redrive } from './redrive.js'
  */
 
 export type { DeadLetterOptions, DequeueOptions, EnqueueOptions, Enqueued, Message, NackOptions, PriorityEnqueueOptions, QueueOptions, ReceiveOptions, RedriveOptions, Redriven } from './queue-options.js'
+export type { Swept } from './queue-sweep.js'
+
+/** A receive that finds nothing sweeps one step of what Go consumers left behind at most this often (ms)… */
+const SWEEP_IDLE_MS = 5_000
+/** …and one that claims, beside its claim, at most this often. */
+const SWEEP_BUSY_MS = 30_000
 
 
 /**
@@ -59,6 +66,9 @@ export class ClaimQueue {
   private readonly ref: QueueRef
   /** The last receive found messages: grant the next lease in parallel with the scan. */
   private busy = false
+  /** Removes, a step at a time, the bookkeeping keys of messages a Go consumer took. */
+  private readonly sweeper: Sweeper
+  private sweptAt = Number.NEGATIVE_INFINITY
 
   constructor(
     readonly client: Namespace,
@@ -80,6 +90,7 @@ export class ClaimQueue {
     this.backoff = checkBackoff(options, `${what} options`)
     this.scanner = new Scanner(this.ks, name, order)
     this.ref = { ks: this.ks, name, slotOf }
+    this.sweeper = new Sweeper(this.ref)
   }
 
   /** Number of items in the queue, claimed ones included (one count-only Range); delayed and group-waiting messages are not counted. */
@@ -101,8 +112,13 @@ export class ClaimQueue {
       signal?.throwIfAborted()
       const view = await this.scanner.scan(1)
       if (await this.promoteDue(view)) continue
-      for (const kv of view.visible) if (await take(this.ref, kv)) return kv.value.toString()
-      if (view.visible.length === 0) await waitForChange(this.client, this.name, view, signal)
+      for (const kv of view.visible) {
+        const value = await take(this.ref, kv)
+        if (value !== undefined) return value.toString()
+      }
+      if (view.visible.length > 0) continue
+      await this.tidy(true)
+      this.scanner.noted(await waitForChange(this.client, this.name, view, signal))
     }
   }
 
@@ -135,7 +151,7 @@ export class ClaimQueue {
         if (await this.promoteDue(view)) continue
         if (view.visible.length > 0) {
           lease ??= await this.claimLease(o)
-          const messages = await this.claimBatch(this.scanner.pick(view.visible, o.max), lease, o)
+          const [messages] = await Promise.all([this.claimBatch(this.scanner.pick(view.visible, o.max), lease, o), this.tidy(false)])
           if (messages.length > 0) {
             await keepClaimFresh(this.client, lease)
             trackBatch(this.client, lease, messages.map((m) => m.key))
@@ -148,8 +164,9 @@ export class ClaimQueue {
         this.busy = false
         if (lease) await dropLease(this.client, lease)
         lease = undefined
+        await this.tidy(true)
         if (!o.wait) return []
-        await waitForChange(this.client, this.name, view, signal)
+        this.scanner.noted(await waitForChange(this.client, this.name, view, signal))
       }
     } finally {
       if (early) lease = await early.catch(() => undefined)
@@ -189,7 +206,7 @@ export class ClaimQueue {
     const plain = unique.filter((i) => receipts[i].group === undefined)
     const grouped = unique.filter((i) => receipts[i].group !== undefined)
     await Promise.all([
-      ...chunked(plain, CLAIM_CHUNK).map(async (chunk) => {
+      ...chunked(plain, ACK_CHUNK).map(async (chunk) => {
         const ops = chunk.map((i) => this.ks.txnOp(ownClaim(this.ks, receipts[i]), leaveOps(this.ks, receipts[i].key, receipts[i].createRev), claimState(this.ks, receipts[i])))
         const res = await this.ks.txn([], ops)
         chunk.forEach((i, j) => {
@@ -238,7 +255,7 @@ export class ClaimQueue {
   }
 
   /**
-   * Moves dead letters from `options.from` back into this queue (oldest first, at most
+   * Moves dead letters from `options.from` back into this queue (oldest first, in key order; at most
    * `options.max`), each in one Txn: never lost, never doubled, even when interrupted. A moved
    * message starts over with receive count 0 and keeps its id and group. Dead letters a
    * consumer of the dead-letter queue has claimed are left there (counted as `skipped`).
@@ -246,6 +263,20 @@ export class ClaimQueue {
   async redrive(options: RedriveOptions): Promise<Redriven> {
     const { from, max, signal } = checkRedrive(options, this.name)
     return redrive(this.ref, from, max, signal)
+  }
+
+  /**
+   * Removes what consumers that know only Go's layout left behind: a Go `Dequeue` deletes an item
+   * and nothing else, so the receive counter, metadata and claim marker of a message it took stay,
+   * and if it was its group's current message the group stays blocked. Sweeps every such key of
+   * this queue (pages in key order, each removal guarded by its item still being gone) and passes
+   * the turn of every headless group on; returns how many went. Receives do this a page at a time
+   * as they go (when they find nothing, every 5 s at most; beside a claim, every 30 s); this is
+   * the whole queue at once (`middy-etcd queue sweep <name>`).
+   */
+  async sweep(options?: { signal?: AbortSignal }): Promise<Swept> {
+    const { signal } = checkOptions(options, 'sweep')
+    return sweepQueue(this.ref, signal)
   }
 
   /**
@@ -265,6 +296,20 @@ export class ClaimQueue {
       const waits = part.waiting !== undefined && !res.results[0].txn!.succeeded
       return { key: waits ? part.waiting! : part.where, id: res.revision.toString() }
     }
+  }
+
+  /**
+   * One sweep step, if the last was long enough ago: what a Go consumer left behind goes as
+   * consumers pass. A step that fails (etcd unreachable) leaves it for the next; the receive
+   * goes on either way.
+   */
+  private async tidy(idle: boolean): Promise<void> {
+    const now = performance.now()
+    if (now - this.sweptAt < (idle ? SWEEP_IDLE_MS : SWEEP_BUSY_MS)) return
+    this.sweptAt = now
+    await this.sweeper.step().catch((err: unknown) => {
+      if (!(err instanceof MiddyEtcdError)) throw err
+    })
   }
 
   /** Moves the due delayed messages of a scan into the queue; true if there were any. */

@@ -3,6 +3,7 @@ import { ConstantBackoff, handleWhen, noop, retry, type IBackoff } from 'cockati
 import { Etcd3, isRecoverableError, type IOptions, type Namespace } from 'etcd3'
 import { useCredentialsProvider, type CredentialsProvider } from './credentials.js'
 import { ConfigurationError } from './errors.js'
+import { DEFAULT_MAX_RESPONSE_BYTES, RESPONSE_BUDGET_BYTES } from './limits.js'
 import { MAX_TIMER_MS } from './timers.js'
 
 /**
@@ -34,6 +35,14 @@ export interface ClientOptions {
   namespace?: string
   /** Deadline for every unary call, in ms (default 5000). Env: `ETCD_CALL_TIMEOUT_MS`. */
   callTimeoutMs?: number
+  /**
+   * Largest answer the client accepts, in bytes (default 32 MiB; gRPC's own default is 4 MiB).
+   * etcd takes requests of up to 1.5 MiB but may answer a Range with much more; the primitives
+   * plan every read to fit 16 MiB, so a larger answer is one of your own reads, or values above
+   * etcd's default request limit. It fails with `ResponseTooLargeError`. At least 16 MiB.
+   * Env: `ETCD_MAX_RESPONSE_BYTES`.
+   */
+  maxResponseBytes?: number
   /** Where to read settings that are not given (default `process.env`). */
   env?: Record<string, string | undefined>
 }
@@ -118,6 +127,17 @@ export function resolveClientOptions(options: ClientOptions = {}): { etcd: IOpti
     throw new ConfigurationError(timeout.setting, `${timeout.setting} must be a positive number of milliseconds (at most ${MAX_TIMER_MS}), got ${JSON.stringify(String(rawTimeout))}`)
   }
 
+  const maxResponse = setting(options.maxResponseBytes, 'maxResponseBytes', env, 'MAX_RESPONSE_BYTES')
+  const rawMax: unknown = maxResponse?.value
+  const maxResponseBytes = maxResponse ? (typeof rawMax === 'number' || typeof rawMax === 'string' ? Number(rawMax) : NaN) : DEFAULT_MAX_RESPONSE_BYTES
+  // Below the primitives' own budget their reads would fail; gRPC takes a 32-bit signed length.
+  if (maxResponse && (!Number.isInteger(maxResponseBytes) || maxResponseBytes < RESPONSE_BUDGET_BYTES || maxResponseBytes > 2 ** 31 - 1)) {
+    throw new ConfigurationError(
+      maxResponse.setting,
+      `${maxResponse.setting} must be a whole number of bytes from ${RESPONSE_BUDGET_BYTES} (16 MiB, what the primitives' reads are planned to fit) to ${2 ** 31 - 1}, got ${JSON.stringify(String(rawMax))}`,
+    )
+  }
+
   const username = setting(options.username, 'username', env, 'USERNAME', 'USER')
   let password = setting(options.password, 'password', env, 'PASSWORD')
   if (username && !password && username.value.includes(':')) {
@@ -177,6 +197,9 @@ export function resolveClientOptions(options: ClientOptions = {}): { etcd: IOpti
       'grpc.keepalive_time_ms': 10_000,
       'grpc.keepalive_timeout_ms': 3_000,
       'grpc.keepalive_permit_without_calls': 0,
+      // Set on purpose: grpc-js stops at 4 MiB, and one Range answer can exceed that while its
+      // request stays within etcd's 1.5 MiB limit. An answer above this is a ResponseTooLargeError.
+      'grpc.max_receive_message_length': maxResponseBytes,
     },
   }
   if (username && password) etcd.auth = { username: username.value, password: password.value }
@@ -189,7 +212,8 @@ export function resolveClientOptions(options: ClientOptions = {}): { etcd: IOpti
 
 /**
  * A new etcd client from `options`, falling back to `ETCD_ENDPOINTS`, `ETCD_USERNAME`,
- * `ETCD_PASSWORD`, `ETCD_CA_FILE`, `ETCD_CERT_FILE`, `ETCD_KEY_FILE`, `ETCD_NAMESPACE` (and
+ * `ETCD_PASSWORD`, `ETCD_CA_FILE`, `ETCD_CERT_FILE`, `ETCD_KEY_FILE`, `ETCD_NAMESPACE`,
+ * `ETCD_CALL_TIMEOUT_MS`, `ETCD_MAX_RESPONSE_BYTES` (and
  * etcdctl's `ETCDCTL_*` names), or with a `credentials` provider. Every unary call gets a
  * deadline. Close it with `close()`.
  */

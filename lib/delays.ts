@@ -2,18 +2,21 @@ import type { Namespace } from 'etcd3'
 import { grantLease } from './leases.js'
 import { SessionExpiredError } from './errors.js'
 import { queueKeys, unixNano } from './keys.js'
-import type { KeyValue, Keyspace, Op, TxnResult } from './kv.js'
+import { chunked } from './claim.js'
+import type { KeyValue, Keyspace } from './kv.js'
+import { VALUES_PER_RESPONSE } from './limits.js'
 import { arrivalPart, type Arrival, type QueueRef } from './placement.js'
 import { decodeEnvelope, encodeEnvelope, type ItemMeta } from './queue-meta.js'
 
 /**
  * Delayed messages. A delayed message waits outside the queue, in `__delayed/<name>/<due>`, so
  * no consumer — ours or Go's `Dequeue`, which only sees `<name>/` — can take it early. Its timer
- * `__timers/<name>/<due>` is put on a lease that certainly outlasts the delay (by less than a
- * second: leases last whole seconds): it is due once etcd has expired that lease, by the etcd
- * leader's clock, never by comparing the clocks of two functions. A receiver that sees a delayed message without its timer moves it
- * into the queue in one Txn (as if enqueued then). `<due>` is the producer's clock plus the
- * delay: it only orders the delayed messages, so that a scan looks at the soonest first.
+ * `__timers/<name>/<due>` is put on a lease of at least the delay (whole seconds): it is due
+ * once etcd has expired that lease, by the etcd leader's clock, never by comparing the clocks of
+ * two functions. A receiver that sees a delayed message without its timer moves it into the
+ * queue in one Txn (as if enqueued then). `<due>` is the producer's clock plus the delay: it
+ * only says where a scan looks first (queue-scan.ts): a message whose producer's clock is off
+ * is found by the counts of delayed messages against timers, and holds none back.
  *
  * Timer leases are shared: a producer reuses a lease it granted recently when that lease has
  * certainly at least the delay left and less than a second more, so a burst of delayed
@@ -22,16 +25,18 @@ import { decodeEnvelope, encodeEnvelope, type ItemMeta } from './queue-meta.js'
  * (a frozen function's monotonic clock may stand still while the server's lease runs down).
  */
 
-/** Delayed messages (and timers) one scan looks at. */
+/** Delayed messages (and timers) one read of a scan looks at. */
 export const DUE_WINDOW = 64
 
 /**
- * Seconds of a new timer lease for a delay in ms: the whole seconds above it (1500 → 2,
- * 1000 → 2), so the lease outlasts the delay by up to a second — the window in which the
- * producer's next delayed messages can share it.
+ * Seconds of a new timer lease for a delay in ms: the delay rounded up to whole seconds (1500 →
+ * 2, 1000 → 1), so the message is due less than a second after its delay (plus etcd's 0.5 s
+ * expiry tick). What the lease has beyond the delay is the window in which the producer's next
+ * delayed messages can share it: none for a delay of whole seconds, which takes a lease per
+ * message rather than a second's lateness.
  */
 export function timerTtl(delayMs: number): number {
-  return Math.floor(delayMs / 1000) + 1
+  return Math.max(1, Math.ceil(delayMs / 1000))
 }
 
 /** A timer lease this process granted: its id (once granted) and when the grant was sent. */
@@ -95,26 +100,21 @@ export async function putDelayed(client: Namespace, ks: Keyspace, name: string, 
   }
 }
 
-/** The reads a scan adds to its Txn: the keys of the soonest delayed messages and of their timers. */
-export function dueReads(ks: Keyspace, name: string): Op[] {
-  const window = { prefix: true, sort: ['Key', 'Ascend'] as ['Key', 'Ascend'], limit: DUE_WINDOW, keysOnly: true }
-  return [ks.get(queueKeys.delayed(name), window), ks.get(queueKeys.timers(name), window)]
-}
-
 /**
- * From the {@link dueReads} results (at `offset` in `res`): the delayed messages that are due
- * (no timer; keys and revisions only), and whether any delayed message waits at all. Timers
- * are a subset of the delayed keys and sort the same way, so a delayed key among the first N
- * whose timer is not among the first N timers has none.
+ * The suffix of `__delayed/<name>/` that ends the region a scan reads first: now + 1 s by this
+ * process's wall clock, as producers key their messages (a message keyed later is not due
+ * unless its producer's clock runs ahead). Only where to look first: what is due is told by
+ * the timers.
  */
-export function dueOf(name: string, res: TxnResult, offset: number): { due: KeyValue[]; delayed: boolean } {
-  const delayed = res.results[offset].range!.kvs
-  const timers = new Set(res.results[offset + 1].range!.kvs.map((kv) => kv.key))
-  return { due: delayed.filter((kv) => !timers.has(queueKeys.timerOf(name, kv.key))), delayed: delayed.length > 0 }
+export function dueEnd(): string {
+  return ((BigInt(Date.now()) + 1000n) * 1_000_000n).toString().padStart(19, '0')
 }
 
 /** Due messages moved in by one Txn (nested Txns of 3 ops: N + 3 <= etcd's default --max-txn-ops of 128). */
 const PROMOTE_CHUNK = 64
+
+/** Payload bytes one promoting Txn writes at most: with the keys and metadata, within etcd's 1.5 MiB request limit. */
+const PROMOTE_BYTES = 1_000_000
 
 /**
  * Moves due delayed messages into the queue, each guarded by it still being there and its
@@ -123,20 +123,31 @@ const PROMOTE_CHUNK = 64
  * alone (its group head or priority bucket must not be written twice in one Txn).
  */
 export async function promoteAll(q: QueueRef, due: KeyValue[]): Promise<void> {
-  // The scan read keys only (values may be large): read the due ones now.
-  const read = await q.ks.txn([], due.map((kv) => q.ks.get(kv.key)))
-  const found = read.results.map((r) => r.range!.kvs[0]).filter((kv): kv is KeyValue => kv !== undefined)
+  // The scan read keys only: read the envelopes now, as many per Txn as surely fit an answer.
+  const reads = await Promise.all(chunked(due, VALUES_PER_RESPONSE).map((c) => q.ks.txn([], c.map((kv) => q.ks.get(kv.key)))))
+  const found = reads.flatMap((read) => read.results.map((r) => r.range!.kvs[0])).filter((kv): kv is KeyValue => kv !== undefined)
   const decoded = found.map((kv) => ({ kv, ...decodeEnvelope(kv.value) }))
   const plain = decoded.filter((d) => d.meta.group === undefined && d.meta.priority === undefined)
   const single = decoded.filter((d) => !plain.includes(d))
-  for (let i = 0; i < plain.length; i += PROMOTE_CHUNK) await promoteChunk(q, plain.slice(i, i + PROMOTE_CHUNK))
+  // Each Txn writes the payloads it moves: keep the request within etcd's limit.
+  let chunk: typeof plain = []
+  let bytes = 0
+  for (const d of plain) {
+    if (chunk.length > 0 && (chunk.length >= PROMOTE_CHUNK || bytes + d.kv.value.length > PROMOTE_BYTES)) {
+      await promoteChunk(q, chunk)
+      ;[chunk, bytes] = [[], 0]
+    }
+    chunk.push(d)
+    bytes += d.kv.value.length
+  }
+  if (chunk.length > 0) await promoteChunk(q, chunk)
   for (const d of single) await promote(q, d.kv)
 }
 
 async function promoteChunk(q: QueueRef, chunk: { kv: KeyValue; meta: ItemMeta; payload: Buffer }[]): Promise<void> {
   const { ks, name } = q
   const parts = await Promise.all(chunk.map((d) => arrivalPart(q, { payload: d.payload, meta: { ...d.meta, id: d.meta.id ?? d.kv.createRevision.toString() } })))
-  const ops = chunk.map(({ kv }, i) => ks.txnOp([...guard(ks, name, kv), ...parts[i].compares], [ks.delete(kv.key), ...parts[i].ops], [ks.get(kv.key)]))
+  const ops = chunk.map(({ kv }, i) => ks.txnOp([...guard(ks, name, kv), ...parts[i].compares], [ks.delete(kv.key), ...parts[i].ops], [ks.get(kv.key, { keysOnly: true })]))
   const res = await ks.txn([], ops)
   // A nested Txn that failed was mostly moved by another receiver first (its key is gone);
   // otherwise its key slot clashed: the one-by-one path sorts those out.
@@ -159,7 +170,7 @@ async function promote(q: QueueRef, delayed: KeyValue): Promise<void> {
   const timer = queueKeys.timerOf(name, delayed.key)
   for (;;) {
     const part = await arrivalPart(q, arrival)
-    const res = await ks.txn([...guard(ks, name, delayed), ...part.compares], [ks.delete(delayed.key), ...part.ops], [ks.get(delayed.key), ks.get(timer)])
+    const res = await ks.txn([...guard(ks, name, delayed), ...part.compares], [ks.delete(delayed.key), ...part.ops], [ks.get(delayed.key, { keysOnly: true }), ks.get(timer, { keysOnly: true })])
     if (res.succeeded) return
     // Moved by another receiver (or purged), or not due after all: nothing to do. Else a key clashed: again.
     const [now, timerNow] = [res.results[0].range!.kvs[0], res.results[1].range!.kvs[0]]

@@ -102,6 +102,27 @@ export class EtcdUnavailableError extends MiddyEtcdError {
   override readonly code = 'ETCD_UNAVAILABLE'
 }
 
+/**
+ * etcd's answer was larger than the client accepts (its gRPC receive limit, `maxResponseBytes`):
+ * the request reached etcd and was carried out — a write in it may have been applied — but its
+ * answer was dropped. Never resent (the same request gets the same answer); `size` and `limit`
+ * say by how much. Raise `maxResponseBytes` (`ETCD_MAX_RESPONSE_BYTES`) or read less at a time.
+ */
+export class ResponseTooLargeError extends MiddyEtcdError {
+  override readonly code = 'RESPONSE_TOO_LARGE'
+
+  constructor(
+    /** Bytes of the answer etcd sent. */
+    readonly size: number,
+    /** The client's receive limit in bytes. */
+    readonly limit: number,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options)
+  }
+}
+
 /** etcd refused the request for lack of permission (auth enabled, role does not cover the key). */
 export class PermissionDeniedError extends MiddyEtcdError {
   override readonly code = 'PERMISSION_DENIED'

@@ -17,6 +17,7 @@ export {
   type PriorityEnqueueOptions,
   type RedriveOptions,
   type Redriven,
+  type Swept,
 } from './claims.js'
 export { retryDelaySeconds, type RetryOptions } from './backoff.js'
 export { Barrier } from './barrier.js'

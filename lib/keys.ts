@@ -108,7 +108,7 @@ export function uniqueSlot(ks: Keyspace, prefix: string): KeySlot {
 /** The next `<prefix>/<%016d seq>` (Go's `newSequentialKV` in one's own Txn): one read now, the guard in the Txn. */
 export async function sequentialSlot(ks: Keyspace, prefix: string): Promise<KeySlot> {
   const base = `__${prefix}`
-  const last = await ks.range(`${prefix}/`, { prefix: true, sort: ['Key', 'Descend'], limit: 1 })
+  const last = await ks.range(`${prefix}/`, { prefix: true, sort: ['Key', 'Descend'], limit: 1, keysOnly: true })
   const seq = last.kvs.length === 0 ? 0n : sequenceOf(last.kvs[0].key) + 1n
   const key = `${prefix}/${seq.toString().padStart(16, '0')}`
   return { key, compares: [ks.compare(base, 'Mod', '<', last.revision + 1n)], ops: (value, lease) => [ks.put(base, ''), ks.put(key, value, lease)] }
@@ -180,8 +180,17 @@ export const queueKeys = {
   marker: (itemKey: string, itemCreateRevision: bigint) => `__claims/${itemKey}/${itemCreateRevision}`,
   /** The counter whose version is the item's receive count. */
   counter: (itemKey: string, itemCreateRevision: bigint) => `__receives/${itemKey}/${itemCreateRevision}`,
+  /** The item of a claim marker or receive counter, and the create revision that item has; undefined for a key of another shape. */
+  itemOfClaim: (key: string): { item: string; createRevision: bigint } | undefined => {
+    const rest = key.startsWith('__claims/') ? key.slice('__claims/'.length) : key.startsWith('__receives/') ? key.slice('__receives/'.length) : undefined
+    const slash = rest?.lastIndexOf('/') ?? -1
+    if (rest === undefined || slash <= 0 || !/^[0-9]+$/.test(rest.slice(slash + 1))) return undefined
+    return { item: rest.slice(0, slash), createRevision: BigInt(rest.slice(slash + 1)) }
+  },
   /** An item's metadata (original id, group); see the layout list above. */
   meta: (itemKey: string) => `__meta/${itemKey}`,
+  /** The item a metadata key belongs to. */
+  itemOfMeta: (metaKey: string) => metaKey.slice('__meta/'.length),
   /** Metadata of queue `name`'s items. */
   metas: (name: string) => `__meta/${name}/`,
   /** Delayed messages of queue `name`, keyed by their due time on the producer's clock (for order only). */

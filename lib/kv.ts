@@ -13,7 +13,7 @@ import {
   type Namespace,
 } from 'etcd3'
 import { closedSignal } from './client-closed.js'
-import { ConfigurationError, EtcdUnavailableError, InvalidArgumentError, MiddyEtcdError, PermissionDeniedError, SessionExpiredError, ValueTooLargeError } from './errors.js'
+import { ConfigurationError, EtcdUnavailableError, InvalidArgumentError, MiddyEtcdError, PermissionDeniedError, ResponseTooLargeError, SessionExpiredError, ValueTooLargeError } from './errors.js'
 import { reportLeaseGone } from './keepalive.js'
 import { MAX_NAME_BYTES, MAX_VALUE_BYTES } from './limits.js'
 import { perClient } from './per-client.js'
@@ -47,6 +47,10 @@ export type SortTarget = 'Key' | 'Version' | 'Create' | 'Mod' | 'Value'
 /** Options of a Range: the spec's firstCreate is `{ prefix: true, sort: ['Create', 'Ascend'], limit: 1 }`. */
 export interface RangeOptions {
   prefix?: boolean
+  /** The end of the range (exclusive, a relative key): every key from `key` up to it. Wins over `prefix`. */
+  end?: string
+  /** The range ends where the keys starting with this (relative) prefix end: every key from `key` to the last of that prefix. */
+  endOfPrefix?: string
   sort?: [SortTarget, 'Ascend' | 'Descend']
   limit?: number
   revision?: bigint
@@ -129,9 +133,35 @@ export function prefixEnd(prefix: Buffer): Buffer {
   return Buffer.from([0])
 }
 
+/**
+ * The sizes in grpc-js's "Received message larger than max (<size> vs <limit>)": an answer over
+ * the client's receive limit. etcd3 files it with the recoverable errors (RESOURCE_EXHAUSTED),
+ * but it is not one: the request was carried out, and sent again it gets the same answer.
+ */
+export function oversizedAnswer(err: unknown): { size: number; limit: number } | undefined {
+  const m = err instanceof Error ? /larger than max \((\d+) vs (\d+)\)/.exec(err.message) : null
+  return m ? { size: Number(m[1]), limit: Number(m[2]) } : undefined
+}
+
+/** Whether a failed read may be sent again: etcd did not answer, and not because the answer was too large. */
+function resendable(err: Error): boolean {
+  return isRecoverableError(err) && oversizedAnswer(err) === undefined
+}
+
 /** Turns an etcd3 / gRPC failure into one of our typed errors, leaving our own errors alone. */
 export function toTypedError(err: unknown, what: string): Error {
   if (err instanceof MiddyEtcdError) return err
+  const oversized = oversizedAnswer(err)
+  if (oversized) {
+    const { size, limit } = oversized
+    return new ResponseTooLargeError(
+      size,
+      limit,
+      `${what}: etcd's answer was ${size} bytes, more than this client accepts (${limit} bytes); the request was carried out (a write in it applied) but its answer is lost. ` +
+        'Raise the limit (createClient({ maxResponseBytes }) or ETCD_MAX_RESPONSE_BYTES) or read less at a time (a smaller limit or batch)',
+      { cause: err },
+    )
+  }
   if (err instanceof EtcdPermissionDeniedError) {
     return new PermissionDeniedError(`${what}: permission denied by etcd; grant the client's role access to this key range or use a key inside its namespace`, { cause: err })
   }
@@ -210,7 +240,7 @@ export class Keyspace {
       res = await this.client.kv.txn(request).catch((err: Error) => {
         // Only a Txn whose second application changes nothing (e.g. a delete fenced by create
         // revision) is sent again after an answer was lost: any other write could apply twice.
-        if (!options.idempotent || !isRecoverableError(err)) throw err
+        if (!options.idempotent || !resendable(err)) throw err
         return this.client.kv.txn(request)
       })
     } catch (err) {
@@ -253,7 +283,7 @@ export class Keyspace {
     let res: IRangeResponse
     try {
       res = await this.client.kv.range(request).catch((err: Error) => {
-        if (!isRecoverableError(err)) throw err
+        if (!resendable(err)) throw err
         return this.client.kv.range(request)
       })
     } catch (err) {
@@ -285,7 +315,9 @@ export class Keyspace {
   private rangeRequest(key: string, o: RangeOptions): IRangeRequest {
     const full = this.full(key)
     const req: IRangeRequest = { key: full }
-    if (o.prefix) req.range_end = prefixEnd(full)
+    if (o.end !== undefined) req.range_end = this.full(o.end)
+    else if (o.endOfPrefix !== undefined) req.range_end = prefixEnd(this.full(o.endOfPrefix))
+    else if (o.prefix) req.range_end = prefixEnd(full)
     if (o.sort) [req.sort_target, req.sort_order] = o.sort
     if (o.limit !== undefined) req.limit = o.limit
     if (o.revision !== undefined) req.revision = String(o.revision)

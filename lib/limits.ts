@@ -6,11 +6,44 @@
 /** Longest lease TTL etcd grants, in seconds (it caps TTLs at 9e9 ms). */
 export const MAX_TTL_S = 9_000_000
 
-/** Longest name (a key or key prefix a user gives), in UTF-8 bytes. */
+/** Longest name (a key or key prefix a user gives), in UTF-8 bytes; a key is a name plus a short suffix. */
 export const MAX_NAME_BYTES = 4096
 
 /** Largest value etcd accepts in one request by default (1.5 MiB, `--max-request-bytes`) minus room for the key. */
 export const MAX_VALUE_BYTES = 1_500_000
+
+/**
+ * Largest request etcd accepts by default (`--max-request-bytes`, 1.5 MiB): no key plus value it
+ * stores is larger, unless its operator raised the flag. Every read of values is planned with it.
+ */
+export const MAX_REQUEST_BYTES = 1.5 * 1024 * 1024
+
+/**
+ * The client's gRPC receive limit, unless configured (`createClient({ maxResponseBytes })`,
+ * `ETCD_MAX_RESPONSE_BYTES`): grpc-js would stop at 4 MiB, less than a Range answer can be.
+ * A larger answer is a `ResponseTooLargeError`. Twice {@link RESPONSE_BUDGET_BYTES}, so the
+ * primitives' reads still fit when etcd stores values of up to twice its default request limit.
+ */
+export const DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+
+/**
+ * What one answer to one of the primitives' requests is planned to be at most, counting every
+ * value at {@link MAX_REQUEST_BYTES}: values are read at most {@link VALUES_PER_RESPONSE} at a
+ * time, keys-only reads at most {@link MAX_KEYS_PER_READ} keys of at most {@link MAX_KEY_BYTES}.
+ */
+export const RESPONSE_BUDGET_BYTES = 16 * 1024 * 1024
+
+/** Bytes a read key-value may add to an answer beside its value: key, revisions, framing. */
+const KV_OVERHEAD_BYTES = 8 * 1024
+
+/** Values one request reads at most: their worst case fits {@link RESPONSE_BUDGET_BYTES} (10). */
+export const VALUES_PER_RESPONSE = Math.floor(RESPONSE_BUDGET_BYTES / (MAX_REQUEST_BYTES + KV_OVERHEAD_BYTES))
+
+/** Longest key the primitives read in bulk: a name, a queue's bookkeeping prefix and suffixes. */
+export const MAX_KEY_BYTES = MAX_NAME_BYTES + 256
+
+/** Keys one keys-only read returns at most; a scan Txn makes at most three such reads. */
+export const MAX_KEYS_PER_READ = Math.floor(RESPONSE_BUDGET_BYTES / 3 / (MAX_KEY_BYTES + 64))
 
 /** Most operations etcd takes in one branch of a Txn by default (`--max-txn-ops`). */
 export const MAX_TXN_OPS = 128

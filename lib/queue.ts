@@ -9,7 +9,8 @@ export type { QueueOptions } from './claims.js'
 
 /**
  * A FIFO queue, key-compatible with Go's `recipe.Queue`: items are `<name>/<unixNano>` (no
- * lease), served oldest mod revision first. Go peers may enqueue and dequeue on the same name.
+ * lease), served in key order (the producer's clock: see queue-scan.ts; Go's Dequeue takes the
+ * oldest mod revision). Go peers may enqueue and dequeue on the same name.
  * Besides Go's destructive `dequeue`, consumers can `receive` / `ack` / `nack` at least once
  * (see `ClaimQueue` in `claims.ts` for the claim keys, which live outside `<name>/`), with
  * retry back-off, dead letters, delayed messages and message groups.

@@ -77,9 +77,9 @@ export function ownClaim(ks: Keyspace, r: Receipt): Compare[] {
   return [ks.compare(receiptMarker(r), 'Mod', '==', r.claimRev), ks.compare(r.key, 'Create', '==', r.createRev)]
 }
 
-/** Else-branch reads that explain a failed {@link ownClaim} (see {@link claimLost}). */
+/** Else-branch reads that explain a failed {@link ownClaim} (see {@link claimLost}): keys only, an ack of many answers with no value. */
 export function claimState(ks: Keyspace, r: Receipt): Op[] {
-  return [ks.get(r.key), ks.get(receiptMarker(r))]
+  return [ks.get(r.key, { keysOnly: true }), ks.get(receiptMarker(r), { keysOnly: true })]
 }
 
 /** The error for an `op` whose {@link ownClaim} failed, from the {@link claimState} reads in `res`. */

@@ -1,6 +1,8 @@
-import { leaveOps } from './claim.js'
+import { chunked, leaveOps } from './claim.js'
+import { KeyPager } from './key-windows.js'
 import { queueKeys } from './keys.js'
 import type { KeyValue } from './kv.js'
+import { VALUES_PER_RESPONSE } from './limits.js'
 import { arrivalPart, type QueueRef } from './placement.js'
 import { readMeta } from './queue-meta.js'
 import type { Redriven } from './queue-options.js'
@@ -13,32 +15,37 @@ import type { Redriven } from './queue-options.js'
  * starts again from 0; its id and group come along (from the dead letter's metadata).
  */
 
-/** Dead letters read per page (their metadata is read in one Txn of as many gets). */
+/** Dead letters listed per page (keys only). */
 const PAGE = 100
 
-/** Moves up to `max` dead letters from `from` into `target`, oldest first; stops between two messages when `signal` aborts. */
+/**
+ * Moves up to `max` dead letters from `from` into `target`, oldest first (in key order: when
+ * each was dead-lettered), stopping between two messages when `signal` aborts. Pages of keys
+ * are read in bounded windows; values and metadata {@link VALUES_PER_RESPONSE} at a time.
+ */
 export async function redrive(target: QueueRef, from: string, max: number, signal?: AbortSignal): Promise<Redriven> {
   const { ks } = target
   const done: Redriven = { moved: 0, skipped: 0 }
-  const prefix = queueKeys.items(from)
+  const pager = new KeyPager(ks, queueKeys.items(from), PAGE)
   // Only what is there now: messages dead-lettered while we run (perhaps redriven ones failing again) wait for the next redrive.
   let upTo: bigint | undefined
-  let after = 0n
-  while (done.moved < max) {
+  while (done.moved < max && !pager.done) {
     signal?.throwIfAborted()
-    const page = await ks.range(prefix, { prefix: true, sort: ['Mod', 'Ascend'], limit: PAGE, ...(upTo === undefined ? {} : { maxModRevision: upTo }), minModRevision: after + 1n })
+    const page = await pager.next()
     upTo ??= page.revision
-    if (page.kvs.length === 0) return done
-    const metas = await ks.txn([], page.kvs.map((kv) => ks.get(queueKeys.meta(kv.key))))
-    for (const [i, kv] of page.kvs.entries()) {
+    const now = page.kvs.filter((kv) => kv.createRevision <= upTo!)
+    for (const chunk of chunked(now, VALUES_PER_RESPONSE)) {
       if (done.moved >= max) break
-      signal?.throwIfAborted()
-      const moved = await moveOne(target, kv, metas.results[i].range!.kvs[0])
-      if (moved) done.moved++
-      else done.skipped++
-      after = kv.modRevision
+      const read = await ks.txn([], chunk.flatMap((kv) => [ks.get(kv.key), ks.get(queueKeys.meta(kv.key))]))
+      for (const [i, kv] of chunk.entries()) {
+        if (done.moved >= max) break
+        signal?.throwIfAborted()
+        const [item, meta] = [read.results[2 * i].range!.kvs[0], read.results[2 * i + 1].range!.kvs[0]]
+        const moved = item !== undefined && item.modRevision === kv.modRevision && (await moveOne(target, item, meta))
+        if (moved) done.moved++
+        else done.skipped++
+      }
     }
-    if (!page.more) return done
   }
   return done
 }
@@ -54,7 +61,7 @@ async function moveOne(target: QueueRef, kv: KeyValue, metaKv: KeyValue | undefi
     const res = await ks.txn(
       [ks.compare(kv.key, 'Mod', '==', kv.modRevision), ks.compare(marker, 'Create', '==', 0), ...part.compares],
       [...leaveOps(ks, kv.key, kv.createRevision), ...part.ops],
-      [ks.get(kv.key), ks.get(marker)],
+      [ks.get(kv.key, { keysOnly: true }), ks.get(marker, { keysOnly: true })],
     )
     if (res.succeeded) return true
     const [now, claimed] = [res.results[0].range!.kvs[0], res.results[1].range!.kvs[0]]

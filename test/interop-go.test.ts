@@ -2,7 +2,8 @@ import { execFile } from 'node:child_process'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { Barrier, DoubleBarrier, Election, LockedError, Mutex, Session, TooManyClientsError } from '../lib/index.js'
+import { fileURLToPath } from 'node:url'
+import { Barrier, DoubleBarrier, Election, LockedError, Mutex, Queue, Session, TooManyClientsError } from '../lib/index.js'
 import { buildGoPeer as buildBenchPeer } from '../bench/util/gopeer.js'
 import { buildGoPeer, goPeerDir, killGoPeers, startGoPeer } from './gopeer.js'
 import { sleep, uniqueName, useEtcd } from './helpers.js'
@@ -206,6 +207,73 @@ describe('Go helpers against our primitives', () => {
     await other.close()
     await session.close()
   })
+})
+
+describe("a Go Dequeue of messages we received or grouped leaves none of our keys behind", () => {
+  /** Every key in etcd that mentions `name`. */
+  const mentioning = async (name: string) => (await etcd.client.getAll().keys()).filter((k) => k.includes(name)).sort()
+
+  /**
+   * Puts queue `name` in every state that has bookkeeping keys beside the item, then lets a Go
+   * consumer take every item: one claimed (marker on a lease, receive counter), one received and
+   * given back (counter), one delayed and moved in (metadata: its id), a group's current message
+   * (metadata, the group's head) with a second one waiting behind it.
+   */
+  async function leftBehind(name: string) {
+    const q = new Queue(etcd.client, name)
+    await q.enqueue('claimed')
+    await q.enqueue('returned')
+    await q.enqueue('delayed', { delayMs: 1 })
+    await sleep(1600) // its timer lease (1 s) has expired
+    // One receive moves the delayed one in and claims all three; two are given back at once.
+    const [claimed, ...back] = await q.receive({ max: 3, visibilityTimeout: 60, wait: false })
+    expect([claimed, ...back].map((m) => m.value)).toEqual(['claimed', 'returned', 'delayed'])
+    for (const m of back) await q.nack(m, { delay: 0 })
+    await q.enqueue('head of g', { group: 'g' })
+    await q.enqueue('next of g', { group: 'g' })
+    const peer = go('dequeue', name, 4)
+    expect(await peer.exited).toBe(0)
+    expect(peer.lines.sort()).toEqual(['claimed', 'delayed', 'head of g', 'returned'])
+    const left = await mentioning(name)
+    // What a Go Dequeue leaves: the claim marker, receive counters, metadata and the group head.
+    expect(left.filter((k) => k.startsWith('__claims/'))).toHaveLength(1)
+    expect(left.filter((k) => k.startsWith('__receives/'))).toHaveLength(3)
+    expect(left.filter((k) => k.startsWith('__meta/'))).toHaveLength(2)
+    expect(left.filter((k) => k.startsWith('__group-heads/'))).toEqual([`__group-heads/${name}/g`])
+    return { q, claimed }
+  }
+
+  it('a receive sweeps them as it goes: the group moves on, and once its last message is acked nothing of ours is left', async () => {
+    const name = uniqueName('gosweep')
+    const { q, claimed } = await leftBehind(name)
+    // A consumer that finds nothing to receive sweeps a step (and passes the headless group on).
+    const consumer = new Queue(etcd.client, name)
+    expect(await consumer.receive({ wait: false })).toEqual([])
+    const [next] = await consumer.receive({ wait: false })
+    expect(next).toMatchObject({ value: 'next of g', group: 'g' })
+    await consumer.ack(next)
+    await expect(q.ack(claimed)).rejects.toMatchObject({ reason: 'gone' })
+    expect(await mentioning(name)).toEqual([])
+  })
+
+  it('middy-etcd queue sweep removes them at once and says what went', async () => {
+    const name = uniqueName('goclisweep')
+    await leftBehind(name)
+    const root = fileURLToPath(new URL('..', import.meta.url))
+    const { stdout } = await run(process.execPath, ['--import', 'tsx', join(root, 'cli', 'main.ts'), 'queue', 'sweep', name, '--json'], {
+      cwd: root,
+      env: { ...process.env, ETCD_NAMESPACE: '', ETCD_CALL_TIMEOUT_MS: '', ETCD_ENDPOINTS: etcd.cluster.endpoints.join(',') },
+    })
+    expect(JSON.parse(stdout)).toEqual({ queue: name, counters: 3, metadata: 2, markers: 1, groups: 1 })
+    // The group's next message is its head now: its item, metadata and head are all that is left.
+    const left = await mentioning(name)
+    expect(left.filter((k) => k.startsWith(`${name}/`))).toHaveLength(1)
+    expect(left.filter((k) => !k.startsWith(`${name}/`))).toEqual([`__group-heads/${name}/g`, `__meta/${left.find((k) => k.startsWith(`${name}/`))}`])
+    const q = new Queue(etcd.client, name)
+    const [m] = await q.receive({ wait: false })
+    await q.ack(m)
+    expect(await mentioning(name)).toEqual([])
+  }, 60_000)
 })
 
 describe('timing scenarios, run the way the benchmark runs them (bench/util/gopeer.ts)', () => {

@@ -2,6 +2,7 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { InvalidArgumentError, PriorityQueue, Queue, type Message } from '../lib/index.js'
 import { buildGoPeer, killGoPeers, startGoPeer } from './gopeer.js'
 import { sleep, uniqueName, useEtcd } from './helpers.js'
+import { Worker } from './support/workers.js'
 
 const etcd = useEtcd(1)
 
@@ -143,3 +144,76 @@ describe('delayed messages: enqueue(value, { delayMs })', () => {
     expect(await keysMentioning(name)).toEqual([])
   })
 })
+
+describe('delays no producer clock can block (issue 22)', () => {
+  /** A producer process whose wall clock runs `skewMs` off (test/support/skewed-clock.ts), as on a machine set wrong. */
+  const producer = (skewMs: number) => Worker.start(etcd.cluster.endpoints, '', { preload: ['skewed-clock.ts'], env: { CLOCK_SKEW_MS: String(skewMs) } })
+
+  /** Receives with a fresh Queue object each time (as separate invocations would), `wait: false`, every 50 ms until one comes. */
+  async function poll(name: string, signal: AbortSignal): Promise<Message> {
+    for (;;) {
+      signal.throwIfAborted()
+      const [m] = await new Queue(etcd.client, name).receive({ visibilityTimeout: 30, wait: false })
+      if (m) return m
+      await sleep(50)
+    }
+  }
+
+  it("70 messages delayed 60 s by a producer an hour behind, keyed before everyone's: a correct producer's 1 s message still arrives within 2 s, to a waiting receive and to polling ones", async () => {
+    const name = uniqueName('behind')
+    const behind = await producer(-3_600_000)
+    try {
+      const { keys } = await behind.request({ op: 'enqueue', queue: name, count: 70, delayMs: 60_000 }, 'enqueued', 30_000)
+      const q = new Queue(etcd.client, name)
+      const waiting = q.receive({ visibilityTimeout: 30, signal: AbortSignal.timeout(20_000) })
+      await sleep(200)
+      let started = performance.now()
+      const sent = await new Queue(etcd.newClient(), name).enqueue('on time', { delayMs: 1000 })
+      // Keyed by due time, it sorts after all 70, which stay delayed for another minute.
+      expect(sent.key > keys[keys.length - 1]).toBe(true)
+      const [m] = await waiting
+      const tookWaiting = performance.now() - started
+      // The README's promise: within the delay + 1 s (the lease's whole seconds and etcd's expiry tick included).
+      expect(tookWaiting).toBeLessThan(2000)
+      expect(m).toMatchObject({ value: 'on time', id: sent.id })
+      await q.ack(m)
+
+      started = performance.now()
+      const polled = await new Queue(etcd.newClient(), name).enqueue('polled', { delayMs: 1000 })
+      const p = await poll(name, AbortSignal.timeout(20_000))
+      const tookPolled = performance.now() - started
+      console.log(`1 s message behind 70 skewed ones: delivered after ${tookWaiting.toFixed(0)} ms (waiting receive), ${tookPolled.toFixed(0)} ms (polling)`)
+      expect(tookPolled).toBeLessThan(2000)
+      expect(p).toMatchObject({ value: 'polled', id: polled.id })
+      await q.ack(p)
+      expect(await q.size()).toBe(0)
+    } finally {
+      await behind.kill()
+    }
+  }, 60_000)
+
+  it('a producer an hour ahead: its own message delayed 1 s, keyed an hour late, is not held back by its clock', async () => {
+    const name = uniqueName('ahead')
+    const ahead = await producer(3_600_000)
+    try {
+      const q = new Queue(etcd.client, name)
+      const waiting = q.receive({ visibilityTimeout: 30, signal: AbortSignal.timeout(20_000) })
+      await sleep(200)
+      let started = performance.now()
+      await ahead.request({ op: 'enqueue', queue: name, value: 'early clock', delayMs: 1000 }, 'enqueued')
+      const [m] = await waiting
+      expect(performance.now() - started).toBeLessThan(2000)
+      expect(m.value).toBe('early clock0')
+      await q.ack(m)
+      started = performance.now()
+      await ahead.request({ op: 'enqueue', queue: name, value: 'polled', delayMs: 1000 }, 'enqueued')
+      const p = await poll(name, AbortSignal.timeout(20_000))
+      expect(performance.now() - started).toBeLessThan(2000)
+      expect(p.value).toBe('polled0')
+      await q.ack(p)
+    } finally {
+      await ahead.kill()
+    }
+  }, 60_000)
+})
+

@@ -79,6 +79,13 @@ async function run(cmd: Command) {
       }
       return say({ event: 'acked', ids: acked, ambiguous })
     }
+    case 'enqueue': {
+      // `count` messages of queue `queue`, each delayed `delayMs`, as this process's clock (perhaps skewed) keys them.
+      const q = new Queue(client, cmd.queue)
+      const keys: string[] = []
+      for (let i = 0; i < (cmd.count ?? 1); i++) keys.push((await q.enqueue(`${cmd.value ?? 'm'}${i}`, { delayMs: cmd.delayMs ?? 0 })).key)
+      return say({ event: 'enqueued', keys })
+    }
     case 'redrive': {
       // Moves dead letters back one Txn each; a test SIGKILLs it midway.
       const done = await new Queue(client, cmd.to).redrive({ from: cmd.from })

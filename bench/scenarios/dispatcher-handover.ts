@@ -1,5 +1,6 @@
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import type { Context } from 'aws-lambda'
 import middy from '@middy/core'
 import { Queue, type EtcdClient, type QueueDispatchEvent } from '../../lib/index.js'
 import { queueConsumer } from '../../middleware/index.js'
@@ -31,7 +32,7 @@ const ROW = 'cloud-shape enqueue→invoke latency across run boundaries'
  * with each message's value as the handler gets it.
  */
 async function fakeLambda(client: EtcdClient, queue: string, seen: (value: string) => void): Promise<{ server: Server; endpoint: string }> {
-  const consumer = middy(async (_event: unknown, context: { etcd: { messages: { value: string }[] } }) => {
+  const consumer = middy(async (_event: unknown, context: Context & { etcd: { messages: { value: string }[] } }) => {
     for (const m of context.etcd.messages) seen(m.value)
     return { batchItemFailures: [] }
   }).use(queueConsumer({ queue, client }))

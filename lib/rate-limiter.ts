@@ -1,6 +1,6 @@
 import { setMaxListeners } from 'node:events'
 import type { ComparatorBuilder, Namespace } from 'etcd3'
-import { checkClient, checkOptions } from './check.js'
+import { checkClient, checkOptions, checkSeconds } from './check.js'
 import { InvalidArgumentError, InvalidStateError, SessionExpiredError } from './errors.js'
 import { permitKeys, unixNano } from './keys.js'
 import { checkName, IDEMPOTENT, keyspace, type Keyspace } from './kv.js'
@@ -341,10 +341,7 @@ export function checkRateOptions(options: unknown): Required<RateLimitOptions> {
   if (typeof burst !== 'number' || !Number.isInteger(burst) || burst < 0 || burst >= MAX_PERMITS) {
     throw new InvalidArgumentError(`RateLimiter burst must be a whole number from 0 to ${MAX_PERMITS - 1}, got ${String(burst)}`)
   }
-  if (typeof waiterTtl !== 'number' || !Number.isInteger(waiterTtl) || waiterTtl < 1 || waiterTtl > MAX_TTL_S) {
-    throw new InvalidArgumentError(`RateLimiter waiterTtl must be a whole number of seconds from 1 to ${MAX_TTL_S}, got ${String(waiterTtl)}`)
-  }
-  return { rate, per, burst, waiterTtl }
+  return { rate, per, burst, waiterTtl: checkSeconds(waiterTtl, 'RateLimiter waiterTtl') }
 }
 
 /**

@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createAccounts, handler, setBalance, updateBalance } from '../examples/fencing-postgres.js'
 import { fencedUpdateItem } from '../examples/fencing-dynamodb.js'
 import { recordRun } from '../examples/fencing-etcd.js'
+import { handler as fencedHandler } from '../examples/fencing-handler.js'
 import { FenceRejectedError, fencedUpsert, InvalidArgumentError, Mutex, requireFenced, Session } from '../lib/index.js'
 import { lambdaContext } from '../testing/index.js'
 import { uniqueName, useEtcd } from './helpers.js'
@@ -170,6 +171,23 @@ describe('examples/fencing-*.ts (run against Postgres and etcd)', () => {
       expect(row.rows[0]).toEqual({ balance: '6', fence: second.fence })
     } finally {
       process.env = saved
+    }
+  })
+
+  it('etcd: the etcdLock handler writes through its grant\'s fenced(), one fence higher each invocation', async () => {
+    const saved = process.env.ETCD_ENDPOINTS
+    process.env.ETCD_ENDPOINTS = etcd.cluster.endpoints.join(',')
+    try {
+      const first = (await fencedHandler({}, lambdaContext())) as { statusCode: number; body: string }
+      const second = (await fencedHandler({}, lambdaContext())) as { statusCode: number; body: string }
+      expect(first.statusCode).toBe(200)
+      expect(BigInt(second.body)).toBeGreaterThan(BigInt(first.body))
+      expect(Number.isNaN(Date.parse((await etcd.client.get('reports/nightly/last-run').string()) ?? ''))).toBe(false)
+      // Released after each invocation: nothing of the lock is left.
+      expect(await etcd.keysUnder('locks/reports/nightly/')).toEqual([])
+    } finally {
+      if (saved === undefined) delete process.env.ETCD_ENDPOINTS
+      else process.env.ETCD_ENDPOINTS = saved
     }
   })
 

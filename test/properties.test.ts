@@ -5,6 +5,7 @@ import { decodeRecord, encodeRecord } from '../lib/idempotency-record.js'
 import { permitKeys } from '../lib/keys.js'
 import { checkName, prefixEnd } from '../lib/kv.js'
 import { checkBackoff, retryDelaySeconds } from '../lib/backoff.js'
+import { MAX_REFILL_INTERVAL_MS } from '../lib/limits.js'
 import { checkRateOptions } from '../lib/rate-limiter.js'
 import { checkPermits } from '../lib/semaphore.js'
 
@@ -228,17 +229,17 @@ describe('Semaphore and RateLimiter inputs', () => {
     )
   })
 
-  it('{ rate, per, burst }: accepted exactly when rate > 0 with at most one admission per ms, per a whole number of ms up to a day, burst 0..999', () => {
+  it('{ rate, per, burst }: accepted exactly when rate > 0 with at most one admission per ms and at least one a year, per a whole number of ms up to a day, burst 0..999', () => {
     fc.assert(
       fc.property(fc.oneof(number, fc.constant(undefined), fc.string()), fc.oneof(number, fc.constant(undefined)), fc.oneof(number, fc.constant(undefined)), (rate, per, burst) => {
         const p = per ?? 1000
         const b = burst ?? 0
         const ok =
           typeof rate === 'number' && Number.isFinite(rate) && rate > 0 &&
-          typeof p === 'number' && Number.isInteger(p) && p >= 1 && p <= 86_400_000 && p / rate >= 1 &&
+          typeof p === 'number' && Number.isInteger(p) && p >= 1 && p <= 86_400_000 && p / rate >= 1 && p / rate <= MAX_REFILL_INTERVAL_MS &&
           typeof b === 'number' && Number.isInteger(b) && b >= 0 && b <= 999
         const options = { rate, per, burst } as never
-        if (ok) expect(checkRateOptions(options)).toEqual({ rate, per: p, burst: b })
+        if (ok) expect(checkRateOptions(options)).toEqual({ rate, per: p, burst: b, waiterTtl: 2 }) // waiterTtl's default
         else expect(() => checkRateOptions(options)).toThrow(InvalidArgumentError)
       }),
       { numRuns: 5000 },

@@ -16,7 +16,7 @@
 import { parseArgs } from 'node:util'
 import { startEtcd } from '../testing/index.js'
 import { cycleFaults } from '../test/support/faults.js'
-import { wallNow } from '../test/support/history.js'
+import { machineNow } from '../test/support/history.js'
 import { lockHandoffs, queueUnderFaults, rateLimitLoad, stmBank, stmCounter } from '../test/support/workloads.js'
 
 const { values } = parseArgs({
@@ -92,7 +92,7 @@ try {
 
     // 1. Lock handoffs during one round of restarts (leader first).
     let faultsDone = false
-    const started = wallNow()
+    const started = machineNow()
     const lockFaults = cycleFaults(cluster, { ...FAULTS, onFault }).finally(() => (faultsDone = true))
     const locks = await lockHandoffs(cluster, { name: `soak-lock-${round}`, contenders: 4, ttl: 5, until: () => faultsDone, duringOutage: () => cluster.pids().some((p) => p === undefined) })
     await lockFaults
@@ -102,7 +102,7 @@ try {
     totals.fencedWritesReplayed += locks.replayedWrites
     totals.violations.push(...locks.violations.map((v) => `round ${round} lock ${v.kind}: ${v.detail}`))
     addErrors(locks.errors)
-    log(`round ${round} locks`, { ...locks, violations: locks.violations.length, seconds: Math.round((wallNow() - started) / 1000) })
+    log(`round ${round} locks`, { ...locks, violations: locks.violations.length, seconds: Math.round((machineNow() - started) / 1000) })
 
     // 2. The queue, with members restarting until every message is consumed.
     let consumed = false
@@ -112,7 +112,7 @@ try {
     const startQueueFaults = () => (queueFaults = cycleFaults(cluster, { ...FAULTS, quietMs: 4000, until: () => consumed, onFault }))
     const produceDuringFaults = values['produce-during-faults']
     if (produceDuringFaults) startQueueFaults()
-    const queueStarted = wallNow()
+    const queueStarted = machineNow()
     const queue = await queueUnderFaults(cluster, {
       name: `soak-queue-${round}`,
       messages,
@@ -128,7 +128,7 @@ try {
     totals.ambiguousAcks += queue.ambiguousAcks
     totals.violations.push(...queue.violations.map((v) => `round ${round} queue: ${v}`))
     addErrors(queue.errors)
-    log(`round ${round} queue`, { ...queue, violations: queue.violations.slice(0, 10), seconds: Math.round((wallNow() - queueStarted) / 1000) })
+    log(`round ${round} queue`, { ...queue, violations: queue.violations.slice(0, 10), seconds: Math.round((machineNow() - queueStarted) / 1000) })
 
     // 3. STM bank during one round of restarts.
     let bankDone = false

@@ -9,6 +9,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { keyspace } from '../lib/kv.js'
 import { sleep, uniqueName, useEtcd } from './helpers.js'
 import { Worker } from './support/workers.js'
+import { machineNow } from './support/history.js'
 
 const etcd = useEtcd(1)
 const workers: Worker[] = []
@@ -22,7 +23,7 @@ async function worker() {
   return w
 }
 
-const wall = () => performance.timeOrigin + performance.now()
+const wall = machineNow
 
 /**
  * One trial: survivor and victim each run 5 callers of `acquire()` at R = 20/s (burst 0), 2 s

@@ -5,7 +5,7 @@
 import type { Etcd3 } from 'etcd3'
 import { createClient } from '../../lib/index.js'
 import type { EtcdCluster } from '../../testing/index.js'
-import { wallNow } from './history.js'
+import { machineNow } from './history.js'
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
@@ -72,11 +72,11 @@ export async function cycleFaults(cluster: EtcdCluster, options: FaultOptions): 
     const leader = await leaderIndex(cluster)
     const order = leader === undefined ? [...Array(n).keys()] : [leader, ...[...Array(n).keys()].filter((i) => i !== leader)]
     for (const member of order) {
-      const from = wallNow()
+      const from = machineNow()
       await cluster.stopMember(member)
       await sleep(options.downMs)
       await cluster.startMember(member)
-      const outage = { member, wasLeader: member === leader, from, to: wallNow() }
+      const outage = { member, wasLeader: member === leader, from, to: machineNow() }
       outages.push(outage)
       options.onFault?.(outage)
       await sleep(options.upMs)

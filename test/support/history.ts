@@ -3,15 +3,22 @@
  * the lock and when it let go, with the grant's fencing token and the revision it queued at;
  * `check()` lists every violation of mutual exclusion, fencing and FIFO order.
  *
- * Times are high-resolution wall-clock milliseconds (`performance.timeOrigin + performance.now()`),
- * comparable across processes on one machine. To never report a false overlap, a hold is recorded
+ * Times are milliseconds of the machine's monotonic clock (`machineNow`), comparable across
+ * processes on one machine. To never report a false overlap, a hold is recorded
  * as a SUB-interval of the true one: `grantedAt` after `lock()` resolved (the lock was ours by
  * then) and `releasedAt` BEFORE the unlock request is sent (still ours until then). Disjoint
  * true holds therefore always give disjoint recorded holds, and any recorded overlap is real.
  */
 
-/** Wall-clock time in ms with sub-ms resolution, comparable across processes. */
-export const wallNow = () => performance.timeOrigin + performance.now()
+/**
+ * Milliseconds, sub-ms resolution, on the machine's monotonic clock (CLOCK_MONOTONIC, which
+ * `process.hrtime` reads): one clock for every process on the machine, network namespaces
+ * included. Not `performance.timeOrigin + performance.now()`: each process samples the wall
+ * clock for its own time origin, and on a loaded machine that sample was seen 1 to 4 s off its
+ * parent's (a rate-limiter run whose admissions all looked 4 s late; lock holds of two
+ * processes that looked 1 ms overlapped while their fences were in order).
+ */
+export const machineNow = () => Number(process.hrtime.bigint()) / 1e6
 
 /** One hold of the lock, as a contender saw it. */
 export interface Hold {
@@ -39,7 +46,7 @@ export class LockHistory {
   private readonly open = new Map<string, Omit<Hold, 'releasedAt'>>()
 
   /** The holder was granted the lock. */
-  grant(holder: string, fence: bigint, queuedRev: bigint, at = wallNow()): void {
+  grant(holder: string, fence: bigint, queuedRev: bigint, at = machineNow()): void {
     if (this.open.has(holder)) throw new Error(`history: ${holder} granted twice without a release`)
     this.open.set(holder, { holder, fence, queuedRev, grantedAt: at })
   }
@@ -49,7 +56,7 @@ export class LockHistory {
     const hold = this.open.get(holder)
     if (!hold) throw new Error(`history: ${holder} released without a grant`)
     this.open.delete(holder)
-    this.holds.push({ ...hold, releasedAt: options.at ?? wallNow(), lost: options.lost })
+    this.holds.push({ ...hold, releasedAt: options.at ?? machineNow(), lost: options.lost })
   }
 
   /** Every violation in the recorded history (an empty list means the history is correct). */

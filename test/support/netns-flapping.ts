@@ -5,7 +5,7 @@
  * client runs lock (with fenced Postgres writes), leader-guard, consumer and STM loops and one
  * produces messages. Then everything heals and drains, and the same checks as the scenarios run.
  */
-import { wallNow } from './history.js'
+import { machineNow } from './history.js'
 import { MEMBERS, startLab, type Lab } from './netns-lab.js'
 import { analyse, formatReport, type ScenarioReport } from './netns-report.js'
 import { leftoverKeys, scenarioNames, startLoop, stopAll } from './netns-scenario.js'
@@ -71,9 +71,9 @@ export async function flappingSoak(o: { seconds: number; ttl?: number; etcdArgs?
     await start('c1', 'produce', { queue: names.queue, count: o.seconds * 10, intervalMs: 60 })
 
     const kinds: Record<string, number> = {}
-    const startedAt = wallNow()
+    const startedAt = machineNow()
     let cuts = 0
-    while (wallNow() < startedAt + o.seconds * 1000) {
+    while (machineNow() < startedAt + o.seconds * 1000) {
       const { kind, what } = await randomCut(lab)
       cuts++
       kinds[kind] = (kinds[kind] ?? 0) + 1
@@ -81,7 +81,7 @@ export async function flappingSoak(o: { seconds: number; ttl?: number; etcdArgs?
       await sleep(500 + Math.random() * 1500)
       await lab.net.heal()
     }
-    const healAt = wallNow()
+    const healAt = machineNow()
     await lab.etcd.waitForLeader({ timeoutMs: 30_000 })
     const summaries = await stopAll(lab, loops, 60_000)
     const admin = lab.agents.get('admin')!

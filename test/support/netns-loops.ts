@@ -1,7 +1,7 @@
 /**
  * The workload loops the partition agent (`netns-agent.ts`) runs: lock holders, leader-guarded
  * handlers, queue consumers and producers, STM counters. Each reports what happened as JSON
- * events on stdout with wall-clock times (`wallNow`, comparable across processes on one
+ * events on stdout with wall-clock times (`machineNow`, comparable across processes on one
  * machine), and returns a summary (counts, errors by class) when stopped.
  */
 import middy from '@middy/core'
@@ -22,7 +22,7 @@ import {
 import { keyspace } from '../../lib/kv.js'
 import { leaderGuard } from '../../middleware/index.js'
 import { lambdaContext } from '../../testing/lambda.js'
-import { wallNow } from './history.js'
+import { machineNow } from './history.js'
 
 /** Writes one event line. */
 export const say = (event: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(event, (_k, v) => (typeof v === 'bigint' ? v.toString() : v))}\n`)
@@ -97,12 +97,12 @@ function pool(target: PgTarget): pg.Pool {
 
 /** A fenced upsert of the loop's row; reports whether Postgres applied it. */
 export async function pgWrite(id: string, target: PgTarget, value: string, fence: bigint) {
-  const at = wallNow()
+  const at = machineNow()
   try {
     const res = await pool(target).query(fencedUpsert({ table: 'fenced_rows', key: { id: target.row }, set: { value }, fence }))
-    say({ event: 'pgWrite', id, fence, value, applied: res.rowCount === 1, at, doneAt: wallNow() })
+    say({ event: 'pgWrite', id, fence, value, applied: res.rowCount === 1, at, doneAt: machineNow() })
   } catch (err) {
-    say({ event: 'pgWrite', id, fence, value, error: (err as Error).message, at, doneAt: wallNow() })
+    say({ event: 'pgWrite', id, fence, value, error: (err as Error).message, at, doneAt: machineNow() })
   }
 }
 
@@ -115,8 +115,8 @@ export const tally = (errors: Record<string, number>, err: unknown) => {
 /** When `signal` (a session's) aborted, recorded at that moment: a hold ends when its holder learns of the loss. */
 function watchLoss(signal: AbortSignal): { at?: number; stop(): void } {
   const loss: { at?: number; stop(): void } = { stop: () => signal.removeEventListener('abort', onLost) }
-  const onLost = () => (loss.at = wallNow())
-  if (signal.aborted) loss.at = wallNow()
+  const onLost = () => (loss.at = machineNow())
+  if (signal.aborted) loss.at = machineNow()
   else signal.addEventListener('abort', onLost, { once: true })
   return loss
 }
@@ -125,7 +125,7 @@ function watchLoss(signal: AbortSignal): { at?: number; stop(): void } {
 async function hold(ms: number, stop: AbortSignal, lost: AbortSignal, loss: { at?: number; stop(): void }): Promise<{ lost: boolean; at: number }> {
   await sleep(ms, AbortSignal.any([stop, lost]))
   loss.stop()
-  return loss.at !== undefined ? { lost: true, at: loss.at } : { lost: false, at: wallNow() }
+  return loss.at !== undefined ? { lost: true, at: loss.at } : { lost: false, at: machineNow() }
 }
 
 /**
@@ -147,7 +147,7 @@ export async function lockLoop(id: string, loop: Loop, c: Command) {
       loop.mutex = mutex
       loop.fence = mutex.fence
       grants++
-      say({ event: 'grant', id, fence: mutex.fence, at: wallNow() })
+      say({ event: 'grant', id, fence: mutex.fence, at: machineNow() })
       const lost = session.signal
       const loss = watchLoss(lost)
       const write = await ks.txn([mutex.ownerCompare()], [ks.get(c.fenceKey), ks.put(c.fenceKey, mutex.fence.toString())]).catch((err) => (tally(errors, err), undefined))
@@ -189,7 +189,7 @@ export async function leaderLoop(id: string, loop: Loop, c: Command) {
   const handler = middy(async (_event: unknown, context: any) => {
     const lead = context.etcd.leader
     terms++
-    say({ event: 'grant', id, fence: lead.rev, at: wallNow() })
+    say({ event: 'grant', id, fence: lead.rev, at: machineNow() })
     const loss = watchLoss(lead.signal)
     const write = await ks.txn([lead.leaderCompare()], [ks.get(c.fenceKey), ks.put(c.fenceKey, lead.rev.toString())]).catch((err) => (tally(errors, err), undefined))
     if (write) say({ event: 'write', id, fence: lead.rev, ok: write.succeeded, prev: write.results[0]?.range?.kvs[0]?.value.toString() ?? '0' })
@@ -232,7 +232,7 @@ export async function consumeLoop(id: string, loop: Loop, c: Command) {
       continue
     }
     received += batch.length
-    say({ event: 'delivered', id, messages: batch.map((m) => ({ id: m.id, value: m.value, receiveCount: m.receiveCount })), at: wallNow() })
+    say({ event: 'delivered', id, messages: batch.map((m) => ({ id: m.id, value: m.value, receiveCount: m.receiveCount })), at: machineNow() })
     if (c.holdBatch) await new Promise<void>((resolve) => (loop.ackHeld = resolve))
     for (const m of batch) await ackOne(id, queue, m, errors)
     if (c.holdBatch) break

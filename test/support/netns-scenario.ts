@@ -6,7 +6,7 @@
  */
 import type { Worker, WorkerEvent } from './workers.js'
 import type { PgTarget } from './netns-loops.js'
-import { wallNow } from './history.js'
+import { machineNow } from './history.js'
 import type { Arrangement, Lab, Scenario } from './netns-lab.js'
 import { analyse, type ScenarioReport } from './netns-report.js'
 
@@ -105,14 +105,14 @@ export async function runScenario(
     loops: [],
   }
   const victim = await startWorkload(run)
-  const cutAt = wallNow()
+  const cutAt = machineNow()
   await plan.apply()
-  const cutApplied = wallNow()
+  const cutApplied = machineNow()
   let cut = true
   const raftFailover = watchFailover(lab, plan.majority, leaderBefore, cutAt, () => cut)
   const probe = await options.duringCut?.(plan)
   const late = await holdCut(run, victim.lock, cutAt)
-  const healAt = wallNow()
+  const healAt = machineNow()
   cut = false
   await lab.net.heal()
   const failover = await raftFailover
@@ -181,7 +181,7 @@ async function holdCut(run: Run, victimLock: string, cutAt: number): Promise<str
     late.push('late-during')
     await seen(victim, (e) => e.event === 'pgWrite' && e.value === 'late-during', 30_000, 'late-during answer')
   }
-  await sleep(Math.max(0, cutAt + timing.partitionMs - wallNow()))
+  await sleep(Math.max(0, cutAt + timing.partitionMs - machineNow()))
   return late
 }
 
@@ -201,7 +201,7 @@ const count = (workers: Worker[], pred: (e: WorkerEvent) => boolean) => workers.
 
 /** Polls `done` until it holds or the wall clock reaches `deadline`. */
 async function until(done: () => boolean, deadline: number) {
-  while (!done() && wallNow() < deadline) await sleep(100)
+  while (!done() && machineNow() < deadline) await sleep(100)
 }
 
 /** While the cut lasts: when the majority's members agree on a leader other than the old one. */
@@ -209,7 +209,7 @@ async function watchFailover(lab: Lab, among: string[], old: string, cutAt: numb
   while (isCut()) {
     const leader = await lab.etcd.leader(among)
     if (!isCut()) break // healed while asking: a leader seen now may be the heal's doing
-    if (leader && leader !== old) return { leader, ms: wallNow() - cutAt }
+    if (leader && leader !== old) return { leader, ms: machineNow() - cutAt }
     await sleep(100)
   }
   return {}

@@ -7,6 +7,7 @@
 import { createInterface } from 'node:readline'
 import { ClaimLostError, createClient, DoubleBarrier, EtcdUnavailableError, Election, Mutex, Queue, RateLimiter, Semaphore, Session, type LeaseLostError, type Message } from '../../lib/index.js'
 import { keyspace } from '../../lib/kv.js'
+import { machineNow } from './history.js'
 
 interface Config {
   endpoints: string[]
@@ -167,7 +168,7 @@ async function rateLoop(cmd: Command) {
     const real = Date.now
     Date.now = () => real() + cmd.clockOffsetMs
   }
-  const wall = () => performance.timeOrigin + performance.now()
+  const wall = machineNow
   const clients = Array.from({ length: cmd.clients ?? 1 }, () => createClient({ endpoints: config.endpoints, namespace: config.namespace ?? '', env: {} }))
   const limiters = clients.map((c) => new RateLimiter(c, cmd.name, { rate: cmd.rate, per: cmd.per, burst: cmd.burst, waiterTtl: cmd.waiterTtl }))
   // Ready before the start (lease, settings), as after a function's init phase.

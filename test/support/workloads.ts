@@ -6,7 +6,7 @@
 import { ClaimLostError, createClient, EtcdUnavailableError, Mutex, Queue, runSTM, Session, type EtcdClient, type Message, type STM } from '../../lib/index.js'
 import { keyspace } from '../../lib/kv.js'
 import type { EtcdCluster } from '../../testing/index.js'
-import { LockHistory, wallNow, type Violation } from './history.js'
+import { LockHistory, machineNow, type Violation } from './history.js'
 import { DeliveryLog, type Delivery } from './queue-check.js'
 import { Worker, type WorkerEvent } from './workers.js'
 
@@ -68,7 +68,7 @@ export async function lockHandoffs(cluster: EtcdCluster, o: { name: string; cont
           await mutex.lock()
           const fence = mutex.fence
           history.grant(id, fence, fence)
-          if (o.duringOutage?.(wallNow())) grantsDuringOutage++
+          if (o.duringOutage?.(machineNow())) grantsDuringOutage++
           try {
             const res = await ks.txn([mutex.ownerCompare()], [ks.get(fenceKey), ks.put(fenceKey, fence.toString())])
             if (res.succeeded) {
@@ -498,7 +498,7 @@ export interface RateLoadResult {
 export async function rateLimitLoad(endpoints: string[], o: { name: string; rate: number; per: number; burst: number; callers: number; processes: number; clients: number; seconds: number; minUsed: number }): Promise<RateLoadResult> {
   const procs = await Promise.all(Array.from({ length: o.processes }, () => Worker.start(endpoints)))
   const observer = createClient({ endpoints, env: {} })
-  const wall = () => performance.timeOrigin + performance.now()
+  const wall = machineNow
   try {
     const start = wall() + 2000
     const until = start + o.seconds * 1000

@@ -157,15 +157,23 @@ export function waitRangeChange(ks: Keyspace, prefix: string, seenAt: bigint, se
     return [...known].some(([key, mod]) => after.get(key) !== mod)
   }
   const watcher: Watcher = ks.client.watch().prefix(prefix).watcher()
+  // Whether revisions between `seenAt` and the watch's start were written: until the Range over
+  // them says nothing seen changed, a delete event is not the only change since `seen`, so it
+  // wakes the caller to read again instead of naming the deleted key. (Reported as "this key
+  // went, at this revision", it let the caller keep a key already deleted in that gap and wait
+  // on that stale view for ever: slots 0-2 released in a row, one delete before the watch
+  // started, the head kept seeing 3 of 3 in use.)
+  let unread = false
   return watching<RangeChange>(ks.client, watcher, prefix, signal, (settle) => {
     watcher.on('connected', (res: IWatchResponse) => {
       if (BigInt(res.header.revision) <= seenAt) return
+      unread = true
       ks.range(prefix, { prefix: true }).then(
-        (now) => changed(now.kvs) && settle({ value: {} }),
+        (now) => (changed(now.kvs) ? settle({ value: {} }) : (unread = false)),
         (error) => settle({ error }),
       )
     })
-    watcher.on('delete', (raw: IKeyValue) => settle({ value: { deleted: raw.key.toString(), revision: BigInt(raw.mod_revision) } }))
+    watcher.on('delete', (raw: IKeyValue) => settle({ value: unread ? {} : { deleted: raw.key.toString(), revision: BigInt(raw.mod_revision) } }))
     watcher.on('put', (raw: IKeyValue) => {
       if (known.has(raw.key.toString())) settle({ value: {} })
     })

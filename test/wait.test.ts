@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest'
-import { SessionExpiredError, Session, WatchLostError } from '../lib/index.js'
+import { Semaphore, SessionExpiredError, Session, WatchLostError } from '../lib/index.js'
 import { keyspace, type Keyspace } from '../lib/kv.js'
-import { waitFor, waitGone, whileOwnKeyLives } from '../lib/wait.js'
-import { uniqueName, useEtcd } from './helpers.js'
+import { waitFor, waitGone, waitRangeChange, whileOwnKeyLives } from '../lib/wait.js'
+import { sleep, uniqueName, useEtcd } from './helpers.js'
 
 const etcd = useEtcd()
 
@@ -13,6 +13,54 @@ function flakyRanges(ks: Keyspace, failures: number): Keyspace {
     range: (...args: Parameters<Keyspace['range']>) => (left-- > 0 ? Promise.reject(new Error('etcd briefly unreachable')) : ks.range(...args)),
   })
 }
+
+/** The client's keyspace, except that every Range answers `ms` late. */
+function slowRanges(ks: Keyspace, ms: number): Keyspace {
+  return Object.assign(Object.create(ks) as Keyspace, {
+    range: async (...args: Parameters<Keyspace['range']>) => {
+      const res = await ks.range(...args)
+      await sleep(ms)
+      return res
+    },
+  })
+}
+
+describe('waitRangeChange', () => {
+  it('a delete event that comes while the gap before the watch is still being read says "read again", not "only this key went"', async () => {
+    const ks = keyspace(etcd.client)
+    const prefix = `${uniqueName('slots')}/`
+    for (const k of ['a', 'b', 'c']) await ks.txn([], [ks.put(`${prefix}${k}`, '')])
+    const seen = await ks.range(prefix, { prefix: true })
+    await ks.del(`${prefix}a`) // in the gap: before the watch starts
+    const woke = waitRangeChange(slowRanges(ks, 1500), prefix, seen.revision, seen.kvs, AbortSignal.timeout(10_000))
+    await sleep(300) // the watch is on; its Range over the gap answers late
+    await ks.del(`${prefix}b`)
+    // "b went at this revision" would let the caller keep a, deleted in the gap, in its view.
+    expect(await woke).toEqual({})
+  })
+
+  it('a semaphore head whose permits come free one by one, some before its watch starts, is granted (40 rounds)', async () => {
+    // Five holders, permits lowered to 3, slots 0-2 released in a row: the head must be granted
+    // once 2 are left. Before the fix above, most runs of 40 rounds had one that waited for ever
+    // (the test above is the exact race, made certain).
+    for (let round = 0; round < 40; round++) {
+      const name = uniqueName('lowered')
+      const s = await Session.create(etcd.client, { ttl: 10 })
+      const old = Array.from({ length: 5 }, () => new Semaphore(s, name, 5))
+      for (const o of old) await o.acquire()
+      await etcd.client.put(`${name}/config`).value('permits=3')
+      const contenders = [0, 1, 2].map(() => new Semaphore(s, name, 3))
+      const granted = contenders.map((c) => c.acquire().then(() => c))
+      for (let i = 0; i < 200 && (await etcd.client.getAll().prefix(`${name}/waiters/`).keys()).length < 3; i++) await sleep(10)
+      for (const slot of [0, 1, 2]) await old.find((o) => o.key === `${name}/holders/${slot}`)!.release()
+      const first = await Promise.race([...granted, sleep(3000).then(() => undefined)])
+      expect(first, `round ${round}: nobody granted 3 s after only 2 of 3 permits were left held`).toBeInstanceOf(Semaphore)
+      for (const o of old) if (o.key?.endsWith('/3') || o.key?.endsWith('/4')) await o.release()
+      for (const c of await Promise.all(granted)) await c.release()
+      await s.close()
+    }
+  }, 120_000)
+})
 
 describe('whileOwnKeyLives', () => {
   it('a failed read in the own-key watch does not turn early loss detection off', async () => {

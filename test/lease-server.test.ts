@@ -101,7 +101,7 @@ describe('a keepalive racing a revoke', () => {
     }
   })
 
-  it('a Session whose lease is revoked by someone else ends "revoked" within one keepalive interval', async () => {
+  it('a Session whose lease is revoked by someone else ends "revoked" within two keepalive intervals (one, or two when a renewal raced the revoke)', async () => {
     const owner = etcd.memberClient(0)
     const operator = etcd.memberClient(1)
     const lags: number[] = []
@@ -124,8 +124,10 @@ describe('a keepalive racing a revoke', () => {
       await session.close()
     }
     report('Session ended after an out-of-band revoke (ms after the revoke returned)', { ttl: 2, lags })
-    // 2 s TTL: a keepalive every 667 ms, so the answer "gone" comes within one interval + a round trip.
-    expect(Math.max(...lags)).toBeLessThan(667 + 500)
+    // 2 s TTL: a keepalive every 667 ms. The answer "gone" comes with the first renewal sent
+    // after the revoke applied: within one interval, or two when the renewal of that moment
+    // raced the revoke and was answered alive (the race measured above), + a round trip.
+    expect(Math.max(...lags)).toBeLessThan(2 * 667 + 500)
   })
 })
 

@@ -16,7 +16,12 @@ import { checkSubscription, subscriptionsFromEnv, type QueueSubscription } from 
 
 /** Options of {@link dispatcherHandler}; each falls back to the environment, then a default. */
 export interface DispatcherHandlerOptions {
-  /** The election that lets one dispatcher run at a time (default `middy-etcd/dispatcher`). */
+  /**
+   * The election that lets one dispatcher run at a time. Default `middy-etcd/dispatcher:<function
+   * name>` (the function's own name, which carries its service and stage), so two services or
+   * stages on one etcd each run their own dispatcher; `middy-etcd/dispatcher` when the context
+   * has no function name.
+   */
   election?: string
   /**
    * Stop claiming this long before the invocation's timeout, ms, if no later run has taken over
@@ -59,6 +64,16 @@ export interface DispatcherContext {
 }
 
 const DEFAULT_ELECTION = 'middy-etcd/dispatcher'
+
+/**
+ * The default election of a run: one per function. A single shared name made the dispatchers of
+ * two services on one etcd take turns, each serving only its own subscriptions while it led
+ * (the other's queues waited a minute at a time). ':' rather than '/' so that it is not a nested
+ * name below the shared one (whose candidates are the keys directly below `<name>/`).
+ */
+function defaultElection(functionName: string | undefined): string {
+  return functionName ? `${DEFAULT_ELECTION}:${functionName}` : DEFAULT_ELECTION
+}
 const DEFAULT_TAIL_MS = 10_000
 const DEFAULT_TTL_S = 10
 /** The shortest claiming window worth starting. */
@@ -135,7 +150,7 @@ export function dispatcherHandler(options: DispatcherHandlerOptions = {}): (even
     const invocationType = options.invocationType ?? (env.ETCD_DISPATCH_INVOCATION_TYPE === 'Event' ? 'Event' : 'RequestResponse')
     invoke ??= lambdaInvoker({ invocationType })
     const client = options.client ?? sharedClient()
-    const name = options.election ?? DEFAULT_ELECTION
+    const name = options.election ?? defaultElection(context.functionName)
     const session = await Session.create(client, { ttl: options.ttl ?? DEFAULT_TTL_S })
     try {
       const election = new Election(session, name)

@@ -405,6 +405,26 @@ describe('dispatcherHandler (the deployable dispatcher function)', () => {
     expect(await etcd.client.getAll().prefix(`${election}/`).count()).toBe(0)
   }, 40_000)
 
+  it('by default each function has its own election: the dispatchers of two services on one etcd lead at the same time', async () => {
+    const [a, b] = [uniqueName('svc-a-prod-dispatcher'), uniqueName('svc-b-prod-dispatcher')]
+    const queues = [uniqueName('dh-a'), uniqueName('dh-b')]
+    const elected: string[] = []
+    const handlerOf = (queue: string) =>
+      dispatcherHandler({ client: etcd.client, tailMs: 0, subscriptions: [{ function: 'f', queue }], invoke: async () => ({ ok: true }) })
+    const runs = [handlerOf(queues[0]), handlerOf(queues[1])].map((h, i) => {
+      const end = Date.now() + 1_500
+      const ctx = { functionName: [a, b][i], awsRequestId: `r${i}`, getRemainingTimeInMillis: () => end - Date.now() }
+      return h({}, ctx)
+    })
+    // Both are candidates of their own election while they run, each its leader.
+    await until('both runs to campaign', 1_000, async () => {
+      elected.splice(0, elected.length, ...(await etcd.client.getAll().prefix('middy-etcd/dispatcher:').keys()).filter((k) => k.includes(a) || k.includes(b)))
+      return elected.length === 2
+    })
+    expect(elected.map((k) => k.slice(0, k.lastIndexOf('/'))).sort()).toEqual([`middy-etcd/dispatcher:${a}`, `middy-etcd/dispatcher:${b}`].sort())
+    for (const r of await Promise.all(runs)) expect(r.leader).toBe(true)
+  }, 20_000)
+
   it('counts a failed invocation as failed and releases its messages for redelivery', async () => {
     const queue = uniqueName('dh')
     await new Queue(etcd.client, queue).enqueue('x')

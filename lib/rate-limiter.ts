@@ -1,10 +1,10 @@
 import { setMaxListeners } from 'node:events'
 import type { ComparatorBuilder, Namespace } from 'etcd3'
-import { checkClient, checkOptions, checkSeconds } from './check.js'
+import { checkClient, checkInteger, checkOptions, checkSeconds } from './check.js'
 import { InvalidArgumentError, InvalidStateError, SessionExpiredError } from './errors.js'
 import { permitKeys, unixNano } from './keys.js'
 import { checkName, IDEMPOTENT, keyspace, type Keyspace } from './kv.js'
-import { MAX_PERMITS, MAX_REFILL_INTERVAL_MS, MAX_TTL_S } from './limits.js'
+import { MAX_PERMITS, MAX_RATE_PER_MS, MAX_REFILL_INTERVAL_MS, MAX_TTL_S } from './limits.js'
 import { PermitQueue, type Grant, type Taker } from './permit-queue.js'
 import { CLOCK_RATE_MARGIN, ExpiredTokens } from './token-policy.js'
 import { Session } from './session.js'
@@ -314,11 +314,7 @@ export class RateLimiter {
   }
 
   private checkCost(cost: unknown): number {
-    if (cost === undefined) return 1
-    if (typeof cost !== 'number' || !Number.isInteger(cost) || cost < 1 || cost > this.capacity) {
-      throw new InvalidArgumentError(`RateLimiter ${JSON.stringify(this.name)}: cost must be a whole number from 1 to burst + 1 = ${this.capacity}, got ${String(cost)}; raise burst to admit larger calls`)
-    }
-    return cost
+    return checkInteger(cost, `RateLimiter ${JSON.stringify(this.name)}: cost`, 1, this.capacity, { fallback: 1, hint: 'burst + 1; raise burst to admit larger calls' })
   }
 }
 
@@ -327,10 +323,8 @@ export function checkRateOptions(options: unknown): Required<RateLimitOptions> {
   if (typeof options !== 'object' || options === null || Array.isArray(options)) {
     throw new InvalidArgumentError(`RateLimiter options must be an object like { rate: 20, per: 1000, burst: 5 }, got ${options === null ? 'null' : typeof options}`)
   }
-  const { rate, per = 1000, burst = 0, waiterTtl = DEFAULT_WAITER_TTL_S } = options as Partial<RateLimitOptions>
-  if (typeof per !== 'number' || !Number.isInteger(per) || per < 1 || per > 86_400_000) {
-    throw new InvalidArgumentError(`RateLimiter per must be a whole number of ms from 1 to 86400000 (a day), got ${String(per)}`)
-  }
+  const { rate } = options as Partial<RateLimitOptions>
+  const per = checkInteger((options as RateLimitOptions).per, 'RateLimiter per', 1, MAX_RATE_PER_MS, { unit: 'ms', fallback: 1000, hint: 'a day' })
   if (typeof rate !== 'number' || !Number.isFinite(rate) || rate <= 0 || !(per / rate >= 1)) {
     throw new InvalidArgumentError(`RateLimiter rate must be a number > 0 and at most one admission per ms (rate <= per), got ${String(rate)} per ${per} ms`)
   }
@@ -338,10 +332,9 @@ export function checkRateOptions(options: unknown): Required<RateLimitOptions> {
     const least = per / MAX_REFILL_INTERVAL_MS
     throw new InvalidArgumentError(`RateLimiter rate must refill a token at least once a year (per / rate <= ${MAX_REFILL_INTERVAL_MS} ms), got ${String(rate)} per ${per} ms; use rate >= ${least} for per ${per}`)
   }
-  if (typeof burst !== 'number' || !Number.isInteger(burst) || burst < 0 || burst >= MAX_PERMITS) {
-    throw new InvalidArgumentError(`RateLimiter burst must be a whole number from 0 to ${MAX_PERMITS - 1}, got ${String(burst)}`)
-  }
-  return { rate, per, burst, waiterTtl: checkSeconds(waiterTtl, 'RateLimiter waiterTtl') }
+  const burst = checkInteger((options as RateLimitOptions).burst, 'RateLimiter burst', 0, MAX_PERMITS - 1, { fallback: 0 })
+  const waiterTtl = checkSeconds((options as RateLimitOptions).waiterTtl, 'RateLimiter waiterTtl', 1, { fallback: DEFAULT_WAITER_TTL_S })
+  return { rate, per, burst, waiterTtl }
 }
 
 /**

@@ -1,6 +1,6 @@
 import type { ComparatorBuilder } from 'etcd3'
-import { checkOptions, checkSession } from './check.js'
-import { InvalidArgumentError, InvalidStateError, LockedError, LockReleasedError } from './errors.js'
+import { checkInteger, checkOptions, checkSession } from './check.js'
+import { InvalidStateError, LockedError, LockReleasedError } from './errors.js'
 import { permitKeys, unixNano } from './keys.js'
 import { checkName, keyspace, type Compare, type KeyValue, type Keyspace } from './kv.js'
 import { MAX_PERMITS } from './limits.js'
@@ -199,8 +199,5 @@ class FreePermits implements SlotPolicy {
 
 /** `permits` must be a whole number from 1 to {@link MAX_PERMITS}. */
 export function checkPermits(permits: unknown): number {
-  if (typeof permits !== 'number' || !Number.isInteger(permits) || permits < 1 || permits > MAX_PERMITS) {
-    throw new InvalidArgumentError(`Semaphore permits must be a whole number from 1 to ${MAX_PERMITS}, got ${typeof permits === 'number' ? permits : typeof permits}`)
-  }
-  return permits
+  return checkInteger(permits, 'Semaphore permits', 1, MAX_PERMITS)
 }

@@ -1,6 +1,6 @@
 import type { ComparatorBuilder, Namespace } from 'etcd3'
 import { checkClient, checkOptions, checkSession } from './check.js'
-import { IdempotencyClaimLostError, IdempotencyKeyMismatchError, InvalidArgumentError, type SingleFlightError, WatchLostError } from './errors.js'
+import { IdempotencyClaimLostError, IdempotencyKeyMismatchError, InvalidArgumentError, InvalidStateError, type SingleFlightError, WatchLostError } from './errors.js'
 import { checkHash, checkLeaseTtl, checkRecordTtl, decodeRecord, encodeRecord, hashField, ownerId, settledOutcome, type SharedError, toSharedError } from './idempotency-record.js'
 import { idempotencyKeys } from './keys.js'
 import { IDEMPOTENT, checkName, keyspace, type Compare, type KeyValue, type Keyspace } from './kv.js'
@@ -93,7 +93,7 @@ export class IdempotencyClaim {
 
   /** @internal Marks the claim settled; throws if it already was. */
   settle(op: string): void {
-    if (this.done) throw new InvalidArgumentError(`idempotency key ${JSON.stringify(this.key)}: ${op}() on a claim that was already completed or failed; begin() again for a new claim`)
+    if (this.done) throw new InvalidStateError(`idempotency key ${JSON.stringify(this.key)}: ${op}() on a claim that was already completed or failed; begin() again for a new claim`)
     this.done = true
   }
 }

@@ -1,6 +1,6 @@
 import type { ComparatorBuilder } from 'etcd3'
 import { checkOptions, checkSession } from './check.js'
-import { ForeignKeyError, InvalidArgumentError, LockedError, LockReleasedError, SessionExpiredError } from './errors.js'
+import { ForeignKeyError, InvalidStateError, LockedError, LockReleasedError, SessionExpiredError } from './errors.js'
 import { contenders } from './keys.js'
 import { IDEMPOTENT, checkName, keyspace, type Compare, type KeyValue, type Keyspace, type RangeResult } from './kv.js'
 import { CallGuard, createOnLease, lostWhileWaiting, OwnedKey, ownerCompareOf } from './owned-key.js'
@@ -26,7 +26,7 @@ interface Attempt {
  * the deletes under `<name>/` (lib/delete-feed.ts), and a release wakes only the next in line.
  * Ownership is per session: two Mutex objects on one session and name share one key (as Go).
  * Nothing else may be written under `<name>/`: a key there without a lease is refused with an
- * {@link InvalidArgumentError} (it would never go, and every later lock would wait behind it).
+ * {@link ForeignKeyError} (it would never go, and every later lock would wait behind it).
  */
 export class Mutex {
   private readonly ks: Keyspace
@@ -45,7 +45,7 @@ export class Mutex {
     checkName(name, 'Mutex name')
     this.ks = keyspace(session.client)
     this.prefix = contenders.prefix(name)
-    this.guard = new CallGuard((op) => new InvalidArgumentError(`Mutex ${JSON.stringify(name)}: ${op}() called while another lock call on the same object is running; use one Mutex per concurrent caller`))
+    this.guard = new CallGuard((op) => new InvalidStateError(`Mutex ${JSON.stringify(name)}: ${op}() called while another lock call on the same object is running; use one Mutex per concurrent caller`))
   }
 
   /** This contender's key, `<name>/<leaseHex>` ('' when not holding or waiting). */
@@ -227,7 +227,7 @@ export class Mutex {
   }
 
   private notHeld(op: string) {
-    if (this.held) throw new InvalidArgumentError(`Mutex ${JSON.stringify(this.name)}: ${op}() on a lock this object already holds; unlock() first`)
+    if (this.held) throw new InvalidStateError(`Mutex ${JSON.stringify(this.name)}: ${op}() on a lock this object already holds; unlock() first`)
   }
 
   /** The key of the current hold; throws {@link LockReleasedError} when not held. */

@@ -1,6 +1,6 @@
 import type { ComparatorBuilder } from 'etcd3'
 import { checkOptions, checkSession } from './check.js'
-import { InvalidArgumentError, KeyExistsError, LockedError, LockReleasedError, SessionExpiredError } from './errors.js'
+import { InvalidStateError, KeyExistsError, LockedError, LockReleasedError, SessionExpiredError } from './errors.js'
 import { putUnique, rwContenders, unixNano } from './keys.js'
 import { checkName, keyspace, prefixEnd, type Compare, type Keyspace } from './kv.js'
 import { CallGuard, createOnLease, lostWhileWaiting, OwnedKey, ownerCompareOf } from './owned-key.js'
@@ -36,7 +36,7 @@ export class RWMutex {
     checkSession(session, 'RWMutex')
     checkName(name, 'RWMutex name')
     this.ks = keyspace(session.client)
-    this.guard = new CallGuard((op) => new InvalidArgumentError(`RWMutex ${JSON.stringify(name)}: ${op}() called while another lock call on the same object is running; use one RWMutex per concurrent caller`))
+    this.guard = new CallGuard((op) => new InvalidStateError(`RWMutex ${JSON.stringify(name)}: ${op}() called while another lock call on the same object is running; use one RWMutex per concurrent caller`))
   }
 
   /** This contender's key, `<name>/read|write/<unixNano>` ('' when not holding or waiting). */
@@ -213,7 +213,7 @@ export class RWMutex {
   }
 
   private notHeld(op: string) {
-    if (this.held) throw new InvalidArgumentError(`RWMutex ${JSON.stringify(this.name)}: ${op}() on a lock this object already holds; release it first`)
+    if (this.held) throw new InvalidStateError(`RWMutex ${JSON.stringify(this.name)}: ${op}() on a lock this object already holds; release it first`)
   }
 
   /** The key of the current hold; throws {@link LockReleasedError} when not held. */

@@ -134,7 +134,7 @@ async function push(client: EtcdClient, name: string, value: string, priority: n
 async function purge(client: EtcdClient, name: string): Promise<Report> {
   const ks = keyspace(client)
   const prefixes = [queueKeys.items(name), queueKeys.claims(name), queueKeys.receives(name), queueKeys.buckets(name), queueKeys.metas(name), queueKeys.delayed(name), queueKeys.timers(name), queueKeys.groupsWaiting(name), queueKeys.groupHeads(name)]
-  const res = await ks.txn([], prefixes.map((p) => ks.delete(p, { prefix: true })))
+  const res = await ks.txn([], prefixes.map((p) => ks.deleteOp(p, { prefix: true })))
   const [deleted, claims, delayed, waiting] = [0, 1, 5, 7].map((i) => Number(res.results[i].deleted ?? 0n))
   const also = [claims && `${claims} of them claimed`, delayed && `${delayed} delayed`, waiting && `${waiting} waiting in groups`].filter(Boolean)
   return {

@@ -146,7 +146,7 @@ export class DoubleBarrier {
       const isLowest = lowest.key === own.key
       if (isLowest && all.kvs.length === 1) {
         // Last one out: take `/ready` down together with our key.
-        await this.ks.txn([], [this.ks.delete(this.ready), this.ks.delete(own.key)])
+        await this.ks.txn([], [this.ks.deleteOp(this.ready), this.ks.deleteOp(own.key)])
         return
       }
       // Each awaited key exists at `all.revision`, so its deletion comes later: watch from the

@@ -22,6 +22,14 @@ export interface Leader {
   version: bigint
 }
 
+/** The answer of {@link Election.campaignOnce}: elected or not, never thrown. */
+export interface ElectionDecision {
+  /** Whether this candidate leads now. */
+  elected: boolean
+  /** Who leads: this candidate when elected, else the leader it found. */
+  leader: Leader
+}
+
 /** A watch that keeps ending (e.g. the client closed) is given up after this many restarts in a row. */
 const MAX_WATCH_RESTARTS = 3
 
@@ -127,12 +135,23 @@ export class Election {
   }
 
   /**
-   * Campaigns without waiting: leads at once if no older candidate exists, else withdraws the
-   * key this call created and reports who leads. One round trip when it wins, two when it loses.
+   * Campaigns once, without waiting: leads at once if no older candidate exists, else withdraws
+   * the key this call created and resolves `elected: false` with who leads. Losing is an answer,
+   * not an error (a `try` method throws one: see docs/ARCHITECTURE.md, "Names"). One round trip
+   * when it wins, two when it loses.
    */
-  async tryCampaign(value: string | Buffer): Promise<{ elected: boolean; leader: Leader }> {
+  campaignOnce(value: string | Buffer): Promise<ElectionDecision> {
+    return this.campaignOnceAs('campaignOnce', value)
+  }
+
+  /** @deprecated Use {@link campaignOnce}: the same decision; a `try` method throws when refused (Mutex.tryLock), this one never did. */
+  tryCampaign(value: string | Buffer): Promise<ElectionDecision> {
+    return this.campaignOnceAs('tryCampaign', value)
+  }
+
+  private async campaignOnceAs(op: string, value: string | Buffer): Promise<ElectionDecision> {
     const proposal = checkValue(value, 'campaign value')
-    return this.guard.run('tryCampaign', async () => {
+    return this.guard.run(op, async () => {
       this.session.signal.throwIfAborted()
       const attempt = await this.register(proposal)
       if (attempt.leads) {

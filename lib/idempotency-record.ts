@@ -131,7 +131,7 @@ function jsonProblem(value: unknown, path: string, depth: number): string | unde
 }
 
 /** The outcome a completed or failed record stands for. */
-export function settledOutcome(record: RecordState, kv: KeyValue): { status: 'completed'; result: unknown; revision: bigint } | { status: 'failed'; error: SingleFlightError } {
+export function finishedOutcome(record: RecordState, kv: KeyValue): { status: 'completed'; result: unknown; revision: bigint } | { status: 'failed'; error: SingleFlightError } {
   if (record.state === 'completed') return { status: 'completed', result: record.result, revision: kv.modRevision }
   if (record.state === 'failed') {
     const e = record.error

@@ -58,12 +58,12 @@ export class Mutex {
    * across successive holders of this lock. Throws {@link LockReleasedError} when not held.
    */
   get fence(): bigint {
-    return this.hold('fence').createRevision
+    return this.heldKey('fence').createRevision
   }
 
   /** The store revision when the lock was granted (etcdctl's `ETCD_LOCK_REV`; Go's `Header().Revision`). */
   get revision(): bigint {
-    this.hold('revision')
+    this.heldKey('revision')
     return this.heldAt
   }
 
@@ -108,7 +108,7 @@ export class Mutex {
 
   /** Releases the lock; deletes the key only if it is still this hold's (fenced by create revision). */
   async unlock(): Promise<void> {
-    await this.hold('unlock').delete()
+    await this.heldKey('unlock').delete()
     this.own = undefined
     this.heldAt = -1n
   }
@@ -126,7 +126,7 @@ export class Mutex {
    * `await m.fenced().then(client.put('k').value('v')).commit()` writes only while held.
    */
   fenced(): ComparatorBuilder {
-    return this.hold('fenced').fenced()
+    return this.heldKey('fenced').fenced()
   }
 
   /**
@@ -231,7 +231,7 @@ export class Mutex {
   }
 
   /** The key of the current hold; throws {@link LockReleasedError} when not held. */
-  private hold(what: string): OwnedKey {
+  private heldKey(what: string): OwnedKey {
     if (!this.held || !this.own) throw new LockReleasedError(`Mutex ${JSON.stringify(this.name)}: ${what} needs the lock held; call lock() first`)
     return this.own
   }

@@ -206,7 +206,7 @@ export class PermitQueue {
             wait.throwIfAborted()
             // A view may be stale: the guesses behind the choice spare a round trip when it is.
             const plan = decision.kind === 'take' ? { take: [decision.slots, ...this.guesses(need)] } : { expire: decision.slot }
-            res = await send((t) => this.store.step(this.store.stillQueued(own), plan, t, [this.store.ks.delete(own.key)]))
+            res = await send((t) => this.store.step(this.store.stillQueued(own), plan, t, [this.store.ks.deleteOp(own.key)]))
           }
           if (res.taken) return await this.kept(res, pending!.taker)
           if (!res.ok) {
@@ -237,7 +237,7 @@ export class PermitQueue {
     if (held <= this.policy.capacity) return grant
     this.policy.saw(withoutTaken(res))
     const ks = this.store.ks
-    const giveBack = grant.keys.map((key) => ks.txnOp([ks.compare(key, 'Mod', '==', grant.revision)], [ks.delete(key)]))
+    const giveBack = grant.keys.map((key) => ks.txnOp([ks.compare(key, 'Mod', '==', grant.revision)], [ks.deleteOp(key)]))
     // Unanswered, it may have applied or not: the slots are then the taker's to sort out.
     await ks.txn([], giveBack, [], IDEMPOTENT).catch(() => taker.ambiguous(grant.keys).catch(() => {}))
     return undefined
@@ -303,7 +303,7 @@ export class PermitQueue {
     // would hide from the caller. Without it (compacted away, etcd did not answer) the policy
     // does without this observation, as it does on every path that has none.
     const before = this.policy.observesHandoff ? this.store.ks.range(this.store.slots, { prefix: true, revision: goneAt }).catch(() => undefined) : undefined
-    const [res, seen] = await Promise.all([this.store.step(this.store.firstInLine(own), { take: this.guesses(need) }, taker, [this.store.ks.delete(own.key)]), before])
+    const [res, seen] = await Promise.all([this.store.step(this.store.firstInLine(own), { take: this.guesses(need) }, taker, [this.store.ks.deleteOp(own.key)]), before])
     return seen ? { ...res, before: { slots: seen.kvs, receivedAt: seenAt } } : res
   }
 

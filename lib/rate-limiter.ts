@@ -36,7 +36,7 @@ export interface RateAcquireOptions extends WaitOptions {
   onWaiting?: () => void
 }
 
-/** The answer of {@link RateLimiter.tryAcquire}. */
+/** The answer of {@link RateLimiter.decide}: admitted or not, never thrown. */
 export interface RateLimitDecision {
   admitted: boolean
   /** 0 when admitted; else an estimate of how long until a try could be admitted, in ms. */
@@ -137,7 +137,7 @@ export class RateLimiter {
   private waiting = 0
   private readonly expiries = new Set<Timer>()
   private readonly closing = new AbortController()
-  /** acquire/tryAcquire calls running now. */
+  /** acquire/decide calls running now. */
   private calls = 0
 
   constructor(
@@ -208,9 +208,23 @@ export class RateLimiter {
     })
   }
 
-  /** Takes `cost` admissions if they fit now and nobody queues; else says how long to wait. Leaves no key behind when not admitted. */
-  async tryAcquire(options?: { cost?: number }): Promise<RateLimitDecision> {
-    const { cost } = checkOptions(options, 'RateLimiter.tryAcquire')
+  /**
+   * Decides on one call now, without waiting: takes `cost` admissions if they fit and nobody
+   * queues, else resolves `admitted: false` with how long to wait. A refusal is an answer, not
+   * an error (a `try` method throws one: see docs/ARCHITECTURE.md, "Names"). Leaves no key
+   * behind when not admitted.
+   */
+  async decide(options?: { cost?: number }): Promise<RateLimitDecision> {
+    return this.decideAs('RateLimiter.decide', options)
+  }
+
+  /** @deprecated Use {@link decide}: the same decision; a `try` method throws when refused (Mutex.tryLock, Semaphore.tryAcquire), this one never did. */
+  tryAcquire(options?: { cost?: number }): Promise<RateLimitDecision> {
+    return this.decideAs('RateLimiter.tryAcquire', options)
+  }
+
+  private async decideAs(what: string, options?: { cost?: number }): Promise<RateLimitDecision> {
+    const { cost } = checkOptions(options, what)
     const need = this.checkCost(cost)
     return this.onLiveLeases(async (session) => {
       const taker = this.taker(session)
@@ -306,7 +320,7 @@ export class RateLimiter {
     // Months ahead for a long `per`: a capped, re-armed timer (lib/timers.ts), never an early one.
     const timer = startTimer(when - performance.now(), () => {
       this.ks
-        .txn([this.ks.compare(key, 'Mod', '==', mod)], [this.ks.delete(key)], [], IDEMPOTENT)
+        .txn([this.ks.compare(key, 'Mod', '==', mod)], [this.ks.deleteOp(key)], [], IDEMPOTENT)
         .catch(() => {}) // the lease, or a head of the queue, frees it later
         .finally(() => this.expiries.delete(timer))
     })

@@ -60,7 +60,7 @@ export class RWMutex {
    * when not held.
    */
   get fence(): bigint {
-    return this.hold('fence').createRevision
+    return this.heldKey('fence').createRevision
   }
 
   /** Blocks until held for reading: waits only for writers that queued earlier. */
@@ -100,7 +100,7 @@ export class RWMutex {
 
   /** An etcd3 transaction builder guarded by ownership (see `Mutex.fenced`). */
   fenced(): ComparatorBuilder {
-    return this.hold('fenced()').fenced()
+    return this.heldKey('fenced()').fenced()
   }
 
   private async acquire(mode: RWMode, { signal, onWaiting }: LockOptions) {
@@ -172,7 +172,7 @@ export class RWMutex {
       const hint = this.myMode ? `it is held for ${this.myMode}ing; call ${this.myMode === 'read' ? 'rUnlock' : 'unlock'}()` : `it is not held; call ${mode === 'read' ? 'rLock' : 'lock'}() first`
       throw new LockReleasedError(`RWMutex ${JSON.stringify(this.name)}: ${op}() but ${hint}`)
     }
-    await this.hold(op).delete()
+    await this.heldKey(op).delete()
     this.own = undefined
     this.myMode = undefined
   }
@@ -217,7 +217,7 @@ export class RWMutex {
   }
 
   /** The key of the current hold; throws {@link LockReleasedError} when not held. */
-  private hold(what: string): OwnedKey {
+  private heldKey(what: string): OwnedKey {
     if (!this.held || !this.own) throw new LockReleasedError(`RWMutex ${JSON.stringify(this.name)}: ${what} needs the lock held; call lock() or rLock() first`)
     return this.own
   }

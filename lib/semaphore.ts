@@ -64,7 +64,7 @@ export class Semaphore {
    * across all grants of this semaphore. Throws {@link LockReleasedError} when not held.
    */
   get fence(): bigint {
-    return this.hold('fence').createRevision
+    return this.heldKey('fence').createRevision
   }
 
   /** Blocks until one of the permits is held by this session. FIFO; aborting leaves no key. */
@@ -92,7 +92,7 @@ export class Semaphore {
 
   /** Gives the permit back; deletes its key only if it is still this hold's (fenced by create revision). */
   async release(): Promise<void> {
-    await this.hold('release').delete()
+    await this.heldKey('release').delete()
     this.own = undefined
   }
 
@@ -103,7 +103,7 @@ export class Semaphore {
 
   /** An etcd3 transaction builder guarded by this hold (see `Mutex.fenced`). */
   fenced(): ComparatorBuilder {
-    return this.hold('fenced()').fenced()
+    return this.heldKey('fenced()').fenced()
   }
 
   private granted(grant: Grant) {
@@ -135,7 +135,7 @@ export class Semaphore {
     if (this.held) throw new InvalidStateError(`Semaphore ${JSON.stringify(this.name)}: ${op}() on a semaphore this object already holds a permit of; release() first`)
   }
 
-  private hold(what: string): OwnedKey {
+  private heldKey(what: string): OwnedKey {
     if (!this.own) throw new LockReleasedError(`Semaphore ${JSON.stringify(this.name)}: ${what} needs a permit held; call acquire() first`)
     return this.own
   }

@@ -4,6 +4,7 @@ import { InvalidArgumentError, InvalidStateError, NoLeaderError, NotLeaderError,
 import { contenders } from './keys.js'
 import { IDEMPOTENT, checkName, checkValue, keyspace, type Compare, type KeyValue, type Keyspace } from './kv.js'
 import { CallGuard, createOnLease, OwnedKey, ownerCompareOf } from './owned-key.js'
+import { heldSignal } from './fencing.js'
 import type { Session } from './session.js'
 import { AHEAD_READ_LIMIT, type TurnView, waitTurn } from './turn.js'
 import { waitFor, type WaitOptions } from './wait.js'
@@ -101,6 +102,18 @@ export class Election {
    */
   get rev(): bigint {
     return this.own?.createRevision ?? -1n
+  }
+
+  /**
+   * Aborted when this leader's lease is lost (the session's signal, {@link LeaseLostError} as
+   * reason), and already aborted with a {@link NotLeaderError} when not leading: read it before
+   * each write of the term.
+   */
+  get signal(): AbortSignal {
+    return heldSignal(() => {
+      if (!this.own || !this.elected) throw new NotLeaderError(`election ${JSON.stringify(this.name)}: signal needs leadership; campaign() first`)
+      return this.own
+    })
   }
 
   /** True between a successful campaign and resign (or a failed proclaim), as far as this process knows. */

@@ -66,6 +66,11 @@ export class IdempotencyClaim {
     readonly ownsSession: boolean,
   ) {}
 
+  /** The record's etcd key, `<prefix>/<key>`: its create revision is the {@link fence}. */
+  get recordKey(): string {
+    return this.own.key
+  }
+
   /** The record's create revision: strictly increasing across successive owners of this key. */
   get fence(): bigint {
     return this.own.createRevision

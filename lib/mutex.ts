@@ -4,6 +4,7 @@ import { ForeignKeyError, InvalidStateError, LockedError, LockReleasedError, Ses
 import { contenders } from './keys.js'
 import { IDEMPOTENT, checkName, keyspace, type Compare, type KeyValue, type Keyspace, type RangeResult } from './kv.js'
 import { CallGuard, createOnLease, lostWhileWaiting, OwnedKey, ownerCompareOf } from './owned-key.js'
+import { heldSignal } from './fencing.js'
 import type { Session } from './session.js'
 import { AHEAD_READ_LIMIT, waitTurn, type TurnView } from './turn.js'
 import type { LockOptions } from './wait.js'
@@ -59,6 +60,15 @@ export class Mutex {
    */
   get fence(): bigint {
     return this.heldKey('fence').createRevision
+  }
+
+  /**
+   * Aborted when this hold's lease is lost (the session's signal, {@link LeaseLostError} as
+   * reason), and already aborted with a {@link LockReleasedError} when not held: read it before
+   * each write of the hold.
+   */
+  get signal(): AbortSignal {
+    return heldSignal(() => this.heldKey('signal'))
   }
 
   /** The store revision when the lock was granted (etcdctl's `ETCD_LOCK_REV`; Go's `Header().Revision`). */

@@ -5,7 +5,7 @@ import { InvalidArgumentError, InvalidStateError, SessionExpiredError } from './
 import { permitKeys, unixNano } from './keys.js'
 import { checkName, IDEMPOTENT, keyspace, type Keyspace } from './kv.js'
 import { MAX_PERMITS, MAX_RATE_PER_MS, MAX_REFILL_INTERVAL_MS, MAX_TTL_S } from './limits.js'
-import { PermitQueue, type Grant, type Taker } from './permit-queue.js'
+import { PermitQueue, type TakenSlots, type Taker } from './permit-queue.js'
 import { CLOCK_RATE_MARGIN, ExpiredTokens } from './token-policy.js'
 import { Session } from './session.js'
 import { sleep, startTimer, type Timer } from './timers.js'
@@ -228,7 +228,7 @@ export class RateLimiter {
     const need = this.checkCost(cost)
     return this.onLiveLeases(async (session) => {
       const taker = this.taker(session)
-      const tried = await this.queue.tryTake(need, taker.next)
+      const tried = await this.queue.decide(need, taker.next)
       if ('granted' in tried) return { admitted: true, retryAfterMs: 0, admission: await this.admitted(tried.granted, session, taker.leased()) }
       const { slots, receivedAt, waiters } = tried.blocked
       return { admitted: false, retryAfterMs: Math.ceil(this.policy.estimate(slots, need, receivedAt, waiters)) }
@@ -290,7 +290,7 @@ export class RateLimiter {
   }
 
   /** After a grant: make sure the tokens outlive their time, and delete them once it has passed. */
-  private async admitted(grant: Grant, session: Session, leased: boolean): Promise<RateAdmission> {
+  private async admitted(grant: TakenSlots, session: Session, leased: boolean): Promise<RateAdmission> {
     const receivedAt = performance.now()
     const mods: bigint[] = []
     for (const key of grant.keys) {

@@ -4,6 +4,7 @@ import { InvalidStateError, KeyExistsError, LockedError, LockReleasedError, Sess
 import { putUnique, rwContenders, unixNano } from './keys.js'
 import { checkName, keyspace, prefixEnd, type Compare, type Keyspace } from './kv.js'
 import { CallGuard, createOnLease, lostWhileWaiting, OwnedKey, ownerCompareOf } from './owned-key.js'
+import { heldSignal } from './fencing.js'
 import type { Session } from './session.js'
 import { AHEAD_READ_LIMIT, type TurnView, waitTurn } from './turn.js'
 import { type LockOptions } from './wait.js'
@@ -61,6 +62,15 @@ export class RWMutex {
    */
   get fence(): bigint {
     return this.heldKey('fence').createRevision
+  }
+
+  /**
+   * Aborted when this hold's lease is lost (the session's signal, {@link LeaseLostError} as
+   * reason), and already aborted with a {@link LockReleasedError} when not held: read it before
+   * each write of the hold.
+   */
+  get signal(): AbortSignal {
+    return heldSignal(() => this.heldKey('signal'))
   }
 
   /** Blocks until held for reading: waits only for writers that queued earlier. */

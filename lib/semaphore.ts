@@ -5,7 +5,8 @@ import { permitKeys, unixNano } from './keys.js'
 import { checkName, keyspace, type Compare, type KeyValue, type Keyspace } from './kv.js'
 import { MAX_PERMITS } from './limits.js'
 import { CallGuard, OwnedKey, ownerCompareOf } from './owned-key.js'
-import { PermitQueue, type Decision, type Grant, type SlotChoice, type SlotPolicy, type Taker, type View } from './permit-queue.js'
+import { PermitQueue, type Decision, type TakenSlots, type SlotChoice, type SlotPolicy, type Taker, type View } from './permit-queue.js'
+import { heldSignal } from './fencing.js'
 import type { Session } from './session.js'
 import type { LockOptions } from './wait.js'
 
@@ -67,6 +68,15 @@ export class Semaphore {
     return this.heldKey('fence').createRevision
   }
 
+  /**
+   * Aborted when this permit's lease is lost (the session's signal, {@link LeaseLostError} as
+   * reason), and already aborted with a {@link LockReleasedError} when no permit is held: read it before
+   * each write of the hold.
+   */
+  get signal(): AbortSignal {
+    return heldSignal(() => this.heldKey('signal'))
+  }
+
   /** Blocks until one of the permits is held by this session. FIFO; aborting leaves no key. */
   async acquire(options?: LockOptions): Promise<void> {
     const { signal, onWaiting } = checkOptions(options, 'Semaphore.acquire')
@@ -83,7 +93,7 @@ export class Semaphore {
     this.notHeld('tryAcquire')
     await this.guard.run('tryAcquire', async () => {
       this.session.signal.throwIfAborted()
-      const tried = await this.queue.tryTake(1, () => this.taker())
+      const tried = await this.queue.decide(1, () => this.taker())
       if ('granted' in tried) return this.granted(tried.granted)
       const why = tried.blocked.waiters > 0n ? `${tried.blocked.waiters} call(s) are queued` : `all ${this.permits} permits are held`
       throw new LockedError(`semaphore ${JSON.stringify(this.name)}: ${why}`)
@@ -106,7 +116,7 @@ export class Semaphore {
     return this.heldKey('fenced()').fenced()
   }
 
-  private granted(grant: Grant) {
+  private granted(grant: TakenSlots) {
     this.own = new OwnedKey(this.session, grant.keys[0], grant.revision)
   }
 

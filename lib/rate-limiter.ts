@@ -165,7 +165,7 @@ export class RateLimiter {
     this.waiterLease = new OwnLease(client, waiterTtl, this.closing.signal, (s) => void s.close().catch(() => {}))
     this.ks = keyspace(client)
     this.policy = new ExpiredTokens(permitKeys.tokens(name), this.capacity, pacing)
-    this.queue = new PermitQueue(client, name, 'rate limiter', `rate=${rate} per=${per} burst=${burst}`, this.policy)
+    this.queue = new PermitQueue(client, name, 'rate limiter', permitKeys.rateLimiterSettings({ rate, per, burst }), this.policy)
     // Every waiting call listens to it: many at once are expected, not a leak.
     setMaxListeners(0, this.closing.signal)
   }

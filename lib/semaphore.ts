@@ -46,7 +46,7 @@ export class Semaphore {
     checkPermits(permits)
     this.ks = keyspace(session.client)
     this.slots = permitKeys.holders(name)
-    this.queue = new PermitQueue(session.client, name, 'semaphore', `permits=${permits}`, new FreePermits(this.slots, permits))
+    this.queue = new PermitQueue(session.client, name, 'semaphore', permitKeys.semaphoreSettings(permits), new FreePermits(this.slots, permits))
     this.guard = new CallGuard((op) => new InvalidStateError(`Semaphore ${JSON.stringify(name)}: ${op}() called while another call on the same object is running; use one Semaphore object per concurrent caller`))
   }
 

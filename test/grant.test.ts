@@ -69,14 +69,13 @@ describe('the grant contract', () => {
 
   it('RWMutex, read and write', async () => {
     const rw = new RWMutex(session, uniqueName('grant-rw'))
-    await rw.rLock()
-    await holds(rw)
-    await rw.rUnlock()
-    await released(rw, LockReleasedError)
-    await rw.lock()
-    await holds(rw)
-    await rw.unlock()
-    await released(rw, LockReleasedError)
+    const modes = [[() => rw.rLock(), () => rw.rUnlock()], [() => rw.lock(), () => rw.unlock()]] as const
+    for (const [take, give] of modes) {
+      await take()
+      await holds(rw)
+      await give()
+      await released(rw, LockReleasedError)
+    }
   })
 
   it('Semaphore', async () => {

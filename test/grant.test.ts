@@ -58,41 +58,34 @@ async function released(grant: Grant, reason: new (...args: never[]) => Error): 
 }
 
 describe('the grant contract', () => {
-  it('Mutex', async () => {
-    const m = new Mutex(session, uniqueName('grant-mutex'))
-    await released(m, LockReleasedError)
-    await m.lock()
-    await holds(m)
-    await m.unlock()
-    await released(m, LockReleasedError)
-  })
+  /** Each lock-like grant: how to take and give it back, and what its signal says when nothing is held. */
+  const cases: [string, () => { grant: Grant; take: () => Promise<unknown>; give: () => Promise<unknown> }[], new (...args: never[]) => Error][] = [
+    ['Mutex', () => {
+      const m = new Mutex(session, uniqueName('grant-mutex'))
+      return [{ grant: m, take: () => m.lock(), give: () => m.unlock() }]
+    }, LockReleasedError],
+    ['RWMutex, read and write', () => {
+      const rw = new RWMutex(session, uniqueName('grant-rw'))
+      return [{ grant: rw, take: () => rw.rLock(), give: () => rw.rUnlock() }, { grant: rw, take: () => rw.lock(), give: () => rw.unlock() }]
+    }, LockReleasedError],
+    ['Semaphore', () => {
+      const s = new Semaphore(session, uniqueName('grant-sem'), 2)
+      return [{ grant: s, take: () => s.acquire(), give: () => s.release() }]
+    }, LockReleasedError],
+    ['Election', () => {
+      const e = new Election(session, uniqueName('grant-elect'))
+      return [{ grant: e, take: () => e.campaign('me'), give: () => e.resign() }]
+    }, NotLeaderError],
+  ]
 
-  it('RWMutex, read and write', async () => {
-    const rw = new RWMutex(session, uniqueName('grant-rw'))
-    const modes = [[() => rw.rLock(), () => rw.rUnlock()], [() => rw.lock(), () => rw.unlock()]] as const
-    for (const [take, give] of modes) {
+  it.each(cases)('%s', async (_, make, notHeld) => {
+    for (const { grant, take, give } of make()) {
+      await released(grant, notHeld)
       await take()
-      await holds(rw)
+      await holds(grant)
       await give()
-      await released(rw, LockReleasedError)
+      await released(grant, notHeld)
     }
-  })
-
-  it('Semaphore', async () => {
-    const s = new Semaphore(session, uniqueName('grant-sem'), 2)
-    await s.acquire()
-    await holds(s)
-    await s.release()
-    await released(s, LockReleasedError)
-  })
-
-  it('Election', async () => {
-    const e = new Election(session, uniqueName('grant-elect'))
-    await released(e, NotLeaderError)
-    await e.campaign('me')
-    await holds(e)
-    await e.resign()
-    await released(e, NotLeaderError)
   })
 
   it('IdempotencyClaim: key is the idempotency key, recordKey the etcd key it fences by', async () => {

@@ -1,3 +1,4 @@
+import { doubleBarrier } from '../lib/keys.js'
 import { keyspace } from '../lib/kv.js'
 import { noMoreArgs, requireArg, revisionNumber, type Command, type Report } from './common.js'
 import { fields, showKey } from './table.js'
@@ -21,12 +22,12 @@ export const barrier: Command = {
     const name = requireArg(barrier, args, 0, 'barrier name')
     noMoreArgs(barrier, args, 1)
     const ks = keyspace(connect())
-    const res = await ks.txn([], [
-      ks.get(name),
-      ks.get(`${name}/waiters/`, { prefix: true, countOnly: true }),
-      ks.get(`${name}/ready`, { countOnly: true }),
-    ])
-    const [held, waiters, ready] = res.results.map((r) => r.range!)
+    const res = await ks.reads({
+      held: ks.get(name),
+      waiters: ks.get(doubleBarrier.waiters(name), { prefix: true, countOnly: true }),
+      ready: ks.get(doubleBarrier.ready(name), { countOnly: true }),
+    })
+    const { held, waiters, ready } = res.results
     const key = held.kvs[0]
     const json = {
       barrier: name,
@@ -38,7 +39,7 @@ export const barrier: Command = {
     const text = fields([
       ['barrier', showKey(name)],
       ['held', key ? `yes (since revision ${key.createRevision})` : 'no'],
-      ['participants', `${waiters.count} (double barrier, under ${showKey(`${name}/waiters/`)})`],
+      ['participants', `${waiters.count} (double barrier, under ${showKey(doubleBarrier.waiters(name))})`],
       ['ready', ready.count > 0n ? 'yes' : 'no'],
     ])
     return { json, text }

@@ -1,7 +1,6 @@
-import type { IRequestOp } from 'etcd3'
 import type { EtcdClient } from '../lib/client.js'
-import { isLeaseSegment, leaseHex } from '../lib/keys.js'
-import { keyspace, prefixEnd, type KeyValue } from '../lib/kv.js'
+import { contenders, isLeaseSegment, leaseHex, queueKeys, rwContenders } from '../lib/keys.js'
+import { keyspace, type KeyValue } from '../lib/kv.js'
 import { leaseTtls, mapLimit, noMoreArgs, revisionNumber, scanKeys, type Command, type Report } from './common.js'
 import { showKey, showTtl, table, type LeaseTtl } from './table.js'
 
@@ -45,13 +44,8 @@ interface Found {
   blockedBy?: string
 }
 
-const LEASE_HEX = /^[0-9a-f]{1,16}$/
-const NANO = /^\d{1,20}$/
 /** Contender keys read per lock: far more than any healthy lock has queued. */
 const MAX_CONTENDERS = 1000
-
-/** A priority queue item, `<name>/<prio %05d>/<seq %016d>`: its sequence looks like a lease hex. */
-const PRIORITY_ITEM = /\/\d{5}\/\d{16}$/
 
 /**
  * The lock name a key may belong to, by layout alone; undefined for keys that are no lock's.
@@ -59,13 +53,10 @@ const PRIORITY_ITEM = /\/\d{5}\/\d{16}$/
  * its index, without leases (etcd #22209): readLock, which reads values, checks the leases.
  */
 function lockNameOf(key: string): string | undefined {
-  const parts = key.split('/')
-  const last = parts[parts.length - 1]
-  if (parts.length >= 3 && NANO.test(last) && ['read', 'write'].includes(parts[parts.length - 2])) {
-    return parts.slice(0, -2).join('/')
-  }
-  if (parts.length >= 2 && LEASE_HEX.test(last) && !PRIORITY_ITEM.test(key)) return parts.slice(0, -1).join('/')
-  return undefined
+  const rw = rwContenders.parse(key)
+  if (rw) return rw.name
+  // A priority queue item's sequence (`<name>/<%05d>/<%016d>`) looks like a lease hex too.
+  return queueKeys.endsAsPriorityItem(key) ? undefined : contenders.nameOf(key)
 }
 
 /**
@@ -75,21 +66,14 @@ function lockNameOf(key: string): string | undefined {
  * revision.
  */
 async function readLock(client: EtcdClient, name: string, revision: bigint) {
-  const ks = keyspace(client)
-  const start = ks.full(`${name}/`)
-  const ops: IRequestOp[] = [{ request_range: { key: start, range_end: prefixEnd(start), sort_target: 'Create', sort_order: 'Ascend', revision: String(revision), limit: MAX_CONTENDERS } }]
-  const res = await ks.txn([], ops)
-  const kvs = res.results[0].range!.kvs
+  const { kvs } = await keyspace(client).range(contenders.prefix(name), { prefix: true, sort: ['Create', 'Ascend'], revision, limit: MAX_CONTENDERS })
   return { kvs, first: kvs[0] }
 }
 
 /** The mutex/election and the rwmutex (either may be absent) living under `<name>/`. */
 function locksUnder(name: string, kvs: KeyValue[], first: KeyValue | undefined): Found[] {
   const found: Found[] = []
-  const direct = kvs.filter((kv) => {
-    const rest = kv.key.slice(name.length + 1)
-    return !rest.includes('/') && isLeaseSegment(rest, kv.lease)
-  })
+  const direct = kvs.filter((kv) => contenders.nameOf(kv.key) === name && isLeaseSegment(kv.key.slice(contenders.prefix(name).length), kv.lease))
   if (direct.length > 0) {
     // Go's Mutex: the oldest key under the prefix holds, whatever it is.
     const holds = first !== undefined && direct[0].key === first.key
@@ -102,10 +86,10 @@ function locksUnder(name: string, kvs: KeyValue[], first: KeyValue | undefined):
     })
   }
   const rw = kvs
-    .filter((kv) => kv.lease !== '0' && /^(read|write)\/\d{1,20}$/.test(kv.key.slice(name.length + 1)))
+    .filter((kv) => kv.lease !== '0' && rwContenders.parse(kv.key)?.name === name)
     .sort((a, b) => (a.modRevision < b.modRevision ? -1 : a.modRevision > b.modRevision ? 1 : 0))
   if (rw.length > 0) {
-    const isWriter = (kv: KeyValue) => kv.key.slice(name.length + 1).startsWith('write/')
+    const isWriter = (kv: KeyValue) => rwContenders.parse(kv.key)?.mode === 'write'
     const readers = rw.findIndex(isWriter)
     const holding = isWriter(rw[0]) ? 1 : readers === -1 ? rw.length : readers
     found.push({ name, kind: 'rwmutex', holders: rw.slice(0, holding), waiters: rw.slice(holding) })
@@ -113,7 +97,7 @@ function locksUnder(name: string, kvs: KeyValue[], first: KeyValue | undefined):
   return found
 }
 
-function contender(kv: KeyValue, name: string, ttls: Map<string, LeaseTtl>, kind: Kind): Contender {
+function contender(kv: KeyValue, ttls: Map<string, LeaseTtl>, kind: Kind): Contender {
   const ttl = ttls.get(kv.lease)
   const c: Contender = {
     key: kv.key,
@@ -123,7 +107,7 @@ function contender(kv: KeyValue, name: string, ttls: Map<string, LeaseTtl>, kind
     ttl: ttl?.remaining ?? null,
     grantedTtl: ttl?.granted ?? null,
   }
-  if (kind === 'rwmutex') c.mode = kv.key.slice(name.length + 1).startsWith('write/') ? 'write' : 'read'
+  if (kind === 'rwmutex') c.mode = rwContenders.parse(kv.key)?.mode
   return c
 }
 
@@ -174,8 +158,8 @@ The prefix is a raw key prefix: 'locks' matches 'locks/a/...' and 'locksmith/...
     const result: Lock[] = found.map((l) => ({
       name: l.name,
       kind: l.kind,
-      holders: l.holders.map((kv) => contender(kv, l.name, ttls, l.kind)),
-      waiters: l.waiters.map((kv) => contender(kv, l.name, ttls, l.kind)),
+      holders: l.holders.map((kv) => contender(kv, ttls, l.kind)),
+      waiters: l.waiters.map((kv) => contender(kv, ttls, l.kind)),
       ...(l.blockedBy === undefined ? {} : { blockedBy: l.blockedBy }),
     }))
     return { json: { prefix, revision: revisionNumber(revision), locks: result }, text: render(prefix, result) }

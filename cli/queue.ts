@@ -1,7 +1,7 @@
 import type { EtcdClient } from '../lib/client.js'
 import { chunked } from '../lib/claim.js'
 import { KeyPager } from '../lib/key-windows.js'
-import { queueKeys } from '../lib/keys.js'
+import { queueKeys, queueOfDeadLetterQueue } from '../lib/keys.js'
 import { checkName, keyspace, type KeyValue } from '../lib/kv.js'
 import { VALUES_PER_RESPONSE } from '../lib/limits.js'
 import { MAX_PRIORITY, PriorityQueue } from '../lib/priority-queue.js'
@@ -19,7 +19,6 @@ import { fields, jsonValue, showKey, showValue, table } from './table.js'
 const PEEK_DEFAULT = 10
 /** Most items one peek shows. */
 const PEEK_MAX = 100
-const PRIORITY_ITEM = /^\d{5}\/\d{16}$/
 
 const markerOf = (kv: KeyValue) => queueKeys.marker(kv.key, kv.createRevision)
 const counterOf = (kv: KeyValue) => queueKeys.counter(kv.key, kv.createRevision)
@@ -76,16 +75,18 @@ async function peek(client: EtcdClient, name: string, limit: number): Promise<Re
   const at = { revision: revision ?? 0n }
   const state = await Promise.all(
     chunked(keys, VALUES_PER_RESPONSE).map(async (chunk) => {
-      const res = await ks.txn([], chunk.flatMap((kv) => [ks.get(kv.key, at), ks.get(markerOf(kv), { ...at, countOnly: true }), ks.get(counterOf(kv), { ...at, keysOnly: true })]))
-      return chunk.map((_, i) => ({ item: res.results[3 * i].range!.kvs[0], claimed: res.results[3 * i + 1].range!.count > 0n, receives: Number(res.results[3 * i + 2].range!.kvs[0]?.version ?? 0n) }))
+      const { results } = await ks.reads(
+        Object.fromEntries(chunk.flatMap((kv, i) => [[`item ${i}`, ks.get(kv.key, at)], [`marker ${i}`, ks.get(markerOf(kv), { ...at, countOnly: true })], [`counter ${i}`, ks.get(counterOf(kv), { ...at, keysOnly: true })]])),
+      )
+      return chunk.map((_, i) => ({ item: results[`item ${i}`].kvs[0], claimed: results[`marker ${i}`].count > 0n, receives: Number(results[`counter ${i}`].kvs[0]?.version ?? 0n) }))
     }),
   )
   const items = state.flat().filter((s) => s.item !== undefined)
-  const priority = items.length > 0 && PRIORITY_ITEM.test(items[0].item!.key.slice(prefix.length))
+  const priority = items.length > 0 && queueKeys.priorityOf(name, items[0].item!.key) !== undefined
   const rows = items.map(({ item, claimed, receives }) => ({
     key: item!.key,
     id: item!.createRevision.toString(),
-    ...(priority ? { priority: Number(item!.key.slice(prefix.length, prefix.length + 5)) } : {}),
+    ...(priority ? { priority: queueKeys.priorityOf(name, item!.key) } : {}),
     claimed,
     receives,
     ...jsonValue(item!.value),
@@ -102,10 +103,9 @@ async function peek(client: EtcdClient, name: string, limit: number): Promise<Re
 
 /** What the first item under `<name>/` says the queue is; undefined when it is empty. */
 async function queueKind(client: EtcdClient, name: string): Promise<'priority' | 'fifo' | undefined> {
-  const prefix = `${name}/`
-  const first = await keyspace(client).range(prefix, { prefix: true, limit: 1, keysOnly: true })
+  const first = await keyspace(client).range(queueKeys.items(name), { prefix: true, limit: 1, keysOnly: true })
   if (first.kvs.length === 0) return undefined
-  return PRIORITY_ITEM.test(first.kvs[0].key.slice(prefix.length)) ? 'priority' : 'fifo'
+  return queueKeys.priorityOf(name, first.kvs[0].key) !== undefined ? 'priority' : 'fifo'
 }
 
 /**
@@ -133,9 +133,21 @@ async function push(client: EtcdClient, name: string, value: string, priority: n
  */
 async function purge(client: EtcdClient, name: string): Promise<Report> {
   const ks = keyspace(client)
-  const prefixes = [queueKeys.items(name), queueKeys.claims(name), queueKeys.receives(name), queueKeys.buckets(name), queueKeys.metas(name), queueKeys.delayed(name), queueKeys.timers(name), queueKeys.groupsWaiting(name), queueKeys.groupHeads(name)]
-  const res = await ks.txn([], prefixes.map((p) => ks.delete(p, { prefix: true })))
-  const [deleted, claims, delayed, waiting] = [0, 1, 5, 7].map((i) => Number(res.results[i].deleted ?? 0n))
+  const all = (prefix: string) => ks.deleteOp(prefix, { prefix: true })
+  const res = await ks.namedTxn([], {
+    items: all(queueKeys.items(name)),
+    claims: all(queueKeys.claims(name)),
+    receives: all(queueKeys.receives(name)),
+    buckets: all(queueKeys.buckets(name)),
+    metas: all(queueKeys.metas(name)),
+    delayed: all(queueKeys.delayed(name)),
+    timers: all(queueKeys.timers(name)),
+    groupsWaiting: all(queueKeys.groupsWaiting(name)),
+    groupHeads: all(queueKeys.groupHeads(name)),
+  })
+  // No compare: the success branch always runs.
+  const deletedOf = (what: 'items' | 'claims' | 'delayed' | 'groupsWaiting') => (res.succeeded ? Number(res.results[what]) : 0)
+  const [deleted, claims, delayed, waiting] = [deletedOf('items'), deletedOf('claims'), deletedOf('delayed'), deletedOf('groupsWaiting')]
   const also = [claims && `${claims} of them claimed`, delayed && `${delayed} delayed`, waiting && `${waiting} waiting in groups`].filter(Boolean)
   return {
     json: { queue: name, deleted, claimsDeleted: claims, delayedDeleted: delayed, waitingDeleted: waiting, revision: revisionNumber(res.revision) },
@@ -158,7 +170,8 @@ async function sweep(client: EtcdClient, name: string): Promise<Report> {
 /** The queue a dead-letter queue's messages go back to unless `--to` says: `<name>` for `dlq/<name>`. */
 function redriveTarget(dlq: string, to: string | undefined): string {
   if (to !== undefined) return checkName(to, '--to')
-  if (dlq.startsWith('dlq/') && dlq.length > 4) return dlq.slice(4)
+  const queueOfDlq = queueOfDeadLetterQueue(dlq)
+  if (queueOfDlq !== undefined) return queueOfDlq
   throw new UsageError(`queue redrive: ${JSON.stringify(dlq)} is not a default dead-letter queue (dlq/<queue>): name the queue to move its messages to with --to <queue>`, queue)
 }
 
@@ -170,7 +183,7 @@ function redriveTarget(dlq: string, to: string | undefined): string {
 async function redriveCommand(client: EtcdClient, dlq: string, to: string, max: number | undefined): Promise<Report> {
   const ks = keyspace(client)
   const [items, metas] = await Promise.all([ks.range(queueKeys.items(to), { prefix: true, limit: 1, keysOnly: true }), ks.range(queueKeys.metas(dlq), { prefix: true, limit: 1 })])
-  const priority = (items.kvs.length > 0 && PRIORITY_ITEM.test(items.kvs[0].key.slice(queueKeys.items(to).length))) || (metas.kvs.length > 0 && /"priority":/.test(metas.kvs[0].value.toString()))
+  const priority = (items.kvs.length > 0 && queueKeys.priorityOf(to, items.kvs[0].key) !== undefined) || (metas.kvs.length > 0 && /"priority":/.test(metas.kvs[0].value.toString()))
   const target = priority ? new PriorityQueue(client, to) : new Queue(client, to)
   const done = await target.redrive({ from: dlq, ...(max === undefined ? {} : { max }) })
   const json = { from: dlq, to, kind: priority ? 'priority' : 'fifo', ...done }

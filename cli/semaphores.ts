@@ -35,8 +35,6 @@ interface Found {
   waiters: KeyValue[]
 }
 
-const SEMAPHORE = /^permits=[1-9][0-9]*$/
-const RATE_LIMITER = /^rate=[0-9.e+-]+ per=[0-9]+ burst=[0-9]+$/
 /** Entries read per list: far more than any healthy semaphore has. */
 const MAX_ENTRIES = 1000
 
@@ -44,18 +42,18 @@ const MAX_ENTRIES = 1000
 async function read(client: EtcdClient, name: string, revision: bigint): Promise<Found | undefined> {
   const ks = keyspace(client)
   const at = { revision, limit: MAX_ENTRIES }
-  const res = await ks.txn([], [
-    ks.get(permitKeys.config(name), { revision }),
-    ks.get(permitKeys.holders(name), { ...at, prefix: true }),
-    ks.get(permitKeys.tokens(name), { ...at, prefix: true }),
-    ks.get(permitKeys.waiters(name), { ...at, prefix: true, sort: ['Create', 'Ascend'] }),
-  ])
-  const [config, holders, tokens, waiters] = res.results.map((r) => r.range!.kvs)
-  const settings = config[0]?.value.toString() ?? ''
-  const kind: Kind | undefined = SEMAPHORE.test(settings) ? 'semaphore' : RATE_LIMITER.test(settings) ? 'rate limiter' : undefined
-  if (!kind) return undefined
-  const permits = kind === 'semaphore' ? Number(settings.slice('permits='.length)) : Number(/burst=([0-9]+)/.exec(settings)![1]) + 1
-  const slots = kind === 'semaphore' ? holders : tokens
+  const { results } = await ks.reads({
+    config: ks.get(permitKeys.config(name), { revision }),
+    holders: ks.get(permitKeys.holders(name), { ...at, prefix: true }),
+    tokens: ks.get(permitKeys.tokens(name), { ...at, prefix: true }),
+    waiters: ks.get(permitKeys.waiters(name), { ...at, prefix: true, sort: ['Create', 'Ascend'] }),
+  })
+  const settings = results.config.kvs[0]?.value.toString() ?? ''
+  const parsed = permitKeys.parseSettings(settings)
+  if (!parsed) return undefined
+  const { kind, permits } = parsed
+  const waiters = results.waiters.kvs
+  const slots = kind === 'semaphore' ? results.holders.kvs : results.tokens.kvs
   const bySlot = (kv: KeyValue) => permitKeys.slotIndex(kind === 'semaphore' ? permitKeys.holders(name) : permitKeys.tokens(name), kv.key) ?? Infinity
   return { name, kind, settings, permits, holders: [...slots].sort((a, b) => bySlot(a) - bySlot(b)), waiters }
 }
@@ -124,7 +122,8 @@ holder's key frees its permit. Go has no semaphore or rate limiter: these layout
     const client = connect()
     const names = new Set<string>()
     const revision = await scanKeys(client, prefix, (kv) => {
-      if (kv.key.endsWith('/config')) names.add(kv.key.slice(0, -'/config'.length))
+      const name = permitKeys.nameOfConfig(kv.key)
+      if (name !== undefined) names.add(name)
     })
     const found = (await mapLimit([...names].sort(), 16, (name) => read(client, name, revision))).filter((f): f is Found => f !== undefined)
     const ttls = await leaseTtls(client, found.flatMap((s) => [...s.holders, ...s.waiters].map((kv) => kv.lease)))

@@ -57,13 +57,24 @@ export function show(value: unknown): string {
 /**
  * A whole number from `min` to `max`, in `unit` if it has one (`seconds`, `ms`): every numeric
  * setting of the library is checked here, so each limit is written once and every message
- * reads the same. `undefined` gives `fallback` when there is one.
+ * reads the same. `undefined` gives `fallback` when there is one; a `max` of
+ * `Number.MAX_SAFE_INTEGER` means no upper bound (the message says `>= min`), and `orInfinity`
+ * also accepts `Infinity` (a count that may be unlimited).
  */
-export function checkInteger(value: unknown, what: string, min: number, max: number, options: { unit?: string; fallback?: number; hint?: string } = {}): number {
+export function checkInteger(
+  value: unknown,
+  what: string,
+  min: number,
+  max: number,
+  options: { unit?: string; fallback?: number; hint?: string; orInfinity?: boolean } = {},
+): number {
   if (value === undefined && options.fallback !== undefined) return options.fallback
+  if (options.orInfinity && value === Infinity) return value
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
     const unit = options.unit ? ` of ${options.unit}` : ''
-    throw new InvalidArgumentError(`${what} must be a whole number${unit} from ${min} to ${max}${options.hint ? ` (${options.hint})` : ''}, got ${show(value)}`)
+    const range = max >= Number.MAX_SAFE_INTEGER ? `>= ${min}` : `from ${min} to ${max}`
+    const also = [options.orInfinity ? 'or Infinity' : '', options.hint ?? ''].filter(Boolean).join('; ')
+    throw new InvalidArgumentError(`${what} must be a whole number${unit} ${range}${also ? ` (${also})` : ''}, got ${show(value)}`)
   }
   return value
 }

@@ -1,5 +1,5 @@
-import { checkOptions, checkSession } from './check.js'
-import { InvalidArgumentError, InvalidStateError, KeyExistsError, SessionExpiredError, TooManyClientsError } from './errors.js'
+import { checkInteger, checkOptions, checkSession } from './check.js'
+import { InvalidStateError, KeyExistsError, SessionExpiredError, TooManyClientsError } from './errors.js'
 import { doubleBarrier, putUnique } from './keys.js'
 import { checkName, keyspace, type Keyspace } from './kv.js'
 import { CallGuard, lostWhileWaiting, OwnedKey } from './owned-key.js'
@@ -35,9 +35,7 @@ export class DoubleBarrier {
   ) {
     checkSession(session, 'DoubleBarrier')
     checkName(name, 'DoubleBarrier name')
-    if (typeof count !== 'number' || !Number.isSafeInteger(count) || count < 1) {
-      throw new InvalidArgumentError(`DoubleBarrier count must be a whole number >= 1, got ${String(count)}`)
-    }
+    checkInteger(count, 'DoubleBarrier count', 1, Number.MAX_SAFE_INTEGER)
     this.ks = keyspace(session.client)
     // Go ranges `<name>/waiters` without the slash; its keys all carry it, so this is the same set
     // minus unrelated keys such as `<name>/waitersX`.
@@ -148,7 +146,7 @@ export class DoubleBarrier {
       const isLowest = lowest.key === own.key
       if (isLowest && all.kvs.length === 1) {
         // Last one out: take `/ready` down together with our key.
-        await this.ks.txn([], [this.ks.delete(this.ready), this.ks.delete(own.key)])
+        await this.ks.txn([], [this.ks.deleteOp(this.ready), this.ks.deleteOp(own.key)])
         return
       }
       // Each awaited key exists at `all.revision`, so its deletion comes later: watch from the

@@ -4,6 +4,7 @@ import { InvalidArgumentError, InvalidStateError, NoLeaderError, NotLeaderError,
 import { contenders } from './keys.js'
 import { IDEMPOTENT, checkName, checkValue, keyspace, type Compare, type KeyValue, type Keyspace } from './kv.js'
 import { CallGuard, createOnLease, OwnedKey, ownerCompareOf } from './owned-key.js'
+import { heldSignal } from './fencing.js'
 import type { Session } from './session.js'
 import { AHEAD_READ_LIMIT, type TurnView, waitTurn } from './turn.js'
 import { waitFor, type WaitOptions } from './wait.js'
@@ -20,6 +21,14 @@ export interface Leader {
   modRevision: bigint
   /** How many times the leader key was written: 1 after campaign, +1 per proclaim. */
   version: bigint
+}
+
+/** The answer of {@link Election.campaignOnce}: elected or not, never thrown. */
+export interface ElectionDecision {
+  /** Whether this candidate leads now. */
+  elected: boolean
+  /** Who leads: this candidate when elected, else the leader it found. */
+  leader: Leader
 }
 
 /** A watch that keeps ending (e.g. the client closed) is given up after this many restarts in a row. */
@@ -95,6 +104,18 @@ export class Election {
     return this.own?.createRevision ?? -1n
   }
 
+  /**
+   * Aborted when this leader's lease is lost (the session's signal, {@link LeaseLostError} as
+   * reason), and already aborted with a {@link NotLeaderError} when not leading: read it before
+   * each write of the term.
+   */
+  get signal(): AbortSignal {
+    return heldSignal(() => {
+      if (!this.own || !this.elected) throw new NotLeaderError(`election ${JSON.stringify(this.name)}: signal needs leadership; campaign() first`)
+      return this.own
+    })
+  }
+
   /** True between a successful campaign and resign (or a failed proclaim), as far as this process knows. */
   get leading(): boolean {
     return this.elected
@@ -127,12 +148,23 @@ export class Election {
   }
 
   /**
-   * Campaigns without waiting: leads at once if no older candidate exists, else withdraws the
-   * key this call created and reports who leads. One round trip when it wins, two when it loses.
+   * Campaigns once, without waiting: leads at once if no older candidate exists, else withdraws
+   * the key this call created and resolves `elected: false` with who leads. Losing is an answer,
+   * not an error (a `try` method throws one: see docs/ARCHITECTURE.md, "Names"). One round trip
+   * when it wins, two when it loses.
    */
-  async tryCampaign(value: string | Buffer): Promise<{ elected: boolean; leader: Leader }> {
+  campaignOnce(value: string | Buffer): Promise<ElectionDecision> {
+    return this.campaignOnceAs('campaignOnce', value)
+  }
+
+  /** @deprecated Use {@link campaignOnce}: the same decision; a `try` method throws when refused (Mutex.tryLock), this one never did. */
+  tryCampaign(value: string | Buffer): Promise<ElectionDecision> {
+    return this.campaignOnceAs('tryCampaign', value)
+  }
+
+  private async campaignOnceAs(op: string, value: string | Buffer): Promise<ElectionDecision> {
     const proposal = checkValue(value, 'campaign value')
-    return this.guard.run('tryCampaign', async () => {
+    return this.guard.run(op, async () => {
       this.session.signal.throwIfAborted()
       const attempt = await this.register(proposal)
       if (attempt.leads) {

@@ -1,4 +1,6 @@
+import type { ComparatorBuilder } from 'etcd3'
 import { FenceRejectedError, InvalidArgumentError } from './errors.js'
+import type { Compare } from './kv.js'
 
 /**
  * Carrying a lock's fencing token into a downstream store. etcd can only refuse a stale
@@ -6,6 +8,47 @@ import { FenceRejectedError, InvalidArgumentError } from './errors.js'
  * the fence of the last write beside the data and accepting a write only with a higher fence.
  * Nothing here talks to a database: {@link fencedUpsert} builds the statement, any driver runs it.
  */
+
+/**
+ * The grant contract: what every exclusive grant of the library offers its holder, under the
+ * same names — a Mutex, an RWMutex, a Semaphore, an IdempotencyClaim and an Election (and the
+ * middlewares' `context.etcd` grants). Code that fences its writes takes a `Grant` and works
+ * with any of them. (A RateAdmission is no exclusive grant: it has `keys`, `fence`, `fenced()`.)
+ */
+export interface Grant {
+  /**
+   * What is held: the etcd key whose create revision is the fence ('' when the object holds
+   * nothing) — except on an IdempotencyClaim, whose `key` is the idempotency key the caller gave
+   * (its record's etcd key is `recordKey`).
+   */
+  readonly key: string
+  /**
+   * The fencing token: the key's create revision, strictly increasing across successive holders.
+   * Pass it to downstream stores ({@link fencedUpsert}). Throws when nothing is held.
+   */
+  readonly fence: bigint
+  /** A compare that holds while this grant is current: put it in your own Txns (a compare for etcd, not a boolean). */
+  ownerCompare(): Compare
+  /** An etcd3 transaction builder guarded by this grant: `await grant.fenced().then(client.put('k').value('v')).commit()`. */
+  fenced(): ComparatorBuilder
+  /**
+   * Aborted once the grant cannot be trusted: its lease is lost (or past its certain bound), or
+   * nothing is held. Read it where it matters, before each write: reading checks the bound.
+   */
+  readonly signal: AbortSignal
+}
+
+/**
+ * @internal A grant's {@link Grant.signal}: its lease's signal while `holder` gives the held
+ * key, else a signal already aborted with the error `holder` threw (nothing is held: stop).
+ */
+export function heldSignal(holder: () => { session: { signal: AbortSignal } }): AbortSignal {
+  try {
+    return holder().session.signal
+  } catch (err) {
+    return AbortSignal.abort(err)
+  }
+}
 
 /** What {@link fencedUpsert} needs: the row's key column, the columns to set, the fence. */
 export interface FencedUpsertSpec {

@@ -1,6 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto'
 import { checkSeconds } from './check.js'
-import { IdempotencyInProgressError, IdempotencyResultNotStorableError, InvalidArgumentError, SingleFlightError } from './errors.js'
+import { ForeignKeyError, IdempotencyInProgressError, IdempotencyResultNotStorableError, InvalidArgumentError, SingleFlightError } from './errors.js'
 import type { KeyValue } from './kv.js'
 import { DEFAULT_IN_PROGRESS_TTL_S, MAX_VALUE_BYTES } from './limits.js'
 
@@ -45,7 +45,7 @@ export function encodeRecord(record: RecordState): string {
   return text
 }
 
-/** The state stored in `kv`; a value that is not a record is an {@link InvalidArgumentError} naming the key. */
+/** The state stored in `kv`; a value that is not a record is a {@link ForeignKeyError} naming the key. */
 export function decodeRecord(kv: KeyValue): RecordState {
   let parsed: unknown
   try {
@@ -61,7 +61,7 @@ export function decodeRecord(kv: KeyValue): RecordState {
       r.state === 'completed' ||
       (r.state === 'failed' && typeof (r.error as SharedError | undefined)?.message === 'string'))
   if (!ok) {
-    throw new InvalidArgumentError(`key ${JSON.stringify(kv.key)} is not an idempotency record (it was written by something else); keep other data outside the store's prefix and delete that key`)
+    throw new ForeignKeyError(`key ${JSON.stringify(kv.key)} is not an idempotency record (it was written by something else); keep other data outside the store's prefix and delete that key`)
   }
   return r as RecordState
 }
@@ -131,7 +131,7 @@ function jsonProblem(value: unknown, path: string, depth: number): string | unde
 }
 
 /** The outcome a completed or failed record stands for. */
-export function settledOutcome(record: RecordState, kv: KeyValue): { status: 'completed'; result: unknown; revision: bigint } | { status: 'failed'; error: SingleFlightError } {
+export function finishedOutcome(record: RecordState, kv: KeyValue): { status: 'completed'; result: unknown; revision: bigint } | { status: 'failed'; error: SingleFlightError } {
   if (record.state === 'completed') return { status: 'completed', result: record.result, revision: kv.modRevision }
   if (record.state === 'failed') {
     const e = record.error

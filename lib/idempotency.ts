@@ -1,7 +1,7 @@
 import type { ComparatorBuilder, Namespace } from 'etcd3'
 import { checkClient, checkOptions, checkSession } from './check.js'
-import { IdempotencyClaimLostError, IdempotencyKeyMismatchError, InvalidArgumentError, type SingleFlightError, WatchLostError } from './errors.js'
-import { checkHash, checkLeaseTtl, checkRecordTtl, decodeRecord, encodeRecord, hashField, ownerId, settledOutcome, type SharedError, toSharedError } from './idempotency-record.js'
+import { IdempotencyClaimLostError, IdempotencyKeyMismatchError, InvalidArgumentError, InvalidStateError, type SingleFlightError, WatchLostError } from './errors.js'
+import { checkHash, checkLeaseTtl, checkRecordTtl, decodeRecord, encodeRecord, hashField, ownerId, finishedOutcome, type SharedError, toSharedError } from './idempotency-record.js'
 import { idempotencyKeys } from './keys.js'
 import { IDEMPOTENT, checkName, keyspace, type Compare, type KeyValue, type Keyspace } from './kv.js'
 import { grantLease, revokeLease } from './leases.js'
@@ -66,6 +66,11 @@ export class IdempotencyClaim {
     readonly ownsSession: boolean,
   ) {}
 
+  /** The record's etcd key, `<prefix>/<key>`: its create revision is the {@link fence}. */
+  get recordKey(): string {
+    return this.own.key
+  }
+
   /** The record's create revision: strictly increasing across successive owners of this key. */
   get fence(): bigint {
     return this.own.createRevision
@@ -77,8 +82,13 @@ export class IdempotencyClaim {
   }
 
   /** True once completed or failed. */
-  get settled(): boolean {
+  get finished(): boolean {
     return this.done
+  }
+
+  /** @deprecated Use {@link finished}: "settle" is the queue's word (ack/nack a message). */
+  get settled(): boolean {
+    return this.finished
   }
 
   /** A compare that holds while this claim is current: put it in your Txns to write only while you own the key. */
@@ -91,9 +101,9 @@ export class IdempotencyClaim {
     return this.own.fenced()
   }
 
-  /** @internal Marks the claim settled; throws if it already was. */
-  settle(op: string): void {
-    if (this.done) throw new InvalidArgumentError(`idempotency key ${JSON.stringify(this.key)}: ${op}() on a claim that was already completed or failed; begin() again for a new claim`)
+  /** @internal Marks the claim finished (completed or failed); throws if it already was. */
+  finish(op: string): void {
+    if (this.done) throw new InvalidStateError(`idempotency key ${JSON.stringify(this.key)}: ${op}() on a claim that was already completed or failed; begin() again for a new claim`)
     this.done = true
   }
 }
@@ -156,7 +166,7 @@ export class IdempotencyStore {
     const { ttl } = checkOptions(options, 'IdempotencyStore.complete')
     checkRecordTtl(ttl)
     const value = encodeRecord({ state: 'completed', ...hashField(claim.hash), result })
-    claim.settle('complete')
+    claim.finish('complete')
     try {
       if (ttl > 0) await this.keep(claim, value, ttl)
       else await this.handOver(claim, value)
@@ -175,7 +185,7 @@ export class IdempotencyStore {
   async fail(claim: IdempotencyClaim, options?: FailOptions): Promise<void> {
     this.checkClaim(claim, 'fail')
     const o = checkOptions(options, 'IdempotencyStore.fail')
-    claim.settle('fail')
+    claim.finish('fail')
     if (o.error !== undefined) await this.publishFailure(claim, toSharedError(o.error)).catch(() => {})
     if (claim.ownsSession) {
       // Revoking the lease removes the record; if that fails, the lease (no keepalive any more) does.
@@ -205,7 +215,7 @@ export class IdempotencyStore {
     if (record.state === 'in-progress') {
       return { status: 'in-progress', fence: kv.createRevision, wait: (options) => this.waitFor(kv, res.revision, options) }
     }
-    return settledOutcome(record, kv)
+    return finishedOutcome(record, kv)
   }
 
   private owned(key: string, recordKey: string, createRevision: bigint, hash: string | undefined, session: Session, ownsSession: boolean): BeginResult {
@@ -253,12 +263,12 @@ export class IdempotencyStore {
       if (change.kv) {
         if (!sameRecord(change.kv)) return { status: 'gone' }
         const record = decodeRecord(change.kv)
-        return record.state === 'in-progress' ? undefined : settledOutcome(record, change.kv)
+        return record.state === 'in-progress' ? undefined : finishedOutcome(record, change.kv)
       }
       // Deleted: after a result was handed over (ttl 0), the value before the delete carries it.
       if (!sameRecord(change.prev)) return { status: 'gone' }
       const before = decodeRecord(change.prev!)
-      return before.state === 'in-progress' ? { status: 'gone' } : settledOutcome(before, change.prev!)
+      return before.state === 'in-progress' ? { status: 'gone' } : finishedOutcome(before, change.prev!)
     }
     try {
       return await waitChange(this.ks, seen, seenAt, decide, signal)

@@ -141,21 +141,37 @@ export function leaseHex(leaseId: string): string {
   return BigInt(leaseId).toString(16)
 }
 
+/** The shape of a {@link leaseHex}: what the last segment of a Mutex/Election key looks like. */
+const LEASE_HEX = /^[0-9a-f]{1,16}$/
+
 /** Whether `segment` is the `%x` form of `leaseId` (the last segment of a Mutex/Election key). */
 export function isLeaseSegment(segment: string, leaseId: string): boolean {
-  return /^[0-9a-f]{1,16}$/.test(segment) && leaseId !== '0' && BigInt(`0x${segment}`).toString() === leaseId
+  return LEASE_HEX.test(segment) && leaseId !== '0' && BigInt(`0x${segment}`).toString() === leaseId
 }
 
 /** Mutex and Election: the contenders of `name` live under `<name>/`, one key per session. */
 export const contenders = {
   prefix: (name: string) => `${name}/`,
   key: (name: string, leaseHex: string) => `${name}/${leaseHex}`,
+  /**
+   * The lock or election a key may be a contender of, by its shape alone (`<name>/<%x>`);
+   * undefined for a key of another shape. Whether it is one takes its lease ({@link isLeaseSegment}).
+   */
+  nameOf: (key: string): string | undefined => {
+    const slash = key.lastIndexOf('/')
+    return slash > 0 && LEASE_HEX.test(key.slice(slash + 1)) ? key.slice(0, slash) : undefined
+  },
 }
 
 /** RWMutex: readers and writers of `name`. */
 export const rwContenders = {
   prefix: (name: string) => `${name}/`,
   modePrefix: (name: string, mode: 'read' | 'write') => `${name}/${mode}/`,
+  /** The RWMutex and mode of a contender key (`<name>/read|write/<unixNano>`); undefined for a key of another shape. */
+  parse: (key: string): { name: string; mode: 'read' | 'write' } | undefined => {
+    const m = /^(.+)\/(read|write)\/\d{1,20}$/.exec(key)
+    return m ? { name: m[1], mode: m[2] as 'read' | 'write' } : undefined
+  },
 }
 
 /** DoubleBarrier: participants and the ready flag of `name`. */
@@ -164,12 +180,22 @@ export const doubleBarrier = {
   ready: (name: string) => `${name}/ready`,
 }
 
+/** A PriorityQueue item below its queue's `<name>/`: `<%05d priority>/<%016d seq>`. */
+const PRIORITY_ITEM = /^(\d{5})\/\d{16}$/
+
 /** Queue and PriorityQueue items, and the at-least-once claim keys beside them. */
 export const queueKeys = {
   /** Items of queue `name` (the trailing "/" keeps `q` away from `q2`; Go's Queue lacks it). */
   items: (name: string) => `${name}/`,
   /** A PriorityQueue bucket: `<name>/<%05d priority>` (its items are `<bucket>/<%016d seq>`). */
   bucket: (name: string, priority: number) => `${name}/${String(priority).padStart(5, '0')}`,
+  /** The priority of PriorityQueue `name`'s item `key`; undefined for a key of another shape (a Queue's `<name>/<unixNano>`). */
+  priorityOf: (name: string, key: string): number | undefined => {
+    const m = key.startsWith(`${name}/`) ? PRIORITY_ITEM.exec(key.slice(name.length + 1)) : null
+    return m ? Number(m[1]) : undefined
+  },
+  /** Whether a key ends as a PriorityQueue item does (`…/<%05d>/<%016d>`), whatever its queue's name. */
+  endsAsPriorityItem: (key: string): boolean => PRIORITY_ITEM.test(key.split('/').slice(-2).join('/')),
   /** The PriorityQueue bookkeeping keys `__<name>/<%05d priority>` (see {@link putSequential}). */
   buckets: (name: string) => `__${name}/`,
   /** Claim markers of queue `name`. */
@@ -224,6 +250,11 @@ export function defaultDeadLetterQueue(name: string): string {
   return `dlq/${name}`
 }
 
+/** The queue whose default dead-letter queue `dlq` is (`<name>` for `dlq/<name>`); undefined for another name. */
+export function queueOfDeadLetterQueue(dlq: string): string | undefined {
+  return dlq.startsWith('dlq/') && dlq.length > 'dlq/'.length ? dlq.slice('dlq/'.length) : undefined
+}
+
 /**
  * Semaphore and RateLimiter: the settings every contender must agree on, the FIFO queue of
  * waiting calls, and one key per permit (or token) in use, named by its slot number.
@@ -231,6 +262,19 @@ export function defaultDeadLetterQueue(name: string): string {
 export const permitKeys = {
   /** The stored settings (`permits=5`; `rate=20 per=1000 burst=5`), created by the first contender. */
   config: (name: string) => `${name}/config`,
+  /** The semaphore or rate limiter whose config key `key` is; undefined for another key. */
+  nameOfConfig: (key: string): string | undefined => (key.endsWith('/config') && key.length > '/config'.length ? key.slice(0, -'/config'.length) : undefined),
+  /** A Semaphore's stored settings. */
+  semaphoreSettings: (permits: number) => `permits=${permits}`,
+  /** A RateLimiter's stored settings. */
+  rateLimiterSettings: (s: { rate: number; per: number; burst: number }) => `rate=${s.rate} per=${s.per} burst=${s.burst}`,
+  /** What stored settings say: a Semaphore's, or a RateLimiter's (whose permits are its tokens, burst + 1); undefined for another value. */
+  parseSettings: (value: string): { kind: 'semaphore' | 'rate limiter'; permits: number } | undefined => {
+    const semaphore = /^permits=([1-9][0-9]*)$/.exec(value)
+    if (semaphore) return { kind: 'semaphore', permits: Number(semaphore[1]) }
+    const limiter = /^rate=[0-9.e+-]+ per=[0-9]+ burst=([0-9]+)$/.exec(value)
+    return limiter ? { kind: 'rate limiter', permits: Number(limiter[1]) + 1 } : undefined
+  },
   /** Queued calls, one key each, FIFO by create revision. */
   waiters: (name: string) => `${name}/waiters/`,
   /** A Semaphore's permits in use. */

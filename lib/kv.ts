@@ -64,7 +64,7 @@ export interface RangeOptions {
   keysOnly?: boolean
 }
 
-/** One op of a Txn, built by {@link Keyspace.put}, {@link Keyspace.get}, {@link Keyspace.delete}. */
+/** One op of a Txn, built by {@link Keyspace.put}, {@link Keyspace.get}, {@link Keyspace.deleteOp}. */
 export type Op = IRequestOp
 
 // What kind of op a builder made, known to the compiler only: a named Txn's results are then
@@ -222,9 +222,15 @@ export class Keyspace {
     return { request_range: this.rangeRequest(key, options) } as RangeOp
   }
 
-  delete(key: string, options: { prefix?: boolean } = {}): DeleteOp {
+  /** A DeleteRange op for a Txn (the RPC is {@link del}). */
+  deleteOp(key: string, options: { prefix?: boolean } = {}): DeleteOp {
     const full = this.full(key)
     return { request_delete_range: { key: full, range_end: options.prefix ? prefixEnd(full) : undefined } } as DeleteOp
+  }
+
+  /** @deprecated Use {@link deleteOp}: this builds an op, it deletes nothing (the RPC is {@link del}). */
+  delete(key: string, options: { prefix?: boolean } = {}): DeleteOp {
+    return this.deleteOp(key, options)
   }
 
   /** A nested Txn as one op (etcd 3.3+): its compares decide its branch independently of its siblings. */

@@ -78,6 +78,9 @@ export const MAX_GROUP_BYTES = 128
  */
 export const MAX_PERMITS = 1000
 
+/** Longest period (`per`) of a RateLimiter's rate, ms: a day (RateLimiter, etcdRateLimit). */
+export const MAX_RATE_PER_MS = 86_400_000
+
 /**
  * Longest refill interval of a RateLimiter (`per / rate`), ms: a year. A token lives up to
  * `burst + 1` intervals; every timer on the way is capped and re-armed (lib/timers.ts), so this

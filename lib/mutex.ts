@@ -1,9 +1,10 @@
 import type { ComparatorBuilder } from 'etcd3'
 import { checkOptions, checkSession } from './check.js'
-import { ForeignKeyError, InvalidArgumentError, LockedError, LockReleasedError, SessionExpiredError } from './errors.js'
+import { ForeignKeyError, InvalidStateError, LockedError, LockReleasedError, SessionExpiredError } from './errors.js'
 import { contenders } from './keys.js'
 import { IDEMPOTENT, checkName, keyspace, type Compare, type KeyValue, type Keyspace, type RangeResult } from './kv.js'
 import { CallGuard, createOnLease, lostWhileWaiting, OwnedKey, ownerCompareOf } from './owned-key.js'
+import { heldSignal } from './fencing.js'
 import type { Session } from './session.js'
 import { AHEAD_READ_LIMIT, waitTurn, type TurnView } from './turn.js'
 import type { LockOptions } from './wait.js'
@@ -26,7 +27,7 @@ interface Attempt {
  * the deletes under `<name>/` (lib/delete-feed.ts), and a release wakes only the next in line.
  * Ownership is per session: two Mutex objects on one session and name share one key (as Go).
  * Nothing else may be written under `<name>/`: a key there without a lease is refused with an
- * {@link InvalidArgumentError} (it would never go, and every later lock would wait behind it).
+ * {@link ForeignKeyError} (it would never go, and every later lock would wait behind it).
  */
 export class Mutex {
   private readonly ks: Keyspace
@@ -45,7 +46,7 @@ export class Mutex {
     checkName(name, 'Mutex name')
     this.ks = keyspace(session.client)
     this.prefix = contenders.prefix(name)
-    this.guard = new CallGuard((op) => new InvalidArgumentError(`Mutex ${JSON.stringify(name)}: ${op}() called while another lock call on the same object is running; use one Mutex per concurrent caller`))
+    this.guard = new CallGuard((op) => new InvalidStateError(`Mutex ${JSON.stringify(name)}: ${op}() called while another lock call on the same object is running; use one Mutex per concurrent caller`))
   }
 
   /** This contender's key, `<name>/<leaseHex>` ('' when not holding or waiting). */
@@ -58,12 +59,21 @@ export class Mutex {
    * across successive holders of this lock. Throws {@link LockReleasedError} when not held.
    */
   get fence(): bigint {
-    return this.hold('fence').createRevision
+    return this.heldKey('fence').createRevision
+  }
+
+  /**
+   * Aborted when this hold's lease is lost (the session's signal, {@link LeaseLostError} as
+   * reason), and already aborted with a {@link LockReleasedError} when not held: read it before
+   * each write of the hold.
+   */
+  get signal(): AbortSignal {
+    return heldSignal(() => this.heldKey('signal'))
   }
 
   /** The store revision when the lock was granted (etcdctl's `ETCD_LOCK_REV`; Go's `Header().Revision`). */
   get revision(): bigint {
-    this.hold('revision')
+    this.heldKey('revision')
     return this.heldAt
   }
 
@@ -108,7 +118,7 @@ export class Mutex {
 
   /** Releases the lock; deletes the key only if it is still this hold's (fenced by create revision). */
   async unlock(): Promise<void> {
-    await this.hold('unlock').delete()
+    await this.heldKey('unlock').delete()
     this.own = undefined
     this.heldAt = -1n
   }
@@ -126,7 +136,7 @@ export class Mutex {
    * `await m.fenced().then(client.put('k').value('v')).commit()` writes only while held.
    */
   fenced(): ComparatorBuilder {
-    return this.hold('fenced').fenced()
+    return this.heldKey('fenced').fenced()
   }
 
   /**
@@ -227,11 +237,11 @@ export class Mutex {
   }
 
   private notHeld(op: string) {
-    if (this.held) throw new InvalidArgumentError(`Mutex ${JSON.stringify(this.name)}: ${op}() on a lock this object already holds; unlock() first`)
+    if (this.held) throw new InvalidStateError(`Mutex ${JSON.stringify(this.name)}: ${op}() on a lock this object already holds; unlock() first`)
   }
 
   /** The key of the current hold; throws {@link LockReleasedError} when not held. */
-  private hold(what: string): OwnedKey {
+  private heldKey(what: string): OwnedKey {
     if (!this.held || !this.own) throw new LockReleasedError(`Mutex ${JSON.stringify(this.name)}: ${what} needs the lock held; call lock() first`)
     return this.own
   }

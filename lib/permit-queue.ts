@@ -65,7 +65,7 @@ export interface SlotPolicy {
 }
 
 /** Slots taken: their keys and the Txn's revision (each slot's mod revision). */
-export interface Grant {
+export interface TakenSlots {
   keys: string[]
   revision: bigint
 }
@@ -110,7 +110,7 @@ export class PermitQueue {
   }
 
   /** Takes `need` slots if that is possible without queueing; else reports what blocks. */
-  async tryTake(need: number, taker: () => Taker): Promise<{ granted: Grant } | { blocked: Blocked }> {
+  async decide(need: number, taker: () => Taker): Promise<{ granted: TakenSlots } | { blocked: Blocked }> {
     await this.store.ready()
     let plan: Plan = { take: this.guesses(need) }
     for (let step = 0; step <= MAX_FAST_STEPS; step++) {
@@ -140,13 +140,13 @@ export class PermitQueue {
    * Takes `need` slots: at once if nobody queues and they are free, else after queueing behind
    * every earlier call. On abort or a lost session the queue key goes and nothing is taken.
    */
-  async acquire(need: number, waiterSession: () => Promise<Session>, taker: () => Taker, options: { signal?: AbortSignal; onWaiting?: () => void }): Promise<Grant> {
+  async acquire(need: number, waiterSession: () => Promise<Session>, taker: () => Taker, options: { signal?: AbortSignal; onWaiting?: () => void }): Promise<TakenSlots> {
     // Calls of this object already queue, or try the fast path: this one queues at once (a
     // burst of calls would otherwise each pay for a Txn that can only fail).
     if (this.queued === 0 && !this.trying) {
       this.trying = true
       try {
-        const tried = await this.tryTake(need, taker)
+        const tried = await this.decide(need, taker)
         if ('granted' in tried) return tried.granted
       } finally {
         this.trying = false
@@ -170,7 +170,7 @@ export class PermitQueue {
    * Queues once and waits for the slots; undefined when the slots taken had to be given back
    * (see {@link kept}): our queue key went with that Txn, so the call queues again.
    */
-  private async queue(need: number, session: Session, taker: () => Taker, signal?: AbortSignal): Promise<Grant | undefined> {
+  private async queue(need: number, session: Session, taker: () => Taker, signal?: AbortSignal): Promise<TakenSlots | undefined> {
     await this.store.ready()
     const queued = await this.enqueue(need, session)
     const own = queued.own
@@ -206,7 +206,7 @@ export class PermitQueue {
             wait.throwIfAborted()
             // A view may be stale: the guesses behind the choice spare a round trip when it is.
             const plan = decision.kind === 'take' ? { take: [decision.slots, ...this.guesses(need)] } : { expire: decision.slot }
-            res = await send((t) => this.store.step(this.store.stillQueued(own), plan, t, [this.store.ks.delete(own.key)]))
+            res = await send((t) => this.store.step(this.store.stillQueued(own), plan, t, [this.store.ks.deleteOp(own.key)]))
           }
           if (res.taken) return await this.kept(res, pending!.taker)
           if (!res.ok) {
@@ -231,13 +231,13 @@ export class PermitQueue {
    * guessed without knowing of them) the slots are given back at once — they were never
    * granted — and undefined is returned.
    */
-  private async kept(res: StepResult, taker: Taker): Promise<Grant | undefined> {
+  private async kept(res: StepResult, taker: Taker): Promise<TakenSlots | undefined> {
     const grant = granted(res)
     const held = res.slots.filter((kv) => permitKeys.slotIndex(this.policy.slots, kv.key) !== undefined).length
     if (held <= this.policy.capacity) return grant
     this.policy.saw(withoutTaken(res))
     const ks = this.store.ks
-    const giveBack = grant.keys.map((key) => ks.txnOp([ks.compare(key, 'Mod', '==', grant.revision)], [ks.delete(key)]))
+    const giveBack = grant.keys.map((key) => ks.txnOp([ks.compare(key, 'Mod', '==', grant.revision)], [ks.deleteOp(key)]))
     // Unanswered, it may have applied or not: the slots are then the taker's to sort out.
     await ks.txn([], giveBack, [], IDEMPOTENT).catch(() => taker.ambiguous(grant.keys).catch(() => {}))
     return undefined
@@ -303,7 +303,7 @@ export class PermitQueue {
     // would hide from the caller. Without it (compacted away, etcd did not answer) the policy
     // does without this observation, as it does on every path that has none.
     const before = this.policy.observesHandoff ? this.store.ks.range(this.store.slots, { prefix: true, revision: goneAt }).catch(() => undefined) : undefined
-    const [res, seen] = await Promise.all([this.store.step(this.store.firstInLine(own), { take: this.guesses(need) }, taker, [this.store.ks.delete(own.key)]), before])
+    const [res, seen] = await Promise.all([this.store.step(this.store.firstInLine(own), { take: this.guesses(need) }, taker, [this.store.ks.deleteOp(own.key)]), before])
     return seen ? { ...res, before: { slots: seen.kvs, receivedAt: seenAt } } : res
   }
 
@@ -342,7 +342,7 @@ export class PermitQueue {
 }
 
 /** The slots a step took, as a grant. */
-function granted(res: StepResult): Grant {
+function granted(res: StepResult): TakenSlots {
   return { keys: res.taken!.map((c) => c.key), revision: res.revision }
 }
 

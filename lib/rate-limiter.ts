@@ -1,11 +1,11 @@
 import { setMaxListeners } from 'node:events'
 import type { ComparatorBuilder, Namespace } from 'etcd3'
-import { checkClient, checkOptions, checkSeconds } from './check.js'
+import { checkClient, checkInteger, checkOptions, checkSeconds } from './check.js'
 import { InvalidArgumentError, InvalidStateError, SessionExpiredError } from './errors.js'
 import { permitKeys, unixNano } from './keys.js'
 import { checkName, IDEMPOTENT, keyspace, type Keyspace } from './kv.js'
-import { MAX_PERMITS, MAX_REFILL_INTERVAL_MS, MAX_TTL_S } from './limits.js'
-import { PermitQueue, type Grant, type Taker } from './permit-queue.js'
+import { MAX_PERMITS, MAX_RATE_PER_MS, MAX_REFILL_INTERVAL_MS, MAX_TTL_S } from './limits.js'
+import { PermitQueue, type TakenSlots, type Taker } from './permit-queue.js'
 import { CLOCK_RATE_MARGIN, ExpiredTokens } from './token-policy.js'
 import { Session } from './session.js'
 import { sleep, startTimer, type Timer } from './timers.js'
@@ -36,7 +36,7 @@ export interface RateAcquireOptions extends WaitOptions {
   onWaiting?: () => void
 }
 
-/** The answer of {@link RateLimiter.tryAcquire}. */
+/** The answer of {@link RateLimiter.decide}: admitted or not, never thrown. */
 export interface RateLimitDecision {
   admitted: boolean
   /** 0 when admitted; else an estimate of how long until a try could be admitted, in ms. */
@@ -137,7 +137,7 @@ export class RateLimiter {
   private waiting = 0
   private readonly expiries = new Set<Timer>()
   private readonly closing = new AbortController()
-  /** acquire/tryAcquire calls running now. */
+  /** acquire/decide calls running now. */
   private calls = 0
 
   constructor(
@@ -165,7 +165,7 @@ export class RateLimiter {
     this.waiterLease = new OwnLease(client, waiterTtl, this.closing.signal, (s) => void s.close().catch(() => {}))
     this.ks = keyspace(client)
     this.policy = new ExpiredTokens(permitKeys.tokens(name), this.capacity, pacing)
-    this.queue = new PermitQueue(client, name, 'rate limiter', `rate=${rate} per=${per} burst=${burst}`, this.policy)
+    this.queue = new PermitQueue(client, name, 'rate limiter', permitKeys.rateLimiterSettings({ rate, per, burst }), this.policy)
     // Every waiting call listens to it: many at once are expected, not a leak.
     setMaxListeners(0, this.closing.signal)
   }
@@ -208,13 +208,27 @@ export class RateLimiter {
     })
   }
 
-  /** Takes `cost` admissions if they fit now and nobody queues; else says how long to wait. Leaves no key behind when not admitted. */
-  async tryAcquire(options?: { cost?: number }): Promise<RateLimitDecision> {
-    const { cost } = checkOptions(options, 'RateLimiter.tryAcquire')
+  /**
+   * Decides on one call now, without waiting: takes `cost` admissions if they fit and nobody
+   * queues, else resolves `admitted: false` with how long to wait. A refusal is an answer, not
+   * an error (a `try` method throws one: see docs/ARCHITECTURE.md, "Names"). Leaves no key
+   * behind when not admitted.
+   */
+  async decide(options?: { cost?: number }): Promise<RateLimitDecision> {
+    return this.decideAs('RateLimiter.decide', options)
+  }
+
+  /** @deprecated Use {@link decide}: the same decision; a `try` method throws when refused (Mutex.tryLock, Semaphore.tryAcquire), this one never did. */
+  tryAcquire(options?: { cost?: number }): Promise<RateLimitDecision> {
+    return this.decideAs('RateLimiter.tryAcquire', options)
+  }
+
+  private async decideAs(what: string, options?: { cost?: number }): Promise<RateLimitDecision> {
+    const { cost } = checkOptions(options, what)
     const need = this.checkCost(cost)
     return this.onLiveLeases(async (session) => {
       const taker = this.taker(session)
-      const tried = await this.queue.tryTake(need, taker.next)
+      const tried = await this.queue.decide(need, taker.next)
       if ('granted' in tried) return { admitted: true, retryAfterMs: 0, admission: await this.admitted(tried.granted, session, taker.leased()) }
       const { slots, receivedAt, waiters } = tried.blocked
       return { admitted: false, retryAfterMs: Math.ceil(this.policy.estimate(slots, need, receivedAt, waiters)) }
@@ -276,7 +290,7 @@ export class RateLimiter {
   }
 
   /** After a grant: make sure the tokens outlive their time, and delete them once it has passed. */
-  private async admitted(grant: Grant, session: Session, leased: boolean): Promise<RateAdmission> {
+  private async admitted(grant: TakenSlots, session: Session, leased: boolean): Promise<RateAdmission> {
     const receivedAt = performance.now()
     const mods: bigint[] = []
     for (const key of grant.keys) {
@@ -306,7 +320,7 @@ export class RateLimiter {
     // Months ahead for a long `per`: a capped, re-armed timer (lib/timers.ts), never an early one.
     const timer = startTimer(when - performance.now(), () => {
       this.ks
-        .txn([this.ks.compare(key, 'Mod', '==', mod)], [this.ks.delete(key)], [], IDEMPOTENT)
+        .txn([this.ks.compare(key, 'Mod', '==', mod)], [this.ks.deleteOp(key)], [], IDEMPOTENT)
         .catch(() => {}) // the lease, or a head of the queue, frees it later
         .finally(() => this.expiries.delete(timer))
     })
@@ -314,11 +328,7 @@ export class RateLimiter {
   }
 
   private checkCost(cost: unknown): number {
-    if (cost === undefined) return 1
-    if (typeof cost !== 'number' || !Number.isInteger(cost) || cost < 1 || cost > this.capacity) {
-      throw new InvalidArgumentError(`RateLimiter ${JSON.stringify(this.name)}: cost must be a whole number from 1 to burst + 1 = ${this.capacity}, got ${String(cost)}; raise burst to admit larger calls`)
-    }
-    return cost
+    return checkInteger(cost, `RateLimiter ${JSON.stringify(this.name)}: cost`, 1, this.capacity, { fallback: 1, hint: 'burst + 1; raise burst to admit larger calls' })
   }
 }
 
@@ -327,10 +337,8 @@ export function checkRateOptions(options: unknown): Required<RateLimitOptions> {
   if (typeof options !== 'object' || options === null || Array.isArray(options)) {
     throw new InvalidArgumentError(`RateLimiter options must be an object like { rate: 20, per: 1000, burst: 5 }, got ${options === null ? 'null' : typeof options}`)
   }
-  const { rate, per = 1000, burst = 0, waiterTtl = DEFAULT_WAITER_TTL_S } = options as Partial<RateLimitOptions>
-  if (typeof per !== 'number' || !Number.isInteger(per) || per < 1 || per > 86_400_000) {
-    throw new InvalidArgumentError(`RateLimiter per must be a whole number of ms from 1 to 86400000 (a day), got ${String(per)}`)
-  }
+  const { rate } = options as Partial<RateLimitOptions>
+  const per = checkInteger((options as RateLimitOptions).per, 'RateLimiter per', 1, MAX_RATE_PER_MS, { unit: 'ms', fallback: 1000, hint: 'a day' })
   if (typeof rate !== 'number' || !Number.isFinite(rate) || rate <= 0 || !(per / rate >= 1)) {
     throw new InvalidArgumentError(`RateLimiter rate must be a number > 0 and at most one admission per ms (rate <= per), got ${String(rate)} per ${per} ms`)
   }
@@ -338,10 +346,9 @@ export function checkRateOptions(options: unknown): Required<RateLimitOptions> {
     const least = per / MAX_REFILL_INTERVAL_MS
     throw new InvalidArgumentError(`RateLimiter rate must refill a token at least once a year (per / rate <= ${MAX_REFILL_INTERVAL_MS} ms), got ${String(rate)} per ${per} ms; use rate >= ${least} for per ${per}`)
   }
-  if (typeof burst !== 'number' || !Number.isInteger(burst) || burst < 0 || burst >= MAX_PERMITS) {
-    throw new InvalidArgumentError(`RateLimiter burst must be a whole number from 0 to ${MAX_PERMITS - 1}, got ${String(burst)}`)
-  }
-  return { rate, per, burst, waiterTtl: checkSeconds(waiterTtl, 'RateLimiter waiterTtl') }
+  const burst = checkInteger((options as RateLimitOptions).burst, 'RateLimiter burst', 0, MAX_PERMITS - 1, { fallback: 0 })
+  const waiterTtl = checkSeconds((options as RateLimitOptions).waiterTtl, 'RateLimiter waiterTtl', 1, { fallback: DEFAULT_WAITER_TTL_S })
+  return { rate, per, burst, waiterTtl }
 }
 
 /**

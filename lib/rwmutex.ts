@@ -1,9 +1,10 @@
 import type { ComparatorBuilder } from 'etcd3'
 import { checkOptions, checkSession } from './check.js'
-import { InvalidArgumentError, KeyExistsError, LockedError, LockReleasedError, SessionExpiredError } from './errors.js'
+import { InvalidStateError, KeyExistsError, LockedError, LockReleasedError, SessionExpiredError } from './errors.js'
 import { putUnique, rwContenders, unixNano } from './keys.js'
 import { checkName, keyspace, prefixEnd, type Compare, type Keyspace } from './kv.js'
 import { CallGuard, createOnLease, lostWhileWaiting, OwnedKey, ownerCompareOf } from './owned-key.js'
+import { heldSignal } from './fencing.js'
 import type { Session } from './session.js'
 import { AHEAD_READ_LIMIT, type TurnView, waitTurn } from './turn.js'
 import { type LockOptions } from './wait.js'
@@ -36,7 +37,7 @@ export class RWMutex {
     checkSession(session, 'RWMutex')
     checkName(name, 'RWMutex name')
     this.ks = keyspace(session.client)
-    this.guard = new CallGuard((op) => new InvalidArgumentError(`RWMutex ${JSON.stringify(name)}: ${op}() called while another lock call on the same object is running; use one RWMutex per concurrent caller`))
+    this.guard = new CallGuard((op) => new InvalidStateError(`RWMutex ${JSON.stringify(name)}: ${op}() called while another lock call on the same object is running; use one RWMutex per concurrent caller`))
   }
 
   /** This contender's key, `<name>/read|write/<unixNano>` ('' when not holding or waiting). */
@@ -60,7 +61,16 @@ export class RWMutex {
    * when not held.
    */
   get fence(): bigint {
-    return this.hold('fence').createRevision
+    return this.heldKey('fence').createRevision
+  }
+
+  /**
+   * Aborted when this hold's lease is lost (the session's signal, {@link LeaseLostError} as
+   * reason), and already aborted with a {@link LockReleasedError} when not held: read it before
+   * each write of the hold.
+   */
+  get signal(): AbortSignal {
+    return heldSignal(() => this.heldKey('signal'))
   }
 
   /** Blocks until held for reading: waits only for writers that queued earlier. */
@@ -100,7 +110,7 @@ export class RWMutex {
 
   /** An etcd3 transaction builder guarded by ownership (see `Mutex.fenced`). */
   fenced(): ComparatorBuilder {
-    return this.hold('fenced()').fenced()
+    return this.heldKey('fenced()').fenced()
   }
 
   private async acquire(mode: RWMode, { signal, onWaiting }: LockOptions) {
@@ -172,7 +182,7 @@ export class RWMutex {
       const hint = this.myMode ? `it is held for ${this.myMode}ing; call ${this.myMode === 'read' ? 'rUnlock' : 'unlock'}()` : `it is not held; call ${mode === 'read' ? 'rLock' : 'lock'}() first`
       throw new LockReleasedError(`RWMutex ${JSON.stringify(this.name)}: ${op}() but ${hint}`)
     }
-    await this.hold(op).delete()
+    await this.heldKey(op).delete()
     this.own = undefined
     this.myMode = undefined
   }
@@ -213,11 +223,11 @@ export class RWMutex {
   }
 
   private notHeld(op: string) {
-    if (this.held) throw new InvalidArgumentError(`RWMutex ${JSON.stringify(this.name)}: ${op}() on a lock this object already holds; release it first`)
+    if (this.held) throw new InvalidStateError(`RWMutex ${JSON.stringify(this.name)}: ${op}() on a lock this object already holds; release it first`)
   }
 
   /** The key of the current hold; throws {@link LockReleasedError} when not held. */
-  private hold(what: string): OwnedKey {
+  private heldKey(what: string): OwnedKey {
     if (!this.held || !this.own) throw new LockReleasedError(`RWMutex ${JSON.stringify(this.name)}: ${what} needs the lock held; call lock() or rLock() first`)
     return this.own
   }

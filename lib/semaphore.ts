@@ -1,11 +1,12 @@
 import type { ComparatorBuilder } from 'etcd3'
-import { checkOptions, checkSession } from './check.js'
-import { InvalidArgumentError, InvalidStateError, LockedError, LockReleasedError } from './errors.js'
+import { checkInteger, checkOptions, checkSession } from './check.js'
+import { InvalidStateError, LockedError, LockReleasedError } from './errors.js'
 import { permitKeys, unixNano } from './keys.js'
 import { checkName, keyspace, type Compare, type KeyValue, type Keyspace } from './kv.js'
 import { MAX_PERMITS } from './limits.js'
 import { CallGuard, OwnedKey, ownerCompareOf } from './owned-key.js'
-import { PermitQueue, type Decision, type Grant, type SlotChoice, type SlotPolicy, type Taker, type View } from './permit-queue.js'
+import { PermitQueue, type Decision, type TakenSlots, type SlotChoice, type SlotPolicy, type Taker, type View } from './permit-queue.js'
+import { heldSignal } from './fencing.js'
 import type { Session } from './session.js'
 import type { LockOptions } from './wait.js'
 
@@ -45,7 +46,7 @@ export class Semaphore {
     checkPermits(permits)
     this.ks = keyspace(session.client)
     this.slots = permitKeys.holders(name)
-    this.queue = new PermitQueue(session.client, name, 'semaphore', `permits=${permits}`, new FreePermits(this.slots, permits))
+    this.queue = new PermitQueue(session.client, name, 'semaphore', permitKeys.semaphoreSettings(permits), new FreePermits(this.slots, permits))
     this.guard = new CallGuard((op) => new InvalidStateError(`Semaphore ${JSON.stringify(name)}: ${op}() called while another call on the same object is running; use one Semaphore object per concurrent caller`))
   }
 
@@ -64,7 +65,16 @@ export class Semaphore {
    * across all grants of this semaphore. Throws {@link LockReleasedError} when not held.
    */
   get fence(): bigint {
-    return this.hold('fence').createRevision
+    return this.heldKey('fence').createRevision
+  }
+
+  /**
+   * Aborted when this permit's lease is lost (the session's signal, {@link LeaseLostError} as
+   * reason), and already aborted with a {@link LockReleasedError} when no permit is held: read it before
+   * each write of the hold.
+   */
+  get signal(): AbortSignal {
+    return heldSignal(() => this.heldKey('signal'))
   }
 
   /** Blocks until one of the permits is held by this session. FIFO; aborting leaves no key. */
@@ -83,7 +93,7 @@ export class Semaphore {
     this.notHeld('tryAcquire')
     await this.guard.run('tryAcquire', async () => {
       this.session.signal.throwIfAborted()
-      const tried = await this.queue.tryTake(1, () => this.taker())
+      const tried = await this.queue.decide(1, () => this.taker())
       if ('granted' in tried) return this.granted(tried.granted)
       const why = tried.blocked.waiters > 0n ? `${tried.blocked.waiters} call(s) are queued` : `all ${this.permits} permits are held`
       throw new LockedError(`semaphore ${JSON.stringify(this.name)}: ${why}`)
@@ -92,7 +102,7 @@ export class Semaphore {
 
   /** Gives the permit back; deletes its key only if it is still this hold's (fenced by create revision). */
   async release(): Promise<void> {
-    await this.hold('release').delete()
+    await this.heldKey('release').delete()
     this.own = undefined
   }
 
@@ -103,10 +113,10 @@ export class Semaphore {
 
   /** An etcd3 transaction builder guarded by this hold (see `Mutex.fenced`). */
   fenced(): ComparatorBuilder {
-    return this.hold('fenced()').fenced()
+    return this.heldKey('fenced()').fenced()
   }
 
-  private granted(grant: Grant) {
+  private granted(grant: TakenSlots) {
     this.own = new OwnedKey(this.session, grant.keys[0], grant.revision)
   }
 
@@ -135,7 +145,7 @@ export class Semaphore {
     if (this.held) throw new InvalidStateError(`Semaphore ${JSON.stringify(this.name)}: ${op}() on a semaphore this object already holds a permit of; release() first`)
   }
 
-  private hold(what: string): OwnedKey {
+  private heldKey(what: string): OwnedKey {
     if (!this.own) throw new LockReleasedError(`Semaphore ${JSON.stringify(this.name)}: ${what} needs a permit held; call acquire() first`)
     return this.own
   }
@@ -199,8 +209,5 @@ class FreePermits implements SlotPolicy {
 
 /** `permits` must be a whole number from 1 to {@link MAX_PERMITS}. */
 export function checkPermits(permits: unknown): number {
-  if (typeof permits !== 'number' || !Number.isInteger(permits) || permits < 1 || permits > MAX_PERMITS) {
-    throw new InvalidArgumentError(`Semaphore permits must be a whole number from 1 to ${MAX_PERMITS}, got ${typeof permits === 'number' ? permits : typeof permits}`)
-  }
-  return permits
+  return checkInteger(permits, 'Semaphore permits', 1, MAX_PERMITS)
 }

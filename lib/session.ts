@@ -1,11 +1,10 @@
 import type { Namespace } from 'etcd3'
-import { checkClient, checkOptions } from './check.js'
+import { checkClient, checkOptions, checkSeconds } from './check.js'
 import { closedSignal } from './client-closed.js'
 import { InvalidArgumentError, LeaseLostError, type LeaseLossCause } from './errors.js'
 import { keepAliveStream, type Registration } from './keepalive.js'
 import { leaseHex } from './keys.js'
 import { revokeLease } from './leases.js'
-import { MAX_TTL_S } from './limits.js'
 import { toTypedError } from './kv.js'
 import { startInterval, startTimer, type Timer } from './timers.js'
 
@@ -82,7 +81,7 @@ export class Session {
   static async create(client: Namespace, options?: SessionOptions): Promise<Session> {
     checkClient(client, 'Session.create')
     options = checkOptions(options, 'Session.create')
-    const ttl = checkTtl(options.ttl)
+    const ttl = checkSeconds(options.ttl, 'Session ttl', 1, { fallback: DEFAULT_TTL })
     const knownUntil = checkAliveUntil(options.aliveUntil, options.leaseId)
     closedSignal(client).throwIfAborted()
     const sentAt = performance.now()
@@ -291,14 +290,6 @@ function leaseLost(leaseId: string, reason: LeaseLossCause, message: string): Le
 /** Keepalive period for a TTL in seconds: TTL/3 (as Go), at least 200 ms. */
 function keepAliveInterval(ttl: number): number {
   return Math.max(200, Math.floor((ttl * 1000) / 3))
-}
-
-function checkTtl(ttl: unknown): number {
-  if (ttl === undefined) return DEFAULT_TTL
-  if (typeof ttl !== 'number' || !Number.isInteger(ttl) || ttl <= 0 || ttl > MAX_TTL_S) {
-    throw new InvalidArgumentError(`ttl must be a whole number of seconds between 1 and ${MAX_TTL_S}, got ${String(ttl)}`)
-  }
-  return ttl
 }
 
 function checkAliveUntil(aliveUntil: unknown, leaseId: unknown): number {

@@ -195,7 +195,7 @@ export class Attempt implements STM {
   }
 
   private writeOps(): Record<string, Op> {
-    return Object.fromEntries([...this.writes].map(([key, w]) => [key, w.value === undefined ? this.ks.delete(key) : this.ks.put(key, w.value, w.lease)]))
+    return Object.fromEntries([...this.writes].map(([key, w]) => [key, w.value === undefined ? this.ks.deleteOp(key) : this.ks.put(key, w.value, w.lease)]))
   }
 
   /** Makes sure every key in `keys` is in the read set, with at most one round trip. */

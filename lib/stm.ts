@@ -1,5 +1,5 @@
 import type { Namespace } from 'etcd3'
-import { checkClient, checkOptions } from './check.js'
+import { checkClient, checkInteger, checkOptions } from './check.js'
 import { ConflictError, InvalidArgumentError } from './errors.js'
 import { keyspace } from './kv.js'
 import { Attempt, checkKeys, Isolation, type Read, type STM } from './stm-attempt.js'
@@ -100,9 +100,5 @@ function checkIsolation(isolation: unknown): Isolation {
 }
 
 function checkMaxAttempts(n: unknown): number {
-  if (n === undefined) return Infinity
-  if (typeof n !== 'number' || !(n === Infinity || Number.isSafeInteger(n)) || n < 1) {
-    throw new InvalidArgumentError(`maxAttempts must be a whole number >= 1 (or Infinity), got ${String(n)}`)
-  }
-  return n
+  return checkInteger(n, 'maxAttempts', 1, Number.MAX_SAFE_INTEGER, { fallback: Infinity, orInfinity: true })
 }

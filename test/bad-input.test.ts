@@ -225,7 +225,8 @@ function rows(): Row[] {
     ...([-1, 1.5, 1000, '2'] as unknown[]).map((b): Row => [`RateLimiter burst ${String(b)}`, () => new RateLimiter(client, 'rl-bad', { rate: 1, burst: any(b) }), InvalidArgumentError, /burst must be a whole number from 0 to 999/]),
     ['RateLimiter acquire cost 0', () => new RateLimiter(client, 'rl-bad', { rate: 1 }).acquire({ cost: 0 }), InvalidArgumentError, /cost/],
     ['RateLimiter acquire cost above burst + 1', () => new RateLimiter(client, 'rl-bad', { rate: 1, burst: 2 }).acquire({ cost: 4 }), InvalidArgumentError, /raise burst/],
-    ['RateLimiter tryAcquire cost 1.5', () => new RateLimiter(client, 'rl-bad', { rate: 1 }).tryAcquire({ cost: 1.5 }), InvalidArgumentError, /cost/],
+    ['RateLimiter decide cost 1.5', () => new RateLimiter(client, 'rl-bad', { rate: 1 }).decide({ cost: 1.5 }), InvalidArgumentError, /cost/],
+    ['RateLimiter tryAcquire (deprecated) cost 1.5', () => new RateLimiter(client, 'rl-bad', { rate: 1 }).tryAcquire({ cost: 1.5 }), InvalidArgumentError, /cost/],
     ['RateLimiter acquire: null options', () => new RateLimiter(client, 'rl-bad', { rate: 1 }).acquire(any(null)), InvalidArgumentError, /options must be an object/],
     ['RateLimiter acquire: signal is a number', () => new RateLimiter(client, 'rl-bad', { rate: 1 }).acquire({ signal: any(5) }), InvalidArgumentError, /AbortSignal/],
 

@@ -501,16 +501,25 @@ describe('Election: beyond Go', () => {
   })
 })
 
-describe('Election.tryCampaign', () => {
+describe('Election.campaignOnce', () => {
   it('wins when nobody leads, and withdraws leaving no key when someone does', async () => {
     const name = uniqueName('try-elect')
     const a = new Election(await Session.create(etcd.client, { ttl: 5 }), name)
     const b = new Election(await Session.create(etcd.client, { ttl: 5 }), name)
-    expect((await a.tryCampaign('a')).elected).toBe(true)
-    const lost = await b.tryCampaign('b')
+    expect((await a.campaignOnce('a')).elected).toBe(true)
+    const lost = await b.campaignOnce('b')
     expect(lost).toMatchObject({ elected: false, leader: { key: a.key, value: 'a' } })
     expect(await etcd.keysUnder(`${name}/`)).toEqual([a.key])
     await a.resign()
-    expect((await b.tryCampaign('b')).elected).toBe(true)
+    expect((await b.campaignOnce('b')).elected).toBe(true)
+  })
+
+  it('tryCampaign, its deprecated name, gives the same answers', async () => {
+    const name = uniqueName('try-elect-old')
+    const a = new Election(await Session.create(etcd.client, { ttl: 5 }), name)
+    const b = new Election(await Session.create(etcd.client, { ttl: 5 }), name)
+    expect((await a.tryCampaign('a')).elected).toBe(true)
+    expect(await b.tryCampaign('b')).toMatchObject({ elected: false, leader: { key: a.key, value: 'a' } })
+    expect(await etcd.keysUnder(`${name}/`)).toEqual([a.key])
   })
 })

@@ -13,6 +13,7 @@ import {
   IdempotencyResultNotStorableError,
   IdempotencyStore,
   InvalidArgumentError,
+  InvalidStateError,
   Session,
   type BeginResult,
   type IdempotencyClaim,
@@ -81,11 +82,14 @@ describe('begin / complete / fail', () => {
     await s.fail(second)
   })
 
-  it('a claim is settled once: a second complete or fail is a typed error', async () => {
+  it('a claim is finished once: a second complete or fail is a typed error', async () => {
     const s = store()
     const claim = owned(await s.begin('k', { session }))
+    expect([claim.finished, claim.settled]).toEqual([false, false])
     await s.complete(claim, 1, { ttl: 60 })
+    expect([claim.finished, claim.settled]).toEqual([true, true])
     await expect(s.complete(claim, 2, { ttl: 60 })).rejects.toThrow(InvalidArgumentError)
+    await expect(s.complete(claim, 2, { ttl: 60 })).rejects.toThrow(InvalidStateError)
     await expect(s.fail(claim)).rejects.toThrow(/already completed or failed/)
     expect((await record(s, 'k')).value.result).toBe(1)
   })

@@ -2,7 +2,7 @@ import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { ConfigurationError, hashPayload, IdempotencyResultNotStorableError, InvalidArgumentError, resolveClientOptions } from '../lib/index.js'
 import { decodeRecord, encodeRecord } from '../lib/idempotency-record.js'
-import { permitKeys } from '../lib/keys.js'
+import { contenders, defaultDeadLetterQueue, leaseHex, permitKeys, queueKeys, queueOfDeadLetterQueue, rwContenders } from '../lib/keys.js'
 import { checkName, prefixEnd } from '../lib/kv.js'
 import { checkBackoff, retryDelaySeconds } from '../lib/backoff.js'
 import { MAX_REFILL_INTERVAL_MS } from '../lib/limits.js'
@@ -257,5 +257,41 @@ describe('Semaphore and RateLimiter inputs', () => {
       }),
       { numRuns: 2000 },
     )
+  })
+})
+
+describe('key layouts read back (lib/keys.ts: what the CLI recognises keys by)', () => {
+  const name = fc.string({ minLength: 1, maxLength: 12 })
+  const lease = fc.bigInt({ min: 1n, max: 0x7fffffffffffffffn }).map(String)
+  const nano = fc.bigInt({ min: 0n, max: 10n ** 19n - 1n }).map(String)
+
+  it('a Mutex/Election key gives its name; an RWMutex key its name and mode; a PriorityQueue item its priority', () => {
+    fc.assert(
+      fc.property(name, lease, nano, fc.constantFrom('read' as const, 'write' as const), fc.integer({ min: 0, max: 65535 }), (n, id, ns, mode, prio) => {
+        expect(contenders.nameOf(contenders.key(n, leaseHex(id)))).toBe(n)
+        expect(rwContenders.parse(`${rwContenders.modePrefix(n, mode)}${ns}`)).toEqual({ name: n, mode })
+        const item = `${queueKeys.bucket(n, prio)}/${'7'.padStart(16, '0')}`
+        expect(queueKeys.priorityOf(n, item)).toBe(prio)
+        expect(queueKeys.endsAsPriorityItem(item)).toBe(true)
+        expect(queueKeys.priorityOf(n, `${queueKeys.items(n)}${ns}`)).toBeUndefined()
+        expect(queueOfDeadLetterQueue(defaultDeadLetterQueue(n))).toBe(n)
+      }),
+      { numRuns: 500 },
+    )
+    expect(queueOfDeadLetterQueue('orders')).toBeUndefined()
+    expect(rwContenders.parse('l/read/x')).toBeUndefined()
+  })
+
+  it('stored settings read back as what wrote them; a config key gives its name', () => {
+    fc.assert(
+      fc.property(name, fc.integer({ min: 1, max: 1000 }), fc.double({ min: 0.001, max: 1000, noNaN: true }), fc.integer({ min: 1, max: 86_400_000 }), fc.integer({ min: 0, max: 999 }), (n, permits, rate, per, burst) => {
+        expect(permitKeys.parseSettings(permitKeys.semaphoreSettings(permits))).toEqual({ kind: 'semaphore', permits })
+        expect(permitKeys.parseSettings(permitKeys.rateLimiterSettings({ rate, per, burst }))).toEqual({ kind: 'rate limiter', permits: burst + 1 })
+        expect(permitKeys.nameOfConfig(permitKeys.config(n))).toBe(n)
+      }),
+      { numRuns: 500 },
+    )
+    expect(permitKeys.parseSettings('permits=0')).toBeUndefined()
+    expect(permitKeys.nameOfConfig('x/configs')).toBeUndefined()
   })
 })

@@ -1,6 +1,6 @@
 /**
  * RateLimiter (issue 14) against a real etcd: token-bucket meaning of { rate, per, burst },
- * tryAcquire's answer, cost, the stored settings every contender must agree on, aborted waits,
+ * decide's answer, cost, the stored settings every contender must agree on, aborted waits,
  * and the load check of "Done when": R = 20/s, burst 5, 150 callers in 3 processes for 10 s —
  * every 1 s window admits at most R + burst, and at least 90 % of R is used.
  */
@@ -26,14 +26,22 @@ describe('RateLimiter', () => {
   it('a full bucket admits burst + 1 at once, then says how long to wait; after that wait the next call is admitted', async () => {
     const name = uniqueName('bucket')
     const l = limiter(name, { rate: 10, per: 1000, burst: 4 })
-    for (let i = 0; i < 5; i++) expect(await l.tryAcquire()).toMatchObject({ admitted: true, retryAfterMs: 0 })
-    const refused = await l.tryAcquire()
+    for (let i = 0; i < 5; i++) expect(await l.decide()).toMatchObject({ admitted: true, retryAfterMs: 0 })
+    const refused = await l.decide()
     expect(refused.admitted).toBe(false)
     expect(refused.retryAfterMs).toBeGreaterThan(0)
     expect(refused.retryAfterMs).toBeLessThanOrEqual(Math.ceil(100 * 1.001) + 1)
     await sleep(refused.retryAfterMs + 5)
-    expect((await l.tryAcquire()).admitted).toBe(true)
+    expect((await l.decide()).admitted).toBe(true)
     expect(await etcd.client.getAll().prefix(`${name}/waiters/`).keys()).toEqual([])
+  })
+
+  it('tryAcquire, the deprecated name of decide, gives the same answers', async () => {
+    const l = limiter(uniqueName('bucket-old'), { rate: 10, per: 1000, burst: 1 })
+    for (let i = 0; i < 2; i++) expect(await l.tryAcquire()).toMatchObject({ admitted: true, retryAfterMs: 0 })
+    const refused = await l.tryAcquire()
+    expect(refused.admitted).toBe(false)
+    expect(refused.retryAfterMs).toBeGreaterThan(0)
   })
 
   it('never admits faster than the rate: with burst 0, admissions are at least per/rate apart', async () => {
@@ -67,11 +75,11 @@ describe('RateLimiter', () => {
     const l = limiter(name, { rate: 20, per: 1000, burst: 2 })
     await l.acquire({ cost: 3 })
     const emptiedAt = performance.now()
-    expect((await l.tryAcquire()).admitted).toBe(false)
+    expect((await l.decide()).admitted).toBe(false)
     await l.acquire({ cost: 3 })
     expect(performance.now() - emptiedAt).toBeGreaterThanOrEqual(3 * 50 - 1)
     await expect(l.acquire({ cost: 4 })).rejects.toBeInstanceOf(InvalidArgumentError)
-    await expect(l.tryAcquire({ cost: 0 })).rejects.toBeInstanceOf(InvalidArgumentError)
+    await expect(l.decide({ cost: 0 })).rejects.toBeInstanceOf(InvalidArgumentError)
   })
 
   it('a contender with other settings, or a semaphore of the same name, fails with ConfigMismatchError and writes nothing', async () => {
@@ -80,7 +88,7 @@ describe('RateLimiter', () => {
     const at = (await keyspace(etcd.client).range('\0')).revision
     for (const attempt of [
       () => limiter(name, { rate: 21, burst: 5 }).acquire(),
-      () => limiter(name, { rate: 20, burst: 4 }).tryAcquire(),
+      () => limiter(name, { rate: 20, burst: 4 }).decide(),
       async () => new Semaphore(await Session.create(etcd.client, { ttl: 5 }), name, 6).tryAcquire(),
     ]) {
       const err = await attempt().catch((e: unknown) => e)
@@ -111,7 +119,7 @@ describe('RateLimiter', () => {
     const token = (await keyspace(etcd.client).range(`${name}/tokens/`, { prefix: true })).kvs[0]
     expect(token.lease).not.toBe('0')
     await etcd.client.leaseClient.leaseRevoke({ ID: token.lease })
-    expect((await l.tryAcquire()).admitted).toBe(true)
+    expect((await l.decide()).admitted).toBe(true)
     await l.acquire()
     const leases = new Set((await keyspace(etcd.client).range(`${name}/tokens/`, { prefix: true })).kvs.map((kv) => kv.lease))
     expect(leases.has(token.lease)).toBe(false)
@@ -121,7 +129,7 @@ describe('RateLimiter', () => {
     const name = uniqueName('rl-month')
     const l = limiter(name, { rate: 1, per: 86_400_000, burst: 29 })
     const answers = []
-    for (let i = 0; i < 60; i++) answers.push(await l.tryAcquire())
+    for (let i = 0; i < 60; i++) answers.push(await l.decide())
     // Before the fix a token's 30-day deletion timer fired after 1 ms: 60 of 60 were admitted.
     expect(answers.filter((a) => a.admitted)).toHaveLength(30)
     for (const refused of answers.slice(30)) expect(refused.retryAfterMs).toBeGreaterThan(86_000_000)
@@ -159,7 +167,7 @@ describe('RateLimiter', () => {
     const name = uniqueName('rl-lower')
     const settings = { rate: 1, per: 60_000 } // a token lives minutes: only this test deletes them
     const old = limiter(name, { ...settings, burst: 4 })
-    for (let i = 0; i < 5; i++) expect((await old.tryAcquire()).admitted).toBe(true)
+    for (let i = 0; i < 5; i++) expect((await old.decide()).admitted).toBe(true)
     await etcd.client.put(`${name}/config`).value('rate=1 per=60000 burst=1')
     const tokens = () => etcd.keysUnder(`${name}/tokens/`)
     const gone = (slot: number) => etcd.client.delete().key(`${name}/tokens/${slot}`) // as if its time had passed
@@ -167,15 +175,15 @@ describe('RateLimiter', () => {
     await gone(1)
     // Three admissions still count, in slots 2–4, where a bucket of 2 has none: slots 0 and 1 are
     // free but taking either would make 4. Each new object guesses blind on its first Txn.
-    for (let i = 0; i < 3; i++) expect((await limiter(name, { ...settings, burst: 1 }).tryAcquire()).admitted).toBe(false)
+    for (let i = 0; i < 3; i++) expect((await limiter(name, { ...settings, burst: 1 }).decide()).admitted).toBe(false)
     const lowered = limiter(name, { ...settings, burst: 1 })
-    expect((await lowered.tryAcquire()).admitted).toBe(false)
+    expect((await lowered.decide()).admitted).toBe(false)
     expect((await tokens()).sort()).toEqual([2, 3, 4].map((i) => `${name}/tokens/${i}`))
     await gone(2)
-    expect((await lowered.tryAcquire()).admitted).toBe(false)
+    expect((await lowered.decide()).admitted).toBe(false)
     await gone(3)
-    expect((await lowered.tryAcquire()).admitted).toBe(true)
-    expect((await lowered.tryAcquire()).admitted).toBe(false)
+    expect((await lowered.decide()).admitted).toBe(true)
+    expect((await lowered.decide()).admitted).toBe(false)
     expect(await tokens()).toHaveLength(2)
   })
 

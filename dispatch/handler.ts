@@ -3,7 +3,7 @@
 // takes over (./handover.ts) or shortly before its own timeout. Built on lib/ only (Session +
 // Election for "one at a time"), so the deployed bundle carries no Middy, plugin or build code.
 import type { Namespace } from 'etcd3'
-import { checkClient } from '../lib/check.js'
+import { checkClient, checkSeconds } from '../lib/check.js'
 import { sharedClient } from '../lib/client.js'
 import { Election } from '../lib/election.js'
 import { InvalidArgumentError } from '../lib/errors.js'
@@ -87,7 +87,7 @@ function checkOptions(options: DispatcherHandlerOptions): void {
   if (invocationType !== undefined && invocationType !== 'Event' && invocationType !== 'RequestResponse') {
     throw new InvalidArgumentError(`dispatcherHandler: invocationType must be 'Event' or 'RequestResponse', got ${JSON.stringify(invocationType)}`)
   }
-  if (ttl !== undefined && (!Number.isInteger(ttl) || ttl < 1)) throw new InvalidArgumentError(`dispatcherHandler: ttl must be a whole number of seconds >= 1, got ${String(ttl)}`)
+  if (ttl !== undefined) checkSeconds(ttl, 'dispatcherHandler: ttl')
   if (subscriptions !== undefined) {
     if (!Array.isArray(subscriptions)) throw new InvalidArgumentError('dispatcherHandler: subscriptions must be an array of { function, queue, … }')
     subscriptions.forEach(checkSubscription)

@@ -17,7 +17,7 @@ import { waitFor } from '../lib/wait.js'
  * claiming window would be too short to be worth waiting for.
  */
 export async function campaignFor(election: Election, proposal: string, waitMs: number): Promise<boolean> {
-  if (waitMs <= 0) return (await election.tryCampaign(proposal)).elected
+  if (waitMs <= 0) return (await election.campaignOnce(proposal)).elected
   const giveUp = new AbortController()
   const timer = startTimer(waitMs, () => giveUp.abort(new Error('no handover before this run could lead for long enough')), { ref: true })
   try {

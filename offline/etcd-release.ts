@@ -7,7 +7,7 @@ import { existsSync, readFileSync } from 'node:fs'
 import { homedir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { InvalidArgumentError, MiddyEtcdError } from '../lib/errors.js'
+import { ConfigurationError, InvalidArgumentError, MiddyEtcdError } from '../lib/errors.js'
 
 /** An etcd release line this project is tested on. */
 export type EtcdLine = '3.4' | '3.5' | '3.6' | '3.7'
@@ -39,7 +39,7 @@ function releasesFile(): ReleasesFile {
     const path = join(dir, 'etcd', 'releases.json')
     if (existsSync(path)) return JSON.parse(readFileSync(path, 'utf8')) as ReleasesFile
   }
-  throw new MiddyEtcdError('etcd/releases.json is missing from the middy-etcd package; reinstall it')
+  throw new ConfigurationError('etcd/releases.json', 'etcd/releases.json is missing from the middy-etcd package; reinstall it')
 }
 
 /** The default release line (the newest supported one) and the exact version pinned for each line. */
@@ -66,7 +66,7 @@ export function etcdVersionOf(bin: string): string {
   if (known) return known
   const run = spawnSync(bin, ['--version'], { encoding: 'utf8', timeout: 10_000 })
   const version = /etcd Version:\s*(\S+)/.exec(run.stdout ?? '')?.[1]
-  if (!version) throw new MiddyEtcdError(`${bin} --version did not say which etcd it is (${(run.stderr || run.error?.message || run.stdout || '').trim().slice(0, 200)}); is ETCD_BIN an etcd server binary?`)
+  if (!version) throw new ConfigurationError('ETCD_BIN', `${bin} --version did not say which etcd it is (${(run.stderr || run.error?.message || run.stdout || '').trim().slice(0, 200)}); is ETCD_BIN an etcd server binary?`)
   versionCache.set(bin, version)
   return version
 }

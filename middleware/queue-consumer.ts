@@ -9,7 +9,7 @@ import { PriorityQueue } from '../lib/priority-queue.js'
 import { checkQueueSettings, dispatchedMessages, toQueueMessage, type QueueMessage, type QueueSettings } from '../lib/queue-event.js'
 import { Queue } from '../lib/queue.js'
 import { emit, type OnEvent } from './events.js'
-import { InvocationScope, waitBudget } from './scope.js'
+import { ScopeUses, shortCircuit, waitBudget } from './scope.js'
 import { validateOptions, type Schema } from './options.js'
 
 export { toQueueMessage, type QueueMessage, type QueueDispatchEvent } from '../lib/queue-event.js'
@@ -63,7 +63,7 @@ const schema: Schema = {
 export function queueConsumer(options: QueueConsumerOptions): MiddlewareObj<unknown, any, Error, Context & { etcd: { messages: QueueMessage[] } }> {
   const opts = validateOptions<QueueConsumerOptions & typeof defaults>('queueConsumer', schema, defaults, options)
   checkQueueSettings(opts, 'queueConsumer')
-  const self = {}
+  const uses = new ScopeUses('queueConsumer')
   const client = () => opts.client ?? sharedClient()
   let queue: Queue | PriorityQueue | undefined
   const open = () => {
@@ -73,7 +73,7 @@ export function queueConsumer(options: QueueConsumerOptions): MiddlewareObj<unkn
   }
 
   /** Acks the successes in one Txn (ackMany) and nacks each failure (visible again after its retry delay, or dead-lettered). */
-  const settle = async (q: Queue | PriorityQueue, messages: QueueMessage[], failed: Set<string>) => {
+  const ackAndNack = async (q: Queue | PriorityQueue, messages: QueueMessage[], failed: Set<string>) => {
     const done = messages.filter((m) => !failed.has(m.id)).map((m) => m.receipt)
     const [acks, ...nacks] = await Promise.allSettled([
       done.length > 0 ? q.ackMany(done) : Promise.resolve([]),
@@ -100,31 +100,25 @@ export function queueConsumer(options: QueueConsumerOptions): MiddlewareObj<unkn
     }
     if (messages.length === 0) {
       emit(opts.onEvent, { type: 'skipped', primitive: 'queue', name: opts.queue })
-      await InvocationScope.endAll(request)
-      request.earlyResponse = { batchItemFailures: [] }
-      return request.earlyResponse
+      return shortCircuit(request, (): BatchResponse => ({ batchItemFailures: [] }))
     }
     const batch = messages
-    const scope = InvocationScope.of(request, client(), request.context, self)
-    // If the handler throws, every message of the batch failed.
-    scope.hold(self, () => settle(q, batch, new Set(batch.map((m) => m.id))))
+    // From `after`, the handler's batchItemFailures failed; on every other path (it threw, a
+    // guard inside short-circuited), every message of the batch did.
+    uses.enter(request, client(), request.context).onRelease((handled) => ackAndNack(q, batch, handled ? failuresOf(handled.response) : new Set(batch.map((m) => m.id))))
     request.context.etcd = { ...request.context.etcd, messages: batch }
     emit(opts.onEvent, { type: 'acquired', primitive: 'queue', name: opts.queue, detail: { messages: batch.length } })
     return undefined
   }
 
-  const after = async (request: Request) => {
-    const scope = InvocationScope.find(request, client())
-    const batch = (request.context as unknown as { etcd?: { messages?: QueueMessage[] } }).etcd?.messages
-    if (scope && batch) {
-      const failures = (request.response as Partial<BatchResponse> | undefined)?.batchItemFailures
-      const failed = new Set(Array.isArray(failures) ? failures.map((f) => String(f.itemIdentifier)) : [])
-      scope.hold(self, () => settle(open(), batch, failed))
-    }
-    await InvocationScope.settle(request, client(), self)
-  }
-
-  const onError = (request: Request) => InvocationScope.settle(request, client(), self)
+  const after = (request: Request) => uses.leave(request, { response: request.response })
+  const onError = (request: Request) => uses.leave(request)
 
   return { before, after, onError }
+}
+
+/** The ids a handler's `{ batchItemFailures }` names (none when it returned anything else). */
+function failuresOf(response: unknown): Set<string> {
+  const failures = (response as Partial<BatchResponse> | undefined)?.batchItemFailures
+  return new Set(Array.isArray(failures) ? failures.map((f) => String(f.itemIdentifier)) : [])
 }

@@ -10,7 +10,7 @@ import { emit, type OnEvent } from './events.js'
 import { jsonResponse } from './http.js'
 import { resolveName, type NameOption } from './name.js'
 import { validateOptions, type Schema } from './options.js'
-import { InvocationScope, waitBudget } from './scope.js'
+import { shortCircuit, waitBudget } from './scope.js'
 
 /** Options of {@link etcdRateLimit}. */
 export interface EtcdRateLimitOptions<TEvent = any, TResult = any> {
@@ -143,10 +143,8 @@ export function etcdRateLimit<TEvent = any, TResult = any>(
     }
     if (!admission) {
       emit(opts.onEvent, { type: 'skipped', primitive: 'rateLimit', name, detail: { retryAfterMs } })
-      // Middy skips every `after` once we answer: release what outer middlewares hold first.
-      await InvocationScope.endAll(request)
-      request.earlyResponse = opts.onLimited ? await opts.onLimited(request, retryAfterMs) : (tooManyRequests(request.event, retryAfterMs) as TResult)
-      return request.earlyResponse
+      const { onLimited } = opts
+      return shortCircuit(request, () => (onLimited ? onLimited(request, retryAfterMs) : (tooManyRequests(request.event, retryAfterMs) as TResult)))
     }
     const waitedMs = performance.now() - started
     const admitted = admission

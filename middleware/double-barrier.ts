@@ -3,7 +3,6 @@ import type { Namespace } from 'etcd3'
 import { sharedClient } from '../lib/client.js'
 import { DoubleBarrier } from '../lib/double-barrier.js'
 import { WaitTimeoutError } from '../lib/errors.js'
-import { MAX_TTL_S } from '../lib/limits.js'
 import { emit, type OnEvent } from './events.js'
 import { ScopeUses } from './scope.js'
 import { resolveName, type NameOption } from './name.js'
@@ -29,7 +28,7 @@ const schema: Schema = {
   name: { type: 'nameOrFunction', required: true },
   count: { type: 'integer', min: 1, required: true },
   waitMs: { type: 'number', min: 0 },
-  ttl: { type: 'integer', min: 1, max: MAX_TTL_S },
+  ttl: { type: 'seconds' },
   client: { type: 'object' },
   onEvent: { type: 'function' },
 }

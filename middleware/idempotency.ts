@@ -7,7 +7,7 @@ import { IdempotencyStore, type IdempotencyClaim, type WaitOutcome } from '../li
 import { hashPayload } from '../lib/idempotency-record.js'
 import { idempotencyKeys } from '../lib/keys.js'
 import type { Compare } from '../lib/kv.js'
-import { DEFAULT_IN_PROGRESS_TTL_S, MAX_NAME_BYTES, MAX_TTL_S } from '../lib/limits.js'
+import { DEFAULT_IN_PROGRESS_TTL_S, MAX_NAME_BYTES } from '../lib/limits.js'
 import { perClient } from '../lib/per-client.js'
 import type { WaitOptions } from '../lib/wait.js'
 import { emit, type EtcdEvent, type OnEvent } from './events.js'
@@ -74,11 +74,11 @@ export const schema: Schema = {
   key: { type: 'function', required: true },
   requireKey: { type: 'boolean' },
   payload: { type: 'function' },
-  ttl: { type: 'integer', min: 0, max: MAX_TTL_S },
+  ttl: { type: 'seconds', min: 0 },
   onInProgress: { type: 'enum', values: ['wait', 'reject'] },
   waitMs: { type: 'number', min: 0 },
   responseHook: { type: 'function' },
-  leaseTtl: { type: 'integer', min: 1, max: MAX_TTL_S },
+  leaseTtl: { type: 'seconds' },
   prefix: { type: 'string' },
   client: { type: 'object' },
   onEvent: { type: 'function' },

@@ -6,7 +6,6 @@ import { sharedClient } from '../lib/client.js'
 import { Election, type Leader } from '../lib/election.js'
 import type { Compare } from '../lib/kv.js'
 import { NotLeaderError } from '../lib/errors.js'
-import { MAX_TTL_S } from '../lib/limits.js'
 import { Session } from '../lib/session.js'
 import { emit, type OnEvent } from './events.js'
 import { isHttpEvent, jsonResponse } from './http.js'
@@ -63,8 +62,8 @@ const defaults = { ttl: 10 } as const
 const schema: Schema = {
   election: { type: 'nameOrFunction', required: true },
   value: { type: 'nameOrFunction' },
-  term: { type: 'integer', min: 1, max: MAX_TTL_S },
-  ttl: { type: 'integer', min: 1, max: MAX_TTL_S },
+  term: { type: 'seconds' },
+  ttl: { type: 'seconds' },
   onFollower: { type: 'function' },
   client: { type: 'object' },
   onEvent: { type: 'function' },

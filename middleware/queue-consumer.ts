@@ -3,7 +3,7 @@ import type { Context } from 'aws-lambda'
 import type { Namespace } from 'etcd3'
 import { sharedClient } from '../lib/client.js'
 import { ClaimLostError } from '../lib/errors.js'
-import { DEFAULT_BATCH_SIZE, DEFAULT_MAX_RECEIVES, DEFAULT_MAX_RETRY_DELAY_S, DEFAULT_RETRY_DELAY_S, DEFAULT_VISIBILITY_S, MAX_BATCH, MAX_TTL_S } from '../lib/limits.js'
+import { DEFAULT_BATCH_SIZE, DEFAULT_MAX_RECEIVES, DEFAULT_MAX_RETRY_DELAY_S, DEFAULT_RETRY_DELAY_S, DEFAULT_VISIBILITY_S } from '../lib/limits.js'
 import { consumerDeadLetter } from '../lib/queue-options.js'
 import { PriorityQueue } from '../lib/priority-queue.js'
 import { checkQueueSettings, dispatchedMessages, toQueueMessage, type QueueMessage, type QueueSettings } from '../lib/queue-event.js'
@@ -38,16 +38,18 @@ const defaults = {
   maxRetryDelay: DEFAULT_MAX_RETRY_DELAY_S,
 } as const
 
+// The queue settings are checked by lib's one check of them (`checkQueueSettings`, which the
+// dispatcher and the plugin's etcdQueue events run too); the schema knows the consumer's own.
 const schema: Schema = {
-  queue: { type: 'string', required: true },
-  priority: { type: 'boolean' },
-  batchSize: { type: 'integer', min: 1, max: MAX_BATCH },
-  visibilityTimeout: { type: 'integer', min: 1, max: MAX_TTL_S },
-  maxReceives: { type: 'integer', min: 1 },
-  deadLetterQueue: { type: 'string' },
+  queue: { type: 'lib', required: true },
+  priority: { type: 'lib' },
+  batchSize: { type: 'lib' },
+  visibilityTimeout: { type: 'lib' },
+  maxReceives: { type: 'lib' },
+  deadLetterQueue: { type: 'lib' },
   waitMs: { type: 'number', min: 0 },
-  retryDelay: { type: 'integer', min: 0, max: MAX_TTL_S },
-  maxRetryDelay: { type: 'integer', min: 0, max: MAX_TTL_S },
+  retryDelay: { type: 'lib' },
+  maxRetryDelay: { type: 'lib' },
   client: { type: 'object' },
   onEvent: { type: 'function' },
 }
@@ -61,8 +63,7 @@ const schema: Schema = {
  * the visibility timeout ends.
  */
 export function queueConsumer(options: QueueConsumerOptions): MiddlewareObj<unknown, any, Error, Context & { etcd: { messages: QueueMessage[] } }> {
-  const opts = validateOptions<QueueConsumerOptions & typeof defaults>('queueConsumer', schema, defaults, options)
-  checkQueueSettings(opts, 'queueConsumer')
+  const opts = validateOptions<QueueConsumerOptions & typeof defaults>('queueConsumer', schema, defaults, options, (o) => checkQueueSettings(o, 'queueConsumer'))
   const uses = new ScopeUses('queueConsumer')
   const client = () => opts.client ?? sharedClient()
   let queue: Queue | PriorityQueue | undefined

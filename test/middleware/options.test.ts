@@ -3,6 +3,7 @@ import { describe, expect, expectTypeOf, it } from 'vitest'
 import middy from '@middy/core'
 import { checkQueueSettings, InvalidArgumentError } from '../../lib/index.js'
 import { checkRateOptions } from '../../lib/rate-limiter.js'
+import { checkPermits } from '../../lib/semaphore.js'
 import {
   etcdBarrier,
   etcdDoubleBarrier,
@@ -104,6 +105,11 @@ describe('a setting lib checks too is checked once, by its rule in lib, when the
       const mw = refusal(() => etcdRateLimit({ name: 'x', ...settings }))
       expect(mw.message).toBe(`etcdRateLimit: option \`${option}\`: ${lib.message.replace(/^RateLimiter /, '')}`)
     }
+  })
+
+  it("etcdSemaphore's permits: the Semaphore constructor's checkPermits decides", () => {
+    const lib = refusal(() => checkPermits(1001))
+    expect(refusal(() => etcdSemaphore({ name: 'x', permits: 1001 })).message).toBe(`etcdSemaphore: option \`permits\`: ${lib.message.replace(/^Semaphore /, '')}`)
   })
 
   it("every lease TTL option is checked by lib's checkSeconds: one range, one message", () => {

@@ -16,7 +16,10 @@ import { requestSlot, type RequestLike } from './state.js'
  * State lives on the request (`request.internal`, see state.ts): never in a middleware's
  * closure, which concurrent invocations share.
  *
- * The verbs, one meaning each:
+ * The verbs, one meaning each. (They were hold/release/settle/end/endAll/abandon, where
+ * `settle` meant "release, and end too if you opened the scope" and every guard had to
+ * remember `endAll`; a holder was a `{}` token per middleware instance, so an instance used
+ * twice in one chain replaced its own first hold and left that lock on a pooled lease.)
  *
  * - `enter` — one use of one middleware joins the invocation's scope for a client (the first
  *   use opens it). A use is per request and per place in the chain: a middleware instance

@@ -3,9 +3,8 @@ import type { Namespace } from 'etcd3'
 import { sharedClient } from '../lib/client.js'
 import { DoubleBarrier } from '../lib/double-barrier.js'
 import { WaitTimeoutError } from '../lib/errors.js'
-import { MAX_TTL_S } from '../lib/limits.js'
 import { emit, type OnEvent } from './events.js'
-import { InvocationScope } from './scope.js'
+import { ScopeUses } from './scope.js'
 import { resolveName, type NameOption } from './name.js'
 import { validateOptions, type Schema } from './options.js'
 
@@ -29,7 +28,7 @@ const schema: Schema = {
   name: { type: 'nameOrFunction', required: true },
   count: { type: 'integer', min: 1, required: true },
   waitMs: { type: 'number', min: 0 },
-  ttl: { type: 'integer', min: 1, max: MAX_TTL_S },
+  ttl: { type: 'seconds' },
   client: { type: 'object' },
   onEvent: { type: 'function' },
 }
@@ -41,7 +40,7 @@ const schema: Schema = {
  */
 export function etcdDoubleBarrier<TEvent = any>(options: EtcdDoubleBarrierOptions<TEvent>): MiddlewareObj<TEvent> {
   const opts = validateOptions<EtcdDoubleBarrierOptions<TEvent> & typeof defaults>('etcdDoubleBarrier', schema, defaults, options)
-  const self = {}
+  const uses = new ScopeUses('etcdDoubleBarrier')
   const client = () => opts.client ?? sharedClient()
 
   const timedOut = (name: string, side: string, ms: number) =>
@@ -49,7 +48,8 @@ export function etcdDoubleBarrier<TEvent = any>(options: EtcdDoubleBarrierOption
 
   const before = async (request: Request<TEvent>) => {
     const name = resolveName('etcdDoubleBarrier', opts.name, request)
-    const scope = InvocationScope.of(request, client(), request.context, self)
+    const use = uses.enter(request, client(), request.context)
+    const { scope } = use
     const entry = scope.waitBudget(opts.waitMs)
     const started = performance.now()
     const barrier = await scope.withSession(opts.ttl, async (session) => {
@@ -62,7 +62,7 @@ export function etcdDoubleBarrier<TEvent = any>(options: EtcdDoubleBarrierOption
       return barrier
     })
     emit(opts.onEvent, { type: 'acquired', primitive: 'doubleBarrier', name, key: barrier.key, waitedMs: performance.now() - started })
-    scope.hold(self, async () => {
+    use.onRelease(async () => {
       const exit = scope.waitBudget(opts.waitMs)
       const leaving = performance.now()
       try {
@@ -74,7 +74,7 @@ export function etcdDoubleBarrier<TEvent = any>(options: EtcdDoubleBarrierOption
     })
   }
 
-  const leave = (request: Request<TEvent>) => InvocationScope.settle(request, client(), self)
+  const leave = (request: Request<TEvent>) => uses.leave(request)
 
   return { before, after: leave, onError: leave }
 }

@@ -7,14 +7,14 @@ import { IdempotencyStore, type IdempotencyClaim, type WaitOutcome } from '../li
 import { hashPayload } from '../lib/idempotency-record.js'
 import { idempotencyKeys } from '../lib/keys.js'
 import type { Compare } from '../lib/kv.js'
-import { DEFAULT_IN_PROGRESS_TTL_S, MAX_NAME_BYTES, MAX_TTL_S } from '../lib/limits.js'
+import { DEFAULT_IN_PROGRESS_TTL_S, MAX_NAME_BYTES } from '../lib/limits.js'
 import { perClient } from '../lib/per-client.js'
 import type { WaitOptions } from '../lib/wait.js'
 import { emit, type EtcdEvent, type OnEvent } from './events.js'
 import { sourceOf } from './http.js'
 import { callWithEvent } from './name.js'
 import { validateOptions, type Schema } from './options.js'
-import { InvocationScope } from './scope.js'
+import { ScopeUses, shortCircuit, type ScopeUse } from './scope.js'
 
 /** What the handler of the invocation that owns the key gets as `context.etcd.idempotency`. */
 export interface IdempotencyGrant {
@@ -74,11 +74,11 @@ export const schema: Schema = {
   key: { type: 'function', required: true },
   requireKey: { type: 'boolean' },
   payload: { type: 'function' },
-  ttl: { type: 'integer', min: 0, max: MAX_TTL_S },
+  ttl: { type: 'seconds', min: 0 },
   onInProgress: { type: 'enum', values: ['wait', 'reject'] },
   waitMs: { type: 'number', min: 0 },
   responseHook: { type: 'function' },
-  leaseTtl: { type: 'integer', min: 1, max: MAX_TTL_S },
+  leaseTtl: { type: 'seconds' },
   prefix: { type: 'string' },
   client: { type: 'object' },
   onEvent: { type: 'function' },
@@ -109,10 +109,8 @@ export function etcdIdempotency<TEvent = any, TResult = any, TKey extends string
   options: EtcdIdempotencyOptions<TEvent, TResult, TKey, TRequire>,
 ): MiddlewareObj<TEvent, TResult, Error, Context & IdempotencyContext<TRequire extends true ? string : TKey>> {
   const opts = validateOptions<Resolved<TEvent, TResult>>('etcdIdempotency', schema, defaults, options)
-  const self = {}
+  const uses = new ScopeUses('etcdIdempotency')
   const client = () => opts.client ?? sharedClient()
-  /** The claim each request owns: only that request completes or fails it. */
-  const owned = new WeakMap<object, { claim: IdempotencyClaim; store: IdempotencyStore; event: Omit<EtcdEvent, 'type'> }>()
 
   const before = async (request: IdempotencyRequest<TEvent, TResult>) => {
     const prefix = opts.prefix ?? idempotencyKeys.functionPrefix(request.context?.functionName || 'default')
@@ -124,13 +122,14 @@ export function etcdIdempotency<TEvent = any, TResult = any, TKey extends string
     const payload = opts.payload
     const payloadHash = payload ? hashPayload(callWithEvent('etcdIdempotency', 'payload', () => payload(request.event))) : undefined
     const store = storeFor(client(), prefix)
-    const scope = InvocationScope.of(request, client(), request.context, self)
+    const use = uses.enter(request, client(), request.context)
+    const { scope } = use
     const budget = scope.waitBudget(opts.waitMs)
     const started = performance.now()
     let waited = false
     for (;;) {
       const begun = await scope.withSession(opts.leaseTtl, (session) => store.begin(key, { payloadHash, session }))
-      if (begun.status === 'owned') return hold(request, scope, store, key, begun.claim, performance.now() - started)
+      if (begun.status === 'owned') return own(request, use, store, prefix, begun.claim, performance.now() - started)
       const outcome = begun.status === 'in-progress' ? await waitFor(request, key, begun.wait, budget, waited) : begun
       waited ||= begun.status === 'in-progress'
       if (outcome.status === 'completed') return respond(request, key, outcome.result as TResult, outcome.revision, waited)
@@ -143,31 +142,39 @@ export function etcdIdempotency<TEvent = any, TResult = any, TKey extends string
   const waitFor = async (request: IdempotencyRequest<TEvent, TResult>, key: string, wait: (o: WaitOptions) => Promise<WaitOutcome>, budget: { signal: AbortSignal; ms: number }, waited: boolean) => {
     if (opts.onInProgress === 'reject') {
       emit(opts.onEvent, { type: 'skipped', primitive: 'idempotency', name: key, detail: { reason: 'in-progress' } })
-      await InvocationScope.endAll(request)
-      throw new IdempotencyInProgressError(`idempotency key ${JSON.stringify(key)} is being processed by another invocation; retry later (or use onInProgress: 'wait')`)
+      return shortCircuit(request, () => {
+        throw new IdempotencyInProgressError(`idempotency key ${JSON.stringify(key)} is being processed by another invocation; retry later (or use onInProgress: 'wait')`)
+      })
     }
     if (!waited) emit(opts.onEvent, { type: 'waiting', primitive: 'idempotency', name: key })
     try {
       return await wait({ signal: budget.signal })
     } catch (err) {
       if (err !== budget.signal.reason) throw err
-      await InvocationScope.endAll(request)
-      throw new IdempotencyInProgressError(`idempotency key ${JSON.stringify(key)} was still being processed by another invocation after ${budget.ms} ms; retry later, or raise waitMs or the function timeout`)
+      return shortCircuit(request, () => {
+        throw new IdempotencyInProgressError(`idempotency key ${JSON.stringify(key)} was still being processed by another invocation after ${budget.ms} ms; retry later, or raise waitMs or the function timeout`)
+      })
     }
   }
 
-  /** This invocation owns the key: the handler runs with `context.etcd.idempotency`. */
-  const hold = (request: IdempotencyRequest<TEvent, TResult>, scope: InvocationScope, store: IdempotencyStore, key: string, claim: IdempotencyClaim, waitedMs: number) => {
-    const event = { primitive: 'idempotency' as const, name: key, key: claim.own.key, fence: String(claim.fence) }
-    owned.set(request, { claim, store, event })
-    // Runs on every path that does not complete the claim: onError, a guard's short-circuit, etcdPlugin.
-    scope.hold(self, async () => {
+  /**
+   * This invocation owns the key: the handler runs with `context.etcd.idempotency`. Leaving
+   * from `after` stores the handler's response; every other way out (onError, a guard's
+   * short-circuit, etcdPlugin) gives the key up, so the next duplicate runs the handler.
+   */
+  const own = (request: IdempotencyRequest<TEvent, TResult>, use: ScopeUse, store: IdempotencyStore, prefix: string, claim: IdempotencyClaim, waitedMs: number) => {
+    // The record's etcd key, by the layout the store writes it in (the claim's own key is lib's internal).
+    const event = { primitive: 'idempotency' as const, name: claim.key, key: idempotencyKeys.record(prefix, claim.key), fence: String(claim.fence) }
+    use.onRelease(async (handled) => {
       if (claim.settled) return
-      await store.fail(claim)
-      emit(opts.onEvent, { ...event, type: 'released', detail: { stored: false } })
+      if (handled) await keep(store, claim, handled.response, event)
+      else {
+        await store.fail(claim)
+        emit(opts.onEvent, { ...event, type: 'released', detail: { stored: false } })
+      }
     })
     const grant: IdempotencyGrant = {
-      key,
+      key: claim.key,
       fence: claim.fence,
       ownerCompare: () => claim.ownerCompare(),
       fenced: () => claim.fenced(),
@@ -180,34 +187,27 @@ export function etcdIdempotency<TEvent = any, TResult = any, TKey extends string
     return undefined
   }
 
-  /** A duplicate: the stored response, without running the handler (Middy's early response). */
-  const respond = async (request: IdempotencyRequest<TEvent, TResult>, key: string, stored: TResult, revision: bigint, waited: boolean) => {
-    emit(opts.onEvent, { type: 'skipped', primitive: 'idempotency', name: key, detail: { reason: 'duplicate', waited } })
-    // Middy skips every `after` now: release what outer middlewares hold first.
-    await InvocationScope.endAll(request)
-    const response = opts.responseHook ? await opts.responseHook(stored, { key, revision, waited }) : stored
-    request.earlyResponse = response
-    return response
-  }
-
-  /** Stores the response; never fails the invocation because it could not. */
-  const after = async (request: IdempotencyRequest<TEvent, TResult>) => {
-    const mine = owned.get(request)
-    if (mine && !mine.claim.settled) {
-      const { claim, store, event } = mine
-      try {
-        await store.complete(claim, request.response, { ttl: opts.ttl })
-        emit(opts.onEvent, { ...event, type: 'released', detail: { stored: true } })
-      } catch (err) {
-        if (err instanceof IdempotencyClaimLostError) emit(opts.onEvent, { ...event, type: 'lost', detail: { stored: false } })
-        else emit(opts.onEvent, { ...event, type: 'not-stored', detail: { reason: err instanceof IdempotencyResultNotStorableError ? err.reason : 'etcd', error: (err as Error).name } })
-        if (!claim.settled) await store.fail(claim)
-      }
+  /** Stores the handler's response for duplicates; never fails the invocation because it could not. */
+  const keep = async (store: IdempotencyStore, claim: IdempotencyClaim, response: unknown, event: Omit<EtcdEvent, 'type'>) => {
+    try {
+      await store.complete(claim, response, { ttl: opts.ttl })
+      emit(opts.onEvent, { ...event, type: 'released', detail: { stored: true } })
+    } catch (err) {
+      if (err instanceof IdempotencyClaimLostError) emit(opts.onEvent, { ...event, type: 'lost', detail: { stored: false } })
+      else emit(opts.onEvent, { ...event, type: 'not-stored', detail: { reason: err instanceof IdempotencyResultNotStorableError ? err.reason : 'etcd', error: (err as Error).name } })
+      if (!claim.settled) await store.fail(claim)
     }
-    await InvocationScope.settle(request, client(), self)
   }
 
-  const onError = (request: IdempotencyRequest<TEvent, TResult>) => InvocationScope.settle(request, client(), self)
+  /** A duplicate: the stored response, without running the handler (Middy's early response). */
+  const respond = (request: IdempotencyRequest<TEvent, TResult>, key: string, stored: TResult, revision: bigint, waited: boolean) => {
+    emit(opts.onEvent, { type: 'skipped', primitive: 'idempotency', name: key, detail: { reason: 'duplicate', waited } })
+    const { responseHook } = opts
+    return shortCircuit(request, () => (responseHook ? responseHook(stored, { key, revision, waited }) : stored))
+  }
+
+  const after = (request: IdempotencyRequest<TEvent, TResult>) => uses.leave(request, { response: request.response })
+  const onError = (request: IdempotencyRequest<TEvent, TResult>) => uses.leave(request)
 
   return { before, after, onError } as MiddlewareObj<TEvent, TResult, Error, Context & IdempotencyContext<TRequire extends true ? string : TKey>>
 }

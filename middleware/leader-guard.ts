@@ -6,11 +6,10 @@ import { sharedClient } from '../lib/client.js'
 import { Election, type Leader } from '../lib/election.js'
 import type { Compare } from '../lib/kv.js'
 import { NotLeaderError } from '../lib/errors.js'
-import { MAX_TTL_S } from '../lib/limits.js'
 import { Session } from '../lib/session.js'
 import { emit, type OnEvent } from './events.js'
 import { isHttpEvent, jsonResponse } from './http.js'
-import { InvocationScope } from './scope.js'
+import { ScopeUses, shortCircuit, type ScopeUse } from './scope.js'
 import { resolveName, type NameOption } from './name.js'
 import { validateOptions, type Schema } from './options.js'
 
@@ -63,8 +62,8 @@ const defaults = { ttl: 10 } as const
 const schema: Schema = {
   election: { type: 'nameOrFunction', required: true },
   value: { type: 'nameOrFunction' },
-  term: { type: 'integer', min: 1, max: MAX_TTL_S },
-  ttl: { type: 'integer', min: 1, max: MAX_TTL_S },
+  term: { type: 'seconds' },
+  ttl: { type: 'seconds' },
   onFollower: { type: 'function' },
   client: { type: 'object' },
   onEvent: { type: 'function' },
@@ -105,7 +104,7 @@ export function leaderGuard<TEvent = any, TResult = any>(
   options: LeaderGuardOptions<TEvent, TResult>,
 ): MiddlewareObj<TEvent, TResult, Error, Context & { etcd: { leader: LeadershipGrant } }> {
   const opts = validateOptions<LeaderGuardOptions<TEvent, TResult> & typeof defaults>('leaderGuard', schema, defaults, options)
-  const self = {}
+  const uses = new ScopeUses('leaderGuard')
   const client = () => opts.client ?? sharedClient()
   // Instance state on purpose: a term belongs to this process, not to one invocation.
   const terms = new Map<string, Term>()
@@ -114,24 +113,23 @@ export function leaderGuard<TEvent = any, TResult = any>(
 
   const follow = async (request: Request<TEvent, TResult>, name: string, leader: Leader | undefined) => {
     emit(opts.onEvent, { type: 'skipped', primitive: 'leader', name, key: leader?.key })
-    await InvocationScope.endAll(request)
-    request.earlyResponse = opts.onFollower ? await opts.onFollower(request, leader) : (followerResponse(request.event, leader) as TResult)
-    return request.earlyResponse
+    const { onFollower } = opts
+    return shortCircuit(request, () => (onFollower ? onFollower(request, leader) : (followerResponse(request.event, leader) as TResult)))
   }
 
   /** Leadership for one invocation, on the invocation's session; resigned when it ends. */
-  const leadOnce = async (request: Request<TEvent, TResult>, scope: InvocationScope, name: string, value: string) => {
-    const { election, attempt } = await scope.withSession(opts.ttl, async (session) => {
+  const leadOnce = async (use: ScopeUse, name: string, value: string) => {
+    const { election, attempt } = await use.scope.withSession(opts.ttl, async (session) => {
       const election = new Election(session, name)
       return { election, attempt: await election.tryCampaign(value) }
     })
     if (!attempt.elected) return { follower: attempt.leader }
-    scope.hold(self, () => election.resign())
+    use.onRelease(() => election.resign())
     return { election }
   }
 
   /** Leadership kept for `term` seconds across invocations of this instance. */
-  const leadForTerm = async (scope: InvocationScope, name: string, value: string, term: number) => {
+  const leadForTerm = async (use: ScopeUse, name: string, value: string, term: number) => {
     // One invocation of this instance leads at a time; the others are followers.
     if (leading.has(name)) return { follower: undefined }
     leading.add(name)
@@ -143,7 +141,7 @@ export function leaderGuard<TEvent = any, TResult = any>(
       }
       const state: Term = { leaseId: election.session.leaseId, key: election.key, rev: election.rev, aliveUntil: 0, aliveUntilWall: 0 }
       terms.set(name, state)
-      scope.hold(self, async () => {
+      use.onRelease(async () => {
         leading.delete(name)
         state.aliveUntil = election.session.aliveUntil
         state.aliveUntilWall = Date.now() + (state.aliveUntil - performance.now())
@@ -192,8 +190,8 @@ export function leaderGuard<TEvent = any, TResult = any>(
   const before = async (request: Request<TEvent, TResult, Error, Context & { etcd: { leader: LeadershipGrant } }>) => {
     const name = resolveName('leaderGuard', opts.election, request)
     const value = opts.value ? resolveName('leaderGuard', opts.value, request) : `${request.context?.functionName ?? 'function'}:${instanceId}`
-    const scope = InvocationScope.of(request, client(), request.context, self)
-    const outcome = opts.term ? await leadForTerm(scope, name, value, opts.term) : await leadOnce(request, scope, name, value)
+    const use = uses.enter(request, client(), request.context)
+    const outcome = opts.term ? await leadForTerm(use, name, value, opts.term) : await leadOnce(use, name, value)
     if (!outcome.election) return follow(request, name, outcome.follower)
     const { election } = outcome
     request.context.etcd = {
@@ -215,7 +213,7 @@ export function leaderGuard<TEvent = any, TResult = any>(
     return undefined
   }
 
-  const release = (request: Request<TEvent, TResult>) => InvocationScope.settle(request, client(), self)
+  const leave = (request: Request<TEvent, TResult>) => uses.leave(request)
 
-  return { before, after: release, onError: release }
+  return { before, after: leave, onError: leave }
 }

@@ -7,7 +7,7 @@ import type { Compare } from '../lib/kv.js'
 import type { Session } from '../lib/session.js'
 import type { LockOptions } from '../lib/wait.js'
 import { emit, type EtcdEvent, type OnEvent } from './events.js'
-import { InvocationScope } from './scope.js'
+import { ScopeUses, shortCircuit, type InvocationScope } from './scope.js'
 import { resolveName, type NameOption } from './name.js'
 
 /** What the handler gets as `context.etcd.lock` / `context.etcd.rwLock`. */
@@ -73,21 +73,23 @@ export function lockMiddleware<TEvent, TResult, TSlot extends string>(
   /** What the middleware holds, for messages ('lock', 'semaphore'). */
   noun = 'lock',
 ): MiddlewareObj<TEvent, TResult, Error, Context & { etcd: Record<TSlot, LockGrant> }> {
-  const self = {}
+  const uses = new ScopeUses(middleware)
   const client = () => opts.client ?? sharedClient()
   const primitive = slot as EtcdEvent['primitive']
 
   const before = async (request: Request<TEvent, TResult, Error, Context & { etcd: Record<TSlot, LockGrant> }>) => {
     const name = resolveName(middleware, opts.name, request)
-    const scope = InvocationScope.of(request, client(), request.context, self)
+    const use = uses.enter(request, client(), request.context)
+    const { scope } = use
     const started = performance.now()
     const acquired = await scope.withSession(opts.ttl, (session) => acquire(scope, session, name))
     if ('locked' in acquired) {
       emit(opts.onEvent, { type: 'skipped', primitive, name })
-      await InvocationScope.endAll(request)
-      if (!opts.onLocked) throw acquired.locked
-      request.earlyResponse = await opts.onLocked(request)
-      return request.earlyResponse
+      const { onLocked } = opts
+      return shortCircuit(request, () => {
+        if (!onLocked) throw acquired.locked
+        return onLocked(request)
+      })
     }
     const { lock, session } = acquired
     const acquiredAt = performance.now()
@@ -95,7 +97,7 @@ export function lockMiddleware<TEvent, TResult, TSlot extends string>(
     const event = { primitive, name, key, fence: String(fence) }
     const onLost = () => emit(opts.onEvent, { ...event, type: 'lost', heldMs: performance.now() - acquiredAt })
     session.signal.addEventListener('abort', onLost, { once: true })
-    scope.hold(self, async () => {
+    use.onRelease(async () => {
       session.signal.removeEventListener('abort', onLost)
       try {
         await lock.unlock()
@@ -152,7 +154,7 @@ export function lockMiddleware<TEvent, TResult, TSlot extends string>(
     return { lock, session }
   }
 
-  const release = (request: Request<TEvent, TResult>) => InvocationScope.settle(request, client(), self)
+  const leave = (request: Request<TEvent, TResult>) => uses.leave(request)
 
-  return { before, after: release, onError: release }
+  return { before, after: leave, onError: leave }
 }

@@ -1,6 +1,5 @@
 import type { MiddlewareObj } from '@middy/core'
 import type { Context } from 'aws-lambda'
-import { MAX_TTL_S } from '../lib/limits.js'
 import { Mutex } from '../lib/mutex.js'
 import { lockMiddleware, type LockGrant, type LockMiddlewareOptions } from './lock-middleware.js'
 import { validateOptions, type Schema } from './options.js'
@@ -14,7 +13,7 @@ export const schema: Schema = {
   acquire: { type: 'enum', values: ['wait', 'try'] },
   mode: { type: 'renamed', to: 'acquire' },
   waitMs: { type: 'number', min: 0 },
-  ttl: { type: 'integer', min: 1, max: MAX_TTL_S },
+  ttl: { type: 'seconds' },
   onLocked: { type: 'function' },
   client: { type: 'object' },
   onEvent: { type: 'function' },

@@ -1,12 +1,24 @@
+import { checkSeconds } from '../lib/check.js'
 import { InvalidArgumentError } from '../lib/errors.js'
 
 /**
  * A tiny option schema, checked once when a middleware is built so a misconfigured handler
  * fails at cold start with a message naming the option, not on some later invocation.
+ *
+ * A setting that lib checks too is checked by lib's rule, not by a second one written here:
+ * either a rule of lib's validation kit (`seconds`: lib/check.ts's `checkSeconds`, the range of
+ * every lease TTL), or — for settings lib checks as a whole, with rules between them — `lib`:
+ * the schema only knows the option, and the `lib` check given to {@link validateOptions} (the
+ * check lib's constructor runs, e.g. `checkQueueSettings`, `checkRateOptions`) decides, at
+ * creation, and its error is raised naming the option.
  */
 export type Rule =
   | { type: 'string' | 'function' | 'object' | 'boolean' }
   | { type: 'integer' | 'number'; min?: number; max?: number }
+  /** Whole seconds from `min` (default 1) to etcd's longest lease TTL, by lib's `checkSeconds`. */
+  | { type: 'seconds'; min?: number }
+  /** Checked by the `lib` check passed to {@link validateOptions} (the one lib's constructor runs). */
+  | { type: 'lib' }
   | { type: 'enum'; values: readonly string[] }
   | { type: 'nameOrFunction' }
   /** An option that no longer exists under this name: its use is an error naming the new one. */
@@ -26,6 +38,11 @@ function check(middleware: string, option: string, rule: Rule, value: unknown): 
     throw new InvalidArgumentError(`${middleware}: option \`${option}\` must be ${expected}, got ${describe(value)}`)
   }
   switch (rule.type) {
+    case 'lib':
+      return // by the lib check, once every option is merged
+    case 'seconds':
+      checkSeconds(value, `${middleware}: option \`${option}\``, rule.min ?? 1)
+      return
     case 'renamed':
       throw new InvalidArgumentError(`${middleware}: option \`${option}\` was renamed to \`${rule.to}\`; write { ${rule.to}: ${describe(value)} }`)
     case 'string':
@@ -61,8 +78,11 @@ function check(middleware: string, option: string, rule: Rule, value: unknown): 
   }
 }
 
-/** Merges `options` over `defaults` and checks every option against `schema`; unknown options are errors. */
-export function validateOptions<T extends object>(middleware: string, schema: Schema, defaults: Partial<T>, options: unknown): T {
+/**
+ * Merges `options` over `defaults` and checks every option against `schema`; unknown options
+ * are errors. `lib` is lib's check of the options whose rule is `lib`, run on the merged options.
+ */
+export function validateOptions<T extends object>(middleware: string, schema: Schema, defaults: Partial<T>, options: unknown, lib?: (options: T) => unknown): T {
   if (typeof options !== 'object' || options === null) {
     throw new InvalidArgumentError(`${middleware}: expected an options object, got ${describe(options)}`)
   }
@@ -80,5 +100,26 @@ export function validateOptions<T extends object>(middleware: string, schema: Sc
     }
     check(middleware, option, rule, value)
   }
+  if (lib) checkByLib(middleware, schema, lib, merged as T)
   return merged as T
+}
+
+/**
+ * Runs lib's check of the `lib` options. Lib's messages name the setting they refuse (before
+ * any other they mention: "burst must be …", "maxRetryDelay (3) must be at least retryDelay
+ * (9)"), so its error is raised again from this middleware, naming that option.
+ */
+function checkByLib<T>(middleware: string, schema: Schema, lib: (options: T) => unknown, options: T): void {
+  try {
+    lib(options)
+  } catch (err) {
+    if (!(err instanceof InvalidArgumentError)) throw err
+    const named = Object.keys(schema)
+      .filter((option) => schema[option].type === 'lib')
+      .map((option) => ({ option, at: err.message.search(new RegExp(`\\b${option}\\b`)) }))
+      .filter(({ at }) => at >= 0)
+      .sort((a, b) => a.at - b.at)[0]
+    const message = named ? `option \`${named.option}\`: ${err.message.slice(named.at)}` : err.message
+    throw new InvalidArgumentError(`${middleware}: ${message}`, { cause: err })
+  }
 }

@@ -1,7 +1,7 @@
 import type middy from '@middy/core'
 import type { Request } from '@middy/core'
 import { InvalidArgumentError } from '../lib/errors.js'
-import { InvocationScope } from './scope.js'
+import { endInvocation } from './scope.js'
 
 /** Middy's plugin options (the second argument of `middy()`). */
 export type PluginObject = middy.PluginObject
@@ -26,7 +26,7 @@ export function etcdPlugin(options: PluginObject = {}): PluginObject {
     ...options,
     requestEnd: async (request: Request) => {
       try {
-        await InvocationScope.endAll(request)
+        await endInvocation(request)
       } finally {
         await own?.(request)
       }

@@ -3,13 +3,13 @@ import type { Context } from 'aws-lambda'
 import type { Namespace } from 'etcd3'
 import { sharedClient } from '../lib/client.js'
 import { ClaimLostError } from '../lib/errors.js'
-import { DEFAULT_BATCH_SIZE, DEFAULT_MAX_RECEIVES, DEFAULT_MAX_RETRY_DELAY_S, DEFAULT_RETRY_DELAY_S, DEFAULT_VISIBILITY_S, MAX_BATCH, MAX_TTL_S } from '../lib/limits.js'
+import { DEFAULT_BATCH_SIZE, DEFAULT_MAX_RECEIVES, DEFAULT_MAX_RETRY_DELAY_S, DEFAULT_RETRY_DELAY_S, DEFAULT_VISIBILITY_S } from '../lib/limits.js'
 import { consumerDeadLetter } from '../lib/queue-options.js'
 import { PriorityQueue } from '../lib/priority-queue.js'
 import { checkQueueSettings, dispatchedMessages, toQueueMessage, type QueueMessage, type QueueSettings } from '../lib/queue-event.js'
 import { Queue } from '../lib/queue.js'
 import { emit, type OnEvent } from './events.js'
-import { InvocationScope, waitBudget } from './scope.js'
+import { ScopeUses, shortCircuit, waitBudget } from './scope.js'
 import { validateOptions, type Schema } from './options.js'
 
 export { toQueueMessage, type QueueMessage, type QueueDispatchEvent } from '../lib/queue-event.js'
@@ -38,16 +38,18 @@ const defaults = {
   maxRetryDelay: DEFAULT_MAX_RETRY_DELAY_S,
 } as const
 
+// The queue settings are checked by lib's one check of them (`checkQueueSettings`, which the
+// dispatcher and the plugin's etcdQueue events run too); the schema knows the consumer's own.
 const schema: Schema = {
-  queue: { type: 'string', required: true },
-  priority: { type: 'boolean' },
-  batchSize: { type: 'integer', min: 1, max: MAX_BATCH },
-  visibilityTimeout: { type: 'integer', min: 1, max: MAX_TTL_S },
-  maxReceives: { type: 'integer', min: 1 },
-  deadLetterQueue: { type: 'string' },
+  queue: { type: 'lib', required: true },
+  priority: { type: 'lib' },
+  batchSize: { type: 'lib' },
+  visibilityTimeout: { type: 'lib' },
+  maxReceives: { type: 'lib' },
+  deadLetterQueue: { type: 'lib' },
   waitMs: { type: 'number', min: 0 },
-  retryDelay: { type: 'integer', min: 0, max: MAX_TTL_S },
-  maxRetryDelay: { type: 'integer', min: 0, max: MAX_TTL_S },
+  retryDelay: { type: 'lib' },
+  maxRetryDelay: { type: 'lib' },
   client: { type: 'object' },
   onEvent: { type: 'function' },
 }
@@ -61,9 +63,8 @@ const schema: Schema = {
  * the visibility timeout ends.
  */
 export function queueConsumer(options: QueueConsumerOptions): MiddlewareObj<unknown, any, Error, Context & { etcd: { messages: QueueMessage[] } }> {
-  const opts = validateOptions<QueueConsumerOptions & typeof defaults>('queueConsumer', schema, defaults, options)
-  checkQueueSettings(opts, 'queueConsumer')
-  const self = {}
+  const opts = validateOptions<QueueConsumerOptions & typeof defaults>('queueConsumer', schema, defaults, options, (o) => checkQueueSettings(o, 'queueConsumer'))
+  const uses = new ScopeUses('queueConsumer')
   const client = () => opts.client ?? sharedClient()
   let queue: Queue | PriorityQueue | undefined
   const open = () => {
@@ -73,7 +74,7 @@ export function queueConsumer(options: QueueConsumerOptions): MiddlewareObj<unkn
   }
 
   /** Acks the successes in one Txn (ackMany) and nacks each failure (visible again after its retry delay, or dead-lettered). */
-  const settle = async (q: Queue | PriorityQueue, messages: QueueMessage[], failed: Set<string>) => {
+  const ackAndNack = async (q: Queue | PriorityQueue, messages: QueueMessage[], failed: Set<string>) => {
     const done = messages.filter((m) => !failed.has(m.id)).map((m) => m.receipt)
     const [acks, ...nacks] = await Promise.allSettled([
       done.length > 0 ? q.ackMany(done) : Promise.resolve([]),
@@ -100,31 +101,25 @@ export function queueConsumer(options: QueueConsumerOptions): MiddlewareObj<unkn
     }
     if (messages.length === 0) {
       emit(opts.onEvent, { type: 'skipped', primitive: 'queue', name: opts.queue })
-      await InvocationScope.endAll(request)
-      request.earlyResponse = { batchItemFailures: [] }
-      return request.earlyResponse
+      return shortCircuit(request, (): BatchResponse => ({ batchItemFailures: [] }))
     }
     const batch = messages
-    const scope = InvocationScope.of(request, client(), request.context, self)
-    // If the handler throws, every message of the batch failed.
-    scope.hold(self, () => settle(q, batch, new Set(batch.map((m) => m.id))))
+    // From `after`, the handler's batchItemFailures failed; on every other path (it threw, a
+    // guard inside short-circuited), every message of the batch did.
+    uses.enter(request, client(), request.context).onRelease((handled) => ackAndNack(q, batch, handled ? failuresOf(handled.response) : new Set(batch.map((m) => m.id))))
     request.context.etcd = { ...request.context.etcd, messages: batch }
     emit(opts.onEvent, { type: 'acquired', primitive: 'queue', name: opts.queue, detail: { messages: batch.length } })
     return undefined
   }
 
-  const after = async (request: Request) => {
-    const scope = InvocationScope.find(request, client())
-    const batch = (request.context as unknown as { etcd?: { messages?: QueueMessage[] } }).etcd?.messages
-    if (scope && batch) {
-      const failures = (request.response as Partial<BatchResponse> | undefined)?.batchItemFailures
-      const failed = new Set(Array.isArray(failures) ? failures.map((f) => String(f.itemIdentifier)) : [])
-      scope.hold(self, () => settle(open(), batch, failed))
-    }
-    await InvocationScope.settle(request, client(), self)
-  }
-
-  const onError = (request: Request) => InvocationScope.settle(request, client(), self)
+  const after = (request: Request) => uses.leave(request, { response: request.response })
+  const onError = (request: Request) => uses.leave(request)
 
   return { before, after, onError }
+}
+
+/** The ids a handler's `{ batchItemFailures }` names (none when it returned anything else). */
+function failuresOf(response: unknown): Set<string> {
+  const failures = (response as Partial<BatchResponse> | undefined)?.batchItemFailures
+  return new Set(Array.isArray(failures) ? failures.map((f) => String(f.itemIdentifier)) : [])
 }

@@ -3,14 +3,14 @@ import type { Context } from 'aws-lambda'
 import type { ComparatorBuilder, Namespace } from 'etcd3'
 import { sharedClient } from '../lib/client.js'
 import { InvalidArgumentError, RateLimitedError } from '../lib/errors.js'
-import { MAX_PERMITS, MAX_TTL_S } from '../lib/limits.js'
+import { MAX_PERMITS } from '../lib/limits.js'
 import { perClient } from '../lib/per-client.js'
 import { checkRateOptions, RateLimiter, type RateAdmission } from '../lib/rate-limiter.js'
 import { emit, type OnEvent } from './events.js'
 import { jsonResponse } from './http.js'
 import { resolveName, type NameOption } from './name.js'
 import { validateOptions, type Schema } from './options.js'
-import { InvocationScope, waitBudget } from './scope.js'
+import { shortCircuit, waitBudget } from './scope.js'
 
 /** Options of {@link etcdRateLimit}. */
 export interface EtcdRateLimitOptions<TEvent = any, TResult = any> {
@@ -53,12 +53,13 @@ export interface RateLimitGrant {
 
 const defaults: { per: number; burst: number; acquire: 'wait' | 'try'; waitMs: number } = { per: 1000, burst: 0, acquire: 'wait', waitMs: Infinity }
 
+// The limiter's settings are checked by the check its constructor runs (`checkRateOptions`).
 const schema: Schema = {
   name: { type: 'nameOrFunction', required: true },
-  rate: { type: 'number', min: Number.MIN_VALUE, required: true },
-  per: { type: 'integer', min: 1, max: 86_400_000 },
-  burst: { type: 'integer', min: 0, max: MAX_PERMITS - 1 },
-  waiterTtl: { type: 'integer', min: 1, max: MAX_TTL_S },
+  rate: { type: 'lib', required: true },
+  per: { type: 'lib' },
+  burst: { type: 'lib' },
+  waiterTtl: { type: 'lib' },
   cost: { type: 'integer', min: 1, max: MAX_PERMITS },
   acquire: { type: 'enum', values: ['wait', 'try'] },
   waitMs: { type: 'number', min: 0 },
@@ -118,12 +119,7 @@ function tooManyRequests(event: unknown, retryAfterMs: number) {
 export function etcdRateLimit<TEvent = any, TResult = any>(
   options: EtcdRateLimitOptions<TEvent, TResult>,
 ): MiddlewareObj<TEvent, TResult, Error, Context & { etcd: { rateLimit: RateLimitGrant } }> {
-  const opts = validateOptions<EtcdRateLimitOptions<TEvent, TResult> & typeof defaults>('etcdRateLimit', schema, defaults, options)
-  try {
-    checkRateOptions(opts)
-  } catch (err) {
-    throw new InvalidArgumentError(`etcdRateLimit: ${(err as Error).message}`)
-  }
+  const opts = validateOptions<EtcdRateLimitOptions<TEvent, TResult> & typeof defaults>('etcdRateLimit', schema, defaults, options, checkRateOptions)
   if (opts.cost !== undefined && opts.cost > opts.burst + 1) {
     throw new InvalidArgumentError(`etcdRateLimit: option \`cost\` (${opts.cost}) must be at most burst + 1 = ${opts.burst + 1}; raise burst`)
   }
@@ -143,10 +139,8 @@ export function etcdRateLimit<TEvent = any, TResult = any>(
     }
     if (!admission) {
       emit(opts.onEvent, { type: 'skipped', primitive: 'rateLimit', name, detail: { retryAfterMs } })
-      // Middy skips every `after` once we answer: release what outer middlewares hold first.
-      await InvocationScope.endAll(request)
-      request.earlyResponse = opts.onLimited ? await opts.onLimited(request, retryAfterMs) : (tooManyRequests(request.event, retryAfterMs) as TResult)
-      return request.earlyResponse
+      const { onLimited } = opts
+      return shortCircuit(request, () => (onLimited ? onLimited(request, retryAfterMs) : (tooManyRequests(request.event, retryAfterMs) as TResult)))
     }
     const waitedMs = performance.now() - started
     const admitted = admission

@@ -3,6 +3,7 @@ import { SessionExpiredError, type LeaseLostError } from '../lib/errors.js'
 import type { Session } from '../lib/session.js'
 import { startTimer, timeoutSignal, type Timer } from '../lib/timers.js'
 import { leasePool } from './lease-pool.js'
+import { requestSlot, type RequestLike } from './state.js'
 
 /**
  * Everything one invocation holds in etcd, so that it can all be let go in every path Middy
@@ -12,8 +13,29 @@ import { leasePool } from './lease-pool.js'
  * without the plugin, a timer at the invocation's deadline that stops the keepalive so the
  * lease (and every key on it) expires one TTL later.
  *
- * State lives in a WeakMap keyed by Middy's request object: never in a middleware's closure,
- * which concurrent invocations share.
+ * State lives on the request (`request.internal`, see state.ts): never in a middleware's
+ * closure, which concurrent invocations share.
+ *
+ * The verbs, one meaning each. (They were hold/release/settle/end/endAll/abandon, where
+ * `settle` meant "release, and end too if you opened the scope" and every guard had to
+ * remember `endAll`; a holder was a `{}` token per middleware instance, so an instance used
+ * twice in one chain replaced its own first hold and left that lock on a pooled lease.)
+ *
+ * - `enter` — one use of one middleware joins the invocation's scope for a client (the first
+ *   use opens it). A use is per request and per place in the chain: a middleware instance
+ *   used twice in one chain has two uses, so each `after` gives back its own.
+ * - `onRelease` — records what a use gives back (replacing what it recorded before).
+ * - `leave` — a use gives back what it recorded, told the handler's response when it leaves
+ *   from `after`; the last use to leave ends the scope (our outermost middleware's `after`
+ *   runs last, so that is when the invocation is over for us).
+ * - `end` — the scope gives back everything still recorded, newest first, and returns its
+ *   sessions to the lease pool (or orphans them when a release failed).
+ * - `endInvocation` — ends every scope of a request: `etcdPlugin`'s `requestEnd`.
+ * - `shortCircuit` — ends every scope of a request, then answers early (or refuses by
+ *   throwing): Middy skips every `after` once a `before` answers, so each of our guards goes
+ *   through it and none can forget to let go of what outer middlewares acquired.
+ * - `abandon` — the deadline passed and nobody ended the scope: keepalives stop, so the leases
+ *   (and every key on them) expire one TTL later; a late `leave` or `end` still gives back.
  */
 
 /** The least lifetime of an invocation without `getRemainingTimeInMillis` (tests, containers): Lambda's maximum. */
@@ -24,8 +46,6 @@ export const RELEASE_MARGIN_MS = 300
 export interface LambdaLikeContext {
   getRemainingTimeInMillis?: () => number
 }
-
-type Release = () => Promise<void>
 
 /**
  * An AbortSignal that fires when a wait must give up: after `waitMs`, or when only the release
@@ -75,25 +95,56 @@ function budgetUntil(deadline: number, waitMs: number): { signal: AbortSignal; m
   return { signal: timeoutSignal(ms).signal, ms }
 }
 
+/** How the handler ended, as a use learns it when it leaves from `after`. */
+export interface Handled {
+  response: unknown
+}
+
+/**
+ * What a use gives back: `handled` is the handler's response when the use leaves from `after`,
+ * and absent on every other path (`onError`, a short-circuit, `etcdPlugin`'s `requestEnd`).
+ */
+export type Release = (handled?: Handled) => Promise<void>
+
+/** One middleware's use of an invocation's scope (see {@link ScopeUses.enter}). */
+export interface ScopeUse {
+  readonly scope: InvocationScope
+  /** Records what this use gives back when it leaves or the scope ends; replaces what it recorded before. */
+  onRelease(release: Release): void
+}
+
+/** What the scope knows of a use. */
+interface Use {
+  release: Release | undefined
+  released: boolean
+  /** Takes the use off the stack of the middleware instance that made it. */
+  drop: () => void
+}
+
+/** Whether leaving `use` would give something back. */
+const holding = (use: Use) => use.release !== undefined && !use.released
+
 /**
  * The etcd state of one invocation (one Middy request) on one client: its sessions, lent from
- * the lease pool, and what each of our middlewares acquired with them.
+ * the lease pool, and the uses our middlewares made of them.
  */
 export class InvocationScope {
   private readonly sessions = new Map<number, Promise<Session>>()
-  private readonly holds = new Map<object, Release>()
+  private readonly uses: Use[] = []
   private readonly deadlineTimer: Timer
-  private ended = false
+  /** Set once `end` began: nothing more is recorded, and a later use opens a new scope. */
+  private ending = false
+  /** Set when the deadline passed first: the sessions were orphaned, so none is given back to the pool. */
+  private abandoned = false
   private failure: unknown
   /** `performance.now()` by which everything must be released. */
   readonly deadline: number
 
-  private constructor(
-    private readonly request: object,
+  /** Opened by the first use of a request on a client ({@link ScopeUses.enter}). */
+  constructor(
+    private readonly request: RequestLike,
     readonly client: Namespace,
     context: LambdaLikeContext,
-    /** The middleware that opened the scope: it closes it. */
-    readonly owner: object,
   ) {
     this.deadline = deadlineOf(context)
     this.deadlineTimer = startTimer(this.deadline - performance.now(), () => this.abandon())
@@ -148,92 +199,152 @@ export class InvocationScope {
       err instanceof SessionExpiredError &&
       session.signal.aborted &&
       (reason?.reason === 'revoked' || reason?.reason === 'expired') &&
-      this.holds.size === 0
+      !this.uses.some(holding)
     )
   }
 
-  /** Records what `holder` must release; replaces an earlier record of the same holder. */
-  hold(holder: object, release: Release): void {
-    this.holds.set(holder, release)
+  /**
+   * A new use of this scope: a handle to record its release on, and `leave`, which gives it
+   * back and, for the last use to leave, ends the scope. `drop` runs when the scope is over.
+   */
+  enter(drop: () => void): ScopeUse & { leave(handled?: Handled): Promise<void> } {
+    const use: Use = { release: undefined, released: false, drop }
+    this.uses.push(use)
+    return {
+      scope: this,
+      onRelease: (release) => void (use.release = release),
+      leave: (handled) => this.leave(use, handled),
+    }
   }
 
   /**
-   * Releases what `holder` acquired in this invocation (nothing if it acquired nothing). A
+   * Gives back what `use` recorded (nothing if it recorded nothing, or gave it back already). A
    * failed release is remembered, not thrown: the session is then not reused, and the lease's
    * expiry frees whatever the release could not.
    */
-  async release(holder: object): Promise<void> {
-    const release = this.holds.get(holder)
-    if (!release) return
-    this.holds.delete(holder)
-    await release().catch((err) => (this.failure ??= err))
+  private async release(use: Use, handled?: Handled): Promise<void> {
+    if (!holding(use)) return
+    use.released = true
+    await use.release!(handled).catch((err) => (this.failure ??= err))
+  }
+
+  /** `use` gives back what it recorded; the last use to leave ends the scope. */
+  private async leave(use: Use, handled?: Handled): Promise<void> {
+    await this.release(use, handled)
+    const i = this.uses.indexOf(use)
+    if (i < 0) return // the scope ended meanwhile
+    this.uses.splice(i, 1)
+    use.drop()
+    if (this.uses.length === 0) await this.end()
   }
 
   /**
-   * Releases everything still held, newest first, then returns the sessions to the pool. A
-   * session whose release failed is orphaned instead: its keys go when its lease expires.
+   * Gives back everything still recorded, newest first, then returns the sessions to the pool.
+   * A session whose release failed is orphaned instead: its keys go when its lease expires.
    */
   async end(): Promise<void> {
-    if (this.ended) return
-    this.ended = true
+    if (this.ending) return
+    this.ending = true
     this.deadlineTimer.cancel()
-    for (const holder of [...this.holds.keys()].reverse()) await this.release(holder)
-    for (const pending of this.sessions.values()) {
+    for (const use of [...this.uses].reverse()) await this.release(use)
+    if (!this.abandoned) for (const pending of this.sessions.values()) {
       const session = await pending.catch(() => undefined)
       if (!session) continue
       if (this.failure === undefined) leasePool(this.client).give(session)
       else session.orphan()
     }
-    scopes.get(this.request)?.delete(this.client)
+    this.forget()
   }
 
-  /** Deadline passed and nobody ended the scope: stop keepalives so the leases run out. */
+  /**
+   * Deadline passed and nobody ended the scope: stop keepalives so the leases run out. What is
+   * recorded stays: a late `after` (or `end`) may still give it back sooner.
+   */
   private abandon() {
-    if (this.ended) return
-    this.ended = true
+    if (this.ending) return
+    this.abandoned = true
     for (const pending of this.sessions.values()) pending.then((s) => s.orphan(), () => {})
   }
 
-  /** The scope of `request` for `client`, opened by `owner` if there is none yet. */
-  static of(request: object, client: Namespace, context: LambdaLikeContext, owner: object): InvocationScope {
-    let byClient = scopes.get(request)
-    if (!byClient) {
-      byClient = new Map()
-      scopes.set(request, byClient)
-    }
-    let scope = byClient.get(client)
-    if (!scope || scope.ended) {
-      scope = new InvocationScope(request, client, context, owner)
-      byClient.set(client, scope)
-    }
-    return scope
+  /** Whether the scope is over for new uses (`end` began). */
+  get ended(): boolean {
+    return this.ending
   }
 
-  /** The scope of `request` for `client`, if one is open. */
-  static find(request: object, client: Namespace): InvocationScope | undefined {
-    return scopes.get(request)?.get(client)
-  }
-
-  /**
-   * What a middleware's `after` and `onError` do: release what `holder` acquired for `request`,
-   * and close the scope if `holder` opened it (the outermost of our middlewares runs last).
-   */
-  static async settle(request: object, client: Namespace, holder: object): Promise<void> {
-    const scope = InvocationScope.find(request, client)
-    if (!scope) return
-    await scope.release(holder)
-    if (scope.owner === holder) await scope.end()
-  }
-
-  /**
-   * Ends every open scope of `request` (all clients): used by our guards before they
-   * short-circuit, and by {@link etcdPlugin}'s `requestEnd` on every path.
-   */
-  static async endAll(request: object): Promise<void> {
-    const byClient = scopes.get(request)
-    if (!byClient) return
-    await Promise.all([...byClient.values()].map((scope) => scope.end()))
+  /** Takes this scope, and its uses, off its request (a later use opens a new scope). */
+  private forget() {
+    for (const use of this.uses.splice(0)) use.drop()
+    const byClient = scopes.get(this.request)
+    if (byClient?.get(this.client) !== this) return
+    byClient.delete(this.client)
+    if (byClient.size === 0) scopes.set(this.request, undefined)
   }
 }
 
-const scopes = new WeakMap<object, Map<Namespace, InvocationScope>>()
+/** The open scopes of each request, by client. */
+const scopes = requestSlot<Map<Namespace, InvocationScope>>('invocation scopes')
+
+/** The open scope of `request` for `client`, opened if there is none yet. */
+function scopeOf(request: RequestLike, client: Namespace, context: LambdaLikeContext): InvocationScope {
+  let byClient = scopes.get(request)
+  if (!byClient) scopes.set(request, (byClient = new Map()))
+  const open = byClient.get(client)
+  if (open && !open.ended) return open
+  const scope = new InvocationScope(request, client, context)
+  byClient.set(client, scope)
+  return scope
+}
+
+/**
+ * The uses one middleware instance makes of invocation scopes, per request: a stack, since an
+ * instance may appear more than once in a chain (each `before` enters, and the `after`s, which
+ * Middy runs in reverse, leave the newest first).
+ */
+export class ScopeUses {
+  private readonly slot
+
+  constructor(name: string) {
+    this.slot = requestSlot<(ScopeUse & { leave(handled?: Handled): Promise<void> })[]>(name)
+  }
+
+  /** This instance's new use of the scope of `request` for `client` (opened if there is none yet). */
+  enter(request: RequestLike, client: Namespace, context: LambdaLikeContext): ScopeUse {
+    const stack = this.slot.get(request) ?? []
+    const use = scopeOf(request, client, context).enter(() => {
+      const i = stack.indexOf(use)
+      if (i >= 0) stack.splice(i, 1)
+      if (stack.length === 0 && this.slot.get(request) === stack) this.slot.set(request, undefined)
+    })
+    stack.push(use)
+    this.slot.set(request, stack)
+    return use
+  }
+
+  /**
+   * What a middleware's `after` and `onError` do: its newest use in `request` gives back what
+   * it recorded (`handled` from `after`), and the scope ends if that was its last use. Nothing
+   * if this instance has no use in `request` left (its `before` never entered, or a
+   * short-circuit or the deadline ended the scope already).
+   */
+  async leave(request: RequestLike, handled?: Handled): Promise<void> {
+    await this.slot.get(request)?.at(-1)?.leave(handled)
+  }
+}
+
+/** Ends every scope of `request`, on every client: what `etcdPlugin`'s `requestEnd` does. */
+export async function endInvocation(request: RequestLike): Promise<void> {
+  const byClient = scopes.get(request)
+  if (byClient) await Promise.all([...byClient.values()].map((scope) => scope.end()))
+}
+
+/**
+ * How each of our guards answers early: ends every scope of `request` (Middy runs no `after`
+ * once a `before` answers, so what outer middlewares acquired is let go here), then answers
+ * with what `answer` returns — set as Middy's early response — or refuses with what it throws.
+ */
+export async function shortCircuit<T>(request: RequestLike & { earlyResponse?: unknown }, answer: () => T | Promise<T>): Promise<T> {
+  await endInvocation(request)
+  const response = await answer()
+  request.earlyResponse = response
+  return response
+}

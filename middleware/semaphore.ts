@@ -1,8 +1,7 @@
 import type { MiddlewareObj } from '@middy/core'
 import type { Context } from 'aws-lambda'
 import { LockedError, SemaphoreFullError } from '../lib/errors.js'
-import { MAX_PERMITS } from '../lib/limits.js'
-import { Semaphore } from '../lib/semaphore.js'
+import { checkPermits, Semaphore } from '../lib/semaphore.js'
 import { lockMiddleware, type LockGrant, type Lockable, type LockMiddlewareOptions } from './lock-middleware.js'
 import { defaults, schema as lockSchema } from './lock.js'
 import { validateOptions, type Schema } from './options.js'
@@ -17,7 +16,8 @@ const { mode: _renamed, ...shared } = lockSchema
 
 const schema: Schema = {
   ...shared,
-  permits: { type: 'integer', min: 1, max: MAX_PERMITS, required: true },
+  // Checked by the Semaphore constructor's own check (`checkPermits`), at creation.
+  permits: { type: 'lib', required: true },
 }
 
 /** What a full semaphore's `Retry-After` suggests, ms: permits free when their holders' handlers end, which nobody can foresee. */
@@ -63,6 +63,6 @@ function asLockable(semaphore: Semaphore): Lockable {
 export function etcdSemaphore<TEvent = any, TResult = any>(
   options: EtcdSemaphoreOptions<TEvent, TResult>,
 ): MiddlewareObj<TEvent, TResult, Error, Context & { etcd: { semaphore: LockGrant } }> {
-  const { permits, ...rest } = validateOptions<EtcdSemaphoreOptions<TEvent, TResult> & typeof defaults>('etcdSemaphore', schema, defaults, options)
+  const { permits, ...rest } = validateOptions<EtcdSemaphoreOptions<TEvent, TResult> & typeof defaults>('etcdSemaphore', schema, defaults, options, (o) => checkPermits(o.permits))
   return lockMiddleware('etcdSemaphore', 'semaphore', rest, (session, name) => asLockable(new Semaphore(session, name, permits)), 'semaphore')
 }

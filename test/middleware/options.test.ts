@@ -1,7 +1,9 @@
 import fc from 'fast-check'
 import { describe, expect, expectTypeOf, it } from 'vitest'
 import middy from '@middy/core'
-import { InvalidArgumentError } from '../../lib/index.js'
+import { checkQueueSettings, InvalidArgumentError } from '../../lib/index.js'
+import { checkRateOptions } from '../../lib/rate-limiter.js'
+import { checkPermits } from '../../lib/semaphore.js'
 import {
   etcdBarrier,
   etcdDoubleBarrier,
@@ -10,6 +12,7 @@ import {
   etcdRateLimit,
   etcdRwLock,
   etcdSemaphore,
+  leaderGuard,
   queueConsumer,
   withSTM,
   type IdempotencyGrant,
@@ -65,6 +68,57 @@ describe('middleware options (fuzz)', () => {
     for (const bad of [null, 'name', 42]) {
       expect(() => etcdLock(bad as any)).toThrow(InvalidArgumentError)
     }
+  })
+})
+
+/** The message of what `f` throws. */
+function refusal(f: () => unknown): { error: InvalidArgumentError; message: string } {
+  try {
+    f()
+  } catch (err) {
+    expect(err).toBeInstanceOf(InvalidArgumentError)
+    return { error: err as InvalidArgumentError, message: (err as Error).message }
+  }
+  throw new Error('accepted')
+}
+
+describe('a setting lib checks too is checked once, by its rule in lib, when the middleware is built', () => {
+  it("queueConsumer's queue settings: lib's checkQueueSettings decides, and the error names the option", () => {
+    const lib = refusal(() => checkQueueSettings({ queue: 'q', batchSize: 0 }, 'queueConsumer'))
+    const mw = refusal(() => queueConsumer({ queue: 'q', batchSize: 0 }))
+    expect(mw.message).toBe(`queueConsumer: option \`batchSize\`: ${lib.message.replace('queueConsumer: ', '')}`)
+    expect(mw.error.cause).toBeInstanceOf(InvalidArgumentError)
+    // A rule between two settings is lib's too.
+    expect(refusal(() => queueConsumer({ queue: 'q', retryDelay: 9, maxRetryDelay: 3 })).message).toBe('queueConsumer: option `maxRetryDelay`: maxRetryDelay (3) must be at least retryDelay (9)')
+    // What lib accepts, the middleware accepts.
+    expect(() => queueConsumer({ queue: 'q', maxReceives: Infinity, retryDelay: 0 })).not.toThrow()
+  })
+
+  it("etcdRateLimit's limiter settings: the RateLimiter constructor's check decides, and the error names the option", () => {
+    for (const [option, settings] of [
+      ['per', { rate: 1, per: 0 }],
+      ['burst', { rate: 1, burst: 1000 }],
+      ['waiterTtl', { rate: 1, waiterTtl: 0 }],
+      ['rate', { rate: 0.001, per: 86_400_000 }],
+    ] as const) {
+      const lib = refusal(() => checkRateOptions(settings))
+      const mw = refusal(() => etcdRateLimit({ name: 'x', ...settings }))
+      expect(mw.message).toBe(`etcdRateLimit: option \`${option}\`: ${lib.message.replace(/^RateLimiter /, '')}`)
+    }
+  })
+
+  it("etcdSemaphore's permits: the Semaphore constructor's checkPermits decides", () => {
+    const lib = refusal(() => checkPermits(1001))
+    expect(refusal(() => etcdSemaphore({ name: 'x', permits: 1001 })).message).toBe(`etcdSemaphore: option \`permits\`: ${lib.message.replace(/^Semaphore /, '')}`)
+  })
+
+  it("every lease TTL option is checked by lib's checkSeconds: one range, one message", () => {
+    expect(refusal(() => etcdLock({ name: 'x', ttl: 0 })).message).toBe('etcdLock: option `ttl` must be a whole number of seconds from 1 to 9000000, got 0')
+    expect(refusal(() => leaderGuard({ election: 'x', term: 9_000_001 })).message).toBe('leaderGuard: option `term` must be a whole number of seconds from 1 to 9000000, got 9000001')
+    expect(refusal(() => etcdDoubleBarrier({ name: 'x', count: 2, ttl: 1.5 })).message).toMatch(/^etcdDoubleBarrier: option `ttl` must be a whole number of seconds/)
+    expect(refusal(() => etcdIdempotency({ key: () => 'k', leaseTtl: 0 })).message).toMatch(/^etcdIdempotency: option `leaseTtl` must be a whole number of seconds from 1/)
+    // A completed response may be kept 0 seconds (only for the duplicates waiting at the time).
+    expect(() => etcdIdempotency({ key: () => 'k', ttl: 0 })).not.toThrow()
   })
 })
 

@@ -166,7 +166,7 @@ export function etcdIdempotency<TEvent = any, TResult = any, TKey extends string
     // The record's etcd key, by the layout the store writes it in (the claim's own key is lib's internal).
     const event = { primitive: 'idempotency' as const, name: claim.key, key: idempotencyKeys.record(prefix, claim.key), fence: String(claim.fence) }
     use.onRelease(async (handled) => {
-      if (claim.settled) return
+      if (claim.finished) return
       if (handled) await keep(store, claim, handled.response, event)
       else {
         await store.fail(claim)
@@ -195,7 +195,7 @@ export function etcdIdempotency<TEvent = any, TResult = any, TKey extends string
     } catch (err) {
       if (err instanceof IdempotencyClaimLostError) emit(opts.onEvent, { ...event, type: 'lost', detail: { stored: false } })
       else emit(opts.onEvent, { ...event, type: 'not-stored', detail: { reason: err instanceof IdempotencyResultNotStorableError ? err.reason : 'etcd', error: (err as Error).name } })
-      if (!claim.settled) await store.fail(claim)
+      if (!claim.finished) await store.fail(claim)
     }
   }
 

@@ -87,7 +87,7 @@ const instanceId = randomUUID().slice(0, 8)
 interface Term {
   leaseId: string
   key: string
-  rev: bigint
+  fence: bigint
   /** When the term's lease certainly ends, by `performance.now()`, */
   aliveUntil: number
   /** … and by `Date.now()` (the monotonic clock may stall while a frozen VM is paused): the sooner decides. */
@@ -121,7 +121,7 @@ export function leaderGuard<TEvent = any, TResult = any>(
   const leadOnce = async (use: ScopeUse, name: string, value: string) => {
     const { election, attempt } = await use.scope.withSession(opts.ttl, async (session) => {
       const election = new Election(session, name)
-      return { election, attempt: await election.tryCampaign(value) }
+      return { election, attempt: await election.campaignOnce(value) }
     })
     if (!attempt.elected) return { follower: attempt.leader }
     use.onRelease(() => election.resign())
@@ -139,7 +139,7 @@ export function leaderGuard<TEvent = any, TResult = any>(
         leading.delete(name)
         return { follower: election }
       }
-      const state: Term = { leaseId: election.session.leaseId, key: election.key, rev: election.rev, aliveUntil: 0, aliveUntilWall: 0 }
+      const state: Term = { leaseId: election.session.leaseId, key: election.key, fence: election.fence, aliveUntil: 0, aliveUntilWall: 0 }
       terms.set(name, state)
       use.onRelease(async () => {
         leading.delete(name)
@@ -161,7 +161,7 @@ export function leaderGuard<TEvent = any, TResult = any>(
     const left = held ? Math.min(held.aliveUntil - performance.now(), held.aliveUntilWall - Date.now()) : 0
     if (held && left > 0) {
       const session = await Session.create(client(), { leaseId: held.leaseId, ttl: term, aliveUntil: performance.now() + left })
-      const election = Election.resume(session, name, held.key, held.rev)
+      const election = Election.resume(session, name, held.key, held.fence)
       try {
         await election.proclaim(value)
         return election
@@ -178,7 +178,7 @@ export function leaderGuard<TEvent = any, TResult = any>(
     }
     const session = await Session.create(client(), { ttl: term })
     const election = new Election(session, name)
-    const attempt = await election.tryCampaign(value).catch(async (err) => {
+    const attempt = await election.campaignOnce(value).catch(async (err) => {
       await session.close().catch(() => {})
       throw err
     })

@@ -132,7 +132,7 @@ export function etcdRateLimit<TEvent = any, TResult = any>(
     let admission: RateAdmission | undefined
     let retryAfterMs = 0
     try {
-      if (opts.acquire === 'try') ({ admission, retryAfterMs } = await limiter.tryAcquire({ cost: opts.cost }))
+      if (opts.acquire === 'try') ({ admission, retryAfterMs } = await limiter.decide({ cost: opts.cost }))
       else admission = await waitFor(request, limiter, name)
     } finally {
       done()

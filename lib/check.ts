@@ -55,15 +55,18 @@ export function show(value: unknown): string {
 }
 
 /**
- * A whole number from `min` to `max`, in `unit` if it has one (`seconds`, `ms`): every numeric
- * setting of the library is checked here, so each limit is written once and every message
- * reads the same. `undefined` gives `fallback` when there is one.
+ * A whole number from `min` to `max` (`Infinity`: no upper bound), in `unit` if it has one
+ * (`seconds`, `milliseconds`): every numeric setting of the library is checked here, so each
+ * limit is written once and every message reads the same. `undefined` gives `fallback` when
+ * there is one. `minNote` says what the lowest value means (`0 (served first)`).
  */
-export function checkInteger(value: unknown, what: string, min: number, max: number, options: { unit?: string; fallback?: number; hint?: string } = {}): number {
+export function checkInteger(value: unknown, what: string, min: number, max: number, options: { unit?: string; fallback?: number; hint?: string; minNote?: string } = {}): number {
   if (value === undefined && options.fallback !== undefined) return options.fallback
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
     const unit = options.unit ? ` of ${options.unit}` : ''
-    throw new InvalidArgumentError(`${what} must be a whole number${unit} from ${min} to ${max}${options.hint ? ` (${options.hint})` : ''}, got ${show(value)}`)
+    const low = `${min}${options.minNote ? ` (${options.minNote})` : ''}`
+    const range = max === Number.POSITIVE_INFINITY ? `>= ${low}` : `from ${low} to ${max}`
+    throw new InvalidArgumentError(`${what} must be a whole number${unit} ${range}${options.hint ? ` (${options.hint})` : ''}, got ${show(value)}`)
   }
   return value
 }

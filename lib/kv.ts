@@ -78,7 +78,8 @@ export type TxnOp = Op & { readonly [opKind]: 'txn' }
  * The ops of one branch of a Txn, by name. A name may hold a list of ops (the writes of a
  * part built elsewhere, whose results nobody reads): they run in the list's order, where the
  * name stands among the others. A name holding `undefined` sends nothing (an op only some
- * calls need) and its result is `undefined`.
+ * calls need) and its result is `undefined`. Ops are sent in the order their names were given,
+ * so no name may look like an array index ("0", "12"): JavaScript would put those first.
  */
 export type NamedOps = Record<string, Op | readonly Op[] | undefined>
 // A nested Txn built by Keyspace.namedTxnOp carries the types of its branches, so that its

@@ -13,8 +13,8 @@ import { handOnPart, type QueueRef } from './placement.js'
  * reused), and passes a headless group's turn on — each in a Txn guarded by the item still not
  * being there, so a sweep never races a claim, an ack or a move.
  *
- * Consumers sweep as they go (`ClaimQueue`: a step when a receive finds nothing, at most once a
- * second, and beside a claim every ten seconds); `middy-etcd queue sweep <name>` sweeps a queue
+ * Consumers sweep as they go (`ClaimQueue`: a step when a receive finds nothing, at most every
+ * 5 s, and beside a claim every 30 s); `middy-etcd queue sweep <name>` sweeps a queue
  * to the end at once.
  */
 

@@ -1,5 +1,6 @@
+import { checkSeconds } from './check.js'
 import { InvalidArgumentError } from './errors.js'
-import { DEFAULT_MAX_RETRY_DELAY_S, DEFAULT_RETRY_DELAY_S, MAX_TTL_S } from './limits.js'
+import { DEFAULT_MAX_RETRY_DELAY_S, DEFAULT_RETRY_DELAY_S } from './limits.js'
 
 /**
  * How long a failed message waits before it is delivered again: exponential in its receive
@@ -23,13 +24,8 @@ export type Backoff = Required<RetryOptions>
 
 /** Checks retry options (`what` names them in errors) and applies the defaults. */
 export function checkBackoff(options: RetryOptions | undefined, what: string): Backoff {
-  const retryDelay = options?.retryDelay ?? DEFAULT_RETRY_DELAY_S
-  const maxRetryDelay = options?.maxRetryDelay ?? Math.max(DEFAULT_MAX_RETRY_DELAY_S, retryDelay)
-  for (const [name, value] of [['retryDelay', retryDelay], ['maxRetryDelay', maxRetryDelay]] as const) {
-    if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > MAX_TTL_S) {
-      throw new InvalidArgumentError(`${what}: ${name} must be a whole number of seconds from 0 to ${MAX_TTL_S}, got ${String(value)}`)
-    }
-  }
+  const retryDelay = checkSeconds(options?.retryDelay, `${what}: retryDelay`, 0, { fallback: DEFAULT_RETRY_DELAY_S })
+  const maxRetryDelay = checkSeconds(options?.maxRetryDelay, `${what}: maxRetryDelay`, 0, { fallback: Math.max(DEFAULT_MAX_RETRY_DELAY_S, retryDelay) })
   if (maxRetryDelay < retryDelay) throw new InvalidArgumentError(`${what}: maxRetryDelay (${maxRetryDelay}) must be at least retryDelay (${retryDelay})`)
   return { retryDelay, maxRetryDelay }
 }

@@ -55,24 +55,26 @@ export function show(value: unknown): string {
 }
 
 /**
- * A whole number from `min` to `max`, in `unit` if it has one (`seconds`, `ms`): every numeric
- * setting of the library is checked here, so each limit is written once and every message
- * reads the same. `undefined` gives `fallback` when there is one; a `max` of
- * `Number.MAX_SAFE_INTEGER` means no upper bound (the message says `>= min`), and `orInfinity`
- * also accepts `Infinity` (a count that may be unlimited).
+ * A whole number from `min` to `max`, in `unit` if it has one (`seconds`, `milliseconds`): every
+ * numeric setting of the library is checked here, so each limit is written once and every
+ * message reads the same. `undefined` gives `fallback` when there is one; a `max` of `Infinity`
+ * or `Number.MAX_SAFE_INTEGER` means no upper bound (the message says `>= min`); `minNote` says
+ * what the lowest value means (`0 (served first)`); `orInfinity` also accepts `Infinity` (a
+ * count that may be unlimited).
  */
 export function checkInteger(
   value: unknown,
   what: string,
   min: number,
   max: number,
-  options: { unit?: string; fallback?: number; hint?: string; orInfinity?: boolean } = {},
+  options: { unit?: string; fallback?: number; hint?: string; minNote?: string; orInfinity?: boolean } = {},
 ): number {
   if (value === undefined && options.fallback !== undefined) return options.fallback
   if (options.orInfinity && value === Infinity) return value
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
     const unit = options.unit ? ` of ${options.unit}` : ''
-    const range = max >= Number.MAX_SAFE_INTEGER ? `>= ${min}` : `from ${min} to ${max}`
+    const low = `${min}${options.minNote ? ` (${options.minNote})` : ''}`
+    const range = max >= Number.MAX_SAFE_INTEGER ? `>= ${low}` : `from ${low} to ${max}`
     const also = [options.orInfinity ? 'or Infinity' : '', options.hint ?? ''].filter(Boolean).join('; ')
     throw new InvalidArgumentError(`${what} must be a whole number${unit} ${range}${also ? ` (${also})` : ''}, got ${show(value)}`)
   }

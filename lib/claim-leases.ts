@@ -2,6 +2,7 @@ import type { Namespace } from 'etcd3'
 import { closedSignal } from './client-closed.js'
 import { EtcdUnavailableError } from './errors.js'
 import { grantLease, revokeLease } from './leases.js'
+import { perClient } from './per-client.js'
 import { startTimer } from './timers.js'
 
 /**
@@ -79,16 +80,8 @@ interface OpenBatch {
   expiresAt: number
 }
 
-const openBatches = new WeakMap<Namespace, Map<string, OpenBatch>>()
-
-function batchesOf(client: Namespace): Map<string, OpenBatch> {
-  let batches = openBatches.get(client)
-  if (!batches) {
-    batches = new Map()
-    openBatches.set(client, batches)
-  }
-  return batches
-}
+/** The open batches of a client, by lease id. */
+const batchesOf = perClient((): Map<string, OpenBatch> => new Map())
 
 /** Pause between the background revokes of a claim lease etcd could not be asked to revoke. */
 const REVOKE_RETRY_MS = 500

@@ -1,6 +1,6 @@
 import { ClaimLostError, MiddyEtcdError } from './errors.js'
 import { queueKeys, uniqueSlot } from './keys.js'
-import type { KeyValue, Keyspace, Op } from './kv.js'
+import { Branch, type DeleteOp, type KeyValue, type Keyspace } from './kv.js'
 import { VALUES_PER_RESPONSE } from './limits.js'
 import { handOnPart, retryStale, type QueueRef, type TxnPart } from './placement.js'
 import { metaOps, readMeta, type ItemMeta } from './queue-meta.js'
@@ -52,29 +52,33 @@ export function chunked<T>(list: readonly T[], size: number): T[][] {
  * was lost to another receiver.
  */
 export async function claimChunk(ks: Keyspace, kvs: KeyValue[], leaseId: string): Promise<{ claims: Claim[]; lostAny: boolean }> {
-  const [COUNTER, META, ITEM] = [2, 3, 4]
-  const ops = kvs.map((kv) => {
+  const batch = new Branch()
+  const attempts = kvs.map((kv) => {
     const marker = queueKeys.marker(kv.key, kv.createRevision)
     const counter = queueKeys.counter(kv.key, kv.createRevision)
-    return ks.txnOp(
-      [ks.compare(kv.key, 'Mod', '==', kv.modRevision), ks.compare(marker, 'Create', '==', 0)],
-      [ks.put(marker, '', leaseId), ks.put(counter), ks.get(counter, { keysOnly: true }), ks.get(queueKeys.meta(kv.key)), ks.get(kv.key)],
-    )
+    const claim = ks.namedTxnOp([ks.compare(kv.key, 'Mod', '==', kv.modRevision), ks.compare(marker, 'Create', '==', 0)], {
+      claim: [ks.put(marker, '', leaseId), ks.put(counter)],
+      // Read after its put (a Txn's ops run in order): its version counts this receive too.
+      counter: ks.get(counter, { keysOnly: true }),
+      meta: ks.get(queueKeys.meta(kv.key)),
+      item: ks.get(kv.key),
+    })
+    return batch.add({ claim })
   })
-  const res = await ks.txn([], ops)
+  const res = await ks.namedTxn([], batch.ops)
   const claims: Claim[] = []
-  kvs.forEach((kv, i) => {
-    const sub = res.results[i].txn!
-    if (!sub.succeeded) return
-    const item = sub.results[ITEM].range!.kvs[0]
-    const count = Number(sub.results[COUNTER].range!.kvs[0].version)
-    claims.push({ kv: item, claimRev: res.revision, count, meta: readMeta(sub.results[META].range!.kvs[0], item) })
-  })
+  for (const attempt of attempts) {
+    const { claim } = attempt(res.results)
+    if (!claim.succeeded) continue
+    const { item, counter, meta } = claim.results
+    const kv = item.kvs[0]
+    claims.push({ kv, claimRev: res.revision, count: Number(counter.kvs[0].version), meta: readMeta(meta.kvs[0], kv) })
+  }
   return { claims, lostAny: claims.length < kvs.length }
 }
 
 /** What an item leaving the queue deletes besides itself: its claim marker, receive counter and metadata. */
-export function leaveOps(ks: Keyspace, key: string, createRevision: bigint): Op[] {
+export function leaveOps(ks: Keyspace, key: string, createRevision: bigint): DeleteOp[] {
   return [ks.delete(key), ks.delete(queueKeys.marker(key, createRevision)), ks.delete(queueKeys.counter(key, createRevision)), ks.delete(queueKeys.meta(key))]
 }
 
@@ -94,12 +98,12 @@ export function leave(q: QueueRef, r: Receipt): Promise<ClaimLostError | undefin
     STALE_TRIES,
     async () => {
       const handOn = await handOnFor(q, r.group, r.createRev)
-      const res = await ks.txn([...ownClaim(ks, r), ...handOn.compares], [...leaveOps(ks, r.key, r.createRev), ...handOn.ops], claimState(ks, r))
+      const res = await ks.namedTxn([...ownClaim(ks, r), ...handOn.compares], { leave: leaveOps(ks, r.key, r.createRev), handOn: handOn.ops }, claimState(ks, r))
       if (res.succeeded) return { done: true, value: undefined }
-      const [item, marker] = [res.results[0].range!.kvs[0], res.results[1].range!.kvs[0]]
+      const { item, marker } = res.results
       // The claim holds, so only the hand-on went stale (a producer joined the group): again.
-      if (item?.createRevision === r.createRev && marker?.modRevision === r.claimRev) return { done: false }
-      return { done: true, value: claimLost('ack', r, res, q.name) }
+      if (item.kvs[0]?.createRevision === r.createRev && marker.kvs[0]?.modRevision === r.claimRev) return { done: false }
+      return { done: true, value: claimLost('ack', r, res.results, q.name) }
     },
     () => stale('ack', r.key, q),
   )
@@ -116,17 +120,21 @@ export async function take(q: QueueRef, kv: KeyValue): Promise<Buffer | undefine
   const marker = queueKeys.marker(kv.key, kv.createRevision)
   const unclaimed = [ks.compare(kv.key, 'Mod', '==', kv.modRevision), ks.compare(marker, 'Create', '==', 0)]
   const meta = queueKeys.meta(kv.key)
-  // The value is read before the deletes of the same Txn: its first op.
-  const res = await ks.txn([...unclaimed, ks.compare(meta, 'Version', '==', 0)], [ks.get(kv.key), ...leaveOps(ks, kv.key, kv.createRevision)], [ks.get(meta)])
-  if (res.succeeded) return res.results[0].range!.kvs[0].value
-  const { group } = readMeta(res.results[0].range!.kvs[0], kv)
+  // The value is read before the deletes of the same Txn (its ops run in order): it goes first.
+  const res = await ks.namedTxn([...unclaimed, ks.compare(meta, 'Version', '==', 0)], { value: ks.get(kv.key), leave: leaveOps(ks, kv.key, kv.createRevision) }, { meta: ks.get(meta) })
+  if (res.succeeded) return res.results.value.kvs[0].value
+  const { group } = readMeta(res.results.meta.kvs[0], kv)
   return retryStale<Buffer | undefined>(
     STALE_TRIES,
     async () => {
       const handOn = await handOnFor(q, group, kv.createRevision)
-      const again = await ks.txn([...unclaimed, ...handOn.compares], [ks.get(kv.key), ...leaveOps(ks, kv.key, kv.createRevision), ...handOn.ops], [ks.get(kv.key, { keysOnly: true }), ks.get(marker, { keysOnly: true })])
-      if (again.succeeded) return { done: true, value: again.results[0].range!.kvs[0].value }
-      const [now, claimed] = [again.results[0].range!.kvs[0], again.results[1].range!.kvs[0]]
+      const again = await ks.namedTxn(
+        [...unclaimed, ...handOn.compares],
+        { value: ks.get(kv.key), leave: leaveOps(ks, kv.key, kv.createRevision), handOn: handOn.ops },
+        { item: ks.get(kv.key, { keysOnly: true }), marker: ks.get(marker, { keysOnly: true }) },
+      )
+      if (again.succeeded) return { done: true, value: again.results.value.kvs[0].value }
+      const [now, claimed] = [again.results.item.kvs[0], again.results.marker.kvs[0]]
       return now?.modRevision !== kv.modRevision || claimed !== undefined ? { done: true, value: undefined } : { done: false }
     },
     () => stale('dequeue', kv.key, q),
@@ -141,23 +149,23 @@ export async function take(q: QueueRef, kv: KeyValue): Promise<Buffer | undefine
  */
 export async function deadLetter(q: QueueRef, r: Receipt, dlq: string, priority: number | undefined): Promise<boolean> {
   const { ks, name } = q
-  const read = await ks.txn([], [ks.get(r.key), ks.get(queueKeys.meta(r.key))])
-  const item = read.results[0].range!.kvs[0]
+  const read = await ks.reads({ item: ks.get(r.key), meta: ks.get(queueKeys.meta(r.key)) })
+  const item = read.results.item.kvs[0]
   if (item === undefined || item.createRevision !== r.createRev) return false
-  const meta = readMeta(read.results[1].range!.kvs[0], item)
+  const meta = readMeta(read.results.meta.kvs[0], item)
   const id = meta.id ?? item.createRevision.toString()
   return retryStale<boolean>(
     STALE_TRIES,
     async () => {
       const handOn = await handOnFor(q, meta.group, r.createRev)
       const target = uniqueSlot(ks, queueKeys.items(dlq))
-      const res = await ks.txn(
+      const res = await ks.namedTxn(
         [...ownClaim(ks, r), ...handOn.compares, ...target.compares],
-        [...leaveOps(ks, r.key, r.createRev), ...target.ops(item.value), ...metaOps(ks, target.key, { id, group: meta.group, priority }), ...handOn.ops],
-        [ks.get(queueKeys.marker(r.key, r.createRev), { keysOnly: true }), ks.get(r.key, { keysOnly: true })],
+        { leave: leaveOps(ks, r.key, r.createRev), deadLetter: [...target.ops(item.value), ...metaOps(ks, target.key, { id, group: meta.group, priority })], handOn: handOn.ops },
+        claimState(ks, r),
       )
       if (res.succeeded) return { done: true, value: true }
-      const [marker, now] = [res.results[0].range!.kvs[0], res.results[1].range!.kvs[0]]
+      const [marker, now] = [res.results.marker.kvs[0], res.results.item.kvs[0]]
       if (marker?.modRevision !== r.claimRev || now?.createRevision !== r.createRev) return { done: true, value: false }
       return { done: false }
     },

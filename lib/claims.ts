@@ -1,16 +1,16 @@
 import type { Namespace } from 'etcd3'
 import { checkBackoff, retryDelaySeconds, type Backoff } from './backoff.js'
-import { checkClient, checkOptions } from './check.js'
+import { checkClient, checkOptions, checkSeconds } from './check.js'
 import { ACK_CHUNK, claimChunk, chunked, CLAIM_CHUNK, deadLetter, leave, leaveOps, take, type Claim } from './claim.js'
 import { dropLease, grantClaimLease, keepClaimFresh, settleClaim, trackBatch, type ClaimLease } from './claim-leases.js'
 import { grantLease, revokeLease } from './leases.js'
 import { promoteAll, putDelayed } from './delays.js'
 import { ClaimLostError, InvalidArgumentError, MiddyEtcdError } from './errors.js'
 import { queueKeys } from './keys.js'
-import { checkName, keyspace, type KeyValue, type Keyspace } from './kv.js'
+import { Branch, checkName, keyspace, type KeyValue, type Keyspace } from './kv.js'
 import { arrivalPart, type ItemSlot, type QueueRef } from './placement.js'
 import type { ItemMeta } from './queue-meta.js'
-import { checkDeadLetter, checkReceive, checkRedrive, checkSeconds, type CheckedReceive, type DeadLetterOptions, type DequeueOptions, type Enqueued, type Message, type NackOptions, type QueueOptions, type ReceiveOptions, type RedriveOptions, type Redriven } from './queue-options.js'
+import { checkDeadLetter, checkReceive, checkRedrive, type CheckedReceive, type DeadLetterOptions, type DequeueOptions, type Enqueued, type Message, type NackOptions, type QueueOptions, type ReceiveOptions, type RedriveOptions, type Redriven } from './queue-options.js'
 import type { QueueOrder } from './queue-order.js'
 import { Scanner, waitForChange, type QueueView } from './queue-scan.js'
 import { claimLost, claimState, formatReceipt, ownClaim, parseReceipt, receiptMarker, type Receipt } from './receipts.js'
@@ -207,12 +207,16 @@ export class ClaimQueue {
     const grouped = unique.filter((i) => receipts[i].group !== undefined)
     await Promise.all([
       ...chunked(plain, ACK_CHUNK).map(async (chunk) => {
-        const ops = chunk.map((i) => this.ks.txnOp(ownClaim(this.ks, receipts[i]), leaveOps(this.ks, receipts[i].key, receipts[i].createRev), claimState(this.ks, receipts[i])))
-        const res = await this.ks.txn([], ops)
-        chunk.forEach((i, j) => {
-          const sub = res.results[j].txn!
-          if (!sub.succeeded) outcomes[i] = claimLost('ack', receipts[i], sub, this.name)
+        const batch = new Branch()
+        const acks = chunk.map((i) => {
+          const r = receipts[i]
+          return { i, ack: batch.add({ ack: this.ks.namedTxnOp(ownClaim(this.ks, r), { leave: leaveOps(this.ks, r.key, r.createRev) }, claimState(this.ks, r)) }) }
         })
+        const res = await this.ks.namedTxn([], batch.ops)
+        for (const { i, ack } of acks) {
+          const outcome = ack(res.results).ack
+          if (!outcome.succeeded) outcomes[i] = claimLost('ack', receipts[i], outcome.results, this.name)
+        }
       }),
       ...grouped.map(async (i) => (outcomes[i] = await leave(this.ref, receipts[i]))),
     ])
@@ -244,10 +248,10 @@ export class ClaimQueue {
       }
       const marker = receiptMarker(r)
       const hold = delay > 0 ? await grantLease(this.client, delay) : undefined
-      const res = await this.ks.txn(ownClaim(this.ks, r), [hold ? this.ks.put(marker, '', hold) : this.ks.delete(marker)], claimState(this.ks, r))
+      const res = await this.ks.namedTxn(ownClaim(this.ks, r), { release: hold ? this.ks.put(marker, '', hold) : this.ks.delete(marker) }, claimState(this.ks, r))
       if (!res.succeeded) {
         if (hold) await revokeLease(this.client, hold)
-        throw claimLost('nack', r, res, this.name)
+        throw claimLost('nack', r, res.results, this.name)
       }
     } finally {
       await settleClaim(this.client, r.leaseId, r.key)
@@ -291,9 +295,12 @@ export class ClaimQueue {
     // Unbounded, as Go's: a failed attempt means another producer took the slot (progress).
     for (;;) {
       const part = await arrivalPart(this.ref, { payload, meta })
-      const res = await this.ks.txn(part.compares, part.ops)
+      // A grouped message lands at `where` or, when its group has a head, at `waiting`: read
+      // after the arrival's ops, the key at `where` says which (the Txn's compares found it free).
+      const placed = part.waiting === undefined ? undefined : this.ks.get(part.where, { countOnly: true })
+      const res = await this.ks.namedTxn(part.compares, { arrival: part.ops, placed })
       if (!res.succeeded) continue
-      const waits = part.waiting !== undefined && !res.results[0].txn!.succeeded
+      const waits = part.waiting !== undefined && res.results.placed?.count === 0n
       return { key: waits ? part.waiting! : part.where, id: res.revision.toString() }
     }
   }

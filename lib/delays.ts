@@ -3,8 +3,10 @@ import { grantLease } from './leases.js'
 import { SessionExpiredError } from './errors.js'
 import { queueKeys, unixNano } from './keys.js'
 import { chunked } from './claim.js'
-import type { KeyValue, Keyspace } from './kv.js'
+import { readKeys } from './key-windows.js'
+import { Branch, type KeyValue, type Keyspace } from './kv.js'
 import { VALUES_PER_RESPONSE } from './limits.js'
+import { perClient } from './per-client.js'
 import { arrivalPart, type Arrival, type QueueRef } from './placement.js'
 import { decodeEnvelope, encodeEnvelope, type ItemMeta } from './queue-meta.js'
 
@@ -48,7 +50,7 @@ interface TimerLease {
 }
 
 /** Recently granted timer leases, per client. */
-const timerLeases = new WeakMap<Namespace, TimerLease[]>()
+const timerLeasesOf = perClient((): TimerLease[] => [])
 
 /** Ms a timer lease certainly has left (0 once it may have expired). */
 function certainlyLeft(l: TimerLease): number {
@@ -58,8 +60,7 @@ function certainlyLeft(l: TimerLease): number {
 
 /** A lease that expires no sooner than `delayMs` from now and, unless etcd is slow, within a second after. */
 function timerLease(client: Namespace, delayMs: number): TimerLease {
-  let list = timerLeases.get(client)
-  if (!list) timerLeases.set(client, (list = []))
+  const list = timerLeasesOf(client)
   // Forget the ones that may have expired; none is ever revoked (others may share it): they expire.
   list.splice(0, list.length, ...list.filter((l) => certainlyLeft(l) > 0))
   const fit = list.find((l) => certainlyLeft(l) >= delayMs && certainlyLeft(l) < delayMs + 1000)
@@ -124,8 +125,7 @@ const PROMOTE_BYTES = 1_000_000
  */
 export async function promoteAll(q: QueueRef, due: KeyValue[]): Promise<void> {
   // The scan read keys only: read the envelopes now, as many per Txn as surely fit an answer.
-  const reads = await Promise.all(chunked(due, VALUES_PER_RESPONSE).map((c) => q.ks.txn([], c.map((kv) => q.ks.get(kv.key)))))
-  const found = reads.flatMap((read) => read.results.map((r) => r.range!.kvs[0])).filter((kv): kv is KeyValue => kv !== undefined)
+  const found = (await Promise.all(chunked(due, VALUES_PER_RESPONSE).map((c) => readKeys(q.ks, c.map((kv) => kv.key))))).flat()
   const decoded = found.map((kv) => ({ kv, ...decodeEnvelope(kv.value) }))
   const plain = decoded.filter((d) => d.meta.group === undefined && d.meta.priority === undefined)
   const single = decoded.filter((d) => !plain.includes(d))
@@ -146,16 +146,20 @@ export async function promoteAll(q: QueueRef, due: KeyValue[]): Promise<void> {
 
 async function promoteChunk(q: QueueRef, chunk: { kv: KeyValue; meta: ItemMeta; payload: Buffer }[]): Promise<void> {
   const { ks, name } = q
-  const parts = await Promise.all(chunk.map((d) => arrivalPart(q, { payload: d.payload, meta: { ...d.meta, id: d.meta.id ?? d.kv.createRevision.toString() } })))
-  const ops = chunk.map(({ kv }, i) => ks.txnOp([...guard(ks, name, kv), ...parts[i].compares], [ks.delete(kv.key), ...parts[i].ops], [ks.get(kv.key, { keysOnly: true })]))
-  const res = await ks.txn([], ops)
+  const parts = await Promise.all(chunk.map(async ({ kv, meta, payload }) => ({ kv, part: await arrivalPart(q, { payload, meta: { ...meta, id: meta.id ?? kv.createRevision.toString() } }) })))
+  const batch = new Branch()
+  const moves = parts.map(({ kv, part }) => {
+    const move = ks.namedTxnOp([...guard(ks, name, kv), ...part.compares], { take: ks.delete(kv.key), arrival: part.ops }, { delayed: ks.get(kv.key, { keysOnly: true }) })
+    return { kv, move: batch.add({ move }) }
+  })
+  const res = await ks.namedTxn([], batch.ops)
   // A nested Txn that failed was mostly moved by another receiver first (its key is gone);
   // otherwise its key slot clashed: the one-by-one path sorts those out.
-  const clashed = chunk.filter((d, i) => {
-    const sub = res.results[i].txn!
-    return !sub.succeeded && sub.results[0].range!.kvs[0]?.modRevision === d.kv.modRevision
+  const clashed = moves.filter(({ kv, move }) => {
+    const outcome = move(res.results).move
+    return !outcome.succeeded && outcome.results.delayed.kvs[0]?.modRevision === kv.modRevision
   })
-  for (const d of clashed) await promote(q, d.kv)
+  for (const { kv } of clashed) await promote(q, kv)
 }
 
 function guard(ks: Keyspace, name: string, delayed: KeyValue) {
@@ -170,10 +174,14 @@ async function promote(q: QueueRef, delayed: KeyValue): Promise<void> {
   const timer = queueKeys.timerOf(name, delayed.key)
   for (;;) {
     const part = await arrivalPart(q, arrival)
-    const res = await ks.txn([...guard(ks, name, delayed), ...part.compares], [ks.delete(delayed.key), ...part.ops], [ks.get(delayed.key, { keysOnly: true }), ks.get(timer, { keysOnly: true })])
+    const res = await ks.namedTxn(
+      [...guard(ks, name, delayed), ...part.compares],
+      { take: ks.delete(delayed.key), arrival: part.ops },
+      { delayed: ks.get(delayed.key, { keysOnly: true }), timer: ks.get(timer, { keysOnly: true }) },
+    )
     if (res.succeeded) return
     // Moved by another receiver (or purged), or not due after all: nothing to do. Else a key clashed: again.
-    const [now, timerNow] = [res.results[0].range!.kvs[0], res.results[1].range!.kvs[0]]
+    const [now, timerNow] = [res.results.delayed.kvs[0], res.results.timer.kvs[0]]
     if (now === undefined || now.modRevision !== delayed.modRevision || timerNow !== undefined) return
   }
 }

@@ -1,4 +1,4 @@
-import type { KeyValue, Keyspace, RangeResult } from './kv.js'
+import { Branch, type KeyValue, type Keyspace, type RangeResult } from './kv.js'
 
 /**
  * Bounded reads of a prefix in key order. etcd counts every key of a Range's interval for the
@@ -163,6 +163,14 @@ export class KeyPager {
     else if (cut) this.span = spanFromRead(this.prefix, from, page.kvs, this.limit)
     // An empty window: the next read is open-ended, to find where the keys go on.
   }
+}
+
+/** The keys of `keys` that exist, as they are now (in the order given), read in one Txn: a key gone meanwhile is left out. */
+export async function readKeys(ks: Keyspace, keys: readonly string[], options: { keysOnly?: boolean } = {}): Promise<KeyValue[]> {
+  const batch = new Branch()
+  const reads = keys.map((key) => batch.add({ kv: ks.get(key, options) }))
+  const res = await ks.namedTxn([], batch.ops)
+  return reads.map((read) => read(res.results).kv.kvs[0]).filter((kv): kv is KeyValue => kv !== undefined)
 }
 
 /** The range options that end a read of `prefix` at `end` (a suffix), or at the prefix's end when there is none. */

@@ -74,12 +74,36 @@ export type RangeOp = Op & { readonly [opKind]: 'range' }
 export type PutOp = Op & { readonly [opKind]: 'put' }
 export type DeleteOp = Op & { readonly [opKind]: 'delete' }
 export type TxnOp = Op & { readonly [opKind]: 'txn' }
-/** The ops of one branch of a Txn, by name. */
-export type NamedOps = Record<string, Op>
-/** What an op of kind `O` returned. */
-export type ResultOf<O> = O extends RangeOp ? RangeResult : O extends DeleteOp ? bigint : O extends TxnOp ? TxnResult : O extends PutOp ? true : OpResult
-/** What each named op of a branch returned, under the same names. */
-export type NamedResults<T extends NamedOps> = { [K in keyof T]: ResultOf<T[K]> }
+/**
+ * The ops of one branch of a Txn, by name. A name may hold a list of ops (the writes of a
+ * part built elsewhere, whose results nobody reads): they run in the list's order, where the
+ * name stands among the others. A name holding `undefined` sends nothing (an op only some
+ * calls need) and its result is `undefined`. Ops are sent in the order their names were given,
+ * so no name may look like an array index ("0", "12"): JavaScript would put those first.
+ */
+export type NamedOps = Record<string, Op | readonly Op[] | undefined>
+// A nested Txn built by Keyspace.namedTxnOp carries the types of its branches, so that its
+// result (inside a named Txn) is typed by name as well.
+declare const branchTypes: unique symbol
+/** A nested Txn whose branches are named ops (see {@link Keyspace.namedTxnOp}). */
+export type NamedTxnOp<S extends NamedOps = NamedOps, F extends NamedOps = NamedOps> = TxnOp & { readonly [branchTypes]: { success: S; failure: F } }
+/** What an op of kind `O` returned (a list of ops: what each returned, in its order). */
+export type ResultOf<O> =
+  O extends NamedTxnOp<infer S, infer F>
+    ? NamedTxnResult<S, F>
+    : O extends RangeOp
+      ? RangeResult
+      : O extends DeleteOp
+        ? bigint
+        : O extends TxnOp
+          ? TxnResult
+          : O extends PutOp
+            ? true
+            : O extends readonly (infer E)[]
+              ? ResultOf<E>[]
+              : OpResult
+/** What each named op of a branch returned, under the same names (`undefined` for an op that may not have been sent). */
+export type NamedResults<T extends NamedOps> = { [K in keyof T]: undefined extends T[K] ? ResultOf<Exclude<T[K], undefined>> | undefined : ResultOf<T[K]> }
 /**
  * A Txn with named ops ({@link Keyspace.namedTxn}): `results` holds what the branch that ran
  * returned, under the names it was built with; `succeeded` says which branch that was.
@@ -238,6 +262,17 @@ export class Keyspace {
     return { request_txn: { compare, success, failure } } as TxnOp
   }
 
+  /**
+   * A nested Txn whose branches are named ops, as {@link namedTxn}'s: inside a named Txn its
+   * result comes back as a {@link NamedTxnResult}, each op's result under its name. (In a Txn
+   * sent with {@link txn} it is a plain {@link TxnResult}, by position.)
+   */
+  namedTxnOp<S extends NamedOps, F extends NamedOps = Record<never, Op>>(compare: Compare[], success: S, failure?: F): NamedTxnOp<S, F> {
+    const op = this.txnOp(compare, flatOps(success), flatOps(failure ?? {}))
+    nestedBranches.set(op, { success, failure: failure ?? {} })
+    return op as NamedTxnOp<S, F>
+  }
+
   /** One Txn RPC. */
   async txn(compare: Compare[], success: Op[], failure: Op[] = [], options: { idempotent?: boolean } = {}): Promise<TxnResult> {
     const request = { compare, success, failure }
@@ -269,12 +304,8 @@ export class Keyspace {
     failure?: F,
     options: { idempotent?: boolean } = {},
   ): Promise<NamedTxnResult<S, F>> {
-    const successNames = Object.keys(success)
-    const failureNames = Object.keys(failure ?? {})
-    const res = await this.txn(compare, Object.values(success), Object.values(failure ?? {}), options)
-    const names = res.succeeded ? successNames : failureNames
-    const results = Object.fromEntries(names.map((name, i) => [name, resultValue(res.results[i])]))
-    return { succeeded: res.succeeded, revision: res.revision, results } as NamedTxnResult<S, F>
+    const res = await this.txn(compare, flatOps(success), flatOps(failure ?? {}), options)
+    return named(res, res.succeeded ? success : (failure ?? {})) as NamedTxnResult<S, F>
   }
 
   /** One Txn of named reads and no compare (so it always runs): its results by name, at one revision. */
@@ -359,12 +390,49 @@ export class Keyspace {
 
 const RESULTS = { '==': 'Equal', '!=': 'NotEqual', '<': 'Less', '>': 'Greater' } as const
 
-/** The value a named Txn gives for one op's result: the read, the count deleted, the nested Txn, or `true` for a put. */
-function resultValue(r: OpResult): RangeResult | bigint | TxnResult | true {
+/** The branches of each nested Txn built by {@link Keyspace.namedTxnOp}, to decode its result by the same names. */
+const nestedBranches = new WeakMap<Op, { success: NamedOps; failure: NamedOps }>()
+
+/** The ops of a named branch in the order they are sent: by name, a list of ops in its own order. */
+function flatOps(ops: NamedOps): Op[] {
+  return Object.values(ops).flatMap((op) => (op === undefined ? [] : Array.isArray(op) ? op : [op as Op]))
+}
+
+/** A Txn's results put under the names of `branch`, the branch that ran (the inverse of {@link flatOps}). */
+function named(res: TxnResult, branch: NamedOps): { succeeded: boolean; revision: bigint; results: Record<string, unknown> } {
+  let next = 0
+  const take = (op: Op) => resultValue(op, res.results[next++])
+  const results = Object.fromEntries(Object.entries(branch).map(([name, op]) => [name, op === undefined ? undefined : Array.isArray(op) ? op.map(take) : take(op as Op)]))
+  return { succeeded: res.succeeded, revision: res.revision, results }
+}
+
+/** The value a named Txn gives for one op's result: the read, the count deleted, the nested Txn (by name if built so), or `true` for a put. */
+function resultValue(op: Op, r: OpResult): unknown {
   if (r.range) return r.range
   if (r.deleted !== undefined) return r.deleted
-  if (r.txn) return r.txn
+  if (r.txn) {
+    const branches = nestedBranches.get(op)
+    return branches ? named(r.txn, r.txn.succeeded ? branches.success : branches.failure) : r.txn
+  }
   return true
+}
+
+/**
+ * One branch of a Txn gathered from several places (a scan's windows and counts, one group of
+ * ops per item of a batch): {@link add} puts a group of named ops in, under names no other group
+ * of this branch has, and returns the decoder of that group's results — so each read is decoded
+ * by the code that built it, whatever else the Txn holds and in whatever order.
+ */
+export class Branch {
+  readonly ops: NamedOps = {}
+  private groups = 0
+
+  /** Adds `group`; the function returned picks its results, under its own names, out of the results of the Txn this branch ran in. */
+  add<T extends NamedOps>(group: T): (results: Readonly<Record<string, unknown>>) => NamedResults<T> {
+    const prefix = `${this.groups++}:`
+    for (const [name, op] of Object.entries(group)) this.ops[prefix + name] = op
+    return (results) => Object.fromEntries(Object.keys(group).map((name) => [name, results[prefix + name]])) as NamedResults<T>
+  }
 }
 
 /** The lease ids of the puts of a Txn request (nested Txns included). */

@@ -1,6 +1,6 @@
 import { ConfigMismatchError, EtcdUnavailableError } from './errors.js'
 import { permitKeys } from './keys.js'
-import { type Compare, type Keyspace, keyspace, type KeyValue, type Op, prefixEnd, type RangeOp, type RangeResult, type TxnResult } from './kv.js'
+import { type Compare, type Keyspace, keyspace, type KeyValue, type Op, prefixEnd, type NamedTxnOp, type RangeOp, type RangeResult, type ResultOf } from './kv.js'
 import type { OwnedKey } from './owned-key.js'
 import { perClient } from './per-client.js'
 import type { Session } from './session.js'
@@ -126,15 +126,15 @@ export class PermitStore {
       const { config, slots: seen, ...failed } = res.results
       return { ok: false, config: config.kvs[0], failed, slots: seen.kvs, revision, receivedAt }
     }
-    const taken = 'take' in res.results ? takenOption(res.results.take as TxnResult, options) : undefined
+    const taken = 'take' in res.results ? takenOption(res.results.take as ResultOf<OptionLink>, options) : undefined
     return { ok: true, taken, slots: res.results.slots.kvs, revision, receivedAt }
   }
 
   /** Nested Txns: option 1 if its slots are as expected, else option 2, … (none if no option fits). */
-  private chain(options: SlotChoice[][], taker: Taker, onTake: Op[]): Op {
+  private chain(options: SlotChoice[][], taker: Taker, onTake: Op[]): OptionLink {
     const [first, ...rest] = options
     const puts = first.map((c) => this.ks.put(c.key, taker.value, taker.lease))
-    return this.ks.txnOp(first.map((c) => this.modIs(c)), [...puts, ...onTake], rest.length > 0 ? [this.chain(rest, taker, onTake)] : [])
+    return this.ks.namedTxnOp(first.map((c) => this.modIs(c)), { take: [...puts, ...onTake] }, { next: rest.length > 0 ? this.chain(rest, taker, onTake) : undefined })
   }
 
   private modIs(c: SlotChoice): Compare {
@@ -190,12 +190,15 @@ export class PermitStore {
 /** Per client: the config keys (with settings) this process has created or checked. */
 const settledOf = perClient((): Map<string, Promise<void>> => new Map())
 
+/** One link of the chain of options a step tries (`PermitStore.chain`): its option's puts if its slots are as expected, else the next link (none after the last option). */
+interface OptionLink extends NamedTxnOp<{ take: Op[] }, { next: OptionLink | undefined }> {}
+
 /** The option a chain of nested Txns took, by following the failure branches (each holds only the next link). */
-function takenOption(link: TxnResult | undefined, options: SlotChoice[][]): SlotChoice[] | undefined {
+function takenOption(link: ResultOf<OptionLink> | undefined, options: SlotChoice[][]): SlotChoice[] | undefined {
   for (const option of options) {
     if (!link) return undefined
     if (link.succeeded) return option
-    link = link.results[0]?.txn
+    link = link.results.next
   }
   return undefined
 }

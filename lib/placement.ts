@@ -72,12 +72,12 @@ export async function handOnPart(q: QueueRef, group: string, headCreateRevision:
   const { ks, name, slotOf } = q
   const head = queueKeys.groupHead(name, group)
   const waitingPrefix = queueKeys.groupWaiting(name, group)
-  const seen = await ks.txn([], [ks.get(head), ks.get(waitingPrefix, { prefix: true, sort: ['Create', 'Ascend'], limit: 1 })])
-  const marker = seen.results[0].range!.kvs[0]
+  const seen = await ks.reads({ head: ks.get(head), next: ks.get(waitingPrefix, { prefix: true, sort: ['Create', 'Ascend'], limit: 1 }) })
+  const marker = seen.results.head.kvs[0]
   if (marker === undefined) return { compares: [ks.compare(head, 'Version', '==', 0)], ops: [] }
   if (marker.modRevision !== headCreateRevision) return { compares: [ks.compare(head, 'Mod', '==', marker.modRevision)], ops: [] }
   const owns = ks.compare(head, 'Mod', '==', headCreateRevision)
-  const next = seen.results[1].range!.kvs[0]
+  const next = seen.results.next.kvs[0]
   if (next === undefined) return { compares: [owns, ks.compare(waitingPrefix, 'Version', '==', 0, { prefix: true })], ops: [ks.delete(head)] }
   const { meta, payload } = decodeEnvelope(next.value)
   const slot = await slotOf(ks, name, undefined)

@@ -1,6 +1,6 @@
 import type { Namespace } from 'etcd3'
 import { ClaimQueue, type Enqueued, type PriorityEnqueueOptions, type QueueOptions } from './claims.js'
-import { InvalidArgumentError } from './errors.js'
+import { checkInteger } from './check.js'
 import { checkValue } from './kv.js'
 import { sequentialItemSlot } from './placement.js'
 import { checkEnqueue } from './queue-options.js'
@@ -31,9 +31,7 @@ export class PriorityQueue extends ClaimQueue {
    * With `delayMs` it waits outside the queue until due, then joins its bucket.
    */
   async enqueue(value: string | Buffer, priority: number, options?: PriorityEnqueueOptions): Promise<Enqueued> {
-    if (typeof priority !== 'number' || !Number.isInteger(priority) || priority < 0 || priority > MAX_PRIORITY) {
-      throw new InvalidArgumentError(`PriorityQueue priority must be a whole number from 0 (served first) to ${MAX_PRIORITY}, got ${String(priority)}`)
-    }
+    checkInteger(priority, 'PriorityQueue priority', 0, MAX_PRIORITY, { minNote: 'served first' })
     const buf = checkValue(value, 'PriorityQueue value')
     const { delayMs } = checkEnqueue(options, 'PriorityQueue enqueue', false)
     // Go ranges the bucket without a trailing "/"; with 5-digit buckets the keys are the same.

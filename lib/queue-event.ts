@@ -1,29 +1,27 @@
 // The shapes a queue message takes between a dispatcher and a consumer function, and the one
 // check of the queue settings that `queueConsumer`, the dispatcher and the plugin's `etcdQueue`
 // events share. Everything here is JSON-safe: it travels through the Lambda Invoke API.
+import { checkBackoff } from './backoff.js'
+import { checkInteger, checkSeconds, show } from './check.js'
 import { InvalidArgumentError, QueueMismatchError } from './errors.js'
-import { MAX_BATCH, MAX_TTL_S } from './limits.js'
+import { MAX_BATCH } from './limits.js'
+import type { Message } from './queue-options.js'
 
 /** Most batches of one subscription in flight at once. */
 const MAX_CONCURRENCY = 100
 
-/** A message as the handler sees it: JSON-safe, so a dispatcher can pass it in an event. */
-export interface QueueMessage {
-  /** Stable across redeliveries: use it as `itemIdentifier` in `batchItemFailures`. */
-  id: string
-  key: string
-  value: string
-  receiveCount: number
-  priority?: number
-  /** Its message group, if it was enqueued with one. */
-  group?: string
-  /** Settles this delivery (`ack`/`nack` accept it in any process). */
-  receipt: string
-}
+/**
+ * A {@link Message} without its payload bytes (`raw`): JSON-safe, so a dispatcher can pass it in
+ * a Lambda event. What a `queueConsumer` handler sees; `value` holds the payload as text.
+ */
+export type JsonMessage = Omit<Message, 'raw'>
+
+/** @deprecated use {@link JsonMessage}, the {@link Message} a handler sees (the same fields but `raw`). */
+export type QueueMessage = JsonMessage
 
 /** The event a dispatcher (the offline plugin, or the deployed dispatcher) invokes a consumer with. */
 export interface QueueDispatchEvent {
-  etcdQueue: { queue: string; priority?: boolean; messages: QueueMessage[] }
+  etcdQueue: { queue: string; priority?: boolean; messages: JsonMessage[] }
 }
 
 /** What a consumer reads from a queue: an `etcdQueue` event in serverless.yml, or `queueConsumer`'s queue options. */
@@ -59,24 +57,10 @@ export interface EtcdQueueEvent extends QueueSettings {
   concurrency?: number
 }
 
-/** The fields of a received message that travel in the event. */
-type Received = Pick<QueueMessage, 'id' | 'key' | 'value' | 'receiveCount' | 'receipt'> & { priority?: number; group?: string }
-
-/** The JSON-safe form of a received message: what the handler sees and a dispatcher's event carries. */
-export function toQueueMessage(m: Received): QueueMessage {
+/** The JSON-safe form of a received message (its fields but `raw`): what the handler sees and a dispatcher's event carries. */
+export function toQueueMessage(m: JsonMessage): JsonMessage {
   const { id, key, value, receiveCount, priority, group, receipt } = m
   return { id, key, value, receiveCount, ...(priority === undefined ? {} : { priority }), ...(group === undefined ? {} : { group }), receipt }
-}
-
-function show(value: unknown): string {
-  return value === undefined ? 'undefined' : typeof value === 'function' ? 'a function' : JSON.stringify(value)
-}
-
-function checkInteger(where: string, field: string, value: unknown, min: number, max: number): void {
-  if (value === undefined) return
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-    throw new InvalidArgumentError(`${where}: ${field} must be a whole number from ${min} to ${max}, got ${show(value)}`)
-  }
 }
 
 /**
@@ -93,21 +77,19 @@ export function checkQueueSettings(settings: unknown, where: string): asserts se
   if (s.priority !== undefined && typeof s.priority !== 'boolean') {
     throw new InvalidArgumentError(`${where}: priority must be true (a PriorityQueue) or false (a Queue), got ${show(s.priority)}`)
   }
-  checkInteger(where, 'batchSize', s.batchSize, 1, MAX_BATCH)
-  checkInteger(where, 'visibilityTimeout', s.visibilityTimeout, 1, MAX_TTL_S)
-  if (s.maxReceives !== Number.POSITIVE_INFINITY) checkInteger(where, 'maxReceives', s.maxReceives, 1, Number.MAX_SAFE_INTEGER)
-  checkInteger(where, 'concurrency', s.concurrency, 1, MAX_CONCURRENCY)
-  checkInteger(where, 'retryDelay', s.retryDelay, 0, MAX_TTL_S)
-  checkInteger(where, 'maxRetryDelay', s.maxRetryDelay, 0, MAX_TTL_S)
+  // Each setting is optional here: its default is applied where it is used.
+  if (s.batchSize !== undefined) checkInteger(s.batchSize, `${where}: batchSize`, 1, MAX_BATCH)
+  if (s.visibilityTimeout !== undefined) checkSeconds(s.visibilityTimeout, `${where}: visibilityTimeout`, 1)
+  if (s.maxReceives !== undefined && s.maxReceives !== Number.POSITIVE_INFINITY) checkInteger(s.maxReceives, `${where}: maxReceives`, 1, Number.POSITIVE_INFINITY)
+  if (s.concurrency !== undefined) checkInteger(s.concurrency, `${where}: concurrency`, 1, MAX_CONCURRENCY)
+  checkBackoff(s, where)
   if (s.deadLetterQueue !== undefined && (typeof s.deadLetterQueue !== 'string' || s.deadLetterQueue === '')) {
     throw new InvalidArgumentError(`${where}: deadLetterQueue must be a queue name (a non-empty string), got ${show(s.deadLetterQueue)}`)
   }
-  const [retry, max] = [(s.retryDelay as number | undefined) ?? 1, s.maxRetryDelay as number | undefined]
-  if (max !== undefined && max < retry) throw new InvalidArgumentError(`${where}: maxRetryDelay (${max}) must be at least retryDelay (${retry})`)
 }
 
-function isQueueMessage(m: unknown): m is QueueMessage {
-  const x = m as Partial<QueueMessage> | null
+function isJsonMessage(m: unknown): m is JsonMessage {
+  const x = m as Partial<JsonMessage> | null
   return (
     typeof x === 'object' &&
     x !== null &&
@@ -126,10 +108,10 @@ function isQueueMessage(m: unknown): m is QueueMessage {
  * dispatch (a direct invocation: the consumer then receives by itself). A dispatch for another
  * queue, or a PriorityQueue dispatch to a Queue consumer (or the reverse), is a
  * {@link QueueMismatchError} naming both: the mistake would otherwise claim messages and ignore
- * them. A dispatch whose messages are not {@link QueueMessage}s is an
+ * them. A dispatch whose messages are not {@link JsonMessage}s is an
  * {@link InvalidArgumentError}: settling them would ack nothing and redeliver everything.
  */
-export function dispatchedMessages(event: unknown, queue: string, priority = false): QueueMessage[] | undefined {
+export function dispatchedMessages(event: unknown, queue: string, priority = false): JsonMessage[] | undefined {
   const dispatched = (event as Partial<QueueDispatchEvent> | null | undefined)?.etcdQueue
   if (typeof dispatched !== 'object' || dispatched === null) return undefined
   if (dispatched.queue !== queue || (dispatched.priority ?? false) !== priority) {
@@ -142,7 +124,7 @@ export function dispatchedMessages(event: unknown, queue: string, priority = fal
     )
   }
   const { messages } = dispatched as { messages: unknown }
-  if (!Array.isArray(messages) || !messages.every(isQueueMessage)) {
+  if (!Array.isArray(messages) || !messages.every(isJsonMessage)) {
     throw new InvalidArgumentError(
       `the event's etcdQueue.messages for queue ${JSON.stringify(queue)} are not queue messages { id, key, value, receiveCount, receipt }: ` +
         'invoke the consumer with the event a middy-etcd dispatcher builds, or without etcdQueue to let it receive by itself',

@@ -1,9 +1,9 @@
 import type { RetryOptions } from './backoff.js'
-import { checkOptions } from './check.js'
+import { checkInteger, checkOptions, checkSeconds } from './check.js'
 import { InvalidArgumentError } from './errors.js'
 import { defaultDeadLetterQueue, queueKeys } from './keys.js'
 import { checkName } from './kv.js'
-import { DEFAULT_MAX_RECEIVES, DEFAULT_VISIBILITY_S, MAX_BATCH, MAX_DELAY_MS, MAX_TTL_S } from './limits.js'
+import { DEFAULT_MAX_RECEIVES, DEFAULT_VISIBILITY_S, MAX_BATCH, MAX_DELAY_MS } from './limits.js'
 import { checkGroup } from './queue-meta.js'
 import type { Session } from './session.js'
 
@@ -121,7 +121,11 @@ export interface Enqueued {
   id: string
 }
 
-/** A message claimed by `receive`; settle it with `ack` or `nack`. */
+/**
+ * A queue message, as `receive` claims it; settle it with `ack` or `nack`. The one message type:
+ * a dispatcher's event and a `queueConsumer` handler carry it without `raw` (`JsonMessage`,
+ * queue-event.ts), as it travels as JSON.
+ */
 export interface Message {
   /**
    * The revision of its enqueue (decimal): unique in the cluster, the same on every redelivery
@@ -158,14 +162,11 @@ export interface CheckedReceive extends DeadLetterOptions {
 /** Checks receive options against the queue's defaults (items under `itemsPrefix`). */
 export function checkReceive(options: ReceiveOptions, defaults: DeadLetterOptions, queueName: string): CheckedReceive {
   if (options === null || typeof options !== 'object') throw new InvalidArgumentError(`receive options must be an object, got ${String(options)}`)
-  const max = options.max ?? 1
-  if (typeof max !== 'number' || !Number.isInteger(max) || max < 1 || max > MAX_BATCH) {
-    throw new InvalidArgumentError(`receive max must be a whole number from 1 to ${MAX_BATCH}, got ${String(max)}`)
-  }
+  const max = checkInteger(options.max, 'receive max', 1, MAX_BATCH, { fallback: 1 })
   if (options.session !== undefined && options.visibilityTimeout !== undefined) {
     throw new InvalidArgumentError('receive: give either visibilityTimeout (a lease per receive) or session (claims last while it lives), not both')
   }
-  const visibilityTimeout = checkSeconds(options.visibilityTimeout ?? DEFAULT_VISIBILITY_S, 'receive visibilityTimeout', 1)
+  const visibilityTimeout = checkSeconds(options.visibilityTimeout, 'receive visibilityTimeout', 1, { fallback: DEFAULT_VISIBILITY_S })
   const wait = options.wait ?? true
   if (typeof wait !== 'boolean') throw new InvalidArgumentError(`receive wait must be true or false, got ${String(wait)}`)
   const dl = checkDeadLetter({ ...defaults, ...definedOnly(options) }, queueName, 'receive options')
@@ -176,9 +177,7 @@ export function checkReceive(options: ReceiveOptions, defaults: DeadLetterOption
 export function checkDeadLetter(o: DeadLetterOptions, queueName: string, what: string): DeadLetterOptions {
   const { maxReceives, deadLetterQueue } = o ?? {}
   if (maxReceives === undefined && deadLetterQueue === undefined) return {}
-  if (typeof maxReceives !== 'number' || !Number.isInteger(maxReceives) || maxReceives < 1) {
-    throw new InvalidArgumentError(`${what}: maxReceives must be a whole number >= 1 when deadLetterQueue is set, got ${String(maxReceives)}`)
-  }
+  checkInteger(maxReceives, `${what}: maxReceives`, 1, Number.POSITIVE_INFINITY, { hint: 'when deadLetterQueue is set' })
   if (deadLetterQueue === undefined) throw new InvalidArgumentError(`${what}: maxReceives needs deadLetterQueue, the name of the queue that takes messages received ${maxReceives} times`)
   checkName(deadLetterQueue, `${what}: deadLetterQueue`)
   const [dlq, own] = [queueKeys.items(deadLetterQueue), queueKeys.items(queueName)]
@@ -195,14 +194,6 @@ function definedOnly(o: ReceiveOptions): DeadLetterOptions {
   return out
 }
 
-/** A whole number of seconds from `min` to etcd's longest lease TTL. */
-export function checkSeconds(value: unknown, what: string, min: number): number {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > MAX_TTL_S) {
-    throw new InvalidArgumentError(`${what} must be a whole number of seconds from ${min} to ${MAX_TTL_S}, got ${String(value)}`)
-  }
-  return value
-}
-
 /** Checks enqueue options (`allowGroup`: false for a PriorityQueue); returns the delay and group. */
 export function checkEnqueue(options: EnqueueOptions | undefined, what: string, allowGroup: boolean): { delayMs: number; group?: string } {
   const o = checkOptions(options, what)
@@ -212,10 +203,7 @@ export function checkEnqueue(options: EnqueueOptions | undefined, what: string, 
       throw new InvalidArgumentError(`${what}: unknown option ${JSON.stringify(key)}; the options are ${known}`)
     }
   }
-  const delayMs = o.delayMs ?? 0
-  if (typeof delayMs !== 'number' || !Number.isInteger(delayMs) || delayMs < 0 || delayMs > MAX_DELAY_MS) {
-    throw new InvalidArgumentError(`${what}: delayMs must be a whole number of milliseconds from 0 to ${MAX_DELAY_MS}, got ${String(delayMs)}`)
-  }
+  const delayMs = checkInteger(o.delayMs, `${what}: delayMs`, 0, MAX_DELAY_MS, { unit: 'milliseconds', fallback: 0 })
   return o.group === undefined ? { delayMs } : { delayMs, group: checkGroup(o.group, what) }
 }
 
@@ -228,10 +216,8 @@ export function checkRedrive(options: RedriveOptions, queueName: string): Requir
   if (from.startsWith(own) || own.startsWith(from)) {
     throw new InvalidArgumentError(`redrive: from ${JSON.stringify(o.from)} overlaps queue ${JSON.stringify(queueName)}; redrive from its dead-letter queue`)
   }
-  const max = o.max ?? Number.POSITIVE_INFINITY
-  if (typeof max !== 'number' || max < 1 || !(Number.isInteger(max) || max === Number.POSITIVE_INFINITY)) {
-    throw new InvalidArgumentError(`redrive: max must be a whole number >= 1, got ${String(max)}`)
-  }
+  // No max (or Infinity): every dead letter there is when the redrive starts.
+  const max = o.max === undefined || o.max === Number.POSITIVE_INFINITY ? Number.POSITIVE_INFINITY : checkInteger(o.max, 'redrive: max', 1, Number.POSITIVE_INFINITY)
   return { from: o.from, max, signal: o.signal }
 }
 

@@ -2,9 +2,9 @@ import type { Namespace } from 'etcd3'
 import { dueEnd, DUE_WINDOW } from './delays.js'
 import { advance, distance, resized, spanFromRead } from './key-windows.js'
 import { queueKeys } from './keys.js'
-import type { KeyValue, Keyspace, Op, TxnResult } from './kv.js'
+import { Branch, type KeyValue, type Keyspace } from './kv.js'
 import type { QueueOrder } from './queue-order.js'
-import { CoverSearch, type Pair, type WindowRead } from './uncovered.js'
+import { CoverSearch, type Pair, type WindowAnswers, type WindowRead } from './uncovered.js'
 import { waitFor, type EventType } from './wait.js'
 
 /**
@@ -138,26 +138,29 @@ export class Scanner {
     const from = this.hint
     const end = this.span === undefined ? undefined : advance(from, this.span)
 
-    const ops: Op[] = []
-    const add = (more: Op[]) => ops.push(...more) - more.length
-    const window = add(this.items.readOps(from, end, target))
-    const region = add(this.delays.readOps('', due))
-    const below = checkBelow ? add(this.items.countOps('', from)) : -1
-    const beyond = checkBeyond ? add(this.delays.countOps(due, undefined)) : -1
-    const hinted = this.dueHints.splice(0)
-    const hints = hinted.map((key) => add([this.ks.get(key, { keysOnly: true }), this.ks.get(queueKeys.timerOf(this.name, key), { countOnly: true })]))
-    const res = await this.ks.txn([], ops)
+    const txn = new Branch()
+    const window = txn.add(this.items.readOps(from, end, target))
+    const region = txn.add(this.delays.readOps('', due))
+    const below = checkBelow ? txn.add(this.items.countOps('', from)) : undefined
+    const beyond = checkBeyond ? txn.add(this.delays.countOps(due, undefined)) : undefined
+    const hinted = this.dueHints.splice(0).map((key) => ({
+      key,
+      check: txn.add({ delayed: this.ks.get(key, { keysOnly: true }), timer: this.ks.get(queueKeys.timerOf(this.name, key), { countOnly: true }) }),
+    }))
+    const res = await this.ks.namedTxn([], txn.ops)
 
-    const read = this.items.decode(from, end, res.results[window].range!, res.results[window + 1].range!)
+    const read = this.items.decode(from, end, window(res.results))
     this.learn(read, target)
-    const belowVisible = checkBelow ? this.counted(res, below, 'below', now) : false
-    const beyondDue = checkBeyond ? this.counted(res, beyond, 'beyond', now) : false
-    const dues = await this.dueOf(this.delays.decode('', due, res.results[region].range!, res.results[region + 1].range!), due, beyondDue)
-    for (const [i, key] of hinted.entries()) {
-      const kv = res.results[hints[i]].range!.kvs[0]
-      if (kv !== undefined && res.results[hints[i] + 1].range!.count === 0n && !dues.some((d) => d.key === key)) dues.push(kv)
+    const belowVisible = below ? this.counted(below(res.results), 'below', now) : false
+    const beyondDue = beyond ? this.counted(beyond(res.results), 'beyond', now) : false
+    const delayed = region(res.results)
+    const dues = await this.dueOf(this.delays.decode('', due, delayed), due, beyondDue)
+    for (const { key, check } of hinted) {
+      const found = check(res.results)
+      const kv = found.delayed.kvs[0]
+      if (kv !== undefined && found.timer.count === 0n && !dues.some((d) => d.key === key)) dues.push(kv)
     }
-    const delayedHere = Number(res.results[region].range!.count) > 0
+    const delayedHere = Number(delayed.keys.count) > 0
 
     const visible = belowVisible ? await this.findBelow(from) : []
     if (visible.length === 0) visible.push(...(await this.gather(read, max, target)))
@@ -207,9 +210,9 @@ export class Scanner {
     else if (read.end !== undefined && read.rest === undefined) this.hint = read.end
   }
 
-  /** Reads the answers of a region's count-only reads; true when it holds more keys than covers. */
-  private counted(res: TxnResult, at: number, which: 'below' | 'beyond', now: number): boolean {
-    const [keys, covers] = [Number(res.results[at].range!.count), Number(res.results[at + 1].range!.count)]
+  /** Notes the answers of a region's count-only reads; true when it holds more keys than covers. */
+  private counted(counts: WindowAnswers, which: 'below' | 'beyond', now: number): boolean {
+    const [keys, covers] = [Number(counts.keys.count), Number(counts.covers.count)]
     this[which] = { at: now, count: keys }
     if (which === 'below') this.belowChanged = false
     return keys > covers
@@ -271,13 +274,13 @@ export class Scanner {
   /** The regions the first Txn did not count (below the hint, delayed messages keyed past now + 1 s), counted now. */
   private async checkSkipped(belowDone: boolean, beyondDone: boolean, due: string, now: number): Promise<{ visible: KeyValue[]; due: KeyValue[] }> {
     const hint = this.hint
-    const ops: Op[] = []
-    const below = belowDone || hint === '' ? -1 : ops.push(...this.items.countOps('', hint)) - 2
-    const beyond = beyondDone ? -1 : ops.push(...this.delays.countOps(due, undefined)) - 2
-    if (ops.length === 0) return { visible: [], due: [] }
-    const res = await this.ks.txn([], ops)
-    const visible = below >= 0 && this.counted(res, below, 'below', now) ? await this.findBelow(hint) : []
-    const dues = beyond >= 0 && this.counted(res, beyond, 'beyond', now) ? ((await this.delays.locate(due, undefined, { span: BEYOND_SPAN })).read?.uncovered ?? []) : []
+    const txn = new Branch()
+    const below = belowDone || hint === '' ? undefined : txn.add(this.items.countOps('', hint))
+    const beyond = beyondDone ? undefined : txn.add(this.delays.countOps(due, undefined))
+    if (!below && !beyond) return { visible: [], due: [] }
+    const res = await this.ks.namedTxn([], txn.ops)
+    const visible = below && this.counted(below(res.results), 'below', now) ? await this.findBelow(hint) : []
+    const dues = beyond && this.counted(beyond(res.results), 'beyond', now) ? ((await this.delays.locate(due, undefined, { span: BEYOND_SPAN })).read?.uncovered ?? []) : []
     return { visible, due: dues }
   }
 }

@@ -1,6 +1,6 @@
 import { groupOfSegment, queueKeys } from './keys.js'
-import { KeyPager } from './key-windows.js'
-import type { KeyValue } from './kv.js'
+import { KeyPager, readKeys } from './key-windows.js'
+import { Branch, type KeyValue } from './kv.js'
 import { handOnPart, type QueueRef } from './placement.js'
 
 /**
@@ -13,8 +13,8 @@ import { handOnPart, type QueueRef } from './placement.js'
  * reused), and passes a headless group's turn on — each in a Txn guarded by the item still not
  * being there, so a sweep never races a claim, an ack or a move.
  *
- * Consumers sweep as they go (`ClaimQueue`: a step when a receive finds nothing, at most once a
- * second, and beside a claim every ten seconds); `middy-etcd queue sweep <name>` sweeps a queue
+ * Consumers sweep as they go (`ClaimQueue`: a step when a receive finds nothing, at most every
+ * 5 s, and beside a claim every 30 s); `middy-etcd queue sweep <name>` sweeps a queue
  * to the end at once.
  */
 
@@ -61,10 +61,13 @@ export class Sweeper {
     if (orphans.length > 0) {
       const { ks } = this.q
       // Each in a nested Txn: gone only if its item still is not the one it was written for.
-      const res = await ks.txn([], orphans.map((o) => ks.txnOp([ks.compare(o.item!, 'Create', '!=', o.rev!), ks.compare(o.kv.key, 'Mod', '==', o.kv.modRevision)], [ks.delete(o.kv.key)])))
-      orphans.forEach((o, i) => {
-        if (res.results[i].txn!.succeeded) swept[o.kind]++
-      })
+      const batch = new Branch()
+      const removals = orphans.map((o) => ({
+        kind: o.kind,
+        removal: batch.add({ remove: ks.namedTxnOp([ks.compare(o.item!, 'Create', '!=', o.rev!), ks.compare(o.kv.key, 'Mod', '==', o.kv.modRevision)], { remove: ks.delete(o.kv.key) }) }),
+      }))
+      const res = await ks.namedTxn([], batch.ops)
+      for (const { kind, removal } of removals) if (removal(res.results).remove.succeeded) swept[kind]++
     }
     if (!this.heads.done) swept.groups = await this.handOnHeadless((await this.heads.next()).kvs)
     return { ...swept, done: all.every((p) => p.done) }
@@ -74,9 +77,8 @@ export class Sweeper {
   private async gone<T extends { item?: string; rev?: bigint }>(list: T[]): Promise<T[]> {
     if (list.length === 0) return []
     const { ks } = this.q
-    const items = [...new Set(list.map((b) => b.item!))]
-    const res = await ks.txn([], items.map((key) => ks.get(key, { keysOnly: true })))
-    const created = new Map(items.map((key, i) => [key, res.results[i].range!.kvs[0]?.createRevision]))
+    const items = await readKeys(ks, [...new Set(list.map((b) => b.item!))], { keysOnly: true })
+    const created = new Map(items.map((kv) => [kv.key, kv.createRevision]))
     return list.filter((b) => created.get(b.item!) !== b.rev)
   }
 
@@ -85,9 +87,8 @@ export class Sweeper {
     if (heads.length === 0) return 0
     const { ks, name } = this.q
     // The head's value is its item's key (small); the item's create revision is the head's mod revision.
-    const read = await ks.txn([], heads.map((h) => ks.get(h.key)))
-    const current = read.results.map((r) => r.range!.kvs[0]).filter((h): h is KeyValue => h !== undefined)
-    const headless = await this.gone(current.map((h) => ({ head: h, item: h.value.toString(), rev: h.modRevision })))
+    const stillThere = await readKeys(ks, heads.map((h) => h.key))
+    const headless = await this.gone(stillThere.map((h) => ({ head: h, item: h.value.toString(), rev: h.modRevision })))
     let passed = 0
     for (const { head, item } of headless) {
       const group = groupOfSegment(head.key.slice(queueKeys.groupHeads(name).length))

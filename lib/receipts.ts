@@ -1,6 +1,6 @@
 import { ClaimLostError, InvalidArgumentError } from './errors.js'
 import { groupOfSegment, groupSegment, queueKeys } from './keys.js'
-import type { Compare, Keyspace, Op, TxnResult } from './kv.js'
+import type { Compare, Keyspace, NamedResults, RangeOp } from './kv.js'
 
 /**
  * Receipts: what identifies one claim of one message, so that `ack`/`nack` work in any process
@@ -77,15 +77,18 @@ export function ownClaim(ks: Keyspace, r: Receipt): Compare[] {
   return [ks.compare(receiptMarker(r), 'Mod', '==', r.claimRev), ks.compare(r.key, 'Create', '==', r.createRev)]
 }
 
+/** The else-branch reads of {@link claimState}: the item and its claim marker. */
+export type ClaimStateReads = { item: RangeOp; marker: RangeOp }
+
 /** Else-branch reads that explain a failed {@link ownClaim} (see {@link claimLost}): keys only, an ack of many answers with no value. */
-export function claimState(ks: Keyspace, r: Receipt): Op[] {
-  return [ks.get(r.key, { keysOnly: true }), ks.get(receiptMarker(r), { keysOnly: true })]
+export function claimState(ks: Keyspace, r: Receipt): ClaimStateReads {
+  return { item: ks.get(r.key, { keysOnly: true }), marker: ks.get(receiptMarker(r), { keysOnly: true }) }
 }
 
-/** The error for an `op` whose {@link ownClaim} failed, from the {@link claimState} reads in `res`. */
-export function claimLost(op: string, r: Receipt, res: TxnResult, queueName: string): ClaimLostError {
-  const item = res.results[0].range!.kvs[0]
-  const marker = res.results[1].range!.kvs[0]
+/** The error for an `op` whose {@link ownClaim} failed, from what the {@link claimState} reads found. */
+export function claimLost(op: string, r: Receipt, found: NamedResults<ClaimStateReads>, queueName: string): ClaimLostError {
+  const item = found.item.kvs[0]
+  const marker = found.marker.kvs[0]
   const what = `${op} of ${JSON.stringify(r.key)} in queue ${JSON.stringify(queueName)} did nothing`
   if (item === undefined || item.createRevision !== r.createRev) {
     return new ClaimLostError('gone', `${what}: the message is no longer queued (already acked, dequeued, or moved to the dead-letter queue)`)

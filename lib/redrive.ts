@@ -1,7 +1,7 @@
 import { chunked, leaveOps } from './claim.js'
 import { KeyPager } from './key-windows.js'
 import { queueKeys } from './keys.js'
-import type { KeyValue } from './kv.js'
+import { Branch, type KeyValue } from './kv.js'
 import { VALUES_PER_RESPONSE } from './limits.js'
 import { arrivalPart, type QueueRef } from './placement.js'
 import { readMeta } from './queue-meta.js'
@@ -36,11 +36,14 @@ export async function redrive(target: QueueRef, from: string, max: number, signa
     const now = page.kvs.filter((kv) => kv.createRevision <= upTo!)
     for (const chunk of chunked(now, VALUES_PER_RESPONSE)) {
       if (done.moved >= max) break
-      const read = await ks.txn([], chunk.flatMap((kv) => [ks.get(kv.key), ks.get(queueKeys.meta(kv.key))]))
-      for (const [i, kv] of chunk.entries()) {
+      const batch = new Branch()
+      const letters = chunk.map((kv) => ({ kv, read: batch.add({ item: ks.get(kv.key), meta: ks.get(queueKeys.meta(kv.key)) }) }))
+      const res = await ks.namedTxn([], batch.ops)
+      for (const { kv, read } of letters) {
         if (done.moved >= max) break
         signal?.throwIfAborted()
-        const [item, meta] = [read.results[2 * i].range!.kvs[0], read.results[2 * i + 1].range!.kvs[0]]
+        const found = read(res.results)
+        const [item, meta] = [found.item.kvs[0], found.meta.kvs[0]]
         const moved = item !== undefined && item.modRevision === kv.modRevision && (await moveOne(target, item, meta))
         if (moved) done.moved++
         else done.skipped++
@@ -58,13 +61,13 @@ async function moveOne(target: QueueRef, kv: KeyValue, metaKv: KeyValue | undefi
   const marker = queueKeys.marker(kv.key, kv.createRevision)
   for (;;) {
     const part = await arrivalPart(target, arrival)
-    const res = await ks.txn(
+    const res = await ks.namedTxn(
       [ks.compare(kv.key, 'Mod', '==', kv.modRevision), ks.compare(marker, 'Create', '==', 0), ...part.compares],
-      [...leaveOps(ks, kv.key, kv.createRevision), ...part.ops],
-      [ks.get(kv.key, { keysOnly: true }), ks.get(marker, { keysOnly: true })],
+      { leave: leaveOps(ks, kv.key, kv.createRevision), arrival: part.ops },
+      { item: ks.get(kv.key, { keysOnly: true }), marker: ks.get(marker, { keysOnly: true }) },
     )
     if (res.succeeded) return true
-    const [now, claimed] = [res.results[0].range!.kvs[0], res.results[1].range!.kvs[0]]
+    const [now, claimed] = [res.results.item.kvs[0], res.results.marker.kvs[0]]
     if (now?.modRevision !== kv.modRevision || claimed !== undefined) return false
     // Only a key slot went stale (another writer took it): again.
   }

@@ -1,5 +1,5 @@
 import { split, widening, windowEnd } from './key-windows.js'
-import type { KeyValue, Keyspace, Op, RangeResult } from './kv.js'
+import { Branch, type KeyValue, type Keyspace, type NamedResults, type RangeOp } from './kv.js'
 
 /**
  * Finding the keys of one prefix that lack their counterpart under another — queue items without
@@ -39,6 +39,12 @@ export interface WindowRead {
   rest?: string
 }
 
+/** The two reads of one window, for the caller's Txn: of the keys under `a`, of their covers under `b`. */
+export type WindowOps = { keys: RangeOp; covers: RangeOp }
+
+/** What the {@link WindowOps} of a window returned. */
+export type WindowAnswers = NamedResults<WindowOps>
+
 /** Windows a count round looks at: each pair of count-only reads costs two ops of the Txn. */
 const PARTS = 16
 
@@ -55,22 +61,22 @@ export class CoverSearch {
   ) {}
 
   /** The two reads of window `[from, end)` (keys only, at most `limit` keys), for the caller's Txn. */
-  readOps(from: string, end: string | undefined, limit = this.limit): Op[] {
+  readOps(from: string, end: string | undefined, limit = this.limit): WindowOps {
     const { a, b } = this.pair
-    return [
-      this.ks.get(`${a}${from}`, { ...windowEnd(a, end), keysOnly: true, limit }),
-      this.ks.get(`${b}${from}`, { ...windowEnd(b, end), keysOnly: true, limit: 2 * limit }),
-    ]
+    return {
+      keys: this.ks.get(`${a}${from}`, { ...windowEnd(a, end), keysOnly: true, limit }),
+      covers: this.ks.get(`${b}${from}`, { ...windowEnd(b, end), keysOnly: true, limit: 2 * limit }),
+    }
   }
 
   /** The two count-only reads of window `[from, end)`. */
-  countOps(from: string, end: string | undefined): Op[] {
+  countOps(from: string, end: string | undefined): WindowOps {
     const { a, b } = this.pair
-    return [this.ks.get(`${a}${from}`, { ...windowEnd(a, end), countOnly: true }), this.ks.get(`${b}${from}`, { ...windowEnd(b, end), countOnly: true })]
+    return { keys: this.ks.get(`${a}${from}`, { ...windowEnd(a, end), countOnly: true }), covers: this.ks.get(`${b}${from}`, { ...windowEnd(b, end), countOnly: true }) }
   }
 
-  /** What window `[from, end)` holds, from the answers of {@link readOps}. */
-  decode(from: string, end: string | undefined, keys: RangeResult, covers: RangeResult): WindowRead {
+  /** What window `[from, end)` holds, from the answers of its {@link readOps}. */
+  decode(from: string, end: string | undefined, { keys, covers }: WindowAnswers): WindowRead {
     const coverKeys = new Set(covers.kvs.map((kv) => kv.key))
     // Covers cut by the limit: keys whose cover would sort after the last one read are unknown.
     const coversCut = Number(covers.count) > covers.kvs.length
@@ -88,8 +94,8 @@ export class CoverSearch {
 
   /** Reads window `[from, end)` in a Txn of its own. */
   async read(from: string, end: string | undefined, limit = this.limit): Promise<WindowRead> {
-    const res = await this.ks.txn([], this.readOps(from, end, limit))
-    return this.decode(from, end, res.results[0].range!, res.results[1].range!)
+    const res = await this.ks.reads(this.readOps(from, end, limit))
+    return this.decode(from, end, res.results)
   }
 
   /** The suffix of an `a` key. */
@@ -118,9 +124,12 @@ export class CoverSearch {
         coveredTo = from = read.rest
         continue
       }
-      const res = await this.ks.txn([], windows.flatMap(([s, e]) => this.countOps(s, e)))
-      const keys = windows.map((_, j) => Number(res.results[2 * j].range!.count))
-      const i = windows.findIndex((_, j) => keys[j] > Number(res.results[2 * j + 1].range!.count))
+      const round = new Branch()
+      const counts = windows.map(([s, e]) => round.add(this.countOps(s, e)))
+      const res = await this.ks.namedTxn([], round.ops)
+      const answers = counts.map((count) => count(res.results))
+      const keys = answers.map((a) => Number(a.keys.count))
+      const i = answers.findIndex((a, j) => keys[j] > Number(a.covers.count))
       if (i < 0) return { coveredTo: windows[windows.length - 1][0] }
       const s = windows[i][0]
       coveredTo = s

@@ -6,9 +6,9 @@
 import type { Namespace } from 'etcd3'
 import { QueueMismatchError } from '../lib/errors.js'
 import { DEFAULT_BATCH_SIZE, DEFAULT_VISIBILITY_S } from '../lib/limits.js'
-import { toQueueMessage, type QueueDispatchEvent } from '../lib/queue-event.js'
+import { toQueueMessage, type JsonMessage, type QueueDispatchEvent } from '../lib/queue-event.js'
 import { startTimer } from '../lib/timers.js'
-import { openQueue, type ClaimedMessage, type ReceivingQueue } from './queues.js'
+import { openQueue, type ReceivingQueue } from './queues.js'
 import { checkSubscription, type QueueSubscription } from './subscriptions.js'
 
 /** What came back from one invocation. */
@@ -41,7 +41,7 @@ export interface DispatcherOptions {
   /** The dispatcher runs until this aborts. */
   signal: AbortSignal
   /** Called before each invocation (e.g. to print what is dispatched). */
-  onDispatch?: (subscription: QueueSubscription, messages: ClaimedMessage[]) => void
+  onDispatch?: (subscription: QueueSubscription, messages: JsonMessage[]) => void
   /** Called after each invocation. */
   onResult?: (record: DispatchRecord) => void
   /**
@@ -89,7 +89,7 @@ async function runSubscription(options: DispatcherOptions, sub: QueueSubscriptio
     }
     if (streak.failures > 0) await delay(Math.min(RETRY_DELAY_MS * 2 ** (streak.failures - 1), MAX_BACKOFF_MS), stop)
     if (stop.aborted) break
-    let messages: ClaimedMessage[]
+    let messages: JsonMessage[]
     try {
       messages = await queue.receive({
         max: sub.batchSize ?? DEFAULT_BATCH_SIZE,
@@ -117,7 +117,7 @@ async function runSubscription(options: DispatcherOptions, sub: QueueSubscriptio
   await Promise.allSettled(inFlight)
 }
 
-async function dispatchBatch(options: DispatcherOptions, queue: ReceivingQueue, sub: QueueSubscription, messages: ClaimedMessage[]) {
+async function dispatchBatch(options: DispatcherOptions, queue: ReceivingQueue, sub: QueueSubscription, messages: JsonMessage[]) {
   options.onDispatch?.(sub, messages)
   const event: QueueDispatchEvent = {
     etcdQueue: { queue: sub.queue, priority: sub.priority ?? false, messages: messages.map(toQueueMessage) },

@@ -1,17 +1,18 @@
 // The queue side of the dispatcher: the Queue or PriorityQueue a subscription reads.
 import type { Namespace } from 'etcd3'
-import type { Message, ReceiveOptions } from '../lib/claims.js'
+import type { ReceiveOptions } from '../lib/claims.js'
 import { PriorityQueue } from '../lib/priority-queue.js'
+import type { JsonMessage } from '../lib/queue-event.js'
 import { consumerDeadLetter } from '../lib/queue-options.js'
 import { Queue } from '../lib/queue.js'
 import type { QueueSubscription } from './subscriptions.js'
 
-/** A claimed message, as `receive` returns it. */
-export type ClaimedMessage = Pick<Message, 'id' | 'key' | 'value' | 'receiveCount' | 'priority' | 'group' | 'receipt'>
+/** @deprecated use {@link JsonMessage}: the one message type, as a dispatched consumer sees it. */
+export type ClaimedMessage = JsonMessage
 
 /** What the dispatcher needs of a queue. */
 export interface ReceivingQueue {
-  receive(options: ReceiveOptions): Promise<ClaimedMessage[]>
+  receive(options: ReceiveOptions): Promise<JsonMessage[]>
   nack(receipt: string): Promise<void>
 }
 

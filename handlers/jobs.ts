@@ -8,7 +8,7 @@
 import { randomUUID } from 'node:crypto'
 import middy from '@middy/core'
 import type { Context } from 'aws-lambda'
-import { queueConsumer, type QueueMessage } from '../middleware/index.js'
+import { queueConsumer, type JsonMessage } from '../middleware/index.js'
 import { Queue, runSTM, sharedClient } from '../lib/index.js'
 import { body, httpErrors, intField, json, param, stringField, type HttpEvent } from './http.js'
 
@@ -48,7 +48,7 @@ export const status = middy(async (event: HttpEvent) => {
 export const pending = middy(async () => json(200, { pending: await new Queue(sharedClient(), JOBS_QUEUE).size() })).use(httpErrors())
 
 /** The etcdQueue worker: processes each job, records it, reports the ones that failed. */
-export const worker = middy(async (_event: unknown, context: Context & { etcd: { messages: QueueMessage[] } }) => {
+export const worker = middy(async (_event: unknown, context: Context & { etcd: { messages: JsonMessage[] } }) => {
   const failures: { itemIdentifier: string }[] = []
   for (const message of context.etcd.messages) {
     try {

@@ -79,7 +79,7 @@ export async function claimChunk(ks: Keyspace, kvs: KeyValue[], leaseId: string)
 
 /** What an item leaving the queue deletes besides itself: its claim marker, receive counter and metadata. */
 export function leaveOps(ks: Keyspace, key: string, createRevision: bigint): DeleteOp[] {
-  return [ks.delete(key), ks.delete(queueKeys.marker(key, createRevision)), ks.delete(queueKeys.counter(key, createRevision)), ks.delete(queueKeys.meta(key))]
+  return [ks.deleteOp(key), ks.deleteOp(queueKeys.marker(key, createRevision)), ks.deleteOp(queueKeys.counter(key, createRevision)), ks.deleteOp(queueKeys.meta(key))]
 }
 
 /** The hand-on part for an item leaving (nothing for an ungrouped one). */

@@ -248,7 +248,7 @@ export class ClaimQueue {
       }
       const marker = receiptMarker(r)
       const hold = delay > 0 ? await grantLease(this.client, delay) : undefined
-      const res = await this.ks.namedTxn(ownClaim(this.ks, r), { release: hold ? this.ks.put(marker, '', hold) : this.ks.delete(marker) }, claimState(this.ks, r))
+      const res = await this.ks.namedTxn(ownClaim(this.ks, r), { release: hold ? this.ks.put(marker, '', hold) : this.ks.deleteOp(marker) }, claimState(this.ks, r))
       if (!res.succeeded) {
         if (hold) await revokeLease(this.client, hold)
         throw claimLost('nack', r, res.results, this.name)

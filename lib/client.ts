@@ -3,7 +3,7 @@ import { ConstantBackoff, handleWhen, noop, retry, type IBackoff } from 'cockati
 import { Etcd3, isRecoverableError, type IOptions, type Namespace } from 'etcd3'
 import { useCredentialsProvider, type CredentialsProvider } from './credentials.js'
 import { ConfigurationError } from './errors.js'
-import { DEFAULT_MAX_RESPONSE_BYTES, RESPONSE_BUDGET_BYTES } from './limits.js'
+import { DEFAULT_MAX_RESPONSE_BYTES, MAX_RESPONSE_BYTES, RESPONSE_BUDGET_BYTES } from './limits.js'
 import { MAX_TIMER_MS } from './timers.js'
 
 /**
@@ -131,10 +131,10 @@ export function resolveClientOptions(options: ClientOptions = {}): { etcd: IOpti
   const rawMax: unknown = maxResponse?.value
   const maxResponseBytes = maxResponse ? (typeof rawMax === 'number' || typeof rawMax === 'string' ? Number(rawMax) : NaN) : DEFAULT_MAX_RESPONSE_BYTES
   // Below the primitives' own budget their reads would fail; gRPC takes a 32-bit signed length.
-  if (maxResponse && (!Number.isInteger(maxResponseBytes) || maxResponseBytes < RESPONSE_BUDGET_BYTES || maxResponseBytes > 2 ** 31 - 1)) {
+  if (maxResponse && (!Number.isInteger(maxResponseBytes) || maxResponseBytes < RESPONSE_BUDGET_BYTES || maxResponseBytes > MAX_RESPONSE_BYTES)) {
     throw new ConfigurationError(
       maxResponse.setting,
-      `${maxResponse.setting} must be a whole number of bytes from ${RESPONSE_BUDGET_BYTES} (16 MiB, what the primitives' reads are planned to fit) to ${2 ** 31 - 1}, got ${JSON.stringify(String(rawMax))}`,
+      `${maxResponse.setting} must be a whole number of bytes from ${RESPONSE_BUDGET_BYTES} (16 MiB, what the primitives' reads are planned to fit) to ${MAX_RESPONSE_BYTES}, got ${JSON.stringify(String(rawMax))}`,
     )
   }
 

@@ -3,7 +3,6 @@ import { grantLease } from './leases.js'
 import { SessionExpiredError } from './errors.js'
 import { queueKeys, unixNano } from './keys.js'
 import { chunked } from './claim.js'
-import { readKeys } from './key-windows.js'
 import { Branch, type KeyValue, type Keyspace } from './kv.js'
 import { VALUES_PER_RESPONSE } from './limits.js'
 import { perClient } from './per-client.js'
@@ -125,7 +124,7 @@ const PROMOTE_BYTES = 1_000_000
  */
 export async function promoteAll(q: QueueRef, due: KeyValue[]): Promise<void> {
   // The scan read keys only: read the envelopes now, as many per Txn as surely fit an answer.
-  const found = (await Promise.all(chunked(due, VALUES_PER_RESPONSE).map((c) => readKeys(q.ks, c.map((kv) => kv.key))))).flat()
+  const found = (await Promise.all(chunked(due, VALUES_PER_RESPONSE).map((c) => q.ks.getKeys(c.map((kv) => kv.key))))).flat()
   const decoded = found.map((kv) => ({ kv, ...decodeEnvelope(kv.value) }))
   const plain = decoded.filter((d) => d.meta.group === undefined && d.meta.priority === undefined)
   const single = decoded.filter((d) => !plain.includes(d))
@@ -149,7 +148,7 @@ async function promoteChunk(q: QueueRef, chunk: { kv: KeyValue; meta: ItemMeta; 
   const parts = await Promise.all(chunk.map(async ({ kv, meta, payload }) => ({ kv, part: await arrivalPart(q, { payload, meta: { ...meta, id: meta.id ?? kv.createRevision.toString() } }) })))
   const batch = new Branch()
   const moves = parts.map(({ kv, part }) => {
-    const move = ks.namedTxnOp([...guard(ks, name, kv), ...part.compares], { take: ks.delete(kv.key), arrival: part.ops }, { delayed: ks.get(kv.key, { keysOnly: true }) })
+    const move = ks.namedTxnOp([...guard(ks, name, kv), ...part.compares], { take: ks.deleteOp(kv.key), arrival: part.ops }, { delayed: ks.get(kv.key, { keysOnly: true }) })
     return { kv, move: batch.add({ move }) }
   })
   const res = await ks.namedTxn([], batch.ops)
@@ -176,7 +175,7 @@ async function promote(q: QueueRef, delayed: KeyValue): Promise<void> {
     const part = await arrivalPart(q, arrival)
     const res = await ks.namedTxn(
       [...guard(ks, name, delayed), ...part.compares],
-      { take: ks.delete(delayed.key), arrival: part.ops },
+      { take: ks.deleteOp(delayed.key), arrival: part.ops },
       { delayed: ks.get(delayed.key, { keysOnly: true }), timer: ks.get(timer, { keysOnly: true }) },
     )
     if (res.succeeded) return

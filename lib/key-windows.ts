@@ -165,14 +165,6 @@ export class KeyPager {
   }
 }
 
-/** The keys of `keys` that exist, as they are now (in the order given), read in one Txn: a key gone meanwhile is left out. */
-export async function readKeys(ks: Keyspace, keys: readonly string[], options: { keysOnly?: boolean } = {}): Promise<KeyValue[]> {
-  const batch = new Branch()
-  const reads = keys.map((key) => batch.add({ kv: ks.get(key, options) }))
-  const res = await ks.namedTxn([], batch.ops)
-  return reads.map((read) => read(res.results).kv.kvs[0]).filter((kv): kv is KeyValue => kv !== undefined)
-}
-
 /** The range options that end a read of `prefix` at `end` (a suffix), or at the prefix's end when there is none. */
 export function windowEnd(prefix: string, end: string | undefined): { end: string } | { endOfPrefix: string } {
   return end === undefined ? { endOfPrefix: prefix } : { end: `${prefix}${end}` }

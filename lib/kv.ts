@@ -252,10 +252,6 @@ export class Keyspace {
     return { request_delete_range: { key: full, range_end: options.prefix ? prefixEnd(full) : undefined } } as DeleteOp
   }
 
-  /** @deprecated Use {@link deleteOp}: this builds an op, it deletes nothing (the RPC is {@link del}). */
-  delete(key: string, options: { prefix?: boolean } = {}): DeleteOp {
-    return this.deleteOp(key, options)
-  }
 
   /** A nested Txn as one op (etcd 3.3+): its compares decide its branch independently of its siblings. */
   txnOp(compare: Compare[], success: Op[], failure: Op[] = []): TxnOp {
@@ -312,6 +308,14 @@ export class Keyspace {
   async reads<S extends Record<string, RangeOp>>(ops: S): Promise<{ revision: bigint; results: NamedResults<S> }> {
     const res = await this.namedTxn([], ops)
     return { revision: res.revision, results: res.results as NamedResults<S> }
+  }
+
+  /** The keys of `keys` that exist, in the order given, read in one Txn (so at most 128, etcd's ops per Txn): a key gone is left out. */
+  async getKeys(keys: readonly string[], options: { keysOnly?: boolean } = {}): Promise<KeyValue[]> {
+    const batch = new Branch()
+    const reads = keys.map((key) => batch.add({ kv: this.get(key, options) }))
+    const res = await this.namedTxn([], batch.ops)
+    return reads.map((read) => read(res.results).kv.kvs[0]).filter((kv): kv is KeyValue => kv !== undefined)
   }
 
   /** One Range RPC (sent a second time if the first failed in transit: reads are safe to repeat). */

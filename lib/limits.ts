@@ -25,6 +25,8 @@ export const MAX_REQUEST_BYTES = 1.5 * 1024 * 1024
  * primitives' reads still fit when etcd stores values of up to twice its default request limit.
  */
 export const DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+/** The largest receive limit a client may set: gRPC reads a message's length as a 32-bit signed integer. */
+export const MAX_RESPONSE_BYTES = 2 ** 31 - 1
 
 /**
  * What one answer to one of the primitives' requests is planned to be at most, counting every

@@ -83,7 +83,7 @@ export class OwnedKey {
    * second application changes nothing). Resolves with whether it was there to delete.
    */
   async delete(): Promise<boolean> {
-    const res = await this.ks.txn([this.ownerCompare()], [this.ks.delete(this.key)], [], IDEMPOTENT)
+    const res = await this.ks.txn([this.ownerCompare()], [this.ks.deleteOp(this.key)], [], IDEMPOTENT)
     return res.succeeded
   }
 

@@ -111,7 +111,7 @@ export class PermitStore {
     const options = 'take' in plan ? plan.take.filter((o) => o.length > 0) : []
     const change: Record<string, Op> = {}
     if (options.length > 0) change.take = this.chain(options, taker, onTake)
-    if ('expire' in plan) change.expire = this.ks.txnOp([this.modIs(plan.expire)], [this.ks.delete(plan.expire.key)])
+    if ('expire' in plan) change.expire = this.ks.txnOp([this.modIs(plan.expire)], [this.ks.deleteOp(plan.expire.key)])
     let res
     try {
       // The guard's names are the caller's; `config` and `slots` are ours (no guard uses them).

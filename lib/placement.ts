@@ -78,13 +78,13 @@ export async function handOnPart(q: QueueRef, group: string, headCreateRevision:
   if (marker.modRevision !== headCreateRevision) return { compares: [ks.compare(head, 'Mod', '==', marker.modRevision)], ops: [] }
   const owns = ks.compare(head, 'Mod', '==', headCreateRevision)
   const next = seen.results.next.kvs[0]
-  if (next === undefined) return { compares: [owns, ks.compare(waitingPrefix, 'Version', '==', 0, { prefix: true })], ops: [ks.delete(head)] }
+  if (next === undefined) return { compares: [owns, ks.compare(waitingPrefix, 'Version', '==', 0, { prefix: true })], ops: [ks.deleteOp(head)] }
   const { meta, payload } = decodeEnvelope(next.value)
   const slot = await slotOf(ks, name, undefined)
   const id = meta.id ?? next.createRevision.toString()
   return {
     compares: [owns, ks.compare(next.key, 'Mod', '==', next.modRevision), ...slot.compares],
-    ops: [ks.delete(next.key), ...slot.ops(payload), ...metaOps(ks, slot.key, { id, group }), ks.put(head, slot.key)],
+    ops: [ks.deleteOp(next.key), ...slot.ops(payload), ...metaOps(ks, slot.key, { id, group }), ks.put(head, slot.key)],
   }
 }
 

@@ -1,5 +1,5 @@
 import { groupOfSegment, queueKeys } from './keys.js'
-import { KeyPager, readKeys } from './key-windows.js'
+import { KeyPager } from './key-windows.js'
 import { Branch, type KeyValue } from './kv.js'
 import { handOnPart, type QueueRef } from './placement.js'
 
@@ -64,7 +64,7 @@ export class Sweeper {
       const batch = new Branch()
       const removals = orphans.map((o) => ({
         kind: o.kind,
-        removal: batch.add({ remove: ks.namedTxnOp([ks.compare(o.item!, 'Create', '!=', o.rev!), ks.compare(o.kv.key, 'Mod', '==', o.kv.modRevision)], { remove: ks.delete(o.kv.key) }) }),
+        removal: batch.add({ remove: ks.namedTxnOp([ks.compare(o.item!, 'Create', '!=', o.rev!), ks.compare(o.kv.key, 'Mod', '==', o.kv.modRevision)], { remove: ks.deleteOp(o.kv.key) }) }),
       }))
       const res = await ks.namedTxn([], batch.ops)
       for (const { kind, removal } of removals) if (removal(res.results).remove.succeeded) swept[kind]++
@@ -77,7 +77,7 @@ export class Sweeper {
   private async gone<T extends { item?: string; rev?: bigint }>(list: T[]): Promise<T[]> {
     if (list.length === 0) return []
     const { ks } = this.q
-    const items = await readKeys(ks, [...new Set(list.map((b) => b.item!))], { keysOnly: true })
+    const items = await ks.getKeys([...new Set(list.map((b) => b.item!))], { keysOnly: true })
     const created = new Map(items.map((kv) => [kv.key, kv.createRevision]))
     return list.filter((b) => created.get(b.item!) !== b.rev)
   }
@@ -87,7 +87,7 @@ export class Sweeper {
     if (heads.length === 0) return 0
     const { ks, name } = this.q
     // The head's value is its item's key (small); the item's create revision is the head's mod revision.
-    const stillThere = await readKeys(ks, heads.map((h) => h.key))
+    const stillThere = await ks.getKeys(heads.map((h) => h.key))
     const headless = await this.gone(stillThere.map((h) => ({ head: h, item: h.value.toString(), rev: h.modRevision })))
     let passed = 0
     for (const { head, item } of headless) {

@@ -308,11 +308,9 @@ export class RateLimiter {
 
   /** A grant Txn got no answer: tokens it put (they carry `value`) are ours; let them live their time. */
   private async adoptUnanswered(keys: string[], value: string) {
-    const res = await this.ks.txn([], keys.map((k) => this.ks.get(k)))
+    const found = await this.ks.getKeys(keys)
     const now = performance.now()
-    for (const kv of res.results.map((r) => r.range!.kvs[0])) {
-      if (kv !== undefined && kv.value.toString() === value) this.expireAt(kv.key, kv.modRevision, now + this.tokenLife)
-    }
+    for (const kv of found) if (kv.value.toString() === value) this.expireAt(kv.key, kv.modRevision, now + this.tokenLife)
   }
 
   /** Deletes token `key` at `when` (`performance.now()`) if it is still the one put at revision `mod`. */

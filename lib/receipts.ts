@@ -62,14 +62,10 @@ function fromCurrent(m: RegExpExecArray): Receipt | undefined {
   }
   return { createRev: BigInt(m[1]), claimRev: BigInt(m[2]), leaseId: m[3], count: Number(m[4]), group, key: m[6] }
 }
+
 /** The claim marker of a receipt's item. */
 export function receiptMarker(r: Receipt): string {
   return queueKeys.marker(r.key, r.createRev)
-}
-
-/** The receive counter of a receipt's item. */
-export function receiptCounter(r: Receipt): string {
-  return queueKeys.counter(r.key, r.createRev)
 }
 
 /** The compares that hold while a receipt's claim is current and its item still queued. */

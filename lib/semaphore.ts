@@ -133,8 +133,7 @@ export class Semaphore {
    */
   private async giveBack(keys: string[], value: string) {
     try {
-      const res = await this.ks.txn([], keys.map((k) => this.ks.get(k)))
-      const ours = res.results.map((r) => r.range!.kvs[0]).filter((kv): kv is KeyValue => kv !== undefined && kv.value.toString() === value)
+      const ours = (await this.ks.getKeys(keys)).filter((kv) => kv.value.toString() === value)
       for (const kv of ours) await new OwnedKey(this.session, kv.key, kv.createRevision).delete()
     } catch {
       for (const key of keys) this.session.strand(key)

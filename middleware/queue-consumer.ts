@@ -6,13 +6,13 @@ import { ClaimLostError } from '../lib/errors.js'
 import { DEFAULT_BATCH_SIZE, DEFAULT_MAX_RECEIVES, DEFAULT_MAX_RETRY_DELAY_S, DEFAULT_RETRY_DELAY_S, DEFAULT_VISIBILITY_S } from '../lib/limits.js'
 import { consumerDeadLetter } from '../lib/queue-options.js'
 import { PriorityQueue } from '../lib/priority-queue.js'
-import { checkQueueSettings, dispatchedMessages, toQueueMessage, type QueueMessage, type QueueSettings } from '../lib/queue-event.js'
+import { checkQueueSettings, dispatchedMessages, toQueueMessage, type JsonMessage, type QueueSettings } from '../lib/queue-event.js'
 import { Queue } from '../lib/queue.js'
 import { emit, type OnEvent } from './events.js'
 import { ScopeUses, shortCircuit, waitBudget } from './scope.js'
 import { validateOptions, type Schema } from './options.js'
 
-export { toQueueMessage, type QueueMessage, type QueueDispatchEvent } from '../lib/queue-event.js'
+export { toQueueMessage, type JsonMessage, type QueueMessage, type QueueDispatchEvent } from '../lib/queue-event.js'
 
 /** The SQS partial-batch convention: these messages failed, the rest succeeded. */
 export interface BatchResponse {
@@ -62,7 +62,7 @@ const schema: Schema = {
  * deliveries, dead-lettered. A crashed invocation settles nothing: its messages come back when
  * the visibility timeout ends.
  */
-export function queueConsumer(options: QueueConsumerOptions): MiddlewareObj<unknown, any, Error, Context & { etcd: { messages: QueueMessage[] } }> {
+export function queueConsumer(options: QueueConsumerOptions): MiddlewareObj<unknown, any, Error, Context & { etcd: { messages: JsonMessage[] } }> {
   const opts = validateOptions<QueueConsumerOptions & typeof defaults>('queueConsumer', schema, defaults, options, (o) => checkQueueSettings(o, 'queueConsumer'))
   const uses = new ScopeUses('queueConsumer')
   const client = () => opts.client ?? sharedClient()
@@ -74,7 +74,7 @@ export function queueConsumer(options: QueueConsumerOptions): MiddlewareObj<unkn
   }
 
   /** Acks the successes in one Txn (ackMany) and nacks each failure (visible again after its retry delay, or dead-lettered). */
-  const ackAndNack = async (q: Queue | PriorityQueue, messages: QueueMessage[], failed: Set<string>) => {
+  const ackAndNack = async (q: Queue | PriorityQueue, messages: JsonMessage[], failed: Set<string>) => {
     const done = messages.filter((m) => !failed.has(m.id)).map((m) => m.receipt)
     const [acks, ...nacks] = await Promise.allSettled([
       done.length > 0 ? q.ackMany(done) : Promise.resolve([]),
@@ -88,7 +88,7 @@ export function queueConsumer(options: QueueConsumerOptions): MiddlewareObj<unkn
     if (problem) throw (problem as PromiseRejectedResult).reason
   }
 
-  const before = async (request: Request<unknown, any, Error, Context & { etcd: { messages: QueueMessage[] } }>) => {
+  const before = async (request: Request<unknown, any, Error, Context & { etcd: { messages: JsonMessage[] } }>) => {
     let messages = dispatchedMessages(request.event, opts.queue, opts.priority)
     const q = open()
     if (!messages) {

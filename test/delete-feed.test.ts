@@ -36,9 +36,9 @@ describe('the shared delete feed (lib/delete-feed.ts)', () => {
     // Let the watch be created first (a delete before it would reach this subscriber as a resync).
     await sleep(300)
     try {
-      const delA = await ks.txn([], [ks.delete(`${prefix}a`)])
+      const delA = await ks.txn([], [ks.deleteOp(`${prefix}a`)])
       await until(() => first.heard.deleted.length === 1, 'the first delete reached the feed')
-      const delB = await ks.txn([], [ks.delete(`${prefix}b`)])
+      const delB = await ks.txn([], [ks.deleteOp(`${prefix}b`)])
       await until(() => first.heard.deleted.length === 2, 'the second delete reached the feed')
       // Read between the two deletes, subscribed after both were delivered: only the second is news to it.
       const late = recorder(delA.revision)
@@ -57,7 +57,7 @@ describe('the shared delete feed (lib/delete-feed.ts)', () => {
     const ks = keyspace(client)
     const prefix = `${uniqueName('feed-resync')}/`
     const old = await ks.txn([], [ks.put(`${prefix}x`), ks.put(`${prefix}y`)])
-    await ks.txn([], [ks.delete(`${prefix}x`)]) // before any feed: no event for it
+    await ks.txn([], [ks.deleteOp(`${prefix}x`)]) // before any feed: no event for it
     const subs = Array.from({ length: 20 }, () => recorder(old.revision))
     const { result: stops, perOp } = await countRpcs(etcd.cluster.endpoints[0], 1, async () => {
       const stops = subs.map((r) => onDeletes(ks, prefix, r.sub))
@@ -68,7 +68,7 @@ describe('the shared delete feed (lib/delete-feed.ts)', () => {
     // One watch create, and one Range for all twenty.
     expect(perOp.Range ?? 0).toBe(1)
     expect(perOp.Watch ?? 0).toBe(1)
-    const del = await ks.txn([], [ks.delete(`${prefix}y`)])
+    const del = await ks.txn([], [ks.deleteOp(`${prefix}y`)])
     await until(() => subs.every((r) => r.heard.deleted.length === 1), 'the live delete reached every subscriber')
     for (const r of subs) expect(r.heard.deleted).toEqual([{ key: `${prefix}y`, revision: del.revision }])
     for (const stop of stops) stop()

@@ -168,7 +168,7 @@ describe('receive / ack: at-least-once claims', () => {
     // What Go's Dequeue does: delete the oldest item guarded by its mod revision only.
     const kv = (await keyspace(etcd.client).range(m.key)).kvs[0]
     const ks = keyspace(etcd.client)
-    expect((await ks.txn([ks.compare(m.key, 'Mod', '==', kv.modRevision)], [ks.delete(m.key)])).succeeded).toBe(true)
+    expect((await ks.txn([ks.compare(m.key, 'Mod', '==', kv.modRevision)], [ks.deleteOp(m.key)])).succeeded).toBe(true)
     await expect(q.ack(m)).rejects.toMatchObject({ reason: 'gone' })
   })
 

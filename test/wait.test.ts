@@ -91,12 +91,12 @@ describe('waitGone (on the shared delete feed of the prefix)', () => {
     const b = await ks.txn([], [ks.put(`${prefix}b`, '')])
     const seenAt = b.revision
     // `a` goes after the read at seenAt but before anyone waits for it: replayed or re-read.
-    const early = await ks.txn([], [ks.delete(`${prefix}a`)])
+    const early = await ks.txn([], [ks.deleteOp(`${prefix}a`)])
     expect(await waitGone(ks, prefix, { key: `${prefix}a`, createRevision: a.revision }, seenAt, AbortSignal.timeout(5000))).toBeGreaterThanOrEqual(early.revision)
     const waiting = waitGone(ks, prefix, { key: `${prefix}b`, createRevision: b.revision }, seenAt, AbortSignal.timeout(5000))
     await ks.txn([], [ks.put(`${prefix}c`, '')]) // a put and another key's life do not end the wait
     await ks.del(`${prefix}c`)
-    const late = await ks.txn([], [ks.delete(`${prefix}b`)])
+    const late = await ks.txn([], [ks.deleteOp(`${prefix}b`)])
     expect(await waiting).toBe(late.revision)
   })
 
@@ -130,7 +130,7 @@ describe('a watch etcd cancels', () => {
     expect(err).toBeInstanceOf(WatchLostError)
     expect((err as Error).message).toMatch(/compact/i)
     await new Promise((r) => setTimeout(r, 300)) // etcd's answer to a stray cancel would be here by now
-    const deleted = await ks.txn([], [ks.delete(`${prefix}kept`)])
+    const deleted = await ks.txn([], [ks.deleteOp(`${prefix}kept`)])
     expect(await keptGone).toBe(deleted.revision)
   })
 })

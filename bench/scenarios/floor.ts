@@ -36,7 +36,7 @@ export function lockShapedPair(client: EtcdClient, session: Session, name: strin
   return async () => {
     const youngest = ks.get(`${name}/`, { prefix: true, sort: ['Create', 'Descend'], limit: AHEAD_READ_LIMIT, keysOnly: true })
     const locked = await client.kv.txn({ compare: [ks.compare(key, 'Create', '==', 0)], success: [ks.put(key, '', session.leaseId), youngest], failure: [youngest] })
-    await client.kv.txn({ compare: [ks.compare(key, 'Create', '==', BigInt(locked.header.revision))], success: [ks.delete(key)], failure: [] })
+    await client.kv.txn({ compare: [ks.compare(key, 'Create', '==', BigInt(locked.header.revision))], success: [ks.deleteOp(key)], failure: [] })
   }
 }
 

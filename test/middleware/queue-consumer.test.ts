@@ -2,7 +2,7 @@ import middy from '@middy/core'
 import type { Context } from 'aws-lambda'
 import { describe, expect, it } from 'vitest'
 import { Queue, InvalidArgumentError, QueueMismatchError, PriorityQueue } from '../../lib/index.js'
-import { queueConsumer, type QueueMessage } from '../../middleware/index.js'
+import { queueConsumer, type JsonMessage } from '../../middleware/index.js'
 import { runDispatcher } from '../../dispatch/dispatcher.js'
 import { sleep, uniqueName, useEtcd } from '../helpers.js'
 import { lambdaContext } from '../lambda.js'
@@ -83,7 +83,7 @@ describe('queueConsumer', () => {
     const deliveries: { receiveCount: number; at: number }[] = []
     let invocations = 0
     // The example worker's shape: JSON.parse of every message, failures reported per message.
-    const worker = middy(async (_e: unknown, context: Context & { etcd: { messages: QueueMessage[] } }) => {
+    const worker = middy(async (_e: unknown, context: Context & { etcd: { messages: JsonMessage[] } }) => {
       invocations++
       const failures = []
       for (const m of context.etcd.messages) {

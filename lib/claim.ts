@@ -1,4 +1,4 @@
-import { ClaimLostError, MiddyEtcdError } from './errors.js'
+import { ClaimLostError, QueueConflictError } from './errors.js'
 import { queueKeys, uniqueSlot } from './keys.js'
 import { Branch, type DeleteOp, type KeyValue, type Keyspace } from './kv.js'
 import { VALUES_PER_RESPONSE } from './limits.js'
@@ -87,8 +87,8 @@ function handOnFor(q: QueueRef, group: string | undefined, createRevision: bigin
   return group === undefined ? Promise.resolve({ compares: [], ops: [] }) : handOnPart(q, group, createRevision)
 }
 
-function stale(op: string, key: string, q: QueueRef): MiddyEtcdError {
-  return new MiddyEtcdError(`${op} of ${JSON.stringify(key)} in queue ${JSON.stringify(q.name)} kept conflicting with other writers of its message group ${STALE_TRIES} times; retry it`)
+function stale(op: string, key: string, q: QueueRef): QueueConflictError {
+  return new QueueConflictError(`${op} of ${JSON.stringify(key)} in queue ${JSON.stringify(q.name)} kept conflicting with other writers of its message group ${STALE_TRIES} times; retry it`)
 }
 
 /** Removes a claimed item (an ack) and passes its group's turn on; the {@link ClaimLostError} when the claim is not `r`'s. */
@@ -169,6 +169,6 @@ export async function deadLetter(q: QueueRef, r: Receipt, dlq: string, priority:
       if (marker?.modRevision !== r.claimRev || now?.createRevision !== r.createRev) return { done: true, value: false }
       return { done: false }
     },
-    () => new MiddyEtcdError(`moving ${JSON.stringify(r.key)} of queue ${JSON.stringify(name)} to dead-letter queue ${JSON.stringify(dlq)} kept conflicting with other writers; it stays claimed until its visibility timeout and is retried then`),
+    () => new QueueConflictError(`moving ${JSON.stringify(r.key)} of queue ${JSON.stringify(name)} to dead-letter queue ${JSON.stringify(dlq)} kept conflicting with other writers; it stays claimed until its visibility timeout and is retried then`),
   )
 }

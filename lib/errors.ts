@@ -171,9 +171,18 @@ export class TooManyClientsError extends MiddyEtcdError {
   override readonly code = 'TOO_MANY_CLIENTS'
 }
 
-/** An STM transaction kept conflicting until `maxAttempts` ran out. */
+/**
+ * A write kept conflicting with other writers until its attempts ran out: an STM transaction
+ * after `maxAttempts` (this class), a queue move ({@link QueueConflictError}). Nothing was
+ * written; retrying later may succeed.
+ */
 export class ConflictError extends MiddyEtcdError {
-  override readonly code = 'STM_CONFLICT'
+  override readonly code: string = 'STM_CONFLICT'
+}
+
+/** A move of a queue message (a message group's hand-on, a dead-letter move) kept conflicting with other writers of its keys. */
+export class QueueConflictError extends ConflictError {
+  override readonly code = 'QUEUE_CONFLICT'
 }
 
 /** Why a wait's watch ended early: see {@link WatchLostError}. */

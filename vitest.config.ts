@@ -3,7 +3,7 @@ import { defineConfig } from 'vitest/config'
 import { resolveEtcd } from './offline/etcd-release.js'
 
 /** Files whose figures depend on the machine not being busy with another test file: run last, alone. */
-const alone = ['test/rate-limiter.test.ts']
+const alone = ['test/permits/rate-limiter.test.ts']
 
 /**
  * The etcd every test file runs (ETCD_VERSION, default 3.7; or ETCD_BIN), resolved once here so

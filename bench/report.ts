@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { cpus, loadavg, release, totalmem } from 'node:os'
 import { join } from 'node:path'
-import { AHEAD_READ_LIMIT } from '../lib/turn.js'
+import { AHEAD_READ_LIMIT } from '../lib/wait/turn.js'
 import { resolveEtcd } from '../offline/etcd-release.js'
 import { root } from './util/build.js'
 import type { Entry, ScenarioResult, Spread } from './util/types.js'
@@ -172,7 +172,7 @@ function findings(r: Report): string {
     '',
     'etcd keeps watchers in two groups (`mvcc/watchable_store.go` in 3.4, `server/mvcc/` later): a watcher whose start revision is **greater** than the store\'s current revision (or 0, "from now") joins the *synced* group and gets each event as the write commits; a watcher that starts at or below the current revision joins the *unsynced* group, which `syncWatchersLoop` catches up from the backend **every 100 ms**. Go\'s `waitDelete` (concurrency/key.go) watches the predecessor `WithRev(resp.Header.Revision)` — the revision of the range that found it, which is never above the current revision — so every Go wait starts unsynced and learns of the predecessor\'s delete only at the next 100 ms tick: ~20 handoffs/s with 2 workers, ~100/s with 10, and a steady ~45–48 ms leader failover (the Go peer\'s loop sleeps 50 ms before closing the leader, so it locks onto the tick\'s phase).',
     '',
-    'lib waits on "now" instead: every waiter of a process on one prefix shares one "from now" watch of the deletes under it (lib/delete-feed.ts, synced at once); a delete between the waiter\'s read and the feed\'s start is replayed from the feed\'s log or found by one whole-prefix read. lib/wait.ts `waitGone` (the Semaphore and RateLimiter queue) waits there for its predecessor. The Mutex, RWMutex and Election go further (lib/turn.ts): the enqueue Txn reads the ' + AHEAD_READ_LIMIT + ' youngest keys ahead, and a waiter that saw every key ahead of it takes its turn at the revision of the last one\'s delete, with no read; one further back reads again once, while the last key it knows of still holds.',
+    'lib waits on "now" instead: every waiter of a process on one prefix shares one "from now" watch of the deletes under it (lib/wait/delete-feed.ts, synced at once); a delete between the waiter\'s read and the feed\'s start is replayed from the feed\'s log or found by one whole-prefix read. lib/wait/wait.ts `waitGone` (the Semaphore and RateLimiter queue) waits there for its predecessor. The Mutex, RWMutex and Election go further (lib/wait/turn.ts): the enqueue Txn reads the ' + AHEAD_READ_LIMIT + ' youngest keys ahead, and a waiter that saw every key ahead of it takes its turn at the revision of the last one\'s delete, with no read; one further back reads again once, while the last key it knows of still holds.',
     '',
     `Measured in this run: 2 workers — lib Mutex ${n(hot?.c2?.lib.perSecond)}/s (handoff p50 ${n(hot?.c2?.lib.handoffP50)} ms, p99 ${n(hot?.c2?.lib.handoffP99)} ms) vs Go ${n(go(hot?.c2))}/s; 10 workers — lib ${n(hot?.c10?.lib.perSecond)}/s (handoff p50 ${n(hot?.c10?.lib.handoffP50)} ms) vs Go ${n(go(hot?.c10))}/s.`,
     '',

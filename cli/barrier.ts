@@ -1,5 +1,5 @@
-import { doubleBarrier } from '../lib/keys.js'
-import { keyspace } from '../lib/kv.js'
+import { doubleBarrier } from '../lib/core/keys.js'
+import { keyspace } from '../lib/core/kv.js'
 import { noMoreArgs, requireArg, revisionNumber, type Command, type Report } from './common.js'
 import { fields, showKey } from './table.js'
 

@@ -1,7 +1,7 @@
 import type { ParseArgsConfig } from 'node:util'
-import type { EtcdClient } from '../lib/client.js'
-import { prefixEnd, toKeyValue, toTypedError, type KeyValue } from '../lib/kv.js'
-import { leaseHex } from '../lib/keys.js'
+import type { EtcdClient } from '../lib/core/client.js'
+import { prefixEnd, toKeyValue, toTypedError, type KeyValue } from '../lib/core/kv.js'
+import { leaseHex } from '../lib/core/keys.js'
 import type { LeaseTtl } from './table.js'
 
 /** What a command gets: its arguments and a way to reach etcd (connected on first use). */

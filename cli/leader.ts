@@ -1,5 +1,5 @@
-import { leaseHex } from '../lib/keys.js'
-import { keyspace, type KeyValue } from '../lib/kv.js'
+import { leaseHex } from '../lib/core/keys.js'
+import { keyspace, type KeyValue } from '../lib/core/kv.js'
 import { leaseTtls, noMoreArgs, requireArg, revisionNumber, type Command, type Report } from './common.js'
 import { fields, jsonValue, showKey, showTtl, showValue, table, type LeaseTtl } from './table.js'
 

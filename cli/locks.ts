@@ -1,6 +1,6 @@
-import type { EtcdClient } from '../lib/client.js'
-import { contenders, isLeaseSegment, leaseHex, queueKeys, rwContenders } from '../lib/keys.js'
-import { keyspace, type KeyValue } from '../lib/kv.js'
+import type { EtcdClient } from '../lib/core/client.js'
+import { contenders, isLeaseSegment, leaseHex, queueKeys, rwContenders } from '../lib/core/keys.js'
+import { keyspace, type KeyValue } from '../lib/core/kv.js'
 import { leaseTtls, mapLimit, noMoreArgs, revisionNumber, scanKeys, type Command, type Report } from './common.js'
 import { showKey, showTtl, table, type LeaseTtl } from './table.js'
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 import { parseArgs, type ParseArgsConfig } from 'node:util'
-import { createClient, resolveClientOptions, type EtcdClient } from '../lib/client.js'
+import { createClient, resolveClientOptions, type EtcdClient } from '../lib/core/client.js'
 import { ConfigurationError, EtcdUnavailableError, InvalidArgumentError, MiddyEtcdError } from '../lib/errors.js'
-import { toTypedError } from '../lib/kv.js'
+import { toTypedError } from '../lib/core/kv.js'
 import { barrier } from './barrier.js'
 import { UsageError, type Command } from './common.js'
 import { chooseEndpoints, packageVersion, type EndpointChoice } from './endpoints.js'

@@ -1,18 +1,18 @@
-import type { EtcdClient } from '../lib/client.js'
-import { chunked } from '../lib/claim.js'
-import { KeyPager } from '../lib/key-windows.js'
-import { queueKeys, queueOfDeadLetterQueue } from '../lib/keys.js'
-import { checkName, keyspace, type KeyValue } from '../lib/kv.js'
+import type { EtcdClient } from '../lib/core/client.js'
+import { chunked } from '../lib/queue/moves.js'
+import { KeyPager } from '../lib/queue/key-windows.js'
+import { queueKeys, queueOfDeadLetterQueue } from '../lib/core/keys.js'
+import { checkName, keyspace, type KeyValue } from '../lib/core/kv.js'
 import { VALUES_PER_RESPONSE } from '../lib/limits.js'
-import { MAX_PRIORITY, PriorityQueue } from '../lib/priority-queue.js'
-import { Queue } from '../lib/queue.js'
+import { MAX_PRIORITY, PriorityQueue } from '../lib/queue/priority-queue.js'
+import { Queue } from '../lib/queue/queue.js'
 import { intOption, noMoreArgs, requireArg, revisionNumber, UsageError, type Command, type Invocation, type Report } from './common.js'
 import { fields, jsonValue, showKey, showValue, table } from './table.js'
 
 /**
  * `queue stats|peek|push|purge <name>`: a Go-layout Queue (`<name>/<unixNano>`) or
  * PriorityQueue (`<name>/<%05d prio>/<%016d seq>`), with the at-least-once claim keys of
- * lib/keys.ts `queueKeys`: a claimed (in-flight) item has a marker `__claims/<itemKey>/<createRev>` on
+ * lib/core/keys.ts `queueKeys`: a claimed (in-flight) item has a marker `__claims/<itemKey>/<createRev>` on
  * the receiver's lease, and `__receives/<itemKey>/<createRev>` counts its receives (version).
  */
 

@@ -3,10 +3,10 @@
 // consumer's nack inside the function, the dispatcher's nack of a failed invocation, or the
 // claim that finds it over-received — so the move is seen where it lands, not where it starts.
 import type { IKeyValue, Namespace, Watcher } from 'etcd3'
-import { queueKeys } from '../lib/keys.js'
-import { keyspace } from '../lib/kv.js'
-import { readMeta } from '../lib/queue-meta.js'
-import { consumerDeadLetter } from '../lib/queue-options.js'
+import { queueKeys } from '../lib/core/keys.js'
+import { keyspace } from '../lib/core/kv.js'
+import { readMeta } from '../lib/queue/meta.js'
+import { consumerDeadLetter } from '../lib/queue/options.js'
 import type { QueueSubscription } from './subscriptions.js'
 
 /** One message that arrived in a dead-letter queue of the subscriptions. */

@@ -6,7 +6,7 @@
 import type { Namespace } from 'etcd3'
 import { QueueMismatchError } from '../lib/errors.js'
 import { DEFAULT_BATCH_SIZE, DEFAULT_VISIBILITY_S } from '../lib/limits.js'
-import { toQueueMessage, type JsonMessage, type QueueDispatchEvent } from '../lib/queue-event.js'
+import { toQueueMessage, type JsonMessage, type QueueDispatchEvent } from '../lib/queue/event.js'
 import { startTimer } from '../lib/timers.js'
 import { openQueue, type ReceivingQueue } from './queues.js'
 import { checkSubscription, type QueueSubscription } from './subscriptions.js'

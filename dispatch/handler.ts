@@ -3,11 +3,11 @@
 // takes over (./handover.ts) or shortly before its own timeout. Built on lib/ only (Session +
 // Election for "one at a time"), so the deployed bundle carries no Middy, plugin or build code.
 import type { Namespace } from 'etcd3'
-import { checkClient, checkSeconds } from '../lib/check.js'
-import { sharedClient } from '../lib/client.js'
-import { Election } from '../lib/election.js'
+import { checkClient, checkSeconds } from '../lib/core/check.js'
+import { sharedClient } from '../lib/core/client.js'
+import { Election } from '../lib/locks/election.js'
 import { InvalidArgumentError } from '../lib/errors.js'
-import { Session } from '../lib/session.js'
+import { Session } from '../lib/session/session.js'
 import { startTimer } from '../lib/timers.js'
 import { runDispatcher, type Invoke } from './dispatcher.js'
 import { campaignFor, successorWaiting } from './handover.js'

@@ -5,11 +5,11 @@
 // rate, a new run is always already waiting when the old one steps down, and each run leads for
 // about one period of the schedule.
 import type { Namespace } from 'etcd3'
-import type { Election } from '../lib/election.js'
-import { contenders } from '../lib/keys.js'
-import { keyspace } from '../lib/kv.js'
+import type { Election } from '../lib/locks/election.js'
+import { contenders } from '../lib/core/keys.js'
+import { keyspace } from '../lib/core/kv.js'
 import { startTimer } from '../lib/timers.js'
-import { waitFor } from '../lib/wait.js'
+import { waitFor } from '../lib/wait/wait.js'
 
 /**
  * Campaigns, waiting up to `waitMs` for the leader to hand over; true once this run leads. On

@@ -1,10 +1,10 @@
 // The queue side of the dispatcher: the Queue or PriorityQueue a subscription reads.
 import type { Namespace } from 'etcd3'
-import type { ReceiveOptions } from '../lib/claims.js'
-import { PriorityQueue } from '../lib/priority-queue.js'
-import type { JsonMessage } from '../lib/queue-event.js'
-import { consumerDeadLetter } from '../lib/queue-options.js'
-import { Queue } from '../lib/queue.js'
+import type { ReceiveOptions } from '../lib/queue/consumer.js'
+import { PriorityQueue } from '../lib/queue/priority-queue.js'
+import type { JsonMessage } from '../lib/queue/event.js'
+import { consumerDeadLetter } from '../lib/queue/options.js'
+import { Queue } from '../lib/queue/queue.js'
 import type { QueueSubscription } from './subscriptions.js'
 
 /** @deprecated use {@link JsonMessage}: the one message type, as a dispatched consumer sees it. */

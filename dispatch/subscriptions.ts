@@ -1,7 +1,7 @@
 // Who the dispatcher delivers to: the `etcdQueue` events of a service, each naming the function
 // to invoke. The plugin writes them into the dispatcher function's ETCD_QUEUE_SUBSCRIPTIONS.
 import { ConfigurationError, InvalidArgumentError } from '../lib/errors.js'
-import { checkQueueSettings, type EtcdQueueEvent } from '../lib/queue-event.js'
+import { checkQueueSettings, type EtcdQueueEvent } from '../lib/queue/event.js'
 
 /** A function subscribed to a queue: its `etcdQueue` event and the name to invoke. */
 export interface QueueSubscription extends EtcdQueueEvent {

@@ -1,4 +1,4 @@
-import { sharedClient } from '../lib/client.js'
+import { sharedClient } from '../lib/core/client.js'
 
 /** GET /ping: proves the function reaches etcd (ETCD_ENDPOINTS injected by the plugin). */
 export const handler = async () => {

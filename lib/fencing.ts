@@ -1,6 +1,6 @@
 import type { ComparatorBuilder } from 'etcd3'
 import { FenceRejectedError, InvalidArgumentError } from './errors.js'
-import type { Compare } from './kv.js'
+import type { Compare } from './core/kv.js'
 
 /**
  * Carrying a lock's fencing token into a downstream store. etcd can only refuse a stale

@@ -62,7 +62,7 @@ export const DEFAULT_VISIBILITY_S = 30
 /** Receives of a message before it goes to the dead-letter queue, unless configured (queueConsumer, etcdQueue events). */
 export const DEFAULT_MAX_RECEIVES = 5
 
-/** First retry delay of a failed message, seconds (doubles per receive, jittered; see lib/backoff.ts). */
+/** First retry delay of a failed message, seconds (doubles per receive, jittered; see lib/queue/backoff.ts). */
 export const DEFAULT_RETRY_DELAY_S = 1
 
 /** Longest retry delay of a failed message, seconds. */

@@ -1,6 +1,6 @@
 import type { Namespace } from 'etcd3'
-import { perClient } from '../lib/per-client.js'
-import { Session } from '../lib/session.js'
+import { perClient } from '../lib/core/per-client.js'
+import { Session } from '../lib/session/session.js'
 
 /** A lease a finished invocation left behind, and until when it is certainly alive by both clocks. */
 interface IdleLease {

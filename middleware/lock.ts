@@ -1,6 +1,6 @@
 import type { MiddlewareObj } from '@middy/core'
 import type { Context } from 'aws-lambda'
-import { Mutex } from '../lib/mutex.js'
+import { Mutex } from '../lib/locks/mutex.js'
 import { lockMiddleware, type LockGrant, type LockMiddlewareOptions } from './lock-middleware.js'
 import { validateOptions, type Schema } from './options.js'
 

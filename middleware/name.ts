@@ -1,5 +1,5 @@
 import { InvalidRequestError } from '../lib/errors.js'
-import { checkName } from '../lib/kv.js'
+import { checkName } from '../lib/core/kv.js'
 
 /** A name given as a constant, or computed per invocation from the event and context. */
 export type NameOption<TEvent = any> = string | ((event: TEvent, context: any) => string)

@@ -1,4 +1,4 @@
-import { checkSeconds } from '../lib/check.js'
+import { checkSeconds } from '../lib/core/check.js'
 import { InvalidArgumentError } from '../lib/errors.js'
 
 /**
@@ -6,7 +6,7 @@ import { InvalidArgumentError } from '../lib/errors.js'
  * fails at cold start with a message naming the option, not on some later invocation.
  *
  * A setting that lib checks too is checked by lib's rule, not by a second one written here:
- * either a rule of lib's validation kit (`seconds`: lib/check.ts's `checkSeconds`, the range of
+ * either a rule of lib's validation kit (`seconds`: lib/core/check.ts's `checkSeconds`, the range of
  * every lease TTL), or — for settings lib checks as a whole, with rules between them — `lib`:
  * the schema only knows the option, and the `lib` check given to {@link validateOptions} (the
  * check lib's constructor runs, e.g. `checkQueueSettings`, `checkRateOptions`) decides, at

@@ -1,18 +1,18 @@
 import type { MiddlewareObj, Request } from '@middy/core'
 import type { Context } from 'aws-lambda'
 import type { Namespace } from 'etcd3'
-import { sharedClient } from '../lib/client.js'
+import { sharedClient } from '../lib/core/client.js'
 import { ClaimLostError } from '../lib/errors.js'
 import { DEFAULT_BATCH_SIZE, DEFAULT_MAX_RECEIVES, DEFAULT_MAX_RETRY_DELAY_S, DEFAULT_RETRY_DELAY_S, DEFAULT_VISIBILITY_S } from '../lib/limits.js'
-import { consumerDeadLetter } from '../lib/queue-options.js'
-import { PriorityQueue } from '../lib/priority-queue.js'
-import { checkQueueSettings, dispatchedMessages, toQueueMessage, type JsonMessage, type QueueSettings } from '../lib/queue-event.js'
-import { Queue } from '../lib/queue.js'
+import { consumerDeadLetter } from '../lib/queue/options.js'
+import { PriorityQueue } from '../lib/queue/priority-queue.js'
+import { checkQueueSettings, dispatchedMessages, toQueueMessage, type JsonMessage, type QueueSettings } from '../lib/queue/event.js'
+import { Queue } from '../lib/queue/queue.js'
 import { emit, type OnEvent } from './events.js'
 import { ScopeUses, shortCircuit, waitBudget } from './scope.js'
 import { validateOptions, type Schema } from './options.js'
 
-export { toQueueMessage, type JsonMessage, type QueueMessage, type QueueDispatchEvent } from '../lib/queue-event.js'
+export { toQueueMessage, type JsonMessage, type QueueMessage, type QueueDispatchEvent } from '../lib/queue/event.js'
 
 /** The SQS partial-batch convention: these messages failed, the rest succeeded. */
 export interface BatchResponse {

@@ -1,6 +1,6 @@
 import type { MiddlewareObj } from '@middy/core'
 import type { Context } from 'aws-lambda'
-import { RWMutex } from '../lib/rwmutex.js'
+import { RWMutex } from '../lib/locks/rwmutex.js'
 import { lockMiddleware, type LockGrant, type Lockable, type LockMiddlewareOptions } from './lock-middleware.js'
 import { defaults, schema as lockSchema } from './lock.js'
 import { validateOptions, type Schema } from './options.js'

@@ -1,6 +1,6 @@
 import type { Namespace } from 'etcd3'
 import { SessionExpiredError, type LeaseLostError } from '../lib/errors.js'
-import type { Session } from '../lib/session.js'
+import type { Session } from '../lib/session/session.js'
 import { startTimer, timeoutSignal, type Timer } from '../lib/timers.js'
 import { leasePool } from './lease-pool.js'
 import { requestSlot, type RequestLike } from './state.js'

@@ -1,7 +1,7 @@
 import type { MiddlewareObj } from '@middy/core'
 import type { Context } from 'aws-lambda'
 import { LockedError, SemaphoreFullError } from '../lib/errors.js'
-import { checkPermits, Semaphore } from '../lib/semaphore.js'
+import { checkPermits, Semaphore } from '../lib/permits/semaphore.js'
 import { lockMiddleware, type LockGrant, type Lockable, type LockMiddlewareOptions } from './lock-middleware.js'
 import { defaults, schema as lockSchema } from './lock.js'
 import { validateOptions, type Schema } from './options.js'

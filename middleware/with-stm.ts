@@ -1,8 +1,8 @@
 import type { Context } from 'aws-lambda'
 import type { Namespace } from 'etcd3'
-import { sharedClient } from '../lib/client.js'
+import { sharedClient } from '../lib/core/client.js'
 import { InvalidArgumentError, WaitTimeoutError } from '../lib/errors.js'
-import { Isolation, runSTM, type STM } from '../lib/stm.js'
+import { Isolation, runSTM, type STM } from '../lib/stm/stm.js'
 import { waitBudget } from './scope.js'
 import { validateOptions, type Schema } from './options.js'
 

@@ -2,8 +2,8 @@
 // JSON schemas it registers, and the reading of `custom.etcd` and `etcdQueue` events.
 import type { QueueSubscription } from '../dispatch/subscriptions.js'
 import { InvalidArgumentError } from '../lib/errors.js'
-import { checkQueueSettings, type EtcdQueueEvent } from '../lib/queue-event.js'
-import { consumerDeadLetter } from '../lib/queue-options.js'
+import { checkQueueSettings, type EtcdQueueEvent } from '../lib/queue/event.js'
+import { consumerDeadLetter } from '../lib/queue/options.js'
 import { lineOf, type EtcdLine } from './etcd-release.js'
 
 export type { EtcdQueueEvent }

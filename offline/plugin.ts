@@ -4,7 +4,7 @@
 // needs at run time.
 import { connect } from 'node:net'
 import { dirname, join } from 'node:path'
-import { createClient, type EtcdClient } from '../lib/client.js'
+import { createClient, type EtcdClient } from '../lib/core/client.js'
 import {
   customEtcdSchema,
   etcdQueueEventSchema,

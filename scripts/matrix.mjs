@@ -25,13 +25,13 @@ export const COMPAT_GROUPS = [
   {
     group: 'primitives',
     files: [
-      'test/mutex.test.ts', 'test/rwmutex.test.ts', 'test/election.test.ts', 'test/queue.test.ts', 'test/priority-queue.test.ts',
-      'test/barrier.test.ts', 'test/double-barrier.test.ts', 'test/semaphore.test.ts', 'test/rate-limiter.test.ts', 'test/stm.test.ts',
-      'test/idempotency.test.ts', 'test/single-flight.test.ts', 'test/session.test.ts', 'test/delete-feed.test.ts',
+      'test/locks/mutex.test.ts', 'test/locks/rwmutex.test.ts', 'test/locks/election.test.ts', 'test/queue/queue.test.ts', 'test/queue/priority-queue.test.ts',
+      'test/barriers/barrier.test.ts', 'test/barriers/double-barrier.test.ts', 'test/permits/semaphore.test.ts', 'test/permits/rate-limiter.test.ts', 'test/stm/stm.test.ts',
+      'test/idempotency/idempotency.test.ts', 'test/idempotency/single-flight.test.ts', 'test/session/session.test.ts', 'test/wait/delete-feed.test.ts',
     ],
   },
-  { group: 'Go + etcdctl interop', files: ['test/interop-go.test.ts', 'test/mutex-interop.test.ts', 'test/election-interop.test.ts'] },
-  { group: 'session expiry, lease loss', files: ['test/session-expiry.test.ts', 'test/crash.test.ts', 'test/client-close.test.ts', 'test/lease-server.test.ts'] },
+  { group: 'Go + etcdctl interop', files: ['test/interop-go.test.ts', 'test/locks/mutex-interop.test.ts', 'test/locks/election-interop.test.ts'] },
+  { group: 'session expiry, lease loss', files: ['test/session/session-expiry.test.ts', 'test/crash.test.ts', 'test/core/client-close.test.ts', 'test/session/lease-server.test.ts'] },
   { group: 'faults', files: ['test/faults.test.ts'] },
   // `osls offline start` on the example service, its etcd given by ETCD_BIN (as a user's own etcd would be).
   { group: 'serverless offline', files: ['test/offline.test.ts'] },

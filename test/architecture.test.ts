@@ -30,6 +30,19 @@ function target(file: string, spec: string): string {
 
 const graph = new Map<string, string[]>(SOURCE_DIRS.flatMap(sourceFiles).map((f) => [f, specifiers(f).map((s) => target(f, s))]))
 
+/**
+ * The families of lib/, in the order they may import each other: a family imports only those
+ * with a smaller rank (the primitives, rank 4, import none of each other; the barrel sees all).
+ */
+const FAMILY_RANK: Record<string, number> = {
+  'errors.ts': 0, 'limits.ts': 0, 'timers.ts': 0,
+  core: 1, session: 2, wait: 3, 'fencing.ts': 3.5,
+  locks: 4, barriers: 4, permits: 4, queue: 4, idempotency: 4, stm: 4,
+  'index.ts': 5,
+}
+const familyOf = (file: string) => file.split('/')[1]
+const familyRank = (file: string) => FAMILY_RANK[familyOf(file)] ?? -1
+
 /** Every module reachable from `start` (project files and package names). */
 function reachable(start: string): Set<string> {
   const seen = new Set<string>()
@@ -52,6 +65,15 @@ describe('module layers', () => {
   it('lib/ imports nothing from the layers above it', () => {
     const bad = [...graph].filter(([f]) => f.startsWith('lib/')).flatMap(([f, deps]) => deps.filter((d) => /^(middleware|dispatch|offline|testing|cli|handlers)\//.test(d)).map((d) => `${f} → ${d}`))
     expect(bad).toEqual([])
+  })
+
+  it('inside lib/, each family imports only the families before it (docs/ARCHITECTURE.md, "lib/ by family")', () => {
+    const bad = [...graph]
+      .filter(([f]) => f.startsWith('lib/'))
+      .flatMap(([f, deps]) => deps.filter((d) => d.startsWith('lib/') && familyRank(d) >= familyRank(f) && familyOf(d) !== familyOf(f)).map((d) => `${f} → ${d}`))
+    expect(bad).toEqual([])
+    // Every file of lib/ belongs to a family of the order: a new folder must be placed in it.
+    expect([...graph.keys()].filter((f) => f.startsWith('lib/') && familyRank(f) < 0)).toEqual([])
   })
 
   it('the deployable dispatcher reaches only lib/, etcd3 and the Lambda client: no Middy, plugin or build tool', () => {

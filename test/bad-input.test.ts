@@ -242,7 +242,7 @@ function rows(): Row[] {
     ['STM put: value over 1.5 MiB', () => stm((s) => s.put('stm-bad', TOO_BIG)), InvalidArgumentError, /1600000 bytes/],
     ['STM put: lease not decimal', () => stm((s) => s.put('stm-bad', 'v', { lease: 'abc' })), InvalidArgumentError, /lease/],
     // Each value under the limit, the commit over it / over etcd's --max-txn-ops (128): etcd
-    // refuses; the refusal must come out typed. (Fails until lib/kv.ts toTypedError maps etcd3's
+    // refuses; the refusal must come out typed. (Fails until lib/core/kv.ts toTypedError maps etcd3's
     // GRPCInvalidArgumentError; see the reliability report.)
     ['STM commit over 1.5 MiB in total', () => stm((s) => (s.put('stm-big-a', Buffer.alloc(1_000_000)), s.put('stm-big-b', Buffer.alloc(1_000_000)))), InvalidArgumentError, /too large/],
     ['STM commit of 200 writes', () => stm((s) => Array.from({ length: 200 }, (_, i) => s.put(`stm-many-${i}`, 'v'))), InvalidArgumentError, /too many operations/],

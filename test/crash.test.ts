@@ -6,7 +6,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest'
 import { DoubleBarrier, Election, Mutex, Queue, Semaphore, Session } from '../lib/index.js'
-import { keyspace } from '../lib/kv.js'
+import { keyspace } from '../lib/core/kv.js'
 import { uniqueName, useEtcd } from './helpers.js'
 import { Worker } from './support/workers.js'
 

@@ -19,7 +19,7 @@ import {
   type Grant,
   type IdempotencyClaim,
 } from '../lib/index.js'
-import { keyspace } from '../lib/kv.js'
+import { keyspace } from '../lib/core/kv.js'
 import type { IdempotencyGrant, LeadershipGrant, LockGrant } from '../middleware/index.js'
 import { uniqueName, useEtcd } from './helpers.js'
 

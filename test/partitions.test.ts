@@ -209,7 +209,7 @@ describe('partitions on a 3-member cluster', () => {
 describe('serializable (member-local) reads in lib/', () => {
   it('are made by runSTM only: no lock, election, queue or barrier decides on one', () => {
     const users: string[] = []
-    for (const file of readdirSync(`${root}lib`).filter((f) => f.endsWith('.ts'))) {
+    for (const file of readdirSync(`${root}lib`, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.ts'))) {
       readFileSync(`${root}lib/${file}`, 'utf8')
         .split('\n')
         .forEach((line, i) => {
@@ -217,6 +217,6 @@ describe('serializable (member-local) reads in lib/', () => {
         })
     }
     // If this list grows, extend scenario 4's probe to the new reader before changing it.
-    expect([...new Set(users.map((u) => u.split(':')[0]))]).toEqual(['stm-attempt.ts'])
+    expect([...new Set(users.map((u) => u.split(':')[0]))]).toEqual(['stm/attempt.ts'])
   })
 })

@@ -1,13 +1,13 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { ConfigurationError, hashPayload, IdempotencyResultNotStorableError, InvalidArgumentError, resolveClientOptions } from '../lib/index.js'
-import { decodeRecord, encodeRecord } from '../lib/idempotency-record.js'
-import { contenders, defaultDeadLetterQueue, leaseHex, permitKeys, queueKeys, queueOfDeadLetterQueue, rwContenders } from '../lib/keys.js'
-import { checkName, prefixEnd } from '../lib/kv.js'
-import { checkBackoff, retryDelaySeconds } from '../lib/backoff.js'
+import { decodeRecord, encodeRecord } from '../lib/idempotency/record.js'
+import { contenders, defaultDeadLetterQueue, leaseHex, permitKeys, queueKeys, queueOfDeadLetterQueue, rwContenders } from '../lib/core/keys.js'
+import { checkName, prefixEnd } from '../lib/core/kv.js'
+import { checkBackoff, retryDelaySeconds } from '../lib/queue/backoff.js'
 import { MAX_REFILL_INTERVAL_MS } from '../lib/limits.js'
-import { checkRateOptions } from '../lib/rate-limiter.js'
-import { checkPermits } from '../lib/semaphore.js'
+import { checkRateOptions } from '../lib/permits/rate-limiter.js'
+import { checkPermits } from '../lib/permits/semaphore.js'
 
 const bytes = (max = 8) => fc.uint8Array({ maxLength: max }).map((a) => Buffer.from(a))
 /** Byte strings biased towards 0x00 and 0xff, where prefixEnd has its edge cases. */
@@ -260,7 +260,7 @@ describe('Semaphore and RateLimiter inputs', () => {
   })
 })
 
-describe('key layouts read back (lib/keys.ts: what the CLI recognises keys by)', () => {
+describe('key layouts read back (lib/core/keys.ts: what the CLI recognises keys by)', () => {
   const name = fc.string({ minLength: 1, maxLength: 12 })
   const lease = fc.bigInt({ min: 1n, max: 0x7fffffffffffffffn }).map(String)
   const nano = fc.bigInt({ min: 0n, max: 10n ** 19n - 1n }).map(String)

@@ -21,7 +21,7 @@ import {
   Session,
   type EtcdClient,
 } from '../lib/index.js'
-import { keyspace } from '../lib/kv.js'
+import { keyspace } from '../lib/core/kv.js'
 import { etcdLock, type EtcdEvent } from '../middleware/index.js'
 import { uniqueName } from './helpers.js'
 import { lambdaContext } from './lambda.js'
@@ -211,7 +211,7 @@ describe('auth: a role limited to /app/', () => {
       () => undefined,
       (e: unknown) => e as Error,
     )
-    // Typed, and says what to fix. (Fails until lib/kv.ts toTypedError maps etcd3's
+    // Typed, and says what to fix. (Fails until lib/core/kv.ts toTypedError maps etcd3's
     // EtcdAuthenticationFailedError; see the reliability report.)
     expect(err).toBeInstanceOf(MiddyEtcdError)
     expect(String(err?.message)).toMatch(/authentication|password/i)

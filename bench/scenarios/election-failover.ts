@@ -38,7 +38,7 @@ export const electionFailover: Scenario = {
     let ours: (Latency & { samples: number[] }) | null = null
     let why: string | undefined
     try {
-      const { Election } = (await import('../../lib/election.js')) as typeof import('../../lib/election.js')
+      const { Election } = (await import('../../lib/locks/election.js')) as typeof import('../../lib/locks/election.js')
       ours = await failovers(ctx, ctx.client, (s, name) => new Election(s, name), n)
     } catch (err) {
       why = `Election not available: ${(err as Error).message}`

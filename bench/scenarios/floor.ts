@@ -1,6 +1,6 @@
 import { Session, type EtcdClient } from '../../lib/index.js'
-import { keyspace } from '../../lib/kv.js'
-import { AHEAD_READ_LIMIT } from '../../lib/turn.js'
+import { keyspace } from '../../lib/core/kv.js'
+import { AHEAD_READ_LIMIT } from '../../lib/wait/turn.js'
 import { entry, type Scenario } from '../util/types.js'
 import { median, summarize, timeSequential, type Latency } from '../util/stats.js'
 import { runGo } from '../util/go.js'
@@ -24,7 +24,7 @@ export interface FloorDetails {
 }
 
 /**
- * The two requests a Mutex lock + unlock sends, built as lib/mutex.ts builds them but sent
+ * The two requests a Mutex lock + unlock sends, built as lib/locks/mutex.ts builds them but sent
  * straight through etcd3's `kv.txn` with no lock logic around them: the lock Txn (create the key
  * if absent, and read the youngest keys of the prefix, keys only) and the unlock Txn (delete the
  * key fenced by its create revision). The client's floor for the lock's request shapes, as two
@@ -94,7 +94,7 @@ export const floor: Scenario = {
           (goRuns.length ? `; Go clientv3 p50 ${median(goP50)} ms, p99 ${median(goP99)} ms.` : '.') +
           ` Node CPU per put: ${details.cpuMsPerPut.toFixed(3)} ms (grpc-js + protobufjs + etcd3 builder) — the client's cost of one request, apart from any algorithm; with one process running every worker, this, not the network, bounds the throughput scenarios.` +
           ' Every "x one put" target below divides by the median p50, and every CPU target by the median CPU per put (same client, same server, same run).' +
-          ` The lock's two requests (lock Txn: create the key if absent + read the ${AHEAD_READ_LIMIT} youngest keys, keys only; unlock Txn: delete fenced by create revision), built as lib/mutex.ts builds them and sent straight through etcd3's kv.txn with no lock logic: p50 ${details.lockTxnsP50.toFixed(3)} ms and Node CPU ${details.lockTxnsCpuMs.toFixed(3)} ms per pair (${(details.lockTxnsCpuMs / (2 * details.cpuMsPerPut)).toFixed(2)}x the CPU of two puts): the client's floor for the lock's request shapes.`,
+          ` The lock's two requests (lock Txn: create the key if absent + read the ${AHEAD_READ_LIMIT} youngest keys, keys only; unlock Txn: delete fenced by create revision), built as lib/locks/mutex.ts builds them and sent straight through etcd3's kv.txn with no lock logic: p50 ${details.lockTxnsP50.toFixed(3)} ms and Node CPU ${details.lockTxnsCpuMs.toFixed(3)} ms per pair (${(details.lockTxnsCpuMs / (2 * details.cpuMsPerPut)).toFixed(2)}x the CPU of two puts): the client's floor for the lock's request shapes.`,
       ],
       details: details as unknown as Record<string, unknown>,
     }

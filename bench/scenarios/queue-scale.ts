@@ -1,6 +1,6 @@
 import { Queue, type EtcdClient, type Message } from '../../lib/index.js'
-import { unixNano } from '../../lib/keys.js'
-import { keyspace } from '../../lib/kv.js'
+import { unixNano } from '../../lib/core/keys.js'
+import { keyspace } from '../../lib/core/kv.js'
 import { rpcPerOp, rpcSnapshot, type RpcCounts } from '../util/rpcs.js'
 import { p50s, summarize } from '../util/stats.js'
 import { entry, type BenchContext, type Scenario } from '../util/types.js'

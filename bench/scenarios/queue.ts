@@ -41,7 +41,7 @@ type Shape = { kind: 'plain' } | { kind: 'groups' } | { kind: 'delays' }
  * `shape` adds message groups or a delay to every enqueue.
  */
 async function ours(ctx: BenchContext, c: number, n: number, claim: 'visibility' | 'session', shape: Shape = { kind: 'plain' }): Promise<QueueRun> {
-  const { Queue } = (await import('../../lib/queue.js')) as typeof import('../../lib/queue.js')
+  const { Queue } = (await import('../../lib/queue/queue.js')) as typeof import('../../lib/queue/queue.js')
   const total = c * n
   const ep = ctx.endpoints[0]
   const name = ctx.prefix('queue')

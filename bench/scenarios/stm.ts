@@ -93,7 +93,7 @@ export const stm: Scenario = {
     let goWhy: string | undefined
     let why: string | undefined
     try {
-      const { runSTM } = (await import('../../lib/stm.js')) as typeof import('../../lib/stm.js')
+      const { runSTM } = (await import('../../lib/stm/stm.js')) as typeof import('../../lib/stm/stm.js')
       // Warm-up (JIT, connections), as the latency scenarios have: measured, a first full-size
       // run came out up to 2x slower than the next, which would favour whatever runs later.
       await bank(ctx, 'stm-warm', c, n, async (pick) => {
@@ -137,7 +137,7 @@ export const stm: Scenario = {
     // one round trip less per first attempt. Reported beside, not in place of, Go's workload.
     let multi: BankRun | null = null
     try {
-      const { runSTM } = (await import('../../lib/stm.js')) as typeof import('../../lib/stm.js')
+      const { runSTM } = (await import('../../lib/stm/stm.js')) as typeof import('../../lib/stm/stm.js')
       const measured = await countRpcs(ep, c * n, () => bank(ctx, 'stm-multi', c, n, async (pick, count) => {
         await runSTM(ctx.client, async (s) => {
           count()

@@ -2,8 +2,8 @@ import fc from 'fast-check'
 import { describe, expect, expectTypeOf, it } from 'vitest'
 import middy from '@middy/core'
 import { checkQueueSettings, InvalidArgumentError } from '../../lib/index.js'
-import { checkRateOptions } from '../../lib/rate-limiter.js'
-import { checkPermits } from '../../lib/semaphore.js'
+import { checkRateOptions } from '../../lib/permits/rate-limiter.js'
+import { checkPermits } from '../../lib/permits/semaphore.js'
 import {
   etcdBarrier,
   etcdDoubleBarrier,

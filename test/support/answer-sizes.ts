@@ -9,7 +9,7 @@ import { dirname, join } from 'node:path'
 import { InterceptingCall, type Interceptor } from '@grpc/grpc-js'
 import { loadSync, type MethodDefinition } from '@grpc/proto-loader'
 import { Etcd3, type Namespace } from 'etcd3'
-import { resolveClientOptions, type ClientOptions, type EtcdClient } from '../../lib/client.js'
+import { resolveClientOptions, type ClientOptions, type EtcdClient } from '../../lib/core/client.js'
 
 /** etcd3's service methods by path, with the serializers of their answers. */
 const methods = (() => {

@@ -1,4 +1,4 @@
-// Child process for test/client-close.test.ts: starts one wait of each kind on a client, closes
+// Child process for test/core/client-close.test.ts: starts one wait of each kind on a client, closes
 // that client, prints how each wait ended (as a JSON line) and then must exit BY ITSELF: no
 // watch, keepalive or timer of the closed client may keep the process alive.
 import { Barrier, Election, Mutex, Queue, Semaphore, Session, createClient } from '../../lib/index.js'

@@ -8,7 +8,7 @@
  */
 import { createInterface } from 'node:readline'
 import { EtcdUnavailableError, runSTM } from '../../lib/index.js'
-import { keyspace } from '../../lib/kv.js'
+import { keyspace } from '../../lib/core/kv.js'
 import { routedClient } from './netns-routed.js'
 import { client, clients, kinds, pgWrite, pools, say, shared, sleep, type Command, type Loop } from './netns-loops.js'
 

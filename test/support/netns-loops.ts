@@ -19,7 +19,7 @@ import {
   type LeaseLostError,
   type Message,
 } from '../../lib/index.js'
-import { keyspace } from '../../lib/kv.js'
+import { keyspace } from '../../lib/core/kv.js'
 import { leaderGuard } from '../../middleware/index.js'
 import { lambdaContext } from '../../testing/lambda.js'
 import { machineNow } from './history.js'

@@ -6,7 +6,7 @@
  */
 import { createInterface } from 'node:readline'
 import { ClaimLostError, createClient, DoubleBarrier, EtcdUnavailableError, Election, Mutex, Queue, RateLimiter, Semaphore, Session, type LeaseLostError, type Message } from '../../lib/index.js'
-import { keyspace } from '../../lib/kv.js'
+import { keyspace } from '../../lib/core/kv.js'
 import { machineNow } from './history.js'
 
 interface Config {

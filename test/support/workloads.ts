@@ -4,7 +4,7 @@
  * records what happened, and returns counts plus the list of violations it found.
  */
 import { ClaimLostError, createClient, EtcdUnavailableError, Mutex, Queue, runSTM, Session, type EtcdClient, type Message, type STM } from '../../lib/index.js'
-import { keyspace } from '../../lib/kv.js'
+import { keyspace } from '../../lib/core/kv.js'
 import type { EtcdCluster } from '../../testing/index.js'
 import { LockHistory, machineNow, type Violation } from './history.js'
 import { DeliveryLog, type Delivery } from './queue-check.js'

@@ -95,12 +95,14 @@ export function writeReport(dir: string, r: Report): string[] {
   lines.push(`- ${m.nproc} CPU cores (${m.cpu}), ${m.memGiB} GiB RAM, ${m.os}`)
   lines.push(`- Node ${m.node}, etcd3 npm ${m.etcd3}; ${m.etcd} (single member started by the bench on 127.0.0.1, temp data dir)`)
   lines.push(`- Go peer: ${r.gopeer ?? `built from interop/go (etcd v3.4 clientv3/concurrency + contrib/recipes), ${m.go}`}`)
-  lines.push(`- Load average before / after: ${m.loadBefore?.join(' ') ?? '?'} / ${m.load.join(' ')} — the cores were shared with other work, so single numbers carry noise; ratios are measured in the same run against the same server.`)
+  lines.push(
+    `- Load average before / after: ${m.loadBefore?.join(' ') ?? '?'} / ${m.load.join(' ')} — the cores were shared with other work, so single numbers carry noise; ratios are measured in the same run against the same server.`,
+  )
   lines.push('')
   lines.push('## Method', '')
   lines.push(
-    '- One process: the bench starts its own etcd (`startEtcd` from `testing/`), then runs every scenario against that one server with one shared etcd3 client (as a warm function\'s module-scope client), then the Go peer binary for the same scenario against the same server.',
-    '- Latencies: sequential operations after a warm-up; p50 and p99 by the Go peer\'s rule (sorted sample at index floor(p·(n−1))). Throughputs: operations over wall time, workers as concurrent async tasks on one client (Go: goroutines on one client), each worker with its own Session, session creation inside the timed region as in the Go peer.',
+    "- One process: the bench starts its own etcd (`startEtcd` from `testing/`), then runs every scenario against that one server with one shared etcd3 client (as a warm function's module-scope client), then the Go peer binary for the same scenario against the same server.",
+    "- Latencies: sequential operations after a warm-up; p50 and p99 by the Go peer's rule (sorted sample at index floor(p·(n−1))). Throughputs: operations over wall time, workers as concurrent async tasks on one client (Go: goroutines on one client), each worker with its own Session, session creation inside the timed region as in the Go peer.",
     '- Ratios are ours ÷ peer. For latencies lower is better (target `<= Nx`), for throughputs higher is better (target `>= Nx`). `met` is null when a side could not be measured — never a guessed number.',
     '- Stability: every targeted row is measured in 3 or more runs (or, for a latency, as the p50 of each third of its samples; for a throughput repeated in its scenario, as each repeat), and reports their min / median / max; `ours` and `peer value` are the medians and the target is judged on the ratio of the medians. A row marked "1 run" is a single measurement.',
     '- CPU: `process.cpuUsage()` of the bench process (user + system) over the measured loop, divided by its operations: what Lambda bills as CPU-scaled time, separate from the wall-clock latency.',
@@ -109,10 +111,15 @@ export function writeReport(dir: string, r: Report): string[] {
     '',
   )
   lines.push('## Results', '')
-  lines.push('| scenario | metric | ours (median) | ours min – max (runs) | peer | peer value | peer min – max (runs) | ratio | target | met |', '|---|---|---:|---|---|---:|---|---:|---|---|')
+  lines.push(
+    '| scenario | metric | ours (median) | ours min – max (runs) | peer | peer value | peer min – max (runs) | ratio | target | met |',
+    '|---|---|---:|---|---|---:|---|---:|---|---|',
+  )
   for (const e of entries) {
     const peerRange = e.peerValue === null ? '—' : range(e.spread?.peer)
-    lines.push(`| ${e.name} | ${e.metric} | ${fmt(e.ours)} | ${e.ours === null ? '—' : range(e.spread?.ours)} | ${e.peer} | ${fmt(e.peerValue)} | ${peerRange} | ${fmt(e.ratio)} | ${e.target} | ${met(e)} |`)
+    lines.push(
+      `| ${e.name} | ${e.metric} | ${fmt(e.ours)} | ${e.ours === null ? '—' : range(e.spread?.ours)} | ${e.peer} | ${fmt(e.peerValue)} | ${peerRange} | ${fmt(e.ratio)} | ${e.target} | ${met(e)} |`,
+    )
   }
   lines.push('')
   lines.push(...beforeAfter(entries))
@@ -146,7 +153,9 @@ function beforeAfter(entries: Entry[]): string[] {
     if (e.target === 'reported') continue
     const b = baseline.entries.find((x) => x.name === e.name && x.metric === e.metric && x.peer === e.peer)
     if (!b) continue
-    rows.push(`| ${e.name} | ${e.metric} | ${e.peer} | ${fmt(b.ours)} | ${fmt(b.ratio)} | ${fmt(e.ours)} | ${fmt(e.ratio)} | ${e.target} | ${met(e)} |`)
+    rows.push(
+      `| ${e.name} | ${e.metric} | ${e.peer} | ${fmt(b.ours)} | ${fmt(b.ratio)} | ${fmt(e.ours)} | ${fmt(e.ratio)} | ${e.target} | ${met(e)} |`,
+    )
   }
   if (rows.length === 0) return []
   return [
@@ -164,15 +173,20 @@ function beforeAfter(entries: Entry[]): string[] {
 /** The analysis of where handoff time goes; the numbers come from this run. */
 function findings(r: Report): string {
   type Run = { perSecond: number; handoffP50: number; handoffP99: number }
-  const hot = r.results.get('hot-lock')?.details as { c2?: { lib: Run; go: { ops_per_s: number }[] }; c10?: { lib: Run; go: { ops_per_s: number }[] } } | undefined
+  const hot = r.results.get('hot-lock')?.details as
+    | { c2?: { lib: Run; go: { ops_per_s: number }[] }; c10?: { lib: Run; go: { ops_per_s: number }[] } }
+    | undefined
   const n = (x: number | undefined) => (x === undefined ? '?' : x.toFixed(1))
-  const go = (s?: { go: { ops_per_s: number }[] }) => (s?.go?.length ? [...s.go.map((g) => g.ops_per_s)].sort((a, b) => a - b)[Math.floor((s.go.length - 1) / 2)] : undefined)
+  const go = (s?: { go: { ops_per_s: number }[] }) =>
+    s?.go?.length ? [...s.go.map((g) => g.ops_per_s)].sort((a, b) => a - b)[Math.floor((s.go.length - 1) / 2)] : undefined
   return [
-    '## Findings: etcd\'s 100 ms catch-up tick, and why lib no longer pays it',
+    "## Findings: etcd's 100 ms catch-up tick, and why lib no longer pays it",
     '',
-    'etcd keeps watchers in two groups (`mvcc/watchable_store.go` in 3.4, `server/mvcc/` later): a watcher whose start revision is **greater** than the store\'s current revision (or 0, "from now") joins the *synced* group and gets each event as the write commits; a watcher that starts at or below the current revision joins the *unsynced* group, which `syncWatchersLoop` catches up from the backend **every 100 ms**. Go\'s `waitDelete` (concurrency/key.go) watches the predecessor `WithRev(resp.Header.Revision)` — the revision of the range that found it, which is never above the current revision — so every Go wait starts unsynced and learns of the predecessor\'s delete only at the next 100 ms tick: ~20 handoffs/s with 2 workers, ~100/s with 10, and a steady ~45–48 ms leader failover (the Go peer\'s loop sleeps 50 ms before closing the leader, so it locks onto the tick\'s phase).',
+    "etcd keeps watchers in two groups (`mvcc/watchable_store.go` in 3.4, `server/mvcc/` later): a watcher whose start revision is **greater** than the store's current revision (or 0, \"from now\") joins the *synced* group and gets each event as the write commits; a watcher that starts at or below the current revision joins the *unsynced* group, which `syncWatchersLoop` catches up from the backend **every 100 ms**. Go's `waitDelete` (concurrency/key.go) watches the predecessor `WithRev(resp.Header.Revision)` — the revision of the range that found it, which is never above the current revision — so every Go wait starts unsynced and learns of the predecessor's delete only at the next 100 ms tick: ~20 handoffs/s with 2 workers, ~100/s with 10, and a steady ~45–48 ms leader failover (the Go peer's loop sleeps 50 ms before closing the leader, so it locks onto the tick's phase).",
     '',
-    'lib waits on "now" instead: every waiter of a process on one prefix shares one "from now" watch of the deletes under it (lib/wait/delete-feed.ts, synced at once); a delete between the waiter\'s read and the feed\'s start is replayed from the feed\'s log or found by one whole-prefix read. lib/wait/wait.ts `waitGone` (the Semaphore and RateLimiter queue) waits there for its predecessor. The Mutex, RWMutex and Election go further (lib/wait/turn.ts): the enqueue Txn reads the ' + AHEAD_READ_LIMIT + ' youngest keys ahead, and a waiter that saw every key ahead of it takes its turn at the revision of the last one\'s delete, with no read; one further back reads again once, while the last key it knows of still holds.',
+    'lib waits on "now" instead: every waiter of a process on one prefix shares one "from now" watch of the deletes under it (lib/wait/delete-feed.ts, synced at once); a delete between the waiter\'s read and the feed\'s start is replayed from the feed\'s log or found by one whole-prefix read. lib/wait/wait.ts `waitGone` (the Semaphore and RateLimiter queue) waits there for its predecessor. The Mutex, RWMutex and Election go further (lib/wait/turn.ts): the enqueue Txn reads the ' +
+      AHEAD_READ_LIMIT +
+      " youngest keys ahead, and a waiter that saw every key ahead of it takes its turn at the revision of the last one's delete, with no read; one further back reads again once, while the last key it knows of still holds.",
     '',
     `Measured in this run: 2 workers — lib Mutex ${n(hot?.c2?.lib.perSecond)}/s (handoff p50 ${n(hot?.c2?.lib.handoffP50)} ms, p99 ${n(hot?.c2?.lib.handoffP99)} ms) vs Go ${n(go(hot?.c2))}/s; 10 workers — lib ${n(hot?.c10?.lib.perSecond)}/s (handoff p50 ${n(hot?.c10?.lib.handoffP50)} ms) vs Go ${n(go(hot?.c10))}/s.`,
     '',

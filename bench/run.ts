@@ -33,7 +33,22 @@ import { semaphore } from './scenarios/semaphore.js'
  * In report order; the floor first, since later scenarios divide by it; queue-scale last, as it
  * leaves a million keys on the server.
  */
-const scenarios: Scenario[] = [floor, lockInvocation, lockUncontended, lockContended, hotLock, queue, stm, idempotency, electionFailover, dispatcherHandover, semaphore, coldStart, packageSize, queueScale]
+const scenarios: Scenario[] = [
+  floor,
+  lockInvocation,
+  lockUncontended,
+  lockContended,
+  hotLock,
+  queue,
+  stm,
+  idempotency,
+  electionFailover,
+  dispatcherHandover,
+  semaphore,
+  coldStart,
+  packageSize,
+  queueScale,
+]
 
 function arg(name: string): string | undefined {
   const i = process.argv.indexOf(name)
@@ -86,7 +101,10 @@ async function main() {
       }
       timings[s.name] = (Date.now() - t0) / 1000
       log(`  ${s.name} took ${timings[s.name].toFixed(1)} s`)
-      for (const e of results.get(s.name)!.entries) log(`  ${e.name} | ${e.metric} | ours ${e.ours} | ${e.peer} ${e.peerValue} | ratio ${e.ratio} | ${e.target} ${e.met}${e.note ? ` | ${e.note}` : ''}`)
+      for (const e of results.get(s.name)!.entries)
+        log(
+          `  ${e.name} | ${e.metric} | ours ${e.ours} | ${e.peer} ${e.peerValue} | ratio ${e.ratio} | ${e.target} ${e.met}${e.note ? ` | ${e.note}` : ''}`,
+        )
     }
   } finally {
     for (const c of clients) c.close()

@@ -11,7 +11,7 @@ import { fields, showKey } from './table.js'
 
 export const barrier: Command = {
   name: 'barrier',
-  summary: 'show whether a barrier is held, and a double barrier\'s participants',
+  summary: "show whether a barrier is held, and a double barrier's participants",
   usage: 'barrier <name>',
   help: `Shows, at one revision:
   barrier         held while the key <name> exists (Barrier.hold / Go recipe.Barrier)

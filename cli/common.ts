@@ -59,7 +59,14 @@ export function noMoreArgs(command: Command, args: string[], max: number): void 
 }
 
 /** A positive whole number option, or a {@link UsageError} naming it. */
-export function intOption(command: Command, raw: string | boolean | undefined, name: string, fallback: number, min = 0, max = Number.MAX_SAFE_INTEGER): number {
+export function intOption(
+  command: Command,
+  raw: string | boolean | undefined,
+  name: string,
+  fallback: number,
+  min = 0,
+  max = Number.MAX_SAFE_INTEGER,
+): number {
   if (raw === undefined) return fallback
   const n = typeof raw === 'string' && /^\d+$/.test(raw) ? Number(raw) : NaN
   if (!Number.isSafeInteger(n) || n < min || n > max) {

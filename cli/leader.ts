@@ -41,7 +41,13 @@ function render(name: string, kvs: KeyValue[], more: boolean, ttls: Map<string, 
   ]
   if (waiting.length > 0) {
     lines.push('', `candidates waiting (${waiting.length}${more ? '+' : ''}):`)
-    lines.push(table(['KEY', 'PROPOSAL', 'REV', 'LEASE', 'TTL'], waiting.map((kv) => [showKey(kv.key), showValue(kv.value), String(kv.createRevision), lease(kv), showTtl(ttls.get(kv.lease))]), ['left', 'left', 'right']))
+    lines.push(
+      table(
+        ['KEY', 'PROPOSAL', 'REV', 'LEASE', 'TTL'],
+        waiting.map((kv) => [showKey(kv.key), showValue(kv.value), String(kv.createRevision), lease(kv), showTtl(ttls.get(kv.lease))]),
+        ['left', 'left', 'right'],
+      ),
+    )
   } else {
     lines.push('', 'no candidates waiting')
   }
@@ -63,7 +69,10 @@ With no candidates it says "no leader" (exit status 0; --json gives "leader": nu
     noMoreArgs(leader, args, 1)
     const client = connect()
     const res = await keyspace(client).range(`${name}/`, { prefix: true, sort: ['Create', 'Ascend'], limit: MAX_CANDIDATES })
-    const ttls = await leaseTtls(client, res.kvs.map((kv) => kv.lease))
+    const ttls = await leaseTtls(
+      client,
+      res.kvs.map((kv) => kv.lease),
+    )
     const [first, ...waiting] = res.kvs.map((kv) => candidate(kv, ttls))
     return {
       json: { election: name, revision: revisionNumber(res.revision), leader: first ?? null, candidates: waiting, more: res.more },

@@ -66,14 +66,21 @@ function lockNameOf(key: string): string | undefined {
  * revision.
  */
 async function readLock(client: EtcdClient, name: string, revision: bigint) {
-  const { kvs } = await keyspace(client).range(contenders.prefix(name), { prefix: true, sort: ['Create', 'Ascend'], revision, limit: MAX_CONTENDERS })
+  const { kvs } = await keyspace(client).range(contenders.prefix(name), {
+    prefix: true,
+    sort: ['Create', 'Ascend'],
+    revision,
+    limit: MAX_CONTENDERS,
+  })
   return { kvs, first: kvs[0] }
 }
 
 /** The mutex/election and the rwmutex (either may be absent) living under `<name>/`. */
 function locksUnder(name: string, kvs: KeyValue[], first: KeyValue | undefined): Found[] {
   const found: Found[] = []
-  const direct = kvs.filter((kv) => contenders.nameOf(kv.key) === name && isLeaseSegment(kv.key.slice(contenders.prefix(name).length), kv.lease))
+  const direct = kvs.filter(
+    (kv) => contenders.nameOf(kv.key) === name && isLeaseSegment(kv.key.slice(contenders.prefix(name).length), kv.lease),
+  )
   if (direct.length > 0) {
     // Go's Mutex: the oldest key under the prefix holds, whatever it is.
     const holds = first !== undefined && direct[0].key === first.key
@@ -120,7 +127,15 @@ function render(prefix: string, locks: Lock[]): string {
     if (lock.blockedBy !== undefined) rows.push([showKey(lock.name), lock.kind, 'blocked by', '-', showKey(lock.blockedBy), '-', '-'])
     for (const [role, c] of entries) {
       const ttl = c.ttl === null ? undefined : { remaining: c.ttl, granted: c.grantedTtl ?? 0 }
-      rows.push([showKey(lock.name), lock.kind, c.mode ? `${role} (${c.mode})` : role, String(c.fence), showKey(c.key), c.lease, showTtl(ttl)])
+      rows.push([
+        showKey(lock.name),
+        lock.kind,
+        c.mode ? `${role} (${c.mode})` : role,
+        String(c.fence),
+        showKey(c.key),
+        c.lease,
+        showTtl(ttl),
+      ])
     }
   }
   return table(['LOCK', 'KIND', 'ROLE', 'FENCE', 'KEY', 'LEASE', 'TTL'], rows, ['left', 'left', 'left', 'right'])
@@ -150,11 +165,16 @@ The prefix is a raw key prefix: 'locks' matches 'locks/a/...' and 'locksmith/...
       const name = lockNameOf(kv.key)
       if (name !== undefined) seen.add(name)
     })
-    const found = (await mapLimit([...seen].sort(), 16, async (name) => {
-      const { kvs, first } = await readLock(client, name, revision)
-      return locksUnder(name, kvs, first)
-    })).flat()
-    const ttls = await leaseTtls(client, found.flatMap((l) => [...l.holders, ...l.waiters].map((kv) => kv.lease)))
+    const found = (
+      await mapLimit([...seen].sort(), 16, async (name) => {
+        const { kvs, first } = await readLock(client, name, revision)
+        return locksUnder(name, kvs, first)
+      })
+    ).flat()
+    const ttls = await leaseTtls(
+      client,
+      found.flatMap((l) => [...l.holders, ...l.waiters].map((kv) => kv.lease)),
+    )
     const result: Lock[] = found.map((l) => ({
       name: l.name,
       kind: l.kind,

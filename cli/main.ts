@@ -33,7 +33,7 @@ const GLOBAL_OPTIONS = {
 /** The command list of the general help: every usage line, each command's summary under it. */
 function commandList(): string {
   const lines = COMMANDS.flatMap((c) => [...c.usage.split('\n').map((u) => `  ${u}`), `      ${c.summary}`])
-  return [...lines, '  help [command]', '      this text, or a command\'s help'].join('\n')
+  return [...lines, '  help [command]', "      this text, or a command's help"].join('\n')
 }
 
 const GENERAL_HELP = `${PROGRAM}: inspect the etcd locks, elections, queues and barriers of middy-etcd
@@ -66,7 +66,13 @@ function usageOf(command?: Command): string {
 
 function helpOf(command: Command): string {
   const own = Object.entries(command.options ?? {}).map(([name, o]) => `  --${name}${o.type === 'string' ? ' <value>' : ''}`)
-  return [usageOf(command).split('\n').slice(0, -1).join('\n'), '', command.help, '', 'Options: --endpoints <urls>, --timeout <ms>, --json, -h/--help' + (own.length ? `\n${own.join('\n')}` : '')].join('\n')
+  return [
+    usageOf(command).split('\n').slice(0, -1).join('\n'),
+    '',
+    command.help,
+    '',
+    'Options: --endpoints <urls>, --timeout <ms>, --json, -h/--help' + (own.length ? `\n${own.join('\n')}` : ''),
+  ].join('\n')
 }
 
 /** Every option any command knows: used only to find the command name among the arguments. */
@@ -105,8 +111,14 @@ function failure(err: unknown, choice: EndpointChoice, command: Command | undefi
   if (typed instanceof EtcdUnavailableError) {
     const cause = (typed.cause as Error | undefined)?.message ?? typed.message
     // gRPC appends an empty "Resolution note: ." to connection failures.
-    const reason = cause.split('\n')[0].replace(/\s*Resolution note:\s*\.?\s*$/, '').replace(/\.+$/, '')
-    return { stderr: `${PROGRAM}: cannot reach etcd at ${describeEndpoints(choice)}: ${reason}. Check ETCD_ENDPOINTS (or --endpoints) and that the cluster is up.`, code: 1 }
+    const reason = cause
+      .split('\n')[0]
+      .replace(/\s*Resolution note:\s*\.?\s*$/, '')
+      .replace(/\.+$/, '')
+    return {
+      stderr: `${PROGRAM}: cannot reach etcd at ${describeEndpoints(choice)}: ${reason}. Check ETCD_ENDPOINTS (or --endpoints) and that the cluster is up.`,
+      code: 1,
+    }
   }
   if (typed instanceof MiddyEtcdError) return { stderr: `${PROGRAM}: ${typed.message}`, code: 1 }
   // etcd3's own errors (auth failed, key too large...) are expected failures too.
@@ -158,7 +170,8 @@ async function run(argv: string[]): Promise<Outcome> {
     const values = parsed.values as Record<string, string | boolean | undefined>
     choice = chooseEndpoints(values.endpoints as string | undefined, process.env, process.cwd())
     const timeout = values.timeout as string | undefined
-    if (timeout !== undefined && !/^[1-9]\d*$/.test(timeout)) throw new UsageError(`--timeout must be a positive whole number of milliseconds, got ${JSON.stringify(timeout)}`, command)
+    if (timeout !== undefined && !/^[1-9]\d*$/.test(timeout))
+      throw new UsageError(`--timeout must be a positive whole number of milliseconds, got ${JSON.stringify(timeout)}`, command)
     const args = parsed.positionals.slice(1)
     const connect = () => {
       if (!client && choice.note) process.stderr.write(`${PROGRAM}: ${choice.note}\n`)

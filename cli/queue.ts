@@ -39,7 +39,15 @@ async function stats(client: EtcdClient, name: string, deadLetter: string | unde
   ])
   // A marker can outlive its item for a moment (a Go Dequeue took a claimed item): never below 0.
   const visible = Math.max(0, items - claimed)
-  const json = { queue: name, items, visible, claimed, delayed, waitingInGroups: waiting, deadLetter: deadLetter === undefined ? null : { queue: deadLetter, items: dead } }
+  const json = {
+    queue: name,
+    items,
+    visible,
+    claimed,
+    delayed,
+    waitingInGroups: waiting,
+    deadLetter: deadLetter === undefined ? null : { queue: deadLetter, items: dead },
+  }
   const text = fields([
     ['queue', showKey(name)],
     ['items', String(items)],
@@ -76,9 +84,19 @@ async function peek(client: EtcdClient, name: string, limit: number): Promise<Re
   const state = await Promise.all(
     chunked(keys, VALUES_PER_RESPONSE).map(async (chunk) => {
       const { results } = await ks.reads(
-        Object.fromEntries(chunk.flatMap((kv, i) => [[`item ${i}`, ks.get(kv.key, at)], [`marker ${i}`, ks.get(markerOf(kv), { ...at, countOnly: true })], [`counter ${i}`, ks.get(counterOf(kv), { ...at, keysOnly: true })]])),
+        Object.fromEntries(
+          chunk.flatMap((kv, i) => [
+            [`item ${i}`, ks.get(kv.key, at)],
+            [`marker ${i}`, ks.get(markerOf(kv), { ...at, countOnly: true })],
+            [`counter ${i}`, ks.get(counterOf(kv), { ...at, keysOnly: true })],
+          ]),
+        ),
       )
-      return chunk.map((_, i) => ({ item: results[`item ${i}`].kvs[0], claimed: results[`marker ${i}`].count > 0n, receives: Number(results[`counter ${i}`].kvs[0]?.version ?? 0n) }))
+      return chunk.map((_, i) => ({
+        item: results[`item ${i}`].kvs[0],
+        claimed: results[`marker ${i}`].count > 0n,
+        receives: Number(results[`counter ${i}`].kvs[0]?.version ?? 0n),
+      }))
     }),
   )
   const items = state.flat().filter((s) => s.item !== undefined)
@@ -95,7 +113,15 @@ async function peek(client: EtcdClient, name: string, limit: number): Promise<Re
   if (rows.length === 0) return { json, text: `queue ${JSON.stringify(name)} is empty` }
   const text = table(
     ['#', 'ID', ...(priority ? ['PRIO'] : []), 'STATE', 'RECEIVES', 'KEY', 'VALUE'],
-    rows.map((r, i) => [String(i + 1), r.id, ...(priority ? [String(r.priority)] : []), r.claimed ? 'claimed' : 'visible', String(r.receives), showKey(r.key), showValue(items[i].item!.value)]),
+    rows.map((r, i) => [
+      String(i + 1),
+      r.id,
+      ...(priority ? [String(r.priority)] : []),
+      r.claimed ? 'claimed' : 'visible',
+      String(r.receives),
+      showKey(r.key),
+      showValue(items[i].item!.value),
+    ]),
     ['right', 'right', ...(priority ? ['right' as const] : []), 'left', 'right'],
   )
   return { json, text: more ? `${text}\n(first ${rows.length}; --limit N shows more)` : text }
@@ -116,12 +142,16 @@ async function queueKind(client: EtcdClient, name: string): Promise<'priority' |
 async function push(client: EtcdClient, name: string, value: string, priority: number | undefined): Promise<Report> {
   const kind = await queueKind(client, name)
   if (kind === 'priority' && priority === undefined) {
-    throw new UsageError(`queue push: ${JSON.stringify(name)} is a PriorityQueue (its items are <name>/<priority>/<seq>): give --priority N (0 is served first)`, queue)
+    throw new UsageError(
+      `queue push: ${JSON.stringify(name)} is a PriorityQueue (its items are <name>/<priority>/<seq>): give --priority N (0 is served first)`,
+      queue,
+    )
   }
   if (kind === 'fifo' && priority !== undefined) {
     throw new UsageError(`queue push: ${JSON.stringify(name)} is a FIFO Queue (its items are <name>/<unixNano>): drop --priority`, queue)
   }
-  const done = priority === undefined ? await new Queue(client, name).enqueue(value) : await new PriorityQueue(client, name).enqueue(value, priority)
+  const done =
+    priority === undefined ? await new Queue(client, name).enqueue(value) : await new PriorityQueue(client, name).enqueue(value, priority)
   const json = { queue: name, key: done.key, id: done.id, ...(priority === undefined ? {} : { priority }) }
   return { json, text: `enqueued ${showKey(done.key)} (id ${done.id})` }
 }
@@ -148,9 +178,18 @@ async function purge(client: EtcdClient, name: string): Promise<Report> {
   // No compare: the success branch always runs.
   const deletedOf = (what: 'items' | 'claims' | 'delayed' | 'groupsWaiting') => (res.succeeded ? Number(res.results[what]) : 0)
   const [deleted, claims, delayed, waiting] = [deletedOf('items'), deletedOf('claims'), deletedOf('delayed'), deletedOf('groupsWaiting')]
-  const also = [claims && `${claims} of them claimed`, delayed && `${delayed} delayed`, waiting && `${waiting} waiting in groups`].filter(Boolean)
+  const also = [claims && `${claims} of them claimed`, delayed && `${delayed} delayed`, waiting && `${waiting} waiting in groups`].filter(
+    Boolean,
+  )
   return {
-    json: { queue: name, deleted, claimsDeleted: claims, delayedDeleted: delayed, waitingDeleted: waiting, revision: revisionNumber(res.revision) },
+    json: {
+      queue: name,
+      deleted,
+      claimsDeleted: claims,
+      delayedDeleted: delayed,
+      waitingDeleted: waiting,
+      revision: revisionNumber(res.revision),
+    },
     text: `purged queue ${showKey(name)}: deleted ${deleted} item${deleted === 1 ? '' : 's'}${also.length ? ` (${also.join(', ')})` : ''}`,
   }
 }
@@ -163,8 +202,15 @@ async function purge(client: EtcdClient, name: string): Promise<Report> {
 async function sweep(client: EtcdClient, name: string): Promise<Report> {
   const done = await new Queue(client, name).sweep()
   const json = { queue: name, ...done }
-  const parts = [`${done.counters} receive counter${done.counters === 1 ? '' : 's'}`, `${done.metadata} metadata key${done.metadata === 1 ? '' : 's'}`, `${done.markers} claim marker${done.markers === 1 ? '' : 's'}`]
-  return { json, text: `swept queue ${showKey(name)}: removed ${parts.join(', ')} of messages no longer queued; passed the turn of ${done.groups} group${done.groups === 1 ? '' : 's'} on` }
+  const parts = [
+    `${done.counters} receive counter${done.counters === 1 ? '' : 's'}`,
+    `${done.metadata} metadata key${done.metadata === 1 ? '' : 's'}`,
+    `${done.markers} claim marker${done.markers === 1 ? '' : 's'}`,
+  ]
+  return {
+    json,
+    text: `swept queue ${showKey(name)}: removed ${parts.join(', ')} of messages no longer queued; passed the turn of ${done.groups} group${done.groups === 1 ? '' : 's'} on`,
+  }
 }
 
 /** The queue a dead-letter queue's messages go back to unless `--to` says: `<name>` for `dlq/<name>`. */
@@ -172,7 +218,10 @@ function redriveTarget(dlq: string, to: string | undefined): string {
   if (to !== undefined) return checkName(to, '--to')
   const queueOfDlq = queueOfDeadLetterQueue(dlq)
   if (queueOfDlq !== undefined) return queueOfDlq
-  throw new UsageError(`queue redrive: ${JSON.stringify(dlq)} is not a default dead-letter queue (dlq/<queue>): name the queue to move its messages to with --to <queue>`, queue)
+  throw new UsageError(
+    `queue redrive: ${JSON.stringify(dlq)} is not a default dead-letter queue (dlq/<queue>): name the queue to move its messages to with --to <queue>`,
+    queue,
+  )
 }
 
 /**
@@ -182,19 +231,28 @@ function redriveTarget(dlq: string, to: string | undefined): string {
  */
 async function redriveCommand(client: EtcdClient, dlq: string, to: string, max: number | undefined): Promise<Report> {
   const ks = keyspace(client)
-  const [items, metas] = await Promise.all([ks.range(queueKeys.items(to), { prefix: true, limit: 1, keysOnly: true }), ks.range(queueKeys.metas(dlq), { prefix: true, limit: 1 })])
-  const priority = (items.kvs.length > 0 && queueKeys.priorityOf(to, items.kvs[0].key) !== undefined) || (metas.kvs.length > 0 && /"priority":/.test(metas.kvs[0].value.toString()))
+  const [items, metas] = await Promise.all([
+    ks.range(queueKeys.items(to), { prefix: true, limit: 1, keysOnly: true }),
+    ks.range(queueKeys.metas(dlq), { prefix: true, limit: 1 }),
+  ])
+  const priority =
+    (items.kvs.length > 0 && queueKeys.priorityOf(to, items.kvs[0].key) !== undefined) ||
+    (metas.kvs.length > 0 && /"priority":/.test(metas.kvs[0].value.toString()))
   const target = priority ? new PriorityQueue(client, to) : new Queue(client, to)
   const done = await target.redrive({ from: dlq, ...(max === undefined ? {} : { max }) })
   const json = { from: dlq, to, kind: priority ? 'priority' : 'fifo', ...done }
   const skipped = done.skipped ? `; ${done.skipped} left there (claimed by a consumer of ${showKey(dlq)})` : ''
-  return { json, text: `moved ${done.moved} message${done.moved === 1 ? '' : 's'} from ${showKey(dlq)} back to ${showKey(to)}, receive counts reset${skipped}` }
+  return {
+    json,
+    text: `moved ${done.moved} message${done.moved === 1 ? '' : 's'} from ${showKey(dlq)} back to ${showKey(to)}, receive counts reset${skipped}`,
+  }
 }
 
 export const queue: Command = {
   name: 'queue',
   summary: 'queue depth, claimed, delayed and dead-letter counts; peek, push, purge, redrive, sweep',
-  usage: 'queue stats <name> [--dead-letter <queue>]\nqueue peek <name> [--limit N]\nqueue push <name> <value> [--priority N]\nqueue purge <name> --yes\nqueue redrive <dlq> [--to <queue>] [--max N]\nqueue sweep <name>',
+  usage:
+    'queue stats <name> [--dead-letter <queue>]\nqueue peek <name> [--limit N]\nqueue push <name> <value> [--priority N]\nqueue purge <name> --yes\nqueue redrive <dlq> [--to <queue>] [--max N]\nqueue sweep <name>',
   help: `Works on a Queue (Go layout <name>/<unixNano>) or PriorityQueue (<name>/<prio>/<seq>):
   stats   items in the queue, how many are visible and how many claimed (received by an
           at-least-once consumer, not yet acked: in flight, or waiting out a retry delay),
@@ -227,7 +285,8 @@ export const queue: Command = {
     const action = requireArg(queue, args, 0, 'action (stats, peek, push, purge, redrive or sweep)')
     const only = (allowed: string[]) => {
       for (const option of ['limit', 'priority', 'dead-letter', 'yes', 'to', 'max']) {
-        if (options[option] !== undefined && !allowed.includes(option)) throw new UsageError(`queue ${action}: --${option} does not apply here`, queue)
+        if (options[option] !== undefined && !allowed.includes(option))
+          throw new UsageError(`queue ${action}: --${option} does not apply here`, queue)
       }
     }
     switch (action) {
@@ -257,7 +316,8 @@ export const queue: Command = {
         only(['yes'])
         const name = checkedName(args[1], action)
         noMoreArgs(queue, args, 2)
-        if (options.yes !== true) throw new UsageError(`queue purge deletes every item of ${JSON.stringify(name)}: add --yes to confirm`, queue)
+        if (options.yes !== true)
+          throw new UsageError(`queue purge deletes every item of ${JSON.stringify(name)}: add --yes to confirm`, queue)
         return purge(connect(), name)
       }
       case 'redrive': {

@@ -54,7 +54,8 @@ async function read(client: EtcdClient, name: string, revision: bigint): Promise
   const { kind, permits } = parsed
   const waiters = results.waiters.kvs
   const slots = kind === 'semaphore' ? results.holders.kvs : results.tokens.kvs
-  const bySlot = (kv: KeyValue) => permitKeys.slotIndex(kind === 'semaphore' ? permitKeys.holders(name) : permitKeys.tokens(name), kv.key) ?? Infinity
+  const bySlot = (kv: KeyValue) =>
+    permitKeys.slotIndex(kind === 'semaphore' ? permitKeys.holders(name) : permitKeys.tokens(name), kv.key) ?? Infinity
   return { name, kind, settings, permits, holders: [...slots].sort((a, b) => bySlot(a) - bySlot(b)), waiters }
 }
 
@@ -82,7 +83,14 @@ function render(prefix: string, found: ReturnType<typeof toJson>[]): string {
     for (const h of s.holders) rows.push([...head, role, `slot ${h.slot}`, String(h.revision), showKey(h.key), h.lease ?? '-', ttl(h)])
     for (const w of s.waiters) rows.push([...head, 'waiter', `#${w.position}`, String(w.revision), showKey(w.key), w.lease ?? '-', ttl(w)])
   }
-  return table(['NAME', 'KIND', 'SETTINGS', 'ROLE', 'PLACE', 'REV', 'KEY', 'LEASE', 'TTL'], rows, ['left', 'left', 'left', 'left', 'left', 'right'])
+  return table(['NAME', 'KIND', 'SETTINGS', 'ROLE', 'PLACE', 'REV', 'KEY', 'LEASE', 'TTL'], rows, [
+    'left',
+    'left',
+    'left',
+    'left',
+    'left',
+    'right',
+  ])
 }
 
 function toJson(s: Found, ttls: Map<string, LeaseTtl>) {
@@ -93,7 +101,9 @@ function toJson(s: Found, ttls: Map<string, LeaseTtl>) {
     settings: s.settings,
     permits: s.permits,
     // A holder's fence is its create revision; a token counts from its last write (its admission).
-    holders: s.holders.map((kv) => entry(kv, ttls, s.kind === 'semaphore' ? kv.createRevision : kv.modRevision, { slot: permitKeys.slotIndex(slots, kv.key) })),
+    holders: s.holders.map((kv) =>
+      entry(kv, ttls, s.kind === 'semaphore' ? kv.createRevision : kv.modRevision, { slot: permitKeys.slotIndex(slots, kv.key) }),
+    ),
     waiters: s.waiters.map((kv, i) => entry(kv, ttls, kv.createRevision, { position: i + 1 })),
   }
 }
@@ -126,7 +136,10 @@ holder's key frees its permit. Go has no semaphore or rate limiter: these layout
       if (name !== undefined) names.add(name)
     })
     const found = (await mapLimit([...names].sort(), 16, (name) => read(client, name, revision))).filter((f): f is Found => f !== undefined)
-    const ttls = await leaseTtls(client, found.flatMap((s) => [...s.holders, ...s.waiters].map((kv) => kv.lease)))
+    const ttls = await leaseTtls(
+      client,
+      found.flatMap((s) => [...s.holders, ...s.waiters].map((kv) => kv.lease)),
+    )
     const result = found.map((s) => toJson(s, ttls))
     return { json: { prefix, revision: revisionNumber(revision), semaphores: result }, text: render(prefix, result) }
   },

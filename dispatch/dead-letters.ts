@@ -32,7 +32,12 @@ export interface DeadLetter {
  * its metadata, written in the Txn that moved it; an item put there by other means (a producer
  * of the dead-letter queue) has none and is not reported.
  */
-export function watchDeadLetters(client: Namespace, subscriptions: QueueSubscription[], onDeadLetter: (dead: DeadLetter) => void, signal: AbortSignal): void {
+export function watchDeadLetters(
+  client: Namespace,
+  subscriptions: QueueSubscription[],
+  onDeadLetter: (dead: DeadLetter) => void,
+  signal: AbortSignal,
+): void {
   const byQueue = new Map<string, Set<string>>()
   for (const sub of subscriptions) {
     const dlq = consumerDeadLetter(sub.queue, sub).deadLetterQueue
@@ -51,7 +56,8 @@ export function watchDeadLetters(client: Namespace, subscriptions: QueueSubscrip
       ks.txn([], [ks.get(queueKeys.meta(key))])
         .then((res) => {
           const { id } = readMeta(res.results[0].range!.kvs[0], { createRevision })
-          if (id !== undefined) onDeadLetter({ deadLetterQueue: dlq, queues: [...queues], id, deadLetterId: createRevision.toString(), key })
+          if (id !== undefined)
+            onDeadLetter({ deadLetterQueue: dlq, queues: [...queues], id, deadLetterId: createRevision.toString(), key })
         })
         // Only a log line is at stake (etcd going away, the client closing).
         .catch(() => {})

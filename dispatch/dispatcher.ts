@@ -108,7 +108,14 @@ async function runSubscription(options: DispatcherOptions, sub: QueueSubscriptio
         streak.failures = outcome.ok ? 0 : streak.failures + 1
         if (outcome.errorType === 'QueueMismatchError' && !refused.signal.aborted) {
           refused.abort()
-          options.onError?.(sub, new QueueMismatchError(sub.queue, sub.queue, `function ${sub.functionKey ?? sub.function} refused its etcdQueue batch for queue ${JSON.stringify(sub.queue)}: ${outcome.error}; this subscription stops dispatching until the function's queueConsumer options and its etcdQueue event name the same queue`))
+          options.onError?.(
+            sub,
+            new QueueMismatchError(
+              sub.queue,
+              sub.queue,
+              `function ${sub.functionKey ?? sub.function} refused its etcdQueue batch for queue ${JSON.stringify(sub.queue)}: ${outcome.error}; this subscription stops dispatching until the function's queueConsumer options and its etcdQueue event name the same queue`,
+            ),
+          )
         }
       })
       .finally(() => inFlight.delete(job))

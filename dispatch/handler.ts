@@ -80,19 +80,26 @@ const DEFAULT_TTL_S = 10
 const MIN_WINDOW_MS = 1_000
 
 function checkOptions(options: DispatcherHandlerOptions): void {
-  if (typeof options !== 'object' || options === null) throw new InvalidArgumentError(`dispatcherHandler: options must be an object, got ${String(options)}`)
+  if (typeof options !== 'object' || options === null)
+    throw new InvalidArgumentError(`dispatcherHandler: options must be an object, got ${String(options)}`)
   const { election, tailMs, invocationType, ttl, subscriptions, invoke, client } = options
-  if (election !== undefined && (typeof election !== 'string' || election === '')) throw new InvalidArgumentError('dispatcherHandler: election must be a non-empty name')
-  if (tailMs !== undefined && (!Number.isFinite(tailMs) || tailMs < 0)) throw new InvalidArgumentError(`dispatcherHandler: tailMs must be a number of ms >= 0, got ${String(tailMs)}`)
+  if (election !== undefined && (typeof election !== 'string' || election === ''))
+    throw new InvalidArgumentError('dispatcherHandler: election must be a non-empty name')
+  if (tailMs !== undefined && (!Number.isFinite(tailMs) || tailMs < 0))
+    throw new InvalidArgumentError(`dispatcherHandler: tailMs must be a number of ms >= 0, got ${String(tailMs)}`)
   if (invocationType !== undefined && invocationType !== 'Event' && invocationType !== 'RequestResponse') {
-    throw new InvalidArgumentError(`dispatcherHandler: invocationType must be 'Event' or 'RequestResponse', got ${JSON.stringify(invocationType)}`)
+    throw new InvalidArgumentError(
+      `dispatcherHandler: invocationType must be 'Event' or 'RequestResponse', got ${JSON.stringify(invocationType)}`,
+    )
   }
   if (ttl !== undefined) checkSeconds(ttl, 'dispatcherHandler: ttl')
   if (subscriptions !== undefined) {
-    if (!Array.isArray(subscriptions)) throw new InvalidArgumentError('dispatcherHandler: subscriptions must be an array of { function, queue, … }')
+    if (!Array.isArray(subscriptions))
+      throw new InvalidArgumentError('dispatcherHandler: subscriptions must be an array of { function, queue, … }')
     subscriptions.forEach(checkSubscription)
   }
-  if (invoke !== undefined && typeof invoke !== 'function') throw new InvalidArgumentError('dispatcherHandler: invoke must be a function (functionName, event) => Promise<InvokeOutcome>')
+  if (invoke !== undefined && typeof invoke !== 'function')
+    throw new InvalidArgumentError('dispatcherHandler: invoke must be a function (functionName, event) => Promise<InvokeOutcome>')
   if (client !== undefined) checkClient(client, 'dispatcherHandler')
 }
 
@@ -126,7 +133,8 @@ function tailFromEnv(env: Record<string, string | undefined>): number {
   const raw = env.ETCD_DISPATCH_TAIL_MS
   if (raw === undefined || raw === '') return DEFAULT_TAIL_MS
   const ms = Number(raw)
-  if (!Number.isFinite(ms) || ms < 0) throw new InvalidArgumentError(`ETCD_DISPATCH_TAIL_MS must be a number of ms >= 0, got ${JSON.stringify(raw)}`)
+  if (!Number.isFinite(ms) || ms < 0)
+    throw new InvalidArgumentError(`ETCD_DISPATCH_TAIL_MS must be a number of ms >= 0, got ${JSON.stringify(raw)}`)
   return ms
 }
 
@@ -140,7 +148,9 @@ function tailFromEnv(env: Record<string, string | undefined>): number {
  * leadership lease is lost, then resigns. Either way it resigns before it waits for its
  * invocations in flight, which finish beside the successor's first batches.
  */
-export function dispatcherHandler(options: DispatcherHandlerOptions = {}): (event: unknown, context: DispatcherContext) => Promise<DispatcherResult> {
+export function dispatcherHandler(
+  options: DispatcherHandlerOptions = {},
+): (event: unknown, context: DispatcherContext) => Promise<DispatcherResult> {
   checkOptions(options)
   let invoke = options.invoke
   return async (_event, context) => {

@@ -45,5 +45,11 @@ export async function successorWaiting(client: Namespace, name: string, rev: big
   if (now.kvs.some((kv) => candidate(kv.key, kv.createRevision))) return
   // From the read's revision + 1: a watch that starts past the current revision is served as
   // writes commit, not on etcd's 100 ms catch-up tick.
-  await waitFor(client, { key: prefix, prefix: true }, now.revision + 1n, (type, kv) => type === 'put' && candidate(kv.key, kv.createRevision), signal)
+  await waitFor(
+    client,
+    { key: prefix, prefix: true },
+    now.revision + 1n,
+    (type, kv) => type === 'put' && candidate(kv.key, kv.createRevision),
+    signal,
+  )
 }

@@ -61,4 +61,3 @@ export function lambdaInvoker(options: LambdaInvokerOptions = {}): Invoke {
     return { ok: true, failedIds: failures.map((f: { itemIdentifier?: unknown }) => String(f?.itemIdentifier)) }
   }
 }
-

@@ -18,7 +18,9 @@ export const SUBSCRIPTIONS_ENV = 'ETCD_QUEUE_SUBSCRIPTIONS'
 export function checkSubscription(sub: unknown): asserts sub is QueueSubscription {
   const fn = (sub as { function?: unknown } | null)?.function
   if (typeof sub !== 'object' || sub === null || typeof fn !== 'string' || fn === '') {
-    throw new InvalidArgumentError(`a queue subscription needs { function, queue }: the function to invoke and the queue it reads; got ${JSON.stringify(sub)}`)
+    throw new InvalidArgumentError(
+      `a queue subscription needs { function, queue }: the function to invoke and the queue it reads; got ${JSON.stringify(sub)}`,
+    )
   }
   checkQueueSettings(sub, `queue subscription of ${fn}`)
 }
@@ -41,7 +43,8 @@ export function subscriptionsFromEnv(env: Record<string, string | undefined> = p
   } catch (err) {
     throw new ConfigurationError(SUBSCRIPTIONS_ENV, `${SUBSCRIPTIONS_ENV} is not valid JSON (${(err as Error).message})`, { cause: err })
   }
-  if (!Array.isArray(parsed)) throw new ConfigurationError(SUBSCRIPTIONS_ENV, `${SUBSCRIPTIONS_ENV} must be a JSON array of { function, queue, … }`)
+  if (!Array.isArray(parsed))
+    throw new ConfigurationError(SUBSCRIPTIONS_ENV, `${SUBSCRIPTIONS_ENV} must be a JSON array of { function, queue, … }`)
   for (const sub of parsed) checkSubscription(sub)
   return parsed as QueueSubscription[]
 }

@@ -98,7 +98,8 @@ export function buildRelease(line, log = (msg) => process.stderr.write(`[etcd] $
 
   const go = goToolchain()
   if (go.missing) throw new Error(`cannot build etcd ${release.version}: ${go.missing}; it needs Go ${GO_FLOOR}+`)
-  if (!goAtLeast(go.version, GO_FLOOR)) throw new Error(`cannot build etcd ${release.version}: it needs Go ${GO_FLOOR}+ and this machine has Go ${go.version}`)
+  if (!goAtLeast(go.version, GO_FLOOR))
+    throw new Error(`cannot build etcd ${release.version}: it needs Go ${GO_FLOOR}+ and this machine has Go ${go.version}`)
 
   const dir = releaseDir(release.version)
   // Several processes may build at once (parallel test files, two terminals): each builds in a
@@ -124,7 +125,11 @@ export function buildRelease(line, log = (msg) => process.stderr.write(`[etcd] $
     go_(['build', '-trimpath', '-o', work + '/', './etcd', './etcdctl'])
   } catch (err) {
     rmSync(work, { recursive: true, force: true })
-    const stderr = String(err.stderr ?? err.message).trim().split('\n').slice(-6).join('\n  ')
+    const stderr = String(err.stderr ?? err.message)
+      .trim()
+      .split('\n')
+      .slice(-6)
+      .join('\n  ')
     throw new Error(`building etcd ${release.version} failed (the Go module proxy must be reachable the first time):\n  ${stderr}`)
   }
   // Keep go.mod and go.sum beside the binaries: they record exactly what was built.
@@ -147,7 +152,11 @@ const isMain = process.argv[1] && fileURLToPath(import.meta.url) === process.arg
 if (isMain) {
   const { default: defaultLine, releases } = etcdReleases()
   const asked = process.argv.slice(2)
-  const lines = asked.includes('all') ? Object.keys(releases).filter((l) => releases[l].source === 'go') : asked.length ? asked : [defaultLine]
+  const lines = asked.includes('all')
+    ? Object.keys(releases).filter((l) => releases[l].source === 'go')
+    : asked.length
+      ? asked
+      : [defaultLine]
   try {
     for (const line of lines) {
       const built = buildRelease(line)

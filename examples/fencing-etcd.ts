@@ -8,7 +8,10 @@ export async function recordRun(client: EtcdClient, job: string, result: string)
   const mutex = new Mutex(session, `jobs/${job}`)
   await mutex.lock({ signal: AbortSignal.timeout(5_000) })
   try {
-    const res = await mutex.fenced().then(client.put(`jobs/${job}/last-run`).value(result)).commit()
+    const res = await mutex
+      .fenced()
+      .then(client.put(`jobs/${job}/last-run`).value(result))
+      .commit()
     requireFenced(res.succeeded, mutex.fence, `jobs/${job}/last-run`)
     return mutex.fence
   } finally {

@@ -4,9 +4,14 @@ import { sharedClient, singleFlight, type EtcdClient } from '../lib/index.js'
 
 /** The exchange rates at `ratesUrl`, fetched once for all concurrent callers. */
 export function exchangeRates(ratesUrl: string, client: EtcdClient = sharedClient()): Promise<Record<string, number>> {
-  return singleFlight(client, 'rates/EUR', async (signal) => {
-    const res = await fetch(ratesUrl, { signal })
-    if (!res.ok) throw new Error(`rates: HTTP ${res.status}`)
-    return (await res.json()) as Record<string, number>
-  }, { ttl: 60 })
+  return singleFlight(
+    client,
+    'rates/EUR',
+    async (signal) => {
+      const res = await fetch(ratesUrl, { signal })
+      if (!res.ok) throw new Error(`rates: HTTP ${res.status}`)
+      return (await res.json()) as Record<string, number>
+    },
+    { ttl: 60 },
+  )
 }

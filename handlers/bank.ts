@@ -17,14 +17,20 @@ const TRANSFER = '{ from, to, amount }'
 function accountsOf(input: JsonObject): [string, number][] {
   const { accounts } = input
   if (typeof accounts !== 'object' || accounts === null || Array.isArray(accounts)) {
-    throw new InvalidArgumentError(`body must be { accounts: { name: balance, … } }, got accounts ${accounts === null ? 'null' : Array.isArray(accounts) ? 'as an array' : typeof accounts}`)
+    throw new InvalidArgumentError(
+      `body must be { accounts: { name: balance, … } }, got accounts ${accounts === null ? 'null' : Array.isArray(accounts) ? 'as an array' : typeof accounts}`,
+    )
   }
   const entries = Object.entries(accounts as JsonObject)
-  if (entries.length === 0 || entries.length > MAX_ACCOUNTS) throw new InvalidArgumentError(`a bank opens with 1 to ${MAX_ACCOUNTS} accounts, got ${entries.length}`)
+  if (entries.length === 0 || entries.length > MAX_ACCOUNTS)
+    throw new InvalidArgumentError(`a bank opens with 1 to ${MAX_ACCOUNTS} accounts, got ${entries.length}`)
   return entries.map(([name, balance]) => {
-    if (name === '' || name.includes('/') || Buffer.byteLength(name) > 256) throw new InvalidArgumentError(`account name ${JSON.stringify(name)} must be 1 to 256 bytes without "/"`)
+    if (name === '' || name.includes('/') || Buffer.byteLength(name) > 256)
+      throw new InvalidArgumentError(`account name ${JSON.stringify(name)} must be 1 to 256 bytes without "/"`)
     if (typeof balance !== 'number' || !Number.isSafeInteger(balance) || balance < 0 || balance > MAX_AMOUNT) {
-      throw new InvalidArgumentError(`balance of ${JSON.stringify(name)} must be a whole number from 0 to ${MAX_AMOUNT}, got ${JSON.stringify(balance)}`)
+      throw new InvalidArgumentError(
+        `balance of ${JSON.stringify(name)} must be a whole number from 0 to ${MAX_AMOUNT}, got ${JSON.stringify(balance)}`,
+      )
     }
     return [name, balance]
   })
@@ -42,10 +48,18 @@ export const open = middy(async (event: HttpEvent) => {
     const { kvs } = await client.getAll().prefix(prefix(bank)).exec()
     const keep = new Set(accounts.map(([name]) => prefix(bank) + name))
     const [first, ...rest] = kvs
-    let guard = first === undefined ? client.if(prefix(bank) + accounts[0][0], 'Create', '==', '0') : client.if(first.key.toString(), 'Mod', '==', first.mod_revision)
+    let guard =
+      first === undefined
+        ? client.if(prefix(bank) + accounts[0][0], 'Create', '==', '0')
+        : client.if(first.key.toString(), 'Mod', '==', first.mod_revision)
     for (const kv of rest) guard = guard.and(kv.key.toString(), 'Mod', '==', kv.mod_revision)
     const stale = kvs.map((kv) => kv.key.toString()).filter((key) => !keep.has(key))
-    const res = await guard.then(...stale.map((key) => client.delete().key(key)), ...accounts.map(([name, balance]) => client.put(prefix(bank) + name).value(String(balance)))).commit()
+    const res = await guard
+      .then(
+        ...stale.map((key) => client.delete().key(key)),
+        ...accounts.map(([name, balance]) => client.put(prefix(bank) + name).value(String(balance))),
+      )
+      .commit()
     if (res.succeeded) break
   }
   return json(201, { bank, accounts: Object.fromEntries(accounts) })
@@ -58,7 +72,8 @@ export const transfer = middy(
     const input = body(event)
     const [from, to] = [stringField(input, 'from', TRANSFER), stringField(input, 'to', TRANSFER)]
     const amount = intField(input, 'amount', TRANSFER, { min: 1, max: MAX_AMOUNT })
-    if (from === to || from.includes('/') || to.includes('/')) throw new InvalidArgumentError('body must be { from, to, amount } with two different accounts')
+    if (from === to || from.includes('/') || to.includes('/'))
+      throw new InvalidArgumentError('body must be { from, to, amount } with two different accounts')
     const { stm } = context.etcd
     // Both read in one round trip; the commit checks neither changed since.
     const [fromRaw, toRaw] = [await stm.get(prefix(bank) + from, prefix(bank) + to), await stm.get(prefix(bank) + to)]

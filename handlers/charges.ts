@@ -32,4 +32,6 @@ export const charge = middy(async (event: HttpEvent, _context: Context & Idempot
   )
 
 /** GET /charges → { charges }: how many charges ran. */
-export const count = middy(async () => json(200, { charges: Number((await sharedClient().get(CHARGES).string()) ?? '0') })).use(httpErrors())
+export const count = middy(async () => json(200, { charges: Number((await sharedClient().get(CHARGES).string()) ?? '0') })).use(
+  httpErrors(),
+)

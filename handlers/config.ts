@@ -25,10 +25,16 @@ export const read = middy(async (event: HttpEvent) => {
 export const write = middy(async (event: HttpEvent, context: Context & { etcd: { rwLock: { key: string; fence: bigint } } }) => {
   const key = param(event, 'key')
   const value = stringField(body(event), 'value', '{ value: string }', { allowEmpty: true })
-  if (Buffer.byteLength(value) > MAX_VALUE_BYTES) throw new InvalidArgumentError(`value is ${Buffer.byteLength(value)} bytes; config values are at most ${MAX_VALUE_BYTES} bytes (etcd takes ~1.5 MiB per request)`)
+  if (Buffer.byteLength(value) > MAX_VALUE_BYTES)
+    throw new InvalidArgumentError(
+      `value is ${Buffer.byteLength(value)} bytes; config values are at most ${MAX_VALUE_BYTES} bytes (etcd takes ~1.5 MiB per request)`,
+    )
   const { rwLock } = context.etcd
   const client = sharedClient()
-  const res = await client.if(rwLock.key, 'Create', '==', rwLock.fence.toString()).then(client.put(configKey(key)).value(value)).commit()
+  const res = await client
+    .if(rwLock.key, 'Create', '==', rwLock.fence.toString())
+    .then(client.put(configKey(key)).value(value))
+    .commit()
   if (!res.succeeded) throw new LockReleasedError('lost the write lock before writing; nothing was written')
   return json(200, { key, value, fence: rwLock.fence })
 })

@@ -16,7 +16,10 @@ export const increment = middy(async (event: HttpEvent, context: Context & { etc
   const current = Number((await client.get(counterKey(name)).string()) ?? '0')
   const value = current + 1
   // Lock key still ours (same create revision) → write; otherwise nothing is written.
-  const res = await client.if(key, 'Create', '==', fence.toString()).then(client.put(counterKey(name)).value(String(value))).commit()
+  const res = await client
+    .if(key, 'Create', '==', fence.toString())
+    .then(client.put(counterKey(name)).value(String(value)))
+    .commit()
   if (!res.succeeded) throw new LockReleasedError(`lost the lock on counter ${name} before writing; nothing was written`)
   return json(200, { name, value, fence })
 })

@@ -1,14 +1,7 @@
 // Small HTTP helpers shared by the example handlers (API Gateway HTTP API, payload 2.0).
 import type { MiddlewareObj, Request } from '@middy/core'
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from 'aws-lambda'
-import {
-  InvalidArgumentError,
-  KeyExistsError,
-  LockedError,
-  MiddyEtcdError,
-  NotLeaderError,
-  WaitTimeoutError,
-} from '../lib/index.js'
+import { InvalidArgumentError, KeyExistsError, LockedError, MiddyEtcdError, NotLeaderError, WaitTimeoutError } from '../lib/index.js'
 
 export type HttpEvent = APIGatewayProxyEventV2
 export type HttpResult = APIGatewayProxyStructuredResultV2
@@ -37,7 +30,9 @@ export function body(event: HttpEvent): JsonObject {
   try {
     parsed = JSON.parse(text, (key, value) => {
       if (typeof value === 'number' && Number.isInteger(value) && !Number.isSafeInteger(value)) {
-        throw new InvalidArgumentError(`${key === '' ? 'the body' : JSON.stringify(key)} is a number beyond ±9007199254740991, which JSON numbers here cannot hold exactly; send a smaller one`)
+        throw new InvalidArgumentError(
+          `${key === '' ? 'the body' : JSON.stringify(key)} is a number beyond ±9007199254740991, which JSON numbers here cannot hold exactly; send a smaller one`,
+        )
       }
       return value
     })
@@ -46,7 +41,9 @@ export function body(event: HttpEvent): JsonObject {
     throw new InvalidArgumentError('the request body must be JSON')
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
-    throw new InvalidArgumentError(`the request body must be a JSON object { … }, got ${parsed === null ? 'null' : Array.isArray(parsed) ? 'an array' : typeof parsed}`)
+    throw new InvalidArgumentError(
+      `the request body must be a JSON object { … }, got ${parsed === null ? 'null' : Array.isArray(parsed) ? 'an array' : typeof parsed}`,
+    )
   }
   return parsed as JsonObject
 }
@@ -54,7 +51,8 @@ export function body(event: HttpEvent): JsonObject {
 /** A string field of a body: a 400 unless it is a (non-empty, unless `allowEmpty`) string. */
 export function stringField(obj: JsonObject, name: string, shape: string, options: { allowEmpty?: boolean } = {}): string {
   const value = obj[name]
-  if (typeof value !== 'string' || (value === '' && !options.allowEmpty)) throw new InvalidArgumentError(`body must be ${shape}: ${name} must be a ${options.allowEmpty ? '' : 'non-empty '}string`)
+  if (typeof value !== 'string' || (value === '' && !options.allowEmpty))
+    throw new InvalidArgumentError(`body must be ${shape}: ${name} must be a ${options.allowEmpty ? '' : 'non-empty '}string`)
   return value
 }
 
@@ -62,7 +60,9 @@ export function stringField(obj: JsonObject, name: string, shape: string, option
 export function intField(obj: JsonObject, name: string, shape: string, range: { min: number; max: number }, fallback?: number): number {
   const value = obj[name] ?? fallback
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < range.min || value > range.max) {
-    throw new InvalidArgumentError(`body must be ${shape}: ${name} must be a whole number from ${range.min} to ${range.max}, got ${JSON.stringify(value) ?? 'nothing'}`)
+    throw new InvalidArgumentError(
+      `body must be ${shape}: ${name} must be a whole number from ${range.min} to ${range.max}, got ${JSON.stringify(value) ?? 'nothing'}`,
+    )
   }
   return value
 }

@@ -32,7 +32,10 @@ export const submit = middy(async (event: HttpEvent) => {
   const job: Job = { id: randomUUID(), task: stringField(input, 'task', JOB) }
   const delayMs = intField(input, 'delayMs', JOB, { min: 0, max: MAX_JOB_DELAY_MS }, 0)
   const group = input.group === undefined ? undefined : stringField(input, 'group', JOB)
-  const { id: messageId } = await new Queue(sharedClient(), JOBS_QUEUE).enqueue(JSON.stringify(job), { delayMs, ...(group === undefined ? {} : { group }) })
+  const { id: messageId } = await new Queue(sharedClient(), JOBS_QUEUE).enqueue(JSON.stringify(job), {
+    delayMs,
+    ...(group === undefined ? {} : { group }),
+  })
   return json(202, { id: job.id, messageId })
 }).use(httpErrors())
 

@@ -19,6 +19,10 @@ export const report = middy(async (_event: unknown, context: Context & { etcd: {
   .use(etcdSemaphore({ name: 'example/semaphores/reports', permits: 2, waitMs: 10_000 }))
 
 /** POST /partner → { waitedMs }, or 429 with Retry-After once the partner's 2 calls a second are used. */
-export const partner = middy(async (_event: unknown, context: Context & { etcd: { rateLimit: RateLimitGrant } }) => json(200, { waitedMs: context.etcd.rateLimit.waitedMs }), etcdPlugin())
+export const partner = middy(
+  async (_event: unknown, context: Context & { etcd: { rateLimit: RateLimitGrant } }) =>
+    json(200, { waitedMs: context.etcd.rateLimit.waitedMs }),
+  etcdPlugin(),
+)
   .use(httpErrors())
   .use(etcdRateLimit({ name: 'example/rate-limits/partner', rate: 2, per: 1000, burst: 2, acquire: 'try' }))

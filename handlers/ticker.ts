@@ -9,15 +9,20 @@ import { httpErrors, json } from './http.js'
 const TICKS = 'example/ticks'
 
 /** schedule: rate(1 minute) (and POST /ticks): records a tick under leadership. */
-export const tick = middy(async (_event: unknown, context: Context & { etcd: { leader: { key: string; rev: bigint; leaderCompare: () => any } } }) => {
-  const { leader } = context.etcd
-  const client = sharedClient()
-  const previous = Number(JSON.parse((await client.get(TICKS).string()) ?? '{"count":0}').count)
-  const record = { count: previous + 1, leaderKey: leader.key, term: leader.rev.toString(), at: new Date().toISOString() }
-  // Written only while this invocation still leads (its key unchanged).
-  const res = await client.if(leader.key, 'Create', '==', leader.rev.toString()).then(client.put(TICKS).value(JSON.stringify(record))).commit()
-  return { leader: true, written: res.succeeded, ...record }
-})
+export const tick = middy(
+  async (_event: unknown, context: Context & { etcd: { leader: { key: string; rev: bigint; leaderCompare: () => any } } }) => {
+    const { leader } = context.etcd
+    const client = sharedClient()
+    const previous = Number(JSON.parse((await client.get(TICKS).string()) ?? '{"count":0}').count)
+    const record = { count: previous + 1, leaderKey: leader.key, term: leader.rev.toString(), at: new Date().toISOString() }
+    // Written only while this invocation still leads (its key unchanged).
+    const res = await client
+      .if(leader.key, 'Create', '==', leader.rev.toString())
+      .then(client.put(TICKS).value(JSON.stringify(record)))
+      .commit()
+    return { leader: true, written: res.succeeded, ...record }
+  },
+)
   .use(httpErrors())
   .use(leaderGuard({ election: 'example/ticker' }))
 

@@ -101,7 +101,10 @@ export function fencedUpsert(spec: FencedUpsertSpec): SqlStatement {
   const updates = [...setSql, fenceSql].map((c) => `${c} = EXCLUDED.${c}`)
   return {
     text:
-      `INSERT INTO ${table.split('.').map((part) => quote(part, 'table')).join('.')} AS cur (${columns.join(', ')}) VALUES (${placeholders.join(', ')}) ` +
+      `INSERT INTO ${table
+        .split('.')
+        .map((part) => quote(part, 'table'))
+        .join('.')} AS cur (${columns.join(', ')}) VALUES (${placeholders.join(', ')}) ` +
       `ON CONFLICT (${keySql}) DO UPDATE SET ${updates.join(', ')} WHERE cur.${fenceSql} < EXCLUDED.${fenceSql}`,
     values: [key[keyColumn], ...setColumns.map((c) => spec.set[c]), fence.toString()],
   }
@@ -111,16 +114,25 @@ export function fencedUpsert(spec: FencedUpsertSpec): SqlStatement {
 function checkSpec(spec: FencedUpsertSpec) {
   if (spec === null || typeof spec !== 'object') throw new InvalidArgumentError('fencedUpsert: pass { table, key, set, fence }')
   const { table, key, set, fence, fenceColumn = 'fence' } = spec
-  if (typeof table !== 'string') throw new InvalidArgumentError(`fencedUpsert: table must be a table name such as "accounts" or "app.accounts", got ${typeof table}`)
+  if (typeof table !== 'string')
+    throw new InvalidArgumentError(`fencedUpsert: table must be a table name such as "accounts" or "app.accounts", got ${typeof table}`)
   if (typeof fence !== 'bigint' || fence <= 0n) {
-    throw new InvalidArgumentError(`fencedUpsert: fence must be a grant's fencing token (a positive bigint such as mutex.fence), got ${String(fence)}`)
+    throw new InvalidArgumentError(
+      `fencedUpsert: fence must be a grant's fencing token (a positive bigint such as mutex.fence), got ${String(fence)}`,
+    )
   }
   const keyColumns = key && typeof key === 'object' ? Object.keys(key) : []
-  if (keyColumns.length !== 1) throw new InvalidArgumentError(`fencedUpsert: key must name exactly one column, e.g. { id: 'alice' }; got ${JSON.stringify(keyColumns)}`)
+  if (keyColumns.length !== 1)
+    throw new InvalidArgumentError(
+      `fencedUpsert: key must name exactly one column, e.g. { id: 'alice' }; got ${JSON.stringify(keyColumns)}`,
+    )
   const setColumns = set && typeof set === 'object' ? Object.keys(set) : []
-  if (setColumns.length === 0) throw new InvalidArgumentError('fencedUpsert: set must name at least one column to write, e.g. { balance: 120 }')
+  if (setColumns.length === 0)
+    throw new InvalidArgumentError('fencedUpsert: set must name at least one column to write, e.g. { balance: 120 }')
   if (setColumns.includes(fenceColumn) || setColumns.includes(keyColumns[0])) {
-    throw new InvalidArgumentError(`fencedUpsert: set must not contain the key column or the fence column (${keyColumns[0]}, ${fenceColumn}); they are written for you`)
+    throw new InvalidArgumentError(
+      `fencedUpsert: set must not contain the key column or the fence column (${keyColumns[0]}, ${fenceColumn}); they are written for you`,
+    )
   }
   return { table, key, keyColumn: keyColumns[0], setColumns, fence, fenceColumn }
 }

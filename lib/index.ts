@@ -27,9 +27,26 @@ export { Election, type ElectionDecision, type Leader } from './locks/election.j
 export { RWMutex, type RWMode } from './locks/rwmutex.js'
 export { Semaphore } from './permits/semaphore.js'
 export { RateLimiter, type RateLimitOptions, type RateAcquireOptions, type RateLimitDecision } from './permits/rate-limiter.js'
-export { toQueueMessage, checkQueueSettings, dispatchedMessages, type JsonMessage, type QueueMessage, type QueueDispatchEvent, type QueueSettings, type EtcdQueueEvent } from './queue/event.js'
+export {
+  toQueueMessage,
+  checkQueueSettings,
+  dispatchedMessages,
+  type JsonMessage,
+  type QueueMessage,
+  type QueueDispatchEvent,
+  type QueueSettings,
+  type EtcdQueueEvent,
+} from './queue/event.js'
 export { type Credentials, type CredentialsProvider } from './core/credentials.js'
-export { IdempotencyStore, IdempotencyClaim, type BeginOptions, type BeginResult, type CompleteOptions, type FailOptions, type WaitOutcome } from './idempotency/store.js'
+export {
+  IdempotencyStore,
+  IdempotencyClaim,
+  type BeginOptions,
+  type BeginResult,
+  type CompleteOptions,
+  type FailOptions,
+  type WaitOutcome,
+} from './idempotency/store.js'
 export { hashPayload } from './idempotency/record.js'
 export { singleFlight, type SingleFlightOptions } from './idempotency/single-flight.js'
 export { fencedUpsert, requireFenced, type FencedUpsertSpec, type Grant, type SqlStatement } from './fencing.js'

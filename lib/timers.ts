@@ -32,13 +32,16 @@ export function startTimer(ms: number, fire: () => void, options: TimerOptions =
   let handle: NodeJS.Timeout | undefined
   let cancelled = false
   const arm = (left: number) => {
-    handle = setTimeout(() => {
-      if (cancelled) return
-      const rest = due - performance.now()
-      // NaN (a NaN delay) compares false: as Node does, such a timer fires at once.
-      if (rest > 0) arm(rest)
-      else fire()
-    }, Math.min(MAX_TIMER_MS, Math.ceil(left)))
+    handle = setTimeout(
+      () => {
+        if (cancelled) return
+        const rest = due - performance.now()
+        // NaN (a NaN delay) compares false: as Node does, such a timer fires at once.
+        if (rest > 0) arm(rest)
+        else fire()
+      },
+      Math.min(MAX_TIMER_MS, Math.ceil(left)),
+    )
     if (!options.ref) handle.unref()
   }
   if (due !== Infinity) arm(due - performance.now())
@@ -54,11 +57,15 @@ export function startTimer(ms: number, fire: () => void, options: TimerOptions =
 export function startInterval(ms: number, fire: () => void, options: TimerOptions = {}): Timer {
   let current: Timer
   const next = () => {
-    current = startTimer(ms, () => {
-      // Re-armed before `fire` runs, as setInterval is: a `fire` that cancels stops it for good.
-      next()
-      fire()
-    }, options)
+    current = startTimer(
+      ms,
+      () => {
+        // Re-armed before `fire` runs, as setInterval is: a `fire` that cancels stops it for good.
+        next()
+        fire()
+      },
+      options,
+    )
   }
   next()
   return { cancel: () => current.cancel() }

@@ -43,7 +43,9 @@ export function etcdBarrier<TEvent = any>(options: EtcdBarrierOptions<TEvent>): 
       await barrier.wait({ signal: budget.signal })
     } catch (err) {
       if (err !== budget.signal.reason) throw err
-      throw new WaitTimeoutError(`etcdBarrier: barrier ${JSON.stringify(name)} still held after ${budget.ms} ms; raise waitMs or the function timeout`)
+      throw new WaitTimeoutError(
+        `etcdBarrier: barrier ${JSON.stringify(name)} still held after ${budget.ms} ms; raise waitMs or the function timeout`,
+      )
     }
     emit(opts.onEvent, { type: 'acquired', primitive: 'barrier', name, waitedMs: performance.now() - started })
   }

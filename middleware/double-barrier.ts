@@ -44,7 +44,9 @@ export function etcdDoubleBarrier<TEvent = any>(options: EtcdDoubleBarrierOption
   const client = () => opts.client ?? sharedClient()
 
   const timedOut = (name: string, side: string, ms: number) =>
-    new WaitTimeoutError(`etcdDoubleBarrier: ${side} of barrier ${JSON.stringify(name)} not passed within ${ms} ms (fewer than ${opts.count} participants); raise waitMs or the function timeout`)
+    new WaitTimeoutError(
+      `etcdDoubleBarrier: ${side} of barrier ${JSON.stringify(name)} not passed within ${ms} ms (fewer than ${opts.count} participants); raise waitMs or the function timeout`,
+    )
 
   const before = async (request: Request<TEvent>) => {
     const name = resolveName('etcdDoubleBarrier', opts.name, request)

@@ -33,7 +33,12 @@ export function jsonResponse(event: unknown, statusCode: number, body: unknown, 
   const e = event as { requestContext?: { elb?: unknown }; multiValueHeaders?: unknown } | null
   // An ALB target group with multi-value headers on sends only multiValueHeaders, and reads only them back.
   if (e?.requestContext?.elb && e.multiValueHeaders) {
-    return { statusCode, multiValueHeaders: Object.fromEntries(Object.entries(all).map(([k, v]) => [k, [v]])), body: JSON.stringify(body), isBase64Encoded: false }
+    return {
+      statusCode,
+      multiValueHeaders: Object.fromEntries(Object.entries(all).map(([k, v]) => [k, [v]])),
+      body: JSON.stringify(body),
+      isBase64Encoded: false,
+    }
   }
   return { statusCode, headers: all, body: JSON.stringify(body), isBase64Encoded: false }
 }
@@ -82,7 +87,9 @@ const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
  */
 export function fromHeader(name: string): EventValue {
   if (typeof name !== 'string' || !TOKEN.test(name)) {
-    throw new InvalidArgumentError(`fromHeader: the header name must be an HTTP token such as 'Idempotency-Key', got ${typeof name === 'string' ? JSON.stringify(name) : typeof name}`)
+    throw new InvalidArgumentError(
+      `fromHeader: the header name must be an HTTP token such as 'Idempotency-Key', got ${typeof name === 'string' ? JSON.stringify(name) : typeof name}`,
+    )
   }
   const read = (event: unknown) => headerOf(event, name)?.trim() || undefined
   return Object.assign(read, { source: `the ${name} header` })
@@ -99,7 +106,9 @@ export function fromHeader(name: string): EventValue {
 export function fromEvent(path: string): EventValue {
   const steps = typeof path === 'string' ? path.split('.') : []
   if (steps.length === 0 || steps.some((s) => s === '')) {
-    throw new InvalidArgumentError(`fromEvent: the path must be property names joined by dots, such as 'pathParameters.orderId', got ${typeof path === 'string' ? JSON.stringify(path) : typeof path}`)
+    throw new InvalidArgumentError(
+      `fromEvent: the path must be property names joined by dots, such as 'pathParameters.orderId', got ${typeof path === 'string' ? JSON.stringify(path) : typeof path}`,
+    )
   }
   const read = (event: unknown) => {
     let value = event

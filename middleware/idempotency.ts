@@ -2,7 +2,14 @@ import type { MiddlewareObj, Request } from '@middy/core'
 import type { Context } from 'aws-lambda'
 import type { ComparatorBuilder, Namespace } from 'etcd3'
 import { sharedClient } from '../lib/core/client.js'
-import { IdempotencyClaimLostError, IdempotencyInProgressError, IdempotencyKeyMissingError, IdempotencyResultNotStorableError, InvalidArgumentError, InvalidRequestError } from '../lib/errors.js'
+import {
+  IdempotencyClaimLostError,
+  IdempotencyInProgressError,
+  IdempotencyKeyMissingError,
+  IdempotencyResultNotStorableError,
+  InvalidArgumentError,
+  InvalidRequestError,
+} from '../lib/errors.js'
 import { IdempotencyStore, type IdempotencyClaim, type WaitOutcome } from '../lib/idempotency/store.js'
 import { hashPayload } from '../lib/idempotency/record.js'
 import { idempotencyKeys } from '../lib/core/keys.js'
@@ -40,7 +47,12 @@ export interface StoredResponseInfo {
   waited: boolean
 }
 
-export interface EtcdIdempotencyOptions<TEvent = any, TResult = any, TKey extends string | undefined = string | undefined, TRequire extends boolean = boolean> {
+export interface EtcdIdempotencyOptions<
+  TEvent = any,
+  TResult = any,
+  TKey extends string | undefined = string | undefined,
+  TRequire extends boolean = boolean,
+> {
   /**
    * The idempotency key of an event, e.g. `fromHeader('Idempotency-Key')` (any case of the
    * name: REST and HTTP API events alike); `undefined` runs that event without idempotency (and
@@ -68,7 +80,13 @@ export interface EtcdIdempotencyOptions<TEvent = any, TResult = any, TKey extend
   onEvent?: OnEvent
 }
 
-export const defaults = { requireKey: false, ttl: 3600, onInProgress: 'wait', waitMs: Infinity, leaseTtl: DEFAULT_IN_PROGRESS_TTL_S } as const
+export const defaults = {
+  requireKey: false,
+  ttl: 3600,
+  onInProgress: 'wait',
+  waitMs: Infinity,
+  leaseTtl: DEFAULT_IN_PROGRESS_TTL_S,
+} as const
 
 export const schema: Schema = {
   key: { type: 'function', required: true },
@@ -84,7 +102,13 @@ export const schema: Schema = {
   onEvent: { type: 'function' },
 }
 
-type Resolved<TEvent, TResult> = EtcdIdempotencyOptions<TEvent, TResult> & { requireKey: boolean; ttl: number; onInProgress: 'wait' | 'reject'; waitMs: number; leaseTtl: number }
+type Resolved<TEvent, TResult> = EtcdIdempotencyOptions<TEvent, TResult> & {
+  requireKey: boolean
+  ttl: number
+  onInProgress: 'wait' | 'reject'
+  waitMs: number
+  leaseTtl: number
+}
 /**
  * What the middleware adds to the context: the grant, which is absent for an event whose `key`
  * function returned undefined — so it is optional exactly when the `key` function may return
@@ -105,7 +129,12 @@ type IdempotencyRequest<TEvent, TResult> = Request<TEvent, TResult, Error, Conte
  * returned all the same, and a `not-stored` event says so. Nothing is ever deleted or
  * overwritten on behalf of a duplicate: every write is fenced by the owner's record.
  */
-export function etcdIdempotency<TEvent = any, TResult = any, TKey extends string | undefined = string | undefined, TRequire extends boolean = boolean>(
+export function etcdIdempotency<
+  TEvent = any,
+  TResult = any,
+  TKey extends string | undefined = string | undefined,
+  TRequire extends boolean = boolean,
+>(
   options: EtcdIdempotencyOptions<TEvent, TResult, TKey, TRequire>,
 ): MiddlewareObj<TEvent, TResult, Error, Context & IdempotencyContext<TRequire extends true ? string : TKey>> {
   const opts = validateOptions<Resolved<TEvent, TResult>>('etcdIdempotency', schema, defaults, options)
@@ -139,11 +168,19 @@ export function etcdIdempotency<TEvent = any, TResult = any, TKey extends string
   }
 
   /** A duplicate of a running invocation: reject, or wait within the budget for its outcome. */
-  const waitFor = async (request: IdempotencyRequest<TEvent, TResult>, key: string, wait: (o: WaitOptions) => Promise<WaitOutcome>, budget: { signal: AbortSignal; ms: number }, waited: boolean) => {
+  const waitFor = async (
+    request: IdempotencyRequest<TEvent, TResult>,
+    key: string,
+    wait: (o: WaitOptions) => Promise<WaitOutcome>,
+    budget: { signal: AbortSignal; ms: number },
+    waited: boolean,
+  ) => {
     if (opts.onInProgress === 'reject') {
       emit(opts.onEvent, { type: 'skipped', primitive: 'idempotency', name: key, detail: { reason: 'in-progress' } })
       return shortCircuit(request, () => {
-        throw new IdempotencyInProgressError(`idempotency key ${JSON.stringify(key)} is being processed by another invocation; retry later (or use onInProgress: 'wait')`)
+        throw new IdempotencyInProgressError(
+          `idempotency key ${JSON.stringify(key)} is being processed by another invocation; retry later (or use onInProgress: 'wait')`,
+        )
       })
     }
     if (!waited) emit(opts.onEvent, { type: 'waiting', primitive: 'idempotency', name: key })
@@ -152,7 +189,9 @@ export function etcdIdempotency<TEvent = any, TResult = any, TKey extends string
     } catch (err) {
       if (err !== budget.signal.reason) throw err
       return shortCircuit(request, () => {
-        throw new IdempotencyInProgressError(`idempotency key ${JSON.stringify(key)} was still being processed by another invocation after ${budget.ms} ms; retry later, or raise waitMs or the function timeout`)
+        throw new IdempotencyInProgressError(
+          `idempotency key ${JSON.stringify(key)} was still being processed by another invocation after ${budget.ms} ms; retry later, or raise waitMs or the function timeout`,
+        )
       })
     }
   }
@@ -162,9 +201,21 @@ export function etcdIdempotency<TEvent = any, TResult = any, TKey extends string
    * from `after` stores the handler's response; every other way out (onError, a guard's
    * short-circuit, etcdPlugin) gives the key up, so the next duplicate runs the handler.
    */
-  const own = (request: IdempotencyRequest<TEvent, TResult>, use: ScopeUse, store: IdempotencyStore, prefix: string, claim: IdempotencyClaim, waitedMs: number) => {
+  const own = (
+    request: IdempotencyRequest<TEvent, TResult>,
+    use: ScopeUse,
+    store: IdempotencyStore,
+    prefix: string,
+    claim: IdempotencyClaim,
+    waitedMs: number,
+  ) => {
     // The record's etcd key, by the layout the store writes it in (the claim's own key is lib's internal).
-    const event = { primitive: 'idempotency' as const, name: claim.key, key: idempotencyKeys.record(prefix, claim.key), fence: String(claim.fence) }
+    const event = {
+      primitive: 'idempotency' as const,
+      name: claim.key,
+      key: idempotencyKeys.record(prefix, claim.key),
+      fence: String(claim.fence),
+    }
     use.onRelease(async (handled) => {
       if (claim.finished) return
       if (handled) await keep(store, claim, handled.response, event)
@@ -194,7 +245,12 @@ export function etcdIdempotency<TEvent = any, TResult = any, TKey extends string
       emit(opts.onEvent, { ...event, type: 'released', detail: { stored: true } })
     } catch (err) {
       if (err instanceof IdempotencyClaimLostError) emit(opts.onEvent, { ...event, type: 'lost', detail: { stored: false } })
-      else emit(opts.onEvent, { ...event, type: 'not-stored', detail: { reason: err instanceof IdempotencyResultNotStorableError ? err.reason : 'etcd', error: (err as Error).name } })
+      else
+        emit(opts.onEvent, {
+          ...event,
+          type: 'not-stored',
+          detail: { reason: err instanceof IdempotencyResultNotStorableError ? err.reason : 'etcd', error: (err as Error).name },
+        })
       if (!claim.finished) await store.fail(claim)
     }
   }
@@ -209,7 +265,12 @@ export function etcdIdempotency<TEvent = any, TResult = any, TKey extends string
   const after = (request: IdempotencyRequest<TEvent, TResult>) => uses.leave(request, { response: request.response })
   const onError = (request: IdempotencyRequest<TEvent, TResult>) => uses.leave(request)
 
-  return { before, after, onError } as MiddlewareObj<TEvent, TResult, Error, Context & IdempotencyContext<TRequire extends true ? string : TKey>>
+  return { before, after, onError } as MiddlewareObj<
+    TEvent,
+    TResult,
+    Error,
+    Context & IdempotencyContext<TRequire extends true ? string : TKey>
+  >
 }
 
 /**
@@ -226,16 +287,26 @@ function resolveKey<TEvent>(
   if (key === undefined) {
     if (!opts.requireKey) return undefined
     const source = sourceOf(opts.key)
-    throw new IdempotencyKeyMissingError(`etcdIdempotency: this request has no idempotency key (${source ? `${source} is missing` : 'the `key` function returned undefined'}); send one, e.g. a UUID, with each request (requireKey is on)`)
+    throw new IdempotencyKeyMissingError(
+      `etcdIdempotency: this request has no idempotency key (${source ? `${source} is missing` : 'the `key` function returned undefined'}); send one, e.g. a UUID, with each request (requireKey is on)`,
+    )
   }
   if (typeof key !== 'string' || key === '') {
-    throw new InvalidRequestError(`etcdIdempotency: the \`key\` function returned ${key === '' ? '""' : key === null ? 'null' : typeof key}; it must return a non-empty string, or undefined to run the event without idempotency`)
+    throw new InvalidRequestError(
+      `etcdIdempotency: the \`key\` function returned ${key === '' ? '""' : key === null ? 'null' : typeof key}; it must return a non-empty string, or undefined to run the event without idempotency`,
+    )
   }
   // The record key is `<prefix>/<key>`, and a key is at most MAX_NAME_BYTES.
   const most = MAX_NAME_BYTES - Buffer.byteLength(prefix) - 1
-  if (most < 1) throw new InvalidArgumentError(`etcdIdempotency: the record prefix ${JSON.stringify(prefix.slice(0, 40))}… leaves no room for a key (${MAX_NAME_BYTES} bytes in all); use a shorter prefix`)
+  if (most < 1)
+    throw new InvalidArgumentError(
+      `etcdIdempotency: the record prefix ${JSON.stringify(prefix.slice(0, 40))}… leaves no room for a key (${MAX_NAME_BYTES} bytes in all); use a shorter prefix`,
+    )
   const bytes = Buffer.byteLength(key)
-  if (bytes > most) throw new InvalidRequestError(`etcdIdempotency: the idempotency key is ${bytes} bytes; at most ${most} are accepted: send a shorter key (a UUID is 36)`)
+  if (bytes > most)
+    throw new InvalidRequestError(
+      `etcdIdempotency: the idempotency key is ${bytes} bytes; at most ${most} are accepted: send a shorter key (a UUID is 36)`,
+    )
   return key
 }
 

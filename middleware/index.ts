@@ -4,7 +4,15 @@ export { etcdSemaphore, type EtcdSemaphoreOptions } from './semaphore.js'
 export { etcdRateLimit, type EtcdRateLimitOptions, type RateLimitGrant } from './rate-limit.js'
 export { etcdBarrier, type EtcdBarrierOptions } from './barrier.js'
 export { etcdDoubleBarrier, type EtcdDoubleBarrierOptions } from './double-barrier.js'
-export { queueConsumer, toQueueMessage, type QueueConsumerOptions, type JsonMessage, type QueueMessage, type QueueDispatchEvent, type BatchResponse } from './queue-consumer.js'
+export {
+  queueConsumer,
+  toQueueMessage,
+  type QueueConsumerOptions,
+  type JsonMessage,
+  type QueueMessage,
+  type QueueDispatchEvent,
+  type BatchResponse,
+} from './queue-consumer.js'
 export { withSTM, type WithSTMOptions } from './with-stm.js'
 export { leaderGuard, type LeaderGuardOptions, type LeadershipGrant } from './leader-guard.js'
 export type { LockGrant } from './lock-middleware.js'
@@ -13,4 +21,10 @@ export type { NameOption } from './name.js'
 export { fromHeader, fromEvent, type EventValue } from './http.js'
 export { etcdPlugin, type PluginObject } from './plugin.js'
 export { logEtcdEvents, jsonLinesLogger, type StructuredLogger, type LogEtcdEventsOptions, type EtcdEventLevel } from './log-events.js'
-export { etcdIdempotency, type EtcdIdempotencyOptions, type IdempotencyContext, type IdempotencyGrant, type StoredResponseInfo } from './idempotency.js'
+export {
+  etcdIdempotency,
+  type EtcdIdempotencyOptions,
+  type IdempotencyContext,
+  type IdempotencyGrant,
+  type StoredResponseInfo,
+} from './idempotency.js'

@@ -77,7 +77,10 @@ const schema: Schema = {
  */
 function followerResponse(event: unknown, leader: Leader | undefined): unknown {
   if (!isHttpEvent(event)) return { leader: false, leaderValue: leader?.value }
-  return jsonResponse(event, 409, { message: 'Conflict: another invocation is the leader, so this one did not run; retry later', leader: false })
+  return jsonResponse(event, 409, {
+    message: 'Conflict: another invocation is the leader, so this one did not run; retry later',
+    leader: false,
+  })
 }
 
 /** Identifies this process (function instance) in default proposals. */
@@ -189,7 +192,9 @@ export function leaderGuard<TEvent = any, TResult = any>(
 
   const before = async (request: Request<TEvent, TResult, Error, Context & { etcd: { leader: LeadershipGrant } }>) => {
     const name = resolveName('leaderGuard', opts.election, request)
-    const value = opts.value ? resolveName('leaderGuard', opts.value, request) : `${request.context?.functionName ?? 'function'}:${instanceId}`
+    const value = opts.value
+      ? resolveName('leaderGuard', opts.value, request)
+      : `${request.context?.functionName ?? 'function'}:${instanceId}`
     const use = uses.enter(request, client(), request.context)
     const outcome = opts.term ? await leadForTerm(use, name, value, opts.term) : await leadOnce(use, name, value)
     if (!outcome.election) return follow(request, name, outcome.follower)

@@ -104,7 +104,12 @@ export function lockMiddleware<TEvent, TResult, TSlot extends string>(
       } catch (err) {
         if (!(err instanceof LockReleasedError)) {
           // Unreleased: the lock is held until the lease runs out (the session is not reused).
-          emit(opts.onEvent, { ...event, type: 'lost', heldMs: performance.now() - acquiredAt, detail: { releaseFailed: (err as Error).name } })
+          emit(opts.onEvent, {
+            ...event,
+            type: 'lost',
+            heldMs: performance.now() - acquiredAt,
+            detail: { releaseFailed: (err as Error).name },
+          })
           throw err
         }
       }
@@ -127,7 +132,11 @@ export function lockMiddleware<TEvent, TResult, TSlot extends string>(
   }
 
   /** Takes the lock on `session`; with `acquire: 'try'`, reports a lock held by others as `locked`. */
-  const acquire = async (scope: InvocationScope, session: Session, name: string): Promise<{ lock: Lockable; session: Session } | { locked: LockedError }> => {
+  const acquire = async (
+    scope: InvocationScope,
+    session: Session,
+    name: string,
+  ): Promise<{ lock: Lockable; session: Session } | { locked: LockedError }> => {
     const lock = open(session, name)
     if (opts.acquire === 'try') {
       try {
@@ -147,7 +156,9 @@ export function lockMiddleware<TEvent, TResult, TSlot extends string>(
       await lock.lock({ signal: budget.signal, onWaiting })
     } catch (err) {
       if (err !== budget.signal.reason) throw err
-      throw new LockTimeoutError(`${middleware}: ${noun} ${JSON.stringify(name)} not acquired within ${budget.ms} ms; raise waitMs or the function timeout`)
+      throw new LockTimeoutError(
+        `${middleware}: ${noun} ${JSON.stringify(name)} not acquired within ${budget.ms} ms; raise waitMs or the function timeout`,
+      )
     } finally {
       budget.stop()
     }

@@ -20,7 +20,14 @@ export interface LogEtcdEventsOptions {
   levels?: Partial<Record<EtcdEvent['type'], EtcdEventLevel>>
 }
 
-const DEFAULT_LEVELS: Record<EtcdEvent['type'], EtcdEventLevel> = { acquired: 'info', waiting: 'info', released: 'debug', lost: 'warn', skipped: 'info', 'not-stored': 'warn' }
+const DEFAULT_LEVELS: Record<EtcdEvent['type'], EtcdEventLevel> = {
+  acquired: 'info',
+  waiting: 'info',
+  released: 'debug',
+  lost: 'warn',
+  skipped: 'info',
+  'not-stored': 'warn',
+}
 
 /** `etcd lock acquired billing/nightly`: what happened, to whom, readable without the fields. */
 function messageOf(event: EtcdEvent): string {
@@ -35,12 +42,19 @@ function messageOf(event: EtcdEvent): string {
 export function logEtcdEvents(logger: StructuredLogger, options: LogEtcdEventsOptions = {}): () => void {
   const levels = { ...DEFAULT_LEVELS, ...options?.levels }
   for (const [type, level] of Object.entries(levels)) {
-    if (!(type in DEFAULT_LEVELS)) throw new InvalidArgumentError(`logEtcdEvents: levels has an unknown event type ${JSON.stringify(type)}; the types are ${Object.keys(DEFAULT_LEVELS).join(', ')}`)
+    if (!(type in DEFAULT_LEVELS))
+      throw new InvalidArgumentError(
+        `logEtcdEvents: levels has an unknown event type ${JSON.stringify(type)}; the types are ${Object.keys(DEFAULT_LEVELS).join(', ')}`,
+      )
     if (level !== false && !['debug', 'info', 'warn', 'error'].includes(level as string)) {
-      throw new InvalidArgumentError(`logEtcdEvents: levels.${type} must be 'debug', 'info', 'warn', 'error' or false, got ${JSON.stringify(level)}`)
+      throw new InvalidArgumentError(
+        `logEtcdEvents: levels.${type} must be 'debug', 'info', 'warn', 'error' or false, got ${JSON.stringify(level)}`,
+      )
     }
     if (level && typeof (logger as unknown as Record<string, unknown> | null)?.[level] !== 'function') {
-      throw new InvalidArgumentError(`logEtcdEvents: the logger has no ${level}(message, fields) method; pass Powertools' Logger, jsonLinesLogger(), or an object with debug/info/warn/error`)
+      throw new InvalidArgumentError(
+        `logEtcdEvents: the logger has no ${level}(message, fields) method; pass Powertools' Logger, jsonLinesLogger(), or an object with debug/info/warn/error`,
+      )
     }
   }
   const listener = (event: EtcdEvent) => {
@@ -59,6 +73,7 @@ export function logEtcdEvents(logger: StructuredLogger, options: LogEtcdEventsOp
  * Insights parses without configuration.
  */
 export function jsonLinesLogger(write: (line: string) => void = (line) => console.log(line)): StructuredLogger {
-  const at = (level: string) => (message: string, fields: Record<string, unknown>) => write(JSON.stringify({ level, message, timestamp: new Date().toISOString(), ...fields }))
+  const at = (level: string) => (message: string, fields: Record<string, unknown>) =>
+    write(JSON.stringify({ level, message, timestamp: new Date().toISOString(), ...fields }))
   return { debug: at('DEBUG'), info: at('INFO'), warn: at('WARN'), error: at('ERROR') }
 }

@@ -22,7 +22,10 @@ export function callWithEvent<T>(middleware: string, option: string, fn: () => T
     if (typeof (err as { statusCode?: unknown } | null)?.statusCode === 'number') throw err
     const what = err instanceof Error ? `${err.name}: ${err.message}` : String(err)
     const quoted = what.length > QUOTED_MESSAGE ? `${what.slice(0, QUOTED_MESSAGE)}…` : what
-    throw new InvalidRequestError(`${middleware}: the \`${option}\` function failed on this request (${quoted}); the request lacks what \`${option}\` reads, or is malformed`, { cause: err })
+    throw new InvalidRequestError(
+      `${middleware}: the \`${option}\` function failed on this request (${quoted}); the request lacks what \`${option}\` reads, or is malformed`,
+      { cause: err },
+    )
   }
 }
 
@@ -35,7 +38,9 @@ export function resolveName<TEvent>(middleware: string, name: NameOption<TEvent>
   if (typeof name === 'string') return name
   const value = callWithEvent(middleware, 'name', () => name(request.event, request.context))
   if (typeof value !== 'string' || value === '') {
-    throw new InvalidRequestError(`${middleware}: the \`name\` function returned ${value === '' ? '""' : typeof value}; it must return a non-empty string`)
+    throw new InvalidRequestError(
+      `${middleware}: the \`name\` function returned ${value === '' ? '""' : typeof value}; it must return a non-empty string`,
+    )
   }
   try {
     return checkName(value, `${middleware}: the name returned by the \`name\` function`)

@@ -44,7 +44,9 @@ function check(middleware: string, option: string, rule: Rule, value: unknown): 
       checkSeconds(value, `${middleware}: option \`${option}\``, rule.min ?? 1)
       return
     case 'renamed':
-      throw new InvalidArgumentError(`${middleware}: option \`${option}\` was renamed to \`${rule.to}\`; write { ${rule.to}: ${describe(value)} }`)
+      throw new InvalidArgumentError(
+        `${middleware}: option \`${option}\` was renamed to \`${rule.to}\`; write { ${rule.to}: ${describe(value)} }`,
+      )
     case 'string':
       if (typeof value !== 'string' || value === '') fail('a non-empty string')
       return
@@ -82,13 +84,23 @@ function check(middleware: string, option: string, rule: Rule, value: unknown): 
  * Merges `options` over `defaults` and checks every option against `schema`; unknown options
  * are errors. `lib` is lib's check of the options whose rule is `lib`, run on the merged options.
  */
-export function validateOptions<T extends object>(middleware: string, schema: Schema, defaults: Partial<T>, options: unknown, lib?: (options: T) => unknown): T {
+export function validateOptions<T extends object>(
+  middleware: string,
+  schema: Schema,
+  defaults: Partial<T>,
+  options: unknown,
+  lib?: (options: T) => unknown,
+): T {
   if (typeof options !== 'object' || options === null) {
     throw new InvalidArgumentError(`${middleware}: expected an options object, got ${describe(options)}`)
   }
   for (const key of Object.keys(options)) {
     if (!(key in schema)) {
-      throw new InvalidArgumentError(`${middleware}: unknown option \`${key}\`; known options: ${Object.keys(schema).filter((k) => schema[k].type !== 'renamed').join(', ')}`)
+      throw new InvalidArgumentError(
+        `${middleware}: unknown option \`${key}\`; known options: ${Object.keys(schema)
+          .filter((k) => schema[k].type !== 'renamed')
+          .join(', ')}`,
+      )
     }
   }
   const merged = { ...defaults, ...options } as Record<string, unknown>

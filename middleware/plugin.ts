@@ -18,7 +18,9 @@ export type PluginObject = middy.PluginObject
  */
 export function etcdPlugin(options: PluginObject = {}): PluginObject {
   if (typeof options !== 'object' || options === null) {
-    throw new InvalidArgumentError(`etcdPlugin: options must be Middy plugin options (an object), got ${options === null ? 'null' : typeof options}`)
+    throw new InvalidArgumentError(
+      `etcdPlugin: options must be Middy plugin options (an object), got ${options === null ? 'null' : typeof options}`,
+    )
   }
   const own = options.requestEnd
   if (own !== undefined && typeof own !== 'function') throw new InvalidArgumentError('etcdPlugin: options.requestEnd must be a function')

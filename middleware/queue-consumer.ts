@@ -3,7 +3,13 @@ import type { Context } from 'aws-lambda'
 import type { Namespace } from 'etcd3'
 import { sharedClient } from '../lib/core/client.js'
 import { ClaimLostError } from '../lib/errors.js'
-import { DEFAULT_BATCH_SIZE, DEFAULT_MAX_RECEIVES, DEFAULT_MAX_RETRY_DELAY_S, DEFAULT_RETRY_DELAY_S, DEFAULT_VISIBILITY_S } from '../lib/limits.js'
+import {
+  DEFAULT_BATCH_SIZE,
+  DEFAULT_MAX_RECEIVES,
+  DEFAULT_MAX_RETRY_DELAY_S,
+  DEFAULT_RETRY_DELAY_S,
+  DEFAULT_VISIBILITY_S,
+} from '../lib/limits.js'
 import { consumerDeadLetter } from '../lib/queue/options.js'
 import { PriorityQueue } from '../lib/queue/priority-queue.js'
 import { checkQueueSettings, dispatchedMessages, toQueueMessage, type JsonMessage, type QueueSettings } from '../lib/queue/event.js'
@@ -62,8 +68,12 @@ const schema: Schema = {
  * deliveries, dead-lettered. A crashed invocation settles nothing: its messages come back when
  * the visibility timeout ends.
  */
-export function queueConsumer(options: QueueConsumerOptions): MiddlewareObj<unknown, any, Error, Context & { etcd: { messages: JsonMessage[] } }> {
-  const opts = validateOptions<QueueConsumerOptions & typeof defaults>('queueConsumer', schema, defaults, options, (o) => checkQueueSettings(o, 'queueConsumer'))
+export function queueConsumer(
+  options: QueueConsumerOptions,
+): MiddlewareObj<unknown, any, Error, Context & { etcd: { messages: JsonMessage[] } }> {
+  const opts = validateOptions<QueueConsumerOptions & typeof defaults>('queueConsumer', schema, defaults, options, (o) =>
+    checkQueueSettings(o, 'queueConsumer'),
+  )
   const uses = new ScopeUses('queueConsumer')
   const client = () => opts.client ?? sharedClient()
   let queue: Queue | PriorityQueue | undefined
@@ -93,10 +103,12 @@ export function queueConsumer(options: QueueConsumerOptions): MiddlewareObj<unkn
     const q = open()
     if (!messages) {
       const budget = waitBudget(request.context, opts.waitMs)
-      const received = await q.receive({ max: opts.batchSize, visibilityTimeout: opts.visibilityTimeout, wait: opts.waitMs > 0, signal: budget.signal }).catch((err) => {
-        if (err === budget.signal.reason) return []
-        throw err
-      })
+      const received = await q
+        .receive({ max: opts.batchSize, visibilityTimeout: opts.visibilityTimeout, wait: opts.waitMs > 0, signal: budget.signal })
+        .catch((err) => {
+          if (err === budget.signal.reason) return []
+          throw err
+        })
       messages = received.map(toQueueMessage)
     }
     if (messages.length === 0) {
@@ -106,7 +118,9 @@ export function queueConsumer(options: QueueConsumerOptions): MiddlewareObj<unkn
     const batch = messages
     // From `after`, the handler's batchItemFailures failed; on every other path (it threw, a
     // guard inside short-circuited), every message of the batch did.
-    uses.enter(request, client(), request.context).onRelease((handled) => ackAndNack(q, batch, handled ? failuresOf(handled.response) : new Set(batch.map((m) => m.id))))
+    uses
+      .enter(request, client(), request.context)
+      .onRelease((handled) => ackAndNack(q, batch, handled ? failuresOf(handled.response) : new Set(batch.map((m) => m.id))))
     request.context.etcd = { ...request.context.etcd, messages: batch }
     emit(opts.onEvent, { type: 'acquired', primitive: 'queue', name: opts.queue, detail: { messages: batch.length } })
     return undefined

@@ -51,7 +51,12 @@ export interface RateLimitGrant {
   fenced: () => ComparatorBuilder
 }
 
-const defaults: { per: number; burst: number; acquire: 'wait' | 'try'; waitMs: number } = { per: 1000, burst: 0, acquire: 'wait', waitMs: Infinity }
+const defaults: { per: number; burst: number; acquire: 'wait' | 'try'; waitMs: number } = {
+  per: 1000,
+  burst: 0,
+  acquire: 'wait',
+  waitMs: Infinity,
+}
 
 // The limiter's settings are checked by the check its constructor runs (`checkRateOptions`).
 const schema: Schema = {
@@ -85,7 +90,11 @@ const MAX_LIMITERS = 100
  * use would fail invocations that did nothing wrong. While more than MAX_LIMITERS are in use
  * the map grows past the bound, and shrinks back as they fall idle and new names come.
  */
-function useLimiter(client: Namespace, name: string, o: { rate: number; per: number; burst: number; waiterTtl?: number }): { limiter: RateLimiter; done: () => void } {
+function useLimiter(
+  client: Namespace,
+  name: string,
+  o: { rate: number; per: number; burst: number; waiterTtl?: number },
+): { limiter: RateLimiter; done: () => void } {
   const byName = limitersOf(client)
   const id = `${o.rate}/${o.per}/${o.burst}/${o.waiterTtl ?? ''}/${name}`
   let kept = byName.get(id)
@@ -105,7 +114,12 @@ function useLimiter(client: Namespace, name: string, o: { rate: number; per: num
 
 /** The default answer of a limited call: HTTP 429 with `Retry-After` in whole seconds. */
 function tooManyRequests(event: unknown, retryAfterMs: number) {
-  return jsonResponse(event, 429, { message: 'Too Many Requests', retryAfterMs }, { 'Retry-After': String(Math.max(1, Math.ceil(retryAfterMs / 1000))) })
+  return jsonResponse(
+    event,
+    429,
+    { message: 'Too Many Requests', retryAfterMs },
+    { 'Retry-After': String(Math.max(1, Math.ceil(retryAfterMs / 1000))) },
+  )
 }
 
 /**
@@ -119,9 +133,17 @@ function tooManyRequests(event: unknown, retryAfterMs: number) {
 export function etcdRateLimit<TEvent = any, TResult = any>(
   options: EtcdRateLimitOptions<TEvent, TResult>,
 ): MiddlewareObj<TEvent, TResult, Error, Context & { etcd: { rateLimit: RateLimitGrant } }> {
-  const opts = validateOptions<EtcdRateLimitOptions<TEvent, TResult> & typeof defaults>('etcdRateLimit', schema, defaults, options, checkRateOptions)
+  const opts = validateOptions<EtcdRateLimitOptions<TEvent, TResult> & typeof defaults>(
+    'etcdRateLimit',
+    schema,
+    defaults,
+    options,
+    checkRateOptions,
+  )
   if (opts.cost !== undefined && opts.cost > opts.burst + 1) {
-    throw new InvalidArgumentError(`etcdRateLimit: option \`cost\` (${opts.cost}) must be at most burst + 1 = ${opts.burst + 1}; raise burst`)
+    throw new InvalidArgumentError(
+      `etcdRateLimit: option \`cost\` (${opts.cost}) must be at most burst + 1 = ${opts.burst + 1}; raise burst`,
+    )
   }
   const client = () => opts.client ?? sharedClient()
 
@@ -140,7 +162,9 @@ export function etcdRateLimit<TEvent = any, TResult = any>(
     if (!admission) {
       emit(opts.onEvent, { type: 'skipped', primitive: 'rateLimit', name, detail: { retryAfterMs } })
       const { onLimited } = opts
-      return shortCircuit(request, () => (onLimited ? onLimited(request, retryAfterMs) : (tooManyRequests(request.event, retryAfterMs) as TResult)))
+      return shortCircuit(request, () =>
+        onLimited ? onLimited(request, retryAfterMs) : (tooManyRequests(request.event, retryAfterMs) as TResult),
+      )
     }
     const waitedMs = performance.now() - started
     const admitted = admission
@@ -154,10 +178,17 @@ export function etcdRateLimit<TEvent = any, TResult = any>(
   const waitFor = async (request: Request<TEvent, TResult>, limiter: RateLimiter, name: string): Promise<RateAdmission> => {
     const budget = waitBudget(request.context, opts.waitMs)
     try {
-      return await limiter.acquire({ signal: budget.signal, cost: opts.cost, onWaiting: () => emit(opts.onEvent, { type: 'waiting', primitive: 'rateLimit', name }) })
+      return await limiter.acquire({
+        signal: budget.signal,
+        cost: opts.cost,
+        onWaiting: () => emit(opts.onEvent, { type: 'waiting', primitive: 'rateLimit', name }),
+      })
     } catch (err) {
       if (err !== budget.signal.reason) throw err
-      throw new RateLimitedError(limiter.interval, `etcdRateLimit: ${JSON.stringify(name)} did not admit the call within ${budget.ms} ms; raise waitMs or the function timeout, or send fewer calls`)
+      throw new RateLimitedError(
+        limiter.interval,
+        `etcdRateLimit: ${JSON.stringify(name)} did not admit the call within ${budget.ms} ms; raise waitMs or the function timeout, or send fewer calls`,
+      )
     }
   }
 

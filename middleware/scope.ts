@@ -247,12 +247,13 @@ export class InvocationScope {
     this.ending = true
     this.deadlineTimer.cancel()
     for (const use of [...this.uses].reverse()) await this.release(use)
-    if (!this.abandoned) for (const pending of this.sessions.values()) {
-      const session = await pending.catch(() => undefined)
-      if (!session) continue
-      if (this.failure === undefined) leasePool(this.client).give(session)
-      else session.orphan()
-    }
+    if (!this.abandoned)
+      for (const pending of this.sessions.values()) {
+        const session = await pending.catch(() => undefined)
+        if (!session) continue
+        if (this.failure === undefined) leasePool(this.client).give(session)
+        else session.orphan()
+      }
     this.forget()
   }
 
@@ -263,7 +264,11 @@ export class InvocationScope {
   private abandon() {
     if (this.ending) return
     this.abandoned = true
-    for (const pending of this.sessions.values()) pending.then((s) => s.orphan(), () => {})
+    for (const pending of this.sessions.values())
+      pending.then(
+        (s) => s.orphan(),
+        () => {},
+      )
   }
 
   /** Whether the scope is over for new uses (`end` began). */

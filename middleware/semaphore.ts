@@ -63,6 +63,18 @@ function asLockable(semaphore: Semaphore): Lockable {
 export function etcdSemaphore<TEvent = any, TResult = any>(
   options: EtcdSemaphoreOptions<TEvent, TResult>,
 ): MiddlewareObj<TEvent, TResult, Error, Context & { etcd: { semaphore: LockGrant } }> {
-  const { permits, ...rest } = validateOptions<EtcdSemaphoreOptions<TEvent, TResult> & typeof defaults>('etcdSemaphore', schema, defaults, options, (o) => checkPermits(o.permits))
-  return lockMiddleware('etcdSemaphore', 'semaphore', rest, (session, name) => asLockable(new Semaphore(session, name, permits)), 'semaphore')
+  const { permits, ...rest } = validateOptions<EtcdSemaphoreOptions<TEvent, TResult> & typeof defaults>(
+    'etcdSemaphore',
+    schema,
+    defaults,
+    options,
+    (o) => checkPermits(o.permits),
+  )
+  return lockMiddleware(
+    'etcdSemaphore',
+    'semaphore',
+    rest,
+    (session, name) => asLockable(new Semaphore(session, name, permits)),
+    'semaphore',
+  )
 }

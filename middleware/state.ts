@@ -36,7 +36,8 @@ interface Entry<T> {
 /** A slot of per-request state named `name` (the name only shows in a debugger). */
 export function requestSlot<T>(name: string): RequestSlot<T> {
   const key = Symbol(`middy-etcd: ${name}`)
-  const entries = (request: RequestLike): Entry<T>[] | undefined => (request.internal as Record<symbol, Entry<T>[] | undefined> | undefined)?.[key]
+  const entries = (request: RequestLike): Entry<T>[] | undefined =>
+    (request.internal as Record<symbol, Entry<T>[] | undefined> | undefined)?.[key]
   return {
     get(request) {
       return entries(request)?.find((e) => e.request === request)?.value

@@ -53,7 +53,9 @@ export function withSTM<TEvent = any, TResult = any>(handler: STMHandler<TEvent,
       return result
     } catch (err) {
       if (err !== budget.signal.reason) throw err
-      throw new WaitTimeoutError(`withSTM: the transaction kept conflicting and did not commit within the invocation's remaining time (${budget.ms} ms); nothing was written`)
+      throw new WaitTimeoutError(
+        `withSTM: the transaction kept conflicting and did not commit within the invocation's remaining time (${budget.ms} ms); nothing was written`,
+      )
     }
   }
 }

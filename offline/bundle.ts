@@ -48,7 +48,10 @@ function withPrecompiledProtos(connectionPool: string): string {
   const root = new protobuf.Root()
   root.loadSync(join(etcd3Dir, 'proto', 'rpc.proto'), { keepCase: true })
   root.resolveAll()
-  const services: Record<string, { name: string; originalName: string; requestType: string; responseType: string; requestStream: boolean; responseStream: boolean }[]> = {}
+  const services: Record<
+    string,
+    { name: string; originalName: string; requestType: string; responseType: string; requestStream: boolean; responseStream: boolean }[]
+  > = {}
   const visit = (ns: import('protobufjs').NamespaceBase) => {
     for (const obj of ns.nestedArray) {
       if (obj instanceof protobuf.Service) {
@@ -92,7 +95,11 @@ export async function loadEsbuild(serviceDir: string): Promise<Esbuild> {
     try {
       return await import('esbuild')
     } catch (err) {
-      throw new ConfigurationError('esbuild', 'middy-etcd bundles handlers with esbuild, which is not installed in this service: npm install --save-dev esbuild', { cause: err })
+      throw new ConfigurationError(
+        'esbuild',
+        'middy-etcd bundles handlers with esbuild, which is not installed in this service: npm install --save-dev esbuild',
+        { cause: err },
+      )
     }
   }
 }
@@ -120,7 +127,11 @@ export async function usingEtcd(esbuild: Esbuild, serviceDir: string, functions:
   for (const output of Object.values(scan.metafile!.outputs)) {
     if (output.entryPoint && output.imports.some((i) => i.external && ETCD_PACKAGES.test(i.path))) uses.add(output.entryPoint)
   }
-  const relativeSource = (f: NodeFunction) => f.source.slice(serviceDir.length + 1).split('\\').join('/')
+  const relativeSource = (f: NodeFunction) =>
+    f.source
+      .slice(serviceDir.length + 1)
+      .split('\\')
+      .join('/')
   return functions.filter((f) => f.typescript || uses.has(relativeSource(f)))
 }
 
@@ -152,7 +163,10 @@ export function bundleOptions(serviceDir: string, functions: NodeFunction[], opt
       {
         name: 'etcd3-proto-path',
         setup(build) {
-          build.onLoad({ filter: /[\\/]etcd3[\\/]lib[\\/]connection-pool\.js$/ }, (args) => ({ contents: withPrecompiledProtos(args.path), loader: 'js' }))
+          build.onLoad({ filter: /[\\/]etcd3[\\/]lib[\\/]connection-pool\.js$/ }, (args) => ({
+            contents: withPrecompiledProtos(args.path),
+            loader: 'js',
+          }))
         },
       },
     ],
@@ -163,7 +177,12 @@ export function bundleOptions(serviceDir: string, functions: NodeFunction[], opt
  * Bundles each function's handler into `<outdir>/<module>.js` and writes the CommonJS
  * package.json beside them. Returns module → bundle file.
  */
-export async function bundleHandlers(esbuild: Esbuild, serviceDir: string, functions: NodeFunction[], options: BundleOptions): Promise<Map<string, string>> {
+export async function bundleHandlers(
+  esbuild: Esbuild,
+  serviceDir: string,
+  functions: NodeFunction[],
+  options: BundleOptions,
+): Promise<Map<string, string>> {
   await esbuild.build(bundleOptions(serviceDir, functions, options))
   writeSupportFiles(options.outdir)
   return new Map(functions.map((f) => [f.module, join(options.outdir, `${f.module}.js`)]))

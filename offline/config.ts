@@ -111,7 +111,12 @@ export const customEtcdSchema = {
         port: { type: 'integer', minimum: 1, maximum: 65535 },
         version: { enum: ['3.4', '3.5', '3.6', '3.7', 3.4, 3.5, 3.6, 3.7] },
         leaseCheckpoint: { type: 'boolean' },
-        endpoints: { anyOf: [{ type: 'string', minLength: 1 }, { type: 'array', items: { type: 'string', minLength: 1 }, minItems: 1 }] },
+        endpoints: {
+          anyOf: [
+            { type: 'string', minLength: 1 },
+            { type: 'array', items: { type: 'string', minLength: 1 }, minItems: 1 },
+          ],
+        },
         dispatcher: { type: 'string', minLength: 1 },
         invocationType: { enum: ['Event', 'RequestResponse'] },
         sourcemap: { type: 'boolean' },
@@ -137,7 +142,9 @@ export function readConfig(serverless: ServerlessLike): EtcdPluginConfig {
     throw new InvalidArgumentError(`custom.etcd.leaseCheckpoint must be true or false, got ${JSON.stringify(raw.leaseCheckpoint)}`)
   }
   if (raw.invocationType !== undefined && raw.invocationType !== 'Event' && raw.invocationType !== 'RequestResponse') {
-    throw new InvalidArgumentError(`custom.etcd.invocationType must be 'Event' or 'RequestResponse', got ${JSON.stringify(raw.invocationType)}`)
+    throw new InvalidArgumentError(
+      `custom.etcd.invocationType must be 'Event' or 'RequestResponse', got ${JSON.stringify(raw.invocationType)}`,
+    )
   }
   if (raw.dispatcher !== undefined && !serverless.service.getAllFunctions().includes(raw.dispatcher)) {
     throw new InvalidArgumentError(`custom.etcd.dispatcher names function ${JSON.stringify(raw.dispatcher)}, which is not in functions:`)
@@ -187,15 +194,21 @@ export function checkQueueNames(subscriptions: QueueSubscription[]): void {
   for (const a of subscriptions) {
     const dlq = consumerDeadLetter(a.queue, a).deadLetterQueue
     if (dlq !== undefined && (`${dlq}/`.startsWith(`${a.queue}/`) || `${a.queue}/`.startsWith(`${dlq}/`))) {
-      throw new InvalidArgumentError(`${who(a)}, etcdQueue event: deadLetterQueue ${JSON.stringify(dlq)} overlaps its queue ${JSON.stringify(a.queue)}; name one outside it (the default is dlq/<queue>)`)
+      throw new InvalidArgumentError(
+        `${who(a)}, etcdQueue event: deadLetterQueue ${JSON.stringify(dlq)} overlaps its queue ${JSON.stringify(a.queue)}; name one outside it (the default is dlq/<queue>)`,
+      )
     }
     for (const b of subscriptions) {
       if (a === b) continue
       if (a.queue === b.queue && (a.priority ?? false) !== (b.priority ?? false)) {
-        throw new InvalidArgumentError(`etcdQueue events: ${who(a)} reads ${JSON.stringify(a.queue)} as a ${a.priority ? 'PriorityQueue' : 'Queue'} but ${who(b)} as a ${b.priority ? 'PriorityQueue' : 'Queue'}; make both say the same priority`)
+        throw new InvalidArgumentError(
+          `etcdQueue events: ${who(a)} reads ${JSON.stringify(a.queue)} as a ${a.priority ? 'PriorityQueue' : 'Queue'} but ${who(b)} as a ${b.priority ? 'PriorityQueue' : 'Queue'}; make both say the same priority`,
+        )
       }
       if (b.queue.startsWith(`${a.queue}/`)) {
-        throw new InvalidArgumentError(`etcdQueue events: queue ${JSON.stringify(b.queue)} (${who(b)}) is nested in queue ${JSON.stringify(a.queue)} (${who(a)}), whose consumers would take its messages too; give it a name outside ${JSON.stringify(`${a.queue}/`)}`)
+        throw new InvalidArgumentError(
+          `etcdQueue events: queue ${JSON.stringify(b.queue)} (${who(b)}) is nested in queue ${JSON.stringify(a.queue)} (${who(a)}), whose consumers would take its messages too; give it a name outside ${JSON.stringify(`${a.queue}/`)}`,
+        )
       }
     }
   }

@@ -7,7 +7,15 @@ import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { InvalidArgumentError } from '../lib/errors.js'
-import { etcdProcessEnv, mergeFlags, releaseFlags, resolveEtcd, startupFailureHint, type EtcdLine, type EtcdRelease } from './etcd-release.js'
+import {
+  etcdProcessEnv,
+  mergeFlags,
+  releaseFlags,
+  resolveEtcd,
+  startupFailureHint,
+  type EtcdLine,
+  type EtcdRelease,
+} from './etcd-release.js'
 
 export { EtcdNotFoundError, etcdReleases, resolveEtcd, type EtcdLine, type EtcdRelease } from './etcd-release.js'
 
@@ -232,7 +240,11 @@ async function waitHealthy(members: Member[], line: EtcdLine, timeoutMs: number)
         await new Promise((r) => setTimeout(r, 50))
         const output = m.output.join('\n')
         const hint = startupFailureHint(line, m.args, output)
-        const reason = m.output.filter((l) => /flag provided|unknown flag|error|fatal|panic|invalid/i.test(l)).slice(0, 3).join(' | ') || m.output.slice(-5).join(' | ')
+        const reason =
+          m.output
+            .filter((l) => /flag provided|unknown flag|error|fatal|panic|invalid/i.test(l))
+            .slice(0, 3)
+            .join(' | ') || m.output.slice(-5).join(' | ')
         throw new MemberExitedError(
           `etcd ${line} member ${m.name} exited during start-up (code ${proc?.exitCode ?? proc?.signalCode})${hint ? `: ${hint}` : ''}; etcd said: ${reason.slice(0, 600) || '(nothing)'}`,
           /address already in use/i.test(output),

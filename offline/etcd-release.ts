@@ -53,7 +53,9 @@ export function etcdReleases(): { default: EtcdLine; versions: Record<EtcdLine, 
 export function lineOf(version: string, what = 'etcd version'): EtcdLine {
   const line = /^v?(\d+\.\d+)/.exec(version)?.[1]
   if (!line || !(LINES as readonly string[]).includes(line)) {
-    throw new InvalidArgumentError(`${what} ${JSON.stringify(version)} is not one this project runs on: use one of ${LINES.join(', ')} (3.7 is the default)`)
+    throw new InvalidArgumentError(
+      `${what} ${JSON.stringify(version)} is not one this project runs on: use one of ${LINES.join(', ')} (3.7 is the default)`,
+    )
   }
   return line as EtcdLine
 }
@@ -66,7 +68,11 @@ export function etcdVersionOf(bin: string): string {
   if (known) return known
   const run = spawnSync(bin, ['--version'], { encoding: 'utf8', timeout: 10_000 })
   const version = /etcd Version:\s*(\S+)/.exec(run.stdout ?? '')?.[1]
-  if (!version) throw new ConfigurationError('ETCD_BIN', `${bin} --version did not say which etcd it is (${(run.stderr || run.error?.message || run.stdout || '').trim().slice(0, 200)}); is ETCD_BIN an etcd server binary?`)
+  if (!version)
+    throw new ConfigurationError(
+      'ETCD_BIN',
+      `${bin} --version did not say which etcd it is (${(run.stderr || run.error?.message || run.stdout || '').trim().slice(0, 200)}); is ETCD_BIN an etcd server binary?`,
+    )
   versionCache.set(bin, version)
   return version
 }
@@ -120,14 +126,19 @@ export function resolveEtcd(options: { bin?: string; version?: string } = {}): E
   const explicit = options.bin ?? (process.env.ETCD_BIN || undefined)
   if (explicit) {
     const path = explicit.includes('/') ? explicit : onPath(explicit)
-    if (!path || !existsSync(path)) throw new EtcdNotFoundError(`etcd binary ${JSON.stringify(explicit)}`, `Point ETCD_BIN (or startEtcd's bin) at an etcd server binary, or unset it to run the default. ${RUN_OR_INSTALL}`)
+    if (!path || !existsSync(path))
+      throw new EtcdNotFoundError(
+        `etcd binary ${JSON.stringify(explicit)}`,
+        `Point ETCD_BIN (or startEtcd's bin) at an etcd server binary, or unset it to run the default. ${RUN_OR_INSTALL}`,
+      )
     return described(path, wanted, 'point ETCD_BIN at an etcd of that release or unset it')
   }
   const { default: defaultLine, versions } = etcdReleases()
   const line = wanted ?? defaultLine
   if (line !== '3.4') {
     const dir = builtReleaseDir(versions[line])
-    if (existsSync(join(dir, 'etcd'))) return described(join(dir, 'etcd'), line, `rebuild it (remove ${dir}, then node etcd/build.mjs ${line})`)
+    if (existsSync(join(dir, 'etcd')))
+      return described(join(dir, 'etcd'), line, `rebuild it (remove ${dir}, then node etcd/build.mjs ${line})`)
     if (wanted) {
       throw new EtcdNotFoundError(
         `etcd ${line} (${versions[line]}, built from Go modules)`,
@@ -137,9 +148,19 @@ export function resolveEtcd(options: { bin?: string; version?: string } = {}): E
   }
   // The first etcd on PATH of the line asked for (3.4: Debian's), else of any line.
   const candidates = allOnPath('etcd')
-  const path = wanted ? candidates.find((p) => /^v?(\d+\.\d+)/.exec(etcdVersionOf(p))?.[1] === wanted) ?? candidates[0] : candidates[0]
-  if (!path) throw new EtcdNotFoundError(line === '3.4' ? 'etcd 3.4 (Debian\'s etcd-server)' : 'etcd', line === '3.4' ? 'Debian: apt-get install -y etcd-server etcd-client.' : RUN_OR_INSTALL)
-  return described(path, wanted, line === '3.4' ? 'install Debian\'s etcd-server and etcd-client (apt-get install -y etcd-server etcd-client)' : `put an etcd ${line} first on PATH or set ETCD_BIN`)
+  const path = wanted ? (candidates.find((p) => /^v?(\d+\.\d+)/.exec(etcdVersionOf(p))?.[1] === wanted) ?? candidates[0]) : candidates[0]
+  if (!path)
+    throw new EtcdNotFoundError(
+      line === '3.4' ? "etcd 3.4 (Debian's etcd-server)" : 'etcd',
+      line === '3.4' ? 'Debian: apt-get install -y etcd-server etcd-client.' : RUN_OR_INSTALL,
+    )
+  return described(
+    path,
+    wanted,
+    line === '3.4'
+      ? "install Debian's etcd-server and etcd-client (apt-get install -y etcd-server etcd-client)"
+      : `put an etcd ${line} first on PATH or set ETCD_BIN`,
+  )
 }
 
 /** What a launcher may turn on besides the listen addresses (see {@link releaseFlags}). */
@@ -175,7 +196,8 @@ export function releaseFlags(line: EtcdLine, options: ReleaseFlagOptions = {}): 
  * win), since etcd takes the flag once; every other flag of theirs is appended as given.
  */
 export function mergeFlags(ours: string[], theirs: string[]): string[] {
-  const gates = (flags: string[]) => flags.filter((f) => f.startsWith('--feature-gates=')).flatMap((f) => f.slice('--feature-gates='.length).split(',').filter(Boolean))
+  const gates = (flags: string[]) =>
+    flags.filter((f) => f.startsWith('--feature-gates=')).flatMap((f) => f.slice('--feature-gates='.length).split(',').filter(Boolean))
   const merged = new Map<string, string>()
   for (const gate of [...gates(ours), ...gates(theirs)]) merged.set(gate.split('=')[0], gate)
   const rest = [...ours, ...theirs].filter((f) => !f.startsWith('--feature-gates='))
@@ -189,13 +211,19 @@ export function mergeFlags(ours: string[], theirs: string[]): string[] {
 export function startupFailureHint(line: EtcdLine, args: string[], output: string): string {
   const hints: string[] = []
   if (/unknown flag|flag provided but not defined/i.test(output)) {
-    if (line >= '3.7' && args.some((a) => a.startsWith('--experimental-'))) hints.push('etcd 3.7 removed every --experimental-* flag: pass --feature-gates=Name=true (etcd --help lists the gates) instead')
-    else if (line >= '3.6' && args.some((a) => /^--(enable-v2|proxy)/.test(a))) hints.push('etcd 3.6 removed --enable-v2 and the proxy flags')
+    if (line >= '3.7' && args.some((a) => a.startsWith('--experimental-')))
+      hints.push('etcd 3.7 removed every --experimental-* flag: pass --feature-gates=Name=true (etcd --help lists the gates) instead')
+    else if (line >= '3.6' && args.some((a) => /^--(enable-v2|proxy)/.test(a)))
+      hints.push('etcd 3.6 removed --enable-v2 and the proxy flags')
     else hints.push(`a flag is not one etcd ${line} takes (see etcd --help)`)
   }
   if (/address already in use/i.test(output)) hints.push('a port is taken')
   if (/storage version|cannot downgrade|downgrade/i.test(output)) {
-    hints.push('the data dir was written by a newer etcd: start on a fresh data dir, or downgrade it first with `etcdutl migrate --data-dir DIR --target-version ' + line + '`')
+    hints.push(
+      'the data dir was written by a newer etcd: start on a fresh data dir, or downgrade it first with `etcdutl migrate --data-dir DIR --target-version ' +
+        line +
+        '`',
+    )
   }
   return hints.join('; ')
 }

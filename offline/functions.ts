@@ -61,7 +61,10 @@ export function nodeFunctions(serverless: ServerlessLike): NodeFunction[] {
     const module = handlerModule(fn.handler)
     const source = SOURCE_EXTENSIONS.map((ext) => join(serviceDir, module + ext)).find((p) => existsSync(p))
     if (!source) {
-      throw new ConfigurationError('handler', `function ${key}: no source for handler ${fn.handler} (looked for ${module}{${SOURCE_EXTENSIONS.join(',')}} in ${serviceDir})`)
+      throw new ConfigurationError(
+        'handler',
+        `function ${key}: no source for handler ${fn.handler} (looked for ${module}{${SOURCE_EXTENSIONS.join(',')}} in ${serviceDir})`,
+      )
     }
     found.push({ key, fn, module, source, typescript: /\.[mc]?ts$/.test(source) })
   }

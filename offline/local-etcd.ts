@@ -57,7 +57,8 @@ export function liveSessions(dir: string): PidRecord[] {
     if (!file.endsWith('.json')) continue
     try {
       const record = JSON.parse(readFileSync(join(dir, file), 'utf8')) as PidRecord
-      if (Number.isInteger(record.cliPid) && Array.isArray(record.endpoints) && isAlive(record.cliPid)) records.push({ record, at: statSync(join(dir, file)).mtimeMs })
+      if (Number.isInteger(record.cliPid) && Array.isArray(record.endpoints) && isAlive(record.cliPid))
+        records.push({ record, at: statSync(join(dir, file)).mtimeMs })
     } catch {
       // unreadable or half-written: not a session to use
     }
@@ -115,7 +116,12 @@ export interface LocalEtcdOptions {
 
 /** Starts a local etcd for this CLI process and records it under `stateDir`; a watchdog stops it if the CLI is killed. */
 export async function startLocalEtcd(options: LocalEtcdOptions): Promise<LocalEtcd> {
-  const cluster = await startEtcd({ nodes: options.nodes, port: options.port, version: options.version, leaseCheckpoint: options.leaseCheckpoint })
+  const cluster = await startEtcd({
+    nodes: options.nodes,
+    port: options.port,
+    version: options.version,
+    leaseCheckpoint: options.leaseCheckpoint,
+  })
   mkdirSync(options.stateDir, { recursive: true })
   const pidFile = join(options.stateDir, `${process.pid}.json`)
   const etcdPids = cluster.pids().filter((p): p is number => p !== undefined)

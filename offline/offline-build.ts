@@ -52,7 +52,11 @@ export function reapStaleBuilds(stateDir: string): void {
  * bundles. Returns undefined when another bundler (serverless-esbuild) owns the handlers or no
  * function needs it.
  */
-export async function buildForOffline(serverless: ServerlessLike, log: PluginLog, options: OfflineBuildOptions): Promise<OfflineBuild | undefined> {
+export async function buildForOffline(
+  serverless: ServerlessLike,
+  log: PluginLog,
+  options: OfflineBuildOptions,
+): Promise<OfflineBuild | undefined> {
   const own = hasOwnBundler(serverless)
   if (own) {
     log.info(`etcd: ${own} builds the handlers; middy-etcd does not bundle them offline`)
@@ -88,7 +92,11 @@ export async function buildForOffline(serverless: ServerlessLike, log: PluginLog
             if (result.errors.length > 0) return
             const rebuilt = `etcd: rebuilt ${ours.length} handler bundle${ours.length === 1 ? '' : 's'}`
             // Without --reloadHandler serverless-offline keeps the modules it loaded: say how to get the new ones.
-            log.notice(options.reloadHandler ? `${rebuilt} (the next invocation loads them)` : `${rebuilt} (restart, or start with --reloadHandler to load them without a restart)`)
+            log.notice(
+              options.reloadHandler
+                ? `${rebuilt} (the next invocation loads them)`
+                : `${rebuilt} (restart, or start with --reloadHandler to load them without a restart)`,
+            )
           })
         },
       },
@@ -108,7 +116,10 @@ export async function buildForOffline(serverless: ServerlessLike, log: PluginLog
   try {
     await context.watch()
     const first = await built
-    if (first.errors.length > 0) throw new Error(`middy-etcd: bundling the handlers for offline failed (${first.errors.length} error${first.errors.length === 1 ? '' : 's'} above)`)
+    if (first.errors.length > 0)
+      throw new Error(
+        `middy-etcd: bundling the handlers for offline failed (${first.errors.length} error${first.errors.length === 1 ? '' : 's'} above)`,
+      )
     writeSupportFiles(dir)
     for (const file of patternFiles(serviceDir, service.package?.patterns ?? [], new Set(serviceFiles(dir)), log)) {
       mkdirSync(dirname(join(dir, file)), { recursive: true })
@@ -127,8 +138,13 @@ export async function buildForOffline(serverless: ServerlessLike, log: PluginLog
     // with --useInProcess they run here, in the CLI's own thread.
     process.setSourceMapsEnabled(true)
     const skipped = enableSourceMaps(serverless, ours)
-    if (skipped.length > 0) log.warning(`etcd: ${skipped.join(', ')}: NODE_OPTIONS is not a string, so ${SOURCE_MAPS_FLAG} was not added; their stack traces point at the bundles`)
-    log.info(`etcd: source maps on (${SOURCE_MAPS_FLAG} in NODE_OPTIONS of the bundled functions): stack traces point at the sources; custom.etcd.sourcemap: false turns them off`)
+    if (skipped.length > 0)
+      log.warning(
+        `etcd: ${skipped.join(', ')}: NODE_OPTIONS is not a string, so ${SOURCE_MAPS_FLAG} was not added; their stack traces point at the bundles`,
+      )
+    log.info(
+      `etcd: source maps on (${SOURCE_MAPS_FLAG} in NODE_OPTIONS of the bundled functions): stack traces point at the sources; custom.etcd.sourcemap: false turns them off`,
+    )
   }
   return {
     dir,

@@ -35,7 +35,9 @@ const KIB = 1024
 export async function packageFunctions(serverless: ServerlessLike, log: PluginLog, options: PackageOptions): Promise<Packaged | undefined> {
   const own = hasOwnBundler(serverless)
   if (own) {
-    log.notice(`middy-etcd: ${own} packages the functions; middy-etcd leaves packaging to it (keep etcd3 external and installed so its .proto files ship with it: see the README)`)
+    log.notice(
+      `middy-etcd: ${own} packages the functions; middy-etcd leaves packaging to it (keep etcd3 external and installed so its .proto files ship with it: see the README)`,
+    )
     return undefined
   }
   const { service, serviceDir } = serverless
@@ -49,11 +51,18 @@ export async function packageFunctions(serverless: ServerlessLike, log: PluginLo
 
   const buildDir = mkdtempSync(join(tmpdir(), 'middy-etcd-build-'))
   try {
-    await bundleHandlers(esbuild, serviceDir, ours, { outdir: buildDir, target: buildTarget(serverless, ours), sourcemap: options.sourcemap })
+    await bundleHandlers(esbuild, serviceDir, ours, {
+      outdir: buildDir,
+      target: buildTarget(serverless, ours),
+      sourcemap: options.sourcemap,
+    })
     if (options.sourcemap) {
       // Lambda uses the maps only when Node is told to.
       const skipped = enableSourceMaps(serverless, ours)
-      if (skipped.length > 0) log.warning(`middy-etcd: ${skipped.join(', ')}: NODE_OPTIONS is not a string, so ${SOURCE_MAPS_FLAG} was not added; add it yourself for the source maps to be used`)
+      if (skipped.length > 0)
+        log.warning(
+          `middy-etcd: ${skipped.join(', ')}: NODE_OPTIONS is not a string, so ${SOURCE_MAPS_FLAG} was not added; add it yourself for the source maps to be used`,
+        )
     }
     const built = new Set(serviceFiles(buildDir))
     const extras = (patterns: string[] | undefined) => patternFiles(serviceDir, patterns ?? [], built, log)
@@ -77,7 +86,9 @@ export async function packageFunctions(serverless: ServerlessLike, log: PluginLo
       const size = writeArtifact(path, buildDir, shared, built, serviceExtras, serviceDir)
       for (const f of shared) setFunctionArtifact(f, path)
       for (const f of shared) artifacts.set(f.key, path)
-      log.notice(`middy-etcd: packaged ${shared.length} function${shared.length === 1 ? '' : 's'} (${shared.map((f) => f.key).join(', ')}) into ${relative(serviceDir, path)} (${(size / KIB).toFixed(0)} KiB)`)
+      log.notice(
+        `middy-etcd: packaged ${shared.length} function${shared.length === 1 ? '' : 's'} (${shared.map((f) => f.key).join(', ')}) into ${relative(serviceDir, path)} (${(size / KIB).toFixed(0)} KiB)`,
+      )
     }
     return { artifacts, leftToFramework }
   } finally {
@@ -96,17 +107,31 @@ function setFunctionArtifact(f: NodeFunction, path: string): void {
 export function patternFiles(serviceDir: string, patterns: string[], built: Set<string>, log: PluginLog): string[] {
   const selected = selectFiles(serviceDir, patterns)
   const clashes = selected.filter((f) => built.has(f))
-  if (clashes.length > 0) log.warning(`middy-etcd: package.patterns selects ${clashes.join(', ')}, which the artifact already holds (bundles, ${PACKAGE_JSON}); those are left out`)
+  if (clashes.length > 0)
+    log.warning(
+      `middy-etcd: package.patterns selects ${clashes.join(', ')}, which the artifact already holds (bundles, ${PACKAGE_JSON}); those are left out`,
+    )
   return selected.filter((f) => !clashes.includes(f))
 }
 
 /** Zips the bundles of `functions`, the support files and `extras` (service-relative paths). */
-function writeArtifact(path: string, buildDir: string, functions: NodeFunction[], built: Set<string>, extras: string[], serviceDir: string): number {
+function writeArtifact(
+  path: string,
+  buildDir: string,
+  functions: NodeFunction[],
+  built: Set<string>,
+  extras: string[],
+  serviceDir: string,
+): number {
   const bundles = functions.flatMap((f) => [`${f.module}.js`, `${f.module}.js.map`]).filter((f) => built.has(f))
   const support = [...built].filter((f) => f === PACKAGE_JSON)
   const entries: ZipEntry[] = [
     ...[...new Set([...bundles, ...support])].map((name) => ({ name, data: readFileSync(join(buildDir, name)) })),
-    ...[...new Set(extras)].map((name) => ({ name, data: readFileSync(join(serviceDir, name)), mode: executable(join(serviceDir, name)) ? 0o755 : 0o644 })),
+    ...[...new Set(extras)].map((name) => ({
+      name,
+      data: readFileSync(join(serviceDir, name)),
+      mode: executable(join(serviceDir, name)) ? 0o755 : 0o644,
+    })),
   ].sort((a, b) => (a.name < b.name ? -1 : 1))
   mkdirSync(dirname(path), { recursive: true })
   return writeZip(path, entries)

@@ -27,7 +27,11 @@ export function globToRegExp(glob: string): RegExp {
       const close = glob.indexOf('}', i)
       if (close < 0) re += '\\{'
       else {
-        re += `(?:${glob.slice(i + 1, close).split(',').map((alt) => globToRegExp(alt).source.slice(1, -1)).join('|')})`
+        re += `(?:${glob
+          .slice(i + 1, close)
+          .split(',')
+          .map((alt) => globToRegExp(alt).source.slice(1, -1))
+          .join('|')})`
         i = close
       }
     } else re += /[.+^$()|[\]\\]/.test(c) ? `\\${c}` : c

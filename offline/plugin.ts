@@ -84,7 +84,9 @@ export default class MiddyEtcdPlugin {
     } else {
       const stateDir = join(this.serverless.serviceDir, STATE_DIR)
       for (const stale of reapStale(stateDir)) {
-        this.log.warning(`etcd: replaced the etcd (pid ${stale.etcdPids.join(', ')}) left by a killed offline session (pid ${stale.cliPid})`)
+        this.log.warning(
+          `etcd: replaced the etcd (pid ${stale.etcdPids.join(', ')}) left by a killed offline session (pid ${stale.cliPid})`,
+        )
       }
       const build = offlineBuildDir(stateDir)
       this.local = await startLocalEtcd({
@@ -103,10 +105,14 @@ export default class MiddyEtcdPlugin {
       this.client = createClient({ endpoints })
       const pids = this.local.cluster.pids().join(', ')
       const { release } = this.local.cluster
-      this.log.notice(`etcd: listening on ${endpoints.join(', ')} (${endpoints.length} member${endpoints.length > 1 ? 's' : ''}, pid ${pids}, etcd ${release.version})`)
+      this.log.notice(
+        `etcd: listening on ${endpoints.join(', ')} (${endpoints.length} member${endpoints.length > 1 ? 's' : ''}, pid ${pids}, etcd ${release.version})`,
+      )
       const { default: newest, versions } = etcdReleases()
       if (config.version === undefined && !process.env.ETCD_VERSION && release.line !== newest) {
-        this.log.warning(`etcd: ${release.bin} is etcd ${release.version}; the default is ${versions[newest]}: node node_modules/middy-etcd/etcd/build.mjs builds it (Go 1.26), or set custom.etcd.version`)
+        this.log.warning(
+          `etcd: ${release.bin} is etcd ${release.version}; the default is ${versions[newest]}: node node_modules/middy-etcd/etcd/build.mjs builds it (Go 1.26), or set custom.etcd.version`,
+        )
       }
     }
     const subscriptions = queueSubscriptions(this.serverless)
@@ -183,13 +189,18 @@ export default class MiddyEtcdPlugin {
     const lambda = this.lambdaEndpoint()
     const invoke = lambdaInvoker({ endpoint: lambda.url, region: this.serverless.service.provider.region, invocationType })
     for (const s of subscriptions) {
-      this.log.notice(`etcdQueue: ${s.queue}${s.priority ? ' (priority)' : ''} → ${s.functionKey ?? s.function} (batch ${s.batchSize ?? 10})`)
+      this.log.notice(
+        `etcdQueue: ${s.queue}${s.priority ? ' (priority)' : ''} → ${s.functionKey ?? s.function} (batch ${s.batchSize ?? 10})`,
+      )
     }
     // Wherever a message's last delivery failed (the consumer's nack, ours, or a claim), say where it went.
     watchDeadLetters(
       client,
       subscriptions,
-      (d) => this.log.warning(`etcdQueue: message ${d.id} of ${d.queues.join(', ')} was dead-lettered: now id ${d.deadLetterId} in ${d.deadLetterQueue} (middy-etcd queue redrive ${d.deadLetterQueue} moves it back)`),
+      (d) =>
+        this.log.warning(
+          `etcdQueue: message ${d.id} of ${d.queues.join(', ')} was dead-lettered: now id ${d.deadLetterId} in ${d.deadLetterQueue} (middy-etcd queue redrive ${d.deadLetterQueue} moves it back)`,
+        ),
       abort.signal,
     )
     const done = (async () => {
@@ -201,10 +212,18 @@ export default class MiddyEtcdPlugin {
         invoke,
         signal: abort.signal,
         onDispatch: (s, messages) =>
-          this.log.notice(`etcdQueue: ${s.queue} → ${s.functionKey ?? s.function}: ${messages.length} message${messages.length > 1 ? 's' : ''} (${messages.map((m) => m.id).join(', ')})`),
+          this.log.notice(
+            `etcdQueue: ${s.queue} → ${s.functionKey ?? s.function}: ${messages.length} message${messages.length > 1 ? 's' : ''} (${messages.map((m) => m.id).join(', ')})`,
+          ),
         onResult: (r) => {
-          if (!r.outcome.ok && r.outcome.errorType !== 'QueueMismatchError') this.log.warning(`etcdQueue: ${r.subscription.functionKey ?? r.subscription.function} failed (${r.outcome.error}); ${r.messageIds.length} message(s) released for redelivery after their retry delay`)
-          else if (r.outcome.failedIds?.length) this.log.warning(`etcdQueue: ${r.subscription.functionKey ?? r.subscription.function} reported ${r.outcome.failedIds.length} failed message(s): ${r.outcome.failedIds.join(', ')}`)
+          if (!r.outcome.ok && r.outcome.errorType !== 'QueueMismatchError')
+            this.log.warning(
+              `etcdQueue: ${r.subscription.functionKey ?? r.subscription.function} failed (${r.outcome.error}); ${r.messageIds.length} message(s) released for redelivery after their retry delay`,
+            )
+          else if (r.outcome.failedIds?.length)
+            this.log.warning(
+              `etcdQueue: ${r.subscription.functionKey ?? r.subscription.function} reported ${r.outcome.failedIds.length} failed message(s): ${r.outcome.failedIds.join(', ')}`,
+            )
         },
         onError: (s, err) =>
           err instanceof QueueMismatchError
@@ -238,19 +257,22 @@ export default class MiddyEtcdPlugin {
       )
     }
     // osls builds every artifact in .serverless/ and moves them to `--package <dir>` at the end.
-    const packaged = await packageFunctions(this.serverless, this.log, { packagePath: join(this.serverless.serviceDir, '.serverless'), sourcemap: config.sourcemap, only: only || undefined })
+    const packaged = await packageFunctions(this.serverless, this.log, {
+      packagePath: join(this.serverless.serviceDir, '.serverless'),
+      sourcemap: config.sourcemap,
+      only: only || undefined,
+    })
     this.warnMissingEndpoints(packaged ? [...packaged.artifacts.keys()] : [])
   }
 
   /** Warns about functions that use etcd but would deploy without ETCD_ENDPOINTS. */
   private warnMissingEndpoints(keys: string[]) {
     const { service } = this.serverless
-    const missing = keys
-      .filter((key) => {
-        const value = service.getFunction(key).environment?.ETCD_ENDPOINTS ?? service.provider.environment?.ETCD_ENDPOINTS
-        // A CloudFormation reference (an object) is resolved at deploy time: count it as set.
-        return value === undefined || value === null || (typeof value === 'string' && value.trim() === '')
-      })
+    const missing = keys.filter((key) => {
+      const value = service.getFunction(key).environment?.ETCD_ENDPOINTS ?? service.provider.environment?.ETCD_ENDPOINTS
+      // A CloudFormation reference (an object) is resolved at deploy time: count it as set.
+      return value === undefined || value === null || (typeof value === 'string' && value.trim() === '')
+    })
     if (missing.length === 0) return
     this.log.warning(
       `middy-etcd: ETCD_ENDPOINTS is empty for ${missing.join(', ')}: their first etcd call will fail with a ConfigurationError. ` +

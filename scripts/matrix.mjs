@@ -25,13 +25,35 @@ export const COMPAT_GROUPS = [
   {
     group: 'primitives',
     files: [
-      'test/locks/mutex.test.ts', 'test/locks/rwmutex.test.ts', 'test/locks/election.test.ts', 'test/queue/queue.test.ts', 'test/queue/priority-queue.test.ts',
-      'test/barriers/barrier.test.ts', 'test/barriers/double-barrier.test.ts', 'test/permits/semaphore.test.ts', 'test/permits/rate-limiter.test.ts', 'test/stm/stm.test.ts',
-      'test/idempotency/idempotency.test.ts', 'test/idempotency/single-flight.test.ts', 'test/session/session.test.ts', 'test/wait/delete-feed.test.ts',
+      'test/locks/mutex.test.ts',
+      'test/locks/rwmutex.test.ts',
+      'test/locks/election.test.ts',
+      'test/queue/queue.test.ts',
+      'test/queue/priority-queue.test.ts',
+      'test/barriers/barrier.test.ts',
+      'test/barriers/double-barrier.test.ts',
+      'test/permits/semaphore.test.ts',
+      'test/permits/rate-limiter.test.ts',
+      'test/stm/stm.test.ts',
+      'test/idempotency/idempotency.test.ts',
+      'test/idempotency/single-flight.test.ts',
+      'test/session/session.test.ts',
+      'test/wait/delete-feed.test.ts',
     ],
   },
-  { group: 'Go + etcdctl interop', files: ['test/interop-go.test.ts', 'test/locks/mutex-interop.test.ts', 'test/locks/election-interop.test.ts'] },
-  { group: 'session expiry, lease loss', files: ['test/session/session-expiry.test.ts', 'test/crash.test.ts', 'test/core/client-close.test.ts', 'test/session/lease-server.test.ts'] },
+  {
+    group: 'Go + etcdctl interop',
+    files: ['test/interop-go.test.ts', 'test/locks/mutex-interop.test.ts', 'test/locks/election-interop.test.ts'],
+  },
+  {
+    group: 'session expiry, lease loss',
+    files: [
+      'test/session/session-expiry.test.ts',
+      'test/crash.test.ts',
+      'test/core/client-close.test.ts',
+      'test/session/lease-server.test.ts',
+    ],
+  },
   { group: 'faults', files: ['test/faults.test.ts'] },
   // `osls offline start` on the example service, its etcd given by ETCD_BIN (as a user's own etcd would be).
   { group: 'serverless offline', files: ['test/offline.test.ts'] },
@@ -67,7 +89,9 @@ function readReport(path) {
   return report.testResults.map((file) => ({
     file: relative(root, file.name),
     passed: file.assertionResults.filter((a) => a.status === 'passed').length,
-    failed: file.assertionResults.filter((a) => a.status === 'failed').length + (file.status === 'failed' && file.assertionResults.length === 0 ? 1 : 0),
+    failed:
+      file.assertionResults.filter((a) => a.status === 'failed').length +
+      (file.status === 'failed' && file.assertionResults.length === 0 ? 1 : 0),
     skipped: file.assertionResults.filter((a) => a.status === 'skipped' || a.status === 'pending' || a.status === 'todo').length,
   }))
 }
@@ -106,7 +130,17 @@ async function runRow({ line, node, label, groups, files, filter, env }) {
     const sum = (k) => mine.reduce((n, r) => n + r[k], 0)
     // A run that failed without reporting (type errors, a crash) fails every group it covers.
     const failed = sum('failed') + (code !== 0 && sum('failed') === 0 ? 1 : 0)
-    rows.push({ line, node, group, files: mine.length, passed: sum('passed'), failed, skipped: filter ? 0 : sum('skipped'), seconds: i === 0 ? seconds : undefined, code })
+    rows.push({
+      line,
+      node,
+      group,
+      files: mine.length,
+      passed: sum('passed'),
+      failed,
+      skipped: filter ? 0 : sum('skipped'),
+      seconds: i === 0 ? seconds : undefined,
+      code,
+    })
   }
   return code
 }
@@ -140,7 +174,8 @@ async function main() {
   const argv = process.argv.slice(2)
   const onlyFull = argv.includes('--full')
   const compatAt = argv.indexOf('--compat')
-  const compatLines = compatAt >= 0 ? argv.slice(compatAt + 1).filter((a) => !a.startsWith('--')) : Object.keys(releases).filter((l) => l !== newest)
+  const compatLines =
+    compatAt >= 0 ? argv.slice(compatAt + 1).filter((a) => !a.startsWith('--')) : Object.keys(releases).filter((l) => l !== newest)
   const onlyCompat = compatAt >= 0
   const baseEnv = { ...process.env }
   delete baseEnv.ETCD_BIN // each row names its release
@@ -148,12 +183,20 @@ async function main() {
 
   if (!onlyCompat) {
     const bin22 = await node22Bin()
-    const lockedMiddy = JSON.parse(readFileSync(join(root, 'package-lock.json'), 'utf8')).packages['node_modules/@middy/core'].version.split('.')[0]
+    const lockedMiddy = JSON.parse(readFileSync(join(root, 'package-lock.json'), 'utf8')).packages[
+      'node_modules/@middy/core'
+    ].version.split('.')[0]
     for (const bin of [bin22, undefined]) {
       const env = { ...baseEnv, ETCD_VERSION: newest, ...(bin ? { PATH: `${bin}:${baseEnv.PATH}` } : {}) }
       if (bin) await installMiddy('7', env)
       try {
-        await runRow({ line: newest, node: nodeVersion(bin), label: `npm test (the whole suite, Middy ${bin ? 7 : lockedMiddy})`, groups: [{ group: 'whole suite' }], env })
+        await runRow({
+          line: newest,
+          node: nodeVersion(bin),
+          label: `npm test (the whole suite, Middy ${bin ? 7 : lockedMiddy})`,
+          groups: [{ group: 'whole suite' }],
+          env,
+        })
       } finally {
         if (bin) await installMiddy(lockedMiddy, baseEnv)
       }

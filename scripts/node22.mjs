@@ -23,7 +23,9 @@ function version() {
 if (!version().startsWith('v22.')) {
   mkdirSync(prefix, { recursive: true })
   process.stderr.write(`[node22] installing ${pkg}@22 from the npm registry…\n`)
-  execFileSync('npm', ['install', '--prefix', prefix, '--no-save', '--no-package-lock', '--no-audit', '--no-fund', `${pkg}@22`], { stdio: ['ignore', 'ignore', 'inherit'] })
+  execFileSync('npm', ['install', '--prefix', prefix, '--no-save', '--no-package-lock', '--no-audit', '--no-fund', `${pkg}@22`], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  })
 }
 const installed = version()
 if (!installed.startsWith('v22.')) {

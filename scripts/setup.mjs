@@ -48,7 +48,7 @@ function installDebianEtcd() {
   log('etcd 3.4 not found: installing Debian packages etcd-server and etcd-client…')
   // Debian may start a packaged etcd on :2379; our tests start their own on free ports.
   if (aptInstall(['etcd-server', 'etcd-client']) && onPath('etcd') && onPath('etcdctl')) return
-  fail('etcd 3.4 is Debian\'s package: sudo apt-get install -y etcd-server etcd-client (or set ETCD_BIN to an etcd 3.4 binary).')
+  fail("etcd 3.4 is Debian's package: sudo apt-get install -y etcd-server etcd-client (or set ETCD_BIN to an etcd 3.4 binary).")
 }
 
 /**
@@ -59,13 +59,15 @@ function installDebianEtcd() {
  */
 function installEtcd(lines) {
   if (process.env.ETCD_BIN) {
-    if (!existsSync(process.env.ETCD_BIN)) fail(`ETCD_BIN=${process.env.ETCD_BIN} does not exist. Point ETCD_BIN at an etcd binary or unset it.`)
+    if (!existsSync(process.env.ETCD_BIN))
+      fail(`ETCD_BIN=${process.env.ETCD_BIN} does not exist. Point ETCD_BIN at an etcd binary or unset it.`)
     log(`etcd: ETCD_BIN=${process.env.ETCD_BIN} (etcd ${versionOf(process.env.ETCD_BIN) ?? 'of unknown version'})`)
     return
   }
   const { default: newest, releases } = etcdReleases()
   const asked = process.env.ETCD_VERSION
-  if (asked && !releases[asked]) fail(`ETCD_VERSION=${asked} is not a release we test on: use one of ${Object.keys(releases).join(', ')} (default ${newest}).`)
+  if (asked && !releases[asked])
+    fail(`ETCD_VERSION=${asked} is not a release we test on: use one of ${Object.keys(releases).join(', ')} (default ${newest}).`)
   for (const line of lines ?? [asked || newest]) {
     if (releases[line].source === 'debian') {
       installDebianEtcd()
@@ -82,7 +84,9 @@ function installEtcd(lines) {
         log(`etcd: using etcd ${versionOf('etcd') ?? '(unknown version)'} from PATH instead; ${hint}`)
         continue
       }
-      fail(`${err.message}\n  and no etcd is on PATH. Either ${hint}, or install an etcd 3.4+ (Debian: apt-get install -y etcd-server etcd-client).`)
+      fail(
+        `${err.message}\n  and no etcd is on PATH. Either ${hint}, or install an etcd 3.4+ (Debian: apt-get install -y etcd-server etcd-client).`,
+      )
     }
   }
 }
@@ -91,7 +95,9 @@ function installEtcd(lines) {
 function checkGo() {
   const go = goToolchain()
   if (!go.missing && goAtLeast(go.version, GO_FLOOR)) return
-  log(`the Go interop tests and the Go column of the benchmarks need Go ${GO_FLOOR}+ (${go.missing ?? `this machine has Go ${go.version}`}); they will fail until then.`)
+  log(
+    `the Go interop tests and the Go column of the benchmarks need Go ${GO_FLOOR}+ (${go.missing ?? `this machine has Go ${go.version}`}); they will fail until then.`,
+  )
 }
 
 /**
@@ -106,7 +112,9 @@ function installPartitionTools() {
   if (missing.length === 0) return
   log(`${missing.join(' and ')} not found: installing…`)
   if (aptInstall(missing)) return
-  log(`the partition and fencing tests need ${missing.join(' and ')} (Debian: sudo apt-get install -y ${missing.join(' ')}) and root; they will fail until then.`)
+  log(
+    `the partition and fencing tests need ${missing.join(' and ')} (Debian: sudo apt-get install -y ${missing.join(' ')}) and root; they will fail until then.`,
+  )
 }
 
 function fail(message) {
@@ -116,6 +124,7 @@ function fail(message) {
 
 installNodeModules()
 // --all-releases: every release of releases.json (the CI matrix), not only the one that runs.
-if (!process.argv.includes('--no-etcd')) installEtcd(process.argv.includes('--all-releases') ? Object.keys(etcdReleases().releases) : undefined)
+if (!process.argv.includes('--no-etcd'))
+  installEtcd(process.argv.includes('--all-releases') ? Object.keys(etcdReleases().releases) : undefined)
 if (process.argv.includes('--go')) checkGo()
 if (process.argv.includes('--partitions')) installPartitionTools()

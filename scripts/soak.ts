@@ -94,7 +94,13 @@ try {
     let faultsDone = false
     const started = machineNow()
     const lockFaults = cycleFaults(cluster, { ...FAULTS, onFault }).finally(() => (faultsDone = true))
-    const locks = await lockHandoffs(cluster, { name: `soak-lock-${round}`, contenders: 4, ttl: 5, until: () => faultsDone, duringOutage: () => cluster.pids().some((p) => p === undefined) })
+    const locks = await lockHandoffs(cluster, {
+      name: `soak-lock-${round}`,
+      contenders: 4,
+      ttl: 5,
+      until: () => faultsDone,
+      duringOutage: () => cluster.pids().some((p) => p === undefined),
+    })
     await lockFaults
     totals.handoffsChecked += locks.handoffs
     totals.grantsDuringOutage += locks.grantsDuringOutage
@@ -128,7 +134,11 @@ try {
     totals.ambiguousAcks += queue.ambiguousAcks
     totals.violations.push(...queue.violations.map((v) => `round ${round} queue: ${v}`))
     addErrors(queue.errors)
-    log(`round ${round} queue`, { ...queue, violations: queue.violations.slice(0, 10), seconds: Math.round((machineNow() - queueStarted) / 1000) })
+    log(`round ${round} queue`, {
+      ...queue,
+      violations: queue.violations.slice(0, 10),
+      seconds: Math.round((machineNow() - queueStarted) / 1000),
+    })
 
     // 3. STM bank during one round of restarts.
     let bankDone = false
@@ -154,10 +164,23 @@ try {
 
     // 5. The rate limiter's bound and use, members up.
     if (rateSeconds > 0) {
-      const rate = await rateLimitLoad(cluster.endpoints, { name: `soak-rate-${round}`, rate: 20, per: 1000, burst: 5, callers: 150, processes: 3, clients: 5, seconds: rateSeconds, minUsed: 0.9 })
+      const rate = await rateLimitLoad(cluster.endpoints, {
+        name: `soak-rate-${round}`,
+        rate: 20,
+        per: 1000,
+        burst: 5,
+        callers: 150,
+        processes: 3,
+        clients: 5,
+        seconds: rateSeconds,
+        minUsed: 0.9,
+      })
       totals.rateAdmitted += rate.admitted
       totals.rateMostInWindow = Math.max(totals.rateMostInWindow, rate.mostInWindow)
-      totals.violations.push(...rate.violations.map((v) => `round ${round} rate limiter: ${v}`), ...rate.errors.slice(0, 5).map((e) => `round ${round} rate limiter error: ${e}`))
+      totals.violations.push(
+        ...rate.violations.map((v) => `round ${round} rate limiter: ${v}`),
+        ...rate.errors.slice(0, 5).map((e) => `round ${round} rate limiter error: ${e}`),
+      )
       log(`round ${round} rate limiter`, { ...rate, perSecond: rate.perSecond.join(' '), errors: rate.errors.length })
     }
   }

@@ -18,13 +18,21 @@ function sourceFiles(dir: string): string[] {
 /** Every module specifier a file imports or re-exports (static and dynamic). */
 function specifiers(file: string): string[] {
   const text = readFileSync(join(root, file), 'utf8')
-  const found = [...text.matchAll(/(?:^|\n)\s*(?:import|export)\s[^'";]*?from\s+'([^']+)'|import\(\s*'([^']+)'\s*\)|(?:^|\n)\s*import\s+'([^']+)'/g)]
+  const found = [
+    ...text.matchAll(/(?:^|\n)\s*(?:import|export)\s[^'";]*?from\s+'([^']+)'|import\(\s*'([^']+)'\s*\)|(?:^|\n)\s*import\s+'([^']+)'/g),
+  ]
   return found.map((m) => m[1] ?? m[2] ?? m[3])
 }
 
 /** Project file a relative specifier names (`./x.js` → `dir/x.ts`), or the package name. */
 function target(file: string, spec: string): string {
-  if (!spec.startsWith('.')) return spec.startsWith('node:') ? spec : spec.split('/').slice(0, spec.startsWith('@') ? 2 : 1).join('/')
+  if (!spec.startsWith('.'))
+    return spec.startsWith('node:')
+      ? spec
+      : spec
+          .split('/')
+          .slice(0, spec.startsWith('@') ? 2 : 1)
+          .join('/')
   return relative(root, resolve(root, dirname(file), spec)).replace(/\.js$/, '.ts')
 }
 
@@ -35,9 +43,19 @@ const graph = new Map<string, string[]>(SOURCE_DIRS.flatMap(sourceFiles).map((f)
  * with a smaller rank (the primitives, rank 4, import none of each other; the barrel sees all).
  */
 const FAMILY_RANK: Record<string, number> = {
-  'errors.ts': 0, 'limits.ts': 0, 'timers.ts': 0,
-  core: 1, session: 2, wait: 3, 'fencing.ts': 3.5,
-  locks: 4, barriers: 4, permits: 4, queue: 4, idempotency: 4, stm: 4,
+  'errors.ts': 0,
+  'limits.ts': 0,
+  'timers.ts': 0,
+  core: 1,
+  session: 2,
+  wait: 3,
+  'fencing.ts': 3.5,
+  locks: 4,
+  barriers: 4,
+  permits: 4,
+  queue: 4,
+  idempotency: 4,
+  stm: 4,
   'index.ts': 5,
 }
 const familyOf = (file: string) => file.split('/')[1]
@@ -63,14 +81,18 @@ describe('module layers', () => {
   })
 
   it('lib/ imports nothing from the layers above it', () => {
-    const bad = [...graph].filter(([f]) => f.startsWith('lib/')).flatMap(([f, deps]) => deps.filter((d) => /^(middleware|dispatch|offline|testing|cli|handlers)\//.test(d)).map((d) => `${f} → ${d}`))
+    const bad = [...graph]
+      .filter(([f]) => f.startsWith('lib/'))
+      .flatMap(([f, deps]) => deps.filter((d) => /^(middleware|dispatch|offline|testing|cli|handlers)\//.test(d)).map((d) => `${f} → ${d}`))
     expect(bad).toEqual([])
   })
 
   it('inside lib/, each family imports only the families before it (docs/ARCHITECTURE.md, "lib/ by family")', () => {
     const bad = [...graph]
       .filter(([f]) => f.startsWith('lib/'))
-      .flatMap(([f, deps]) => deps.filter((d) => d.startsWith('lib/') && familyRank(d) >= familyRank(f) && familyOf(d) !== familyOf(f)).map((d) => `${f} → ${d}`))
+      .flatMap(([f, deps]) =>
+        deps.filter((d) => d.startsWith('lib/') && familyRank(d) >= familyRank(f) && familyOf(d) !== familyOf(f)).map((d) => `${f} → ${d}`),
+      )
     expect(bad).toEqual([])
     // Every file of lib/ belongs to a family of the order: a new folder must be placed in it.
     expect([...graph.keys()].filter((f) => f.startsWith('lib/') && familyRank(f) < 0)).toEqual([])
@@ -79,11 +101,18 @@ describe('module layers', () => {
   it('the deployable dispatcher reaches only lib/, etcd3 and the Lambda client: no Middy, plugin or build tool', () => {
     const deps = [...reachable('dispatch/index.ts')]
     expect(deps.filter((d) => /^(middleware|offline|testing|cli|handlers)\//.test(d))).toEqual([])
-    expect(deps.filter((d) => !d.includes('/') || d.startsWith('@')).filter((d) => !d.startsWith('node:')).sort()).toEqual(['@aws-sdk/client-lambda', 'cockatiel', 'etcd3'])
+    expect(
+      deps
+        .filter((d) => !d.includes('/') || d.startsWith('@'))
+        .filter((d) => !d.startsWith('node:'))
+        .sort(),
+    ).toEqual(['@aws-sdk/client-lambda', 'cockatiel', 'etcd3'])
   })
 
   it('production code (lib, middleware, dispatch, offline, cli) never imports testing/ or test/', () => {
-    const bad = [...graph].filter(([f]) => !f.startsWith('testing/') && !f.startsWith('handlers/')).flatMap(([f, deps]) => deps.filter((d) => /^(testing|test)\//.test(d)).map((d) => `${f} → ${d}`))
+    const bad = [...graph]
+      .filter(([f]) => !f.startsWith('testing/') && !f.startsWith('handlers/'))
+      .flatMap(([f, deps]) => deps.filter((d) => /^(testing|test)\//.test(d)).map((d) => `${f} → ${d}`))
     expect(bad).toEqual([])
   })
 

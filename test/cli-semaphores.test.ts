@@ -56,7 +56,10 @@ describe('middy-etcd semaphores', () => {
     expect(db.holders.map((h: any) => [h.key, h.revision, h.lease, h.grantedTtl])).toEqual(
       [a, b].sort((x, y) => (x.key < y.key ? -1 : 1)).map((h) => [h.key, Number(h.fence), h.session.leaseHex, h.session.ttl]),
     )
-    expect(db.waiters.map((w: any) => [w.position, w.lease])).toEqual([[1, s1.leaseHex], [2, s2.leaseHex]])
+    expect(db.waiters.map((w: any) => [w.position, w.lease])).toEqual([
+      [1, s1.leaseHex],
+      [2, s2.leaseHex],
+    ])
     expect(api).toMatchObject({ name: `${prefix}/api`, kind: 'rate limiter', settings: 'rate=1 per=60000 burst=1', permits: 2 })
     expect(api.holders).toHaveLength(1)
 

@@ -87,7 +87,13 @@ describe('middy-etcd locks', () => {
     const lock = doc.locks[0]
     expect(lock).toMatchObject({ name, kind: 'mutex' })
     expect(lock.holders).toHaveLength(1)
-    expect(lock.holders[0]).toMatchObject({ key: holder.key, fence: Number(holder.fence), lease: s1.leaseHex, leaseId: s1.leaseId, grantedTtl: 5 })
+    expect(lock.holders[0]).toMatchObject({
+      key: holder.key,
+      fence: Number(holder.fence),
+      lease: s1.leaseHex,
+      leaseId: s1.leaseId,
+      grantedTtl: 5,
+    })
     expect(lock.holders[0].ttl).toBeGreaterThan(0)
     expect(lock.holders[0].ttl).toBeLessThanOrEqual(5)
     expect(lock.waiters).toHaveLength(1)
@@ -138,7 +144,10 @@ describe('middy-etcd locks', () => {
     expect(byName[`${base}/primary`]).toMatchObject({ kind: 'election', holders: [{ key: e.key, fence: Number(e.rev) }], waiters: [] })
     const table = byName[`${base}/table`]
     expect(table.kind).toBe('rwmutex')
-    expect(table.holders.map((c: any) => [c.key, c.mode])).toEqual([[r1.key, 'read'], [r2.key, 'read']])
+    expect(table.holders.map((c: any) => [c.key, c.mode])).toEqual([
+      [r1.key, 'read'],
+      [r2.key, 'read'],
+    ])
     expect(table.waiters).toHaveLength(1)
     expect(table.waiters[0].mode).toBe('write')
 
@@ -164,7 +173,15 @@ describe('middy-etcd locks', () => {
     const waiting = new Mutex(s, name).lock({ signal: stop.signal }).catch((err: Error) => err.name)
     await untilKeys(`${name}/`, 2)
     const doc = await json(['locks', name])
-    expect(doc.locks).toEqual([expect.objectContaining({ name, kind: 'mutex', holders: [], blockedBy: `${name}/stray`, waiters: [expect.objectContaining({ key: `${name}/${s.leaseHex}` })] })])
+    expect(doc.locks).toEqual([
+      expect.objectContaining({
+        name,
+        kind: 'mutex',
+        holders: [],
+        blockedBy: `${name}/stray`,
+        waiters: [expect.objectContaining({ key: `${name}/${s.leaseHex}` })],
+      }),
+    ])
     stop.abort(new Error('test done'))
     expect(await waiting).toBe('Error')
     await Promise.all([s.close(), other.close()])
@@ -247,7 +264,11 @@ describe('middy-etcd queue', () => {
     expect(stats.stdout).toMatch(/^claimed\s+1 /m)
 
     const peek = await json(['queue', 'peek', name, '--limit', '3'])
-    expect(peek.items.map((i: any) => [i.value, i.claimed, i.receives])).toEqual([['a', true, 1], ['b', false, 0], ['c', false, 0]])
+    expect(peek.items.map((i: any) => [i.value, i.claimed, i.receives])).toEqual([
+      ['a', true, 1],
+      ['b', false, 0],
+      ['c', false, 0],
+    ])
     expect(peek.more).toBe(true)
     expect(await q.size()).toBe(4) // peek claims nothing
 
@@ -277,7 +298,9 @@ describe('middy-etcd queue', () => {
     expect(priorityIntoFifo.stderr).toContain('is a FIFO Queue')
     // Nothing was written into either.
     const ks = keyspace(etcd.client)
-    expect((await ks.range(`${pq}/`, { prefix: true })).kvs.map((kv) => kv.key)).toEqual([expect.stringMatching(new RegExp(`^${pq}/00003/\\d{16}$`))])
+    expect((await ks.range(`${pq}/`, { prefix: true })).kvs.map((kv) => kv.key)).toEqual([
+      expect.stringMatching(new RegExp(`^${pq}/00003/\\d{16}$`)),
+    ])
     expect((await ks.range(`${q}/`, { prefix: true, countOnly: true })).count).toBe(1n)
   })
 
@@ -287,13 +310,20 @@ describe('middy-etcd queue', () => {
     await cli(['queue', 'push', name, 'high', '--priority', '0'])
     const peek = await json(['queue', 'peek', name])
     expect(peek.kind).toBe('priority')
-    expect(peek.items.map((i: any) => [i.value, i.priority])).toEqual([['high', 0], ['low', 5]])
+    expect(peek.items.map((i: any) => [i.value, i.priority])).toEqual([
+      ['high', 0],
+      ['low', 5],
+    ])
     const [first] = await new PriorityQueue(etcd.client, name).receive({ wait: false, visibilityTimeout: 10 })
     expect(first.value).toBe('high')
 
     const dlq = uniqueName('cli-dlq')
     await new Queue(etcd.client, dlq).enqueue('poison')
-    expect(await json(['queue', 'stats', name, '--dead-letter', dlq])).toMatchObject({ items: 2, claimed: 1, deadLetter: { queue: dlq, items: 1 } })
+    expect(await json(['queue', 'stats', name, '--dead-letter', dlq])).toMatchObject({
+      items: 2,
+      claimed: 1,
+      deadLetter: { queue: dlq, items: 1 },
+    })
   })
 
   it('redrive moves dead letters back (to <queue> of dlq/<queue> by default, --max at a time); stats counts delayed and grouped messages', async () => {
@@ -319,7 +349,12 @@ describe('middy-etcd queue', () => {
     await q.enqueue('g1', { group: 'g' })
     await q.enqueue('g2', { group: 'g' })
     expect(await json(['queue', 'stats', name])).toMatchObject({ items: 4, claimed: 3, delayed: 1, waitingInGroups: 1 })
-    expect(await json(['queue', 'purge', name, '--yes'])).toMatchObject({ deleted: 4, claimsDeleted: 3, delayedDeleted: 1, waitingDeleted: 1 })
+    expect(await json(['queue', 'purge', name, '--yes'])).toMatchObject({
+      deleted: 4,
+      claimsDeleted: 3,
+      delayedDeleted: 1,
+      waitingDeleted: 1,
+    })
     expect((await etcd.client.getAll().keys()).filter((k) => k.includes(name) && !k.includes(`${name}-2/`))).toEqual([])
   })
 })
@@ -335,7 +370,12 @@ describe('middy-etcd barrier', () => {
     expect(await json(['barrier', name])).toMatchObject({ held: false, heldSince: null, doubleBarrier: { participants: 0, ready: false } })
 
     const s = await Session.create(etcd.client, { ttl: 5 })
-    const entering = [new DoubleBarrier(s, name, 3), new DoubleBarrier(s, name, 3)].map((d) => d.enter().then(() => 'entered', (err: Error) => err.name))
+    const entering = [new DoubleBarrier(s, name, 3), new DoubleBarrier(s, name, 3)].map((d) =>
+      d.enter().then(
+        () => 'entered',
+        (err: Error) => err.name,
+      ),
+    )
     await untilKeys(`${name}/waiters/`, 2)
     expect((await json(['barrier', name])).doubleBarrier).toEqual({ participants: 2, ready: false })
     await s.close() // revokes the lease: both waiters drop out

@@ -5,13 +5,31 @@ import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import middy from '@middy/core'
 import { describe, expect, it } from 'vitest'
-import { checkQueueSettings, ConfigurationError, Election, InvalidArgumentError, PriorityQueue, Queue, QueueMismatchError, Session, type QueueDispatchEvent as DispatchEvent } from '../lib/index.js'
+import {
+  checkQueueSettings,
+  ConfigurationError,
+  Election,
+  InvalidArgumentError,
+  PriorityQueue,
+  Queue,
+  QueueMismatchError,
+  Session,
+  type QueueDispatchEvent as DispatchEvent,
+} from '../lib/index.js'
 import { queueConsumer } from '../middleware/index.js'
-import { dispatcherHandler, lambdaInvoker, runDispatcher, subscriptionsFromEnv, watchDeadLetters, type DeadLetter, type DispatcherOptions, type QueueSubscription } from '../dispatch/index.js'
+import {
+  dispatcherHandler,
+  lambdaInvoker,
+  runDispatcher,
+  subscriptionsFromEnv,
+  watchDeadLetters,
+  type DeadLetter,
+  type DispatcherOptions,
+  type QueueSubscription,
+} from '../dispatch/index.js'
 import { lambdaContext } from '../testing/index.js'
 import { sleep, uniqueName, useEtcd, until } from './helpers.js'
 import { scheduleRuns } from './support/scheduled-runs.js'
-
 
 describe('runDispatcher (the dispatcher core, against etcd, invoking a stand-in function)', () => {
   const etcd = useEtcd(1)
@@ -141,7 +159,9 @@ describe('runDispatcher (the dispatcher core, against etcd, invoking a stand-in 
     expect(invocations).toBe(1)
     expect(errors).toHaveLength(1)
     expect(errors[0]).toBeInstanceOf(QueueMismatchError)
-    expect((errors[0] as Error).message).toMatch(new RegExp(`function worker refused its etcdQueue batch for queue "${name}".*"${name}-typo"`))
+    expect((errors[0] as Error).message).toMatch(
+      new RegExp(`function worker refused its etcdQueue batch for queue "${name}".*"${name}-typo"`),
+    )
     // The refused message was not failed: it comes back with its visibility timeout, not dead-lettered.
     const back: string[] = []
     while (!back.includes('m1')) {
@@ -230,7 +250,12 @@ describe('runDispatcher (the dispatcher core, against etcd, invoking a stand-in 
 
   it('stops promptly when its signal aborts while waiting for messages', async () => {
     const abort = new AbortController()
-    const running = runDispatcher({ client: etcd.client, subscriptions: [{ function: 'f', queue: uniqueName('idle') }], invoke: async () => ({ ok: true }), signal: abort.signal })
+    const running = runDispatcher({
+      client: etcd.client,
+      subscriptions: [{ function: 'f', queue: uniqueName('idle') }],
+      invoke: async () => ({ ok: true }),
+      signal: abort.signal,
+    })
     await sleep(300)
     abort.abort()
     await expect(Promise.race([running.then(() => 'stopped'), sleep(5_000).then(() => 'hung')])).resolves.toBe('stopped')
@@ -245,14 +270,19 @@ describe('runDispatcher (the dispatcher core, against etcd, invoking a stand-in 
         seen.push({ path: req.url!, type: req.headers['x-amz-invocation-type'] as string | undefined, body: JSON.parse(body) })
         const fn = decodeURIComponent(req.url!.split('/')[3])
         if (req.headers['x-amz-invocation-type'] === 'Event') return res.writeHead(202).end()
-        if (fn === 'broken') return res.writeHead(200, { 'X-Amz-Function-Error': 'Unhandled' }).end(JSON.stringify({ errorMessage: 'kaput', errorType: 'Error' }))
+        if (fn === 'broken')
+          return res
+            .writeHead(200, { 'X-Amz-Function-Error': 'Unhandled' })
+            .end(JSON.stringify({ errorMessage: 'kaput', errorType: 'Error' }))
         res.writeHead(200).end(JSON.stringify({ batchItemFailures: [{ itemIdentifier: '42' }] }))
       })
     })
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()))
     const endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
     try {
-      const event: DispatchEvent = { etcdQueue: { queue: 'q', priority: false, messages: [{ id: '42', key: 'q/1', value: 'v', receiveCount: 1, receipt: 'r' }] } }
+      const event: DispatchEvent = {
+        etcdQueue: { queue: 'q', priority: false, messages: [{ id: '42', key: 'q/1', value: 'v', receiveCount: 1, receipt: 'r' }] },
+      }
       const sync = lambdaInvoker({ endpoint, region: 'eu-west-1', env: {} })
       expect(await sync('svc-dev-worker', event)).toEqual({ ok: true, failedIds: ['42'] })
       expect(await sync('broken', event)).toEqual({ ok: false, error: 'kaput', errorType: 'Error' })
@@ -267,7 +297,13 @@ describe('runDispatcher (the dispatcher core, against etcd, invoking a stand-in 
   })
 
   it('rejects bad subscriptions before claiming anything', async () => {
-    const run = (sub: unknown) => runDispatcher({ client: etcd.client, subscriptions: [sub as QueueSubscription], invoke: async () => ({ ok: true }), signal: AbortSignal.abort() })
+    const run = (sub: unknown) =>
+      runDispatcher({
+        client: etcd.client,
+        subscriptions: [sub as QueueSubscription],
+        invoke: async () => ({ ok: true }),
+        signal: AbortSignal.abort(),
+      })
     await expect(run({ queue: 'q' })).rejects.toBeInstanceOf(InvalidArgumentError)
     await expect(run({ function: 'f', queue: 'q', batchSize: 0 })).rejects.toBeInstanceOf(InvalidArgumentError)
     await expect(run({ function: 'f', queue: 'q', retryDelay: 5, maxRetryDelay: 2 })).rejects.toThrow(/maxRetryDelay/)
@@ -325,7 +361,13 @@ describe('dispatcherHandler (the deployable dispatcher function)', () => {
 
   it('a run that no leader hands over to waits as a candidate, then withdraws and reports the leader', async () => {
     const election = uniqueName('dispatcher-election')
-    const handler = dispatcherHandler({ client: etcd.client, election, tailMs: 0, subscriptions: [{ function: 'f', queue: uniqueName('idle') }], invoke: async () => ({ ok: true }) })
+    const handler = dispatcherHandler({
+      client: etcd.client,
+      election,
+      tailMs: 0,
+      subscriptions: [{ function: 'f', queue: uniqueName('idle') }],
+      invoke: async () => ({ ok: true }),
+    })
     // A leader of this election that is not a dispatcher run: it never hands over.
     const other = await Session.create(etcd.client, { ttl: 10 })
     try {
@@ -396,7 +438,9 @@ describe('dispatcherHandler (the deployable dispatcher function)', () => {
     expect([...sentAt.keys()].filter((v) => !latency.has(v))).toEqual([])
     const sorted = [...latency.values()].sort((a, b) => a - b)
     const at = (p: number) => Math.round(sorted[Math.floor(p * (sorted.length - 1))])
-    console.log(`[dispatcher-handover] ${sorted.length} messages across ${runs.length} scheduled runs, enqueue -> invoke p50 ${at(0.5)} ms, p99 ${at(0.99)} ms, max ${at(1)} ms (bench: dispatcher-handover)`)
+    console.log(
+      `[dispatcher-handover] ${sorted.length} messages across ${runs.length} scheduled runs, enqueue -> invoke p50 ${at(0.5)} ms, p99 ${at(0.99)} ms, max ${at(1)} ms (bench: dispatcher-handover)`,
+    )
     // The issue's functional bound, generous for a loaded machine: a gap between runs is seconds.
     expect(at(1)).toBeLessThan(2_000)
     // Each run led in turn: it took over from the one before and handed over to the next.
@@ -418,10 +462,16 @@ describe('dispatcherHandler (the deployable dispatcher function)', () => {
     })
     // Both are candidates of their own election while they run, each its leader.
     await until('both runs to campaign', 1_000, async () => {
-      elected.splice(0, elected.length, ...(await etcd.client.getAll().prefix('middy-etcd/dispatcher:').keys()).filter((k) => k.includes(a) || k.includes(b)))
+      elected.splice(
+        0,
+        elected.length,
+        ...(await etcd.client.getAll().prefix('middy-etcd/dispatcher:').keys()).filter((k) => k.includes(a) || k.includes(b)),
+      )
       return elected.length === 2
     })
-    expect(elected.map((k) => k.slice(0, k.lastIndexOf('/'))).sort()).toEqual([`middy-etcd/dispatcher:${a}`, `middy-etcd/dispatcher:${b}`].sort())
+    expect(elected.map((k) => k.slice(0, k.lastIndexOf('/'))).sort()).toEqual(
+      [`middy-etcd/dispatcher:${a}`, `middy-etcd/dispatcher:${b}`].sort(),
+    )
     for (const r of await Promise.all(runs)) expect(r.leader).toBe(true)
   }, 20_000)
 
@@ -463,10 +513,14 @@ describe('one queue message shape and one check of queue settings', () => {
   const etcd = useEtcd(1)
 
   it('checkQueueSettings names the source and the field', () => {
-    expect(() => checkQueueSettings({ queue: 'q', batchSize: 0 }, 'function worker, etcdQueue event')).toThrow(/^function worker, etcdQueue event: batchSize must be a whole number from 1 to 1000, got 0$/)
+    expect(() => checkQueueSettings({ queue: 'q', batchSize: 0 }, 'function worker, etcdQueue event')).toThrow(
+      /^function worker, etcdQueue event: batchSize must be a whole number from 1 to 1000, got 0$/,
+    )
     expect(() => checkQueueSettings({ queue: '' }, 'x')).toThrow(/queue must be the queue's name/)
     expect(() => checkQueueSettings({ queue: 'q', priority: 'yes' }, 'x')).toThrow(/priority must be true/)
-    expect(() => checkQueueSettings({ queue: 'q', retryDelay: 3, maxRetryDelay: 1 }, 'x')).toThrow(/maxRetryDelay \(1\) must be at least retryDelay \(3\)/)
+    expect(() => checkQueueSettings({ queue: 'q', retryDelay: 3, maxRetryDelay: 1 }, 'x')).toThrow(
+      /maxRetryDelay \(1\) must be at least retryDelay \(3\)/,
+    )
     expect(() => checkQueueSettings({ queue: 'q', maxReceives: 0 }, 'x')).toThrow(/maxReceives/)
     expect(() => checkQueueSettings({ queue: 'q', concurrency: 101 }, 'x')).toThrow(/concurrency/)
     expect(() => checkQueueSettings('q', 'x')).toThrow(InvalidArgumentError)
@@ -480,9 +534,16 @@ describe('one queue message shape and one check of queue settings', () => {
     const rule = /maxRetryDelay \(2\) must be at least retryDelay \(8\)/
     expect(() => queueConsumer({ queue: 'q', retryDelay: 8, maxRetryDelay: 2 })).toThrow(rule)
     await expect(
-      runDispatcher({ client: etcd.client, subscriptions: [{ function: 'f', queue: 'q', retryDelay: 8, maxRetryDelay: 2 }], invoke: async () => ({ ok: true }), signal: AbortSignal.abort() }),
+      runDispatcher({
+        client: etcd.client,
+        subscriptions: [{ function: 'f', queue: 'q', retryDelay: 8, maxRetryDelay: 2 }],
+        invoke: async () => ({ ok: true }),
+        signal: AbortSignal.abort(),
+      }),
     ).rejects.toThrow(rule)
-    expect(() => subscriptionsFromEnv({ ETCD_QUEUE_SUBSCRIPTIONS: '[{"function":"f","queue":"q","retryDelay":8,"maxRetryDelay":2}]' })).toThrow(rule)
+    expect(() =>
+      subscriptionsFromEnv({ ETCD_QUEUE_SUBSCRIPTIONS: '[{"function":"f","queue":"q","retryDelay":8,"maxRetryDelay":2}]' }),
+    ).toThrow(rule)
   })
 
   it('a consumer invoked with a malformed dispatch event fails with a typed error and settles nothing', async () => {
@@ -512,9 +573,12 @@ describe('one queue message shape and one check of queue settings', () => {
 describe('watchDeadLetters (what the offline plugin logs)', () => {
   const etcd = useEtcd(1)
 
-  it('reports each message that reaches a subscription\'s dead-letter queue, with its id and its id there', async () => {
+  it("reports each message that reaches a subscription's dead-letter queue, with its id and its id there", async () => {
     const queue = uniqueName('dl')
-    const subs: QueueSubscription[] = [{ function: 'f', queue, maxReceives: 1 }, { function: 'g', queue: uniqueName('no-dl'), maxReceives: Infinity }]
+    const subs: QueueSubscription[] = [
+      { function: 'f', queue, maxReceives: 1 },
+      { function: 'g', queue: uniqueName('no-dl'), maxReceives: Infinity },
+    ]
     const seen: DeadLetter[] = []
     const abort = new AbortController()
     watchDeadLetters(etcd.client, subs, (d) => seen.push(d), abort.signal)
@@ -528,7 +592,13 @@ describe('watchDeadLetters (what the offline plugin logs)', () => {
       await q.nack(m) // its first and last receive: dead-lettered
       const dead = await until('the dead letter', 5_000, () => seen[0])
       const stored = await etcd.client.get(dead.key).exec()
-      expect(dead).toEqual({ deadLetterQueue: `dlq/${queue}`, queues: [queue], id, deadLetterId: stored.kvs[0].create_revision, key: dead.key })
+      expect(dead).toEqual({
+        deadLetterQueue: `dlq/${queue}`,
+        queues: [queue],
+        id,
+        deadLetterId: stored.kvs[0].create_revision,
+        key: dead.key,
+      })
       expect(dead.deadLetterId).not.toBe(id)
       await sleep(300)
       expect(seen).toHaveLength(1)

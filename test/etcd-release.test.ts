@@ -21,13 +21,15 @@ const cmdline = (pid: number) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').sp
 /** Runs `fn` with environment variables set (undefined: unset), restoring them after. */
 function withEnv<T>(vars: Record<string, string | undefined>, fn: () => T): T {
   const before = Object.fromEntries(Object.keys(vars).map((k) => [k, process.env[k]]))
-  for (const [k, v] of Object.entries(vars)) if (v === undefined) delete process.env[k]
-  else process.env[k] = v
+  for (const [k, v] of Object.entries(vars))
+    if (v === undefined) delete process.env[k]
+    else process.env[k] = v
   try {
     return fn()
   } finally {
-    for (const [k, v] of Object.entries(before)) if (v === undefined) delete process.env[k]
-    else process.env[k] = v
+    for (const [k, v] of Object.entries(before))
+      if (v === undefined) delete process.env[k]
+      else process.env[k] = v
   }
 }
 
@@ -59,7 +61,10 @@ describe('etcd/releases.json', () => {
 
   it('a second build of a built release is a no-op that prints where it is', () => {
     const started = Date.now()
-    const out = execFileSync(process.execPath, [join(root, 'etcd', 'build.mjs'), '3.7'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
+    const out = execFileSync(process.execPath, [join(root, 'etcd', 'build.mjs'), '3.7'], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
     const { versions } = etcdReleases()
     expect(out).toBe(`3.7\t${versions['3.7']}\t${withEnv({ ETCD_BIN: undefined }, () => resolveEtcd({ version: '3.7' })).bin}\n`)
     // No go command ran: a build takes tens of seconds, reading releases.json milliseconds.
@@ -102,26 +107,35 @@ describe('startEtcd({ version })', () => {
     expect(cmdline(cluster.pids()[0]!).filter((a) => /checkpoint|feature-gates/i.test(a))).toEqual([])
   })
 
-  it('a caller\'s --feature-gates is merged with the launcher\'s into the one flag etcd takes', async () => {
-    const cluster = await withEnv({ ETCD_BIN: undefined }, () => startEtcd({ version: '3.7', args: ['--feature-gates=CompactHashCheck=true,LeaseCheckpointPersist=false'] }))
+  it("a caller's --feature-gates is merged with the launcher's into the one flag etcd takes", async () => {
+    const cluster = await withEnv({ ETCD_BIN: undefined }, () =>
+      startEtcd({ version: '3.7', args: ['--feature-gates=CompactHashCheck=true,LeaseCheckpointPersist=false'] }),
+    )
     clusters.push(cluster)
     const gates = cmdline(cluster.pids()[0]!).filter((a) => a.startsWith('--feature-gates='))
     expect(gates).toEqual(['--feature-gates=LeaseCheckpoint=true,LeaseCheckpointPersist=false,CompactHashCheck=true'])
   })
 
   it('3.7 refuses an --experimental-* flag: the error says to use --feature-gates and quotes etcd; no process is left', async () => {
-    const err = await withEnv({ ETCD_BIN: undefined }, () => startEtcd({ version: '3.7', args: ['--experimental-enable-lease-checkpoint=true'] })).catch((e: Error) => e)
+    const err = await withEnv({ ETCD_BIN: undefined }, () =>
+      startEtcd({ version: '3.7', args: ['--experimental-enable-lease-checkpoint=true'] }),
+    ).catch((e: Error) => e)
     expect(err).toBeInstanceOf(Error)
     expect((err as Error).message).toMatch(/etcd 3\.7 member m0 exited during start-up/)
     expect((err as Error).message).toMatch(/--feature-gates/)
     expect((err as Error).message).toMatch(/experimental-enable-lease-checkpoint/)
-    const left = readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((p) => {
-      try {
-        return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('--experimental-enable-lease-checkpoint=true') && readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('v3.7')
-      } catch {
-        return false
-      }
-    })
+    const left = readdirSync('/proc')
+      .filter((p) => /^\d+$/.test(p))
+      .filter((p) => {
+        try {
+          return (
+            readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('--experimental-enable-lease-checkpoint=true') &&
+            readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('v3.7')
+          )
+        } catch {
+          return false
+        }
+      })
     expect(left).toEqual([])
   })
 
@@ -141,11 +155,15 @@ describe('startEtcd({ version })', () => {
 
   it('a release we do not run on is an InvalidArgumentError listing those we do', () => {
     expect(() => resolveEtcd({ version: '3.3' })).toThrow(InvalidArgumentError)
-    expect(() => withEnv({ ETCD_VERSION: '4.0', ETCD_BIN: undefined }, () => resolveEtcd())).toThrow(/ETCD_VERSION "4\.0" is not one this project runs on: use one of 3\.4, 3\.5, 3\.6, 3\.7/)
+    expect(() => withEnv({ ETCD_VERSION: '4.0', ETCD_BIN: undefined }, () => resolveEtcd())).toThrow(
+      /ETCD_VERSION "4\.0" is not one this project runs on: use one of 3\.4, 3\.5, 3\.6, 3\.7/,
+    )
   })
 
   it('a release that is not built says how to build it, and nothing is started', async () => {
-    const err = await withEnv({ ETCD_BIN: undefined, MIDDY_ETCD_CACHE: '/nonexistent/middy-etcd' }, () => startEtcd({ version: '3.6' })).catch((e: Error) => e)
+    const err = await withEnv({ ETCD_BIN: undefined, MIDDY_ETCD_CACHE: '/nonexistent/middy-etcd' }, () =>
+      startEtcd({ version: '3.6' }),
+    ).catch((e: Error) => e)
     expect(err).toBeInstanceOf(EtcdNotFoundError)
     expect((err as Error).message).toContain('etcd 3.6 (')
     expect((err as Error).message).toContain('etcd/build.mjs 3.6')
@@ -153,7 +171,9 @@ describe('startEtcd({ version })', () => {
   })
 
   it('with no version asked and the default not built, etcd on PATH runs, whatever its release', () => {
-    const release = withEnv({ ETCD_BIN: undefined, ETCD_VERSION: undefined, MIDDY_ETCD_CACHE: '/nonexistent/middy-etcd' }, () => resolveEtcd())
+    const release = withEnv({ ETCD_BIN: undefined, ETCD_VERSION: undefined, MIDDY_ETCD_CACHE: '/nonexistent/middy-etcd' }, () =>
+      resolveEtcd(),
+    )
     // This machine's PATH has Debian's 3.4 (our own builds are never put on PATH by the set-up).
     expect(release.bin).toMatch(/\/etcd$/)
     expect(alive(process.pid)).toBe(true)
@@ -164,21 +184,31 @@ describe('startEtcd({ version })', () => {
 describe('flags by release', () => {
   it('3.4 and 3.5 take --experimental-* checkpoint flags, 3.6 and 3.7 feature gates; all use zap', () => {
     expect(releaseFlags('3.4')).toEqual(['--logger=zap', '--experimental-enable-lease-checkpoint=true'])
-    expect(releaseFlags('3.5')).toEqual(['--logger=zap', '--experimental-enable-lease-checkpoint=true', '--experimental-enable-lease-checkpoint-persist=true'])
+    expect(releaseFlags('3.5')).toEqual([
+      '--logger=zap',
+      '--experimental-enable-lease-checkpoint=true',
+      '--experimental-enable-lease-checkpoint-persist=true',
+    ])
     expect(releaseFlags('3.6')).toEqual(['--logger=zap', '--feature-gates=LeaseCheckpoint=true,LeaseCheckpointPersist=true'])
     expect(releaseFlags('3.7', { leaseCheckpoint: false })).toEqual(['--logger=zap'])
   })
 
-  it('mergeFlags keeps every other flag and lets the caller\'s gate values win', () => {
-    expect(mergeFlags(['--a', '--feature-gates=X=true,Y=true'], ['--feature-gates=Y=false', '--b'])).toEqual(['--a', '--b', '--feature-gates=X=true,Y=false'])
+  it("mergeFlags keeps every other flag and lets the caller's gate values win", () => {
+    expect(mergeFlags(['--a', '--feature-gates=X=true,Y=true'], ['--feature-gates=Y=false', '--b'])).toEqual([
+      '--a',
+      '--b',
+      '--feature-gates=X=true,Y=false',
+    ])
     expect(mergeFlags(['--a'], ['--b'])).toEqual(['--a', '--b'])
   })
 })
 
 describe('custom.etcd.version and leaseCheckpoint (the offline plugin)', () => {
-  const service = (etcd: unknown) => ({ service: { custom: { etcd }, provider: {}, functions: {}, getAllFunctions: () => [], getFunction: () => ({}) } }) as never
-  it('accepts each release line and a boolean; YAML\'s `version: 3.7` (a number) is read as 3.7', () => {
-    for (const version of LINES) expect(readConfig(service({ version, leaseCheckpoint: false }))).toEqual({ version, leaseCheckpoint: false })
+  const service = (etcd: unknown) =>
+    ({ service: { custom: { etcd }, provider: {}, functions: {}, getAllFunctions: () => [], getFunction: () => ({}) } }) as never
+  it("accepts each release line and a boolean; YAML's `version: 3.7` (a number) is read as 3.7", () => {
+    for (const version of LINES)
+      expect(readConfig(service({ version, leaseCheckpoint: false }))).toEqual({ version, leaseCheckpoint: false })
     expect(readConfig(service({ version: 3.6 }))).toEqual({ version: '3.6' })
   })
   it('refuses another version or a non-boolean, naming the setting', () => {

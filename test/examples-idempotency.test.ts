@@ -26,8 +26,10 @@ interface Answer {
   body: string
 }
 
-const rest = (body: unknown, key?: string) => restEvent({ headers: key ? { 'Idempotency-Key': key } : { Accept: '*/*' }, body: typeof body === 'string' ? body : JSON.stringify(body) })
-const httpApi = (body: unknown, key?: string, domain: 'api' | 'url' = 'api') => httpApiEvent({ headers: key ? { 'Idempotency-Key': key } : {}, body: JSON.stringify(body) }, domain)
+const rest = (body: unknown, key?: string) =>
+  restEvent({ headers: key ? { 'Idempotency-Key': key } : { Accept: '*/*' }, body: typeof body === 'string' ? body : JSON.stringify(body) })
+const httpApi = (body: unknown, key?: string, domain: 'api' | 'url' = 'api') =>
+  httpApiEvent({ headers: key ? { 'Idempotency-Key': key } : {}, body: JSON.stringify(body) }, domain)
 const call = (event: APIGatewayProxyEvent | APIGatewayProxyEventV2) => handler(event, lambdaContext(10_000, 'payments')) as Promise<Answer>
 const chargesOf = (orderId: string) => charged.filter((c) => c.charge.orderId === orderId)
 
@@ -47,9 +49,16 @@ describe('examples/idempotency-handler.ts', () => {
   it('HTTP API and function URL (payload 2.0, header names lower-cased): three duplicates charge once', async () => {
     // Before issue 23 the README read event.headers['Idempotency-Key']: undefined on these
     // events, so each duplicate ran without idempotency and charged again.
-    for (const [domain, orderId] of [['api', 'o-v2'], ['url', 'o-url']] as const) {
+    for (const [domain, orderId] of [
+      ['api', 'o-v2'],
+      ['url', 'o-url'],
+    ] as const) {
       const order = { orderId, amount: 5 }
-      const answers = [await call(httpApi(order, `key-${orderId}`, domain)), await call(httpApi(order, `key-${orderId}`, domain)), await call(httpApi(order, `key-${orderId}`, domain))]
+      const answers = [
+        await call(httpApi(order, `key-${orderId}`, domain)),
+        await call(httpApi(order, `key-${orderId}`, domain)),
+        await call(httpApi(order, `key-${orderId}`, domain)),
+      ]
       expect(answers.map((a) => a.statusCode)).toEqual([201, 201, 201])
       expect(new Set(answers.map((a) => a.body)).size).toBe(1)
       expect(chargesOf(orderId)).toHaveLength(1)
@@ -103,6 +112,9 @@ it("every line of the README's idempotency code blocks is in an example file run
   const blocks = [...section.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1])
   expect(blocks).toHaveLength(2)
   // Imports differ (the README imports the package); everything else is quoted as it runs.
-  const lines = blocks.flatMap((b) => b.split('\n')).map((l) => l.trim()).filter((l) => l && !l.startsWith('import ') && !l.startsWith('//'))
+  const lines = blocks
+    .flatMap((b) => b.split('\n'))
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith('import ') && !l.startsWith('//'))
   expect(lines.filter((l) => !examples.includes(l))).toEqual([])
 })

@@ -26,7 +26,10 @@ it('examples/queue-tour.ts: the first batch holds what is visible at once; the g
     rest.push(...got.map((m): [string, number] => [m.value, m.receiveCount]))
     await q.ackMany(got)
   }
-  expect(rest.sort()).toEqual([['in a second', 1], ['second of customer 7', 2]])
+  expect(rest.sort()).toEqual([
+    ['in a second', 1],
+    ['second of customer 7', 2],
+  ])
   expect(await q.size()).toBe(0)
 })
 
@@ -39,6 +42,9 @@ it("every line of the README's Queues code block is in examples/queue-tour.ts", 
   const blocks = [...section.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1])
   expect(blocks).toHaveLength(1)
   // The README imports the package; everything else is quoted as it runs.
-  const lines = blocks[0].split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('import '))
+  const lines = blocks[0]
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith('import '))
   expect(lines.filter((l) => !example.includes(l))).toEqual([])
 })

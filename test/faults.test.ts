@@ -32,7 +32,10 @@ describe('the history checker', () => {
     expect(checkHolds([h('a', 5, 5, 0, 10), h('b', 7, 7, 11, 20), h('c', 9, 9, 21, 22)])).toEqual([])
     expect(checkHolds([h('a', 5, 5, 0, 10), h('b', 7, 7, 9, 20)]).map((v) => v.kind)).toEqual(['overlap'])
     // A short hold inside a long one is an overlap too, even with a clean neighbour in between.
-    expect(checkHolds([h('a', 5, 5, 0, 100), h('b', 7, 7, 10, 20), h('c', 9, 9, 30, 40)]).map((v) => v.kind)).toEqual(['overlap', 'overlap'])
+    expect(checkHolds([h('a', 5, 5, 0, 100), h('b', 7, 7, 10, 20), h('c', 9, 9, 30, 40)]).map((v) => v.kind)).toEqual([
+      'overlap',
+      'overlap',
+    ])
     expect(checkHolds([h('a', 7, 5, 0, 10), h('b', 7, 6, 11, 20)]).map((v) => v.kind)).toEqual(['fence'])
     expect(checkHolds([h('a', 5, 6, 0, 10), h('b', 7, 5, 11, 20)]).map((v) => v.kind)).toEqual(['fifo'])
     expect(checkHolds([h('a', 5, 5, 10, 0)]).map((v) => v.kind)).toEqual(['interval'])
@@ -49,13 +52,26 @@ describe('faults on a 3-member cluster', () => {
   it('lock handoffs stay exclusive, fenced and FIFO while every member (the leader first) restarts', async () => {
     const outages: Outage[] = []
     let faultsDone = false
-    const faults = cycleFaults(etcd.cluster, { downMs: CI.downMs, upMs: CI.upMs, onFault: (o) => outages.push(o) }).finally(() => (faultsDone = true))
+    const faults = cycleFaults(etcd.cluster, { downMs: CI.downMs, upMs: CI.upMs, onFault: (o) => outages.push(o) }).finally(
+      () => (faultsDone = true),
+    )
     const duringOutage = (t: number) => {
       const pids = etcd.cluster.pids()
       return pids.some((p) => p === undefined) || outages.some((o) => t >= o.from && t <= o.to)
     }
-    const result = await lockHandoffs(etcd.cluster, { name: uniqueName('handoff'), contenders: 4, ttl: 5, until: () => faultsDone, duringOutage }).finally(() => faults)
-    report('lock handoffs', { ...result, violations: result.violations.slice(0, 5), faults: outages.length, leaderStops: outages.filter((o) => o.wasLeader).length })
+    const result = await lockHandoffs(etcd.cluster, {
+      name: uniqueName('handoff'),
+      contenders: 4,
+      ttl: 5,
+      until: () => faultsDone,
+      duringOutage,
+    }).finally(() => faults)
+    report('lock handoffs', {
+      ...result,
+      violations: result.violations.slice(0, 5),
+      faults: outages.length,
+      leaderStops: outages.filter((o) => o.wasLeader).length,
+    })
     expect(result.violations).toEqual([])
     expect(outages.length).toBe(3)
     expect(outages[0].wasLeader).toBe(true)
@@ -71,12 +87,23 @@ describe('faults on a 3-member cluster', () => {
     let faults: Promise<unknown> = Promise.resolve()
     // Rounds of restarts until the queue is drained, with a quiet spell after each round: the
     // killed consumer's 2 s claim leases can only expire while leadership is stable.
-    const startFaults = () => (faults = cycleFaults(etcd.cluster, { downMs: CI.downMs, upMs: CI.upMs, quietMs: 4000, until: () => consumed, onFault: (o) => outages.push(o) }))
+    const startFaults = () =>
+      (faults = cycleFaults(etcd.cluster, {
+        downMs: CI.downMs,
+        upMs: CI.upMs,
+        quietMs: 4000,
+        until: () => consumed,
+        onFault: (o) => outages.push(o),
+      }))
     // The workload gives up (and reports what it saw) before the test timeout, so the faults
     // always stop before the next test.
-    const result = await queueUnderFaults(etcd.cluster, { name: uniqueName('q'), messages: CI.queueMessages, batch: 20, deadlineMs: 75_000, onProduced: startFaults }).finally(
-      () => (consumed = true),
-    )
+    const result = await queueUnderFaults(etcd.cluster, {
+      name: uniqueName('q'),
+      messages: CI.queueMessages,
+      batch: 20,
+      deadlineMs: 75_000,
+      onProduced: startFaults,
+    }).finally(() => (consumed = true))
     await faults
     report('queue', { ...result, violations: result.violations.slice(0, 20), faults: outages.length })
     expect(result.violations).toEqual([])
@@ -91,7 +118,9 @@ describe('faults on a 3-member cluster', () => {
   it('STM bank: 5 accounts of 100, concurrent half-balance transfers while members restart: the sum stays 500', async () => {
     let faultsDone = false
     const outages: Outage[] = []
-    const faults = cycleFaults(etcd.cluster, { downMs: CI.downMs, upMs: CI.upMs, onFault: (o) => outages.push(o) }).finally(() => (faultsDone = true))
+    const faults = cycleFaults(etcd.cluster, { downMs: CI.downMs, upMs: CI.upMs, onFault: (o) => outages.push(o) }).finally(
+      () => (faultsDone = true),
+    )
     const result = await stmBank(etcd.cluster, { name: uniqueName('bank'), workers: 4, until: () => faultsDone }).finally(() => faults)
     report('stm bank', { ...result, faults: outages.length })
     expect(result.violations).toEqual([])

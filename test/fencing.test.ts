@@ -40,7 +40,9 @@ describe('fencedUpsert and requireFenced', () => {
         'ON CONFLICT ("id") DO UPDATE SET "balance" = EXCLUDED."balance", "note" = EXCLUDED."note", "fence" = EXCLUDED."fence" WHERE cur."fence" < EXCLUDED."fence"',
       values: ['alice', 120, 'x', '41'],
     })
-    expect(fencedUpsert({ table: 't', key: { k: 1 }, set: { v: 2 }, fence: 9n, fenceColumn: 'token' }).text).toContain('WHERE cur."token" < EXCLUDED."token"')
+    expect(fencedUpsert({ table: 't', key: { k: 1 }, set: { v: 2 }, fence: 9n, fenceColumn: 'token' }).text).toContain(
+      'WHERE cur."token" < EXCLUDED."token"',
+    )
   })
 
   it('refuses what it cannot quote or would write twice, with a typed error naming the fix', () => {
@@ -88,7 +90,9 @@ describe('a frozen holder cannot write to Postgres after its lock passed on', ()
     const results = await Promise.all(Array.from({ length: PAIRS }, (_, pair) => rounds(pair, target)))
     const late = results.flatMap((r) => r.late)
     const fresh = results.flatMap((r) => r.fresh)
-    console.log(`[fencing] postgres: ${late.length} late writes by frozen holders, ${late.filter((w) => !w.applied).length} refused; ${fresh.length} writes by new holders, ${fresh.filter((w) => w.applied).length} applied`)
+    console.log(
+      `[fencing] postgres: ${late.length} late writes by frozen holders, ${late.filter((w) => !w.applied).length} refused; ${fresh.length} writes by new holders, ${fresh.filter((w) => w.applied).length} applied`,
+    )
     expect(late.length).toBe(PAIRS * ROUNDS * 2)
     expect(late.filter((w) => w.applied)).toEqual([])
     expect(late.every((w) => w.error === undefined)).toBe(true)
@@ -113,7 +117,21 @@ describe('a frozen holder cannot write to Postgres after its lock passed on', ()
     try {
       for (let round = 0; round < ROUNDS; round++) {
         const id = `a.lock.${pair}-${round}`
-        await a.request({ op: 'loop', id, kind: 'lock', endpoints: etcd.cluster.endpoints, name, fenceKey: `${name}-fence`, ttl: TTL, once: true, pg: pgTarget }, 'started', 30_000)
+        await a.request(
+          {
+            op: 'loop',
+            id,
+            kind: 'lock',
+            endpoints: etcd.cluster.endpoints,
+            name,
+            fenceKey: `${name}-fence`,
+            ttl: TTL,
+            once: true,
+            pg: pgTarget,
+          },
+          'started',
+          30_000,
+        )
         const first = await a.next('pgWrite', 30_000, (e) => e.id === id)
         expect(first.applied).toBe(true)
 
@@ -161,7 +179,13 @@ describe('examples/fencing-*.ts (run against Postgres and etcd)', () => {
 
   it('Postgres: the etcdLock handler carries context.etcd.lock.fence into the write', async () => {
     const saved = { ...process.env }
-    Object.assign(process.env, { ETCD_ENDPOINTS: etcd.cluster.endpoints.join(','), PGHOST: pg.socketDir, PGPORT: String(pg.port), PGUSER: pg.user, PGDATABASE: pg.database })
+    Object.assign(process.env, {
+      ETCD_ENDPOINTS: etcd.cluster.endpoints.join(','),
+      PGHOST: pg.socketDir,
+      PGPORT: String(pg.port),
+      PGUSER: pg.user,
+      PGDATABASE: pg.database,
+    })
     try {
       const account = uniqueName('acct')
       const first = (await handler({ account, balance: 5 }, lambdaContext())) as { ok: boolean; fence: string }
@@ -174,7 +198,7 @@ describe('examples/fencing-*.ts (run against Postgres and etcd)', () => {
     }
   })
 
-  it('etcd: the etcdLock handler writes through its grant\'s fenced(), one fence higher each invocation', async () => {
+  it("etcd: the etcdLock handler writes through its grant's fenced(), one fence higher each invocation", async () => {
     const saved = process.env.ETCD_ENDPOINTS
     process.env.ETCD_ENDPOINTS = etcd.cluster.endpoints.join(',')
     try {
@@ -195,7 +219,7 @@ describe('examples/fencing-*.ts (run against Postgres and etcd)', () => {
     const job = uniqueName('job')
     const fence = await recordRun(etcd.client, job, 'ok')
     expect(fence).toBeGreaterThan(0n)
-    expect((await etcd.client.get(`jobs/${job}/last-run`).string())).toBe('ok')
+    expect(await etcd.client.get(`jobs/${job}/last-run`).string()).toBe('ok')
   })
 
   it('DynamoDB (document only): the UpdateItem input conditions on the stored fence', () => {
@@ -209,7 +233,7 @@ describe('examples/fencing-*.ts (run against Postgres and etcd)', () => {
     })
   })
 
-  it("every line of the README's \"Fencing downstream\" code blocks is in an example file run above", () => {
+  it('every line of the README\'s "Fencing downstream" code blocks is in an example file run above', () => {
     const readme = readFileSync(`${root}README.md`, 'utf8')
     const start = readme.indexOf('## Fencing downstream')
     expect(start).toBeGreaterThan(0)
@@ -221,7 +245,10 @@ describe('examples/fencing-*.ts (run against Postgres and etcd)', () => {
     const blocks = [...section.matchAll(/```(?:ts|sql)\n([\s\S]*?)```/g)].map((m) => m[1])
     expect(blocks.length).toBeGreaterThanOrEqual(3)
     // Imports differ (the README imports the package); everything else is quoted as it runs.
-    const lines = blocks.flatMap((b) => b.split('\n')).map((l) => l.trim()).filter((l) => l && !l.startsWith('import ') && !l.startsWith('//'))
+    const lines = blocks
+      .flatMap((b) => b.split('\n'))
+      .map((l) => l.trim())
+      .filter((l) => l && !l.startsWith('import ') && !l.startsWith('//'))
     expect(lines.filter((l) => !examples.includes(l))).toEqual([])
   })
 })

@@ -16,9 +16,15 @@ export function goPeerDir(): string {
  * client, go.sum its dependencies): a binary built from other sources or modules is never reused.
  */
 function sourceHash(dir: string): string {
-  const files = readdirSync(dir).filter((f) => f.endsWith('.go') || f === 'build.sh' || f === 'go.mod' || f === 'go.sum').sort()
+  const files = readdirSync(dir)
+    .filter((f) => f.endsWith('.go') || f === 'build.sh' || f === 'go.mod' || f === 'go.sum')
+    .sort()
   const hash = createHash('sha256')
-  for (const f of files) hash.update(f).update('\0').update(readFileSync(join(dir, f)))
+  for (const f of files)
+    hash
+      .update(f)
+      .update('\0')
+      .update(readFileSync(join(dir, f)))
   return hash.digest('hex').slice(0, 12)
 }
 
@@ -75,7 +81,9 @@ const running = new Set<ChildProcess>()
 
 /** Starts `bin -scenario scenario -prefix name -n n args...` against `endpoint` without waiting for it. */
 export function startGoPeer(bin: string, endpoint: string, scenario: string, name: string, n: number, args: string[] = []): RunningGoPeer {
-  const proc = spawn(bin, ['-endpoints', endpoint, '-scenario', scenario, '-prefix', name, '-n', String(n), ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const proc = spawn(bin, ['-endpoints', endpoint, '-scenario', scenario, '-prefix', name, '-n', String(n), ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
   running.add(proc)
   const lines: string[] = []
   let partial = ''

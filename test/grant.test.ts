@@ -59,23 +59,46 @@ async function released(grant: Grant, reason: new (...args: never[]) => Error): 
 
 describe('the grant contract', () => {
   /** Each lock-like grant: how to take and give it back, and what its signal says when nothing is held. */
-  const cases: [string, () => { grant: Grant; take: () => Promise<unknown>; give: () => Promise<unknown> }[], new (...args: never[]) => Error][] = [
-    ['Mutex', () => {
-      const m = new Mutex(session, uniqueName('grant-mutex'))
-      return [{ grant: m, take: () => m.lock(), give: () => m.unlock() }]
-    }, LockReleasedError],
-    ['RWMutex, read and write', () => {
-      const rw = new RWMutex(session, uniqueName('grant-rw'))
-      return [{ grant: rw, take: () => rw.rLock(), give: () => rw.rUnlock() }, { grant: rw, take: () => rw.lock(), give: () => rw.unlock() }]
-    }, LockReleasedError],
-    ['Semaphore', () => {
-      const s = new Semaphore(session, uniqueName('grant-sem'), 2)
-      return [{ grant: s, take: () => s.acquire(), give: () => s.release() }]
-    }, LockReleasedError],
-    ['Election', () => {
-      const e = new Election(session, uniqueName('grant-elect'))
-      return [{ grant: e, take: () => e.campaign('me'), give: () => e.resign() }]
-    }, NotLeaderError],
+  const cases: [
+    string,
+    () => { grant: Grant; take: () => Promise<unknown>; give: () => Promise<unknown> }[],
+    new (...args: never[]) => Error,
+  ][] = [
+    [
+      'Mutex',
+      () => {
+        const m = new Mutex(session, uniqueName('grant-mutex'))
+        return [{ grant: m, take: () => m.lock(), give: () => m.unlock() }]
+      },
+      LockReleasedError,
+    ],
+    [
+      'RWMutex, read and write',
+      () => {
+        const rw = new RWMutex(session, uniqueName('grant-rw'))
+        return [
+          { grant: rw, take: () => rw.rLock(), give: () => rw.rUnlock() },
+          { grant: rw, take: () => rw.lock(), give: () => rw.unlock() },
+        ]
+      },
+      LockReleasedError,
+    ],
+    [
+      'Semaphore',
+      () => {
+        const s = new Semaphore(session, uniqueName('grant-sem'), 2)
+        return [{ grant: s, take: () => s.acquire(), give: () => s.release() }]
+      },
+      LockReleasedError,
+    ],
+    [
+      'Election',
+      () => {
+        const e = new Election(session, uniqueName('grant-elect'))
+        return [{ grant: e, take: () => e.campaign('me'), give: () => e.resign() }]
+      },
+      NotLeaderError,
+    ],
   ]
 
   it.each(cases)('%s', async (_, make, notHeld) => {

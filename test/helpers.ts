@@ -57,7 +57,12 @@ export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
  * Polls `probe` until it returns something truthy, and returns that; fails naming `what` after
  * `timeoutMs` (a bound that only catches hangs, never a timing assertion).
  */
-export async function until<T>(what: string, timeoutMs: number, probe: () => T | undefined | false | Promise<T | undefined | false>, everyMs = 100): Promise<T> {
+export async function until<T>(
+  what: string,
+  timeoutMs: number,
+  probe: () => T | undefined | false | Promise<T | undefined | false>,
+  everyMs = 100,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs
   for (;;) {
     const value = await probe()
@@ -88,6 +93,7 @@ export function alive(pid: number): boolean {
  */
 export async function freeze(pid: number): Promise<void> {
   process.kill(pid, 'SIGSTOP')
-  const stopped = () => readdirSync(`/proc/${pid}/task`).every((tid) => /^\S+ \(.*\) [Tt]/.test(readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8')))
+  const stopped = () =>
+    readdirSync(`/proc/${pid}/task`).every((tid) => /^\S+ \(.*\) [Tt]/.test(readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8')))
   await until(`process ${pid} to stop after SIGSTOP`, 5_000, stopped, 2)
 }

@@ -94,10 +94,17 @@ function httpHandler(...middlewares: middy.MiddlewareObj<any, any, Error, any>[]
   return { handler: (event: unknown) => chain(event as HttpEvent, lambdaContext(5_000)) as Promise<Answer>, runs }
 }
 
-describe("what the request got wrong is a 4xx with a message, not an empty 500 (issue 23, item 8)", () => {
+describe('what the request got wrong is a 4xx with a message, not an empty 500 (issue 23, item 8)', () => {
   it("malformed JSON in the README's `payload: (e) => JSON.parse(e.body)`: 400 naming the payload function; nothing run, nothing written", async () => {
     const prefix = uniqueName('http-payload')
-    const { handler, runs } = httpHandler(etcdIdempotency<APIGatewayProxyEvent>({ key: (e) => e.headers?.['Idempotency-Key'], payload: (e) => JSON.parse(e.body ?? '{}'), prefix, client: etcd.client }))
+    const { handler, runs } = httpHandler(
+      etcdIdempotency<APIGatewayProxyEvent>({
+        key: (e) => e.headers?.['Idempotency-Key'],
+        payload: (e) => JSON.parse(e.body ?? '{}'),
+        prefix,
+        client: etcd.client,
+      }),
+    )
     const answer = await handler(restEvent({ headers: { 'Idempotency-Key': 'k-1' }, body: '{"orderId": "o-1",' }))
     expect(answer.statusCode).toBe(400)
     expect(answer.body).toMatch(/`payload` function failed on this request \(SyntaxError: /)
@@ -106,7 +113,13 @@ describe("what the request got wrong is a 4xx with a message, not an empty 500 (
   })
 
   it('a key function that throws (the header it reads is missing): 400 naming the key function', async () => {
-    const { handler, runs } = httpHandler(etcdIdempotency<APIGatewayProxyEvent>({ key: (e) => e.headers['Idempotency-Key']!.trim(), prefix: uniqueName('http-keyfn'), client: etcd.client }))
+    const { handler, runs } = httpHandler(
+      etcdIdempotency<APIGatewayProxyEvent>({
+        key: (e) => e.headers['Idempotency-Key']!.trim(),
+        prefix: uniqueName('http-keyfn'),
+        client: etcd.client,
+      }),
+    )
     const answer = await handler(restEvent({ headers: { Accept: 'application/json' } }))
     expect(answer.statusCode).toBe(400)
     expect(answer.body).toMatch(/`key` function failed on this request \(TypeError: /)
@@ -115,7 +128,9 @@ describe("what the request got wrong is a 4xx with a message, not an empty 500 (
 
   it('a 5,000-byte Idempotency-Key: 400 saying how long a key may be; nothing written', async () => {
     const prefix = uniqueName('http-longkey')
-    const { handler, runs } = httpHandler(etcdIdempotency<APIGatewayProxyEvent>({ key: (e) => e.headers?.['Idempotency-Key'], prefix, client: etcd.client }))
+    const { handler, runs } = httpHandler(
+      etcdIdempotency<APIGatewayProxyEvent>({ key: (e) => e.headers?.['Idempotency-Key'], prefix, client: etcd.client }),
+    )
     const answer = await handler(restEvent({ headers: { 'Idempotency-Key': 'k'.repeat(5_000) } }))
     expect(answer.statusCode).toBe(400)
     expect(answer.body).toMatch(/idempotency key is 5000 bytes; at most \d+ are accepted/)
@@ -127,7 +142,9 @@ describe("what the request got wrong is a 4xx with a message, not an empty 500 (
   })
 
   it('a lock name function that throws on the event: 400, the handler not run', async () => {
-    const { handler, runs } = httpHandler(etcdLock<APIGatewayProxyEvent>({ name: (e) => `accounts/${JSON.parse(e.body ?? '').account}`, client: etcd.client }))
+    const { handler, runs } = httpHandler(
+      etcdLock<APIGatewayProxyEvent>({ name: (e) => `accounts/${JSON.parse(e.body ?? '').account}`, client: etcd.client }),
+    )
     const answer = await handler(restEvent({ body: 'account=7' }))
     expect(answer.statusCode).toBe(400)
     expect(answer.body).toMatch(/etcdLock: the `name` function failed on this request \(SyntaxError: /)
@@ -200,10 +217,15 @@ describe('every short-circuit of ours answers an HTTP caller with a proxy respon
   })
 
   it("the rate limit's 'try' answer is a JSON 429 with Retry-After; a held lock's try stays 409", async () => {
-    const { handler } = httpHandler(etcdRateLimit({ name: uniqueName('http-rl'), rate: 1, per: 60_000, acquire: 'try', client: etcd.client }))
+    const { handler } = httpHandler(
+      etcdRateLimit({ name: uniqueName('http-rl'), rate: 1, per: 60_000, acquire: 'try', client: etcd.client }),
+    )
     expect((await handler(httpApiEvent())).statusCode).toBe(200)
     const limited = await handler(httpApiEvent())
-    expect(limited).toMatchObject({ statusCode: 429, headers: { 'Content-Type': 'application/json', 'Retry-After': expect.stringMatching(/^\d+$/) } })
+    expect(limited).toMatchObject({
+      statusCode: 429,
+      headers: { 'Content-Type': 'application/json', 'Retry-After': expect.stringMatching(/^\d+$/) },
+    })
     expect(JSON.parse(limited.body)).toMatchObject({ message: 'Too Many Requests' })
     const lock = uniqueName('http-lock-try')
     const { handler: locked } = httpHandler(etcdLock({ name: lock, acquire: 'try', client: etcd.client }))

@@ -23,12 +23,16 @@ beforeAll(async () => {
 }, 250_000)
 afterEach(killGoPeers)
 
-const go = (scenario: string, name: string, n = 0, args: string[] = []) => startGoPeer(bin, etcd.cluster.endpoints[0], scenario, name, n, args)
+const go = (scenario: string, name: string, n = 0, args: string[] = []) =>
+  startGoPeer(bin, etcd.cluster.endpoints[0], scenario, name, n, args)
 
 /** Whether `p` settles within `ms` (it keeps running either way). */
 async function settledWithin(p: Promise<unknown>, ms: number) {
   let settled = false
-  p.then(() => (settled = true), () => (settled = true))
+  p.then(
+    () => (settled = true),
+    () => (settled = true),
+  )
   await sleep(ms)
   return settled
 }
@@ -144,7 +148,7 @@ describe('Go helpers against our primitives', () => {
     expect(await keysOf(name)).toEqual([])
   })
 
-  it('Go\'s Barrier.Wait after its fixes (3.6+): a sibling key <name>0 does not block it, and writes after the hold do not hang it', async () => {
+  it("Go's Barrier.Wait after its fixes (3.6+): a sibling key <name>0 does not block it, and writes after the hold do not hang it", async () => {
     const name = uniqueName('gobarrierfix')
     // 3.4's Wait read the prefix, so <name>0 alone looked like a held barrier and it waited forever.
     await etcd.client.put(`${name}0`).value('unrelated')
@@ -209,7 +213,7 @@ describe('Go helpers against our primitives', () => {
   })
 })
 
-describe("a Go Dequeue of messages we received or grouped leaves none of our keys behind", () => {
+describe('a Go Dequeue of messages we received or grouped leaves none of our keys behind', () => {
   /** Every key in etcd that mentions `name`. */
   const mentioning = async (name: string) => (await etcd.client.getAll().keys()).filter((k) => k.includes(name)).sort()
 
@@ -268,7 +272,10 @@ describe("a Go Dequeue of messages we received or grouped leaves none of our key
     // The group's next message is its head now: its item, metadata and head are all that is left.
     const left = await mentioning(name)
     expect(left.filter((k) => k.startsWith(`${name}/`))).toHaveLength(1)
-    expect(left.filter((k) => !k.startsWith(`${name}/`))).toEqual([`__group-heads/${name}/g`, `__meta/${left.find((k) => k.startsWith(`${name}/`))}`])
+    expect(left.filter((k) => !k.startsWith(`${name}/`))).toEqual([
+      `__group-heads/${name}/g`,
+      `__meta/${left.find((k) => k.startsWith(`${name}/`))}`,
+    ])
     const q = new Queue(etcd.client, name)
     const [m] = await q.receive({ wait: false })
     await q.ack(m)
@@ -329,7 +336,12 @@ describe('bad command lines and a missing toolchain fail loudly', () => {
   })
 
   it('build.sh without Go on PATH says which Go to install', async () => {
-    const err = await run('/bin/bash', [join(goPeerDir(), 'build.sh'), '/tmp/never-built'], { env: { PATH: '/nonexistent' } }).catch((e: unknown) => e)
-    expect(err).toMatchObject({ code: 1, stderr: expect.stringContaining('the Go toolchain (go) is not on PATH; install Go 1.26 or newer') })
+    const err = await run('/bin/bash', [join(goPeerDir(), 'build.sh'), '/tmp/never-built'], { env: { PATH: '/nonexistent' } }).catch(
+      (e: unknown) => e,
+    )
+    expect(err).toMatchObject({
+      code: 1,
+      stderr: expect.stringContaining('the Go toolchain (go) is not on PATH; install Go 1.26 or newer'),
+    })
   })
 })

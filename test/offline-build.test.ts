@@ -27,13 +27,24 @@ function service(functions: Record<string, FunctionObject>, environment?: Record
   writeFileSync(join(dir, 'handlers', 'explode.ts'), HANDLER)
   return {
     serviceDir: dir,
-    service: { service: 'svc', provider: { name: 'aws', runtime: 'nodejs22.x', environment }, getAllFunctions: () => Object.keys(functions), getFunction: (k) => functions[k] },
+    service: {
+      service: 'svc',
+      provider: { name: 'aws', runtime: 'nodejs22.x', environment },
+      getAllFunctions: () => Object.keys(functions),
+      getFunction: (k) => functions[k],
+    },
   }
 }
 
 function recorder() {
   const lines: string[] = []
-  const log = Object.assign((m: string) => lines.push(m), { notice: (m: string) => lines.push(m), info: (m: string) => lines.push(m), warning: (m: string) => lines.push(m), error: (m: string) => lines.push(m), verbose: () => {} }) as PluginLog
+  const log = Object.assign((m: string) => lines.push(m), {
+    notice: (m: string) => lines.push(m),
+    info: (m: string) => lines.push(m),
+    warning: (m: string) => lines.push(m),
+    error: (m: string) => lines.push(m),
+    verbose: () => {},
+  }) as PluginLog
   return { lines, log }
 }
 
@@ -100,8 +111,17 @@ describe('offline bundles', () => {
 })
 
 describe('enableSourceMaps', () => {
-  const fn = (environment?: Record<string, unknown>): NodeFunction => ({ key: 'f', fn: { handler: 'h.handler', environment }, module: 'h', source: '/h.ts', typescript: true })
-  const svc = (environment?: Record<string, unknown>): ServerlessLike => ({ serviceDir: '/nowhere', service: { service: 's', provider: { environment }, getAllFunctions: () => [], getFunction: () => ({}) } })
+  const fn = (environment?: Record<string, unknown>): NodeFunction => ({
+    key: 'f',
+    fn: { handler: 'h.handler', environment },
+    module: 'h',
+    source: '/h.ts',
+    typescript: true,
+  })
+  const svc = (environment?: Record<string, unknown>): ServerlessLike => ({
+    serviceDir: '/nowhere',
+    service: { service: 's', provider: { environment }, getAllFunctions: () => [], getFunction: () => ({}) },
+  })
 
   it('adds the flag once, after the function-level or provider NODE_OPTIONS, and leaves a reference alone', () => {
     const own = fn({ NODE_OPTIONS: '--stack-trace-limit=50', OTHER: 'x' })

@@ -5,15 +5,37 @@ import { InvalidArgumentError } from '../lib/index.js'
 import { checkQueueNames, queueSubscriptions, type FunctionObject, type ServerlessLike } from '../offline/config.js'
 
 function serverless(functions: Record<string, FunctionObject>): ServerlessLike {
-  return { serviceDir: '/nowhere', service: { service: 'svc', provider: { name: 'aws', stage: 'dev' }, getAllFunctions: () => Object.keys(functions), getFunction: (k) => functions[k] } }
+  return {
+    serviceDir: '/nowhere',
+    service: {
+      service: 'svc',
+      provider: { name: 'aws', stage: 'dev' },
+      getAllFunctions: () => Object.keys(functions),
+      getFunction: (k) => functions[k],
+    },
+  }
 }
 const consumer = (etcdQueue: Record<string, unknown>): FunctionObject => ({ handler: 'h.worker', events: [{ etcdQueue }] })
 
 describe('etcdQueue events', () => {
   it('become subscriptions with every queue setting, retry back-off included', () => {
-    const subs = queueSubscriptions(serverless({ worker: consumer({ queue: 'jobs', batchSize: 5, maxReceives: 3, retryDelay: 2, maxRetryDelay: 60 }) }))
+    const subs = queueSubscriptions(
+      serverless({ worker: consumer({ queue: 'jobs', batchSize: 5, maxReceives: 3, retryDelay: 2, maxRetryDelay: 60 }) }),
+    )
     expect(subs).toEqual([
-      { function: 'svc-dev-worker', functionKey: 'worker', queue: 'jobs', priority: false, batchSize: 5, visibilityTimeout: undefined, maxReceives: 3, deadLetterQueue: undefined, retryDelay: 2, maxRetryDelay: 60, concurrency: undefined },
+      {
+        function: 'svc-dev-worker',
+        functionKey: 'worker',
+        queue: 'jobs',
+        priority: false,
+        batchSize: 5,
+        visibilityTimeout: undefined,
+        maxReceives: 3,
+        deadLetterQueue: undefined,
+        retryDelay: 2,
+        maxRetryDelay: 60,
+        concurrency: undefined,
+      },
     ])
   })
 
@@ -31,8 +53,12 @@ describe('etcdQueue events', () => {
   })
 
   it('are refused when a dead-letter queue overlaps its own queue; the default dlq/<queue> and a dead-letter queue read by another function are fine', () => {
-    expect(() => queueSubscriptions(serverless({ w: consumer({ queue: 'jobs', deadLetterQueue: 'jobs/dead' }) }))).toThrow(/deadLetterQueue "jobs\/dead" overlaps its queue "jobs"/)
-    expect(() => queueSubscriptions(serverless({ w: consumer({ queue: 'jobs' }), inspector: consumer({ queue: 'dlq/jobs' }) }))).not.toThrow()
+    expect(() => queueSubscriptions(serverless({ w: consumer({ queue: 'jobs', deadLetterQueue: 'jobs/dead' }) }))).toThrow(
+      /deadLetterQueue "jobs\/dead" overlaps its queue "jobs"/,
+    )
+    expect(() =>
+      queueSubscriptions(serverless({ w: consumer({ queue: 'jobs' }), inspector: consumer({ queue: 'dlq/jobs' }) })),
+    ).not.toThrow()
     expect(() => checkQueueNames([{ function: 'f', queue: 'q', maxReceives: Infinity, deadLetterQueue: 'q/x' }])).not.toThrow() // dead-lettering off
   })
 })

@@ -26,10 +26,20 @@ function service(files: Record<string, string>): string {
   return dir
 }
 
-function serverless(dir: string, functions: Record<string, FunctionObject>, extra: Partial<ServerlessLike['service']> = {}): ServerlessLike {
+function serverless(
+  dir: string,
+  functions: Record<string, FunctionObject>,
+  extra: Partial<ServerlessLike['service']> = {},
+): ServerlessLike {
   return {
     serviceDir: dir,
-    service: { service: 's', provider: { name: 'aws', runtime: 'nodejs22.x' }, getAllFunctions: () => Object.keys(functions), getFunction: (k) => functions[k], ...extra },
+    service: {
+      service: 's',
+      provider: { name: 'aws', runtime: 'nodejs22.x' },
+      getAllFunctions: () => Object.keys(functions),
+      getFunction: (k) => functions[k],
+      ...extra,
+    },
   }
 }
 
@@ -57,7 +67,9 @@ describe('which functions the plugin builds', () => {
   it('a Node handler whose file is missing is a ConfigurationError naming the function and the paths tried', () => {
     const dir = service({})
     expect(() => nodeFunctions(serverless(dir, { gone: { handler: 'h/gone.handler' } }))).toThrow(ConfigurationError)
-    expect(() => nodeFunctions(serverless(dir, { gone: { handler: 'h/gone.handler' } }))).toThrow(/function gone: no source for handler h\/gone.handler \(looked for h\/gone\{\.js,\.mjs,\.cjs,\.ts/)
+    expect(() => nodeFunctions(serverless(dir, { gone: { handler: 'h/gone.handler' } }))).toThrow(
+      /function gone: no source for handler h\/gone.handler \(looked for h\/gone\{\.js,\.mjs,\.cjs,\.ts/,
+    )
     expect(() => nodeFunctions(serverless(dir, { bad: { handler: 'nodot' } }))).toThrow(/must look like path\/to\/file.exportName/)
   })
 
@@ -99,7 +111,13 @@ describe('package.patterns', () => {
 
   it('never lets a pattern replace a bundle or the CommonJS package.json, and says so', () => {
     const warnings: string[] = []
-    const log = Object.assign(() => {}, { notice() {}, info() {}, verbose() {}, error() {}, warning: (m: string) => warnings.push(m) }) as PluginLog
+    const log = Object.assign(() => {}, {
+      notice() {},
+      info() {},
+      verbose() {},
+      error() {},
+      warning: (m: string) => warnings.push(m),
+    }) as PluginLog
     const built = new Set(['handlers/x.js', 'package.json'])
     expect(patternFiles(dir, ['handlers/**', 'config/a.json'], built, log)).toEqual(['config/a.json'])
     expect(warnings).toEqual([expect.stringContaining('handlers/x.js')])
@@ -128,7 +146,12 @@ describe('the zip writer', () => {
     // The external attributes carry the mode: an executable stays executable.
     const zip = readFileSync(first)
     const modes: number[] = []
-    for (let at = zip.indexOf(Buffer.from([0x50, 0x4b, 0x01, 0x02])); at >= 0; at = zip.indexOf(Buffer.from([0x50, 0x4b, 0x01, 0x02]), at + 4)) modes.push((zip.readUInt32LE(at + 38) >>> 16) & 0o777)
+    for (
+      let at = zip.indexOf(Buffer.from([0x50, 0x4b, 0x01, 0x02]));
+      at >= 0;
+      at = zip.indexOf(Buffer.from([0x50, 0x4b, 0x01, 0x02]), at + 4)
+    )
+      modes.push((zip.readUInt32LE(at + 38) >>> 16) & 0o777)
     expect(modes).toEqual([0o644, 0o755, 0o644, 0o644])
   })
 })

@@ -15,8 +15,6 @@ import { BUNDLED, INJECTED, LISTENING, SUBSCRIBED } from './support/offline-log.
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..')
 const stateDir = join(root, '.etcd-offline')
 
-
-
 /** A pid that certainly belonged to a process that has exited. */
 function deadPid(): Promise<number> {
   return new Promise((resolve) => {
@@ -57,10 +55,14 @@ describe('osls offline start with the middy-etcd plugin', () => {
     const [httpPort, lambdaPort] = [await freePort(), await freePort()]
     base = `http://localhost:${httpPort}`
     lambdaBase = `http://localhost:${lambdaPort}`
-    cli = spawn(process.execPath, [join(root, 'node_modules/.bin/osls'), 'offline', 'start', '--httpPort', String(httpPort), '--lambdaPort', String(lambdaPort)], {
-      cwd: root,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
+    cli = spawn(
+      process.execPath,
+      [join(root, 'node_modules/.bin/osls'), 'offline', 'start', '--httpPort', String(httpPort), '--lambdaPort', String(lambdaPort)],
+      {
+        cwd: root,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    )
     for (const stream of [cli.stdout!, cli.stderr!]) stream.on('data', (chunk: Buffer) => (output += chunk.toString()))
     await until('"Server ready" from the CLI', 90_000, () => {
       if (cli.exitCode !== null) throw new Error(`osls exited with ${cli.exitCode}:\n${output}`)
@@ -150,7 +152,12 @@ describe('osls offline start with the middy-etcd plugin', () => {
   it('the idempotent charge runs once per Idempotency-Key; the same key with another body is a 422', async () => {
     const key = uniqueName('charge')
     const before = (await call('GET', '/charges')).body.charges as number
-    const charge = (amount: number, idempotencyKey = key) => fetch(`${base}/charges`, { method: 'POST', headers: { 'content-type': 'application/json', 'Idempotency-Key': idempotencyKey }, body: JSON.stringify({ amount }) })
+    const charge = (amount: number, idempotencyKey = key) =>
+      fetch(`${base}/charges`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'Idempotency-Key': idempotencyKey },
+        body: JSON.stringify({ amount }),
+      })
     const answers = await Promise.all([charge(100), charge(100), charge(100)])
     const bodies = await Promise.all(answers.map((r) => r.json() as Promise<{ chargeId: string }>))
     for (const r of answers) expect(r.status).toBe(201)
@@ -216,11 +223,22 @@ describe('osls offline start with the middy-etcd plugin', () => {
     expect((await call('POST', `/banks/${bank}`, { accounts: { alice: 100, bob: 100 } })).status).toBe(201)
     expect((await call('PUT', `/config/${key}`, { value: 'kept' })).status).toBe(200)
     const raw = async (method: string, path: string, text?: string) => {
-      const res = await fetch(`${base}${path}`, { method, headers: text === undefined ? {} : { 'content-type': 'application/json' }, body: text })
+      const res = await fetch(`${base}${path}`, {
+        method,
+        headers: text === undefined ? {} : { 'content-type': 'application/json' },
+        body: text,
+      })
       const answer = await res.text()
       return { status: res.status, text: answer }
     }
-    const state = async () => JSON.stringify(await Promise.all(['example/banks/', 'example/config/', 'example/jobs/', 'example/queues/', 'example/pqueues/', '__delayed/example/'].map((p) => client.getAll().prefix(p).strings())))
+    const state = async () =>
+      JSON.stringify(
+        await Promise.all(
+          ['example/banks/', 'example/config/', 'example/jobs/', 'example/queues/', 'example/pqueues/', '__delayed/example/'].map((p) =>
+            client.getAll().prefix(p).strings(),
+          ),
+        ),
+      )
     const before = await state()
     const unsafe = '9007199254740993'
     const rows: [string, string, string | undefined, number][] = [
@@ -262,7 +280,8 @@ describe('osls offline start with the middy-etcd plugin', () => {
       }
       const what = `${method} ${path} ${text === undefined ? '' : text.slice(0, 60)}`
       if (res.status !== status) wrong.push(`${what}: ${res.status} (expected ${status}) ${res.text.slice(0, 200)}`)
-      else if (typeof message !== 'string' || /\n\s+at /.test(res.text)) wrong.push(`${what}: no message, or a stack trace: ${res.text.slice(0, 200)}`)
+      else if (typeof message !== 'string' || /\n\s+at /.test(res.text))
+        wrong.push(`${what}: no message, or a stack trace: ${res.text.slice(0, 200)}`)
       if ((await state()) !== before) wrong.push(`${what}: changed what is stored`)
     }
     expect(wrong).toEqual([])
@@ -312,7 +331,14 @@ describe('osls offline start with the middy-etcd plugin', () => {
   it('says when a message is dead-lettered, with its id and its id in the dead-letter queue', async () => {
     // Not JSON: the worker fails it on every delivery; after 5 it moves to dlq/example/jobs.
     const { id } = await new Queue(client, 'example/jobs').enqueue('not a job')
-    const line = await until('the dead-letter line', 45_000, () => new RegExp(`etcdQueue: message ${id} of example/jobs was dead-lettered: now id (\\d+) in dlq/example/jobs \\(middy-etcd queue redrive dlq/example/jobs moves it back\\)`).exec(output) ?? false)
+    const line = await until(
+      'the dead-letter line',
+      45_000,
+      () =>
+        new RegExp(
+          `etcdQueue: message ${id} of example/jobs was dead-lettered: now id (\\d+) in dlq/example/jobs \\(middy-etcd queue redrive dlq/example/jobs moves it back\\)`,
+        ).exec(output) ?? false,
+    )
     const dead = await client.getAll().prefix('dlq/example/jobs/').exec()
     expect(dead.kvs.map((kv) => kv.create_revision)).toContain(line[1])
   }, 60_000)

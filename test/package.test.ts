@@ -90,7 +90,11 @@ describe('serverless package', () => {
       req.on('data', (c) => (body += c))
       req.on('end', async () => {
         const event = JSON.parse(body) as DispatchEvent
-        invocations.push({ fn: decodeURIComponent(req.url!.split('/')[3]), type: req.headers['x-amz-invocation-type'] as string | undefined, event })
+        invocations.push({
+          fn: decodeURIComponent(req.url!.split('/')[3]),
+          type: req.headers['x-amz-invocation-type'] as string | undefined,
+          event,
+        })
         for (const m of event.etcdQueue.messages as { receipt: string }[]) await q.ack(m.receipt)
         res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ batchItemFailures: [] }))
       })
@@ -116,7 +120,11 @@ describe('serverless package', () => {
       expect(a.dispatched + b.dispatched).toBe(3)
       expect(a.failed + b.failed).toBe(0)
       expect(invocations.every((i) => i.fn === 'svc-prod-jobWorker' && i.type === 'RequestResponse')).toBe(true)
-      expect(invocations.flatMap((i) => (i.event.etcdQueue.messages as { value: string }[]).map((m) => m.value)).sort()).toEqual(['a', 'b', 'c'])
+      expect(invocations.flatMap((i) => (i.event.etcdQueue.messages as { value: string }[]).map((m) => m.value)).sort()).toEqual([
+        'a',
+        'b',
+        'c',
+      ])
       expect(await q.size()).toBe(0)
     } finally {
       server.close()

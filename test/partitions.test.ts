@@ -15,7 +15,17 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { buildSync } from 'esbuild'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { clientCutOff, leaderIsolated, leaderReceiveOnly, leaderSendOnly, minorityMember, startLab, type Arrangement, type Lab, type Scenario } from './support/netns-lab.js'
+import {
+  clientCutOff,
+  leaderIsolated,
+  leaderReceiveOnly,
+  leaderSendOnly,
+  minorityMember,
+  startLab,
+  type Arrangement,
+  type Lab,
+  type Scenario,
+} from './support/netns-lab.js'
 import { formatReport, type ScenarioReport } from './support/netns-report.js'
 import { runScenario } from './support/netns-scenario.js'
 import { staleReadProbe, type StaleProbe } from './support/netns-stale.js'
@@ -83,9 +93,12 @@ describe('the partition harness', () => {
       "const { Network } = await import('./test/support/netns.ts')",
       "const net = await Network.create(['x', 'y'])",
       "net.spawn('x', 'sleep', ['600'])",
-      "console.log(JSON.stringify(net.namespaces()))",
+      'console.log(JSON.stringify(net.namespaces()))',
     ].join(';')
-    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', `${script}; setInterval(() => {}, 1000)`], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] })
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', `${script}; setInterval(() => {}, 1000)`], {
+      cwd: root,
+      stdio: ['ignore', 'pipe', 'inherit'],
+    })
     const made = await new Promise<string[]>((resolve, reject) => {
       child.stdout!.once('data', (d: Buffer) => resolve(JSON.parse(d.toString())))
       child.once('exit', (code) => reject(new Error(`child exited early (${code})`)))
@@ -136,7 +149,6 @@ describe('the partition harness', () => {
       rmSync(dir, { recursive: true, force: true })
     }
   })
-
 })
 
 /** The checks every scenario must pass; returns the report for scenario-specific ones. */

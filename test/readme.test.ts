@@ -72,12 +72,21 @@ function readmeBlocks(): Block[] {
   return blocks
 }
 
-const examples = Object.fromEntries(readdirSync(join(root, 'examples')).filter((f) => f.endsWith('.ts')).map((f) => [f, readFileSync(join(root, 'examples', f), 'utf8')]))
+const examples = Object.fromEntries(
+  readdirSync(join(root, 'examples'))
+    .filter((f) => f.endsWith('.ts'))
+    .map((f) => [f, readFileSync(join(root, 'examples', f), 'utf8')]),
+)
 
 /** The example files a block is quoted from (its lines other than imports and comments), or []. */
 function quotedFrom(b: Block): string[] {
-  const lines = b.code.split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('import ') && !l.startsWith('//'))
-  const files = Object.entries(examples).filter(([, text]) => lines.some((l) => text.includes(l))).map(([f]) => f)
+  const lines = b.code
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith('import ') && !l.startsWith('//'))
+  const files = Object.entries(examples)
+    .filter(([, text]) => lines.some((l) => text.includes(l)))
+    .map(([f]) => f)
   const all = files.map((f) => examples[f]).join('\n')
   return lines.length > 0 && lines.every((l) => all.includes(l)) ? files : []
 }
@@ -98,8 +107,13 @@ describe('README code blocks', () => {
   })
 
   it('quoted from examples/: every line is in an example file that a test runs', () => {
-    const tests = readdirSync(join(root, 'test'), { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.test.ts')).map((f) => readFileSync(join(root, 'test', f), 'utf8')).join('\n')
-    for (const b of quoted) for (const file of quotedFrom(b)) expect(tests, `${where(b)} quotes examples/${file}`).toContain(`examples/${file.replace(/\.ts$/, '.js')}`)
+    const tests = readdirSync(join(root, 'test'), { recursive: true, encoding: 'utf8' })
+      .filter((f) => f.endsWith('.test.ts'))
+      .map((f) => readFileSync(join(root, 'test', f), 'utf8'))
+      .join('\n')
+    for (const b of quoted)
+      for (const file of quotedFrom(b))
+        expect(tests, `${where(b)} quotes examples/${file}`).toContain(`examples/${file.replace(/\.ts$/, '.js')}`)
     // The quoted blocks are the idempotency, fencing and queue ones; everything else runs here.
     expect([...new Set(quoted.map((b) => b.section))].sort()).toEqual(['Fencing downstream', 'Idempotency and single flight', 'Queues'])
   })
@@ -153,7 +167,10 @@ describe('README code blocks', () => {
       })
       const problems = ts.getPreEmitDiagnostics(program).map((d) => {
         const at = d.file ? files.indexOf(d.file.fileName) : -1
-        const block = at >= 0 ? `${where(tsBlocks[at])}, line ${d.file!.getLineAndCharacterOfPosition(d.start ?? 0).line + 1} of the block` : d.file?.fileName ?? ''
+        const block =
+          at >= 0
+            ? `${where(tsBlocks[at])}, line ${d.file!.getLineAndCharacterOfPosition(d.start ?? 0).line + 1} of the block`
+            : (d.file?.fileName ?? '')
         return `${block}: ${ts.flattenDiagnosticMessageText(d.messageText, '\n')}`
       })
       expect(problems).toEqual([])
@@ -161,29 +178,42 @@ describe('README code blocks', () => {
 
     // A vitest file runs under vitest (below), not as a module.
     const runnable = tsBlocks.map((b, i) => [b, i] as const).filter(([b]) => !isVitestFile(b))
-    it.each(runnable.map(([b, i]) => [where(b), i] as const))('%s runs twice against etcd', async (_name, i) => {
-      const block = tsBlocks[i]
-      const runFile = join(blockDir, `run-${i}.ts`)
-      // The same code, with middy-etcd/… pointing at this repository's sources.
-      writeFileSync(runFile, block.code.replace(/from '(middy-etcd(?:\/\w+)?)'/g, (m, name: string) => (ENTRIES[name] ? `from '${relativeImport(runFile, ENTRIES[name])}'` : m)))
-      const env = blockEnv(block.code, { endpoints: etcd.cluster.endpoints, auth: auth.endpoint, ssm: `http://127.0.0.1:${(ssm.address() as AddressInfo).port}` })
-      const saved = Object.fromEntries(Object.keys(env).map((k) => [k, process.env[k]]))
-      Object.assign(process.env, env)
-      try {
-        for (const run of [1, 2]) {
-          const mod = await bounded(`run ${run}: import`, import(`${pathToFileURL(runFile).href}?run=${run}`))
-          if (typeof mod.handler === 'function') {
-            const result = await bounded(`run ${run}: handler`, mod.handler({}, lambdaContext(10_000)))
-            expect(result, `${where(block)} handler result`).toBeDefined()
+    it.each(runnable.map(([b, i]) => [where(b), i] as const))(
+      '%s runs twice against etcd',
+      async (_name, i) => {
+        const block = tsBlocks[i]
+        const runFile = join(blockDir, `run-${i}.ts`)
+        // The same code, with middy-etcd/… pointing at this repository's sources.
+        writeFileSync(
+          runFile,
+          block.code.replace(/from '(middy-etcd(?:\/\w+)?)'/g, (m, name: string) =>
+            ENTRIES[name] ? `from '${relativeImport(runFile, ENTRIES[name])}'` : m,
+          ),
+        )
+        const env = blockEnv(block.code, {
+          endpoints: etcd.cluster.endpoints,
+          auth: auth.endpoint,
+          ssm: `http://127.0.0.1:${(ssm.address() as AddressInfo).port}`,
+        })
+        const saved = Object.fromEntries(Object.keys(env).map((k) => [k, process.env[k]]))
+        Object.assign(process.env, env)
+        try {
+          for (const run of [1, 2]) {
+            const mod = await bounded(`run ${run}: import`, import(`${pathToFileURL(runFile).href}?run=${run}`))
+            if (typeof mod.handler === 'function') {
+              const result = await bounded(`run ${run}: handler`, mod.handler({}, lambdaContext(10_000)))
+              expect(result, `${where(block)} handler result`).toBeDefined()
+            }
+          }
+        } finally {
+          for (const [k, v] of Object.entries(saved)) {
+            if (v === undefined) delete process.env[k]
+            else process.env[k] = v
           }
         }
-      } finally {
-        for (const [k, v] of Object.entries(saved)) {
-          if (v === undefined) delete process.env[k]
-          else process.env[k] = v
-        }
-      }
-    }, 60_000)
+      },
+      60_000,
+    )
   })
 
   it('Testing your functions: vitest runs the handler and its test file, with no ETCD_ENDPOINTS at import', async () => {
@@ -194,13 +224,22 @@ describe('README code blocks', () => {
     for (const b of testing) {
       const file = join(dir, fileOf(b))
       mkdirSync(dirname(file), { recursive: true })
-      writeFileSync(file, b.code.replace(/from '(middy-etcd(?:\/\w+)?)'/g, (m, name: string) => (ENTRIES[name] ? `from '${relativeImport(file, ENTRIES[name])}'` : m)))
+      writeFileSync(
+        file,
+        b.code.replace(/from '(middy-etcd(?:\/\w+)?)'/g, (m, name: string) =>
+          ENTRIES[name] ? `from '${relativeImport(file, ENTRIES[name])}'` : m,
+        ),
+      )
     }
     // A config of its own: the repository's would run its own suite.
     writeFileSync(join(dir, 'vitest.config.mjs'), "export default { test: { include: ['**/*.test.ts'] } }\n")
     const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^(ETCD_ENDPOINTS|ETCDCTL_ENDPOINTS|VITEST.*)$/.test(k)))
     const run = await new Promise<{ code: number | null; out: string }>((resolve) => {
-      const child = spawn(process.execPath, [join(root, 'node_modules', 'vitest', 'vitest.mjs'), 'run', '--root', dir], { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'] })
+      const child = spawn(process.execPath, [join(root, 'node_modules', 'vitest', 'vitest.mjs'), 'run', '--root', dir], {
+        cwd: dir,
+        env,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      })
       let out = ''
       for (const stream of [child.stdout, child.stderr]) stream.on('data', (d: Buffer) => (out += d.toString()))
       child.on('exit', (code) => resolve({ code, out }))
@@ -216,14 +255,18 @@ describe('README code blocks', () => {
     /** Why a line is a command this repository has, or undefined. */
     function known(line: string, section: string): string | undefined {
       const command = line.replace(/\s+#.*$/, '').trim()
-      if (section === 'Install') return /^npm install (--save-dev )?[@\w/.-]+( [@\w/.-]+)*$/.test(command) ? 'run by test/user-service.test.ts' : undefined
+      if (section === 'Install')
+        return /^npm install (--save-dev )?[@\w/.-]+( [@\w/.-]+)*$/.test(command) ? 'run by test/user-service.test.ts' : undefined
       const script = /^npm (test|start|run (\S+))$/.exec(command)
       if (script) return pkg.scripts[script[2] ?? script[1]] ? 'an npm script' : undefined
       const deploy = /^ETCD_ENDPOINTS=(\S+) node_modules\/\.bin\/osls deploy --stage \w+$/.exec(command)
       if (deploy) return resolveClientOptions({ endpoints: deploy[1], env: {} }) && pkg.devDependencies.osls ? 'osls deploy' : undefined
       if (command.startsWith('middy-etcd ')) return usages.includes(command.slice('middy-etcd '.length)) ? 'a CLI usage line' : undefined
       if (command.startsWith('curl ')) {
-        const calls = command.split(/;|&(?!&)/).map((c) => c.trim()).filter(Boolean)
+        const calls = command
+          .split(/;|&(?!&)/)
+          .map((c) => c.trim())
+          .filter(Boolean)
         const unknown = calls.filter((c) => {
           const m = /^curl (?:-X(\w+) )?'?localhost:3000(\/[^\s'?]*)/.exec(c)
           return !m || !routes.some((r) => r.method === (m[1] ?? 'GET') && r.path.test(m[2]))
@@ -248,7 +291,7 @@ describe('README code blocks', () => {
       const install = byLang('sh').filter((b) => b.section === 'Install')
       expect(install).toHaveLength(1)
       const test = readFileSync(join(root, 'test', 'user-service.test.ts'), 'utf8')
-      expect(test).toContain("/\\n## Install\\n([\\s\\S]*?)\\n## /")
+      expect(test).toContain('/\\n## Install\\n([\\s\\S]*?)\\n## /')
       expect(install[0].code).toMatch(/^npm install middy-etcd @middy\/core\n/)
     })
   })
@@ -259,20 +302,23 @@ describe('README code blocks', () => {
     expect(JSON.parse(install.code)).toEqual({ overrides: { serverless: pkg.overrides.serverless } })
   })
 
-  it('yaml: custom.etcd and the etcdQueue events pass the plugin\'s checks', () => {
+  it("yaml: custom.etcd and the etcdQueue events pass the plugin's checks", () => {
     for (const b of byLang('yaml')) {
       const doc = yaml.load(b.code) as { plugins?: string[]; custom?: Record<string, unknown>; functions?: Record<string, FunctionObject> }
       const serverless = fakeServerless(doc)
       expect(() => readConfig(serverless), where(b)).not.toThrow()
       expect(() => queueSubscriptions(serverless), where(b)).not.toThrow()
-      for (const plugin of doc.plugins ?? []) if (plugin.startsWith('middy-etcd')) expect(Object.keys(pkg.exports), where(b)).toContain(`.${plugin.slice('middy-etcd'.length)}`)
+      for (const plugin of doc.plugins ?? [])
+        if (plugin.startsWith('middy-etcd')) expect(Object.keys(pkg.exports), where(b)).toContain(`.${plugin.slice('middy-etcd'.length)}`)
     }
   })
 
   it('yaml: the dispatcher settings are the ones test/fixtures/user-service deploys', () => {
     const dispatcher = byLang('yaml').find((b) => b.section === 'Deploying' && b.code.includes('dispatcher'))!
     const fixture = yaml.load(readFileSync(join(root, 'test', 'fixtures', 'user-service', 'serverless.yml'), 'utf8'))
-    const missing = leaves(yaml.load(dispatcher.code)).filter(([path, value]) => JSON.stringify(at(fixture, path)) !== JSON.stringify(value))
+    const missing = leaves(yaml.load(dispatcher.code)).filter(
+      ([path, value]) => JSON.stringify(at(fixture, path)) !== JSON.stringify(value),
+    )
     expect(missing.map(([path, value]) => `${path.join('.')} = ${JSON.stringify(value)}`)).toEqual([])
   })
 
@@ -284,12 +330,21 @@ describe('README code blocks', () => {
     expect(commented, 'a commented provider.vpc block in serverless.yml').toBeDefined()
     const uncommented = `provider:\n${commented!.replace(/^ {2}# /gm, '  ')}`
     expect(yaml.load(vpc[0].code)).toEqual(yaml.load(uncommented))
-    expect(yaml.load(vpc[0].code)).toEqual({ provider: { vpc: { securityGroupIds: [expect.stringMatching(/^sg-/)], subnetIds: [expect.stringMatching(/^subnet-/), expect.stringMatching(/^subnet-/)] } } })
+    expect(yaml.load(vpc[0].code)).toEqual({
+      provider: {
+        vpc: {
+          securityGroupIds: [expect.stringMatching(/^sg-/)],
+          subnetIds: [expect.stringMatching(/^subnet-/), expect.stringMatching(/^subnet-/)],
+        },
+      },
+    })
   })
 
   it('text: the offline start-up lines are the ones the plugin prints', () => {
     for (const b of byLang('text')) {
-      const unknown = b.code.split('\n').filter((l) => l && !START_LINES.some((re) => new RegExp(`^${re.source.replace(/^\^|\$$/g, '')}$`).test(l)))
+      const unknown = b.code
+        .split('\n')
+        .filter((l) => l && !START_LINES.some((re) => new RegExp(`^${re.source.replace(/^\^|\$$/g, '')}$`).test(l)))
       expect(unknown, where(b)).toEqual([])
     }
   })
@@ -299,7 +354,13 @@ describe('README code blocks', () => {
 function blockEnv(code: string, at: { endpoints: string[]; auth: string; ssm: string }): Record<string, string> {
   const env: Record<string, string> = { ETCD_ENDPOINTS: at.endpoints.join(',') }
   if (code.includes('credentials:')) {
-    Object.assign(env, { ETCD_ENDPOINTS: at.auth, AWS_ENDPOINT_URL_SSM: at.ssm, AWS_REGION: 'us-east-1', AWS_ACCESS_KEY_ID: 'readme', AWS_SECRET_ACCESS_KEY: 'readme' })
+    Object.assign(env, {
+      ETCD_ENDPOINTS: at.auth,
+      AWS_ENDPOINT_URL_SSM: at.ssm,
+      AWS_REGION: 'us-east-1',
+      AWS_ACCESS_KEY_ID: 'readme',
+      AWS_SECRET_ACCESS_KEY: 'readme',
+    })
   }
   if (code.includes("'middy-etcd/dispatcher'")) {
     // A subscription to an empty queue: the dispatcher claims for its minimum window and returns.
@@ -317,7 +378,9 @@ function ssmStandIn(value: string): Promise<Server> {
       const target = String(req.headers['x-amz-target'] ?? '')
       const input = JSON.parse(body || '{}') as { Name?: string; Names?: string[] }
       const param = (Name: string) => ({ Name, Type: 'SecureString', Value: value, Version: 1 })
-      const out = target.endsWith('.GetParameters') ? { Parameters: (input.Names ?? []).map(param), InvalidParameters: [] } : { Parameter: param(input.Name ?? '') }
+      const out = target.endsWith('.GetParameters')
+        ? { Parameters: (input.Names ?? []).map(param), InvalidParameters: [] }
+        : { Parameter: param(input.Name ?? '') }
       res.writeHead(200, { 'content-type': 'application/x-amz-json-1.1' }).end(JSON.stringify(out))
     })
   })
@@ -331,12 +394,17 @@ function relativeImport(from: string, file: string): string {
 /** A bound that only detects hangs (an example that deadlocks on its second run). */
 function bounded<T>(what: string, work: Promise<T>, ms = 30_000): Promise<T> {
   let timer: NodeJS.Timeout
-  return Promise.race([work, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what} did not finish within ${ms} ms`)), ms)))]).finally(() => clearTimeout(timer))
+  return Promise.race([
+    work,
+    new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what} did not finish within ${ms} ms`)), ms))),
+  ]).finally(() => clearTimeout(timer))
 }
 
 /** The httpApi routes of the example service, as method + path pattern. */
 function serviceRoutes(): { method: string; path: RegExp }[] {
-  const service = yaml.load(readFileSync(join(root, 'serverless.yml'), 'utf8')) as { functions: Record<string, { events?: { httpApi?: string }[] }> }
+  const service = yaml.load(readFileSync(join(root, 'serverless.yml'), 'utf8')) as {
+    functions: Record<string, { events?: { httpApi?: string }[] }>
+  }
   return Object.values(service.functions).flatMap((fn) =>
     (fn.events ?? [])
       .filter((e) => typeof e.httpApi === 'string')

@@ -69,7 +69,9 @@ describe('TLS with client certificates', () => {
   }
 
   it('connects with CA + client certificate given as options', async () => {
-    await lockRoundTrip(client({ endpoints: etcd.endpoint, caFile: certs.ca, certFile: certs.clientCert, keyFile: certs.clientKey, env: {} }))
+    await lockRoundTrip(
+      client({ endpoints: etcd.endpoint, caFile: certs.ca, certFile: certs.clientCert, keyFile: certs.clientKey, env: {} }),
+    )
   })
 
   it('connects with ETCD_CA_FILE, ETCD_CERT_FILE, ETCD_KEY_FILE and an https ETCD_ENDPOINTS', async () => {
@@ -94,7 +96,17 @@ describe('TLS with client certificates', () => {
   }
 
   it('a wrong CA fails within the deadline with an error that says the certificate is not trusted', async () => {
-    const err = await failsClearly(client({ endpoints: etcd.endpoint, caFile: certs.otherCa, certFile: certs.clientCert, keyFile: certs.clientKey, callTimeoutMs: 2000, env: {} }), /certificate/i)
+    const err = await failsClearly(
+      client({
+        endpoints: etcd.endpoint,
+        caFile: certs.otherCa,
+        certFile: certs.clientCert,
+        keyFile: certs.clientKey,
+        callTimeoutMs: 2000,
+        env: {},
+      }),
+      /certificate/i,
+    )
     // No key material in the message.
     expect(err.message).not.toMatch(/BEGIN|PRIVATE/)
     expect(err.message).not.toContain(readFileSync(certs.clientKey, 'utf8').split('\n')[1])
@@ -222,13 +234,19 @@ describe('auth: a role limited to /app/', () => {
   it('middleware events and logs carry no password', async () => {
     const events: EtcdEvent[] = []
     const logged: unknown[] = []
-    const spies = (['log', 'info', 'warn', 'error', 'debug'] as const).map((level) => vi.spyOn(console, level).mockImplementation((...args) => void logged.push(args)))
+    const spies = (['log', 'info', 'warn', 'error', 'debug'] as const).map((level) =>
+      vi.spyOn(console, level).mockImplementation((...args) => void logged.push(args)),
+    )
     try {
       const name = uniqueName('mw')
-      const handler = middy(async (_e: unknown, context: any) => context.etcd.lock.fence.toString()).use(etcdLock({ name, client: app, ttl: 3, onEvent: (e) => events.push(e) }))
+      const handler = middy(async (_e: unknown, context: any) => context.etcd.lock.fence.toString()).use(
+        etcdLock({ name, client: app, ttl: 3, onEvent: (e) => events.push(e) }),
+      )
       await handler({}, lambdaContext())
       // And one that fails (outside the prefix) through the same middleware.
-      const denied = middy(async () => 'ran').use(etcdLock({ name: `/other/${name}`, client: appRaw, ttl: 3, onEvent: (e) => events.push(e) }))
+      const denied = middy(async () => 'ran').use(
+        etcdLock({ name: `/other/${name}`, client: appRaw, ttl: 3, onEvent: (e) => events.push(e) }),
+      )
       const err = await denied({}, lambdaContext()).then(
         () => undefined,
         (e: unknown) => e as Error,
@@ -247,7 +265,10 @@ describe('auth: a role limited to /app/', () => {
   it('the CLI (--json and errors) never prints the password', async () => {
     const run = (args: string[], env: Record<string, string>) =>
       new Promise<{ code: number | null; out: string }>((resolve, reject) => {
-        const child = spawn(process.execPath, ['--import', 'tsx', 'cli/main.ts', ...args], { cwd: root, env: { ...process.env, ETCD_ENDPOINTS: etcd.endpoint, ETCD_CALL_TIMEOUT_MS: '', ...env } })
+        const child = spawn(process.execPath, ['--import', 'tsx', 'cli/main.ts', ...args], {
+          cwd: root,
+          env: { ...process.env, ETCD_ENDPOINTS: etcd.endpoint, ETCD_CALL_TIMEOUT_MS: '', ...env },
+        })
         let out = ''
         child.stdout.on('data', (d) => (out += d))
         child.stderr.on('data', (d) => (out += d))

@@ -35,7 +35,9 @@ afterEach(() => {
 })
 
 function sourceFiles(dir: string): string[] {
-  return readdirSync(join(root, dir), { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? sourceFiles(join(dir, e.name)) : e.name.endsWith('.ts') ? [join(dir, e.name)] : []))
+  return readdirSync(join(root, dir), { withFileTypes: true }).flatMap((e) =>
+    e.isDirectory() ? sourceFiles(join(dir, e.name)) : e.name.endsWith('.ts') ? [join(dir, e.name)] : [],
+  )
 }
 
 describe('timers', () => {
@@ -53,7 +55,7 @@ describe('timers', () => {
     expect(armed).toEqual([])
   })
 
-  it('a delay past Node\'s range fires once, when it is due, and never early', () => {
+  it("a delay past Node's range fires once, when it is due, and never early", () => {
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'performance'] })
     try {
       const delay = 2 ** 32 + 12_345
@@ -116,7 +118,10 @@ describe('timers', () => {
       expect(await etcd.keysUnder(`${name}/tokens/`)).toHaveLength(1)
       // The refill wake-up of a queued call (a year away) must neither throw nor come early.
       await once.acquire()
-      const outcome = await once.acquire({ signal: AbortSignal.timeout(300) }).then(() => 'admitted', (err: Error) => err.name)
+      const outcome = await once.acquire({ signal: AbortSignal.timeout(300) }).then(
+        () => 'admitted',
+        (err: Error) => err.name,
+      )
       expect(outcome).toBe('TimeoutError')
       expect(await etcd.keysUnder(`${name}-b0/tokens/`)).toHaveLength(1)
       expect(await etcd.keysUnder(`${name}-b0/waiters/`)).toEqual([])
@@ -126,7 +131,7 @@ describe('timers', () => {
     expect(overflows).toEqual([])
   })
 
-  it('a lock middleware with a wait budget past Node\'s range waits instead of timing out at once', async () => {
+  it("a lock middleware with a wait budget past Node's range waits instead of timing out at once", async () => {
     const name = uniqueName('timers-lock')
     const holder = await Session.create(etcd.client, { ttl: 10 })
     const held = new Mutex(holder, name)
@@ -134,7 +139,9 @@ describe('timers', () => {
     // An invocation with (as far as the middleware can tell) weeks to run; Middy's own early
     // timeout, armed from the same figure, is off.
     const context = { ...lambdaContext(), getRemainingTimeInMillis: () => 2 ** 33 }
-    const handler = middy(async () => 'ran', etcdPlugin({ timeoutEarlyInMillis: 0 })).use(etcdLock({ name, client: etcd.client, waitMs: 2 ** 32 }))
+    const handler = middy(async () => 'ran', etcdPlugin({ timeoutEarlyInMillis: 0 })).use(
+      etcdLock({ name, client: etcd.client, waitMs: 2 ** 32 }),
+    )
     let settled = false
     const running = handler({}, context).finally(() => (settled = true))
     await sleep(300)

@@ -34,12 +34,13 @@ function readmeInstall(): { packageJson: Record<string, unknown>; commands: stri
   const blocks = [...section.matchAll(/```(\w+)\n([\s\S]*?)```/g)].map((m) => ({ lang: m[1], body: m[2] }))
   const json = blocks.filter((b) => b.lang === 'json')
   const sh = blocks.filter((b) => b.lang === 'sh')
-  if (json.length !== 1 || sh.length !== 1) throw new Error('the README\'s Install section should have one json and one sh block')
-  const commands = sh[0].body.split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'))
+  if (json.length !== 1 || sh.length !== 1) throw new Error("the README's Install section should have one json and one sh block")
+  const commands = sh[0].body
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith('#'))
   return { packageJson: JSON.parse(json[0].body), commands }
 }
-
-
 
 describe('a user service built from the installed tarball', () => {
   let service: string
@@ -54,17 +55,27 @@ describe('a user service built from the installed tarball', () => {
     }
   }
   const osls = (args: string[], env: Record<string, string | undefined> = {}) =>
-    run(process.execPath, [join(service, 'node_modules', '.bin', 'osls'), ...args], { cwd: service, env: { ...process.env, ...env }, timeout: 180_000, maxBuffer: 16 << 20 })
+    run(process.execPath, [join(service, 'node_modules', '.bin', 'osls'), ...args], {
+      cwd: service,
+      env: { ...process.env, ...env },
+      timeout: 180_000,
+      maxBuffer: 16 << 20,
+    })
 
   beforeAll(async () => {
     const packDir = mkdtempSync(join(tmpdir(), 'middy-etcd-pack-'))
     // Outside the repository, so nothing resolves from the repository's node_modules.
     service = mkdtempSync(join(tmpdir(), 'middy-etcd-user-service-'))
-    const { stdout } = await timed('npm pack', () => run('npm', ['pack', '--pack-destination', packDir, '--silent'], { cwd: root, timeout: 180_000 }))
+    const { stdout } = await timed('npm pack', () =>
+      run('npm', ['pack', '--pack-destination', packDir, '--silent'], { cwd: root, timeout: 180_000 }),
+    )
     tarball = join(packDir, stdout.trim().split('\n').pop()!)
     cpSync(fixture, service, { recursive: true })
     const { packageJson, commands } = readmeInstall()
-    writeFileSync(join(service, 'package.json'), JSON.stringify({ name: 'user-service', private: true, type: 'module', ...packageJson }, null, 2))
+    writeFileSync(
+      join(service, 'package.json'),
+      JSON.stringify({ name: 'user-service', private: true, type: 'module', ...packageJson }, null, 2),
+    )
     await timed('npm install (README commands)', async () => {
       for (const command of commands) {
         const [bin, ...args] = command.split(/\s+/)
@@ -96,9 +107,22 @@ describe('a user service built from the installed tarball', () => {
     // The package ships its licence, its compiled code and types, and no source maps.
     const shipped = listFiles(join(service, 'node_modules', 'middy-etcd'))
     // etcd/: the pinned releases the launcher reads and the builder a user runs for the default etcd.
-    expect(shipped).toEqual(expect.arrayContaining(['LICENSE', 'README.md', 'dist/lib/index.js', 'dist/lib/index.d.ts', 'dist/dispatch/index.js', 'dist/cli/main.js', 'etcd/releases.json', 'etcd/build.mjs']))
+    expect(shipped).toEqual(
+      expect.arrayContaining([
+        'LICENSE',
+        'README.md',
+        'dist/lib/index.js',
+        'dist/lib/index.d.ts',
+        'dist/dispatch/index.js',
+        'dist/cli/main.js',
+        'etcd/releases.json',
+        'etcd/build.mjs',
+      ]),
+    )
     // The builder the README names runs from the installed package (a no-op here: the set-up built 3.7).
-    const built = execFileSync(process.execPath, [join(service, 'node_modules', 'middy-etcd', 'etcd', 'build.mjs'), '3.7'], { encoding: 'utf8' })
+    const built = execFileSync(process.execPath, [join(service, 'node_modules', 'middy-etcd', 'etcd', 'build.mjs'), '3.7'], {
+      encoding: 'utf8',
+    })
     expect(built).toMatch(/^3\.7\t3\.7\.\d+\t\/.+\/etcd\n$/)
     expect(shipped.filter((f) => f.endsWith('.map'))).toEqual([])
     expect(shipped.filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts'))).toEqual([])
@@ -108,19 +132,45 @@ describe('a user service built from the installed tarball', () => {
 
   it('loads the installed package with require() and import, and its types check under strict', async () => {
     const env = { PATH: process.env.PATH ?? '' }
-    const cjs = await run(process.execPath, ['-e', "const m = require('middy-etcd'); const d = require('middy-etcd/dispatcher'); console.log(typeof m.Mutex, typeof m.createClient, typeof d.handler)"], { cwd: service, env })
+    const cjs = await run(
+      process.execPath,
+      [
+        '-e',
+        "const m = require('middy-etcd'); const d = require('middy-etcd/dispatcher'); console.log(typeof m.Mutex, typeof m.createClient, typeof d.handler)",
+      ],
+      { cwd: service, env },
+    )
     expect(cjs.stdout.trim()).toBe('function function function')
-    const esm = await run(process.execPath, ['--input-type=module', '-e', "const m = await import('middy-etcd/middleware'); const o = await import('middy-etcd/offline'); console.log(typeof m.etcdLock, typeof o.default)"], { cwd: service, env })
+    const esm = await run(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        "const m = await import('middy-etcd/middleware'); const o = await import('middy-etcd/offline'); console.log(typeof m.etcdLock, typeof o.default)",
+      ],
+      { cwd: service, env },
+    )
     expect(esm.stdout.trim()).toBe('function function')
     // The TypeScript handler against the published .d.ts files (aws-lambda types come with the package).
     writeFileSync(
       join(service, 'tsconfig.json'),
       JSON.stringify({
-        compilerOptions: { strict: true, noEmit: true, module: 'NodeNext', moduleResolution: 'NodeNext', target: 'ES2022', skipLibCheck: true, types: ['node'], typeRoots: [join(root, 'node_modules', '@types')] },
+        compilerOptions: {
+          strict: true,
+          noEmit: true,
+          module: 'NodeNext',
+          moduleResolution: 'NodeNext',
+          target: 'ES2022',
+          skipLibCheck: true,
+          types: ['node'],
+          typeRoots: [join(root, 'node_modules', '@types')],
+        },
         files: ['handlers/typed.ts'],
       }),
     )
-    const tsc = await run(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json'], { cwd: service }).catch((err) => err)
+    const tsc = await run(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json'], {
+      cwd: service,
+    }).catch((err) => err)
     expect(`${tsc.stdout ?? ''}${tsc.stderr ?? ''}`).toBe('')
   }, 60_000)
 
@@ -132,7 +182,9 @@ describe('a user service built from the installed tarball', () => {
     let etcdPid: number
 
     const invoke = async (fn: string, event: unknown = {}) => {
-      const res = await lambda.send(new InvokeCommand({ FunctionName: `user-service-dev-${fn}`, Payload: Buffer.from(JSON.stringify(event)) }))
+      const res = await lambda.send(
+        new InvokeCommand({ FunctionName: `user-service-dev-${fn}`, Payload: Buffer.from(JSON.stringify(event)) }),
+      )
       const body = JSON.parse(Buffer.from(res.Payload!).toString('utf8'))
       if (res.FunctionError) throw new Error(`${fn} failed: ${JSON.stringify(body)}\n${output}`)
       return body
@@ -141,10 +193,22 @@ describe('a user service built from the installed tarball', () => {
     beforeAll(async () => {
       const [httpPort, lambdaPort] = [await freePort(), await freePort()]
       await timed('offline start', async () => {
-        cli = spawn(process.execPath, [join(service, 'node_modules', '.bin', 'osls'), 'offline', 'start', '--httpPort', String(httpPort), '--lambdaPort', String(lambdaPort)], {
-          cwd: service,
-          stdio: ['ignore', 'pipe', 'pipe'],
-        })
+        cli = spawn(
+          process.execPath,
+          [
+            join(service, 'node_modules', '.bin', 'osls'),
+            'offline',
+            'start',
+            '--httpPort',
+            String(httpPort),
+            '--lambdaPort',
+            String(lambdaPort),
+          ],
+          {
+            cwd: service,
+            stdio: ['ignore', 'pipe', 'pipe'],
+          },
+        )
         for (const stream of [cli.stdout!, cli.stderr!]) stream.on('data', (chunk: Buffer) => (output += chunk.toString()))
         // No HTTP events: serverless-offline serves only its Lambda Invoke API.
         await until('the Invoke API from the CLI', 120_000, () => {
@@ -156,7 +220,11 @@ describe('a user service built from the installed tarball', () => {
       if (!m) throw new Error(`no etcd line in the CLI output:\n${output}`)
       etcdPid = Number(m[2])
       local = createClient({ endpoints: m[1] })
-      lambda = new LambdaClient({ endpoint: `http://127.0.0.1:${lambdaPort}`, region: 'us-east-1', credentials: { accessKeyId: 'local', secretAccessKey: 'local' } })
+      lambda = new LambdaClient({
+        endpoint: `http://127.0.0.1:${lambdaPort}`,
+        region: 'us-east-1',
+        credentials: { accessKeyId: 'local', secretAccessKey: 'local' },
+      })
     }, 180_000)
 
     afterAll(() => {
@@ -178,7 +246,11 @@ describe('a user service built from the installed tarball', () => {
     }, 60_000)
 
     it('runs the TypeScript handler without any TypeScript loader pinned', async () => {
-      expect(await invoke('typed', { who: 'ts' })).toMatchObject({ hello: 'ts', errorBase: 'MiddyEtcdError', fence: expect.stringMatching(/^\d+$/) })
+      expect(await invoke('typed', { who: 'ts' })).toMatchObject({
+        hello: 'ts',
+        errorBase: 'MiddyEtcdError',
+        fence: expect.stringMatching(/^\d+$/),
+      })
     }, 60_000)
 
     it('runs the .cjs primitives handler, which reads the file package.patterns ships', async () => {
@@ -203,7 +275,10 @@ describe('a user service built from the installed tarball', () => {
     it("the installed CLI finds this session's etcd by itself", async () => {
       const env = { PATH: process.env.PATH ?? '' }
       // No ETCD_ENDPOINTS: the CLI reads .etcd-offline/ in the service directory.
-      const cli = await run(join(service, 'node_modules', '.bin', 'middy-etcd'), ['queue', 'stats', 'user-service/jobs', '--json'], { cwd: service, env })
+      const cli = await run(join(service, 'node_modules', '.bin', 'middy-etcd'), ['queue', 'stats', 'user-service/jobs', '--json'], {
+        cwd: service,
+        env,
+      })
       expect(JSON.parse(cli.stdout)).toMatchObject({ queue: 'user-service/jobs', items: expect.any(Number) })
       expect(cli.stderr).toContain('using the local etcd of serverless offline')
       const version = await run(join(service, 'node_modules', '.bin', 'middy-etcd'), ['--version'], { cwd: service, env })
@@ -240,11 +315,12 @@ describe('a user service built from the installed tarball', () => {
 
     afterAll(() => {
       const kib = (name: string) => (readFileSyncSize(join(artifacts, name)) / 1024).toFixed(0)
-      if (artifacts) console.log(`user-service artifacts (KiB): middy-etcd ${kib('user-service-middy-etcd.zip')}, framework ${kib('user-service.zip')}`)
+      if (artifacts)
+        console.log(`user-service artifacts (KiB): middy-etcd ${kib('user-service-middy-etcd.zip')}, framework ${kib('user-service.zip')}`)
       if (unpacked) rmSync(unpacked, { recursive: true, force: true })
     })
 
-    it('packages the functions that use middy-etcd into one artifact: bundles (etcd3\'s protos built in), package.patterns files', () => {
+    it("packages the functions that use middy-etcd into one artifact: bundles (etcd3's protos built in), package.patterns files", () => {
       expect(files.sort()).toEqual(
         [
           'config/settings.json',
@@ -257,12 +333,15 @@ describe('a user service built from the installed tarball', () => {
         ].sort(),
       )
       const code = (fn: string) => template.Resources[`${fn}LambdaFunction`].Properties.Code.S3Key as string
-      for (const fn of ['Lock', 'Consumer', 'Primitives', 'Typed', 'Dispatcher']) expect(code(fn)).toMatch(/\/user-service-middy-etcd\.zip$/)
+      for (const fn of ['Lock', 'Consumer', 'Primitives', 'Typed', 'Dispatcher'])
+        expect(code(fn)).toMatch(/\/user-service-middy-etcd\.zip$/)
       expect(template.Resources.LockLambdaFunction.Properties.Handler).toBe('handlers/lock.handler')
       // The dispatcher may invoke the service's functions (README "Queues in the cloud").
       expect(JSON.stringify(template.Resources.IamRoleLambdaExecution.Properties.Policies)).toContain('lambda:InvokeFunction')
       expect(template.Resources.DispatcherLambdaFunction.Properties.Environment.Variables.ETCD_QUEUE_SUBSCRIPTIONS).toBe(
-        JSON.stringify([{ function: 'user-service-dev-consumer', functionKey: 'consumer', queue: 'user-service/jobs', priority: false, batchSize: 5 }]),
+        JSON.stringify([
+          { function: 'user-service-dev-consumer', functionKey: 'consumer', queue: 'user-service/jobs', priority: false, batchSize: 5 },
+        ]),
       )
     })
 
@@ -290,7 +369,10 @@ describe('a user service built from the installed tarball', () => {
       const first = await invokePackaged(unpacked, 'handlers/lock.js', 'handler', {}, env)
       const second = await invokePackaged(unpacked, 'handlers/lock.js', 'handler', {}, env)
       expect(BigInt(second.fence)).toBeGreaterThan(BigInt(first.fence))
-      expect(await invokePackaged(unpacked, 'handlers/typed.js', 'handler', { who: 'zip' }, env)).toMatchObject({ hello: 'zip', errorBase: 'MiddyEtcdError' })
+      expect(await invokePackaged(unpacked, 'handlers/typed.js', 'handler', { who: 'zip' }, env)).toMatchObject({
+        hello: 'zip',
+        errorBase: 'MiddyEtcdError',
+      })
       const cjs = await invokePackaged(unpacked, 'handlers/primitives.js', 'handler', { value: 'zipped' }, env)
       expect(cjs.greeting).toBe('from package.patterns')
       expect(await etcd.client.get(cjs.enqueued).string()).toBe('zipped')
@@ -300,7 +382,14 @@ describe('a user service built from the installed tarball', () => {
       const value = uniqueName('zipped-job')
       await queue.enqueue(value)
       const [claimed] = await queue.receive({ max: 1, wait: false })
-      const event: QueueDispatchEvent = { etcdQueue: { queue: 'user-service/jobs', messages: [{ id: claimed.id, key: claimed.key, value: claimed.value, receiveCount: claimed.receiveCount, receipt: claimed.receipt }] } }
+      const event: QueueDispatchEvent = {
+        etcdQueue: {
+          queue: 'user-service/jobs',
+          messages: [
+            { id: claimed.id, key: claimed.key, value: claimed.value, receiveCount: claimed.receiveCount, receipt: claimed.receipt },
+          ],
+        },
+      }
       expect(await invokePackaged(unpacked, 'handlers/consumer.js', 'handler', event, env)).toEqual({ batchItemFailures: [] })
       expect(await etcd.client.get(`user-service/done/${value}`).string()).toBe('1')
       expect(await queue.size()).toBe(0)
@@ -308,13 +397,33 @@ describe('a user service built from the installed tarball', () => {
 
     it('packages one function on its own for `osls deploy function -f typed` (the package:function hook)', async () => {
       // osls cannot run `deploy function` without AWS: drive the installed plugin's hook directly.
-      const { default: Plugin } = (await import(pathToFileURL(join(service, 'node_modules', 'middy-etcd', 'dist', 'offline', 'index.js')).href)) as { default: new (...args: unknown[]) => { hooks: Record<string, () => Promise<void>> } }
-      const config = yaml.load(readFileSync(join(service, 'serverless.yml'), 'utf8')) as { functions: Record<string, Record<string, any>>; custom: Record<string, unknown>; provider: Record<string, any>; package: Record<string, any> }
+      const { default: Plugin } = (await import(
+        pathToFileURL(join(service, 'node_modules', 'middy-etcd', 'dist', 'offline', 'index.js')).href
+      )) as { default: new (...args: unknown[]) => { hooks: Record<string, () => Promise<void>> } }
+      const config = yaml.load(readFileSync(join(service, 'serverless.yml'), 'utf8')) as {
+        functions: Record<string, Record<string, any>>
+        custom: Record<string, unknown>
+        provider: Record<string, any>
+        package: Record<string, any>
+      }
       const logged: string[] = []
-      const log = Object.assign((m: string) => logged.push(m), { notice: (m: string) => logged.push(m), info: () => {}, warning: (m: string) => logged.push(m), error: (m: string) => logged.push(m), verbose: () => {} })
+      const log = Object.assign((m: string) => logged.push(m), {
+        notice: (m: string) => logged.push(m),
+        info: () => {},
+        warning: (m: string) => logged.push(m),
+        error: (m: string) => logged.push(m),
+        verbose: () => {},
+      })
       const serverless = {
         serviceDir: service,
-        service: { service: 'user-service', custom: config.custom, provider: config.provider, package: config.package, getAllFunctions: () => Object.keys(config.functions), getFunction: (k: string) => config.functions[k] },
+        service: {
+          service: 'user-service',
+          custom: config.custom,
+          provider: config.provider,
+          package: config.package,
+          getAllFunctions: () => Object.keys(config.functions),
+          getFunction: (k: string) => config.functions[k],
+        },
       }
       const plugin = new Plugin(serverless, { function: 'typed' }, { log })
       await plugin.hooks['before:package:function:package']()
@@ -324,7 +433,9 @@ describe('a user service built from the installed tarball', () => {
       const dir = mkdtempSync(join(tmpdir(), 'middy-etcd-one-function-'))
       try {
         expect(unzip(readFileSync(artifact), dir).sort()).toEqual(['config/settings.json', 'handlers/typed.js', 'package.json'])
-        expect(await invokePackaged(dir, 'handlers/typed.js', 'handler', { who: 'one' }, { ETCD_ENDPOINTS: etcd.cluster.endpoints.join(',') })).toMatchObject({ hello: 'one' })
+        expect(
+          await invokePackaged(dir, 'handlers/typed.js', 'handler', { who: 'one' }, { ETCD_ENDPOINTS: etcd.cluster.endpoints.join(',') }),
+        ).toMatchObject({ hello: 'one' })
       } finally {
         rmSync(dir, { recursive: true, force: true })
       }

@@ -34,7 +34,13 @@ const PACKAGED_PROBE =
 async function buildPackaged(dir: string): Promise<void> {
   rmSync(dir, { recursive: true, force: true })
   mkdirSync(dir, { recursive: true })
-  const fn: NodeFunction = { key: 'cold', fn: {}, module: 'handler', source: join(root, 'bench', 'fixtures', 'lock-handler.ts'), typescript: true }
+  const fn: NodeFunction = {
+    key: 'cold',
+    fn: {},
+    module: 'handler',
+    source: join(root, 'bench', 'fixtures', 'lock-handler.ts'),
+    typescript: true,
+  }
   await esbuildApi.build(bundleOptions(root, [fn], { outdir: dir, target: 'node20' }))
   writeSupportFiles(dir)
 }
@@ -79,8 +85,14 @@ export const coldStart: Scenario = {
     const m = viaMw.length ? median(viaMw) : null
     return {
       entries: [
-        entry('cold start, packaged artifact: require + first etcdLock invocation', 'ms (median)', pkg, 'etcd3 import + first put', peer, { kind: 'max-ratio', ratio: 0.8 }),
-        entry('cold start: new process, import + first lock', 'ms (median)', ours, 'etcd3 import + first put', peer, { kind: 'max-ratio', ratio: 1.5 }),
+        entry('cold start, packaged artifact: require + first etcdLock invocation', 'ms (median)', pkg, 'etcd3 import + first put', peer, {
+          kind: 'max-ratio',
+          ratio: 0.8,
+        }),
+        entry('cold start: new process, import + first lock', 'ms (median)', ours, 'etcd3 import + first put', peer, {
+          kind: 'max-ratio',
+          ratio: 1.5,
+        }),
       ],
       notes: [
         `${runs} new processes each, alternating (medians). Packaged artifact (the esbuild bundle \`serverless package\` builds, etcd3's service definitions precompiled in it): require + first invocation of the etcdLock handler (lease grant, lock Txn, unlock Txn) ${k.toFixed(1)} ms; ` +

@@ -42,7 +42,10 @@ async function fakeLambda(client: EtcdClient, queue: string, seen: (value: strin
     req.on('end', () => {
       consumer(JSON.parse(body) as QueueDispatchEvent, lambdaContext(30_000, CONSUMER)).then(
         (result) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(result)),
-        (err: Error) => res.writeHead(200, { 'X-Amz-Function-Error': 'Unhandled' }).end(JSON.stringify({ errorMessage: err.message, errorType: err.name })),
+        (err: Error) =>
+          res
+            .writeHead(200, { 'X-Amz-Function-Error': 'Unhandled' })
+            .end(JSON.stringify({ errorMessage: err.message, errorType: err.name })),
       )
     })
   })
@@ -78,7 +81,13 @@ export const dispatcherHandover: Scenario = {
     })
     // Two execution environments, as Lambda keeps for runs that overlap: runs alternate between them.
     const environments = [ctx.newClient(), ctx.newClient()].map((client) =>
-      dispatcherHandler({ client, election, tailMs: TAIL_MS, subscriptions: [{ function: CONSUMER, queue, batchSize: 10 }], invoke: lambdaInvoker({ endpoint, env: {} }) }),
+      dispatcherHandler({
+        client,
+        election,
+        tailMs: TAIL_MS,
+        subscriptions: [{ function: CONSUMER, queue, batchSize: 10 }],
+        invoke: lambdaInvoker({ endpoint, env: {} }),
+      }),
     )
     let started = 0
     const sends: Promise<unknown>[] = []
@@ -114,7 +123,8 @@ export const dispatcherHandover: Scenario = {
       server.close()
     }
     const failed = done.filter((r) => r.error !== undefined || r.endedAt > r.deadline)
-    if (failed.length) throw new Error(`${failed.length} dispatcher runs failed or overran their timeout: ${String(failed[0].error ?? 'overran')}`)
+    if (failed.length)
+      throw new Error(`${failed.length} dispatcher runs failed or overran their timeout: ${String(failed[0].error ?? 'overran')}`)
     const lost = [...sentAt.keys()].filter((v) => !latency.has(v))
     if (lost.length) throw new Error(`${lost.length} of ${sentAt.size} messages were never invoked`)
     // In send order, so each third of the samples is a third of the schedule.
@@ -139,14 +149,28 @@ export const dispatcherHandover: Scenario = {
         `${runs} dispatcher runs started every ${EVERY_MS / 1000} s (each 0–${JITTER_MS} ms late, seeded), each with a Lambda context counting down from ${TIMEOUT_MS / 1000} s and tailMs ${TAIL_MS / 1000} s; ` +
           `the consumer a queueConsumer function behind a local Invoke API stand-in (RequestResponse through lambdaInvoker); a message enqueued every ${SEND_EVERY_MS} ms (open loop) for ${seconds.toFixed(0)} s. ` +
           `${sentAt.size} messages, every one invoked; ${led} of ${runs} runs led, each returning before its timeout. ` +
-          `Enqueue (before the call) → the consumer's handler: p50 ${p(samples, 0.5)} ms, p99 ${p(samples, 0.99)} ms, max ${p(samples, 1)} ms (p99 of each third: ${perPart(samples, 0.99).map((x) => x.toFixed(1)).join(', ')} ms); ` +
+          `Enqueue (before the call) → the consumer's handler: p50 ${p(samples, 0.5)} ms, p99 ${p(samples, 0.99)} ms, max ${p(samples, 1)} ms (p99 of each third: ${perPart(
+            samples,
+            0.99,
+          )
+            .map((x) => x.toFixed(1))
+            .join(', ')} ms); ` +
           `the ${atBoundary.length} messages sent within ${BOUNDARY_MS} ms of one of the ${boundaries.length} run boundaries: p50 ${p(atBoundary, 0.5)} ms, p99 ${p(atBoundary, 0.99)} ms, max ${p(atBoundary, 1)} ms. ` +
           `Runs that handed over lasted ${(runSeconds / handedOver.length).toFixed(2)} s on average for a ${EVERY_MS / 1000} s period: ${perScheduleSecond.toFixed(3)} invocation-seconds per second of schedule (×3600 for an hour).`,
       ],
       details: {
         runs: done.map((r) => ({ startedAt: r.startedAt - t0, ms: r.endedAt - r.startedAt, result: r.result })),
-        slowest: ordered.map(([v, at]) => ({ sentAt: at - t0, ms: latency.get(v)! })).sort((a, b) => b.ms - a.ms).slice(0, 10),
-        messages: sentAt.size, p50: pct(samples, 0.5), p99: pct(samples, 0.99), max: pct(samples, 1), boundary: { n: atBoundary.length, p99: pct(atBoundary, 0.99), max: pct(atBoundary, 1) }, perScheduleSecond },
+        slowest: ordered
+          .map(([v, at]) => ({ sentAt: at - t0, ms: latency.get(v)! }))
+          .sort((a, b) => b.ms - a.ms)
+          .slice(0, 10),
+        messages: sentAt.size,
+        p50: pct(samples, 0.5),
+        p99: pct(samples, 0.99),
+        max: pct(samples, 1),
+        boundary: { n: atBoundary.length, p99: pct(atBoundary, 0.99), max: pct(atBoundary, 1) },
+        perScheduleSecond,
+      },
     }
   },
 }

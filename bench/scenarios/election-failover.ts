@@ -9,14 +9,21 @@ interface Candidate {
 type ElectionFactory = (session: Session, name: string) => Candidate
 
 /** n failovers: leader and waiting candidate on their own sessions; close the leader's session. */
-async function failovers(ctx: BenchContext, client: EtcdClient, make: ElectionFactory, n: number): Promise<Latency & { samples: number[] }> {
+async function failovers(
+  ctx: BenchContext,
+  client: EtcdClient,
+  make: ElectionFactory,
+  n: number,
+): Promise<Latency & { samples: number[] }> {
   const lat: number[] = []
   for (let i = 0; i < n; i++) {
     const name = ctx.prefix('failover')
     const s1 = await Session.create(client, { ttl: 10 })
     const s2 = await Session.create(client, { ttl: 10 })
     await make(s1, name).campaign('a')
-    const elected = make(s2, name).campaign('b').then(() => performance.now())
+    const elected = make(s2, name)
+      .campaign('b')
+      .then(() => performance.now())
     await sleep(50) // as the Go peer: the candidate is queued well before the leader goes
     const t0 = performance.now()
     await s1.close()
@@ -50,8 +57,24 @@ export const electionFailover: Scenario = {
     return {
       entries: [
         // The target is judged on the median p50 of the three thirds of the samples (their spread shown).
-        entry('leader failover: session closed -> waiting campaign returns', 'p50 ms', ours ? p50s(ours.samples) : null, 'Go election-failover', g?.p50_ms ?? null, { kind: 'max-ratio', ratio: 0.2 }, why ?? go.why),
-        entry('leader failover: session closed -> waiting campaign returns', 'p99 ms', ours?.p99 ?? null, 'Go election-failover', g?.p99_ms ?? null, { kind: 'none' }, why ?? go.why),
+        entry(
+          'leader failover: session closed -> waiting campaign returns',
+          'p50 ms',
+          ours ? p50s(ours.samples) : null,
+          'Go election-failover',
+          g?.p50_ms ?? null,
+          { kind: 'max-ratio', ratio: 0.2 },
+          why ?? go.why,
+        ),
+        entry(
+          'leader failover: session closed -> waiting campaign returns',
+          'p99 ms',
+          ours?.p99 ?? null,
+          'Go election-failover',
+          g?.p99_ms ?? null,
+          { kind: 'none' },
+          why ?? go.why,
+        ),
       ],
       notes: [
         `${n} failovers. lib Election: ${f(ours)}; Go: ${g ? `p50 ${g.p50_ms} / p99 ${g.p99_ms} ms` : go.why}. ` +

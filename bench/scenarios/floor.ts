@@ -35,8 +35,16 @@ export function lockShapedPair(client: EtcdClient, session: Session, name: strin
   const key = `${name}/${session.leaseHex}`
   return async () => {
     const youngest = ks.get(`${name}/`, { prefix: true, sort: ['Create', 'Descend'], limit: AHEAD_READ_LIMIT, keysOnly: true })
-    const locked = await client.kv.txn({ compare: [ks.compare(key, 'Create', '==', 0)], success: [ks.put(key, '', session.leaseId), youngest], failure: [youngest] })
-    await client.kv.txn({ compare: [ks.compare(key, 'Create', '==', BigInt(locked.header.revision))], success: [ks.deleteOp(key)], failure: [] })
+    const locked = await client.kv.txn({
+      compare: [ks.compare(key, 'Create', '==', 0)],
+      success: [ks.put(key, '', session.leaseId), youngest],
+      failure: [youngest],
+    })
+    await client.kv.txn({
+      compare: [ks.compare(key, 'Create', '==', BigInt(locked.header.revision))],
+      success: [ks.deleteOp(key)],
+      failure: [],
+    })
   }
 }
 
@@ -54,13 +62,26 @@ export const floor: Scenario = {
     try {
       for (let r = 0; r < RUNS; r++) {
         let cpu0 = process.cpuUsage()
-        const ours = summarize(await timeSequential(n, async () => { await ctx.client.put(key).value('v') }, 200))
+        const ours = summarize(
+          await timeSequential(
+            n,
+            async () => {
+              await ctx.client.put(key).value('v')
+            },
+            200,
+          ),
+        )
         const cpu = process.cpuUsage(cpu0)
         cpu0 = process.cpuUsage()
         const pairs = summarize(await timeSequential(n / 2, lockTxns, 100))
         const pairCpu = process.cpuUsage(cpu0)
         // Node CPU per op (warm-up included in both): what one etcd request costs this process.
-        runs.push({ ours, cpuMsPerPut: (cpu.user + cpu.system) / 1000 / (n + 200), lockTxns: pairs, lockTxnsCpuMs: (pairCpu.user + pairCpu.system) / 1000 / (n / 2 + 100) })
+        runs.push({
+          ours,
+          cpuMsPerPut: (cpu.user + cpu.system) / 1000 / (n + 200),
+          lockTxns: pairs,
+          lockTxnsCpuMs: (pairCpu.user + pairCpu.system) / 1000 / (n / 2 + 100),
+        })
         const go = await runGo(ctx, ['-scenario', 'put', '-n', String(n)])
         if (go.result) goRuns.push(go.result)
         else why = go.why
@@ -83,11 +104,48 @@ export const floor: Scenario = {
     const pairName = "floor: the lock's two Txns sent raw (etcd3 client, no lock logic)"
     return {
       entries: [
-        entry(name, 'p50 ms', runs.map((r) => r.ours.p50), 'Go put', goP50, { kind: 'none' }, why),
-        entry(name, 'p99 ms', runs.map((r) => r.ours.p99), 'Go put', goP99, { kind: 'none' }, why),
-        entry(name, 'CPU ms per put', runs.map((r) => r.cpuMsPerPut), '—', null, { kind: 'none' }),
-        entry(pairName, 'p50 ms per pair', runs.map((r) => r.lockTxns.p50), 'one put (floor)', details.p50, { kind: 'none' }),
-        entry(pairName, 'CPU ms per pair', runs.map((r) => r.lockTxnsCpuMs), 'CPU of two puts (floor)', 2 * details.cpuMsPerPut, { kind: 'none' }),
+        entry(
+          name,
+          'p50 ms',
+          runs.map((r) => r.ours.p50),
+          'Go put',
+          goP50,
+          { kind: 'none' },
+          why,
+        ),
+        entry(
+          name,
+          'p99 ms',
+          runs.map((r) => r.ours.p99),
+          'Go put',
+          goP99,
+          { kind: 'none' },
+          why,
+        ),
+        entry(
+          name,
+          'CPU ms per put',
+          runs.map((r) => r.cpuMsPerPut),
+          '—',
+          null,
+          { kind: 'none' },
+        ),
+        entry(
+          pairName,
+          'p50 ms per pair',
+          runs.map((r) => r.lockTxns.p50),
+          'one put (floor)',
+          details.p50,
+          { kind: 'none' },
+        ),
+        entry(
+          pairName,
+          'CPU ms per pair',
+          runs.map((r) => r.lockTxnsCpuMs),
+          'CPU of two puts (floor)',
+          2 * details.cpuMsPerPut,
+          { kind: 'none' },
+        ),
       ],
       notes: [
         `${RUNS} runs of ${n} sequential puts of one key (medians): Node/etcd3 p50 ${details.p50.toFixed(3)} ms, p99 ${details.p99.toFixed(3)} ms` +

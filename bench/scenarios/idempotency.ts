@@ -51,7 +51,14 @@ export const idempotency: Scenario = {
         entry(dupName, 'p50 ms', duplicate.p50, 'bare warm Middy invocation', bare.p50, { kind: 'none' }),
         entry(dupName, 'p99 ms', duplicate.p99, 'one put (floor)', put, { kind: 'none' }),
         entry('idempotency: first run of a key (warm)', 'p50 ms', first.p50, 'one put (floor)', put, { kind: 'none' }),
-        entry(`singleFlight: ${FLIGHT_CALLERS} callers, followers`, 'p99 ms', flights.p99s, 'leader duration + 50 ms', flights.leader + 50, { kind: 'max-ratio', ratio: 1 }),
+        entry(
+          `singleFlight: ${FLIGHT_CALLERS} callers, followers`,
+          'p99 ms',
+          flights.p99s,
+          'leader duration + 50 ms',
+          flights.leader + 50,
+          { kind: 'max-ratio', ratio: 1 },
+        ),
       ],
       notes: [
         `${n} sequential warm invocations each. Duplicate of a completed invocation (stored response, handler not run): ${f(duplicate)}; ` +

@@ -23,7 +23,12 @@ interface Shape {
 const WARMUP_RUNS = 2
 
 /** All etcd messages of one per-op count (every method summed). */
-const totalOf = (r: RpcCounts) => Number(Object.values(r).reduce((a, b) => a + b, 0).toFixed(2))
+const totalOf = (r: RpcCounts) =>
+  Number(
+    Object.values(r)
+      .reduce((a, b) => a + b, 0)
+      .toFixed(2),
+  )
 
 /** Runs a lock/increment/unlock shape for lib's Mutex and Go, alternating. */
 async function measure(ctx: BenchContext, shape: Shape) {
@@ -36,11 +41,16 @@ async function measure(ctx: BenchContext, shape: Shape) {
   // slower than the later ones, which would favour whatever runs later in the bench.
   for (let w = 0; w < WARMUP_RUNS; w++) await lockCounter(ctx.client, libMutex, ctx.prefix(`${shape.label}-warm`), shape.c, shape.n)
   for (let r = 0; r < shape.repeats; r++) {
-    const { result: run, perOp } = await countRpcs(ep, shape.c * shape.n, () => lockCounter(ctx.client, libMutex, ctx.prefix(shape.label), shape.c, shape.n))
+    const { result: run, perOp } = await countRpcs(ep, shape.c * shape.n, () =>
+      lockCounter(ctx.client, libMutex, ctx.prefix(shape.label), shape.c, shape.n),
+    )
     rpcs.lib.push(perOp)
-    if (run.counter !== shape.c * shape.n) throw new Error(`${shape.label}: counter ${run.counter}, expected ${shape.c * shape.n} (mutual exclusion broken)`)
+    if (run.counter !== shape.c * shape.n)
+      throw new Error(`${shape.label}: counter ${run.counter}, expected ${shape.c * shape.n} (mutual exclusion broken)`)
     runs.push(run)
-    const { result: go, perOp: goRpcs } = await countRpcs(ep, shape.c * shape.n, () => runGo(ctx, ['-scenario', 'lock-contended', '-c', String(shape.c), '-n', String(shape.n)]))
+    const { result: go, perOp: goRpcs } = await countRpcs(ep, shape.c * shape.n, () =>
+      runGo(ctx, ['-scenario', 'lock-contended', '-c', String(shape.c), '-n', String(shape.n)]),
+    )
     if (go.result) {
       if (go.result.extra?.counter !== shape.c * shape.n) throw new Error(`Go ${shape.label}: counter ${go.result.extra?.counter}`)
       goRuns.push(go.result)
@@ -52,24 +62,59 @@ async function measure(ctx: BenchContext, shape: Shape) {
   const go = goRuns.length ? median(goRuns.map((g) => g.ops_per_s)) : null
   const name = `${shape.label}: ${shape.c} workers x ${shape.n} lock/increment/unlock`
   const goPeer = `Go lock-contended -c ${shape.c} -n ${shape.n}`
-  const entries: Entry[] = [entry(name, 'handoffs/s', runs.map((r) => r.perSecond), goPeer, goRuns.map((g) => g.ops_per_s), { kind: 'min-ratio', ratio: shape.minRatio }, goWhy)]
+  const entries: Entry[] = [
+    entry(
+      name,
+      'handoffs/s',
+      runs.map((r) => r.perSecond),
+      goPeer,
+      goRuns.map((g) => g.ops_per_s),
+      { kind: 'min-ratio', ratio: shape.minRatio },
+      goWhy,
+    ),
+  ]
   if (shape.messagesRow) {
-    entries.push(entry(name, 'etcd messages per worker', rpcs.lib.map(totalOf), goPeer, rpcs.go.map(totalOf), { kind: 'below', ratio: 1 }, goWhy))
+    entries.push(
+      entry(name, 'etcd messages per worker', rpcs.lib.map(totalOf), goPeer, rpcs.go.map(totalOf), { kind: 'below', ratio: 1 }, goWhy),
+    )
   }
-  const h = (r: CounterRun) => `handoff p50 ${pct(r.handoffs, 0.5).toFixed(2)} ms / p99 ${pct(r.handoffs, 0.99).toFixed(2)} ms, Node CPU ${(r.cpuShare * 100).toFixed(0)}% of a core`
+  const h = (r: CounterRun) =>
+    `handoff p50 ${pct(r.handoffs, 0.5).toFixed(2)} ms / p99 ${pct(r.handoffs, 0.99).toFixed(2)} ms, Node CPU ${(r.cpuShare * 100).toFixed(0)}% of a core`
   const note =
     `${name} (median of ${shape.repeats} runs, Go's between ours): lib Mutex ${lib.perSecond.toFixed(1)}/s (${h(lib)}; all runs ${runs.map((r) => r.perSecond.toFixed(0)).join(', ')}); ` +
     `Go ${go === null ? `not measured (${goWhy})` : `${go.toFixed(1)}/s (all runs ${goRuns.map((g) => g.ops_per_s.toFixed(0)).join(', ')})`}. ` +
     `etcd requests per lock/increment/unlock (server metrics, incl. the counter's Range+Put; last run): lib ${formatRpcs(rpcs.lib.at(-1)!)} (total ${totalOf(rpcs.lib.at(-1)!)}); Go ${rpcs.go.length ? `${formatRpcs(rpcs.go.at(-1)!)} (total ${totalOf(rpcs.go.at(-1)!)})` : 'n/a'}.`
-  return { entries, note, details: { lib: strip(lib), go: goRuns, rpcsPerOp: rpcs, runs: { lib: runs.map((r) => r.perSecond), go: goRuns.map((g) => g.ops_per_s) } } }
+  return {
+    entries,
+    note,
+    details: {
+      lib: strip(lib),
+      go: goRuns,
+      rpcsPerOp: rpcs,
+      runs: { lib: runs.map((r) => r.perSecond), go: goRuns.map((g) => g.ops_per_s) },
+    },
+  }
 }
 
 function strip(r: CounterRun) {
-  return { ops: r.ops, seconds: r.seconds, perSecond: r.perSecond, cpuShare: r.cpuShare, handoffP50: pct(r.handoffs, 0.5), handoffP99: pct(r.handoffs, 0.99), handoffs: r.handoffs.length }
+  return {
+    ops: r.ops,
+    seconds: r.seconds,
+    perSecond: r.perSecond,
+    cpuShare: r.cpuShare,
+    handoffP50: pct(r.handoffs, 0.5),
+    handoffP99: pct(r.handoffs, 0.99),
+    handoffs: r.handoffs.length,
+  }
 }
 
 /** One run of `procs` processes started together on one lock: handoffs/s over the span from the first start to the last end. */
-async function acrossProcesses(ctx: BenchContext, prefix: string, procs: GatedProcess[], total: number): Promise<{ perSecond: number; rpcs: RpcCounts }> {
+async function acrossProcesses(
+  ctx: BenchContext,
+  prefix: string,
+  procs: GatedProcess[],
+  total: number,
+): Promise<{ perSecond: number; rpcs: RpcCounts }> {
   const ep = ctx.endpoints[0]
   try {
     await Promise.all(procs.map((p) => p.ready))
@@ -81,10 +126,12 @@ async function acrossProcesses(ctx: BenchContext, prefix: string, procs: GatedPr
   const results = await Promise.all(procs.map((p) => p.result))
   const rpcs = rpcPerOp(before, await rpcSnapshot(ep), total)
   const counter = Number(await ctx.client.get(`${prefix}/counter`).string())
-  if (counter !== total) throw new Error(`${procs.length} processes on ${prefix}: counter ${counter}, expected ${total} (mutual exclusion broken)`)
+  if (counter !== total)
+    throw new Error(`${procs.length} processes on ${prefix}: counter ${counter}, expected ${total} (mutual exclusion broken)`)
   const start = Math.min(...results.map((r) => Number(r.startUnixMs ?? (r.extra as Record<string, number>)?.start_unix_ms)))
   const end = Math.max(...results.map((r) => Number(r.endUnixMs ?? (r.extra as Record<string, number>)?.end_unix_ms)))
-  if (!Number.isFinite(start) || !Number.isFinite(end)) throw new Error(`${procs.length} processes on ${prefix}: a process reported no start/end time`)
+  if (!Number.isFinite(start) || !Number.isFinite(end))
+    throw new Error(`${procs.length} processes on ${prefix}: a process reported no start/end time`)
   return { perSecond: total / ((end - start) / 1000), rpcs }
 }
 
@@ -103,7 +150,9 @@ async function measureProcesses(ctx: BenchContext, procs: number, c: number, rep
   for (let r = 0; r < repeats; r++) {
     const prefix = ctx.prefix('procs')
     await ctx.client.put(`${prefix}/counter`).value('0')
-    const children = Array.from({ length: procs }, () => gatedProcess(process.execPath, ['--import', 'tsx', script, prefix, String(c), '1'], { ETCD_ENDPOINTS: ctx.endpoints.join(',') }))
+    const children = Array.from({ length: procs }, () =>
+      gatedProcess(process.execPath, ['--import', 'tsx', script, prefix, String(c), '1'], { ETCD_ENDPOINTS: ctx.endpoints.join(',') }),
+    )
     const run = await acrossProcesses(ctx, prefix, children, total)
     ours.push(run.perSecond)
     rpcs.lib = run.rpcs
@@ -112,7 +161,12 @@ async function measureProcesses(ctx: BenchContext, procs: number, c: number, rep
     if (!cmd) continue
     try {
       await ctx.client.put(`${goPrefix}/counter`).value('0')
-      const goRun = await acrossProcesses(ctx, goPrefix, Array.from({ length: procs }, () => gatedProcess(cmd[0], cmd[1])), total)
+      const goRun = await acrossProcesses(
+        ctx,
+        goPrefix,
+        Array.from({ length: procs }, () => gatedProcess(cmd[0], cmd[1])),
+        total,
+      )
       go.push(goRun.perSecond)
       rpcs.go = goRun.rpcs
     } catch (err) {
@@ -126,7 +180,11 @@ async function measureProcesses(ctx: BenchContext, procs: number, c: number, rep
     `${name}: each process connects, then all start together (a line on stdin); throughput over the span from the first start to the last end, ${repeats} runs, Go's between ours. ` +
     `lib ${median(ours).toFixed(1)}/s (runs ${ours.map((x) => x.toFixed(0)).join(', ')}); Go ${go.length ? `${median(go).toFixed(1)}/s (runs ${go.map((x) => x.toFixed(0)).join(', ')})` : `not measured (${goWhy})`}. ` +
     `etcd requests per lock/increment/unlock (last run): lib ${rpcs.lib ? `${formatRpcs(rpcs.lib)} (total ${totalOf(rpcs.lib)})` : 'n/a'}; Go ${rpcs.go ? `${formatRpcs(rpcs.go)} (total ${totalOf(rpcs.go)})` : 'n/a'}.`
-  return { entries: [entry(name, 'handoffs/s', ours, peer, go, { kind: 'none' }, go.length ? undefined : goWhy)], note, details: { lib: ours, go, rpcsPerOp: rpcs } }
+  return {
+    entries: [entry(name, 'handoffs/s', ours, peer, go, { kind: 'none' }, go.length ? undefined : goWhy)],
+    note,
+    details: { lib: ours, go, rpcsPerOp: rpcs },
+  }
 }
 
 /** 100 one-shot workers: session, lock, increment, unlock (Go `lock-contended -c 100 -n 1`), in one process and in 4. */
@@ -143,8 +201,20 @@ export const lockContended: Scenario = {
 export const hotLock: Scenario = {
   name: 'hot-lock',
   async run(ctx) {
-    const a = await measure(ctx, { label: 'hot lock', c: 2, n: Math.max(10, Math.round(50 * Math.min(1, ctx.scale * 2))), repeats: 3, minRatio: 5 })
-    const b = await measure(ctx, { label: 'hot lock', c: 10, n: Math.max(10, Math.round(100 * Math.min(1, ctx.scale * 2))), repeats: 3, minRatio: 5 })
+    const a = await measure(ctx, {
+      label: 'hot lock',
+      c: 2,
+      n: Math.max(10, Math.round(50 * Math.min(1, ctx.scale * 2))),
+      repeats: 3,
+      minRatio: 5,
+    })
+    const b = await measure(ctx, {
+      label: 'hot lock',
+      c: 10,
+      n: Math.max(10, Math.round(100 * Math.min(1, ctx.scale * 2))),
+      repeats: 3,
+      minRatio: 5,
+    })
     return { entries: [...a.entries, ...b.entries], notes: [a.note, b.note], details: { c2: a.details, c10: b.details } }
   },
 }

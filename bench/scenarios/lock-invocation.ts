@@ -54,11 +54,15 @@ export const lockInvocation: Scenario = {
 
     const lockName = ctx.prefix('etcd3lock')
     const e3 = await countRpcs(ep, n, () =>
-      timeSequential(n, async () => {
-        const lock = ctx.client.lock(lockName)
-        await lock.acquire()
-        await lock.release()
-      }, 0),
+      timeSequential(
+        n,
+        async () => {
+          const lock = ctx.client.lock(lockName)
+          await lock.acquire()
+          await lock.release()
+        },
+        0,
+      ),
     )
     const etcd3 = summarize(e3.result)
     rpcs.etcd3 = e3.perOp
@@ -72,11 +76,43 @@ export const lockInvocation: Scenario = {
     const label = 'warm invocation, etcdLock no-op handler'
     const entries: Entry[] = [
       entry(label, 'p50 ms', p50, 'one put (floor)', put, { kind: 'max-ratio', ratio: 2.2 }, why),
-      entry(label, 'CPU ms per invocation', cpu, 'CPU of two puts (floor)', putCpu === null ? null : 2 * putCpu, { kind: 'max-ratio', ratio: 1.2 }, why),
+      entry(
+        label,
+        'CPU ms per invocation',
+        cpu,
+        'CPU of two puts (floor)',
+        putCpu === null ? null : 2 * putCpu,
+        { kind: 'max-ratio', ratio: 1.2 },
+        why,
+      ),
       entry(label, 'p50 ms', p50, "the lock's two Txns sent raw (floor)", rawPair?.p50 ?? null, { kind: 'none' }, why),
-      entry(label, 'CPU ms per invocation', cpu, "CPU of the lock's two Txns sent raw (floor)", rawPair?.cpuMs ?? null, { kind: 'none' }, why),
-      entry(label, 'p50 ms', p50, 'Go lock-invocation', goRuns.map((g) => g.p50_ms!), { kind: 'max-ratio', ratio: 1 }, why ?? goWhy),
-      entry(label, 'p99 ms', p99, 'Go lock-invocation', goRuns.map((g) => g.p99_ms!), { kind: 'none' }, why ?? goWhy),
+      entry(
+        label,
+        'CPU ms per invocation',
+        cpu,
+        "CPU of the lock's two Txns sent raw (floor)",
+        rawPair?.cpuMs ?? null,
+        { kind: 'none' },
+        why,
+      ),
+      entry(
+        label,
+        'p50 ms',
+        p50,
+        'Go lock-invocation',
+        goRuns.map((g) => g.p50_ms!),
+        { kind: 'max-ratio', ratio: 1 },
+        why ?? goWhy,
+      ),
+      entry(
+        label,
+        'p99 ms',
+        p99,
+        'Go lock-invocation',
+        goRuns.map((g) => g.p99_ms!),
+        { kind: 'none' },
+        why ?? goWhy,
+      ),
       entry(label, 'p50 ms', p50, 'etcd3 Lock acquire+release', etcd3.p50, { kind: 'none' }, why),
       entry(label, 'p99 ms', p99, 'etcd3 Lock acquire+release', etcd3.p99, { kind: 'none' }, why),
     ]

@@ -26,10 +26,32 @@ export const lockUncontended: Scenario = {
     try {
       for (let r = 0; r < RUNS; r++) {
         const cpu0 = process.cpuUsage()
-        ours.push(summarize(await timeSequential(n, async () => { await m.lock(); await m.unlock() }, 50)))
+        ours.push(
+          summarize(
+            await timeSequential(
+              n,
+              async () => {
+                await m.lock()
+                await m.unlock()
+              },
+              50,
+            ),
+          ),
+        )
         const used = process.cpuUsage(cpu0)
         cpu.push((used.user + used.system) / 1000 / (n + 50))
-        puts.push(summarize(await timeSequential(n, async () => { await ctx.client.put(key).value('1'); await ctx.client.put(key).value('2') }, 50)))
+        puts.push(
+          summarize(
+            await timeSequential(
+              n,
+              async () => {
+                await ctx.client.put(key).value('1')
+                await ctx.client.put(key).value('2')
+              },
+              50,
+            ),
+          ),
+        )
         const go = await runGo(ctx, ['-scenario', 'lock-uncontended', '-n', String(n)])
         if (go.result) goRuns.push(go.result)
         else goWhy = go.why
@@ -48,11 +70,19 @@ export const lockUncontended: Scenario = {
         entry(label, 'p50 ms', p50, "the lock's two Txns sent raw (floor)", rawPair?.p50 ?? null, { kind: 'none' }),
         entry(label, 'CPU ms per pair', cpu, "CPU of the lock's two Txns sent raw (floor)", rawPair?.cpuMs ?? null, { kind: 'none' }),
         entry(label, 'p50 ms', p50, 'Go lock-uncontended', goP50, { kind: 'none' }, goWhy),
-        entry(label, 'p99 ms', ours.map((l) => l.p99), 'Go lock-uncontended', goRuns.map((g) => g.p99_ms!), { kind: 'none' }, goWhy),
+        entry(
+          label,
+          'p99 ms',
+          ours.map((l) => l.p99),
+          'Go lock-uncontended',
+          goRuns.map((g) => g.p99_ms!),
+          { kind: 'none' },
+          goWhy,
+        ),
       ],
       notes: [
         `${RUNS} runs each of ${n} sequential lock()+unlock() pairs on one Session/Mutex, two sequential puts, and Go's Lock+Unlock, alternating (medians): ours p50 ${median(p50).toFixed(3)} ms (Node CPU ${median(cpu).toFixed(3)} ms per pair), two puts p50 ${median(putsP50).toFixed(3)} ms, Go p50 ${goP50.length ? median(goP50) : 'n/a'} ms. ` +
-          'Both lock and unlock are one round trip (the lock Txn puts the key and reads the youngest keys, the unlock Txn deletes it fenced by its create revision), as Go\'s Lock+Unlock; two puts are the same client\'s floor for two round trips' +
+          "Both lock and unlock are one round trip (the lock Txn puts the key and reads the youngest keys, the unlock Txn deletes it fenced by its create revision), as Go's Lock+Unlock; two puts are the same client's floor for two round trips" +
           (goP50.length ? ` (${(median(putsP50) / median(goP50)).toFixed(2)}x Go's lock+unlock before any lock logic).` : '.'),
       ],
       details: { ours, twoPuts: puts, cpuMsPerPair: cpu, go: goRuns },

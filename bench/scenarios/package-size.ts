@@ -33,7 +33,10 @@ export const packageSize: Scenario = {
       {
         label: 'queue dispatcher (middy-etcd/dispatcher)',
         source: 'handlers/dispatcher.ts',
-        env: { ETCD_QUEUE_SUBSCRIPTIONS: JSON.stringify([{ function: 'bench-consumer', queue: ctx.prefix('dispatcher-empty') }]), ETCD_DISPATCH_TAIL_MS: '29000' },
+        env: {
+          ETCD_QUEUE_SUBSCRIPTIONS: JSON.stringify([{ function: 'bench-consumer', queue: ctx.prefix('dispatcher-empty') }]),
+          ETCD_DISPATCH_TAIL_MS: '29000',
+        },
       },
     ]
     const entries = []
@@ -48,7 +51,10 @@ export const packageSize: Scenario = {
       writeSupportFiles(dir)
       const files = serviceFiles(dir)
       const zip = join(cacheDir, `package-${i}.zip`)
-      const bytes = writeZip(zip, files.map((name) => ({ name, data: readFileSync(join(dir, name)) })))
+      const bytes = writeZip(
+        zip,
+        files.map((name) => ({ name, data: readFileSync(join(dir, name)) })),
+      )
       const kib = bytes / 1024
       const bundleKiB = statSync(join(dir, 'handler.js')).size / 1024
       const inputs = Object.keys(result.metafile.inputs)
@@ -73,8 +79,11 @@ function invoke(dir: string, env: Record<string, string>): Promise<string> {
     "handler({}, { functionName: 'pkg', awsRequestId: 'p1', getRemainingTimeInMillis: () => end - Date.now() })\n" +
     '  .then((r) => { console.log(JSON.stringify(r)); process.exit(0) }, (e) => { console.error(e); process.exit(1) })\n'
   return new Promise((resolve) => {
-    execFile(process.execPath, ['-e', script], { cwd: dir, env: { PATH: process.env.PATH ?? '', ...env }, timeout: 30_000 }, (err, stdout, stderr) =>
-      resolve(err ? `FAILED: ${stderr.slice(0, 300)}` : stdout.trim()),
+    execFile(
+      process.execPath,
+      ['-e', script],
+      { cwd: dir, env: { PATH: process.env.PATH ?? '', ...env }, timeout: 30_000 },
+      (err, stdout, stderr) => resolve(err ? `FAILED: ${stderr.slice(0, 300)}` : stdout.trim()),
     )
   })
 }

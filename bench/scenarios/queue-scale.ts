@@ -25,7 +25,12 @@ async function fill(client: EtcdClient, name: string, n: number): Promise<void> 
   const ks = keyspace(client)
   const txns: Promise<unknown>[] = []
   for (let i = 0; i < n; i += 128) {
-    txns.push(ks.txn([], Array.from({ length: Math.min(128, n - i) }, (_, j) => ks.put(`${name}/${unixNano()}`, `m${String(i + j).padStart(15, '0')}`))))
+    txns.push(
+      ks.txn(
+        [],
+        Array.from({ length: Math.min(128, n - i) }, (_, j) => ks.put(`${name}/${unixNano()}`, `m${String(i + j).padStart(15, '0')}`)),
+      ),
+    )
     if (txns.length >= 8) await Promise.all(txns.splice(0))
   }
   await Promise.all(txns)
@@ -88,15 +93,19 @@ export const queueScale: Scenario = {
       ctx.log(`  ${label}: built in ${built.toFixed(1)} s`)
       const cost = await cycles(ctx, new Queue(ctx.newClient(), name), n)
       // What it wrote goes (a delete of a million keys may outlast the call deadline: then it stays, on a server the run discards).
-      for (const p of ['', '__claims/', '__receives/']) await keyspace(ctx.client).del(`${p}${name}/`, { prefix: true }).catch(() => {})
+      for (const p of ['', '__claims/', '__receives/'])
+        await keyspace(ctx.client)
+          .del(`${p}${name}/`, { prefix: true })
+          .catch(() => {})
       return { ...cost, built }
     }
     // n + 20 (warm-up) visible items after the in-flight ones.
-    const inFlight = async (k: number) => measure(`${k} in flight`, async (name) => {
-      await fill(ctx.client, name, k)
-      await hold(ctx.newClient(), name, k)
-      await fill(ctx.client, name, n + 20)
-    })
+    const inFlight = async (k: number) =>
+      measure(`${k} in flight`, async (name) => {
+        await fill(ctx.client, name, k)
+        await hold(ctx.newClient(), name, k)
+        await fill(ctx.client, name, n + 20)
+      })
     const backlog = async (k: number) => measure(`backlog ${k}`, (name) => fill(ctx.client, name, k))
 
     // The first measurement of a process pays for its warm-up (JIT, connections): thrown away.
@@ -118,9 +127,19 @@ export const queueScale: Scenario = {
       entry(`${label}: receive(max 1) + ack`, 'bytes etcd sent per message', a?.bytes ?? null, peer, b.bytes, target, note),
       entry(`${label}: receive(max 1) + ack`, 'p50 ms', a ? p50s(a.latencies) : null, peer, b ? p50s(b.latencies) : null, target, note),
     ]
-    const f = (c: typeof small | null) => (c ? `${c.requests.toFixed(2)} requests (${Object.entries(c.rpcs).map(([k, v]) => `${k} ${v}`).join(', ')}), ${c.bytes.toFixed(0)} bytes, p50 ${c.p50.toFixed(2)} / p99 ${c.p99.toFixed(2)} ms per message (built in ${c.built.toFixed(1)} s)` : why)
+    const f = (c: typeof small | null) =>
+      c
+        ? `${c.requests.toFixed(2)} requests (${Object.entries(c.rpcs)
+            .map(([k, v]) => `${k} ${v}`)
+            .join(
+              ', ',
+            )}), ${c.bytes.toFixed(0)} bytes, p50 ${c.p50.toFixed(2)} / p99 ${c.p99.toFixed(2)} ms per message (built in ${c.built.toFixed(1)} s)`
+        : why
     return {
-      entries: [...rows(`${bigInFlight} in flight`, big, small, 'same, 100 in flight'), ...rows(`backlog of ${bigBacklog}`, deep, shallow, 'same, backlog of 1000', why)],
+      entries: [
+        ...rows(`${bigInFlight} in flight`, big, small, 'same, 100 in flight'),
+        ...rows(`backlog of ${bigBacklog}`, deep, shallow, 'same, backlog of 1000', why),
+      ],
       notes: [
         `${n} sequential receive({ max: 1 }) + ack cycles on one warm consumer object after 20 for warm-up; requests from etcd's grpc_server_msg_received_total, bytes from its etcd_network_client_grpc_sent_bytes_total, both per message. ` +
           `100 in flight: ${f(small)}. ${bigInFlight} in flight: ${f(big)}. Backlog of 1000: ${f(shallow)}. Backlog of ${bigBacklog}: ${f(deep)}.`,

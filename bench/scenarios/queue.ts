@@ -40,7 +40,13 @@ type Shape = { kind: 'plain' } | { kind: 'groups' } | { kind: 'delays' }
  * settled: what a function does); `'session'` claims with one long-lived Session per consumer.
  * `shape` adds message groups or a delay to every enqueue.
  */
-async function ours(ctx: BenchContext, c: number, n: number, claim: 'visibility' | 'session', shape: Shape = { kind: 'plain' }): Promise<QueueRun> {
+async function ours(
+  ctx: BenchContext,
+  c: number,
+  n: number,
+  claim: 'visibility' | 'session',
+  shape: Shape = { kind: 'plain' },
+): Promise<QueueRun> {
   const { Queue } = (await import('../../lib/queue/queue.js')) as typeof import('../../lib/queue/queue.js')
   const total = c * n
   const ep = ctx.endpoints[0]
@@ -171,13 +177,47 @@ export const queue: Scenario = {
     }
     const g = goRuns.length ? goRuns.find((x) => x.ops_per_s === median(goRuns.map((y) => y.ops_per_s)))! : null
     const f = (r: QueueRun | null) =>
-      r ? `${r.perSecond.toFixed(1)} items/s (${r.distinct} distinct of ${total}, ${r.duplicates} duplicates, ${r.receives} receive calls, Node CPU ${(r.cpuShare * 100).toFixed(0)}% of a core; etcd requests per item: ${formatRpcs(r.rpcs)})` : why
+      r
+        ? `${r.perSecond.toFixed(1)} items/s (${r.distinct} distinct of ${total}, ${r.duplicates} duplicates, ${r.receives} receive calls, Node CPU ${(r.cpuShare * 100).toFixed(0)}% of a core; etcd requests per item: ${formatRpcs(r.rpcs)})`
+        : why
     return {
       entries: [
-        entry(label, 'items/s', lambdaRuns.map((x) => x.perSecond), 'Go queue', goRuns.map((x) => x.ops_per_s), { kind: 'min-ratio', ratio: 3 }, why ?? goWhy),
-        entry(`${label}, claims on a long-lived Session`, 'items/s', session?.perSecond ?? null, 'Go queue', g?.ops_per_s ?? null, { kind: 'none' }, why ?? goWhy),
-        entry(`${label}, ${GROUPS} message groups`, 'items/s', grouped?.perSecond ?? null, 'ours, plain', lambda?.perSecond ?? null, { kind: 'none' }, why),
-        entry(`${label}, every item delayed ${DELAY_MS} ms`, 'items/s', delayed?.perSecond ?? null, 'ours, plain', lambda?.perSecond ?? null, { kind: 'none' }, why),
+        entry(
+          label,
+          'items/s',
+          lambdaRuns.map((x) => x.perSecond),
+          'Go queue',
+          goRuns.map((x) => x.ops_per_s),
+          { kind: 'min-ratio', ratio: 3 },
+          why ?? goWhy,
+        ),
+        entry(
+          `${label}, claims on a long-lived Session`,
+          'items/s',
+          session?.perSecond ?? null,
+          'Go queue',
+          g?.ops_per_s ?? null,
+          { kind: 'none' },
+          why ?? goWhy,
+        ),
+        entry(
+          `${label}, ${GROUPS} message groups`,
+          'items/s',
+          grouped?.perSecond ?? null,
+          'ours, plain',
+          lambda?.perSecond ?? null,
+          { kind: 'none' },
+          why,
+        ),
+        entry(
+          `${label}, every item delayed ${DELAY_MS} ms`,
+          'items/s',
+          delayed?.perSecond ?? null,
+          'ours, plain',
+          lambda?.perSecond ?? null,
+          { kind: 'none' },
+          why,
+        ),
       ],
       notes: [
         `${RUNS} runs of ours (a claim lease per receive) and of Go, alternating; the median run: ours ${f(lambda)} (all runs ${lambdaRuns.map((x) => x.perSecond.toFixed(0)).join(', ')}); Go all runs ${goRuns.map((x) => x.ops_per_s.toFixed(0)).join(', ')}. ` +
@@ -186,7 +226,15 @@ export const queue: Scenario = {
           `Ours, every item enqueued with delayMs ${DELAY_MS} (received after its due time — including the wait behind earlier items, as the producers outpace the consumers: p50 ${delayed?.lateness?.p50 ?? '?'} ms, p99 ${delayed?.lateness?.p99 ?? '?'} ms, max ${delayed?.lateness?.max ?? '?'} ms; ${delayed?.lateness?.early ?? '?'} early): ${f(delayed)}. ` +
           `Go recipes.Queue (delete on claim, at-most-once), the median run: ${g ? `${g.ops_per_s.toFixed(1)} items/s (${g.extra?.distinct} distinct, ${g.extra?.duplicates} duplicates; etcd requests per item: ${formatRpcs(goRpcs)})` : goWhy}.`,
       ],
-      details: { ours: lambda, runs: lambdaRuns.map((x) => x.perSecond), session, grouped, delayed, go: goRuns, rpcsPerItem: { ours: lambda?.rpcs, session: session?.rpcs, grouped: grouped?.rpcs, delayed: delayed?.rpcs, go: goRpcs } },
+      details: {
+        ours: lambda,
+        runs: lambdaRuns.map((x) => x.perSecond),
+        session,
+        grouped,
+        delayed,
+        go: goRuns,
+        rpcsPerItem: { ours: lambda?.rpcs, session: session?.rpcs, grouped: grouped?.rpcs, delayed: delayed?.rpcs, go: goRpcs },
+      },
     }
   },
 }

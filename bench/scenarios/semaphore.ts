@@ -18,7 +18,13 @@ interface HoldRun {
 }
 
 /** `workers` loops of acquire → release, `n` each, on one client; checks at most `permits` hold at once. */
-async function holdLoop(ctx: BenchContext, workers: number, n: number, permits: number, open: (s: Session, name: string) => { take(): Promise<void>; give(): Promise<void> }): Promise<HoldRun> {
+async function holdLoop(
+  ctx: BenchContext,
+  workers: number,
+  n: number,
+  permits: number,
+  open: (s: Session, name: string) => { take(): Promise<void>; give(): Promise<void> },
+): Promise<HoldRun> {
   const name = ctx.prefix(permits === 1 ? 'mutex' : 'semaphore')
   const sessions = await Promise.all(Array.from({ length: workers }, () => Session.create(ctx.client, { ttl: 10 })))
   let holding = 0
@@ -60,7 +66,13 @@ interface RateRun {
 }
 
 /** `callers` loops of `acquire()` over one RateLimiter per client, for `ms`. */
-async function rateLoop(ctx: BenchContext, clients: EtcdClient[], callers: number, ms: number, o: { rate: number; per: number; burst: number }): Promise<RateRun> {
+async function rateLoop(
+  ctx: BenchContext,
+  clients: EtcdClient[],
+  callers: number,
+  ms: number,
+  o: { rate: number; per: number; burst: number },
+): Promise<RateRun> {
   const name = ctx.prefix('rate')
   const limiters = clients.map((c) => new RateLimiter(c, name, o))
   await Promise.all(limiters.map((l) => l.ready())) // lease and settings, as in a function's init phase
@@ -89,7 +101,9 @@ async function rateLoop(ctx: BenchContext, clients: EtcdClient[], callers: numbe
     while (j < times.length && times[j] < times[i] + o.per) j++
     mostInWindow = Math.max(mostInWindow, j - i)
   }
-  const thirds = [0, 1, 2].map((k) => times.filter((t) => t >= started + (k * ms) / 3 && t < started + ((k + 1) * ms) / 3).length / (ms / 3000))
+  const thirds = [0, 1, 2].map(
+    (k) => times.filter((t) => t >= started + (k * ms) / 3 && t < started + ((k + 1) * ms) / 3).length / (ms / 3000),
+  )
   return { perSecond: times.length / (ms / 1000), admitted: times.length, rpcs, mostInWindow, thirds }
 }
 
@@ -111,18 +125,46 @@ export const semaphore: Scenario = {
     const flat = await rateLoop(ctx, clients, 60, ms, { rate: 1000, per: 1000, burst: 20 })
     const h = (r: HoldRun) => `handoff p50 ${pct(r.handoffs, 0.5).toFixed(2)} ms / p99 ${pct(r.handoffs, 0.99).toFixed(2)} ms`
     const entries: Entry[] = [
-      entry(`semaphore: 10 workers x ${n} acquire/release, permits 3`, 'handoffs/s', sem.perSecond, `lib Mutex, same shape (1 holder)`, mutex.perSecond, { kind: 'none' }),
-      entry('semaphore: etcd requests per acquire/release (10 workers, permits 3)', 'requests/op', total(sem.rpcs), 'lib Mutex, same shape', total(mutex.rpcs), { kind: 'none' }),
+      entry(
+        `semaphore: 10 workers x ${n} acquire/release, permits 3`,
+        'handoffs/s',
+        sem.perSecond,
+        `lib Mutex, same shape (1 holder)`,
+        mutex.perSecond,
+        { kind: 'none' },
+      ),
+      entry(
+        'semaphore: etcd requests per acquire/release (10 workers, permits 3)',
+        'requests/op',
+        total(sem.rpcs),
+        'lib Mutex, same shape',
+        total(mutex.rpcs),
+        { kind: 'none' },
+      ),
       // Judged on the median of the three thirds of the run (the burst falls in the first).
-      entry(`rate limiter: R=100/s burst 10, 60 callers on 3 clients, ${ms / 1000} s`, 'admitted/s', paced.thirds, 'the rate R', 100, { kind: 'min-ratio', ratio: 0.9 }),
-      entry('rate limiter: etcd requests per admitted call (R=100/s, 60 callers)', 'requests/call', total(paced.rpcs), '—', null, { kind: 'none' }),
-      entry(`rate limiter: R=1000/s burst 20 (above what one queue hands out), 60 callers, ${ms / 1000} s`, 'admitted/s', flat.perSecond, 'the rate R', 1000, { kind: 'none' }),
-      entry('rate limiter: etcd requests per admitted call (R=1000/s, 60 callers)', 'requests/call', total(flat.rpcs), '—', null, { kind: 'none' }),
+      entry(`rate limiter: R=100/s burst 10, 60 callers on 3 clients, ${ms / 1000} s`, 'admitted/s', paced.thirds, 'the rate R', 100, {
+        kind: 'min-ratio',
+        ratio: 0.9,
+      }),
+      entry('rate limiter: etcd requests per admitted call (R=100/s, 60 callers)', 'requests/call', total(paced.rpcs), '—', null, {
+        kind: 'none',
+      }),
+      entry(
+        `rate limiter: R=1000/s burst 20 (above what one queue hands out), 60 callers, ${ms / 1000} s`,
+        'admitted/s',
+        flat.perSecond,
+        'the rate R',
+        1000,
+        { kind: 'none' },
+      ),
+      entry('rate limiter: etcd requests per admitted call (R=1000/s, 60 callers)', 'requests/call', total(flat.rpcs), '—', null, {
+        kind: 'none',
+      }),
     ]
     const notes = [
       `Semaphore, 10 workers each with its own session, acquire → release at once, ${n} times each: ${sem.perSecond.toFixed(1)} handoffs/s (${h(sem)}), at most ${sem.most} held at once; ` +
         `lib Mutex on the same shape: ${mutex.perSecond.toFixed(1)}/s (${h(mutex)}). etcd messages per acquire/release: semaphore ${formatRpcs(sem.rpcs)}; Mutex ${formatRpcs(mutex.rpcs)}. ` +
-        'Grants are handed out by the head of the queue one at a time (one Txn per grant, and the next waiter learns it is first from the delete of its predecessor\'s key), so permits raise how many hold at once, not how fast grants are made.',
+        "Grants are handed out by the head of the queue one at a time (one Txn per grant, and the next waiter learns it is first from the delete of its predecessor's key), so permits raise how many hold at once, not how fast grants are made.",
       `Rate limiter R=100/s burst 10: ${paced.admitted} admitted in ${ms / 1000} s = ${paced.perSecond.toFixed(1)}/s, most in any 1 s window ${paced.mostInWindow} (bound R + burst = 110); etcd messages per admitted call ${formatRpcs(paced.rpcs)}. ` +
         `R=1000/s burst 20: ${flat.perSecond.toFixed(1)}/s (most in 1 s: ${flat.mostInWindow}), ${formatRpcs(flat.rpcs)} per call — the queue's handoff rate, not the rate, limits it there.`,
     ]
@@ -131,7 +173,11 @@ export const semaphore: Scenario = {
 }
 
 function total(r: RpcCounts): number {
-  return Number(Object.values(r).reduce((a, b) => a + b, 0).toFixed(2))
+  return Number(
+    Object.values(r)
+      .reduce((a, b) => a + b, 0)
+      .toFixed(2),
+  )
 }
 
 function strip(r: HoldRun) {

@@ -67,7 +67,15 @@ async function bank(
   const cpu = process.cpuUsage(cpu0)
   const all = await ctx.client.getAll().prefix(`${prefix}/accts/`).strings()
   const sum = Object.values(all).reduce((a, v) => a + Number(v), 0)
-  return { txns: done, seconds, perSecond: done / seconds, attemptsPerTxn: attempts / Math.max(1, done + failed), sum, failed, cpuShare: (cpu.user + cpu.system) / 1e6 / seconds }
+  return {
+    txns: done,
+    seconds,
+    perSecond: done / seconds,
+    attemptsPerTxn: attempts / Math.max(1, done + failed),
+    sum,
+    failed,
+    cpuShare: (cpu.user + cpu.system) / 1e6 / seconds,
+  }
 }
 
 /**
@@ -103,20 +111,23 @@ export const stm: Scenario = {
         })
       })
       for (let r = 0; r < RUNS; r++) {
-        const measured = await countRpcs(ep, c * n, () => bank(ctx, 'stm-ours', c, n, async (pick, count) => {
-          await runSTM(ctx.client, async (s) => {
-            count()
-            const [fk, tk] = pick()
-            if (fk === tk) return
-            const f = Number(await s.get(fk))
-            const t = Number(await s.get(tk))
-            const x = Math.floor(f / 2)
-            s.put(fk, String(f - x))
-            s.put(tk, String(t + x))
-          })
-        }))
+        const measured = await countRpcs(ep, c * n, () =>
+          bank(ctx, 'stm-ours', c, n, async (pick, count) => {
+            await runSTM(ctx.client, async (s) => {
+              count()
+              const [fk, tk] = pick()
+              if (fk === tk) return
+              const f = Number(await s.get(fk))
+              const t = Number(await s.get(tk))
+              const x = Math.floor(f / 2)
+              s.put(fk, String(f - x))
+              s.put(tk, String(t + x))
+            })
+          }),
+        )
         const run = measured.result
-        if (run.sum !== 500 || run.failed) throw new Error(`runSTM bank broke its invariant: sum ${run.sum}, ${run.failed} failed transfers`)
+        if (run.sum !== 500 || run.failed)
+          throw new Error(`runSTM bank broke its invariant: sum ${run.sum}, ${run.failed} failed transfers`)
         runs.push(run)
         rpcRuns.push(measured.perOp)
         // Go between our runs, so both see the same machine load over the scenario.
@@ -138,18 +149,20 @@ export const stm: Scenario = {
     let multi: BankRun | null = null
     try {
       const { runSTM } = (await import('../../lib/stm/stm.js')) as typeof import('../../lib/stm/stm.js')
-      const measured = await countRpcs(ep, c * n, () => bank(ctx, 'stm-multi', c, n, async (pick, count) => {
-        await runSTM(ctx.client, async (s) => {
-          count()
-          const [fk, tk] = pick()
-          if (fk === tk) return
-          const f = Number(await s.get(fk, tk))
-          const t = Number(await s.get(tk))
-          const x = Math.floor(f / 2)
-          s.put(fk, String(f - x))
-          s.put(tk, String(t + x))
-        })
-      }))
+      const measured = await countRpcs(ep, c * n, () =>
+        bank(ctx, 'stm-multi', c, n, async (pick, count) => {
+          await runSTM(ctx.client, async (s) => {
+            count()
+            const [fk, tk] = pick()
+            if (fk === tk) return
+            const f = Number(await s.get(fk, tk))
+            const t = Number(await s.get(tk))
+            const x = Math.floor(f / 2)
+            s.put(fk, String(f - x))
+            s.put(tk, String(t + x))
+          })
+        }),
+      )
       multi = measured.result
       rpcs.multi = measured.perOp
       if (multi.sum !== 500 || multi.failed) throw new Error(`runSTM (multi-key get) bank broke its invariant: sum ${multi.sum}`)
@@ -157,33 +170,87 @@ export const stm: Scenario = {
       ctx.log(`runSTM multi-key variant: ${(err as Error).message}`)
       multi = null
     }
-    const e3 = await countRpcs(ep, c * n, () => bank(ctx, 'stm-etcd3', c, n, async (pick, count) => {
-      await ctx.client.stm({ retries: 1000, isolation: ETCD3_ISOLATION }).transact(async (tx) => {
-        count()
-        const [fk, tk] = pick()
-        if (fk === tk) return
-        const f = Number(await tx.get(fk).string())
-        const t = Number(await tx.get(tk).string())
-        const x = Math.floor(f / 2)
-        await tx.put(fk).value(String(f - x))
-        await tx.put(tk).value(String(t + x))
-      })
-    }, ETCD3_BUDGET_MS))
+    const e3 = await countRpcs(ep, c * n, () =>
+      bank(
+        ctx,
+        'stm-etcd3',
+        c,
+        n,
+        async (pick, count) => {
+          await ctx.client.stm({ retries: 1000, isolation: ETCD3_ISOLATION }).transact(async (tx) => {
+            count()
+            const [fk, tk] = pick()
+            if (fk === tk) return
+            const f = Number(await tx.get(fk).string())
+            const t = Number(await tx.get(tk).string())
+            const x = Math.floor(f / 2)
+            await tx.put(fk).value(String(f - x))
+            await tx.put(tk).value(String(t + x))
+          })
+        },
+        ETCD3_BUDGET_MS,
+      ),
+    )
     const etcd3 = e3.result
     rpcs.etcd3 = e3.perOp
     const g = goRuns.length ? goRuns.find((x) => x.ops_per_s === median(goRuns.map((y) => y.ops_per_s)))! : null
     if (goRpcRuns.length) rpcs.go = goRpcRuns.at(-1)!
     const attemptsOf = (x: GoResult) => (x.extra?.applies ?? 0) / x.ops
     const goAttempts = g ? attemptsOf(g) : null
-    const total = (r: RpcCounts) => Number(Object.values(r).reduce((a, b) => a + b, 0).toFixed(2))
+    const total = (r: RpcCounts) =>
+      Number(
+        Object.values(r)
+          .reduce((a, b) => a + b, 0)
+          .toFixed(2),
+      )
     const label = `STM bank: ${c} workers x ${n} transfers`
     const entries: Entry[] = [
-      entry(label, 'txn/s', runs.map((r) => r.perSecond), 'Go stm', goRuns.map((x) => x.ops_per_s), { kind: 'min-ratio', ratio: 0.8 }, why ?? goWhy),
-      entry(label, 'etcd requests per transfer', rpcRuns.map(total), 'Go stm', goRpcRuns.map(total), { kind: 'max-ratio', ratio: 1 }, why ?? goWhy),
-      entry(label, 'attempts/txn', runs.map((r) => r.attemptsPerTxn), 'Go stm', goRuns.map(attemptsOf), { kind: 'max-ratio', ratio: 1 }, why ?? goWhy),
-      entry(`${label}, one multi-key get per attempt`, 'txn/s', multi?.perSecond ?? null, 'Go stm', g?.ops_per_s ?? null, { kind: 'none' }, multi ? goWhy : 'not measured'),
+      entry(
+        label,
+        'txn/s',
+        runs.map((r) => r.perSecond),
+        'Go stm',
+        goRuns.map((x) => x.ops_per_s),
+        { kind: 'min-ratio', ratio: 0.8 },
+        why ?? goWhy,
+      ),
+      entry(
+        label,
+        'etcd requests per transfer',
+        rpcRuns.map(total),
+        'Go stm',
+        goRpcRuns.map(total),
+        { kind: 'max-ratio', ratio: 1 },
+        why ?? goWhy,
+      ),
+      entry(
+        label,
+        'attempts/txn',
+        runs.map((r) => r.attemptsPerTxn),
+        'Go stm',
+        goRuns.map(attemptsOf),
+        { kind: 'max-ratio', ratio: 1 },
+        why ?? goWhy,
+      ),
+      entry(
+        `${label}, one multi-key get per attempt`,
+        'txn/s',
+        multi?.perSecond ?? null,
+        'Go stm',
+        g?.ops_per_s ?? null,
+        { kind: 'none' },
+        multi ? goWhy : 'not measured',
+      ),
       entry(label, 'txn/s', ours?.perSecond ?? null, 'etcd3 STM (Serializable, retries 1000)', etcd3.perSecond, { kind: 'none' }, why),
-      entry(label, 'attempts/txn', ours?.attemptsPerTxn ?? null, 'etcd3 STM (Serializable, retries 1000)', etcd3.attemptsPerTxn, { kind: 'none' }, why),
+      entry(
+        label,
+        'attempts/txn',
+        ours?.attemptsPerTxn ?? null,
+        'etcd3 STM (Serializable, retries 1000)',
+        etcd3.attemptsPerTxn,
+        { kind: 'none' },
+        why,
+      ),
     ]
     const f = (r: BankRun) =>
       `${r.perSecond.toFixed(1)} txn/s, ${r.attemptsPerTxn.toFixed(2)} attempts/txn, sum ${r.sum}, Node CPU ${(r.cpuShare * 100).toFixed(0)}% of a core${r.failed ? `, ${r.failed} gave up` : ''}${r.txns + r.failed < c * n ? `, stopped after ${r.seconds.toFixed(0)} s with ${r.txns + r.failed} of ${c * n} transfers done` : ''}`

@@ -14,6 +14,8 @@ await client.get(`${prefix}/counter`).string()
 console.log(JSON.stringify({ ready: true }))
 await new Promise<void>((resolve) => createInterface({ input: process.stdin }).once('line', () => resolve()))
 const run = await lockCounter(client, libMutex, prefix, Number(workers), Number(ops), { resetCounter: false })
-console.log(JSON.stringify({ ops: run.ops, seconds: run.seconds, startUnixMs: run.startUnixMs, endUnixMs: run.endUnixMs, cpuShare: run.cpuShare }))
+console.log(
+  JSON.stringify({ ops: run.ops, seconds: run.seconds, startUnixMs: run.startUnixMs, endUnixMs: run.endUnixMs, cpuShare: run.cpuShare }),
+)
 client.close()
 process.exit(0)

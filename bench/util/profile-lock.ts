@@ -11,7 +11,9 @@ const client = createClient({ endpoints: cluster.endpoints })
 try {
   for (let r = 0; r < repeats; r++) {
     const run = await lockCounter(client, libMutex, `profile-${r}-${Date.now()}`, c, n)
-    console.log(`${c}x${n}: ${run.perSecond.toFixed(1)}/s, ${(run.seconds * 1000).toFixed(0)} ms, handoff p50 ${pct(run.handoffs, 0.5).toFixed(2)} ms, sum ${run.handoffs.reduce((a, b) => a + b, 0).toFixed(0)} ms, CPU ${(run.cpuShare * 100).toFixed(0)}% of a core`)
+    console.log(
+      `${c}x${n}: ${run.perSecond.toFixed(1)}/s, ${(run.seconds * 1000).toFixed(0)} ms, handoff p50 ${pct(run.handoffs, 0.5).toFixed(2)} ms, sum ${run.handoffs.reduce((a, b) => a + b, 0).toFixed(0)} ms, CPU ${(run.cpuShare * 100).toFixed(0)}% of a core`,
+    )
   }
 } finally {
   client.close()

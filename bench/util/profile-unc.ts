@@ -16,8 +16,14 @@ try {
   const m = new Mutex(session, 'unc')
   const fn = middy(async () => 'ok').use(etcdLock({ name: 'inv', client }))
   const cases: Record<string, () => Promise<unknown>> = {
-    lockUnlock: async () => { await m.lock(); await m.unlock() },
-    twoPuts: async () => { await client.put('p').value('1'); await client.put('p').value('2') },
+    lockUnlock: async () => {
+      await m.lock()
+      await m.unlock()
+    },
+    twoPuts: async () => {
+      await client.put('p').value('1')
+      await client.put('p').value('2')
+    },
     invocation: () => fn({}, lambdaContext()),
   }
   for (let r = 0; r < rounds; r++) {

@@ -29,10 +29,17 @@ const session = await Session.create(client, { ttl: 10 })
 const m = new Mutex(session, 'trace-mutex')
 const ops: Record<string, () => Promise<unknown>> = {
   invocation: (() => {
-    const f = middy(async () => { mark('handler'); return 'ok' }).use(etcdLock({ name: 'trace', client }))
+    const f = middy(async () => {
+      mark('handler')
+      return 'ok'
+    }).use(etcdLock({ name: 'trace', client }))
     return () => f({}, lambdaContext())
   })(),
-  mutex: async () => { await m.lock(); mark('handler'); await m.unlock() },
+  mutex: async () => {
+    await m.lock()
+    mark('handler')
+    await m.unlock()
+  },
   raw: lockShapedPair(client, session, 'trace-raw'),
 }
 const fn = ops[mode]

@@ -37,7 +37,12 @@ export interface Spread {
 /** The spread of repeated measurements (median by the Go peer's percentile rule). */
 export function spreadOf(xs: number[]): Spread {
   const sorted = [...xs].sort((a, b) => a - b)
-  return { min: round(sorted[0])!, median: round(sorted[Math.floor((sorted.length - 1) / 2)])!, max: round(sorted[sorted.length - 1])!, runs: sorted.length }
+  return {
+    min: round(sorted[0])!,
+    median: round(sorted[Math.floor((sorted.length - 1) / 2)])!,
+    max: round(sorted[sorted.length - 1])!,
+    runs: sorted.length,
+  }
 }
 
 /** What a scenario hands back: its rows, prose notes for the report, raw numbers for the JSON. */
@@ -70,21 +75,17 @@ export interface Scenario {
 }
 
 /** How a target compares ours with the peer ('below': strictly less, e.g. fewer messages). */
-export type Goal = { kind: 'max-ratio'; ratio: number } | { kind: 'min-ratio'; ratio: number } | { kind: 'below'; ratio: number } | { kind: 'none' }
+export type Goal =
+  | { kind: 'max-ratio'; ratio: number }
+  | { kind: 'min-ratio'; ratio: number }
+  | { kind: 'below'; ratio: number }
+  | { kind: 'none' }
 
 /** One measured value, or the runs of a repeated measurement (reported as their median and spread). */
 export type Measured = number | number[] | null
 
 /** Builds an entry, computing ratio and whether the goal is met (on the medians of repeated runs). */
-export function entry(
-  name: string,
-  metric: string,
-  ours: Measured,
-  peer: string,
-  peerValue: Measured,
-  goal: Goal,
-  note?: string,
-): Entry {
+export function entry(name: string, metric: string, ours: Measured, peer: string, peerValue: Measured, goal: Goal, note?: string): Entry {
   const o = measured(ours)
   const p = measured(peerValue)
   const ratio = o.value !== null && p.value !== null && p.value !== 0 ? o.value / p.value : null

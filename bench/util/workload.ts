@@ -28,7 +28,14 @@ export interface CounterRun {
  * client, each `n` times: lock, read the counter, write counter+1, unlock — re-locking at once.
  * Session creation is inside the timed region, as in the Go peer. The counter must end at c*n.
  */
-export async function lockCounter(client: EtcdClient, make: MutexFactory, prefix: string, c: number, n: number, options: { resetCounter?: boolean } = {}): Promise<CounterRun> {
+export async function lockCounter(
+  client: EtcdClient,
+  make: MutexFactory,
+  prefix: string,
+  c: number,
+  n: number,
+  options: { resetCounter?: boolean } = {},
+): Promise<CounterRun> {
   const key = `${prefix}/counter`
   // One of several processes on one lock leaves the counter as the bench set it.
   if (options.resetCounter !== false) await client.put(key).value('0')

@@ -41,7 +41,12 @@ export class DoubleBarrier {
     // minus unrelated keys such as `<name>/waitersX`.
     this.waiters = doubleBarrier.waiters(name)
     this.ready = doubleBarrier.ready(name)
-    this.guard = new CallGuard((op) => new InvalidStateError(`DoubleBarrier ${JSON.stringify(name)}: ${op}() called while another call on the same object is running; use one DoubleBarrier per participant`))
+    this.guard = new CallGuard(
+      (op) =>
+        new InvalidStateError(
+          `DoubleBarrier ${JSON.stringify(name)}: ${op}() called while another call on the same object is running; use one DoubleBarrier per participant`,
+        ),
+    )
   }
 
   /** This participant's waiter key ('' before enter() and after leave()). */
@@ -71,7 +76,10 @@ export class DoubleBarrier {
       if (before.count >= BigInt(this.count)) throw this.tooMany()
       const created = await putUnique(this.ks, this.waiters, '', {
         lease: this.session.leaseId,
-        onExhausted: () => new KeyExistsError(`DoubleBarrier ${JSON.stringify(this.name)}: 16 fresh waiter keys in a row already existed; check for clock problems`),
+        onExhausted: () =>
+          new KeyExistsError(
+            `DoubleBarrier ${JSON.stringify(this.name)}: 16 fresh waiter keys in a row already existed; check for clock problems`,
+          ),
         onUnknownOutcome: (key) => this.session.strand(key),
       })
       const own = new OwnedKey(this.session, created.key, created.revision)
@@ -95,7 +103,8 @@ export class DoubleBarrier {
     const { signal } = checkOptions(options, 'DoubleBarrier.leave')
     await this.guard.run('leave', async () => {
       const own = this.own
-      if (!own) throw new InvalidStateError(`DoubleBarrier ${JSON.stringify(this.name)}: leave() without a successful enter(); call enter() first`)
+      if (!own)
+        throw new InvalidStateError(`DoubleBarrier ${JSON.stringify(this.name)}: leave() without a successful enter(); call enter() first`)
       try {
         await this.depart(own, signal)
       } catch (err) {
@@ -122,8 +131,11 @@ export class DoubleBarrier {
     }
     // Wait for a PUT of `/ready` at or after our key's revision, so a `/ready` left by an
     // earlier round does not count; end early if our key vanishes.
-    await own.whileAlive(own.createRevision, signal, (cause) => this.expired(cause), (wait) =>
-      waitFor(this.session.client, { key: this.ready }, own.createRevision, (type) => type === 'put', wait),
+    await own.whileAlive(
+      own.createRevision,
+      signal,
+      (cause) => this.expired(cause),
+      (wait) => waitFor(this.session.client, { key: this.ready }, own.createRevision, (type) => type === 'put', wait),
     )
   }
 
@@ -161,7 +173,9 @@ export class DoubleBarrier {
   }
 
   private tooMany() {
-    return new TooManyClientsError(`DoubleBarrier ${JSON.stringify(this.name)} already has its ${this.count} participants; wait for them to leave() or use a larger count`)
+    return new TooManyClientsError(
+      `DoubleBarrier ${JSON.stringify(this.name)} already has its ${this.count} participants; wait for them to leave() or use a larger count`,
+    )
   }
 
   private expired(cause?: unknown) {

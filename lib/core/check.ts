@@ -14,7 +14,13 @@ function describe(value: unknown): string {
 /** A Session (checked by shape: its client, lease and signal). */
 export function checkSession(session: unknown, what: string): void {
   const s = session as { client?: unknown; leaseId?: unknown; signal?: unknown } | null
-  if (typeof s !== 'object' || s === null || typeof s.leaseId !== 'string' || !(s.signal instanceof AbortSignal) || typeof s.client !== 'object') {
+  if (
+    typeof s !== 'object' ||
+    s === null ||
+    typeof s.leaseId !== 'string' ||
+    !(s.signal instanceof AbortSignal) ||
+    typeof s.client !== 'object'
+  ) {
     throw new InvalidArgumentError(`${what} needs a Session (from Session.create(client)), got ${describe(session)}`)
   }
 }

@@ -35,7 +35,11 @@ export function closedSignal(client: Namespace): AbortSignal {
       try {
         close()
       } finally {
-        created.abort(new WatchLostError('the etcd client was closed while waiting; the wait was given up and its watch cancelled', { reason: 'client-closed' }))
+        created.abort(
+          new WatchLostError('the etcd client was closed while waiting; the wait was given up and its watch cancelled', {
+            reason: 'client-closed',
+          }),
+        )
       }
     }
     controllers.set(pool, created)

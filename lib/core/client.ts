@@ -65,7 +65,10 @@ function setting<T>(given: T | undefined, option: string, env: Record<string, st
 
 function parseEndpoints(raw: unknown, settingName: string): string[] {
   if (typeof raw !== 'string' && !Array.isArray(raw)) {
-    throw new ConfigurationError(settingName, `${settingName} must be a URL string, a comma-separated string or an array of URL strings, got ${raw === null ? 'null' : typeof raw}`)
+    throw new ConfigurationError(
+      settingName,
+      `${settingName} must be a URL string, a comma-separated string or an array of URL strings, got ${raw === null ? 'null' : typeof raw}`,
+    )
   }
   const list = (Array.isArray(raw) ? (raw as unknown[]) : raw.split(','))
     .map((s) => (typeof s === 'string' ? s.trim() : s))
@@ -83,13 +86,19 @@ function parseEndpoints(raw: unknown, settingName: string): string[] {
     try {
       url = new URL(withScheme)
     } catch {
-      throw new ConfigurationError(settingName, `${settingName} has a malformed endpoint ${JSON.stringify(endpoint)}: use http://host:port or https://host:port`)
+      throw new ConfigurationError(
+        settingName,
+        `${settingName} has a malformed endpoint ${JSON.stringify(endpoint)}: use http://host:port or https://host:port`,
+      )
     }
     // URL drops a port equal to the scheme's default (https://h:443 has port ''): look at the text.
     const authority = withScheme.slice(withScheme.indexOf('://') + 3).split(/[/?#]/)[0]
     const hasPort = /:[0-9]+$/.test(authority)
     if ((url.protocol !== 'http:' && url.protocol !== 'https:') || url.hostname === '' || !hasPort) {
-      throw new ConfigurationError(settingName, `${settingName} endpoint ${JSON.stringify(endpoint)} needs an http:// or https:// scheme, a host and a port, e.g. http://127.0.0.1:2379`)
+      throw new ConfigurationError(
+        settingName,
+        `${settingName} endpoint ${JSON.stringify(endpoint)} needs an http:// or https:// scheme, a host and a port, e.g. http://127.0.0.1:2379`,
+      )
     }
     const port = url.port || (url.protocol === 'https:' ? '443' : '80')
     return `${url.protocol}//${url.hostname}:${port}`
@@ -101,13 +110,17 @@ function readPem(path: { value: string; setting: string } | undefined): Buffer |
   try {
     return readFileSync(path.value)
   } catch (err) {
-    throw new ConfigurationError(path.setting, `${path.setting}: cannot read ${JSON.stringify(path.value)} (${(err as Error).message})`, { cause: err })
+    throw new ConfigurationError(path.setting, `${path.setting}: cannot read ${JSON.stringify(path.value)} (${(err as Error).message})`, {
+      cause: err,
+    })
   }
 }
 
 /** Whether a failed call certainly never left this process (no connection could be made). */
 export function neverSent(err: Error): boolean {
-  return isRecoverableError(err) && /No connection established|ECONNREFUSED|ENOTFOUND|EHOSTUNREACH|Name resolution failed/i.test(err.message)
+  return (
+    isRecoverableError(err) && /No connection established|ECONNREFUSED|ENOTFOUND|EHOSTUNREACH|Name resolution failed/i.test(err.message)
+  )
 }
 
 /** Turns options + environment into `etcd3` options; throws {@link ConfigurationError} on bad settings. */
@@ -115,23 +128,40 @@ export function resolveClientOptions(options: ClientOptions = {}): { etcd: IOpti
   const env = options.env ?? process.env
   const endpoints = setting(options.endpoints, 'endpoints', env, 'ENDPOINTS')
   if (!endpoints) {
-    throw new ConfigurationError('ETCD_ENDPOINTS', 'no etcd endpoints: pass { endpoints } to createClient or set ETCD_ENDPOINTS=http://host:2379[,http://host2:2379]')
+    throw new ConfigurationError(
+      'ETCD_ENDPOINTS',
+      'no etcd endpoints: pass { endpoints } to createClient or set ETCD_ENDPOINTS=http://host:2379[,http://host2:2379]',
+    )
   }
   const hosts = parseEndpoints(endpoints.value, endpoints.setting)
 
   const timeout = setting(options.callTimeoutMs, 'callTimeoutMs', env, 'CALL_TIMEOUT_MS', 'COMMAND_TIMEOUT_MS')
   const rawTimeout: unknown = timeout?.value
-  const callTimeoutMs = timeout ? (typeof rawTimeout === 'number' || typeof rawTimeout === 'string' ? Number(rawTimeout) : NaN) : DEFAULT_CALL_TIMEOUT_MS
+  const callTimeoutMs = timeout
+    ? typeof rawTimeout === 'number' || typeof rawTimeout === 'string'
+      ? Number(rawTimeout)
+      : NaN
+    : DEFAULT_CALL_TIMEOUT_MS
   // Timers cannot be longer than 2^31-1 ms; a longer one would fire at once.
   if (timeout && (!Number.isFinite(callTimeoutMs) || callTimeoutMs <= 0 || callTimeoutMs > MAX_TIMER_MS)) {
-    throw new ConfigurationError(timeout.setting, `${timeout.setting} must be a positive number of milliseconds (at most ${MAX_TIMER_MS}), got ${JSON.stringify(String(rawTimeout))}`)
+    throw new ConfigurationError(
+      timeout.setting,
+      `${timeout.setting} must be a positive number of milliseconds (at most ${MAX_TIMER_MS}), got ${JSON.stringify(String(rawTimeout))}`,
+    )
   }
 
   const maxResponse = setting(options.maxResponseBytes, 'maxResponseBytes', env, 'MAX_RESPONSE_BYTES')
   const rawMax: unknown = maxResponse?.value
-  const maxResponseBytes = maxResponse ? (typeof rawMax === 'number' || typeof rawMax === 'string' ? Number(rawMax) : NaN) : DEFAULT_MAX_RESPONSE_BYTES
+  const maxResponseBytes = maxResponse
+    ? typeof rawMax === 'number' || typeof rawMax === 'string'
+      ? Number(rawMax)
+      : NaN
+    : DEFAULT_MAX_RESPONSE_BYTES
   // Below the primitives' own budget their reads would fail; gRPC takes a 32-bit signed length.
-  if (maxResponse && (!Number.isInteger(maxResponseBytes) || maxResponseBytes < RESPONSE_BUDGET_BYTES || maxResponseBytes > MAX_RESPONSE_BYTES)) {
+  if (
+    maxResponse &&
+    (!Number.isInteger(maxResponseBytes) || maxResponseBytes < RESPONSE_BUDGET_BYTES || maxResponseBytes > MAX_RESPONSE_BYTES)
+  ) {
     throw new ConfigurationError(
       maxResponse.setting,
       `${maxResponse.setting} must be a whole number of bytes from ${RESPONSE_BUDGET_BYTES} (16 MiB, what the primitives' reads are planned to fit) to ${MAX_RESPONSE_BYTES}, got ${JSON.stringify(String(rawMax))}`,
@@ -150,17 +180,26 @@ export function resolveClientOptions(options: ClientOptions = {}): { etcd: IOpti
     throw new ConfigurationError('credentials', 'credentials must be a function () => Promise<{ username, password }>')
   }
   if (options.credentials && username) {
-    throw new ConfigurationError(username.setting, `both a credentials provider and a username (${username.setting}) are set: use one of them`)
+    throw new ConfigurationError(
+      username.setting,
+      `both a credentials provider and a username (${username.setting}) are set: use one of them`,
+    )
   }
   if (username && !password) {
-    throw new ConfigurationError('ETCD_PASSWORD', `a username is set (${username.setting}) but no password: set ETCD_PASSWORD or pass { password }`)
+    throw new ConfigurationError(
+      'ETCD_PASSWORD',
+      `a username is set (${username.setting}) but no password: set ETCD_PASSWORD or pass { password }`,
+    )
   }
 
   const ca = readPem(setting(options.caFile, 'caFile', env, 'CA_FILE', 'CACERT'))
   const cert = readPem(setting(options.certFile, 'certFile', env, 'CERT_FILE', 'CERT'))
   const key = readPem(setting(options.keyFile, 'keyFile', env, 'KEY_FILE', 'KEY'))
   if (Boolean(cert) !== Boolean(key)) {
-    throw new ConfigurationError(cert ? 'ETCD_KEY_FILE' : 'ETCD_CERT_FILE', 'a client certificate needs both a certificate and a key file: set ETCD_CERT_FILE and ETCD_KEY_FILE together')
+    throw new ConfigurationError(
+      cert ? 'ETCD_KEY_FILE' : 'ETCD_CERT_FILE',
+      'a client certificate needs both a certificate and a key file: set ETCD_CERT_FILE and ETCD_KEY_FILE together',
+    )
   }
   const secure = hosts.some((h) => h.startsWith('https:'))
   if ((ca || cert) && !secure) {
@@ -169,7 +208,10 @@ export function resolveClientOptions(options: ClientOptions = {}): { etcd: IOpti
 
   const ns = setting(options.namespace, 'namespace', env, 'NAMESPACE')
   if (ns && typeof ns.value !== 'string') {
-    throw new ConfigurationError(ns.setting, `${ns.setting} must be a string key prefix such as "myapp/", got ${ns.value === null ? 'null' : typeof ns.value}`)
+    throw new ConfigurationError(
+      ns.setting,
+      `${ns.setting} must be a string key prefix such as "myapp/", got ${ns.value === null ? 'null' : typeof ns.value}`,
+    )
   }
   const namespace = ns?.value ?? ''
 

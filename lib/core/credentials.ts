@@ -25,15 +25,28 @@ interface Authenticator {
 
 function checked(value: unknown): Credentials {
   const c = value as Partial<Credentials> | null
-  if (typeof c !== 'object' || c === null || typeof c.username !== 'string' || c.username === '' || typeof c.password !== 'string' || c.password === '') {
-    throw new ConfigurationError('credentials', 'the credentials provider must return { username, password } (non-empty strings); check the secret it reads')
+  if (
+    typeof c !== 'object' ||
+    c === null ||
+    typeof c.username !== 'string' ||
+    c.username === '' ||
+    typeof c.password !== 'string' ||
+    c.password === ''
+  ) {
+    throw new ConfigurationError(
+      'credentials',
+      'the credentials provider must return { username, password } (non-empty strings); check the secret it reads',
+    )
   }
   return { username: c.username, password: c.password }
 }
 
 /** Whether etcd refused the user name or password (not a network failure). */
 function rejected(err: unknown): boolean {
-  return err instanceof Error && (err.constructor.name === 'EtcdAuthenticationFailedError' || /authentication failed, invalid user ID or password/.test(err.message))
+  return (
+    err instanceof Error &&
+    (err.constructor.name === 'EtcdAuthenticationFailedError' || /authentication failed, invalid user ID or password/.test(err.message))
+  )
 }
 
 /**
@@ -44,7 +57,10 @@ export function useCredentialsProvider(client: Etcd3, provider: CredentialsProvi
   const pool = (client as unknown as { pool?: { options?: { auth?: Credentials }; authenticator?: Authenticator } }).pool
   const auth = pool?.authenticator
   if (!pool?.options || !auth || typeof auth.getMetadata !== 'function' || typeof auth.invalidateMetadata !== 'function') {
-    throw new ConfigurationError('credentials', 'this etcd3 version authenticates differently: a credentials provider needs etcd3 1.1.x; pass { username, password } instead')
+    throw new ConfigurationError(
+      'credentials',
+      'this etcd3 version authenticates differently: a credentials provider needs etcd3 1.1.x; pass { username, password } instead',
+    )
   }
   const options = pool.options
   const authenticate = auth.getMetadata.bind(auth)
@@ -56,7 +72,11 @@ export function useCredentialsProvider(client: Etcd3, provider: CredentialsProvi
     const credentials = Promise.resolve()
       .then(provider)
       .then(checked, (err: unknown) => {
-        throw err instanceof ConfigurationError ? err : new ConfigurationError('credentials', `the credentials provider failed: ${(err as Error)?.message ?? String(err)}`, { cause: err })
+        throw err instanceof ConfigurationError
+          ? err
+          : new ConfigurationError('credentials', `the credentials provider failed: ${(err as Error)?.message ?? String(err)}`, {
+              cause: err,
+            })
       })
     const fetched = { credentials, at: Date.now() }
     current = fetched

@@ -104,10 +104,12 @@ class KeepAliveStream {
     if (this.current && entry.inFlight.length > 0 && now - entry.inFlight[0].perf > silentAfterMs) this.drop(this.current)
     const conn = this.open()
     entry.inFlight.push({ perf: now, wall: Date.now() })
-    conn.ready.then((stream) => stream.write({ ID: leaseId })).catch((err: unknown) => {
-      this.drop(conn)
-      if (err instanceof ClientClosedError) this.clientClosed()
-    })
+    conn.ready
+      .then((stream) => stream.write({ ID: leaseId }))
+      .catch((err: unknown) => {
+        this.drop(conn)
+        if (err instanceof ClientClosedError) this.clientClosed()
+      })
   }
 
   /** Delivers a "gone" reply (TTL 0) for `leaseId` to its sessions; see {@link reportLeaseGone}. */

@@ -111,7 +111,11 @@ export async function sequentialSlot(ks: Keyspace, prefix: string): Promise<KeyS
   const last = await ks.range(`${prefix}/`, { prefix: true, sort: ['Key', 'Descend'], limit: 1, keysOnly: true })
   const seq = last.kvs.length === 0 ? 0n : sequenceOf(last.kvs[0].key) + 1n
   const key = `${prefix}/${seq.toString().padStart(16, '0')}`
-  return { key, compares: [ks.compare(base, 'Mod', '<', last.revision + 1n)], ops: (value, lease) => [ks.put(base, ''), ks.put(key, value, lease)] }
+  return {
+    key,
+    compares: [ks.compare(base, 'Mod', '<', last.revision + 1n)],
+    ops: (value, lease) => [ks.put(base, ''), ks.put(key, value, lease)],
+  }
 }
 
 /**
@@ -131,7 +135,9 @@ export async function putSequential(ks: Keyspace, prefix: string, value: Buffer)
 function sequenceOf(key: string): bigint {
   const field = key.slice(key.lastIndexOf('/') + 1)
   if (!/^[0-9]+$/.test(field)) {
-    throw new ForeignKeyError(`key ${JSON.stringify(key)} does not end in a decimal sequence number: a foreign key sits in a sequential key range; remove it`)
+    throw new ForeignKeyError(
+      `key ${JSON.stringify(key)} does not end in a decimal sequence number: a foreign key sits in a sequential key range; remove it`,
+    )
   }
   return BigInt(field)
 }
@@ -208,7 +214,11 @@ export const queueKeys = {
   counter: (itemKey: string, itemCreateRevision: bigint) => `__receives/${itemKey}/${itemCreateRevision}`,
   /** The item of a claim marker or receive counter, and the create revision that item has; undefined for a key of another shape. */
   itemOfClaim: (key: string): { item: string; createRevision: bigint } | undefined => {
-    const rest = key.startsWith('__claims/') ? key.slice('__claims/'.length) : key.startsWith('__receives/') ? key.slice('__receives/'.length) : undefined
+    const rest = key.startsWith('__claims/')
+      ? key.slice('__claims/'.length)
+      : key.startsWith('__receives/')
+        ? key.slice('__receives/'.length)
+        : undefined
     const slash = rest?.lastIndexOf('/') ?? -1
     if (rest === undefined || slash <= 0 || !/^[0-9]+$/.test(rest.slice(slash + 1))) return undefined
     return { item: rest.slice(0, slash), createRevision: BigInt(rest.slice(slash + 1)) }
@@ -263,7 +273,8 @@ export const permitKeys = {
   /** The stored settings (`permits=5`; `rate=20 per=1000 burst=5`), created by the first contender. */
   config: (name: string) => `${name}/config`,
   /** The semaphore or rate limiter whose config key `key` is; undefined for another key. */
-  nameOfConfig: (key: string): string | undefined => (key.endsWith('/config') && key.length > '/config'.length ? key.slice(0, -'/config'.length) : undefined),
+  nameOfConfig: (key: string): string | undefined =>
+    key.endsWith('/config') && key.length > '/config'.length ? key.slice(0, -'/config'.length) : undefined,
   /** A Semaphore's stored settings. */
   semaphoreSettings: (permits: number) => `permits=${permits}`,
   /** A RateLimiter's stored settings. */

@@ -13,7 +13,16 @@ import {
   type Namespace,
 } from 'etcd3'
 import { closedSignal } from './client-closed.js'
-import { ConfigurationError, EtcdUnavailableError, InvalidArgumentError, MiddyEtcdError, PermissionDeniedError, ResponseTooLargeError, SessionExpiredError, ValueTooLargeError } from '../errors.js'
+import {
+  ConfigurationError,
+  EtcdUnavailableError,
+  InvalidArgumentError,
+  MiddyEtcdError,
+  PermissionDeniedError,
+  ResponseTooLargeError,
+  SessionExpiredError,
+  ValueTooLargeError,
+} from '../errors.js'
 import { reportLeaseGone } from './keepalive.js'
 import { MAX_NAME_BYTES, MAX_VALUE_BYTES } from '../limits.js'
 import { perClient } from './per-client.js'
@@ -86,7 +95,9 @@ export type NamedOps = Record<string, Op | readonly Op[] | undefined>
 // result (inside a named Txn) is typed by name as well.
 declare const branchTypes: unique symbol
 /** A nested Txn whose branches are named ops (see {@link Keyspace.namedTxnOp}). */
-export type NamedTxnOp<S extends NamedOps = NamedOps, F extends NamedOps = NamedOps> = TxnOp & { readonly [branchTypes]: { success: S; failure: F } }
+export type NamedTxnOp<S extends NamedOps = NamedOps, F extends NamedOps = NamedOps> = TxnOp & {
+  readonly [branchTypes]: { success: S; failure: F }
+}
 /** What an op of kind `O` returned (a list of ops: what each returned, in its order). */
 export type ResultOf<O> =
   O extends NamedTxnOp<infer S, infer F>
@@ -103,7 +114,9 @@ export type ResultOf<O> =
               ? ResultOf<E>[]
               : OpResult
 /** What each named op of a branch returned, under the same names (`undefined` for an op that may not have been sent). */
-export type NamedResults<T extends NamedOps> = { [K in keyof T]: undefined extends T[K] ? ResultOf<Exclude<T[K], undefined>> | undefined : ResultOf<T[K]> }
+export type NamedResults<T extends NamedOps> = {
+  [K in keyof T]: undefined extends T[K] ? ResultOf<Exclude<T[K], undefined>> | undefined : ResultOf<T[K]>
+}
 /**
  * A Txn with named ops ({@link Keyspace.namedTxn}): `results` holds what the branch that ran
  * returned, under the names it was built with; `succeeded` says which branch that was.
@@ -187,25 +200,43 @@ export function toTypedError(err: unknown, what: string): Error {
     )
   }
   if (err instanceof EtcdPermissionDeniedError) {
-    return new PermissionDeniedError(`${what}: permission denied by etcd; grant the client's role access to this key range or use a key inside its namespace`, { cause: err })
+    return new PermissionDeniedError(
+      `${what}: permission denied by etcd; grant the client's role access to this key range or use a key inside its namespace`,
+      { cause: err },
+    )
   }
   if (err instanceof EtcdLeaseInvalidError) {
     // A put with a lease that expired or was revoked before the session heard of it.
-    return new SessionExpiredError(`${what}: the session's lease is gone (expired or revoked); create a new Session and retry`, { cause: err })
+    return new SessionExpiredError(`${what}: the session's lease is gone (expired or revoked); create a new Session and retry`, {
+      cause: err,
+    })
   }
   const message = err instanceof Error ? err.message : String(err)
   if (/authentication failed|invalid user ID or password/i.test(message)) {
     // Never echo the credentials; name the settings to check instead.
-    return new ConfigurationError('ETCD_PASSWORD', `${what}: etcd rejected the credentials; check ETCD_USERNAME and ETCD_PASSWORD (or the username/password options)`, { cause: err })
+    return new ConfigurationError(
+      'ETCD_PASSWORD',
+      `${what}: etcd rejected the credentials; check ETCD_USERNAME and ETCD_PASSWORD (or the username/password options)`,
+      { cause: err },
+    )
   }
   if (/too many operations in txn request/i.test(message)) {
-    return new InvalidArgumentError(`${what}: too many operations in one transaction; etcd allows at most 128 (its --max-txn-ops): split the work into smaller transactions`, { cause: err })
+    return new InvalidArgumentError(
+      `${what}: too many operations in one transaction; etcd allows at most 128 (its --max-txn-ops): split the work into smaller transactions`,
+      { cause: err },
+    )
   }
   if (/request is too large/i.test(message)) {
-    return new InvalidArgumentError(`${what}: the request is too large for etcd (default limit ~1.5 MiB, --max-request-bytes): write less per request`, { cause: err })
+    return new InvalidArgumentError(
+      `${what}: the request is too large for etcd (default limit ~1.5 MiB, --max-request-bytes): write less per request`,
+      { cause: err },
+    )
   }
   if (err instanceof GRPCDeadlineExceededError || (err instanceof Error && isRecoverableError(err))) {
-    return new EtcdUnavailableError(`${what}: etcd did not answer (${(err as Error).message}); a write may or may not have been applied. Check ETCD_ENDPOINTS and that the cluster has quorum`, { cause: err })
+    return new EtcdUnavailableError(
+      `${what}: etcd did not answer (${(err as Error).message}); a write may or may not have been applied. Check ETCD_ENDPOINTS and that the cluster has quorum`,
+      { cause: err },
+    )
   }
   return err instanceof Error ? err : new Error(String(err))
 }
@@ -228,7 +259,13 @@ export class Keyspace {
    * with `key` (etcd 3.3+): it holds when it holds for each of them, and for none (an empty
    * range compares as one missing key, so `Version == 0` means "no such key").
    */
-  compare(key: string, target: 'Create' | 'Mod' | 'Version', result: '==' | '!=' | '<' | '>', value: bigint | number, options: { prefix?: boolean } = {}): Compare {
+  compare(
+    key: string,
+    target: 'Create' | 'Mod' | 'Version',
+    result: '==' | '!=' | '<' | '>',
+    value: bigint | number,
+    options: { prefix?: boolean } = {},
+  ): Compare {
     const field = target === 'Create' ? 'create_revision' : target === 'Mod' ? 'mod_revision' : 'version'
     const full = this.full(key)
     const compare: Compare = { key: full, target, result: RESULTS[result], [field]: String(value) }
@@ -251,7 +288,6 @@ export class Keyspace {
     const full = this.full(key)
     return { request_delete_range: { key: full, range_end: options.prefix ? prefixEnd(full) : undefined } } as DeleteOp
   }
-
 
   /** A nested Txn as one op (etcd 3.3+): its compares decide its branch independently of its siblings. */
   txnOp(compare: Compare[], success: Op[], failure: Op[] = []): TxnOp {
@@ -386,7 +422,9 @@ export class Keyspace {
     if (r.response_delete_range) return { deleted: BigInt(r.response_delete_range.deleted) }
     if (r.response_txn) {
       const t = r.response_txn
-      return { txn: { succeeded: t.succeeded, revision: BigInt(t.header?.revision ?? 0), results: t.responses.map((x) => this.opResult(x)) } }
+      return {
+        txn: { succeeded: t.succeeded, revision: BigInt(t.header?.revision ?? 0), results: t.responses.map((x) => this.opResult(x)) },
+      }
     }
     return { put: true }
   }
@@ -406,7 +444,9 @@ function flatOps(ops: NamedOps): Op[] {
 function named(res: TxnResult, branch: NamedOps): { succeeded: boolean; revision: bigint; results: Record<string, unknown> } {
   let next = 0
   const take = (op: Op) => resultValue(op, res.results[next++])
-  const results = Object.fromEntries(Object.entries(branch).map(([name, op]) => [name, op === undefined ? undefined : Array.isArray(op) ? op.map(take) : take(op as Op)]))
+  const results = Object.fromEntries(
+    Object.entries(branch).map(([name, op]) => [name, op === undefined ? undefined : Array.isArray(op) ? op.map(take) : take(op as Op)]),
+  )
   return { succeeded: res.succeeded, revision: res.revision, results }
 }
 
@@ -482,7 +522,11 @@ export function checkValue(value: unknown, what: string): Buffer {
   }
   const buf = Buffer.from(value)
   if (buf.length > MAX_VALUE_BYTES) {
-    throw new ValueTooLargeError(buf.length, MAX_VALUE_BYTES, `${what} is ${buf.length} bytes; etcd accepts at most ~1.5 MiB per request (--max-request-bytes): store large payloads elsewhere and enqueue a reference`)
+    throw new ValueTooLargeError(
+      buf.length,
+      MAX_VALUE_BYTES,
+      `${what} is ${buf.length} bytes; etcd accepts at most ~1.5 MiB per request (--max-request-bytes): store large payloads elsewhere and enqueue a reference`,
+    )
   }
   return buf
 }

@@ -1,6 +1,12 @@
 import { createHash, randomUUID } from 'node:crypto'
 import { checkSeconds } from '../core/check.js'
-import { ForeignKeyError, IdempotencyInProgressError, IdempotencyResultNotStorableError, InvalidArgumentError, SingleFlightError } from '../errors.js'
+import {
+  ForeignKeyError,
+  IdempotencyInProgressError,
+  IdempotencyResultNotStorableError,
+  InvalidArgumentError,
+  SingleFlightError,
+} from '../errors.js'
 import type { KeyValue } from '../core/kv.js'
 import { DEFAULT_IN_PROGRESS_TTL_S, MAX_VALUE_BYTES } from '../limits.js'
 
@@ -33,14 +39,20 @@ export function encodeRecord(record: RecordState): string {
   if (record.state === 'completed') {
     const problem = jsonProblem(record.result, 'the result', 0)
     if (problem) {
-      throw new IdempotencyResultNotStorableError('not-json', `${problem}; a duplicate would get it back changed. Return plain JSON (strings, numbers, booleans, null, arrays, plain objects), e.g. dates as ISO strings`)
+      throw new IdempotencyResultNotStorableError(
+        'not-json',
+        `${problem}; a duplicate would get it back changed. Return plain JSON (strings, numbers, booleans, null, arrays, plain objects), e.g. dates as ISO strings`,
+      )
     }
   }
   // `result: undefined` drops out of the JSON, and reads back as undefined: a handler with no answer.
   const text = JSON.stringify(record)
   const bytes = Buffer.byteLength(text)
   if (bytes > MAX_VALUE_BYTES) {
-    throw new IdempotencyResultNotStorableError('too-large', `the record would be ${bytes} bytes; etcd keeps at most ${MAX_VALUE_BYTES} bytes per value (--max-request-bytes). Return less, or store the data elsewhere and return a reference to it`)
+    throw new IdempotencyResultNotStorableError(
+      'too-large',
+      `the record would be ${bytes} bytes; etcd keeps at most ${MAX_VALUE_BYTES} bytes per value (--max-request-bytes). Return less, or store the data elsewhere and return a reference to it`,
+    )
   }
   return text
 }
@@ -55,13 +67,16 @@ export function decodeRecord(kv: KeyValue): RecordState {
   }
   const r = parsed as Partial<Record<string, unknown>> | undefined
   const ok =
-    typeof r === 'object' && r !== null &&
+    typeof r === 'object' &&
+    r !== null &&
     (r.hash === undefined || typeof r.hash === 'string') &&
     ((r.state === 'in-progress' && typeof r.owner === 'string') ||
       r.state === 'completed' ||
       (r.state === 'failed' && typeof (r.error as SharedError | undefined)?.message === 'string'))
   if (!ok) {
-    throw new ForeignKeyError(`key ${JSON.stringify(kv.key)} is not an idempotency record (it was written by something else); keep other data outside the store's prefix and delete that key`)
+    throw new ForeignKeyError(
+      `key ${JSON.stringify(kv.key)} is not an idempotency record (it was written by something else); keep other data outside the store's prefix and delete that key`,
+    )
   }
   return r as RecordState
 }
@@ -85,10 +100,14 @@ export function hashPayload(payload: unknown): string {
   try {
     text = JSON.stringify(payload, sortKeys)
   } catch (err) {
-    throw new InvalidArgumentError(`the payload cannot be hashed: ${(err as Error).message}; pass a JSON value (e.g. the event's body), converting BigInts to strings`)
+    throw new InvalidArgumentError(
+      `the payload cannot be hashed: ${(err as Error).message}; pass a JSON value (e.g. the event's body), converting BigInts to strings`,
+    )
   }
   // JSON.stringify(undefined) is undefined: hash it as an empty document, like null would differ from it.
-  return createHash('sha256').update(text ?? '').digest('base64url')
+  return createHash('sha256')
+    .update(text ?? '')
+    .digest('base64url')
 }
 
 /** JSON.stringify replacer: plain objects with their keys in sorted order. */
@@ -121,7 +140,8 @@ function jsonProblem(value: unknown, path: string, depth: number): string | unde
     return undefined
   }
   const proto = Object.getPrototypeOf(value)
-  if (proto !== Object.prototype && proto !== null) return `${path} is a ${proto?.constructor?.name ?? 'non-plain object'}, not a plain object`
+  if (proto !== Object.prototype && proto !== null)
+    return `${path} is a ${proto?.constructor?.name ?? 'non-plain object'}, not a plain object`
   for (const [k, v] of Object.entries(value)) {
     if (v === undefined) continue
     const problem = jsonProblem(v, `${path}.${k}`, depth + 1)
@@ -131,7 +151,10 @@ function jsonProblem(value: unknown, path: string, depth: number): string | unde
 }
 
 /** The outcome a completed or failed record stands for. */
-export function finishedOutcome(record: RecordState, kv: KeyValue): { status: 'completed'; result: unknown; revision: bigint } | { status: 'failed'; error: SingleFlightError } {
+export function finishedOutcome(
+  record: RecordState,
+  kv: KeyValue,
+): { status: 'completed'; result: unknown; revision: bigint } | { status: 'failed'; error: SingleFlightError } {
   if (record.state === 'completed') return { status: 'completed', result: record.result, revision: kv.modRevision }
   if (record.state === 'failed') {
     const e = record.error
@@ -149,7 +172,9 @@ export function hashField(hash: string | undefined): { hash?: string } {
 export function checkHash(hash: unknown): string | undefined {
   if (hash === undefined) return undefined
   if (typeof hash !== 'string' || hash.length === 0 || hash.length > 256) {
-    throw new InvalidArgumentError(`payloadHash must be a non-empty string of at most 256 characters (e.g. hashPayload(event.body)), got ${hash === '' ? '""' : typeof hash}`)
+    throw new InvalidArgumentError(
+      `payloadHash must be a non-empty string of at most 256 characters (e.g. hashPayload(event.body)), got ${hash === '' ? '""' : typeof hash}`,
+    )
   }
   return hash
 }

@@ -19,7 +19,6 @@ export interface SingleFlightOptions {
   leaseTtl?: number
 }
 
-
 /** Flights running in this process, per client and key: their callers share one etcd flight. */
 const localFlightsOf = perClient((): Map<string, { promise: Promise<unknown>; signal?: AbortSignal }> => new Map())
 /** One long-lived session per client and lease TTL for flight records (replaced when it ends). */
@@ -38,10 +37,16 @@ const inUse = new WeakMap<Session, number>()
  * leader dies, its record goes with its lease and another caller runs `fn`. The result is kept
  * for callers arriving within `ttl` seconds after; with `ttl` 0 nothing is kept.
  */
-export async function singleFlight<T>(client: Namespace, key: string, fn: (signal: AbortSignal) => T | Promise<T>, options?: SingleFlightOptions): Promise<T> {
+export async function singleFlight<T>(
+  client: Namespace,
+  key: string,
+  fn: (signal: AbortSignal) => T | Promise<T>,
+  options?: SingleFlightOptions,
+): Promise<T> {
   checkClient(client, 'singleFlight')
   checkName(key, 'singleFlight key')
-  if (typeof fn !== 'function') throw new InvalidArgumentError(`singleFlight: fn must be a function (signal) => result, got ${fn === null ? 'null' : typeof fn}`)
+  if (typeof fn !== 'function')
+    throw new InvalidArgumentError(`singleFlight: fn must be a function (signal) => result, got ${fn === null ? 'null' : typeof fn}`)
   const o = checkOptions(options, 'singleFlight')
   const ttl = checkSeconds(o.ttl, 'singleFlight: ttl', 0, { fallback: 0 })
   const leaseTtl = checkSeconds(o.leaseTtl, 'singleFlight: leaseTtl', 1, { fallback: DEFAULT_IN_PROGRESS_TTL_S })
@@ -68,7 +73,14 @@ export async function singleFlight<T>(client: Namespace, key: string, fn: (signa
 }
 
 /** One caller's way through etcd: lead, or follow whoever leads until they finish or go. */
-async function fly<T>(client: Namespace, key: string, fn: (signal: AbortSignal) => T | Promise<T>, ttl: number, leaseTtl: number, signal?: AbortSignal): Promise<T> {
+async function fly<T>(
+  client: Namespace,
+  key: string,
+  fn: (signal: AbortSignal) => T | Promise<T>,
+  ttl: number,
+  leaseTtl: number,
+  signal?: AbortSignal,
+): Promise<T> {
   const store = storeOf(client)
   let freshSessions = 0
   for (;;) {
@@ -94,7 +106,13 @@ async function fly<T>(client: Namespace, key: string, fn: (signal: AbortSignal) 
 }
 
 /** Runs `fn` as the leader and hands its outcome to the followers. */
-async function lead<T>(store: IdempotencyStore, claim: IdempotencyClaim, fn: (signal: AbortSignal) => T | Promise<T>, ttl: number, signal?: AbortSignal): Promise<T> {
+async function lead<T>(
+  store: IdempotencyStore,
+  claim: IdempotencyClaim,
+  fn: (signal: AbortSignal) => T | Promise<T>,
+  ttl: number,
+  signal?: AbortSignal,
+): Promise<T> {
   let result: T
   try {
     result = await fn(signal ? AbortSignal.any([signal, claim.signal]) : claim.signal)
@@ -145,4 +163,3 @@ async function sharedSession(client: Namespace, ttl: number): Promise<Session> {
     if (byTtl.get(ttl) === pending) byTtl.delete(ttl)
   }
 }
-

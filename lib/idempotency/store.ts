@@ -1,7 +1,25 @@
 import type { ComparatorBuilder, Namespace } from 'etcd3'
 import { checkClient, checkOptions, checkSession } from '../core/check.js'
-import { IdempotencyClaimLostError, IdempotencyKeyMismatchError, InvalidArgumentError, InvalidStateError, type SingleFlightError, WatchLostError } from '../errors.js'
-import { checkHash, checkLeaseTtl, checkRecordTtl, decodeRecord, encodeRecord, hashField, ownerId, finishedOutcome, type SharedError, toSharedError } from './record.js'
+import {
+  IdempotencyClaimLostError,
+  IdempotencyKeyMismatchError,
+  InvalidArgumentError,
+  InvalidStateError,
+  type SingleFlightError,
+  WatchLostError,
+} from '../errors.js'
+import {
+  checkHash,
+  checkLeaseTtl,
+  checkRecordTtl,
+  decodeRecord,
+  encodeRecord,
+  hashField,
+  ownerId,
+  finishedOutcome,
+  type SharedError,
+  toSharedError,
+} from './record.js'
 import { idempotencyKeys } from '../core/keys.js'
 import { IDEMPOTENT, checkName, keyspace, type Compare, type KeyValue, type Keyspace } from '../core/kv.js'
 import { grantLease, revokeLease } from '../core/leases.js'
@@ -103,7 +121,10 @@ export class IdempotencyClaim {
 
   /** @internal Marks the claim finished (completed or failed); throws if it already was. */
   finish(op: string): void {
-    if (this.done) throw new InvalidStateError(`idempotency key ${JSON.stringify(this.key)}: ${op}() on a claim that was already completed or failed; begin() again for a new claim`)
+    if (this.done)
+      throw new InvalidStateError(
+        `idempotency key ${JSON.stringify(this.key)}: ${op}() on a claim that was already completed or failed; begin() again for a new claim`,
+      )
     this.done = true
   }
 }
@@ -195,18 +216,32 @@ export class IdempotencyStore {
     await claim.own.abandon()
   }
 
-  private async claimOrRead(key: string, recordKey: string, hash: string | undefined, session: Session, ownsSession: boolean): Promise<BeginResult> {
+  private async claimOrRead(
+    key: string,
+    recordKey: string,
+    hash: string | undefined,
+    session: Session,
+    ownsSession: boolean,
+  ): Promise<BeginResult> {
     session.signal.throwIfAborted()
     const owner = ownerId()
     const value = encodeRecord({ state: 'in-progress', ...hashField(hash), owner })
     const ks = this.ks
     // Safe to resend: a resent Txn finds the record with our owner id and takes it as ours.
     const absent = ks.compare(recordKey, 'Version', '==', 0)
-    const res = await createOnLease(session, recordKey, [absent], { mine: ks.put(recordKey, value, session.leaseId) }, { record: ks.get(recordKey) }, IDEMPOTENT)
+    const res = await createOnLease(
+      session,
+      recordKey,
+      [absent],
+      { mine: ks.put(recordKey, value, session.leaseId) },
+      { record: ks.get(recordKey) },
+      IDEMPOTENT,
+    )
     if (res.succeeded) return this.owned(key, recordKey, res.revision, hash, session, ownsSession)
     const kv = res.results.record.kvs[0]
     const record = decodeRecord(kv)
-    if (record.state === 'in-progress' && record.owner === owner) return this.owned(key, recordKey, kv.createRevision, hash, session, ownsSession)
+    if (record.state === 'in-progress' && record.owner === owner)
+      return this.owned(key, recordKey, kv.createRevision, hash, session, ownsSession)
     if (hash !== undefined && record.hash !== undefined && record.hash !== hash) {
       throw new IdempotencyKeyMismatchError(
         `idempotency key ${JSON.stringify(key)} was used before with a different payload (hash ${record.hash}, this call ${hash}); nothing was run. Use a new key for a different request, or leave the payload out of the check`,
@@ -218,7 +253,14 @@ export class IdempotencyStore {
     return finishedOutcome(record, kv)
   }
 
-  private owned(key: string, recordKey: string, createRevision: bigint, hash: string | undefined, session: Session, ownsSession: boolean): BeginResult {
+  private owned(
+    key: string,
+    recordKey: string,
+    createRevision: bigint,
+    hash: string | undefined,
+    session: Session,
+    ownsSession: boolean,
+  ): BeginResult {
     return { status: 'owned', claim: new IdempotencyClaim(this, key, new OwnedKey(session, recordKey, createRevision), hash, ownsSession) }
   }
 
@@ -332,7 +374,9 @@ export class IdempotencyStore {
 
   private checkClaim(claim: IdempotencyClaim, op: string) {
     if (!(claim instanceof IdempotencyClaim) || claim.store !== this) {
-      throw new InvalidArgumentError(`IdempotencyStore.${op} needs a claim that this store's begin() returned (status 'owned'), got ${claim === null ? 'null' : typeof claim}`)
+      throw new InvalidArgumentError(
+        `IdempotencyStore.${op} needs a claim that this store's begin() returned (status 'owned'), got ${claim === null ? 'null' : typeof claim}`,
+      )
     }
   }
 }

@@ -58,7 +58,12 @@ export class Election {
     checkName(name, 'Election name')
     this.ks = keyspace(session.client)
     this.prefix = contenders.prefix(name)
-    this.guard = new CallGuard((op) => new InvalidStateError(`Election ${JSON.stringify(name)}: ${op}() called while another campaign() on the same object is running; use one Election per concurrent caller`))
+    this.guard = new CallGuard(
+      (op) =>
+        new InvalidStateError(
+          `Election ${JSON.stringify(name)}: ${op}() called while another campaign() on the same object is running; use one Election per concurrent caller`,
+        ),
+    )
   }
 
   /**
@@ -71,7 +76,9 @@ export class Election {
     const election = new Election(session, name)
     const mine = contenders.key(name, session.leaseHex)
     if (typeof key !== 'string' || key !== mine) {
-      throw new InvalidArgumentError(`Election.resume: key must be this session's candidate key ${JSON.stringify(mine)}, got ${JSON.stringify(key)}; resume with the session whose lease is in the key`)
+      throw new InvalidArgumentError(
+        `Election.resume: key must be this session's candidate key ${JSON.stringify(mine)}, got ${JSON.stringify(key)}; resume with the session whose lease is in the key`,
+      )
     }
     if (typeof rev !== 'bigint' || rev <= 0n) {
       throw new InvalidArgumentError(`Election.resume: rev must be the key's create revision as a positive bigint, got ${String(rev)}`)
@@ -111,7 +118,8 @@ export class Election {
    */
   get signal(): AbortSignal {
     return heldSignal(() => {
-      if (!this.own || !this.elected) throw new NotLeaderError(`election ${JSON.stringify(this.name)}: signal needs leadership; campaign() first`)
+      if (!this.own || !this.elected)
+        throw new NotLeaderError(`election ${JSON.stringify(this.name)}: signal needs leadership; campaign() first`)
       return this.own
     })
   }
@@ -253,7 +261,8 @@ export class Election {
    * `await election.fenced().then(client.put('k').value('v')).commit()` writes only while leading.
    */
   fenced(): ComparatorBuilder {
-    if (!this.own || !this.elected) throw new NotLeaderError(`election ${JSON.stringify(this.name)}: fenced() needs leadership; campaign() first`)
+    if (!this.own || !this.elected)
+      throw new NotLeaderError(`election ${JSON.stringify(this.name)}: fenced() needs leadership; campaign() first`)
     return this.own.fenced()
   }
 
@@ -310,9 +319,20 @@ export class Election {
     // A campaign that may wait also reads the youngest candidates, to wait on the delete feed with
     // no read when its turn comes (lib/wait/turn.ts). Keys only: candidates' values are proposals of
     // any size, and the turn needs only their keys and create revisions.
-    const youngest = this.ks.get(this.prefix, { prefix: true, sort: ['Create', 'Descend'], limit: options.readAhead ? AHEAD_READ_LIMIT : 1, keysOnly: true })
+    const youngest = this.ks.get(this.prefix, {
+      prefix: true,
+      sort: ['Create', 'Descend'],
+      limit: options.readAhead ? AHEAD_READ_LIMIT : 1,
+      keysOnly: true,
+    })
     const absent = this.ks.compare(key, 'Create', '==', 0)
-    const res = await createOnLease(this.session, key, [absent], { mine: this.ks.put(key, proposal, this.session.leaseId), first, youngest }, { existing: this.ks.get(key), first, youngest })
+    const res = await createOnLease(
+      this.session,
+      key,
+      [absent],
+      { mine: this.ks.put(key, proposal, this.session.leaseId), first, youngest },
+      { existing: this.ks.get(key), first, youngest },
+    )
     const existing = res.succeeded ? undefined : res.results.existing.kvs[0]
     const own = new OwnedKey(this.session, key, existing?.createRevision ?? res.revision)
     this.own = own
@@ -321,7 +341,9 @@ export class Election {
     const read = res.results.youngest
     // A read cut by its limit (more candidates than it takes, or a re-campaign of an old key
     // behind younger ones) is read again by the turn before the last key it knows of goes.
-    const view: TurnView | undefined = options.readAhead ? { ahead: read.kvs.filter((kv) => kv.createRevision < own.createRevision), complete: !read.more, revision: res.revision } : undefined
+    const view: TurnView | undefined = options.readAhead
+      ? { ahead: read.kvs.filter((kv) => kv.createRevision < own.createRevision), complete: !read.more, revision: res.revision }
+      : undefined
     if (existing && !existing.value.equals(proposal)) {
       try {
         await this.proclaim(proposal)
@@ -330,7 +352,14 @@ export class Election {
         throw err
       }
     }
-    return { own, leads: leader !== undefined && leader.createRevision === own.createRevision, revision: res.revision, created: res.succeeded, leader, view }
+    return {
+      own,
+      leads: leader !== undefined && leader.createRevision === own.createRevision,
+      revision: res.revision,
+      created: res.succeeded,
+      leader,
+      view,
+    }
   }
 
   /**
@@ -359,11 +388,22 @@ export class Election {
   /** One round trip: the youngest candidates ahead of ours (keys only), and whether our key is still ours. */
   private async readAhead(own: OwnedKey): Promise<TurnView & { mine: boolean }> {
     const { results, revision } = await this.ks.reads({
-      ahead: this.ks.get(this.prefix, { prefix: true, sort: ['Create', 'Descend'], limit: AHEAD_READ_LIMIT, maxCreateRevision: own.createRevision - 1n, keysOnly: true }),
+      ahead: this.ks.get(this.prefix, {
+        prefix: true,
+        sort: ['Create', 'Descend'],
+        limit: AHEAD_READ_LIMIT,
+        maxCreateRevision: own.createRevision - 1n,
+        keysOnly: true,
+      }),
       mine: this.ks.get(own.key, { keysOnly: true }),
     })
     const mine = results.mine.kvs[0]
-    return { ahead: results.ahead.kvs, complete: !results.ahead.more, revision, mine: mine !== undefined && mine.createRevision === own.createRevision }
+    return {
+      ahead: results.ahead.kvs,
+      complete: !results.ahead.more,
+      revision,
+      mine: mine !== undefined && mine.createRevision === own.createRevision,
+    }
   }
 
   private lost(own: OwnedKey, cause?: unknown): Error {
@@ -371,7 +411,10 @@ export class Election {
       return new NotLeaderError(`election ${JSON.stringify(this.name)}: resign() was called while campaign() was waiting`)
     }
     const why = cause instanceof Error ? `: ${cause.message}` : ''
-    return new SessionExpiredError(`election ${JSON.stringify(this.name)}: candidate key of session ${this.session.leaseHex} vanished while campaigning (lease expired or revoked, or the key was deleted)${why}; create a new Session and campaign again`, { cause })
+    return new SessionExpiredError(
+      `election ${JSON.stringify(this.name)}: candidate key of session ${this.session.leaseHex} vanished while campaigning (lease expired or revoked, or the key was deleted)${why}; create a new Session and campaign again`,
+      { cause },
+    )
   }
 
   private reset() {

@@ -9,7 +9,6 @@ import type { Session } from '../session/session.js'
 import { AHEAD_READ_LIMIT, waitTurn, type TurnView } from '../wait/turn.js'
 import type { LockOptions } from '../wait/wait.js'
 
-
 /** What the lock Txn found: our key, whether it holds the lock, and what is ahead of it. */
 interface Attempt {
   own: OwnedKey
@@ -46,7 +45,12 @@ export class Mutex {
     checkName(name, 'Mutex name')
     this.ks = keyspace(session.client)
     this.prefix = contenders.prefix(name)
-    this.guard = new CallGuard((op) => new InvalidStateError(`Mutex ${JSON.stringify(name)}: ${op}() called while another lock call on the same object is running; use one Mutex per concurrent caller`))
+    this.guard = new CallGuard(
+      (op) =>
+        new InvalidStateError(
+          `Mutex ${JSON.stringify(name)}: ${op}() called while another lock call on the same object is running; use one Mutex per concurrent caller`,
+        ),
+    )
   }
 
   /** This contender's key, `<name>/<leaseHex>` ('' when not holding or waiting). */
@@ -151,7 +155,14 @@ export class Mutex {
     const key = contenders.key(this.name, this.session.leaseHex)
     const youngest = this.ks.get(this.prefix, { prefix: true, sort: ['Create', 'Descend'], limit: AHEAD_READ_LIMIT })
     const absent = this.ks.compare(key, 'Create', '==', 0)
-    const res = await createOnLease(this.session, key, [absent], { mine: this.ks.put(key, '', this.session.leaseId), youngest }, { youngest }, txnOptions)
+    const res = await createOnLease(
+      this.session,
+      key,
+      [absent],
+      { mine: this.ks.put(key, '', this.session.leaseId), youngest },
+      { youngest },
+      txnOptions,
+    )
     const read = res.results.youngest
     const createRevision = res.succeeded ? res.revision : await this.existingKey(key, read)
     // Our key went between the Txn and a read that followed (another Mutex object of this session unlocked): again.
@@ -161,7 +172,11 @@ export class Mutex {
     }
     if (createRevision === undefined) return again()
     const own = new OwnedKey(this.session, key, createRevision)
-    let view: TurnView = { ahead: read.kvs.filter((kv) => kv.createRevision < own.createRevision), complete: !read.more, revision: res.revision }
+    let view: TurnView = {
+      ahead: read.kvs.filter((kv) => kv.createRevision < own.createRevision),
+      complete: !read.more,
+      revision: res.revision,
+    }
     // Only a re-lock of an old key can have its whole read filled by younger keys: read what is ahead.
     if (!view.complete && view.ahead.length === 0) {
       const ahead = await this.readAhead(own)
@@ -192,11 +207,21 @@ export class Mutex {
   /** One round trip: the youngest keys ahead of ours (with their leases: see tryAcquire), and whether our key is still ours. */
   private async readAhead(own: OwnedKey): Promise<TurnView & { mine: boolean }> {
     const { results, revision } = await this.ks.reads({
-      ahead: this.ks.get(this.prefix, { prefix: true, sort: ['Create', 'Descend'], limit: AHEAD_READ_LIMIT, maxCreateRevision: own.createRevision - 1n }),
+      ahead: this.ks.get(this.prefix, {
+        prefix: true,
+        sort: ['Create', 'Descend'],
+        limit: AHEAD_READ_LIMIT,
+        maxCreateRevision: own.createRevision - 1n,
+      }),
       mine: this.ks.get(own.key, { keysOnly: true }),
     })
     const mine = results.mine.kvs[0]
-    return { ahead: results.ahead.kvs, complete: !results.ahead.more, revision, mine: mine !== undefined && mine.createRevision === own.createRevision }
+    return {
+      ahead: results.ahead.kvs,
+      complete: !results.ahead.more,
+      revision,
+      mine: mine !== undefined && mine.createRevision === own.createRevision,
+    }
   }
 
   /**
@@ -237,12 +262,14 @@ export class Mutex {
   }
 
   private notHeld(op: string) {
-    if (this.held) throw new InvalidStateError(`Mutex ${JSON.stringify(this.name)}: ${op}() on a lock this object already holds; unlock() first`)
+    if (this.held)
+      throw new InvalidStateError(`Mutex ${JSON.stringify(this.name)}: ${op}() on a lock this object already holds; unlock() first`)
   }
 
   /** The key of the current hold; throws {@link LockReleasedError} when not held. */
   private heldKey(what: string): OwnedKey {
-    if (!this.held || !this.own) throw new LockReleasedError(`Mutex ${JSON.stringify(this.name)}: ${what} needs the lock held; call lock() first`)
+    if (!this.held || !this.own)
+      throw new LockReleasedError(`Mutex ${JSON.stringify(this.name)}: ${what} needs the lock held; call lock() first`)
     return this.own
   }
 }

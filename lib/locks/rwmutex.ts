@@ -37,7 +37,12 @@ export class RWMutex {
     checkSession(session, 'RWMutex')
     checkName(name, 'RWMutex name')
     this.ks = keyspace(session.client)
-    this.guard = new CallGuard((op) => new InvalidStateError(`RWMutex ${JSON.stringify(name)}: ${op}() called while another lock call on the same object is running; use one RWMutex per concurrent caller`))
+    this.guard = new CallGuard(
+      (op) =>
+        new InvalidStateError(
+          `RWMutex ${JSON.stringify(name)}: ${op}() called while another lock call on the same object is running; use one RWMutex per concurrent caller`,
+        ),
+    )
   }
 
   /** This contender's key, `<name>/read|write/<unixNano>` ('' when not holding or waiting). */
@@ -125,7 +130,14 @@ export class RWMutex {
       // Keys only: the turn needs keys and create revisions, and the keys carry no value.
       const created = await putUnique(this.ks, rwContenders.modePrefix(this.name, mode), '', {
         lease: this.session.leaseId,
-        reads: { blockers: this.ks.get(this.blockers(mode), { prefix: true, sort: ['Create', 'Descend'], limit: AHEAD_READ_LIMIT, keysOnly: true }) },
+        reads: {
+          blockers: this.ks.get(this.blockers(mode), {
+            prefix: true,
+            sort: ['Create', 'Descend'],
+            limit: AHEAD_READ_LIMIT,
+            keysOnly: true,
+          }),
+        },
         onExhausted: () => this.clashes(mode),
         onUnknownOutcome: (key) => this.session.strand(key),
       })
@@ -158,14 +170,22 @@ export class RWMutex {
       for (let attempt = 0; attempt < MAX_TRY_ATTEMPTS; attempt++) {
         const key = `${rwContenders.modePrefix(this.name, mode)}${unixNano()}`
         const absent = this.ks.compare(key, 'Version', '==', 0)
-        const res = await createOnLease(this.session, key, [absent, noBlocker], { mine: this.ks.put(key, '', this.session.leaseId) }, { collided: this.ks.get(key, { countOnly: true }) })
+        const res = await createOnLease(
+          this.session,
+          key,
+          [absent, noBlocker],
+          { mine: this.ks.put(key, '', this.session.leaseId) },
+          { collided: this.ks.get(key, { countOnly: true }) },
+        )
         if (res.succeeded) {
           this.own = new OwnedKey(this.session, key, res.revision)
           this.myMode = mode
           return
         }
         if (res.results.collided.count > 0n) continue // nanosecond collision: try a new key
-        throw new LockedError(`RWMutex ${JSON.stringify(this.name)} is ${mode === 'read' ? 'held or awaited by a writer' : 'held or awaited by another session'}`)
+        throw new LockedError(
+          `RWMutex ${JSON.stringify(this.name)} is ${mode === 'read' ? 'held or awaited by a writer' : 'held or awaited by another session'}`,
+        )
       }
       throw this.clashes(mode)
     })
@@ -179,7 +199,9 @@ export class RWMutex {
   private async release(mode: RWMode) {
     const op = mode === 'read' ? 'rUnlock' : 'unlock'
     if (this.myMode !== mode) {
-      const hint = this.myMode ? `it is held for ${this.myMode}ing; call ${this.myMode === 'read' ? 'rUnlock' : 'unlock'}()` : `it is not held; call ${mode === 'read' ? 'rLock' : 'lock'}() first`
+      const hint = this.myMode
+        ? `it is held for ${this.myMode}ing; call ${this.myMode === 'read' ? 'rUnlock' : 'unlock'}()`
+        : `it is not held; call ${mode === 'read' ? 'rLock' : 'lock'}() first`
       throw new LockReleasedError(`RWMutex ${JSON.stringify(this.name)}: ${op}() but ${hint}`)
     }
     await this.heldKey(op).delete()
@@ -188,7 +210,9 @@ export class RWMutex {
   }
 
   private clashes(mode: RWMode) {
-    return new KeyExistsError(`RWMutex ${JSON.stringify(this.name)}: 16 fresh keys in a row already existed; check for clock problems or another writer of <name>/${mode}/ keys`)
+    return new KeyExistsError(
+      `RWMutex ${JSON.stringify(this.name)}: 16 fresh keys in a row already existed; check for clock problems or another writer of <name>/${mode}/ keys`,
+    )
   }
 
   /**
@@ -206,11 +230,22 @@ export class RWMutex {
       view,
       reread: async () => {
         const { results, revision } = await this.ks.reads({
-          ahead: this.ks.get(blockers, { prefix: true, sort: ['Create', 'Descend'], limit: AHEAD_READ_LIMIT, maxCreateRevision: own.createRevision - 1n, keysOnly: true }),
+          ahead: this.ks.get(blockers, {
+            prefix: true,
+            sort: ['Create', 'Descend'],
+            limit: AHEAD_READ_LIMIT,
+            maxCreateRevision: own.createRevision - 1n,
+            keysOnly: true,
+          }),
           mine: this.ks.get(own.key, { keysOnly: true }),
         })
         const mine = results.mine.kvs[0]
-        return { ahead: results.ahead.kvs, complete: !results.ahead.more, revision, mine: mine !== undefined && mine.createRevision === own.createRevision }
+        return {
+          ahead: results.ahead.kvs,
+          complete: !results.ahead.more,
+          revision,
+          mine: mine !== undefined && mine.createRevision === own.createRevision,
+        }
       },
       check: () => {},
       signal,
@@ -223,12 +258,14 @@ export class RWMutex {
   }
 
   private notHeld(op: string) {
-    if (this.held) throw new InvalidStateError(`RWMutex ${JSON.stringify(this.name)}: ${op}() on a lock this object already holds; release it first`)
+    if (this.held)
+      throw new InvalidStateError(`RWMutex ${JSON.stringify(this.name)}: ${op}() on a lock this object already holds; release it first`)
   }
 
   /** The key of the current hold; throws {@link LockReleasedError} when not held. */
   private heldKey(what: string): OwnedKey {
-    if (!this.held || !this.own) throw new LockReleasedError(`RWMutex ${JSON.stringify(this.name)}: ${what} needs the lock held; call lock() or rLock() first`)
+    if (!this.held || !this.own)
+      throw new LockReleasedError(`RWMutex ${JSON.stringify(this.name)}: ${what} needs the lock held; call lock() or rLock() first`)
     return this.own
   }
 }

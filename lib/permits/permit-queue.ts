@@ -124,7 +124,8 @@ export class PermitQueue {
       if (!res.ok) {
         this.policy.saw(res)
         const waiters = res.failed!.waiters.count
-        if ((await this.store.settingsAgree(res.config)) && waiters > 0n) return { blocked: { ...res, waiters, decision: { kind: 'wait' } } }
+        if ((await this.store.settingsAgree(res.config)) && waiters > 0n)
+          return { blocked: { ...res, waiters, decision: { kind: 'wait' } } }
         continue
       }
       const decision = this.policy.decide(res, need)
@@ -140,7 +141,12 @@ export class PermitQueue {
    * Takes `need` slots: at once if nobody queues and they are free, else after queueing behind
    * every earlier call. On abort or a lost session the queue key goes and nothing is taken.
    */
-  async acquire(need: number, waiterSession: () => Promise<Session>, taker: () => Taker, options: { signal?: AbortSignal; onWaiting?: () => void }): Promise<TakenSlots> {
+  async acquire(
+    need: number,
+    waiterSession: () => Promise<Session>,
+    taker: () => Taker,
+    options: { signal?: AbortSignal; onWaiting?: () => void },
+  ): Promise<TakenSlots> {
     // Calls of this object already queue, or try the fast path: this one queues at once (a
     // burst of calls would otherwise each pay for a Txn that can only fail).
     if (this.queued === 0 && !this.trying) {
@@ -286,7 +292,9 @@ export class PermitQueue {
       }
       if (res.results.collided.count === 0n) await this.store.settingsAgree(res.results.config.kvs[0])
     }
-    throw new KeyExistsError(`${this.store.kind} ${JSON.stringify(this.name)}: ${MAX_ENQUEUE_ATTEMPTS} fresh queue keys in a row already existed; check for clock problems or another writer of ${this.store.waiters} keys`)
+    throw new KeyExistsError(
+      `${this.store.kind} ${JSON.stringify(this.name)}: ${MAX_ENQUEUE_ATTEMPTS} fresh queue keys in a row already existed; check for clock problems or another writer of ${this.store.waiters} keys`,
+    )
   }
 
   /**
@@ -302,8 +310,13 @@ export class PermitQueue {
     // It never fails the step: the Txn may have taken a permit meanwhile, which a thrown read
     // would hide from the caller. Without it (compacted away, etcd did not answer) the policy
     // does without this observation, as it does on every path that has none.
-    const before = this.policy.observesHandoff ? this.store.ks.range(this.store.slots, { prefix: true, revision: goneAt }).catch(() => undefined) : undefined
-    const [res, seen] = await Promise.all([this.store.step(this.store.firstInLine(own), { take: this.guesses(need) }, taker, [this.store.ks.deleteOp(own.key)]), before])
+    const before = this.policy.observesHandoff
+      ? this.store.ks.range(this.store.slots, { prefix: true, revision: goneAt }).catch(() => undefined)
+      : undefined
+    const [res, seen] = await Promise.all([
+      this.store.step(this.store.firstInLine(own), { take: this.guesses(need) }, taker, [this.store.ks.deleteOp(own.key)]),
+      before,
+    ])
     return seen ? { ...res, before: { slots: seen.kvs, receivedAt: seenAt } } : res
   }
 
@@ -317,7 +330,13 @@ export class PermitQueue {
     const timer = wakeAt === undefined ? undefined : timeoutSignal(wakeAt - performance.now())
     let change: { deleted?: string; revision?: bigint }
     try {
-      change = await waitRangeChange(this.store.ks, this.store.slots, view.revision, view.slots, timer ? AbortSignal.any([signal, timer.signal]) : signal)
+      change = await waitRangeChange(
+        this.store.ks,
+        this.store.slots,
+        view.revision,
+        view.slots,
+        timer ? AbortSignal.any([signal, timer.signal]) : signal,
+      )
     } catch (err) {
       if (signal.aborted || !timer?.signal.aborted) throw err
       return view

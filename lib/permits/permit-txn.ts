@@ -1,6 +1,17 @@
 import { ConfigMismatchError, EtcdUnavailableError } from '../errors.js'
 import { permitKeys } from '../core/keys.js'
-import { type Compare, type Keyspace, keyspace, type KeyValue, type Op, prefixEnd, type NamedTxnOp, type RangeOp, type RangeResult, type ResultOf } from '../core/kv.js'
+import {
+  type Compare,
+  type Keyspace,
+  keyspace,
+  type KeyValue,
+  type Op,
+  prefixEnd,
+  type NamedTxnOp,
+  type RangeOp,
+  type RangeResult,
+  type ResultOf,
+} from '../core/kv.js'
 import type { OwnedKey } from '../wait/owned-key.js'
 import { perClient } from '../core/per-client.js'
 import type { Session } from '../session/session.js'
@@ -90,7 +101,11 @@ export class PermitStore {
     let pending = known.get(id)
     if (!pending) {
       pending = this.ks
-        .namedTxn([this.ks.compare(this.configKey, 'Version', '==', 0)], { created: this.ks.put(this.configKey, this.config) }, { stored: this.ks.get(this.configKey) })
+        .namedTxn(
+          [this.ks.compare(this.configKey, 'Version', '==', 0)],
+          { created: this.ks.put(this.configKey, this.config) },
+          { stored: this.ks.get(this.configKey) },
+        )
         .then(async (res) => {
           if (!res.succeeded) await this.settingsAgree(res.results.stored.kvs[0])
         })
@@ -115,9 +130,14 @@ export class PermitStore {
     let res
     try {
       // The guard's names are the caller's; `config` and `slots` are ours (no guard uses them).
-      res = await this.ks.namedTxn([this.settingsCompare(), ...guard.compares], { ...change, slots }, { ...guard.reads, config: this.ks.get(this.configKey), slots })
+      res = await this.ks.namedTxn(
+        [this.settingsCompare(), ...guard.compares],
+        { ...change, slots },
+        { ...guard.reads, config: this.ks.get(this.configKey), slots },
+      )
     } catch (err) {
-      if (err instanceof EtcdUnavailableError && options.length > 0) await taker.ambiguous([...new Set(options.flat().map((c) => c.key))]).catch(() => {})
+      if (err instanceof EtcdUnavailableError && options.length > 0)
+        await taker.ambiguous([...new Set(options.flat().map((c) => c.key))]).catch(() => {})
       throw err
     }
     const receivedAt = performance.now()
@@ -134,7 +154,11 @@ export class PermitStore {
   private chain(options: SlotChoice[][], taker: Taker, onTake: Op[]): OptionLink {
     const [first, ...rest] = options
     const puts = first.map((c) => this.ks.put(c.key, taker.value, taker.lease))
-    return this.ks.namedTxnOp(first.map((c) => this.modIs(c)), { take: [...puts, ...onTake] }, { next: rest.length > 0 ? this.chain(rest, taker, onTake) : undefined })
+    return this.ks.namedTxnOp(
+      first.map((c) => this.modIs(c)),
+      { take: [...puts, ...onTake] },
+      { next: rest.length > 0 ? this.chain(rest, taker, onTake) : undefined },
+    )
   }
 
   private modIs(c: SlotChoice): Compare {
@@ -156,8 +180,16 @@ export class PermitStore {
   /** A waiter's guard when its predecessor went: its key is still its own, and no older waiter is left (else: the youngest older one). */
   firstInLine(own: OwnedKey): Guard {
     // Every key under waiters/ is at least as young as ours (ours is there: the range is not empty).
-    const noneOlder = { ...this.ks.compare(this.waiters, 'Create', '>', own.createRevision - 1n), range_end: prefixEnd(this.ks.full(this.waiters)) }
-    const older = this.ks.get(this.waiters, { prefix: true, sort: ['Create', 'Descend'], limit: 1, maxCreateRevision: own.createRevision - 1n })
+    const noneOlder = {
+      ...this.ks.compare(this.waiters, 'Create', '>', own.createRevision - 1n),
+      range_end: prefixEnd(this.ks.full(this.waiters)),
+    }
+    const older = this.ks.get(this.waiters, {
+      prefix: true,
+      sort: ['Create', 'Descend'],
+      limit: 1,
+      maxCreateRevision: own.createRevision - 1n,
+    })
     return { compares: [own.ownerCompare(), noneOlder], reads: { mine: this.ks.get(own.key), older } }
   }
 

@@ -229,7 +229,8 @@ export class RateLimiter {
     return this.onLiveLeases(async (session) => {
       const taker = this.taker(session)
       const tried = await this.queue.decide(need, taker.next)
-      if ('granted' in tried) return { admitted: true, retryAfterMs: 0, admission: await this.admitted(tried.granted, session, taker.leased()) }
+      if ('granted' in tried)
+        return { admitted: true, retryAfterMs: 0, admission: await this.admitted(tried.granted, session, taker.leased()) }
       const { slots, receivedAt, waiters } = tried.blocked
       return { admitted: false, retryAfterMs: Math.ceil(this.policy.estimate(slots, need, receivedAt, waiters)) }
     })
@@ -297,7 +298,9 @@ export class RateLimiter {
       let mod = grant.revision
       if (leased && session.aliveUntil < receivedAt + this.tokenLife) {
         // The Txn took so long that the lease may now end first: keep the token without it.
-        const res = await this.ks.txn([this.ks.compare(key, 'Mod', '==', mod)], [this.ks.put(key, `${session.leaseHex}/${unixNano()}`)]).catch(() => undefined)
+        const res = await this.ks
+          .txn([this.ks.compare(key, 'Mod', '==', mod)], [this.ks.put(key, `${session.leaseHex}/${unixNano()}`)])
+          .catch(() => undefined)
         if (res?.succeeded) mod = res.revision
       }
       this.expireAt(key, mod, receivedAt + this.tokenLife)
@@ -326,23 +329,36 @@ export class RateLimiter {
   }
 
   private checkCost(cost: unknown): number {
-    return checkInteger(cost, `RateLimiter ${JSON.stringify(this.name)}: cost`, 1, this.capacity, { fallback: 1, hint: 'burst + 1; raise burst to admit larger calls' })
+    return checkInteger(cost, `RateLimiter ${JSON.stringify(this.name)}: cost`, 1, this.capacity, {
+      fallback: 1,
+      hint: 'burst + 1; raise burst to admit larger calls',
+    })
   }
 }
 
 /** Checks `{ rate, per, burst, waiterTtl }`; returns them with defaults. */
 export function checkRateOptions(options: unknown): Required<RateLimitOptions> {
   if (typeof options !== 'object' || options === null || Array.isArray(options)) {
-    throw new InvalidArgumentError(`RateLimiter options must be an object like { rate: 20, per: 1000, burst: 5 }, got ${options === null ? 'null' : typeof options}`)
+    throw new InvalidArgumentError(
+      `RateLimiter options must be an object like { rate: 20, per: 1000, burst: 5 }, got ${options === null ? 'null' : typeof options}`,
+    )
   }
   const { rate } = options as Partial<RateLimitOptions>
-  const per = checkInteger((options as RateLimitOptions).per, 'RateLimiter per', 1, MAX_RATE_PER_MS, { unit: 'ms', fallback: 1000, hint: 'a day' })
+  const per = checkInteger((options as RateLimitOptions).per, 'RateLimiter per', 1, MAX_RATE_PER_MS, {
+    unit: 'ms',
+    fallback: 1000,
+    hint: 'a day',
+  })
   if (typeof rate !== 'number' || !Number.isFinite(rate) || rate <= 0 || !(per / rate >= 1)) {
-    throw new InvalidArgumentError(`RateLimiter rate must be a number > 0 and at most one admission per ms (rate <= per), got ${String(rate)} per ${per} ms`)
+    throw new InvalidArgumentError(
+      `RateLimiter rate must be a number > 0 and at most one admission per ms (rate <= per), got ${String(rate)} per ${per} ms`,
+    )
   }
   if (!(per / rate <= MAX_REFILL_INTERVAL_MS)) {
     const least = per / MAX_REFILL_INTERVAL_MS
-    throw new InvalidArgumentError(`RateLimiter rate must refill a token at least once a year (per / rate <= ${MAX_REFILL_INTERVAL_MS} ms), got ${String(rate)} per ${per} ms; use rate >= ${least} for per ${per}`)
+    throw new InvalidArgumentError(
+      `RateLimiter rate must refill a token at least once a year (per / rate <= ${MAX_REFILL_INTERVAL_MS} ms), got ${String(rate)} per ${per} ms; use rate >= ${least} for per ${per}`,
+    )
   }
   const burst = checkInteger((options as RateLimitOptions).burst, 'RateLimiter burst', 0, MAX_PERMITS - 1, { fallback: 0 })
   const waiterTtl = checkSeconds((options as RateLimitOptions).waiterTtl, 'RateLimiter waiterTtl', 1, { fallback: DEFAULT_WAITER_TTL_S })
@@ -386,6 +402,9 @@ class OwnLease {
   release(): void {
     const pending = this.session
     this.session = undefined
-    pending?.then((s) => s.orphan(), () => {})
+    pending?.then(
+      (s) => s.orphan(),
+      () => {},
+    )
   }
 }

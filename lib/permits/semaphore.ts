@@ -46,8 +46,19 @@ export class Semaphore {
     checkPermits(permits)
     this.ks = keyspace(session.client)
     this.slots = permitKeys.holders(name)
-    this.queue = new PermitQueue(session.client, name, 'semaphore', permitKeys.semaphoreSettings(permits), new FreePermits(this.slots, permits))
-    this.guard = new CallGuard((op) => new InvalidStateError(`Semaphore ${JSON.stringify(name)}: ${op}() called while another call on the same object is running; use one Semaphore object per concurrent caller`))
+    this.queue = new PermitQueue(
+      session.client,
+      name,
+      'semaphore',
+      permitKeys.semaphoreSettings(permits),
+      new FreePermits(this.slots, permits),
+    )
+    this.guard = new CallGuard(
+      (op) =>
+        new InvalidStateError(
+          `Semaphore ${JSON.stringify(name)}: ${op}() called while another call on the same object is running; use one Semaphore object per concurrent caller`,
+        ),
+    )
   }
 
   /** The permit's key, `<name>/holders/<slot>` ('' when not held). */
@@ -84,7 +95,14 @@ export class Semaphore {
     await this.guard.run('acquire', async () => {
       signal?.throwIfAborted()
       this.session.signal.throwIfAborted()
-      this.granted(await this.queue.acquire(1, async () => this.session, () => this.taker(), { signal, onWaiting }))
+      this.granted(
+        await this.queue.acquire(
+          1,
+          async () => this.session,
+          () => this.taker(),
+          { signal, onWaiting },
+        ),
+      )
     })
   }
 
@@ -141,7 +159,10 @@ export class Semaphore {
   }
 
   private notHeld(op: string) {
-    if (this.held) throw new InvalidStateError(`Semaphore ${JSON.stringify(this.name)}: ${op}() on a semaphore this object already holds a permit of; release() first`)
+    if (this.held)
+      throw new InvalidStateError(
+        `Semaphore ${JSON.stringify(this.name)}: ${op}() on a semaphore this object already holds a permit of; release() first`,
+      )
   }
 
   private heldKey(what: string): OwnedKey {

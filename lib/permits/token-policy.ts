@@ -92,7 +92,9 @@ export class ExpiredTokens implements SlotPolicy {
     const free: SlotChoice[] = []
     for (let i = 0; i < this.capacity; i++) if (!used.has(i)) free.push({ key: permitKeys.slot(this.slots, i), mod: 0n })
     // The oldest: the lowest mod revision (a token's admission), ties by key.
-    const byAge = tokens.sort((a, b) => (a.kv.modRevision === b.kv.modRevision ? (a.kv.key < b.kv.key ? -1 : 1) : a.kv.modRevision < b.kv.modRevision ? -1 : 1))
+    const byAge = tokens.sort((a, b) =>
+      a.kv.modRevision === b.kv.modRevision ? (a.kv.key < b.kv.key ? -1 : 1) : a.kv.modRevision < b.kv.modRevision ? -1 : 1,
+    )
     const count = tokens.length
     this.last = { free, above: tokens.some((t) => t.index >= this.capacity) }
     const first = byAge[0]?.kv
@@ -100,7 +102,8 @@ export class ExpiredTokens implements SlotPolicy {
     const id = `${first.key}@${first.modRevision}`
     const since = this.oldestSince.get(id) ?? receivedAt
     // Forget tokens that are gone; the map stays as small as the bucket.
-    for (const known of this.oldestSince.keys()) if (!tokens.some((t) => `${t.kv.key}@${t.kv.modRevision}` === known)) this.oldestSince.delete(known)
+    for (const known of this.oldestSince.keys())
+      if (!tokens.some((t) => `${t.kv.key}@${t.kv.modRevision}` === known)) this.oldestSince.delete(known)
     this.oldestSince.set(id, since)
     const oldest = { key: first.key, mod: first.modRevision }
     this.lastOldest = { choice: oldest, since }

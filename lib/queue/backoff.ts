@@ -25,8 +25,11 @@ export type Backoff = Required<RetryOptions>
 /** Checks retry options (`what` names them in errors) and applies the defaults. */
 export function checkBackoff(options: RetryOptions | undefined, what: string): Backoff {
   const retryDelay = checkSeconds(options?.retryDelay, `${what}: retryDelay`, 0, { fallback: DEFAULT_RETRY_DELAY_S })
-  const maxRetryDelay = checkSeconds(options?.maxRetryDelay, `${what}: maxRetryDelay`, 0, { fallback: Math.max(DEFAULT_MAX_RETRY_DELAY_S, retryDelay) })
-  if (maxRetryDelay < retryDelay) throw new InvalidArgumentError(`${what}: maxRetryDelay (${maxRetryDelay}) must be at least retryDelay (${retryDelay})`)
+  const maxRetryDelay = checkSeconds(options?.maxRetryDelay, `${what}: maxRetryDelay`, 0, {
+    fallback: Math.max(DEFAULT_MAX_RETRY_DELAY_S, retryDelay),
+  })
+  if (maxRetryDelay < retryDelay)
+    throw new InvalidArgumentError(`${what}: maxRetryDelay (${maxRetryDelay}) must be at least retryDelay (${retryDelay})`)
   return { retryDelay, maxRetryDelay }
 }
 

@@ -10,7 +10,21 @@ import { queueKeys } from '../core/keys.js'
 import { Branch, checkName, keyspace, type KeyValue, type Keyspace } from '../core/kv.js'
 import { arrivalPart, type ItemSlot, type QueueRef } from './placement.js'
 import type { ItemMeta } from './meta.js'
-import { checkDeadLetter, checkReceive, checkRedrive, type CheckedReceive, type DeadLetterOptions, type DequeueOptions, type Enqueued, type Message, type NackOptions, type QueueOptions, type ReceiveOptions, type RedriveOptions, type Redriven } from './options.js'
+import {
+  checkDeadLetter,
+  checkReceive,
+  checkRedrive,
+  type CheckedReceive,
+  type DeadLetterOptions,
+  type DequeueOptions,
+  type Enqueued,
+  type Message,
+  type NackOptions,
+  type QueueOptions,
+  type ReceiveOptions,
+  type RedriveOptions,
+  type Redriven,
+} from './options.js'
 import type { QueueOrder } from './order.js'
 import { Scanner, waitForChange, type QueueView } from './scan.js'
 import { claimLost, claimState, formatReceipt, ownClaim, parseReceipt, receiptMarker, type Receipt } from './receipts.js'
@@ -42,14 +56,25 @@ import { Sweeper, sweepQueue, type Swept } from './sweep.js'
  * messages are out of its sight until they move under `<name>/`.
  */
 
-export type { DeadLetterOptions, DequeueOptions, EnqueueOptions, Enqueued, Message, NackOptions, PriorityEnqueueOptions, QueueOptions, ReceiveOptions, RedriveOptions, Redriven } from './options.js'
+export type {
+  DeadLetterOptions,
+  DequeueOptions,
+  EnqueueOptions,
+  Enqueued,
+  Message,
+  NackOptions,
+  PriorityEnqueueOptions,
+  QueueOptions,
+  ReceiveOptions,
+  RedriveOptions,
+  Redriven,
+} from './options.js'
 export type { Swept } from './sweep.js'
 
 /** A receive that finds nothing sweeps one step of what Go consumers left behind at most this often (ms)… */
 const SWEEP_IDLE_MS = 5_000
 /** …and one that claims, beside its claim, at most this often. */
 const SWEEP_BUSY_MS = 30_000
-
 
 /**
  * Base of {@link Queue} and {@link PriorityQueue}: everything but the `enqueue` signature. The
@@ -154,7 +179,11 @@ export class ClaimQueue {
           const [messages] = await Promise.all([this.claimBatch(this.scanner.pick(view.visible, o.max), lease, o), this.tidy(false)])
           if (messages.length > 0) {
             await keepClaimFresh(this.client, lease)
-            trackBatch(this.client, lease, messages.map((m) => m.key))
+            trackBatch(
+              this.client,
+              lease,
+              messages.map((m) => m.key),
+            )
             lease = undefined
             this.busy = true
             return messages
@@ -210,7 +239,12 @@ export class ClaimQueue {
         const batch = new Branch()
         const acks = chunk.map((i) => {
           const r = receipts[i]
-          return { i, ack: batch.add({ ack: this.ks.namedTxnOp(ownClaim(this.ks, r), { leave: leaveOps(this.ks, r.key, r.createRev) }, claimState(this.ks, r)) }) }
+          return {
+            i,
+            ack: batch.add({
+              ack: this.ks.namedTxnOp(ownClaim(this.ks, r), { leave: leaveOps(this.ks, r.key, r.createRev) }, claimState(this.ks, r)),
+            }),
+          }
         })
         const res = await this.ks.namedTxn([], batch.ops)
         for (const { i, ack } of acks) {
@@ -223,7 +257,12 @@ export class ClaimQueue {
     receipts.forEach((r, i) => {
       const j = first.get(receiptMarker(r))!
       if (j === i) return
-      outcomes[i] = outcomes[j] ?? new ClaimLostError('gone', `ack of ${JSON.stringify(r.key)} in queue ${JSON.stringify(this.name)} did nothing: the message was given to ackMany more than once and acked once`)
+      outcomes[i] =
+        outcomes[j] ??
+        new ClaimLostError(
+          'gone',
+          `ack of ${JSON.stringify(r.key)} in queue ${JSON.stringify(this.name)} did nothing: the message was given to ackMany more than once and acked once`,
+        )
     })
     for (const i of unique) await settleClaim(this.client, receipts[i].leaseId, receipts[i].key)
     return outcomes
@@ -248,7 +287,11 @@ export class ClaimQueue {
       }
       const marker = receiptMarker(r)
       const hold = delay > 0 ? await grantLease(this.client, delay) : undefined
-      const res = await this.ks.namedTxn(ownClaim(this.ks, r), { release: hold ? this.ks.put(marker, '', hold) : this.ks.deleteOp(marker) }, claimState(this.ks, r))
+      const res = await this.ks.namedTxn(
+        ownClaim(this.ks, r),
+        { release: hold ? this.ks.put(marker, '', hold) : this.ks.deleteOp(marker) },
+        claimState(this.ks, r),
+      )
       if (!res.succeeded) {
         if (hold) await revokeLease(this.client, hold)
         throw claimLost('nack', r, res.results, this.name)
@@ -334,7 +377,8 @@ export class ClaimQueue {
     const moves: Promise<unknown>[] = []
     for (const c of chunks.flatMap((x) => x.claims)) {
       const m = this.message(c, lease.id)
-      if (o.maxReceives !== undefined && c.count > o.maxReceives) moves.push(deadLetter(this.ref, this.receipt(m), o.deadLetterQueue!, m.priority))
+      if (o.maxReceives !== undefined && c.count > o.maxReceives)
+        moves.push(deadLetter(this.ref, this.receipt(m), o.deadLetterQueue!, m.priority))
       else messages.push(m)
     }
     await Promise.all(moves)
@@ -344,7 +388,14 @@ export class ClaimQueue {
   private message(c: Claim, leaseId: string): Message {
     const { kv, meta } = c
     const priority = this.order.priorityOf(kv.key, this.prefix)
-    const receipt = formatReceipt({ key: kv.key, createRev: kv.createRevision, claimRev: c.claimRev, leaseId, count: c.count, group: meta.group })
+    const receipt = formatReceipt({
+      key: kv.key,
+      createRev: kv.createRevision,
+      claimRev: c.claimRev,
+      leaseId,
+      count: c.count,
+      group: meta.group,
+    })
     return {
       id: meta.id ?? kv.createRevision.toString(),
       key: kv.key,

@@ -79,7 +79,13 @@ function timerLease(client: Namespace, delayMs: number): TimerLease {
  * clash), the timer on a (shared) lease of at least the delay. Returns its key and the Txn's
  * revision (the message id).
  */
-export async function putDelayed(client: Namespace, ks: Keyspace, name: string, arrival: Arrival, delayMs: number): Promise<{ key: string; revision: bigint }> {
+export async function putDelayed(
+  client: Namespace,
+  ks: Keyspace,
+  name: string,
+  arrival: Arrival,
+  delayMs: number,
+): Promise<{ key: string; revision: bigint }> {
   for (;;) {
     const lease = timerLease(client, delayMs)
     const leaseId = await lease.id
@@ -145,10 +151,19 @@ export async function promoteAll(q: QueueRef, due: KeyValue[]): Promise<void> {
 
 async function promoteChunk(q: QueueRef, chunk: { kv: KeyValue; meta: ItemMeta; payload: Buffer }[]): Promise<void> {
   const { ks, name } = q
-  const parts = await Promise.all(chunk.map(async ({ kv, meta, payload }) => ({ kv, part: await arrivalPart(q, { payload, meta: { ...meta, id: meta.id ?? kv.createRevision.toString() } }) })))
+  const parts = await Promise.all(
+    chunk.map(async ({ kv, meta, payload }) => ({
+      kv,
+      part: await arrivalPart(q, { payload, meta: { ...meta, id: meta.id ?? kv.createRevision.toString() } }),
+    })),
+  )
   const batch = new Branch()
   const moves = parts.map(({ kv, part }) => {
-    const move = ks.namedTxnOp([...guard(ks, name, kv), ...part.compares], { take: ks.deleteOp(kv.key), arrival: part.ops }, { delayed: ks.get(kv.key, { keysOnly: true }) })
+    const move = ks.namedTxnOp(
+      [...guard(ks, name, kv), ...part.compares],
+      { take: ks.deleteOp(kv.key), arrival: part.ops },
+      { delayed: ks.get(kv.key, { keysOnly: true }) },
+    )
     return { kv, move: batch.add({ move }) }
   })
   const res = await ks.namedTxn([], batch.ops)

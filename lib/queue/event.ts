@@ -60,7 +60,15 @@ export interface EtcdQueueEvent extends QueueSettings {
 /** The JSON-safe form of a received message (its fields but `raw`): what the handler sees and a dispatcher's event carries. */
 export function toQueueMessage(m: JsonMessage): JsonMessage {
   const { id, key, value, receiveCount, priority, group, receipt } = m
-  return { id, key, value, receiveCount, ...(priority === undefined ? {} : { priority }), ...(group === undefined ? {} : { group }), receipt }
+  return {
+    id,
+    key,
+    value,
+    receiveCount,
+    ...(priority === undefined ? {} : { priority }),
+    ...(group === undefined ? {} : { group }),
+    receipt,
+  }
 }
 
 /**
@@ -73,14 +81,16 @@ export function checkQueueSettings(settings: unknown, where: string): asserts se
     throw new InvalidArgumentError(`${where}: expected queue settings { queue, batchSize?, … }, got ${show(settings)}`)
   }
   const s = settings as Record<string, unknown>
-  if (typeof s.queue !== 'string' || s.queue === '') throw new InvalidArgumentError(`${where}: queue must be the queue's name (a non-empty string), got ${show(s.queue)}`)
+  if (typeof s.queue !== 'string' || s.queue === '')
+    throw new InvalidArgumentError(`${where}: queue must be the queue's name (a non-empty string), got ${show(s.queue)}`)
   if (s.priority !== undefined && typeof s.priority !== 'boolean') {
     throw new InvalidArgumentError(`${where}: priority must be true (a PriorityQueue) or false (a Queue), got ${show(s.priority)}`)
   }
   // Each setting is optional here: its default is applied where it is used.
   if (s.batchSize !== undefined) checkInteger(s.batchSize, `${where}: batchSize`, 1, MAX_BATCH)
   if (s.visibilityTimeout !== undefined) checkSeconds(s.visibilityTimeout, `${where}: visibilityTimeout`, 1)
-  if (s.maxReceives !== undefined && s.maxReceives !== Number.POSITIVE_INFINITY) checkInteger(s.maxReceives, `${where}: maxReceives`, 1, Number.POSITIVE_INFINITY)
+  if (s.maxReceives !== undefined && s.maxReceives !== Number.POSITIVE_INFINITY)
+    checkInteger(s.maxReceives, `${where}: maxReceives`, 1, Number.POSITIVE_INFINITY)
   if (s.concurrency !== undefined) checkInteger(s.concurrency, `${where}: concurrency`, 1, MAX_CONCURRENCY)
   checkBackoff(s, where)
   if (s.deadLetterQueue !== undefined && (typeof s.deadLetterQueue !== 'string' || s.deadLetterQueue === '')) {

@@ -54,7 +54,13 @@ export function after(key: string): string {
 export function split(from: string, to: string, parts: number, lowest?: string): [string, string][] {
   const cuts: string[] = []
   let start = from
-  if (lowest !== undefined && lowest > from && lowest < to && digitsOf(lowest).count === digitsOf(to).count && digitsOf(from).count !== digitsOf(to).count) {
+  if (
+    lowest !== undefined &&
+    lowest > from &&
+    lowest < to &&
+    digitsOf(lowest).count === digitsOf(to).count &&
+    digitsOf(from).count !== digitsOf(to).count
+  ) {
     cuts.push(lowest)
     start = lowest
   }

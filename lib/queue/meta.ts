@@ -64,8 +64,15 @@ export function decodeEnvelope(value: Buffer): { meta: ItemMeta; payload: Buffer
 
 /** Checks a message group name. */
 export function checkGroup(group: unknown, what: string): string {
-  if (typeof group !== 'string' || group === '') throw new InvalidArgumentError(`${what}: group must be a non-empty string (the message group, e.g. a customer id), got ${group === null ? 'null' : typeof group === 'string' ? '""' : typeof group}`)
-  if (Buffer.byteLength(group) > MAX_GROUP_BYTES) throw new InvalidArgumentError(`${what}: group is ${Buffer.byteLength(group)} bytes; keep group names to ${MAX_GROUP_BYTES} bytes (hash longer ones)`)
-  if (/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/.test(group)) throw new InvalidArgumentError(`${what}: group contains a lone UTF-16 surrogate; use well-formed text`)
+  if (typeof group !== 'string' || group === '')
+    throw new InvalidArgumentError(
+      `${what}: group must be a non-empty string (the message group, e.g. a customer id), got ${group === null ? 'null' : typeof group === 'string' ? '""' : typeof group}`,
+    )
+  if (Buffer.byteLength(group) > MAX_GROUP_BYTES)
+    throw new InvalidArgumentError(
+      `${what}: group is ${Buffer.byteLength(group)} bytes; keep group names to ${MAX_GROUP_BYTES} bytes (hash longer ones)`,
+    )
+  if (/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/.test(group))
+    throw new InvalidArgumentError(`${what}: group contains a lone UTF-16 surrogate; use well-formed text`)
   return group
 }

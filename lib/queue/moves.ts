@@ -79,7 +79,12 @@ export async function claimChunk(ks: Keyspace, kvs: KeyValue[], leaseId: string)
 
 /** What an item leaving the queue deletes besides itself: its claim marker, receive counter and metadata. */
 export function leaveOps(ks: Keyspace, key: string, createRevision: bigint): DeleteOp[] {
-  return [ks.deleteOp(key), ks.deleteOp(queueKeys.marker(key, createRevision)), ks.deleteOp(queueKeys.counter(key, createRevision)), ks.deleteOp(queueKeys.meta(key))]
+  return [
+    ks.deleteOp(key),
+    ks.deleteOp(queueKeys.marker(key, createRevision)),
+    ks.deleteOp(queueKeys.counter(key, createRevision)),
+    ks.deleteOp(queueKeys.meta(key)),
+  ]
 }
 
 /** The hand-on part for an item leaving (nothing for an ungrouped one). */
@@ -88,7 +93,9 @@ function handOnFor(q: QueueRef, group: string | undefined, createRevision: bigin
 }
 
 function stale(op: string, key: string, q: QueueRef): QueueConflictError {
-  return new QueueConflictError(`${op} of ${JSON.stringify(key)} in queue ${JSON.stringify(q.name)} kept conflicting with other writers of its message group ${STALE_TRIES} times; retry it`)
+  return new QueueConflictError(
+    `${op} of ${JSON.stringify(key)} in queue ${JSON.stringify(q.name)} kept conflicting with other writers of its message group ${STALE_TRIES} times; retry it`,
+  )
 }
 
 /** Removes a claimed item (an ack) and passes its group's turn on; the {@link ClaimLostError} when the claim is not `r`'s. */
@@ -98,7 +105,11 @@ export function leave(q: QueueRef, r: Receipt): Promise<ClaimLostError | undefin
     STALE_TRIES,
     async () => {
       const handOn = await handOnFor(q, r.group, r.createRev)
-      const res = await ks.namedTxn([...ownClaim(ks, r), ...handOn.compares], { leave: leaveOps(ks, r.key, r.createRev), handOn: handOn.ops }, claimState(ks, r))
+      const res = await ks.namedTxn(
+        [...ownClaim(ks, r), ...handOn.compares],
+        { leave: leaveOps(ks, r.key, r.createRev), handOn: handOn.ops },
+        claimState(ks, r),
+      )
       if (res.succeeded) return { done: true, value: undefined }
       const { item, marker } = res.results
       // The claim holds, so only the hand-on went stale (a producer joined the group): again.
@@ -121,7 +132,11 @@ export async function take(q: QueueRef, kv: KeyValue): Promise<Buffer | undefine
   const unclaimed = [ks.compare(kv.key, 'Mod', '==', kv.modRevision), ks.compare(marker, 'Create', '==', 0)]
   const meta = queueKeys.meta(kv.key)
   // The value is read before the deletes of the same Txn (its ops run in order): it goes first.
-  const res = await ks.namedTxn([...unclaimed, ks.compare(meta, 'Version', '==', 0)], { value: ks.get(kv.key), leave: leaveOps(ks, kv.key, kv.createRevision) }, { meta: ks.get(meta) })
+  const res = await ks.namedTxn(
+    [...unclaimed, ks.compare(meta, 'Version', '==', 0)],
+    { value: ks.get(kv.key), leave: leaveOps(ks, kv.key, kv.createRevision) },
+    { meta: ks.get(meta) },
+  )
   if (res.succeeded) return res.results.value.kvs[0].value
   const { group } = readMeta(res.results.meta.kvs[0], kv)
   return retryStale<Buffer | undefined>(
@@ -161,7 +176,11 @@ export async function deadLetter(q: QueueRef, r: Receipt, dlq: string, priority:
       const target = uniqueSlot(ks, queueKeys.items(dlq))
       const res = await ks.namedTxn(
         [...ownClaim(ks, r), ...handOn.compares, ...target.compares],
-        { leave: leaveOps(ks, r.key, r.createRev), deadLetter: [...target.ops(item.value), ...metaOps(ks, target.key, { id, group: meta.group, priority })], handOn: handOn.ops },
+        {
+          leave: leaveOps(ks, r.key, r.createRev),
+          deadLetter: [...target.ops(item.value), ...metaOps(ks, target.key, { id, group: meta.group, priority })],
+          handOn: handOn.ops,
+        },
         claimState(ks, r),
       )
       if (res.succeeded) return { done: true, value: true }
@@ -169,6 +188,9 @@ export async function deadLetter(q: QueueRef, r: Receipt, dlq: string, priority:
       if (marker?.modRevision !== r.claimRev || now?.createRevision !== r.createRev) return { done: true, value: false }
       return { done: false }
     },
-    () => new QueueConflictError(`moving ${JSON.stringify(r.key)} of queue ${JSON.stringify(name)} to dead-letter queue ${JSON.stringify(dlq)} kept conflicting with other writers; it stays claimed until its visibility timeout and is retried then`),
+    () =>
+      new QueueConflictError(
+        `moving ${JSON.stringify(r.key)} of queue ${JSON.stringify(name)} to dead-letter queue ${JSON.stringify(dlq)} kept conflicting with other writers; it stays claimed until its visibility timeout and is retried then`,
+      ),
   )
 }

@@ -161,10 +161,13 @@ export interface CheckedReceive extends DeadLetterOptions {
 
 /** Checks receive options against the queue's defaults (items under `itemsPrefix`). */
 export function checkReceive(options: ReceiveOptions, defaults: DeadLetterOptions, queueName: string): CheckedReceive {
-  if (options === null || typeof options !== 'object') throw new InvalidArgumentError(`receive options must be an object, got ${String(options)}`)
+  if (options === null || typeof options !== 'object')
+    throw new InvalidArgumentError(`receive options must be an object, got ${String(options)}`)
   const max = checkInteger(options.max, 'receive max', 1, MAX_BATCH, { fallback: 1 })
   if (options.session !== undefined && options.visibilityTimeout !== undefined) {
-    throw new InvalidArgumentError('receive: give either visibilityTimeout (a lease per receive) or session (claims last while it lives), not both')
+    throw new InvalidArgumentError(
+      'receive: give either visibilityTimeout (a lease per receive) or session (claims last while it lives), not both',
+    )
   }
   const visibilityTimeout = checkSeconds(options.visibilityTimeout, 'receive visibilityTimeout', 1, { fallback: DEFAULT_VISIBILITY_S })
   const wait = options.wait ?? true
@@ -178,11 +181,16 @@ export function checkDeadLetter(o: DeadLetterOptions, queueName: string, what: s
   const { maxReceives, deadLetterQueue } = o ?? {}
   if (maxReceives === undefined && deadLetterQueue === undefined) return {}
   checkInteger(maxReceives, `${what}: maxReceives`, 1, Number.POSITIVE_INFINITY, { hint: 'when deadLetterQueue is set' })
-  if (deadLetterQueue === undefined) throw new InvalidArgumentError(`${what}: maxReceives needs deadLetterQueue, the name of the queue that takes messages received ${maxReceives} times`)
+  if (deadLetterQueue === undefined)
+    throw new InvalidArgumentError(
+      `${what}: maxReceives needs deadLetterQueue, the name of the queue that takes messages received ${maxReceives} times`,
+    )
   checkName(deadLetterQueue, `${what}: deadLetterQueue`)
   const [dlq, own] = [queueKeys.items(deadLetterQueue), queueKeys.items(queueName)]
   if (dlq.startsWith(own) || own.startsWith(dlq)) {
-    throw new InvalidArgumentError(`${what}: deadLetterQueue ${JSON.stringify(deadLetterQueue)} overlaps queue ${JSON.stringify(queueName)}; use a name that is neither the queue's nor nested in it`)
+    throw new InvalidArgumentError(
+      `${what}: deadLetterQueue ${JSON.stringify(deadLetterQueue)} overlaps queue ${JSON.stringify(queueName)}; use a name that is neither the queue's nor nested in it`,
+    )
   }
   return { maxReceives, deadLetterQueue }
 }
@@ -208,16 +216,24 @@ export function checkEnqueue(options: EnqueueOptions | undefined, what: string, 
 }
 
 /** Checks redrive options; `max` defaults to unlimited. */
-export function checkRedrive(options: RedriveOptions, queueName: string): Required<Pick<RedriveOptions, 'from' | 'max'>> & { signal?: AbortSignal } {
+export function checkRedrive(
+  options: RedriveOptions,
+  queueName: string,
+): Required<Pick<RedriveOptions, 'from' | 'max'>> & { signal?: AbortSignal } {
   const o = checkOptions(options, 'redrive')
   if (options === undefined) throw new InvalidArgumentError('redrive needs options { from: <dead-letter queue>, max? }')
   checkName(o.from, 'redrive: from (the dead-letter queue)')
   const [from, own] = [queueKeys.items(o.from), queueKeys.items(queueName)]
   if (from.startsWith(own) || own.startsWith(from)) {
-    throw new InvalidArgumentError(`redrive: from ${JSON.stringify(o.from)} overlaps queue ${JSON.stringify(queueName)}; redrive from its dead-letter queue`)
+    throw new InvalidArgumentError(
+      `redrive: from ${JSON.stringify(o.from)} overlaps queue ${JSON.stringify(queueName)}; redrive from its dead-letter queue`,
+    )
   }
   // No max (or Infinity): every dead letter there is when the redrive starts.
-  const max = o.max === undefined || o.max === Number.POSITIVE_INFINITY ? Number.POSITIVE_INFINITY : checkInteger(o.max, 'redrive: max', 1, Number.POSITIVE_INFINITY)
+  const max =
+    o.max === undefined || o.max === Number.POSITIVE_INFINITY
+      ? Number.POSITIVE_INFINITY
+      : checkInteger(o.max, 'redrive: max', 1, Number.POSITIVE_INFINITY)
   return { from: o.from, max, signal: o.signal }
 }
 

@@ -78,7 +78,8 @@ export async function handOnPart(q: QueueRef, group: string, headCreateRevision:
   if (marker.modRevision !== headCreateRevision) return { compares: [ks.compare(head, 'Mod', '==', marker.modRevision)], ops: [] }
   const owns = ks.compare(head, 'Mod', '==', headCreateRevision)
   const next = seen.results.next.kvs[0]
-  if (next === undefined) return { compares: [owns, ks.compare(waitingPrefix, 'Version', '==', 0, { prefix: true })], ops: [ks.deleteOp(head)] }
+  if (next === undefined)
+    return { compares: [owns, ks.compare(waitingPrefix, 'Version', '==', 0, { prefix: true })], ops: [ks.deleteOp(head)] }
   const { meta, payload } = decodeEnvelope(next.value)
   const slot = await slotOf(ks, name, undefined)
   const id = meta.id ?? next.createRevision.toString()
@@ -89,7 +90,11 @@ export async function handOnPart(q: QueueRef, group: string, headCreateRevision:
 }
 
 /** Runs `attempt` until it reports done, at most `tries` times (a part went stale: a slot clashed, a group moved on). */
-export async function retryStale<T>(tries: number, attempt: () => Promise<{ done: true; value: T } | { done: false }>, stale: () => Error): Promise<T> {
+export async function retryStale<T>(
+  tries: number,
+  attempt: () => Promise<{ done: true; value: T } | { done: false }>,
+  stale: () => Error,
+): Promise<T> {
   for (let i = 0; i < tries; i++) {
     const outcome = await attempt()
     if (outcome.done) return outcome.value

@@ -37,7 +37,9 @@ export function parseReceipt(message: { receipt?: unknown } | string, itemsPrefi
   const r = typeof text === 'string' ? parse(text, itemsPrefix) : undefined
   if (!r) throw new InvalidArgumentError(`expected a message from receive() or its receipt string, got ${JSON.stringify(text)}`)
   if (!r.key.startsWith(itemsPrefix)) {
-    throw new InvalidArgumentError(`receipt for ${JSON.stringify(r.key)} does not belong to queue ${JSON.stringify(queueName)}; settle it on the queue it was received from`)
+    throw new InvalidArgumentError(
+      `receipt for ${JSON.stringify(r.key)} does not belong to queue ${JSON.stringify(queueName)}; settle it on the queue it was received from`,
+    )
   }
   return r
 }
@@ -87,10 +89,19 @@ export function claimLost(op: string, r: Receipt, found: NamedResults<ClaimState
   const marker = found.marker.kvs[0]
   const what = `${op} of ${JSON.stringify(r.key)} in queue ${JSON.stringify(queueName)} did nothing`
   if (item === undefined || item.createRevision !== r.createRev) {
-    return new ClaimLostError('gone', `${what}: the message is no longer queued (already acked, dequeued, or moved to the dead-letter queue)`)
+    return new ClaimLostError(
+      'gone',
+      `${what}: the message is no longer queued (already acked, dequeued, or moved to the dead-letter queue)`,
+    )
   }
   if (marker !== undefined) {
-    return new ClaimLostError('reclaimed', `${what}: its claim expired and another receiver (or a delayed nack) holds it now; it may be processed twice — raise visibilityTimeout or settle sooner`)
+    return new ClaimLostError(
+      'reclaimed',
+      `${what}: its claim expired and another receiver (or a delayed nack) holds it now; it may be processed twice — raise visibilityTimeout or settle sooner`,
+    )
   }
-  return new ClaimLostError('expired', `${what}: its claim expired after the visibility timeout and it is visible again; it will be delivered again — raise visibilityTimeout or settle sooner`)
+  return new ClaimLostError(
+    'expired',
+    `${what}: its claim expired after the visibility timeout and it is visible again; it will be delivered again — raise visibilityTimeout or settle sooner`,
+  )
 }

@@ -99,7 +99,11 @@ export class Scanner {
     private readonly name: string,
     private readonly order: QueueOrder,
   ) {
-    const items: Pair = { a: queueKeys.items(name), b: queueKeys.claims(name), coverOf: (kv) => queueKeys.marker(kv.key, kv.createRevision) }
+    const items: Pair = {
+      a: queueKeys.items(name),
+      b: queueKeys.claims(name),
+      coverOf: (kv) => queueKeys.marker(kv.key, kv.createRevision),
+    }
     const delays: Pair = { a: queueKeys.delayed(name), b: queueKeys.timers(name), coverOf: (kv) => queueKeys.timerOf(name, kv.key) }
     this.items = new CoverSearch(ks, items, MAX_WINDOW)
     this.delays = new CoverSearch(ks, delays, DUE_WINDOW)
@@ -117,8 +121,10 @@ export class Scanner {
   noted(event: { type: EventType; kv: KeyValue }): void {
     const { key } = event.kv
     if (key.startsWith(queueKeys.timers(this.name))) {
-      if (this.dueHints.length < MAX_DUE_HINTS) this.dueHints.push(`${queueKeys.delayed(this.name)}${key.slice(queueKeys.timers(this.name).length)}`)
-    } else if (key.startsWith(queueKeys.claims(this.name)) || key.slice(queueKeys.items(this.name).length) < this.hint) this.belowChanged = true
+      if (this.dueHints.length < MAX_DUE_HINTS)
+        this.dueHints.push(`${queueKeys.delayed(this.name)}${key.slice(queueKeys.timers(this.name).length)}`)
+    } else if (key.startsWith(queueKeys.claims(this.name)) || key.slice(queueKeys.items(this.name).length) < this.hint)
+      this.belowChanged = true
   }
 
   /**
@@ -145,7 +151,10 @@ export class Scanner {
     const beyond = checkBeyond ? txn.add(this.delays.countOps(due, undefined)) : undefined
     const hinted = this.dueHints.splice(0).map((key) => ({
       key,
-      check: txn.add({ delayed: this.ks.get(key, { keysOnly: true }), timer: this.ks.get(queueKeys.timerOf(this.name, key), { countOnly: true }) }),
+      check: txn.add({
+        delayed: this.ks.get(key, { keysOnly: true }),
+        timer: this.ks.get(queueKeys.timerOf(this.name, key), { countOnly: true }),
+      }),
     }))
     const res = await this.ks.namedTxn([], txn.ops)
 
@@ -237,7 +246,12 @@ export class Scanner {
     let last = read
     for (let round = 0; visible.length < max && round < MAX_GATHER; round++) {
       // Uncovered keys in the window's unread part, by its counts; otherwise past its end.
-      const region = last.rest !== undefined && last.count > last.covers ? { from: last.rest, to: last.end } : last.end !== undefined ? { from: last.end, to: undefined } : undefined
+      const region =
+        last.rest !== undefined && last.count > last.covers
+          ? { from: last.rest, to: last.end }
+          : last.end !== undefined
+            ? { from: last.end, to: undefined }
+            : undefined
       if (region === undefined) break
       const found = await this.items.locate(region.from, region.to, { span: this.span, lowest: this.lowest, limit: target })
       if (found.read === undefined || found.read.uncovered.length === 0) {
@@ -272,7 +286,12 @@ export class Scanner {
   }
 
   /** The regions the first Txn did not count (below the hint, delayed messages keyed past now + 1 s), counted now. */
-  private async checkSkipped(belowDone: boolean, beyondDone: boolean, due: string, now: number): Promise<{ visible: KeyValue[]; due: KeyValue[] }> {
+  private async checkSkipped(
+    belowDone: boolean,
+    beyondDone: boolean,
+    due: string,
+    now: number,
+  ): Promise<{ visible: KeyValue[]; due: KeyValue[] }> {
     const hint = this.hint
     const txn = new Branch()
     const below = belowDone || hint === '' ? undefined : txn.add(this.items.countOps('', hint))
@@ -280,7 +299,10 @@ export class Scanner {
     if (!below && !beyond) return { visible: [], due: [] }
     const res = await this.ks.namedTxn([], txn.ops)
     const visible = below && this.counted(below(res.results), 'below', now) ? await this.findBelow(hint) : []
-    const dues = beyond && this.counted(beyond(res.results), 'beyond', now) ? ((await this.delays.locate(due, undefined, { span: BEYOND_SPAN })).read?.uncovered ?? []) : []
+    const dues =
+      beyond && this.counted(beyond(res.results), 'beyond', now)
+        ? ((await this.delays.locate(due, undefined, { span: BEYOND_SPAN })).read?.uncovered ?? [])
+        : []
     return { visible, due: dues }
   }
 }
@@ -290,7 +312,12 @@ export class Scanner {
  * ending, or (if any are delayed) a timer expiring, with the event that woke it (for
  * {@link Scanner.noted}). Rejects with the signal's reason when it aborts.
  */
-export async function waitForChange(client: Namespace, name: string, view: QueueView, signal?: AbortSignal): Promise<{ type: EventType; kv: KeyValue }> {
+export async function waitForChange(
+  client: Namespace,
+  name: string,
+  view: QueueView,
+  signal?: AbortSignal,
+): Promise<{ type: EventType; kv: KeyValue }> {
   const stop = new AbortController()
   const wait = signal ? AbortSignal.any([stop.signal, signal]) : stop.signal
   const from = view.revision + 1n

@@ -55,8 +55,15 @@ export class Sweeper {
     const all = [...Object.values(this.pagers), this.heads]
     if (all.every((p) => p.done)) for (const p of all) p.rewind()
     const swept: Swept = { counters: 0, metadata: 0, markers: 0, groups: 0 }
-    const pages = await Promise.all((Object.keys(this.pagers) as Kind[]).map(async (kind) => ({ kind, kvs: this.pagers[kind].done ? [] : (await this.pagers[kind].next()).kvs })))
-    const bookkeeping = pages.flatMap(({ kind, kvs }) => kvs.map((kv) => ({ kind, kv, ...itemOf(kind, kv) }))).filter((b) => b.item !== undefined)
+    const pages = await Promise.all(
+      (Object.keys(this.pagers) as Kind[]).map(async (kind) => ({
+        kind,
+        kvs: this.pagers[kind].done ? [] : (await this.pagers[kind].next()).kvs,
+      })),
+    )
+    const bookkeeping = pages
+      .flatMap(({ kind, kvs }) => kvs.map((kv) => ({ kind, kv, ...itemOf(kind, kv) })))
+      .filter((b) => b.item !== undefined)
     const orphans = await this.gone(bookkeeping)
     if (orphans.length > 0) {
       const { ks } = this.q
@@ -64,7 +71,11 @@ export class Sweeper {
       const batch = new Branch()
       const removals = orphans.map((o) => ({
         kind: o.kind,
-        removal: batch.add({ remove: ks.namedTxnOp([ks.compare(o.item!, 'Create', '!=', o.rev!), ks.compare(o.kv.key, 'Mod', '==', o.kv.modRevision)], { remove: ks.deleteOp(o.kv.key) }) }),
+        removal: batch.add({
+          remove: ks.namedTxnOp([ks.compare(o.item!, 'Create', '!=', o.rev!), ks.compare(o.kv.key, 'Mod', '==', o.kv.modRevision)], {
+            remove: ks.deleteOp(o.kv.key),
+          }),
+        }),
       }))
       const res = await ks.namedTxn([], batch.ops)
       for (const { kind, removal } of removals) if (removal(res.results).remove.succeeded) swept[kind]++

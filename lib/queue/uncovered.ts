@@ -72,7 +72,10 @@ export class CoverSearch {
   /** The two count-only reads of window `[from, end)`. */
   countOps(from: string, end: string | undefined): WindowOps {
     const { a, b } = this.pair
-    return { keys: this.ks.get(`${a}${from}`, { ...windowEnd(a, end), countOnly: true }), covers: this.ks.get(`${b}${from}`, { ...windowEnd(b, end), countOnly: true }) }
+    return {
+      keys: this.ks.get(`${a}${from}`, { ...windowEnd(a, end), countOnly: true }),
+      covers: this.ks.get(`${b}${from}`, { ...windowEnd(b, end), countOnly: true }),
+    }
   }
 
   /** What window `[from, end)` holds, from the answers of its {@link readOps}. */
@@ -110,12 +113,17 @@ export class CoverSearch {
    * `lowest`, a suffix known to exist, when `from` is the start of the prefix). `coveredTo`
    * says up to where every key was found covered on the way.
    */
-  async locate(from: string, to: string | undefined, options: { span?: bigint; lowest?: string; limit?: number } = {}): Promise<{ read?: WindowRead; coveredTo: string }> {
+  async locate(
+    from: string,
+    to: string | undefined,
+    options: { span?: bigint; lowest?: string; limit?: number } = {},
+  ): Promise<{ read?: WindowRead; coveredTo: string }> {
     // A window of up to `this.limit` keys is read, `limit` of them at a time.
     const limit = Math.min(options.limit ?? this.limit, this.limit)
     let coveredTo = from
     for (let round = 0; round < MAX_ROUNDS; round++) {
-      const windows: [string, string | undefined][] = to === undefined ? widening(from, options.span ?? 1_000_000n, PARTS) : split(from, to, PARTS, options.lowest)
+      const windows: [string, string | undefined][] =
+        to === undefined ? widening(from, options.span ?? 1_000_000n, PARTS) : split(from, to, PARTS, options.lowest)
       if (windows.length === 1) {
         // Nothing to cut it by: read it, and go on after what the read decided.
         const read = await this.read(from, to, limit)

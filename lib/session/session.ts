@@ -194,19 +194,26 @@ export class Session {
    */
   private start(firstDelay = 0) {
     const stream = keepAliveStream(this.client)
-    this.registration = stream.register(this.leaseId, ({ sentAt, sentAtWall, ttl }) => {
-      if (ttl > 0) {
-        this.expiresAt = Math.max(this.expiresAt, sentAt + ttl * 1000)
-        this.expiresAtWall = Math.max(this.expiresAtWall, sentAtWall + ttl * 1000)
-        // An adopted lease's TTL is only known from the server: pace the keepalives by it.
-        if (ttl !== this.ttlSeconds && this.heard === false) this.schedule(ttl)
-        this.heard = true
-        this.armExpiry()
-        return
-      }
-      const revoked = this.expiresAt !== 0 && performance.now() < this.certainUntil()
-      this.end(revoked ? 'revoked' : 'expired', `lease ${this.leaseHex} ${revoked ? 'was revoked' : 'expired'}: locks and keys held with it are gone`)
-    }, this.onClientClosed)
+    this.registration = stream.register(
+      this.leaseId,
+      ({ sentAt, sentAtWall, ttl }) => {
+        if (ttl > 0) {
+          this.expiresAt = Math.max(this.expiresAt, sentAt + ttl * 1000)
+          this.expiresAtWall = Math.max(this.expiresAtWall, sentAtWall + ttl * 1000)
+          // An adopted lease's TTL is only known from the server: pace the keepalives by it.
+          if (ttl !== this.ttlSeconds && this.heard === false) this.schedule(ttl)
+          this.heard = true
+          this.armExpiry()
+          return
+        }
+        const revoked = this.expiresAt !== 0 && performance.now() < this.certainUntil()
+        this.end(
+          revoked ? 'revoked' : 'expired',
+          `lease ${this.leaseHex} ${revoked ? 'was revoked' : 'expired'}: locks and keys held with it are gone`,
+        )
+      },
+      this.onClientClosed,
+    )
     closedSignal(this.client).addEventListener('abort', this.onClientClosed, { once: true })
     if (this.expiresAt === 0) this.unknownUntil = performance.now() + this.ttlSeconds * 1000
     this.started = true
@@ -255,7 +262,10 @@ export class Session {
     // An answer may have moved the bound since the timer was armed (the wall clock too).
     if (performance.now() < this.expiryBound()) return this.armExpiry()
     const ttl = this.ttlSeconds
-    this.end('unreachable', `lease ${this.leaseHex} could not be kept alive: etcd did not answer within the ${ttl}s TTL (less a safety margin), so it may expire at any moment`)
+    this.end(
+      'unreachable',
+      `lease ${this.leaseHex} could not be kept alive: etcd did not answer within the ${ttl}s TTL (less a safety margin), so it may expire at any moment`,
+    )
   }
 
   private end(reason: LeaseLossCause, message: string) {
@@ -295,7 +305,9 @@ function keepAliveInterval(ttl: number): number {
 function checkAliveUntil(aliveUntil: unknown, leaseId: unknown): number {
   if (aliveUntil === undefined) return 0
   if (typeof aliveUntil !== 'number' || Number.isNaN(aliveUntil)) {
-    throw new InvalidArgumentError(`aliveUntil must be a performance.now() timestamp in ms (a previous session's aliveUntil), got ${String(aliveUntil)}`)
+    throw new InvalidArgumentError(
+      `aliveUntil must be a performance.now() timestamp in ms (a previous session's aliveUntil), got ${String(aliveUntil)}`,
+    )
   }
   if (leaseId === undefined) throw new InvalidArgumentError('aliveUntil only applies to an adopted lease: pass leaseId with it')
   return aliveUntil
@@ -303,7 +315,9 @@ function checkAliveUntil(aliveUntil: unknown, leaseId: unknown): number {
 
 function checkLeaseId(leaseId: unknown): string {
   if (typeof leaseId !== 'string' || !/^[1-9][0-9]{0,18}$/.test(leaseId) || BigInt(leaseId) > 0x7fffffffffffffffn) {
-    throw new InvalidArgumentError(`leaseId must be a positive int64 as a decimal string (e.g. "7587862145453925126"), got ${JSON.stringify(leaseId)}`)
+    throw new InvalidArgumentError(
+      `leaseId must be a positive int64 as a decimal string (e.g. "7587862145453925126"), got ${JSON.stringify(leaseId)}`,
+    )
   }
   return leaseId
 }

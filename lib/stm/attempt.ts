@@ -1,5 +1,15 @@
 import { InvalidArgumentError, InvalidStateError } from '../errors.js'
-import { checkName, checkValue, type Compare, type KeyValue, type Keyspace, type Op, type RangeOp, type RangeOptions, type RangeResult } from '../core/kv.js'
+import {
+  checkName,
+  checkValue,
+  type Compare,
+  type KeyValue,
+  type Keyspace,
+  type Op,
+  type RangeOp,
+  type RangeOptions,
+  type RangeResult,
+} from '../core/kv.js'
 import { MAX_TXN_OPS } from '../limits.js'
 
 /**
@@ -195,7 +205,9 @@ export class Attempt implements STM {
   }
 
   private writeOps(): Record<string, Op> {
-    return Object.fromEntries([...this.writes].map(([key, w]) => [key, w.value === undefined ? this.ks.deleteOp(key) : this.ks.put(key, w.value, w.lease)]))
+    return Object.fromEntries(
+      [...this.writes].map(([key, w]) => [key, w.value === undefined ? this.ks.deleteOp(key) : this.ks.put(key, w.value, w.lease)]),
+    )
   }
 
   /** Makes sure every key in `keys` is in the read set, with at most one round trip. */
@@ -249,7 +261,8 @@ export class Attempt implements STM {
         throw err
       }
     }
-    for (const [key, range] of Object.entries(res.results)) (keys.includes(key) ? this.reads : this.cache).set(key, { kv: range.kvs[0], revision: range.revision })
+    for (const [key, range] of Object.entries(res.results))
+      (keys.includes(key) ? this.reads : this.cache).set(key, { kv: range.kvs[0], revision: range.revision })
     return res.revision
   }
 
@@ -267,7 +280,8 @@ export class Attempt implements STM {
   }
 
   private checkOpen(op: string) {
-    if (this.closed) throw new InvalidStateError(`STM ${op}() after its attempt ended: use the stm object only inside apply, and await its reads`)
+    if (this.closed)
+      throw new InvalidStateError(`STM ${op}() after its attempt ended: use the stm object only inside apply, and await its reads`)
   }
 }
 

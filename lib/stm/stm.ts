@@ -88,7 +88,9 @@ export async function runSTM<T>(client: Namespace, apply: (stm: STM) => T | Prom
     cache = attempt.nextCache
     attempt.remember(known)
     if (attempts >= maxAttempts) {
-      throw new ConflictError(`STM transaction conflicted ${attempts} times (maxAttempts ${maxAttempts}): the keys it reads are written too often; raise maxAttempts or write less contended keys`)
+      throw new ConflictError(
+        `STM transaction conflicted ${attempts} times (maxAttempts ${maxAttempts}): the keys it reads are written too often; raise maxAttempts or write less contended keys`,
+      )
     }
   }
 }
@@ -96,7 +98,9 @@ export async function runSTM<T>(client: Namespace, apply: (stm: STM) => T | Prom
 function checkIsolation(isolation: unknown): Isolation {
   if (isolation === undefined) return Isolation.SerializableSnapshot
   if (typeof isolation === 'string' && Object.hasOwn(Isolation, isolation)) return isolation as Isolation
-  throw new InvalidArgumentError(`isolation must be one of ${Object.values(Isolation).join(', ')} (Isolation.*), got ${JSON.stringify(isolation)}`)
+  throw new InvalidArgumentError(
+    `isolation must be one of ${Object.values(Isolation).join(', ')} (Isolation.*), got ${JSON.stringify(isolation)}`,
+  )
 }
 
 function checkMaxAttempts(n: unknown): number {

@@ -69,7 +69,9 @@ class DeleteFeed {
     this.watcher.once('connected', (res: IWatchResponse) => this.created(BigInt(res.header.revision)))
     this.watcher.on('delete', (raw: IKeyValue) => this.onDelete(raw.key.toString(), BigInt(raw.mod_revision)))
     // Both only for a watcher etcd3 has dropped already: cancelling it would crash (lib/wait/wait.ts `watching`).
-    this.watcher.on('error', (err: Error) => this.fail(new WatchLostError(`watch on ${JSON.stringify(prefix)} ended: ${err.message}`, { cause: err }), true))
+    this.watcher.on('error', (err: Error) =>
+      this.fail(new WatchLostError(`watch on ${JSON.stringify(prefix)} ended: ${err.message}`, { cause: err }), true),
+    )
     this.watcher.on('end', () => this.fail(new WatchLostError(`watch on ${JSON.stringify(prefix)} ended before the awaited event`), true))
     closedSignal(ks.client).addEventListener('abort', this.onClientClosed, { once: true })
   }

@@ -40,7 +40,10 @@ export function ownerCompareOf(own: OwnedKey | undefined, ks: Keyspace): Compare
  */
 export function lostWhileWaiting(what: string, session: Session, again: string, cause?: unknown, waitingTo = ''): SessionExpiredError {
   const why = cause instanceof Error ? `: ${cause.message}` : ''
-  return new SessionExpiredError(`${what}: session ${session.leaseHex} lost its lease while waiting${waitingTo}${why}; create a new Session and ${again} again`, { cause })
+  return new SessionExpiredError(
+    `${what}: session ${session.leaseHex} lost its lease while waiting${waitingTo}${why}; create a new Session and ${again} again`,
+    { cause },
+  )
 }
 
 /**
@@ -107,7 +110,12 @@ export class OwnedKey {
    * deleted) or the session ends, rejects at once with `lost()` — not only after `wait` is done.
    * `seenAt` is a revision at which the key was known to exist.
    */
-  whileAlive<T>(seenAt: bigint, signal: AbortSignal | undefined, lost: (cause?: unknown) => Error, wait: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  whileAlive<T>(
+    seenAt: bigint,
+    signal: AbortSignal | undefined,
+    lost: (cause?: unknown) => Error,
+    wait: (signal: AbortSignal) => Promise<T>,
+  ): Promise<T> {
     const own = { ks: this.ks, key: this.key, createRevision: this.createRevision, seenAt, session: this.session.signal, lost }
     return whileOwnKeyLives(own, signal, wait)
   }

@@ -114,21 +114,18 @@ export function waitTurn(t: Turn): Promise<bigint> {
     const reread = () => {
       if (heardDuring) return
       heardDuring = []
-      t.reread().then(
-        (view) => {
-          const heard = heardDuring!
-          heardDuring = undefined
-          if (done) return
-          if (!view.mine) return fail(t.lost())
-          // A whole-prefix resync may have overtaken it: then that view is the newer one.
-          if (view.revision > asOf) {
-            if (!adopt(view)) return
-            for (const e of heard) if (e.revision > asOf && !done) apply(e.key, e.revision)
-          }
-          evaluate(asOf)
-        },
-        fail,
-      )
+      t.reread().then((view) => {
+        const heard = heardDuring!
+        heardDuring = undefined
+        if (done) return
+        if (!view.mine) return fail(t.lost())
+        // A whole-prefix resync may have overtaken it: then that view is the newer one.
+        if (view.revision > asOf) {
+          if (!adopt(view)) return
+          for (const e of heard) if (e.revision > asOf && !done) apply(e.key, e.revision)
+        }
+        evaluate(asOf)
+      }, fail)
     }
 
     const sub: FeedSubscriber = {

@@ -40,7 +40,13 @@ type Settle<T> = (outcome: { value: T } | { error: unknown }, dropped?: boolean)
  * `settle`, when the watch ends, on the caller's abort, or when the client is closed. The
  * watcher is cancelled in every case.
  */
-function watching<T>(client: Namespace, watcher: Watcher, target: string, signal: AbortSignal | undefined, listen: (settle: Settle<T>) => void): Promise<T> {
+function watching<T>(
+  client: Namespace,
+  watcher: Watcher,
+  target: string,
+  signal: AbortSignal | undefined,
+  listen: (settle: Settle<T>) => void,
+): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     const closed = closedSignal(client)
     let done = false
@@ -62,8 +68,12 @@ function watching<T>(client: Namespace, watcher: Watcher, target: string, signal
     // id etcd3 no longer knows; while another watch keeps the client's stream open, etcd answers
     // it and etcd3 throws "Failed to find watcher for IWatchResponse" from the stream's data
     // handler: an uncaught exception that ends the process.
-    watcher.on('error', (err: Error) => settle({ error: new WatchLostError(`watch on ${JSON.stringify(target)} ended: ${err.message}`, { cause: err }) }, true))
-    watcher.on('end', () => settle({ error: new WatchLostError(`watch on ${JSON.stringify(target)} ended before the awaited event`) }, true))
+    watcher.on('error', (err: Error) =>
+      settle({ error: new WatchLostError(`watch on ${JSON.stringify(target)} ended: ${err.message}`, { cause: err }) }, true),
+    )
+    watcher.on('end', () =>
+      settle({ error: new WatchLostError(`watch on ${JSON.stringify(target)} ended before the awaited event`) }, true),
+    )
     listen(settle)
     if (signal?.aborted) return onAbort()
     if (closed.aborted) return onClosed()
@@ -114,7 +124,13 @@ export async function waitDelete(client: Namespace, key: string, revision: bigin
  * revision, lands in etcd's "unsynced" group and pays 0–100 ms per handoff); deletes between
  * `seenAt` and the feed's start are replayed from its log or found by one whole-prefix read.
  */
-export function waitGone(ks: Keyspace, prefix: string, target: { key: string; createRevision: bigint }, seenAt: bigint, signal?: AbortSignal): Promise<bigint> {
+export function waitGone(
+  ks: Keyspace,
+  prefix: string,
+  target: { key: string; createRevision: bigint },
+  seenAt: bigint,
+  signal?: AbortSignal,
+): Promise<bigint> {
   signal?.throwIfAborted()
   return new Promise<bigint>((resolve, reject) => {
     let done = false
@@ -149,7 +165,13 @@ export function waitGone(ks: Keyspace, prefix: string, target: { key: string; cr
  * revisions between the read and the watch. Resolves with the deleted key when a delete event
  * woke it; other wake-ups may be spurious, the caller reads again.
  */
-export function waitRangeChange(ks: Keyspace, prefix: string, seenAt: bigint, seen: readonly KeyValue[], signal?: AbortSignal): Promise<RangeChange> {
+export function waitRangeChange(
+  ks: Keyspace,
+  prefix: string,
+  seenAt: bigint,
+  seen: readonly KeyValue[],
+  signal?: AbortSignal,
+): Promise<RangeChange> {
   signal?.throwIfAborted()
   const known = new Map(seen.map((kv) => [kv.key, kv.modRevision]))
   const changed = (now: readonly KeyValue[]) => {
@@ -173,7 +195,9 @@ export function waitRangeChange(ks: Keyspace, prefix: string, seenAt: bigint, se
         (error) => settle({ error }),
       )
     })
-    watcher.on('delete', (raw: IKeyValue) => settle({ value: unread ? {} : { deleted: raw.key.toString(), revision: BigInt(raw.mod_revision) } }))
+    watcher.on('delete', (raw: IKeyValue) =>
+      settle({ value: unread ? {} : { deleted: raw.key.toString(), revision: BigInt(raw.mod_revision) } }),
+    )
     watcher.on('put', (raw: IKeyValue) => {
       if (known.has(raw.key.toString())) settle({ value: {} })
     })
@@ -255,14 +279,21 @@ async function ownKeyGone(own: OwnKey, signal: AbortSignal): Promise<void> {
  * the others are done (etcd #19597). The caller's `signal` rejects with its reason. Every watch
  * ends with the call.
  */
-export async function whileOwnKeyLives<T>(own: OwnKey, signal: AbortSignal | undefined, wait: (signal: AbortSignal) => Promise<T>): Promise<T> {
+export async function whileOwnKeyLives<T>(
+  own: OwnKey,
+  signal: AbortSignal | undefined,
+  wait: (signal: AbortSignal) => Promise<T>,
+): Promise<T> {
   const stop = new AbortController()
   const combined = AbortSignal.any([stop.signal, own.session, ...(signal ? [signal] : [])])
   const gone = new Promise<never>((_, reject) => {
     // Aborted with the call: then the other branch has settled the race.
-    ownKeyGone(own, combined).then(() => reject(own.lost()), (err) => {
-      if (err instanceof WatchLostError && err.reason === 'client-closed') reject(err)
-    })
+    ownKeyGone(own, combined).then(
+      () => reject(own.lost()),
+      (err) => {
+        if (err instanceof WatchLostError && err.reason === 'client-closed') reject(err)
+      },
+    )
   })
   gone.catch(() => {}) // it may lose the race, or `wait` may throw before the race
   try {
@@ -296,7 +327,13 @@ const CHANGED_MEANWHILE = Symbol('changed before the watch started')
  * to start, but nothing is missed — not even a value that was put and deleted in between, which
  * a delete's previous value shows).
  */
-export async function waitChange<T>(ks: Keyspace, seen: KeyValue, seenAt: bigint, decide: (change: KeyChange) => T | undefined, signal?: AbortSignal): Promise<T> {
+export async function waitChange<T>(
+  ks: Keyspace,
+  seen: KeyValue,
+  seenAt: bigint,
+  decide: (change: KeyChange) => T | undefined,
+  signal?: AbortSignal,
+): Promise<T> {
   try {
     return await watchChanges(ks, seen.key, { seen, seenAt }, decide, signal)
   } catch (err) {
@@ -310,7 +347,13 @@ export async function waitChange<T>(ks: Keyspace, seen: KeyValue, seenAt: bigint
  * once (one Range) that nothing changed since `seenAt` — events that arrive meanwhile are held
  * back until that is known — or from revision `from` (history, in order).
  */
-function watchChanges<T>(ks: Keyspace, key: string, start: { seen: KeyValue; seenAt: bigint } | { from: bigint }, decide: (change: KeyChange) => T | undefined, signal?: AbortSignal): Promise<T> {
+function watchChanges<T>(
+  ks: Keyspace,
+  key: string,
+  start: { seen: KeyValue; seenAt: bigint } | { from: bigint },
+  decide: (change: KeyChange) => T | undefined,
+  signal?: AbortSignal,
+): Promise<T> {
   signal?.throwIfAborted()
   const builder = ks.client.watch().key(key).withPreviousKV()
   if ('from' in start) builder.startRevision(String(start.from))

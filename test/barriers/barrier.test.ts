@@ -49,7 +49,11 @@ describe('Barrier', () => {
     await etcd.client.put(`${name}-0`).value('')
     const b = new Barrier(etcd.client, name)
     expect(await b.isHeld()).toBe(false)
-    await within(Promise.all([0, 1, 2, 3, 4].map((i) => new Barrier(etcd.memberClient(i), name).wait())), 5000, 'waits on an absent barrier')
+    await within(
+      Promise.all([0, 1, 2, 3, 4].map((i) => new Barrier(etcd.memberClient(i), name).wait())),
+      5000,
+      'waits on an absent barrier',
+    )
   })
 
   it('can be held again after release, and a new wait blocks on the new hold', async () => {

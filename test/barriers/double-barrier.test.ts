@@ -88,7 +88,12 @@ describe('DoubleBarrier', () => {
     const refused = results.filter((r) => r.status === 'rejected')
     expect(ok).toHaveLength(3)
     for (const r of refused) expect((r as PromiseRejectedResult).reason).toBeInstanceOf(TooManyClientsError)
-    expect((await waiterKeys(name)).map((kv) => kv.key).sort()).toEqual(barriers.filter((b) => b.entered).map((b) => b.key).sort())
+    expect((await waiterKeys(name)).map((kv) => kv.key).sort()).toEqual(
+      barriers
+        .filter((b) => b.entered)
+        .map((b) => b.key)
+        .sort(),
+    )
     await within(Promise.all(barriers.filter((b) => b.entered).map((b) => b.leave())), 10_000, 'leaves')
   })
 

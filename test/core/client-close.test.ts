@@ -19,8 +19,12 @@ describe('closing the client ends every pending wait', () => {
       // A process kept alive by a leftover timer or watch would hang here until this kills it.
       timeout: 20_000,
     })
-    const report = JSON.parse(stdout.trim().split('\n').pop()!) as { outcomes: { name: string; outcome: string; reason?: string; ms?: number; error?: string }[] }
-    console.log(`[client-close] ${report.outcomes.map((o) => `${o.name}: ${o.error} (${o.reason}) after ${o.ms?.toFixed(0)} ms`).join('; ')}; exited after ${(performance.now() - started).toFixed(0)} ms`)
+    const report = JSON.parse(stdout.trim().split('\n').pop()!) as {
+      outcomes: { name: string; outcome: string; reason?: string; ms?: number; error?: string }[]
+    }
+    console.log(
+      `[client-close] ${report.outcomes.map((o) => `${o.name}: ${o.error} (${o.reason}) after ${o.ms?.toFixed(0)} ms`).join('; ')}; exited after ${(performance.now() - started).toFixed(0)} ms`,
+    )
     expect(report.outcomes.map((o) => o.name).sort()).toEqual(['barrier', 'campaign', 'dequeue', 'lock', 'observe', 'receive', 'semaphore'])
     for (const o of report.outcomes) {
       expect(o).toMatchObject({ outcome: 'rejected', error: 'WatchLostError', reason: 'client-closed' })

@@ -118,9 +118,12 @@ describe('client configuration', () => {
     expect(err.setting).toBe('ETCD_CALL_TIMEOUT_MS')
   })
 
-  it('a username without a password is a ConfigurationError; etcdctl\'s user:password form works', () => {
+  it("a username without a password is a ConfigurationError; etcdctl's user:password form works", () => {
     expect(configError(() => resolve({ endpoints: 'http://a:1', username: 'root' })).setting).toBe('ETCD_PASSWORD')
-    expect(resolve({ endpoints: 'http://a:1', env: { ETCDCTL_USER: 'root:secret' } }).etcd.auth).toEqual({ username: 'root', password: 'secret' })
+    expect(resolve({ endpoints: 'http://a:1', env: { ETCDCTL_USER: 'root:secret' } }).etcd.auth).toEqual({
+      username: 'root',
+      password: 'secret',
+    })
   })
 
   it('TLS files with http:// endpoints are a ConfigurationError', () => {
@@ -225,7 +228,8 @@ describe('client against etcd', () => {
       const waiter = new Mutex(s2, name)
       const waiting = waiter.lock()
       waiting.catch(() => {}) // asserted below; it may settle before the assertion is attached
-      for (let i = 0; i < 200 && (await keyspace(client).range(`${name}/`, { prefix: true, countOnly: true })).count < 2n; i++) await sleep(25)
+      for (let i = 0; i < 200 && (await keyspace(client).range(`${name}/`, { prefix: true, countOnly: true })).count < 2n; i++)
+        await sleep(25)
       const started = performance.now()
       await cluster.stopMember(0)
       await expect(waiting).rejects.toBeInstanceOf(SessionExpiredError)
@@ -287,7 +291,7 @@ describe('client against etcd', () => {
       expect(await barrier.hold()).toBeGreaterThan(0n)
       expect((await limiter.decide()).admitted).toBe(true)
       expect(store).toBeInstanceOf(IdempotencyStore)
-      expect(Object.values(await etcd.client.getAll().prefix(`${name}/q/`).strings())).toEqual(["first"])
+      expect(Object.values(await etcd.client.getAll().prefix(`${name}/q/`).strings())).toEqual(['first'])
       expect(sharedClient()).toBe(client)
     } finally {
       await limiter.close()

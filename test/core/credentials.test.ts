@@ -62,11 +62,15 @@ describe('createClient with a credentials provider', () => {
     expect(calls).toBe(1)
     // The secret rotates (after the provider's refresh interval): etcd drops the user's tokens.
     await sleep(5_500)
-    const changed = spawnSync('etcdctl', [`--endpoints=${etcd.endpoint}`, `--user=root:${ROOT_PASSWORD}`, 'user', 'passwd', name, '--interactive=false'], {
-      input: 'new-Pw-2\n',
-      encoding: 'utf8',
-      env: { ...process.env, ETCDCTL_API: '3' },
-    })
+    const changed = spawnSync(
+      'etcdctl',
+      [`--endpoints=${etcd.endpoint}`, `--user=root:${ROOT_PASSWORD}`, 'user', 'passwd', name, '--interactive=false'],
+      {
+        input: 'new-Pw-2\n',
+        encoding: 'utf8',
+        env: { ...process.env, ETCDCTL_API: '3' },
+      },
+    )
     expect(changed.status, changed.stderr).toBe(0)
     secret = { username: name, password: 'new-Pw-2' }
     await c.put(`cred/${name}`).value('2')
@@ -85,10 +89,13 @@ describe('createClient with a credentials provider', () => {
         return { username: name, password: 'third-Pw-3' }
       },
     })
-    const err = await c.put('cred/x').value('1').then(
-      () => undefined,
-      (e: unknown) => e,
-    )
+    const err = await c
+      .put('cred/x')
+      .value('1')
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      )
     expect(err).toBeInstanceOf(ConfigurationError)
     expect(err).toMatchObject({ setting: 'credentials', message: expect.stringContaining('secret store unreachable') })
     await c.put(`cred/${name}`).value('ok')
@@ -98,7 +105,15 @@ describe('createClient with a credentials provider', () => {
   it('refuses a provider that returns no password, and a provider beside a username', async () => {
     const c = client({ endpoints: etcd.endpoint, credentials: async () => ({ username: 'x' }) as Credentials })
     await expect(c.put('cred/y').value('1')).rejects.toThrow(/must return \{ username, password \}/)
-    expect(() => createClient({ endpoints: etcd.endpoint, username: 'a', password: 'b', credentials: async () => ({ username: 'a', password: 'b' }), env: {} })).toThrow(ConfigurationError)
+    expect(() =>
+      createClient({
+        endpoints: etcd.endpoint,
+        username: 'a',
+        password: 'b',
+        credentials: async () => ({ username: 'a', password: 'b' }),
+        env: {},
+      }),
+    ).toThrow(ConfigurationError)
     expect(() => createClient({ endpoints: etcd.endpoint, credentials: 'secret' as never, env: {} })).toThrow(/must be a function/)
   })
 })

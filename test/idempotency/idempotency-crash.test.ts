@@ -23,7 +23,11 @@ afterEach(async () => {
 })
 
 async function fn(skewMs: number) {
-  const w = await Worker.start(etcd.cluster.endpoints, '', { script: 'idempotency-worker.ts', preload: ['skewed-clock.ts'], env: { CLOCK_SKEW_MS: String(skewMs) } })
+  const w = await Worker.start(etcd.cluster.endpoints, '', {
+    script: 'idempotency-worker.ts',
+    preload: ['skewed-clock.ts'],
+    env: { CLOCK_SKEW_MS: String(skewMs) },
+  })
   workers.push(w)
   return w
 }
@@ -46,7 +50,9 @@ describe('a crashed owner frees its key when its lease ends', () => {
     const killedAt = performance.now()
     const retry = await behind.next('running', 15_000)
     const freedMs = performance.now() - killedAt
-    console.log(`[idempotency crash] owner SIGKILLed; the duplicate ran the handler ${freedMs.toFixed(0)} ms later (lease TTL ${LEASE_TTL} s; wall clocks ${FIVE_MINUTES / 60000} min ahead / behind)`)
+    console.log(
+      `[idempotency crash] owner SIGKILLed; the duplicate ran the handler ${freedMs.toFixed(0)} ms later (lease TTL ${LEASE_TTL} s; wall clocks ${FIVE_MINUTES / 60000} min ahead / behind)`,
+    )
     expect(Math.abs(retry.wallClock - Date.now() + FIVE_MINUTES)).toBeLessThan(5_000)
     expect(freedMs).toBeLessThan(LEASE_TTL * 1000 + 1000)
     const { response } = await behind.next('result')
@@ -64,7 +70,9 @@ describe('a crashed owner frees its key when its lease ends', () => {
     const handlerRuns = new Promise<void>((r) => (running = r))
     // timeoutEarlyInMillis 0: Middy's own early timeout (5 ms by default, which would fail the
     // invocation and delete its record) is off, as when Lambda's hard timeout freezes the function.
-    const hung = middy(async () => (running(), new Promise(() => {})), { timeoutEarlyInMillis: 0 }).use(etcdIdempotency({ key: () => 'k', prefix, leaseTtl: LEASE_TTL, client: etcd.client }))
+    const hung = middy(async () => (running(), new Promise(() => {})), { timeoutEarlyInMillis: 0 }).use(
+      etcdIdempotency({ key: () => 'k', prefix, leaseTtl: LEASE_TTL, client: etcd.client }),
+    )
     void hung({}, lambdaContext(500)) // never settles, like a frozen, timed-out function
     await handlerRuns
     const retry = middy(async () => 'retried').use(etcdIdempotency({ key: () => 'k', prefix, leaseTtl: LEASE_TTL, client: etcd.client }))

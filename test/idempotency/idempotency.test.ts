@@ -205,7 +205,11 @@ describe('waiting for an in-progress record (watch, no polling)', () => {
     await s.fail(claim, { error: boom })
     const outcome = await waiting
     expect(outcome.status).toBe('failed')
-    expect(outcome.status === 'failed' && outcome.error.leaderError).toEqual({ name: 'Error', message: 'upstream said 503', code: 'UPSTREAM' })
+    expect(outcome.status === 'failed' && outcome.error.leaderError).toEqual({
+      name: 'Error',
+      message: 'upstream said 503',
+      code: 'UPSTREAM',
+    })
     expect(await record(s, 'k')).toBeUndefined()
   })
 
@@ -217,7 +221,13 @@ describe('waiting for an in-progress record (watch, no polling)', () => {
     // Before anyone watches: the final value, then the delete (what a ttl-0 handover does).
     await ks.txn([], [ks.put(key, 'final')])
     await ks.del(key)
-    const got = await waitChange(ks, seen, put.revision, (c) => (c.kv ? (c.kv.value.toString() === 'final' ? 'saw the put' : undefined) : 'saw only the delete'), AbortSignal.timeout(10_000))
+    const got = await waitChange(
+      ks,
+      seen,
+      put.revision,
+      (c) => (c.kv ? (c.kv.value.toString() === 'final' ? 'saw the put' : undefined) : 'saw only the delete'),
+      AbortSignal.timeout(10_000),
+    )
     expect(got).toBe('saw the put')
   })
 
@@ -257,7 +267,10 @@ describe('payload checks', () => {
     await s.complete(claim, 'ok', { ttl: 60 })
     await expect(s.begin('k', { session: other, payloadHash: hashPayload({ amount: 11 }) })).rejects.toThrow(IdempotencyKeyMismatchError)
     // The same payload with its keys in another order is the same payload.
-    expect(await s.begin('k', { session: other, payloadHash: hashPayload({ amount: 10 }) })).toMatchObject({ status: 'completed', result: 'ok' })
+    expect(await s.begin('k', { session: other, payloadHash: hashPayload({ amount: 10 }) })).toMatchObject({
+      status: 'completed',
+      result: 'ok',
+    })
   })
 
   it('hashPayload ignores key order and refuses what JSON cannot express', () => {

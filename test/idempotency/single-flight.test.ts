@@ -50,7 +50,9 @@ describe('singleFlight', () => {
     const leader = timed.find((t) => t.led)!
     const followers = timed.filter((t) => !t.led).map((t) => t.ms)
     const p99 = pct(followers, 0.99)
-    console.log(`[singleFlight] 50 callers: leader ${leader.ms.toFixed(1)} ms (fn 300 ms); followers p50 ${pct(followers, 0.5).toFixed(1)} ms, p99 ${p99.toFixed(1)} ms = leader ${p99 - leader.ms >= 0 ? '+' : ''}${(p99 - leader.ms).toFixed(1)} ms`)
+    console.log(
+      `[singleFlight] 50 callers: leader ${leader.ms.toFixed(1)} ms (fn 300 ms); followers p50 ${pct(followers, 0.5).toFixed(1)} ms, p99 ${p99.toFixed(1)} ms = leader ${p99 - leader.ms >= 0 ? '+' : ''}${(p99 - leader.ms).toFixed(1)} ms`,
+    )
     // A hang detector only (50 clients share this process's CPU with the leader): the figure is
     // reported above, and measured by the bench (scenario idempotency).
     expect(p99).toBeLessThan(leader.ms + 2000)
@@ -161,7 +163,7 @@ describe('singleFlight', () => {
     expect(err.leaderError.name).toBe('IdempotencyResultNotStorableError')
   })
 
-  it("a flight session whose lease is gone (revoked, or expired while the process was frozen) is replaced on the next call", async () => {
+  it('a flight session whose lease is gone (revoked, or expired while the process was frozen) is replaced on the next call', async () => {
     const key = uniqueName('revoked')
     const client = etcd.newClient()
     let lease = ''

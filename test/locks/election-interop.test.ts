@@ -66,7 +66,10 @@ describe('Election interop with etcdctl elect', () => {
 
     const campaign = e.campaign('ts')
     let elected = false
-    campaign.then(() => (elected = true), () => {})
+    campaign.then(
+      () => (elected = true),
+      () => {},
+    )
     await sleep(500)
     expect(elected).toBe(false)
     ctl.proc.kill('SIGINT')

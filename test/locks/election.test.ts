@@ -387,7 +387,10 @@ describe('Election: beyond Go', () => {
     expect(again.value).toBe('v3')
     expect(again.rev > l.rev).toBe(true)
     // The fencing compare guards writes to this term.
-    const guarded = await etcd.client.if(e.key, 'Create', '==', e.rev.toString()).then(etcd.client.put(`${name}-data`).value('ok')).commit()
+    const guarded = await etcd.client
+      .if(e.key, 'Create', '==', e.rev.toString())
+      .then(etcd.client.put(`${name}-data`).value('ok'))
+      .commit()
     expect(guarded.succeeded).toBe(true)
     await e.resign()
     expect(e.leading).toBe(false)

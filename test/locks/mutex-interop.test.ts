@@ -27,7 +27,10 @@ function etcdctlEnv() {
 
 /** A running etcdctl with its output so far. */
 function etcdctl(...args: string[]) {
-  const child = spawn('etcdctl', [`--endpoints=${etcd.cluster.endpoints.join(',')}`, ...args], { env: etcdctlEnv(), stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn('etcdctl', [`--endpoints=${etcd.cluster.endpoints.join(',')}`, ...args], {
+    env: etcdctlEnv(),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
   children.add(child)
   const out = { stdout: '', stderr: '' }
   child.stdout!.setEncoding('utf8').on('data', (d: string) => (out.stdout += d))
@@ -103,7 +106,7 @@ describe('Mutex interop with etcdctl lock', () => {
     await s.close()
   })
 
-  it('revoking etcdctl\'s lease unblocks our waiter', async () => {
+  it("revoking etcdctl's lease unblocks our waiter", async () => {
     const name = uniqueName('ctl-revoke')
     const ctl = etcdctl('lock', name)
     await until('etcdctl to hold the lock', () => ctl.out.stdout.includes('\n'))
@@ -152,7 +155,7 @@ describe('Mutex interop with etcdctl lock', () => {
     await Promise.all([s1.close(), s2.close()])
   })
 
-  it('etcdctl get shows our lock key in Go\'s layout with an empty value', async () => {
+  it("etcdctl get shows our lock key in Go's layout with an empty value", async () => {
     const name = uniqueName('ctl-get')
     const s = await Session.create(etcd.client, { ttl: 10 })
     const ours = new Mutex(s, name)

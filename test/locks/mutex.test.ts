@@ -32,7 +32,13 @@ async function untilKeys(name: string, n: number): Promise<string[]> {
 /** Tracks whether a promise has settled, without awaiting it. */
 function track<T>(p: Promise<T>) {
   const state = { settled: false, error: undefined as unknown, promise: p }
-  p.then(() => (state.settled = true), (err) => { state.settled = true; state.error = err })
+  p.then(
+    () => (state.settled = true),
+    (err) => {
+      state.settled = true
+      state.error = err
+    },
+  )
   return state
 }
 
@@ -40,7 +46,7 @@ const sessions = (n: number, ttl = 10, client: EtcdClient = etcd.client) =>
   Promise.all(Array.from({ length: n }, () => Session.create(client, { ttl })))
 
 describe('Mutex', () => {
-  it('uses Go\'s layout: <name>/<leaseHex>, empty value, session lease attached', async () => {
+  it("uses Go's layout: <name>/<leaseHex>, empty value, session lease attached", async () => {
     const [s] = await sessions(1)
     const name = uniqueName('layout')
     const m = new Mutex(s, name)
@@ -141,7 +147,7 @@ describe('Mutex', () => {
     await Promise.all(ss.map((s) => s.close()))
   })
 
-  it('a failed tryLock leaves the same session\'s queued key alone (Go deletes it)', async () => {
+  it("a failed tryLock leaves the same session's queued key alone (Go deletes it)", async () => {
     const name = uniqueName('trylock-shared')
     const [s1, s2] = await sessions(2)
     const holder = new Mutex(s1, name)
@@ -272,7 +278,7 @@ describe('Mutex', () => {
     await s.close()
   })
 
-  it('aborting a lock wait rejects with the signal\'s reason and leaves no waiter key', async () => {
+  it("aborting a lock wait rejects with the signal's reason and leaves no waiter key", async () => {
     const name = uniqueName('abort')
     const [s1, s2] = await sessions(2)
     const m1 = new Mutex(s1, name)
@@ -315,10 +321,12 @@ describe('Mutex', () => {
     const waiters: Promise<void>[] = []
     for (let i = 1; i < 4; i++) {
       const m = new Mutex(ss[i], name)
-      waiters.push(m.lock().then(async () => {
-        order.push(i)
-        await m.unlock()
-      }))
+      waiters.push(
+        m.lock().then(async () => {
+          order.push(i)
+          await m.unlock()
+        }),
+      )
       await untilKeys(name, i + 1) // queue in a known order
     }
     await holder.unlock()
@@ -334,7 +342,14 @@ describe('Mutex', () => {
     const m1 = new Mutex(s1, name)
     await m1.lock()
     const stale = m1.ownerCompare()
-    expect((await m1.fenced().then(etcd.client.put(`${name}-data`).value('a')).commit()).succeeded).toBe(true)
+    expect(
+      (
+        await m1
+          .fenced()
+          .then(etcd.client.put(`${name}-data`).value('a'))
+          .commit()
+      ).succeeded,
+    ).toBe(true)
     await m1.unlock()
     const m2 = new Mutex(s2, name)
     await m2.lock()
@@ -353,7 +368,10 @@ describe('Mutex', () => {
     const m1 = new Mutex(s1, name)
     await m1.lock()
     // The mistake of the README's first primitives example: data written under the lock's own prefix.
-    await m1.fenced().then(etcd.client.put(`${name}/state`).value('done')).commit()
+    await m1
+      .fenced()
+      .then(etcd.client.put(`${name}/state`).value('done'))
+      .commit()
     await m1.unlock()
     const m2 = new Mutex(s2, name)
     await expect(m2.lock({ signal: AbortSignal.timeout(5_000) })).rejects.toThrow(new RegExp(`key "${name}/state" under the lock's prefix`))

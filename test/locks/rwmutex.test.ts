@@ -18,7 +18,10 @@ const etcd = useEtcd(3)
 /** Settles-or-not probe: true if `p` settled within `ms`. */
 async function settledWithin(p: Promise<unknown>, ms: number) {
   let settled = false
-  p.then(() => (settled = true), () => (settled = true))
+  p.then(
+    () => (settled = true),
+    () => (settled = true),
+  )
   await sleep(ms)
   return settled
 }
@@ -103,13 +106,19 @@ describe('RWMutex', () => {
     await w.lock()
     expect(w.key).toMatch(new RegExp(`^${name}/write/\\d{19}$`))
     expect(w.fence > readFence).toBe(true)
-    const ok = await w.fenced().then(etcd.client.put(`${name}-data`).value('1')).commit()
+    const ok = await w
+      .fenced()
+      .then(etcd.client.put(`${name}-data`).value('1'))
+      .commit()
     expect(ok.succeeded).toBe(true)
     const guard = w.ownerCompare()
     await w.unlock()
     expect(w.held).toBe(false)
     expect(() => w.fence).toThrow(LockReleasedError)
-    const stale = await etcd.client.kv.txn({ compare: [guard], success: [{ request_put: { key: Buffer.from(`${name}-data`), value: Buffer.from('2') } }] })
+    const stale = await etcd.client.kv.txn({
+      compare: [guard],
+      success: [{ request_put: { key: Buffer.from(`${name}-data`), value: Buffer.from('2') } }],
+    })
     expect(stale.succeeded).toBe(false)
     expect(await etcd.keysUnder(`${name}/`)).toEqual([])
     await s1.close()

@@ -22,19 +22,59 @@ interface AnyGrant {
 }
 
 /** Each middleware, the slot of its grant, and how a write fenced by a grant that is gone fails. */
-const grants: { what: string; slot: string; use: (name: string) => MiddlewareObj<any, any, any, any>; gone: 'refused' | typeof LockReleasedError | typeof NotLeaderError | typeof SessionExpiredError }[] = [
+const grants: {
+  what: string
+  slot: string
+  use: (name: string) => MiddlewareObj<any, any, any, any>
+  gone: 'refused' | typeof LockReleasedError | typeof NotLeaderError | typeof SessionExpiredError
+}[] = [
   { what: 'etcdLock', slot: 'lock', use: (name) => etcdLock({ name, client: etcd.client }), gone: LockReleasedError },
-  { what: "etcdRwLock 'read'", slot: 'rwLock', use: (name) => etcdRwLock({ name, mode: 'read', client: etcd.client }), gone: LockReleasedError },
-  { what: "etcdRwLock 'write'", slot: 'rwLock', use: (name) => etcdRwLock({ name, mode: 'write', client: etcd.client }), gone: LockReleasedError },
-  { what: 'etcdSemaphore', slot: 'semaphore', use: (name) => etcdSemaphore({ name, permits: 2, client: etcd.client }), gone: LockReleasedError },
+  {
+    what: "etcdRwLock 'read'",
+    slot: 'rwLock',
+    use: (name) => etcdRwLock({ name, mode: 'read', client: etcd.client }),
+    gone: LockReleasedError,
+  },
+  {
+    what: "etcdRwLock 'write'",
+    slot: 'rwLock',
+    use: (name) => etcdRwLock({ name, mode: 'write', client: etcd.client }),
+    gone: LockReleasedError,
+  },
+  {
+    what: 'etcdSemaphore',
+    slot: 'semaphore',
+    use: (name) => etcdSemaphore({ name, permits: 2, client: etcd.client }),
+    gone: LockReleasedError,
+  },
   { what: 'leaderGuard', slot: 'leader', use: (election) => leaderGuard({ election, client: etcd.client }), gone: NotLeaderError },
   // A term outlives the invocation, and a completed idempotency record stays this owner's, but
   // the invocation's session has ended (orphaned, to lapse or to be renewed by the next one).
-  { what: 'leaderGuard with a term', slot: 'leader', use: (election) => leaderGuard({ election, term: 5, client: etcd.client }), gone: SessionExpiredError },
-  { what: 'etcdIdempotency', slot: 'idempotency', use: (name) => etcdIdempotency({ key: () => name, client: etcd.client }), gone: SessionExpiredError },
+  {
+    what: 'leaderGuard with a term',
+    slot: 'leader',
+    use: (election) => leaderGuard({ election, term: 5, client: etcd.client }),
+    gone: SessionExpiredError,
+  },
+  {
+    what: 'etcdIdempotency',
+    slot: 'idempotency',
+    use: (name) => etcdIdempotency({ key: () => name, client: etcd.client }),
+    gone: SessionExpiredError,
+  },
   // 20/s, burst 0: the admission counts for 50 ms, then its token is deleted.
-  { what: "etcdRateLimit 'wait'", slot: 'rateLimit', use: (name) => etcdRateLimit({ name, rate: 20, client: etcd.client }), gone: 'refused' },
-  { what: "etcdRateLimit 'try'", slot: 'rateLimit', use: (name) => etcdRateLimit({ name, rate: 20, acquire: 'try', client: etcd.client }), gone: 'refused' },
+  {
+    what: "etcdRateLimit 'wait'",
+    slot: 'rateLimit',
+    use: (name) => etcdRateLimit({ name, rate: 20, client: etcd.client }),
+    gone: 'refused',
+  },
+  {
+    what: "etcdRateLimit 'try'",
+    slot: 'rateLimit',
+    use: (name) => etcdRateLimit({ name, rate: 20, acquire: 'try', client: etcd.client }),
+    gone: 'refused',
+  },
 ]
 
 describe('every grant on context.etcd has fenced()', () => {

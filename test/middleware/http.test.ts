@@ -12,7 +12,8 @@ import { albEvent, httpApiEvent, restEvent, scheduledEvent } from '../support/ht
 describe('isHttpEvent', () => {
   it('REST API, HTTP API, function URL and ALB events are HTTP; scheduled, SQS-like and plain events are not', () => {
     for (const event of [restEvent(), httpApiEvent(), httpApiEvent({}, 'url'), albEvent()]) expect(isHttpEvent(event)).toBe(true)
-    for (const event of [scheduledEvent, { Records: [{ messageId: 'm-1', body: '{}' }] }, {}, null, 'GET /', { httpMethod: 'GET' }]) expect(isHttpEvent(event)).toBe(false)
+    for (const event of [scheduledEvent, { Records: [{ messageId: 'm-1', body: '{}' }] }, {}, null, 'GET /', { httpMethod: 'GET' }])
+      expect(isHttpEvent(event)).toBe(false)
   })
 })
 
@@ -25,7 +26,12 @@ describe('jsonResponse', () => {
       isBase64Encoded: false,
     })
     const multi = { ...albEvent(), headers: undefined, multiValueHeaders: { accept: ['*/*'] } }
-    expect(jsonResponse(multi, 429, {})).toEqual({ statusCode: 429, multiValueHeaders: { 'Content-Type': ['application/json'] }, body: '{}', isBase64Encoded: false })
+    expect(jsonResponse(multi, 429, {})).toEqual({
+      statusCode: 429,
+      multiValueHeaders: { 'Content-Type': ['application/json'] },
+      body: '{}',
+      isBase64Encoded: false,
+    })
     // REST events carry multiValueHeaders too, and read headers.
     expect(jsonResponse(restEvent({ headers: { Accept: '*/*' } }), 409, {}).headers).toEqual({ 'Content-Type': 'application/json' })
   })
@@ -58,7 +64,8 @@ describe('fromHeader', () => {
 
   it('says where it reads, and refuses a name that is no header name', () => {
     expect(key.source).toBe('the Idempotency-Key header')
-    for (const bad of ['', 'Idempotency Key', 'key:', undefined as unknown as string]) expect(() => fromHeader(bad)).toThrow(InvalidArgumentError)
+    for (const bad of ['', 'Idempotency Key', 'key:', undefined as unknown as string])
+      expect(() => fromHeader(bad)).toThrow(InvalidArgumentError)
   })
 })
 
@@ -74,7 +81,7 @@ describe('fromEvent', () => {
     expect(orderId.source).toBe("the event's pathParameters.orderId")
   })
 
-  it('another value there is the request\'s fault (400); a bad path is the programmer\'s', () => {
+  it("another value there is the request's fault (400); a bad path is the programmer's", () => {
     const err = (() => {
       try {
         fromEvent('detail')(scheduledEvent)

@@ -9,10 +9,23 @@ import middy from '@middy/core'
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { countRpcs } from '../../bench/util/rpcs.js'
-import { IdempotencyInProgressError, IdempotencyKeyMismatchError, IdempotencyKeyMissingError, InvalidRequestError } from '../../lib/index.js'
+import {
+  IdempotencyInProgressError,
+  IdempotencyKeyMismatchError,
+  IdempotencyKeyMissingError,
+  InvalidRequestError,
+} from '../../lib/index.js'
 import { keyspace } from '../../lib/core/kv.js'
 import { pct } from '../../bench/util/stats.js'
-import { etcdIdempotency, etcdLock, etcdPlugin, fromEvent, type EtcdEvent, type EtcdIdempotencyOptions, type IdempotencyGrant } from '../../middleware/index.js'
+import {
+  etcdIdempotency,
+  etcdLock,
+  etcdPlugin,
+  fromEvent,
+  type EtcdEvent,
+  type EtcdIdempotencyOptions,
+  type IdempotencyGrant,
+} from '../../middleware/index.js'
 import { sleep, uniqueName, useEtcd } from '../helpers.js'
 import { lambdaContext } from '../lambda.js'
 
@@ -310,10 +323,25 @@ describe('payload checks and keys', () => {
 
   it('what a key or payload function cannot make of the event is an InvalidRequestError (400), nothing written', async () => {
     const cases: [string, Partial<EtcdIdempotencyOptions<OrderEvent>>, OrderEvent, RegExp][] = [
-      ['a throwing payload function', { payload: (e) => JSON.parse(String(e.body)) }, { id: 'j', body: '{' }, /`payload` function failed on this request \(SyntaxError: /],
-      ['a throwing key function', { key: (e) => (e.body as { key: string }).key }, { id: 'k' }, /`key` function failed on this request \(TypeError: /],
+      [
+        'a throwing payload function',
+        { payload: (e) => JSON.parse(String(e.body)) },
+        { id: 'j', body: '{' },
+        /`payload` function failed on this request \(SyntaxError: /,
+      ],
+      [
+        'a throwing key function',
+        { key: (e) => (e.body as { key: string }).key },
+        { id: 'k' },
+        /`key` function failed on this request \(TypeError: /,
+      ],
       ['an empty key', { key: () => '' }, { id: 'e' }, /returned ""/],
-      ['a key over the record key limit', { key: (e) => e.id.repeat(4096) }, { id: 'l' }, /idempotency key is 4096 bytes; at most \d+ are accepted/],
+      [
+        'a key over the record key limit',
+        { key: (e) => e.id.repeat(4096) },
+        { id: 'l' },
+        /idempotency key is 4096 bytes; at most \d+ are accepted/,
+      ],
     ]
     for (const [what, options, event, message] of cases) {
       const { handler, runs, prefix } = idempotent(async () => 'ran', options)
@@ -344,7 +372,12 @@ describe('a lost claim', () => {
 
 describe('any mix of concurrent invocations, failures and timings (property)', () => {
   it('per key: handlers never overlap, at most one succeeds, and every caller gets that success or its own failure', async () => {
-    const invocation = fc.record({ key: fc.integer({ min: 0, max: 2 }), fails: fc.boolean(), workMs: fc.integer({ min: 0, max: 40 }), startMs: fc.integer({ min: 0, max: 40 }) })
+    const invocation = fc.record({
+      key: fc.integer({ min: 0, max: 2 }),
+      fails: fc.boolean(),
+      workMs: fc.integer({ min: 0, max: 40 }),
+      startMs: fc.integer({ min: 0, max: 40 }),
+    })
     await fc.assert(
       fc.asyncProperty(fc.array(invocation, { minLength: 1, maxLength: 12 }), async (plan) => {
         const prefix = uniqueName('prop')
@@ -366,7 +399,10 @@ describe('any mix of concurrent invocations, failures and timings (property)', (
         const outcomes = await Promise.all(
           plan.map(async (p) => {
             await sleep(p.startMs)
-            return handler(p, lambdaContext()).then((value) => ({ value }), (error: Error) => ({ error }))
+            return handler(p, lambdaContext()).then(
+              (value) => ({ value }),
+              (error: Error) => ({ error }),
+            )
           }),
         )
         expect(overlap).toBe(false)

@@ -60,7 +60,9 @@ describe('leaderGuard', () => {
     const proxy = await tcpProxy(etcd.cluster.endpoints[0])
     const client = createClient({ endpoints: [proxy.endpoint], callTimeoutMs: 1000 })
     try {
-      const handler = middy(async (_e: unknown, context: any) => ({ leader: true, key: context.etcd.leader.key })).use(leaderGuard({ election, term: 20, client }))
+      const handler = middy(async (_e: unknown, context: any) => ({ leader: true, key: context.etcd.leader.key })).use(
+        leaderGuard({ election, term: 20, client }),
+      )
       const first = (await handler({}, lambdaContext())) as { leader: boolean; key: string }
       expect(first.leader).toBe(true)
       proxy.cut()
@@ -68,7 +70,8 @@ describe('leaderGuard', () => {
       proxy.heal()
       // Right after the outage the client may still be reconnecting: calls fail fast until it is back.
       let next: any
-      for (let i = 0; i < 50 && next === undefined; i++) next = await handler({}, lambdaContext()).catch(() => sleep(100).then(() => undefined))
+      for (let i = 0; i < 50 && next === undefined; i++)
+        next = await handler({}, lambdaContext()).catch(() => sleep(100).then(() => undefined))
       expect(next).toEqual({ leader: true, key: first.key })
     } finally {
       client.close()

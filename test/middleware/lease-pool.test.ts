@@ -42,7 +42,10 @@ describe('lease pool', () => {
       // An invocation waits for L; etcd becomes unreachable for it, the wait gives up during the
       // outage and the delete of its waiter key cannot be sent.
       const waiting = lockHandler(fnClient, L, { ttl, waitMs: 1_000 }).handler({}, lambdaContext())
-      const outcome = waiting.then(() => 'acquired', (err: unknown) => err)
+      const outcome = waiting.then(
+        () => 'acquired',
+        (err: unknown) => err,
+      )
       for (let i = 0; i < 100 && (await etcd.keysUnder(`${L}/`)).length < 2; i++) await sleep(20) // it is queued
       proxy.cut()
       await sleep(1_500)
@@ -50,7 +53,10 @@ describe('lease pool', () => {
       // Whichever comes first ends the wait: its budget (LockTimeoutError) or a call that could
       // not reach etcd (EtcdUnavailableError). Either way the waiter key could not be deleted.
       const failure = await outcome
-      expect([LockTimeoutError, EtcdUnavailableError].some((type) => failure instanceof type), `the wait ended with ${String(failure)}`).toBe(true)
+      expect(
+        [LockTimeoutError, EtcdUnavailableError].some((type) => failure instanceof type),
+        `the wait ended with ${String(failure)}`,
+      ).toBe(true)
       // Warm traffic on another lock goes on through the same client (and its lease pool).
       const warm = lockHandler(fnClient, M, { ttl })
       let stop = false
@@ -77,7 +83,9 @@ describe('lease pool', () => {
       }
       stop = true
       await traffic
-      console.log(`[lease-pool] the wait ended with ${(failure as Error).name}; contender granted ${grantedAt === undefined ? 'never' : `${(grantedAt - releasedAt).toFixed(0)} ms`} after the release; ${warmRuns} warm invocations meanwhile`)
+      console.log(
+        `[lease-pool] the wait ended with ${(failure as Error).name}; contender granted ${grantedAt === undefined ? 'never' : `${(grantedAt - releasedAt).toFixed(0)} ms`} after the release; ${warmRuns} warm invocations meanwhile`,
+      )
       expect(warmRuns).toBeGreaterThan(5)
       expect(grantedAt, 'the ghost waiter key outlived its lease while warm traffic ran').toBeDefined()
       // One TTL: the stranded lease is left to expire (etcd checks expiries every 500 ms; slack for a loaded machine).
@@ -114,7 +122,7 @@ describe('lease pool', () => {
     expect(outcomes.filter((o) => o.status === 'rejected')).toEqual([])
   })
 
-  it("judges a pooled lease by both clocks: after a freeze that stalled the monotonic clock, it grants a new lease", async () => {
+  it('judges a pooled lease by both clocks: after a freeze that stalled the monotonic clock, it grants a new lease', async () => {
     const client = etcd.newClient()
     const name = uniqueName('frozen')
     const ttl = 5

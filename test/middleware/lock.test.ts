@@ -7,7 +7,6 @@ import { lambdaContext } from '../lambda.js'
 
 const etcd = useEtcd()
 
-
 describe('etcdLock', () => {
   it('50 concurrent invocations doing read-modify-write count exactly 50 with increasing fences', async () => {
     const name = uniqueName('counter')
@@ -37,9 +36,12 @@ describe('etcdLock', () => {
 
   it("releases on Middy's early timeout", async () => {
     const name = uniqueName('timeout')
-    const handler = middy(async () => {
-      await sleep(5_000)
-    }, { timeoutEarlyInMillis: 50 }).use(etcdLock({ name, client: etcd.client }))
+    const handler = middy(
+      async () => {
+        await sleep(5_000)
+      },
+      { timeoutEarlyInMillis: 50 },
+    ).use(etcdLock({ name, client: etcd.client }))
     await expect(handler({}, lambdaContext(600))).rejects.toThrow()
     expect(await etcd.keysUnder(`${name}/`)).toEqual([])
   })

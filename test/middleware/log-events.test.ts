@@ -34,18 +34,40 @@ describe('logEtcdEvents', () => {
     stops.push(logEtcdEvents(logger))
     const name = await lockOnce()
     vi.restoreAllMocks()
-    const entries = lines.flatMap((l) => l.split('\n')).filter((l) => l.startsWith('{')).map((l) => JSON.parse(l))
+    const entries = lines
+      .flatMap((l) => l.split('\n'))
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l))
     const acquired = entries.find((e) => e.message === `etcd lock acquired ${name}`)
-    expect(acquired).toMatchObject({ level: 'INFO', service: 'orders', etcd: { type: 'acquired', primitive: 'lock', name, fence: expect.stringMatching(/^\d+$/) } })
-    expect(entries.find((e) => e.message === `etcd lock released ${name}`)).toMatchObject({ level: 'DEBUG', etcd: { heldMs: expect.any(Number) } })
+    expect(acquired).toMatchObject({
+      level: 'INFO',
+      service: 'orders',
+      etcd: { type: 'acquired', primitive: 'lock', name, fence: expect.stringMatching(/^\d+$/) },
+    })
+    expect(entries.find((e) => e.message === `etcd lock released ${name}`)).toMatchObject({
+      level: 'DEBUG',
+      etcd: { heldMs: expect.any(Number) },
+    })
   })
 
   it('writes plain JSON lines, with levels per event type and dropped types', async () => {
     const lines: string[] = []
-    stops.push(logEtcdEvents(jsonLinesLogger((l) => lines.push(l)), { levels: { acquired: 'warn', released: false } }))
+    stops.push(
+      logEtcdEvents(
+        jsonLinesLogger((l) => lines.push(l)),
+        { levels: { acquired: 'warn', released: false } },
+      ),
+    )
     const name = await lockOnce()
     const entries = lines.map((l) => JSON.parse(l)).filter((e) => e.etcd.name === name)
-    expect(entries).toEqual([{ level: 'WARN', message: `etcd lock acquired ${name}`, timestamp: expect.any(String), etcd: expect.objectContaining({ type: 'acquired', name }) }])
+    expect(entries).toEqual([
+      {
+        level: 'WARN',
+        message: `etcd lock acquired ${name}`,
+        timestamp: expect.any(String),
+        etcd: expect.objectContaining({ type: 'acquired', name }),
+      },
+    ])
   })
 
   it('stops when told, and a logger that throws does not fail the invocation', async () => {

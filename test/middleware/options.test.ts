@@ -44,7 +44,35 @@ const optionValue = fc.oneof(
   fc.func(fc.string()),
   fc.array(fc.string(), { maxLength: 3 }),
 )
-const optionKey = fc.constantFrom('name', 'mode', 'waitMs', 'ttl', 'onLocked', 'count', 'queue', 'batchSize', 'visibilityTimeout', 'maxReceives', 'deadLetterQueue', 'isolation', 'maxAttempts', 'acquire', 'key', 'payload', 'onInProgress', 'responseHook', 'leaseTtl', 'prefix', 'bogus', 'permits', 'rate', 'per', 'burst', 'cost', 'onLimited')
+const optionKey = fc.constantFrom(
+  'name',
+  'mode',
+  'waitMs',
+  'ttl',
+  'onLocked',
+  'count',
+  'queue',
+  'batchSize',
+  'visibilityTimeout',
+  'maxReceives',
+  'deadLetterQueue',
+  'isolation',
+  'maxAttempts',
+  'acquire',
+  'key',
+  'payload',
+  'onInProgress',
+  'responseHook',
+  'leaseTtl',
+  'prefix',
+  'bogus',
+  'permits',
+  'rate',
+  'per',
+  'burst',
+  'cost',
+  'onLimited',
+)
 
 describe('middleware options (fuzz)', () => {
   for (const [name, make] of Object.entries(factories)) {
@@ -89,7 +117,9 @@ describe('a setting lib checks too is checked once, by its rule in lib, when the
     expect(mw.message).toBe(`queueConsumer: option \`batchSize\`: ${lib.message.replace('queueConsumer: ', '')}`)
     expect(mw.error.cause).toBeInstanceOf(InvalidArgumentError)
     // A rule between two settings is lib's too.
-    expect(refusal(() => queueConsumer({ queue: 'q', retryDelay: 9, maxRetryDelay: 3 })).message).toBe('queueConsumer: option `maxRetryDelay`: maxRetryDelay (3) must be at least retryDelay (9)')
+    expect(refusal(() => queueConsumer({ queue: 'q', retryDelay: 9, maxRetryDelay: 3 })).message).toBe(
+      'queueConsumer: option `maxRetryDelay`: maxRetryDelay (3) must be at least retryDelay (9)',
+    )
     // What lib accepts, the middleware accepts.
     expect(() => queueConsumer({ queue: 'q', maxReceives: Infinity, retryDelay: 0 })).not.toThrow()
   })
@@ -109,14 +139,24 @@ describe('a setting lib checks too is checked once, by its rule in lib, when the
 
   it("etcdSemaphore's permits: the Semaphore constructor's checkPermits decides", () => {
     const lib = refusal(() => checkPermits(1001))
-    expect(refusal(() => etcdSemaphore({ name: 'x', permits: 1001 })).message).toBe(`etcdSemaphore: option \`permits\`: ${lib.message.replace(/^Semaphore /, '')}`)
+    expect(refusal(() => etcdSemaphore({ name: 'x', permits: 1001 })).message).toBe(
+      `etcdSemaphore: option \`permits\`: ${lib.message.replace(/^Semaphore /, '')}`,
+    )
   })
 
   it("every lease TTL option is checked by lib's checkSeconds: one range, one message", () => {
-    expect(refusal(() => etcdLock({ name: 'x', ttl: 0 })).message).toBe('etcdLock: option `ttl` must be a whole number of seconds from 1 to 9000000, got 0')
-    expect(refusal(() => leaderGuard({ election: 'x', term: 9_000_001 })).message).toBe('leaderGuard: option `term` must be a whole number of seconds from 1 to 9000000, got 9000001')
-    expect(refusal(() => etcdDoubleBarrier({ name: 'x', count: 2, ttl: 1.5 })).message).toMatch(/^etcdDoubleBarrier: option `ttl` must be a whole number of seconds/)
-    expect(refusal(() => etcdIdempotency({ key: () => 'k', leaseTtl: 0 })).message).toMatch(/^etcdIdempotency: option `leaseTtl` must be a whole number of seconds from 1/)
+    expect(refusal(() => etcdLock({ name: 'x', ttl: 0 })).message).toBe(
+      'etcdLock: option `ttl` must be a whole number of seconds from 1 to 9000000, got 0',
+    )
+    expect(refusal(() => leaderGuard({ election: 'x', term: 9_000_001 })).message).toBe(
+      'leaderGuard: option `term` must be a whole number of seconds from 1 to 9000000, got 9000001',
+    )
+    expect(refusal(() => etcdDoubleBarrier({ name: 'x', count: 2, ttl: 1.5 })).message).toMatch(
+      /^etcdDoubleBarrier: option `ttl` must be a whole number of seconds/,
+    )
+    expect(refusal(() => etcdIdempotency({ key: () => 'k', leaseTtl: 0 })).message).toMatch(
+      /^etcdIdempotency: option `leaseTtl` must be a whole number of seconds from 1/,
+    )
     // A completed response may be kept 0 seconds (only for the duplicates waiting at the time).
     expect(() => etcdIdempotency({ key: () => 'k', ttl: 0 })).not.toThrow()
   })
@@ -131,7 +171,9 @@ describe('middleware types', () => {
   })
 
   it('etcdSemaphore adds context.etcd.semaphore; etcdRateLimit adds context.etcd.rateLimit', () => {
-    const handler = middy().use(etcdSemaphore({ name: 'x', permits: 3 })).use(etcdRateLimit({ name: 'y', rate: 5 }))
+    const handler = middy()
+      .use(etcdSemaphore({ name: 'x', permits: 3 }))
+      .use(etcdRateLimit({ name: 'y', rate: 5 }))
     type Ctx = Parameters<typeof handler>[1]
     expectTypeOf<Ctx['etcd']['semaphore']>().toEqualTypeOf<LockGrant>()
     expectTypeOf<Ctx['etcd']['rateLimit']>().toEqualTypeOf<RateLimitGrant>()
@@ -166,7 +208,9 @@ describe('middleware types', () => {
     // A key function that always returns a string: every invocation that runs has the grant.
     const always = middy().use(etcdIdempotency({ key: (event: Order) => event.orderId }))
     expectTypeOf<Parameters<typeof always>[1]['etcd']['idempotency']>().toEqualTypeOf<IdempotencyGrant>()
-    const sometimes = middy().use(etcdIdempotency({ key: (event: { headers: Record<string, string | undefined> }) => event.headers['Idempotency-Key'] }))
+    const sometimes = middy().use(
+      etcdIdempotency({ key: (event: { headers: Record<string, string | undefined> }) => event.headers['Idempotency-Key'] }),
+    )
     expectTypeOf<Parameters<typeof sometimes>[1]['etcd']['idempotency']>().toEqualTypeOf<IdempotencyGrant | undefined>()
     // @ts-expect-error the key function must return a string (or undefined), not a number
     expect(() => etcdIdempotency<Order>({ key: (event) => event.amount })).not.toThrow() // (checked per invocation)

@@ -15,7 +15,13 @@ import { lambdaContext } from '../lambda.js'
 const etcd = useEtcd()
 
 /** The Middy this repository runs: 6 (its devDependency, which installs on Node 20) or 7 (CI's Node 22 row). */
-const MIDDY_MAJOR = Number((JSON.parse(readFileSync(fileURLToPath(new URL('../../node_modules/@middy/core/package.json', import.meta.url)), 'utf8')) as { version: string }).version.split('.')[0])
+const MIDDY_MAJOR = Number(
+  (
+    JSON.parse(readFileSync(fileURLToPath(new URL('../../node_modules/@middy/core/package.json', import.meta.url)), 'utf8')) as {
+      version: string
+    }
+  ).version.split('.')[0],
+)
 
 /** Keys under `<name>/`: what an invocation left behind. */
 const keysOf = (name: string) => etcd.keysUnder(`${name}/`)

@@ -60,7 +60,14 @@ describe('queueConsumer', () => {
     const q = new Queue(etcd.client, queue)
     await q.enqueue('from-dispatcher')
     const [claimed] = await q.receive({ max: 1, visibilityTimeout: 30 })
-    const event = { etcdQueue: { queue, messages: [{ id: claimed.id, key: claimed.key, value: claimed.value, receiveCount: claimed.receiveCount, receipt: claimed.receipt }] } }
+    const event = {
+      etcdQueue: {
+        queue,
+        messages: [
+          { id: claimed.id, key: claimed.key, value: claimed.value, receiveCount: claimed.receiveCount, receipt: claimed.receipt },
+        ],
+      },
+    }
     const got: string[] = []
     const handler = middy(async (_e: unknown, context: any) => {
       got.push(...context.etcd.messages.map((m: { value: string }) => m.value))
@@ -119,7 +126,9 @@ describe('queueConsumer', () => {
     expect(invocations).toBe(5)
     // Each retry waited at least the lower end of its jittered delay (1, 1, 2, 4 s: half of 1, 2, 4, 8 rounded up).
     const gaps = deliveries.slice(1).map((d, i) => d.at - deliveries[i].at)
-    console.log(`poison message: ${invocations} invocations, retry gaps ${gaps.map((g) => (g / 1000).toFixed(1)).join(', ')} s; dead-lettered by the 5th failure, ${((deliveries[4].at - deliveries[0].at) / 1000).toFixed(1)} s after the first delivery`)
+    console.log(
+      `poison message: ${invocations} invocations, retry gaps ${gaps.map((g) => (g / 1000).toFixed(1)).join(', ')} s; dead-lettered by the 5th failure, ${((deliveries[4].at - deliveries[0].at) / 1000).toFixed(1)} s after the first delivery`,
+    )
     ;[1, 1, 2, 4].forEach((low, i) => expect(gaps[i]).toBeGreaterThanOrEqual(low * 1000 - 100))
     const [dead] = await dlq.receive({ wait: false })
     expect(dead.value).toBe('not json')
@@ -135,7 +144,12 @@ describe('queueConsumer', () => {
     const handler = middy(async () => {
       ran.push('handler')
     }).use(queueConsumer({ queue, client: etcd.client }))
-    const event = { etcdQueue: { queue: other, messages: [{ id: claimed.id, key: claimed.key, value: claimed.value, receiveCount: 1, receipt: claimed.receipt }] } }
+    const event = {
+      etcdQueue: {
+        queue: other,
+        messages: [{ id: claimed.id, key: claimed.key, value: claimed.value, receiveCount: 1, receipt: claimed.receipt }],
+      },
+    }
     const err = await handler(event, lambdaContext()).catch((e: unknown) => e)
     expect(err).toBeInstanceOf(QueueMismatchError)
     expect(err).toMatchObject({ configured: queue, dispatched: other, code: 'QUEUE_MISMATCH' })

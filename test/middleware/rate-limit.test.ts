@@ -27,7 +27,13 @@ describe('etcdRateLimit with a name per tenant', () => {
     const events: EtcdEvent[] = []
     const handler = middy(async (e: TenantEvent) => e.t).use(
       // One admission per 4 s: the second call of a tenant queues that long.
-      etcdRateLimit<TenantEvent>({ name: (e) => `${prefix}/${e.t}`, rate: 1, per: 4_000, client: etcd.newClient(), onEvent: (e) => events.push(e) }),
+      etcdRateLimit<TenantEvent>({
+        name: (e) => `${prefix}/${e.t}`,
+        rate: 1,
+        per: 4_000,
+        client: etcd.newClient(),
+        onEvent: (e) => events.push(e),
+      }),
     )
     expect(await handler({ t: 'first' }, lambdaContext())).toBe('first')
     const queued = handler({ t: 'first' }, lambdaContext(30_000))
@@ -44,7 +50,9 @@ describe('etcdRateLimit with a name per tenant', () => {
     const prefix = uniqueName('tenant-idle')
     const before = await leaseCount()
     // 1000 per second: a token is refilled within ms, so a closed limiter revokes its lease at once.
-    const handler = middy(async (e: TenantEvent) => e.t).use(etcdRateLimit<TenantEvent>({ name: (e) => `${prefix}/${e.t}`, rate: 1000, per: 1000, client: etcd.newClient() }))
+    const handler = middy(async (e: TenantEvent) => e.t).use(
+      etcdRateLimit<TenantEvent>({ name: (e) => `${prefix}/${e.t}`, rate: 1000, per: 1000, client: etcd.newClient() }),
+    )
     for (let i = 0; i < 110; i++) expect(await handler({ t: `t${i}` }, lambdaContext())).toBe(`t${i}`)
     await until('the 10 least recently used limiters to end their leases', 10_000, async () => (await leaseCount()) - before <= 100)
     expect((await leaseCount()) - before).toBe(100)

@@ -6,7 +6,6 @@ import { lambdaContext } from '../lambda.js'
 
 const etcd = useEtcd()
 
-
 describe('etcdRwLock', () => {
   it('readers run together, a writer runs alone', async () => {
     const name = uniqueName('rw')
@@ -44,7 +43,9 @@ describe('etcdRwLock', () => {
       seen.push(context.etcd.rwLock.fence)
       await sleep(300)
     }).use(etcdRwLock({ name, mode: 'write', client: etcd.client }))
-    const reader = middy(async () => 'read').use(etcdRwLock({ name, mode: 'read', acquire: 'try', onLocked: () => 'busy', client: etcd.client }))
+    const reader = middy(async () => 'read').use(
+      etcdRwLock({ name, mode: 'read', acquire: 'try', onLocked: () => 'busy', client: etcd.client }),
+    )
     const running = writer({}, lambdaContext())
     await sleep(100)
     expect(await reader({}, lambdaContext())).toBe('busy')

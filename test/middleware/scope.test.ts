@@ -7,10 +7,12 @@ import { lambdaContext } from '../lambda.js'
 
 const etcd = useEtcd()
 
-
 /** Keys under `prefix` attached to a lease: what an invocation could have left locked. */
 async function leasedKeys(prefix: string) {
-  const res = await etcd.client.kv.range({ key: Buffer.from(prefix), range_end: Buffer.from(prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1)) })
+  const res = await etcd.client.kv.range({
+    key: Buffer.from(prefix),
+    range_end: Buffer.from(prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1)),
+  })
   return res.kvs.filter((kv) => kv.lease !== '0').map((kv) => kv.key.toString())
 }
 

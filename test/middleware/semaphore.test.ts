@@ -37,7 +37,7 @@ describe('etcdSemaphore', () => {
     expect(await keysUnder(`${name}/`)).toEqual([`${name}/config`])
   })
 
-  it('releases when the handler throws, and on Middy\'s early timeout', async () => {
+  it("releases when the handler throws, and on Middy's early timeout", async () => {
     const name = uniqueName('mw-sem-err')
     const throwing = middy(async () => {
       throw new Error('boom')
@@ -116,13 +116,19 @@ describe('etcdRateLimit', () => {
 
   it("onLimited shapes the answer; acquire 'wait' queues until the call fits, and gives up within waitMs with RateLimitedError", async () => {
     const name = uniqueName('mw-rl-wait')
-    const custom = middy(async () => 'ran').use(etcdRateLimit({ name, rate: 10, burst: 0, acquire: 'try', client: etcd.client, onLimited: (_r, ms) => `later:${ms > 0}` }))
+    const custom = middy(async () => 'ran').use(
+      etcdRateLimit({ name, rate: 10, burst: 0, acquire: 'try', client: etcd.client, onLimited: (_r, ms) => `later:${ms > 0}` }),
+    )
     expect(await custom({}, lambdaContext())).toBe('ran')
     expect(await custom({}, lambdaContext())).toBe('later:true')
-    const waiting = middy(async (_e: unknown, context: any) => context.etcd.rateLimit.waitedMs).use(etcdRateLimit({ name, rate: 10, burst: 0, client: etcd.client }))
+    const waiting = middy(async (_e: unknown, context: any) => context.etcd.rateLimit.waitedMs).use(
+      etcdRateLimit({ name, rate: 10, burst: 0, client: etcd.client }),
+    )
     const waited = await waiting({}, lambdaContext())
     expect(waited).toBeGreaterThan(0)
-    const slow = middy(async () => 'ran').use(etcdRateLimit({ name: uniqueName('mw-rl-slow'), rate: 1, per: 60_000, burst: 0, waitMs: 150, client: etcd.client }))
+    const slow = middy(async () => 'ran').use(
+      etcdRateLimit({ name: uniqueName('mw-rl-slow'), rate: 1, per: 60_000, burst: 0, waitMs: 150, client: etcd.client }),
+    )
     expect(await slow({}, lambdaContext())).toBe('ran')
     const err = await slow({}, lambdaContext()).catch((e: unknown) => e)
     expect(err).toBeInstanceOf(RateLimitedError)

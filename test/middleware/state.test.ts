@@ -73,7 +73,12 @@ describe('one middleware instance, used more than once', () => {
     expect(await keysOf(names[0])).toEqual([])
     expect(await keysOf(names[1])).toEqual([])
     // The inner use is released first (Middy runs `after` in reverse).
-    expect(events.map((e) => `${e.type} ${e.name}`)).toEqual([`acquired ${names[0]}`, `acquired ${names[1]}`, `released ${names[1]}`, `released ${names[0]}`])
+    expect(events.map((e) => `${e.type} ${e.name}`)).toEqual([
+      `acquired ${names[0]}`,
+      `acquired ${names[1]}`,
+      `released ${names[1]}`,
+      `released ${names[0]}`,
+    ])
     // The lease went back to the pool with nothing on it: the next invocation takes both locks at once.
     expect(await handler({}, lambdaContext())).toEqual([1, 1])
   })
@@ -98,9 +103,17 @@ describe('one middleware instance, used more than once', () => {
     const inner = middy(async () => (await keysOf(`${base}-outer`)).length).use(lock)
     const outer = middy(async () => {
       const outerKeysDuringInner = await inner({ name: `${base}-inner` }, lambdaContext())
-      return { outerKeysDuringInner, innerKeysAfter: (await keysOf(`${base}-inner`)).length, outerKeysAfter: (await keysOf(`${base}-outer`)).length }
+      return {
+        outerKeysDuringInner,
+        innerKeysAfter: (await keysOf(`${base}-inner`)).length,
+        outerKeysAfter: (await keysOf(`${base}-outer`)).length,
+      }
     }).use(lock)
-    expect(await outer({ name: `${base}-outer` }, lambdaContext())).toEqual({ outerKeysDuringInner: 1, innerKeysAfter: 0, outerKeysAfter: 1 })
+    expect(await outer({ name: `${base}-outer` }, lambdaContext())).toEqual({
+      outerKeysDuringInner: 1,
+      innerKeysAfter: 0,
+      outerKeysAfter: 1,
+    })
     expect(await keysOf(`${base}-outer`)).toEqual([])
   })
 
@@ -146,7 +159,12 @@ describe('a short-circuit lets go of every grant of the invocation', () => {
     expect(await etcd.keysUnder(`${sem}/holders/`)).toEqual([])
     expect(await keysOf(`${base}-records`)).toEqual([])
     expect(await keysOf(held)).toEqual([holder.key])
-    expect(events.filter((e) => e.type === 'released').map((e) => e.primitive).sort()).toEqual(['idempotency', 'lock', 'semaphore'])
+    expect(
+      events
+        .filter((e) => e.type === 'released')
+        .map((e) => e.primitive)
+        .sort(),
+    ).toEqual(['idempotency', 'lock', 'semaphore'])
     // Nothing was left to the leases: the same call runs at once once the lock is free.
     await holder.unlock()
     expect(await handler({}, lambdaContext())).toBe('ran')
@@ -157,7 +175,9 @@ describe('a short-circuit lets go of every grant of the invocation', () => {
     const leader = middy(async () => {
       const follower = middy(async () => 'follower ran', etcdPlugin())
         .use(etcdLock({ name: `${base}-lock`, client: etcd.client }))
-        .use(leaderGuard({ election: `${base}-election`, client: etcd.client, onFollower: async () => (await keysOf(`${base}-lock`)).length }))
+        .use(
+          leaderGuard({ election: `${base}-election`, client: etcd.client, onFollower: async () => (await keysOf(`${base}-lock`)).length }),
+        )
       return follower({}, lambdaContext())
     }).use(leaderGuard({ election: `${base}-election`, client: etcd.client }))
     // The lock's key was gone by the time onFollower ran.

@@ -26,7 +26,7 @@ interface Params {
 /** A tiny deterministic random source (fast-check picks the seed). */
 function random(seed: number) {
   let x = seed || 1
-  return () => ((x = (x * 48271) % 2147483647) / 2147483647)
+  return () => (x = (x * 48271) % 2147483647) / 2147483647
 }
 
 /** Runs `ms` of simulated time; returns the commit times of the admissions. */
@@ -43,7 +43,8 @@ function simulate(p: Params, ms: number): number[] {
   let revision = 1n
   const slots = new Map<string, bigint>()
   const history = new Map<bigint, KeyValue[]>([[1n, []]])
-  const kvs = (): KeyValue[] => [...slots].map(([key, mod]) => ({ key, value: Buffer.alloc(0), createRevision: mod, modRevision: mod, version: 1n, lease: '0' }))
+  const kvs = (): KeyValue[] =>
+    [...slots].map(([key, mod]) => ({ key, value: Buffer.alloc(0), createRevision: mod, modRevision: mod, version: 1n, lease: '0' }))
   const commit = () => history.set(++revision, kvs())
   const admissions: number[] = []
   let onDelete: ((key: string, rev: bigint) => void) | undefined
@@ -55,7 +56,11 @@ function simulate(p: Params, ms: number): number[] {
   const pick = () => processes[Math.floor(rnd() * processes.length)]
 
   /** A Txn sent now: at commit, take the first option whose mods match; then its answer. */
-  const txn = (proc: (typeof processes)[number], options: { key: string; mod: bigint }[][], answered: (taken: boolean, view: Omit<View, 'receivedAt'>) => void) => {
+  const txn = (
+    proc: (typeof processes)[number],
+    options: { key: string; mod: bigint }[][],
+    answered: (taken: boolean, view: Omit<View, 'receivedAt'>) => void,
+  ) => {
     at(now + lag(), () => {
       const option = options.find((o) => o.length > 0 && o.every((c) => (slots.get(c.key) ?? 0n) === c.mod))
       if (option) {
@@ -67,7 +72,12 @@ function simulate(p: Params, ms: number): number[] {
       const view = { slots: kvs(), revision }
       const mod = revision
       at(now + lag(), () => {
-        if (option) holder(proc, option.map((c) => c.key), mod)
+        if (option)
+          holder(
+            proc,
+            option.map((c) => c.key),
+            mod,
+          )
         answered(option !== undefined, view)
       })
     })
@@ -92,16 +102,25 @@ function simulate(p: Params, ms: number): number[] {
     const proc = pick()
     at(now + lag(), () => {
       const seenAt = proc.local()
-      txn(proc, proc.policy.guesses().map((c) => [c]), (taken, view) => {
-        if (taken) return
-        head(proc, { ...view, receivedAt: proc.local(), before: { slots: history.get(goneAt)!, receivedAt: seenAt } })
-      })
+      txn(
+        proc,
+        proc.policy.guesses().map((c) => [c]),
+        (taken, view) => {
+          if (taken) return
+          head(proc, { ...view, receivedAt: proc.local(), before: { slots: history.get(goneAt)!, receivedAt: seenAt } })
+        },
+      )
     })
   }
 
   const head = (proc: (typeof processes)[number], view: View) => {
     const decision = proc.policy.decide(view, 1)
-    if (decision.kind === 'take') return txn(proc, [decision.slots, ...proc.policy.guesses().map((c) => [c])], (taken, v) => taken || head(proc, { ...v, receivedAt: proc.local() }))
+    if (decision.kind === 'take')
+      return txn(
+        proc,
+        [decision.slots, ...proc.policy.guesses().map((c) => [c])],
+        (taken, v) => taken || head(proc, { ...v, receivedAt: proc.local() }),
+      )
     if (decision.kind !== 'wait') throw new Error('one token at a time: nothing to expire')
     let woken = false
     const wake = (next: View) => {
@@ -138,10 +157,19 @@ function mostInWindow(times: number[], per: number): number {
 
 describe('rate limiter model: skewed clocks, random latencies', () => {
   it('never more than rate + burst admissions in any window of per, and it keeps admitting', () => {
-    const clock = fc.record({ offset: fc.double({ min: -1e6, max: 1e6, noNaN: true }), speed: fc.double({ min: 1 - 0.0005, max: 1 + 0.0005, noNaN: true }) })
+    const clock = fc.record({
+      offset: fc.double({ min: -1e6, max: 1e6, noNaN: true }),
+      speed: fc.double({ min: 1 - 0.0005, max: 1 + 0.0005, noNaN: true }),
+    })
     fc.assert(
       fc.property(
-        fc.record({ rate: fc.integer({ min: 2, max: 60 }), burst: fc.integer({ min: 0, max: 6 }), clocks: fc.array(clock, { minLength: 1, maxLength: 5 }), latency: fc.double({ min: 0, max: 40, noNaN: true }), seed: fc.integer({ min: 1, max: 2 ** 31 - 2 }) }),
+        fc.record({
+          rate: fc.integer({ min: 2, max: 60 }),
+          burst: fc.integer({ min: 0, max: 6 }),
+          clocks: fc.array(clock, { minLength: 1, maxLength: 5 }),
+          latency: fc.double({ min: 0, max: 40, noNaN: true }),
+          seed: fc.integer({ min: 1, max: 2 ** 31 - 2 }),
+        }),
         (p) => {
           const ms = 4000
           const admitted = simulate(p, ms)

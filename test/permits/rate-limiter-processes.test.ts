@@ -78,7 +78,9 @@ describe('RateLimiter across processes, one crashed or frozen with calls queued'
         expect(r.admittedAfter).toBeGreaterThan(0) // and the stall ended before the run did (else it is the gap to the end)
         for (const w of workers.splice(0)) await w.kill()
       }
-      console.log(`[rate-limiter-processes] ${fault}: the survivor's longest gap ${gaps.map((g) => g.toFixed(0)).join(' ms, ')} ms (bound 3000)`)
+      console.log(
+        `[rate-limiter-processes] ${fault}: the survivor's longest gap ${gaps.map((g) => g.toFixed(0)).join(' ms, ')} ms (bound 3000)`,
+      )
     }, 120_000)
   }
 

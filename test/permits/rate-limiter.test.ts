@@ -65,7 +65,8 @@ describe('RateLimiter', () => {
     const tooFast: string[] = []
     for (let i = 0; i < times.length; i++)
       for (let j = i + 1; j < times.length; j++)
-        if (times[j] - times[i] < (j - i) * 50 * (1 - 0.001) - JITTER) tooFast.push(`${j - i + 1} admissions in ${(times[j] - times[i]).toFixed(1)} ms`)
+        if (times[j] - times[i] < (j - i) * 50 * (1 - 0.001) - JITTER)
+          tooFast.push(`${j - i + 1} admissions in ${(times[j] - times[i]).toFixed(1)} ms`)
     expect(tooFast).toEqual([])
     expect(times[times.length - 1] - times[0]).toBeGreaterThanOrEqual(15 * 50 * (1 - 0.001) - JITTER)
   })
@@ -104,7 +105,14 @@ describe('RateLimiter', () => {
     const name = uniqueName('rl-abort')
     const l = limiter(name, { rate: 2, per: 1000, burst: 0 })
     await l.acquire()
-    const outcomes = await Promise.all(Array.from({ length: 20 }, () => l.acquire({ signal: AbortSignal.timeout(50 + Math.floor(Math.random() * 100)) }).then(() => 'admitted', (e: Error) => e.name)))
+    const outcomes = await Promise.all(
+      Array.from({ length: 20 }, () =>
+        l.acquire({ signal: AbortSignal.timeout(50 + Math.floor(Math.random() * 100)) }).then(
+          () => 'admitted',
+          (e: Error) => e.name,
+        ),
+      ),
+    )
     expect(outcomes.filter((o) => o === 'TimeoutError').length).toBeGreaterThanOrEqual(19)
     expect(await etcd.client.getAll().prefix(`${name}/waiters/`).keys()).toEqual([])
     await l.close()
@@ -112,7 +120,7 @@ describe('RateLimiter', () => {
     await expect(l.acquire()).rejects.toBeInstanceOf(InvalidArgumentError)
   })
 
-  it("a limiter whose lease was revoked (or ran out while the process was frozen) carries on with a new one", async () => {
+  it('a limiter whose lease was revoked (or ran out while the process was frozen) carries on with a new one', async () => {
     const name = uniqueName('rl-revoked')
     const l = limiter(name, { rate: 50, burst: 3 })
     await l.acquire()
@@ -140,7 +148,14 @@ describe('RateLimiter', () => {
     const name = uniqueName('rl-50d')
     const l = limiter(name, { rate: 0.02, per: 86_400_000 })
     // Before the fix: 3 of 5 admitted, the others threw AbortSignal.timeout()'s RangeError.
-    const outcomes = await Promise.all(Array.from({ length: 5 }, () => l.acquire({ signal: AbortSignal.timeout(1000) }).then(() => 'admitted', (err: Error) => err.name)))
+    const outcomes = await Promise.all(
+      Array.from({ length: 5 }, () =>
+        l.acquire({ signal: AbortSignal.timeout(1000) }).then(
+          () => 'admitted',
+          (err: Error) => err.name,
+        ),
+      ),
+    )
     expect(outcomes.sort()).toEqual(['TimeoutError', 'TimeoutError', 'TimeoutError', 'TimeoutError', 'admitted'])
     expect(await etcd.keysUnder(`${name}/tokens/`)).toHaveLength(1)
     expect(await etcd.keysUnder(`${name}/waiters/`)).toEqual([])
@@ -160,7 +175,9 @@ describe('RateLimiter', () => {
     expect(refused({ rate: Number.MIN_VALUE, per: 1000 })).toMatch(/31536000000/)
     expect(refused({ rate: 1, waiterTtl: 0 })).toMatch(/waiterTtl must be a whole number of seconds from 1 to 9000000/)
     expect(refused({ rate: 1, waiterTtl: 1.5 })).toMatch(/waiterTtl/)
-    expect(new RateLimiter(etcd.client, uniqueName('rl-year'), { rate: 86_400_000 / 31_536_000_000, per: 86_400_000 }).interval).toBe(31_536_000_000)
+    expect(new RateLimiter(etcd.client, uniqueName('rl-year'), { rate: 86_400_000 / 31_536_000_000, per: 86_400_000 }).interval).toBe(
+      31_536_000_000,
+    )
   })
 
   it('lowering burst (4 → 1) while 5 tokens count: a call is admitted only once fewer than 2 tokens are left, whatever their slots', async () => {
@@ -190,8 +207,20 @@ describe('RateLimiter', () => {
   it('R = 20/s, burst 5, 150 callers in 3 processes (5 clients each) for 10 s: every 1 s window admits at most 25, and at least 90 % of R is used while demand exceeds it', async () => {
     const name = uniqueName('rl-load')
     // One process's wall clock is an hour off (see rateLimitLoad): the limiter never reads it.
-    const r = await rateLimitLoad(etcd.cluster.endpoints, { name, rate: 20, per: 1000, burst: 5, callers: 150, processes: 3, clients: 5, seconds: 10, minUsed: 0.9 })
-    console.log(`[rate-limiter] ${r.admitted} admitted in ${r.seconds} s; ${r.queuedAfterMs.toFixed(0)} ms until 20 calls queued, ${r.settling} admitted in the next second, then ${(r.used * 100).toFixed(1)} % of R; most in any 1 s window ${r.mostInWindow} (bound 25); per second ${r.perSecond.join(' ')}`)
+    const r = await rateLimitLoad(etcd.cluster.endpoints, {
+      name,
+      rate: 20,
+      per: 1000,
+      burst: 5,
+      callers: 150,
+      processes: 3,
+      clients: 5,
+      seconds: 10,
+      minUsed: 0.9,
+    })
+    console.log(
+      `[rate-limiter] ${r.admitted} admitted in ${r.seconds} s; ${r.queuedAfterMs.toFixed(0)} ms until 20 calls queued, ${r.settling} admitted in the next second, then ${(r.used * 100).toFixed(1)} % of R; most in any 1 s window ${r.mostInWindow} (bound 25); per second ${r.perSecond.join(' ')}`,
+    )
     expect(r.errors).toEqual([])
     expect(r.mostInWindow).toBeLessThanOrEqual(25)
     expect(r.violations).toEqual([])

@@ -92,7 +92,9 @@ describe('Semaphore across processes', () => {
     const killedAt = performance.now()
     await Promise.all([procs[1].kill(), procs[3].kill()])
     const freedAfter = (await Promise.all(granted)).map((t) => t - killedAt)
-    console.log(`[semaphore-processes] permits of 2 SIGKILLed holders (TTL ${ttl} s) free after ${freedAfter.map((ms) => ms.toFixed(0)).join(' ms, ')} ms`)
+    console.log(
+      `[semaphore-processes] permits of 2 SIGKILLed holders (TTL ${ttl} s) free after ${freedAfter.map((ms) => ms.toFixed(0)).join(' ms, ')} ms`,
+    )
     for (const ms of freedAfter) expect(ms).toBeLessThan(ttl * 1000 + 1000)
     const killedKeys = [held[1].key, held[3].key].sort()
     expect(waiters.map((w) => w.key).sort()).toEqual(killedKeys)

@@ -5,7 +5,15 @@
  */
 import { spawnSync } from 'node:child_process'
 import { describe, expect, it } from 'vitest'
-import { ConfigMismatchError, InvalidArgumentError, LockedError, LockReleasedError, Semaphore, Session, SessionExpiredError } from '../../lib/index.js'
+import {
+  ConfigMismatchError,
+  InvalidArgumentError,
+  LockedError,
+  LockReleasedError,
+  Semaphore,
+  Session,
+  SessionExpiredError,
+} from '../../lib/index.js'
 import { keyspace } from '../../lib/core/kv.js'
 import { sleep, uniqueName, useEtcd } from '../helpers.js'
 
@@ -322,7 +330,7 @@ describe('Semaphore', () => {
     await Promise.all(sessions.map((s) => s.close()))
   })
 
-  it("a holder whose lease can no longer be kept alive learns it through session.signal before the permit goes to the next waiter", async () => {
+  it('a holder whose lease can no longer be kept alive learns it through session.signal before the permit goes to the next waiter', async () => {
     const name = uniqueName('expire')
     const doomed = await session(2)
     const holder = new Semaphore(doomed, name, 1)
@@ -341,7 +349,7 @@ describe('Semaphore', () => {
     await waiter.session.close()
   })
 
-  it("a waiter whose session ends stops waiting with SessionExpiredError and leaves no key", async () => {
+  it('a waiter whose session ends stops waiting with SessionExpiredError and leaves no key', async () => {
     const name = uniqueName('lost')
     const s = await session()
     const holder = new Semaphore(s, name, 1)
@@ -349,7 +357,10 @@ describe('Semaphore', () => {
     const short = await session(2)
     const waiter = new Semaphore(short, name, 1)
     // The rejection may come before close() returns: take it as soon as it exists.
-    const outcome = waiter.acquire().then(() => 'granted', (err: unknown) => err)
+    const outcome = waiter.acquire().then(
+      () => 'granted',
+      (err: unknown) => err,
+    )
     await queued(name, 1)
     await short.close()
     expect(await outcome).toBeInstanceOf(SessionExpiredError)
@@ -384,7 +395,10 @@ describe('Semaphore', () => {
     const s = await session()
     const sem = new Semaphore(s, name, 2)
     await sem.acquire()
-    const done = await sem.fenced().then(etcd.client.put(`${name}-data`).value('v1')).commit()
+    const done = await sem
+      .fenced()
+      .then(etcd.client.put(`${name}-data`).value('v1'))
+      .commit()
     expect(done.succeeded).toBe(true)
     const compare = sem.ownerCompare()
     await sem.release()

@@ -47,7 +47,11 @@ describe('PriorityQueue (Go recipe ports)', () => {
 
   it('concurrent producers of one priority get consecutive sequence numbers, FIFO', async () => {
     const name = uniqueName('seq')
-    const written = await Promise.all(Array.from({ length: 6 }, (_, i) => new PriorityQueue(etcd.memberClient(i), name).enqueue(`v${i}`, 7).then((r) => ({ key: r.key, value: `v${i}` }))))
+    const written = await Promise.all(
+      Array.from({ length: 6 }, (_, i) =>
+        new PriorityQueue(etcd.memberClient(i), name).enqueue(`v${i}`, 7).then((r) => ({ key: r.key, value: `v${i}` })),
+      ),
+    )
     written.sort((a, b) => (a.key < b.key ? -1 : 1))
     expect(written.map((w) => w.key)).toEqual(Array.from({ length: 6 }, (_, i) => `${name}/00007/${String(i).padStart(16, '0')}`))
     const q = new PriorityQueue(etcd.client, name)
@@ -66,13 +70,19 @@ describe('PriorityQueue layout', () => {
     expect((await q.enqueue('b', 2)).key).toBe(`${name}/00002/0000000000000001`)
     expect((await q.enqueue('c', 65535)).key).toBe(`${name}/65535/0000000000000000`)
     expect((await keysMentioning(name)).sort()).toEqual(
-      [`__${name}/00002`, `__${name}/65535`, `${name}/00002/0000000000000000`, `${name}/00002/0000000000000001`, `${name}/65535/0000000000000000`].sort(),
+      [
+        `__${name}/00002`,
+        `__${name}/65535`,
+        `${name}/00002/0000000000000000`,
+        `${name}/00002/0000000000000001`,
+        `${name}/65535/0000000000000000`,
+      ].sort(),
     )
     const ks = keyspace(etcd.client)
     expect((await ks.range(`${name}/00002/0000000000000001`)).kvs[0].value.toString()).toBe('b')
   })
 
-  it('continues the sequence after a Go producer\'s last key, and dequeues Go-layout items', async () => {
+  it("continues the sequence after a Go producer's last key, and dequeues Go-layout items", async () => {
     const name = uniqueName('gopq')
     await etcd.client.put(`${name}/00001/0000000000000041`).value('go-41')
     const q = new PriorityQueue(etcd.client, name)

@@ -95,7 +95,10 @@ describe('receive / ack: at-least-once claims', () => {
     // Every claim Txn (a put with a lease) of this client waits 2.5 s: a slow link or a GC pause between grant and claim.
     const kv = slow.kv as unknown as { txn: (req: any) => Promise<unknown> }
     const txn = kv.txn.bind(kv)
-    const leased = (req: any): boolean => [...(req.success ?? []), ...(req.failure ?? [])].some((op: any) => (op.request_put?.lease ?? '0') !== '0' || (op.request_txn && leased(op.request_txn)))
+    const leased = (req: any): boolean =>
+      [...(req.success ?? []), ...(req.failure ?? [])].some(
+        (op: any) => (op.request_put?.lease ?? '0') !== '0' || (op.request_txn && leased(op.request_txn)),
+      )
     kv.txn = async (req) => {
       if (leased(req)) await sleep(2500)
       return txn(req)
@@ -144,7 +147,9 @@ describe('receive / ack: at-least-once claims', () => {
     expect(again.map((m) => m.value).sort()).toEqual(['m0', 'm1', 'm2'])
     expect(again.map((m) => m.receiveCount)).toEqual([2, 2, 2])
     expect(revokesRefused).toBeLessThan(0) // the background revoke got through
-    console.log(`[claims] claimed messages hidden by a lost answer came back after ${(performance.now() - started).toFixed(0)} ms (visibility timeout 60 s)`)
+    console.log(
+      `[claims] claimed messages hidden by a lost answer came back after ${(performance.now() - started).toFixed(0)} ms (visibility timeout 60 s)`,
+    )
   })
 
   it('ack twice: the second throws ClaimLostError gone and changes nothing', async () => {
@@ -281,10 +286,16 @@ describe('nack and dead letters', () => {
     await q.enqueue('poison')
     await q.enqueue('fine')
     const first = await q.receive({ max: 10, wait: false })
-    expect(first.map((m) => [m.value, m.receiveCount])).toEqual([['poison', 1], ['fine', 1]])
+    expect(first.map((m) => [m.value, m.receiveCount])).toEqual([
+      ['poison', 1],
+      ['fine', 1],
+    ])
     for (const m of first) await q.nack(m, { delay: 0 })
     const second = await q.receive({ max: 10, wait: false })
-    expect(second.map((m) => [m.value, m.receiveCount])).toEqual([['poison', 2], ['fine', 2]])
+    expect(second.map((m) => [m.value, m.receiveCount])).toEqual([
+      ['poison', 2],
+      ['fine', 2],
+    ])
     await q.nack(second[0])
     await q.ack(second[1])
     // The nack of its maxReceives-th delivery moved 'poison' at once (no third delivery).
@@ -381,7 +392,18 @@ describe('claim input validation (nothing written)', () => {
     const q = new Queue(etcd.client, name)
     await q.enqueue('x')
     const before = await keysMentioning(name)
-    for (const bad of [{ max: 0 }, { max: 1001 }, { max: 1.5 }, { visibilityTimeout: 0 }, { visibilityTimeout: 2.5 }, { wait: 'yes' as unknown as boolean }, { maxReceives: 2 }, { maxReceives: 0, deadLetterQueue: 'd' }, { maxReceives: 1, deadLetterQueue: name }, { maxReceives: 1, deadLetterQueue: `${name}/dead` }]) {
+    for (const bad of [
+      { max: 0 },
+      { max: 1001 },
+      { max: 1.5 },
+      { visibilityTimeout: 0 },
+      { visibilityTimeout: 2.5 },
+      { wait: 'yes' as unknown as boolean },
+      { maxReceives: 2 },
+      { maxReceives: 0, deadLetterQueue: 'd' },
+      { maxReceives: 1, deadLetterQueue: name },
+      { maxReceives: 1, deadLetterQueue: `${name}/dead` },
+    ]) {
       await expect(q.receive(bad)).rejects.toBeInstanceOf(InvalidArgumentError)
     }
     const session = await Session.create(etcd.client, { ttl: 5 })

@@ -147,7 +147,8 @@ describe('delayed messages: enqueue(value, { delayMs })', () => {
 
 describe('delays no producer clock can block (issue 22)', () => {
   /** A producer process whose wall clock runs `skewMs` off (test/support/skewed-clock.ts), as on a machine set wrong. */
-  const producer = (skewMs: number) => Worker.start(etcd.cluster.endpoints, '', { preload: ['skewed-clock.ts'], env: { CLOCK_SKEW_MS: String(skewMs) } })
+  const producer = (skewMs: number) =>
+    Worker.start(etcd.cluster.endpoints, '', { preload: ['skewed-clock.ts'], env: { CLOCK_SKEW_MS: String(skewMs) } })
 
   /** Receives with a fresh Queue object each time (as separate invocations would), `wait: false`, every 50 ms until one comes. */
   async function poll(name: string, signal: AbortSignal): Promise<Message> {
@@ -182,7 +183,9 @@ describe('delays no producer clock can block (issue 22)', () => {
       const polled = await new Queue(etcd.newClient(), name).enqueue('polled', { delayMs: 1000 })
       const p = await poll(name, AbortSignal.timeout(20_000))
       const tookPolled = performance.now() - started
-      console.log(`1 s message behind 70 skewed ones: delivered after ${tookWaiting.toFixed(0)} ms (waiting receive), ${tookPolled.toFixed(0)} ms (polling)`)
+      console.log(
+        `1 s message behind 70 skewed ones: delivered after ${tookWaiting.toFixed(0)} ms (waiting receive), ${tookPolled.toFixed(0)} ms (polling)`,
+      )
       expect(tookPolled).toBeLessThan(2000)
       expect(p).toMatchObject({ value: 'polled', id: polled.id })
       await q.ack(p)
@@ -216,4 +219,3 @@ describe('delays no producer clock can block (issue 22)', () => {
     }
   }, 60_000)
 })
-

@@ -8,7 +8,7 @@ const etcd = useEtcd(1)
 const keysMentioning = async (name: string) => (await etcd.client.getAll().keys()).filter((k) => k.includes(name)).sort()
 
 describe('message groups: enqueue(value, { group })', () => {
-  it("one message of a group is under <name>/ at a time; the rest wait, in order, and move in as each is acked", async () => {
+  it('one message of a group is under <name>/ at a time; the rest wait, in order, and move in as each is acked', async () => {
     const name = uniqueName('grp')
     const q = new Queue(etcd.client, name)
     const a1 = await q.enqueue('a1', { group: 'a' })
@@ -22,7 +22,11 @@ describe('message groups: enqueue(value, { group })', () => {
 
     // Parallel across groups, one per group.
     const first = await q.receive({ max: 10, visibilityTimeout: 30 })
-    expect(first.map((m) => [m.value, m.group])).toEqual([['a1', 'a'], ['b1', 'b'], ['plain', undefined]])
+    expect(first.map((m) => [m.value, m.group])).toEqual([
+      ['a1', 'a'],
+      ['b1', 'b'],
+      ['plain', undefined],
+    ])
     expect(first[0].id).toBe(a1.id)
     expect(await new Queue(etcd.newClient(), name).receive({ wait: false })).toEqual([])
 
@@ -90,7 +94,8 @@ describe('message groups: enqueue(value, { group })', () => {
     const producer = new Queue(etcd.client, name)
     const groups = 25
     const perGroup = 20
-    for (let i = 0; i < perGroup; i++) await Promise.all(Array.from({ length: groups }, (_, g) => producer.enqueue(`${g}:${i}`, { group: `g${g}` })))
+    for (let i = 0; i < perGroup; i++)
+      await Promise.all(Array.from({ length: groups }, (_, g) => producer.enqueue(`${g}:${i}`, { group: `g${g}` })))
     const inFlight = new Map<string, string>()
     const violations: string[] = []
     const acked = new Map<string, number[]>()
@@ -157,7 +162,13 @@ describe('message groups: enqueue(value, { group })', () => {
     }
     for (const g of ['a', 'b', 'c']) expect(order.filter((v) => v.startsWith(g))).toEqual([`${g}0`, `${g}1`, `${g}2`])
     // The killed consumer's heads came back as second deliveries; the rest are first ones.
-    expect(order.map((v, i) => [v, counts[i]]).filter(([, c]) => c === 2).map(([v]) => v).sort()).toEqual(['a0', 'b0', 'c0'])
+    expect(
+      order
+        .map((v, i) => [v, counts[i]])
+        .filter(([, c]) => c === 2)
+        .map(([v]) => v)
+        .sort(),
+    ).toEqual(['a0', 'b0', 'c0'])
     expect(await keysMentioning(name)).toEqual([])
   })
 

@@ -38,7 +38,7 @@ describe('redrive: dead letters back into the queue', () => {
     const name = uniqueName('rd')
     const { q, dlq, ids } = await deadLetters(name, 5)
     // Key order, as consumers serve a queue: a Range sorted by mod revision reads every value.
-    const deadOrder = (await etcd.client.getAll().prefix(`${dlq}/`).sort('Key', 'Ascend').strings())
+    const deadOrder = await etcd.client.getAll().prefix(`${dlq}/`).sort('Key', 'Ascend').strings()
     expect(await q.redrive({ from: dlq })).toEqual({ moved: 5, skipped: 0 })
     expect(await new Queue(etcd.client, dlq).size()).toBe(0)
     const back = await q.receive({ max: 10, wait: false })
@@ -72,7 +72,10 @@ describe('redrive: dead letters back into the queue', () => {
     for (const m of await q.receive({ max: 10 })) await q.nack(m)
     expect(await q.redrive({ from: dlq })).toEqual({ moved: 2, skipped: 0 })
     const back = await q.receive({ max: 10, wait: false })
-    expect(back.map((m) => [m.value, m.priority])).toEqual([['p3', 3], ['p7', 7]])
+    expect(back.map((m) => [m.value, m.priority])).toEqual([
+      ['p3', 3],
+      ['p7', 7],
+    ])
   })
 
   it('interrupted midway (aborted; then a redriving process SIGKILLed): nothing lost, nothing doubled, a second run moves the rest', async () => {
@@ -121,7 +124,16 @@ describe('redrive: dead letters back into the queue', () => {
   it('rejects bad options before moving anything', async () => {
     const name = uniqueName('rdbad')
     const q = new Queue(etcd.client, name)
-    for (const bad of [undefined, null, {}, { from: '' }, { from: name }, { from: `${name}/dead` }, { from: 'd', max: 0 }, { from: 'd', max: 1.5 }]) {
+    for (const bad of [
+      undefined,
+      null,
+      {},
+      { from: '' },
+      { from: name },
+      { from: `${name}/dead` },
+      { from: 'd', max: 0 },
+      { from: 'd', max: 1.5 },
+    ]) {
       await expect(q.redrive(bad as never)).rejects.toBeInstanceOf(InvalidArgumentError)
     }
   })

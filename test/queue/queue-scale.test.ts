@@ -1,5 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createClient, EtcdUnavailableError, PriorityQueue, Queue, ResponseTooLargeError, type EtcdClient, type Message } from '../../lib/index.js'
+import {
+  createClient,
+  EtcdUnavailableError,
+  PriorityQueue,
+  Queue,
+  ResponseTooLargeError,
+  type EtcdClient,
+  type Message,
+} from '../../lib/index.js'
 import { unixNano } from '../../lib/core/keys.js'
 import { keyspace } from '../../lib/core/kv.js'
 import { RESPONSE_BUDGET_BYTES } from '../../lib/limits.js'
@@ -37,18 +45,27 @@ let seen = { largest: 0, bytes: 0, messages: 0 }
 
 /** Prints what the test received, for docs/RELIABILITY.md. */
 function report(what: string) {
-  console.log(`${what}: largest answer ${seen.largest} bytes (budget ${RESPONSE_BUDGET_BYTES}); ${(seen.bytes / Math.max(1, seen.messages)).toFixed(0)} bytes received per message moved`)
+  console.log(
+    `${what}: largest answer ${seen.largest} bytes (budget ${RESPONSE_BUDGET_BYTES}); ${(seen.bytes / Math.max(1, seen.messages)).toFixed(0)} bytes received per message moved`,
+  )
   seen = { largest: 0, bytes: 0, messages: 0 }
 }
 
 /** Runs `work` and checks what it received: no answer over the budget, and bytes for `messages` of `size`, not for the queue. */
-async function bounded<T>(what: string, messages: number, size: number, work: () => Promise<T>): Promise<{ result: T; measured: Measured }> {
+async function bounded<T>(
+  what: string,
+  messages: number,
+  size: number,
+  work: () => Promise<T>,
+): Promise<{ result: T; measured: Measured }> {
   sizes.reset()
   const result = await work()
   const measured = sizes.snapshot()
   seen = { largest: Math.max(seen.largest, measured.largest), bytes: seen.bytes + measured.bytes, messages: seen.messages + messages }
   expect(measured.largest, `${what}: largest answer (${measured.largestMethod})`).toBeLessThanOrEqual(RESPONSE_BUDGET_BYTES)
-  expect(measured.bytes, `${what}: bytes received for ${messages} messages of ${size} bytes`).toBeLessThanOrEqual(messages * (size + PER_MESSAGE) + PER_CALL)
+  expect(measured.bytes, `${what}: bytes received for ${messages} messages of ${size} bytes`).toBeLessThanOrEqual(
+    messages * (size + PER_MESSAGE) + PER_CALL,
+  )
   return { result, measured }
 }
 
@@ -64,7 +81,12 @@ async function fill(name: string, n: number, size: number, first = 0): Promise<v
   const perTxn = Math.max(1, Math.min(128, Math.floor(1_200_000 / (size + 64))))
   const txns: Promise<unknown>[] = []
   for (let i = 0; i < n; i += perTxn) {
-    txns.push(ks.txn([], Array.from({ length: Math.min(perTxn, n - i) }, (_, j) => ks.put(`${name}/${unixNano()}`, payload(first + i + j, size)))))
+    txns.push(
+      ks.txn(
+        [],
+        Array.from({ length: Math.min(perTxn, n - i) }, (_, j) => ks.put(`${name}/${unixNano()}`, payload(first + i + j, size))),
+      ),
+    )
     if (txns.length >= 8) await Promise.all(txns.splice(0))
   }
   await Promise.all(txns)
@@ -75,7 +97,9 @@ async function receiveAll(q: Queue, n: number, max: number, size: number, what: 
   const got: Message[] = []
   while (got.length < n) {
     const want = Math.min(max, n - got.length)
-    const { result } = await bounded(`${what}: receive ${got.length}..`, want, size, () => q.receive({ max: want, visibilityTimeout: 300, wait: false }))
+    const { result } = await bounded(`${what}: receive ${got.length}..`, want, size, () =>
+      q.receive({ max: want, visibilityTimeout: 300, wait: false }),
+    )
     expect(result.length, `${what}: a receive with ${got.length} of ${n} in flight found nothing`).toBeGreaterThan(0)
     for (const m of result) expect(m.raw.length).toBe(size)
     got.push(...result)
@@ -108,7 +132,7 @@ async function cycle(name: string, n: number, size: number, max: number, alone =
 }
 
 describe('queues at production size: every answer bounded, bytes by what moves', () => {
-  it('1.4 MB messages (near etcd\'s 1.5 MiB request limit): received one at a time and three at once, nacked into the dead-letter queue, redriven, acked', async () => {
+  it("1.4 MB messages (near etcd's 1.5 MiB request limit): received one at a time and three at once, nacked into the dead-letter queue, redriven, acked", async () => {
     const name = uniqueName('big')
     const q = new Queue(client, name)
     for (let i = 0; i < 3; i++) await q.enqueue(payload(i, 1_400_000))
@@ -118,7 +142,7 @@ describe('queues at production size: every answer bounded, bytes by what moves',
     report('1.4 MB messages')
   }, 120_000)
 
-  it('220 KB messages in batches of 10 (queueConsumer\'s default batch), a delayed one among them', async () => {
+  it("220 KB messages in batches of 10 (queueConsumer's default batch), a delayed one among them", async () => {
     const name = uniqueName('batch')
     const q = new Queue(client, name)
     for (let i = 0; i < 19; i++) await q.enqueue(payload(i, 220_000))
@@ -155,7 +179,9 @@ describe('queues at production size: every answer bounded, bytes by what moves',
     const cost: Measured[] = []
     const other = new Queue(client, name, { maxReceives: 1, deadLetterQueue: `dlq/${name}` })
     for (let i = 0; i < 4; i++) {
-      const { result, measured } = await bounded('receive behind 100,000 in flight', 10, 16, () => other.receive({ max: 10, visibilityTimeout: 300, wait: false }))
+      const { result, measured } = await bounded('receive behind 100,000 in flight', 10, 16, () =>
+        other.receive({ max: 10, visibilityTimeout: 300, wait: false }),
+      )
       expect(result).toHaveLength(10)
       cost.push(measured)
       if (i < 3) await other.ackMany(result)
@@ -170,7 +196,8 @@ describe('queues at production size: every answer bounded, bytes by what moves',
     // grant a lease and claim — plus a count round and a read while the window's width adapts.
     expect(cost[0].requests).toBeLessThanOrEqual(16)
     for (const c of cost.slice(1)) expect(c.requests).toBeLessThanOrEqual(6)
-    for (let i = 0; i < held.length; i += 800) await Promise.all(Array.from({ length: 8 }, (_, j) => q.ackMany(held.slice(i + 100 * j, i + 100 * (j + 1)))))
+    for (let i = 0; i < held.length; i += 800)
+      await Promise.all(Array.from({ length: 8 }, (_, j) => q.ackMany(held.slice(i + 100 * j, i + 100 * (j + 1)))))
     expect(await q.size()).toBe(0)
     report('100,000 small messages in flight')
     console.log(
@@ -190,7 +217,10 @@ describe('a message that turns visible behind more claimed ones than a scan coun
     // Another consumer object reads past the 5,000: its hint is beyond them now, and it has
     // counted them (so it counts them again only once a second, or when it finds nothing).
     const other = new Queue(client, name)
-    const firstTwo = [...(await other.receive({ max: 1, visibilityTimeout: 300, wait: false })), ...(await other.receive({ max: 1, visibilityTimeout: 300, wait: false }))]
+    const firstTwo = [
+      ...(await other.receive({ max: 1, visibilityTimeout: 300, wait: false })),
+      ...(await other.receive({ max: 1, visibilityTimeout: 300, wait: false })),
+    ]
     expect(firstTwo.map((m) => m.value.slice(0, 8))).toEqual(['00005000', '00005001'])
     await holder.nack(held[10], { delay: 0 })
     // The two ahead of the hint and the one behind it, in whichever order the counts allow;
@@ -216,7 +246,10 @@ describe('a message that turns visible behind more claimed ones than a scan coun
     const ks = keyspace(etcd.client)
     // 5,000 at priority 5 (Go's layout: <prio>/<seq>), claimed.
     for (let i = 0; i < 5000; i += 125) {
-      await ks.txn([], Array.from({ length: 125 }, (_, j) => ks.put(`${name}/00005/${String(i + j).padStart(16, '0')}`, 'low')))
+      await ks.txn(
+        [],
+        Array.from({ length: 125 }, (_, j) => ks.put(`${name}/00005/${String(i + j).padStart(16, '0')}`, 'low')),
+      )
     }
     let held = 0
     while (held < 5000) held += (await pq.receive({ max: 1000, visibilityTimeout: 300, wait: false })).length

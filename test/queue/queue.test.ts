@@ -138,8 +138,15 @@ describe('Go peer interop (contrib/recipes of etcd 3.4, built from interop/go)',
     bin = await buildGoPeer()
   }, 250_000)
   const peer = async (scenario: string, name: string, args: string[] = [], n = 0) => {
-    const { stdout } = await run(bin, ['-endpoints', etcd.cluster.endpoints[0], '-scenario', scenario, '-prefix', name, '-n', String(n), ...args], { timeout: 20_000 })
-    return stdout.trim().split('\n').filter((l) => l !== '')
+    const { stdout } = await run(
+      bin,
+      ['-endpoints', etcd.cluster.endpoints[0], '-scenario', scenario, '-prefix', name, '-n', String(n), ...args],
+      { timeout: 20_000 },
+    )
+    return stdout
+      .trim()
+      .split('\n')
+      .filter((l) => l !== '')
   }
 
   it('Go Dequeue takes our items in order; we receive Go-enqueued items in order', async () => {
@@ -154,7 +161,7 @@ describe('Go peer interop (contrib/recipes of etcd 3.4, built from interop/go)',
     expect(await keysMentioning(name)).toEqual([])
   })
 
-  it('a Go Dequeue may take a claimed item (documented): the receiver\'s ack then reports gone', async () => {
+  it("a Go Dequeue may take a claimed item (documented): the receiver's ack then reports gone", async () => {
     const name = uniqueName('goclaim')
     const q = new Queue(etcd.client, name)
     await q.enqueue('claimed')

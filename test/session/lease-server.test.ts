@@ -146,7 +146,10 @@ async function leaseUnderChurn(cluster: EtcdCluster, churnMs: number) {
     let expiredAt: number | undefined
     const poll = (async () => {
       while (expiredAt === undefined && performance.now() - grantedAt < churnMs + 30_000) {
-        const got = await client.get(key).string().catch(() => 'unknown')
+        const got = await client
+          .get(key)
+          .string()
+          .catch(() => 'unknown')
         if (got === null) expiredAt = performance.now()
         else await sleep(50)
       }

@@ -11,10 +11,14 @@ function aborted(signal: AbortSignal, ms = 10_000): Promise<unknown> {
   if (signal.aborted) return Promise.resolve(signal.reason)
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`signal not aborted within ${ms} ms`)), ms)
-    signal.addEventListener('abort', () => {
-      clearTimeout(timer)
-      resolve(signal.reason)
-    }, { once: true })
+    signal.addEventListener(
+      'abort',
+      () => {
+        clearTimeout(timer)
+        resolve(signal.reason)
+      },
+      { once: true },
+    )
   })
 }
 
@@ -56,7 +60,7 @@ describe('Session', () => {
     await s.close()
   })
 
-  it('defaults to Go\'s 60 s ttl', async () => {
+  it("defaults to Go's 60 s ttl", async () => {
     const s = await Session.create(etcd.client)
     expect(s.ttl).toBe(60)
     const res = await etcd.client.leaseClient.leaseTimeToLive({ ID: s.leaseId })

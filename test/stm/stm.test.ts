@@ -111,7 +111,10 @@ describe('runSTM: Go peer tests', () => {
     const prefix = uniqueName('stm')
     const keys = Array.from({ length: 5 }, (_, i) => `${prefix}/foo-${i}`)
     const ks = keyspace(etcd.client)
-    await ks.txn([], keys.map((k) => ks.put(k, '-1')))
+    await ks.txn(
+      [],
+      keys.map((k) => ks.put(k, '-1')),
+    )
     let writing = true
     let runs = 0
     const seen = new Set<string>()
@@ -131,7 +134,11 @@ describe('runSTM: Go peer tests', () => {
         runs++
       } while (writing)
     })
-    for (let i = 0; i < 5; i++) await ks.txn([], keys.map((k) => ks.put(k, String(i))))
+    for (let i = 0; i < 5; i++)
+      await ks.txn(
+        [],
+        keys.map((k) => ks.put(k, String(i))),
+      )
     writing = false
     await Promise.all(readers)
     expect(runs).toBeGreaterThanOrEqual(3)
@@ -313,10 +320,20 @@ describe('runSTM: semantics', () => {
       const r = await runSTM(
         single.client,
         async (stm) => {
-          const got = { before: await stm.get(`${prefix}/x`), rev: await stm.rev(`${prefix}/x`), absentRev: await stm.rev(`${prefix}/none`) }
+          const got = {
+            before: await stm.get(`${prefix}/x`),
+            rev: await stm.rev(`${prefix}/x`),
+            absentRev: await stm.rev(`${prefix}/none`),
+          }
           stm.put(`${prefix}/y`, 'new')
           stm.del(`${prefix}/x`)
-          return { ...got, y: await stm.get(`${prefix}/y`), x: await stm.get(`${prefix}/x`), none: await stm.get(`${prefix}/none`), empty: await stm.get() }
+          return {
+            ...got,
+            y: await stm.get(`${prefix}/y`),
+            x: await stm.get(`${prefix}/x`),
+            none: await stm.get(`${prefix}/none`),
+            empty: await stm.get(),
+          }
         },
         { isolation, maxAttempts: 1 },
       )
@@ -331,7 +348,11 @@ describe('runSTM: semantics', () => {
     const prefix = uniqueName('stm')
     await single.client.put(`${prefix}/b`).value('B')
     for (const isolation of Object.values(Isolation)) {
-      const r = await runSTM(single.client, async (stm) => ({ a: await stm.get(`${prefix}/a`, `${prefix}/b`), b: await stm.get(`${prefix}/b`, `${prefix}/a`) }), { isolation })
+      const r = await runSTM(
+        single.client,
+        async (stm) => ({ a: await stm.get(`${prefix}/a`, `${prefix}/b`), b: await stm.get(`${prefix}/b`, `${prefix}/a`) }),
+        { isolation },
+      )
       expect(r.result).toEqual({ a: '', b: 'B' })
     }
   })
@@ -469,8 +490,12 @@ describe('runSTM: semantics', () => {
         stm.put('', 'v')
       }),
     ).rejects.toBeInstanceOf(InvalidArgumentError)
-    await expect(runSTM(single.client, (stm) => stm.put(`${prefix}/ok`, 42 as unknown as string))).rejects.toBeInstanceOf(InvalidArgumentError)
-    await expect(runSTM(single.client, async (stm) => void (await stm.get(`${prefix}/ok`, '')))).rejects.toBeInstanceOf(InvalidArgumentError)
+    await expect(runSTM(single.client, (stm) => stm.put(`${prefix}/ok`, 42 as unknown as string))).rejects.toBeInstanceOf(
+      InvalidArgumentError,
+    )
+    await expect(runSTM(single.client, async (stm) => void (await stm.get(`${prefix}/ok`, '')))).rejects.toBeInstanceOf(
+      InvalidArgumentError,
+    )
     expect(await read(single.client, `${prefix}/ok`)).toBeNull()
     expect(Object.keys(Isolation)).toEqual(['SerializableSnapshot', 'Serializable', 'RepeatableReads', 'ReadCommitted'])
   })

@@ -41,12 +41,21 @@ export interface AnswerSizes extends Measured {
 }
 
 /** A client of `endpoints` whose unary requests and answers are measured (close it with `client.close()`). */
-export function measuredClient(endpoints: string[], options: Omit<ClientOptions, 'endpoints'> = {}): { client: EtcdClient; sizes: AnswerSizes } {
+export function measuredClient(
+  endpoints: string[],
+  options: Omit<ClientOptions, 'endpoints'> = {},
+): { client: EtcdClient; sizes: AnswerSizes } {
   const zero = (): Measured => ({ requests: 0, answers: 0, bytes: 0, largest: 0, largestMethod: '' })
   const sizes: AnswerSizes = {
     ...zero(),
     reset: () => void Object.assign(sizes, zero()),
-    snapshot: () => ({ requests: sizes.requests, answers: sizes.answers, bytes: sizes.bytes, largest: sizes.largest, largestMethod: sizes.largestMethod }),
+    snapshot: () => ({
+      requests: sizes.requests,
+      answers: sizes.answers,
+      bytes: sizes.bytes,
+      largest: sizes.largest,
+      largestMethod: sizes.largestMethod,
+    }),
   }
   const measure: Interceptor = (callOptions, nextCall) => {
     const method = methods.get(callOptions.method_definition.path)

@@ -42,7 +42,14 @@ export function unzip(zip: Buffer, dir: string): string[] {
  * with `dir` as working directory and only PATH, LAMBDA_TASK_ROOT and `env` in its environment,
  * as Lambda would; resolves with what the handler returned.
  */
-export async function invokePackaged(dir: string, module: string, exportName: string, event: unknown, env: Record<string, string>, remainingMs = 15_000) {
+export async function invokePackaged(
+  dir: string,
+  module: string,
+  exportName: string,
+  event: unknown,
+  env: Record<string, string>,
+  remainingMs = 15_000,
+) {
   const script = `
     const mod = require(${JSON.stringify(join(dir, module))});
     const end = Date.now() + ${remainingMs};

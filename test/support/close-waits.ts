@@ -37,7 +37,14 @@ const outcomes = await Promise.all(
   Object.entries(waits).map(([name, wait]) =>
     wait.then(
       () => ({ name, outcome: 'resolved' }),
-      (err: { name?: string; reason?: unknown; message?: string }) => ({ name, outcome: 'rejected', error: err?.name, reason: err?.reason, ms: performance.now() - closedAt, message: err?.message }),
+      (err: { name?: string; reason?: unknown; message?: string }) => ({
+        name,
+        outcome: 'rejected',
+        error: err?.name,
+        reason: err?.reason,
+        ms: performance.now() - closedAt,
+        message: err?.message,
+      }),
     ),
   ),
 )

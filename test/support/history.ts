@@ -81,12 +81,14 @@ export function checkHolds(holds: Hold[]): Violation[] {
   let latest: Hold | undefined
   for (let i = 0; i < sorted.length; i++) {
     const h = sorted[i]
-    if (latest && h.grantedAt < latest.releasedAt) out.push({ kind: 'overlap', detail: `${show(h)} granted while ${show(latest)} held the lock` })
+    if (latest && h.grantedAt < latest.releasedAt)
+      out.push({ kind: 'overlap', detail: `${show(h)} granted while ${show(latest)} held the lock` })
     if (!latest || h.releasedAt > latest.releasedAt) latest = h
     if (i > 0) {
       const prev = sorted[i - 1]
       if (h.fence <= prev.fence) out.push({ kind: 'fence', detail: `${show(h)} granted after ${show(prev)} with a fence not greater` })
-      if (h.queuedRev < prev.queuedRev) out.push({ kind: 'fifo', detail: `${show(h)} queued before ${show(prev)} but was granted after it` })
+      if (h.queuedRev < prev.queuedRev)
+        out.push({ kind: 'fifo', detail: `${show(h)} queued before ${show(prev)} but was granted after it` })
     }
   }
   return out

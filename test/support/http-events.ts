@@ -26,7 +26,9 @@ export function restEvent(r: HttpRequest = {}): APIGatewayProxyEvent {
     path,
     httpMethod: method,
     headers: headers as APIGatewayProxyEvent['headers'],
-    multiValueHeaders: (headers ? Object.fromEntries(Object.entries(headers).map(([k, v]) => [k, [v]])) : null) as APIGatewayProxyEvent['multiValueHeaders'],
+    multiValueHeaders: (headers
+      ? Object.fromEntries(Object.entries(headers).map(([k, v]) => [k, [v]]))
+      : null) as APIGatewayProxyEvent['multiValueHeaders'],
     queryStringParameters: null,
     multiValueQueryStringParameters: null,
     pathParameters: r.pathParameters ?? null,
@@ -75,7 +77,8 @@ export function httpApiEvent(r: HttpRequest = {}, domain: 'api' | 'url' = 'api')
   const method = r.method ?? 'POST'
   const path = r.path ?? '/orders'
   const headers: Record<string, string> = {}
-  for (const [k, v] of Object.entries(r.headers ?? {})) headers[k.toLowerCase()] = headers[k.toLowerCase()] === undefined ? v : `${headers[k.toLowerCase()]},${v}`
+  for (const [k, v] of Object.entries(r.headers ?? {}))
+    headers[k.toLowerCase()] = headers[k.toLowerCase()] === undefined ? v : `${headers[k.toLowerCase()]},${v}`
   const domainName = domain === 'url' ? 'abcdefghij.lambda-url.us-east-1.on.aws' : '1234567890.execute-api.us-east-1.amazonaws.com'
   return {
     version: '2.0',

@@ -57,7 +57,13 @@ async function run(cmd: Command) {
       return pgWrite(cmd.id, cmd.pg, cmd.value, loops.get(cmd.id)!.fence!)
     case 'get': {
       const res = await keyspace(shared(cmd.endpoints)).range(cmd.key, { serializable: Boolean(cmd.serializable) })
-      return say({ event: 'value', key: cmd.key, value: res.kvs[0]?.value.toString(), modRevision: res.kvs[0]?.modRevision, revision: res.revision })
+      return say({
+        event: 'value',
+        key: cmd.key,
+        value: res.kvs[0]?.value.toString(),
+        modRevision: res.kvs[0]?.modRevision,
+        revision: res.revision,
+      })
     }
     case 'keys': {
       const res = await keyspace(shared(cmd.endpoints)).range(cmd.prefix, { prefix: true })

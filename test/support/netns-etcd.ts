@@ -51,22 +51,27 @@ export async function startNetnsEtcd(net: Network, members: string[], observer: 
   const initialCluster = members.map((m) => `${m}=${peer(m)}`).join(',')
   const logs = new Map(members.map((m) => [m, [] as string[]]))
   const procs = members.map((m) => {
-    const proc = net.spawn(m, bin, [
-      `--name=${m}`,
-      `--data-dir=${join(net.dir, `etcd-${m}`)}`,
-      `--listen-client-urls=${endpoint(m)}`,
-      `--advertise-client-urls=${endpoint(m)}`,
-      `--listen-peer-urls=${peer(m)}`,
-      `--initial-advertise-peer-urls=${peer(m)}`,
-      `--initial-cluster=${initialCluster}`,
-      `--initial-cluster-token=${net.subnet}`,
-      '--initial-cluster-state=new',
-      '--heartbeat-interval=50',
-      '--election-timeout=500',
-      '--logger=zap',
-      '--log-level=warn',
-      ...extraArgs,
-    ], { stdio: ['ignore', 'pipe', 'pipe'], env: etcdProcessEnv() })
+    const proc = net.spawn(
+      m,
+      bin,
+      [
+        `--name=${m}`,
+        `--data-dir=${join(net.dir, `etcd-${m}`)}`,
+        `--listen-client-urls=${endpoint(m)}`,
+        `--advertise-client-urls=${endpoint(m)}`,
+        `--listen-peer-urls=${peer(m)}`,
+        `--initial-advertise-peer-urls=${peer(m)}`,
+        `--initial-cluster=${initialCluster}`,
+        `--initial-cluster-token=${net.subnet}`,
+        '--initial-cluster-state=new',
+        '--heartbeat-interval=50',
+        '--election-timeout=500',
+        '--logger=zap',
+        '--log-level=warn',
+        ...extraArgs,
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'], env: etcdProcessEnv() },
+    )
     for (const stream of [proc.stdout!, proc.stderr!]) {
       stream.setEncoding('utf8')
       stream.on('data', (chunk: string) => {
@@ -114,7 +119,8 @@ export async function startNetnsEtcd(net: Network, members: string[], observer: 
       for (;;) {
         const leader = await cluster.leader(among)
         if (leader && leader !== not && !leader.startsWith('id:')) return leader
-        if (Date.now() > deadline) throw new Error(`no leader agreed by ${among.join(', ')}${not ? ` other than ${not}` : ''} within ${timeoutMs} ms`)
+        if (Date.now() > deadline)
+          throw new Error(`no leader agreed by ${among.join(', ')}${not ? ` other than ${not}` : ''} within ${timeoutMs} ms`)
         await new Promise((r) => setTimeout(r, 100))
       }
     },
@@ -129,13 +135,17 @@ export async function startNetnsEtcd(net: Network, members: string[], observer: 
   const deadline = Date.now() + 30_000
   for (;;) {
     const exited = procs.findIndex((p) => p.exitCode !== null || p.signalCode !== null)
-    if (exited >= 0) throw new Error(`etcd member ${members[exited]} exited during start-up: ${cluster.logs(members[exited]).slice(-5).join('\n')}`)
+    if (exited >= 0)
+      throw new Error(`etcd member ${members[exited]} exited during start-up: ${cluster.logs(members[exited]).slice(-5).join('\n')}`)
     const ok = await ctl([`--endpoints=${cluster.endpoints.join(',')}`, 'endpoint', 'health']).then(
       () => true,
       () => false,
     )
     if (ok) break
-    if (Date.now() > deadline) throw new Error(`etcd cluster in namespaces not healthy within 30 s: ${members.map((m) => cluster.logs(m).slice(-3).join('\n')).join('\n')}`)
+    if (Date.now() > deadline)
+      throw new Error(
+        `etcd cluster in namespaces not healthy within 30 s: ${members.map((m) => cluster.logs(m).slice(-3).join('\n')).join('\n')}`,
+      )
     await new Promise((r) => setTimeout(r, 200))
   }
   await cluster.waitForLeader()

@@ -47,7 +47,12 @@ export interface FlappingResult {
 }
 
 /** Runs the flapping soak on a fresh lab (`etcdArgs`: extra etcd flags); `onCut` hears each cut. */
-export async function flappingSoak(o: { seconds: number; ttl?: number; etcdArgs?: string[]; onCut?: (what: string) => void }): Promise<FlappingResult> {
+export async function flappingSoak(o: {
+  seconds: number
+  ttl?: number
+  etcdArgs?: string[]
+  onCut?: (what: string) => void
+}): Promise<FlappingResult> {
   const ttl = o.ttl ?? 3
   const lab = await startLab({ clients: 3, postgres: true, etcdArgs: o.etcdArgs })
   try {

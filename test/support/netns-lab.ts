@@ -44,7 +44,8 @@ export async function startLab(options: { clients?: number; postgres?: boolean; 
       await pg.admin.query('CREATE TABLE fenced_rows (id text PRIMARY KEY, value text NOT NULL, fence bigint NOT NULL)')
     }
     // One at a time: each start compiles TypeScript, and the machine's two cores are shared.
-    for (const host of ['admin', ...clients]) agents.set(host, await Worker.start(etcd.endpoints, '', { netns: net.host(host).ns, script: AGENT }))
+    for (const host of ['admin', ...clients])
+      agents.set(host, await Worker.start(etcd.endpoints, '', { netns: net.host(host).ns, script: AGENT }))
     return { net, etcd, agents, clients, pg, stop }
   } catch (err) {
     await stop()

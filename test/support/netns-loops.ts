@@ -25,7 +25,8 @@ import { lambdaContext } from '../../testing/lambda.js'
 import { machineNow } from './history.js'
 
 /** Writes one event line. */
-export const say = (event: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(event, (_k, v) => (typeof v === 'bigint' ? v.toString() : v))}\n`)
+export const say = (event: Record<string, unknown>) =>
+  process.stdout.write(`${JSON.stringify(event, (_k, v) => (typeof v === 'bigint' ? v.toString() : v))}\n`)
 
 /** Resolves after `ms` (never, for Infinity) or when `signal` aborts; leaves no listener behind. */
 export const sleep = (ms: number, signal?: AbortSignal) =>
@@ -88,7 +89,15 @@ function pool(target: PgTarget): pg.Pool {
   const key = `${target.host}:${target.port}`
   let p = pools.get(key)
   if (!p) {
-    p = new pg.Pool({ host: target.host, port: target.port, user: target.user, database: target.database, max: 2, connectionTimeoutMillis: 3000, query_timeout: 3000 })
+    p = new pg.Pool({
+      host: target.host,
+      port: target.port,
+      user: target.user,
+      database: target.database,
+      max: 2,
+      connectionTimeoutMillis: 3000,
+      query_timeout: 3000,
+    })
     p.on('error', () => {})
     pools.set(key, p)
   }
@@ -122,7 +131,12 @@ function watchLoss(signal: AbortSignal): { at?: number; stop(): void } {
 }
 
 /** Holds `ms` (Infinity: until stopped), ending early on the loss; says when the hold ended and why. */
-async function hold(ms: number, stop: AbortSignal, lost: AbortSignal, loss: { at?: number; stop(): void }): Promise<{ lost: boolean; at: number }> {
+async function hold(
+  ms: number,
+  stop: AbortSignal,
+  lost: AbortSignal,
+  loss: { at?: number; stop(): void },
+): Promise<{ lost: boolean; at: number }> {
   await sleep(ms, AbortSignal.any([stop, lost]))
   loss.stop()
   return loss.at !== undefined ? { lost: true, at: loss.at } : { lost: false, at: machineNow() }
@@ -150,11 +164,21 @@ export async function lockLoop(id: string, loop: Loop, c: Command) {
       say({ event: 'grant', id, fence: mutex.fence, at: machineNow() })
       const lost = session.signal
       const loss = watchLoss(lost)
-      const write = await ks.txn([mutex.ownerCompare()], [ks.get(c.fenceKey), ks.put(c.fenceKey, mutex.fence.toString())]).catch((err) => (tally(errors, err), undefined))
-      if (write) say({ event: 'write', id, fence: mutex.fence, ok: write.succeeded, prev: write.results[0]?.range?.kvs[0]?.value.toString() ?? '0' })
+      const write = await ks
+        .txn([mutex.ownerCompare()], [ks.get(c.fenceKey), ks.put(c.fenceKey, mutex.fence.toString())])
+        .catch((err) => (tally(errors, err), undefined))
+      if (write)
+        say({ event: 'write', id, fence: mutex.fence, ok: write.succeeded, prev: write.results[0]?.range?.kvs[0]?.value.toString() ?? '0' })
       if (c.pg && write?.succeeded) await pgWrite(id, c.pg, `${id}@${mutex.fence}`, mutex.fence)
       const held = await hold(c.once ? Infinity : c.holdMs, loop.stop.signal, lost, loss)
-      say({ event: 'release', id, fence: mutex.fence, at: held.at, lost: held.lost, reason: held.lost ? (lost.reason as LeaseLostError).reason : undefined })
+      say({
+        event: 'release',
+        id,
+        fence: mutex.fence,
+        at: held.at,
+        lost: held.lost,
+        reason: held.lost ? (lost.reason as LeaseLostError).reason : undefined,
+      })
       if (c.once) break
       await mutex.unlock().catch(async (err) => {
         tally(errors, err)
@@ -191,8 +215,11 @@ export async function leaderLoop(id: string, loop: Loop, c: Command) {
     terms++
     say({ event: 'grant', id, fence: lead.rev, at: machineNow() })
     const loss = watchLoss(lead.signal)
-    const write = await ks.txn([lead.leaderCompare()], [ks.get(c.fenceKey), ks.put(c.fenceKey, lead.rev.toString())]).catch((err) => (tally(errors, err), undefined))
-    if (write) say({ event: 'write', id, fence: lead.rev, ok: write.succeeded, prev: write.results[0]?.range?.kvs[0]?.value.toString() ?? '0' })
+    const write = await ks
+      .txn([lead.leaderCompare()], [ks.get(c.fenceKey), ks.put(c.fenceKey, lead.rev.toString())])
+      .catch((err) => (tally(errors, err), undefined))
+    if (write)
+      say({ event: 'write', id, fence: lead.rev, ok: write.succeeded, prev: write.results[0]?.range?.kvs[0]?.value.toString() ?? '0' })
     const held = await hold(c.once ? Infinity : c.holdMs, loop.stop.signal, lead.signal, loss)
     say({ event: 'release', id, fence: lead.rev, at: held.at, lost: held.lost })
     return { leader: true }
@@ -232,7 +259,12 @@ export async function consumeLoop(id: string, loop: Loop, c: Command) {
       continue
     }
     received += batch.length
-    say({ event: 'delivered', id, messages: batch.map((m) => ({ id: m.id, value: m.value, receiveCount: m.receiveCount })), at: machineNow() })
+    say({
+      event: 'delivered',
+      id,
+      messages: batch.map((m) => ({ id: m.id, value: m.value, receiveCount: m.receiveCount })),
+      at: machineNow(),
+    })
     if (c.holdBatch) await new Promise<void>((resolve) => (loop.ackHeld = resolve))
     for (const m of batch) await ackOne(id, queue, m, errors)
     if (c.holdBatch) break
@@ -289,7 +321,9 @@ export async function stmLoop(id: string, loop: Loop, c: Command) {
   let failed = 0
   while (!loop.stop.signal.aborted) {
     try {
-      await runSTM(etcd, async (stm) => stm.put(c.key, String(Number((await stm.get(c.key)) || '0') + 1)), { isolation: c.isolation ?? Isolation.SerializableSnapshot })
+      await runSTM(etcd, async (stm) => stm.put(c.key, String(Number((await stm.get(c.key)) || '0') + 1)), {
+        isolation: c.isolation ?? Isolation.SerializableSnapshot,
+      })
       committed++
     } catch (err) {
       failed++

@@ -28,7 +28,15 @@ export interface ScenarioReport {
   firstMajorityLeaderMs?: number
   messages: { produced: number; acked: number; lost: number; redelivered: number; ambiguousAcks: number; uncertainEnqueues: number }
   stm: { committed: number; failed: number; counter: number }
-  fencing: { staleEtcdWrites: number; staleEtcdRejected: number; latePgWrites: number; latePgRejected: number; pgWrites: number; pgApplied: number; pgSuperseded: number }
+  fencing: {
+    staleEtcdWrites: number
+    staleEtcdRejected: number
+    latePgWrites: number
+    latePgRejected: number
+    pgWrites: number
+    pgApplied: number
+    pgSuperseded: number
+  }
   errors: Record<string, number>
   violations: string[]
 }
@@ -57,7 +65,15 @@ const ms = (t: number | undefined, from: number) => (t === undefined ? undefined
 export function analyse(r: ScenarioRecord): ScenarioReport {
   const violations: string[] = []
   const histories = { lock: new LockHistory(), leader: new LockHistory() }
-  const fencing = { staleEtcdWrites: 0, staleEtcdRejected: 0, latePgWrites: 0, latePgRejected: 0, pgWrites: 0, pgApplied: 0, pgSuperseded: 0 }
+  const fencing = {
+    staleEtcdWrites: 0,
+    staleEtcdRejected: 0,
+    latePgWrites: 0,
+    latePgRejected: 0,
+    pgWrites: 0,
+    pgApplied: 0,
+    pgSuperseded: 0,
+  }
   const queue = new QueueRecord()
   let grantsWhilePartitioned = 0
   const firstGrant: Record<string, number | undefined> = {}
@@ -77,7 +93,8 @@ export function analyse(r: ScenarioRecord): ScenarioReport {
         if (e.id === r.victim.lock || e.id === r.victim.leader) lostAt[e.id] = e.lost ? { at: e.at, reason: e.reason } : undefined
         break
       case 'write':
-        if (e.ok && BigInt(e.prev) > BigInt(e.fence)) violations.push(`${e.id}: fenced write with fence ${e.fence} landed after fence ${e.prev} had been written`)
+        if (e.ok && BigInt(e.prev) > BigInt(e.fence))
+          violations.push(`${e.id}: fenced write with fence ${e.fence} landed after fence ${e.prev} had been written`)
         break
       case 'staleWrite':
         fencing.staleEtcdWrites++
@@ -106,15 +123,21 @@ export function analyse(r: ScenarioRecord): ScenarioReport {
     }
     for (const [name, n] of Object.entries((summary.errors ?? {}) as Record<string, number>)) errors[name] = (errors[name] ?? 0) + n
   }
-  if (stm.counter < stm.committed) violations.push(`STM counter is ${stm.counter} after ${stm.committed} committed increments: an increment was lost`)
-  if (stm.counter > stm.committed + stm.failed) violations.push(`STM counter is ${stm.counter} after ${stm.committed} committed and ${stm.failed} failed increments: one applied twice`)
+  if (stm.counter < stm.committed)
+    violations.push(`STM counter is ${stm.counter} after ${stm.committed} committed increments: an increment was lost`)
+  if (stm.counter > stm.committed + stm.failed)
+    violations.push(`STM counter is ${stm.counter} after ${stm.committed} committed and ${stm.failed} failed increments: one applied twice`)
   violations.push(...r.leftovers.map((k) => `key left behind after every loop stopped: ${k}`))
   const victimLock = lostAt[r.victim.lock]
   return {
     label: r.label,
     cut: r.cut,
     partitionMs: Math.round(r.healAt - r.cutAt),
-    raft: { leaderBefore: r.leaderBefore, leaderAfter: r.failover.leader, failoverMs: r.failover.ms === undefined ? undefined : Math.round(r.failover.ms) },
+    raft: {
+      leaderBefore: r.leaderBefore,
+      leaderAfter: r.failover.leader,
+      failoverMs: r.failover.ms === undefined ? undefined : Math.round(r.failover.ms),
+    },
     grantsWhilePartitioned,
     lockGrants: histories.lock.holds.length,
     leaderTerms: histories.leader.holds.length,
@@ -149,7 +172,10 @@ function checkPgWrite(e: WorkerEvent, r: ScenarioRecord, holds: Hold[], fencing:
   if (e.applied) return void fencing.pgApplied++
   const superseded = holds.some((h) => h.fence > BigInt(e.fence) && h.grantedAt < e.doneAt)
   if (superseded) fencing.pgSuperseded++
-  else violations.push(`${e.id}: the current holder's Postgres write (fence ${e.fence}) was ${e.error ? `not answered: ${e.error}` : 'refused'} with no later holder granted`)
+  else
+    violations.push(
+      `${e.id}: the current holder's Postgres write (fence ${e.fence}) was ${e.error ? `not answered: ${e.error}` : 'refused'} with no later holder granted`,
+    )
 }
 
 /** The queue events of a run, fed to a {@link DeliveryLog}. */

@@ -19,8 +19,11 @@ function memberLocal(req: ITxnRequest): boolean {
 export function routedClient(reads: EtcdClient, writes: EtcdClient): EtcdClient {
   const kv = new Proxy(writes.kv, {
     get(target, prop, receiver) {
-      if (prop === 'txn') return (req: ITxnRequest, opts?: unknown) => (memberLocal(req) ? reads.kv.txn(req, opts as never) : target.txn(req, opts as never))
-      if (prop === 'range') return (req: IRangeRequest, opts?: unknown) => (serializable(req) ? reads.kv.range(req, opts as never) : target.range(req, opts as never))
+      if (prop === 'txn')
+        return (req: ITxnRequest, opts?: unknown) => (memberLocal(req) ? reads.kv.txn(req, opts as never) : target.txn(req, opts as never))
+      if (prop === 'range')
+        return (req: IRangeRequest, opts?: unknown) =>
+          serializable(req) ? reads.kv.range(req, opts as never) : target.range(req, opts as never)
       return Reflect.get(target, prop, receiver)
     },
   })

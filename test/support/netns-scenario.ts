@@ -123,7 +123,21 @@ export async function runScenario(
   const counter = await admin.request({ op: 'get', endpoints: lab.etcd.endpoints, key: run.names.counter }, 'value', 30_000)
   const leftovers = await leftoverKeys(admin, lab.etcd.endpoints, run.names, run.timing.ttl)
   const events = [...lab.agents.entries()].flatMap(([host, w]) => w.events.splice(0).map((e) => ({ ...e, host })))
-  const report = analyse({ label, cut: plan.cut, events, summaries, cutAt, cutApplied, healAt, victim, counter: Number(counter.value ?? '0'), leftovers, leaderBefore, failover, latePgWrites: late })
+  const report = analyse({
+    label,
+    cut: plan.cut,
+    events,
+    summaries,
+    cutAt,
+    cutApplied,
+    healAt,
+    victim,
+    counter: Number(counter.value ?? '0'),
+    leftovers,
+    leaderBefore,
+    failover,
+    latePgWrites: late,
+  })
   return probe === undefined ? report : { ...report, probe }
 }
 
@@ -148,7 +162,13 @@ async function startWorkload(run: Run): Promise<{ lock: string; leader: string; 
   const [firstHost, first] = run.majority[0]
   const seed = await startIn(run, first, firstHost, 'produce', { endpoints: plan.majorityEndpoints, queue: names.queue, count: 60 })
   await seen(first, (e) => e.event === 'ended' && e.id === seed, 60_000, 'seed messages')
-  const queue = await startIn(run, victim, 'c1', 'consume', { ...mine, queue: names.queue, batch: 10, visibilityTimeout: timing.ttl, holdBatch: true })
+  const queue = await startIn(run, victim, 'c1', 'consume', {
+    ...mine,
+    queue: names.queue,
+    batch: 10,
+    visibilityTimeout: timing.ttl,
+    holdBatch: true,
+  })
   await seen(victim, (e) => e.event === 'delivered' && e.id === queue, 30_000, 'victim batch')
   await startIn(run, victim, 'c1', 'stm', { ...mine, key: names.counter })
   for (const [host, w] of run.majority) {
@@ -172,8 +192,15 @@ async function startWorkload(run: Run): Promise<{ lock: string; leader: string; 
 async function holdCut(run: Run, victimLock: string, cutAt: number): Promise<string[]> {
   const { victim, timing, pg } = run
   const workers = run.majority.map(([, w]) => w)
-  const since = (type: string, kind = '') => (e: WorkerEvent) => e.event === type && e.at > cutAt && String(e.id).includes(kind)
-  await until(() => count(workers, since('grant', '.lock.')) >= PROGRESS.lockGrants && count(workers, since('grant', '.leader.')) >= PROGRESS.leaderTerms, cutAt + timing.maxPartitionMs)
+  const since =
+    (type: string, kind = '') =>
+    (e: WorkerEvent) =>
+      e.event === type && e.at > cutAt && String(e.id).includes(kind)
+  await until(
+    () =>
+      count(workers, since('grant', '.lock.')) >= PROGRESS.lockGrants && count(workers, since('grant', '.leader.')) >= PROGRESS.leaderTerms,
+    cutAt + timing.maxPartitionMs,
+  )
   const late: string[] = []
   const lost = victim.events.some((e) => e.event === 'release' && e.id === victimLock && e.lost)
   if (pg && lost && count(workers, (e) => since('pgWrite')(e) && e.applied) > 0) {
@@ -205,7 +232,13 @@ async function until(done: () => boolean, deadline: number) {
 }
 
 /** While the cut lasts: when the majority's members agree on a leader other than the old one. */
-async function watchFailover(lab: Lab, among: string[], old: string, cutAt: number, isCut: () => boolean): Promise<{ leader?: string; ms?: number }> {
+async function watchFailover(
+  lab: Lab,
+  among: string[],
+  old: string,
+  cutAt: number,
+  isCut: () => boolean,
+): Promise<{ leader?: string; ms?: number }> {
   while (isCut()) {
     const leader = await lab.etcd.leader(among)
     if (!isCut()) break // healed while asking: a leader seen now may be the heal's doing
@@ -243,13 +276,24 @@ async function waitFor(done: () => boolean, timeoutMs: number) {
  * lock, candidate and queue keys. A key whose release failed (etcd unavailable just then) goes
  * with its lease, so keys are looked for again until one TTL (and some slack) has passed.
  */
-export async function leftoverKeys(admin: Worker, endpoints: string[], names: ReturnType<typeof scenarioNames>, ttl: number): Promise<string[]> {
+export async function leftoverKeys(
+  admin: Worker,
+  endpoints: string[],
+  names: ReturnType<typeof scenarioNames>,
+  ttl: number,
+): Promise<string[]> {
   const target = await admin.request({ op: 'get', endpoints, key: names.stale }, 'value', 30_000)
   const stale = target.value === undefined ? [] : [`${names.stale} = ${JSON.stringify(target.value)}: a stale fenced write landed`]
   const deadline = performance.now() + ttl * 1000 + 3000
   for (;;) {
     const left: string[] = []
-    for (const prefix of [`${names.lock}/`, `${names.election}/`, `${names.queue}/`, `__claims/${names.queue}/`, `__receives/${names.queue}/`]) {
+    for (const prefix of [
+      `${names.lock}/`,
+      `${names.election}/`,
+      `${names.queue}/`,
+      `__claims/${names.queue}/`,
+      `__receives/${names.queue}/`,
+    ]) {
       const res = await admin.request({ op: 'keys', endpoints, prefix }, 'keys', 30_000)
       left.push(...res.keys.map((k: { key: string; lease: string }) => `${k.key} (lease ${k.lease})`))
     }

@@ -21,12 +21,17 @@ export async function staleReadProbe(lab: Lab, minority: string, majority: strin
   const admin = lab.agents.get('admin')!
   const fromMajority = majority.map((m) => lab.etcd.endpoint(m))
   const fromMinority = [lab.etcd.endpoint(minority)]
-  const read = async (endpoints: string[], serializable: boolean) => (await admin.request({ op: 'get', endpoints, key, serializable }, 'value', 30_000)).value as string | undefined
+  const read = async (endpoints: string[], serializable: boolean) =>
+    (await admin.request({ op: 'get', endpoints, key, serializable }, 'value', 30_000)).value as string | undefined
   // Written after the cut: the majority has it, the cut-off member cannot.
   await admin.request({ op: 'put', endpoints: fromMajority, key, value: '5' }, 'put', 30_000)
   const probe: StaleProbe = { fresh: await read(fromMajority, false), stale: await read(fromMinority, true), runs: [] }
   for (const isolation of ['SerializableSnapshot', 'Serializable', 'RepeatableReads', 'ReadCommitted']) {
-    const res = await admin.request({ op: 'stmRouted', readEndpoints: fromMinority, writeEndpoints: fromMajority, key, isolation, maxAttempts: 3 }, 'stmRouted', 60_000)
+    const res = await admin.request(
+      { op: 'stmRouted', readEndpoints: fromMinority, writeEndpoints: fromMajority, key, isolation, maxAttempts: 3 },
+      'stmRouted',
+      60_000,
+    )
     probe.runs.push({ isolation, committed: res.committed, reads: res.reads, error: res.error, after: await read(fromMajority, false) })
   }
   return probe

@@ -22,7 +22,9 @@ const PREFIX = 'mep'
 /** The machine cannot run partition tests; the message says what is missing and how to get it. */
 export class NetnsUnavailableError extends Error {
   constructor(message: string) {
-    super(`${message}\nPartition tests need root, iproute2 (ip netns) and nftables; they fail rather than skip without them (CI runs them as root).`)
+    super(
+      `${message}\nPartition tests need root, iproute2 (ip netns) and nftables; they fail rather than skip without them (CI runs them as root).`,
+    )
     this.name = 'NetnsUnavailableError'
   }
 }
@@ -37,20 +39,30 @@ let checked = false
 export function requireNetns(): void {
   if (checked) return
   if (process.platform !== 'linux') throw new NetnsUnavailableError(`network namespaces are Linux-only; this is ${process.platform}.`)
-  if (process.getuid?.() !== 0) throw new NetnsUnavailableError('not running as root: creating network namespaces needs root (CAP_SYS_ADMIN + CAP_NET_ADMIN). Run the tests as root, e.g. sudo npm test.')
+  if (process.getuid?.() !== 0)
+    throw new NetnsUnavailableError(
+      'not running as root: creating network namespaces needs root (CAP_SYS_ADMIN + CAP_NET_ADMIN). Run the tests as root, e.g. sudo npm test.',
+    )
   if (!onPath('ip')) throw new NetnsUnavailableError("the 'ip' command (iproute2) is not on PATH: apt-get install -y iproute2.")
-  if (!onPath('nft')) throw new NetnsUnavailableError("the 'nft' command is not on PATH: apt-get install -y nftables (npm test's set-up installs it when run as root).")
+  if (!onPath('nft'))
+    throw new NetnsUnavailableError(
+      "the 'nft' command is not on PATH: apt-get install -y nftables (npm test's set-up installs it when run as root).",
+    )
   const probe = `${PREFIX}-${process.pid}-probe`
   try {
     execFileSync('ip', ['netns', 'add', probe], { stdio: 'pipe' })
   } catch (err) {
-    throw new NetnsUnavailableError(`'ip netns add' failed (${stderrOf(err)}): this kernel or container does not allow network namespaces (a container needs --privileged or CAP_SYS_ADMIN).`)
+    throw new NetnsUnavailableError(
+      `'ip netns add' failed (${stderrOf(err)}): this kernel or container does not allow network namespaces (a container needs --privileged or CAP_SYS_ADMIN).`,
+    )
   }
   try {
     execFileSync('ip', ['-n', probe, 'link', 'add', 'p0', 'type', 'veth', 'peer', 'name', 'p1'], { stdio: 'pipe' })
     execFileSync('ip', ['netns', 'exec', probe, 'nft', 'add', 'table', 'inet', PREFIX], { stdio: 'pipe' })
   } catch (err) {
-    throw new NetnsUnavailableError(`a veth pair or an nftables table could not be made inside a namespace (${stderrOf(err)}): the kernel needs veth and nf_tables support.`)
+    throw new NetnsUnavailableError(
+      `a veth pair or an nftables table could not be made inside a namespace (${stderrOf(err)}): the kernel needs veth and nf_tables support.`,
+    )
   } finally {
     spawnSync('ip', ['netns', 'del', probe], { stdio: 'ignore' })
   }
@@ -174,7 +186,8 @@ export class Network {
     requireNetns()
     reapStale()
     installExitHooks()
-    if (new Set(hostNames).size !== hostNames.length || hostNames.length > 250) throw new Error(`Network.create: host names must be distinct and at most 250: ${hostNames.join(', ')}`)
+    if (new Set(hostNames).size !== hostNames.length || hostNames.length > 250)
+      throw new Error(`Network.create: host names must be distinct and at most 250: ${hostNames.join(', ')}`)
     // An unusual subnet, different per process and network; it is private to our namespaces anyway.
     const subnet = `10.${200 + (process.pid % 50)}.${(process.pid * 7 + networks) % 250}`
     const net = new Network(subnet)
@@ -231,7 +244,10 @@ export class Network {
 
   /** Runs `command` inside the host's namespace to completion; resolves with its stdout. */
   async exec(hostName: string, command: string, args: string[], timeoutMs = 10_000): Promise<string> {
-    const { stdout } = await run('ip', ['netns', 'exec', this.host(hostName).ns, command, ...args], { timeout: timeoutMs, maxBuffer: 16 << 20 })
+    const { stdout } = await run('ip', ['netns', 'exec', this.host(hostName).ns, command, ...args], {
+      timeout: timeoutMs,
+      maxBuffer: 16 << 20,
+    })
     return stdout
   }
 
@@ -317,7 +333,9 @@ export class Network {
   /** Kills every process of the network, deletes its namespaces and its directory. */
   async destroy(): Promise<void> {
     if (this.destroyed) return
-    const exits = [...this.children].map((c) => new Promise((r) => (c.exitCode !== null || c.signalCode !== null ? r(null) : c.once('exit', r))))
+    const exits = [...this.children].map(
+      (c) => new Promise((r) => (c.exitCode !== null || c.signalCode !== null ? r(null) : c.once('exit', r))),
+    )
     for (const child of this.children) child.kill('SIGKILL')
     await Promise.race([Promise.all(exits), new Promise((r) => setTimeout(r, 3000))])
     this.destroySync()

@@ -2,7 +2,8 @@
 // output against them and test/readme.test.ts the README's example output.
 
 /** `etcd: listening on http://127.0.0.1:41273 (1 member, pid 48211, etcd 3.7.4)` */
-export const LISTENING = /^etcd: listening on (http:\/\/127\.0\.0\.1:\d+(?:, http:\/\/127\.0\.0\.1:\d+)*) \((\d+) members?, pid (\d+(?:, \d+)*), etcd (3\.\d+\.\d+)\)$/m
+export const LISTENING =
+  /^etcd: listening on (http:\/\/127\.0\.0\.1:\d+(?:, http:\/\/127\.0\.0\.1:\d+)*) \((\d+) members?, pid (\d+(?:, \d+)*), etcd (3\.\d+\.\d+)\)$/m
 /** `etcd: ETCD_ENDPOINTS=http://127.0.0.1:41273 injected into 24 functions` */
 export const INJECTED = /^etcd: ETCD_ENDPOINTS=(\S+) injected into (\d+) functions$/m
 /** `etcd: bundled ping, jobWorker into .etcd-offline/build/48190 (as \`package\` ships them)` */

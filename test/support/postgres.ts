@@ -16,7 +16,9 @@ import type { Network } from './netns.js'
 /** PostgreSQL is not installed (or cannot run here); says how to fix it. */
 export class PostgresNotFoundError extends Error {
   constructor(detail: string) {
-    super(`${detail}\nThe downstream-fencing tests need a real PostgreSQL server: apt-get install -y postgresql (npm test's set-up installs it when run as root), or put initdb and postgres on PATH. They fail rather than skip without it.`)
+    super(
+      `${detail}\nThe downstream-fencing tests need a real PostgreSQL server: apt-get install -y postgresql (npm test's set-up installs it when run as root), or put initdb and postgres on PATH. They fail rather than skip without it.`,
+    )
     this.name = 'PostgresNotFoundError'
   }
 }
@@ -39,7 +41,9 @@ export interface PgServer {
 export function postgresBinDir(): string {
   const debian = '/usr/lib/postgresql'
   if (existsSync(debian)) {
-    const versions = readdirSync(debian).filter((v) => /^\d+$/.test(v)).sort((a, b) => Number(b) - Number(a))
+    const versions = readdirSync(debian)
+      .filter((v) => /^\d+$/.test(v))
+      .sort((a, b) => Number(b) - Number(a))
     for (const v of versions) if (existsSync(join(debian, v, 'bin', 'postgres'))) return join(debian, v, 'bin')
   }
   const found = spawnSync('sh', ['-c', 'command -v initdb'], { encoding: 'utf8' })
@@ -55,7 +59,10 @@ function runAs(): { uid: number; gid: number } | undefined {
   if (process.getuid?.() !== 0) return undefined
   const id = (flag: string) => spawnSync('id', [flag, 'postgres'], { encoding: 'utf8' })
   const uid = id('-u')
-  if (uid.status !== 0) throw new PostgresNotFoundError('running as root, and there is no "postgres" system user to run PostgreSQL as (PostgreSQL refuses root); the Debian package creates it.')
+  if (uid.status !== 0)
+    throw new PostgresNotFoundError(
+      'running as root, and there is no "postgres" system user to run PostgreSQL as (PostgreSQL refuses root); the Debian package creates it.',
+    )
   return { uid: Number(uid.stdout.trim()), gid: Number(id('-g').stdout.trim()) }
 }
 
@@ -72,17 +79,44 @@ export async function startPostgres(options: { on?: { net: Network; host: string
   if (user) chownSync(base, user.uid, user.gid)
   const asUser = user ? { uid: user.uid, gid: user.gid } : {}
   try {
-    execFileSync(join(bin, 'initdb'), ['-D', dataDir, '-U', USER, '--auth=trust', '-E', 'UTF8', '--no-sync', '--no-instructions'], { stdio: 'pipe', ...asUser, cwd: base })
+    execFileSync(join(bin, 'initdb'), ['-D', dataDir, '-U', USER, '--auth=trust', '-E', 'UTF8', '--no-sync', '--no-instructions'], {
+      stdio: 'pipe',
+      ...asUser,
+      cwd: base,
+    })
   } catch (err) {
     rmSync(base, { recursive: true, force: true })
-    throw new PostgresNotFoundError(`initdb failed: ${String((err as { stderr?: Buffer }).stderr ?? err).trim().slice(-500)}`)
+    throw new PostgresNotFoundError(
+      `initdb failed: ${String((err as { stderr?: Buffer }).stderr ?? err)
+        .trim()
+        .slice(-500)}`,
+    )
   }
   // Trust the network's own subnet: its addresses exist only inside the test's namespaces.
   if (options.on) appendFileSync(join(dataDir, 'pg_hba.conf'), `host all all ${options.on.net.subnet}.0/24 trust\n`)
   const host = options.on ? options.on.net.ip(options.on.host) : '127.0.0.1'
   const port = options.on ? 5432 : await freePort()
   // Durability is not under test: skip fsyncs so the server costs the shared machine little.
-  const args = ['-D', dataDir, '-k', base, '-h', host, '-p', String(port), '-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off', '-c', 'shared_buffers=16MB', '-c', 'max_connections=40']
+  const args = [
+    '-D',
+    dataDir,
+    '-k',
+    base,
+    '-h',
+    host,
+    '-p',
+    String(port),
+    '-c',
+    'fsync=off',
+    '-c',
+    'synchronous_commit=off',
+    '-c',
+    'full_page_writes=off',
+    '-c',
+    'shared_buffers=16MB',
+    '-c',
+    'max_connections=40',
+  ]
   let proc: ChildProcess
   if (options.on) {
     // setpriv execs postgres directly (no fork), so the pid we hold is the postmaster's.

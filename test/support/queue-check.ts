@@ -68,14 +68,16 @@ export class DeliveryLog {
       if (acked.length > 1) out.push(`message ${id} acked ${acked.length} times`)
       const counts = list.map((d) => d.receiveCount)
       if (new Set(counts).size !== counts.length) out.push(`message ${id} delivered twice with the same receive count: ${counts.join(',')}`)
-      if (acked.length === 1 && acked[0].receiveCount !== Math.max(...counts)) out.push(`message ${id}: receive ${Math.max(...counts)} came after the acked receive ${acked[0].receiveCount}`)
+      if (acked.length === 1 && acked[0].receiveCount !== Math.max(...counts))
+        out.push(`message ${id}: receive ${Math.max(...counts)} came after the acked receive ${acked[0].receiveCount}`)
     }
     for (const id of enqueued.keys()) {
       if ((ackedById.get(id) ?? 0) === 0 && !this.ambiguous.has(id)) out.push(`message ${id} (${enqueued.get(id)}) was never acked`)
     }
     const confirmed = produced - uncertain.size
     const payloads = new Set(enqueued.values())
-    if (payloads.size !== confirmed) out.push(`${confirmed} payloads enqueued for sure, ${payloads.size} distinct ones returned by enqueue()`)
+    if (payloads.size !== confirmed)
+      out.push(`${confirmed} payloads enqueued for sure, ${payloads.size} distinct ones returned by enqueue()`)
     if (enqueued.size !== confirmed) out.push(`${confirmed} payloads enqueued for sure, ${enqueued.size} ids returned by enqueue()`)
     // An item nobody enqueued: a producer's write that landed although enqueue() reported
     // otherwise (or wrote twice), so its payload is in the queue more than once. A payload whose
@@ -84,10 +86,13 @@ export class DeliveryLog {
     for (const [id, list] of this.deliveries) {
       if (enqueued.has(id)) continue
       const payload = list[0].value
-      if (!uncertain.has(payload)) out.push(`message ${id} (${payload}) was delivered but no enqueue() returned it: duplicate of the payload`)
+      if (!uncertain.has(payload))
+        out.push(`message ${id} (${payload}) was delivered but no enqueue() returned it: duplicate of the payload`)
       unreturned.set(payload, [...(unreturned.get(payload) ?? []), id])
     }
-    for (const [payload, ids] of unreturned) if (ids.length > 1 && uncertain.has(payload)) out.push(`payload ${payload} (enqueue failed) is in the queue ${ids.length} times: ${ids.join(', ')}`)
+    for (const [payload, ids] of unreturned)
+      if (ids.length > 1 && uncertain.has(payload))
+        out.push(`payload ${payload} (enqueue failed) is in the queue ${ids.length} times: ${ids.join(', ')}`)
     return out
   }
 }

@@ -34,7 +34,10 @@ export interface ScheduleOptions {
  * that returns after its deadline is still recorded (`endedAt > deadline`): in Lambda it would
  * have been stopped there, so callers should treat it as a failure.
  */
-export async function scheduleRuns<R>(handler: (event: unknown, context: ReturnType<typeof lambdaContext>) => Promise<R>, options: ScheduleOptions): Promise<ScheduledRun<R>[]> {
+export async function scheduleRuns<R>(
+  handler: (event: unknown, context: ReturnType<typeof lambdaContext>) => Promise<R>,
+  options: ScheduleOptions,
+): Promise<ScheduledRun<R>[]> {
   const t0 = performance.now()
   const started: Promise<ScheduledRun<R>>[] = []
   for (let i = 0; i < options.runs; i++) {

@@ -40,19 +40,57 @@ export function makeCerts(): Certs {
   }
   const dir = mkdtempSync(join(tmpdir(), 'middy-etcd-tls-'))
   const ca = (name: string) => {
-    openssl(dir, ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', `/CN=${name}`, '-keyout', `${name}-key.pem`, '-out', `${name}.pem`])
+    openssl(dir, [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-days',
+      '2',
+      '-subj',
+      `/CN=${name}`,
+      '-keyout',
+      `${name}-key.pem`,
+      '-out',
+      `${name}.pem`,
+    ])
   }
   const leaf = (name: string, signer: string, ext: string) => {
     writeFileSync(join(dir, `${name}.ext`), ext)
     openssl(dir, ['req', '-newkey', 'rsa:2048', '-nodes', '-subj', `/CN=${name}`, '-keyout', `${name}-key.pem`, '-out', `${name}.csr`])
-    openssl(dir, ['x509', '-req', '-in', `${name}.csr`, '-CA', `${signer}.pem`, '-CAkey', `${signer}-key.pem`, '-CAcreateserial', '-days', '2', '-extfile', `${name}.ext`, '-out', `${name}.pem`])
+    openssl(dir, [
+      'x509',
+      '-req',
+      '-in',
+      `${name}.csr`,
+      '-CA',
+      `${signer}.pem`,
+      '-CAkey',
+      `${signer}-key.pem`,
+      '-CAcreateserial',
+      '-days',
+      '2',
+      '-extfile',
+      `${name}.ext`,
+      '-out',
+      `${name}.pem`,
+    ])
   }
   ca('ca')
   ca('other-ca')
   leaf('server', 'ca', 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n')
   leaf('client', 'ca', 'extendedKeyUsage=clientAuth\n')
   const p = (f: string) => join(dir, f)
-  return { dir, ca: p('ca.pem'), serverCert: p('server.pem'), serverKey: p('server-key.pem'), clientCert: p('client.pem'), clientKey: p('client-key.pem'), otherCa: p('other-ca.pem') }
+  return {
+    dir,
+    ca: p('ca.pem'),
+    serverCert: p('server.pem'),
+    serverKey: p('server-key.pem'),
+    clientCert: p('client.pem'),
+    clientKey: p('client-key.pem'),
+    otherCa: p('other-ca.pem'),
+  }
 }
 
 /** One etcd member started by the test. */
@@ -81,7 +119,12 @@ export async function startMember(options: { tls?: Certs } = {}): Promise<Member
     '--log-level=error',
   ]
   if (options.tls) {
-    args.push(`--cert-file=${options.tls.serverCert}`, `--key-file=${options.tls.serverKey}`, '--client-cert-auth', `--trusted-ca-file=${options.tls.ca}`)
+    args.push(
+      `--cert-file=${options.tls.serverCert}`,
+      `--key-file=${options.tls.serverKey}`,
+      '--client-cert-auth',
+      `--trusted-ca-file=${options.tls.ca}`,
+    )
   }
   const proc: ChildProcess = spawn(process.env.ETCD_BIN ?? 'etcd', args, { stdio: 'ignore', env: etcdProcessEnv() })
   const exited = new Promise<void>((r) => proc.once('exit', () => r()))

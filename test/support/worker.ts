@@ -5,7 +5,20 @@
  * Whatever it holds stays held until the process dies or is told otherwise: that is the point.
  */
 import { createInterface } from 'node:readline'
-import { ClaimLostError, createClient, DoubleBarrier, EtcdUnavailableError, Election, Mutex, Queue, RateLimiter, Semaphore, Session, type LeaseLostError, type Message } from '../../lib/index.js'
+import {
+  ClaimLostError,
+  createClient,
+  DoubleBarrier,
+  EtcdUnavailableError,
+  Election,
+  Mutex,
+  Queue,
+  RateLimiter,
+  Semaphore,
+  Session,
+  type LeaseLostError,
+  type Message,
+} from '../../lib/index.js'
 import { keyspace } from '../../lib/core/kv.js'
 import { machineNow } from './history.js'
 
@@ -18,7 +31,8 @@ const config = JSON.parse(process.argv[2] ?? '{}') as Config
 const client = createClient({ endpoints: config.endpoints, namespace: config.namespace ?? '', env: {} })
 const ks = keyspace(client)
 
-const say = (event: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(event, (_k, v) => (typeof v === 'bigint' ? v.toString() : v))}\n`)
+const say = (event: Record<string, unknown>) =>
+  process.stdout.write(`${JSON.stringify(event, (_k, v) => (typeof v === 'bigint' ? v.toString() : v))}\n`)
 
 let mutex: Mutex | undefined
 const messages = new Map<string, Message>()
@@ -28,7 +42,9 @@ const sessions: Session[] = []
 async function session(ttl: number) {
   const s = await Session.create(client, { ttl })
   sessions.push(s)
-  s.signal.addEventListener('abort', () => say({ event: 'lost', leaseId: s.leaseId, reason: (s.signal.reason as LeaseLostError).reason }), { once: true })
+  s.signal.addEventListener('abort', () => say({ event: 'lost', leaseId: s.leaseId, reason: (s.signal.reason as LeaseLostError).reason }), {
+    once: true,
+  })
   return s
 }
 
@@ -55,7 +71,10 @@ async function run(cmd: Command) {
       queue = new Queue(client, cmd.queue)
       const got = await queue.receive({ max: cmd.max, visibilityTimeout: cmd.visibilityTimeout })
       for (const m of got) messages.set(m.id, m)
-      return say({ event: 'received', messages: got.map((m) => ({ id: m.id, value: m.value, receiveCount: m.receiveCount, group: m.group })) })
+      return say({
+        event: 'received',
+        messages: got.map((m) => ({ id: m.id, value: m.value, receiveCount: m.receiveCount, group: m.group })),
+      })
     }
     case 'ack': {
       // As a consumer under faults would: an ack that could not reach etcd is sent again; if
@@ -169,8 +188,12 @@ async function rateLoop(cmd: Command) {
     Date.now = () => real() + cmd.clockOffsetMs
   }
   const wall = machineNow
-  const clients = Array.from({ length: cmd.clients ?? 1 }, () => createClient({ endpoints: config.endpoints, namespace: config.namespace ?? '', env: {} }))
-  const limiters = clients.map((c) => new RateLimiter(c, cmd.name, { rate: cmd.rate, per: cmd.per, burst: cmd.burst, waiterTtl: cmd.waiterTtl }))
+  const clients = Array.from({ length: cmd.clients ?? 1 }, () =>
+    createClient({ endpoints: config.endpoints, namespace: config.namespace ?? '', env: {} }),
+  )
+  const limiters = clients.map(
+    (c) => new RateLimiter(c, cmd.name, { rate: cmd.rate, per: cmd.per, burst: cmd.burst, waiterTtl: cmd.waiterTtl }),
+  )
   // Ready before the start (lease, settings), as after a function's init phase.
   await Promise.all(limiters.map((l) => l.ready()))
   await new Promise((r) => setTimeout(r, Math.max(0, (cmd.start ?? 0) - wall())))

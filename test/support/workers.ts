@@ -69,7 +69,14 @@ export class Worker {
     }
     const here = (file: string) => (isAbsolute(file) ? file : fileURLToPath(new URL(`./${file}`, import.meta.url)))
     const preload = (options.preload ?? []).flatMap((file) => ['--import', here(file)])
-    const node = [process.execPath, '--import', 'tsx', ...preload, options.script ? here(options.script) : script, JSON.stringify({ endpoints, namespace })]
+    const node = [
+      process.execPath,
+      '--import',
+      'tsx',
+      ...preload,
+      options.script ? here(options.script) : script,
+      JSON.stringify({ endpoints, namespace }),
+    ]
     // `ip netns exec` execs the program: the pid (and so SIGSTOP/SIGKILL) is the program's own.
     const [command, ...args] = options.netns ? ['ip', 'netns', 'exec', options.netns, ...node] : node
     const proc = spawn(command, args, {

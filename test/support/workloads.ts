@@ -3,7 +3,18 @@
  * `scripts/soak.ts` (long): each runs against a cluster while faults are injected elsewhere,
  * records what happened, and returns counts plus the list of violations it found.
  */
-import { ClaimLostError, createClient, EtcdUnavailableError, Mutex, Queue, runSTM, Session, type EtcdClient, type Message, type STM } from '../../lib/index.js'
+import {
+  ClaimLostError,
+  createClient,
+  EtcdUnavailableError,
+  Mutex,
+  Queue,
+  runSTM,
+  Session,
+  type EtcdClient,
+  type Message,
+  type STM,
+} from '../../lib/index.js'
 import { keyspace } from '../../lib/core/kv.js'
 import type { EtcdCluster } from '../../testing/index.js'
 import { LockHistory, machineNow, type Violation } from './history.js'
@@ -46,7 +57,10 @@ export interface HandoffResult {
  * by `ownerCompare()` that also reads the previous writer's fence (it must be lower: fenced writes
  * land in fence order). A failed call (member down) is counted and retried with a new session.
  */
-export async function lockHandoffs(cluster: EtcdCluster, o: { name: string; contenders: number; ttl: number; until: () => boolean; duringOutage?: (t: number) => boolean }): Promise<HandoffResult> {
+export async function lockHandoffs(
+  cluster: EtcdCluster,
+  o: { name: string; contenders: number; ttl: number; until: () => boolean; duringOutage?: (t: number) => boolean },
+): Promise<HandoffResult> {
   const history = new LockHistory()
   const errors: Record<string, number> = {}
   const violations: Violation[] = []
@@ -79,7 +93,8 @@ export async function lockHandoffs(cluster: EtcdCluster, o: { name: string; cont
               // answer was lost with a stopped member); it is still this hold's. Greater: a
               // later holder wrote first, i.e. two holders at once.
               if (before === fence) replayedWrites++
-              if (before > fence) violations.push({ kind: 'fence', detail: `${id} wrote fence ${fence} after fence ${before} had been written` })
+              if (before > fence)
+                violations.push({ kind: 'fence', detail: `${id} wrote fence ${fence} after fence ${before} had been written` })
             }
             await sleep(Math.random() * 3)
           } finally {
@@ -108,7 +123,15 @@ export async function lockHandoffs(cluster: EtcdCluster, o: { name: string; cont
     }
   }
   await Promise.all(Array.from({ length: o.contenders }, (_, i) => contender(`c${i}`)))
-  return { handoffs: history.holds.length, grantsDuringOutage, fencedWrites, replayedWrites, lostHolds, errors, violations: [...violations, ...history.check()] }
+  return {
+    handoffs: history.holds.length,
+    grantsDuringOutage,
+    fencedWrites,
+    replayedWrites,
+    lostHolds,
+    errors,
+    violations: [...violations, ...history.check()],
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -240,11 +263,13 @@ export async function queueUnderFaults(
       // (what it may have claimed meanwhile comes back when its 2 s claim lease ends).
       let got: WorkerEvent | undefined
       while (!got) {
-        got = await w.request({ op: 'receive', queue: o.name, max: o.batch, visibilityTimeout: 2 }, 'received', 30_000).catch((err: Error) => {
-          if (!/EtcdUnavailableError/.test(err.message) || performance.now() > deadline) throw err
-          tally(errors, err)
-          return sleep(100).then(() => undefined)
-        })
+        got = await w
+          .request({ op: 'receive', queue: o.name, max: o.batch, visibilityTimeout: 2 }, 'received', 30_000)
+          .catch((err: Error) => {
+            if (!/EtcdUnavailableError/.test(err.message) || performance.now() > deadline) throw err
+            tally(errors, err)
+            return sleep(100).then(() => undefined)
+          })
       }
       const msgs = got.messages as { id: string; value: string; receiveCount: number }[]
       const ds = msgs.map((m) => deliver(m))
@@ -335,7 +360,10 @@ export async function stmBank(cluster: EtcdCluster, o: { name: string; workers: 
   // Seeded in one Txn, retried while a member is down (the caller's faults may already run).
   for (let attempt = 1; ; attempt++) {
     try {
-      await ks.txn([], keys.map((k) => ks.put(k, '100')))
+      await ks.txn(
+        [],
+        keys.map((k) => ks.put(k, '100')),
+      )
       break
     } catch (err) {
       if (!(err instanceof EtcdUnavailableError) || attempt >= 20) throw err
@@ -376,7 +404,8 @@ export async function stmBank(cluster: EtcdCluster, o: { name: string; workers: 
     const res = await ks.range(`${o.name}/`, { prefix: true })
     const s = res.kvs.reduce((n, kv) => n + Number(kv.value.toString()), 0)
     snapshots++
-    if (res.kvs.length !== 5 || s !== 500) violations.push(`snapshot at revision ${res.revision}: ${res.kvs.length} accounts summing to ${s}`)
+    if (res.kvs.length !== 5 || s !== 500)
+      violations.push(`snapshot at revision ${res.revision}: ${res.kvs.length} accounts summing to ${s}`)
   }
   const auditor = async () => {
     while (!o.until()) {
@@ -459,7 +488,10 @@ export async function stmCounter(cluster: EtcdCluster, o: { name: string; worker
   }
   const violations: string[] = []
   if (final < committed) violations.push(`counter is ${final} after ${committed} committed increments: an increment was lost`)
-  if (final > committed + failed) violations.push(`counter is ${final} after ${committed} committed and ${failed} failed increments: ${final - committed - failed} applied twice`)
+  if (final > committed + failed)
+    violations.push(
+      `counter is ${final} after ${committed} committed and ${failed} failed increments: ${final - committed - failed} applied twice`,
+    )
   return { committed, failed, final, errors, violations }
 }
 
@@ -495,7 +527,20 @@ export interface RateLoadResult {
  * watch per waiter one at a time, and the first handoffs wait for them). That second's
  * admissions are reported as `settling`.
  */
-export async function rateLimitLoad(endpoints: string[], o: { name: string; rate: number; per: number; burst: number; callers: number; processes: number; clients: number; seconds: number; minUsed: number }): Promise<RateLoadResult> {
+export async function rateLimitLoad(
+  endpoints: string[],
+  o: {
+    name: string
+    rate: number
+    per: number
+    burst: number
+    callers: number
+    processes: number
+    clients: number
+    seconds: number
+    minUsed: number
+  },
+): Promise<RateLoadResult> {
   const procs = await Promise.all(Array.from({ length: o.processes }, () => Worker.start(endpoints)))
   const observer = createClient({ endpoints, env: {} })
   const wall = machineNow
@@ -505,7 +550,18 @@ export async function rateLimitLoad(endpoints: string[], o: { name: string; rate
     const running = Promise.all(
       procs.map((w, i) =>
         w.request(
-          { op: 'rateLoop', name: o.name, rate: o.rate, per: o.per, burst: o.burst, callers: Math.round(o.callers / o.processes), clients: o.clients, start, until, clockOffsetMs: i === o.processes - 1 ? 3_600_000 : 0 },
+          {
+            op: 'rateLoop',
+            name: o.name,
+            rate: o.rate,
+            per: o.per,
+            burst: o.burst,
+            callers: Math.round(o.callers / o.processes),
+            clients: o.clients,
+            start,
+            until,
+            clockOffsetMs: i === o.processes - 1 ? 3_600_000 : 0,
+          },
           'rateDone',
           (o.seconds + 60) * 1000,
         ),
@@ -532,14 +588,28 @@ export async function rateLimitLoad(endpoints: string[], o: { name: string; rate
     const settled = demandSince + SETTLING_MS
     const used = times.filter((t) => t >= settled).length / (o.rate * ((until - settled) / o.per))
     const settling = times.filter((t) => t >= demandSince && t < settled).length
-    const perSecond = Array.from({ length: Math.ceil(o.seconds) }, (_, s) => times.filter((t) => t >= start + s * 1000 && t < start + (s + 1) * 1000).length)
+    const perSecond = Array.from(
+      { length: Math.ceil(o.seconds) },
+      (_, s) => times.filter((t) => t >= start + s * 1000 && t < start + (s + 1) * 1000).length,
+    )
     const violations: string[] = []
     if (mostInWindow > o.rate + o.burst) violations.push(`${mostInWindow} admissions in one ${o.per} ms window (bound ${o.rate + o.burst})`)
     if (demandSince === Infinity) violations.push(`never ${o.rate} calls queued: demand did not exceed the rate`)
-    else if (used < o.minUsed) violations.push(`only ${(used * 100).toFixed(1)} % of the rate used while demand exceeded it (at least ${o.minUsed * 100} %)`)
+    else if (used < o.minUsed)
+      violations.push(`only ${(used * 100).toFixed(1)} % of the rate used while demand exceeded it (at least ${o.minUsed * 100} %)`)
     if (emptied) violations.push('the queue emptied during the run: demand did not exceed the rate throughout')
     if (times.length > 0 && times[0] < start) violations.push('an admission before the start')
-    return { admitted: times.length, seconds: o.seconds, used, settling, queuedAfterMs: demandSince - start, mostInWindow, perSecond, errors, violations }
+    return {
+      admitted: times.length,
+      seconds: o.seconds,
+      used,
+      settling,
+      queuedAfterMs: demandSince - start,
+      mostInWindow,
+      perSecond,
+      errors,
+      violations,
+    }
   } finally {
     observer.close()
     for (const w of procs) await w.kill()

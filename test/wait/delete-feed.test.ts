@@ -10,7 +10,11 @@ const etcd = useEtcd()
 
 /** A subscriber that records what the feed told it. */
 function recorder(seenAt: bigint) {
-  const heard = { deleted: [] as { key: string; revision: bigint }[], resyncs: [] as { keys: string[]; revision: bigint }[], failures: [] as unknown[] }
+  const heard = {
+    deleted: [] as { key: string; revision: bigint }[],
+    resyncs: [] as { keys: string[]; revision: bigint }[],
+    failures: [] as unknown[],
+  }
   const sub: FeedSubscriber = {
     seenAt,
     deleted: (key, revision) => heard.deleted.push({ key, revision }),
@@ -103,10 +107,12 @@ describe('Mutex waiters on the shared feed', () => {
       const waiters: Promise<void>[] = []
       for (let i = 1; i <= 30; i++) {
         const m = new Mutex(sessions[i], name)
-        waiters.push(m.lock().then(async () => {
-          order.push(i)
-          await m.unlock()
-        }))
+        waiters.push(
+          m.lock().then(async () => {
+            order.push(i)
+            await m.unlock()
+          }),
+        )
         // Queue in a known order: each waiter's key exists before the next one locks.
         for (let t = 0; t < 200 && (await client.getAll().prefix(`${name}/`).count()) !== i + 1; t++) await sleep(5)
       }
@@ -129,7 +135,10 @@ describe('Mutex waiters on the shared feed', () => {
     await holder.lock()
     const victim = new Mutex(s2, name)
     const victimWait = victim.lock()
-    const victimOutcome = victimWait.then(() => 'locked', (err: unknown) => err)
+    const victimOutcome = victimWait.then(
+      () => 'locked',
+      (err: unknown) => err,
+    )
     await until(() => victim.key !== '', 'the victim queued')
     const next = new Mutex(s3, name)
     const nextWait = next.lock()
@@ -169,7 +178,7 @@ describe('Mutex waiters on the shared feed', () => {
     await session.close()
   })
 
-  it('a key without a lease deep in the queue (beyond the lock Txn\'s read) is refused when the waiter reads further, not waited on forever', async () => {
+  it("a key without a lease deep in the queue (beyond the lock Txn's read) is refused when the waiter reads further, not waited on forever", async () => {
     const name = uniqueName('feed-foreign')
     const ks = keyspace(etcd.client)
     const holderSession = await Session.create(etcd.client, { ttl: 30 })
@@ -179,7 +188,10 @@ describe('Mutex waiters on the shared feed', () => {
     // processes' lock keys would be).
     for (const s of others) await ks.txn([], [ks.put(`${name}/${s.leaseHex}`, '', s.leaseId)])
     const m = new Mutex(holderSession, name)
-    const waiting = m.lock({ signal: AbortSignal.timeout(10_000) }).then(() => 'locked', (err: unknown) => err)
+    const waiting = m.lock({ signal: AbortSignal.timeout(10_000) }).then(
+      () => 'locked',
+      (err: unknown) => err,
+    )
     await sleep(200)
     // The contenders go: the waiter's known keys are all deleted, it reads on and finds the foreign key.
     await Promise.all(others.map((s) => s.close()))

@@ -10,7 +10,8 @@ const etcd = useEtcd()
 function flakyRanges(ks: Keyspace, failures: number): Keyspace {
   let left = failures
   return Object.assign(Object.create(ks) as Keyspace, {
-    range: (...args: Parameters<Keyspace['range']>) => (left-- > 0 ? Promise.reject(new Error('etcd briefly unreachable')) : ks.range(...args)),
+    range: (...args: Parameters<Keyspace['range']>) =>
+      left-- > 0 ? Promise.reject(new Error('etcd briefly unreachable')) : ks.range(...args),
   })
 }
 
@@ -72,8 +73,15 @@ describe('whileOwnKeyLives', () => {
     await ks.txn([], [ks.put(uniqueName('other'), 'x')])
     const lost = () => new SessionExpiredError('own key lost')
     const own = { ks: flakyRanges(ks, 1), key, createRevision: created.revision, seenAt: created.revision, session: session.signal, lost }
-    const waiting = whileOwnKeyLives(own, AbortSignal.timeout(10_000), (signal) => new Promise((_, reject) => signal.addEventListener('abort', () => reject(signal.reason))))
-    const outcome = waiting.then(() => 'resolved', (err: unknown) => err)
+    const waiting = whileOwnKeyLives(
+      own,
+      AbortSignal.timeout(10_000),
+      (signal) => new Promise((_, reject) => signal.addEventListener('abort', () => reject(signal.reason))),
+    )
+    const outcome = waiting.then(
+      () => 'resolved',
+      (err: unknown) => err,
+    )
     await new Promise((r) => setTimeout(r, 500)) // the failed read has happened by now
     await ks.del(key)
     const err = await outcome
@@ -92,7 +100,9 @@ describe('waitGone (on the shared delete feed of the prefix)', () => {
     const seenAt = b.revision
     // `a` goes after the read at seenAt but before anyone waits for it: replayed or re-read.
     const early = await ks.txn([], [ks.deleteOp(`${prefix}a`)])
-    expect(await waitGone(ks, prefix, { key: `${prefix}a`, createRevision: a.revision }, seenAt, AbortSignal.timeout(5000))).toBeGreaterThanOrEqual(early.revision)
+    expect(
+      await waitGone(ks, prefix, { key: `${prefix}a`, createRevision: a.revision }, seenAt, AbortSignal.timeout(5000)),
+    ).toBeGreaterThanOrEqual(early.revision)
     const waiting = waitGone(ks, prefix, { key: `${prefix}b`, createRevision: b.revision }, seenAt, AbortSignal.timeout(5000))
     await ks.txn([], [ks.put(`${prefix}c`, '')]) // a put and another key's life do not end the wait
     await ks.del(`${prefix}c`)
@@ -116,12 +126,18 @@ describe('a watch etcd cancels', () => {
   // emits 'error'. Cancelling it once more used to send a cancel for an id etcd3 no longer knew;
   // with another watch keeping the stream open, etcd's answer made etcd3 throw from the stream's
   // data handler (an uncaught exception: the process would end, and the client's watches broke).
-  it('ends its wait with WatchLostError and leaves the client\'s other watches working', async () => {
+  it("ends its wait with WatchLostError and leaves the client's other watches working", async () => {
     const ks = keyspace(etcd.client)
     const prefix = `${uniqueName('keeps-stream')}/`
     const kept = await ks.txn([], [ks.put(`${prefix}kept`, '')])
     // A wait on the shared delete feed: its watch keeps the client's watch stream open.
-    const keptGone = waitGone(ks, prefix, { key: `${prefix}kept`, createRevision: kept.revision }, kept.revision, AbortSignal.timeout(10_000))
+    const keptGone = waitGone(
+      ks,
+      prefix,
+      { key: `${prefix}kept`, createRevision: kept.revision },
+      kept.revision,
+      AbortSignal.timeout(10_000),
+    )
     const key = uniqueName('compacted')
     const first = await ks.txn([], [ks.put(key, '1')])
     const last = await ks.txn([], [ks.put(key, '2')])

@@ -71,7 +71,7 @@ export function writeReport(dir: string, r: Report): string[] {
   const json = join(dir, 'benchmarks.json')
   writeFileSync(
     json,
-    JSON.stringify(
+    `${JSON.stringify(
       {
         scenarios: entries,
         machine: r.machine,
@@ -81,7 +81,7 @@ export function writeReport(dir: string, r: Report): string[] {
       },
       (_k, v) => (typeof v === 'bigint' ? v.toString() : v),
       2,
-    ) + '\n',
+    )}\n`,
   )
   const m = r.machine
   const lines: string[] = []
@@ -138,7 +138,7 @@ export function writeReport(dir: string, r: Report): string[] {
   // Hand-written analysis (mechanisms and proposals; the numbers stay in the tables above).
   lines.push(readFileSync(join(root, 'bench', 'analysis.md'), 'utf8'))
   const md = join(dir, 'BENCHMARKS.md')
-  writeFileSync(md, lines.join('\n') + '\n')
+  writeFileSync(md, `${lines.join('\n')}\n`)
   return [md, json]
 }
 

@@ -71,7 +71,7 @@ function helpOf(command: Command): string {
     '',
     command.help,
     '',
-    'Options: --endpoints <urls>, --timeout <ms>, --json, -h/--help' + (own.length ? `\n${own.join('\n')}` : ''),
+    `Options: --endpoints <urls>, --timeout <ms>, --json, -h/--help${own.length ? `\n${own.join('\n')}` : ''}`,
   ].join('\n')
 }
 
@@ -175,7 +175,8 @@ async function run(argv: string[]): Promise<Outcome> {
     const args = parsed.positionals.slice(1)
     const connect = () => {
       if (!client && choice.note) process.stderr.write(`${PROGRAM}: ${choice.note}\n`)
-      return (client ??= createClient({ endpoints: choice.endpoints, callTimeoutMs: callTimeout(timeout) }))
+      client ??= createClient({ endpoints: choice.endpoints, callTimeoutMs: callTimeout(timeout) })
+      return client
     }
     const report = await command.run({ args, options: values, connect })
     return { stdout: values.json ? JSON.stringify(report.json, null, 2) : report.text, code: 0 }

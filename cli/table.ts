@@ -45,7 +45,7 @@ export function showValue(value: Buffer, max = 40): string {
 
 /** A key on one table cell: control characters escaped, so odd keys cannot break the layout. */
 export function showKey(key: string): string {
-  // eslint-disable-next-line no-control-regex
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what it looks for
   return /[\x00-\x1f\x7f]/.test(key) ? JSON.stringify(key) : key
 }
 

@@ -3,6 +3,13 @@
 import { InvalidArgumentError } from '../lib/errors.js'
 import type { Invoke } from './dispatcher.js'
 
+/** What an Invoke call answers, as far as the dispatcher reads it. */
+interface InvokeAnswer {
+  StatusCode?: number
+  Payload?: Uint8Array
+  FunctionError?: string
+}
+
 /** Options of {@link lambdaInvoker}. */
 export interface LambdaInvokerOptions {
   /**
@@ -29,7 +36,9 @@ export function lambdaInvoker(options: LambdaInvokerOptions = {}): Invoke {
   if (invocationType !== 'Event' && invocationType !== 'RequestResponse') {
     throw new InvalidArgumentError(`invocationType must be 'Event' or 'RequestResponse', got ${JSON.stringify(invocationType)}`)
   }
-  let client: Promise<{ send: (command: unknown) => Promise<any>; InvokeCommand: any }> | undefined
+  let client:
+    | Promise<{ send: (command: unknown) => Promise<InvokeAnswer>; InvokeCommand: typeof import('@aws-sdk/client-lambda').InvokeCommand }>
+    | undefined
   const load = () =>
     (client ??= import('@aws-sdk/client-lambda').then(({ LambdaClient, InvokeCommand }) => {
       const local = endpoint !== undefined && !env.AWS_ACCESS_KEY_ID
@@ -38,7 +47,7 @@ export function lambdaInvoker(options: LambdaInvokerOptions = {}): Invoke {
         ...(endpoint ? { endpoint } : {}),
         ...(local ? { credentials: { accessKeyId: 'offline', secretAccessKey: 'offline' } } : {}),
       })
-      return { send: (c: unknown) => lambda.send(c as never), InvokeCommand }
+      return { send: (c: unknown) => lambda.send(c as never) as Promise<InvokeAnswer>, InvokeCommand }
     }))
   return async (functionName, event) => {
     const { send, InvokeCommand } = await load()
@@ -47,17 +56,22 @@ export function lambdaInvoker(options: LambdaInvokerOptions = {}): Invoke {
     )
     if (invocationType === 'Event') return { ok: res.StatusCode === 202 || res.StatusCode === 200 }
     const text = res.Payload ? Buffer.from(res.Payload as Uint8Array).toString('utf8') : ''
-    let body: any
+    let body: unknown
     try {
       body = text ? JSON.parse(text) : undefined
     } catch {
       body = text
     }
+    // The answer is the function's JSON (or text): read its fields without trusting its shape.
+    const field = (name: string): unknown =>
+      typeof body === 'object' && body !== null ? (body as Record<string, unknown>)[name] : undefined
     if (res.FunctionError) {
-      const errorType = typeof body?.errorType === 'string' ? { errorType: body.errorType as string } : {}
-      return { ok: false, error: String(body?.errorMessage ?? body?.Message ?? res.FunctionError), ...errorType }
+      const type = field('errorType')
+      const errorType = typeof type === 'string' ? { errorType: type } : {}
+      return { ok: false, error: String(field('errorMessage') ?? field('Message') ?? res.FunctionError), ...errorType }
     }
-    const failures = Array.isArray(body?.batchItemFailures) ? body.batchItemFailures : []
-    return { ok: true, failedIds: failures.map((f: { itemIdentifier?: unknown }) => String(f?.itemIdentifier)) }
+    const items = field('batchItemFailures')
+    const failures: unknown[] = Array.isArray(items) ? items : []
+    return { ok: true, failedIds: failures.map((f) => String((f as { itemIdentifier?: unknown } | null)?.itemIdentifier)) }
   }
 }

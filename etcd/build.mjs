@@ -36,7 +36,7 @@ export function releaseDir(version) {
 /** The built binaries of release line `line` ('3.7'), or undefined when it is not built here. */
 export function builtRelease(line) {
   const release = etcdReleases().releases[line]
-  if (!release || release.source !== 'go') return undefined
+  if (release?.source !== 'go') return undefined
   const dir = releaseDir(release.version)
   const etcd = join(dir, 'etcd')
   const etcdctl = join(dir, 'etcdctl')
@@ -122,7 +122,7 @@ export function buildRelease(line, log = (msg) => process.stderr.write(`[etcd] $
   try {
     go_(['get', `go.etcd.io/etcd/server/v3@v${release.version}`, `go.etcd.io/etcd/etcdctl/v3@v${release.version}`])
     go_(['mod', 'tidy'])
-    go_(['build', '-trimpath', '-o', work + '/', './etcd', './etcdctl'])
+    go_(['build', '-trimpath', '-o', `${work}/`, './etcd', './etcdctl'])
   } catch (err) {
     rmSync(work, { recursive: true, force: true })
     const stderr = String(err.stderr ?? err.message)

@@ -37,7 +37,7 @@ export {
   type QueueSettings,
   type EtcdQueueEvent,
 } from './queue/event.js'
-export { type Credentials, type CredentialsProvider } from './core/credentials.js'
+export type { Credentials, CredentialsProvider } from './core/credentials.js'
 export {
   IdempotencyStore,
   IdempotencyClaim,

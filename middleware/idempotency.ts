@@ -316,6 +316,9 @@ const storesOf = perClient((): Map<string, IdempotencyStore> => new Map())
 function storeFor(client: Namespace, prefix: string): IdempotencyStore {
   const byPrefix = storesOf(client)
   let store = byPrefix.get(prefix)
-  if (!store) byPrefix.set(prefix, (store = new IdempotencyStore(client, prefix)))
+  if (!store) {
+    store = new IdempotencyStore(client, prefix)
+    byPrefix.set(prefix, store)
+  }
   return store
 }

@@ -212,7 +212,9 @@ export class InvocationScope {
     this.uses.push(use)
     return {
       scope: this,
-      onRelease: (release) => void (use.release = release),
+      onRelease: (release) => {
+        use.release = release
+      },
       leave: (handled) => this.leave(use, handled),
     }
   }
@@ -292,7 +294,10 @@ const scopes = requestSlot<Map<Namespace, InvocationScope>>('invocation scopes')
 /** The open scope of `request` for `client`, opened if there is none yet. */
 function scopeOf(request: RequestLike, client: Namespace, context: LambdaLikeContext): InvocationScope {
   let byClient = scopes.get(request)
-  if (!byClient) scopes.set(request, (byClient = new Map()))
+  if (!byClient) {
+    byClient = new Map()
+    scopes.set(request, byClient)
+  }
   const open = byClient.get(client)
   if (open && !open.ended) return open
   const scope = new InvocationScope(request, client, context)

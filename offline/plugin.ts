@@ -164,7 +164,8 @@ export default class MiddyEtcdPlugin {
     const value = endpoints.join(',')
     // Handlers run in workers that see only the service's environment (plus AWS_*), so the
     // endpoints go into the service config, not process.env.
-    const env = (service.provider.environment ??= {})
+    service.provider.environment ??= {}
+    const env = service.provider.environment
     env.ETCD_ENDPOINTS = value
     env.MIDDY_ETCD_LAMBDA_ENDPOINT = this.lambdaEndpoint().url
     for (const key of service.getAllFunctions()) {
@@ -276,6 +277,7 @@ export default class MiddyEtcdPlugin {
     if (missing.length === 0) return
     this.log.warning(
       `middy-etcd: ETCD_ENDPOINTS is empty for ${missing.join(', ')}: their first etcd call will fail with a ConfigurationError. ` +
+        // biome-ignore lint/suspicious/noTemplateCurlyInString: Serverless variables, shown as the user writes them
         'Set provider.environment.ETCD_ENDPOINTS (e.g. ${env:ETCD_ENDPOINTS} or ${ssm:/etcd/endpoints}) before deploying',
     )
   }

@@ -3,7 +3,7 @@
 // missing: the npm registry's node-<os>-<arch> package ships the official binary, so no other
 // download is needed. It goes into node_modules/.cache/node22, outside the project's own tree.
 import { execFileSync } from 'node:child_process'
-import { existsSync, mkdirSync } from 'node:fs'
+import { mkdirSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 

@@ -69,7 +69,7 @@ describe('osls offline start with the middy-etcd plugin', () => {
       return output.includes('Server ready')
     })
     const m = LISTENING.exec(output)
-    if (!m || m[2] !== '1') throw new Error(`no etcd line in the CLI output:\n${output}`)
+    if (m?.[2] !== '1') throw new Error(`no etcd line in the CLI output:\n${output}`)
     etcdEndpoint = m[1]
     etcdPid = Number(m[3])
     client = createClient({ endpoints: [etcdEndpoint] })

@@ -283,7 +283,8 @@ export class IdempotencyStore {
         () => this.waits.get(id) === entry && this.waits.delete(id),
         () => this.waits.get(id) === entry && this.waits.delete(id),
       )
-      this.waits.set(id, (shared = entry))
+      shared = entry
+      this.waits.set(id, entry)
     }
     const joined = shared
     joined.waiters++

@@ -7,7 +7,7 @@ import { CallGuard, createOnLease, lostWhileWaiting, OwnedKey, ownerCompareOf } 
 import { heldSignal } from '../fencing.js'
 import type { Session } from '../session/session.js'
 import { AHEAD_READ_LIMIT, type TurnView, waitTurn } from '../wait/turn.js'
-import { type LockOptions } from '../wait/wait.js'
+import type { LockOptions } from '../wait/wait.js'
 
 /** The mode an {@link RWMutex} is held in. */
 export type RWMode = 'read' | 'write'

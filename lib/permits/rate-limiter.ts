@@ -388,9 +388,18 @@ class OwnLease {
       setMaxListeners(0, session.signal) // every waiting call of this process listens to it
       return session
     }
-    const fresh = () => (this.session === pending ? (this.session = grant()) : this.get())
+    const fresh = () => {
+      if (this.session !== pending) return this.get()
+      const next = grant()
+      this.session = next
+      return next
+    }
     if (!pending) return fresh()
-    return pending.then((s) => (s.active && s.aliveUntil > performance.now() ? s : (this.discard(s), fresh())), fresh)
+    return pending.then((s) => {
+      if (s.active && s.aliveUntil > performance.now()) return s
+      this.discard(s)
+      return fresh()
+    }, fresh)
   }
 
   /** The session granted last, if any. */

@@ -135,7 +135,7 @@ export function trackBatch(client: Namespace, lease: ClaimLease, itemKeys: strin
 export async function settleClaim(client: Namespace, leaseId: string, itemKey: string): Promise<void> {
   const batches = batchesOf(client)
   const batch = batches.get(leaseId)
-  if (!batch || !batch.open.delete(itemKey) || batch.open.size > 0) return
+  if (!batch?.open.delete(itemKey) || batch.open.size > 0) return
   batches.delete(leaseId)
   // The settle itself succeeded: a failed revoke must not turn it into an error (the lease
   // holds none of our markers any more and expires after the visibility timeout).

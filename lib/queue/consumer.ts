@@ -229,7 +229,7 @@ export class ClaimQueue {
     const receipts = messages.map((m) => this.receipt(m))
     // A receipt given twice goes into the Txn once: etcd refuses a Txn touching a key twice.
     const first = new Map<string, number>()
-    receipts.forEach((r, i) => first.has(receiptMarker(r)) || first.set(receiptMarker(r), i))
+    for (const [i, r] of receipts.entries()) if (!first.has(receiptMarker(r))) first.set(receiptMarker(r), i)
     const unique = [...first.values()]
     const outcomes: (ClaimLostError | undefined)[] = new Array(receipts.length)
     const plain = unique.filter((i) => receipts[i].group === undefined)

@@ -1,4 +1,4 @@
-import { Branch, type KeyValue, type Keyspace, type RangeResult } from '../core/kv.js'
+import type { KeyValue, Keyspace, RangeResult } from '../core/kv.js'
 
 /**
  * Bounded reads of a prefix in key order. etcd counts every key of a Range's interval for the

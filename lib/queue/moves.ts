@@ -1,4 +1,4 @@
-import { ClaimLostError, QueueConflictError } from '../errors.js'
+import { type ClaimLostError, QueueConflictError } from '../errors.js'
 import { queueKeys, uniqueSlot } from '../core/keys.js'
 import { Branch, type DeleteOp, type KeyValue, type Keyspace } from '../core/kv.js'
 import { VALUES_PER_RESPONSE } from '../limits.js'

@@ -1,4 +1,4 @@
-import type { IKeyValue, IWatchResponse, Namespace, Watcher } from 'etcd3'
+import type { IKeyValue, IWatchResponse, Watcher } from 'etcd3'
 import { closedSignal } from '../core/client-closed.js'
 import { WatchLostError } from '../errors.js'
 import type { KeyValue, Keyspace } from '../core/kv.js'

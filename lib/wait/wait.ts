@@ -191,7 +191,10 @@ export function waitRangeChange(
       if (BigInt(res.header.revision) <= seenAt) return
       unread = true
       ks.range(prefix, { prefix: true }).then(
-        (now) => (changed(now.kvs) ? settle({ value: {} }) : (unread = false)),
+        (now) => {
+          if (changed(now.kvs)) settle({ value: {} })
+          else unread = false
+        },
         (error) => settle({ error }),
       )
     })
@@ -402,8 +405,14 @@ export function untilAborted<T>(promise: Promise<T>, signal?: AbortSignal): Prom
     const onAbort = () => reject(signal.reason)
     signal.addEventListener('abort', onAbort, { once: true })
     promise.then(
-      (value) => (signal.removeEventListener('abort', onAbort), resolve(value)),
-      (error) => (signal.removeEventListener('abort', onAbort), reject(error)),
+      (value) => {
+        signal.removeEventListener('abort', onAbort)
+        resolve(value)
+      },
+      (error) => {
+        signal.removeEventListener('abort', onAbort)
+        reject(error)
+      },
     )
   })
 }

@@ -90,7 +90,7 @@ describe('Barrier', () => {
   })
 
   it('uses the exact key layout, inside a namespace', async () => {
-    const ns = uniqueName('ns') + '/'
+    const ns = `${uniqueName('ns')}/`
     const name = uniqueName('barrier')
     const b = new Barrier(etcd.client.namespace(ns), name)
     await b.hold()

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { InvalidArgumentError, PriorityQueue, type EtcdClient } from '../../lib/index.js'
+import { InvalidArgumentError, PriorityQueue } from '../../lib/index.js'
 import { keyspace } from '../../lib/core/kv.js'
 import { uniqueName, useEtcd } from '../helpers.js'
 

@@ -1,4 +1,4 @@
-import { afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it } from 'vitest'
 import { InvalidArgumentError, PriorityQueue, Queue, type Message } from '../../lib/index.js'
 import { buildGoPeer, killGoPeers, startGoPeer } from '../gopeer.js'
 import { sleep, uniqueName, useEtcd } from '../helpers.js'

@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import { beforeAll, describe, expect, it } from 'vitest'
-import { InvalidArgumentError, PriorityQueue, Queue, type EtcdClient } from '../../lib/index.js'
+import { InvalidArgumentError, PriorityQueue, Queue } from '../../lib/index.js'
 import { keyspace } from '../../lib/core/kv.js'
 import { buildGoPeer } from '../gopeer.js'
 import { sleep, uniqueName, useEtcd } from '../helpers.js'

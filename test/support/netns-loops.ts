@@ -314,7 +314,7 @@ export async function produceLoop(id: string, loop: Loop, c: Command) {
 }
 
 /** STM counter: each runSTM adds 1 to `key`; resolved and failed calls are counted. */
-export async function stmLoop(id: string, loop: Loop, c: Command) {
+export async function stmLoop(_id: string, loop: Loop, c: Command) {
   const etcd = client(c.endpoints)
   const errors: Record<string, number> = {}
   let committed = 0

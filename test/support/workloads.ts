@@ -212,7 +212,7 @@ export async function queueUnderFaults(
   }
 
   const ack = async (queue: Queue, m: Message, d: Delivery) => {
-    for (let attempt = 0; ; attempt++) {
+    for (let _attempt = 0; ; _attempt++) {
       try {
         await queue.ack(m)
         log.acked(d)

@@ -70,7 +70,10 @@ describe('the offline watchdog', () => {
     expect(goneMs).toBeLessThan(1_000)
     // Its CLI is still a zombie (nobody reaped it), so the pid alone would have said "alive".
     expect(existsSync(`/proc/${session.pid}`)).toBe(true)
-    await until('the leftovers to be removed', 2_000, () => ![session.dataDir, session.pidFile, session.build].some(existsSync))
-    expect(existsSync(join(stateDir, 'build'))).toBe(false)
+    // The shared build/ folder goes last (removed only once empty), so it is waited for too: a
+    // check right after the session's own leftovers went raced the watchdog's last step.
+    const leftovers = [session.dataDir, session.pidFile, session.build, join(stateDir, 'build')]
+    await until('the leftovers to be removed', 2_000, () => !leftovers.some(existsSync))
+    expect(leftovers.filter(existsSync)).toEqual([])
   }, 60_000)
 })

@@ -6,7 +6,7 @@ import { IDEMPOTENT, checkName, checkValue, keyspace, type Compare, type KeyValu
 import { CallGuard, createOnLease, OwnedKey, ownerCompareOf } from '../wait/owned-key.js'
 import { heldSignal } from '../fencing.js'
 import type { Session } from '../session/session.js'
-import { AHEAD_READ_LIMIT, type TurnView, waitTurn } from '../wait/turn.js'
+import { AHEAD_READ_LIMIT, readAhead, type TurnView, waitTurn } from '../wait/turn.js'
 import { waitFor, type WaitOptions } from '../wait/wait.js'
 
 /** A leader as {@link Election.leader} and {@link Election.observe} report it. */
@@ -375,7 +375,7 @@ export class Election {
       own,
       isAhead: (kv) => kv.createRevision < own.createRevision,
       view,
-      reread: () => this.readAhead(own),
+      reread: () => readAhead(this.ks, this.prefix, own),
       // Any key ahead goes with its lease or its resign; a key without a lease (someone's data
       // under the election's prefix) would block as it blocks Go's campaign: not checked here,
       // since a keys-only read carries no lease on etcd 3.7 (#22209).
@@ -383,27 +383,6 @@ export class Election {
       signal,
       lost: (cause) => this.lost(own, cause),
     })
-  }
-
-  /** One round trip: the youngest candidates ahead of ours (keys only), and whether our key is still ours. */
-  private async readAhead(own: OwnedKey): Promise<TurnView & { mine: boolean }> {
-    const { results, revision } = await this.ks.reads({
-      ahead: this.ks.get(this.prefix, {
-        prefix: true,
-        sort: ['Create', 'Descend'],
-        limit: AHEAD_READ_LIMIT,
-        maxCreateRevision: own.createRevision - 1n,
-        keysOnly: true,
-      }),
-      mine: this.ks.get(own.key, { keysOnly: true }),
-    })
-    const mine = results.mine.kvs[0]
-    return {
-      ahead: results.ahead.kvs,
-      complete: !results.ahead.more,
-      revision,
-      mine: mine !== undefined && mine.createRevision === own.createRevision,
-    }
   }
 
   private lost(own: OwnedKey, cause?: unknown): Error {

@@ -6,7 +6,7 @@ import { IDEMPOTENT, checkName, keyspace, type Compare, type KeyValue, type Keys
 import { CallGuard, createOnLease, lostWhileWaiting, OwnedKey, ownerCompareOf } from '../wait/owned-key.js'
 import { heldSignal } from '../fencing.js'
 import type { Session } from '../session/session.js'
-import { AHEAD_READ_LIMIT, waitTurn, type TurnView } from '../wait/turn.js'
+import { AHEAD_READ_LIMIT, readAhead, waitTurn, type TurnView } from '../wait/turn.js'
 import type { LockOptions } from '../wait/wait.js'
 
 /** What the lock Txn found: our key, whether it holds the lock, and what is ahead of it. */
@@ -179,7 +179,7 @@ export class Mutex {
     }
     // Only a re-lock of an old key can have its whole read filled by younger keys: read what is ahead.
     if (!view.complete && view.ahead.length === 0) {
-      const ahead = await this.readAhead(own)
+      const ahead = await readAhead(this.ks, this.prefix, own, { leases: true })
       if (!ahead.mine) return again()
       view = ahead
     }
@@ -204,26 +204,6 @@ export class Mutex {
     return seen?.createRevision
   }
 
-  /** One round trip: the youngest keys ahead of ours (with their leases: see tryAcquire), and whether our key is still ours. */
-  private async readAhead(own: OwnedKey): Promise<TurnView & { mine: boolean }> {
-    const { results, revision } = await this.ks.reads({
-      ahead: this.ks.get(this.prefix, {
-        prefix: true,
-        sort: ['Create', 'Descend'],
-        limit: AHEAD_READ_LIMIT,
-        maxCreateRevision: own.createRevision - 1n,
-      }),
-      mine: this.ks.get(own.key, { keysOnly: true }),
-    })
-    const mine = results.mine.kvs[0]
-    return {
-      ahead: results.ahead.kvs,
-      complete: !results.ahead.more,
-      revision,
-      mine: mine !== undefined && mine.createRevision === own.createRevision,
-    }
-  }
-
   /**
    * Waits until every older contender is gone (see lib/wait/turn.ts: no read per handoff when the
    * enqueue saw every key ahead). Ends early with {@link SessionExpiredError} when our own key
@@ -237,7 +217,7 @@ export class Mutex {
       own,
       isAhead: (kv) => kv.createRevision < own.createRevision,
       view,
-      reread: () => this.readAhead(own),
+      reread: () => readAhead(this.ks, this.prefix, own, { leases: true }),
       check: (ahead) => {
         const foreign = ahead.find((kv) => kv.lease === '0')
         if (foreign) throw this.foreignKey(foreign)

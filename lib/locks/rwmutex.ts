@@ -6,7 +6,7 @@ import { checkName, keyspace, prefixEnd, type Compare, type Keyspace } from '../
 import { CallGuard, createOnLease, lostWhileWaiting, OwnedKey, ownerCompareOf } from '../wait/owned-key.js'
 import { heldSignal } from '../fencing.js'
 import type { Session } from '../session/session.js'
-import { AHEAD_READ_LIMIT, type TurnView, waitTurn } from '../wait/turn.js'
+import { AHEAD_READ_LIMIT, readAhead, type TurnView, waitTurn } from '../wait/turn.js'
 import type { LockOptions } from '../wait/wait.js'
 
 /** The mode an {@link RWMutex} is held in. */
@@ -228,25 +228,7 @@ export class RWMutex {
       own,
       isAhead: (kv) => kv.key.startsWith(blockers) && kv.createRevision < own.createRevision,
       view,
-      reread: async () => {
-        const { results, revision } = await this.ks.reads({
-          ahead: this.ks.get(blockers, {
-            prefix: true,
-            sort: ['Create', 'Descend'],
-            limit: AHEAD_READ_LIMIT,
-            maxCreateRevision: own.createRevision - 1n,
-            keysOnly: true,
-          }),
-          mine: this.ks.get(own.key, { keysOnly: true }),
-        })
-        const mine = results.mine.kvs[0]
-        return {
-          ahead: results.ahead.kvs,
-          complete: !results.ahead.more,
-          revision,
-          mine: mine !== undefined && mine.createRevision === own.createRevision,
-        }
-      },
+      reread: () => readAhead(this.ks, blockers, own),
       check: () => {},
       signal,
       lost: (cause) => this.expired(cause),

@@ -34,6 +34,36 @@ export interface TurnView {
   revision: bigint
 }
 
+/**
+ * One round trip: the youngest keys under `prefix` created before `own` (at most
+ * {@link AHEAD_READ_LIMIT}), and whether `own` is still ours. With values when the caller checks
+ * the keys' leases: etcd 3.7 answers keys-only reads without them (etcd #22209).
+ */
+export async function readAhead(
+  ks: Keyspace,
+  prefix: string,
+  own: OwnedKey,
+  options: { leases?: boolean } = {},
+): Promise<TurnView & { mine: boolean }> {
+  const { results, revision } = await ks.reads({
+    ahead: ks.get(prefix, {
+      prefix: true,
+      sort: ['Create', 'Descend'],
+      limit: AHEAD_READ_LIMIT,
+      maxCreateRevision: own.createRevision - 1n,
+      keysOnly: !options.leases,
+    }),
+    mine: ks.get(own.key, { keysOnly: true }),
+  })
+  const mine = results.mine.kvs[0]
+  return {
+    ahead: results.ahead.kvs,
+    complete: !results.ahead.more,
+    revision,
+    mine: mine !== undefined && mine.createRevision === own.createRevision,
+  }
+}
+
 /** One wait for a turn. */
 export interface Turn {
   ks: Keyspace

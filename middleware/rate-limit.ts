@@ -5,7 +5,7 @@ import { sharedClient } from '../lib/core/client.js'
 import { InvalidArgumentError, RateLimitedError } from '../lib/errors.js'
 import { MAX_PERMITS } from '../lib/limits.js'
 import { perClient } from '../lib/core/per-client.js'
-import { checkRateOptions, RateLimiter, type RateAdmission } from '../lib/permits/rate-limiter.js'
+import { checkRateCost, checkRateOptions, RateLimiter, type RateAdmission } from '../lib/permits/rate-limiter.js'
 import { emit, type OnEvent } from './events.js'
 import { jsonResponse } from './http.js'
 import { resolveName, type NameOption } from './name.js'
@@ -65,7 +65,7 @@ const schema: Schema = {
   per: { type: 'lib' },
   burst: { type: 'lib' },
   waiterTtl: { type: 'lib' },
-  cost: { type: 'integer', min: 1, max: MAX_PERMITS },
+  cost: { type: 'lib' },
   acquire: { type: 'enum', values: ['wait', 'try'] },
   waitMs: { type: 'number', min: 0 },
   onLimited: { type: 'function' },
@@ -140,11 +140,8 @@ export function etcdRateLimit<TEvent = any, TResult = any>(
     options,
     checkRateOptions,
   )
-  if (opts.cost !== undefined && opts.cost > opts.burst + 1) {
-    throw new InvalidArgumentError(
-      `etcdRateLimit: option \`cost\` (${opts.cost}) must be at most burst + 1 = ${opts.burst + 1}; raise burst`,
-    )
-  }
+  // Checked now, at cold start, by the check each call would run.
+  if (opts.cost !== undefined) checkRateCost(opts.cost, opts.burst, 'etcdRateLimit: option `cost`')
   const client = () => opts.client ?? sharedClient()
 
   const before = async (request: Request<TEvent, TResult, Error, Context & { etcd: { rateLimit: RateLimitGrant } }>) => {

@@ -1,4 +1,5 @@
 import { ConfigMismatchError, EtcdUnavailableError } from '../errors.js'
+import { MAX_TXN_OPS } from '../limits.js'
 import { permitKeys } from '../core/keys.js'
 import {
   type Compare,
@@ -48,6 +49,15 @@ export interface View {
   /** The slots as they were at an earlier revision that had committed by `receivedAt` (see `SlotPolicy.observesHandoff`). */
   before?: { slots: KeyValue[]; receivedAt: number }
 }
+
+/**
+ * Most slots one step can take. etcd gives a nested Txn what is left of its 128 ops once the
+ * outer Txn's widest branch is counted (`checkTxnRequest`: max-txn-ops minus the largest of the
+ * outer compares, success and failure ops), and a head's take also deletes its queue key: 4 for
+ * the outer branch (a head's failure reads: its key, the older waiter, the settings, the
+ * slots), 1 for that delete. Measured: a fast-path take of 125 passes, 126 is refused.
+ */
+export const MAX_SLOTS_PER_TAKE = MAX_TXN_OPS - 4 - 1
 
 /** What a step compares besides the settings, and what it reads when that fails. */
 export interface Guard {

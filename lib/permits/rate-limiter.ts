@@ -6,6 +6,7 @@ import { permitKeys, unixNano } from '../core/keys.js'
 import { checkName, IDEMPOTENT, keyspace, type Keyspace } from '../core/kv.js'
 import { MAX_PERMITS, MAX_RATE_PER_MS, MAX_REFILL_INTERVAL_MS, MAX_TTL_S } from '../limits.js'
 import { PermitQueue, type TakenSlots, type Taker } from './permit-queue.js'
+import { MAX_SLOTS_PER_TAKE } from './permit-txn.js'
 import { CLOCK_RATE_MARGIN, ExpiredTokens } from './token-policy.js'
 import { Session } from '../session/session.js'
 import { sleep, startTimer, type Timer } from '../timers.js'
@@ -329,11 +330,24 @@ export class RateLimiter {
   }
 
   private checkCost(cost: unknown): number {
-    return checkInteger(cost, `RateLimiter ${JSON.stringify(this.name)}: cost`, 1, this.capacity, {
-      fallback: 1,
-      hint: 'burst + 1; raise burst to admit larger calls',
-    })
+    return checkRateCost(cost, this.burst, `RateLimiter ${JSON.stringify(this.name)}: cost`)
   }
+}
+
+/**
+ * A call's `cost` (default 1): at most `burst + 1`, what a full bucket holds, and at most
+ * {@link MAX_SLOTS_PER_TAKE}, since a call's tokens are taken by one Txn and etcd limits a Txn
+ * to 128 ops (a larger cost failed on every call with "too many operations").
+ */
+export function checkRateCost(cost: unknown, burst: number, what: string): number {
+  const max = Math.min(burst + 1, MAX_SLOTS_PER_TAKE)
+  return checkInteger(cost, what, 1, max, {
+    fallback: 1,
+    hint:
+      max === burst + 1
+        ? 'burst + 1; raise burst to admit larger calls'
+        : `a call's tokens are taken in one etcd Txn, at most ${MAX_SLOTS_PER_TAKE}; count in larger units (rate and cost in KB, not bytes)`,
+  })
 }
 
 /** Checks `{ rate, per, burst, waiterTtl }`; returns them with defaults. */

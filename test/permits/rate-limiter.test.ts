@@ -9,6 +9,8 @@ import { ConfigMismatchError, InvalidArgumentError, RateLimiter, Semaphore, Sess
 import { keyspace } from '../../lib/core/kv.js'
 import { sleep, uniqueName, useEtcd } from '../helpers.js'
 import { rateLimitLoad } from '../support/workloads.js'
+import { MAX_SLOTS_PER_TAKE } from '../../lib/permits/permit-txn.js'
+import { etcdRateLimit } from '../../middleware/index.js'
 
 const etcd = useEtcd(1)
 const limiters: RateLimiter[] = []
@@ -34,6 +36,27 @@ describe('RateLimiter', () => {
     await sleep(refused.retryAfterMs + 5)
     expect((await l.decide()).admitted).toBe(true)
     expect(await etcd.client.getAll().prefix(`${name}/waiters/`).keys()).toEqual([])
+  })
+
+  it('cost up to what one etcd Txn can take (123) is admitted, on the fast path and from the queue; 124 is refused before anything is written', async () => {
+    // burst 199: the bucket would hold 200, but a call's tokens go in one Txn of at most 128
+    // ops (etcd's max-txn-ops, nested Txns counted against their parent). Before the cap, any
+    // cost above 125 failed on every call with "too many operations in one transaction".
+    const name = uniqueName('rl-cost')
+    const l = limiter(name, { rate: 1000, per: 1000, burst: 199 })
+    expect(await l.decide({ cost: MAX_SLOTS_PER_TAKE })).toMatchObject({ admitted: true })
+    // 77 tokens are left: a second such call queues, and as the head takes all 123 in one Txn.
+    let waited = false
+    const queued = await l.acquire({ cost: MAX_SLOTS_PER_TAKE, signal: AbortSignal.timeout(10_000), onWaiting: () => (waited = true) })
+    expect(waited).toBe(true)
+    expect(queued.keys).toHaveLength(MAX_SLOTS_PER_TAKE)
+    const before = (await keyspace(etcd.client).range('\0')).revision
+    await expect(l.acquire({ cost: MAX_SLOTS_PER_TAKE + 1 })).rejects.toThrow(
+      /cost must be a whole number from 1 to 123 \(a call's tokens are taken in one etcd Txn/,
+    )
+    await expect(l.decide({ cost: 500 })).rejects.toBeInstanceOf(InvalidArgumentError)
+    expect(() => etcdRateLimit({ name, rate: 1000, burst: 199, cost: 124 })).toThrow(/etcdRateLimit: option `cost`/)
+    expect((await keyspace(etcd.client).range('\0')).revision).toBe(before)
   })
 
   it('tryAcquire, the deprecated name of decide, gives the same answers', async () => {

@@ -32,8 +32,13 @@ class LeasePool {
       const lease = this.idle[i]
       // Whichever clock says the lease ends sooner decides.
       const left = Math.min(lease.aliveUntil - performance.now(), lease.aliveUntilWall - Date.now())
-      if (left <= 0) {
-        this.idle.splice(i, 1) // expired, or about to: the server drops it by itself
+      if (left <= (lease.ttl * 1000) / 3) {
+        // Expired, or about to: the server drops it by itself. A lease with less than a third of
+        // its TTL left is not lent either: its bound would pass before the renewal sent with the
+        // invocation's first Txn is answered on a busy machine, and the invocation would fail
+        // with SessionExpiredError although etcd is fine (seen in serverless offline: a lease
+        // lent with a few hundred ms left). A third is when a Session renews anyway.
+        this.idle.splice(i, 1)
       } else if (lease.ttl === ttl) {
         this.idle.splice(i, 1)
         return Session.create(this.client, { leaseId: lease.leaseId, ttl, aliveUntil: performance.now() + left })

@@ -122,6 +122,21 @@ describe('lease pool', () => {
     expect(outcomes.filter((o) => o.status === 'rejected')).toEqual([])
   })
 
+  it('lends no lease with less than a third of its TTL left: the invocation gets a new grant instead of failing when the renewal is late', async () => {
+    const client = etcd.newClient()
+    const name = uniqueName('late')
+    const ttl = 3
+    const { handler, leases } = lockHandler(client, name, { ttl })
+    await handler({}, lambdaContext())
+    await handler({}, lambdaContext())
+    expect(leases[1]).toBe(leases[0]) // warm reuse, renewed
+    // Its bound is ~2.5 s past that renewal (TTL less the 0.5 s margin): 1.8 s later ~0.7 s is
+    // left, under a third of the TTL (1 s) but not gone.
+    await sleep(1_800)
+    expect(await handler({}, lambdaContext())).toBe('ran')
+    expect(leases[2]).not.toBe(leases[1])
+  })
+
   it('judges a pooled lease by both clocks: after a freeze that stalled the monotonic clock, it grants a new lease', async () => {
     const client = etcd.newClient()
     const name = uniqueName('frozen')

@@ -183,18 +183,24 @@ async function leaseUnderChurn(cluster: EtcdCluster, churnMs: number) {
 describe('lease expiry under leader churn', () => {
   const churnMs = 10_000
   for (const leaseCheckpoint of [true, false]) {
-    it(`a 2 s lease expires only once leadership is stable, and then within TTL + an election (checkpointing ${leaseCheckpoint ? 'on' : 'off'})`, async () => {
+    it(`a 2 s lease never expires before its TTL, and once leadership is stable within TTL + an election (checkpointing ${leaseCheckpoint ? 'on' : 'off'})`, async () => {
       const cluster = leaseCheckpoint ? etcd.cluster : await startEtcd({ nodes: 3, leaseCheckpoint: false })
       try {
         const figures = await leaseUnderChurn(cluster, churnMs)
         report(`2 s lease, leader restarted back to back for ${churnMs / 1000} s, checkpointing ${leaseCheckpoint ? 'on' : 'off'}`, figures)
-        expect(figures.leaderRestarts).toBeGreaterThan(2)
+        expect(figures.leaderRestarts).toBeGreaterThan(0)
         expect(figures.expiredAfterGrantMs, 'the lease expired').toBeDefined()
         // Never early: a lease lives at least its TTL.
         expect(figures.expiredAfterGrantMs!).toBeGreaterThanOrEqual(2000)
         // Once leadership is stable: the new leader's extension (TTL + election timeout 500 ms)
         // plus the lessor's expiry sweep (500 ms) and the poll, with room for a loaded machine.
-        if (!figures.expiredDuringChurn) expect(figures.expiredAfterLastRestartMs!).toBeLessThan(2000 + 500 + 500 + 3000)
+        // It may also expire during the churn: a member's restart can take longer than the TTL
+        // on a loaded machine (seen on 3.5: 2 restarts, expired 3.9 s after the grant, while the
+        // second restart was still starting), and the leader elected meanwhile is stable.
+        if (!figures.expiredDuringChurn) {
+          expect(figures.leaderRestarts).toBeGreaterThan(2)
+          expect(figures.expiredAfterLastRestartMs!).toBeLessThan(2000 + 500 + 500 + 3000)
+        }
       } finally {
         if (!leaseCheckpoint) await cluster.stop()
       }

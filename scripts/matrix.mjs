@@ -8,7 +8,7 @@
 //   node scripts/matrix.mjs --compat 3.5    # the compatibility set on one release
 //   node scripts/matrix.mjs --full          # only the whole-suite rows
 import { spawn } from 'node:child_process'
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -82,18 +82,47 @@ async function node22Bin() {
   return out
 }
 
-/** Counts of a vitest JSON report, per file. */
+/** The first lines of a failure message, without colour codes: enough to tell which check broke. */
+function firstLines(text, n = 6) {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: stripping the ANSI colour codes vitest writes
+  const plain = String(text ?? '').replace(/\u001b\[[0-9;]*m/g, '')
+  return plain
+    .split('\n')
+    .filter((l) => l.trim())
+    .slice(0, n)
+}
+
+/**
+ * Counts of a vitest JSON report, per file, and each failure by name. CI shows only the tail of
+ * the log, so the table's closing list is where a failure must be readable.
+ */
 function readReport(path) {
   if (!existsSync(path)) return undefined
   const report = JSON.parse(readFileSync(path, 'utf8'))
-  return report.testResults.map((file) => ({
-    file: relative(root, file.name),
-    passed: file.assertionResults.filter((a) => a.status === 'passed').length,
-    failed:
-      file.assertionResults.filter((a) => a.status === 'failed').length +
-      (file.status === 'failed' && file.assertionResults.length === 0 ? 1 : 0),
-    skipped: file.assertionResults.filter((a) => a.status === 'skipped' || a.status === 'pending' || a.status === 'todo').length,
-  }))
+  return report.testResults.map((file) => {
+    const failures = file.assertionResults
+      .filter((a) => a.status === 'failed')
+      .map((a) => ({ name: a.fullName ?? a.title, lines: firstLines((a.failureMessages ?? []).join('\n')) }))
+    // A file that failed outside any test (an import error, a hook) has no assertion to name.
+    if (file.status === 'failed' && failures.length === 0) failures.push({ name: '(the file itself)', lines: firstLines(file.message) })
+    return {
+      file: relative(root, file.name),
+      passed: file.assertionResults.filter((a) => a.status === 'passed').length,
+      failed: failures.length,
+      failures,
+      skipped: file.assertionResults.filter((a) => a.status === 'skipped' || a.status === 'pending' || a.status === 'todo').length,
+    }
+  })
+}
+
+/** Every test file of the repository, as vitest would find it: a file missing from a report did not run. */
+function testFiles(dir = join(root, 'test')) {
+  // Not test/.readme-blocks (vitest.config.ts excludes dot folders): files written there by test/readme.test.ts.
+  return readdirSync(dir, { withFileTypes: true })
+    .filter((e) => !e.name.startsWith('.'))
+    .flatMap((e) =>
+      e.isDirectory() ? testFiles(join(dir, e.name)) : e.name.endsWith('.test.ts') ? [relative(root, join(dir, e.name))] : [],
+    )
 }
 
 /**
@@ -110,6 +139,8 @@ async function installMiddy(major, env) {
 }
 
 const rows = []
+/** What failed, by row: printed after the table. */
+const failures = []
 const scratch = mkdtempSync(join(tmpdir(), 'middy-etcd-matrix-'))
 
 /** One vitest run (`npm test` for the whole suite); adds a row per group it covers. */
@@ -125,11 +156,23 @@ async function runRow({ line, node, label, groups, files, filter, env }) {
     : await run('npm', ['test', '--', ...reporters], env)
   const seconds = Math.round((Date.now() - started) / 1000)
   const results = readReport(report) ?? []
+  const where = `${line}, Node ${node}, ${label}`
+  // A run that failed without naming a failure (type errors, lint, a crash) fails every group it
+  // covers; one that named its failures fails only the groups they are in.
+  const unexplained = code !== 0 && results.every((r) => r.failed === 0)
+  if (unexplained)
+    failures.push({ where, file: '', name: `exited ${code} without a failed test (see the log above: lint, types, a crash)`, lines: [] })
+  for (const r of results) for (const f of r.failures) failures.push({ where, file: r.file, ...f })
+  const expected = files ?? testFiles()
+  const missing = expected.filter((f) => !results.some((r) => r.file === f))
+  if (results.length > 0 && missing.length > 0) {
+    for (const file of missing) failures.push({ where, file, name: 'not in the report: the file did not run', lines: [] })
+  }
   for (const [i, { group, files: groupFiles }] of groups.entries()) {
     const mine = groupFiles ? results.filter((r) => groupFiles.includes(r.file)) : results
     const sum = (k) => mine.reduce((n, r) => n + r[k], 0)
-    // A run that failed without reporting (type errors, a crash) fails every group it covers.
-    const failed = sum('failed') + (code !== 0 && sum('failed') === 0 ? 1 : 0)
+    const absent = missing.filter((f) => !groupFiles || groupFiles.includes(f)).length
+    const failed = sum('failed') + (results.length > 0 ? absent : 0) + (unexplained ? 1 : 0)
     rows.push({
       line,
       node,
@@ -139,7 +182,6 @@ async function runRow({ line, node, label, groups, files, filter, env }) {
       failed,
       skipped: filter ? 0 : sum('skipped'),
       seconds: i === 0 ? seconds : undefined,
-      code,
     })
   }
   return code
@@ -158,13 +200,16 @@ function printTable() {
     String(r.failed),
     String(r.skipped),
     r.seconds === undefined ? '' : `${Math.floor(r.seconds / 60)}m${String(r.seconds % 60).padStart(2, '0')}s`,
-    r.failed === 0 && r.code === 0 ? 'passed' : 'FAILED',
+    r.failed === 0 ? 'passed' : 'FAILED',
   ])
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)))
   const fmt = (cells) => `| ${cells.map((c, i) => c.padEnd(widths[i])).join(' | ')} |`
   process.stdout.write(`\netcd version matrix\n${fmt(header)}\n${fmt(widths.map((w) => '-'.repeat(w)))}\n${body.map(fmt).join('\n')}\n`)
   const passed = rows.reduce((n, r) => n + r.passed, 0)
   const failed = rows.reduce((n, r) => n + r.failed, 0)
+  for (const f of failures) {
+    process.stdout.write(`\nFAILED (${f.where}) ${f.file}${f.file ? ' > ' : ''}${f.name}\n${f.lines.map((l) => `    ${l}\n`).join('')}`)
+  }
   // The plain closing line CI reads: every test of every row.
   process.stdout.write(`\n${passed} passed, ${failed} failed\n`)
 }
@@ -215,7 +260,7 @@ async function main() {
   }
   printTable()
   rmSync(scratch, { recursive: true, force: true })
-  process.exitCode = rows.every((r) => r.failed === 0 && r.code === 0) ? 0 : 1
+  process.exitCode = rows.every((r) => r.failed === 0) ? 0 : 1
 }
 
 await main()

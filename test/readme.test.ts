@@ -243,7 +243,7 @@ describe('README code blocks', () => {
       let out = ''
       for (const stream of [child.stdout, child.stderr]) stream.on('data', (d: Buffer) => (out += d.toString()))
       child.on('exit', (code) => resolve({ code, out }))
-    })
+    }).finally(() => rmSync(dir, { recursive: true, force: true })) // a test file left here would join the next suite run
     expect(run.out).toMatch(/Tests\s+.*1 passed/)
     expect(run.code, run.out).toBe(0)
   }, 120_000)

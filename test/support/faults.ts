@@ -69,7 +69,13 @@ export async function cycleFaults(cluster: EtcdCluster, options: FaultOptions): 
   const outages: Outage[] = []
   const n = cluster.endpoints.length
   do {
-    const leader = await leaderIndex(cluster)
+    // "The leader first" needs a leader: right after a restart, or with a member slow to answer
+    // Status on a loaded machine, there may be none known for a moment.
+    let leader = await leaderIndex(cluster)
+    for (let tries = 0; leader === undefined && tries < 20; tries++) {
+      await sleep(250)
+      leader = await leaderIndex(cluster)
+    }
     const order = leader === undefined ? [...Array(n).keys()] : [leader, ...[...Array(n).keys()].filter((i) => i !== leader)]
     for (const member of order) {
       const from = machineNow()

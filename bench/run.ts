@@ -28,6 +28,8 @@ import { dispatcherHandover } from './scenarios/dispatcher-handover.js'
 import { coldStart } from './scenarios/cold-start.js'
 import { packageSize } from './scenarios/package-size.js'
 import { semaphore } from './scenarios/semaphore.js'
+import { scaling } from './scenarios/scaling.js'
+import { transport } from './scenarios/transport.js'
 
 /**
  * In report order; the floor first, since later scenarios divide by it; queue-scale last, as it
@@ -35,6 +37,7 @@ import { semaphore } from './scenarios/semaphore.js'
  */
 const scenarios: Scenario[] = [
   floor,
+  transport,
   lockInvocation,
   lockUncontended,
   lockContended,
@@ -47,6 +50,7 @@ const scenarios: Scenario[] = [
   semaphore,
   coldStart,
   packageSize,
+  scaling,
   queueScale,
 ]
 

@@ -34,3 +34,11 @@ export async function countRpcs<T>(endpoint: string, ops: number, work: () => Pr
   const result = await work()
   return { result, perOp: rpcPerOp(before, await rpcSnapshot(endpoint), ops) }
 }
+
+/** Bytes etcd has sent to its gRPC clients (`etcd_network_client_grpc_sent_bytes_total`): what clients received. */
+export async function sentBytes(endpoint: string): Promise<number> {
+  const text = await (await fetch(`${endpoint}/metrics`)).text()
+  const m = /^etcd_network_client_grpc_sent_bytes_total (\d+(?:\.\d+)?(?:e\+\d+)?)$/m.exec(text)
+  if (!m) throw new Error(`${endpoint}/metrics has no etcd_network_client_grpc_sent_bytes_total`)
+  return Number(m[1])
+}

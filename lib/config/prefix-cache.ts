@@ -166,19 +166,21 @@ export class PrefixCache<T = string> {
 
   constructor(client: Namespace, prefix: string, options?: PrefixCacheOptions<T>) {
     checkClient(client, 'PrefixCache')
-    this.prefix = checkName(prefix, 'PrefixCache prefix')
-    const o = checkOptions(options, 'PrefixCache')
-    this.parse = checkParse(o.parse)
-    this.maxBytes = checkInteger(o.maxBytes, 'PrefixCache maxBytes', 1, MAX_CONFIG_BYTES, {
-      unit: 'bytes',
-      fallback: DEFAULT_CONFIG_MAX_BYTES,
-    })
+    const o = checkPrefixCacheOptions(prefix, options)
+    this.prefix = prefix
+    this.parse = o.parse
+    this.maxBytes = o.maxBytes
     this.ks = keyspace(client)
     this.signal = o.signal
     this.clientClosed = closedSignal(client)
     this.ticker = startInterval(TICK_MS, () => this.tick())
     this.ready = this.start()
     this.ready.catch(() => {}) // read by whoever awaits it; a failed load also fails the cache
+  }
+
+  /** Whether the cache can still serve: not closed, not failed (a closed client, a load over maxBytes). */
+  get usable(): boolean {
+    return !this.closed && this.failure === undefined
   }
 
   /** The revision every served value belongs to. */
@@ -575,6 +577,23 @@ export class PrefixCache<T = string> {
   private throwIfUnusable(): void {
     if (this.failure) throw this.failure
     if (this.closed) throw new InvalidStateError(`PrefixCache ${JSON.stringify(this.prefix)} is closed; create a new one`)
+  }
+}
+
+/**
+ * The checks of a PrefixCache's prefix and options (its constructor runs them; `etcdConfig`
+ * runs them when it is built, before any client exists). Returns the options with defaults.
+ */
+export function checkPrefixCacheOptions<T>(
+  prefix: unknown,
+  options: PrefixCacheOptions<T> | undefined,
+): { parse: ConfigParse<T>; maxBytes: number; signal?: AbortSignal } {
+  checkName(prefix, 'PrefixCache prefix')
+  const o = checkOptions(options, 'PrefixCache')
+  return {
+    parse: checkParse<T>(o.parse),
+    maxBytes: checkInteger(o.maxBytes, 'PrefixCache maxBytes', 1, MAX_CONFIG_BYTES, { unit: 'bytes', fallback: DEFAULT_CONFIG_MAX_BYTES }),
+    signal: o.signal,
   }
 }
 

@@ -5,6 +5,8 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import {
   ConfigParseError,
+  ConfigStaleError,
+  createClient,
   ConfigTooLargeError,
   InvalidArgumentError,
   PrefixCache,
@@ -215,6 +217,39 @@ describe('PrefixCache: freezes, compactions, a closed client', () => {
     expect((await cache.current({ maxStaleMs: 5_000 })).values.a).toBe('2')
     await ks.txn([], [ks.put(`${prefix}a`, '3')])
     await until('a change after the reload', 10_000, () => cache.get('a') === '3')
+  })
+
+  it('a partition of its member: current() past maxStaleMs fails with ConfigStaleError (no hang); healed, the cache is current again, changes included', async () => {
+    const prefix = `${uniqueName('cfg-partition')}/`
+    const ks = keyspace(etcd.client)
+    await ks.txn([], [ks.put(`${prefix}a`, '1')])
+    const proxy = await tcpProxy(etcd.cluster.endpoints[0])
+    proxies.push(proxy)
+    const client = createClient({ endpoints: [proxy.endpoint], callTimeoutMs: 1_000 })
+    try {
+      const cache = open(client, prefix)
+      await cache.ready
+      await until('the watch to attach', 5_000, async () => (await cache.current({ maxStaleMs: 30_000 })) && true)
+      proxy.cut() // a black hole: the stream still looks alive to the client
+      await ks.txn([], [ks.put(`${prefix}a`, '2')])
+      // Past maxStaleMs, the cache must prove itself and cannot: a typed error, not the old value.
+      const err = await cache.current({ maxStaleMs: 0 }).catch((e) => e)
+      expect(err).toBeInstanceOf(ConfigStaleError)
+      expect((err as ConfigStaleError).maxStaleMs).toBe(0)
+      expect((err as Error).message).toMatch(/could not prove the configuration current within maxStaleMs \(0 ms\)/)
+      proxy.heal()
+      const healed = await until('a proved snapshot after the heal', 20_000, () =>
+        cache.current({ maxStaleMs: 0 }).then(
+          (s) => (s.values.a === '2' ? s : undefined),
+          () => undefined,
+        ),
+      )
+      expect(healed.revision).toBeGreaterThan(0n)
+      await ks.txn([], [ks.put(`${prefix}a`, '3')])
+      await until('a change after the heal, from the watch', 10_000, () => cache.get('a') === '3')
+    } finally {
+      client.close()
+    }
   })
 
   it('a closed client: current() fails with WatchLostError (client-closed) at once, and a new cache on it never hangs', async () => {

@@ -351,3 +351,32 @@ describe('PrefixCache: bad input', () => {
     expect(() => byFunction.get('good')).toThrow(/with the parse function: not this one/)
   })
 })
+
+describe('PrefixCache: a member restart', () => {
+  it('etcd down: current() past maxStaleMs is a ConfigStaleError; restarted, the watch comes back and serves what was written after', async () => {
+    const prefix = `${uniqueName('cfg-restart')}/`
+    const ks = keyspace(etcd.client)
+    await ks.txn([], [ks.put(`${prefix}a`, '1')])
+    const client = createClient({ endpoints: etcd.cluster.endpoints, callTimeoutMs: 1_000 })
+    try {
+      const cache = open(client, prefix)
+      await cache.ready
+      await until('the watch to attach', 5_000, async () => (await cache.current({ maxStaleMs: 30_000 })) && true)
+      await etcd.cluster.stopMember(0)
+      await expect(cache.current({ maxStaleMs: 0 })).rejects.toBeInstanceOf(ConfigStaleError)
+      // Within its bound the cache still serves what it has: it was current a moment ago.
+      expect((await cache.current({ maxStaleMs: 30_000 })).values.a).toBe('1')
+      await etcd.cluster.startMember(0)
+      await until('etcd to take writes again', 20_000, () =>
+        ks.txn([], [ks.put(`${prefix}a`, '2')]).then(
+          () => true,
+          () => false,
+        ),
+      )
+      await until('the change to arrive after the restart', 20_000, () => cache.get('a') === '2')
+      expect((await cache.current({ maxStaleMs: 0 })).values).toEqual({ a: '2' })
+    } finally {
+      client.close()
+    }
+  })
+})

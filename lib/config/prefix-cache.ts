@@ -44,8 +44,8 @@ import { untilAborted } from '../wait/wait.js'
  * **The proof is one Range, not a watch progress request.** etcd3 1.1.2 (`node_modules/etcd3`)
  * has no progress request; written on its stream by hand, etcd's answer carries watch id -1,
  * which etcd3's `WatchManager.handleResponse` does not find — it throws from the stream's data
- * handler, an uncaught exception — and etcd answers one only when every watch of the stream is
- * synced. The Range is keys only, sorted by mod revision, limit 1: its answer is one key and the
+ * handler, an uncaught exception — and etcd holds its answer back while any watch of the stream
+ * is still catching up (unsynced), which after a thaw is the case to prove. The Range is keys only, sorted by mod revision, limit 1: its answer is one key and the
  * prefix's count (bytes, whatever the prefix holds; etcd walks the prefix's index for it). It
  * proves the cache equal to etcd at the Range's revision when the count is the cache's and no
  * key was written after the cache's revision (every key then existed, unchanged, at that

@@ -5,6 +5,7 @@
  */
 import middy from '@middy/core'
 import httpErrorHandler from '@middy/http-error-handler'
+import type { Context } from 'aws-lambda'
 import { describe, expect, it } from 'vitest'
 import { ConfigMissingError, InvalidArgumentError } from '../../lib/index.js'
 import { keyspace } from '../../lib/core/kv.js'
@@ -66,6 +67,33 @@ describe('etcdConfig', () => {
     } finally {
       measured.client.close()
     }
+  })
+
+  it('no invocation sees one key of a Txn without the other, while a writer changes both', async () => {
+    const prefix = `${uniqueName('mw-txn')}/`
+    const ks = keyspace(etcd.client)
+    await ks.txn([], [ks.put(`${prefix}from`, '0'), ks.put(`${prefix}to`, '0')])
+    const handler = middy(async (_event: unknown, context: Context & ConfigContext<{ from: number; to: number }>) => {
+      const { from, to } = context.etcd.config
+      return { from, to }
+    }).use(etcdConfig<{ from: number; to: number }>({ prefix, parse: 'json', client: etcd.client, required: ['from', 'to'] }))
+    let writing = true
+    const writer = (async () => {
+      for (let i = 1; writing; i++) await ks.txn([], [ks.put(`${prefix}from`, String(i)), ks.put(`${prefix}to`, String(i))])
+    })()
+    const torn: string[] = []
+    let last = 0
+    for (let i = 0; i < 500 || last === 0; i++) {
+      const { from, to } = (await handler({}, lambdaContext(5_000) as never)) as { from: number; to: number }
+      if (from !== to) torn.push(`${from}/${to}`)
+      expect(from).toBeGreaterThanOrEqual(last) // never back in time
+      last = from
+      await new Promise((r) => setImmediate(r))
+    }
+    writing = false
+    await writer
+    expect(torn).toEqual([])
+    expect(last).toBeGreaterThan(0)
   })
 
   it('after a freeze longer than maxStaleMs, one Range proves the values current before the handler runs', async () => {

@@ -9,6 +9,7 @@ import {
   createClient,
   ConfigTooLargeError,
   InvalidArgumentError,
+  InvalidStateError,
   PrefixCache,
   WatchLostError,
   type ConfigEvent,
@@ -279,6 +280,26 @@ describe('PrefixCache: bad input', () => {
     await cache.ready
     await expect(cache.current({ maxStaleMs: -1 })).rejects.toThrow(/maxStaleMs must be a whole number of milliseconds/)
     await expect(cache.current(undefined as never)).rejects.toThrow(/maxStaleMs/)
+  })
+
+  it('its signal closes it (later reads are an InvalidStateError); a signal given to current() gives up that proof only', async () => {
+    const prefix = `${uniqueName('cfg-signal')}/`
+    await fill(prefix, 2, 10)
+    const controller = new AbortController()
+    const cache = open(etcd.client, prefix, { signal: controller.signal })
+    await cache.ready
+    // An aborted proof: its reason, and the cache still serves.
+    const reason = new Error('given up')
+    const aborted = AbortSignal.abort(reason)
+    await expect(cache.current({ maxStaleMs: 0, signal: aborted })).rejects.toBe(reason)
+    expect((await cache.current({ maxStaleMs: 0 })).values['0001']).toBe('v1:'.padEnd(10, 'x'))
+    controller.abort()
+    expect(cache.usable).toBe(false)
+    await expect(cache.current({ maxStaleMs: 30_000 })).rejects.toBeInstanceOf(InvalidStateError)
+    expect(() => cache.get('0001')).toThrow(/is closed; create a new one/)
+    // Aborted before it starts: the load never runs.
+    const never = open(etcd.client, prefix, { signal: AbortSignal.abort(reason) })
+    await expect(never.ready).rejects.toBe(reason)
   })
 
   it('a prefix over maxBytes fails the load with ConfigTooLargeError naming maxBytes and the fix; so does a change that crosses it', async () => {

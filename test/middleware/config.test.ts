@@ -69,6 +69,28 @@ describe('etcdConfig', () => {
     }
   })
 
+  it('parses each value once per change, not per invocation', async () => {
+    const prefix = `${uniqueName('mw-parse')}/`
+    await seed(prefix, { a: 1, b: 2 })
+    const parsed: string[] = []
+    const handler = middy(async (_event: unknown, context: Context & ConfigContext<{ a: number; b: number }>) => context.etcd.config).use(
+      etcdConfig<{ a: number; b: number }>({
+        prefix,
+        client: etcd.client,
+        parse: (raw, key) => {
+          parsed.push(key)
+          return Number(raw.toString())
+        },
+      }),
+    )
+    for (let i = 0; i < 20; i++) expect(await handler({}, lambdaContext(5_000) as never)).toEqual({ a: 1, b: 2 })
+    expect(parsed.sort()).toEqual(['a', 'b'])
+    await seed(prefix, { b: 3 })
+    await until('the change', 10_000, async () => ((await handler({}, lambdaContext(5_000) as never)) as { b: number }).b === 3)
+    for (let i = 0; i < 20; i++) await handler({}, lambdaContext(5_000) as never)
+    expect(parsed.sort()).toEqual(['a', 'b', 'b'])
+  })
+
   it('no invocation sees one key of a Txn without the other, while a writer changes both', async () => {
     const prefix = `${uniqueName('mw-txn')}/`
     const ks = keyspace(etcd.client)

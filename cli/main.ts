@@ -4,6 +4,7 @@ import { createClient, resolveClientOptions, type EtcdClient } from '../lib/core
 import { ConfigurationError, EtcdUnavailableError, InvalidArgumentError, MiddyEtcdError } from '../lib/errors.js'
 import { toTypedError } from '../lib/core/kv.js'
 import { barrier } from './barrier.js'
+import { config } from './config.js'
 import { UsageError, type Command } from './common.js'
 import { chooseEndpoints, packageVersion, type EndpointChoice } from './endpoints.js'
 import { leader } from './leader.js'
@@ -20,7 +21,7 @@ import { semaphores } from './semaphores.js'
 const PROGRAM = 'middy-etcd'
 /** Default deadline of each etcd call (the client retries a failed call once). */
 const CLI_CALL_TIMEOUT_MS = 2000
-const COMMANDS: Command[] = [locks, leader, queue, barrier, semaphores]
+const COMMANDS: Command[] = [locks, leader, queue, barrier, semaphores, config]
 
 const GLOBAL_OPTIONS = {
   endpoints: { type: 'string' },

@@ -417,3 +417,79 @@ export class RateLimitedError extends MiddyEtcdError {
     super(message)
   }
 }
+
+/**
+ * A configuration prefix holds more than its cache may keep (`maxBytes`: keys plus values):
+ * nothing is served from it. `bytes` is what was counted when the limit was crossed. Raise
+ * `maxBytes`, or keep less under the prefix (large blobs belong elsewhere; store a reference).
+ */
+export class ConfigTooLargeError extends MiddyEtcdError {
+  override readonly code = 'CONFIG_TOO_LARGE'
+
+  constructor(
+    /** Bytes counted (keys plus values) when the limit was crossed. */
+    readonly bytes: number,
+    /** The cache's `maxBytes`. */
+    readonly limit: number,
+    message: string,
+  ) {
+    super(message)
+  }
+}
+
+/**
+ * A configuration value that the cache's `parse` refused (not JSON under `parse: 'json'`, or a
+ * parse function threw). Thrown by every read that would include the value, until it is fixed
+ * in etcd; the message names the key and its revision.
+ */
+export class ConfigParseError extends MiddyEtcdError {
+  override readonly code = 'CONFIG_PARSE'
+
+  constructor(
+    /** The key (relative to the cache's prefix) whose value did not parse. */
+    readonly key: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options)
+  }
+}
+
+/**
+ * A configuration cache could not prove itself current within `maxStaleMs` (etcd unreachable,
+ * its watch lost and the reload failing): rather than serve values that may be older than the
+ * bound, the read fails. `cause` is what the proof ran into.
+ */
+export class ConfigStaleError extends MiddyEtcdError {
+  override readonly code = 'CONFIG_STALE'
+
+  constructor(
+    /** The bound that could not be kept, ms. */
+    readonly maxStaleMs: number,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options)
+  }
+}
+
+/**
+ * `etcdConfig` with `required` keys found some of them missing under its prefix: a deployment
+ * fault, not the caller's. HTTP 500, not exposed (the key names stay in the logs). The handler
+ * did not run.
+ */
+export class ConfigMissingError extends MiddyEtcdError {
+  override readonly code = 'CONFIG_MISSING'
+  /** For `@middy/http-error-handler`: 500, the service's fault. */
+  readonly statusCode = 500
+  /** For `@middy/http-error-handler`: do not send the message to the caller. */
+  readonly expose = false
+
+  constructor(
+    /** The required keys (relative to the prefix) that are not in etcd. */
+    readonly missing: readonly string[],
+    message: string,
+  ) {
+    super(message)
+  }
+}

@@ -50,3 +50,13 @@ export {
 export { hashPayload } from './idempotency/record.js'
 export { singleFlight, type SingleFlightOptions } from './idempotency/single-flight.js'
 export { fencedUpsert, requireFenced, type FencedUpsertSpec, type Grant, type SqlStatement } from './fencing.js'
+export {
+  PrefixCache,
+  type PrefixCacheOptions,
+  type ConfigParse,
+  type ConfigChange,
+  type ConfigEvent,
+  type ConfigSnapshot,
+  type CurrentOptions,
+  type ReloadReason,
+} from './config/prefix-cache.js'

@@ -92,3 +92,22 @@ export const MAX_REFILL_INTERVAL_MS = 365 * 86_400_000
 
 /** Seconds an in-progress idempotency or single-flight record outlives a crashed owner unless configured. */
 export const DEFAULT_IN_PROGRESS_TTL_S = 10
+
+/** Bytes (keys plus values) a configuration cache keeps at most unless configured (`PrefixCache`, `etcdConfig`). */
+export const DEFAULT_CONFIG_MAX_BYTES = 8 * 1024 * 1024
+
+/** The largest `maxBytes` of a configuration cache: a Lambda's memory is better spent elsewhere. */
+export const MAX_CONFIG_BYTES = 1024 * 1024 * 1024
+
+/**
+ * What one page of a configuration load is planned to carry: a page holds as many values as
+ * this fits at the largest key-value seen so far (the first page {@link VALUES_PER_RESPONSE},
+ * planned as if every value were etcd's largest), at most {@link MAX_CONFIG_PAGE_VALUES}.
+ */
+export const CONFIG_PAGE_BYTES = 2 * 1024 * 1024
+
+/** Most values one page of a configuration load reads. */
+export const MAX_CONFIG_PAGE_VALUES = 1000
+
+/** How old a served configuration snapshot may be unless configured (`etcdConfig`'s `maxStaleMs`), ms. */
+export const DEFAULT_CONFIG_MAX_STALE_MS = 30_000

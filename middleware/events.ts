@@ -5,11 +5,23 @@ export interface EtcdEvent {
   /** acquired: lock/permit/leadership/barrier passed, or a call admitted by the rate limit;
    *  waiting: had to queue; released: let go; lost: the lease ended while held;
    *  skipped: try-lock miss, rate limited, follower or duplicate short-circuit;
-   *  not-stored: an idempotent invocation's response could not be kept (it was still returned). */
-  type: 'acquired' | 'waiting' | 'released' | 'lost' | 'skipped' | 'not-stored'
+   *  not-stored: an idempotent invocation's response could not be kept (it was still returned);
+   *  changed: configuration changes arrived from the watch; reloaded: the whole configuration was read again (detail.reason). */
+  type: 'acquired' | 'waiting' | 'released' | 'lost' | 'skipped' | 'not-stored' | 'changed' | 'reloaded'
   /** Which middleware. */
-  primitive: 'lock' | 'rwLock' | 'semaphore' | 'rateLimit' | 'leader' | 'barrier' | 'doubleBarrier' | 'queue' | 'stm' | 'idempotency'
-  /** The lock / semaphore / rate limiter / election / barrier / queue name, or the idempotency key. */
+  primitive:
+    | 'lock'
+    | 'rwLock'
+    | 'semaphore'
+    | 'rateLimit'
+    | 'leader'
+    | 'barrier'
+    | 'doubleBarrier'
+    | 'queue'
+    | 'stm'
+    | 'idempotency'
+    | 'config'
+  /** The lock / semaphore / rate limiter / election / barrier / queue name, the idempotency key, or the configuration prefix. */
   name: string
   /** The etcd key of this invocation's hold, when there is one. */
   key?: string

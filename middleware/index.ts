@@ -28,3 +28,4 @@ export {
   type IdempotencyGrant,
   type StoredResponseInfo,
 } from './idempotency.js'
+export { etcdConfig, type EtcdConfigOptions, type ConfigContext } from './config.js'

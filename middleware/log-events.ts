@@ -16,7 +16,7 @@ export type EtcdEventLevel = 'debug' | 'info' | 'warn' | 'error' | false
 
 /** Options of {@link logEtcdEvents}. */
 export interface LogEtcdEventsOptions {
-  /** Level per event type (default: `lost` and `not-stored` warn, `released` debug, the rest info). */
+  /** Level per event type (default: `lost`, `not-stored` and `reloaded` warn, `released` debug, the rest info). */
   levels?: Partial<Record<EtcdEvent['type'], EtcdEventLevel>>
 }
 
@@ -27,6 +27,8 @@ const DEFAULT_LEVELS: Record<EtcdEvent['type'], EtcdEventLevel> = {
   lost: 'warn',
   skipped: 'info',
   'not-stored': 'warn',
+  changed: 'info',
+  reloaded: 'warn',
 }
 
 /** `etcd lock acquired billing/nightly`: what happened, to whom, readable without the fields. */

@@ -21,6 +21,8 @@ export type Rule =
   | { type: 'lib' }
   | { type: 'enum'; values: readonly string[] }
   | { type: 'nameOrFunction' }
+  /** A list of non-empty strings (e.g. `etcdConfig`'s required keys). */
+  | { type: 'strings' }
   /** An option that no longer exists under this name: its use is an error naming the new one. */
   | { type: 'renamed'; to: string }
 
@@ -61,6 +63,9 @@ function check(middleware: string, option: string, rule: Rule, value: unknown): 
       if (!((typeof value === 'string' && value !== '') || typeof value === 'function')) {
         fail('a non-empty string or a function (event, context) => string')
       }
+      return
+    case 'strings':
+      if (!Array.isArray(value) || value.some((item) => typeof item !== 'string' || item === '')) fail('an array of non-empty strings')
       return
     case 'enum':
       if (!rule.values.includes(value as string)) fail(`one of ${rule.values.map((v) => `'${v}'`).join(', ')}`)

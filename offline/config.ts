@@ -1,6 +1,9 @@
 // The parts of the Serverless Framework (osls 4 / Serverless v3) plugin API the plugin uses, the
 // JSON schemas it registers, and the reading of `custom.etcd` and `etcdQueue` events.
+import { readFileSync } from 'node:fs'
+import { isAbsolute, join } from 'node:path'
 import type { QueueSubscription } from '../dispatch/subscriptions.js'
+import { configEntries } from '../lib/config/seed.js'
 import { InvalidArgumentError } from '../lib/errors.js'
 import { checkQueueSettings, type EtcdQueueEvent } from '../lib/queue/event.js'
 import { consumerDeadLetter } from '../lib/queue/options.js'
@@ -81,6 +84,13 @@ export interface EtcdPluginConfig {
    * `true` also ships them in artifacts, with `--enable-source-maps` in the functions' NODE_OPTIONS.
    */
   sourcemap?: boolean
+  /**
+   * Keys put into etcd at `serverless offline` start, so a local run has its configuration
+   * (what `etcdConfig` reads) without a script: a map of key → value (a string stored as it
+   * is, any other value as its JSON text), or the path of a JSON file holding one (relative to
+   * the service directory). Keys are whole keys (`config/orders/limit`); existing ones are overwritten.
+   */
+  seed?: Record<string, unknown> | string
 }
 
 /** The JSON schema osls checks `etcdQueue` events against (it only warns; queueSubscriptions checks). */
@@ -120,6 +130,7 @@ export const customEtcdSchema = {
         dispatcher: { type: 'string', minLength: 1 },
         invocationType: { enum: ['Event', 'RequestResponse'] },
         sourcemap: { type: 'boolean' },
+        seed: { anyOf: [{ type: 'object' }, { type: 'string', minLength: 1 }] },
       },
       additionalProperties: false,
     },
@@ -149,7 +160,34 @@ export function readConfig(serverless: ServerlessLike): EtcdPluginConfig {
   if (raw.dispatcher !== undefined && !serverless.service.getAllFunctions().includes(raw.dispatcher)) {
     throw new InvalidArgumentError(`custom.etcd.dispatcher names function ${JSON.stringify(raw.dispatcher)}, which is not in functions:`)
   }
+  if (raw.seed !== undefined) seedEntries(serverless, raw.seed)
   return raw
+}
+
+/**
+ * The keys and values of `custom.etcd.seed`: the map itself, or the JSON file it names
+ * (relative to the service directory). Checked when the config is read, before etcd starts.
+ */
+export function seedEntries(serverless: ServerlessLike, seed: unknown): [string, Buffer][] {
+  if (typeof seed !== 'string') return configEntries(seed, 'custom.etcd.seed')
+  const file = isAbsolute(seed) ? seed : join(serverless.serviceDir, seed)
+  let text: string
+  try {
+    text = readFileSync(file, 'utf8')
+  } catch (err) {
+    throw new InvalidArgumentError(
+      `custom.etcd.seed: cannot read ${file}: ${(err as Error).message}; give a JSON file of key → value or the map itself`,
+    )
+  }
+  let map: unknown
+  try {
+    map = JSON.parse(text)
+  } catch (err) {
+    throw new InvalidArgumentError(
+      `custom.etcd.seed: ${file} is not JSON (${(err as Error).message}); it must hold an object of key → value`,
+    )
+  }
+  return configEntries(map, `custom.etcd.seed (${file})`)
 }
 
 /** Every `etcdQueue` event of the service, as dispatcher subscriptions naming the deployed function. */

@@ -11,6 +11,7 @@ import {
   pluginLog,
   queueSubscriptions,
   readConfig,
+  seedEntries,
   type PluginLog,
   type PluginUtils,
   type ServerlessLike,
@@ -19,6 +20,7 @@ import { lambdaInvoker } from '../dispatch/lambda-invoker.js'
 import { watchDeadLetters } from '../dispatch/dead-letters.js'
 import { runDispatcher } from '../dispatch/dispatcher.js'
 import { QueueMismatchError } from '../lib/errors.js'
+import { putConfig } from '../lib/config/seed.js'
 import type { QueueSubscription } from '../dispatch/subscriptions.js'
 import { reapStale, startLocalEtcd, STATE_DIR, watchSession, type LocalEtcd } from './local-etcd.js'
 import { etcdReleases } from './etcd-release.js'
@@ -115,6 +117,7 @@ export default class MiddyEtcdPlugin {
         )
       }
     }
+    if (config.seed !== undefined) await this.seed(this.client, config.seed)
     const subscriptions = queueSubscriptions(this.serverless)
     this.injectEnvironment(endpoints, subscriptions, config.dispatcher)
     this.build = await buildForOffline(this.serverless, this.log, {
@@ -128,6 +131,15 @@ export default class MiddyEtcdPlugin {
       if (!this.local) watchSession({ etcdPids: [], remove: [this.build.dir], rmdirs: [dirname(this.build.dir)] })
     }
     if (subscriptions.length > 0) this.startDispatcher(subscriptions, config.invocationType ?? 'RequestResponse')
+  }
+
+  /** Puts the keys of `custom.etcd.seed` (before any function can run). */
+  async seed(client: EtcdClient, seed: unknown): Promise<void> {
+    const entries = seedEntries(this.serverless, seed)
+    const { revision, txns } = await putConfig(client, '', entries)
+    this.log.notice(
+      `etcd: seeded ${entries.length} key${entries.length === 1 ? '' : 's'} from custom.etcd.seed${typeof seed === 'string' ? ` (${seed})` : ''} in ${txns} transaction${txns === 1 ? '' : 's'}, revision ${revision}`,
+    )
   }
 
   /** Stops the dispatcher and the local etcd (graceful; the exit hook is the fallback). */

@@ -56,6 +56,7 @@ const FAMILY_RANK: Record<string, number> = {
   queue: 4,
   idempotency: 4,
   stm: 4,
+  config: 4,
   'index.ts': 5,
 }
 const familyOf = (file: string) => file.split('/')[1]

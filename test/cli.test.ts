@@ -383,6 +383,57 @@ describe('middy-etcd barrier', () => {
   })
 })
 
+describe('middy-etcd config', () => {
+  it('set writes keys (one, or a JSON file in one Txn), get reads them at one revision, diff compares with a file', async () => {
+    const prefix = `${uniqueName('cli-cfg')}/`
+    const dir = mkdtempSync(join(tmpdir(), 'middy-etcd-cfg-'))
+    try {
+      const file = join(dir, 'config.json')
+      writeFileSync(file, JSON.stringify({ greeting: 'hello', limits: { rps: 5 }, enabled: true }))
+      const written = await json(['config', 'set', prefix, '--file', file])
+      expect(written).toMatchObject({ prefix, written: 3, transactions: 1 })
+      expect(await json(['config', 'set', prefix, 'extra', 'x'])).toMatchObject({ written: 1 })
+
+      const got = await json(['config', 'get', prefix])
+      expect(got.keys).toEqual([
+        { key: 'enabled', value: 'true' },
+        { key: 'extra', value: 'x' },
+        { key: 'greeting', value: 'hello' },
+        { key: 'limits', value: '{"rps":5}' },
+      ])
+      expect(got.revision).toBeGreaterThanOrEqual(written.revision)
+      expect((await cli(['config', 'get', prefix])).stdout).toMatch(/^greeting\s+"hello"$/m)
+
+      writeFileSync(file, JSON.stringify({ greeting: 'bonjour', limits: { rps: 5 }, enabled: true, added: 1 }))
+      const d = await json(['config', 'diff', prefix, file])
+      expect(d).toMatchObject({
+        equal: false,
+        onlyInFile: [{ key: 'added', value: '1' }],
+        onlyInEtcd: [{ key: 'extra', value: 'x' }],
+        changed: [{ key: 'greeting', etcd: { value: 'hello' }, file: { value: 'bonjour' } }],
+      })
+      const text = (await cli(['config', 'diff', prefix, file])).stdout
+      expect(text).toMatch(/^\+ added = "1"$/m)
+      expect(text).toMatch(/^- extra = "x"$/m)
+      expect(text).toMatch(/^~ greeting: "hello" in etcd, "bonjour" in /m)
+      await cli(['config', 'set', prefix, '--file', file])
+      await keyspace(etcd.client).del(`${prefix}extra`)
+      expect(await json(['config', 'diff', prefix, file])).toMatchObject({ equal: true })
+      const help = await cli(['config', '--help'])
+      expect(help.stdout).toContain('compare etcd with a local JSON file')
+      const bad = await cli(['config', 'diff', prefix, join(dir, 'missing.json')])
+      expect(bad.code).toBe(2)
+      expect(bad.stderr).toContain('cannot read')
+      writeFileSync(file, '[1,2]')
+      const notMap = await cli(['config', 'set', prefix, '--file', file])
+      expect(notMap.code).toBe(2)
+      expect(notMap.stderr).toContain('must be an object of key → value')
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+})
+
 describe('middy-etcd usage and errors', () => {
   it('prints help with exit 0', async () => {
     const general = await cli(['--help'])

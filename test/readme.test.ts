@@ -21,6 +21,7 @@ import yaml from 'js-yaml'
 import ts from 'typescript'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { barrier } from '../cli/barrier.js'
+import { config } from '../cli/config.js'
 import { leader } from '../cli/leader.js'
 import { locks } from '../cli/locks.js'
 import { queue } from '../cli/queue.js'
@@ -250,7 +251,7 @@ describe('README code blocks', () => {
 
   describe('sh', () => {
     const routes = serviceRoutes()
-    const usages = [locks, leader, queue, barrier, semaphores].flatMap((c) => c.usage.split('\n'))
+    const usages = [locks, leader, queue, barrier, semaphores, config].flatMap((c) => c.usage.split('\n'))
 
     /** Why a line is a command this repository has, or undefined. */
     function known(line: string, section: string): string | undefined {

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createClient, Queue, type EtcdClient } from '../lib/index.js'
 import { freePort, startEtcd, type EtcdCluster } from '../testing/index.js'
 import { sleep, uniqueName, until, alive } from './helpers.js'
-import { BUNDLED, INJECTED, LISTENING, SUBSCRIBED } from './support/offline-log.js'
+import { BUNDLED, INJECTED, SEEDED, LISTENING, SUBSCRIBED } from './support/offline-log.js'
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..')
 const stateDir = join(root, '.etcd-offline')
@@ -103,7 +103,8 @@ describe('osls offline start with the middy-etcd plugin', () => {
   it('prints the start-up lines the README shows', () => {
     // The etcd of this run's release (ETCD_BIN, which vitest.config.ts sets for every file) is the one osls started.
     expect(LISTENING.exec(output)?.[4]).toBe(process.env.MIDDY_ETCD_TEST_VERSION)
-    expect(INJECTED.exec(output)?.slice(1)).toEqual([etcdEndpoint, '29'])
+    expect(INJECTED.exec(output)?.slice(1)).toEqual([etcdEndpoint, '30'])
+    expect(SEEDED.exec(output)?.slice(1, 4)).toEqual(['2', undefined, '1'])
     expect(SUBSCRIBED.exec(output)?.slice(1)).toEqual(['example/jobs', undefined, 'jobWorker', '5'])
   })
 
@@ -127,6 +128,23 @@ describe('osls offline start with the middy-etcd plugin', () => {
     expect(frames.length).toBeGreaterThanOrEqual(2)
     for (const frame of frames) expect(frame).toMatch(/handlers\/ping\.ts:\d+:\d+\)$/)
     expect(trace.join('\n')).not.toMatch(/\.etcd-offline\/build\/\d+\/handlers\/ping\.js/)
+  })
+
+  it('GET /settings serves the custom.etcd.seed values through etcdConfig, and a change made in etcd on the next call', async () => {
+    const seeded = await call('GET', '/settings')
+    expect(seeded).toMatchObject({ status: 200, body: { greeting: 'hello from etcd', reports: { concurrency: 2 } } })
+    // Both keys in one Txn: the function serves them from one revision, never one without the other.
+    await client
+      .if('example/settings/greeting', 'Version', '>', 0)
+      .then(client.put('example/settings/greeting').value('"changed"'), client.put('example/settings/maintenance').value('true'))
+      .commit()
+    const changed = await until('the change on /settings', 5_000, async () => {
+      const r = await call('GET', '/settings')
+      const body = r.body as { greeting: string; maintenance?: boolean }
+      if (body.greeting === 'hello from etcd') return undefined
+      return body
+    })
+    expect(changed).toMatchObject({ greeting: 'changed', maintenance: true })
   })
 
   it('the semaphore function lets at most 2 reports build at once', async () => {

@@ -11,5 +11,8 @@ export const BUNDLED = /^etcd: bundled ([\w-]+(?:, [\w-]+)*) into (\.etcd-offlin
 /** `etcdQueue: example/jobs → jobWorker (batch 5)` */
 export const SUBSCRIBED = /^etcdQueue: (\S+)( \(priority\))? → ([\w-]+) \(batch (\d+)\)$/m
 
+/** `etcd: seeded 2 keys from custom.etcd.seed in 1 transaction, revision 3` (with a file: `… seed (config/seed.json) …`) */
+export const SEEDED = /^etcd: seeded (\d+) keys? from custom\.etcd\.seed(?: \(([^)]+)\))? in (\d+) transactions?, revision (\d+)$/m
+
 /** Every start-up line pattern. */
-export const START_LINES = [LISTENING, INJECTED, BUNDLED, SUBSCRIBED]
+export const START_LINES = [LISTENING, INJECTED, SEEDED, BUNDLED, SUBSCRIBED]

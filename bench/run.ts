@@ -30,6 +30,7 @@ import { packageSize } from './scenarios/package-size.js'
 import { semaphore } from './scenarios/semaphore.js'
 import { scaling } from './scenarios/scaling.js'
 import { transport } from './scenarios/transport.js'
+import { config } from './scenarios/config.js'
 
 /**
  * In report order; the floor first, since later scenarios divide by it; queue-scale last, as it
@@ -45,6 +46,7 @@ const scenarios: Scenario[] = [
   queue,
   stm,
   idempotency,
+  config,
   electionFailover,
   dispatcherHandover,
   semaphore,

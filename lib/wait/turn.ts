@@ -15,14 +15,23 @@ import type { OwnedKey } from './owned-key.js'
  */
 
 /**
- * How many of the youngest keys an enqueue reads (the Mutex's lock Txn, an Election's campaign):
- * a waiter that sees every key ahead of it needs no read when its turn comes; one further back
- * reads again before its turn.
- * etcd reads and sorts every key of the prefix for a sorted Range whatever the limit, so a
- * higher limit only costs the answer's size (~50 bytes a key): 128 made 100 contending workers
- * ~25 % faster than 16 (bench/util/profile-lock.ts 100 1 6), most of them no longer re-reading.
+ * How many of the youngest keys ahead an enqueue reads (the Mutex's lock Txn, an Election's
+ * campaign, an RWMutex's blockers): a waiter that sees every key ahead of it needs no read when
+ * its turn comes; one further back reads again once, while {@link REREAD_AT} of the keys it knows
+ * are still ahead — several handoffs before its turn, off the critical path. The keys it knows
+ * are the youngest ahead, the last of them to go, so by then the older ones are gone and the
+ * second read sees the rest of the queue.
+ * etcd reads and sorts every key of the prefix for a sorted Range whatever the limit, so the
+ * limit costs only the answer's size — which every enqueue pays: 128 made a lock handoff with
+ * 200 waiters receive 7x the bytes of one with 10 (bench "scaling"); 16 with the second read
+ * at 8 keeps that within 1.15x, and was faster than 128 read again at 1 key left on the
+ * contended rows (`bench/run.ts --only lock-contended,scaling`, 2 runs each on a busy machine:
+ * 100 x 1 at 0.74-0.77x Go's handoffs/s in the same run vs 0.61-0.65x; 4 processes x 25 at
+ * 0.52-0.53x vs 0.40-0.47x; 8 read again at 4 was between).
  */
-export const AHEAD_READ_LIMIT = 128
+export const AHEAD_READ_LIMIT = 16
+/** A cut view is read again when this many of its keys are still ahead (see {@link AHEAD_READ_LIMIT}). */
+export const REREAD_AT = AHEAD_READ_LIMIT / 2
 
 /** What a waiter knows about the keys ahead of it, as of one revision. */
 export interface TurnView {
@@ -131,11 +140,11 @@ export function waitTurn(t: Turn): Promise<bigint> {
       asOf = view.revision
       return true
     }
-    /** Our turn if nothing is ahead; a cut view is read again before its last known key goes. */
+    /** Our turn if nothing is ahead; a cut view is read again while REREAD_AT of its keys are left. */
     const evaluate = (revision: bigint) => {
       if (done) return
       if (ahead.size === 0 && complete) return finish(() => resolve(revision))
-      if (!complete && ahead.size <= 1) reread()
+      if (!complete && ahead.size <= REREAD_AT) reread()
     }
     const apply = (key: string, revision: bigint) => {
       if (key === t.own.key) return fail(t.lost())

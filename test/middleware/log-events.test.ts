@@ -89,7 +89,7 @@ describe('logEtcdEvents', () => {
     expect(() => logEtcdEvents(undefined as never)).toThrow(InvalidArgumentError)
     expect(() => logEtcdEvents({ info() {} } as never)).toThrow(/no debug\(message, fields\) method/)
     // A logger with only info() is enough when no event goes to another level.
-    stops.push(logEtcdEvents({ info() {} } as never, { levels: { released: false, lost: 'info', 'not-stored': 'info' } }))
+    stops.push(logEtcdEvents({ info() {} } as never, { levels: { released: false, lost: 'info', 'not-stored': 'info', reloaded: 'info' } }))
     expect(() => logEtcdEvents(jsonLinesLogger(), { levels: { acquired: 'loud' as never } })).toThrow(/levels.acquired must be/)
     expect(() => logEtcdEvents(jsonLinesLogger(), { levels: { gained: 'info' } as never })).toThrow(/unknown event type "gained"/)
   })

@@ -53,8 +53,8 @@ export type Primitive =
 /**
  * How a wait or hold ended: `acquired` (granted, passed, admitted, elected), `locked` (a
  * `try…` found it held, a decision form was refused), `rejected` (a rate limiter refused),
- * `duplicate` (an idempotency key already completed), `in_progress` (its record is being made by
- * another call), `timeout`, `aborted`, `lost` (our lease or claim went while waiting or holding),
+ * `duplicate` (an idempotency key already completed or failed), `in_progress` (its record is
+ * being made by another call), `gone` (the in-progress record waited on went: begin again), `timeout`, `aborted`, `lost` (our lease or claim went while waiting or holding),
  * `released` (a hold ended by its holder), `error` (anything else).
  */
 export type Outcome =
@@ -63,6 +63,7 @@ export type Outcome =
   | 'rejected'
   | 'duplicate'
   | 'in_progress'
+  | 'gone'
   | 'timeout'
   | 'aborted'
   | 'lost'
@@ -88,6 +89,7 @@ const EXPECTED: ReadonlySet<Outcome> = new Set([
   'rejected',
   'duplicate',
   'in_progress',
+  'gone',
   'released',
   'timeout',
   'aborted',
@@ -210,7 +212,8 @@ export function startHold(primitive: Primitive, name: string, fence: bigint, sig
 
 /** One STM transaction: its attempts and conflicts. */
 export class StmProbe {
-  private conflicts = 0
+  /** Attempts that conflicted so far. */
+  conflicts = 0
   constructor(
     private readonly span: Span | undefined,
     private readonly instruments: Instruments | undefined,

@@ -50,5 +50,13 @@ export {
 export { hashPayload } from './idempotency/record.js'
 export { singleFlight, type SingleFlightOptions } from './idempotency/single-flight.js'
 export { fencedUpsert, requireFenced, type FencedUpsertSpec, type Grant, type SqlStatement } from './fencing.js'
-export { telemetryReady, INSTRUMENTATION_SCOPE } from './telemetry/otel.js'
-export { ATTR as TELEMETRY_ATTRIBUTES, LEASE_LOST_EVENT, type Outcome as TelemetryOutcome } from './telemetry/coordination.js'
+export {
+  telemetryReady,
+  INSTRUMENTATION_SCOPE,
+  ATTR as TELEMETRY_ATTRIBUTES,
+  LEASE_LOST_EVENT,
+  MESSAGING_SYSTEM,
+  MESSAGING_ATTR as MESSAGING_ATTRIBUTES,
+  type Outcome as TelemetryOutcome,
+  type Primitive as TelemetryPrimitive,
+} from './telemetry/names.js'

@@ -26,7 +26,8 @@ import { grantLease, revokeLease } from '../core/leases.js'
 import { createOnLease, OwnedKey } from '../wait/owned-key.js'
 import { Session } from '../session/session.js'
 import { untilAborted, waitChange, type KeyChange, type WaitOptions } from '../wait/wait.js'
-import { startWait, type Outcome } from '../telemetry/coordination.js'
+import { startWait } from '../telemetry/coordination.js'
+import type { Outcome } from '../telemetry/names.js'
 
 /** Options of {@link IdempotencyStore.begin}. */
 export interface BeginOptions {

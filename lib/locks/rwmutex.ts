@@ -8,7 +8,8 @@ import { heldSignal } from '../fencing.js'
 import type { Session } from '../session/session.js'
 import { AHEAD_READ_LIMIT, readAhead, type TurnView, waitTurn } from '../wait/turn.js'
 import type { LockOptions } from '../wait/wait.js'
-import { startHold, startWait, type HoldProbe, type Primitive, type WaitProbe } from '../telemetry/coordination.js'
+import { startHold, startWait, type HoldProbe, type WaitProbe } from '../telemetry/coordination.js'
+import type { Primitive } from '../telemetry/names.js'
 
 /** The mode an {@link RWMutex} is held in. */
 export type RWMode = 'read' | 'write'

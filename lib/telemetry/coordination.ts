@@ -9,6 +9,7 @@ import {
   SessionExpiredError,
   WaitTimeoutError,
 } from '../errors.js'
+import { ATTR, LEASE_LOST_EVENT, type Outcome, type Primitive } from './names.js'
 import { activeInstruments, activeTracer, otelApi, revisionAttribute, type Instruments } from './otel.js'
 
 /**
@@ -18,57 +19,6 @@ import { activeInstruments, activeTracer, otelApi, revisionAttribute, type Instr
  * `start…` returns undefined when no tracer nor meter provider is registered, so a primitive's
  * hot path costs one branch (`probe?.end(…)`) and allocates nothing.
  */
-
-/** Span and metric attributes (ours, under `middy_etcd.`: no semantic convention covers locks). */
-export const ATTR = {
-  /** Which primitive: `lock`, `rwlock.read`, `rwlock.write`, `semaphore`, `rate_limit`, `election`, `barrier`, `double_barrier.enter`, `double_barrier.leave`, `idempotency`. */
-  primitive: 'middy_etcd.primitive',
-  /** The lock, semaphore, election, barrier name or idempotency key (spans only: unbounded cardinality). */
-  name: 'middy_etcd.name',
-  /** How the wait or hold ended (see {@link Outcome}). */
-  outcome: 'middy_etcd.outcome',
-  /** The grant's fencing token. */
-  fence: 'middy_etcd.fence',
-  /** Why a lease was lost: `expired`, `revoked`, `unreachable`, `closed`. */
-  reason: 'middy_etcd.lease.loss_reason',
-  attempts: 'middy_etcd.stm.attempts',
-  conflicts: 'middy_etcd.stm.conflicts',
-} as const
-
-/** The name of the span event a lost lease adds to its hold's span. */
-export const LEASE_LOST_EVENT = 'middy_etcd.lease_lost'
-
-export type Primitive =
-  | 'lock'
-  | 'rwlock.read'
-  | 'rwlock.write'
-  | 'semaphore'
-  | 'rate_limit'
-  | 'election'
-  | 'barrier'
-  | 'double_barrier.enter'
-  | 'double_barrier.leave'
-  | 'idempotency'
-
-/**
- * How a wait or hold ended: `acquired` (granted, passed, admitted, elected), `locked` (a
- * `try…` found it held, a decision form was refused), `rejected` (a rate limiter refused),
- * `duplicate` (an idempotency key already completed or failed), `in_progress` (its record is
- * being made by another call), `gone` (the in-progress record waited on went: begin again), `timeout`, `aborted`, `lost` (our lease or claim went while waiting or holding),
- * `released` (a hold ended by its holder), `error` (anything else).
- */
-export type Outcome =
-  | 'acquired'
-  | 'locked'
-  | 'rejected'
-  | 'duplicate'
-  | 'in_progress'
-  | 'gone'
-  | 'timeout'
-  | 'aborted'
-  | 'lost'
-  | 'released'
-  | 'error'
 
 /** The outcome a failed wait ended with, read from what it threw. */
 export function outcomeOf(err: unknown): Outcome {

@@ -1,5 +1,6 @@
 import type { Attributes, Link, Span, SpanContext } from '@opentelemetry/api'
 import { outcomeOf } from './coordination.js'
+import { MESSAGING_ATTR, MESSAGING_SYSTEM } from './names.js'
 import { activeInstruments, activeTracer, otelApi, type Instruments } from './otel.js'
 
 /**
@@ -15,26 +16,6 @@ import { activeInstruments, activeTracer, otelApi, type Instruments } from './ot
  * still gets its links. The queue stores it in the message's metadata (lib/queue/meta.ts), never
  * in the item's value, so Go consumers read the payload unchanged.
  */
-
-/**
- * `messaging.system`: the conventions register no value for etcd, and say to use a custom one
- * then. `etcd` it is, not `middy_etcd`: the queue is etcd's own Go recipe layout (`recipe.Queue`),
- * which Go producers and consumers share with us, so the system a span talks to is etcd.
- */
-export const MESSAGING_SYSTEM = 'etcd'
-
-/** Attribute names (the conventions' own, and `messaging.etcd.*` for what they leave to each system). */
-export const MESSAGING_ATTR = {
-  system: 'messaging.system',
-  destination: 'messaging.destination.name',
-  operationName: 'messaging.operation.name',
-  operationType: 'messaging.operation.type',
-  messageId: 'messaging.message.id',
-  batchCount: 'messaging.batch.message_count',
-  /** How many times the message was delivered, this time included (the conventions name it per system). */
-  deliveryCount: 'messaging.etcd.message.delivery_count',
-  errorType: 'error.type',
-} as const
 
 /** The W3C trace context a message carries. */
 export interface MessageTrace {

@@ -111,6 +111,17 @@ describe('module layers', () => {
     ).toEqual(['@aws-sdk/client-lambda', '@opentelemetry/api', 'cockatiel', 'etcd3'])
   })
 
+  it('@opentelemetry/api, an optional peer, is loaded only by lib/telemetry/otel.ts, with a guarded dynamic import; elsewhere its types only', () => {
+    const users = [...graph].filter(([, deps]) => deps.includes('@opentelemetry/api')).map(([f]) => f)
+    expect(users).toContain('lib/telemetry/otel.ts')
+    const loads = users.filter((f) => {
+      const text = readFileSync(join(root, f), 'utf8')
+      return /^\s*import\s+(?!type\s)[^;]*from\s+'@opentelemetry\/api'/m.test(text) || /(?<!typeof )import\(\s*'@opentelemetry\/api'/.test(text)
+    })
+    expect(loads).toEqual(['lib/telemetry/otel.ts'])
+    expect(readFileSync(join(root, 'lib/telemetry/otel.ts'), 'utf8')).toMatch(/import\('@opentelemetry\/api'\)\.then\([\s\S]*?\(\) => false,?\s*\)/)
+  })
+
   it('production code (lib, middleware, dispatch, offline, cli) never imports testing/ or test/', () => {
     const bad = [...graph]
       .filter(([f]) => !f.startsWith('testing/') && !f.startsWith('handlers/'))

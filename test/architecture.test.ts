@@ -116,10 +116,14 @@ describe('module layers', () => {
     expect(users).toContain('lib/telemetry/otel.ts')
     const loads = users.filter((f) => {
       const text = readFileSync(join(root, f), 'utf8')
-      return /^\s*import\s+(?!type\s)[^;]*from\s+'@opentelemetry\/api'/m.test(text) || /(?<!typeof )import\(\s*'@opentelemetry\/api'/.test(text)
+      return (
+        /^\s*import\s+(?!type\s)[^;]*from\s+'@opentelemetry\/api'/m.test(text) || /(?<!typeof )import\(\s*'@opentelemetry\/api'/.test(text)
+      )
     })
     expect(loads).toEqual(['lib/telemetry/otel.ts'])
-    expect(readFileSync(join(root, 'lib/telemetry/otel.ts'), 'utf8')).toMatch(/import\('@opentelemetry\/api'\)\.then\([\s\S]*?\(\) => false,?\s*\)/)
+    expect(readFileSync(join(root, 'lib/telemetry/otel.ts'), 'utf8')).toMatch(
+      /import\('@opentelemetry\/api'\)\.then\([\s\S]*?\(\) => false,?\s*\)/,
+    )
   })
 
   it('production code (lib, middleware, dispatch, offline, cli) never imports testing/ or test/', () => {

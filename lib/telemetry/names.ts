@@ -1,6 +1,20 @@
 // What the barrel exports of the telemetry: names and `telemetryReady`, and no type of
-// @opentelemetry/api, so a user's type check never needs the optional peer installed.
-export { telemetryReady, INSTRUMENTATION_SCOPE } from './otel.js'
+// @opentelemetry/api (the declarations of this file import nothing), so a user's type check
+// never needs the optional peer installed.
+import { apiLoaded, INSTRUMENTATION_SCOPE as SCOPE } from './otel.js'
+
+/** The instrumentation scope of every span and instrument. */
+export const INSTRUMENTATION_SCOPE: 'middy-etcd' = SCOPE
+
+/**
+ * Resolves once `@opentelemetry/api` has been looked for: true when it is installed (telemetry
+ * goes to the registered providers from then on), false when it is not (nothing is emitted).
+ * The lookup starts when the library is imported and takes a few milliseconds; await this only
+ * where a span must not be missed right after start-up (a test, a script's first call).
+ */
+export function telemetryReady(): Promise<boolean> {
+  return apiLoaded
+}
 
 /** Span and metric attributes (ours, under `middy_etcd.`: no semantic convention covers locks). */
 export const ATTR = {

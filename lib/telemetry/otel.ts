@@ -13,28 +13,19 @@ import type { Counter, Histogram, Meter, Tracer } from '@opentelemetry/api'
 
 type Api = typeof import('@opentelemetry/api')
 
-/** The instrumentation scope of every span and instrument. */
+/** The instrumentation scope of every span and instrument (exported by the barrel through names.ts). */
 export const INSTRUMENTATION_SCOPE = 'middy-etcd'
 
 let api: Api | undefined
 
-const loaded: Promise<boolean> = import('@opentelemetry/api').then(
+/** @internal Resolves once the API has been looked for: true when it is installed. */
+export const apiLoaded: Promise<boolean> = import('@opentelemetry/api').then(
   (module) => {
     api = module
     return true
   },
   () => false,
 )
-
-/**
- * Resolves once `@opentelemetry/api` has been looked for: true when it is installed (telemetry
- * goes to the registered providers from then on), false when it is not (nothing is emitted).
- * The lookup starts when the library is imported and takes a few milliseconds; await this only
- * where a span must not be missed right after start-up (a test, a script's first call).
- */
-export function telemetryReady(): Promise<boolean> {
-  return loaded
-}
 
 /** @internal The loaded API (undefined while loading and when it is not installed). */
 export function otelApi(): Api | undefined {

@@ -2,7 +2,7 @@
 // outcome, the hold's span ending at release, a lost lease as an event on the hold.
 import { SpanStatusCode } from '@opentelemetry/api'
 import { describe, expect, it } from 'vitest'
-import { LEASE_LOST_EVENT, LockedError, Mutex, Session, TELEMETRY_ATTRIBUTES as A } from '../../lib/index.js'
+import { LEASE_LOST_EVENT, LockedError, Mutex, Session, SessionExpiredError, TELEMETRY_ATTRIBUTES as A } from '../../lib/index.js'
 import { timeoutSignal } from '../../lib/timers.js'
 import { uniqueName, until, useEtcd } from '../helpers.js'
 import { useOtelSdk } from './otel-sdk.js'
@@ -66,5 +66,23 @@ describe('Mutex telemetry', () => {
     expect(event?.attributes?.[A.reason]).toBe('revoked')
     expect(await otel.counted('middy_etcd.lease.losses', { [A.primitive]: 'lock', [A.reason]: 'revoked' })).toBe(1)
     await session.close()
+  })
+
+  it('a waiter whose lease is revoked while it waits records `lost` with an error status', async () => {
+    const name = uniqueName('lock')
+    const [a, b] = [await Session.create(etcd.client), await Session.create(etcd.client, { ttl: 5 })]
+    const holder = new Mutex(a, name)
+    await holder.lock()
+    let queued!: () => void
+    const waiting = new Promise<void>((resolve) => (queued = resolve))
+    const waiter = new Mutex(b, name).lock({ onWaiting: () => queued() })
+    await waiting
+    await etcd.newClient().leaseClient.leaseRevoke({ ID: b.leaseId })
+    await expect(waiter).rejects.toBeInstanceOf(SessionExpiredError)
+    const [lost] = otel.spansOf('wait lock', { [A.name]: name, [A.outcome]: 'lost' })
+    expect(lost.status.code).toBe(SpanStatusCode.ERROR)
+    expect(lost.events.some((e) => e.name === 'exception')).toBe(true)
+    await holder.unlock()
+    await a.close()
   })
 })

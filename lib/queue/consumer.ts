@@ -171,7 +171,10 @@ export class ClaimQueue {
       endReceive(probe, this.name, messages)
       return messages
     } catch (err) {
-      probe.fail(err)
+      // A wait the caller stopped (a long poll's budget, a dispatcher's shutdown) received
+      // nothing; it did not fail.
+      if (signal?.aborted && err === signal.reason) endReceive(probe, this.name, [])
+      else probe.fail(err)
       throw err
     }
   }

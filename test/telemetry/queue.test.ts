@@ -99,6 +99,18 @@ describe('queue telemetry', () => {
     await pq.ack(m)
   })
 
+  it('a receive stopped by its signal on an empty queue ends with no message and no error', async () => {
+    const name = uniqueName('tq-empty')
+    const stop = new AbortController()
+    const waiting = new Queue(etcd.client, name).receive({ signal: stop.signal })
+    setTimeout(() => stop.abort(), 100)
+    await expect(waiting).rejects.toMatchObject({ name: 'AbortError' })
+    const [receive] = otel.spansOf(`receive ${name}`)
+    expect(receive.attributes[M.batchCount]).toBe(0)
+    expect(receive.attributes[M.errorType]).toBeUndefined()
+    expect(receive.status.code).toBe(SpanStatusCode.UNSET)
+  })
+
   it('nack counts a redelivery and the dead-letter move; the settle span says nack, then dead_letter', async () => {
     const name = uniqueName('tq-dlq')
     const q = new Queue(etcd.client, name, { maxReceives: 2, deadLetterQueue: `${name}-dead` })

@@ -227,6 +227,7 @@ export class Election {
     }
     const res = await this.ks.txn([own.ownerCompare()], [this.ks.put(own.key, proposal, this.session.leaseId)], [], IDEMPOTENT)
     if (!res.succeeded) {
+      this.term?.end('lost') // the key went under the term (its lease, or a resign elsewhere)
       this.reset()
       throw new NotLeaderError(`election ${JSON.stringify(this.name)}: ${own.key} is gone (session expired or resigned); campaign() again`)
     }

@@ -8,6 +8,7 @@ import { QueueMismatchError } from '../lib/errors.js'
 import { DEFAULT_BATCH_SIZE, DEFAULT_VISIBILITY_S } from '../lib/limits.js'
 import { toQueueMessage, type JsonMessage, type QueueDispatchEvent } from '../lib/queue/event.js'
 import { startTimer } from '../lib/timers.js'
+import { startProcess, withProcess } from '../lib/telemetry/messaging.js'
 import { openQueue, type ReceivingQueue } from './queues.js'
 import { checkSubscription, type QueueSubscription } from './subscriptions.js'
 
@@ -129,9 +130,13 @@ async function dispatchBatch(options: DispatcherOptions, queue: ReceivingQueue, 
   const event: QueueDispatchEvent = {
     etcdQueue: { queue: sub.queue, priority: sub.priority ?? false, messages: messages.map(toQueueMessage) },
   }
+  // `process {queue}` around the invocation, linked to each message's producer span; the Invoke
+  // call runs inside it. The messages carry their trace context on to the function, whose
+  // queueConsumer links its own process span to the producers too.
+  const processing = startProcess(sub.queue, messages)
   let outcome: InvokeOutcome
   try {
-    outcome = await options.invoke(sub.function, event)
+    outcome = await withProcess(processing, () => options.invoke(sub.function, event))
   } catch (err) {
     outcome = { ok: false, error: (err as Error)?.message ?? String(err) }
   }
@@ -140,6 +145,8 @@ async function dispatchBatch(options: DispatcherOptions, queue: ReceivingQueue, 
   // failed is gone already: its nack is a no-op. A batch refused as meant for another queue was
   // not tried: it is left to come back after its visibility timeout, its messages not failed.
   if (!outcome.ok && outcome.errorType !== 'QueueMismatchError') await Promise.allSettled(messages.map((m) => queue.nack(m.receipt)))
+  if (outcome.ok) processing?.end()
+  else processing?.fail(Object.assign(new Error(outcome.error ?? 'the invocation failed'), { name: outcome.errorType ?? 'InvokeError' }))
   options.onResult?.({ subscription: sub, messageIds: messages.map((m) => m.id), outcome })
   return outcome
 }

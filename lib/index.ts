@@ -60,3 +60,13 @@ export {
   type CurrentOptions,
   type ReloadReason,
 } from './config/prefix-cache.js'
+export {
+  telemetryReady,
+  INSTRUMENTATION_SCOPE,
+  ATTR as TELEMETRY_ATTRIBUTES,
+  LEASE_LOST_EVENT,
+  MESSAGING_SYSTEM,
+  MESSAGING_ATTR as MESSAGING_ATTRIBUTES,
+  type Outcome as TelemetryOutcome,
+  type Primitive as TelemetryPrimitive,
+} from './telemetry/names.js'

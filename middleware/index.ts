@@ -21,6 +21,7 @@ export type { NameOption } from './name.js'
 export { fromHeader, fromEvent, type EventValue } from './http.js'
 export { etcdPlugin, type PluginObject } from './plugin.js'
 export { logEtcdEvents, jsonLinesLogger, type StructuredLogger, type LogEtcdEventsOptions, type EtcdEventLevel } from './log-events.js'
+export { etcdPowertoolsMetrics, metricsOfEvent, type PowertoolsMetricsLike, type BridgedMetric } from './powertools-metrics.js'
 export {
   etcdIdempotency,
   type EtcdIdempotencyOptions,

@@ -14,6 +14,7 @@ import { consumerDeadLetter } from '../lib/queue/options.js'
 import { PriorityQueue } from '../lib/queue/priority-queue.js'
 import { checkQueueSettings, dispatchedMessages, toQueueMessage, type JsonMessage, type QueueSettings } from '../lib/queue/event.js'
 import { Queue } from '../lib/queue/queue.js'
+import { startProcess } from '../lib/telemetry/messaging.js'
 import { emit, type OnEvent } from './events.js'
 import { ScopeUses, shortCircuit, waitBudget } from './scope.js'
 import { validateOptions, type Schema } from './options.js'
@@ -118,9 +119,20 @@ export function queueConsumer(
     const batch = messages
     // From `after`, the handler's batchItemFailures failed; on every other path (it threw, a
     // guard inside short-circuited), every message of the batch did.
-    uses
-      .enter(request, client(), request.context)
-      .onRelease((handled) => ackAndNack(q, batch, handled ? failuresOf(handled.response) : new Set(batch.map((m) => m.id))))
+    // `process {queue}`, linked to each message's producer span, runs from here to the batch's
+    // settlement (a middleware has no hook around the handler, so the handler's own spans are
+    // not its children; the dispatcher's process span is the parent of its Invoke call).
+    const processing = startProcess(opts.queue, batch)
+    uses.enter(request, client(), request.context).onRelease(async (handled) => {
+      try {
+        await ackAndNack(q, batch, handled ? failuresOf(handled.response) : new Set(batch.map((m) => m.id)))
+      } catch (err) {
+        processing?.fail(err)
+        throw err
+      }
+      if (handled) processing?.end()
+      else processing?.fail(request.error ?? new Error('the handler failed'))
+    })
     request.context.etcd = { ...request.context.etcd, messages: batch }
     emit(opts.onEvent, { type: 'acquired', primitive: 'queue', name: opts.queue, detail: { messages: batch.length } })
     return undefined

@@ -46,6 +46,7 @@ const FAMILY_RANK: Record<string, number> = {
   'errors.ts': 0,
   'limits.ts': 0,
   'timers.ts': 0,
+  telemetry: 0.5,
   core: 1,
   session: 2,
   wait: 3,
@@ -99,7 +100,7 @@ describe('module layers', () => {
     expect([...graph.keys()].filter((f) => f.startsWith('lib/') && familyRank(f) < 0)).toEqual([])
   })
 
-  it('the deployable dispatcher reaches only lib/, etcd3 and the Lambda client: no Middy, plugin or build tool', () => {
+  it('the deployable dispatcher reaches only lib/, etcd3, the Lambda client and the optional OTel API: no Middy, plugin or build tool', () => {
     const deps = [...reachable('dispatch/index.ts')]
     expect(deps.filter((d) => /^(middleware|offline|testing|cli|handlers)\//.test(d))).toEqual([])
     expect(
@@ -107,7 +108,23 @@ describe('module layers', () => {
         .filter((d) => !d.includes('/') || d.startsWith('@'))
         .filter((d) => !d.startsWith('node:'))
         .sort(),
-    ).toEqual(['@aws-sdk/client-lambda', 'cockatiel', 'etcd3'])
+      // @opentelemetry/api is an optional peer, imported only by lib/telemetry/otel.ts behind a guarded dynamic import.
+    ).toEqual(['@aws-sdk/client-lambda', '@opentelemetry/api', 'cockatiel', 'etcd3'])
+  })
+
+  it('@opentelemetry/api, an optional peer, is loaded only by lib/telemetry/otel.ts, with a guarded dynamic import; elsewhere its types only', () => {
+    const users = [...graph].filter(([, deps]) => deps.includes('@opentelemetry/api')).map(([f]) => f)
+    expect(users).toContain('lib/telemetry/otel.ts')
+    const loads = users.filter((f) => {
+      const text = readFileSync(join(root, f), 'utf8')
+      return (
+        /^\s*import\s+(?!type\s)[^;]*from\s+'@opentelemetry\/api'/m.test(text) || /(?<!typeof )import\(\s*'@opentelemetry\/api'/.test(text)
+      )
+    })
+    expect(loads).toEqual(['lib/telemetry/otel.ts'])
+    expect(readFileSync(join(root, 'lib/telemetry/otel.ts'), 'utf8')).toMatch(
+      /import\('@opentelemetry\/api'\)\.then\([\s\S]*?\(\) => false,?\s*\)/,
+    )
   })
 
   it('production code (lib, middleware, dispatch, offline, cli) never imports testing/ or test/', () => {

@@ -174,6 +174,17 @@ describe('a user service built from the installed tarball', () => {
     expect(`${tsc.stdout ?? ''}${tsc.stderr ?? ''}`).toBe('')
   }, 60_000)
 
+  it('without @opentelemetry/api (an optional peer: npm does not install it) the package loads and emits nothing', async () => {
+    expect(existsSync(join(service, 'node_modules', '@opentelemetry', 'api'))).toBe(false)
+    const env = { PATH: process.env.PATH ?? '' }
+    const esm = await run(
+      process.execPath,
+      ['--input-type=module', '-e', "const m = await import('middy-etcd'); console.log(await m.telemetryReady(), m.MESSAGING_SYSTEM)"],
+      { cwd: service, env },
+    )
+    expect(esm.stdout.trim()).toBe('false etcd')
+  }, 60_000)
+
   describe('osls offline start', () => {
     let cli: ChildProcess
     let output = ''

@@ -3,6 +3,7 @@ import { checkClient, checkOptions } from '../core/check.js'
 import { KeyExistsError } from '../errors.js'
 import { checkName, keyspace, type Keyspace } from '../core/kv.js'
 import { waitDelete, type WaitOptions } from '../wait/wait.js'
+import { startWait } from '../telemetry/coordination.js'
 
 /**
  * A barrier that blocks waiters until it is released, key-compatible with Go's
@@ -57,6 +58,17 @@ export class Barrier {
   async wait(options?: WaitOptions): Promise<void> {
     const { signal } = checkOptions(options, 'Barrier.wait')
     signal?.throwIfAborted()
+    const probe = startWait('barrier', this.name)
+    try {
+      await this.waitDown(signal)
+    } catch (err) {
+      probe?.fail(err)
+      throw err
+    }
+    probe?.end('acquired')
+  }
+
+  private async waitDown(signal: AbortSignal | undefined): Promise<void> {
     // Exact key, not a prefix: `<name>-0` must not hold up waiters of `<name>`.
     const now = await this.ks.range(this.name, { countOnly: true })
     if (now.count === 0n) return

@@ -5,6 +5,7 @@ import { checkName, keyspace, type Keyspace } from '../core/kv.js'
 import { CallGuard, lostWhileWaiting, OwnedKey } from '../wait/owned-key.js'
 import type { Session } from '../session/session.js'
 import { waitDelete, waitFor, type WaitOptions } from '../wait/wait.js'
+import { startWait } from '../telemetry/coordination.js'
 
 /**
  * A double barrier, key-compatible with Go's `recipe.DoubleBarrier`: `count` participants
@@ -67,7 +68,18 @@ export class DoubleBarrier {
    */
   async enter(options?: WaitOptions): Promise<void> {
     const { signal } = checkOptions(options, 'DoubleBarrier.enter')
-    await this.guard.run('enter', async () => {
+    const probe = startWait('double_barrier.enter', this.name)
+    try {
+      await this.enterOnce(signal)
+    } catch (err) {
+      probe?.fail(err)
+      throw err
+    }
+    probe?.end('acquired', this.own?.createRevision)
+  }
+
+  private enterOnce(signal: AbortSignal | undefined) {
+    return this.guard.run('enter', async () => {
       if (this.own) throw new InvalidStateError(`DoubleBarrier ${JSON.stringify(this.name)}: enter() twice; leave() first`)
       signal?.throwIfAborted()
       this.session.signal.throwIfAborted()
@@ -101,7 +113,18 @@ export class DoubleBarrier {
    */
   async leave(options?: WaitOptions): Promise<void> {
     const { signal } = checkOptions(options, 'DoubleBarrier.leave')
-    await this.guard.run('leave', async () => {
+    const probe = startWait('double_barrier.leave', this.name)
+    try {
+      await this.leaveOnce(signal)
+    } catch (err) {
+      probe?.fail(err)
+      throw err
+    }
+    probe?.end('acquired')
+  }
+
+  private leaveOnce(signal: AbortSignal | undefined) {
+    return this.guard.run('leave', async () => {
       const own = this.own
       if (!own)
         throw new InvalidStateError(`DoubleBarrier ${JSON.stringify(this.name)}: leave() without a successful enter(); call enter() first`)

@@ -26,6 +26,8 @@ import { grantLease, revokeLease } from '../core/leases.js'
 import { createOnLease, OwnedKey } from '../wait/owned-key.js'
 import { Session } from '../session/session.js'
 import { untilAborted, waitChange, type KeyChange, type WaitOptions } from '../wait/wait.js'
+import { startWait } from '../telemetry/coordination.js'
+import type { Outcome } from '../telemetry/names.js'
 
 /** Options of {@link IdempotencyStore.begin}. */
 export interface BeginOptions {
@@ -61,6 +63,14 @@ export type BeginResult =
   | { status: 'completed'; result: unknown; revision: bigint }
   | { status: 'failed'; error: SingleFlightError }
   | { status: 'in-progress'; fence: bigint; wait(options?: WaitOptions): Promise<WaitOutcome> }
+
+/** What a begin's span records for each status: a record found completed or failed is a duplicate call. */
+const BEGIN_OUTCOME: Record<BeginResult['status'], Outcome> = {
+  owned: 'acquired',
+  completed: 'duplicate',
+  failed: 'duplicate',
+  'in-progress': 'in_progress',
+}
 
 /** Longest leader error message a record carries. */
 const MAX_ERROR_MESSAGE = 4096
@@ -164,11 +174,14 @@ export class IdempotencyStore {
     if (o.session !== undefined) checkSession(o.session, 'IdempotencyStore.begin')
     const session = o.session ?? (await Session.create(this.client, { ttl: checkLeaseTtl(o.leaseTtl) }))
     const ownsSession = o.session === undefined
+    const probe = startWait('idempotency', key)
     try {
       const found = await this.claimOrRead(key, recordKey, hash, session, ownsSession)
       if (ownsSession && found.status !== 'owned') await session.close().catch(() => {})
+      probe?.end(BEGIN_OUTCOME[found.status], found.status === 'owned' ? found.claim.fence : undefined)
       return found
     } catch (err) {
+      probe?.fail(err)
       // A put whose answer was lost may have landed: revoking the lease takes it away again.
       if (ownsSession) await session.close().catch(() => {})
       throw err
@@ -248,7 +261,7 @@ export class IdempotencyStore {
       )
     }
     if (record.state === 'in-progress') {
-      return { status: 'in-progress', fence: kv.createRevision, wait: (options) => this.waitFor(kv, res.revision, options) }
+      return { status: 'in-progress', fence: kv.createRevision, wait: (options) => this.waitObserved(key, kv, res.revision, options) }
     }
     return finishedOutcome(record, kv)
   }
@@ -270,6 +283,19 @@ export class IdempotencyStore {
    * waiter may join a watch started from an earlier `seenAt`: it saw the record still in
    * progress, so every outcome that watch can report comes after its own read too.
    */
+  /** {@link waitFor} in a wait span of its own (the caller's key as its name). */
+  private async waitObserved(key: string, seen: KeyValue, seenAt: bigint, options?: WaitOptions): Promise<WaitOutcome> {
+    const probe = startWait('idempotency', key)
+    try {
+      const outcome = await this.waitFor(seen, seenAt, options)
+      probe?.end(outcome.status === 'gone' ? 'gone' : 'duplicate')
+      return outcome
+    } catch (err) {
+      probe?.fail(err)
+      throw err
+    }
+  }
+
   private async waitFor(seen: KeyValue, seenAt: bigint, options?: WaitOptions): Promise<WaitOutcome> {
     const { signal } = checkOptions(options, 'in-progress wait')
     signal?.throwIfAborted()

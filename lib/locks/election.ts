@@ -8,6 +8,7 @@ import { heldSignal } from '../fencing.js'
 import type { Session } from '../session/session.js'
 import { AHEAD_READ_LIMIT, readAhead, type TurnView, waitTurn } from '../wait/turn.js'
 import { waitFor, type WaitOptions } from '../wait/wait.js'
+import { startHold, startWait, type HoldProbe } from '../telemetry/coordination.js'
 
 /** A leader as {@link Election.leader} and {@link Election.observe} report it. */
 export interface Leader {
@@ -48,6 +49,8 @@ export class Election {
   /** This object's candidacy key while campaigning or leading (Go: `leaderSession != nil`). */
   private own?: OwnedKey
   private elected = false
+  /** The span and timer of the current term (undefined when telemetry is off). */
+  private term?: HoldProbe
 
   constructor(
     readonly session: Session,
@@ -138,7 +141,18 @@ export class Election {
   async campaign(value: string | Buffer, options?: WaitOptions): Promise<void> {
     const proposal = checkValue(value, 'campaign value')
     const { signal } = checkOptions(options, 'Election.campaign')
-    await this.guard.run('campaign', async () => {
+    const probe = startWait('election', this.name)
+    try {
+      await this.campaignOnceWaiting(proposal, signal)
+    } catch (err) {
+      probe?.fail(err)
+      throw err
+    }
+    probe?.end('acquired', this.own?.createRevision)
+  }
+
+  private campaignOnceWaiting(proposal: Buffer, signal: AbortSignal | undefined) {
+    return this.guard.run('campaign', async () => {
       signal?.throwIfAborted()
       this.session.signal.throwIfAborted()
       const registered = await this.register(proposal, { readAhead: true })
@@ -151,7 +165,7 @@ export class Election {
           throw err
         }
       }
-      this.elected = true
+      this.won()
     })
   }
 
@@ -172,11 +186,23 @@ export class Election {
 
   private async campaignOnceAs(op: string, value: string | Buffer): Promise<ElectionDecision> {
     const proposal = checkValue(value, 'campaign value')
+    const probe = startWait('election', this.name)
+    try {
+      const decision = await this.decideOnce(op, proposal)
+      probe?.end(decision.elected ? 'acquired' : 'locked', decision.elected ? decision.leader.rev : undefined)
+      return decision
+    } catch (err) {
+      probe?.fail(err)
+      throw err
+    }
+  }
+
+  private decideOnce(op: string, proposal: Buffer): Promise<ElectionDecision> {
     return this.guard.run(op, async () => {
       this.session.signal.throwIfAborted()
       const attempt = await this.register(proposal)
       if (attempt.leads) {
-        this.elected = true
+        this.won()
         // The Txn read the leader (our key) after the put; a re-campaign may have proclaimed since.
         return { elected: true, leader: { ...toLeader(attempt.leader!), value: proposal.toString() } }
       }
@@ -201,6 +227,7 @@ export class Election {
     }
     const res = await this.ks.txn([own.ownerCompare()], [this.ks.put(own.key, proposal, this.session.leaseId)], [], IDEMPOTENT)
     if (!res.succeeded) {
+      this.term?.end('lost') // the key went under the term (its lease, or a resign elsewhere)
       this.reset()
       throw new NotLeaderError(`election ${JSON.stringify(this.name)}: ${own.key} is gone (session expired or resigned); campaign() again`)
     }
@@ -399,6 +426,15 @@ export class Election {
   private reset() {
     this.own = undefined
     this.elected = false
+    this.term?.end()
+    this.term = undefined
+  }
+
+  /** Leads from now on; the term's span runs until resign (or the lease's loss). */
+  private won() {
+    this.elected = true
+    this.term?.end() // a re-campaign of a leader: the earlier term's span ends here
+    this.term = startHold('election', this.name, this.own!.createRevision, this.session.signal)
   }
 }
 

@@ -8,6 +8,7 @@ import { heldSignal } from '../fencing.js'
 import type { Session } from '../session/session.js'
 import { AHEAD_READ_LIMIT, readAhead, waitTurn, type TurnView } from '../wait/turn.js'
 import type { LockOptions } from '../wait/wait.js'
+import { startHold, startWait, type HoldProbe } from '../telemetry/coordination.js'
 
 /** What the lock Txn found: our key, whether it holds the lock, and what is ahead of it. */
 interface Attempt {
@@ -35,6 +36,8 @@ export class Mutex {
   /** Our key while waiting or holding. */
   private own?: OwnedKey
   private heldAt = -1n
+  /** The span and timer of the current hold (undefined when telemetry is off). */
+  private hold?: HoldProbe
 
   constructor(
     readonly session: Session,
@@ -90,7 +93,18 @@ export class Mutex {
   async lock(options?: LockOptions): Promise<void> {
     const { signal, onWaiting } = checkOptions(options, 'Mutex.lock')
     this.notHeld('lock')
-    await this.guard.run('lock', async () => {
+    const probe = startWait('lock', this.name)
+    try {
+      await this.lockOnce(signal, onWaiting)
+    } catch (err) {
+      probe?.fail(err)
+      throw err
+    }
+    probe?.end('acquired', this.own?.createRevision)
+  }
+
+  private lockOnce(signal: AbortSignal | undefined, onWaiting: (() => void) | undefined): Promise<void> {
+    return this.guard.run('lock', async () => {
       signal?.throwIfAborted()
       // A replayed acquire finds our own key and keeps its place: safe to resend for lock().
       const attempt = await this.tryAcquire(IDEMPOTENT)
@@ -109,7 +123,18 @@ export class Mutex {
   /** Takes the lock if it is free, else throws {@link LockedError} and leaves no key behind. */
   async tryLock(): Promise<void> {
     this.notHeld('tryLock')
-    await this.guard.run('tryLock', async () => {
+    const probe = startWait('lock', this.name)
+    try {
+      await this.tryLockOnce()
+    } catch (err) {
+      probe?.fail(err)
+      throw err
+    }
+    probe?.end('acquired', this.own?.createRevision)
+  }
+
+  private tryLockOnce(): Promise<void> {
+    return this.guard.run('tryLock', async () => {
       const attempt = await this.tryAcquire()
       if (attempt.held) return this.granted(attempt.revision)
       this.own = undefined
@@ -125,6 +150,8 @@ export class Mutex {
     await this.heldKey('unlock').delete()
     this.own = undefined
     this.heldAt = -1n
+    this.hold?.end()
+    this.hold = undefined
   }
 
   /**
@@ -239,6 +266,7 @@ export class Mutex {
 
   private granted(revision: bigint) {
     this.heldAt = revision
+    this.hold = startHold('lock', this.name, this.own!.createRevision, this.session.signal)
   }
 
   private notHeld(op: string) {

@@ -8,6 +8,8 @@ import { heldSignal } from '../fencing.js'
 import type { Session } from '../session/session.js'
 import { AHEAD_READ_LIMIT, readAhead, type TurnView, waitTurn } from '../wait/turn.js'
 import type { LockOptions } from '../wait/wait.js'
+import { startHold, startWait, type HoldProbe, type WaitProbe } from '../telemetry/coordination.js'
+import type { Primitive } from '../telemetry/names.js'
 
 /** The mode an {@link RWMutex} is held in. */
 export type RWMode = 'read' | 'write'
@@ -28,6 +30,8 @@ export class RWMutex {
   private readonly guard: CallGuard
   private own?: OwnedKey
   private myMode: RWMode | undefined
+  /** The span and timer of the current hold (undefined when telemetry is off). */
+  private hold?: HoldProbe
 
   constructor(
     readonly session: Session,
@@ -121,7 +125,18 @@ export class RWMutex {
   private async acquire(mode: RWMode, { signal, onWaiting }: LockOptions) {
     const op = mode === 'read' ? 'rLock' : 'lock'
     this.notHeld(op)
-    await this.guard.run(op, async () => {
+    const probe = startWait(primitiveOf(mode), this.name)
+    try {
+      await this.acquireOnce(mode, op, signal, onWaiting)
+    } catch (err) {
+      probe?.fail(err)
+      throw err
+    }
+    this.granted(mode, probe)
+  }
+
+  private acquireOnce(mode: RWMode, op: string, signal: AbortSignal | undefined, onWaiting: (() => void) | undefined) {
+    return this.guard.run(op, async () => {
       signal?.throwIfAborted()
       this.session.signal.throwIfAborted()
       // One Txn: read the youngest blockers, then create my key (the read runs before the put,
@@ -162,7 +177,25 @@ export class RWMutex {
   private async tryAcquire(mode: RWMode) {
     const op = mode === 'read' ? 'tryRLock' : 'tryLock'
     this.notHeld(op)
-    await this.guard.run(op, async () => {
+    const probe = startWait(primitiveOf(mode), this.name)
+    try {
+      await this.tryAcquireOnce(mode, op)
+    } catch (err) {
+      probe?.fail(err)
+      throw err
+    }
+    this.granted(mode, probe)
+  }
+
+  /** Ends the wait's span and starts the hold's (telemetry only; nothing when it is off). */
+  private granted(mode: RWMode, probe: WaitProbe | undefined) {
+    const fence = this.own!.createRevision
+    probe?.end('acquired', fence)
+    this.hold = startHold(primitiveOf(mode), this.name, fence, this.session.signal)
+  }
+
+  private tryAcquireOnce(mode: RWMode, op: string) {
+    return this.guard.run(op, async () => {
       this.session.signal.throwIfAborted()
       const blockers = this.blockers(mode)
       // create_revision < 1 over a range holds only when the range is empty.
@@ -207,6 +240,8 @@ export class RWMutex {
     await this.heldKey(op).delete()
     this.own = undefined
     this.myMode = undefined
+    this.hold?.end()
+    this.hold = undefined
   }
 
   private clashes(mode: RWMode) {
@@ -250,4 +285,8 @@ export class RWMutex {
       throw new LockReleasedError(`RWMutex ${JSON.stringify(this.name)}: ${what} needs the lock held; call lock() or rLock() first`)
     return this.own
   }
+}
+
+function primitiveOf(mode: RWMode): Primitive {
+  return mode === 'read' ? 'rwlock.read' : 'rwlock.write'
 }

@@ -11,6 +11,7 @@ import { CLOCK_RATE_MARGIN, ExpiredTokens } from './token-policy.js'
 import { Session } from '../session/session.js'
 import { sleep, startTimer, type Timer } from '../timers.js'
 import type { WaitOptions } from '../wait/wait.js'
+import { countRateDecision, startWait } from '../telemetry/coordination.js'
 
 /** Settings of a {@link RateLimiter}: a token bucket. */
 export interface RateLimitOptions {
@@ -186,6 +187,20 @@ export class RateLimiter {
     const { signal, onWaiting, cost } = checkOptions(options, 'RateLimiter.acquire')
     const need = this.checkCost(cost)
     signal?.throwIfAborted()
+    const probe = startWait('rate_limit', this.name)
+    let admission: RateAdmission
+    try {
+      admission = await this.acquireOnce(need, signal, onWaiting)
+    } catch (err) {
+      probe?.fail(err)
+      throw err
+    }
+    probe?.end('acquired', admission.fence)
+    countRateDecision(true, need)
+    return admission
+  }
+
+  private acquireOnce(need: number, signal: AbortSignal | undefined, onWaiting: (() => void) | undefined): Promise<RateAdmission> {
     const all = signal ? AbortSignal.any([signal, this.closing.signal]) : this.closing.signal
     let waited = false
     const waiting = () => {
@@ -227,6 +242,20 @@ export class RateLimiter {
   private async decideAs(what: string, options?: { cost?: number }): Promise<RateLimitDecision> {
     const { cost } = checkOptions(options, what)
     const need = this.checkCost(cost)
+    const probe = startWait('rate_limit', this.name)
+    let decision: RateLimitDecision
+    try {
+      decision = await this.decideOnce(need)
+    } catch (err) {
+      probe?.fail(err)
+      throw err
+    }
+    probe?.end(decision.admitted ? 'acquired' : 'rejected', decision.admission?.fence)
+    countRateDecision(decision.admitted, need)
+    return decision
+  }
+
+  private decideOnce(need: number): Promise<RateLimitDecision> {
     return this.onLiveLeases(async (session) => {
       const taker = this.taker(session)
       const tried = await this.queue.decide(need, taker.next)

@@ -9,6 +9,7 @@ import { PermitQueue, type Decision, type TakenSlots, type SlotChoice, type Slot
 import { heldSignal } from '../fencing.js'
 import type { Session } from '../session/session.js'
 import type { LockOptions } from '../wait/wait.js'
+import { startHold, startWait, type HoldProbe } from '../telemetry/coordination.js'
 
 /**
  * A counting semaphore: at most `permits` holders at once, across every process. Go's etcd
@@ -33,6 +34,8 @@ export class Semaphore {
   private readonly guard: CallGuard
   private readonly slots: string
   private own?: OwnedKey
+  /** The span and timer of the current hold (undefined when telemetry is off). */
+  private hold?: HoldProbe
 
   constructor(
     readonly session: Session,
@@ -92,7 +95,18 @@ export class Semaphore {
   async acquire(options?: LockOptions): Promise<void> {
     const { signal, onWaiting } = checkOptions(options, 'Semaphore.acquire')
     this.notHeld('acquire')
-    await this.guard.run('acquire', async () => {
+    const probe = startWait('semaphore', this.name)
+    try {
+      await this.acquireOnce(signal, onWaiting)
+    } catch (err) {
+      probe?.fail(err)
+      throw err
+    }
+    probe?.end('acquired', this.own?.createRevision)
+  }
+
+  private acquireOnce(signal: AbortSignal | undefined, onWaiting: (() => void) | undefined) {
+    return this.guard.run('acquire', async () => {
       signal?.throwIfAborted()
       this.session.signal.throwIfAborted()
       this.granted(
@@ -109,7 +123,18 @@ export class Semaphore {
   /** Takes a free permit if nobody is queued for one, else throws {@link LockedError}; leaves no key behind. */
   async tryAcquire(): Promise<void> {
     this.notHeld('tryAcquire')
-    await this.guard.run('tryAcquire', async () => {
+    const probe = startWait('semaphore', this.name)
+    try {
+      await this.tryAcquireOnce()
+    } catch (err) {
+      probe?.fail(err)
+      throw err
+    }
+    probe?.end('acquired', this.own?.createRevision)
+  }
+
+  private tryAcquireOnce() {
+    return this.guard.run('tryAcquire', async () => {
       this.session.signal.throwIfAborted()
       const tried = await this.queue.decide(1, () => this.taker())
       if ('granted' in tried) return this.granted(tried.granted)
@@ -122,6 +147,8 @@ export class Semaphore {
   async release(): Promise<void> {
     await this.heldKey('release').delete()
     this.own = undefined
+    this.hold?.end()
+    this.hold = undefined
   }
 
   /** A compare that holds while this hold is current: put it in your Txns to write only while you hold a permit. */
@@ -136,6 +163,7 @@ export class Semaphore {
 
   private granted(grant: TakenSlots) {
     this.own = new OwnedKey(this.session, grant.keys[0], grant.revision)
+    this.hold = startHold('semaphore', this.name, grant.revision, this.session.signal)
   }
 
   /** What a grant puts: the session's lease, and a value that tells this call's slot apart. */

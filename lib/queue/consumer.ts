@@ -9,7 +9,7 @@ import { ClaimLostError, InvalidArgumentError, MiddyEtcdError } from '../errors.
 import { queueKeys } from '../core/keys.js'
 import { Branch, checkName, keyspace, type KeyValue, type Keyspace } from '../core/kv.js'
 import { arrivalPart, type ItemSlot, type QueueRef } from './placement.js'
-import type { ItemMeta } from './meta.js'
+import { traceOf, type ItemMeta } from './meta.js'
 import {
   checkDeadLetter,
   checkReceive,
@@ -30,6 +30,7 @@ import { Scanner, waitForChange, type QueueView } from './scan.js'
 import { claimLost, claimState, formatReceipt, ownClaim, parseReceipt, receiptMarker, type Receipt } from './receipts.js'
 import { redrive } from './redrive.js'
 import { Sweeper, sweepQueue, type Swept } from './sweep.js'
+import { countDeadLetters, endReceive, endSend, startReceive, startSend, startSettle } from '../telemetry/messaging.js'
 
 /**
  * The consumer side shared by {@link Queue} and {@link PriorityQueue}: Go's destructive
@@ -163,6 +164,22 @@ export class ClaimQueue {
     const { signal } = given
     signal?.throwIfAborted()
     o.session?.signal.throwIfAborted()
+    const probe = startReceive(this.name)
+    if (probe === undefined) return this.receiveOnce(o, signal)
+    try {
+      const messages = await this.receiveOnce(o, signal)
+      endReceive(probe, this.name, messages)
+      return messages
+    } catch (err) {
+      // A wait the caller stopped (a long poll's budget, a dispatcher's shutdown) received
+      // nothing; it did not fail.
+      if (signal?.aborted && err === signal.reason) endReceive(probe, this.name, [])
+      else probe.fail(err)
+      throw err
+    }
+  }
+
+  private async receiveOnce(o: CheckedReceive, signal: AbortSignal | undefined): Promise<Message[]> {
     let lease: ClaimLease | undefined
     // On a busy queue (the last receive found messages) grant in parallel with the first scan,
     // saving a round trip; otherwise only once there is something to claim, so a receive
@@ -211,8 +228,13 @@ export class ClaimQueue {
    */
   async ack(message: Message | string): Promise<void> {
     const r = this.receipt(message)
+    const probe = startSettle(this.name, 'ack', 1, typeof message === 'string' ? undefined : message.id)
     const lost = await leave(this.ref, r).finally(() => settleClaim(this.client, r.leaseId, r.key))
-    if (lost) throw lost
+    if (lost) {
+      probe?.fail(lost)
+      throw lost
+    }
+    probe?.end()
   }
 
   /**
@@ -227,6 +249,18 @@ export class ClaimQueue {
   async ackMany(messages: readonly (Message | string)[]): Promise<(ClaimLostError | undefined)[]> {
     if (!Array.isArray(messages)) throw new InvalidArgumentError(`ackMany expects an array of messages or receipts, got ${typeof messages}`)
     const receipts = messages.map((m) => this.receipt(m))
+    const probe = startSettle(this.name, 'ack', receipts.length)
+    try {
+      const outcomes = await this.ackAll(receipts)
+      probe?.end()
+      return outcomes
+    } catch (err) {
+      probe?.fail(err)
+      throw err
+    }
+  }
+
+  private async ackAll(receipts: Receipt[]): Promise<(ClaimLostError | undefined)[]> {
     // A receipt given twice goes into the Txn once: etcd refuses a Txn touching a key twice.
     const first = new Map<string, number>()
     for (const [i, r] of receipts.entries()) if (!first.has(receiptMarker(r))) first.set(receiptMarker(r), i)
@@ -280,10 +314,27 @@ export class ClaimQueue {
     const r = this.receipt(message)
     const given = checkOptions(options, 'nack').delay
     const delay = given === undefined ? retryDelaySeconds(r.count, this.backoff) : checkSeconds(given, 'nack delay', 0)
-    const { maxReceives, deadLetterQueue } = this.defaults
+    const { maxReceives } = this.defaults
+    const id = typeof message === 'string' ? undefined : message.id
+    const deadLetters = maxReceives !== undefined && r.count >= maxReceives
+    const probe = startSettle(this.name, deadLetters ? 'dead_letter' : 'nack', 1, id)
     try {
-      if (maxReceives !== undefined && r.count >= maxReceives) {
-        if (await deadLetter(this.ref, r, deadLetterQueue!, this.order.priorityOf(r.key, this.prefix))) return
+      await this.nackOnce(r, delay, deadLetters)
+      probe?.end()
+    } catch (err) {
+      probe?.fail(err)
+      throw err
+    }
+  }
+
+  private async nackOnce(r: Receipt, delay: number, deadLetters: boolean): Promise<void> {
+    const { deadLetterQueue } = this.defaults
+    try {
+      if (deadLetters) {
+        if (await deadLetter(this.ref, r, deadLetterQueue!, this.order.priorityOf(r.key, this.prefix))) {
+          countDeadLetters(this.name, 1)
+          return
+        }
       }
       const marker = receiptMarker(r)
       const hold = delay > 0 ? await grantLease(this.client, delay) : undefined
@@ -331,6 +382,21 @@ export class ClaimQueue {
    * where it was written and its id (the revision of the Txn that wrote it).
    */
   protected async arrive(payload: Buffer, meta: ItemMeta, delayMs: number): Promise<Enqueued> {
+    const probe = startSend(this.name)
+    if (probe === undefined) return this.arriveOnce(payload, meta, delayMs)
+    // The send span's context goes with the message, in its metadata (never in the item's value).
+    const trace = probe.trace()
+    try {
+      const enqueued = await this.arriveOnce(payload, trace ? { ...meta, ...trace } : meta, delayMs)
+      endSend(probe, this.name, enqueued.id)
+      return enqueued
+    } catch (err) {
+      probe.fail(err)
+      throw err
+    }
+  }
+
+  private async arriveOnce(payload: Buffer, meta: ItemMeta, delayMs: number): Promise<Enqueued> {
     if (delayMs > 0) {
       const { key, revision } = await putDelayed(this.client, this.ks, this.name, { payload, meta }, delayMs)
       return { key, id: revision.toString() }
@@ -374,14 +440,14 @@ export class ClaimQueue {
     const chunks = await Promise.all(chunked(picked, CLAIM_CHUNK).map((c) => claimChunk(this.ks, c, lease.id)))
     if (chunks.some((c) => c.lostAny)) this.scanner.lostRace()
     const messages: Message[] = []
-    const moves: Promise<unknown>[] = []
+    const moves: Promise<boolean>[] = []
     for (const c of chunks.flatMap((x) => x.claims)) {
       const m = this.message(c, lease.id)
       if (o.maxReceives !== undefined && c.count > o.maxReceives)
         moves.push(deadLetter(this.ref, this.receipt(m), o.deadLetterQueue!, m.priority))
       else messages.push(m)
     }
-    await Promise.all(moves)
+    countDeadLetters(this.name, (await Promise.all(moves)).filter((moved) => moved).length)
     return messages
   }
 
@@ -404,6 +470,7 @@ export class ClaimQueue {
       receiveCount: c.count,
       ...(priority === undefined ? {} : { priority }),
       ...(meta.group === undefined ? {} : { group: meta.group }),
+      ...traceOf(meta),
       receipt,
     }
   }

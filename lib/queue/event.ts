@@ -59,7 +59,7 @@ export interface EtcdQueueEvent extends QueueSettings {
 
 /** The JSON-safe form of a received message (its fields but `raw`): what the handler sees and a dispatcher's event carries. */
 export function toQueueMessage(m: JsonMessage): JsonMessage {
-  const { id, key, value, receiveCount, priority, group, receipt } = m
+  const { id, key, value, receiveCount, priority, group, traceparent, tracestate, receipt } = m
   return {
     id,
     key,
@@ -67,6 +67,8 @@ export function toQueueMessage(m: JsonMessage): JsonMessage {
     receiveCount,
     ...(priority === undefined ? {} : { priority }),
     ...(group === undefined ? {} : { group }),
+    ...(traceparent === undefined ? {} : { traceparent }),
+    ...(tracestate === undefined ? {} : { tracestate }),
     receipt,
   }
 }

@@ -17,13 +17,25 @@ export interface ItemMeta {
   group?: string
   /** Its priority (PriorityQueue: while the message waits outside its bucket, or as a dead letter). */
   priority?: number
+  /**
+   * The W3C trace context of the enqueue's `send` span (lib/telemetry/messaging.ts), when a tracer
+   * was registered: here, beside the item, never in its value, which Go consumers read.
+   */
+  traceparent?: string
+  tracestate?: string
+}
+
+/** The trace context fields of `meta` (none when it has none), to carry along when a message moves. */
+export function traceOf(meta: ItemMeta): Pick<ItemMeta, 'traceparent' | 'tracestate'> {
+  if (meta.traceparent === undefined) return {}
+  return meta.tracestate === undefined ? { traceparent: meta.traceparent } : { traceparent: meta.traceparent, tracestate: meta.tracestate }
 }
 
 /** Puts the metadata of an item written in the same Txn (nothing when there is none). */
 export function metaOps(ks: Keyspace, itemKey: string, meta: ItemMeta): Op[] {
-  const { id, group, priority } = meta
-  if (id === undefined && group === undefined && priority === undefined) return []
-  return [ks.put(queueKeys.meta(itemKey), JSON.stringify({ id, group, priority }))]
+  const { id, group, priority, traceparent, tracestate } = meta
+  if (id === undefined && group === undefined && priority === undefined && traceparent === undefined) return []
+  return [ks.put(queueKeys.meta(itemKey), JSON.stringify({ id, group, priority, traceparent, tracestate }))]
 }
 
 /**
@@ -39,6 +51,8 @@ export function readMeta(stored: KeyValue | undefined, item: { createRevision: b
     if (typeof parsed.id === 'string') meta.id = parsed.id
     if (typeof parsed.group === 'string') meta.group = parsed.group
     if (Number.isInteger(parsed.priority)) meta.priority = parsed.priority
+    if (typeof parsed.traceparent === 'string') meta.traceparent = parsed.traceparent
+    if (typeof parsed.tracestate === 'string') meta.tracestate = parsed.tracestate
     return meta
   } catch {
     return {}

@@ -3,7 +3,7 @@ import { queueKeys, uniqueSlot } from '../core/keys.js'
 import { Branch, type DeleteOp, type KeyValue, type Keyspace } from '../core/kv.js'
 import { VALUES_PER_RESPONSE } from '../limits.js'
 import { handOnPart, retryStale, type QueueRef, type TxnPart } from './placement.js'
-import { metaOps, readMeta, type ItemMeta } from './meta.js'
+import { metaOps, readMeta, traceOf, type ItemMeta } from './meta.js'
 import { claimLost, claimState, ownClaim, type Receipt } from './receipts.js'
 
 /**
@@ -178,7 +178,7 @@ export async function deadLetter(q: QueueRef, r: Receipt, dlq: string, priority:
         [...ownClaim(ks, r), ...handOn.compares, ...target.compares],
         {
           leave: leaveOps(ks, r.key, r.createRev),
-          deadLetter: [...target.ops(item.value), ...metaOps(ks, target.key, { id, group: meta.group, priority })],
+          deadLetter: [...target.ops(item.value), ...metaOps(ks, target.key, { id, group: meta.group, priority, ...traceOf(meta) })],
           handOn: handOn.ops,
         },
         claimState(ks, r),

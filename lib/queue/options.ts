@@ -145,6 +145,12 @@ export interface Message {
   /** Its message group, if it was enqueued with one. */
   readonly group?: string
   /**
+   * The W3C trace context of the enqueue's `send` span, when the producer had a tracer
+   * registered (README, "Telemetry"): a consumer links its `process` span to it.
+   */
+  readonly traceparent?: string
+  readonly tracestate?: string
+  /**
    * Identifies this claim; `ack`/`nack` accept it in place of the message, in any process
    * (`<itemCreateRev>.<claimRev>.<leaseId>.<receiveCount>.<group>.<key>`).
    */

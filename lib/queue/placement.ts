@@ -1,6 +1,6 @@
 import { queueKeys, sequentialSlot, uniqueSlot, type KeySlot } from '../core/keys.js'
 import type { Compare, Keyspace, Op } from '../core/kv.js'
-import { decodeEnvelope, encodeEnvelope, metaOps, type ItemMeta } from './meta.js'
+import { decodeEnvelope, encodeEnvelope, metaOps, traceOf, type ItemMeta } from './meta.js'
 
 /**
  * Where a message lands when it enters a queue (enqueued, due after its delay, redriven, or its
@@ -52,12 +52,15 @@ export async function arrivalPart(q: QueueRef, arrival: Arrival): Promise<TxnPar
   const { ks, name, slotOf } = q
   const slot = await slotOf(ks, name, arrival.meta.priority)
   const { group } = arrival.meta
-  const itemMeta = { id: arrival.meta.id, group }
+  const itemMeta = { id: arrival.meta.id, group, ...traceOf(arrival.meta) }
   const itemOps = [...slot.ops(arrival.payload), ...metaOps(ks, slot.key, itemMeta)]
   if (group === undefined) return { compares: slot.compares, ops: itemOps, where: slot.key }
   const head = queueKeys.groupHead(name, group)
   const wait = uniqueSlot(ks, queueKeys.groupWaiting(name, group))
-  const envelope = encodeEnvelope(arrival.meta.id === undefined ? {} : { id: arrival.meta.id }, arrival.payload)
+  const envelope = encodeEnvelope(
+    { ...(arrival.meta.id === undefined ? {} : { id: arrival.meta.id }), ...traceOf(arrival.meta) },
+    arrival.payload,
+  )
   const choose = ks.txnOp([ks.compare(head, 'Version', '==', 0)], [...itemOps, ks.put(head, slot.key)], wait.ops(envelope))
   return { compares: [...slot.compares, ...wait.compares], ops: [choose], where: slot.key, waiting: wait.key }
 }
@@ -85,7 +88,7 @@ export async function handOnPart(q: QueueRef, group: string, headCreateRevision:
   const id = meta.id ?? next.createRevision.toString()
   return {
     compares: [owns, ks.compare(next.key, 'Mod', '==', next.modRevision), ...slot.compares],
-    ops: [ks.deleteOp(next.key), ...slot.ops(payload), ...metaOps(ks, slot.key, { id, group }), ks.put(head, slot.key)],
+    ops: [ks.deleteOp(next.key), ...slot.ops(payload), ...metaOps(ks, slot.key, { id, group, ...traceOf(meta) }), ks.put(head, slot.key)],
   }
 }
 

@@ -1,8 +1,9 @@
 import type { Namespace } from 'etcd3'
 import { checkClient, checkInteger, checkOptions } from '../core/check.js'
 import { ConflictError, InvalidArgumentError } from '../errors.js'
-import { keyspace } from '../core/kv.js'
+import { keyspace, type Keyspace } from '../core/kv.js'
 import { Attempt, checkKeys, Isolation, type Read, type STM } from './attempt.js'
+import { startStm } from '../telemetry/coordination.js'
 
 export { Isolation, type STM }
 
@@ -62,9 +63,34 @@ export async function runSTM<T>(client: Namespace, apply: (stm: STM) => T | Prom
   const prefetch = checkKeys(options.prefetch)
   const { signal } = options
   const ks = keyspace(client)
-  let cache = new Map<string, Read>()
+  const cache = new Map<string, Read>()
   /** Keys earlier attempts read: a retry prefetches them with its reads (see {@link Attempt}). */
   const known = new Set<string>()
+  const probe = startStm()
+  if (probe === undefined) return attemptAll(ks, apply, isolation, maxAttempts, prefetch, signal, cache, known)
+  try {
+    const done = await attemptAll(ks, apply, isolation, maxAttempts, prefetch, signal, cache, known, () => probe.conflicted())
+    probe.end(done.attempts)
+    return done
+  } catch (err) {
+    // A ConflictError is thrown after its last attempt conflicted; any other error ends one more attempt.
+    probe.end(err instanceof ConflictError ? probe.conflicts : probe.conflicts + 1, err)
+    throw err
+  }
+}
+
+/** The attempts of one {@link runSTM}; `conflicted` hears of each attempt that must run again. */
+async function attemptAll<T>(
+  ks: Keyspace,
+  apply: (stm: STM) => T | Promise<T>,
+  isolation: Isolation,
+  maxAttempts: number,
+  prefetch: string[],
+  signal: AbortSignal | undefined,
+  cache: Map<string, Read>,
+  known: Set<string>,
+  conflicted?: () => void,
+): Promise<STMResult<T>> {
   for (let attempts = 1; ; attempts++) {
     signal?.throwIfAborted()
     const attempt = new Attempt(ks, isolation, cache, known, signal)
@@ -87,6 +113,7 @@ export async function runSTM<T>(client: Namespace, apply: (stm: STM) => T | Prom
     }
     cache = attempt.nextCache
     attempt.remember(known)
+    conflicted?.()
     if (attempts >= maxAttempts) {
       throw new ConflictError(
         `STM transaction conflicted ${attempts} times (maxAttempts ${maxAttempts}): the keys it reads are written too often; raise maxAttempts or write less contended keys`,

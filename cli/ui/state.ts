@@ -32,6 +32,12 @@ export const MAX_BARRIERS_READ = 1000
 export const TTL_REFRESH_BUDGET = 64
 /** A lease with less than this left is as good as gone: its holder or waiter is flagged a zombie. */
 export const ZOMBIE_BELOW_S = 1
+/**
+ * A live lease renews at a third of its TTL (lib/session, Go's clientv3, etcdctl), so its
+ * remaining TTL stays above two thirds of it; one answered below this share of its TTL is not
+ * being renewed: its owner was killed, frozen (a suspended Lambda) or cut off.
+ */
+export const NOT_RENEWED_BELOW = 0.4
 /** Item keys the scan keeps per queue, to find the oldest one not claimed (in flight). */
 const ITEMS_KEPT_PER_QUEUE = 32
 
@@ -170,13 +176,21 @@ export class LeaseBook {
 
   /** The lease's state at `nowMs`: gone, or its remaining TTL (counted down from the last answer). */
   view(leaseId: string, nowMs: number): LeaseView {
-    if (leaseId === '0') return { lease: null, leaseId, ttl: null, grantedTtl: null, gone: false }
+    const none = { ttl: null, grantedTtl: null, gone: false, notRenewed: false }
+    if (leaseId === '0') return { lease: null, leaseId, ...none }
     const hex = leaseHex(leaseId)
-    if (!this.live.has(leaseId)) return { lease: hex, leaseId, ttl: -1, grantedTtl: null, gone: true }
+    if (!this.live.has(leaseId)) return { lease: hex, leaseId, ...none, ttl: -1, gone: true }
     const cached = this.cache.get(leaseId)
-    if (!cached) return { lease: hex, leaseId, ttl: null, grantedTtl: null, gone: false }
+    if (!cached) return { lease: hex, leaseId, ...none }
     const ttl = Math.max(0, cached.remaining - (nowMs - cached.atMs) / 1000)
-    return { lease: hex, leaseId, ttl: Math.round(ttl * 10) / 10, grantedTtl: cached.granted, gone: false }
+    return {
+      lease: hex,
+      leaseId,
+      ttl: Math.round(ttl * 10) / 10,
+      grantedTtl: cached.granted,
+      gone: false,
+      notRenewed: cached.granted >= 2 && cached.remaining < cached.granted * NOT_RENEWED_BELOW,
+    }
   }
 }
 
@@ -189,6 +203,8 @@ export interface LeaseView {
   ttl: number | null
   grantedTtl: number | null
   gone: boolean
+  /** Its last answered TTL was below {@link NOT_RENEWED_BELOW} of the granted one: nobody renews it. */
+  notRenewed: boolean
 }
 
 /** One holder, waiter or candidate. */
@@ -202,8 +218,10 @@ export interface ContenderView extends LeaseView {
   /** Since when it holds or waits (ms since the epoch); `sinceExact` false: at the latest this. */
   since: number
   sinceExact: boolean
-  /** Its lease is gone or about to go: it holds or queues for nobody. */
+  /** Its lease is gone, about to go, or not renewed: it holds or queues for nobody. */
   zombie: boolean
+  /** A waiter or candidate queued behind a zombie holder: it waits until that lease expires. */
+  behindZombie?: boolean
 }
 
 export interface LockView {
@@ -388,7 +406,7 @@ export async function readState(client: EtcdClient, clock: RevisionClock, leases
       ...lease,
       since: since.atMs,
       sinceExact: since.exact,
-      zombie: lease.gone || (lease.ttl !== null && lease.ttl < ZOMBIE_BELOW_S),
+      zombie: lease.gone || lease.notRenewed || (lease.ttl !== null && lease.ttl < ZOMBIE_BELOW_S),
     }
   }
   const locks = foundLocks.map((l: FoundLock): LockView => {
@@ -399,26 +417,31 @@ export async function readState(client: EtcdClient, clock: RevisionClock, leases
       if (l.kind === 'election') c.proposal = showValue(kv.value, 120)
       return c
     }
+    const holders = l.holders.map(view)
+    const stuckBehind = holders.some((h) => h.zombie)
     return {
       name: l.name,
       kind: l.kind,
-      holders: l.holders.map(view),
-      waiters: l.waiters.map(view),
+      holders,
+      waiters: l.waiters.map((kv) => ({ ...view(kv), ...(stuckBehind ? { behindZombie: true } : {}) })),
       ...(l.blockedBy === undefined ? {} : { blockedBy: l.blockedBy }),
     }
   })
   const permits = foundPermits.map((p): PermitsView => {
     const slots = p.kind === 'semaphore' ? permitKeys.holders(p.name) : permitKeys.tokens(p.name)
+    const holders = p.holders.map((kv) => ({
+      ...contender(kv, p.kind === 'semaphore' ? kv.createRevision : kv.modRevision),
+      slot: permitKeys.slotIndex(slots, kv.key),
+    }))
+    // Every permit held by a zombie: the queue moves only when one of those leases expires.
+    const stuckBehind = holders.length >= p.permits && holders.every((h) => h.zombie)
     return {
       name: p.name,
       kind: p.kind,
       settings: p.settings,
       permits: p.permits,
-      holders: p.holders.map((kv) => ({
-        ...contender(kv, p.kind === 'semaphore' ? kv.createRevision : kv.modRevision),
-        slot: permitKeys.slotIndex(slots, kv.key),
-      })),
-      waiters: p.waiters.map((kv) => contender(kv)),
+      holders,
+      waiters: p.waiters.map((kv) => ({ ...contender(kv), ...(stuckBehind ? { behindZombie: true } : {}) })),
     }
   })
   const queueViews = [...queues]
@@ -502,7 +525,7 @@ export function stuckOverview(state: State, deadLetterBaseline: Map<string, numb
   return {
     longestHeld: oldestFirst(entries.filter((e) => e.role === 'holder' || e.role === 'leader')),
     longestWaiting: oldestFirst(entries.filter((e) => e.role === 'waiter' || e.role === 'candidate')),
-    zombies: entries.filter((e) => e.zombie).slice(0, 100),
+    zombies: entries.filter((e) => e.zombie || e.behindZombie).slice(0, 100),
     queuesByOldestReady: oldestFirst(
       state.queues.filter((q) => q.oldestReady !== null).map((q) => ({ name: q.name, ready: q.ready, since: q.oldestReady!.since })),
     ),

@@ -16,6 +16,9 @@ const ui = {
   query: '',
   /** The queue whose detail is open in the queues tab. */
   queue: null,
+  /** The last lookup answers (message by id, barrier by name), kept across re-renders. */
+  found: '',
+  barrierFound: '',
   /** Bumped on every render, so a slow answer for an older one is dropped. */
   generation: 0,
 }
@@ -99,6 +102,13 @@ function showResult(text) {
   }, 8000)
 }
 
+/** Replaces the view, unless the operator is typing in one of its forms (the next summary renders it). */
+function setView(html) {
+  if (document.activeElement?.closest?.('#view form')) return false
+  $('#view').innerHTML = html
+  return true
+}
+
 function showError(text) {
   const box = $('#error')
   box.textContent = text ?? ''
@@ -111,7 +121,7 @@ function revokeButton(entry) {
 }
 
 function contenderCells(c, at) {
-  return `<td class="num fence">${c.fence}</td><td class="key">${escapeHtml(c.key)}</td><td><code>${escapeHtml(c.lease ?? '-')}</code>${revokeButton(c)}</td><td class="num">${ttl(c, at)}</td><td class="num">${age(c.since, c.sinceExact)}</td><td>${c.zombie ? '<span class="tag bad zombie">zombie</span>' : ''}</td>`
+  return `<td class="num fence">${c.fence}</td><td class="key contender">${escapeHtml(c.key)}</td><td><code>${escapeHtml(c.lease ?? '-')}</code>${revokeButton(c)}</td><td class="num">${ttl(c, at)}</td><td class="num">${age(c.since, c.sinceExact)}</td><td>${c.zombie ? `<span class="tag bad zombie">zombie${c.gone ? ': lease gone' : c.notRenewed ? ': lease not renewed' : ': lease ending'}</span>` : ''}${c.behindZombie ? ' <span class="tag bad behind-zombie">behind a zombie holder</span>' : ''}</td>`
 }
 
 function table(headers, rows) {
@@ -143,10 +153,10 @@ function renderOverview() {
   const s = ui.summary
   const st = s.stuck
   const who = (e) =>
-    `<tr data-key="${escapeHtml(e.key)}"><td class="key">${escapeHtml(e.name)}</td><td>${escapeHtml(e.kind)} ${e.role}</td><td class="num fence">${e.fence}</td><td class="num">${age(e.since, e.sinceExact)}</td><td class="num">${ttl(e, s.at)}</td></tr>`
+    `<tr data-key="${escapeHtml(e.key)}"><td class="key">${escapeHtml(e.name)}</td><td>${escapeHtml(e.kind)} ${e.role}${e.behindZombie && !e.zombie ? ' <span class="tag bad behind-zombie">behind a zombie</span>' : ''}</td><td class="num fence">${e.fence}</td><td class="num">${age(e.since, e.sinceExact)}</td><td class="num">${ttl(e, s.at)}</td></tr>`
   const cards = [
     card(
-      `Zombies (${st.zombies.length}): lease gone or under 1 s left`,
+      `Zombies (${st.zombies.length}): lease gone, not renewed, or under 1 s left`,
       table(
         ['NAME', 'ROLE', '#FENCE', '#FOR', '#TTL'],
         st.zombies.map((e) => who(e).replace('<tr ', '<tr class="zombie" ')),
@@ -272,7 +282,7 @@ const SECTIONS = {
         (b) =>
           `<tr><td class="key">${escapeHtml(b.name)}</td><td>${b.held ? 'yes' : 'no'}</td><td class="num">${b.participants}</td><td>${b.ready ? 'yes' : 'no'}</td></tr>`,
       ),
-    )}<form class="inline" id="barrier-lookup"><label>A Barrier by name (a plain key: not found by a scan) <input name="name" required /></label><button type="submit">look up</button></form><div id="barrier-found"></div>`
+    )}<form class="inline" id="barrier-lookup"><label>A Barrier by name (a plain key: not found by a scan) <input name="name" required /></label><button type="submit">look up</button></form><div id="barrier-found">${ui.barrierFound}</div>`
   },
   records(rows, at) {
     const by = ui.summary.recordCounts
@@ -312,11 +322,11 @@ async function renderQueue(name, generation) {
         `<tr><td class="num">${escapeHtml(m.id)}</td><td>${m.claimed ? 'in flight' : 'ready'}</td><td class="num">${m.receives}</td><td class="key">${escapeHtml(m.key)}</td><td class="key">${escapeHtml(m.value)}</td></tr>`,
     ),
   )
-  $('#view').innerHTML = `<p><button type="button" class="link" data-back="1">← all queues</button></p>
+  setView(`<p><button type="button" class="link" data-back="1">← all queues</button></p>
 <section class="card" id="queue-detail" data-name="${escapeHtml(name)}"><h2>Queue <code>${escapeHtml(name)}</code> ${q ? `<span class="tag">${q.kind}</span>` : ''}</h2>${facts}
 ${chart(d.throughput)}${queueActions(q)}
-<form class="inline" id="lookup"><label>message id <input name="id" inputmode="numeric" required /></label><button type="submit">look up</button></form><div id="found"></div>
-<h2>Next ${d.peek.length}${d.more ? '+' : ''} messages (peek: nothing is claimed)</h2>${peek}</section>`
+<form class="inline" id="lookup"><label>message id <input name="message" inputmode="numeric" required /></label><button type="submit">look up</button></form><div id="found">${ui.found}</div>
+<h2>Next ${d.peek.length}${d.more ? '+' : ''} messages (peek: nothing is claimed)</h2>${peek}</section>`)
   tick()
 }
 
@@ -332,7 +342,7 @@ async function render() {
   showError(s.error)
   try {
     if (ui.tab === 'overview') {
-      $('#view').innerHTML = renderOverview()
+      setView(renderOverview())
     } else if (ui.tab === 'queues' && ui.queue !== null) {
       await renderQueue(ui.queue, generation)
       return
@@ -341,7 +351,7 @@ async function render() {
         `api/list?section=${ui.tab}&q=${encodeURIComponent(ui.query)}&offset=${ui.page * PAGE_SIZE}&limit=${PAGE_SIZE}`,
       )
       if (generation !== ui.generation) return
-      $('#view').innerHTML = `${pager(list.total)}${SECTIONS[ui.tab](list.rows, list.at)}`
+      setView(`${pager(list.total)}${SECTIONS[ui.tab](list.rows, list.at)}`)
     }
     tick()
   } catch (err) {
@@ -357,8 +367,6 @@ function connect() {
     ui.skew = summary.at - Date.now()
     ui.summary = summary
     document.body.dataset.version = summary.version
-    // Keep a form the operator is typing in: the next summary re-renders it.
-    if (document.activeElement?.closest?.('form')) return tick()
     render()
   })
   events.onerror = () => {
@@ -401,6 +409,7 @@ document.addEventListener('click', (e) => {
   } else if (target.dataset.queue !== undefined) {
     ui.tab = 'queues'
     ui.queue = target.dataset.queue
+    ui.found = ''
     for (const b of document.querySelectorAll('#tabs button')) b.classList.toggle('active', b.dataset.tab === 'queues')
     render()
   }
@@ -409,19 +418,21 @@ document.addEventListener('click', (e) => {
 document.addEventListener('submit', async (e) => {
   e.preventDefault()
   const form = e.target
+  // getAttribute: a control named like a form property (id, name) would shadow it.
   try {
-    if (form.id === 'lookup') {
-      const id = form.elements.id.value.trim()
+    if (form.getAttribute('id') === 'lookup') {
+      const id = form.elements.message.value.trim()
       const res = await fetch(`api/message?queue=${encodeURIComponent(ui.queue)}&id=${encodeURIComponent(id)}`, { headers: authHeaders })
       const m = await res.json()
-      $('#found').innerHTML = res.ok
+      ui.found = res.ok
         ? `<p>message ${escapeHtml(m.id)} in <code>${escapeHtml(m.queue)}</code>${m.deadLetter ? ' <span class="tag bad">dead letter</span>' : ''}: ${m.claimed ? 'in flight' : 'ready'}, received ${m.receives} times, key <code>${escapeHtml(m.key)}</code>, value <code>${escapeHtml(m.value)}</code></p>`
         : `<p class="empty">${escapeHtml(m.error)}</p>`
-    } else if (form.id === 'barrier-lookup') {
+      $('#found').innerHTML = ui.found
+    } else if (form.getAttribute('id') === 'barrier-lookup') {
       const b = await api(`api/barrier?name=${encodeURIComponent(form.elements.name.value)}`)
-      $('#barrier-found').innerHTML =
-        `<p><code>${escapeHtml(b.barrier)}</code>: ${b.held ? `held since revision ${b.heldSince}` : 'not held'}; ${b.doubleBarrier.participants} participants, ${b.doubleBarrier.ready ? 'ready' : 'not ready'}</p>`
-    } else if (form.id === 'redrive-some') {
+      ui.barrierFound = `<p><code>${escapeHtml(b.barrier)}</code>: ${b.held ? `held since revision ${b.heldSince}` : 'not held'}; ${b.doubleBarrier.participants} participants, ${b.doubleBarrier.ready ? 'ready' : 'not ready'}</p>`
+      $('#barrier-found').innerHTML = ui.barrierFound
+    } else if (form.getAttribute('id') === 'redrive-some') {
       const max = Number(form.elements.max.value)
       await act(
         'redrive',

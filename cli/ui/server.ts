@@ -24,10 +24,10 @@ import { scanKeys, UsageError } from '../common.js'
 import { peek, purge, redriveCommand } from '../queue.js'
 import { readBarrier } from '../barrier.js'
 import { showValue } from '../table.js'
-import { counts, LeaseBook, queueItemOf, queuePartOf, readState, RevisionClock, stuckOverview, type State } from './state.js'
+import { counts, LeaseBook, LockCache, queueItemOf, queuePartOf, readState, RevisionClock, stuckOverview, type State } from './state.js'
 
 /** Wait after a change in etcd before reading: a burst of writes costs one snapshot. */
-export const DEBOUNCE_MS = 100
+export const DEBOUNCE_MS = 50
 /** A snapshot at least this often, changes or not. */
 export const REFRESH_MS = 2000
 /** Minutes of queue throughput kept (the chart's width). */
@@ -183,6 +183,7 @@ export async function startUiServer(options: UiServerOptions): Promise<UiServer>
   const files = assets()
   const clock = new RevisionClock()
   const leases = new LeaseBook(client)
+  const lockCache = new LockCache()
   const throughput = new Throughput()
   /** Dead-letter counts when the server first saw each queue: a count above it "grew". */
   const deadLetterBaseline = new Map<string, number>()
@@ -209,7 +210,7 @@ export async function startUiServer(options: UiServerOptions): Promise<UiServer>
     }
     running = true
     try {
-      const next = await readState(client, clock, leases)
+      const next = await readState(client, clock, leases, lockCache)
       for (const q of next.queues) if (!deadLetterBaseline.has(q.name)) deadLetterBaseline.set(q.name, q.deadLetter?.items ?? 0)
       state = next
       lastError = undefined
@@ -234,9 +235,10 @@ export async function startUiServer(options: UiServerOptions): Promise<UiServer>
       running = false
     }
     if (!closed) publish()
+    // Changes came while reading: read again at once (the burst they belong to had the read's time to settle).
     if (dirty && !closed) {
       dirty = false
-      schedule(DEBOUNCE_MS)
+      schedule(0)
     }
   }
   const schedule = (delay: number) => {
@@ -255,6 +257,7 @@ export async function startUiServer(options: UiServerOptions): Promise<UiServer>
     for (const event of res.events) {
       const raw = event.kv.key
       const key = (raw.subarray(0, ns.length).equals(ns) ? raw.subarray(ns.length) : raw).toString()
+      lockCache.touch(key)
       const part = queuePartOf(key)
       if (!part) continue
       const created = event.type === 'Put' && event.kv.version === '1'
@@ -264,7 +267,16 @@ export async function startUiServer(options: UiServerOptions): Promise<UiServer>
     }
     schedule(DEBOUNCE_MS)
   })
-  watcher.on('error', () => schedule(DEBOUNCE_MS))
+  // A watch that fails or reconnects may have missed events: read every lock again.
+  watcher.on('error', () => {
+    lockCache.forget()
+    schedule(DEBOUNCE_MS)
+  })
+  watcher.on('disconnected', () => lockCache.forget())
+  watcher.on('connected', () => {
+    lockCache.forget()
+    schedule(0)
+  })
 
   const authorized = (req: IncomingMessage, url: URL): 'ok' | 'cookie' | 'no' => {
     if (token === undefined) return 'ok'

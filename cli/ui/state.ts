@@ -121,6 +121,51 @@ export class RevisionClock {
   }
 }
 
+/**
+ * The locks read by earlier snapshots, by name, and the names a watch event touched since: a
+ * snapshot re-reads only new and touched names, so with 10,000 quiet locks it reads the few
+ * that changed. {@link LockCache.forget} empties it (a lost watch may have missed changes).
+ */
+export class LockCache {
+  readonly found = new Map<string, FoundLock[]>()
+  private touched = new Set<string>()
+  private everything = true
+
+  /** A key changed: every lock whose `<name>/` prefix holds it must be read again. */
+  touch(key: string): void {
+    for (let slash = key.indexOf('/'); slash > 0; slash = key.indexOf('/', slash + 1)) this.touched.add(key.slice(0, slash))
+  }
+
+  forget(): void {
+    this.everything = true
+  }
+
+  /**
+   * Called before a snapshot's scan: what was touched until now is read by it (at a revision
+   * after those changes); what is touched from now on, by the next one. Returns which of the
+   * names the scan finds to read.
+   */
+  begin(): (names: string[]) => string[] {
+    const all = this.everything
+    const touched = this.touched
+    this.everything = false
+    this.touched = new Set()
+    return (names) => (all ? names : names.filter((n) => touched.has(n) || !this.found.has(n)))
+  }
+
+  /** Keeps what a snapshot read; drops the locks no longer seen. */
+  keep(names: string[], read: string[], found: FoundLock[]): void {
+    const seen = new Set(names)
+    for (const name of this.found.keys()) if (!seen.has(name)) this.found.delete(name)
+    for (const name of read) this.found.set(name, [])
+    for (const lock of found) this.found.get(lock.name)?.push(lock)
+  }
+
+  all(names: string[]): FoundLock[] {
+    return names.flatMap((n) => this.found.get(n) ?? [])
+  }
+}
+
 /** A lease's TTL as last answered, and when. */
 interface CachedTtl {
   remaining: number
@@ -312,8 +357,15 @@ function recordStoreOf(key: string): string | undefined {
 }
 
 /** Reads the whole state under `prefix` ('' = the client's whole namespace). */
-export async function readState(client: EtcdClient, clock: RevisionClock, leases: LeaseBook, prefix = ''): Promise<State> {
+export async function readState(
+  client: EtcdClient,
+  clock: RevisionClock,
+  leases: LeaseBook,
+  cache: LockCache = new LockCache(),
+  prefix = '',
+): Promise<State> {
   const started = Date.now()
+  const staleOf = cache.begin()
   const notes: string[] = []
   const lockNames = new Set<string>()
   const permitNames = new Set<string>()
@@ -367,7 +419,9 @@ export async function readState(client: EtcdClient, clock: RevisionClock, leases
   }
 
   const names = [...lockNames].sort()
-  const foundLocks = await readLocks(client, names, revision)
+  const toRead = staleOf(names)
+  cache.keep(names, toRead, await readLocks(client, toRead, revision))
+  const foundLocks = cache.all(names)
   const permitList = [...permitNames].sort()
   if (permitList.length > MAX_PERMITS_READ) notes.push(`${permitList.length - MAX_PERMITS_READ} semaphores/rate limiters not read`)
   const foundPermits = (await mapLimit(permitList.slice(0, MAX_PERMITS_READ), 8, (name) => readPermits(client, name, revision))).filter(

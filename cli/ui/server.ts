@@ -23,7 +23,7 @@ import { MiddyEtcdError } from '../../lib/errors.js'
 import { scanKeys, UsageError } from '../common.js'
 import { peek, purge, redriveCommand } from '../queue.js'
 import { readBarrier } from '../barrier.js'
-import { showValue } from '../table.js'
+import { shortText } from '../table.js'
 import { counts, LeaseBook, LockCache, queueItemOf, queuePartOf, readState, RevisionClock, stuckOverview, type State } from './state.js'
 
 /** Wait after a change in etcd before reading: a burst of writes costs one snapshot. */
@@ -332,7 +332,7 @@ export async function startUiServer(options: UiServerOptions): Promise<UiServer>
         deadLetter: where !== queue,
         claimed: results.marker.count > 0n,
         receives: Number(results.counter.kvs[0]?.version ?? 0n),
-        value: showValue(item.value, 200),
+        value: shortText(item.value),
       }
     }
     return null
@@ -427,7 +427,7 @@ export async function startUiServer(options: UiServerOptions): Promise<UiServer>
         ...rest,
         value:
           value !== undefined
-            ? showValue(Buffer.from(String(value)), 200)
+            ? shortText(Buffer.from(String(value)))
             : `<${Buffer.from(String(valueBase64), 'base64').length} bytes binary>`,
       }))
       return sendJson(res, 200, { queue: view, peek: items, more: peeked.more, throughput: throughput.series(name, Date.now()) })

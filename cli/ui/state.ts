@@ -21,7 +21,7 @@ import { readBarrier } from '../barrier.js'
 import { mapLimit, scanKeys } from '../common.js'
 import { lockNameOf, readLocks, type FoundLock } from '../locks.js'
 import { readPermits, type FoundPermits } from '../semaphores.js'
-import { showValue } from '../table.js'
+import { shortText } from '../table.js'
 
 /** Idempotency and single-flight records whose values one snapshot reads at most. */
 export const MAX_RECORDS_READ = 500
@@ -468,7 +468,7 @@ export async function readState(
       const c = contender(kv)
       const rw = l.kind === 'rwmutex' ? /\/(read|write)\/\d+$/.exec(kv.key) : null
       if (rw) c.mode = rw[1] as 'read' | 'write'
-      if (l.kind === 'election') c.proposal = showValue(kv.value, 120)
+      if (l.kind === 'election') c.proposal = shortText(kv.value, 120)
       return c
     }
     const holders = l.holders.map(view)

@@ -11,5 +11,8 @@ export const BUNDLED = /^etcd: bundled ([\w-]+(?:, [\w-]+)*) into (\.etcd-offlin
 /** `etcdQueue: example/jobs → jobWorker (batch 5)` */
 export const SUBSCRIBED = /^etcdQueue: (\S+)( \(priority\))? → ([\w-]+) \(batch (\d+)\)$/m
 
+/** `etcd: operations page on http://127.0.0.1:3003/ (read-only)` */
+export const UI_PAGE = /^etcd: operations page on (http:\/\/127\.0\.0\.1:\d+\/) \((read-only|actions allowed)\)$/m
+
 /** Every start-up line pattern. */
-export const START_LINES = [LISTENING, INJECTED, BUNDLED, SUBSCRIBED]
+export const START_LINES = [LISTENING, INJECTED, BUNDLED, SUBSCRIBED, UI_PAGE]

@@ -138,7 +138,7 @@ function chart(series) {
     const points = series.map(
       (m, i) => `${((i / (series.length - 1)) * width).toFixed(1)},${(height - (m[field] / max) * (height - 4) - 2).toFixed(1)}`,
     )
-    return `<polyline class="${cls}" fill="none" stroke-width="1.5" points="${points.join(' ')}" />`
+    return `<polyline class="${cls}" fill="none" stroke-width="1.5" vector-effect="non-scaling-stroke" points="${points.join(' ')}" />`
   }
   const total = (field) => series.reduce((n, m) => n + m[field], 0)
   return `<svg class="chart" viewBox="0 0 ${width} ${height}" preserveAspectRatio="none" role="img" aria-label="messages per minute, last ${series.length} minutes">${line('received', 'received')}${line('removed', 'removed')}${line('deadLettered', 'dead')}</svg>
@@ -304,7 +304,7 @@ function queueActions(q) {
   const dlq = q.deadLetter ? q.deadLetter.items : 0
   return `<p>
 <button type="button" class="act" data-act="redrive" data-queue="${escapeHtml(q.name)}" data-count="${dlq}" ${dlq === 0 ? 'disabled' : ''}>redrive all ${dlq} from dlq/${escapeHtml(q.name)}</button>
-<form class="inline" id="redrive-some"><input name="max" type="number" min="1" value="1" aria-label="how many" style="width:5rem" /><button type="submit" class="act" ${dlq === 0 ? 'disabled' : ''}>redrive N</button></form>
+<form class="inline" id="redrive-some"><input name="max" type="number" min="1" value="1" aria-label="how many" class="narrow" /><button type="submit" class="act" ${dlq === 0 ? 'disabled' : ''}>redrive N</button></form>
 <button type="button" class="act" data-act="purge" data-queue="${escapeHtml(q.name)}" data-count="${q.items}">purge ${q.items} items</button></p>`
 }
 

@@ -175,6 +175,41 @@ describe('the operations page', () => {
     await page.close()
   })
 
+  it("revokes a stuck holder's lease and purges a queue from the page, each after a confirmation naming what changes", async () => {
+    const name = uniqueName('ui-revoke')
+    const ctl = etcdctl('lock', name)
+    children.push(ctl.child)
+    await until('etcdctl to hold the lock', 10_000, () => ctl.out.stdout.includes('\n'))
+    const key = ctl.out.stdout.split('\n')[0]
+    const lease = key.split('/').pop()!
+    const page = await open(actions, 'locks', name)
+    const revoke = page.locator(`tr[data-lock="${name}"][data-role="holder"] button[data-act="revoke"]`)
+    await revoke.waitFor({ timeout: 2000 })
+    const questions: string[] = []
+    page.on('dialog', (d) => {
+      questions.push(d.message())
+      void d.accept()
+    })
+    await revoke.click()
+    await page.locator('#result', { hasText: `revoked lease ${lease}: deleted 1 key (${key})` }).waitFor({ timeout: 2000 })
+    expect(questions[0]).toContain(`Revoke lease ${lease}? Every key on it is deleted (${key} and any other)`)
+    expect(await lockKeys(name)).toEqual([])
+    await page.locator(`tr[data-lock="${name}"]`).first().waitFor({ state: 'detached', timeout: 1000 })
+    // etcdctl notices its session is gone and exits.
+    expect(await ctl.exited).not.toBe(0)
+
+    const queue = uniqueName('ui-purge')
+    for (const v of ['a', 'b', 'c']) await new Queue(etcd.client, queue).enqueue(v)
+    await page.click('#tabs button[data-tab="queues"]')
+    await page.fill('#search', queue)
+    await page.click(`button[data-queue="${queue}"]`)
+    await page.locator('button[data-act="purge"]', { hasText: 'purge 3 items' }).click()
+    await page.locator('#result', { hasText: `purged queue ${queue}: deleted 3 items` }).waitFor({ timeout: 2000 })
+    expect(questions[1]).toContain(`Delete all 3 items of queue ${queue}`)
+    expect(await etcd.keysUnder(`${queue}/`)).toEqual([])
+    await page.close()
+  })
+
   it('needs a token on another host, and refuses a foreign Host header on 127.0.0.1', async () => {
     const open0 = await startUiServer({ client: etcd.client, host: '0.0.0.0' })
     try {

@@ -124,6 +124,37 @@ class Throughput {
   }
 }
 
+/** Seconds of rate limiter admissions the "admitted per second" figure averages over. */
+const ADMISSION_WINDOW_S = 10
+
+/** Admissions of each rate limiter (puts of its `<name>/tokens/<slot>` keys) seen by the watch, last {@link ADMISSION_WINDOW_S} s. */
+class Admissions {
+  private readonly byLimiter = new Map<string, number[]>()
+
+  add(limiter: string, atMs: number): void {
+    const times = this.byLimiter.get(limiter) ?? []
+    this.byLimiter.set(limiter, times)
+    times.push(atMs)
+    this.prune(times, atMs)
+  }
+
+  perSecond(limiter: string, nowMs: number): number {
+    const times = this.byLimiter.get(limiter)
+    if (!times) return 0
+    this.prune(times, nowMs)
+    return Math.round((times.length / ADMISSION_WINDOW_S) * 10) / 10
+  }
+
+  private prune(times: number[], nowMs: number): void {
+    const from = nowMs - ADMISSION_WINDOW_S * 1000
+    let drop = 0
+    while (drop < times.length && times[drop] < from) drop++
+    // A limiter admitting a million a second keeps no more than this many times.
+    if (times.length - drop > 100_000) drop = times.length - 100_000
+    if (drop > 0) times.splice(0, drop)
+  }
+}
+
 function assets() {
   const dir = new URL('./assets/', import.meta.url)
   const read = (name: string) => readFileSync(new URL(name, dir))
@@ -185,6 +216,7 @@ export async function startUiServer(options: UiServerOptions): Promise<UiServer>
   const leases = new LeaseBook(client)
   const lockCache = new LockCache()
   const throughput = new Throughput()
+  const admissions = new Admissions()
   /** Dead-letter counts when the server first saw each queue: a count above it "grew". */
   const deadLetterBaseline = new Map<string, number>()
   const viewers = new Set<ServerResponse>()
@@ -258,6 +290,8 @@ export async function startUiServer(options: UiServerOptions): Promise<UiServer>
       const raw = event.kv.key
       const key = (raw.subarray(0, ns.length).equals(ns) ? raw.subarray(ns.length) : raw).toString()
       lockCache.touch(key)
+      const token = event.type === 'Put' ? /^(.+)\/tokens\/\d{1,9}$/.exec(key) : null
+      if (token) admissions.add(token[1], now)
       const part = queuePartOf(key)
       if (!part) continue
       const created = event.type === 'Put' && event.kv.version === '1'
@@ -294,7 +328,9 @@ export async function startUiServer(options: UiServerOptions): Promise<UiServer>
       case 'elections':
         return state.locks.filter((l) => l.kind === 'election' && match(l.name, ...[...l.holders, ...l.waiters].map((c) => c.key)))
       case 'permits':
-        return state.permits.filter((p) => match(p.name))
+        return state.permits
+          .filter((p) => match(p.name))
+          .map((p) => (p.kind === 'rate limiter' ? { ...p, admittedPerSecond: admissions.perSecond(p.name, Date.now()) } : p))
       case 'queues':
         return state.queues.filter((q2) => match(q2.name))
       case 'barriers':

@@ -254,7 +254,7 @@ const SECTIONS = {
     return table(
       ['NAME', 'KIND', 'SETTINGS', 'ROLE', '#REV', 'KEY', 'LEASE', '#TTL', '#FOR', ''],
       rows.flatMap((p) => [
-        `<tr data-lock="${escapeHtml(p.name)}" data-role="summary"><td class="key">${escapeHtml(p.name)}</td><td>${p.kind}</td><td><code>${escapeHtml(p.settings)}</code></td><td colspan="7">${p.holders.length} of ${p.permits} ${p.kind === 'semaphore' ? 'permits in use' : 'tokens counted'}, ${p.waiters.length} queued</td></tr>`,
+        `<tr data-lock="${escapeHtml(p.name)}" data-role="summary"><td class="key">${escapeHtml(p.name)}</td><td>${p.kind}</td><td><code>${escapeHtml(p.settings)}</code></td><td colspan="7">${p.holders.length} of ${p.permits} ${p.kind === 'semaphore' ? 'permits in use' : `tokens counted, <span class="admitted">${p.admittedPerSecond}</span>/s admitted (last 10 s)`}, <span class="queued">${p.waiters.length}</span> queued</td></tr>`,
         ...p.holders.map(
           (c) =>
             `<tr data-lock="${escapeHtml(p.name)}" data-role="holder"><td></td><td></td><td></td><td>${p.kind === 'semaphore' ? 'holder' : 'token'} slot ${c.slot ?? '?'}</td>${contenderCells(c, at)}</tr>`,

@@ -2,7 +2,7 @@
 // writes it, read back through the key layouts — holders, waiters, fences, leases, queue counts,
 // idempotency records, double barriers — and the "what is stuck" overview built from it.
 import { afterAll, describe, expect, it } from 'vitest'
-import { DoubleBarrier, Election, Mutex, Queue, RateLimiter, RWMutex, Semaphore, Session } from '../../lib/index.js'
+import { DoubleBarrier, Election, Queue, RateLimiter, RWMutex, Semaphore, Session } from '../../lib/index.js'
 import { LeaseBook, LockCache, readState, RevisionClock, stuckOverview } from '../../cli/ui/state.js'
 import { startUiServer } from '../../cli/ui/server.js'
 import { sleep, uniqueName, until, useEtcd } from '../helpers.js'

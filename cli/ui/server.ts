@@ -306,8 +306,15 @@ export async function startUiServer(options: UiServerOptions): Promise<UiServer>
     lockCache.forget()
     schedule(DEBOUNCE_MS)
   })
-  watcher.on('disconnected', () => lockCache.forget())
+  // Only a reconnection, not the first connection (which may come while the first snapshot reads).
+  let lost = false
+  watcher.on('disconnected', () => {
+    lost = true
+    lockCache.forget()
+  })
   watcher.on('connected', () => {
+    if (!lost) return
+    lost = false
     lockCache.forget()
     schedule(0)
   })

@@ -28,8 +28,12 @@ import { counts, LeaseBook, LockCache, queueItemOf, queuePartOf, readState, Revi
 
 /** Wait after a change in etcd before reading: a burst of writes costs one snapshot. */
 export const DEBOUNCE_MS = 50
-/** A snapshot at least this often, changes or not. */
+/** A snapshot at least this often, changes or not ... */
 export const REFRESH_MS = 2000
+/** ... unless reading takes longer than a fifth of that: then this many times the read's time. */
+const IDLE_GAP_FACTOR = 5
+/** Longest pause between the end of a snapshot and the next one a change asks for. */
+const MAX_CHANGE_GAP_MS = 250
 /** Minutes of queue throughput kept (the chart's width). */
 const THROUGHPUT_MINUTES = 30
 /** Rows one list request returns at most. */
@@ -241,6 +245,7 @@ export async function startUiServer(options: UiServerOptions): Promise<UiServer>
       return
     }
     running = true
+    const started = Date.now()
     try {
       const next = await readState(client, clock, leases, lockCache)
       for (const q of next.queues) if (!deadLetterBaseline.has(q.name)) deadLetterBaseline.set(q.name, q.deadLetter?.items ?? 0)
@@ -265,19 +270,32 @@ export async function startUiServer(options: UiServerOptions): Promise<UiServer>
       summary = { ...(summary as object), error: `reading etcd failed: ${lastError}` }
     } finally {
       running = false
+      lastEnd = Date.now()
+      lastReadMs = lastEnd - started
     }
-    if (!closed) publish()
-    // Changes came while reading: read again at once (the burst they belong to had the read's time to settle).
-    if (dirty && !closed) {
+    if (closed) return
+    publish()
+    // The next snapshot without a change: later when reading is slow (a huge keyspace).
+    clearTimeout(refresher)
+    refresher = setTimeout(() => schedule(0), Math.max(REFRESH_MS, lastReadMs * IDLE_GAP_FACTOR))
+    // Changes came while reading: read again (the burst they belong to had the read's time to settle).
+    if (dirty) {
       dirty = false
       schedule(0)
     }
   }
+  /**
+   * A snapshot after `delay` ms, and no sooner after the last one than that one took (up to
+   * {@link MAX_CHANGE_GAP_MS}): under a stream of changes etcd spends at most about half its
+   * time on this page's reads, and a change still shows within a second.
+   */
   const schedule = (delay: number) => {
     if (closed || timer) return
-    timer = setTimeout(() => void snapshot(), delay)
+    timer = setTimeout(() => void snapshot(), Math.max(delay, lastEnd + Math.min(lastReadMs, MAX_CHANGE_GAP_MS) - Date.now()))
   }
-  const refresher = setInterval(() => schedule(0), REFRESH_MS)
+  let lastEnd = 0
+  let lastReadMs = 0
+  let refresher: NodeJS.Timeout | undefined
 
   // One watch over the namespace: a change schedules a snapshot; queue events feed the chart.
   const ns = client.prefix
@@ -524,7 +542,7 @@ export async function startUiServer(options: UiServerOptions): Promise<UiServer>
     state: () => state,
     async close() {
       closed = true
-      clearInterval(refresher)
+      clearTimeout(refresher)
       if (timer) clearTimeout(timer)
       for (const viewer of viewers) viewer.end()
       await watcher.cancel().catch(() => {})

@@ -5,8 +5,9 @@
  *
  * One watch per server, over the whole namespace, feeds a debounced snapshot ({@link readState});
  * every viewer gets the same snapshot, so what the page costs etcd does not grow with viewers:
- * at most one snapshot in flight, started at most every {@link DEBOUNCE_MS} after a change and
- * every {@link REFRESH_MS} otherwise (TTLs count down, leases expire without a key event first).
+ * at most one snapshot in flight, started {@link DEBOUNCE_MS} after a change (paced by the last
+ * read's cost) and every {@link REFRESH_MS} otherwise (TTLs count down, leases expire without a
+ * key event first).
  *
  * Safe by default: it binds 127.0.0.1; another host needs a token; actions (redrive, purge,
  * revoke) exist only with `allowActions`, and then only as POSTs carrying a custom header (which

@@ -1,3 +1,4 @@
+import type { EtcdClient } from '../lib/core/client.js'
 import { doubleBarrier } from '../lib/core/keys.js'
 import { keyspace } from '../lib/core/kv.js'
 import { noMoreArgs, requireArg, revisionNumber, type Command, type Report } from './common.js'
@@ -8,6 +9,26 @@ import { fields, showKey } from './table.js'
  * DoubleBarrier of the same name (`<name>/waiters/*` = participants in, `<name>/ready` = the
  * last one arrived), read in one Txn so the three facts are from one revision.
  */
+
+/** A Barrier's and DoubleBarrier's state at one revision (one Txn); shared with the ui page. */
+export async function readBarrier(client: EtcdClient, name: string) {
+  const ks = keyspace(client)
+  const res = await ks.reads({
+    held: ks.get(name, { keysOnly: true }),
+    waiters: ks.get(doubleBarrier.waiters(name), { prefix: true, countOnly: true }),
+    ready: ks.get(doubleBarrier.ready(name), { countOnly: true }),
+  })
+  const { held, waiters, ready } = res.results
+  const key = held.kvs[0]
+  const json = {
+    barrier: name,
+    revision: revisionNumber(res.revision),
+    held: key !== undefined,
+    heldSince: key ? revisionNumber(key.createRevision) : null,
+    doubleBarrier: { participants: Number(waiters.count), ready: ready.count > 0n },
+  }
+  return { json, key, waiters, ready }
+}
 
 export const barrier: Command = {
   name: 'barrier',
@@ -21,21 +42,7 @@ export const barrier: Command = {
   async run({ args, connect }): Promise<Report> {
     const name = requireArg(barrier, args, 0, 'barrier name')
     noMoreArgs(barrier, args, 1)
-    const ks = keyspace(connect())
-    const res = await ks.reads({
-      held: ks.get(name),
-      waiters: ks.get(doubleBarrier.waiters(name), { prefix: true, countOnly: true }),
-      ready: ks.get(doubleBarrier.ready(name), { countOnly: true }),
-    })
-    const { held, waiters, ready } = res.results
-    const key = held.kvs[0]
-    const json = {
-      barrier: name,
-      revision: revisionNumber(res.revision),
-      held: key !== undefined,
-      heldSince: key ? revisionNumber(key.createRevision) : null,
-      doubleBarrier: { participants: Number(waiters.count), ready: ready.count > 0n },
-    }
+    const { json, key, waiters, ready } = await readBarrier(connect(), name)
     const text = fields([
       ['barrier', showKey(name)],
       ['held', key ? `yes (since revision ${key.createRevision})` : 'no'],

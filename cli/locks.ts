@@ -1,6 +1,8 @@
 import type { EtcdClient } from '../lib/core/client.js'
 import { contenders, isLeaseSegment, leaseHex, queueKeys, rwContenders } from '../lib/core/keys.js'
 import { keyspace, type KeyValue } from '../lib/core/kv.js'
+import { VALUES_PER_RESPONSE } from '../lib/limits.js'
+import { chunked } from '../lib/queue/moves.js'
 import { leaseTtls, mapLimit, noMoreArgs, revisionNumber, scanKeys, type Command, type Report } from './common.js'
 import { showKey, showTtl, table, type LeaseTtl } from './table.js'
 
@@ -13,7 +15,8 @@ import { showKey, showTtl, table, type LeaseTtl } from './table.js'
  *   the leading readers hold together, or the first key alone if it is a writer.
  */
 
-type Kind = 'mutex' | 'election' | 'rwmutex'
+export type LockKind = 'mutex' | 'election' | 'rwmutex'
+type Kind = LockKind
 
 /** One contender's key as it appears in the report. */
 interface Contender {
@@ -36,7 +39,7 @@ interface Lock {
 }
 
 /** A lock as read from etcd, before lease TTLs are known. */
-interface Found {
+export interface FoundLock {
   name: string
   kind: Kind
   holders: KeyValue[]
@@ -52,32 +55,56 @@ const MAX_CONTENDERS = 1000
  * The scan reads keys only (values may be megabytes), and etcd 3.7 answers keys-only ranges from
  * its index, without leases (etcd #22209): readLock, which reads values, checks the leases.
  */
-function lockNameOf(key: string): string | undefined {
+export function lockNameOf(key: string): string | undefined {
   const rw = rwContenders.parse(key)
   if (rw) return rw.name
   // A priority queue item's sequence (`<name>/<%05d>/<%016d>`) looks like a lease hex too.
   return queueKeys.endsAsPriorityItem(key) ? undefined : contenders.nameOf(key)
 }
 
+/** Lock names read per Txn: as many ranges as values the primitives read per answer (lib/limits.ts). */
+const LOCKS_PER_TXN = VALUES_PER_RESPONSE
+
 /**
- * Everything under `<name>/`, oldest first, with values: contenders' are empty (Mutex, RWMutex)
- * or a proposal (Election), and a keys-only read would lose the leases on etcd 3.7. The oldest
- * key's value tells an election's proposal from a lock's empty value. One Range, at the scan's
- * revision.
+ * The locks living under each of `names`, at `revision`: for each name everything under
+ * `<name>/`, oldest first, with values: contenders' are empty (Mutex, RWMutex) or a proposal
+ * (Election), and a keys-only read would lose the leases on etcd 3.7. The oldest key's value
+ * tells an election's proposal from a lock's empty value. The ranges go {@link LOCKS_PER_TXN} to a
+ * Txn, a few Txns at a time, so 10,000 locks cost a thousand requests, not ten thousand.
  */
-async function readLock(client: EtcdClient, name: string, revision: bigint) {
-  const { kvs } = await keyspace(client).range(contenders.prefix(name), {
-    prefix: true,
-    sort: ['Create', 'Ascend'],
-    revision,
-    limit: MAX_CONTENDERS,
+export async function readLocks(client: EtcdClient, names: string[], revision: bigint): Promise<FoundLock[]> {
+  const ks = keyspace(client)
+  const batches = chunked(names, LOCKS_PER_TXN)
+  const found = await mapLimit(batches, 8, async (batch) => {
+    const { results } = await ks.reads(
+      Object.fromEntries(
+        batch.map((name, i) => [
+          `lock ${i}`,
+          ks.get(contenders.prefix(name), { prefix: true, sort: ['Create', 'Ascend'], revision, limit: MAX_CONTENDERS }),
+        ]),
+      ),
+    )
+    return batch.flatMap((name, i) => {
+      const { kvs } = results[`lock ${i}`]
+      return locksUnder(name, kvs, kvs[0])
+    })
   })
-  return { kvs, first: kvs[0] }
+  return found.flat()
+}
+
+/** Every lock name under `prefix` by key layout, and the revision of that scan. */
+export async function lockNames(client: EtcdClient, prefix: string): Promise<{ names: string[]; revision: bigint }> {
+  const seen = new Set<string>()
+  const revision = await scanKeys(client, prefix, (kv) => {
+    const name = lockNameOf(kv.key)
+    if (name !== undefined) seen.add(name)
+  })
+  return { names: [...seen].sort(), revision }
 }
 
 /** The mutex/election and the rwmutex (either may be absent) living under `<name>/`. */
-function locksUnder(name: string, kvs: KeyValue[], first: KeyValue | undefined): Found[] {
-  const found: Found[] = []
+export function locksUnder(name: string, kvs: KeyValue[], first: KeyValue | undefined): FoundLock[] {
+  const found: FoundLock[] = []
   const direct = kvs.filter(
     (kv) => contenders.nameOf(kv.key) === name && isLeaseSegment(kv.key.slice(contenders.prefix(name).length), kv.lease),
   )
@@ -160,17 +187,8 @@ The prefix is a raw key prefix: 'locks' matches 'locks/a/...' and 'locksmith/...
     noMoreArgs(locks, args, 1)
     const prefix = args[0] ?? ''
     const client = connect()
-    const seen = new Set<string>()
-    const revision = await scanKeys(client, prefix, (kv) => {
-      const name = lockNameOf(kv.key)
-      if (name !== undefined) seen.add(name)
-    })
-    const found = (
-      await mapLimit([...seen].sort(), 16, async (name) => {
-        const { kvs, first } = await readLock(client, name, revision)
-        return locksUnder(name, kvs, first)
-      })
-    ).flat()
+    const { names, revision } = await lockNames(client, prefix)
+    const found = await readLocks(client, names, revision)
     const ttls = await leaseTtls(
       client,
       found.flatMap((l) => [...l.holders, ...l.waiters].map((kv) => kv.lease)),

@@ -11,6 +11,7 @@ import { leader } from './leader.js'
 import { locks } from './locks.js'
 import { queue } from './queue.js'
 import { semaphores } from './semaphores.js'
+import { ui } from './ui/command.js'
 
 /**
  * `middy-etcd`: the operator's view of the locks, elections, queues and barriers that
@@ -21,7 +22,7 @@ import { semaphores } from './semaphores.js'
 const PROGRAM = 'middy-etcd'
 /** Default deadline of each etcd call (the client retries a failed call once). */
 const CLI_CALL_TIMEOUT_MS = 2000
-const COMMANDS: Command[] = [locks, leader, queue, barrier, semaphores, config]
+const COMMANDS: Command[] = [locks, leader, queue, barrier, semaphores, config, ui]
 
 const GLOBAL_OPTIONS = {
   endpoints: { type: 'string' },

@@ -66,7 +66,7 @@ async function stats(client: EtcdClient, name: string, deadLetter: string | unde
  * claim state and receive count. Keys are listed in bounded windows; values, markers and
  * counters read at the same revision, as many values per Txn as surely fit one answer.
  */
-async function peek(client: EtcdClient, name: string, limit: number): Promise<Report> {
+export async function peek(client: EtcdClient, name: string, limit: number): Promise<Report> {
   const ks = keyspace(client)
   const prefix = queueKeys.items(name)
   const pager = new KeyPager(ks, prefix, limit)
@@ -161,7 +161,7 @@ async function push(client: EtcdClient, name: string, value: string, priority: n
  * PriorityQueue bookkeeping keys `__<name>/*`, delayed messages and their timers, and message
  * groups, in one Txn (all or nothing).
  */
-async function purge(client: EtcdClient, name: string): Promise<Report> {
+export async function purge(client: EtcdClient, name: string): Promise<Report> {
   const ks = keyspace(client)
   const all = (prefix: string) => ks.deleteOp(prefix, { prefix: true })
   const res = await ks.namedTxn([], {
@@ -214,7 +214,7 @@ async function sweep(client: EtcdClient, name: string): Promise<Report> {
 }
 
 /** The queue a dead-letter queue's messages go back to unless `--to` says: `<name>` for `dlq/<name>`. */
-function redriveTarget(dlq: string, to: string | undefined): string {
+export function redriveTarget(dlq: string, to: string | undefined): string {
   if (to !== undefined) return checkName(to, '--to')
   const queueOfDlq = queueOfDeadLetterQueue(dlq)
   if (queueOfDlq !== undefined) return queueOfDlq
@@ -229,7 +229,7 @@ function redriveTarget(dlq: string, to: string | undefined): string {
  * Txn per message, receive counts reset). The target is a PriorityQueue when its items or the
  * dead letters' metadata say so.
  */
-async function redriveCommand(client: EtcdClient, dlq: string, to: string, max: number | undefined): Promise<Report> {
+export async function redriveCommand(client: EtcdClient, dlq: string, to: string, max: number | undefined): Promise<Report> {
   const ks = keyspace(client)
   const [items, metas] = await Promise.all([
     ks.range(queueKeys.items(to), { prefix: true, limit: 1, keysOnly: true }),

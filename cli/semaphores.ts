@@ -11,7 +11,8 @@ import { showKey, showTtl, table, type LeaseTtl } from './table.js'
  * calls (`<name>/waiters/<nano>`, oldest first), all read at one revision.
  */
 
-type Kind = 'semaphore' | 'rate limiter'
+export type PermitKind = 'semaphore' | 'rate limiter'
+type Kind = PermitKind
 
 interface Entry {
   key: string
@@ -26,7 +27,7 @@ interface Entry {
   grantedTtl: number | null
 }
 
-interface Found {
+export interface FoundPermits {
   name: string
   kind: Kind
   settings: string
@@ -39,7 +40,7 @@ interface Found {
 const MAX_ENTRIES = 1000
 
 /** The semaphore or rate limiter named `name` at `revision`, if its config key says it is one. */
-async function read(client: EtcdClient, name: string, revision: bigint): Promise<Found | undefined> {
+export async function readPermits(client: EtcdClient, name: string, revision: bigint): Promise<FoundPermits | undefined> {
   const ks = keyspace(client)
   const at = { revision, limit: MAX_ENTRIES }
   const { results } = await ks.reads({
@@ -93,7 +94,7 @@ function render(prefix: string, found: ReturnType<typeof toJson>[]): string {
   ])
 }
 
-function toJson(s: Found, ttls: Map<string, LeaseTtl>) {
+function toJson(s: FoundPermits, ttls: Map<string, LeaseTtl>) {
   const slots = s.kind === 'semaphore' ? permitKeys.holders(s.name) : permitKeys.tokens(s.name)
   return {
     name: s.name,
@@ -135,7 +136,9 @@ holder's key frees its permit. Go has no semaphore or rate limiter: these layout
       const name = permitKeys.nameOfConfig(kv.key)
       if (name !== undefined) names.add(name)
     })
-    const found = (await mapLimit([...names].sort(), 16, (name) => read(client, name, revision))).filter((f): f is Found => f !== undefined)
+    const found = (await mapLimit([...names].sort(), 16, (name) => readPermits(client, name, revision))).filter(
+      (f): f is FoundPermits => f !== undefined,
+    )
     const ttls = await leaseTtls(
       client,
       found.flatMap((s) => [...s.holders, ...s.waiters].map((kv) => kv.lease)),

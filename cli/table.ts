@@ -43,6 +43,16 @@ export function showValue(value: Buffer, max = 40): string {
   return quoted.length <= max ? quoted : `${quoted.slice(0, max - 4)}..." (${value.length} bytes)`
 }
 
+/**
+ * A stored value as plain text for a page (not quoted, unlike {@link showValue}): cut to `max`
+ * characters with its size said, or a byte count for binary data.
+ */
+export function shortText(value: Buffer, max = 200): string {
+  const text = value.toString('utf8')
+  if (!Buffer.from(text, 'utf8').equals(value)) return `<${value.length} bytes binary>`
+  return text.length <= max ? text : `${text.slice(0, max)}… (${value.length} bytes)`
+}
+
 /** A key on one table cell: control characters escaped, so odd keys cannot break the layout. */
 export function showKey(key: string): string {
   // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what it looks for

@@ -91,7 +91,16 @@ export interface EtcdPluginConfig {
    * the service directory). Keys are whole keys (`config/orders/limit`); existing ones are overwritten.
    */
   seed?: Record<string, unknown> | string
+  /**
+   * The operations page (`middy-etcd ui`) served offline on 127.0.0.1: `false` turns it off;
+   * `port` (default {@link DEFAULT_UI_PORT}, else any free one), `allowActions` (default false:
+   * read-only) as the command's flags.
+   */
+  ui?: false | { port?: number; allowActions?: boolean }
 }
+
+/** The port the offline operations page asks for first (serverless-offline takes 3000-3002). */
+export const DEFAULT_UI_PORT = 3003
 
 /** The JSON schema osls checks `etcdQueue` events against (it only warns; queueSubscriptions checks). */
 export const etcdQueueEventSchema = {
@@ -131,6 +140,16 @@ export const customEtcdSchema = {
         invocationType: { enum: ['Event', 'RequestResponse'] },
         sourcemap: { type: 'boolean' },
         seed: { anyOf: [{ type: 'object' }, { type: 'string', minLength: 1 }] },
+        ui: {
+          anyOf: [
+            { const: false },
+            {
+              type: 'object',
+              properties: { port: { type: 'integer', minimum: 0, maximum: 65535 }, allowActions: { type: 'boolean' } },
+              additionalProperties: false,
+            },
+          ],
+        },
       },
       additionalProperties: false,
     },
@@ -156,6 +175,15 @@ export function readConfig(serverless: ServerlessLike): EtcdPluginConfig {
     throw new InvalidArgumentError(
       `custom.etcd.invocationType must be 'Event' or 'RequestResponse', got ${JSON.stringify(raw.invocationType)}`,
     )
+  }
+  if (raw.ui !== undefined && raw.ui !== false) {
+    const ui = raw.ui as Record<string, unknown>
+    if (typeof ui !== 'object' || ui === null)
+      throw new InvalidArgumentError(`custom.etcd.ui must be false or { port, allowActions }, got ${JSON.stringify(raw.ui)}`)
+    if (ui.port !== undefined && (!Number.isInteger(ui.port) || (ui.port as number) < 0 || (ui.port as number) > 65535))
+      throw new InvalidArgumentError(`custom.etcd.ui.port must be a TCP port number (0: any free one), got ${JSON.stringify(ui.port)}`)
+    if (ui.allowActions !== undefined && typeof ui.allowActions !== 'boolean')
+      throw new InvalidArgumentError(`custom.etcd.ui.allowActions must be true or false, got ${JSON.stringify(ui.allowActions)}`)
   }
   if (raw.dispatcher !== undefined && !serverless.service.getAllFunctions().includes(raw.dispatcher)) {
     throw new InvalidArgumentError(`custom.etcd.dispatcher names function ${JSON.stringify(raw.dispatcher)}, which is not in functions:`)

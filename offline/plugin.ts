@@ -7,6 +7,7 @@ import { dirname, join } from 'node:path'
 import { createClient, type EtcdClient } from '../lib/core/client.js'
 import {
   customEtcdSchema,
+  DEFAULT_UI_PORT,
   etcdQueueEventSchema,
   pluginLog,
   queueSubscriptions,
@@ -26,6 +27,7 @@ import { reapStale, startLocalEtcd, STATE_DIR, watchSession, type LocalEtcd } fr
 import { etcdReleases } from './etcd-release.js'
 import { buildForOffline, offlineBuildDir, type OfflineBuild } from './offline-build.js'
 import { packageFunctions } from './package.js'
+import { startUiServer, type UiServer } from '../cli/ui/server.js'
 
 export { STATE_DIR }
 
@@ -45,6 +47,7 @@ export default class MiddyEtcdPlugin {
   private client?: EtcdClient
   private dispatcher?: { abort: AbortController; done: Promise<void> }
   private build?: OfflineBuild
+  private ui?: UiServer
 
   constructor(
     private readonly serverless: ServerlessLike,
@@ -131,6 +134,24 @@ export default class MiddyEtcdPlugin {
       if (!this.local) watchSession({ etcdPids: [], remove: [this.build.dir], rmdirs: [dirname(this.build.dir)] })
     }
     if (subscriptions.length > 0) this.startDispatcher(subscriptions, config.invocationType ?? 'RequestResponse')
+    if (config.ui !== false) await this.startUi(config.ui ?? {})
+  }
+
+  /** The operations page on 127.0.0.1 (its preferred port, else any free one), over the same client. */
+  private async startUi(options: { port?: number; allowActions?: boolean }) {
+    const serve = (port: number) => startUiServer({ client: this.client!, port, allowActions: options.allowActions === true })
+    const port = options.port ?? DEFAULT_UI_PORT
+    try {
+      this.ui = await serve(port).catch((err: NodeJS.ErrnoException) => {
+        // The default port taken (another offline session): any free one will do; a port the user chose must be free.
+        if (err.code === 'EADDRINUSE' && options.port === undefined) return serve(0)
+        throw err
+      })
+    } catch (err) {
+      this.log.warning(`etcd: the operations page did not start: ${(err as Error).message} (set custom.etcd.ui.port, or ui: false)`)
+      return
+    }
+    this.log.notice(`etcd: operations page on ${this.ui.url} (${options.allowActions ? 'actions allowed' : 'read-only'})`)
   }
 
   /** Puts the keys of `custom.etcd.seed` (before any function can run). */
@@ -151,6 +172,7 @@ export default class MiddyEtcdPlugin {
       // In-flight invocations get a moment; unacked messages come back after their visibility timeout.
       await Promise.race([this.dispatcher.done, new Promise((r) => setTimeout(r, 3000).unref())])
     }
+    await this.ui?.close()
     this.client?.close()
     await this.build?.stop()
     if (this.local) {

@@ -117,6 +117,20 @@ function installPartitionTools() {
   )
 }
 
+/**
+ * The operations page's browser tests (test/ui) drive Debian's Chromium through playwright-core
+ * (which downloads no browser). Without root or apt, only say what is missing: those tests then
+ * fail naming /usr/bin/chromium (they never skip).
+ */
+function installChromium() {
+  if (existsSync(process.env.CHROMIUM_BIN ?? '/usr/bin/chromium')) return
+  log('chromium not found: installing…')
+  if (aptInstall(['chromium'])) return
+  log(
+    'the browser tests of the operations page need Chromium (Debian: sudo apt-get install -y chromium; or set CHROMIUM_BIN); they will fail until then.',
+  )
+}
+
 function fail(message) {
   log(message)
   process.exit(1)
@@ -128,3 +142,4 @@ if (!process.argv.includes('--no-etcd'))
   installEtcd(process.argv.includes('--all-releases') ? Object.keys(etcdReleases().releases) : undefined)
 if (process.argv.includes('--go')) checkGo()
 if (process.argv.includes('--partitions')) installPartitionTools()
+if (process.argv.includes('--browser')) installChromium()

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createClient, Queue, type EtcdClient } from '../lib/index.js'
 import { freePort, startEtcd, type EtcdCluster } from '../testing/index.js'
 import { sleep, uniqueName, until, alive } from './helpers.js'
-import { BUNDLED, INJECTED, SEEDED, LISTENING, SUBSCRIBED } from './support/offline-log.js'
+import { BUNDLED, INJECTED, LISTENING, SEEDED, SUBSCRIBED, UI_PAGE } from './support/offline-log.js'
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..')
 const stateDir = join(root, '.etcd-offline')
@@ -106,6 +106,26 @@ describe('osls offline start with the middy-etcd plugin', () => {
     expect(INJECTED.exec(output)?.slice(1)).toEqual([etcdEndpoint, '30'])
     expect(SEEDED.exec(output)?.slice(1, 4)).toEqual(['2', undefined, '1'])
     expect(SUBSCRIBED.exec(output)?.slice(1)).toEqual(['example/jobs', undefined, 'jobWorker', '5'])
+  })
+
+  it('serves the operations page on 127.0.0.1, read-only, and prints its address', async () => {
+    const m = UI_PAGE.exec(output)
+    expect(m?.[2], `no operations page line in the CLI output:\n${output}`).toBe('read-only')
+    const page = await fetch(m![1])
+    expect(page.status).toBe(200)
+    expect(await page.text()).toContain('<script type="module" src="app.js"></script>')
+    const snapshot = await until(
+      'the first snapshot',
+      10_000,
+      async () => (await (await fetch(`${m![1]}api/snapshot`)).json()) as { revision: number } | null,
+    )
+    expect(snapshot!.revision).toBeGreaterThan(0)
+    const refused = await fetch(`${m![1]}api/actions/purge`, {
+      method: 'POST',
+      headers: { 'x-middy-etcd-ui': 'action' },
+      body: '{"queue":"example/jobs"}',
+    })
+    expect(refused.status).toBe(403)
   })
 
   it('runs the handlers from bundles, as `package` ships them, not through a TypeScript loader', () => {

@@ -26,6 +26,7 @@ import { leader } from '../cli/leader.js'
 import { locks } from '../cli/locks.js'
 import { queue } from '../cli/queue.js'
 import { semaphores } from '../cli/semaphores.js'
+import { ui } from '../cli/ui/command.js'
 import { resolveClientOptions } from '../lib/index.js'
 import { queueSubscriptions, readConfig, type FunctionObject, type ServerlessLike } from '../offline/config.js'
 import { lambdaContext } from '../testing/index.js'
@@ -251,7 +252,7 @@ describe('README code blocks', () => {
 
   describe('sh', () => {
     const routes = serviceRoutes()
-    const usages = [locks, leader, queue, barrier, semaphores, config].flatMap((c) => c.usage.split('\n'))
+    const usages = [locks, leader, queue, barrier, semaphores, config, ui].flatMap((c) => c.usage.split('\n'))
 
     /** Why a line is a command this repository has, or undefined. */
     function known(line: string, section: string): string | undefined {

@@ -115,6 +115,10 @@ describe('a user service built from the installed tarball', () => {
         'dist/lib/index.d.ts',
         'dist/dispatch/index.js',
         'dist/cli/main.js',
+        // The operations page's static files, read next to its compiled server.
+        'dist/cli/ui/assets/index.html',
+        'dist/cli/ui/assets/app.js',
+        'dist/cli/ui/assets/app.css',
         'etcd/releases.json',
         'etcd/build.mjs',
       ]),
@@ -128,6 +132,23 @@ describe('a user service built from the installed tarball', () => {
     expect(shipped.filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts'))).toEqual([])
     // serverless-offline's peer `serverless` is osls, not the licensed CLI.
     expect(JSON.parse(readFileSync(join(service, 'node_modules', 'serverless', 'package.json'), 'utf8')).name).toBe('osls')
+  })
+
+  it('`npx middy-etcd ui` serves the operations page from the installed package', async () => {
+    const child = spawn(join(service, 'node_modules', '.bin', 'middy-etcd'), ['ui'], {
+      cwd: service,
+      env: { ...process.env, ETCD_ENDPOINTS: etcd.cluster.endpoints.join(',') },
+    })
+    let out = ''
+    child.stdout.on('data', (d) => (out += d))
+    child.stderr.on('data', (d) => (out += d))
+    try {
+      const url = (await until('the address line', 20_000, () => /middy-etcd ui: (http:\/\/127\.0\.0\.1:\d+\/)/.exec(out)))![1]
+      expect(await (await fetch(url)).text()).toContain('<title>middy-etcd · operations</title>')
+      expect((await fetch(`${url}app.css`)).status).toBe(200)
+    } finally {
+      child.kill('SIGINT')
+    }
   })
 
   it('loads the installed package with require() and import, and its types check under strict', async () => {

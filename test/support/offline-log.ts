@@ -14,5 +14,8 @@ export const SUBSCRIBED = /^etcdQueue: (\S+)( \(priority\))? → ([\w-]+) \(batc
 /** `etcd: seeded 2 keys from custom.etcd.seed in 1 transaction, revision 3` (with a file: `… seed (config/seed.json) …`) */
 export const SEEDED = /^etcd: seeded (\d+) keys? from custom\.etcd\.seed(?: \(([^)]+)\))? in (\d+) transactions?, revision (\d+)$/m
 
+/** `etcd: operations page on http://127.0.0.1:3003/ (read-only)` */
+export const UI_PAGE = /^etcd: operations page on (http:\/\/127\.0\.0\.1:\d+\/) \((read-only|actions allowed)\)$/m
+
 /** Every start-up line pattern. */
-export const START_LINES = [LISTENING, INJECTED, SEEDED, BUNDLED, SUBSCRIBED]
+export const START_LINES = [LISTENING, INJECTED, SEEDED, BUNDLED, SUBSCRIBED, UI_PAGE]

@@ -278,6 +278,49 @@ async function measure(ctx: BenchContext, server: RedisServer, conn: () => Redis
   const rlTuned = await redlockHot(REDLOCK_TUNED, hn, 'tuned')
   const dn = Math.max(5, Math.round(hn / 10))
   const rlDefault = await redlockHot(REDLOCK_DEFAULT_DELAYS, dn, 'default')
+  // Contended 100 x 1: 100 one-shot contenders (a burst of functions), each takes the lock once;
+  // ours creates its Session inside the timed region (as a one-shot function does). The 100 share
+  // the same WORKERS connections on each side.
+  const cName = ctx.prefix('redis-contended')
+  const CONTENDERS = 100
+  const redlockPool = Array.from({ length: WORKERS }, () => new Redlock([conn()], REDLOCK_TUNED))
+  const oursContended = await loops(CONTENDERS, 1, 1, async (w) => {
+    let s: Session | undefined
+    let m: Mutex | undefined
+    return {
+      take: async () => {
+        s = await Session.create(clients[w % WORKERS], { ttl: 10 })
+        m = new Mutex(s, cName)
+        await m.lock()
+      },
+      give: async () => {
+        await m!.unlock()
+        await s!.close()
+      },
+    }
+  })
+  const rlContended = await loops(CONTENDERS, 1, 1, async (w) => {
+    let held: Awaited<ReturnType<Redlock['acquire']>> | undefined
+    return {
+      take: async () => void (held = await redlockPool[w % WORKERS].acquire([`${cName}-redlock`], 10_000)),
+      give: async () => void (await held!.release()),
+    }
+  })
+  entries.push(
+    entry(
+      `redis: contended ${CONTENDERS} x 1`,
+      'handoffs/s',
+      oursContended.perSecond,
+      'redlock (retryDelay 10, jitter 10)',
+      rlContended.perSecond,
+      {
+        kind: 'none',
+      },
+    ),
+  )
+  notes.push(
+    `Contended ${CONTENDERS} x 1 (a burst of one-shot functions on ${WORKERS} connections per side; ours creates and closes a Session per contender inside the timed region): ours ${oursContended.perSecond.toFixed(0)} locks/s, redlock (retryCount -1, retryDelay 10, jitter 10) ${rlContended.perSecond.toFixed(0)} locks/s.`,
+  )
   const rsBefore = await commandStats(admin)
   const rsHot = await loops(WORKERS, hn, 1, async () => {
     const c = conn()

@@ -129,9 +129,14 @@ export function writeReport(dir: string, r: Report): string[] {
     for (const e of missing) lines.push(`- ${e.name} (${e.metric}, vs ${e.peer}): ${e.note}`)
     lines.push('')
   }
+  lines.push(...redisSection(r))
   lines.push('## Notes per scenario', '')
   for (const s of r.scenarios) {
     lines.push(`### ${s} (${r.timings[s]?.toFixed(1) ?? '?'} s)`, '')
+    if (s === 'redis') {
+      lines.push('See [Compared with Redis-based libraries](#compared-with-redis-based-libraries).', '')
+      continue
+    }
     for (const n of r.results.get(s)!.notes) lines.push(n, '')
   }
   lines.push(findings(r))
@@ -140,6 +145,32 @@ export function writeReport(dir: string, r: Report): string[] {
   const md = join(dir, 'BENCHMARKS.md')
   writeFileSync(md, `${lines.join('\n')}\n`)
   return [md, json]
+}
+
+/**
+ * The "Compared with Redis-based libraries" section (issue 29): the redis scenario's rows, its
+ * notes (method, versions, the price of consensus) and the "what survives" table its details carry
+ * (each row a test in test/survives/, which asserts both sides' outcomes).
+ */
+function redisSection(r: Report): string[] {
+  const res = r.results.get('redis')
+  if (!res) return []
+  const lines = ['## Compared with Redis-based libraries', '']
+  lines.push(
+    "Ours on the bench's etcd against the libraries Node teams pick instead, on one local Redis started for the scenario, same loopback and client counts. Ratios are ours ÷ theirs.",
+    '',
+    '| row | metric | ours | theirs | their value | ratio | target | met |',
+    '|---|---|---:|---|---:|---:|---|---|',
+  )
+  for (const e of res.entries)
+    lines.push(
+      `| ${e.name.replace(/^redis: /, '')} | ${e.metric} | ${fmt(e.ours)} | ${e.peer} | ${fmt(e.peerValue)} | ${fmt(e.ratio)} | ${e.target} | ${met(e)} |`,
+    )
+  lines.push('')
+  for (const n of res.notes) lines.push(n, '')
+  const survives = res.details?.survives
+  if (Array.isArray(survives)) lines.push('### What survives', '', ...(survives as string[]), '')
+  return lines
 }
 
 /**

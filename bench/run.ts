@@ -31,6 +31,7 @@ import { semaphore } from './scenarios/semaphore.js'
 import { scaling } from './scenarios/scaling.js'
 import { transport } from './scenarios/transport.js'
 import { config } from './scenarios/config.js'
+import { redis } from './scenarios/redis.js'
 
 /**
  * In report order; the floor first, since later scenarios divide by it; queue-scale last, as it
@@ -53,6 +54,7 @@ const scenarios: Scenario[] = [
   coldStart,
   packageSize,
   scaling,
+  redis,
   queueScale,
 ]
 

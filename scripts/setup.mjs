@@ -131,6 +131,20 @@ function installChromium() {
   )
 }
 
+/**
+ * The Redis comparison (test/survives/, bench/scenarios/redis.ts) starts its own redis-server on a
+ * free loopback port: Debian's redis-server (Redis 7), installed when we are root with apt-get.
+ * Debian may start a packaged Redis on :6379; ours never uses that port.
+ */
+function installRedis() {
+  if (process.env.REDIS_SERVER || onPath('redis-server')) return
+  log('redis-server not found: installing Debian package redis-server…')
+  if (aptInstall(['redis-server']) && onPath('redis-server')) return
+  log(
+    'the Redis comparison tests and benchmarks need redis-server (Debian: sudo apt-get install -y redis-server, or set REDIS_SERVER); they will fail until then.',
+  )
+}
+
 function fail(message) {
   log(message)
   process.exit(1)
@@ -143,3 +157,4 @@ if (!process.argv.includes('--no-etcd'))
 if (process.argv.includes('--go')) checkGo()
 if (process.argv.includes('--partitions')) installPartitionTools()
 if (process.argv.includes('--browser')) installChromium()
+if (process.argv.includes('--redis')) installRedis()

@@ -31,6 +31,7 @@ import { semaphore } from './scenarios/semaphore.js'
 import { scaling } from './scenarios/scaling.js'
 import { transport } from './scenarios/transport.js'
 import { config } from './scenarios/config.js'
+import { telemetry } from './scenarios/telemetry.js'
 import { redis } from './scenarios/redis.js'
 
 /**
@@ -41,6 +42,7 @@ const scenarios: Scenario[] = [
   floor,
   transport,
   lockInvocation,
+  telemetry,
   lockUncontended,
   lockContended,
   hotLock,

@@ -94,7 +94,7 @@ export function writeReport(dir: string, r: Report): string[] {
   lines.push('## Machine', '')
   lines.push(`- ${m.nproc} CPU cores (${m.cpu}), ${m.memGiB} GiB RAM, ${m.os}`)
   lines.push(`- Node ${m.node}, etcd3 npm ${m.etcd3}; ${m.etcd} (single member started by the bench on 127.0.0.1, temp data dir)`)
-  lines.push(`- Go peer: ${r.gopeer ?? `built from interop/go (etcd v3.4 clientv3/concurrency + contrib/recipes), ${m.go}`}`)
+  lines.push(`- Go peer: ${r.gopeer ?? `built from interop/go (${goClient()} concurrency + experimental/recipes), ${m.go}`}`)
   lines.push(
     `- Load average before / after: ${m.loadBefore?.join(' ') ?? '?'} / ${m.load.join(' ')} — the cores were shared with other work, so single numbers carry noise; ratios are measured in the same run against the same server.`,
   )
@@ -222,4 +222,11 @@ function findings(r: Report): string {
     `Measured in this run: 2 workers — lib Mutex ${n(hot?.c2?.lib.perSecond)}/s (handoff p50 ${n(hot?.c2?.lib.handoffP50)} ms, p99 ${n(hot?.c2?.lib.handoffP99)} ms) vs Go ${n(go(hot?.c2))}/s; 10 workers — lib ${n(hot?.c10?.lib.perSecond)}/s (handoff p50 ${n(hot?.c10?.lib.handoffP50)} ms) vs Go ${n(go(hot?.c10))}/s.`,
     '',
   ].join('\n')
+}
+
+/** The etcd Go client interop/go builds against, as its go.mod requires it. */
+function goClient(): string {
+  const mod = readFileSync(join(root, 'interop', 'go', 'go.mod'), 'utf8')
+  const m = /go\.etcd\.io\/etcd\/client\/v3 (v[\d.]+)/.exec(mod)
+  return m ? `go.etcd.io/etcd/client/v3 ${m[1]}` : 'the etcd Go client of interop/go/go.mod'
 }

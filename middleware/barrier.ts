@@ -46,6 +46,8 @@ export function etcdBarrier<TEvent = any>(options: EtcdBarrierOptions<TEvent>): 
       throw new WaitTimeoutError(
         `etcdBarrier: barrier ${JSON.stringify(name)} still held after ${budget.ms} ms; raise waitMs or the function timeout`,
       )
+    } finally {
+      budget.stop()
     }
     emit(opts.onEvent, { type: 'acquired', primitive: 'barrier', name, waitedMs: performance.now() - started })
   }

@@ -89,6 +89,8 @@ export function etcdConfig<C extends object = Record<string, unknown>>(
   }
 
   const before = async (request: Request<any, any, Error, Context & ConfigContext<C>>) => {
+    // A warm invocation is served at once; its timer must not outlive it (one per invocation, each
+    // armed until the invocation's deadline, would pile up in a busy process).
     const budget = waitBudget(request.context, MAX_TIMER_MS)
     const current = cacheOf()
     let snapshot: Awaited<ReturnType<typeof current.current>>
@@ -101,6 +103,8 @@ export function etcdConfig<C extends object = Record<string, unknown>>(
         `etcdConfig: the configuration under ${JSON.stringify(opts.prefix)} could not be proved current within the invocation's remaining time (${budget.ms} ms); check that etcd is reachable`,
         { cause: err },
       )
+    } finally {
+      budget.stop()
     }
     const missing = required.filter((key) => !(key in snapshot.values))
     if (missing.length > 0) {

@@ -156,14 +156,18 @@ export function etcdIdempotency<
     const budget = scope.waitBudget(opts.waitMs)
     const started = performance.now()
     let waited = false
-    for (;;) {
-      const begun = await scope.withSession(opts.leaseTtl, (session) => store.begin(key, { payloadHash, session }))
-      if (begun.status === 'owned') return own(request, use, store, prefix, begun.claim, performance.now() - started)
-      const outcome = begun.status === 'in-progress' ? await waitFor(request, key, begun.wait, budget, waited) : begun
-      waited ||= begun.status === 'in-progress'
-      if (outcome.status === 'completed') return respond(request, key, outcome.result as TResult, outcome.revision, waited)
-      if (outcome.status === 'failed') throw outcome.error
-      // gone: the first invocation failed or died: begin again (this one may run the handler now)
+    try {
+      for (;;) {
+        const begun = await scope.withSession(opts.leaseTtl, (session) => store.begin(key, { payloadHash, session }))
+        if (begun.status === 'owned') return own(request, use, store, prefix, begun.claim, performance.now() - started)
+        const outcome = begun.status === 'in-progress' ? await waitFor(request, key, begun.wait, budget, waited) : begun
+        waited ||= begun.status === 'in-progress'
+        if (outcome.status === 'completed') return respond(request, key, outcome.result as TResult, outcome.revision, waited)
+        if (outcome.status === 'failed') throw outcome.error
+        // gone: the first invocation failed or died: begin again (this one may run the handler now)
+      }
+    } finally {
+      budget.stop() // its timer would otherwise stay armed until the invocation's deadline
     }
   }
 

@@ -110,6 +110,7 @@ export function queueConsumer(
           if (err === budget.signal.reason) return []
           throw err
         })
+        .finally(() => budget.stop())
       messages = received.map(toQueueMessage)
     }
     if (messages.length === 0) {

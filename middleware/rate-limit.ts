@@ -185,6 +185,8 @@ export function etcdRateLimit<TEvent = any, TResult = any>(
         limiter.interval,
         `etcdRateLimit: ${JSON.stringify(name)} did not admit the call within ${budget.ms} ms; raise waitMs or the function timeout, or send fewer calls`,
       )
+    } finally {
+      budget.stop()
     }
   }
 

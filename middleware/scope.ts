@@ -52,8 +52,15 @@ export interface LambdaLikeContext {
  * margin of the invocation's remaining time is left, whichever comes first. Middy's own
  * early-timeout signal covers only the handler, so waits in `before` need this.
  */
-export function waitBudget(context: LambdaLikeContext, waitMs = Infinity): { signal: AbortSignal; ms: number } {
+export function waitBudget(context: LambdaLikeContext, waitMs = Infinity): WaitBudget {
   return budgetUntil(deadlineOf(context), waitMs)
+}
+
+/** A wait's signal, aborted when `ms` has passed; `stop()` clears its timer once the wait is over. */
+export interface WaitBudget {
+  signal: AbortSignal
+  ms: number
+  stop(): void
 }
 
 /** `performance.now()` at which the invocation of `context` times out. */
@@ -90,9 +97,10 @@ function deferredBudgetUntil(deadline: number, waitMs: number): DeferredBudget {
   }
 }
 
-function budgetUntil(deadline: number, waitMs: number): { signal: AbortSignal; ms: number } {
+function budgetUntil(deadline: number, waitMs: number): WaitBudget {
   const ms = Math.floor(Math.max(0, Math.min(waitMs, deadline - RELEASE_MARGIN_MS - performance.now())))
-  return { signal: timeoutSignal(ms).signal, ms }
+  const timeout = timeoutSignal(ms)
+  return { signal: timeout.signal, ms, stop: timeout.cancel }
 }
 
 /** How the handler ended, as a use learns it when it leaves from `after`. */
@@ -151,7 +159,7 @@ export class InvocationScope {
   }
 
   /** Like {@link waitBudget}, from this invocation's deadline. */
-  waitBudget(waitMs = Infinity): { signal: AbortSignal; ms: number } {
+  waitBudget(waitMs = Infinity): WaitBudget {
     return budgetUntil(this.deadline, waitMs)
   }
 

@@ -63,12 +63,32 @@ export const COMPAT_GROUPS = [
 
 const log = (msg) => process.stderr.write(`[matrix] ${msg}\n`)
 
-/** Runs a command with inherited output; resolves its exit code. */
+/**
+ * Runs a command, its output passed through; resolves its exit code and the last lines it wrote
+ * (a run that fails before any test, on lint or types, is explained by those lines after the table).
+ */
 function run(cmd, args, env) {
   return new Promise((resolve) => {
-    const child = spawn(cmd, args, { cwd: root, env, stdio: ['ignore', 'inherit', 'inherit'] })
-    child.on('exit', (code, signal) => resolve(code ?? (signal ? 128 : 1)))
+    const child = spawn(cmd, args, { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] })
+    let tail = ''
+    const keep = (out) => (chunk) => {
+      out.write(chunk)
+      tail = (tail + chunk).slice(-20_000)
+    }
+    child.stdout.on('data', keep(process.stdout))
+    child.stderr.on('data', keep(process.stderr))
+    child.on('close', (code, signal) => resolve({ code: code ?? (signal ? 128 : 1), tail: lastLines(tail) }))
   })
+}
+
+/** Colour codes and Biome's frame characters off; the last `n` non-blank lines. */
+function lastLines(text, n = 25) {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: stripping the ANSI colour codes the tools write
+  const plain = String(text).replace(/\u001b\[[0-9;]*m/g, '')
+  return plain
+    .split('\n')
+    .filter((l) => l.trim())
+    .slice(-n)
 }
 
 /** Node 22's bin directory (scripts/node22.mjs installs it from the npm registry when missing). */
@@ -134,7 +154,7 @@ function testFiles(dir = join(root, 'test')) {
 const MIDDY = ['@middy/core', '@middy/http-error-handler', '@middy/ssm']
 async function installMiddy(major, env) {
   log(`Middy ${major} for the next row (npm install --no-save ${MIDDY.map((p) => `${p}@${major}`).join(' ')})`)
-  const code = await run('npm', ['install', '--no-save', '--no-audit', '--no-fund', ...MIDDY.map((p) => `${p}@${major}`)], env)
+  const { code } = await run('npm', ['install', '--no-save', '--no-audit', '--no-fund', ...MIDDY.map((p) => `${p}@${major}`)], env)
   if (code !== 0) throw new Error(`installing Middy ${major} failed (npm exited ${code})`)
 }
 
@@ -151,7 +171,7 @@ async function runRow({ line, node, label, groups, files, filter, env }) {
   log(`${label} on etcd ${line}, Node ${node} …`)
   const reporters = ['--reporter=default', '--reporter=json', `--outputFile=${report}`]
   const vitest = join(root, 'node_modules', 'vitest', 'vitest.mjs')
-  const code = files
+  const { code, tail } = files
     ? await run(process.execPath, [vitest, 'run', ...files, ...(filter ? ['-t', filter] : []), ...reporters], env)
     : await run('npm', ['test', '--', ...reporters], env)
   const seconds = Math.round((Date.now() - started) / 1000)
@@ -161,7 +181,7 @@ async function runRow({ line, node, label, groups, files, filter, env }) {
   // covers; one that named its failures fails only the groups they are in.
   const unexplained = code !== 0 && results.every((r) => r.failed === 0)
   if (unexplained)
-    failures.push({ where, file: '', name: `exited ${code} without a failed test (see the log above: lint, types, a crash)`, lines: [] })
+    failures.push({ where, file: '', name: `exited ${code} without a failed test (lint, types, a crash); its last lines:`, lines: tail })
   for (const r of results) for (const f of r.failures) failures.push({ where, file: r.file, ...f })
   const expected = files ?? testFiles()
   const missing = expected.filter((f) => !results.some((r) => r.file === f))
